@@ -1,0 +1,111 @@
+//! AWS clients, built the same way by every binary.
+//!
+//! Credentials and region come from the standard chain (environment, profiles, SSO, IMDS). An
+//! endpoint override — `--endpoint-url` or the standard `AWS_ENDPOINT_URL` /
+//! `AWS_ENDPOINT_URL_<SERVICE>` variables — points every client at LocalStack, moto or a VPC
+//! endpoint. S3 then switches to path-style addressing, because emulators on `127.0.0.1` cannot
+//! serve `bucket.127.0.0.1` virtual hosts.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// What a user can set about AWS on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Overrides the endpoint of every AWS service (e.g. `http://127.0.0.1:5000`).
+    pub endpoint_url: Option<String>,
+    /// Overrides the region from the environment or profile.
+    pub region: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AwsConfigError {
+    #[error(
+        "no AWS region is configured: set AWS_REGION (e.g. `export AWS_REGION=us-east-1`), \
+         a region in your AWS profile, or pass --region"
+    )]
+    NoRegion,
+    #[error("invalid endpoint URL {url:?}: it must start with http:// or https://")]
+    BadEndpoint { url: String },
+}
+
+/// The loaded configuration, ready to build clients.
+#[derive(Debug, Clone)]
+pub struct AwsContext {
+    config: SdkConfig,
+    endpoint_overridden: bool,
+}
+
+impl AwsContext {
+    /// Loads the standard configuration chain and applies the user's overrides. Fails fast
+    /// (before any request) when no region can be found or an endpoint is malformed.
+    pub async fn load(options: &AwsOptions) -> Result<AwsContext, AwsConfigError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = &options.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(AwsConfigError::BadEndpoint { url: url.clone() });
+            }
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            return Err(AwsConfigError::NoRegion);
+        }
+        let endpoint_overridden = options.endpoint_url.is_some()
+            || config.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        Ok(AwsContext { config, endpoint_overridden })
+    }
+
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        aws_sdk_kinesis::Client::new(&self.config)
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config)
+    }
+
+    pub fn firehose(&self) -> aws_sdk_firehose::Client {
+        aws_sdk_firehose::Client::new(&self.config)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.config)
+            .force_path_style(self.endpoint_overridden)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// Renders an SDK error with its service code and message, which the SDK's own `Display`
+/// hides behind "service error".
+pub fn describe_sdk_error<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_kinesis::error::SdkError;
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            match (e.code(), e.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_string(),
+                _ => format!("{e}"),
+            }
+        }
+        SdkError::DispatchFailure(failure) => {
+            format!("could not reach the endpoint (is the service running / the URL right?): {failure:?}")
+        }
+        SdkError::TimeoutError(_) => "request timed out".to_string(),
+        other => format!("{other}"),
+    }
+}

@@ -1,0 +1,216 @@
+//! Nested JSON into flat rows, the shape a Parquet table and Athena want.
+//!
+//! - A nested object becomes `parent_child` columns, at any depth (`customer_address_city`).
+//! - The array field named by `explode` (an array of objects, or of scalars) becomes one row per
+//!   element, the parent's fields repeated on each; element fields are prefixed with the array's
+//!   name (`products_price`). An empty or missing array keeps the parent as one row, so an order
+//!   without products is not lost.
+//! - Any other array is kept as its JSON text in a string column: nothing is dropped.
+//!
+//! Column order follows the input: the exploded element's fields stand where the array stood.
+
+use serde_json::{Map, Value};
+
+/// A flat row: column name → scalar JSON value (no objects, no arrays).
+pub type Row = Map<String, Value>;
+
+#[derive(Debug, Clone)]
+pub struct FlattenOptions {
+    /// Joins a parent's name to a child's. Default `_`.
+    pub separator: String,
+    /// The top-level field (dotted path for a nested one, e.g. `order.items`) whose array
+    /// becomes one row per element.
+    pub explode: Option<String>,
+}
+
+impl Default for FlattenOptions {
+    fn default() -> Self {
+        FlattenOptions { separator: "_".to_string(), explode: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlattenError {
+    #[error("expected a JSON object, found {found}")]
+    NotAnObject { found: &'static str },
+    #[error("column {column:?} would be produced twice (a nested field flattens onto an existing name)")]
+    Collision { column: String },
+    #[error("field {field:?} to explode is {found}, not an array")]
+    NotAnArray { field: String, found: &'static str },
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Flattens one input record into one row, or into one row per element of the exploded array.
+pub fn flatten_record(record: &Value, options: &FlattenOptions) -> Result<Vec<Row>, FlattenError> {
+    let Value::Object(object) = record else {
+        return Err(FlattenError::NotAnObject { found: kind(record) });
+    };
+    let explode_path: Option<Vec<&str>> = options.explode.as_deref().map(|p| p.split('.').collect());
+    let mut flattener = Flattener { separator: &options.separator, explode_path, exploded: None };
+    let mut base = Row::new();
+    flattener.flatten_into(&mut base, "", object, 0)?;
+
+    let Some(Exploded { insert_at, prefix, elements }) = flattener.exploded.take() else {
+        return Ok(vec![base]);
+    };
+    if elements.is_empty() {
+        return Ok(vec![base]);
+    }
+    let mut rows = Vec::with_capacity(elements.len());
+    for element in &elements {
+        let mut element_columns = Row::new();
+        match element {
+            Value::Object(fields) => flattener.flatten_into(&mut element_columns, &prefix, fields, usize::MAX)?,
+            scalar => flattener.insert(&mut element_columns, prefix.clone(), scalar.clone())?,
+        }
+        let mut row = Row::with_capacity(base.len() + element_columns.len());
+        for (i, (name, value)) in base.iter().enumerate() {
+            if i == insert_at {
+                for (n, v) in &element_columns {
+                    insert_unique(&mut row, n, v)?;
+                }
+            }
+            insert_unique(&mut row, name, value)?;
+        }
+        if insert_at >= base.len() {
+            for (n, v) in &element_columns {
+                insert_unique(&mut row, n, v)?;
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn insert_unique(row: &mut Row, name: &str, value: &Value) -> Result<(), FlattenError> {
+    if row.insert(name.to_string(), value.clone()).is_some() {
+        return Err(FlattenError::Collision { column: name.to_string() });
+    }
+    Ok(())
+}
+
+struct Exploded {
+    /// Index in the base row's columns where the element's columns go.
+    insert_at: usize,
+    prefix: String,
+    elements: Vec<Value>,
+}
+
+struct Flattener<'a> {
+    separator: &'a str,
+    explode_path: Option<Vec<&'a str>>,
+    exploded: Option<Exploded>,
+}
+
+impl Flattener<'_> {
+    fn name(&self, prefix: &str, key: &str) -> String {
+        if prefix.is_empty() { key.to_string() } else { format!("{prefix}{}{key}", self.separator) }
+    }
+
+    fn insert(&self, row: &mut Row, name: String, value: Value) -> Result<(), FlattenError> {
+        insert_unique(row, &name, &value)
+    }
+
+    /// `depth` is how far down the explode path we are; `usize::MAX` once inside an element
+    /// (nothing below an exploded element is exploded again).
+    fn flatten_into(&mut self, row: &mut Row, prefix: &str, object: &Map<String, Value>, depth: usize) -> Result<(), FlattenError> {
+        for (key, value) in object {
+            let name = self.name(prefix, key);
+            let on_explode_path = self
+                .explode_path
+                .as_ref()
+                .is_some_and(|path| depth < path.len() && path[depth] == key.as_str());
+            let is_explode_target = on_explode_path && self.explode_path.as_ref().is_some_and(|p| depth + 1 == p.len());
+            match value {
+                _ if is_explode_target => match value {
+                    Value::Array(elements) => {
+                        self.exploded = Some(Exploded { insert_at: row.len(), prefix: name, elements: elements.clone() });
+                    }
+                    Value::Null => {}
+                    other => {
+                        return Err(FlattenError::NotAnArray { field: name, found: kind(other) });
+                    }
+                },
+                Value::Object(child) => {
+                    let next_depth = if on_explode_path { depth + 1 } else { usize::MAX };
+                    self.flatten_into(row, &name, child, next_depth)?;
+                }
+                Value::Array(_) => {
+                    self.insert(row, name, Value::String(value.to_string()))?;
+                }
+                scalar => self.insert(row, name, scalar.clone())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn explode(field: &str) -> FlattenOptions {
+        FlattenOptions { explode: Some(field.to_string()), ..Default::default() }
+    }
+
+    #[test]
+    fn nested_objects_become_prefixed_columns() {
+        let rows = flatten_record(&json!({"id": 1, "customer": {"name": "A", "address": {"city": "X"}}, "tags": ["a", "b"]}), &FlattenOptions::default()).unwrap();
+        assert_eq!(rows, vec![json!({"id": 1, "customer_name": "A", "customer_address_city": "X", "tags": "[\"a\",\"b\"]"}).as_object().unwrap().clone()]);
+    }
+
+    #[test]
+    fn explode_repeats_parent_fields_in_input_order() {
+        let order = json!({"order_id": 1, "products": [{"name": "M", "price": 25.0}, {"name": "K", "price": 45.0}], "total": 70.0});
+        let rows = flatten_record(&order, &explode("products")).unwrap();
+        let keys: Vec<_> = rows[0].keys().cloned().collect();
+        assert_eq!(keys, ["order_id", "products_name", "products_price", "total"]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["products_name"], json!("K"));
+        assert_eq!(rows[1]["order_id"], json!(1));
+        assert_eq!(rows[1]["total"], json!(70.0));
+    }
+
+    #[test]
+    fn empty_or_missing_array_keeps_the_parent() {
+        assert_eq!(flatten_record(&json!({"id": 1, "products": []}), &explode("products")).unwrap().len(), 1);
+        assert_eq!(flatten_record(&json!({"id": 1}), &explode("products")).unwrap().len(), 1);
+        assert_eq!(flatten_record(&json!({"id": 1, "products": null}), &explode("products")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn nested_explode_path_and_scalar_elements() {
+        let rows = flatten_record(&json!({"o": {"id": 7, "items": [1, 2, 3]}}), &explode("o.items")).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2], json!({"o_id": 7, "o_items": 3}).as_object().unwrap().clone());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(flatten_record(&json!([1]), &FlattenOptions::default()), Err(FlattenError::NotAnObject { found: "an array" }));
+        assert!(matches!(flatten_record(&json!({"a_b": 1, "a": {"b": 2}}), &FlattenOptions::default()), Err(FlattenError::Collision { column }) if column == "a_b"));
+        assert!(matches!(flatten_record(&json!({"p": 5}), &explode("p")), Err(FlattenError::NotAnArray { .. })));
+        assert!(matches!(flatten_record(&json!({"products_x": 1, "products": [{"x": 2}]}), &explode("products")), Err(FlattenError::Collision { .. })));
+    }
+
+    #[test]
+    fn seed_orders_become_23_rows() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-data/orders/orders_ETL.json");
+        let orders: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("seed data beside the repo")).unwrap();
+        let rows: Vec<Row> = orders.as_array().unwrap().iter().flat_map(|o| flatten_record(o, &explode("products")).unwrap()).collect();
+        assert_eq!(rows.len(), 23);
+        assert!(rows.iter().all(|r| r.contains_key("customer_email") && r.contains_key("products_price")));
+    }
+}

@@ -1,0 +1,17 @@
+//! The shared core of kappa-lake: what the producer, the consumer and replay agree on.
+//!
+//! - [`endpoint`]: the URIs users type (`log:PATH`, `kinesis:NAME`, `s3://…`), parsed once.
+//! - [`aws`]: AWS clients from the standard configuration chain, with endpoint overrides.
+//! - [`event`]: the event contract (identity field, positions, sequence numbers).
+//! - [`schema`]: Arrow schema inference from CSV samples, and schema files.
+//! - [`flatten`]: nested JSON into flat rows (`parent_child` columns, exploded arrays).
+//! - [`log`]: the embedded, durable, sharded log (the cloud-free default).
+//! - [`time`]: event-time parsing shared by pacing and partitioning.
+
+pub mod aws;
+pub mod endpoint;
+pub mod event;
+pub mod flatten;
+pub mod log;
+pub mod schema;
+pub mod time;

@@ -1,0 +1,133 @@
+//! Event time: how a column's text becomes an instant (ms since the epoch, UTC).
+//!
+//! One parser for the producer's pacing (`--speedup`) and the consumer's partitioning, so both
+//! read the same column the same way. Times without a zone are UTC.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+/// How an event-time column is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EventTimeFormat {
+    /// RFC 3339 / ISO 8601 (`2025-03-19T10:00:00Z`, with or without zone or fraction), and the
+    /// plain forms `YYYY-MM-DD` and `YYYY-MM-DD HH:MM:SS`.
+    #[default]
+    Rfc3339,
+    /// Seconds since the Unix epoch (integer or fractional).
+    EpochSeconds,
+    /// Milliseconds since the Unix epoch.
+    EpochMillis,
+    /// A strftime pattern such as `%Y/%m/%d %H:%M` (a pattern without a time means midnight).
+    Pattern(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse {value:?} as an event time ({format})")]
+pub struct EventTimeError {
+    pub value: String,
+    pub format: String,
+}
+
+impl FromStr for EventTimeFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rfc3339" | "iso8601" => Ok(EventTimeFormat::Rfc3339),
+            "epoch_s" => Ok(EventTimeFormat::EpochSeconds),
+            "epoch_ms" => Ok(EventTimeFormat::EpochMillis),
+            pattern if pattern.contains('%') => Ok(EventTimeFormat::Pattern(pattern.to_string())),
+            other => Err(format!(
+                "unknown event time format {other:?}: use rfc3339, epoch_s, epoch_ms or a strftime pattern like %Y/%m/%d %H:%M"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for EventTimeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventTimeFormat::Rfc3339 => f.write_str("rfc3339"),
+            EventTimeFormat::EpochSeconds => f.write_str("epoch_s"),
+            EventTimeFormat::EpochMillis => f.write_str("epoch_ms"),
+            EventTimeFormat::Pattern(p) => f.write_str(p),
+        }
+    }
+}
+
+impl EventTimeFormat {
+    /// Parses `text` into milliseconds since the epoch.
+    pub fn parse_millis(&self, text: &str) -> Result<i64, EventTimeError> {
+        let text = text.trim();
+        let fail = || EventTimeError { value: text.to_string(), format: self.to_string() };
+        match self {
+            EventTimeFormat::Rfc3339 => {
+                if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+                    return Ok(t.timestamp_millis());
+                }
+                if text.len() == 10 {
+                    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| fail())?;
+                    return Ok(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")).timestamp_millis());
+                }
+                for pattern in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+                    if let Ok(t) = NaiveDateTime::parse_from_str(text, pattern) {
+                        return Ok(t.and_utc().timestamp_millis());
+                    }
+                }
+                // Zoned forms RFC 3339 does not accept, e.g. a space before the zone.
+                arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map(|n| n.div_euclid(1_000_000)).map_err(|_| fail())
+            }
+            EventTimeFormat::EpochSeconds => {
+                let seconds: f64 = text.parse().map_err(|_| fail())?;
+                if !seconds.is_finite() {
+                    return Err(fail());
+                }
+                Ok((seconds * 1000.0).round() as i64)
+            }
+            EventTimeFormat::EpochMillis => text.parse().map_err(|_| fail()),
+            EventTimeFormat::Pattern(pattern) => {
+                if let Ok(t) = DateTime::parse_from_str(text, pattern) {
+                    return Ok(t.timestamp_millis());
+                }
+                if let Ok(t) = NaiveDateTime::parse_from_str(text, pattern) {
+                    return Ok(t.and_utc().timestamp_millis());
+                }
+                let date = NaiveDate::parse_from_str(text, pattern).map_err(|_| fail())?;
+                Ok(date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_742_378_400_000; // 2025-03-19T10:00:00Z
+
+    #[test]
+    fn every_format_parses_to_the_same_instant() {
+        let rfc = EventTimeFormat::Rfc3339;
+        assert_eq!(rfc.parse_millis("2025-03-19T10:00:00Z").unwrap(), T);
+        assert_eq!(rfc.parse_millis("2025-03-19T12:00:00+02:00").unwrap(), T);
+        assert_eq!(rfc.parse_millis("2025-03-19 10:00:00").unwrap(), T);
+        assert_eq!(rfc.parse_millis("2025-03-19T10:00:00.000").unwrap(), T);
+        assert_eq!(rfc.parse_millis("2025-03-19").unwrap(), T - 10 * 3_600_000);
+        assert_eq!("epoch_s".parse::<EventTimeFormat>().unwrap().parse_millis("1742378400").unwrap(), T);
+        assert_eq!("epoch_ms".parse::<EventTimeFormat>().unwrap().parse_millis("1742378400000").unwrap(), T);
+        let pattern: EventTimeFormat = "%Y/%m/%d %H:%M".parse().unwrap();
+        assert_eq!(pattern.parse_millis("2025/03/19 10:00").unwrap(), T);
+        let date_only: EventTimeFormat = "%d.%m.%Y".parse().unwrap();
+        assert_eq!(date_only.parse_millis("19.03.2025").unwrap(), T - 10 * 3_600_000);
+    }
+
+    #[test]
+    fn errors_say_value_and_format() {
+        let err = EventTimeFormat::Rfc3339.parse_millis("19/03/2025").unwrap_err();
+        assert_eq!(err.to_string(), "cannot parse \"19/03/2025\" as an event time (rfc3339)");
+        assert!("weekly".parse::<EventTimeFormat>().unwrap_err().contains("strftime"));
+        assert!(EventTimeFormat::EpochSeconds.parse_millis("NaN").is_err());
+    }
+}

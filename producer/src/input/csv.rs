@@ -1,0 +1,171 @@
+//! CSV input: a header row, then one event per record.
+//!
+//! Records are read as bytes with the `csv` crate in flexible mode, so a ragged row or bad
+//! UTF-8 is this reader's decision (quarantine with line and reason), never a parse error that
+//! ends the run.
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use kappa_common::schema::{NullTokens, TableSchema, infer_csv_schema};
+
+use super::{Batcher, Event, InputError, InputSpec, Reject, RejectWriter, ReadStop, RowContext, RowOrigin, emit, open_with_head, content_identity};
+
+pub struct CsvInput {
+    name: String,
+    identity: String,
+    header: Vec<String>,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    /// Records read ahead for schema inference, replayed before the rest.
+    buffered: VecDeque<csv::ByteRecord>,
+}
+
+impl CsvInput {
+    pub fn open(spec: &InputSpec, delimiter: u8) -> Result<CsvInput, InputError> {
+        let name = spec.display();
+        let io = |source| InputError::Io { input: name.clone(), source };
+        let (head, reader) = open_with_head(spec).map_err(io)?;
+        let identity = content_identity(&head, spec.len());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .delimiter(delimiter)
+            .buffer_capacity(1 << 20)
+            .from_reader(reader);
+        let header_record = reader.byte_headers().map_err(|e| InputError::Invalid { input: name.clone(), reason: format!("cannot read the header row: {e}") })?;
+        let mut header = Vec::with_capacity(header_record.len());
+        for (index, cell) in header_record.iter().enumerate() {
+            let cell = std::str::from_utf8(cell).map_err(|_| InputError::Invalid {
+                input: name.clone(),
+                reason: format!("header column {} is not valid UTF-8", index + 1),
+            })?;
+            let cell = cell.trim();
+            if cell.is_empty() {
+                return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {} is empty; every column needs a name", index + 1) });
+            }
+            if header.iter().any(|h| h == cell) {
+                return Err(InputError::Invalid { input: name.clone(), reason: format!("header names column {cell:?} twice; column names must be unique") });
+            }
+            header.push(cell.to_string());
+        }
+        if header.is_empty() {
+            return Err(InputError::Invalid { input: name, reason: "the file is empty (no header row)".into() });
+        }
+        Ok(CsvInput { name, identity, header, reader, buffered: VecDeque::new() })
+    }
+
+    /// Infers the schema from the first `rows` records; rows that are ragged or not UTF-8 are
+    /// left out of the sample (they will be rejected when read).
+    pub fn infer_schema(&mut self, rows: usize, null_tokens: &NullTokens) -> Result<TableSchema, InputError> {
+        let mut sample = Vec::new();
+        while self.buffered.len() < rows {
+            let mut record = csv::ByteRecord::new();
+            match self.reader.read_byte_record(&mut record) {
+                Ok(true) => {
+                    if record.len() == self.header.len()
+                        && let Ok(text) = csv::StringRecord::from_byte_record(record.clone())
+                    {
+                        sample.push(text);
+                    }
+                    self.buffered.push_back(record);
+                }
+                Ok(false) => break,
+                Err(e) => return Err(InputError::Invalid { input: self.name.clone(), reason: e.to_string() }),
+            }
+        }
+        infer_csv_schema(&self.header, &sample, null_tokens).map_err(|e| InputError::Invalid { input: self.name.clone(), reason: e.to_string() })
+    }
+
+    pub fn read(mut self, pass: u64, context: &RowContext, rejects: &RejectWriter, batcher: &mut Batcher) -> Result<(), ReadStop> {
+        let schema = &context.schema;
+        // For each schema column, where it is in this file's header.
+        let positions: Vec<Option<usize>> = schema.fields.iter().map(|c| self.header.iter().position(|h| *h == c.name)).collect();
+        let extra: Vec<usize> = (0..self.header.len()).filter(|i| schema.index_of(&self.header[*i]).is_none()).collect();
+        if !extra.is_empty() && pass == 0 {
+            let names: Vec<&str> = extra.iter().map(|i| self.header[*i].as_str()).collect();
+            tracing::warn!(input = %self.name, columns = ?names, "columns not in the schema are sent as strings");
+        }
+        let key_position = context.partition_key.as_ref().map(|k| self.header.iter().position(|h| h == k));
+        if let Some(None) = key_position {
+            return Err(InputError::Invalid { input: self.name.clone(), reason: format!("--partition-key column {:?} is not in the header", context.partition_key.as_deref().unwrap_or_default()) }.into());
+        }
+        let time_position = match &context.event_time {
+            Some((column, _)) => Some(self.header.iter().position(|h| h == column).ok_or_else(|| InputError::Invalid {
+                input: self.name.clone(),
+                reason: format!("--event-time column {column:?} is not in the header"),
+            })?),
+            None => None,
+        };
+
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::with_capacity(1024);
+        let mut row: u64 = 0;
+        loop {
+            match self.buffered.pop_front() {
+                Some(buffered) => record = buffered,
+                None => match self.reader.read_byte_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => return Err(InputError::Invalid { input: self.name.clone(), reason: e.to_string() }.into()),
+                },
+            }
+            if !batcher.take_row() {
+                return Ok(());
+            }
+            let origin = RowOrigin { pass, row, line: record.position().map_or(0, |p| p.line()) };
+            row += 1;
+            let mut cells = Vec::with_capacity(self.header.len());
+            let encoded = encode_record(&self, &record, &mut cells, &positions, &extra, key_position.flatten(), time_position, origin, context, &mut out);
+            emit(context, batcher, rejects, encoded)?;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_record<'r>(
+    input: &CsvInput,
+    record: &'r csv::ByteRecord,
+    cells: &mut Vec<&'r str>,
+    positions: &[Option<usize>],
+    extra: &[usize],
+    key_position: Option<usize>,
+    time_position: Option<usize>,
+    origin: RowOrigin,
+    context: &RowContext,
+    out: &mut Vec<u8>,
+) -> Result<Event, Reject> {
+    let reject = |reason: String| Reject { input: input.name.clone(), line: origin.line, row: origin.row, reason, raw: raw_line(record) };
+    if record.len() != input.header.len() {
+        return Err(reject(format!("ragged row: expected {} fields, found {}", input.header.len(), record.len())));
+    }
+    cells.clear();
+    for (index, cell) in record.iter().enumerate() {
+        match std::str::from_utf8(cell) {
+            Ok(text) => cells.push(text),
+            Err(_) => return Err(reject(format!("column {:?} is not valid UTF-8", input.header[index]))),
+        }
+    }
+    let id = context.event_id(&input.identity, origin);
+    let extra_cells: Vec<(&str, &str)> = extra.iter().map(|i| (input.header[*i].as_str(), cells[*i])).collect();
+    context
+        .encoder
+        .encode_text_row(&id, positions.iter().map(|p| p.map(|i| cells[i])), &extra_cells, out)
+        .map_err(|e| reject(e.to_string()))?;
+    let event_time_ms = match (time_position, &context.event_time) {
+        (Some(i), Some((column, parser))) => Some(parser.parse(cells[i]).map_err(|e| reject(format!("--event-time column {column:?}: {e}")))?),
+        _ => None,
+    };
+    let key = match key_position.map(|i| cells[i]) {
+        Some(value) if !value.is_empty() => value.to_string(),
+        _ => id,
+    };
+    Ok(Event { key, payload: out.clone(), event_time_ms })
+}
+
+/// The record as CSV text, for the reject file.
+fn raw_line(record: &csv::ByteRecord) -> String {
+    let mut writer = csv::WriterBuilder::new().flexible(true).terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let _ = writer.write_byte_record(record);
+    let bytes = writer.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(bytes.strip_suffix(b"\n").unwrap_or(&bytes)).into_owned()
+}

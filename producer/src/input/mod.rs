@@ -1,0 +1,280 @@
+//! Input files into events: format detection, file identity, and the reading thread.
+//!
+//! Parsing and encoding are CPU work, so they run on a plain thread that hands batches of
+//! events to the async sending side through a bounded channel (back-pressure: a slow sink
+//! slows the reader instead of growing memory).
+
+mod csv;
+mod json;
+mod rejects;
+
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kappa_common::event::event_id;
+use kappa_common::flatten::FlattenOptions;
+use kappa_common::schema::{NullTokens, TableSchema};
+
+pub use self::csv::CsvInput;
+pub use self::json::JsonInput;
+pub use self::rejects::{Reject, RejectError, RejectWriter};
+use crate::encode::RowEncoder;
+use crate::pace::EventTimeParser;
+use crate::stats::Stats;
+
+/// The input formats the producer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+    /// A JSON array of objects, or one object (use --explode to turn its array into rows).
+    Json,
+}
+
+impl InputFormat {
+    /// Chooses the format from a file name's extension (`.csv`, `.tsv`, `.ndjson`, `.jsonl`,
+    /// `.json`, with an optional `.gz`-less name only).
+    pub fn from_path(path: &Path) -> Option<InputFormat> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "csv" | "tsv" | "txt" => Some(InputFormat::Csv),
+            "ndjson" | "jsonl" => Some(InputFormat::Ndjson),
+            "json" => Some(InputFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// One `--input`: a file or standard input (`-`), with its resolved format.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// `None` is standard input.
+    pub path: Option<PathBuf>,
+    pub format: InputFormat,
+}
+
+impl InputSpec {
+    pub fn display(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<stdin>".to_string(),
+        }
+    }
+
+    pub fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        Ok(match &self.path {
+            Some(p) => Box::new(std::fs::File::open(p)?),
+            None => Box::new(std::io::stdin()),
+        })
+    }
+
+    pub fn len(&self) -> Option<u64> {
+        self.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len())
+    }
+}
+
+/// How much of an input's head its identity hashes. Large enough that two different exports
+/// practically never share it, small enough to cost nothing.
+const IDENTITY_SAMPLE: usize = 1 << 20;
+
+/// A stable identity for an input's content: 16 hex digits of xxh3 over its first MiB and its
+/// length. The same file re-sent (after a crash, or from another path) gets the same event
+/// identities, so the consumer keeps each row once.
+pub fn content_identity(head: &[u8], total_len: Option<u64>) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&head[..head.len().min(IDENTITY_SAMPLE)]);
+    hasher.update(&total_len.unwrap_or(u64::MAX).to_le_bytes());
+    format!("{:016x}", hasher.digest())
+}
+
+/// Reads the first MiB of an input, for its identity and for sampling, and returns a reader
+/// that still yields the input from its first byte.
+pub fn open_with_head(spec: &InputSpec) -> std::io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut reader = BufReader::with_capacity(1 << 20, spec.open()?);
+    let mut head = Vec::with_capacity(IDENTITY_SAMPLE);
+    (&mut reader).take(IDENTITY_SAMPLE as u64).read_to_end(&mut head)?;
+    let rest = std::io::Cursor::new(head.clone()).chain(reader);
+    Ok((head, Box::new(rest)))
+}
+
+/// One event ready for a sink.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The partition key: the `--partition-key` column's value, else the event identity.
+    pub key: String,
+    /// The JSON object, without a trailing newline.
+    pub payload: Vec<u8>,
+    /// Event time in ms since the epoch, when `--event-time` is set (for `--speedup`).
+    pub event_time_ms: Option<i64>,
+}
+
+/// What every input reader needs to turn rows into events.
+pub struct RowContext {
+    pub encoder: RowEncoder,
+    pub schema: TableSchema,
+    pub null_tokens: NullTokens,
+    pub flatten: FlattenOptions,
+    pub partition_key: Option<String>,
+    pub event_time: Option<(String, EventTimeParser)>,
+    pub source_id_override: Option<String>,
+    pub csv_delimiter: u8,
+    pub stats: Arc<Stats>,
+}
+
+/// Where a row came from, for its identity and for reject records.
+#[derive(Debug, Clone, Copy)]
+pub struct RowOrigin {
+    pub pass: u64,
+    /// Zero-based index of the output row within the input.
+    pub row: u64,
+    /// One-based line in the input where the row starts (0 when unknown).
+    pub line: u64,
+}
+
+impl RowContext {
+    pub fn event_id(&self, source: &str, origin: RowOrigin) -> String {
+        event_id(self.source_id_override.as_deref().unwrap_or(source), origin.pass, origin.row)
+    }
+}
+
+/// Sends events downstream in batches and stops early once `--limit` is reached.
+pub struct Batcher {
+    sender: tokio::sync::mpsc::Sender<Vec<Event>>,
+    batch: Vec<Event>,
+    batch_size: usize,
+    remaining: Option<u64>,
+}
+
+/// The receiving side hung up (the sink failed); readers stop quietly, the sink reports why.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl Batcher {
+    pub fn new(sender: tokio::sync::mpsc::Sender<Vec<Event>>, batch_size: usize, limit: Option<u64>) -> Batcher {
+        Batcher { sender, batch: Vec::with_capacity(batch_size), batch_size, remaining: limit }
+    }
+
+    /// True once `--limit` rows were taken.
+    pub fn done(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    /// Counts a row against `--limit` (rejected rows count too: the limit is on rows read).
+    pub fn take_row(&mut self) -> bool {
+        match &mut self.remaining {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub fn push(&mut self, event: Event) -> Result<(), Stopped> {
+        self.batch.push(event);
+        if self.batch.len() >= self.batch_size { self.flush() } else { Ok(()) }
+    }
+
+    pub fn flush(&mut self) -> Result<(), Stopped> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        self.sender.blocking_send(batch).map_err(|_| Stopped)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read {input}: {source}")]
+    Io { input: String, source: std::io::Error },
+    #[error("{input}: {reason}")]
+    Invalid { input: String, reason: String },
+    #[error("too many rejected rows: {rejected} > --max-errors {max}; see {rejects}")]
+    TooManyErrors { rejected: u64, max: u64, rejects: String },
+    #[error(transparent)]
+    Rejects(#[from] rejects::RejectError),
+}
+
+/// Reads every input, `passes` times, into the batcher. Runs on its own thread.
+pub fn read_all(
+    inputs: &[InputSpec],
+    first_csv: Option<CsvInput>,
+    passes: u64,
+    context: &RowContext,
+    rejects: &RejectWriter,
+    batcher: &mut Batcher,
+) -> Result<(), InputError> {
+    let mut first_csv = first_csv;
+    for pass in 0..passes {
+        for (index, spec) in inputs.iter().enumerate() {
+            if batcher.done() {
+                return flush(batcher);
+            }
+            let result = match spec.format {
+                InputFormat::Csv => {
+                    let input = match first_csv.take().filter(|_| index == 0 && pass == 0) {
+                        Some(input) => input,
+                        None => CsvInput::open(spec, context.csv_delimiter)?,
+                    };
+                    input.read(pass, context, rejects, batcher)
+                }
+                InputFormat::Ndjson | InputFormat::Json => JsonInput::open(spec)?.read(pass, context, rejects, batcher),
+            };
+            match result {
+                Ok(()) => {}
+                Err(ReadStop::Stopped) => return Ok(()),
+                Err(ReadStop::Failed(e)) => return Err(e),
+            }
+        }
+    }
+    flush(batcher)
+}
+
+fn flush(batcher: &mut Batcher) -> Result<(), InputError> {
+    // A closed channel means the sink already failed; it reports the error.
+    let _ = batcher.flush();
+    Ok(())
+}
+
+/// Why reading an input ended early.
+pub enum ReadStop {
+    Stopped,
+    Failed(InputError),
+}
+
+impl From<Stopped> for ReadStop {
+    fn from(_: Stopped) -> Self {
+        ReadStop::Stopped
+    }
+}
+
+impl From<InputError> for ReadStop {
+    fn from(e: InputError) -> Self {
+        ReadStop::Failed(e)
+    }
+}
+
+impl From<rejects::RejectError> for ReadStop {
+    fn from(e: rejects::RejectError) -> Self {
+        ReadStop::Failed(e.into())
+    }
+}
+
+/// Shared by the CSV and JSON readers: an encoded row becomes an event, or a reject.
+pub fn emit(
+    context: &RowContext,
+    batcher: &mut Batcher,
+    rejects: &RejectWriter,
+    encoded: Result<Event, Reject>,
+) -> Result<(), ReadStop> {
+    context.stats.add_rows_read(1);
+    match encoded {
+        Ok(event) => batcher.push(event)?,
+        Err(reject) => rejects.write(&reject, &context.stats)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+use clap::Parser;
+use kappa_producer::config::Cli;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG").unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() {
+    init_tracing();
+    let config = match Cli::parse().validate() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let outcome = runtime.block_on(kappa_producer::run(config));
+    match outcome {
+        Ok(outcome) => {
+            eprint!("{}", outcome.summary.render());
+            if let Some(e) = outcome.error {
+                eprintln!("error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            if outcome.summary.undelivered > 0 {
+                eprintln!("error: {} events could not be delivered; they are in the reject file", outcome.summary.undelivered);
+                std::process::exit(3);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""A recording, fault-injecting HTTP proxy in front of moto's server, for the end-to-end tests.
+
+Why it exists: moto serves the real AWS APIs, but it neither tells how many requests a client
+made nor ever fails part of a batch call. This proxy forwards every request unchanged, and
+  - counts requests per API action and records each batch call's entry count, so a test can
+    check the batching rules against what actually crossed the wire;
+  - on demand, makes a batch call fail partially the honest way: it removes some entries from
+    the request before moto sees them, then reports exactly those entries as failed (throttled)
+    in the response. The records were never written, so a client that retries them alone ends
+    with every row exactly once, and one that retries the whole batch writes duplicates.
+
+Control endpoints (not forwarded):
+  GET  /_proxy/stats                    {"requests": {action: n}, "entries": {action: [n, ...]}}
+  POST /_proxy/reset                    clears the counters
+  POST /_proxy/fail {"action": A, "every": K, "times": T}
+       the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
+
+Usage: fault_proxy.py --port PORT --upstream http://127.0.0.1:MOTO_PORT
+"""
+import argparse
+import http.client
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+# Batch actions: (request list field, response shape).
+BATCH_ACTIONS = {
+    "PutRecords": "Records",          # Kinesis
+    "SendMessageBatch": "Entries",    # SQS (JSON protocol)
+    "PutRecordBatch": "Records",      # Firehose
+}
+
+state_lock = threading.Lock()
+state = {"requests": {}, "entries": {}, "faults": {}}
+
+
+def action_of(headers, path):
+    target = headers.get("X-Amz-Target")
+    if target:
+        return target.split(".")[-1]
+    return "HTTP:" + path.split("?")[0]
+
+
+def inject(action, request):
+    """Removes the entries chosen to fail; returns (new request, failed indexes, original count)."""
+    field = BATCH_ACTIONS[action]
+    entries = request.get(field, [])
+    with state_lock:
+        fault = state["faults"].get(action)
+        if not fault or fault["times"] <= 0:
+            return request, [], len(entries)
+        fault["times"] -= 1
+        every = max(1, fault["every"])
+    failed = [i for i in range(len(entries)) if i % every == 0]
+    kept = [e for i, e in enumerate(entries) if i % every != 0]
+    new_request = dict(request)
+    new_request[field] = kept
+    return new_request, failed, len(entries)
+
+
+def splice(action, response, failed, original_count, request):
+    """Puts failure entries back at the failed positions of the upstream response."""
+    if action == "PutRecords":
+        ok = iter(response.get("Records", []))
+        records = []
+        for i in range(original_count):
+            if i in failed:
+                records.append({"ErrorCode": "ProvisionedThroughputExceededException",
+                                "ErrorMessage": "Rate exceeded for shard (injected by the test proxy)"})
+            else:
+                records.append(next(ok))
+        response["Records"] = records
+        response["FailedRecordCount"] = response.get("FailedRecordCount", 0) + len(failed)
+    elif action == "PutRecordBatch":
+        ok = iter(response.get("RequestResponses", []))
+        records = []
+        for i in range(original_count):
+            if i in failed:
+                records.append({"ErrorCode": "ServiceUnavailableException",
+                                "ErrorMessage": "Slow down (injected by the test proxy)"})
+            else:
+                records.append(next(ok))
+        response["RequestResponses"] = records
+        response["FailedPutCount"] = response.get("FailedPutCount", 0) + len(failed)
+        response.setdefault("Encrypted", False)
+    elif action == "SendMessageBatch":
+        entries = request.get("Entries", [])
+        response.setdefault("Successful", [])
+        response.setdefault("Failed", [])
+        for i in failed:
+            response["Failed"].append({"Id": entries[i]["Id"], "SenderFault": False,
+                                       "Code": "InternalError",
+                                       "Message": "injected by the test proxy"})
+    return response
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, headers=()):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def control(self, body):
+        if self.path == "/_proxy/stats":
+            with state_lock:
+                out = json.dumps({"requests": state["requests"], "entries": state["entries"]}).encode()
+            return self.reply(200, out, [("Content-Type", "application/json")])
+        if self.path == "/_proxy/reset":
+            with state_lock:
+                state["requests"].clear()
+                state["entries"].clear()
+                state["faults"].clear()
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/fail":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["faults"][spec["action"]] = {"every": int(spec.get("every", 2)), "times": int(spec.get("times", 1))}
+            return self.reply(200, b"{}")
+        return self.reply(404, b"unknown control path")
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.path.startswith("/_proxy/"):
+            return self.control(body)
+        action = action_of(self.headers, self.path)
+        failed, original_count, request = [], 0, None
+        if action in BATCH_ACTIONS and body:
+            request = json.loads(body)
+            forwarded, failed, original_count = inject(action, request)
+            if failed:
+                body = json.dumps(forwarded).encode()
+        with state_lock:
+            state["requests"][action] = state["requests"].get(action, 0) + 1
+            if request is not None:
+                state["entries"].setdefault(action, []).append(original_count)
+
+        if failed and original_count == len(failed):
+            # Every entry fails: the real service answers without writing anything, and an
+            # empty batch would be a client error upstream.
+            content_type = "application/x-amz-json-1.0" if action == "SendMessageBatch" else "application/x-amz-json-1.1"
+            data = json.dumps(splice(action, {}, failed, original_count, request)).encode()
+            return self.reply(200, data, [("Content-Type", content_type)])
+        upstream = self.server.upstream
+        conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
+        headers["Content-Length"] = str(len(body))
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if failed and resp.status == 200:
+            data = json.dumps(splice(action, json.loads(data), failed, original_count, request)).encode()
+        out_headers = [(k, v) for k, v in resp.getheaders()
+                       if k.lower() not in ("content-length", "connection", "transfer-encoding", "content-md5")]
+        conn.close()
+        self.reply(resp.status, data, out_headers)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.upstream = urlparse(args.upstream)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

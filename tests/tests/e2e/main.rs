@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binaries against the embedded log and moto's AWS-API server.
+//!
+//! One test binary for the whole workspace (each one links the AWS SDK: few binaries build
+//! faster). Run them with `./scripts/test`, which installs moto and builds the binaries first.
+
+mod producer_aws;
+mod producer_bad_input;
+mod producer_log;
+mod support;

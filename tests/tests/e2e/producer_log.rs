@@ -1,0 +1,122 @@
+//! The producer onto the embedded log: the seed data end to end, identities, JSON flattening.
+
+use kappa_tests::{expect_status, kappa, run, seed};
+use serde_json::json;
+
+use crate::support::{assert_sales_exactly_once, read_log, sales_args, summary};
+
+#[test]
+fn seed_sales_reach_the_log_typed_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-producer", None)
+        .args(sales_args())
+        .args(["--to", &format!("log:{}", log.display()), "--shards", "4", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+    let events = read_log(&log);
+    assert_sales_exactly_once(&events);
+    let s = summary(&summary_path);
+    assert_eq!(s["rows_read"], 400);
+    assert_eq!(s["events_sent"], 400);
+    assert_eq!(s["rejected"], 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rows read      400"), "summary printed: {stderr}");
+
+    // Every shard got a share: the default key spreads rows.
+    let opened = kappa_common::log::Log::open(&log).unwrap();
+    for shard in 0..4 {
+        assert!(opened.shard_end(shard).unwrap() > 50, "shard {shard} has too few records");
+    }
+}
+
+#[test]
+fn resending_a_file_repeats_its_identities_and_loop_makes_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let file = seed("supermarket/sales/supermarket_sales_20250319.csv");
+    let to = format!("log:{}", log.display());
+    for _ in 0..2 {
+        expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&file).args(["--to", &to])), 0);
+    }
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&file).args(["--to", &to, "--loop", "2", "--limit", "150"])), 0);
+    let events = read_log(&log);
+    assert_eq!(events.len(), 350);
+    let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e["_kappa_id"].as_str().unwrap()).collect();
+    // Runs 1 and 2 share their 100 identities; the looped run's second pass (50 rows) is new.
+    assert_eq!(ids.len(), 150);
+    // The partition key defaults to the identity, so a re-sent row lands on the same shard.
+    let opened = kappa_common::log::Log::open(&log).unwrap();
+    let total: u64 = (0..opened.shard_count()).map(|s| opened.shard_end(s).unwrap()).sum();
+    assert_eq!(total, 350);
+}
+
+#[test]
+fn nested_orders_explode_into_23_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let schema_path = dir.path().join("orders.schema.json");
+    let output = run(kappa("kappa-producer", None)
+        .arg("-i")
+        .arg(seed("orders/orders_ETL.json"))
+        .args(["--explode", "products", "--to", &format!("log:{}", log.display()), "--write-schema"])
+        .arg(&schema_path));
+    expect_status(&output, 0);
+    let events = read_log(&log);
+    assert_eq!(events.len(), 23);
+    let mut columns: Vec<&str> = events[0].keys().map(String::as_str).collect();
+    columns.sort();
+    assert_eq!(
+        columns,
+        [
+            "_kappa_id",
+            "customer_address",
+            "customer_customer_id",
+            "customer_email",
+            "customer_name",
+            "order_date",
+            "order_id",
+            "products_category",
+            "products_name",
+            "products_price",
+            "products_product_id",
+            "products_quantity",
+            "total_amount"
+        ]
+    );
+    let mouse = events.iter().find(|e| e["products_name"] == json!("Wireless Mouse")).expect("first product");
+    assert_eq!(mouse["order_id"], json!(1));
+    assert_eq!(mouse["customer_name"], json!("John Doe"));
+    assert_eq!(mouse["products_price"], json!(25.0));
+    assert_eq!(mouse["products_quantity"], json!(2));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&schema_path).unwrap()).unwrap();
+    let price = schema["fields"].as_array().unwrap().iter().find(|f| f["name"] == "products_price").unwrap();
+    assert_eq!(price["type"], "float64");
+}
+
+#[test]
+fn people_csv_with_event_time_pacing_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let started = std::time::Instant::now();
+    let output = run(kappa("kappa-producer", None)
+        .arg("-i")
+        .arg(seed("people/generated_mock_data.csv"))
+        .args(["--to", &format!("log:{}", log.display()), "--rate", "500", "--limit", "300", "--partition-key", "Country"]));
+    expect_status(&output, 0);
+    let elapsed = started.elapsed();
+    // 300 rows at 500/s: the first 50 are a burst, the other 250 take ~0.5 s.
+    assert!(elapsed >= std::time::Duration::from_millis(450), "rate not applied: {elapsed:?}");
+    let events = read_log(&log);
+    assert_eq!(events.len(), 300);
+    assert!(events.iter().all(|e| e["Age"].is_i64() && e["Date"].is_string()));
+    // Same country, same shard.
+    let opened = kappa_common::log::Log::open(&log).unwrap();
+    for shard in 0..opened.shard_count() {
+        let mut reader = opened.reader(shard, kappa_common::log::StartAt::Earliest).unwrap();
+        while let Some(record) = reader.next().unwrap() {
+            assert_eq!(opened.shard_for_key(&record.key), shard);
+        }
+    }
+}
