@@ -24,7 +24,16 @@ pub const EVENT_ID_FIELD: &str = "_kappa_id";
 /// iteration (a load-generation loop deliberately makes new events), `row` is the zero-based
 /// index of the output row within the source (after exploding arrays).
 pub fn event_id(source: &str, pass: u64, row: u64) -> String {
-    format!("{source}:{pass}:{row}")
+    // Called once per row on the producer's hot path: no formatting machinery.
+    let (mut pass_buf, mut row_buf) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (pass, row) = (pass_buf.format(pass), row_buf.format(row));
+    let mut id = String::with_capacity(source.len() + pass.len() + row.len() + 2);
+    id.push_str(source);
+    id.push(':');
+    id.push_str(pass);
+    id.push(':');
+    id.push_str(row);
+    id
 }
 
 /// A sequence number within a shard, as Kinesis and the embedded log hand them out.

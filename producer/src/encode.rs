@@ -38,7 +38,54 @@ pub struct RowEncoder {
 }
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    // Most cells need no escaping: copy them in one go, and leave the rest to serde_json.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// True if `text` is already a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`),
+/// so it can be copied instead of parsed and re-printed — which also keeps its exact digits
+/// (`1299.00` stays `1299.00`).
+fn is_json_number(text: &[u8], allow_fraction: bool) -> bool {
+    let mut i = usize::from(text.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < text.len() && text[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && text[int_start] == b'0') {
+        return false;
+    }
+    if !allow_fraction {
+        return i == text.len();
+    }
+    if i < text.len() && text[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < text.len() && (text[i] == b'e' || text[i] == b'E') {
+        i += 1;
+        if i < text.len() && (text[i] == b'+' || text[i] == b'-') {
+            i += 1;
+        }
+        let exponent_digits = digits(&mut i);
+        // Large exponents may overflow to infinity: let the parser decide those.
+        if exponent_digits == 0 || exponent_digits > 2 {
+            return false;
+        }
+    }
+    i == text.len()
 }
 
 impl RowEncoder {
@@ -153,10 +200,13 @@ fn mismatch(column: &EncodedColumn, shown: &str) -> CellError {
 fn encode_text_cell(column: &EncodedColumn, text: &str, out: &mut Vec<u8>) -> Result<(), CellError> {
     match column.column_type {
         ColumnType::String => json_string(out, text),
+        // Up to 18 digits always fits an i64.
+        ColumnType::Int64 if text.len() <= 18 && is_json_number(text.as_bytes(), false) => out.extend_from_slice(text.as_bytes()),
         ColumnType::Int64 => {
             let n: i64 = text.trim().parse().map_err(|_| mismatch(column, text))?;
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         }
+        ColumnType::Float64 if is_json_number(text.as_bytes(), true) => out.extend_from_slice(text.as_bytes()),
         ColumnType::Float64 => {
             let x: f64 = text.trim().parse().map_err(|_| mismatch(column, text))?;
             write_float(column, x, text, out)?;
@@ -264,6 +314,22 @@ mod tests {
         let v = encode(&encoder, &["", "NA", "NULL", "", "", ""]).unwrap();
         assert_eq!(v["s"], Value::Null);
         assert_eq!(v["i"], Value::Null);
+    }
+
+    #[test]
+    fn json_numbers_are_copied_and_others_normalized() {
+        use ColumnType::*;
+        for (text, json) in [("0", true), ("-12", true), ("007", false), ("+5", false), ("1.", false), (".5", false), ("1e5", true), ("1E+05", true), ("1e999", false), ("-", false), ("", false)] {
+            assert_eq!(is_json_number(text.as_bytes(), true), json, "{text:?}");
+        }
+        assert!(!is_json_number(b"1.5", false));
+        let encoder = RowEncoder::new(&schema(&[("i", Int64, true), ("f", Float64, true)]), NullTokens::default());
+        let v = encode(&encoder, &["007", "+.5"]).unwrap();
+        assert_eq!((v["i"].as_i64(), v["f"].as_f64()), (Some(7), Some(0.5)));
+        let mut out = Vec::new();
+        encoder.encode_text_row("x", ["12", "1299.00"].into_iter().map(Some), &[], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"_kappa_id":"x","i":12,"f":1299.00}"#);
+        assert!(encode(&encoder, &["1", "1e999"]).unwrap_err().reason.contains("not a finite number"));
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! cuts the torn bytes (with a warning). Damage anywhere else is reported as
 //! [`LogError::Corrupt`], never skipped.
 
+mod background_sync;
 mod meta;
 mod reader;
 mod recovery;
@@ -110,7 +111,8 @@ pub enum LogError {
 pub enum FsyncPolicy {
     /// At every [`ShardWriter::flush`].
     Always,
-    /// At a flush if at least this long has passed since the last fsync.
+    /// At a flush if at least this long has passed since the last fsync, on a background
+    /// thread so appends go on meanwhile: at most this interval plus one fsync is unsynced.
     Interval(Duration),
     /// Only at [`ShardWriter::sync`], [`ShardWriter::close`] and segment rotation.
     Never,

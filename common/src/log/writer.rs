@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::background_sync::BackgroundSync;
 use super::meta::sync_dir;
 use super::recovery::{ScanMode, ScanSummary, scan_segment, truncate_torn};
 use super::segment::{
@@ -53,6 +54,8 @@ pub struct ShardWriter {
     /// Set by a failed write or fsync: what reached the disk is then unknown, so the writer
     /// refuses further work and a new writer must recover the shard.
     poisoned: Option<String>,
+    /// Runs `FsyncPolicy::Interval` fsyncs off this thread (None for other policies).
+    background: Option<BackgroundSync>,
 }
 
 impl std::fmt::Debug for ShardWriter {
@@ -94,6 +97,7 @@ impl ShardWriter {
                 });
             }
         }
+        let background_sync = matches!(config.fsync, FsyncPolicy::Interval(_)).then(|| BackgroundSync::start(shard));
         let mut w = ShardWriter {
             shard,
             dir: dir.to_path_buf(),
@@ -107,6 +111,7 @@ impl ShardWriter {
             dir_dirty: false,
             last_sync: Instant::now(),
             poisoned: None,
+            background: background_sync,
         };
         w.recover()?;
         Ok(w)
@@ -212,12 +217,40 @@ impl ShardWriter {
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.check()?;
         self.write_buf()?;
-        let due = match self.config.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
-            FsyncPolicy::Never => false,
-        };
-        if due { self.fsync() } else { Ok(()) }
+        match self.config.fsync {
+            FsyncPolicy::Always => self.fsync(),
+            FsyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.fsync_in_background(),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    /// Hands the segment's fsync to the background thread (see `background_sync`); reports a
+    /// failure of an earlier background fsync.
+    fn fsync_in_background(&mut self) -> Result<(), LogError> {
+        let Some(background) = self.background.as_ref() else { return self.fsync() };
+        if let Some(err) = background.take_failure() {
+            return Err(self.fail(err));
+        }
+        if self.dir_dirty {
+            // Rare (once per new segment) and cheap: keep it simple and synchronous.
+            if let Err(e) = sync_dir(&self.dir) {
+                return Err(self.fail(e));
+            }
+            self.dir_dirty = false;
+        }
+        if self.file_dirty
+            && let Some(seg) = self.seg.as_ref()
+        {
+            match background.request(&seg.file, &seg.path) {
+                Ok(true) => {
+                    self.file_dirty = false;
+                    self.last_sync = Instant::now();
+                }
+                Ok(false) => {} // the previous fsync is still running; try at the next flush
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Writes buffered records and fsyncs them (and the directory, if a segment was created).
@@ -296,6 +329,13 @@ impl ShardWriter {
     }
 
     fn fsync(&mut self) -> Result<(), LogError> {
+        if let Some(background) = self.background.as_ref() {
+            // A background fsync may hold an error for bytes this fsync would not cover.
+            background.wait_idle();
+            if let Some(err) = background.take_failure() {
+                return Err(self.fail(err));
+            }
+        }
         if self.file_dirty
             && let Some(seg) = self.seg.as_ref()
         {

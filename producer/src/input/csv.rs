@@ -114,52 +114,68 @@ impl CsvInput {
             }
             let origin = RowOrigin { pass, row, line: record.position().map_or(0, |p| p.line()) };
             row += 1;
-            let mut cells = Vec::with_capacity(self.header.len());
-            let encoded = encode_record(&self, &record, &mut cells, &positions, &extra, key_position.flatten(), time_position, origin, context, &mut out);
+            let columns = Columns { positions: &positions, extra: &extra, key: key_position.flatten(), time: time_position };
+            let (encoded, recycled) = encode_record(&self, record, &columns, origin, context, &mut out);
+            record = recycled;
             emit(context, batcher, rejects, encoded)?;
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn encode_record<'r>(
+/// Where the columns a row needs are in this file's records.
+struct Columns<'a> {
+    /// For each schema column, its index in the record (None: not in this file).
+    positions: &'a [Option<usize>],
+    /// Indexes of columns the schema does not know.
+    extra: &'a [usize],
+    key: Option<usize>,
+    time: Option<usize>,
+}
+
+/// Encodes one record; hands the record's buffer back for reuse with the next read.
+fn encode_record(
     input: &CsvInput,
-    record: &'r csv::ByteRecord,
-    cells: &mut Vec<&'r str>,
-    positions: &[Option<usize>],
-    extra: &[usize],
-    key_position: Option<usize>,
-    time_position: Option<usize>,
+    record: csv::ByteRecord,
+    columns: &Columns<'_>,
     origin: RowOrigin,
     context: &RowContext,
     out: &mut Vec<u8>,
-) -> Result<Event, Reject> {
-    let reject = |reason: String| Reject { input: input.name.clone(), line: origin.line, row: origin.row, reason, raw: raw_line(record) };
+) -> (Result<Event, Reject>, csv::ByteRecord) {
+    let reject = |record: &csv::ByteRecord, reason: String| Reject { input: input.name.clone(), line: origin.line, row: origin.row, reason, raw: raw_line(record) };
     if record.len() != input.header.len() {
-        return Err(reject(format!("ragged row: expected {} fields, found {}", input.header.len(), record.len())));
+        let reason = format!("ragged row: expected {} fields, found {}", input.header.len(), record.len());
+        return (Err(reject(&record, reason)), record);
     }
-    cells.clear();
-    for (index, cell) in record.iter().enumerate() {
-        match std::str::from_utf8(cell) {
-            Ok(text) => cells.push(text),
-            Err(_) => return Err(reject(format!("column {:?} is not valid UTF-8", input.header[index]))),
+    // One UTF-8 check for the whole record, no copy; the error names the column.
+    let text = match csv::StringRecord::from_byte_record(record) {
+        Ok(text) => text,
+        Err(err) => {
+            let column = err.utf8_error().field();
+            let record = err.into_byte_record();
+            return (Err(reject(&record, format!("column {:?} is not valid UTF-8", input.header[column]))), record);
         }
-    }
+    };
+    let result = encode_text(input, &text, columns, origin, context, out);
+    let record = text.into_byte_record();
+    (result.map_err(|reason| reject(&record, reason)), record)
+}
+
+fn encode_text(input: &CsvInput, text: &csv::StringRecord, columns: &Columns<'_>, origin: RowOrigin, context: &RowContext, out: &mut Vec<u8>) -> Result<Event, String> {
     let id = context.event_id(&input.identity, origin);
-    let extra_cells: Vec<(&str, &str)> = extra.iter().map(|i| (input.header[*i].as_str(), cells[*i])).collect();
+    let extra_cells: Vec<(&str, &str)> = columns.extra.iter().map(|i| (input.header[*i].as_str(), &text[*i])).collect();
     context
         .encoder
-        .encode_text_row(&id, positions.iter().map(|p| p.map(|i| cells[i])), &extra_cells, out)
-        .map_err(|e| reject(e.to_string()))?;
-    let event_time_ms = match (time_position, &context.event_time) {
-        (Some(i), Some((column, parser))) => Some(parser.parse(cells[i]).map_err(|e| reject(format!("--event-time column {column:?}: {e}")))?),
+        .encode_text_row(&id, columns.positions.iter().map(|p| p.map(|i| &text[i])), &extra_cells, out)
+        .map_err(|e| e.to_string())?;
+    let event_time_ms = match (columns.time, &context.event_time) {
+        (Some(i), Some((column, parser))) => Some(parser.parse(&text[i]).map_err(|e| format!("--event-time column {column:?}: {e}"))?),
         _ => None,
     };
-    let key = match key_position.map(|i| cells[i]) {
-        Some(value) if !value.is_empty() => value.to_string(),
-        _ => id,
+    let (key, key_is_identity) = match columns.key.map(|i| &text[i]) {
+        Some(value) if !value.is_empty() => (value.to_string(), false),
+        _ => (id, true),
     };
-    Ok(Event { key, payload: out.clone(), event_time_ms })
+    Ok(Event { key, key_is_identity, payload: out.clone(), event_time_ms })
 }
 
 /// The record as CSV text, for the reject file.

@@ -129,12 +129,13 @@ fn encode_row(identity: &str, row: &Row, origin: RowOrigin, context: &RowContext
         }
         None => None,
     };
-    let key = match context.partition_key.as_ref().and_then(|k| row.get(k)) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Null) | None => id,
-        Some(other) => other.to_string(),
+    let (key, key_is_identity) = match context.partition_key.as_ref().and_then(|k| row.get(k)) {
+        Some(Value::String(s)) if !s.is_empty() => (s.clone(), false),
+        Some(Value::Null) | None => (id, true),
+        Some(Value::String(_)) => (id, true),
+        Some(other) => (other.to_string(), false),
     };
-    Ok(Event { key, payload: out.clone(), event_time_ms })
+    Ok(Event { key, key_is_identity, payload: out.clone(), event_time_ms })
 }
 
 fn ndjson_records(reader: Box<dyn Read + Send>) -> impl Iterator<Item = std::io::Result<RawRecord>> + Send {

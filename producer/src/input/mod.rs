@@ -104,6 +104,9 @@ pub fn open_with_head(spec: &InputSpec) -> std::io::Result<(Vec<u8>, Box<dyn Rea
 pub struct Event {
     /// The partition key: the `--partition-key` column's value, else the event identity.
     pub key: String,
+    /// The key is the event identity (no `--partition-key` value): sinks that store the
+    /// payload anyway need not store the key too.
+    pub key_is_identity: bool,
     /// The JSON object, without a trailing newline.
     pub payload: Vec<u8>,
     /// Event time in ms since the epoch, when `--event-time` is set (for `--speedup`).

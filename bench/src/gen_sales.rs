@@ -1,0 +1,99 @@
+//! Writes N rows of supermarket-sales-like CSV to stdout, deterministically: the same N and
+//! seed give the same bytes on every machine, so benchmark figures are comparable.
+//!
+//! Columns follow the seed data (`../shared/seed-data/supermarket/sales`), with a full
+//! timestamp so day and hour partitions have something to cut:
+//! `sale_id,customer_id,product_id,branch_id,sale_time,quantity,unit_price,total_amount`.
+//! Rows span 30 days from 2025-03-01, in time order with jitter.
+//!
+//! Usage: kappa-gen-sales ROWS [SEED] > sales.csv
+
+use std::io::{BufWriter, Write};
+
+/// SplitMix64: tiny, fast, and fixed forever (a library's generator may change between
+/// versions and silently change the data).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const PRICES_CENTS: [u64; 20] = [
+    256_096, 130_226, 7_067, 66_664, 156_683, 245_468, 39_053, 8_897, 36_638, 10_497, 4_599, 129_900, 1_999, 74_950, 3_250, 18_800,
+    9_990, 55_500, 2_490, 99_999,
+];
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rows: u64 = args.next().and_then(|a| a.replace('_', "").parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: kappa-gen-sales ROWS [SEED] > sales.csv");
+        std::process::exit(2);
+    });
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    let mut rng = SplitMix64(seed);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+    writeln!(out, "sale_id,customer_id,product_id,branch_id,sale_time,quantity,unit_price,total_amount").unwrap();
+    let start: i64 = 1_740_787_200; // 2025-03-01T00:00:00Z
+    let span: i64 = 30 * 86_400;
+    for i in 0..rows {
+        let t = start + (i as i128 * span as i128 / rows.max(1) as i128) as i64 + rng.below(600) as i64;
+        let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        let product = rng.below(20);
+        let quantity = 1 + rng.below(9);
+        let price = PRICES_CENTS[product as usize];
+        let total = price * quantity;
+        writeln!(
+            out,
+            "SALE{:09},CUST{:03},PROD{:03},BR{:03},{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02},{quantity},{}.{:02},{}.{:02}",
+            100_000 + i,
+            1 + rng.below(500),
+            product + 1,
+            1 + rng.below(10),
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            price / 100,
+            price % 100,
+            total / 100,
+            total % 100,
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_148), (2025, 3, 1));
+        assert_eq!(super::civil_from_days(19_417), (2023, 3, 1));
+    }
+}
