@@ -328,7 +328,7 @@ mod tests {
         assert_eq!((v["i"].as_i64(), v["f"].as_f64()), (Some(7), Some(0.5)));
         let mut out = Vec::new();
         encoder.encode_text_row("x", ["12", "1299.00"].into_iter().map(Some), &[], &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"_kappa_id":"x","i":12,"f":1299.00}"#);
+        assert_eq!(std::string::String::from_utf8(out).unwrap(), r#"{"_kappa_id":"x","i":12,"f":1299.00}"#);
         assert!(encode(&encoder, &["1", "1e999"]).unwrap_err().reason.contains("not a finite number"));
     }
 

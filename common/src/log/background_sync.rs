@@ -79,3 +79,35 @@ impl Drop for BackgroundSync {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::log::{FsyncPolicy, Log, LogConfig, StartAt};
+
+    #[test]
+    fn interval_fsyncs_in_the_background_and_close_makes_everything_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), 1).unwrap();
+        let config = LogConfig { segment_bytes: 64 * 1024, fsync: FsyncPolicy::Interval(Duration::from_millis(1)) };
+        let mut writer = log.writer(0, &config).unwrap();
+        for i in 0..5_000u32 {
+            writer.append(b"k", format!("payload {i}").as_bytes(), i64::from(i)).unwrap();
+            if i % 50 == 0 {
+                writer.flush().unwrap();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        writer.close().unwrap();
+        let mut reader = log.reader(0, StartAt::Earliest).unwrap();
+        let mut n = 0u32;
+        while let Some(record) = reader.next().unwrap() {
+            assert_eq!(record.payload, format!("payload {n}").into_bytes());
+            n += 1;
+        }
+        assert_eq!(n, 5_000);
+        // The shard is free again: the sync thread ended with the writer.
+        log.writer(0, &config).unwrap().close().unwrap();
+    }
+}
