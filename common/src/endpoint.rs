@@ -203,3 +203,27 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn valid_names_round_trip(name in "[a-zA-Z0-9_-][a-zA-Z0-9_.-]{0,60}", bucket in "[a-z0-9][a-z0-9-]{2,20}", prefix in "([a-z0-9_]{1,8}/){0,3}[a-z0-9_]{0,8}") {
+            for uri in [format!("kinesis:{name}"), format!("firehose:{name}"), format!("log:{name}"), format!("s3://{bucket}/{prefix}")] {
+                let parsed: Endpoint = uri.parse().unwrap();
+                prop_assert_eq!(parsed.to_string().parse::<Endpoint>().unwrap(), parsed);
+            }
+        }
+
+        #[test]
+        fn anything_parses_or_explains(input in ".{0,40}") {
+            match input.parse::<Endpoint>() {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.to_string().contains("accepted forms")),
+            }
+        }
+    }
+}

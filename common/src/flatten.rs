@@ -214,3 +214,38 @@ mod tests {
         assert!(rows.iter().all(|r| r.contains_key("customer_email") && r.contains_key("products_price")));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), any::<i64>().prop_map(Value::from), "[a-z]{0,6}".prop_map(Value::from)]
+    }
+
+    fn nested() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 4, |inner| prop::collection::btree_map("[a-z]{1,3}", inner, 1..4).prop_map(|m| Value::Object(m.into_iter().collect())))
+    }
+
+    proptest! {
+        #[test]
+        fn rows_are_flat_and_one_per_element(parent in prop::collection::btree_map("[a-z]{1,3}", nested(), 0..4), items in prop::collection::vec(prop::collection::btree_map("[a-z]{1,3}", leaf(), 0..3), 0..5)) {
+            let mut record: Map<String, Value> = parent.into_iter().collect();
+            record.insert("items".into(), json!(items.iter().map(|m| Value::Object(m.clone().into_iter().collect())).collect::<Vec<_>>()));
+            let options = FlattenOptions { explode: Some("items".into()), ..Default::default() };
+            match flatten_record(&Value::Object(record), &options) {
+                Ok(rows) => {
+                    prop_assert_eq!(rows.len(), items.len().max(1));
+                    for row in &rows {
+                        prop_assert!(row.values().all(|v| !v.is_object() && !v.is_array()));
+                    }
+                }
+                // Generated names may genuinely collide (`a_b` beside `a: {b}`); that must be
+                // the only way to fail.
+                Err(e) => prop_assert!(matches!(e, FlattenError::Collision { .. }), "{e}"),
+            }
+        }
+    }
+}

@@ -376,3 +376,26 @@ mod tests {
         assert_eq!(names, vec![("b", ColumnType::Int64), ("a", ColumnType::String), ("c", ColumnType::Float64)]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn inferred_type_matches_generated_column(ints in prop::collection::vec(any::<i32>(), 1..20), floats in prop::collection::vec(-1e9f64..1e9, 1..20), nulls in prop::collection::vec(any::<bool>(), 20)) {
+            let n = ints.len().min(floats.len());
+            let header = vec!["i".to_string(), "f".to_string(), "s".to_string()];
+            let rows: Vec<csv::StringRecord> = (0..n)
+                .map(|k| {
+                    let i = if nulls[k] && k > 0 { "NA".to_string() } else { ints[k].to_string() };
+                    csv::StringRecord::from(vec![i, format!("{:.3}", floats[k]), format!("x{k}")])
+                })
+                .collect();
+            let schema = infer_csv_schema(&header, &rows, &NullTokens::default()).unwrap();
+            let types: Vec<ColumnType> = schema.fields.iter().map(|c| c.column_type).collect();
+            prop_assert_eq!(types, vec![ColumnType::Int64, ColumnType::Float64, ColumnType::String]);
+        }
+    }
+}

@@ -120,3 +120,35 @@ fn people_csv_with_event_time_pacing_and_rate() {
         }
     }
 }
+
+#[test]
+fn stdin_input_with_source_id_and_event_time_speedup() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    // Four days of sales (2025-03-19 .. 22) replayed at 3 days per 1.5 s.
+    let mut csv = Vec::new();
+    for (i, file) in crate::support::sales_files().iter().enumerate() {
+        let text = std::fs::read_to_string(file).unwrap();
+        let body = if i == 0 { text.as_str() } else { text.split_once('\n').unwrap().1 };
+        csv.extend_from_slice(body.as_bytes());
+    }
+    let started = std::time::Instant::now();
+    let mut child = kappa("kappa-producer", None)
+        .args(["-i", "-", "--format", "csv", "--source-id", "sales-feed", "--event-time", "sale_date", "--speedup", "172800"])
+        .args(["--to", &format!("log:{}", log.display()), "--progress-interval", "200ms"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&csv).unwrap();
+    let output = child.wait_with_output().unwrap();
+    expect_status(&output, 0);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= std::time::Duration::from_millis(1400), "3 days at 172800x is 1.5 s, took {elapsed:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.matches("progress").count() >= 3, "periodic progress lines when stderr is not a terminal:\n{stderr}");
+    let events = read_log(&log);
+    crate::support::assert_sales_exactly_once(&events);
+    assert!(events.iter().all(|e| e["_kappa_id"].as_str().unwrap().starts_with("sales-feed:0:")));
+}
