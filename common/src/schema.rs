@@ -14,7 +14,6 @@
 //! defaults to true.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -292,13 +291,6 @@ pub fn infer_json_schema<'a>(
         columns.push(Column { name: name.to_string(), column_type: ColumnType::from_arrow(field.data_type()), nullable: true });
     }
     TableSchema::new(columns)
-}
-
-/// Reads up to `max` bytes from `reader`, for sampling without consuming a whole stream.
-pub fn read_sample(reader: &mut impl Read, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut sample = Vec::new();
-    reader.take(max as u64).read_to_end(&mut sample)?;
-    Ok(sample)
 }
 
 #[cfg(test)]

@@ -63,9 +63,10 @@ pub struct Cli {
     #[arg(long, value_name = "LIST", default_value = ",NA,N/A,NULL,null,NaN")]
     pub null_tokens: String,
 
-    /// CSV field delimiter (one ASCII character; `\t` for tab).
-    #[arg(long, value_name = "CHAR", default_value = ",")]
-    pub delimiter: String,
+    /// CSV field delimiter (one ASCII character; `\t` for tab). Default: tab for .tsv files,
+    /// comma otherwise.
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
 
     /// JSON: the array field (dotted path for a nested one) whose elements become one row
     /// each, the parent's fields repeated. Nested objects always flatten to parent_child
@@ -129,9 +130,10 @@ pub struct Cli {
     #[arg(long)]
     pub create: bool,
 
-    /// Shard count for a stream or log this run creates.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub shards: u32,
+    /// Shard count for a stream or log this run creates (an existing one keeps its own).
+    /// Default: 4.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
 
     /// SQS: events packed into one message (as NDJSON lines), up to --max-message-bytes.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -184,7 +186,6 @@ pub struct ProducerConfig {
     pub infer_rows: usize,
     pub write_schema: Option<PathBuf>,
     pub null_tokens: NullTokens,
-    pub delimiter: u8,
     pub flatten: FlattenOptions,
     pub partition_key: Option<String>,
     pub source_id: Option<String>,
@@ -219,10 +220,13 @@ impl Cli {
         let mut inputs = Vec::new();
         for raw in &self.inputs {
             let path = (raw != "-").then(|| PathBuf::from(raw));
-            if let Some(p) = &path
-                && !p.is_file()
-            {
-                return Err(bad(format!("--input {raw}: no such file")));
+            if let Some(p) = &path {
+                if !p.exists() {
+                    return Err(bad(format!("--input {raw}: no such file")));
+                }
+                if !p.is_file() {
+                    return Err(bad(format!("--input {raw}: not a regular file; to read a pipe, use --input - with --format")));
+                }
             }
             let format = match (self.format, &path) {
                 (Some(f), _) => f,
@@ -230,10 +234,13 @@ impl Cli {
                     .ok_or_else(|| bad(format!("--input {raw}: cannot tell the format from the extension; pass --format csv|ndjson|json")))?,
                 (None, None) => return Err(bad("--input -: reading standard input needs --format csv|ndjson|json")),
             };
-            inputs.push(InputSpec { path, format });
+            inputs.push(InputSpec { path, format, delimiter: b',' });
         }
         if inputs.iter().filter(|i| i.path.is_none()).count() > 1 {
             return Err(bad("--input - (standard input) can be given only once"));
+        }
+        if self.source_id.is_some() && inputs.len() > 1 {
+            return Err(bad("--source-id names one input, but several were given: their rows would share identities; send them in separate runs, or drop --source-id"));
         }
         if self.passes == 0 {
             return Err(bad("--loop must be at least 1"));
@@ -241,18 +248,23 @@ impl Cli {
         if inputs.iter().any(|i| i.path.is_none()) && self.passes > 1 {
             return Err(bad("--loop needs files: standard input can be read only once"));
         }
-        let delimiter = match self.delimiter.as_str() {
-            "\\t" | "\t" | "tab" => b'\t',
-            d if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
-            d => return Err(bad(format!("--delimiter {d:?}: give one ASCII character, or \\t for tab"))),
+        let delimiter = match self.delimiter.as_deref() {
+            None => None,
+            Some("\\t" | "\t" | "tab") => Some(b'\t'),
+            Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
+            Some(d) => return Err(bad(format!("--delimiter {d:?}: give one ASCII character, or \\t for tab"))),
         };
+        for input in &mut inputs {
+            let is_tsv = input.path.as_ref().and_then(|p| p.extension()).is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            input.delimiter = delimiter.unwrap_or(if is_tsv { b'\t' } else { b',' });
+        }
         if self.infer_rows == 0 {
             return Err(bad("--infer-rows must be at least 1"));
         }
         let event_time_format: EventTimeFormat = self.event_time_format.parse().map_err(|e| bad(format!("--event-time-format: {e}")))?;
         match (self.speedup, &self.event_time) {
             (Some(_), None) => return Err(bad("--speedup needs --event-time COLUMN to know the original gaps")),
-            (Some(x), _) if !(x.is_finite() && x > 0.0) => return Err(bad("--speedup must be a positive number, e.g. 60")),
+            (Some(x), _) if !(x.is_finite() && x >= 1e-3) => return Err(bad("--speedup must be a number of at least 0.001, e.g. 60")),
             _ => {}
         }
         let is_sqs = matches!(destination, Endpoint::Sqs(_));
@@ -268,7 +280,7 @@ impl Cli {
         if self.max_attempts == 0 {
             return Err(bad("--max-attempts must be at least 1"));
         }
-        if self.shards == 0 || self.shards > 1024 {
+        if self.shards.is_some_and(|n| n == 0 || n > 1024) {
             return Err(bad("--shards must be between 1 and 1024"));
         }
         let fsync = match self.log_fsync.as_str() {
@@ -278,6 +290,9 @@ impl Cli {
                 humantime::parse_duration(other).map_err(|e| bad(format!("--log-fsync {other:?}: {e}; use always, never or a duration like 1s")))?,
             ),
         };
+        if self.progress_interval < Duration::from_millis(100) {
+            return Err(bad("--progress-interval must be at least 100ms"));
+        }
         if self.log_segment_bytes < 4096 {
             return Err(bad("--log-segment-bytes must be at least 4096"));
         }
@@ -293,7 +308,6 @@ impl Cli {
             infer_rows: self.infer_rows,
             write_schema: self.write_schema,
             null_tokens: self.null_tokens.parse().expect("infallible"),
-            delimiter,
             flatten: FlattenOptions { separator: self.separator, explode: self.explode },
             partition_key: self.partition_key,
             source_id: self.source_id,
@@ -341,13 +355,16 @@ mod tests {
             (&["-i", csv, "--delimiter", ";;"], "one ASCII character"),
             (&["-i", csv, "--log-fsync", "sometimes"], "always, never or a duration"),
             (&["-i", csv, "--event-time", "Date", "--event-time-format", "weekly"], "strftime"),
+            (&["-i", csv, csv, "--source-id", "feed"], "--source-id names one input"),
+            (&["-i", "/dev/null"], "not a regular file"),
+            (&["-i", csv, "--progress-interval", "0s"], "at least 100ms"),
         ];
         for (args, expected) in cases {
             let err = validate(args).expect_err("invalid").to_string();
             assert!(err.contains(expected), "{args:?}: {err}");
         }
         let ok = validate(&["-i", csv, "--to", "sqs:q", "--rows-per-message", "100", "--delimiter", "\\t"]).unwrap();
-        assert_eq!(ok.delimiter, b'\t');
+        assert_eq!(ok.inputs[0].delimiter, b'\t');
         assert_eq!(ok.sink.rows_per_message, 100);
     }
 }

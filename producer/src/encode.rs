@@ -157,6 +157,9 @@ impl RowEncoder {
                 None | Some(Value::Null) if column.nullable => out.extend_from_slice(b"null"),
                 None | Some(Value::Null) => return Err(null_in_required(column)),
                 Some(Value::String(text)) if self.null_tokens.is_null(text) && column.column_type != ColumnType::String => {
+                    if !column.nullable {
+                        return Err(null_in_required(column));
+                    }
                     out.extend_from_slice(b"null")
                 }
                 Some(value) => encode_json_cell(column, value, out)?,

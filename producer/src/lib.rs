@@ -15,6 +15,8 @@ pub mod sink;
 pub mod stats;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kappa_common::aws::AwsContext;
 use kappa_common::endpoint::Endpoint;
@@ -74,7 +76,7 @@ fn resolve_schema(config: &ProducerConfig, first_csv: &mut Option<CsvInput>) -> 
     let first = &config.inputs[0];
     let schema = match first.format {
         InputFormat::Csv => {
-            let mut input = CsvInput::open(first, config.delimiter)?;
+            let mut input = CsvInput::open(first)?;
             let schema = input.infer_schema(config.infer_rows, &config.null_tokens)?;
             *first_csv = Some(input);
             schema
@@ -107,6 +109,9 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
         }
     }
 
+    if config.inputs.iter().any(|i| i.path.is_none()) && config.source_id.is_none() {
+        tracing::warn!("standard input's identity covers only its first MiB: pass --source-id so a re-send deduplicates reliably");
+    }
     let aws = match config.destination {
         Endpoint::Log(_) => None,
         _ => Some(AwsContext::load(&config.aws).await?),
@@ -123,49 +128,52 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
         partition_key: config.partition_key.clone(),
         event_time: config.event_time.clone().map(|(c, f)| (c, EventTimeParser(f))),
         source_id_override: config.source_id.clone(),
-        csv_delimiter: config.delimiter,
         stats: stats.clone(),
     };
     let (sender, mut receiver) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+    let interrupt = Interrupt::default();
     let reader_rejects = rejects.clone();
+    let reader_interrupt = interrupt.clone();
     let (inputs, passes, limit) = (config.inputs.clone(), config.passes, config.limit);
     let reader = std::thread::Builder::new()
         .name("kappa-reader".into())
         .spawn(move || {
-            let mut batcher = Batcher::new(sender, BATCH_EVENTS, limit);
+            let mut batcher = Batcher::new(sender, BATCH_EVENTS, limit, reader_interrupt);
             input::read_all(&inputs, first_csv, passes, &context, &reader_rejects, &mut batcher)
         })
         .expect("spawn the reading thread");
 
     let progress = tokio::spawn(stats::report_progress(stats.clone(), config.progress_interval, config.limit));
+    tokio::spawn(watch_signals(interrupt.clone()));
     let mut pacer = Pacer::new(config.rate, config.speedup);
     let mut error: Option<ProducerError> = None;
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
     loop {
-        let batch = tokio::select! {
-            batch = receiver.recv() => batch,
-            _ = &mut interrupted => {
-                tracing::warn!("interrupted: sending what was read, then stopping");
-                error = Some(ProducerError::Interrupted);
-                None
-            }
+        let batch = if interrupt.is_set() {
+            // A reader blocked on standard input would never close the channel: stop
+            // waiting once nothing more comes.
+            tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap_or(None)
+        } else {
+            receiver.recv().await
         };
         let Some(batch) = batch else { break };
-        if let Err(e) = send_batch(&mut sink, &mut pacer, batch).await {
+        if let Err(e) = send_batch(&mut sink, &mut pacer, batch, &interrupt).await {
             error = Some(e.into());
             break;
         }
     }
-    // Closing the channel stops the reader if it is still going (interrupt, sink failure).
+    if interrupt.is_set() {
+        error.get_or_insert(ProducerError::Interrupted);
+    }
+    // Closing the channel stops the reader if it is still going (sink failure).
     drop(receiver);
-    let read_result = tokio::task::spawn_blocking(move || reader.join()).await.expect("join task");
-    match read_result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            error.get_or_insert(e.into());
+    if !interrupt.is_set() || reader.is_finished() {
+        match tokio::task::spawn_blocking(move || reader.join()).await.expect("join task") {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error.get_or_insert(e.into());
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-        Err(panic) => std::panic::resume_unwind(panic),
     }
     if let Err(e) = sink.finish().await {
         error.get_or_insert(e.into());
@@ -184,8 +192,54 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
     Ok(Outcome { summary, error })
 }
 
-async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>) -> Result<(), SinkError> {
-    if !pacer.is_active() {
+/// Set by the first SIGINT/SIGTERM: the reader stops, pacing stops waiting, and what was read
+/// is sent. A second signal exits at once (status 130).
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    flag: Arc<AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Interrupt {
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Runs `future` unless (or until) the interrupt is set.
+    async fn unless_set<F: std::future::Future>(&self, future: F) {
+        if self.is_set() {
+            return;
+        }
+        tokio::select! {
+            _ = future => {}
+            _ = self.notify.notified() => {}
+        }
+    }
+}
+
+async fn watch_signals(interrupt: Interrupt) {
+    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+    for signals in 0.. {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        if signals > 0 {
+            eprintln!("interrupted again: exiting without sending the rest");
+            std::process::exit(130);
+        }
+        tracing::warn!("interrupted: sending what was read, then stopping (interrupt again to exit at once)");
+        interrupt.set();
+    }
+}
+
+async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>, interrupt: &Interrupt) -> Result<(), SinkError> {
+    if !pacer.is_active() || interrupt.is_set() {
         for event in batch {
             sink.push(event).await?;
         }
@@ -193,12 +247,12 @@ async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>
     }
     for event in batch {
         let delay = pacer.delay_for(event.event_time_ms);
-        if !delay.is_zero() {
+        if !delay.is_zero() && !interrupt.is_set() {
             // Send what is due before waiting, or paced events would sit in a half-full batch.
             sink.flush().await?;
-            tokio::time::sleep(delay).await;
+            interrupt.unless_set(tokio::time::sleep(delay)).await;
         }
-        pacer.admit(1).await;
+        interrupt.unless_set(pacer.admit(1)).await;
         sink.push(event).await?;
     }
     // A rate-limited stream must not hold a partial batch until the next one fills.

@@ -21,15 +21,15 @@ pub struct CsvInput {
 }
 
 impl CsvInput {
-    pub fn open(spec: &InputSpec, delimiter: u8) -> Result<CsvInput, InputError> {
+    pub fn open(spec: &InputSpec) -> Result<CsvInput, InputError> {
         let name = spec.display();
         let io = |source| InputError::Io { input: name.clone(), source };
         let (head, reader) = open_with_head(spec).map_err(io)?;
-        let identity = content_identity(&head, spec.len());
+        let identity = content_identity(spec, &head).map_err(|source| InputError::Io { input: name.clone(), source })?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .delimiter(delimiter)
+            .delimiter(spec.delimiter)
             .buffer_capacity(1 << 20)
             .from_reader(reader);
         let header_record = reader.byte_headers().map_err(|e| InputError::Invalid { input: name.clone(), reason: format!("cannot read the header row: {e}") })?;
@@ -42,6 +42,9 @@ impl CsvInput {
             let cell = cell.trim();
             if cell.is_empty() {
                 return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {} is empty; every column needs a name", index + 1) });
+            }
+            if cell == kappa_common::event::EVENT_ID_FIELD {
+                return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {cell:?} is reserved for the event identity; rename the column") });
             }
             if header.iter().any(|h| h == cell) {
                 return Err(InputError::Invalid { input: name.clone(), reason: format!("header names column {cell:?} twice; column names must be unique") });

@@ -34,7 +34,7 @@ impl JsonInput {
         let name = spec.display();
         let io = |source| InputError::Io { input: name.clone(), source };
         let (head, reader) = open_with_head(spec).map_err(io)?;
-        let identity = content_identity(&head, spec.len());
+        let identity = content_identity(spec, &head).map_err(|source| InputError::Io { input: name.clone(), source })?;
         let records: Box<dyn Iterator<Item = std::io::Result<RawRecord>> + Send> = match spec.format {
             InputFormat::Ndjson => Box::new(ndjson_records(reader)),
             _ => {

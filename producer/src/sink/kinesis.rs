@@ -99,11 +99,12 @@ async fn ensure_stream(client: &Client, stream: &str, create: &CreateOptions) ->
             if !create.create {
                 return Err(aws_error(stream, "the stream does not exist; create it, or pass --create (with --shards N)".into()));
             }
-            tracing::info!(stream, shards = create.shards, "creating Kinesis stream");
+            let shards = create.shards.unwrap_or(super::DEFAULT_SHARDS);
+            tracing::info!(stream, shards, "creating Kinesis stream");
             client
                 .create_stream()
                 .stream_name(stream)
-                .shard_count(create.shards as i32)
+                .shard_count(shards as i32)
                 .send()
                 .await
                 .map_err(|e| aws_error(stream, format!("CreateStream failed: {}", describe_sdk_error(&e))))?;

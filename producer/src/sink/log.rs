@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use kappa_common::log::{Log, LogWriter};
+use kappa_common::log::{Log, LogWriter, MAX_KEY_LEN, MAX_PAYLOAD_LEN};
 
 use super::{SinkContext, SinkError, SinkOptions};
 use crate::input::Event;
@@ -25,12 +25,17 @@ impl LogSink {
     pub fn open(path: &Path, options: &SinkOptions, context: SinkContext) -> Result<LogSink, SinkError> {
         let display = path.display().to_string();
         let err = |source| SinkError::Log { path: display.clone(), source };
-        let log = Log::open_or_create(path, options.create.shards).map_err(err)?;
+        let log = match options.create.shards {
+            Some(shards) => Log::open_or_create(path, shards),
+            None if path.join("log.json").exists() => Log::open(path),
+            None => Log::open_or_create(path, super::DEFAULT_SHARDS),
+        }
+        .map_err(err)?;
         let writer = log.writers(&options.log).map_err(err)?;
         Ok(LogSink { writer, path: display, context, pending: 0, pending_bytes: 0, now_ms: 0 })
     }
 
-    pub fn push(&mut self, event: Event) -> Result<(), SinkError> {
+    pub fn push(&mut self, mut event: Event) -> Result<(), SinkError> {
         // Arrival time to the millisecond; reading the clock per event would cost more than
         // the append itself.
         if self.pending % 64 == 0 {
@@ -38,6 +43,13 @@ impl LogSink {
         }
         // The shard is chosen by the key either way; an identity key is also inside the
         // payload, so the record stores an empty key (about 10% fewer bytes to write).
+        if event.payload.len() > MAX_PAYLOAD_LEN {
+            let reason = format!("event of {} bytes exceeds the embedded log's record limit of {MAX_PAYLOAD_LEN} bytes", event.payload.len());
+            return self.context.undeliverable(&self.path, &event, reason);
+        }
+        if event.key.len() > MAX_KEY_LEN {
+            event.key = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(event.key.as_bytes()));
+        }
         let shard = self.writer.shard_for_key(event.key.as_bytes());
         let stored_key: &[u8] = if event.key_is_identity { b"" } else { event.key.as_bytes() };
         self.writer

@@ -64,8 +64,11 @@ impl SinkContext {
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
     pub create: bool,
-    pub shards: u32,
+    /// `None`: an existing destination keeps its count, a new one gets [`DEFAULT_SHARDS`].
+    pub shards: Option<u32>,
 }
+
+pub const DEFAULT_SHARDS: u32 = 4;
 
 pub enum Sink {
     Log(LogSink),
@@ -177,7 +180,12 @@ where
     };
     loop {
         let results = match attempt(&entries).await {
-            Ok(results) => results,
+            Ok(results) if results.len() == entries.len() => results,
+            // A response that does not account for every entry cannot be trusted per entry.
+            Ok(results) => {
+                let message = format!("the service answered for {} of {} entries", results.len(), entries.len());
+                return Err(SinkError::Aws { service: "aws", target: sink_name.to_string(), message });
+            }
             Err((failure, message)) => {
                 if failure == retry::CallFailure::Fatal {
                     return Err(SinkError::Aws { service: "aws", target: sink_name.to_string(), message });

@@ -128,7 +128,15 @@ impl SqsSink {
             stats.add_request("SendMessageBatch");
             async move {
                 let output = request.send().await.map_err(|err| (classify(&err), describe_sdk_error(&err)))?;
-                let mut results: Vec<Option<(String, String)>> = vec![None; count];
+                // Every entry must be answered, as a success or a failure; one missing from both
+                // lists is retried rather than assumed sent.
+                let unanswered = || Some(("InternalError".to_string(), "not in the SendMessageBatch response".to_string()));
+                let mut results: Vec<Option<(String, String)>> = vec![unanswered(); count];
+                for ok in &output.successful {
+                    if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                        *slot = None;
+                    }
+                }
                 for failed in output.failed {
                     let index: usize = failed.id.parse().unwrap_or(usize::MAX);
                     if let Some(slot) = results.get_mut(index) {

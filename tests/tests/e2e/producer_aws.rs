@@ -182,3 +182,26 @@ async fn sales_to_firehose_land_in_s3_as_ndjson() {
     }
     assert_sales_exactly_once(&events);
 }
+
+#[tokio::test]
+async fn an_event_over_the_kinesis_record_limit_is_undelivered_and_exit_is_3() {
+    let emulator = emulator();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.csv");
+    let big = "x".repeat(1_100_000);
+    std::fs::write(&input, format!("id,text\n1,small\n2,{big}\n3,small too\n")).unwrap();
+    let rejects = dir.path().join("rejects.ndjson");
+    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint))
+        .arg("-i")
+        .arg(&input)
+        .args(["--to", "kinesis:big", "--create", "--shards", "1", "--rejects"])
+        .arg(&rejects));
+    expect_status(&output, 3);
+    let events = read_stream(&emulator.moto.endpoint, "big").await;
+    let mut ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 3]);
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&rejects).unwrap().lines().next().unwrap()).unwrap();
+    assert!(line["reason"].as_str().unwrap().contains("exceeds the Kinesis record limit"), "{line}");
+    assert!(line["raw"].as_str().unwrap().contains("\"id\":2"));
+}

@@ -96,7 +96,7 @@ fn nested_orders_explode_into_23_rows() {
 }
 
 #[test]
-fn people_csv_with_event_time_pacing_and_rate() {
+fn people_csv_rate_limit_and_partition_key() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let started = std::time::Instant::now();
@@ -111,11 +111,13 @@ fn people_csv_with_event_time_pacing_and_rate() {
     let events = read_log(&log);
     assert_eq!(events.len(), 300);
     assert!(events.iter().all(|e| e["Age"].is_i64() && e["Date"].is_string()));
-    // Same country, same shard.
+    // The key is the row's Country, and the same country lands on the same shard.
     let opened = kappa_common::log::Log::open(&log).unwrap();
     for shard in 0..opened.shard_count() {
         let mut reader = opened.reader(shard, kappa_common::log::StartAt::Earliest).unwrap();
         while let Some(record) = reader.next().unwrap() {
+            let event: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            assert_eq!(record.key, event["Country"].as_str().unwrap().as_bytes());
             assert_eq!(opened.shard_for_key(&record.key), shard);
         }
     }
@@ -151,4 +153,45 @@ fn stdin_input_with_source_id_and_event_time_speedup() {
     let events = read_log(&log);
     crate::support::assert_sales_exactly_once(&events);
     assert!(events.iter().all(|e| e["_kappa_id"].as_str().unwrap().starts_with("sales-feed:0:")));
+}
+
+#[test]
+fn interrupt_sends_what_was_read_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let summary_path = dir.path().join("summary.json");
+    let child = kappa("kappa-producer", None)
+        .arg("-i")
+        .arg(seed("people/generated_mock_data.csv"))
+        .args(["--to", &format!("log:{}", log.display()), "--rate", "200", "--loop", "30", "--summary-json"])
+        .arg(&summary_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    expect_status(&output, 130);
+    let s = summary(&summary_path);
+    let sent = s["events_sent"].as_u64().unwrap();
+    // 30,000 rows at 200/s take 150 s; the interrupt came after 1.5 s. What was read ahead
+    // (at most the 8-batch channel) is sent without pacing, then the run ends.
+    assert!(sent > 100 && sent < 20_000, "interrupted mid-way: {sent} sent");
+    // Everything read was sent: nothing counted as read is missing from the log.
+    assert_eq!(s["rows_read"].as_u64().unwrap(), sent);
+    assert_eq!(read_log(&log).len() as u64, sent);
+}
+
+#[test]
+fn tsv_files_are_tab_separated_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("sales.tsv");
+    let text = std::fs::read_to_string(seed("supermarket/sales/supermarket_sales_20250320.csv")).unwrap();
+    std::fs::write(&tsv, text.replace(',', "\t")).unwrap();
+    let log = dir.path().join("log");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&tsv).args(["--to", &format!("log:{}", log.display())])), 0);
+    let events = read_log(&log);
+    assert_eq!(events.len(), 100);
+    assert!(events.iter().all(|e| e["quantity"].is_i64() && e["sale_date"] == "2025-03-20"));
 }

@@ -1,0 +1,142 @@
+//! A lake in a local directory.
+//!
+//! Writes go to a temporary file in the same directory, are fsynced, then move into place:
+//! `rename` for a plain put (atomic replace), `link` for put-if-absent (atomic, and fails if
+//! the name exists — `O_EXCL` semantics without the risk of a half-written commit record
+//! that `open(O_CREAT|O_EXCL)` followed by a write would leave after a crash).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::{ObjectMeta, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+/// Makes temporary names unique within a process; the pid makes them unique across.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Writes and fsyncs a temporary file beside `target`.
+    fn write_temp(&self, target: &Path, data: &[u8]) -> Result<PathBuf, StoreError> {
+        let dir = target.parent().expect("object paths have a parent");
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let name = target.file_name().expect("object paths have a name").to_string_lossy();
+        let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let mut file = File::create(&temp).map_err(io(&temp))?;
+        file.write_all(data).map_err(io(&temp))?;
+        file.sync_all().map_err(io(&temp))?;
+        Ok(temp)
+    }
+
+    fn sync_parent(target: &Path) -> Result<(), StoreError> {
+        let dir = target.parent().expect("object paths have a parent");
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    }
+
+    pub fn put(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
+        let target = self.full(path);
+        let temp = self.write_temp(&target, data)?;
+        std::fs::rename(&temp, &target).map_err(io(&target))?;
+        Self::sync_parent(&target)
+    }
+
+    pub fn put_if_absent(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
+        let target = self.full(path);
+        let temp = self.write_temp(&target, data)?;
+        let linked = std::fs::hard_link(&temp, &target);
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Self::sync_parent(&target),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists { path: path.to_string() }),
+            Err(e) => Err(StoreError::Io { path: target, source: e }),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let target = self.full(path);
+        match std::fs::read(&target) {
+            Ok(data) => Ok(Bytes::from(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { path: path.to_string() }),
+            Err(e) => Err(StoreError::Io { path: target, source: e }),
+        }
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        // List from the deepest existing directory the prefix names, then filter by prefix.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let start = self.full(dir_part);
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path: dir, source: e }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io(&dir))?;
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(io(&path))?;
+                if file_type.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue; // temporary files of writes in progress
+                }
+                let relative = path.strip_prefix(&self.root).expect("under the root").to_string_lossy().replace('\\', "/");
+                if relative.starts_with(prefix) {
+                    let size = entry.metadata().map_err(io(&path))?.len();
+                    out.push(ObjectMeta { path: relative, size });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let target = self.full(path);
+        match std::fs::remove_file(&target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path: target, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, conformance};
+
+    #[tokio::test]
+    async fn local_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::run(&Store::Local(LocalStore::new(dir.path()))).await;
+    }
+}

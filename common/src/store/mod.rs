@@ -1,0 +1,161 @@
+//! Object storage for the lake: one minimal interface, a local directory or S3 behind it.
+//!
+//! The commit protocol needs exactly these operations: write an object (replacing it: names
+//! are deterministic, so a retried write writes the same bytes), create one only if absent
+//! (the commit record: `O_EXCL` semantics locally, a conditional `If-None-Match: *` write on
+//! S3), read, list a prefix, delete. Paths are `/`-separated and relative to the store's root.
+
+mod local;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+pub use self::local::LocalStore;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{path} already exists")]
+    AlreadyExists { path: String },
+    #[error("{path} not found")]
+    NotFound { path: String },
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid object path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub path: String,
+    pub size: u64,
+}
+
+/// A lake's storage: a local directory (S3 joins as another variant).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Store {
+    Local(LocalStore),
+}
+
+impl Store {
+    /// Writes `data` at `path`, replacing what is there, atomically (readers see the old or
+    /// the new object, never a part) and durably once this returns.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => s.put(path, &data),
+        }
+    }
+
+    /// Creates `path` with `data` only if nothing is there: exactly one of several racing
+    /// writers succeeds, the others get [`StoreError::AlreadyExists`].
+    pub async fn put_if_absent(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => s.put_if_absent(path, &data),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => s.get(path),
+        }
+    }
+
+    /// Every object under `prefix` (recursively), sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        match self {
+            Store::Local(s) => s.list(prefix),
+        }
+    }
+
+    /// Deletes `path`; deleting a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => s.delete(path),
+        }
+    }
+
+    /// Where the store is, for messages (`/data/lake`, `s3://bucket/prefix`).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Local(s) => s.root().display().to_string(),
+        }
+    }
+}
+
+/// Object paths are relative, `/`-separated, without `.`/`..` segments: the same names must
+/// work on a file system and as S3 keys.
+fn check_path(path: &str) -> Result<(), StoreError> {
+    let invalid = |reason| Err(StoreError::InvalidPath { path: path.to_string(), reason });
+    if path.is_empty() {
+        return invalid("empty");
+    }
+    if path.starts_with('/') || path.ends_with('/') {
+        return invalid("starts or ends with '/'");
+    }
+    if path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return invalid("has an empty, '.' or '..' segment");
+    }
+    Ok(())
+}
+
+/// The conformance suite every store runs: the behaviour the commit protocol relies on.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    pub async fn run(store: &Store) {
+        // put / get / replace
+        store.put("t/a/1.bin", Bytes::from_static(b"one")).await.unwrap();
+        assert_eq!(store.get("t/a/1.bin").await.unwrap(), Bytes::from_static(b"one"));
+        store.put("t/a/1.bin", Bytes::from_static(b"uno")).await.unwrap();
+        assert_eq!(store.get("t/a/1.bin").await.unwrap(), Bytes::from_static(b"uno"));
+        // put_if_absent: first wins, second refused, content untouched
+        store.put_if_absent("t/_kappa/c/1.json", Bytes::from_static(b"first")).await.unwrap();
+        let err = store.put_if_absent("t/_kappa/c/1.json", Bytes::from_static(b"second")).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        assert_eq!(store.get("t/_kappa/c/1.json").await.unwrap(), Bytes::from_static(b"first"));
+        // missing objects
+        assert!(matches!(store.get("t/missing").await, Err(StoreError::NotFound { .. })));
+        store.delete("t/missing").await.unwrap();
+        // list is recursive, sorted, prefix-bounded
+        store.put("t/b/2.bin", Bytes::from_static(b"22")).await.unwrap();
+        store.put("t/a/0.bin", Bytes::new()).await.unwrap();
+        store.put("tx/other.bin", Bytes::from_static(b"x")).await.unwrap();
+        let listed: Vec<(String, u64)> = store.list("t/").await.unwrap().into_iter().map(|o| (o.path, o.size)).collect();
+        assert_eq!(
+            listed,
+            vec![("t/_kappa/c/1.json".into(), 5), ("t/a/0.bin".into(), 0), ("t/a/1.bin".into(), 3), ("t/b/2.bin".into(), 2)]
+        );
+        assert!(store.list("nothing/").await.unwrap().is_empty());
+        // delete
+        store.delete("t/a/1.bin").await.unwrap();
+        assert!(matches!(store.get("t/a/1.bin").await, Err(StoreError::NotFound { .. })));
+        // paths are checked
+        assert!(matches!(store.put("../x", Bytes::new()).await, Err(StoreError::InvalidPath { .. })));
+        assert!(matches!(store.put("/abs", Bytes::new()).await, Err(StoreError::InvalidPath { .. })));
+        // racing creators: exactly one wins
+        let winners = futures_all(store, "t/_kappa/c/2.json").await;
+        assert_eq!(winners, 1);
+    }
+
+    async fn futures_all(store: &Store, path: &str) -> usize {
+        let mut handles = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let path = path.to_string();
+            handles.push(tokio::spawn(async move { store.put_if_absent(&path, Bytes::from(format!("writer {i}"))).await.is_ok() }));
+        }
+        let mut winners = 0;
+        for h in handles {
+            winners += usize::from(h.await.unwrap());
+        }
+        winners
+    }
+}

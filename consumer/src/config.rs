@@ -1,0 +1,236 @@
+//! The command line of `kappa-consumer`, validated into a typed [`ConsumerConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kappa_common::endpoint::Endpoint;
+use kappa_common::schema::TableSchema;
+use kappa_common::time::EventTimeFormat;
+
+use crate::buffer::FlushPolicy;
+use crate::parquet_file::Codec;
+use crate::partition::Granularity;
+use crate::pipeline::PipelineConfig;
+
+/// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
+///
+/// Events are buffered per partition (and source shard) and written as Parquet when a buffer
+/// reaches --flush-rows or --flush-bytes, is older than --flush-interval, when --max-memory is
+/// reached (largest buffers first), and on shutdown. Each flush is committed atomically with
+/// the source positions it covers; after a crash the consumer resumes from the last commit and
+/// writes every row exactly once. SIGINT/SIGTERM: stop reading, flush, commit, exit 0.
+#[derive(Debug, Parser)]
+#[command(name = "kappa-consumer", version, about, long_about, max_term_width = 100, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Shows a log's shards (records, first arrival) and prints its first events.
+    Inspect {
+        /// The log to read: log:PATH.
+        #[arg(long, value_name = "URI", default_value = "log:./data/log")]
+        from: String,
+        /// Events to print (from the start of each shard in turn); 0 prints none.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        limit: usize,
+        /// Keep printing events as they are appended (stop with Ctrl-C).
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Source of events: log:PATH (the embedded log; every shard, following the tail).
+    #[arg(long, value_name = "URI", default_value = "log:./data/log")]
+    pub from: String,
+
+    /// The lake: a local directory (s3://bucket/prefix to come).
+    #[arg(long, value_name = "PATH", default_value = "./data/lake")]
+    pub lake: String,
+
+    /// Table name: the lake's sub-directory for this stream of events.
+    #[arg(long, value_name = "NAME", default_value = "events")]
+    pub table: String,
+
+    /// Schema file (as `kappa-producer --write-schema` writes it) for a new table. Default:
+    /// the table's stored schema, else inferred from the first events.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+
+    /// Column holding each event's time, which chooses its partition. Default: the arrival
+    /// time in the log.
+    #[arg(long, value_name = "COLUMN")]
+    pub event_time: Option<String>,
+
+    /// Format of --event-time: rfc3339 (also YYYY-MM-DD and YYYY-MM-DD HH:MM:SS), epoch_s,
+    /// epoch_ms, or a strftime pattern such as "%Y/%m/%d %H:%M". Times without zone are UTC.
+    #[arg(long, value_name = "FORMAT", default_value = "rfc3339")]
+    pub event_time_format: String,
+
+    /// Partition granularity: year=YYYY[/month=MM[/day=DD[/hour=HH]]] directories.
+    #[arg(long, value_enum, value_name = "UNIT", default_value_t = Granularity::Day)]
+    pub partition_by: Granularity,
+
+    /// Write a partition's buffer once it holds this many rows (per source shard).
+    #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
+    pub flush_rows: u64,
+
+    /// Write a partition's buffer once its events total this many bytes of JSON (suffixes
+    /// KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub flush_bytes: u64,
+
+    /// Write a partition's buffer once it is this old (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Memory for buffered rows; past it the largest buffers are written first (suffixes
+    /// KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_memory: u64,
+
+    /// Parquet compression codec.
+    #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
+    pub compression: Codec,
+
+    /// Event identities remembered to drop duplicate deliveries (16 bytes + overhead each).
+    #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
+    pub dedup_window: usize,
+
+    /// Exit 0 once the source has been idle this long, with everything flushed and committed
+    /// (for tests and scheduled batch runs). Default: run until SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub until_idle: Option<Duration>,
+
+    /// Interval of the status line (events/s, open partitions, buffered bytes, lag).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub status_interval: Duration,
+
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+/// Parses `1048576`, `128MiB`, `1GiB`, `512KiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 134217728, 128MiB or 1GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}: use KiB, MiB, GiB (or KB, MB, GB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[derive(Debug)]
+pub struct ConsumerConfig {
+    pub log: PathBuf,
+    pub lake: PathBuf,
+    pub table: String,
+    pub schema: Option<TableSchema>,
+    pub pipeline: PipelineConfig,
+    pub until_idle: Option<Duration>,
+    pub status_interval: Duration,
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl RunArgs {
+    pub fn validate(self) -> Result<ConsumerConfig, ConfigError> {
+        let bad = |m: String| ConfigError(m);
+        let from: Endpoint = self.from.parse().map_err(|e| bad(format!("--from: {e}")))?;
+        let Endpoint::Log(log) = from else {
+            return Err(bad(format!("--from {from}: this version reads the embedded log (log:PATH); Kinesis and SQS sources are coming")));
+        };
+        let lake: Endpoint = self.lake.parse().map_err(|e| bad(format!("--lake: {e}")))?;
+        let lake = match lake {
+            Endpoint::Local(path) => path,
+            other => return Err(bad(format!("--lake {other}: this version writes a local directory lake; S3 is coming"))),
+        };
+        let table_ok = !self.table.is_empty() && self.table.len() <= 255 && self.table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !table_ok {
+            return Err(bad(format!("--table {:?}: use lowercase letters, digits and '_' (a name Glue and Athena accept)", self.table)));
+        }
+        let schema = match &self.schema {
+            Some(path) => Some(TableSchema::read_file(path).map_err(|e| bad(format!("--schema: {e}")))?),
+            None => None,
+        };
+        let format: EventTimeFormat = self.event_time_format.parse().map_err(|e| bad(format!("--event-time-format: {e}")))?;
+        if let (Some(column), Some(schema)) = (&self.event_time, &schema)
+            && schema.index_of(column).is_none()
+        {
+            return Err(bad(format!("--event-time {column:?} is not a column of --schema")));
+        }
+        if self.flush_rows == 0 || self.flush_bytes == 0 {
+            return Err(bad("--flush-rows and --flush-bytes must be at least 1".into()));
+        }
+        if self.max_memory < 1 << 20 {
+            return Err(bad("--max-memory must be at least 1MiB".into()));
+        }
+        if self.status_interval.is_zero() {
+            return Err(bad("--status-interval must be longer than 0s".into()));
+        }
+        Ok(ConsumerConfig {
+            log,
+            lake,
+            table: self.table,
+            schema,
+            pipeline: PipelineConfig {
+                granularity: self.partition_by,
+                event_time: self.event_time.map(|c| (c, format)),
+                flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
+                codec: self.compression,
+                dedup_window: self.dedup_window,
+            },
+            until_idle: self.until_idle,
+            status_interval: self.status_interval,
+            summary_json: self.summary_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("128MiB").unwrap(), 128 << 20);
+        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("2 GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("5MB").unwrap(), 5_000_000);
+        assert!(parse_bytes("lots").unwrap_err().contains("128MiB"));
+        assert!(parse_bytes("5 parsecs").unwrap_err().contains("unknown size unit"));
+    }
+
+    #[test]
+    fn misconfiguration_says_what_to_change() {
+        let validate = |args: &[&str]| {
+            let mut argv = vec!["kappa-consumer"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).unwrap().run.validate().unwrap_err().to_string()
+        };
+        assert!(validate(&["--table", "Sales-2025"]).contains("lowercase letters"));
+        assert!(validate(&["--from", "kafka:x"]).contains("unknown scheme"));
+        assert!(validate(&["--event-time-format", "weekly"]).contains("strftime"));
+        assert!(validate(&["--max-memory", "1KiB"]).contains("at least 1MiB"));
+    }
+}

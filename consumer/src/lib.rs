@@ -1,0 +1,19 @@
+//! kappa-consumer: events from a log into a time-partitioned Parquet lake, exactly once.
+//!
+//! ```text
+//! source ─chunks─► decode (arrow-json) ─► partition (event time) ─► buffers per (partition, shard)
+//!                                                                      │ rows/bytes/age/memory/shutdown
+//!                           commit (positions + files, create-if-absent) ◄─ store ◄─ Parquet
+//! ```
+
+pub mod buffer;
+pub mod config;
+pub mod decode;
+pub mod inspect;
+pub mod parquet_file;
+pub mod partition;
+pub mod pipeline;
+pub mod run;
+pub mod source;
+pub mod stats;
+pub mod table;

@@ -1,0 +1,139 @@
+//! Event-time partitioning: which Hive-style directory a row belongs in.
+//!
+//! Directory names are zero-padded everywhere — `year=2025/month=03/day=19/hour=07` — so
+//! lexical order is time order in listings, and Athena's and DuckDB's partition projection see
+//! integers either way.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Timelike};
+
+/// How fine the partitions are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    Year,
+    Month,
+    Day,
+    Hour,
+}
+
+impl Granularity {
+    /// The partition key names, outermost first.
+    pub fn keys(self) -> &'static [&'static str] {
+        let all: &'static [&'static str] = &["year", "month", "day", "hour"];
+        match self {
+            Granularity::Year => &all[..1],
+            Granularity::Month => &all[..2],
+            Granularity::Day => &all[..3],
+            Granularity::Hour => all,
+        }
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Granularity::Year => "year",
+            Granularity::Month => "month",
+            Granularity::Day => "day",
+            Granularity::Hour => "hour",
+        })
+    }
+}
+
+/// One partition: the event-time bucket, truncated to the granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Partition {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub granularity: Granularity,
+}
+
+impl Partition {
+    /// The partition of an instant (ms since the epoch, UTC); `None` outside chrono's range.
+    pub fn of_millis(ms: i64, granularity: Granularity) -> Option<Partition> {
+        let t = DateTime::from_timestamp_millis(ms)?;
+        let (mut month, mut day, mut hour) = (t.month() as u8, t.day() as u8, t.hour() as u8);
+        if granularity < Granularity::Hour {
+            hour = 0;
+        }
+        if granularity < Granularity::Day {
+            day = 1;
+        }
+        if granularity < Granularity::Month {
+            month = 1;
+        }
+        let year = t.year();
+        // Hive paths and Athena's integer partitions want four-digit, non-negative years.
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        Some(Partition { year, month, day, hour, granularity })
+    }
+
+    /// The Hive directory, e.g. `year=2025/month=03/day=19`.
+    pub fn path(&self) -> String {
+        let mut path = format!("year={:04}", self.year);
+        if self.granularity >= Granularity::Month {
+            path.push_str(&format!("/month={:02}", self.month));
+        }
+        if self.granularity >= Granularity::Day {
+            path.push_str(&format!("/day={:02}", self.day));
+        }
+        if self.granularity >= Granularity::Hour {
+            path.push_str(&format!("/hour={:02}", self.hour));
+        }
+        path
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    /// Parses a [`Partition::path`] back.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut values = [0i64, 1, 1, 0];
+        let mut depth = 0;
+        for (i, segment) in s.split('/').enumerate() {
+            let key = Granularity::Hour.keys().get(i).ok_or_else(|| format!("too many segments in {s:?}"))?;
+            let value = segment.strip_prefix(key).and_then(|v| v.strip_prefix('=')).ok_or_else(|| format!("expected {key}=… in {s:?}"))?;
+            values[i] = value.parse().map_err(|_| format!("bad {key} value in {s:?}"))?;
+            depth = i + 1;
+        }
+        let granularity = [Granularity::Year, Granularity::Month, Granularity::Day, Granularity::Hour]
+            .get(depth.wrapping_sub(1))
+            .copied()
+            .ok_or_else(|| format!("empty partition {s:?}"))?;
+        Ok(Partition { year: values[0] as i32, month: values[1] as u8, day: values[2] as u8, hour: values[3] as u8, granularity })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_padded_and_round_trip() {
+        let t = 1_742_367_600_000; // 2025-03-19T07:00:00Z
+        let hour = Partition::of_millis(t, Granularity::Hour).unwrap();
+        assert_eq!(hour.path(), "year=2025/month=03/day=19/hour=07");
+        assert_eq!(Partition::of_millis(t, Granularity::Day).unwrap().path(), "year=2025/month=03/day=19");
+        assert_eq!(Partition::of_millis(t, Granularity::Year).unwrap().path(), "year=2025");
+        for g in [Granularity::Year, Granularity::Month, Granularity::Day, Granularity::Hour] {
+            let p = Partition::of_millis(t, g).unwrap();
+            assert_eq!(p.path().parse::<Partition>().unwrap(), p);
+        }
+        assert!(Partition::of_millis(i64::MAX, Granularity::Day).is_none());
+        assert!("year=2025/day=01".parse::<Partition>().is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! The consumer's core: decode → partition → buffer → encode → store → commit.
+//!
+//! Synchronous by design (it is CPU work: JSON decoding, Parquet encoding); storage calls run
+//! on the runtime through a handle. Replay drives the same pipeline from another source.
+//!
+//! Exactly once, step by step:
+//! 1. An event whose partition already holds its position (per the last commit) is skipped:
+//!    after a restart the source re-reads from the safe resume point, which may lie before
+//!    positions some partitions already wrote.
+//! 2. An event seen recently by identity is a duplicate delivery and is dropped.
+//! 3. Buffers are cut at the exact event where a row or byte count is reached, written under a
+//!    name made of their shard and positions, and only then committed.
+//! 4. The commit records, per shard, the earliest position still buffered or unread: nothing
+//!    before it is needed again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use bytes::Bytes;
+use kappa_common::schema::TableSchema;
+use kappa_common::time::EventTimeFormat;
+use tokio::runtime::Handle;
+
+use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
+use crate::decode::Decoder;
+use crate::parquet_file::{self, Codec};
+use crate::partition::{Granularity, Partition};
+use crate::stats::Stats;
+use crate::table::{Commit, DataFile, FORMAT, Table, TableError, TableState};
+
+/// One event as a source delivers it.
+#[derive(Debug, Clone)]
+pub struct SourceEvent {
+    /// Index into the pipeline's shard names.
+    pub shard: u32,
+    pub seq: u64,
+    pub arrival_ms: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub granularity: Granularity,
+    /// The event-time column and its format; `None` partitions by arrival time.
+    pub event_time: Option<(String, EventTimeFormat)>,
+    pub flush: FlushPolicy,
+    pub codec: Codec,
+    pub dedup_window: usize,
+}
+
+/// A quarantined event waiting for the next commit.
+#[derive(serde::Serialize)]
+struct QuarantineRecord {
+    shard: String,
+    seq: u64,
+    arrival_ms: i64,
+    reason: String,
+    payload: String,
+}
+
+pub struct Pipeline {
+    table: Table,
+    runtime: Handle,
+    config: PipelineConfig,
+    decoder: Decoder,
+    shards: Vec<String>,
+    /// Per shard: the next position the source will deliver, once something was read.
+    next_read: Vec<Option<u64>>,
+    buffers: BTreeMap<BufferKey, Buffer>,
+    /// Buffers cut by a trigger and waiting to be written.
+    sealed: Vec<(BufferKey, Buffer)>,
+    quarantine: Vec<QuarantineRecord>,
+    dedup: DedupWindow,
+    state: TableState,
+    /// The schema version last stored in the table.
+    stored_schema_version: u32,
+    stats: Arc<Stats>,
+}
+
+fn seq_of(text: &str) -> Option<u64> {
+    text.parse().ok()
+}
+
+impl Pipeline {
+    /// Opens the pipeline on a table: loads the commit log, removes what no commit names, and
+    /// settles the schema (the table's, else `schema`, else inferred from the first events).
+    pub fn open(
+        table: Table,
+        runtime: Handle,
+        config: PipelineConfig,
+        shards: Vec<String>,
+        schema: Option<TableSchema>,
+        stats: Arc<Stats>,
+    ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
+        let state = runtime.block_on(table.load_state())?;
+        let removed = runtime.block_on(table.remove_uncommitted(&state))?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed objects of an interrupted flush; they will be written again");
+        }
+        let stored = runtime.block_on(table.latest_schema())?;
+        let (decoder, stored_version, known) = match (stored, schema) {
+            (Some((version, stored)), _) => (Decoder::new(stored.clone(), version), version, Some(stored)),
+            (None, Some(given)) => (Decoder::new(given.clone(), 1), 0, Some(given)),
+            (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
+        };
+        let n = shards.len();
+        let pipeline = Pipeline {
+            table,
+            runtime,
+            config: config.clone(),
+            decoder,
+            shards,
+            next_read: vec![None; n],
+            buffers: BTreeMap::new(),
+            sealed: Vec::new(),
+            quarantine: Vec::new(),
+            dedup: DedupWindow::new(config.dedup_window),
+            state,
+            stored_schema_version: stored_version,
+            stats,
+        };
+        Ok((pipeline, known))
+    }
+
+    /// Sets the schema when none was stored or given (inferred by the caller from the first
+    /// events).
+    pub fn set_initial_schema(&mut self, schema: TableSchema) {
+        self.decoder = Decoder::new(schema, 1);
+    }
+
+    pub fn has_schema(&self) -> bool {
+        self.decoder.version() > 0
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn state(&self) -> &TableState {
+        &self.state
+    }
+
+    /// Where each shard should be read from (None: from its beginning).
+    pub fn resume_point(&self, shard: u32) -> Option<u64> {
+        self.state.resume.get(&self.shards[shard as usize]).and_then(|s| seq_of(s))
+    }
+
+    /// The next position the source will deliver for a shard, once it delivered something.
+    pub fn next_read(&self, shard: u32) -> Option<u64> {
+        self.next_read[shard as usize]
+    }
+
+    pub fn open_partitions(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn buffered_memory(&self) -> usize {
+        self.buffers.values().map(|b| b.memory).sum()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.buffers.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty()
+    }
+
+    /// Takes in a chunk of events (each shard's in log order). Buffers that reach a row or
+    /// byte count are written and committed before this returns.
+    pub fn ingest(&mut self, events: &[SourceEvent]) -> Result<(), PipelineError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.stats.add_read(events.len() as u64);
+        for event in events {
+            let next = &mut self.next_read[event.shard as usize];
+            *next = Some(next.map_or(event.seq + 1, |n| n.max(event.seq + 1)));
+        }
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+        let (decoded, evolved) = self.decoder.decode(&payloads);
+        if evolved {
+            self.store_schema()?;
+        }
+        for (index, reason) in &decoded.rejected {
+            self.quarantine_event(&events[*index], reason.clone());
+        }
+        let batch = decoded.batch;
+        if batch.num_rows() > 0 {
+            let times = self.event_times(&batch, &decoded.origin, events);
+            let ids = batch.column(batch.num_columns() - 1).as_string::<i32>().clone();
+            // Rows of each buffer, in order, cut where a trigger fires.
+            let mut groups: BTreeMap<BufferKey, Vec<u32>> = BTreeMap::new();
+            for (row, origin) in decoded.origin.iter().enumerate() {
+                let event = &events[*origin];
+                let partition = match times[row] {
+                    Ok(ms) => match Partition::of_millis(ms, self.config.granularity) {
+                        Some(p) => p,
+                        None => {
+                            self.quarantine_event(event, format!("event time {ms} ms is outside years 0000-9999"));
+                            continue;
+                        }
+                    },
+                    Err(ref reason) => {
+                        self.quarantine_event(event, reason.clone());
+                        continue;
+                    }
+                };
+                if self.already_written(&partition, event) {
+                    self.stats.add_skipped(1);
+                    continue;
+                }
+                let id = if ids.is_null(row) { format!("{}:{}", self.shards[event.shard as usize], event.seq) } else { ids.value(row).to_string() };
+                if self.dedup.check(&id) {
+                    self.stats.add_duplicates(1);
+                    continue;
+                }
+                let key = (partition, event.shard);
+                let group = groups.entry(key).or_default();
+                group.push(row as u32);
+                let (rows, bytes) = self.pending_size(&key, group, &decoded.origin, events);
+                if self.config.flush.full(rows, bytes) {
+                    let rows = std::mem::take(group);
+                    self.append(key, &batch, &rows, &decoded.origin, events)?;
+                    self.seal(key);
+                }
+            }
+            for (key, rows) in groups {
+                if !rows.is_empty() {
+                    self.append(key, &batch, &rows, &decoded.origin, events)?;
+                }
+            }
+        }
+        if !self.sealed.is_empty() {
+            self.write_and_commit()?;
+        }
+        Ok(())
+    }
+
+    fn pending_size(&self, key: &BufferKey, group: &[u32], origin: &[usize], events: &[SourceEvent]) -> (u64, u64) {
+        // Only called as rows are added one at a time: cheap enough, and exact.
+        let (rows, bytes) = self.buffers.get(key).map_or((0, 0), |b| (b.rows, b.bytes));
+        let group_bytes: u64 = group.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
+        (rows + group.len() as u64, bytes + group_bytes)
+    }
+
+    fn already_written(&self, partition: &Partition, event: &SourceEvent) -> bool {
+        self.state
+            .written
+            .get(&partition.path())
+            .and_then(|shards| shards.get(&self.shards[event.shard as usize]))
+            .and_then(|s| seq_of(s))
+            .is_some_and(|written| event.seq <= written)
+    }
+
+    fn append(&mut self, key: BufferKey, batch: &RecordBatch, rows: &[u32], origin: &[usize], events: &[SourceEvent]) -> Result<(), PipelineError> {
+        let indices = UInt32Array::from(rows.to_vec());
+        let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?;
+        let taken = RecordBatch::try_new(batch.schema(), columns)?;
+        let first = events[origin[rows[0] as usize]].seq;
+        let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
+        let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
+        self.buffers.entry(key).or_insert_with(|| Buffer::new(first)).append(taken, bytes, last);
+        Ok(())
+    }
+
+    fn seal(&mut self, key: BufferKey) {
+        if let Some(buffer) = self.buffers.remove(&key) {
+            self.sealed.push((key, buffer));
+        }
+    }
+
+    /// Event time of each decoded row, in ms since the epoch, or why it has none.
+    fn event_times(&self, batch: &RecordBatch, origin: &[usize], events: &[SourceEvent]) -> Vec<Result<i64, String>> {
+        let Some((column, format)) = &self.config.event_time else {
+            return origin.iter().map(|i| Ok(events[*i].arrival_ms)).collect();
+        };
+        let Some(index) = self.decoder.schema().index_of(column) else {
+            return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
+        };
+        let array = batch.column(index);
+        (0..batch.num_rows())
+            .map(|row| {
+                if array.is_null(row) {
+                    return Err(format!("event time column {column:?} is empty"));
+                }
+                match array.data_type() {
+                    DataType::Date32 => Ok(i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400_000),
+                    DataType::Timestamp(TimeUnit::Microsecond, _) => Ok(array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000)),
+                    DataType::Int64 => {
+                        let n = array.as_primitive::<Int64Type>().value(row);
+                        match format {
+                            EventTimeFormat::EpochSeconds => Ok(n.saturating_mul(1000)),
+                            _ => Ok(n),
+                        }
+                    }
+                    DataType::Utf8 => format.parse_millis(array.as_string::<i32>().value(row)).map_err(|e| e.to_string()),
+                    other => Err(format!("event time column {column:?} has type {other}, which is not a time")),
+                }
+            })
+            .collect()
+    }
+
+    fn quarantine_event(&mut self, event: &SourceEvent, reason: String) {
+        let shard = self.shards[event.shard as usize].clone();
+        let done = self.state.quarantined.get(&shard).and_then(|s| seq_of(s)).is_some_and(|q| event.seq <= q);
+        if done {
+            return; // quarantined by a committed flush before a restart
+        }
+        self.stats.add_quarantined(1);
+        self.quarantine.push(QuarantineRecord { shard, seq: event.seq, arrival_ms: event.arrival_ms, reason, payload: String::from_utf8_lossy(&event.payload).into_owned() });
+    }
+
+    fn store_schema(&mut self) -> Result<(), PipelineError> {
+        let version = self.decoder.version();
+        if version > self.stored_schema_version {
+            self.runtime.block_on(self.table.write_schema(version, self.decoder.schema()))?;
+            self.stored_schema_version = version;
+        }
+        Ok(())
+    }
+
+    /// Flushes buffers open longer than the interval; then, if memory is over the limit, the
+    /// largest buffers until it is under three quarters of it.
+    pub fn flush_due(&mut self) -> Result<(), PipelineError> {
+        let interval = self.config.flush.interval;
+        let due: Vec<BufferKey> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(k, _)| *k).collect();
+        for key in due {
+            self.seal(key);
+        }
+        let limit = self.config.flush.max_memory;
+        if self.buffered_memory() > limit {
+            let mut by_size: Vec<(usize, BufferKey)> = self.buffers.iter().map(|(k, b)| (b.memory, *k)).collect();
+            by_size.sort_by(|a, b| b.0.cmp(&a.0));
+            let mut memory = self.buffered_memory();
+            for (size, key) in by_size {
+                if memory <= limit / 4 * 3 {
+                    break;
+                }
+                self.seal(key);
+                memory -= size;
+            }
+            self.stats.add_memory_flushes(1);
+        }
+        if !self.sealed.is_empty() || !self.quarantine.is_empty() {
+            self.write_and_commit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and commits: shutdown, and the end of `--until-idle`.
+    pub fn flush_all(&mut self) -> Result<(), PipelineError> {
+        let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
+        for key in keys {
+            self.seal(key);
+        }
+        let advanced = self.shards.iter().enumerate().any(|(i, shard)| {
+            self.next_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n))
+        });
+        if !self.sealed.is_empty() || !self.quarantine.is_empty() || advanced {
+            self.write_and_commit()?;
+        }
+        Ok(())
+    }
+
+    fn write_and_commit(&mut self) -> Result<(), PipelineError> {
+        self.store_schema()?;
+        let started = Instant::now();
+        let keys = self.config.granularity.keys();
+        let decoded = self.decoder.arrow_schema().clone();
+        let file_schema = parquet_file::file_schema(&decoded, keys);
+        let sealed = std::mem::take(&mut self.sealed);
+        let mut added = Vec::with_capacity(sealed.len());
+        let mut written = self.state.written.clone();
+        for ((partition, shard), buffer) in &sealed {
+            let (data, rows) = parquet_file::encode(&buffer.batches, &decoded, &file_schema, self.config.codec)?;
+            let shard_name = &self.shards[*shard as usize];
+            let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
+            let bytes = data.len() as u64;
+            self.runtime.block_on(self.table.put_object(&path, data))?;
+            added.push(DataFile { path, partition: partition.path(), rows, bytes });
+            let entry = written.entry(partition.path()).or_default().entry(shard_name.clone()).or_insert_with(|| "0".into());
+            if seq_of(entry).is_none_or(|w| w < buffer.last_seq) || rows > 0 && entry == "0" {
+                *entry = buffer.last_seq.to_string();
+            }
+        }
+        let commit_number = self.state.last_commit + 1;
+        let mut errors = Vec::new();
+        let mut quarantined = self.state.quarantined.clone();
+        if !self.quarantine.is_empty() {
+            let mut text = Vec::new();
+            for record in &self.quarantine {
+                serde_json::to_writer(&mut text, record).expect("serializes");
+                text.push(b'\n');
+                let entry = quarantined.entry(record.shard.clone()).or_insert_with(|| record.seq.to_string());
+                if seq_of(entry).is_none_or(|q| q < record.seq) {
+                    *entry = record.seq.to_string();
+                }
+            }
+            errors.push(self.runtime.block_on(self.table.put_errors(commit_number, Bytes::from(text)))?);
+        }
+        // Resume: the earliest position any open buffer still needs, else the next unread one.
+        let mut resume = self.state.resume.clone();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let buffered = self.buffers.iter().filter(|((_, s), _)| *s as usize == index).map(|(_, b)| b.first_seq).min();
+            if let Some(point) = buffered.or(self.next_read[index]) {
+                resume.insert(shard.clone(), point.to_string());
+            }
+        }
+        let mut totals = self.state.totals.clone();
+        totals.rows += added.iter().map(|f| f.rows).sum::<u64>();
+        totals.bytes += added.iter().map(|f| f.bytes).sum::<u64>();
+        totals.files += added.len() as u64;
+        totals.quarantined += self.quarantine.len() as u64;
+        let commit = Commit {
+            format: FORMAT,
+            commit: commit_number,
+            generation: self.table.generation().to_string(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            schema_version: self.stored_schema_version.max(1),
+            added: added.clone(),
+            removed: Vec::new(),
+            errors: errors.clone(),
+            resume: resume.clone(),
+            written: written.clone(),
+            quarantined: quarantined.clone(),
+            totals: totals.clone(),
+        };
+        self.runtime.block_on(self.table.commit(&commit))?;
+        self.stats.add_commit(added.len() as u64, totals.rows - self.state.totals.rows, totals.bytes - self.state.totals.bytes);
+        tracing::debug!(commit = commit_number, files = added.len(), elapsed = ?started.elapsed(), "committed");
+        self.state.last_commit = commit_number;
+        self.state.files.extend(added.into_iter().map(|f| f.path));
+        self.state.error_files.extend(errors);
+        self.state.resume = resume;
+        self.state.written = written;
+        self.state.quarantined = quarantined;
+        self.state.totals = totals;
+        self.state.schema_version = commit.schema_version;
+        self.quarantine.clear();
+        Ok(())
+    }
+}
+
+/// Shard ids as they may appear in object names (Kinesis ids are already safe).
+fn file_name_safe(shard: &str) -> String {
+    shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+fn placeholder_schema() -> TableSchema {
+    TableSchema::new(vec![kappa_common::schema::Column {
+        name: "_placeholder".into(),
+        column_type: kappa_common::schema::ColumnType::String,
+        nullable: true,
+    }])
+    .expect("valid")
+}

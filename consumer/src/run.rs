@@ -1,0 +1,126 @@
+//! Running the consumer: source → pipeline, with graceful shutdown.
+//!
+//! Shutdown, step by step (SIGINT or SIGTERM, or `--until-idle` expiring):
+//! 1. The signal only raises a flag; the loop sees it between chunks, so a chunk is never half
+//!    ingested.
+//! 2. The source stops reading. Chunks it read ahead but the pipeline never took are dropped:
+//!    the commit's resume point lies before them, so the next run reads them again.
+//! 3. Every buffer is written and one commit records them with the final positions.
+//! 4. The summary is printed and the process exits 0. A second signal during the drain is not
+//!    needed and not acted on: killing the process at any point loses nothing, the next run
+//!    resumes from the last commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kappa_common::schema::infer_json_schema;
+use kappa_common::store::{LocalStore, Store};
+
+use crate::config::ConsumerConfig;
+use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
+use crate::source::log::LogSource;
+use crate::stats::{Stats, Summary};
+use crate::table::Table;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    #[error("source: {0}")]
+    Log(#[from] kappa_common::log::LogError),
+    #[error("cannot infer a schema from the first events: {0}; pass --schema")]
+    Inference(String),
+}
+
+/// Events sampled to infer a new table's schema.
+const INFER_EVENTS: usize = 1000;
+
+pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    runtime.spawn(watch_signals(shutdown.clone()));
+
+    let store = Store::Local(LocalStore::new(&config.lake));
+    let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
+    let log = LogSource::open(&config.log)?;
+    let shards = LogSource::shard_names(&log);
+    let stats = Arc::new(Stats::default());
+    let (mut pipeline, known) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards.clone(), config.schema.clone(), stats.clone())?;
+    if let (Some(given), Some(known)) = (&config.schema, &known)
+        && given != known
+    {
+        tracing::warn!("the table already has a schema; --schema is ignored (new columns are added as they appear)");
+    }
+    let resume: Vec<Option<u64>> = (0..shards.len() as u32).map(|s| pipeline.resume_point(s)).collect();
+    let prefix = format!("{}/{}", config.lake.display(), pipeline.table().data_prefix());
+    tracing::info!(table = %config.table, lake = %config.lake.display(), read_at = %prefix, commits = pipeline.state().last_commit, "consuming log:{}", config.log.display());
+    let mut source = LogSource::start(log, &resume)?;
+
+    let mut last_event = Instant::now();
+    let mut last_status = (Instant::now(), 0u64);
+    let result = (|| -> Result<(), ConsumerError> {
+        while !shutdown.load(Ordering::Acquire) {
+            if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
+                last_event = Instant::now();
+                if !pipeline.has_schema() {
+                    pipeline.set_initial_schema(infer(&chunk)?);
+                }
+                pipeline.ingest(&chunk)?;
+            } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
+                tracing::info!("source idle for {:?}: draining", config.until_idle.unwrap_or_default());
+                break;
+            }
+            pipeline.flush_due()?;
+            if last_status.0.elapsed() >= config.status_interval {
+                let read = stats.read();
+                let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
+                let lag = source.lag(|s| pipeline.next_read(s));
+                tracing::info!(
+                    events_read = read,
+                    rows_written = stats.written(),
+                    rate = format!("{rate:.0}/s"),
+                    open_partitions = pipeline.open_partitions(),
+                    buffered_mib = format!("{:.1}", pipeline.buffered_memory() as f64 / 1048576.0),
+                    lag_events = lag,
+                    "status"
+                );
+                last_status = (Instant::now(), read);
+            }
+        }
+        Ok(())
+    })();
+    source.stop();
+    result?;
+    pipeline.flush_all()?;
+    Ok((stats.summary(), prefix))
+}
+
+fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
+        .iter()
+        .take(INFER_EVENTS)
+        .filter_map(|e| match serde_json::from_slice(&e.payload) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.shift_remove(kappa_common::event::EVENT_ID_FIELD);
+                Some(m)
+            }
+            _ => None,
+        })
+        .collect();
+    let schema = infer_json_schema(&rows).map_err(|e| ConsumerError::Inference(e.to_string()))?;
+    tracing::info!(columns = %schema.fields.iter().map(|c| format!("{}:{}", c.name, c.column_type)).collect::<Vec<_>>().join(","), "schema inferred from the first events");
+    Ok(schema)
+}
+
+async fn watch_signals(shutdown: Arc<AtomicBool>) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping after the current chunk, flushing and committing"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping after the current chunk, flushing and committing"),
+    }
+    shutdown.store(true, Ordering::Release);
+}

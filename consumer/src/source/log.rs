@@ -1,0 +1,116 @@
+//! The embedded log as a source: every shard, from its resume point, following the tail.
+//!
+//! A thread reads the shards round-robin (a bounded share of each per round, so one busy shard
+//! cannot starve the others) and hands chunks to the pipeline through a bounded channel: the
+//! pipeline's pace limits how far ahead it reads, which bounds memory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kappa_common::log::{Log, LogError, ShardReader, StartAt};
+
+use crate::pipeline::SourceEvent;
+
+/// Events per shard per round.
+const SHARD_SHARE: usize = 4096;
+
+pub struct LogSource {
+    log: Log,
+    chunks: Receiver<Result<Vec<SourceEvent>, LogError>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LogSource {
+    /// The shard names the pipeline and the commits use for this log: "0", "1", ….
+    pub fn shard_names(log: &Log) -> Vec<String> {
+        (0..log.shard_count()).map(|s| s.to_string()).collect()
+    }
+
+    pub fn open(dir: &Path) -> Result<Log, LogError> {
+        Log::open(dir)
+    }
+
+    /// Starts reading each shard at its resume point (or its beginning).
+    pub fn start(log: Log, resume: &[Option<u64>]) -> Result<LogSource, LogError> {
+        let mut readers = Vec::new();
+        for (shard, point) in resume.iter().enumerate() {
+            let start = point.map_or(StartAt::Earliest, StartAt::AtSequence);
+            readers.push(log.reader(shard as u32, start)?);
+        }
+        let (sender, chunks) = sync_channel(4);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kappa-log-source".into())
+            .spawn(move || read_loop(readers, sender, flag))
+            .expect("spawn the log source thread");
+        Ok(LogSource { log, chunks, stop, thread: Some(thread) })
+    }
+
+    /// The next chunk, or `None` if nothing arrived within `timeout`.
+    pub fn next_chunk(&self, timeout: Duration) -> Result<Option<Vec<SourceEvent>>, LogError> {
+        match self.chunks.recv_timeout(timeout) {
+            Ok(Ok(chunk)) => Ok(Some(chunk)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Records in the log not yet delivered (for the lag in the status line).
+    pub fn lag(&self, next_read: impl Fn(u32) -> Option<u64>) -> u64 {
+        (0..self.log.shard_count())
+            .map(|s| self.log.shard_end(s).unwrap_or(0).saturating_sub(next_read(s).unwrap_or(0)))
+            .sum()
+    }
+
+    /// Stops reading; chunks already read but not taken are dropped (they are re-read from
+    /// the resume point next time, never lost).
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        while self.chunks.try_recv().is_ok() {}
+        if let Some(thread) = self.thread.take() {
+            // The reader may be blocked on a full channel: keep draining until it sees the flag.
+            while !thread.is_finished() {
+                while self.chunks.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for LogSource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_loop(mut readers: Vec<ShardReader>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let mut chunk = Vec::new();
+        for reader in &mut readers {
+            for _ in 0..SHARD_SHARE {
+                match reader.next() {
+                    Ok(Some(record)) => chunk.push(SourceEvent { shard: record.shard, seq: record.seq, arrival_ms: record.arrival_ms, payload: record.payload }),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = sender.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        }
+        if chunk.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if sender.send(Ok(chunk)).is_err() {
+            return;
+        }
+    }
+}

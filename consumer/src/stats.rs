@@ -1,0 +1,123 @@
+//! Counters for the status line and the end-of-run summary.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use serde::Serialize;
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    read: AtomicU64,
+    written: AtomicU64,
+    skipped: AtomicU64,
+    duplicates: AtomicU64,
+    quarantined: AtomicU64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    commits: AtomicU64,
+    memory_flushes: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            memory_flushes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The end-of-run summary (also `--summary-json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub events_read: u64,
+    pub rows_written: u64,
+    pub already_committed_skipped: u64,
+    pub duplicates_dropped: u64,
+    pub quarantined: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub commits: u64,
+    pub memory_flushes: u64,
+    pub elapsed_seconds: f64,
+    pub rows_per_second: f64,
+}
+
+impl Stats {
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Relaxed);
+    }
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Relaxed);
+    }
+    pub fn add_duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Relaxed);
+    }
+    pub fn add_quarantined(&self, n: u64) {
+        self.quarantined.fetch_add(n, Relaxed);
+    }
+    pub fn add_memory_flushes(&self, n: u64) {
+        self.memory_flushes.fetch_add(n, Relaxed);
+    }
+    pub fn add_commit(&self, files: u64, rows: u64, bytes: u64) {
+        self.commits.fetch_add(1, Relaxed);
+        self.files.fetch_add(files, Relaxed);
+        self.written.fetch_add(rows, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+    pub fn read(&self) -> u64 {
+        self.read.load(Relaxed)
+    }
+    pub fn written(&self) -> u64 {
+        self.written.load(Relaxed)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let read = self.read.load(Relaxed);
+        Summary {
+            events_read: read,
+            rows_written: self.written.load(Relaxed),
+            already_committed_skipped: self.skipped.load(Relaxed),
+            duplicates_dropped: self.duplicates.load(Relaxed),
+            quarantined: self.quarantined.load(Relaxed),
+            files: self.files.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            memory_flushes: self.memory_flushes.load(Relaxed),
+            elapsed_seconds: elapsed,
+            rows_per_second: if elapsed > 0.0 { read as f64 / elapsed } else { 0.0 },
+        }
+    }
+}
+
+impl Summary {
+    pub fn render(&self, table: &str, prefix: &str) -> String {
+        format!(
+            "summary: table {table} (read it at {prefix})\n  events read        {}\n  rows written       {}\n  \
+             duplicates dropped {}\n  already committed  {}\n  quarantined        {}\n  files              {}\n  \
+             bytes              {} ({:.1} MiB)\n  commits            {}\n  elapsed            {:.2} s\n  \
+             throughput         {:.0} events/s\n",
+            self.events_read,
+            self.rows_written,
+            self.duplicates_dropped,
+            self.already_committed_skipped,
+            self.quarantined,
+            self.files,
+            self.bytes,
+            self.bytes as f64 / 1048576.0,
+            self.commits,
+            self.elapsed_seconds,
+            self.rows_per_second
+        )
+    }
+}
