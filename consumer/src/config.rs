@@ -43,6 +43,19 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Shows a lake table: generation, schema, and per partition the files, rows and bytes
+    /// read from the Parquet footers; then its first rows as JSON.
+    Describe {
+        /// The lake directory.
+        #[arg(long, value_name = "PATH", default_value = "./data/lake")]
+        lake: String,
+        /// The table.
+        #[arg(long, value_name = "NAME", default_value = "events")]
+        table: String,
+        /// Rows to print.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Args)]

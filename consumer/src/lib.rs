@@ -9,6 +9,7 @@
 pub mod buffer;
 pub mod config;
 pub mod decode;
+pub mod describe;
 pub mod inspect;
 pub mod parquet_file;
 pub mod partition;

@@ -10,8 +10,10 @@ fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let cli = Cli::parse();
-    if let Some(Command::Inspect { from, limit, follow }) = cli.command {
-        return kappa_consumer::inspect::inspect(&from, limit, follow);
+    match cli.command {
+        Some(Command::Inspect { from, limit, follow }) => return kappa_consumer::inspect::inspect(&from, limit, follow),
+        Some(Command::Describe { lake, table, limit }) => return kappa_consumer::describe::describe(&lake, &table, limit),
+        None => {}
     }
     let config = match cli.run.validate() {
         Ok(config) => config,

@@ -227,3 +227,73 @@ pub fn parse_events(payload: &[u8]) -> Vec<serde_json::Map<String, serde_json::V
         })
         .collect()
 }
+
+/// One row read back from the lake, with the Hive partition directory it was found in.
+#[derive(Debug, Clone)]
+pub struct LakeRow {
+    pub partition: String,
+    pub file: String,
+    pub row: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Every Parquet file under `prefix` (recursively), sorted by path.
+pub fn parquet_files(prefix: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![prefix.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Reads every row of every Parquet file under a generation prefix, through arrow's JSON
+/// writer (dates and timestamps come out as ISO text, numbers as numbers).
+pub fn read_lake(prefix: &Path) -> Vec<LakeRow> {
+    let mut rows = Vec::new();
+    for path in parquet_files(prefix) {
+        let relative = path.strip_prefix(prefix).expect("under the prefix").to_string_lossy().to_string();
+        let partition = relative.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string());
+        let file = std::fs::File::open(&path).expect("open parquet");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            writer.write(&batch).expect("to json");
+            writer.finish().expect("finish");
+            let json: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&writer.into_inner()).expect("json rows");
+            rows.extend(json.into_iter().map(|row| LakeRow { partition: partition.clone(), file: relative.clone(), row }));
+        }
+    }
+    rows
+}
+
+/// Sorted `(path, sha256)` of every Parquet file under a prefix: two lakes with equal lists
+/// hold the same bytes under the same names.
+pub fn lake_digest(prefix: &Path) -> Vec<(String, String)> {
+    use sha2::Digest;
+    parquet_files(prefix)
+        .into_iter()
+        .map(|path| {
+            let digest = sha2::Sha256::digest(std::fs::read(&path).expect("read"));
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            (path.strip_prefix(prefix).expect("under prefix").to_string_lossy().to_string(), hex)
+        })
+        .collect()
+}
+
+/// Runs a Python snippet in the test venv (DuckDB and pyarrow are installed there) and
+/// returns its stdout.
+pub fn python(code: &str) -> String {
+    let output = run(Command::new(venv_bin("python")).args(["-c", code]));
+    assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8")
+}

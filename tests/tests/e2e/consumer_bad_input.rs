@@ -1,0 +1,74 @@
+//! Bad events are quarantined with payload, position and reason; every good one lands.
+
+use kappa_common::log::{Log, LogConfig};
+use kappa_tests::{expect_status, kappa, read_lake, run};
+use serde_json::Value;
+
+use crate::support::summary;
+
+#[test]
+fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    // Events as other writers may send them, not all through kappa-producer.
+    let events: Vec<(&str, Option<&str>)> = vec![
+        (r#"{"_kappa_id":"t:0:0","id":1,"at":"2025-03-19 10:00:00","amount":1.5}"#, None),
+        ("this is not json", Some("not valid JSON")),
+        (r#"[1,2,3]"#, Some("not a JSON object")),
+        (r#"{"_kappa_id":"t:0:3","id":"four","at":"2025-03-19 11:00:00","amount":4}"#, Some("does not fit the table schema")),
+        (r#"{"_kappa_id":"t:0:4","id":5,"amount":5}"#, Some("event time column \"at\" is empty")),
+        (r#"{"_kappa_id":"t:0:5","id":6,"at":"19/03/2025","amount":6}"#, Some("cannot parse \"19/03/2025\" as an event time")),
+        (r#"{"_kappa_id":"t:0:6","id":7,"at":"2025-03-20 09:30:00","amount":7.25}"#, None),
+        (r#"{"_kappa_id":"t:0:0","id":1,"at":"2025-03-19 10:00:00","amount":1.5}"#, None), // a redelivery
+        (r#"{"_kappa_id":"t:0:8","id":9,"at":"2025-03-20 12:00:00","amount":9,"note":"new column"}"#, None),
+    ];
+    let log = Log::create(&log_dir, 1).unwrap();
+    let mut writer = log.writer(0, &LogConfig::default()).unwrap();
+    for (i, (payload, _)) in events.iter().enumerate() {
+        writer.append(b"", payload.as_bytes(), 1_700_000_000_000 + i as i64).unwrap();
+    }
+    writer.close().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, r#"{"fields":[{"name":"id","type":"int64"},{"name":"at","type":"string"},{"name":"amount","type":"float64"}]}"#).unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", None)
+        .args(["--from", &format!("log:{}", log_dir.display()), "--lake"])
+        .arg(&lake)
+        .arg("--schema")
+        .arg(&schema)
+        .args(["--event-time", "at", "--until-idle", "1s", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+
+    let rows = read_lake(&lake.join("events/gen-000001"));
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.row["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 7, 9], "good rows once, the redelivery dropped");
+    let nine = rows.iter().find(|r| r.row["id"] == 9).unwrap();
+    assert_eq!(nine.row["note"], "new column", "a new column was added, not dropped");
+
+    let errors_dir = lake.join("events/_errors/gen-000001");
+    let mut quarantined: Vec<Value> = Vec::new();
+    for entry in std::fs::read_dir(&errors_dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        quarantined.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    quarantined.sort_by_key(|q| q["seq"].as_u64());
+    let expected: Vec<(u64, &str, &str)> = events.iter().enumerate().filter_map(|(i, (p, reason))| reason.map(|r| (i as u64, *p, r))).collect();
+    assert_eq!(quarantined.len(), expected.len(), "{quarantined:#?}");
+    for (q, (seq, payload, reason)) in quarantined.iter().zip(&expected) {
+        assert_eq!(q["seq"].as_u64(), Some(*seq));
+        assert_eq!(q["shard"], "0");
+        assert_eq!(q["payload"], *payload, "the raw payload is kept");
+        assert!(q["reason"].as_str().unwrap().contains(reason), "seq {seq}: {} lacks {reason:?}", q["reason"]);
+    }
+    let s = summary(&summary_path);
+    assert_eq!((s["quarantined"].as_u64(), s["duplicates_dropped"].as_u64(), s["rows_written"].as_u64()), (Some(5), Some(1), Some(3)));
+
+    // A restart re-reads nothing it committed: no new rows, no new quarantine entries.
+    let output = run(kappa("kappa-consumer", None).args(["--from", &format!("log:{}", log_dir.display()), "--lake"]).arg(&lake).args(["--event-time", "at", "--until-idle", "1s"]));
+    expect_status(&output, 0);
+    assert_eq!(read_lake(&lake.join("events/gen-000001")).len(), 3);
+    assert_eq!(std::fs::read_dir(&errors_dir).unwrap().count(), 1);
+}

@@ -1,0 +1,108 @@
+//! The consumer on the embedded log: the seed data into the lake, read back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kappa_tests::{expect_status, kappa, python, read_csv, read_lake, run, seed};
+
+use crate::support::{sales_args, summary};
+
+/// Produces `args` into a fresh log and consumes it into a lake with `consumer_args`
+/// (always `--until-idle 1s`); returns (temp dir, generation prefix).
+pub fn produce_and_consume(producer_args: &[String], consumer_args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(producer_args).args(["--to", &log])), 0);
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-consumer", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(["--until-idle", "1s", "--summary-json"])
+        .arg(dir.path().join("consumer-summary.json"))
+        .args(consumer_args));
+    expect_status(&output, 0);
+    let table = consumer_args.windows(2).find(|w| w[0] == "--table").map_or("events", |w| w[1]);
+    let prefix = lake.join(table).join("gen-000001");
+    (dir, prefix)
+}
+
+#[test]
+fn seed_sales_become_four_day_partitions_with_the_csv_values() {
+    let (dir, prefix) = produce_and_consume(&sales_args(), &["--table", "sales", "--event-time", "sale_date"]);
+    let rows = read_lake(&prefix);
+    assert_eq!(rows.len(), 400);
+    let mut per_partition: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rows {
+        *per_partition.entry(r.partition.as_str()).or_default() += 1;
+    }
+    let expected: BTreeMap<&str, usize> = (19..=22).map(|d| (["year=2025/month=03/day=19", "year=2025/month=03/day=20", "year=2025/month=03/day=21", "year=2025/month=03/day=22"][d - 19], 100)).collect();
+    assert_eq!(per_partition, expected);
+    let by_id: BTreeMap<&str, &serde_json::Map<String, serde_json::Value>> = rows.iter().map(|r| (r.row["sale_id"].as_str().unwrap(), &r.row)).collect();
+    assert_eq!(by_id.len(), 400, "every sale once");
+    for file in crate::support::sales_files() {
+        for csv_row in read_csv(&file) {
+            let row = by_id[csv_row["sale_id"].as_str().unwrap()];
+            assert!(!row.contains_key("_kappa_id"), "the identity is not a column");
+            for (column, text) in &csv_row {
+                let text = text.as_str().unwrap();
+                match column.as_str() {
+                    "quantity" => assert_eq!(row[column].as_i64(), Some(text.parse().unwrap())),
+                    "unit_price" | "total_amount" => assert_eq!(row[column].as_f64(), Some(text.parse().unwrap())),
+                    _ => assert_eq!(row[column].as_str(), Some(text), "{column}"),
+                }
+            }
+            let day = csv_row["sale_date"].as_str().unwrap();
+            let partition = rows.iter().find(|r| r.row["sale_id"] == csv_row["sale_id"]).unwrap().partition.clone();
+            assert_eq!(partition, format!("year={}/month={}/day={}", &day[..4], &day[5..7], &day[8..10]));
+        }
+    }
+    let s = summary(&dir.path().join("consumer-summary.json"));
+    assert_eq!((s["events_read"].as_u64(), s["rows_written"].as_u64(), s["quarantined"].as_u64()), (Some(400), Some(400), Some(0)));
+}
+
+#[test]
+fn people_by_year_make_one_partition_per_year() {
+    let people = seed("people/generated_mock_data.csv");
+    let (_dir, prefix) = produce_and_consume(&["-i".into(), people.display().to_string()], &["--table", "people", "--event-time", "Date", "--partition-by", "year"]);
+    let rows = read_lake(&prefix);
+    assert_eq!(rows.len(), 1000);
+    let years: BTreeSet<String> = read_csv(&people).iter().map(|r| format!("year={}", &r["Date"].as_str().unwrap()[..4])).collect();
+    let partitions: BTreeSet<String> = rows.iter().map(|r| r.partition.clone()).collect();
+    assert_eq!(partitions, years);
+    assert_eq!(partitions.len(), 55);
+    for r in &rows {
+        assert_eq!(r.partition, format!("year={}", &r.row["Date"].as_str().unwrap()[..4]));
+    }
+}
+
+#[test]
+fn an_outside_reader_gets_the_same_rows_with_hive_partitioning() {
+    let (_dir, prefix) = produce_and_consume(&sales_args(), &["--table", "sales", "--event-time", "sale_date"]);
+    let out = python(&format!(
+        "import duckdb\nr = duckdb.sql(\"SELECT day, count(*), round(sum(total_amount), 2) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true) GROUP BY day ORDER BY day\").fetchall()\nprint(r)",
+        prefix.display()
+    ));
+    let mut expected = Vec::new();
+    for (day, file) in (19..=22).zip(crate::support::sales_files()) {
+        let total: f64 = read_csv(&file).iter().map(|r| r["total_amount"].as_str().unwrap().parse::<f64>().unwrap()).sum();
+        expected.push(format!("({day}, 100, {})", (total * 100.0).round() / 100.0));
+    }
+    assert_eq!(out.trim(), format!("[{}]", expected.join(", ")));
+}
+
+#[test]
+fn data_columns_named_like_partition_keys_are_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.csv");
+    std::fs::write(&input, "id,year,day,at\n1,1999,Monday,2025-03-19 10:00:00\n2,2001,Tuesday,2025-03-20 11:00:00\n").unwrap();
+    let (_dir2, prefix) = produce_and_consume(&["-i".into(), input.display().to_string()], &["--event-time", "at"]);
+    let rows = read_lake(&prefix);
+    let one = rows.iter().find(|r| r.row["id"] == 1).unwrap();
+    assert_eq!(one.partition, "year=2025/month=03/day=19");
+    assert_eq!(one.row["year_data"], 1999);
+    assert_eq!(one.row["day_data"], "Monday");
+    let out = python(&format!(
+        "import duckdb\nprint(duckdb.sql(\"SELECT year, day, year_data, day_data FROM read_parquet('{}/**/*.parquet', hive_partitioning=true) ORDER BY id\").fetchall())",
+        prefix.display()
+    ));
+    assert_eq!(out.trim(), "[(2025, 19, 1999, 'Monday'), (2025, 20, 2001, 'Tuesday')]");
+}
