@@ -64,8 +64,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "URI", default_value = "log:./data/log")]
     pub from: String,
 
-    /// The lake: a local directory (s3://bucket/prefix to come).
-    #[arg(long, value_name = "PATH", default_value = "./data/lake")]
+    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
     pub lake: String,
 
     /// Table name: the lake's sub-directory for this stream of events.
@@ -129,6 +129,32 @@ pub struct RunArgs {
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+
+    /// AWS endpoint override for every service (LocalStack, moto, VPC endpoints). Default: the
+    /// standard AWS_ENDPOINT_URL variables, else AWS itself.
+    #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+/// Where the lake is.
+#[derive(Debug, Clone)]
+pub enum LakeLocation {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl std::fmt::Display for LakeLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LakeLocation::Local(path) => write!(f, "{}", path.display()),
+            LakeLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            LakeLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
 }
 
 /// Parses `1048576`, `128MiB`, `1GiB`, `512KiB` (also KB/MB/GB as powers of 1000).
@@ -153,7 +179,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[derive(Debug)]
 pub struct ConsumerConfig {
     pub log: PathBuf,
-    pub lake: PathBuf,
+    pub lake: LakeLocation,
+    pub aws: kappa_common::aws::AwsOptions,
     pub table: String,
     pub schema: Option<TableSchema>,
     pub pipeline: PipelineConfig,
@@ -175,8 +202,9 @@ impl RunArgs {
         };
         let lake: Endpoint = self.lake.parse().map_err(|e| bad(format!("--lake: {e}")))?;
         let lake = match lake {
-            Endpoint::Local(path) => path,
-            other => return Err(bad(format!("--lake {other}: this version writes a local directory lake; S3 is coming"))),
+            Endpoint::Local(path) => LakeLocation::Local(path),
+            Endpoint::S3 { bucket, prefix } => LakeLocation::S3 { bucket, prefix },
+            other => return Err(bad(format!("--lake {other}: a lake is a local directory or s3://BUCKET/PREFIX"))),
         };
         let table_ok = !self.table.is_empty() && self.table.len() <= 255 && self.table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !table_ok {
@@ -213,6 +241,7 @@ impl RunArgs {
                 codec: self.compression,
                 dedup_window: self.dedup_window,
             },
+            aws: kappa_common::aws::AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
             until_idle: self.until_idle,
             status_interval: self.status_interval,
             summary_json: self.summary_json,

@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kappa_common::schema::infer_json_schema;
-use kappa_common::store::{LocalStore, Store};
+use kappa_common::aws::AwsContext;
+use kappa_common::store::{LocalStore, S3Store, Store};
 
-use crate::config::ConsumerConfig;
+use crate::config::{ConsumerConfig, LakeLocation};
 use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
 use crate::source::log::LogSource;
 use crate::stats::{Stats, Summary};
@@ -34,6 +35,8 @@ pub enum ConsumerError {
     Log(#[from] kappa_common::log::LogError),
     #[error("cannot infer a schema from the first events: {0}; pass --schema")]
     Inference(String),
+    #[error(transparent)]
+    Aws(#[from] kappa_common::aws::AwsConfigError),
 }
 
 /// Events sampled to infer a new table's schema.
@@ -44,7 +47,13 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     runtime.spawn(watch_signals(shutdown.clone()));
 
-    let store = Store::Local(LocalStore::new(&config.lake));
+    let store = match &config.lake {
+        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
+        LakeLocation::S3 { bucket, prefix } => {
+            let aws = runtime.block_on(AwsContext::load(&config.aws))?;
+            Store::S3(S3Store::new(aws.s3(), bucket.clone(), prefix.clone()))
+        }
+    };
     let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
     let log = LogSource::open(&config.log)?;
     let shards = LogSource::shard_names(&log);
@@ -56,8 +65,8 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         tracing::warn!("the table already has a schema; --schema is ignored (new columns are added as they appear)");
     }
     let resume: Vec<Option<u64>> = (0..shards.len() as u32).map(|s| pipeline.resume_point(s)).collect();
-    let prefix = format!("{}/{}", config.lake.display(), pipeline.table().data_prefix());
-    tracing::info!(table = %config.table, lake = %config.lake.display(), read_at = %prefix, commits = pipeline.state().last_commit, "consuming log:{}", config.log.display());
+    let prefix = format!("{}/{}", config.lake, pipeline.table().data_prefix());
+    tracing::info!(table = %config.table, lake = %config.lake, read_at = %prefix, commits = pipeline.state().last_commit, "consuming log:{}", config.log.display());
     let mut source = LogSource::start(log, &resume)?;
 
     let mut last_event = Instant::now();

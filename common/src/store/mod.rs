@@ -6,12 +6,14 @@
 //! S3), read, list a prefix, delete. Paths are `/`-separated and relative to the store's root.
 
 mod local;
+mod s3;
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 
 pub use self::local::LocalStore;
+pub use self::s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,6 +26,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid object path {path:?}: {reason}")]
     InvalidPath { path: String, reason: &'static str },
+    #[error("object store request for {path} failed: {message}")]
+    Remote { path: String, message: String },
 }
 
 /// One listed object.
@@ -33,11 +37,12 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
-/// A lake's storage: a local directory (S3 joins as another variant).
+/// A lake's storage: a local directory, or an S3 bucket and prefix.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Store {
     Local(LocalStore),
+    S3(S3Store),
 }
 
 impl Store {
@@ -47,6 +52,7 @@ impl Store {
         check_path(path)?;
         match self {
             Store::Local(s) => s.put(path, &data),
+            Store::S3(s) => s.put(path, data).await,
         }
     }
 
@@ -56,6 +62,7 @@ impl Store {
         check_path(path)?;
         match self {
             Store::Local(s) => s.put_if_absent(path, &data),
+            Store::S3(s) => s.put_if_absent(path, data).await,
         }
     }
 
@@ -63,6 +70,7 @@ impl Store {
         check_path(path)?;
         match self {
             Store::Local(s) => s.get(path),
+            Store::S3(s) => s.get(path).await,
         }
     }
 
@@ -70,6 +78,7 @@ impl Store {
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         match self {
             Store::Local(s) => s.list(prefix),
+            Store::S3(s) => s.list(prefix).await,
         }
     }
 
@@ -78,6 +87,7 @@ impl Store {
         check_path(path)?;
         match self {
             Store::Local(s) => s.delete(path),
+            Store::S3(s) => s.delete(path).await,
         }
     }
 
@@ -85,6 +95,7 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Local(s) => s.root().display().to_string(),
+            Store::S3(s) => s.describe(),
         }
     }
 }
@@ -105,9 +116,10 @@ fn check_path(path: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The conformance suite every store runs: the behaviour the commit protocol relies on.
-#[cfg(test)]
-pub(crate) mod conformance {
+/// The conformance suite every store runs: the behaviour the commit protocol relies on. Public
+/// so the end-to-end tests run it against S3 on a real S3-API server.
+#[doc(hidden)]
+pub mod conformance {
     use super::*;
 
     pub async fn run(store: &Store) {

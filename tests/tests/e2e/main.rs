@@ -6,6 +6,7 @@
 mod consumer_bad_input;
 mod consumer_crash;
 mod consumer_log;
+mod consumer_s3;
 mod producer_aws;
 mod producer_bad_input;
 mod producer_log;

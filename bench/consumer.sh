@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark: the 10M-row CSV produced into the embedded log, then consumed into a
+# day-partitioned Parquet lake — beside DuckDB's COPY ... TO ... (PARTITION_BY ...) on the same
+# CSV with the same codec, in the same run.
+#
+#   bench/consumer.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
+#
+# Writes under bench/out/ (ignored by git). Needs a Rust toolchain and python3 (DuckDB is
+# installed into .venv from PyPI if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-10000000}
+CODEC=${2:-snappy}
+OUT=bench/out
+CSV=$OUT/sales-$ROWS.csv
+mkdir -p "$OUT"
+
+cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -c 'import duckdb' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+[ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
+
+echo "==> producing $ROWS rows into $OUT/log"
+rm -rf "$OUT/log" "$OUT/lake" "$OUT/duck"
+./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s 2>&1 | grep -E "rows read|throughput"
+
+RESULTS=$OUT/consumer-results.jsonl
+: > "$RESULTS"
+measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
+
+measure duckdb_copy_partitioned -- .venv/bin/python -c "
+import duckdb
+con = duckdb.connect()
+con.execute(\"\"\"COPY (SELECT *, year(sale_time) AS year, month(sale_time) AS month, day(sale_time) AS day
+                  FROM read_csv('$CSV', header=true))
+             TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (year, month, day), COMPRESSION $CODEC)\"\"\")
+"
+# --until-idle 100ms: the consumer stops 0.1 s after the log is drained (included in its time).
+measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
+  --event-time sale_time --partition-by day --compression "$CODEC" --until-idle 100ms --status-interval 10s \
+  --summary-json "$OUT/consumer-summary.json"
+
+.venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'
+import json, os, sys
+results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def size(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet"))
+sizes = {"duckdb_copy_partitioned": size(f"{out}/duck"), "kappa_consumer": size(f"{out}/lake")}
+print(f"{'command':<26}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}{'Parquet MiB':>13}")
+for line in open(results):
+    r = json.loads(line)
+    print(f"{r['name']:<26}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}{sizes[r['name']] / 2**20:>13.1f}")
+print(f"Parquet bytes kappa/duckdb: {sizes['kappa_consumer'] / sizes['duckdb_copy_partitioned']:.3f}")
+PY

@@ -1,0 +1,152 @@
+//! A lake on Amazon S3 (or any S3-compatible server).
+//!
+//! Put-if-absent is a conditional write (`If-None-Match: *`): S3 answers 412 Precondition
+//! Failed when the key exists, and 409 Conditional Request Conflict while another conditional
+//! write of the same key is in flight — both mean someone else holds that name. Objects larger
+//! than [`MULTIPART_THRESHOLD`] are uploaded in parts.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+
+use super::{ObjectMeta, StoreError};
+
+pub const MULTIPART_THRESHOLD: usize = 64 << 20;
+const PART_SIZE: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Key prefix without leading or trailing `/`; may be empty.
+    prefix: String,
+}
+
+fn failure(key: &str, message: String) -> StoreError {
+    StoreError::Remote { path: key.to_string(), message }
+}
+
+fn describe<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String {
+    match err {
+        aws_sdk_s3::error::SdkError::ServiceError(e) => {
+            format!("{}: {}", e.err().code().unwrap_or("error"), e.err().message().unwrap_or_default())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+impl S3Store {
+    pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> S3Store {
+        S3Store { client, bucket: bucket.into(), prefix: prefix.into().trim_matches('/').to_string() }
+    }
+
+    fn key(&self, path: &str) -> String {
+        if self.prefix.is_empty() { path.to_string() } else { format!("{}/{path}", self.prefix) }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.prefix.is_empty() { format!("s3://{}", self.bucket) } else { format!("s3://{}/{}", self.bucket, self.prefix) }
+    }
+
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let key = self.key(path);
+        if data.len() > MULTIPART_THRESHOLD {
+            return self.put_multipart(&key, data).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| failure(&key, describe(&e)))?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        let upload = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(|e| failure(key, describe(&e)))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let mut parts = Vec::new();
+        for (index, chunk) in data.chunks(PART_SIZE).enumerate() {
+            let number = index as i32 + 1;
+            let result = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .body(ByteStream::from(data.slice_ref(chunk)))
+                .send()
+                .await;
+            match result {
+                Ok(part) => parts.push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag).build()),
+                Err(e) => {
+                    // Abandoned parts cost storage until aborted.
+                    let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
+                    return Err(failure(key, describe(&e)));
+                }
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| failure(key, describe(&e)))?;
+        Ok(())
+    }
+
+    pub async fn put_if_absent(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let key = self.key(path);
+        let result = self.client.put_object().bucket(&self.bucket).key(&key).if_none_match("*").body(ByteStream::from(data)).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let code = e.as_service_error().and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s).map(str::to_string));
+                if matches!(status, Some(412 | 409)) || matches!(code.as_deref(), Some("PreconditionFailed" | "ConditionalRequestConflict")) {
+                    Err(StoreError::AlreadyExists { path: path.to_string() })
+                } else {
+                    Err(failure(&key, describe(&e)))
+                }
+            }
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let key = self.key(path);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(output) => Ok(output.body.collect().await.map_err(|e| failure(&key, e.to_string()))?.into_bytes()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound { path: path.to_string() }),
+            Err(e) => Err(failure(&key, describe(&e))),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let full = self.key(prefix);
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failure(&full, describe(&e)))?;
+            for object in page.contents() {
+                let key = object.key().unwrap_or_default();
+                out.push(ObjectMeta { path: key[strip..].to_string(), size: object.size().unwrap_or(0) as u64 });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let key = self.key(path);
+        self.client.delete_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| failure(&key, describe(&e)))?;
+        Ok(())
+    }
+}

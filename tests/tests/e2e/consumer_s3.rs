@@ -1,0 +1,58 @@
+//! The lake on S3 (moto): the store's conformance suite, and the consumer writing a lake there.
+
+use bytes::Bytes;
+use kappa_common::store::{S3Store, Store, conformance};
+use kappa_tests::{Moto, expect_status, kappa, run, s3_client};
+
+use crate::support::sales_args;
+
+#[tokio::test]
+async fn the_s3_store_passes_the_conformance_suite_and_uploads_large_objects_in_parts() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let store = Store::S3(S3Store::new(s3.clone(), "lake", "warehouse/"));
+    conformance::run(&store).await;
+    let big = Bytes::from((0..(70u32 << 20)).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    store.put("t/big.bin", big.clone()).await.unwrap();
+    assert_eq!(store.get("t/big.bin").await.unwrap(), big);
+    let head = s3.head_object().bucket("lake").key("warehouse/t/big.bin").send().await.unwrap();
+    assert!(head.e_tag().unwrap().contains('-'), "a multipart ETag ends in -<parts>: {:?}", head.e_tag());
+}
+
+#[tokio::test]
+async fn sales_into_an_s3_lake() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log])), 0);
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args([
+        "--from",
+        &log,
+        "--lake",
+        "s3://lake/warehouse",
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_date",
+        "--until-idle",
+        "1s",
+    ]));
+    expect_status(&output, 0);
+    let listed = s3.list_objects_v2().bucket("lake").prefix("warehouse/sales/").send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(keys.contains(&"warehouse/sales/_kappa/gen-000001/commits/00000000000000000001.json"), "{keys:#?}");
+    let mut rows = 0;
+    let mut partitions = std::collections::BTreeSet::new();
+    for key in keys.iter().filter(|k| k.ends_with(".parquet")) {
+        let body = s3.get_object().bucket("lake").key(*key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body).unwrap().build().unwrap();
+        rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        partitions.insert(key.trim_start_matches("warehouse/sales/gen-000001/").rsplit_once('/').unwrap().0.to_string());
+    }
+    assert_eq!(rows, 400);
+    assert_eq!(partitions.len(), 4);
+    assert!(partitions.contains("year=2025/month=03/day=19"));
+}
