@@ -22,7 +22,8 @@ cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-cons
 
 echo "==> producing $ROWS rows into $OUT/log"
 rm -rf "$OUT/log" "$OUT/lake" "$OUT/duck"
-./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s 2>&1 | grep -E "rows read|throughput"
+./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s \
+  --write-schema "$OUT/sales.schema.json" 2>&1 | grep -E "rows read|throughput"
 
 RESULTS=$OUT/consumer-results.jsonl
 : > "$RESULTS"
@@ -37,7 +38,8 @@ con.execute(\"\"\"COPY (SELECT *, year(sale_time) AS year, month(sale_time) AS m
 "
 # --until-idle 100ms: the consumer stops 0.1 s after the log is drained (included in its time).
 measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
-  --event-time sale_time --partition-by day --compression "$CODEC" --until-idle 100ms --status-interval 10s \
+  --schema "$OUT/sales.schema.json" --event-time sale_time --partition-by day --compression "$CODEC" \
+  --until-idle 100ms --status-interval 10s \
   --summary-json "$OUT/consumer-summary.json"
 
 .venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'

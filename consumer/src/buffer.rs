@@ -65,12 +65,44 @@ impl FlushPolicy {
 pub struct DedupWindow {
     capacity: usize,
     order: VecDeque<u128>,
-    seen: HashSet<u128>,
+    seen: HashSet<u128, PreHashed>,
+}
+
+/// The set's keys are already xxh3 hashes: hashing them again (SipHash by default) was a
+/// fifth of the consumer's time.
+#[derive(Clone, Copy, Default)]
+struct PreHashed;
+
+struct PreHasher(u64);
+
+impl std::hash::BuildHasher for PreHashed {
+    type Hasher = PreHasher;
+    fn build_hasher(&self) -> PreHasher {
+        PreHasher(0)
+    }
+}
+
+impl std::hash::Hasher for PreHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
 }
 
 impl DedupWindow {
     pub fn new(capacity: usize) -> DedupWindow {
-        DedupWindow { capacity, order: VecDeque::new(), seen: HashSet::new() }
+        // Sized up front: growing a million-entry set rehashes it several times.
+        let reserve = capacity.min(1 << 24);
+        DedupWindow { capacity, order: VecDeque::with_capacity(reserve + 1), seen: HashSet::with_capacity_and_hasher(reserve + 1, PreHashed) }
     }
 
     /// True if `id` was seen in the window (a duplicate); remembers it otherwise.

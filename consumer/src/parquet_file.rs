@@ -13,6 +13,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 /// The codec of data files (`--compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,6 +24,23 @@ pub enum Codec {
 }
 
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Rows sampled to decide whether a column is worth a dictionary.
+const DICTIONARY_SAMPLE: usize = 4096;
+
+/// True if at least half of the first rows are distinct values (ids, timestamps): a dictionary
+/// would hold nearly every value twice before the writer falls back to plain encoding, which
+/// made such columns ~30% larger than DuckDB's plain ones. Decided from the rows alone, so the
+/// same rows still give the same bytes.
+fn mostly_distinct(column: &arrow::array::ArrayRef) -> bool {
+    let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
+    let Ok(formatter) = arrow::util::display::ArrayFormatter::try_new(sample.as_ref(), &Default::default()) else { return false };
+    let mut seen = std::collections::HashSet::with_capacity(sample.len());
+    for row in 0..sample.len() {
+        seen.insert(formatter.value(row).to_string());
+    }
+    seen.len() * 2 > sample.len() && sample.len() >= 64
+}
 
 /// Data columns whose names equal a partition key are stored under this suffix: a Hive reader
 /// would otherwise see two columns named `year` (the file's and the directory's).
@@ -77,11 +95,16 @@ pub fn encode(batches: &[RecordBatch], decoded: &SchemaRef, schema: &SchemaRef, 
         Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
         Codec::None => Compression::UNCOMPRESSED,
     };
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-        .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if mostly_distinct(column) {
+            properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    let properties = properties.build();
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 3);
     let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
     writer.write(&batch)?;

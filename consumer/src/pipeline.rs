@@ -86,6 +86,8 @@ pub struct Pipeline {
     quarantine: Vec<QuarantineRecord>,
     dedup: DedupWindow,
     state: TableState,
+    /// `state.written` by (partition, shard); cleared at each commit.
+    written_cache: std::collections::HashMap<BufferKey, Option<u64>>,
     /// The schema version last stored in the table.
     stored_schema_version: u32,
     stats: Arc<Stats>,
@@ -130,6 +132,7 @@ impl Pipeline {
             quarantine: Vec::new(),
             dedup: DedupWindow::new(config.dedup_window),
             state,
+            written_cache: std::collections::HashMap::new(),
             stored_schema_version: stored_version,
             stats,
         };
@@ -199,8 +202,8 @@ impl Pipeline {
         if batch.num_rows() > 0 {
             let times = self.event_times(&batch, &decoded.origin, events);
             let ids = batch.column(batch.num_columns() - 1).as_string::<i32>().clone();
-            // Rows of each buffer, in order, cut where a trigger fires.
-            let mut groups: BTreeMap<BufferKey, Vec<u32>> = BTreeMap::new();
+            // Rows of each buffer, in order, cut where a trigger fires; with their running size.
+            let mut groups: BTreeMap<BufferKey, (Vec<u32>, u64)> = BTreeMap::new();
             for (row, origin) in decoded.origin.iter().enumerate() {
                 let event = &events[*origin];
                 let partition = match times[row] {
@@ -226,16 +229,18 @@ impl Pipeline {
                     continue;
                 }
                 let key = (partition, event.shard);
-                let group = groups.entry(key).or_default();
+                let (group, group_bytes) = groups.entry(key).or_default();
                 group.push(row as u32);
-                let (rows, bytes) = self.pending_size(&key, group, &decoded.origin, events);
-                if self.config.flush.full(rows, bytes) {
+                *group_bytes += event.payload.len() as u64;
+                let (buffered_rows, buffered_bytes) = self.buffers.get(&key).map_or((0, 0), |b| (b.rows, b.bytes));
+                if self.config.flush.full(buffered_rows + group.len() as u64, buffered_bytes + *group_bytes) {
                     let rows = std::mem::take(group);
+                    *group_bytes = 0;
                     self.append(key, &batch, &rows, &decoded.origin, events)?;
                     self.seal(key);
                 }
             }
-            for (key, rows) in groups {
+            for (key, (rows, _)) in groups {
                 if !rows.is_empty() {
                     self.append(key, &batch, &rows, &decoded.origin, events)?;
                 }
@@ -247,20 +252,23 @@ impl Pipeline {
         Ok(())
     }
 
-    fn pending_size(&self, key: &BufferKey, group: &[u32], origin: &[usize], events: &[SourceEvent]) -> (u64, u64) {
-        // Only called as rows are added one at a time: cheap enough, and exact.
-        let (rows, bytes) = self.buffers.get(key).map_or((0, 0), |b| (b.rows, b.bytes));
-        let group_bytes: u64 = group.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
-        (rows + group.len() as u64, bytes + group_bytes)
-    }
-
-    fn already_written(&self, partition: &Partition, event: &SourceEvent) -> bool {
-        self.state
-            .written
-            .get(&partition.path())
-            .and_then(|shards| shards.get(&self.shards[event.shard as usize]))
-            .and_then(|s| seq_of(s))
-            .is_some_and(|written| event.seq <= written)
+    fn already_written(&mut self, partition: &Partition, event: &SourceEvent) -> bool {
+        // Looked up per row: cache the commit's string-keyed map by (partition, shard).
+        let key = (*partition, event.shard);
+        let written = match self.written_cache.get(&key) {
+            Some(w) => *w,
+            None => {
+                let w = self
+                    .state
+                    .written
+                    .get(&partition.path())
+                    .and_then(|shards| shards.get(&self.shards[event.shard as usize]))
+                    .and_then(|s| seq_of(s));
+                self.written_cache.insert(key, w);
+                w
+            }
+        };
+        written.is_some_and(|w| event.seq <= w)
     }
 
     fn append(&mut self, key: BufferKey, batch: &RecordBatch, rows: &[u32], origin: &[usize], events: &[SourceEvent]) -> Result<(), PipelineError> {
@@ -444,6 +452,7 @@ impl Pipeline {
         self.state.error_files.extend(errors);
         self.state.resume = resume;
         self.state.written = written;
+        self.written_cache.clear();
         self.state.quarantined = quarantined;
         self.state.totals = totals;
         self.state.schema_version = commit.schema_version;
