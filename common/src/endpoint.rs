@@ -43,20 +43,6 @@ impl EndpointError {
     }
 }
 
-impl Endpoint {
-    /// The short kind name used in logs and summaries ("log", "kinesis", …).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Endpoint::Log(_) => "log",
-            Endpoint::Kinesis(_) => "kinesis",
-            Endpoint::Sqs(_) => "sqs",
-            Endpoint::Firehose(_) => "firehose",
-            Endpoint::S3 { .. } => "s3",
-            Endpoint::Local(_) => "local",
-        }
-    }
-}
-
 /// Kinesis stream names: 1–128 of `[a-zA-Z0-9_.-]`. The same rule holds for Firehose delivery
 /// streams and (plus 80-char limit) SQS queue names; checking here turns an AWS-side
 /// `ValidationException` into an error at start.

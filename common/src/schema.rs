@@ -213,16 +213,8 @@ impl TableSchema {
 pub struct NullTokens(Vec<String>);
 
 impl NullTokens {
-    pub fn new(tokens: Vec<String>) -> NullTokens {
-        NullTokens(tokens)
-    }
-
     pub fn is_null(&self, value: &str) -> bool {
         self.0.iter().any(|t| t == value)
-    }
-
-    pub fn tokens(&self) -> &[String] {
-        &self.0
     }
 
     fn to_regex(&self) -> Result<regex::Regex, regex::Error> {

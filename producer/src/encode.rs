@@ -103,10 +103,6 @@ impl RowEncoder {
         RowEncoder { columns, null_tokens }
     }
 
-    pub fn column_count(&self) -> usize {
-        self.columns.len()
-    }
-
     fn begin(out: &mut Vec<u8>, event_id: &str) {
         out.clear();
         out.extend_from_slice(b"{\"");

@@ -72,7 +72,7 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn speedup_divides_event_gaps() {
         let mut pacer = Pacer::new(None, Some(60.0));
         assert_eq!(pacer.delay_for(Some(0)), Duration::ZERO);
