@@ -130,6 +130,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
+    /// Serve Prometheus metrics (events read, rows written, quarantined, commits, open
+    /// partitions, buffered bytes, lag) over HTTP at this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// AWS endpoint override for every service (LocalStack, moto, VPC endpoints). Default: the
     /// standard AWS_ENDPOINT_URL variables, else AWS itself.
     #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
@@ -187,6 +192,7 @@ pub struct ConsumerConfig {
     pub until_idle: Option<Duration>,
     pub status_interval: Duration,
     pub summary_json: Option<PathBuf>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +251,7 @@ impl RunArgs {
             until_idle: self.until_idle,
             status_interval: self.status_interval,
             summary_json: self.summary_json,
+            metrics_addr: self.metrics_addr,
         })
     }
 }

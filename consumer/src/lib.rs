@@ -11,6 +11,7 @@ pub mod config;
 pub mod decode;
 pub mod describe;
 pub mod inspect;
+pub mod metrics;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;

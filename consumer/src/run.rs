@@ -19,6 +19,7 @@ use kappa_common::aws::AwsContext;
 use kappa_common::store::{LocalStore, S3Store, Store};
 
 use crate::config::{ConsumerConfig, LakeLocation};
+use crate::metrics::Gauges;
 use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
 use crate::source::log::LogSource;
 use crate::stats::{Stats, Summary};
@@ -37,6 +38,8 @@ pub enum ConsumerError {
     Inference(String),
     #[error(transparent)]
     Aws(#[from] kappa_common::aws::AwsConfigError),
+    #[error("--metrics-addr {addr}: cannot listen: {source}")]
+    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
 /// Events sampled to infer a new table's schema.
@@ -58,6 +61,10 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let log = LogSource::open(&config.log)?;
     let shards = LogSource::shard_names(&log);
     let stats = Arc::new(Stats::default());
+    let gauges = Arc::new(Gauges::default());
+    if let Some(addr) = config.metrics_addr {
+        runtime.block_on(crate::metrics::serve(addr, stats.clone(), gauges.clone())).map_err(|source| ConsumerError::Metrics { addr, source })?;
+    }
     let (mut pipeline, known) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards.clone(), config.schema.clone(), stats.clone())?;
     if let (Some(given), Some(known)) = (&config.schema, &known)
         && given != known
@@ -84,10 +91,13 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
                 break;
             }
             pipeline.flush_due()?;
+            gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
+            gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
                 let read = stats.read();
                 let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
                 let lag = source.lag(|s| pipeline.next_read(s));
+                gauges.lag_events.store(lag, Ordering::Relaxed);
                 tracing::info!(
                     events_read = read,
                     rows_written = stats.written(),

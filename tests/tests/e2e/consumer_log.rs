@@ -106,3 +106,38 @@ fn data_columns_named_like_partition_keys_are_kept_apart() {
     ));
     assert_eq!(out.trim(), "[(2025, 19, 1999, 'Monday'), (2025, 20, 2001, 'Tuesday')]");
 }
+
+#[test]
+fn metrics_are_served_in_the_prometheus_format() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log])), 0);
+    let port = kappa_tests::free_port();
+    let mut child = kappa("kappa-consumer", None)
+        .args(["--from", &log, "--lake"])
+        .arg(dir.path().join("lake"))
+        .args(["--event-time", "sale_date", "--flush-interval", "200ms", "--status-interval", "200ms", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Scrape until the flush of all 400 rows shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut body = String::new();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        body.clear();
+        stream.read_to_string(&mut body).unwrap();
+        if body.contains("kappa_consumer_rows_written_total 400") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for line in ["# TYPE kappa_consumer_events_read_total counter", "kappa_consumer_events_read_total 400", "kappa_consumer_rows_written_total 400", "kappa_consumer_quarantined_total 0", "kappa_consumer_open_partitions 0", "kappa_consumer_lag_events 0"] {
+        assert!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
+    }
+}
