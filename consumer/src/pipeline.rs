@@ -397,10 +397,7 @@ impl Pipeline {
             let bytes = data.len() as u64;
             self.runtime.block_on(self.table.put_object(&path, data))?;
             added.push(DataFile { path, partition: partition.path(), rows, bytes });
-            let entry = written.entry(partition.path()).or_default().entry(shard_name.clone()).or_insert_with(|| "0".into());
-            if seq_of(entry).is_none_or(|w| w < buffer.last_seq) || rows > 0 && entry == "0" {
-                *entry = buffer.last_seq.to_string();
-            }
+            raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
         }
         let commit_number = self.state.last_commit + 1;
         let mut errors = Vec::new();
@@ -410,10 +407,7 @@ impl Pipeline {
             for record in &self.quarantine {
                 serde_json::to_writer(&mut text, record).expect("serializes");
                 text.push(b'\n');
-                let entry = quarantined.entry(record.shard.clone()).or_insert_with(|| record.seq.to_string());
-                if seq_of(entry).is_none_or(|q| q < record.seq) {
-                    *entry = record.seq.to_string();
-                }
+                raise_to(&mut quarantined, &record.shard, record.seq);
             }
             errors.push(self.runtime.block_on(self.table.put_errors(commit_number, Bytes::from(text)))?);
         }
@@ -458,6 +452,14 @@ impl Pipeline {
         self.state.schema_version = commit.schema_version;
         self.quarantine.clear();
         Ok(())
+    }
+}
+
+/// Records `seq` for `shard` unless a later position is already there: commit positions only
+/// move forward.
+fn raise_to(positions: &mut crate::table::ShardPositions, shard: &str, seq: u64) {
+    if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
+        positions.insert(shard.to_string(), seq.to_string());
     }
 }
 

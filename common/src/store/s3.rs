@@ -11,6 +11,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
 use super::{ObjectMeta, StoreError};
+use crate::aws::describe_sdk_error;
 
 pub const MULTIPART_THRESHOLD: usize = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
@@ -25,15 +26,6 @@ pub struct S3Store {
 
 fn failure(key: &str, message: String) -> StoreError {
     StoreError::Remote { path: key.to_string(), message }
-}
-
-fn describe<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String {
-    match err {
-        aws_sdk_s3::error::SdkError::ServiceError(e) => {
-            format!("{}: {}", e.err().code().unwrap_or("error"), e.err().message().unwrap_or_default())
-        }
-        other => format!("{other:?}"),
-    }
 }
 
 impl S3Store {
@@ -61,12 +53,12 @@ impl S3Store {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| failure(&key, describe(&e)))?;
+            .map_err(|e| failure(&key, describe_sdk_error(&e)))?;
         Ok(())
     }
 
     async fn put_multipart(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        let upload = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(|e| failure(key, describe(&e)))?;
+        let upload = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(|e| failure(key, describe_sdk_error(&e)))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
         for (index, chunk) in data.chunks(PART_SIZE).enumerate() {
@@ -86,7 +78,7 @@ impl S3Store {
                 Err(e) => {
                     // Abandoned parts cost storage until aborted.
                     let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
-                    return Err(failure(key, describe(&e)));
+                    return Err(failure(key, describe_sdk_error(&e)));
                 }
             }
         }
@@ -98,7 +90,7 @@ impl S3Store {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| failure(key, describe(&e)))?;
+            .map_err(|e| failure(key, describe_sdk_error(&e)))?;
         Ok(())
     }
 
@@ -113,7 +105,7 @@ impl S3Store {
                 if matches!(status, Some(412 | 409)) || matches!(code.as_deref(), Some("PreconditionFailed" | "ConditionalRequestConflict")) {
                     Err(StoreError::AlreadyExists { path: path.to_string() })
                 } else {
-                    Err(failure(&key, describe(&e)))
+                    Err(failure(&key, describe_sdk_error(&e)))
                 }
             }
         }
@@ -124,7 +116,7 @@ impl S3Store {
         match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
             Ok(output) => Ok(output.body.collect().await.map_err(|e| failure(&key, e.to_string()))?.into_bytes()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound { path: path.to_string() }),
-            Err(e) => Err(failure(&key, describe(&e))),
+            Err(e) => Err(failure(&key, describe_sdk_error(&e))),
         }
     }
 
@@ -134,7 +126,7 @@ impl S3Store {
         let mut out = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| failure(&full, describe(&e)))?;
+            let page = page.map_err(|e| failure(&full, describe_sdk_error(&e)))?;
             for object in page.contents() {
                 let key = object.key().unwrap_or_default();
                 out.push(ObjectMeta { path: key[strip..].to_string(), size: object.size().unwrap_or(0) as u64 });
@@ -146,7 +138,7 @@ impl S3Store {
 
     pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
         let key = self.key(path);
-        self.client.delete_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| failure(&key, describe(&e)))?;
+        self.client.delete_object().bucket(&self.bucket).key(&key).send().await.map_err(|e| failure(&key, describe_sdk_error(&e)))?;
         Ok(())
     }
 }
