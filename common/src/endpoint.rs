@@ -17,6 +17,9 @@ pub enum Endpoint {
     Kinesis(String),
     /// An Amazon SQS queue, by name or by its full queue URL (`sqs:NAME`, `sqs:https://…`).
     Sqs(String),
+    /// An SQS queue of S3 event notifications (`sqs+s3:NAME`): each object the bucket reports
+    /// created is a file of rows (a consumer source; the seeds' file-drop pattern).
+    SqsS3(String),
     /// An Amazon Data Firehose delivery stream (`firehose:NAME`).
     Firehose(String),
     /// An S3 bucket and key prefix (`s3://bucket/prefix`); the prefix has no leading or
@@ -27,7 +30,7 @@ pub enum Endpoint {
 }
 
 /// The forms [`Endpoint::from_str`] accepts, quoted in every parse error.
-pub const ACCEPTED_FORMS: &str = "log:PATH, kinesis:STREAM, sqs:QUEUE (name or URL), \
+pub const ACCEPTED_FORMS: &str = "log:PATH, kinesis:STREAM, sqs:QUEUE (name or URL), sqs+s3:QUEUE, \
     firehose:DELIVERY_STREAM, s3://BUCKET[/PREFIX], or a plain local path";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,9 +111,10 @@ impl FromStr for Endpoint {
                 }
                 Ok(Endpoint::Firehose(name.to_string()))
             }
-            "sqs" => {
+            "sqs" | "sqs+s3" => {
+                let wrap = |queue: String| if scheme == "sqs" { Endpoint::Sqs(queue) } else { Endpoint::SqsS3(queue) };
                 if rest.starts_with("http://") || rest.starts_with("https://") {
-                    return Ok(Endpoint::Sqs(rest.to_string()));
+                    return Ok(wrap(rest.to_string()));
                 }
                 let name = rest.strip_prefix("//").unwrap_or(rest);
                 let base = name.strip_suffix(".fifo").unwrap_or(name);
@@ -120,7 +124,7 @@ impl FromStr for Endpoint {
                         "a queue is a name of 1-80 letters, digits, '_', '-' (optionally ending in .fifo) or a queue URL",
                     ));
                 }
-                Ok(Endpoint::Sqs(name.to_string()))
+                Ok(wrap(name.to_string()))
             }
             "s3" | "s3a" | "s3n" => Err(EndpointError::new(input, "S3 locations are written s3://bucket/prefix")),
             other if other.len() > 1 && other.bytes().all(|b| b.is_ascii_alphanumeric()) => {
@@ -137,6 +141,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Log(p) => write!(f, "log:{}", p.display()),
             Endpoint::Kinesis(n) => write!(f, "kinesis:{n}"),
             Endpoint::Sqs(n) => write!(f, "sqs:{n}"),
+            Endpoint::SqsS3(n) => write!(f, "sqs+s3:{n}"),
             Endpoint::Firehose(n) => write!(f, "firehose:{n}"),
             Endpoint::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Endpoint::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
@@ -160,6 +165,7 @@ mod tests {
         assert_eq!(parse("kinesis:sales-events").unwrap(), Endpoint::Kinesis("sales-events".into()));
         assert_eq!(parse("sqs:orders").unwrap(), Endpoint::Sqs("orders".into()));
         assert_eq!(parse("sqs:orders.fifo").unwrap(), Endpoint::Sqs("orders.fifo".into()));
+        assert_eq!(parse("sqs+s3:drops").unwrap(), Endpoint::SqsS3("drops".into()));
         let url = "https://sqs.us-east-1.amazonaws.com/123456789012/orders";
         assert_eq!(parse(&format!("sqs:{url}")).unwrap(), Endpoint::Sqs(url.into()));
         assert_eq!(parse("firehose:raw_sales").unwrap(), Endpoint::Firehose("raw_sales".into()));

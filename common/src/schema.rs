@@ -217,7 +217,7 @@ impl NullTokens {
         self.0.iter().any(|t| t == value)
     }
 
-    fn to_regex(&self) -> Result<regex::Regex, regex::Error> {
+    pub fn to_regex(&self) -> Result<regex::Regex, regex::Error> {
         let alternatives: Vec<String> = self.0.iter().map(|t| regex::escape(t)).collect();
         regex::Regex::new(&format!("^(?:{})$", alternatives.join("|")))
     }

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use kappa_common::event::SequenceNumber;
 
 use crate::partition::Partition;
 
@@ -24,17 +25,20 @@ pub struct Buffer {
     pub bytes: u64,
     /// Arrow memory held, for `--max-memory`.
     pub memory: usize,
-    pub first_seq: u64,
-    pub last_seq: u64,
+    pub first_seq: SequenceNumber,
+    pub last_seq: SequenceNumber,
+    /// The shard position just before `first_seq` (`None`: the shard's beginning): reading
+    /// resumes after it while this buffer is unwritten.
+    pub resume_after: Option<SequenceNumber>,
     pub opened: Instant,
 }
 
 impl Buffer {
-    pub fn new(first_seq: u64) -> Buffer {
-        Buffer { batches: Vec::new(), rows: 0, bytes: 0, memory: 0, first_seq, last_seq: first_seq, opened: Instant::now() }
+    pub fn new(first_seq: SequenceNumber, resume_after: Option<SequenceNumber>) -> Buffer {
+        Buffer { batches: Vec::new(), rows: 0, bytes: 0, memory: 0, first_seq, last_seq: first_seq, resume_after, opened: Instant::now() }
     }
 
-    pub fn append(&mut self, batch: RecordBatch, bytes: u64, last_seq: u64) {
+    pub fn append(&mut self, batch: RecordBatch, bytes: u64, last_seq: SequenceNumber) {
         self.rows += batch.num_rows() as u64;
         self.memory += batch.get_array_memory_size();
         self.bytes += bytes;

@@ -60,7 +60,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Source of events: log:PATH (the embedded log; every shard, following the tail).
+    /// Source of events: log:PATH (the embedded log; every shard, following the tail),
+    /// kinesis:STREAM (every shard; children after their parents), sqs:QUEUE (name or URL;
+    /// NDJSON bodies, one or more events each), or sqs+s3:QUEUE (S3 ObjectCreated
+    /// notifications; each object, CSV/NDJSON/JSON, becomes rows).
     #[arg(long, value_name = "URI", default_value = "log:./data/log")]
     pub from: String,
 
@@ -135,6 +138,44 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Kinesis: wait between GetRecords calls on a shard that returned nothing (AWS allows 5
+    /// calls per second per shard, shared by all consumers of the stream).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Kinesis: how often ListShards looks for new shards (a shard that closes triggers a look
+    /// at once).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shard_refresh: Duration,
+
+    /// SQS: how long received messages stay invisible to others; renewed while their rows wait
+    /// for a flush, so it only matters when this consumer dies.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub visibility_timeout: Duration,
+
+    /// SQS: concurrent long polls (each 20 s, up to 10 messages).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub receivers: usize,
+
+    /// SQS: messages held before a flush is forced (SQS allows 120,000 in flight per queue).
+    #[arg(long, value_name = "MESSAGES", default_value_t = 100_000)]
+    pub max_in_flight: usize,
+
+    /// SQS: a message received this many times without being committed is quarantined whole
+    /// and deleted. Ignored when the queue has a redrive policy: SQS moves it to the
+    /// dead-letter queue instead.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_receives: u32,
+
+    /// sqs+s3 JSON objects: the array field (dotted path for a nested one) that becomes one
+    /// row per element, the parent's fields repeated.
+    #[arg(long, value_name = "FIELD")]
+    pub explode: Option<String>,
+
+    /// sqs+s3 JSON objects: the separator between parent and child names when flattening.
+    #[arg(long, value_name = "SEP", default_value = "_")]
+    pub separator: String,
+
     /// AWS endpoint override for every service (LocalStack, moto, VPC endpoints). Default: the
     /// standard AWS_ENDPOINT_URL variables, else AWS itself.
     #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
@@ -181,9 +222,40 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Where events come from, validated.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Log(PathBuf),
+    Kinesis { stream: String, poll_interval: Duration, shard_refresh: Duration },
+    Sqs(SqsOptions),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsOptions {
+    /// Queue name or URL.
+    pub queue: String,
+    pub visibility_timeout: Duration,
+    pub receivers: usize,
+    pub max_in_flight: usize,
+    pub max_receives: u32,
+    /// Messages are S3 notifications of files to read (`sqs+s3:`), not events.
+    pub files: Option<kappa_common::flatten::FlattenOptions>,
+}
+
+impl std::fmt::Display for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceConfig::Log(path) => write!(f, "log:{}", path.display()),
+            SourceConfig::Kinesis { stream, .. } => write!(f, "kinesis:{stream}"),
+            SourceConfig::Sqs(o) if o.files.is_some() => write!(f, "sqs+s3:{}", o.queue),
+            SourceConfig::Sqs(o) => write!(f, "sqs:{}", o.queue),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ConsumerConfig {
-    pub log: PathBuf,
+    pub source: SourceConfig,
     pub lake: LakeLocation,
     pub aws: kappa_common::aws::AwsOptions,
     pub table: String,
@@ -203,9 +275,40 @@ impl RunArgs {
     pub fn validate(self) -> Result<ConsumerConfig, ConfigError> {
         let bad = |m: String| ConfigError(m);
         let from: Endpoint = self.from.parse().map_err(|e| bad(format!("--from: {e}")))?;
-        let Endpoint::Log(log) = from else {
-            return Err(bad(format!("--from {from}: this version reads the embedded log (log:PATH); Kinesis and SQS sources are coming")));
+        let visibility = self.visibility_timeout.as_secs();
+        if !(10..=43_200).contains(&visibility) {
+            return Err(bad(format!("--visibility-timeout {visibility}s: SQS allows 10s to 12h (and this consumer renews it every third of it)")));
+        }
+        if !(1..=64).contains(&self.receivers) {
+            return Err(bad("--receivers must be 1 to 64".into()));
+        }
+        if !(10..=120_000).contains(&self.max_in_flight) {
+            return Err(bad("--max-in-flight must be 10 to 120000 (the SQS in-flight limit)".into()));
+        }
+        if self.poll_interval < Duration::from_millis(200) {
+            return Err(bad("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords per second per shard)".into()));
+        }
+        let sqs = |queue: String, files: bool| {
+            SourceConfig::Sqs(SqsOptions {
+                queue,
+                visibility_timeout: self.visibility_timeout,
+                receivers: self.receivers,
+                max_in_flight: self.max_in_flight,
+                max_receives: self.max_receives.max(1),
+                files: files.then(|| kappa_common::flatten::FlattenOptions { separator: self.separator.clone(), explode: self.explode.clone() }),
+            })
         };
+        let source = match from {
+            Endpoint::Log(path) => SourceConfig::Log(path),
+            Endpoint::Kinesis(stream) => SourceConfig::Kinesis { stream, poll_interval: self.poll_interval, shard_refresh: self.shard_refresh },
+            Endpoint::Sqs(queue) => sqs(queue, false),
+            Endpoint::SqsS3(queue) => sqs(queue, true),
+            other => return Err(bad(format!("--from {other}: a consumer reads log:PATH, kinesis:STREAM, sqs:QUEUE or sqs+s3:QUEUE"))),
+        };
+        if self.explode.is_some() && !matches!(&source, SourceConfig::Sqs(o) if o.files.is_some()) {
+            return Err(bad("--explode applies to files read from sqs+s3:QUEUE; events from other sources are already flat (the producer flattens them)".into()));
+        }
+        let flush_together = matches!(source, SourceConfig::Sqs(_));
         let lake: Endpoint = self.lake.parse().map_err(|e| bad(format!("--lake: {e}")))?;
         let lake = match lake {
             Endpoint::Local(path) => LakeLocation::Local(path),
@@ -236,7 +339,7 @@ impl RunArgs {
             return Err(bad("--status-interval must be longer than 0s".into()));
         }
         Ok(ConsumerConfig {
-            log,
+            source,
             lake,
             table: self.table,
             schema,
@@ -246,6 +349,7 @@ impl RunArgs {
                 flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
                 codec: self.compression,
                 dedup_window: self.dedup_window,
+                flush_together,
             },
             aws: kappa_common::aws::AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
             until_idle: self.until_idle,

@@ -16,7 +16,8 @@ use crate::stats::Stats;
 pub struct Gauges {
     pub open_partitions: AtomicU64,
     pub buffered_bytes: AtomicU64,
-    pub lag_events: AtomicU64,
+    /// In the source's unit: events (log), ms behind latest (Kinesis), messages waiting (SQS).
+    pub lag: AtomicU64,
 }
 
 fn render(stats: &Stats, gauges: &Gauges) -> String {
@@ -34,7 +35,7 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
     metric("commits_total", "counter", "Commits written.", s.commits);
     metric("open_partitions", "gauge", "Partition buffers open.", gauges.open_partitions.load(Relaxed));
     metric("buffered_bytes", "gauge", "Memory held by buffered rows.", gauges.buffered_bytes.load(Relaxed));
-    metric("lag_events", "gauge", "Events in the source not yet read.", gauges.lag_events.load(Relaxed));
+    metric("lag", "gauge", "How far behind the source: events not yet read (log), ms behind latest (Kinesis), visible messages (SQS).", gauges.lag.load(Relaxed));
     out
 }
 

@@ -10,8 +10,10 @@
 //! 2. An event seen recently by identity is a duplicate delivery and is dropped.
 //! 3. Buffers are cut at the exact event where a row or byte count is reached, written under a
 //!    name made of their shard and positions, and only then committed.
-//! 4. The commit records, per shard, the earliest position still buffered or unread: nothing
-//!    before it is needed again.
+//! 4. The commit records, per shard, where to resume: after the last position read, or, while a
+//!    buffer still holds events of the shard, after the position just before the earliest of
+//!    them. Always a position the source really delivered, so Kinesis accepts it as
+//!    `AFTER_SEQUENCE_NUMBER`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use bytes::Bytes;
+use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
 use kappa_common::time::EventTimeFormat;
 use tokio::runtime::Handle;
@@ -36,7 +39,7 @@ use crate::table::{Commit, DataFile, FORMAT, Table, TableError, TableState};
 pub struct SourceEvent {
     /// Index into the pipeline's shard names.
     pub shard: u32,
-    pub seq: u64,
+    pub seq: SequenceNumber,
     pub arrival_ms: i64,
     pub payload: Vec<u8>,
 }
@@ -60,13 +63,20 @@ pub struct PipelineConfig {
     pub flush: FlushPolicy,
     pub codec: Codec,
     pub dedup_window: usize,
+    /// Every flush writes every open buffer, so each commit covers all events ingested so far.
+    /// For sources that acknowledge whole messages (SQS), whose events may span partitions:
+    /// a message is deleted only once all its rows are committed, and never re-read in part.
+    pub flush_together: bool,
 }
+
+/// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
+const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
 /// A quarantined event waiting for the next commit.
 #[derive(serde::Serialize)]
 struct QuarantineRecord {
     shard: String,
-    seq: u64,
+    seq: String,
     arrival_ms: i64,
     reason: String,
     payload: String,
@@ -78,8 +88,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     decoder: Decoder,
     shards: Vec<String>,
-    /// Per shard: the next position the source will deliver, once something was read.
-    next_read: Vec<Option<u64>>,
+    /// Per shard: the last position delivered (or resumed after).
+    last_read: Vec<Option<SequenceNumber>>,
     buffers: BTreeMap<BufferKey, Buffer>,
     /// Buffers cut by a trigger and waiting to be written.
     sealed: Vec<(BufferKey, Buffer)>,
@@ -87,13 +97,17 @@ pub struct Pipeline {
     dedup: DedupWindow,
     state: TableState,
     /// `state.written` by (partition, shard); cleared at each commit.
-    written_cache: std::collections::HashMap<BufferKey, Option<u64>>,
+    written_cache: std::collections::HashMap<BufferKey, Option<SequenceNumber>>,
+    /// Acknowledgements whose events were all ingested, waiting for the next commit.
+    acks_ingested: Vec<String>,
+    /// Acknowledgements a commit made durable, for the source to act on.
+    acks_committed: Vec<String>,
     /// The schema version last stored in the table.
     stored_schema_version: u32,
     stats: Arc<Stats>,
 }
 
-fn seq_of(text: &str) -> Option<u64> {
+fn seq_of(text: &str) -> Option<SequenceNumber> {
     text.parse().ok()
 }
 
@@ -119,20 +133,22 @@ impl Pipeline {
             (None, Some(given)) => (Decoder::new(given.clone(), 1), 0, Some(given)),
             (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
         };
-        let n = shards.len();
+        let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
         let pipeline = Pipeline {
             table,
             runtime,
             config: config.clone(),
             decoder,
             shards,
-            next_read: vec![None; n],
+            last_read,
             buffers: BTreeMap::new(),
             sealed: Vec::new(),
             quarantine: Vec::new(),
             dedup: DedupWindow::new(config.dedup_window),
             state,
             written_cache: std::collections::HashMap::new(),
+            acks_ingested: Vec::new(),
+            acks_committed: Vec::new(),
             stored_schema_version: stored_version,
             stats,
         };
@@ -157,14 +173,42 @@ impl Pipeline {
         &self.state
     }
 
-    /// Where each shard should be read from (None: from its beginning).
-    pub fn resume_point(&self, shard: u32) -> Option<u64> {
+    /// The position after which each shard is read (None: from its beginning).
+    pub fn resume_after(&self, shard: u32) -> Option<SequenceNumber> {
         self.state.resume.get(&self.shards[shard as usize]).and_then(|s| seq_of(s))
     }
 
-    /// The next position the source will deliver for a shard, once it delivered something.
-    pub fn next_read(&self, shard: u32) -> Option<u64> {
-        self.next_read[shard as usize]
+    /// The last position delivered for a shard (or resumed after).
+    pub fn last_read(&self, shard: u32) -> Option<SequenceNumber> {
+        self.last_read[shard as usize]
+    }
+
+    /// Adds a shard (one a source discovered, such as a Kinesis child shard); returns its index.
+    pub fn add_shard(&mut self, name: String) -> u32 {
+        self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
+        self.shards.push(name);
+        (self.shards.len() - 1) as u32
+    }
+
+    pub fn shard_names(&self) -> &[String] {
+        &self.shards
+    }
+
+    /// Registers acknowledgements whose events have all been passed to [`Pipeline::ingest`].
+    pub fn add_acks(&mut self, acks: Vec<String>) {
+        self.acks_ingested.extend(acks);
+    }
+
+    /// Acknowledgements made durable by commits since the last call.
+    pub fn take_committed_acks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.acks_committed)
+    }
+
+    /// The source completed these acknowledgements: later commits stop carrying them.
+    pub fn confirm_acks(&mut self, acks: &[String]) {
+        for ack in acks {
+            self.state.unacknowledged.remove(ack);
+        }
     }
 
     pub fn open_partitions(&self) -> usize {
@@ -186,9 +230,12 @@ impl Pipeline {
             return Ok(());
         }
         self.stats.add_read(events.len() as u64);
+        // Each event's predecessor in its shard: where to resume if a buffer starts with it.
+        let mut previous = Vec::with_capacity(events.len());
         for event in events {
-            let next = &mut self.next_read[event.shard as usize];
-            *next = Some(next.map_or(event.seq + 1, |n| n.max(event.seq + 1)));
+            let last = &mut self.last_read[event.shard as usize];
+            previous.push(*last);
+            *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
         }
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
         let (decoded, evolved) = self.decoder.decode(&payloads);
@@ -236,13 +283,13 @@ impl Pipeline {
                 if self.config.flush.full(buffered_rows + group.len() as u64, buffered_bytes + *group_bytes) {
                     let rows = std::mem::take(group);
                     *group_bytes = 0;
-                    self.append(key, &batch, &rows, &decoded.origin, events)?;
+                    self.append(key, &batch, &rows, &decoded.origin, events, &previous)?;
                     self.seal(key);
                 }
             }
             for (key, (rows, _)) in groups {
                 if !rows.is_empty() {
-                    self.append(key, &batch, &rows, &decoded.origin, events)?;
+                    self.append(key, &batch, &rows, &decoded.origin, events, &previous)?;
                 }
             }
         }
@@ -250,6 +297,16 @@ impl Pipeline {
             self.write_and_commit()?;
         }
         Ok(())
+    }
+
+    /// Quarantines events the source could not turn into rows, with its reason.
+    pub fn reject(&mut self, rejects: &[(SourceEvent, String)]) {
+        self.stats.add_read(rejects.len() as u64);
+        for (event, reason) in rejects {
+            let last = &mut self.last_read[event.shard as usize];
+            *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
+            self.quarantine_event(event, reason.clone());
+        }
     }
 
     fn already_written(&mut self, partition: &Partition, event: &SourceEvent) -> bool {
@@ -271,14 +328,23 @@ impl Pipeline {
         written.is_some_and(|w| event.seq <= w)
     }
 
-    fn append(&mut self, key: BufferKey, batch: &RecordBatch, rows: &[u32], origin: &[usize], events: &[SourceEvent]) -> Result<(), PipelineError> {
+    fn append(
+        &mut self,
+        key: BufferKey,
+        batch: &RecordBatch,
+        rows: &[u32],
+        origin: &[usize],
+        events: &[SourceEvent],
+        previous: &[Option<SequenceNumber>],
+    ) -> Result<(), PipelineError> {
         let indices = UInt32Array::from(rows.to_vec());
         let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?;
         let taken = RecordBatch::try_new(batch.schema(), columns)?;
-        let first = events[origin[rows[0] as usize]].seq;
+        let first_event = origin[rows[0] as usize];
+        let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
-        self.buffers.entry(key).or_insert_with(|| Buffer::new(first)).append(taken, bytes, last);
+        self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event])).append(taken, bytes, last);
         Ok(())
     }
 
@@ -326,7 +392,7 @@ impl Pipeline {
             return; // quarantined by a committed flush before a restart
         }
         self.stats.add_quarantined(1);
-        self.quarantine.push(QuarantineRecord { shard, seq: event.seq, arrival_ms: event.arrival_ms, reason, payload: String::from_utf8_lossy(&event.payload).into_owned() });
+        self.quarantine.push(QuarantineRecord { shard, seq: event.seq.to_string(), arrival_ms: event.arrival_ms, reason, payload: String::from_utf8_lossy(&event.payload).into_owned() });
     }
 
     fn store_schema(&mut self) -> Result<(), PipelineError> {
@@ -360,7 +426,10 @@ impl Pipeline {
             }
             self.stats.add_memory_flushes(1);
         }
-        if !self.sealed.is_empty() || !self.quarantine.is_empty() {
+        // Messages whose rows were all dropped (duplicates) or already written: nothing holds
+        // them back, commit so they can be deleted.
+        let acks_ready = self.config.flush_together && self.buffers.is_empty() && !self.acks_ingested.is_empty();
+        if !self.sealed.is_empty() || !self.quarantine.is_empty() || acks_ready {
             self.write_and_commit()?;
         }
         Ok(())
@@ -373,15 +442,21 @@ impl Pipeline {
             self.seal(key);
         }
         let advanced = self.shards.iter().enumerate().any(|(i, shard)| {
-            self.next_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n))
+            self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n))
         });
-        if !self.sealed.is_empty() || !self.quarantine.is_empty() || advanced {
+        if !self.sealed.is_empty() || !self.quarantine.is_empty() || !self.acks_ingested.is_empty() || advanced {
             self.write_and_commit()?;
         }
         Ok(())
     }
 
     fn write_and_commit(&mut self) -> Result<(), PipelineError> {
+        if self.config.flush_together {
+            let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
+            for key in keys {
+                self.seal(key);
+            }
+        }
         self.store_schema()?;
         let started = Instant::now();
         let keys = self.config.granularity.keys();
@@ -407,28 +482,36 @@ impl Pipeline {
             for record in &self.quarantine {
                 serde_json::to_writer(&mut text, record).expect("serializes");
                 text.push(b'\n');
-                raise_to(&mut quarantined, &record.shard, record.seq);
+                raise_to(&mut quarantined, &record.shard, seq_of(&record.seq).expect("written by us"));
             }
             errors.push(self.runtime.block_on(self.table.put_errors(commit_number, Bytes::from(text)))?);
         }
-        // Resume: the earliest position any open buffer still needs, else the next unread one.
+        // Resume: before the earliest event an open buffer still holds, else after the last read.
         let mut resume = self.state.resume.clone();
         for (index, shard) in self.shards.iter().enumerate() {
-            let buffered = self.buffers.iter().filter(|((_, s), _)| *s as usize == index).map(|(_, b)| b.first_seq).min();
-            if let Some(point) = buffered.or(self.next_read[index]) {
-                resume.insert(shard.clone(), point.to_string());
-            }
+            let buffered = self.buffers.iter().filter(|((_, s), _)| *s as usize == index).map(|(_, b)| b.resume_after).min();
+            match buffered.unwrap_or(self.last_read[index]) {
+                Some(point) => resume.insert(shard.clone(), point.to_string()),
+                // A buffer holds the shard's very first event: read it from its beginning.
+                None => resume.remove(shard),
+            };
         }
         let mut totals = self.state.totals.clone();
         totals.rows += added.iter().map(|f| f.rows).sum::<u64>();
         totals.bytes += added.iter().map(|f| f.bytes).sum::<u64>();
         totals.files += added.len() as u64;
         totals.quarantined += self.quarantine.len() as u64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut unacknowledged = self.state.unacknowledged.clone();
+        unacknowledged.retain(|_, committed_ms| now_ms - *committed_ms < UNACKNOWLEDGED_TTL_MS);
+        for ack in &self.acks_ingested {
+            unacknowledged.entry(ack.clone()).or_insert(now_ms);
+        }
         let commit = Commit {
             format: FORMAT,
             commit: commit_number,
             generation: self.table.generation().to_string(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
+            created_ms: now_ms,
             schema_version: self.stored_schema_version.max(1),
             added: added.clone(),
             removed: Vec::new(),
@@ -437,6 +520,7 @@ impl Pipeline {
             written: written.clone(),
             quarantined: quarantined.clone(),
             totals: totals.clone(),
+            unacknowledged: unacknowledged.clone(),
         };
         self.runtime.block_on(self.table.commit(&commit))?;
         self.stats.add_commit(added.len() as u64, totals.rows - self.state.totals.rows, totals.bytes - self.state.totals.bytes);
@@ -450,6 +534,8 @@ impl Pipeline {
         self.state.quarantined = quarantined;
         self.state.totals = totals;
         self.state.schema_version = commit.schema_version;
+        self.state.unacknowledged = unacknowledged;
+        self.acks_committed.append(&mut self.acks_ingested);
         self.quarantine.clear();
         Ok(())
     }
@@ -457,7 +543,7 @@ impl Pipeline {
 
 /// Records `seq` for `shard` unless a later position is already there: commit positions only
 /// move forward.
-fn raise_to(positions: &mut crate::table::ShardPositions, shard: &str, seq: u64) {
+fn raise_to(positions: &mut crate::table::ShardPositions, shard: &str, seq: SequenceNumber) {
     if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
         positions.insert(shard.to_string(), seq.to_string());
     }

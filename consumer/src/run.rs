@@ -18,10 +18,13 @@ use kappa_common::schema::infer_json_schema;
 use kappa_common::aws::AwsContext;
 use kappa_common::store::{LocalStore, S3Store, Store};
 
-use crate::config::{ConsumerConfig, LakeLocation};
+use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
 use crate::metrics::Gauges;
 use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
+use crate::source::kinesis::KinesisSource;
 use crate::source::log::LogSource;
+use crate::source::sqs::SqsSource;
+use crate::source::{Source, SourceError};
 use crate::stats::{Stats, Summary};
 use crate::table::Table;
 
@@ -32,8 +35,8 @@ pub enum ConsumerError {
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Table(#[from] crate::table::TableError),
-    #[error("source: {0}")]
-    Log(#[from] kappa_common::log::LogError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("cannot infer a schema from the first events: {0}; pass --schema")]
     Inference(String),
     #[error(transparent)]
@@ -50,16 +53,19 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     runtime.spawn(watch_signals(shutdown.clone()));
 
+    let needs_aws = matches!(config.lake, LakeLocation::S3 { .. }) || !matches!(config.source, SourceConfig::Log(_));
+    let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&config.aws))?) } else { None };
     let store = match &config.lake {
         LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
-        LakeLocation::S3 { bucket, prefix } => {
-            let aws = runtime.block_on(AwsContext::load(&config.aws))?;
-            Store::S3(S3Store::new(aws.s3(), bucket.clone(), prefix.clone()))
-        }
+        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.as_ref().expect("loaded for S3 lakes").s3(), bucket.clone(), prefix.clone())),
     };
     let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
-    let log = LogSource::open(&config.log)?;
-    let shards = LogSource::shard_names(&log);
+    // The log's shards are known up front; Kinesis announces its shards as it finds them.
+    let log = match &config.source {
+        SourceConfig::Log(path) => Some(LogSource::open(path).map_err(SourceError::from)?),
+        _ => None,
+    };
+    let shards = log.as_ref().map(LogSource::shard_names).unwrap_or_default();
     let stats = Arc::new(Stats::default());
     let gauges = Arc::new(Gauges::default());
     if let Some(addr) = config.metrics_addr {
@@ -71,10 +77,26 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     {
         tracing::warn!("the table already has a schema; --schema is ignored (new columns are added as they appear)");
     }
-    let resume: Vec<Option<u64>> = (0..shards.len() as u32).map(|s| pipeline.resume_point(s)).collect();
     let prefix = format!("{}/{}", config.lake, pipeline.table().data_prefix());
-    tracing::info!(table = %config.table, lake = %config.lake, read_at = %prefix, commits = pipeline.state().last_commit, "consuming log:{}", config.log.display());
-    let mut source = LogSource::start(log, &resume)?;
+    tracing::info!(table = %config.table, lake = %config.lake, read_at = %prefix, commits = pipeline.state().last_commit, "consuming {}", config.source);
+    let mut source = match (&config.source, log) {
+        (SourceConfig::Log(_), Some(log)) => {
+            let resume: Vec<_> = (0..shards.len() as u32).map(|s| pipeline.resume_after(s)).collect();
+            Source::Log(LogSource::start(log, &resume)?)
+        }
+        (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
+            let resume = pipeline.state().resume.iter().map(|(shard, p)| (shard.clone(), p.parse().map_err(|_| SourceError::Position { shard: shard.clone(), position: p.clone() }))).map(|(s, p)| p.map(|p| (s, p))).collect::<Result<_, _>>()?;
+            let client = aws.as_ref().expect("loaded for AWS sources").kinesis();
+            Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), resume, *poll_interval, *shard_refresh)?)
+        }
+        (SourceConfig::Sqs(options), _) => {
+            let aws = aws.as_ref().expect("loaded for AWS sources");
+            let shard = pipeline.add_shard(crate::source::sqs::SHARD.to_string());
+            let committed = pipeline.state().unacknowledged.keys().cloned().collect();
+            Source::Sqs(SqsSource::start(runtime.handle().clone(), aws, options.clone(), shard, pipeline.last_read(shard), committed, stats.clone())?)
+        }
+        (SourceConfig::Log(_), None) => unreachable!("the log was opened above"),
+    };
 
     let mut last_event = Instant::now();
     let mut last_status = (Instant::now(), 0u64);
@@ -82,29 +104,39 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         while !shutdown.load(Ordering::Acquire) {
             if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
                 last_event = Instant::now();
-                if !pipeline.has_schema() {
-                    pipeline.set_initial_schema(infer(&chunk)?);
+                for shard in chunk.new_shards {
+                    pipeline.add_shard(shard);
                 }
-                pipeline.ingest(&chunk)?;
+                if !pipeline.has_schema() && !chunk.events.is_empty() {
+                    pipeline.set_initial_schema(infer(&chunk.events)?);
+                }
+                pipeline.add_acks(chunk.acks);
+                pipeline.reject(&chunk.rejects);
+                pipeline.ingest(&chunk.events)?;
             } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
                 tracing::info!("source idle for {:?}: draining", config.until_idle.unwrap_or_default());
                 break;
             }
+            if source.needs_commit() {
+                pipeline.flush_all()?;
+            }
             pipeline.flush_due()?;
+            source.acknowledge(pipeline.take_committed_acks());
+            pipeline.confirm_acks(&source.take_acknowledged());
             gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
             gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
                 let read = stats.read();
                 let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
-                let lag = source.lag(|s| pipeline.next_read(s));
-                gauges.lag_events.store(lag, Ordering::Relaxed);
+                let lag = source.lag(|s| pipeline.last_read(s));
+                gauges.lag.store(lag.value(), Ordering::Relaxed);
                 tracing::info!(
                     events_read = read,
                     rows_written = stats.written(),
                     rate = format!("{rate:.0}/s"),
                     open_partitions = pipeline.open_partitions(),
                     buffered_mib = format!("{:.1}", pipeline.buffered_memory() as f64 / 1048576.0),
-                    lag_events = lag,
+                    lag = %lag,
                     "status"
                 );
                 last_status = (Instant::now(), read);
@@ -112,9 +144,16 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         }
         Ok(())
     })();
-    source.stop();
-    result?;
+    if let Err(e) = result {
+        source.stop();
+        return Err(e);
+    }
+    // Stop reading first (step 2), then write and commit, then acknowledge what the commit
+    // covers: SQS messages are deleted only now that their rows are durable.
+    source.pause();
     pipeline.flush_all()?;
+    source.acknowledge(pipeline.take_committed_acks());
+    source.stop();
     Ok((stats.summary(), prefix))
 }
 

@@ -17,6 +17,10 @@ pub struct Stats {
     bytes: AtomicU64,
     commits: AtomicU64,
     memory_flushes: AtomicU64,
+    messages_received: AtomicU64,
+    messages_deleted: AtomicU64,
+    redeliveries_skipped: AtomicU64,
+    objects_read: AtomicU64,
 }
 
 impl Default for Stats {
@@ -32,6 +36,10 @@ impl Default for Stats {
             bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             memory_flushes: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            messages_deleted: AtomicU64::new(0),
+            redeliveries_skipped: AtomicU64::new(0),
+            objects_read: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +56,13 @@ pub struct Summary {
     pub bytes: u64,
     pub commits: u64,
     pub memory_flushes: u64,
+    /// SQS: messages received (redeliveries included), deleted after their commit, and
+    /// redeliveries of already committed messages deleted without ingesting them again.
+    pub messages_received: u64,
+    pub messages_deleted: u64,
+    pub redeliveries_skipped: u64,
+    /// sqs+s3: objects read.
+    pub objects_read: u64,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
 }
@@ -74,6 +89,18 @@ impl Stats {
         self.written.fetch_add(rows, Relaxed);
         self.bytes.fetch_add(bytes, Relaxed);
     }
+    pub fn add_messages_received(&self, n: u64) {
+        self.messages_received.fetch_add(n, Relaxed);
+    }
+    pub fn add_messages_deleted(&self, n: u64) {
+        self.messages_deleted.fetch_add(n, Relaxed);
+    }
+    pub fn add_redeliveries_skipped(&self, n: u64) {
+        self.redeliveries_skipped.fetch_add(n, Relaxed);
+    }
+    pub fn add_objects_read(&self, n: u64) {
+        self.objects_read.fetch_add(n, Relaxed);
+    }
     pub fn read(&self) -> u64 {
         self.read.load(Relaxed)
     }
@@ -94,6 +121,10 @@ impl Stats {
             bytes: self.bytes.load(Relaxed),
             commits: self.commits.load(Relaxed),
             memory_flushes: self.memory_flushes.load(Relaxed),
+            messages_received: self.messages_received.load(Relaxed),
+            messages_deleted: self.messages_deleted.load(Relaxed),
+            redeliveries_skipped: self.redeliveries_skipped.load(Relaxed),
+            objects_read: self.objects_read.load(Relaxed),
             elapsed_seconds: elapsed,
             rows_per_second: if elapsed > 0.0 { read as f64 / elapsed } else { 0.0 },
         }
@@ -102,7 +133,7 @@ impl Stats {
 
 impl Summary {
     pub fn render(&self, table: &str, prefix: &str) -> String {
-        format!(
+        let mut text = format!(
             "summary: table {table} (read it at {prefix})\n  events read        {}\n  rows written       {}\n  \
              duplicates dropped {}\n  already committed  {}\n  quarantined        {}\n  files              {}\n  \
              bytes              {} ({:.1} MiB)\n  commits            {}\n  elapsed            {:.2} s\n  \
@@ -118,6 +149,16 @@ impl Summary {
             self.commits,
             self.elapsed_seconds,
             self.rows_per_second
-        )
+        );
+        if self.messages_received > 0 {
+            text.push_str(&format!(
+                "  SQS messages       {} received, {} deleted after commit, {} committed redeliveries deleted\n",
+                self.messages_received, self.messages_deleted, self.redeliveries_skipped
+            ));
+        }
+        if self.objects_read > 0 {
+            text.push_str(&format!("  S3 objects read    {}\n", self.objects_read));
+        }
+        text
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! A flush writes its Parquet objects, then commit `n+1`, created only if absent. Each commit
 //! carries the whole resume state (so a restart reads only the log of commits, not the
-//! data): per shard the safe resume point (the earliest position still buffered anywhere, or
-//! the next unread one), and per partition and shard the last position written. Objects that no
+//! data): per shard the safe resume point (reading resumes after it: just before the earliest
+//! event still buffered anywhere, or the last one read), and per partition and shard the last position written. Objects that no
 //! commit names are leftovers of a flush that crashed before its commit; a restart deletes
 //! them, and the redone flush writes the same names again.
 
@@ -22,7 +22,8 @@ use kappa_common::schema::TableSchema;
 use kappa_common::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-pub const FORMAT: u32 = 1;
+/// Commit records of format 1 (an unreleased development version) resumed *at* a position.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -76,7 +77,7 @@ pub struct Commit {
     /// Quarantine objects this commit adds (relative to the table).
     #[serde(default)]
     pub errors: Vec<String>,
-    /// Per shard: where to resume reading (inclusive).
+    /// Per shard: the position to resume reading after (exclusive): always one the source delivered.
     pub resume: ShardPositions,
     /// Per partition, per shard: the last position whose row is in a committed file.
     pub written: BTreeMap<String, ShardPositions>,
@@ -84,6 +85,11 @@ pub struct Commit {
     #[serde(default)]
     pub quarantined: ShardPositions,
     pub totals: Totals,
+    /// Source acknowledgements (SQS message ids) covered by this or an earlier commit whose
+    /// deletion was not yet confirmed, with the time they were first committed (ms): a
+    /// restarted consumer deletes such a message when it comes back instead of ingesting it again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unacknowledged: BTreeMap<String, i64>,
 }
 
 /// What a consumer needs to resume: the last commit's state plus the set of live files.
@@ -95,6 +101,7 @@ pub struct TableState {
     pub written: BTreeMap<String, ShardPositions>,
     pub quarantined: ShardPositions,
     pub totals: Totals,
+    pub unacknowledged: BTreeMap<String, i64>,
     /// Every committed, not removed, data file (relative to the generation).
     pub files: BTreeSet<String>,
     pub error_files: BTreeSet<String>,
@@ -167,6 +174,12 @@ impl Table {
         for object in self.store.list(&prefix).await? {
             let data = self.store.get(&object.path).await?;
             let commit: Commit = parse(&object.path, &data)?;
+            if commit.format != FORMAT {
+                return Err(TableError::Invalid {
+                    table: self.name.clone(),
+                    reason: format!("{} has commit format {}, this kappa-consumer reads format {FORMAT}: write a new table (or lake)", object.path, commit.format),
+                });
+            }
             if commit.commit != state.last_commit + 1 {
                 return Err(TableError::Invalid {
                     table: self.name.clone(),
@@ -186,6 +199,7 @@ impl Table {
             state.written = commit.written;
             state.quarantined = commit.quarantined;
             state.totals = commit.totals;
+            state.unacknowledged = commit.unacknowledged;
         }
         Ok(state)
     }
@@ -293,6 +307,7 @@ mod tests {
             written: BTreeMap::new(),
             quarantined: BTreeMap::new(),
             totals: Totals::default(),
+            unacknowledged: BTreeMap::new(),
         }
     }
 

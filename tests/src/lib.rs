@@ -3,8 +3,10 @@
 //!
 //! [`Moto`] starts moto's server (from the project's `.venv`, installed by
 //! `scripts/setup-test-env`) on a free port and stops it when dropped. [`FaultProxy`] sits in
-//! front of it to count requests per API action and to inject partial batch failures. A missing
-//! emulator is a test failure that says how to install it, never a skip.
+//! front of it to count requests per API action and to inject partial batch failures.
+//! [`KinesisLocal`] is a second Kinesis (npm `kinesis-local`, in `.emulators/`, installed by the
+//! same script) for realistic resharding and concurrent writers. A missing emulator is a test
+//! failure that says how to install it, never a skip.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -57,19 +59,46 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) {
+/// Polls `ready` until it holds; an error if `child` exits first or `timeout` passes.
+fn wait_until(child: &mut Child, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+    loop {
+        if ready() {
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited with {status} before listening on port {port}");
+            return Err(format!("{what} exited with {status} before it was ready"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} was not ready within {timeout:?}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on port {port} within {timeout:?}");
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(child, what, timeout, || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        .unwrap_or_else(|e| panic!("{e} (waiting for it to listen on port {port})"));
+}
+
+/// One HTTP/1.1 request to a loopback port with `Connection: close`; returns the whole response
+/// (status line, headers, body).
+fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// The last `lines` lines of a log file, for panic messages.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read {}: {e})", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -134,11 +163,7 @@ impl FaultProxy {
     }
 
     fn call(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the proxy");
-        write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-            .expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
+        let response = http_request(self.port, method, path, &[], body).expect("request to the proxy");
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         serde_json::from_str(body).unwrap_or_else(|e| panic!("proxy answered {response:?}: {e}"))
     }
@@ -164,6 +189,111 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kinesis-local (npm, kinesis-mock compiled to JS; installed into `.emulators/` by
+/// `scripts/setup-test-env`) on a free loopback port, killed on drop. Unlike moto it reshards
+/// realistically (closed parents stay listed, children name their parents), and it keeps
+/// records of concurrent writers. Its output goes to a log file in a temporary directory.
+///
+/// Differences from AWS to keep in mind: closed shards report `EndingSequenceNumber`
+/// 9223372036854775807 (smaller than their 56-digit record sequence numbers), iterators
+/// `AT_`/`AFTER_SEQUENCE_NUMBER` of a number that is no record's are rejected
+/// (`ResourceNotFoundException`), nothing is throttled, and PutRecords takes more than 500
+/// records.
+pub struct KinesisLocal {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl KinesisLocal {
+    pub fn start() -> KinesisLocal {
+        let package = workspace_root().join(".emulators/node_modules/kinesis-local");
+        assert!(
+            package.join("main.js").exists(),
+            "{} is missing: these tests need the kinesis-local emulator (npm). Install it with \
+             `./scripts/setup-test-env` (needs node and npm; Debian: apt-get install nodejs npm), \
+             or run the whole suite with `./scripts/test`",
+            package.join("main.js").display()
+        );
+        let port = free_port();
+        // The TLS listener is always started (on 4567 by default, all interfaces): give it a free
+        // port too, or a second instance dies with EADDRINUSE.
+        let tls_port = std::iter::repeat_with(free_port).find(|p| *p != port).expect("a second port");
+        let dir = tempfile::tempdir().expect("temp dir for the kinesis-local log");
+        let log = dir.path().join("kinesis-local.log");
+        let out = std::fs::File::create(&log).expect("create the kinesis-local log");
+        let err = out.try_clone().expect("clone the log handle");
+        let mut command = Command::new("node");
+        // It reads its certificate (server.json) relative to the working directory.
+        command.arg("main.js").current_dir(&package).stdin(Stdio::null()).stdout(out).stderr(err);
+        command
+            .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
+            .env("AWS_REGION", "us-east-1")
+            .env("SHOULD_PERSIST_DATA", "false")
+            .env("LOAD_DATA_IF_EXISTS", "false")
+            .env_remove("AWS_ACCOUNT_ID")
+            .env_remove("INITIALIZE_STREAMS");
+        // Status changes (CREATING, UPDATING, ...) take 500 ms each by default.
+        for operation in [
+            "CREATE_STREAM",
+            "DELETE_STREAM",
+            "REGISTER_STREAM_CONSUMER",
+            "DEREGISTER_STREAM_CONSUMER",
+            "START_STREAM_ENCRYPTION",
+            "STOP_STREAM_ENCRYPTION",
+            "MERGE_SHARDS",
+            "SPLIT_SHARD",
+            "UPDATE_SHARD_COUNT",
+            "UPDATE_STREAM_MODE",
+        ] {
+            command.env(format!("{operation}_DURATION"), "0ms");
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node for kinesis-local: {e}; install Node.js (Debian: apt-get install nodejs npm)"));
+        // Listening is not enough: wait until a Kinesis call answers (~1-2 s).
+        let ready = wait_until(&mut child, "kinesis-local", Duration::from_secs(60), || Self::list_streams_ok(port));
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{e} (port {port})\n--- {} (tail) ---\n{}", log.display(), log_tail(&log, 40));
+        }
+        KinesisLocal { child, port, log, _dir: dir }
+    }
+
+    /// `http://127.0.0.1:PORT`, plain HTTP.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The end of the emulator's log, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log, 40)
+    }
+
+    /// Whether an (unsigned-but-well-formed) ListStreams call succeeds: the emulator checks
+    /// that the Authorization and X-Amz-Date headers exist, not the signature.
+    fn list_streams_ok(port: u16) -> bool {
+        let headers = [
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+            ("X-Amz-Date", "20240101T000000Z"),
+            ("Authorization", "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0"),
+        ];
+        http_request(port, "POST", "/", &headers, "{}").is_ok_and(|response| response.starts_with("HTTP/1.1 200"))
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        // SIGKILL: on SIGTERM it takes ~30 s to exit. It starts no child processes.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -11,8 +11,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use kappa_common::event::SequenceNumber;
 use kappa_common::log::{Log, LogError, ShardReader, StartAt};
 
+use super::{Chunk, SourceError};
 use crate::pipeline::SourceEvent;
 
 /// Events per shard per round.
@@ -35,11 +37,14 @@ impl LogSource {
         Log::open(dir)
     }
 
-    /// Starts reading each shard at its resume point (or its beginning).
-    pub fn start(log: Log, resume: &[Option<u64>]) -> Result<LogSource, LogError> {
+    /// Starts reading each shard after its resume point (or at its beginning).
+    pub fn start(log: Log, resume_after: &[Option<SequenceNumber>]) -> Result<LogSource, SourceError> {
         let mut readers = Vec::new();
-        for (shard, point) in resume.iter().enumerate() {
-            let start = point.map_or(StartAt::Earliest, StartAt::AtSequence);
+        for (shard, point) in resume_after.iter().enumerate() {
+            let start = match point {
+                None => StartAt::Earliest,
+                Some(seq) => StartAt::AfterSequence(seq.to_u64().ok_or_else(|| SourceError::Position { shard: shard.to_string(), position: seq.to_string() })?),
+            };
             readers.push(log.reader(shard as u32, start)?);
         }
         let (sender, chunks) = sync_channel(4);
@@ -53,18 +58,21 @@ impl LogSource {
     }
 
     /// The next chunk, or `None` if nothing arrived within `timeout`.
-    pub fn next_chunk(&self, timeout: Duration) -> Result<Option<Vec<SourceEvent>>, LogError> {
+    pub fn next_chunk(&self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
         match self.chunks.recv_timeout(timeout) {
-            Ok(Ok(chunk)) => Ok(Some(chunk)),
-            Ok(Err(e)) => Err(e),
+            Ok(Ok(events)) => Ok(Some(Chunk { events, ..Chunk::default() })),
+            Ok(Err(e)) => Err(e.into()),
             Err(_) => Ok(None),
         }
     }
 
     /// Records in the log not yet delivered (for the lag in the status line).
-    pub fn lag(&self, next_read: impl Fn(u32) -> Option<u64>) -> u64 {
+    pub fn lag(&self, last_read: impl Fn(u32) -> Option<SequenceNumber>) -> u64 {
         (0..self.log.shard_count())
-            .map(|s| self.log.shard_end(s).unwrap_or(0).saturating_sub(next_read(s).unwrap_or(0)))
+            .map(|s| {
+                let next = last_read(s).and_then(|l| l.to_u64()).map_or(0, |l| l + 1);
+                self.log.shard_end(s).unwrap_or(0).saturating_sub(next)
+            })
             .sum()
     }
 
@@ -96,7 +104,7 @@ fn read_loop(mut readers: Vec<ShardReader>, sender: SyncSender<Result<Vec<Source
         for reader in &mut readers {
             for _ in 0..SHARD_SHARE {
                 match reader.next() {
-                    Ok(Some(record)) => chunk.push(SourceEvent { shard: record.shard, seq: record.seq, arrival_ms: record.arrival_ms, payload: record.payload }),
+                    Ok(Some(record)) => chunk.push(SourceEvent { shard: record.shard, seq: record.seq.into(), arrival_ms: record.arrival_ms, payload: record.payload }),
                     Ok(None) => break,
                     Err(e) => {
                         let _ = sender.send(Err(e));

@@ -1,4 +1,143 @@
-//! Where events come from: one module per source kind, each delivering chunks of
-//! [`SourceEvent`](crate::pipeline::SourceEvent)s, every shard's in log order.
+//! Where events come from: one module per source kind, each delivering [`Chunk`]s of
+//! [`SourceEvent`](crate::pipeline::SourceEvent)s, every shard's in its order.
+//!
+//! The run loop is synchronous (the pipeline is CPU work); sources read on their own thread
+//! or tasks and hand chunks over through a bounded channel, so the pipeline's pace limits
+//! how far ahead they read.
 
+pub mod kinesis;
 pub mod log;
+pub mod s3_objects;
+pub mod sqs;
+
+use std::time::Duration;
+
+use crate::pipeline::SourceEvent;
+
+/// What a source hands the pipeline in one step.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Shards first seen with this chunk: they take the next shard indices, in this order,
+    /// before any event of theirs arrives.
+    pub new_shards: Vec<String>,
+    pub events: Vec<SourceEvent>,
+    /// Acknowledgements (SQS message ids) all of whose events are in this chunk or earlier
+    /// ones: the source may forget them once a commit covers them.
+    pub acks: Vec<String>,
+    /// Events the source itself could not turn into rows (an unreadable S3 object, a message
+    /// received too often), with the reason: they go to the quarantine.
+    pub rejects: Vec<(SourceEvent, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    #[error("log source: {0}")]
+    Log(#[from] kappa_common::log::LogError),
+    #[error(
+        "the table's resume position {position:?} for shard {shard} is not a position of this source; \
+         was the table fed from another source? Use a new --table"
+    )]
+    Position { shard: String, position: String },
+    #[error("kinesis stream {stream}: {message}")]
+    Kinesis { stream: String, message: String },
+    #[error("sqs queue {queue}: {message}")]
+    Sqs { queue: String, message: String },
+}
+
+/// How far behind the source the consumer is, in the source's own unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lag {
+    /// Records written to the log and not yet read.
+    Events(u64),
+    /// Kinesis `MillisBehindLatest`, the largest over the shards being read.
+    Millis(u64),
+    /// SQS `ApproximateNumberOfMessages` (visible, not yet received).
+    Messages(u64),
+}
+
+impl std::fmt::Display for Lag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lag::Events(n) => write!(f, "{n} events"),
+            Lag::Millis(ms) => write!(f, "{ms} ms"),
+            Lag::Messages(n) => write!(f, "{n} messages"),
+        }
+    }
+}
+
+impl Lag {
+    pub fn value(self) -> u64 {
+        match self {
+            Lag::Events(n) | Lag::Millis(n) | Lag::Messages(n) => n,
+        }
+    }
+}
+
+/// A running source.
+pub enum Source {
+    Log(log::LogSource),
+    Kinesis(kinesis::KinesisSource),
+    Sqs(sqs::SqsSource),
+}
+
+impl Source {
+    /// The next chunk, or `None` if nothing arrived within `timeout`.
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+        match self {
+            Source::Log(s) => s.next_chunk(timeout),
+            Source::Kinesis(s) => s.next_chunk(timeout),
+            Source::Sqs(s) => s.next_chunk(timeout),
+        }
+    }
+
+    pub fn lag(&self, last_read: impl Fn(u32) -> Option<kappa_common::event::SequenceNumber>) -> Lag {
+        match self {
+            Source::Log(s) => Lag::Events(s.lag(last_read)),
+            Source::Kinesis(s) => Lag::Millis(s.lag_millis()),
+            Source::Sqs(s) => Lag::Messages(s.backlog()),
+        }
+    }
+
+    /// Hands over acknowledgements a commit made durable (SQS: deletes the messages).
+    pub fn acknowledge(&mut self, acks: Vec<String>) {
+        if let Source::Sqs(s) = self {
+            s.acknowledge(acks);
+        }
+    }
+
+    /// Acknowledgements the source has completed since the last call (SQS: deleted messages).
+    pub fn take_acknowledged(&mut self) -> Vec<String> {
+        match self {
+            Source::Sqs(s) => s.take_deleted(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when the source cannot take more before a commit (SQS: the in-flight limit).
+    pub fn needs_commit(&self) -> bool {
+        match self {
+            Source::Sqs(s) => s.needs_commit(),
+            _ => false,
+        }
+    }
+
+    /// Stops taking new events but keeps acknowledging (SQS: the deletes after the final
+    /// commit still need the source).
+    pub fn pause(&mut self) {
+        match self {
+            Source::Sqs(s) => s.pause(),
+            other => other.stop(),
+        }
+    }
+
+    /// Stops reading. Chunks read ahead but not taken are dropped: the commit's resume point
+    /// (or, for SQS, the messages' visibility timeout) brings them back next time.
+    pub fn stop(&mut self) {
+        match self {
+            Source::Log(s) => s.stop(),
+            Source::Kinesis(s) => s.stop(),
+            Source::Sqs(s) => s.stop(),
+        }
+    }
+}

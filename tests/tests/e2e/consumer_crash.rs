@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kappa_tests::{bin, expect_status, kappa, lake_digest, read_lake, run};
+use kappa_tests::{expect_status, kappa, lake_digest, read_lake, run};
 
-use crate::support::summary;
+use crate::support::{generate_sales_csv, kill_repeatedly, summary};
 
 const ROWS: u64 = 200_000;
 
@@ -17,23 +17,10 @@ const ROWS: u64 = 200_000;
 const DATA_DRIVEN: [&str; 12] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "1000", "--flush-interval", "1h", "--max-memory", "2GiB", "--status-interval", "1s"];
 
 fn generate_log(dir: &Path, rows: u64) -> String {
-    let csv = dir.join("sales.csv");
-    let data = run(Command::new(bin("kappa-gen-sales")).arg(rows.to_string()));
-    expect_status(&data, 0);
-    std::fs::write(&csv, &data.stdout).unwrap();
+    let csv = generate_sales_csv(dir, rows);
     let log = format!("log:{}", dir.join("log").display());
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
     log
-}
-
-/// A small deterministic generator for kill times; the seed is printed so a failure can be
-/// replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
 }
 
 #[test]
@@ -41,37 +28,12 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing_and_writes_the_same_bytes
     let dir = tempfile::tempdir().unwrap();
     let log = generate_log(dir.path(), ROWS);
     let lake = dir.path().join("lake");
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("kill schedule seed: {seed}");
-    let mut random = Lcg(seed);
-    let mut kills = 0;
-    let started = Instant::now();
-    // Up to 10 kills, then a run to the end.
-    while kills < 10 {
-        let mut child = kappa("kappa-consumer", None)
-            .args(["--from", &log, "--lake"])
-            .arg(&lake)
-            .args(DATA_DRIVEN)
-            .args(["--until-idle", "1s"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(200 + random.next(1800)));
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "consumer failed on its own: {status}");
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(240), "never finished after {kills} kills");
-    }
+    let kills = kill_repeatedly(10, (200, 2000), Duration::from_secs(240), || {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"]);
+        command
+    });
     assert!(kills >= 3, "only {kills} kills landed: the test did not exercise restarts");
-    eprintln!("{kills} kills in {:?}", started.elapsed());
     // A last run, left alone, finishes the job.
     let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"]));
     expect_status(&output, 0);

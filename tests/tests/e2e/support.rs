@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use kappa_common::log::{Log, StartAt};
-use kappa_tests::{parse_events, read_csv, seed};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kappa_tests::{LakeRow, bin, expect_status, parse_events, read_csv, run, seed};
 use serde_json::{Map, Value};
 
 pub type Event = Map<String, Value>;
@@ -64,4 +67,86 @@ pub fn assert_sales_exactly_once(events: &[Event]) {
 
 pub fn summary(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary json")).expect("valid summary")
+}
+
+/// Checks a lake built from the four seed sales files by `sale_date`: 4 day partitions of 100
+/// rows, every sale once, its values equal to the CSV's, in the partition of its date, and no
+/// identity column.
+pub fn assert_sales_lake(rows: &[LakeRow]) {
+    assert_eq!(rows.len(), 400, "rows in the lake");
+    let mut per_partition: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rows {
+        *per_partition.entry(r.partition.as_str()).or_default() += 1;
+    }
+    let expected: BTreeMap<&str, usize> = ["year=2025/month=03/day=19", "year=2025/month=03/day=20", "year=2025/month=03/day=21", "year=2025/month=03/day=22"].into_iter().map(|p| (p, 100)).collect();
+    assert_eq!(per_partition, expected);
+    let by_id: BTreeMap<&str, &LakeRow> = rows.iter().map(|r| (r.row["sale_id"].as_str().unwrap(), r)).collect();
+    assert_eq!(by_id.len(), 400, "every sale once");
+    for file in sales_files() {
+        for csv_row in read_csv(&file) {
+            let found = by_id[csv_row["sale_id"].as_str().unwrap()];
+            let row = &found.row;
+            assert!(!row.contains_key("_kappa_id"), "the identity is not a column");
+            for (column, text) in &csv_row {
+                let text = text.as_str().unwrap();
+                match column.as_str() {
+                    "quantity" => assert_eq!(row[column].as_i64(), Some(text.parse().unwrap())),
+                    "unit_price" | "total_amount" => assert_eq!(row[column].as_f64(), Some(text.parse().unwrap())),
+                    _ => assert_eq!(row[column].as_str(), Some(text), "{column}"),
+                }
+            }
+            let day = csv_row["sale_date"].as_str().unwrap();
+            assert_eq!(found.partition, format!("year={}/month={}/day={}", &day[..4], &day[5..7], &day[8..10]));
+        }
+    }
+}
+
+/// Writes `rows` deterministic sales rows (bench/'s generator) to `dir/sales.csv`.
+pub fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
+    let csv = dir.join("sales.csv");
+    let data = run(Command::new(bin("kappa-gen-sales")).arg(rows.to_string()));
+    expect_status(&data, 0);
+    std::fs::write(&csv, &data.stdout).unwrap();
+    csv
+}
+
+/// A small deterministic generator for kill times; the seed is printed so a failure can be
+/// replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Starts `command()` again and again, SIGKILLing it after a random time in `window_ms`,
+/// up to `max_kills` times or until a run ends on its own (which must be a success).
+/// Returns the number of kills.
+pub fn kill_repeatedly(max_kills: u32, window_ms: (u64, u64), deadline: Duration, mut command: impl FnMut() -> Command) -> u32 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill schedule seed: {seed}");
+    let mut random = Lcg(seed);
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < max_kills {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = command().stderr(Stdio::from(log.reopen().unwrap())).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(window_ms.0 + random.next(window_ms.1 - window_ms.0)));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                assert!(status.success(), "consumer failed on its own: {status}\n{text}");
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        assert!(started.elapsed() < deadline, "never finished after {kills} kills");
+    }
+    eprintln!("{kills} kills in {:?}", started.elapsed());
+    kills
 }

@@ -1,0 +1,314 @@
+//! Amazon Kinesis Data Streams as a source: every shard, a reader task per shard, resharding
+//! handled.
+//!
+//! - A coordinator lists the shards (`ListShards`) at start, every `--shard-refresh`, and as soon
+//!   as a reader reaches the end of a closed shard. A shard is read only once all its parents
+//!   are drained (or have expired from the stream), so a key's records stay in order across a
+//!   split or a merge.
+//! - A reader resumes `AFTER_SEQUENCE_NUMBER` of the table's resume position (always a record
+//!   it really read), else at `TRIM_HORIZON`. An expired iterator is renewed after the last
+//!   record read; throttling and transient errors back off exponentially (100 ms to 5 s).
+//! - The coordinator announces a shard (its name takes the next shard index) through the same
+//!   channel, before its reader starts, so the pipeline knows the name before any event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use kappa_common::aws::describe_sdk_error;
+use kappa_common::event::SequenceNumber;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::{Chunk, SourceError};
+use crate::pipeline::SourceEvent;
+
+/// Records per GetRecords call (the API's maximum).
+const RECORDS_PER_CALL: i32 = 10_000;
+/// AWS allows 5 GetRecords calls per second per shard.
+const MIN_CALL_SPACING: Duration = Duration::from_millis(200);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Consecutive failures of one call (other than throttling) before the source gives up.
+const MAX_FAILURES: u32 = 10;
+
+pub struct KinesisSource {
+    runtime: Handle,
+    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    stop: Arc<AtomicBool>,
+    /// MillisBehindLatest per shard being read.
+    lag: Arc<Mutex<HashMap<String, u64>>>,
+    coordinator: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    client: Client,
+    stream: String,
+    chunks: mpsc::Sender<Result<Chunk, SourceError>>,
+    stop: Arc<AtomicBool>,
+    lag: Arc<Mutex<HashMap<String, u64>>>,
+    poll_interval: Duration,
+}
+
+impl Shared {
+    fn error(&self, message: String) -> SourceError {
+        SourceError::Kinesis { stream: self.stream.clone(), message }
+    }
+}
+
+impl KinesisSource {
+    /// Checks the stream exists, then starts reading. `resume_after` holds the table's resume
+    /// position per shard id.
+    pub fn start(
+        runtime: Handle,
+        client: Client,
+        stream: String,
+        resume_after: BTreeMap<String, SequenceNumber>,
+        poll_interval: Duration,
+        shard_refresh: Duration,
+    ) -> Result<KinesisSource, SourceError> {
+        let (sender, chunks) = mpsc::channel(4);
+        let stop = Arc::new(AtomicBool::new(false));
+        let lag = Arc::new(Mutex::new(HashMap::new()));
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), poll_interval };
+        // Fail at start, with the reason, if the stream is missing or unreachable.
+        let shards = runtime.block_on(list_shards(&shared))?;
+        tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
+        let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
+        Ok(KinesisSource { runtime, chunks, stop, lag, coordinator: Some(coordinator) })
+    }
+
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+        // Timers need the runtime's context: create the timeout inside it.
+        let chunks = &mut self.chunks;
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(e),
+            // The coordinator ended: only after a stop, or it sent its error first.
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// The largest MillisBehindLatest among the shards being read.
+    pub fn lag_millis(&self) -> u64 {
+        self.lag.lock().expect("lag lock").values().copied().max().unwrap_or(0)
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.chunks.close();
+        if let Some(coordinator) = self.coordinator.take() {
+            coordinator.abort();
+        }
+    }
+}
+
+impl Drop for KinesisSource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A shard as `ListShards` describes it.
+#[derive(Debug, Clone)]
+struct ShardInfo {
+    id: String,
+    parents: Vec<String>,
+}
+
+async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
+    let mut shards = Vec::new();
+    let mut next_token: Option<String> = None;
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        // The API takes either the stream name or a continuation token, never both.
+        let request = match &next_token {
+            Some(token) => shared.client.list_shards().next_token(token),
+            None => shared.client.list_shards().stream_name(&shared.stream),
+        };
+        match request.send().await {
+            Ok(page) => {
+                for shard in page.shards() {
+                    let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()].into_iter().flatten().map(str::to_string).collect();
+                    shards.push(ShardInfo { id: shard.shard_id().to_string(), parents });
+                }
+                match page.next_token() {
+                    Some(token) => next_token = Some(token.to_string()),
+                    None => return Ok(shards),
+                }
+            }
+            Err(e) if is_throttling(&e) && backoff < BACKOFF_MAX => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(e) => return Err(shared.error(format!("ListShards failed: {}", describe_sdk_error(&e)))),
+        }
+    }
+}
+
+fn is_throttling<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::ServiceError(e) => matches!(
+            e.err().code(),
+            Some("LimitExceededException" | "ProvisionedThroughputExceededException" | "KMSThrottlingException" | "ThrottlingException")
+        ),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    }
+}
+
+/// Starts readers as shards become readable; announces each shard before its reader runs.
+async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after: BTreeMap<String, SequenceNumber>, refresh: Duration) {
+    let (finished_sender, mut finished) = mpsc::unbounded_channel::<String>();
+    let mut known: HashMap<String, ShardInfo> = HashMap::new();
+    let mut started: HashMap<String, bool> = HashMap::new(); // shard → drained
+    let mut listing = Some(first_listing);
+    loop {
+        let shards = match listing.take() {
+            Some(shards) => shards,
+            None => match list_shards(&shared).await {
+                Ok(shards) => shards,
+                Err(e) => {
+                    let _ = shared.chunks.send(Err(e)).await;
+                    return;
+                }
+            },
+        };
+        for shard in shards {
+            known.entry(shard.id.clone()).or_insert(shard);
+        }
+        // Parents first: a shard is readable once every parent it names is drained, or is no
+        // longer listed (expired past the retention period).
+        let mut readable: Vec<&ShardInfo> = known
+            .values()
+            .filter(|s| !started.contains_key(&s.id))
+            .filter(|s| s.parents.iter().all(|p| started.get(p).copied().unwrap_or(!known.contains_key(p))))
+            .collect();
+        readable.sort_by(|a, b| a.id.cmp(&b.id));
+        let readable: Vec<ShardInfo> = readable.into_iter().cloned().collect();
+        for shard in readable {
+            let announce = Chunk { new_shards: vec![shard.id.clone()], ..Chunk::default() };
+            if shared.chunks.send(Ok(announce)).await.is_err() {
+                return;
+            }
+            let index = started.len() as u32;
+            started.insert(shard.id.clone(), false);
+            let resume = resume_after.get(&shard.id).copied();
+            tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
+            tokio::spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, finished_sender.clone()));
+        }
+        tokio::select! {
+            Some(done) = finished.recv() => {
+                tracing::info!(shard = %done, "shard drained (closed by resharding); looking for its children");
+                started.insert(done, true);
+                while let Ok(more) = finished.try_recv() {
+                    started.insert(more, true);
+                }
+            }
+            _ = tokio::time::sleep(refresh) => {}
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+    }
+}
+
+async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -> Result<String, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
+    let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
+    let request = match after {
+        Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
+        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let out = request.send().await?;
+    Ok(out.shard_iterator().unwrap_or_default().to_string())
+}
+
+/// Reads one shard to its end (closed shards) or until stopped.
+async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, finished: mpsc::UnboundedSender<String>) {
+    let mut last = resume;
+    let mut backoff = BACKOFF_FIRST;
+    let mut failures = 0u32;
+    let mut current: Option<String> = None;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let it = match current.take() {
+            Some(it) => it,
+            None => match iterator(&shared, &shard, last).await {
+                Ok(it) => it,
+                Err(e) if is_throttling(&e) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                Err(e) => {
+                    let _ = shared.chunks.send(Err(shared.error(format!("GetShardIterator on {shard}: {}", describe_sdk_error(&e))))).await;
+                    return;
+                }
+            },
+        };
+        let called = Instant::now();
+        match shared.client.get_records().shard_iterator(&it).limit(RECORDS_PER_CALL).send().await {
+            Ok(out) => {
+                backoff = BACKOFF_FIRST;
+                failures = 0;
+                if let Some(ms) = out.millis_behind_latest() {
+                    shared.lag.lock().expect("lag lock").insert(shard.clone(), ms.max(0) as u64);
+                }
+                let mut events = Vec::with_capacity(out.records().len());
+                for record in out.records() {
+                    let seq: SequenceNumber = match record.sequence_number().parse() {
+                        Ok(seq) => seq,
+                        Err(e) => {
+                            let _ = shared.chunks.send(Err(shared.error(format!("shard {shard}: {e}")))).await;
+                            return;
+                        }
+                    };
+                    let arrival_ms = record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+                    events.push(SourceEvent { shard: index, seq, arrival_ms, payload: record.data().as_ref().to_vec() });
+                    last = Some(seq);
+                }
+                let got = !events.is_empty();
+                if got && shared.chunks.send(Ok(Chunk { events, ..Chunk::default() })).await.is_err() {
+                    return;
+                }
+                match out.next_shard_iterator() {
+                    Some(next) => current = Some(next.to_string()),
+                    None => {
+                        shared.lag.lock().expect("lag lock").remove(&shard);
+                        let _ = finished.send(shard);
+                        return;
+                    }
+                }
+                let behind = out.millis_behind_latest().unwrap_or(0) > 0;
+                let wait = if got && behind { MIN_CALL_SPACING } else { shared.poll_interval };
+                tokio::time::sleep(wait.saturating_sub(called.elapsed())).await;
+            }
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) => {
+                tracing::debug!(shard = %shard, "shard iterator expired; renewing after the last record read");
+            }
+            Err(e) if is_throttling(&e) => {
+                tracing::warn!(shard = %shard, backoff = ?backoff, "GetRecords throttled or failed transiently ({}); backing off", describe_sdk_error(&e));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                current = Some(it);
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_FAILURES {
+                    let _ = shared.chunks.send(Err(shared.error(format!("GetRecords on {shard} failed {failures} times: {}", describe_sdk_error(&e))))).await;
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! Amazon SQS as a source (`sqs:QUEUE`), and S3 file drops announced on SQS (`sqs+s3:QUEUE`).
+//!
+//! SQS has no positions and cannot be re-read, so exactly once rests on three things:
+//! 1. The consumer numbers the events itself, in one synthetic shard ([`SHARD`]), continuing
+//!    after the last commit's number, so object names never repeat across restarts.
+//! 2. Every flush writes every open buffer (the pipeline's `flush_together`), so a commit covers
+//!    every message taken in so far, whole. Its message ids go into the commit as
+//!    *unacknowledged*; the messages are deleted (`DeleteMessageBatch`) only after the commit,
+//!    and later commits stop listing them once SQS confirmed the deletes.
+//! 3. A message that comes back although a commit covers it (the consumer died between commit
+//!    and delete) is deleted, not ingested; one that comes back while still held (its
+//!    visibility lapsed) just gets its new receipt handle. Rows sent twice by a producer are
+//!    dropped by event identity in the pipeline.
+//!
+//! While rows wait for a flush, a heartbeat renews their messages' visibility every third of
+//! `--visibility-timeout` (`ChangeMessageVisibilityBatch`). On shutdown, messages not covered by
+//! a commit are made visible again at once, for whoever reads next.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use kappa_common::aws::{AwsContext, describe_sdk_error};
+use kappa_common::event::SequenceNumber;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::s3_objects::{created_objects, events_of_object};
+use super::{Chunk, SourceError};
+use crate::config::SqsOptions;
+use crate::pipeline::SourceEvent;
+use crate::stats::Stats;
+
+/// The synthetic shard SQS events are numbered in.
+pub const SHARD: &str = "sqs";
+/// SQS's limits: 10 messages per receive and per batch call, 20 s long polls.
+const BATCH: usize = 10;
+const WAIT_SECONDS: i32 = 20;
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A message whose events were handed to the pipeline and that no commit covers yet.
+struct Held {
+    receipt: String,
+}
+
+struct Shared {
+    client: Client,
+    s3: Option<aws_sdk_s3::Client>,
+    queue: String,
+    url: String,
+    options: SqsOptions,
+    shard: u32,
+    /// The last number given to an event; taken with the send, so numbers reach the pipeline
+    /// in order.
+    last_seq: tokio::sync::Mutex<Option<SequenceNumber>>,
+    held: Mutex<HashMap<String, Held>>,
+    /// Ids a commit covers whose deletion is not confirmed: delete on sight.
+    committed: Mutex<HashSet<String>>,
+    /// Ids deleted since the pipeline last asked.
+    deleted: Mutex<Vec<String>>,
+    /// SQS moves messages to a dead-letter queue itself: no quarantine of our own.
+    has_redrive: bool,
+    backlog: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+impl Shared {
+    fn error(&self, message: String) -> SourceError {
+        SourceError::Sqs { queue: self.queue.clone(), message }
+    }
+}
+
+pub struct SqsSource {
+    runtime: Handle,
+    shared: Arc<Shared>,
+    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    receivers: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+    acks: Option<mpsc::UnboundedSender<Vec<String>>>,
+    deleter: Option<JoinHandle<()>>,
+    paused: Arc<AtomicBool>,
+}
+
+impl SqsSource {
+    /// Resolves the queue (failing at start if it is missing) and starts the long polls.
+    /// `committed` holds the message ids the table's last commit lists as unacknowledged.
+    pub fn start(
+        runtime: Handle,
+        aws: &AwsContext,
+        options: SqsOptions,
+        shard: u32,
+        last_seq: Option<SequenceNumber>,
+        committed: HashSet<String>,
+        stats: Arc<Stats>,
+    ) -> Result<SqsSource, SourceError> {
+        let client = aws.sqs();
+        let queue = options.queue.clone();
+        let fail = |message: String| SourceError::Sqs { queue: queue.clone(), message };
+        let url = if queue.starts_with("http://") || queue.starts_with("https://") {
+            queue.clone()
+        } else {
+            let out = runtime
+                .block_on(client.get_queue_url().queue_name(&queue).send())
+                .map_err(|e| fail(format!("cannot find the queue: {}; create it, or check --region and credentials", describe_sdk_error(&e))))?;
+            out.queue_url().unwrap_or_default().to_string()
+        };
+        let attributes = runtime
+            .block_on(client.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::RedrivePolicy).send())
+            .map_err(|e| fail(format!("GetQueueAttributes: {}", describe_sdk_error(&e))))?;
+        let redrive = attributes.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)).cloned();
+        match &redrive {
+            Some(policy) => tracing::info!(%policy, "the queue has a redrive policy: messages received too often go to its dead-letter queue"),
+            None => tracing::info!(max_receives = options.max_receives, "no redrive policy: messages received too often are quarantined"),
+        }
+        if !committed.is_empty() {
+            tracing::info!(messages = committed.len(), "the last commit covers messages whose deletion was not confirmed: they are deleted if they come back");
+        }
+        let s3 = options.files.as_ref().map(|_| aws.s3());
+        let shared = Arc::new(Shared {
+            client,
+            s3,
+            queue,
+            url,
+            shard,
+            last_seq: tokio::sync::Mutex::new(last_seq),
+            held: Mutex::new(HashMap::new()),
+            committed: Mutex::new(committed),
+            deleted: Mutex::new(Vec::new()),
+            has_redrive: redrive.is_some(),
+            backlog: AtomicU64::new(0),
+            stats,
+            options,
+        });
+        let (sender, chunks) = mpsc::channel(shared.options.receivers * 2);
+        let paused = Arc::new(AtomicBool::new(false));
+        let receivers = (0..shared.options.receivers).map(|_| runtime.spawn(receive_loop(shared.clone(), sender.clone(), paused.clone()))).collect();
+        let heartbeat = Some(runtime.spawn(heartbeat(shared.clone())));
+        let (acks, ack_queue) = mpsc::unbounded_channel();
+        let deleter = Some(runtime.spawn(delete_loop(shared.clone(), ack_queue)));
+        Ok(SqsSource { runtime, shared, chunks, receivers, heartbeat, acks: Some(acks), deleter, paused })
+    }
+
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+        // Timers need the runtime's context: create the timeout inside it.
+        let chunks = &mut self.chunks;
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// Messages waiting in the queue (ApproximateNumberOfMessages, refreshed by the heartbeat).
+    pub fn backlog(&self) -> u64 {
+        self.shared.backlog.load(Ordering::Relaxed)
+    }
+
+    /// True once the in-flight limit is reached: the receivers wait for a commit.
+    pub fn needs_commit(&self) -> bool {
+        self.shared.held.lock().expect("held lock").len() >= self.shared.options.max_in_flight
+    }
+
+    /// Deletes the messages a commit covers (in the background, batched by 10).
+    pub fn acknowledge(&mut self, acks: Vec<String>) {
+        if let (false, Some(sender)) = (acks.is_empty(), &self.acks) {
+            let _ = sender.send(acks);
+        }
+    }
+
+    pub fn take_deleted(&mut self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.deleted.lock().expect("deleted lock"))
+    }
+
+    /// Stops receiving; the heartbeat and the deleter keep going until [`SqsSource::stop`].
+    pub fn pause(&mut self) {
+        self.paused.store(true, Ordering::Release);
+        // A long poll in progress may hold messages SQS already handed out; they become
+        // visible again after the visibility timeout, never lost.
+        for receiver in self.receivers.drain(..) {
+            receiver.abort();
+        }
+    }
+
+    /// Stops everything: waits for the deletes already asked for, then makes the messages no
+    /// commit covers visible again.
+    pub fn stop(&mut self) {
+        self.pause();
+        self.chunks.close();
+        self.acks.take();
+        if let Some(deleter) = self.deleter.take() {
+            let _ = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), deleter).await });
+        }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
+        let held: Vec<(String, String)> = self.shared.held.lock().expect("held lock").drain().map(|(id, h)| (id, h.receipt)).collect();
+        if !held.is_empty() {
+            tracing::info!(messages = held.len(), "releasing messages no commit covers (visibility 0)");
+            self.runtime.block_on(change_visibility(&self.shared, &held, 0));
+        }
+    }
+}
+
+impl Drop for SqsSource {
+    fn drop(&mut self) {
+        if self.deleter.is_some() {
+            self.stop();
+        }
+    }
+}
+
+async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, SourceError>>, paused: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if paused.load(Ordering::Acquire) {
+            return;
+        }
+        if shared.held.lock().expect("held lock").len() >= shared.options.max_in_flight {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let received = shared
+            .client
+            .receive_message()
+            .queue_url(&shared.url)
+            .max_number_of_messages(BATCH as i32)
+            .wait_time_seconds(WAIT_SECONDS)
+            .visibility_timeout(shared.options.visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => {
+                backoff = Duration::from_millis(100);
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                let text = describe_sdk_error(&e);
+                if text.contains("NonExistentQueue") || text.contains("QueueDoesNotExist") {
+                    let _ = chunks.send(Err(shared.error(format!("ReceiveMessage: {text}")))).await;
+                    return;
+                }
+                tracing::warn!(backoff = ?backoff, "ReceiveMessage failed ({text}); retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        shared.stats.add_messages_received(messages.len() as u64);
+        let mut to_delete = Vec::new();
+        let mut fresh = Vec::new();
+        {
+            let mut held = shared.held.lock().expect("held lock");
+            let committed = shared.committed.lock().expect("committed lock");
+            for message in messages {
+                let (Some(id), Some(receipt)) = (message.message_id.clone(), message.receipt_handle.clone()) else { continue };
+                if committed.contains(&id) {
+                    to_delete.push((id, receipt));
+                } else if let Some(h) = held.get_mut(&id) {
+                    // Its visibility lapsed while its rows waited: same rows, new handle.
+                    tracing::warn!(message = %id, "message redelivered while held (visibility lapsed); keeping its new receipt handle");
+                    h.receipt = receipt;
+                } else {
+                    held.insert(id.clone(), Held { receipt });
+                    fresh.push(message);
+                }
+            }
+        }
+        if !to_delete.is_empty() {
+            shared.stats.add_redeliveries_skipped(to_delete.len() as u64);
+            tracing::info!(messages = to_delete.len(), "deleting redelivered messages a commit already covers");
+            delete(&shared, to_delete).await;
+        }
+        if fresh.is_empty() {
+            continue;
+        }
+        let mut parts = Vec::with_capacity(fresh.len());
+        for message in &fresh {
+            parts.push(message_parts(&shared, message).await);
+        }
+        // Number the events and send them under one lock, so numbers arrive in order.
+        let mut last_seq = shared.last_seq.lock().await;
+        let mut next = || {
+            let seq = last_seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
+            *last_seq = Some(seq);
+            seq
+        };
+        let mut chunk = Chunk::default();
+        for (message, part) in fresh.iter().zip(parts) {
+            let arrival_ms = message
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            match part {
+                Ok(payloads) => {
+                    for payload in payloads {
+                        chunk.events.push(SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload });
+                    }
+                }
+                Err(reason) => {
+                    let payload = message.body().unwrap_or_default().as_bytes().to_vec();
+                    chunk.rejects.push((SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload }, reason));
+                }
+            }
+            chunk.acks.push(message.message_id().unwrap_or_default().to_string());
+        }
+        if chunks.send(Ok(chunk)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A message's event payloads, or why it goes to the quarantine whole.
+async fn message_parts(shared: &Shared, message: &aws_sdk_sqs::types::Message) -> Result<Vec<Vec<u8>>, String> {
+    let receives: u32 = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    if !shared.has_redrive && receives > shared.options.max_receives {
+        return Err(format!("received {receives} times without being committed (more than --max-receives {})", shared.options.max_receives));
+    }
+    let body = message.body().unwrap_or_default();
+    match (&shared.s3, &shared.options.files) {
+        (Some(s3), Some(flatten)) => {
+            let mut payloads = Vec::new();
+            for object in created_objects(body)? {
+                let name = format!("s3://{}/{}", object.bucket, object.key);
+                let got = s3.get_object().bucket(&object.bucket).key(&object.key).send().await.map_err(|e| format!("{name}: {}", describe_sdk_error(&e)))?;
+                let data = got.body.collect().await.map_err(|e| format!("{name}: reading the object: {e}"))?.into_bytes();
+                payloads.extend(events_of_object(&object, &data, flatten).map_err(|e| format!("{name}: {e}"))?);
+                shared.stats.add_objects_read(1);
+            }
+            Ok(payloads)
+        }
+        // One event per line: a producer may pack several rows into a message.
+        _ => Ok(body.split('\n').map(str::trim).filter(|line| !line.is_empty()).map(|line| line.as_bytes().to_vec()).collect()),
+    }
+}
+
+/// Deletes acknowledged messages, batched by 10, as commits hand them over.
+async fn delete_loop(shared: Arc<Shared>, mut acks: mpsc::UnboundedReceiver<Vec<String>>) {
+    while let Some(ids) = acks.recv().await {
+        let mut entries = Vec::with_capacity(ids.len());
+        {
+            let mut held = shared.held.lock().expect("held lock");
+            let mut committed = shared.committed.lock().expect("committed lock");
+            for id in ids {
+                match held.remove(&id) {
+                    Some(h) => entries.push((id, h.receipt)),
+                    // Not held (already deleted as a redelivery): nothing to do.
+                    None => shared.deleted.lock().expect("deleted lock").push(id.clone()),
+                }
+            }
+            // Until SQS confirms, a message that comes back is deleted on sight.
+            committed.extend(entries.iter().map(|(id, _)| id.clone()));
+        }
+        delete(&shared, entries).await;
+    }
+}
+
+/// DeleteMessageBatch in tens; confirmed ids are reported to the pipeline, failed ones stay
+/// in the committed set (deleted when they come back).
+async fn delete(shared: &Shared, entries: Vec<(String, String)>) {
+    for batch in entries.chunks(BATCH) {
+        let mut request = shared.client.delete_message_batch().queue_url(&shared.url);
+        for (index, (_, receipt)) in batch.iter().enumerate() {
+            request = request.entries(DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().expect("id and handle set"));
+        }
+        let mut confirmed = Vec::new();
+        for attempt in 0..5 {
+            match request.clone().send().await {
+                Ok(out) => {
+                    for ok in out.successful() {
+                        if let Some((id, _)) = ok.id().parse::<usize>().ok().and_then(|i| batch.get(i)) {
+                            confirmed.push(id.clone());
+                        }
+                    }
+                    for failed in out.failed() {
+                        tracing::warn!(code = failed.code(), message = failed.message().unwrap_or_default(), "SQS refused a delete; the message will be deleted when it comes back");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, "DeleteMessageBatch failed: {}", describe_sdk_error(&e));
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        shared.stats.add_messages_deleted(confirmed.len() as u64);
+        {
+            let mut committed = shared.committed.lock().expect("committed lock");
+            for id in &confirmed {
+                committed.remove(id);
+            }
+        }
+        shared.deleted.lock().expect("deleted lock").extend(confirmed);
+    }
+}
+
+/// Renews the visibility of held messages every third of the timeout; refreshes the backlog.
+async fn heartbeat(shared: Arc<Shared>) {
+    let timeout = shared.options.visibility_timeout;
+    let mut tick = tokio::time::interval(timeout / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let held: Vec<(String, String)> = shared.held.lock().expect("held lock").iter().map(|(id, h)| (id.clone(), h.receipt.clone())).collect();
+        if !held.is_empty() {
+            change_visibility(&shared, &held, timeout.as_secs() as i32).await;
+        }
+        let attributes = shared.client.get_queue_attributes().queue_url(&shared.url).attribute_names(QueueAttributeName::ApproximateNumberOfMessages).send().await;
+        if let Some(n) = attributes.ok().and_then(|out| out.attributes()?.get(&QueueAttributeName::ApproximateNumberOfMessages)?.parse().ok()) {
+            shared.backlog.store(n, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn change_visibility(shared: &Shared, messages: &[(String, String)], seconds: i32) {
+    for batch in messages.chunks(BATCH) {
+        let mut request = shared.client.change_message_visibility_batch().queue_url(&shared.url);
+        for (index, (_, receipt)) in batch.iter().enumerate() {
+            request = request.entries(
+                ChangeMessageVisibilityBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).visibility_timeout(seconds).build().expect("id and handle set"),
+            );
+        }
+        match request.send().await {
+            Ok(out) if !out.failed().is_empty() => tracing::warn!(failed = out.failed().len(), "ChangeMessageVisibilityBatch: some messages were not renewed (redelivered, or deleted)"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("ChangeMessageVisibilityBatch failed: {}", describe_sdk_error(&e)),
+        }
+    }
+}

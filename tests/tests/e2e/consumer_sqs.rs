@@ -1,0 +1,157 @@
+//! The consumer reading SQS (moto): packed messages, deletes after the commit, redelivered and
+//! re-sent rows kept once, a crash test, and S3 file drops announced on SQS.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use kappa_tests::{Moto, aws_config, expect_status, kappa, read_lake, run, s3_client, seed};
+
+use crate::support::{assert_sales_lake, generate_sales_csv, kill_repeatedly, sales_args, sales_files, summary};
+
+async fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&aws_config(endpoint).await)
+}
+
+async fn create_queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
+    client.create_queue().queue_name(name).send().await.unwrap().queue_url().unwrap().to_string()
+}
+
+/// Visible plus in-flight messages.
+async fn messages_left(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    out.attributes().unwrap().values().map(|v| v.parse::<u64>().unwrap()).sum()
+}
+
+fn consumer_args(source: &str, lake: &std::path::Path, idle: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--from".into(), source.into(), "--lake".into(), lake.display().to_string()];
+    args.extend(["--table", "sales", "--event-time", "sale_date", "--until-idle", idle].map(String::from));
+    args
+}
+
+#[tokio::test]
+async fn packed_sales_messages_land_once_and_are_deleted_after_the_commit() {
+    let moto = Moto::start();
+    let client = sqs_client(&moto.endpoint).await;
+    let url = create_queue(&client, "sales").await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let consumer = kappa("kappa-consumer", Some(&moto.endpoint))
+        .args(consumer_args("sqs:sales", &lake, "3s"))
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "sqs:sales", "--rows-per-message", "7"])), 0);
+    // The same file sent again (a producer retry after a timeout): same identities.
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).arg("-i").arg(&sales_files()[0]).args(["--to", "sqs:sales"])), 0);
+    let output = consumer.wait_with_output().unwrap();
+    expect_status(&output, 0);
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    let s = summary(&summary_path);
+    assert_eq!(s["events_read"], 500, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(s["duplicates_dropped"], 100);
+    let received = s["messages_received"].as_u64().unwrap();
+    assert_eq!(received, 400u64.div_ceil(7).max(58) + 100, "packed messages plus the 100 single-row re-sends");
+    assert_eq!(s["messages_deleted"].as_u64().unwrap(), received);
+    assert_eq!(messages_left(&client, &url).await, 0, "every message deleted once committed");
+}
+
+#[tokio::test]
+async fn sigkill_during_a_20k_row_sqs_ingest_loses_and_doubles_nothing() {
+    const ROWS: usize = 20_000;
+    let moto = Moto::start();
+    let client = sqs_client(&moto.endpoint).await;
+    let url = create_queue(&client, "sales").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), ROWS as u64);
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).arg("-i").arg(&csv).args(["--to", "sqs:sales", "--rows-per-message", "200"])), 0);
+    let lake = dir.path().join("lake");
+    // Killed runs leave their messages invisible for the 10 s visibility timeout: runs wait
+    // longer than that before calling the queue idle.
+    let summary_path = dir.path().join("summary.json");
+    let args = |idle: &str| {
+        let mut args = consumer_args("sqs:sales", &lake, idle);
+        // moto's ReceiveMessage takes ~250 ms with hundreds of messages queued and fails (HTTP
+        // 500) under concurrent receives: 100 messages of 200 rows, one receiver. Flushes of
+        // 200 rows make commits land between kills (31 day partitions of ~650 rows each).
+        args.extend(["--flush-rows", "200", "--visibility-timeout", "10s", "--receivers", "1"].map(String::from));
+        let column = args.iter().position(|a| a == "sale_date").unwrap();
+        args[column] = "sale_time".into(); // the generator's time column
+        args
+    };
+    let kills = kill_repeatedly(6, (1000, 4000), Duration::from_secs(300), || {
+        let mut command = kappa("kappa-consumer", Some(&moto.endpoint));
+        command.args(args("12s"));
+        command
+    });
+    assert!(kills >= 2, "only {kills} kills landed");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(args("12s")).arg("--summary-json").arg(&summary_path));
+    expect_status(&output, 0);
+    eprintln!("final run: {}", summary(&summary_path));
+    let rows = read_lake(&lake.join("sales/gen-000001"));
+    let ids: HashSet<&str> = rows.iter().map(|r| r.row["sale_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), ROWS, "every row after {kills} kills");
+    assert_eq!(rows.len(), ROWS, "no row twice");
+    assert_eq!(messages_left(&client, &url).await, 0, "every message deleted");
+}
+
+#[tokio::test]
+async fn orders_json_dropped_in_s3_become_23_rows_by_order_date() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let s3 = s3_client(&moto.endpoint).await;
+    let url = create_queue(&sqs, "drops").await;
+    let arn = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    s3.create_bucket().bucket("landing").send().await.unwrap();
+    // S3 itself announces the upload on the queue, as in the users' pipelines.
+    let queue = aws_sdk_s3::types::QueueConfiguration::builder().queue_arn(arn).events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")).build().unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket("landing")
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().queue_configurations(queue).build())
+        .send()
+        .await
+        .unwrap();
+    let orders = seed("orders/orders_ETL.json");
+    let data = std::fs::read(&orders).unwrap();
+    s3.put_object().bucket("landing").key("incoming/orders ETL.json").body(data.clone().into()).send().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint))
+        .args(["--from", "sqs+s3:drops", "--lake"])
+        .arg(&lake)
+        .args(["--table", "orders", "--explode", "products", "--event-time", "order_date", "--until-idle", "3s", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+    let rows = read_lake(&lake.join("orders/gen-000001"));
+    assert_eq!(rows.len(), 23, "{}", String::from_utf8_lossy(&output.stderr));
+    // Per order_date, as many rows as the orders of that day have products.
+    let json: Vec<serde_json::Value> = serde_json::from_slice(&data).unwrap();
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    for order in &json {
+        let day = order["order_date"].as_str().unwrap();
+        let partition = format!("year={}/month={}/day={}", &day[..4], &day[5..7], &day[8..10]);
+        *expected.entry(partition).or_default() += order["products"].as_array().map_or(1, |p| p.len().max(1));
+    }
+    let mut found: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &rows {
+        *found.entry(row.partition.clone()).or_default() += 1;
+        assert!(row.row.contains_key("customer_name") && row.row.contains_key("products_name"), "flattened and exploded: {:?}", row.row);
+    }
+    assert_eq!(found, expected);
+    let s = summary(&summary_path);
+    assert_eq!((s["objects_read"].as_u64(), s["messages_deleted"].as_u64()), (Some(1), Some(s["messages_received"].as_u64().unwrap())));
+    assert_eq!(messages_left(&sqs, &url).await, 0);
+}
