@@ -61,9 +61,11 @@ async fn packed_sales_messages_land_once_and_are_deleted_after_the_commit() {
     let s = summary(&summary_path);
     assert_eq!(s["events_read"], 500, "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(s["duplicates_dropped"], 100);
-    let received = s["messages_received"].as_u64().unwrap();
-    assert_eq!(received, 400u64.div_ceil(7).max(58) + 100, "packed messages plus the 100 single-row re-sends");
-    assert_eq!(s["messages_deleted"].as_u64().unwrap(), received);
+    // 58 messages of up to 7 rows, plus the 100 single-row re-sends. moto may hand one message
+    // to two concurrent receivers (its receive is not thread-safe): received counts that too.
+    let sent = 400u64.div_ceil(7) + 100;
+    assert_eq!(s["messages_deleted"].as_u64().unwrap(), sent, "each message deleted once");
+    assert!(s["messages_received"].as_u64().unwrap() >= sent);
     assert_eq!(messages_left(&client, &url).await, 0, "every message deleted once committed");
 }
 
