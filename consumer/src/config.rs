@@ -285,6 +285,9 @@ impl RunArgs {
         if !(10..=120_000).contains(&self.max_in_flight) {
             return Err(bad("--max-in-flight must be 10 to 120000 (the SQS in-flight limit)".into()));
         }
+        if self.shard_refresh < Duration::from_secs(1) {
+            return Err(bad("--shard-refresh must be at least 1s (ListShards allows 100 calls per second per account)".into()));
+        }
         if self.poll_interval < Duration::from_millis(200) {
             return Err(bad("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords per second per shard)".into()));
         }

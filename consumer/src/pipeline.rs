@@ -70,6 +70,7 @@ pub struct PipelineConfig {
 }
 
 /// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
+/// Commits store each one's expiry time (ms), shortened once the source confirms it.
 const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
 /// A quarantined event waiting for the next commit.
@@ -102,6 +103,8 @@ pub struct Pipeline {
     acks_ingested: Vec<String>,
     /// Acknowledgements a commit made durable, for the source to act on.
     acks_committed: Vec<String>,
+    /// `unacknowledged` as the last commit wrote it.
+    committed_unacknowledged: BTreeMap<String, i64>,
     /// The schema version last stored in the table.
     stored_schema_version: u32,
     stats: Arc<Stats>,
@@ -134,6 +137,7 @@ impl Pipeline {
             (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
         };
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
+        let committed_unacknowledged = state.unacknowledged.clone();
         let pipeline = Pipeline {
             table,
             runtime,
@@ -149,6 +153,7 @@ impl Pipeline {
             written_cache: std::collections::HashMap::new(),
             acks_ingested: Vec::new(),
             acks_committed: Vec::new(),
+            committed_unacknowledged,
             stored_schema_version: stored_version,
             stats,
         };
@@ -204,11 +209,25 @@ impl Pipeline {
         std::mem::take(&mut self.acks_committed)
     }
 
-    /// The source completed these acknowledgements: later commits stop carrying them.
-    pub fn confirm_acks(&mut self, acks: &[String]) {
+    /// The source completed these acknowledgements. Later commits keep them only for
+    /// `grace_ms` more: SQS may still deliver a deleted message again (at-least-once, or a
+    /// delete made with a receipt handle a redelivery replaced), and it must be recognised.
+    pub fn confirm_acks(&mut self, acks: &[String], grace_ms: i64) {
+        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
         for ack in acks {
-            self.state.unacknowledged.remove(ack);
+            if let Some(expiry) = self.state.unacknowledged.get_mut(ack) {
+                *expiry = (*expiry).min(until);
+            }
         }
+    }
+
+    /// Commits when only the acknowledgement state changed (after the final deletes), so the
+    /// next run does not carry this run's last messages for the full 14 days.
+    pub fn commit_acknowledgements(&mut self) -> Result<(), PipelineError> {
+        if self.state.unacknowledged != self.committed_unacknowledged {
+            self.write_and_commit()?;
+        }
+        Ok(())
     }
 
     pub fn open_partitions(&self) -> usize {
@@ -266,12 +285,15 @@ impl Pipeline {
                         continue;
                     }
                 };
+                // The identity enters the window even when the row is already written: a later
+                // copy of it (a producer re-send) must still be dropped after a restart.
+                let id = if ids.is_null(row) { format!("{}:{}", self.shards[event.shard as usize], event.seq) } else { ids.value(row).to_string() };
+                let duplicate = self.dedup.check(&id);
                 if self.already_written(&partition, event) {
                     self.stats.add_skipped(1);
                     continue;
                 }
-                let id = if ids.is_null(row) { format!("{}:{}", self.shards[event.shard as usize], event.seq) } else { ids.value(row).to_string() };
-                if self.dedup.check(&id) {
+                if duplicate {
                     self.stats.add_duplicates(1);
                     continue;
                 }
@@ -299,8 +321,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Quarantines events the source could not turn into rows, with its reason.
+    /// Quarantines events the source could not turn into rows, with its reason. Call it before
+    /// [`Pipeline::ingest`] of the same chunk, so a commit at the end of the ingest covers them.
+    /// It moves the shard's last position past them: only sources whose every commit writes
+    /// every buffer (`flush_together`, SQS) may interleave rejects with events.
     pub fn reject(&mut self, rejects: &[(SourceEvent, String)]) {
+        debug_assert!(rejects.is_empty() || self.config.flush_together, "rejects need flush_together");
         self.stats.add_read(rejects.len() as u64);
         for (event, reason) in rejects {
             let last = &mut self.last_read[event.shard as usize];
@@ -503,9 +529,9 @@ impl Pipeline {
         totals.quarantined += self.quarantine.len() as u64;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut unacknowledged = self.state.unacknowledged.clone();
-        unacknowledged.retain(|_, committed_ms| now_ms - *committed_ms < UNACKNOWLEDGED_TTL_MS);
+        unacknowledged.retain(|_, expiry_ms| *expiry_ms > now_ms);
         for ack in &self.acks_ingested {
-            unacknowledged.entry(ack.clone()).or_insert(now_ms);
+            unacknowledged.entry(ack.clone()).or_insert(now_ms + UNACKNOWLEDGED_TTL_MS);
         }
         let commit = Commit {
             format: FORMAT,
@@ -534,7 +560,8 @@ impl Pipeline {
         self.state.quarantined = quarantined;
         self.state.totals = totals;
         self.state.schema_version = commit.schema_version;
-        self.state.unacknowledged = unacknowledged;
+        self.state.unacknowledged = unacknowledged.clone();
+        self.committed_unacknowledged = unacknowledged;
         self.acks_committed.append(&mut self.acks_ingested);
         self.quarantine.clear();
         Ok(())

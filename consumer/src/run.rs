@@ -98,6 +98,12 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         (SourceConfig::Log(_), None) => unreachable!("the log was opened above"),
     };
 
+    // A deleted SQS message may still come back (at-least-once delivery, or a delete made with
+    // a receipt handle a redelivery replaced): remember it a while after the delete.
+    let ack_grace_ms = match &config.source {
+        SourceConfig::Sqs(options) => 2 * options.visibility_timeout.as_millis() as i64 + 300_000,
+        _ => 0,
+    };
     let mut last_event = Instant::now();
     let mut last_status = (Instant::now(), 0u64);
     let result = (|| -> Result<(), ConsumerError> {
@@ -122,7 +128,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
             }
             pipeline.flush_due()?;
             source.acknowledge(pipeline.take_committed_acks());
-            pipeline.confirm_acks(&source.take_acknowledged());
+            pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
             gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
             gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
@@ -154,6 +160,8 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     pipeline.flush_all()?;
     source.acknowledge(pipeline.take_committed_acks());
     source.stop();
+    pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
+    pipeline.commit_acknowledgements()?;
     Ok((stats.summary(), prefix))
 }
 

@@ -85,9 +85,10 @@ pub struct Commit {
     #[serde(default)]
     pub quarantined: ShardPositions,
     pub totals: Totals,
-    /// Source acknowledgements (SQS message ids) covered by this or an earlier commit whose
-    /// deletion was not yet confirmed, with the time they were first committed (ms): a
-    /// restarted consumer deletes such a message when it comes back instead of ingesting it again.
+    /// Source acknowledgements (SQS message ids) covered by this or an earlier commit, with the
+    /// time (ms) until which they are remembered: 14 days while their deletion is unconfirmed,
+    /// a grace period after. A restarted consumer deletes such a message when it comes back
+    /// instead of ingesting it again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unacknowledged: BTreeMap<String, i64>,
 }

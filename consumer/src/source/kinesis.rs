@@ -120,6 +120,8 @@ impl Drop for KinesisSource {
 struct ShardInfo {
     id: String,
     parents: Vec<String>,
+    /// It has an ending sequence number: split or merged away, it takes no more records.
+    closed: bool,
 }
 
 async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
@@ -136,7 +138,8 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
             Ok(page) => {
                 for shard in page.shards() {
                     let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()].into_iter().flatten().map(str::to_string).collect();
-                    shards.push(ShardInfo { id: shard.shard_id().to_string(), parents });
+                    let closed = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some();
+                    shards.push(ShardInfo { id: shard.shard_id().to_string(), parents, closed });
                 }
                 match page.next_token() {
                     Some(token) => next_token = Some(token.to_string()),
@@ -150,6 +153,15 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
             Err(e) => return Err(shared.error(format!("ListShards failed: {}", describe_sdk_error(&e)))),
         }
     }
+}
+
+fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<String>) {
+    shared.lag.lock().expect("lag lock").remove(shard);
+    let _ = finished.send(shard.to_string());
+}
+
+fn is_not_found<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err, SdkError::ServiceError(e) if e.err().code() == Some("ResourceNotFoundException"))
 }
 
 fn is_throttling<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
@@ -169,19 +181,20 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
     let mut started: HashMap<String, bool> = HashMap::new(); // shard → drained
     let mut listing = Some(first_listing);
+    // Readers end with the coordinator (which `stop` aborts).
+    let mut readers = tokio::task::JoinSet::new();
     loop {
         let shards = match listing.take() {
             Some(shards) => shards,
-            None => match list_shards(&shared).await {
-                Ok(shards) => shards,
-                Err(e) => {
-                    let _ = shared.chunks.send(Err(e)).await;
-                    return;
-                }
-            },
+            // Only the first listing is fatal; a failed refresh is retried at the next one.
+            None => list_shards(&shared).await.unwrap_or_else(|e| {
+                tracing::warn!("refreshing the shard list failed ({e}); retrying in {refresh:?}");
+                Vec::new()
+            }),
         };
         for shard in shards {
-            known.entry(shard.id.clone()).or_insert(shard);
+            // A shard seen open before may be closed now.
+            known.insert(shard.id.clone(), shard);
         }
         // Parents first: a shard is readable once every parent it names is drained, or is no
         // longer listed (expired past the retention period).
@@ -201,7 +214,7 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
             started.insert(shard.id.clone(), false);
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
-            tokio::spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, finished_sender.clone()));
+            readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
         }
         tokio::select! {
             Some(done) = finished.recv() => {
@@ -219,18 +232,20 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
     }
 }
 
-async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -> Result<String, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
+/// A shard iterator; `None` when the shard is closed and has nothing more to read (AWS returns
+/// no iterator then).
+async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -> Result<Option<String>, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
     let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
     let request = match after {
         Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
         None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
     };
     let out = request.send().await?;
-    Ok(out.shard_iterator().unwrap_or_default().to_string())
+    Ok(out.shard_iterator().map(str::to_string))
 }
 
 /// Reads one shard to its end (closed shards) or until stopped.
-async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, finished: mpsc::UnboundedSender<String>) {
+async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, closed: bool, finished: mpsc::UnboundedSender<String>) {
     let mut last = resume;
     let mut backoff = BACKOFF_FIRST;
     let mut failures = 0u32;
@@ -242,7 +257,16 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
         let it = match current.take() {
             Some(it) => it,
             None => match iterator(&shared, &shard, last).await {
-                Ok(it) => it,
+                Ok(Some(it)) => it,
+                Ok(None) => {
+                    drained(&shared, &shard, &finished);
+                    return;
+                }
+                // A closed shard that expired past the retention period: nothing left to read.
+                Err(e) if is_not_found(&e) && closed => {
+                    drained(&shared, &shard, &finished);
+                    return;
+                }
                 Err(e) if is_throttling(&e) => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -271,7 +295,10 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                             return;
                         }
                     };
-                    let arrival_ms = record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+                    let arrival_ms = record
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                     events.push(SourceEvent { shard: index, seq, arrival_ms, payload: record.data().as_ref().to_vec() });
                     last = Some(seq);
                 }
@@ -282,8 +309,7 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                 match out.next_shard_iterator() {
                     Some(next) => current = Some(next.to_string()),
                     None => {
-                        shared.lag.lock().expect("lag lock").remove(&shard);
-                        let _ = finished.send(shard);
+                        drained(&shared, &shard, &finished);
                         return;
                     }
                 }
@@ -293,6 +319,10 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
             }
             Err(SdkError::ServiceError(e)) if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) => {
                 tracing::debug!(shard = %shard, "shard iterator expired; renewing after the last record read");
+            }
+            Err(e) if is_not_found(&e) && closed => {
+                drained(&shared, &shard, &finished);
+                return;
             }
             Err(e) if is_throttling(&e) => {
                 tracing::warn!(shard = %shard, backoff = ?backoff, "GetRecords throttled or failed transiently ({}); backing off", describe_sdk_error(&e));

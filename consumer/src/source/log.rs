@@ -43,7 +43,7 @@ impl LogSource {
         for (shard, point) in resume_after.iter().enumerate() {
             let start = match point {
                 None => StartAt::Earliest,
-                Some(seq) => StartAt::AfterSequence(seq.to_u64().ok_or_else(|| SourceError::Position { shard: shard.to_string(), position: seq.to_string() })?),
+                Some(seq) => StartAt::AfterSequence(seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?),
             };
             readers.push(log.reader(shard as u32, start)?);
         }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
@@ -58,8 +58,9 @@ struct Shared {
     /// in order.
     last_seq: tokio::sync::Mutex<Option<SequenceNumber>>,
     held: Mutex<HashMap<String, Held>>,
-    /// Ids a commit covers whose deletion is not confirmed: delete on sight.
-    committed: Mutex<HashSet<String>>,
+    /// Ids a commit covers: delete on sight. Confirmed deletes are forgotten after a grace
+    /// period (the time given), unconfirmed ones never in this run.
+    committed: Mutex<HashMap<String, Option<Instant>>>,
     /// Ids deleted since the pipeline last asked.
     deleted: Mutex<Vec<String>>,
     /// SQS moves messages to a dead-letter queue itself: no quarantine of our own.
@@ -128,7 +129,7 @@ impl SqsSource {
             shard,
             last_seq: tokio::sync::Mutex::new(last_seq),
             held: Mutex::new(HashMap::new()),
-            committed: Mutex::new(committed),
+            committed: Mutex::new(committed.into_iter().map(|id| (id, None)).collect()),
             deleted: Mutex::new(Vec::new()),
             has_redrive: redrive.is_some(),
             backlog: AtomicU64::new(0),
@@ -196,11 +197,13 @@ impl SqsSource {
         }
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.abort();
+            // A renewal in flight must not land after the release below.
+            let _ = self.runtime.block_on(heartbeat);
         }
         let held: Vec<(String, String)> = self.shared.held.lock().expect("held lock").drain().map(|(id, h)| (id, h.receipt)).collect();
         if !held.is_empty() {
             tracing::info!(messages = held.len(), "releasing messages no commit covers (visibility 0)");
-            self.runtime.block_on(change_visibility(&self.shared, &held, 0));
+            self.runtime.block_on(change_visibility(&self.shared, held, 0));
         }
     }
 }
@@ -262,7 +265,7 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
             let committed = shared.committed.lock().expect("committed lock");
             for message in messages {
                 let (Some(id), Some(receipt)) = (message.message_id.clone(), message.receipt_handle.clone()) else { continue };
-                if committed.contains(&id) {
+                if committed.contains_key(&id) {
                     to_delete.push((id, receipt));
                 } else if let Some(h) = held.get_mut(&id) {
                     // Its visibility lapsed while its rows waited: same rows, new handle.
@@ -283,8 +286,26 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
             continue;
         }
         let mut parts = Vec::with_capacity(fresh.len());
+        let mut retry = Vec::new();
         for message in &fresh {
-            parts.push(message_parts(&shared, message).await);
+            match message_parts(&shared, message).await {
+                Parts::Fatal(reason) => {
+                    let _ = chunks.send(Err(shared.error(reason))).await;
+                    return;
+                }
+                Parts::Retry(reason) => {
+                    tracing::warn!(message = message.message_id().unwrap_or_default(), "{reason}; the message will be retried (up to --max-receives times)");
+                    let id = message.message_id().unwrap_or_default().to_string();
+                    if let Some(h) = shared.held.lock().expect("held lock").remove(&id) {
+                        retry.push((id, h.receipt));
+                    }
+                    parts.push(None);
+                }
+                part => parts.push(Some(part)),
+            }
+        }
+        if !retry.is_empty() {
+            change_visibility(&shared, retry, 0).await;
         }
         // Number the events and send them under one lock, so numbers arrive in order.
         let mut last_seq = shared.last_seq.lock().await;
@@ -301,15 +322,17 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             match part {
-                Ok(payloads) => {
+                None => continue,
+                Some(Parts::Events(payloads)) => {
                     for payload in payloads {
                         chunk.events.push(SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload });
                     }
                 }
-                Err(reason) => {
+                Some(Parts::Reject(reason)) => {
                     let payload = message.body().unwrap_or_default().as_bytes().to_vec();
                     chunk.rejects.push((SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload }, reason));
                 }
+                Some(Parts::Retry(_) | Parts::Fatal(_)) => unreachable!("handled above"),
             }
             chunk.acks.push(message.message_id().unwrap_or_default().to_string());
         }
@@ -319,32 +342,64 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
     }
 }
 
-/// A message's event payloads, or why it goes to the quarantine whole.
-async fn message_parts(shared: &Shared, message: &aws_sdk_sqs::types::Message) -> Result<Vec<Vec<u8>>, String> {
+/// What becomes of a received message.
+enum Parts {
+    /// Its events.
+    Events(Vec<Vec<u8>>),
+    /// It goes to the quarantine whole, for this reason, and is deleted.
+    Reject(String),
+    /// A passing failure (S3 throttling, a timeout): let SQS deliver it again.
+    Retry(String),
+    /// Misconfiguration (no permission to read the bucket): stop with this message.
+    Fatal(String),
+}
+
+async fn message_parts(shared: &Shared, message: &aws_sdk_sqs::types::Message) -> Parts {
     let receives: u32 = message
         .attributes()
         .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     if !shared.has_redrive && receives > shared.options.max_receives {
-        return Err(format!("received {receives} times without being committed (more than --max-receives {})", shared.options.max_receives));
+        return Parts::Reject(format!("received {receives} times without being committed (more than --max-receives {})", shared.options.max_receives));
     }
     let body = message.body().unwrap_or_default();
-    match (&shared.s3, &shared.options.files) {
-        (Some(s3), Some(flatten)) => {
-            let mut payloads = Vec::new();
-            for object in created_objects(body)? {
-                let name = format!("s3://{}/{}", object.bucket, object.key);
-                let got = s3.get_object().bucket(&object.bucket).key(&object.key).send().await.map_err(|e| format!("{name}: {}", describe_sdk_error(&e)))?;
-                let data = got.body.collect().await.map_err(|e| format!("{name}: reading the object: {e}"))?.into_bytes();
-                payloads.extend(events_of_object(&object, &data, flatten).map_err(|e| format!("{name}: {e}"))?);
-                shared.stats.add_objects_read(1);
-            }
-            Ok(payloads)
-        }
+    let (Some(s3), Some(flatten)) = (&shared.s3, &shared.options.files) else {
         // One event per line: a producer may pack several rows into a message.
-        _ => Ok(body.split('\n').map(str::trim).filter(|line| !line.is_empty()).map(|line| line.as_bytes().to_vec()).collect()),
+        return Parts::Events(body.split('\n').map(str::trim).filter(|line| !line.is_empty()).map(|line| line.as_bytes().to_vec()).collect());
+    };
+    let objects = match created_objects(body) {
+        Ok(objects) => objects,
+        Err(reason) => return Parts::Reject(reason),
+    };
+    let mut payloads = Vec::new();
+    for object in objects {
+        let name = format!("s3://{}/{}", object.bucket, object.key);
+        let got = match s3.get_object().bucket(&object.bucket).key(&object.key).send().await {
+            Ok(got) => got,
+            Err(e) => {
+                let reason = format!("{name}: {}", describe_sdk_error(&e));
+                return match e.as_service_error().and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s)) {
+                    // Deleted after the notification: its rows cannot be read, ever.
+                    Some("NoSuchKey") => Parts::Reject(reason),
+                    Some("AccessDenied" | "AllAccessDisabled" | "InvalidAccessKeyId" | "NoSuchBucket") => {
+                        Parts::Fatal(format!("{reason}: give the consumer s3:GetObject on the bucket the queue announces"))
+                    }
+                    _ => Parts::Retry(reason),
+                };
+            }
+        };
+        let data = match got.body.collect().await {
+            Ok(data) => data.into_bytes(),
+            Err(e) => return Parts::Retry(format!("{name}: reading the object: {e}")),
+        };
+        match events_of_object(&object, &data, flatten) {
+            Ok(events) => payloads.extend(events),
+            Err(reason) => return Parts::Reject(format!("{name}: {reason}")),
+        }
+        shared.stats.add_objects_read(1);
     }
+    Parts::Events(payloads)
 }
 
 /// Deletes acknowledged messages, batched by 10, as commits hand them over.
@@ -357,54 +412,79 @@ async fn delete_loop(shared: Arc<Shared>, mut acks: mpsc::UnboundedReceiver<Vec<
             for id in ids {
                 match held.remove(&id) {
                     Some(h) => entries.push((id, h.receipt)),
-                    // Not held (already deleted as a redelivery): nothing to do.
-                    None => shared.deleted.lock().expect("deleted lock").push(id.clone()),
+                    // Not held: nothing to delete (it cannot happen while receivers run).
+                    None => tracing::debug!(message = %id, "acknowledged message is not held"),
                 }
             }
-            // Until SQS confirms, a message that comes back is deleted on sight.
-            committed.extend(entries.iter().map(|(id, _)| id.clone()));
+            // A message that comes back is deleted on sight.
+            committed.extend(entries.iter().map(|(id, _)| (id.clone(), None)));
         }
         delete(&shared, entries).await;
     }
 }
 
-/// DeleteMessageBatch in tens; confirmed ids are reported to the pipeline, failed ones stay
-/// in the committed set (deleted when they come back).
-async fn delete(shared: &Shared, entries: Vec<(String, String)>) {
-    for batch in entries.chunks(BATCH) {
-        let mut request = shared.client.delete_message_batch().queue_url(&shared.url);
-        for (index, (_, receipt)) in batch.iter().enumerate() {
-            request = request.entries(DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().expect("id and handle set"));
-        }
-        let mut confirmed = Vec::new();
-        for attempt in 0..5 {
-            match request.clone().send().await {
-                Ok(out) => {
-                    for ok in out.successful() {
-                        if let Some((id, _)) = ok.id().parse::<usize>().ok().and_then(|i| batch.get(i)) {
-                            confirmed.push(id.clone());
-                        }
-                    }
-                    for failed in out.failed() {
-                        tracing::warn!(code = failed.code(), message = failed.message().unwrap_or_default(), "SQS refused a delete; the message will be deleted when it comes back");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(attempt, "DeleteMessageBatch failed: {}", describe_sdk_error(&e));
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
-        }
-        shared.stats.add_messages_deleted(confirmed.len() as u64);
-        {
-            let mut committed = shared.committed.lock().expect("committed lock");
-            for id in &confirmed {
-                committed.remove(id);
-            }
-        }
-        shared.deleted.lock().expect("deleted lock").extend(confirmed);
+/// DeleteMessageBatch in tens, several calls at a time; confirmed ids are reported to the
+/// pipeline, failed ones stay in the committed set (deleted when they come back).
+async fn delete(shared: &Arc<Shared>, entries: Vec<(String, String)>) {
+    for_each_batch(entries, |batch| delete_batch(shared.clone(), batch)).await;
+}
+
+async fn delete_batch(shared: Arc<Shared>, batch: Vec<(String, String)>) {
+    let mut request = shared.client.delete_message_batch().queue_url(&shared.url);
+    for (index, (_, receipt)) in batch.iter().enumerate() {
+        request = request.entries(DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().expect("id and handle set"));
     }
+    let mut confirmed = Vec::new();
+    for attempt in 0..5 {
+        match request.clone().send().await {
+            Ok(out) => {
+                for ok in out.successful() {
+                    if let Some((id, _)) = ok.id().parse::<usize>().ok().and_then(|i| batch.get(i)) {
+                        confirmed.push(id.clone());
+                    }
+                }
+                for failed in out.failed() {
+                    tracing::warn!(code = failed.code(), message = failed.message().unwrap_or_default(), "SQS refused a delete; the message will be deleted when it comes back");
+                }
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, "DeleteMessageBatch failed: {}", describe_sdk_error(&e));
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    shared.stats.add_messages_deleted(confirmed.len() as u64);
+    {
+        let now = Instant::now();
+        let forget_at = now + 2 * shared.options.visibility_timeout + Duration::from_secs(300);
+        let mut committed = shared.committed.lock().expect("committed lock");
+        committed.retain(|_, forget| forget.is_none_or(|t| t > now));
+        for id in &confirmed {
+            committed.insert(id.clone(), Some(forget_at));
+        }
+    }
+    shared.deleted.lock().expect("deleted lock").extend(confirmed);
+}
+
+/// Batch calls (10 entries each) at most this many at a time: renewing or deleting tens of
+/// thousands of held messages one call after another would outlast the visibility timeout.
+const PARALLEL_CALLS: usize = 16;
+
+/// Runs `call` on each batch of 10, up to [`PARALLEL_CALLS`] at once; returns when all are done.
+async fn for_each_batch<F, Fut>(entries: Vec<(String, String)>, call: F)
+where
+    F: Fn(Vec<(String, String)>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for batch in entries.chunks(BATCH) {
+        if running.len() >= PARALLEL_CALLS {
+            running.join_next().await;
+        }
+        running.spawn(call(batch.to_vec()));
+    }
+    while running.join_next().await.is_some() {}
 }
 
 /// Renews the visibility of held messages every third of the timeout; refreshes the backlog.
@@ -416,7 +496,7 @@ async fn heartbeat(shared: Arc<Shared>) {
         tick.tick().await;
         let held: Vec<(String, String)> = shared.held.lock().expect("held lock").iter().map(|(id, h)| (id.clone(), h.receipt.clone())).collect();
         if !held.is_empty() {
-            change_visibility(&shared, &held, timeout.as_secs() as i32).await;
+            change_visibility(&shared, held, timeout.as_secs() as i32).await;
         }
         let attributes = shared.client.get_queue_attributes().queue_url(&shared.url).attribute_names(QueueAttributeName::ApproximateNumberOfMessages).send().await;
         if let Some(n) = attributes.ok().and_then(|out| out.attributes()?.get(&QueueAttributeName::ApproximateNumberOfMessages)?.parse().ok()) {
@@ -425,18 +505,20 @@ async fn heartbeat(shared: Arc<Shared>) {
     }
 }
 
-async fn change_visibility(shared: &Shared, messages: &[(String, String)], seconds: i32) {
-    for batch in messages.chunks(BATCH) {
-        let mut request = shared.client.change_message_visibility_batch().queue_url(&shared.url);
-        for (index, (_, receipt)) in batch.iter().enumerate() {
-            request = request.entries(
-                ChangeMessageVisibilityBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).visibility_timeout(seconds).build().expect("id and handle set"),
-            );
-        }
-        match request.send().await {
-            Ok(out) if !out.failed().is_empty() => tracing::warn!(failed = out.failed().len(), "ChangeMessageVisibilityBatch: some messages were not renewed (redelivered, or deleted)"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("ChangeMessageVisibilityBatch failed: {}", describe_sdk_error(&e)),
-        }
+async fn change_visibility(shared: &Arc<Shared>, messages: Vec<(String, String)>, seconds: i32) {
+    for_each_batch(messages, |batch| change_visibility_batch(shared.clone(), batch, seconds)).await;
+}
+
+async fn change_visibility_batch(shared: Arc<Shared>, batch: Vec<(String, String)>, seconds: i32) {
+    let mut request = shared.client.change_message_visibility_batch().queue_url(&shared.url);
+    for (index, (_, receipt)) in batch.iter().enumerate() {
+        request = request.entries(
+            ChangeMessageVisibilityBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).visibility_timeout(seconds).build().expect("id and handle set"),
+        );
+    }
+    match request.send().await {
+        Ok(out) if !out.failed().is_empty() => tracing::warn!(failed = out.failed().len(), "ChangeMessageVisibilityBatch: some messages were not changed (redelivered, or deleted)"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("ChangeMessageVisibilityBatch failed: {}", describe_sdk_error(&e)),
     }
 }

@@ -142,4 +142,11 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
         assert!(last["resume"].get(shard).is_some(), "no resume position for {shard}: {}", last["resume"]);
     }
     assert_eq!(summary(&summary_path)["rows_written"], 400);
+
+    // A restart resumes every shard after its last record, the drained parent included (its
+    // iterator is null or empty), and reads nothing twice.
+    let again = run(kappa("kappa-consumer", Some(&endpoint)).args(consumer_args("sales", &lake, "3s")).arg("--summary-json").arg(&summary_path));
+    expect_status(&again, 0);
+    assert_eq!(summary(&summary_path)["events_read"], 0, "{}", String::from_utf8_lossy(&again.stderr));
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
 }
