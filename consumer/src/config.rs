@@ -75,50 +75,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "events")]
     pub table: String,
 
-    /// Schema file (as `kappa-producer --write-schema` writes it) for a new table. Default:
-    /// the table's stored schema, else inferred from the first events.
-    #[arg(long, value_name = "FILE")]
-    pub schema: Option<PathBuf>,
-
-    /// Column holding each event's time, which chooses its partition. Default: the arrival
-    /// time in the log.
-    #[arg(long, value_name = "COLUMN")]
-    pub event_time: Option<String>,
-
-    /// Format of --event-time: rfc3339 (also YYYY-MM-DD and YYYY-MM-DD HH:MM:SS), epoch_s,
-    /// epoch_ms, or a strftime pattern such as "%Y/%m/%d %H:%M". Times without zone are UTC.
-    #[arg(long, value_name = "FORMAT", default_value = "rfc3339")]
-    pub event_time_format: String,
-
-    /// Partition granularity: year=YYYY[/month=MM[/day=DD[/hour=HH]]] directories.
-    #[arg(long, value_enum, value_name = "UNIT", default_value_t = Granularity::Day)]
-    pub partition_by: Granularity,
-
-    /// Write a partition's buffer once it holds this many rows (per source shard).
-    #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
-    pub flush_rows: u64,
-
-    /// Write a partition's buffer once its events total this many bytes of JSON (suffixes
-    /// KiB, MiB, GiB).
-    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
-    pub flush_bytes: u64,
-
-    /// Write a partition's buffer once it is this old (e.g. 30s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub flush_interval: Duration,
-
-    /// Memory for buffered rows; past it the largest buffers are written first (suffixes
-    /// KiB, MiB, GiB).
-    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
-    pub max_memory: u64,
-
-    /// Parquet compression codec.
-    #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
-    pub compression: Codec,
-
-    /// Event identities remembered to drop duplicate deliveries (16 bytes + overhead each).
-    #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
-    pub dedup_window: usize,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 
     /// Exit 0 once the source has been idle this long, with everything flushed and committed
     /// (for tests and scheduled batch runs). Default: run until SIGINT/SIGTERM.
@@ -184,6 +142,104 @@ pub struct RunArgs {
     /// AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's region.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+}
+
+/// How events become Parquet: shared by `kappa-consumer` and `kappa-replay` (a replay may use
+/// other settings than the live consumer: that is how a lake is reprocessed with new logic).
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Schema file (as `kappa-producer --write-schema` writes it) for a new table. Default:
+    /// the table's stored schema, else inferred from the first events.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+
+    /// Column holding each event's time, which chooses its partition. Default: the arrival
+    /// time in the log.
+    #[arg(long, value_name = "COLUMN")]
+    pub event_time: Option<String>,
+
+    /// Format of --event-time: rfc3339 (also YYYY-MM-DD and YYYY-MM-DD HH:MM:SS), epoch_s,
+    /// epoch_ms, or a strftime pattern such as "%Y/%m/%d %H:%M". Times without zone are UTC.
+    #[arg(long, value_name = "FORMAT", default_value = "rfc3339")]
+    pub event_time_format: String,
+
+    /// Partition granularity: year=YYYY[/month=MM[/day=DD[/hour=HH]]] directories.
+    #[arg(long, value_enum, value_name = "UNIT", default_value_t = Granularity::Day)]
+    pub partition_by: Granularity,
+
+    /// Write a partition's buffer once it holds this many rows (per source shard).
+    #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
+    pub flush_rows: u64,
+
+    /// Write a partition's buffer once its events total this many bytes of JSON (suffixes
+    /// KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub flush_bytes: u64,
+
+    /// Write a partition's buffer once it is this old (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Memory for buffered rows; past it the largest buffers are written first (suffixes
+    /// KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub max_memory: u64,
+
+    /// Parquet compression codec.
+    #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
+    pub compression: Codec,
+
+    /// Event identities remembered to drop duplicate deliveries (16 bytes + overhead each).
+    #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
+    pub dedup_window: usize,
+}
+
+impl PipelineArgs {
+    /// Validates into the pipeline's settings and the schema file's contents.
+    pub fn validate(&self, flush_together: bool) -> Result<(PipelineConfig, Option<TableSchema>), ConfigError> {
+        let bad = |m: String| ConfigError(m);
+        let schema = match &self.schema {
+            Some(path) => Some(TableSchema::read_file(path).map_err(|e| bad(format!("--schema: {e}")))?),
+            None => None,
+        };
+        let format: EventTimeFormat = self.event_time_format.parse().map_err(|e| bad(format!("--event-time-format: {e}")))?;
+        if let (Some(column), Some(schema)) = (&self.event_time, &schema)
+            && schema.index_of(column).is_none()
+        {
+            return Err(bad(format!("--event-time {column:?} is not a column of --schema")));
+        }
+        if self.flush_rows == 0 || self.flush_bytes == 0 {
+            return Err(bad("--flush-rows and --flush-bytes must be at least 1".into()));
+        }
+        if self.max_memory < 1 << 20 {
+            return Err(bad("--max-memory must be at least 1MiB".into()));
+        }
+        let config = PipelineConfig {
+            granularity: self.partition_by,
+            event_time: self.event_time.clone().map(|c| (c, format)),
+            flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
+            codec: self.compression,
+            dedup_window: self.dedup_window,
+            flush_together,
+        };
+        Ok((config, schema))
+    }
+}
+
+/// Parses `--lake`: a local directory or s3://BUCKET[/PREFIX].
+pub fn parse_lake(text: &str) -> Result<LakeLocation, ConfigError> {
+    let lake: Endpoint = text.parse().map_err(|e| ConfigError(format!("--lake: {e}")))?;
+    match lake {
+        Endpoint::Local(path) => Ok(LakeLocation::Local(path)),
+        Endpoint::S3 { bucket, prefix } => Ok(LakeLocation::S3 { bucket, prefix }),
+        other => Err(ConfigError(format!("--lake {other}: a lake is a local directory or s3://BUCKET/PREFIX"))),
+    }
+}
+
+/// Checks a table name: one Glue and Athena accept.
+pub fn validate_table(table: &str) -> Result<(), ConfigError> {
+    let ok = !table.is_empty() && table.len() <= 255 && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok { Ok(()) } else { Err(ConfigError(format!("--table {table:?}: use lowercase letters, digits and '_' (a name Glue and Athena accept)"))) }
 }
 
 /// Where the lake is.
@@ -269,7 +325,7 @@ pub struct ConsumerConfig {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub String);
 
 impl RunArgs {
     pub fn validate(self) -> Result<ConsumerConfig, ConfigError> {
@@ -311,49 +367,19 @@ impl RunArgs {
         if self.explode.is_some() && !matches!(&source, SourceConfig::Sqs(o) if o.files.is_some()) {
             return Err(bad("--explode applies to files read from sqs+s3:QUEUE; events from other sources are already flat (the producer flattens them)".into()));
         }
-        let flush_together = matches!(source, SourceConfig::Sqs(_));
-        let lake: Endpoint = self.lake.parse().map_err(|e| bad(format!("--lake: {e}")))?;
-        let lake = match lake {
-            Endpoint::Local(path) => LakeLocation::Local(path),
-            Endpoint::S3 { bucket, prefix } => LakeLocation::S3 { bucket, prefix },
-            other => return Err(bad(format!("--lake {other}: a lake is a local directory or s3://BUCKET/PREFIX"))),
-        };
-        let table_ok = !self.table.is_empty() && self.table.len() <= 255 && self.table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !table_ok {
-            return Err(bad(format!("--table {:?}: use lowercase letters, digits and '_' (a name Glue and Athena accept)", self.table)));
-        }
-        let schema = match &self.schema {
-            Some(path) => Some(TableSchema::read_file(path).map_err(|e| bad(format!("--schema: {e}")))?),
-            None => None,
-        };
-        let format: EventTimeFormat = self.event_time_format.parse().map_err(|e| bad(format!("--event-time-format: {e}")))?;
-        if let (Some(column), Some(schema)) = (&self.event_time, &schema)
-            && schema.index_of(column).is_none()
-        {
-            return Err(bad(format!("--event-time {column:?} is not a column of --schema")));
-        }
-        if self.flush_rows == 0 || self.flush_bytes == 0 {
-            return Err(bad("--flush-rows and --flush-bytes must be at least 1".into()));
-        }
-        if self.max_memory < 1 << 20 {
-            return Err(bad("--max-memory must be at least 1MiB".into()));
-        }
+        let lake = parse_lake(&self.lake)?;
+        validate_table(&self.table)?;
         if self.status_interval.is_zero() {
             return Err(bad("--status-interval must be longer than 0s".into()));
         }
+        let flush_together = matches!(source, SourceConfig::Sqs(_));
+        let (pipeline, schema) = self.pipeline.validate(flush_together)?;
         Ok(ConsumerConfig {
             source,
             lake,
             table: self.table,
             schema,
-            pipeline: PipelineConfig {
-                granularity: self.partition_by,
-                event_time: self.event_time.map(|c| (c, format)),
-                flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
-                codec: self.compression,
-                dedup_window: self.dedup_window,
-                flush_together,
-            },
+            pipeline,
             aws: kappa_common::aws::AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
             until_idle: self.until_idle,
             status_interval: self.status_interval,

@@ -9,6 +9,7 @@
 pub mod buffer;
 pub mod config;
 pub mod decode;
+pub mod generation;
 pub mod describe;
 pub mod inspect;
 pub mod metrics;

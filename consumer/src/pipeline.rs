@@ -103,6 +103,9 @@ pub struct Pipeline {
     acks_ingested: Vec<String>,
     /// Acknowledgements a commit made durable, for the source to act on.
     acks_committed: Vec<String>,
+    /// Rows routed to each partition (by path) in this run: what a replay verifies its
+    /// generation against.
+    routed: BTreeMap<String, u64>,
     /// `unacknowledged` as the last commit wrote it.
     committed_unacknowledged: BTreeMap<String, i64>,
     /// The schema version last stored in the table.
@@ -154,6 +157,7 @@ impl Pipeline {
             acks_ingested: Vec::new(),
             acks_committed: Vec::new(),
             committed_unacknowledged,
+            routed: BTreeMap::new(),
             stored_schema_version: stored_version,
             stats,
         };
@@ -193,6 +197,12 @@ impl Pipeline {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.shards.push(name);
         (self.shards.len() - 1) as u32
+    }
+
+    /// Rows this run routed to each partition (path), excluding quarantined, duplicate and
+    /// already written events.
+    pub fn routed_rows(&self) -> &BTreeMap<String, u64> {
+        &self.routed
     }
 
     pub fn shard_names(&self) -> &[String] {
@@ -366,6 +376,7 @@ impl Pipeline {
         let indices = UInt32Array::from(rows.to_vec());
         let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?;
         let taken = RecordBatch::try_new(batch.schema(), columns)?;
+        *self.routed.entry(key.0.path()).or_default() += rows.len() as u64;
         let first_event = origin[rows[0] as usize];
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;

@@ -87,7 +87,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
             let resume = pipeline.state().resume.iter().map(|(shard, p)| (shard.clone(), p.parse().map_err(|_| SourceError::Position { shard: shard.clone(), position: p.clone() }))).map(|(s, p)| p.map(|p| (s, p))).collect::<Result<_, _>>()?;
             let client = aws.as_ref().expect("loaded for AWS sources").kinesis();
-            Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), resume, *poll_interval, *shard_refresh)?)
+            Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), resume, *poll_interval, *shard_refresh, None)?)
         }
         (SourceConfig::Sqs(options), _) => {
             let aws = aws.as_ref().expect("loaded for AWS sources");
@@ -165,7 +165,8 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     Ok((stats.summary(), prefix))
 }
 
-fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
+/// Infers a new table's schema from the first events (the identity member is not a column).
+pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
     let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
         .iter()
         .take(INFER_EVENTS)

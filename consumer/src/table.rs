@@ -1,8 +1,10 @@
-//! A lake table: its layout and its commit log — the exactly-once protocol of DESIGN.md.
+//! A lake table: its layout, its generations and its commit log — the exactly-once protocol of
+//! DESIGN.md.
 //!
 //! ```text
-//! <table>/_kappa/current.json                        {"generation": "gen-000001"}
-//! <table>/_kappa/schema/v000001.json                 schema versions
+//! <table>/_kappa/current/<n:06>.json                 the generation pointer: the highest n is current
+//! <table>/_kappa/<generation>/generation.json        when and how the generation was made
+//! <table>/_kappa/<generation>/schema/v000001.json    schema versions
 //! <table>/_kappa/<generation>/commits/<n:020>.json   the commit log, one record per flush
 //! <table>/<generation>/year=…/month=…/day=…/part-<shard>-<first>-<last>.parquet
 //! <table>/_errors/<generation>/<commit>.ndjson       quarantined events
@@ -11,9 +13,13 @@
 //! A flush writes its Parquet objects, then commit `n+1`, created only if absent. Each commit
 //! carries the whole resume state (so a restart reads only the log of commits, not the
 //! data): per shard the safe resume point (reading resumes after it: just before the earliest
-//! event still buffered anywhere, or the last one read), and per partition and shard the last position written. Objects that no
-//! commit names are leftovers of a flush that crashed before its commit; a restart deletes
-//! them, and the redone flush writes the same names again.
+//! event still buffered anywhere, or the last one read), and per partition and shard the last
+//! position written. Objects that no commit names are leftovers of a flush that crashed before
+//! its commit; a restart deletes them, and the redone flush writes the same names again.
+//!
+//! Generations (see [`crate::generation`]) are self-contained: a replay writes a new one beside
+//! the current one, and switching readers is the creation of the next pointer record — a
+//! conditional create, so two switches cannot both win.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +45,11 @@ pub enum TableError {
     ConcurrentWriter { table: String, commit: u64 },
     #[error("table {table}: {reason}")]
     Invalid { table: String, reason: String },
+    #[error(
+        "table {table}: the current generation changed while switching to {generation} \
+         (another switch won); check `kappa-replay status` and switch again if still wanted"
+    )]
+    SwitchConflict { table: String, generation: String },
 }
 
 /// One Parquet object a commit adds.
@@ -108,11 +119,6 @@ pub struct TableState {
     pub error_files: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Current {
-    generation: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct Table {
     store: Store,
@@ -120,27 +126,32 @@ pub struct Table {
     generation: String,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
     serde_json::from_slice(data).map_err(|source| TableError::Corrupt { path: path.to_string(), source })
 }
 
 impl Table {
-    /// Opens a table, creating it (with its first generation) if it does not exist.
+    /// Opens a table's current generation, creating the table (with its first generation) if
+    /// it does not exist.
     pub async fn open_or_create(store: Store, name: &str) -> Result<Table, TableError> {
-        let current_path = format!("{name}/_kappa/current.json");
-        let generation = match store.get(&current_path).await {
-            Ok(data) => parse::<Current>(&current_path, &data)?.generation,
-            Err(StoreError::NotFound { .. }) => {
-                let first = Current { generation: "gen-000001".to_string() };
-                match store.put_if_absent(&current_path, Bytes::from(serde_json::to_vec_pretty(&first).expect("serializes"))).await {
-                    Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
-                    Err(e) => return Err(e.into()),
+        let generation = match crate::generation::current(&store, name).await? {
+            Some(pointer) => pointer.generation,
+            None => {
+                let first = crate::generation::create(&store, name, "consumer").await?;
+                match crate::generation::switch(&store, name, &first, None).await {
+                    Ok(_) => first,
+                    // Another consumer created the table at the same moment: use its pointer.
+                    Err(TableError::SwitchConflict { .. }) => crate::generation::current(&store, name).await?.map(|p| p.generation).unwrap_or(first),
+                    Err(e) => return Err(e),
                 }
-                parse::<Current>(&current_path, &store.get(&current_path).await?)?.generation
             }
-            Err(e) => return Err(e.into()),
         };
         Ok(Table { store, name: name.to_string(), generation })
+    }
+
+    /// Opens one generation of a table (it must exist).
+    pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
+        Table { store, name: name.to_string(), generation: generation.to_string() }
     }
 
     pub fn name(&self) -> &str {
@@ -165,7 +176,7 @@ impl Table {
     }
 
     fn schema_path(&self, version: u32) -> String {
-        format!("{}/_kappa/schema/v{version:06}.json", self.name)
+        format!("{}/_kappa/{}/schema/v{version:06}.json", self.name, self.generation)
     }
 
     /// Reads the commit log into the state to resume from.
@@ -248,7 +259,7 @@ impl Table {
     /// The newest stored schema version, if any (versions may be written ahead of the commit
     /// that first uses them).
     pub async fn latest_schema(&self) -> Result<Option<(u32, TableSchema)>, TableError> {
-        let prefix = format!("{}/_kappa/schema/", self.name);
+        let prefix = format!("{}/_kappa/{}/schema/", self.name, self.generation);
         let Some(last) = self.store.list(&prefix).await?.pop() else { return Ok(None) };
         let version: u32 = last.path[prefix.len()..]
             .trim_start_matches('v')

@@ -1,14 +1,62 @@
-//! kappa-replay: rebuilds a lake generation from the log. Not built yet: it arrives with the
-//! replay issue, after the consumer it reuses.
+//! kappa-replay: rebuilds a lake table from the log into a new generation, verifies it, and
+//! switches readers to it atomically. See `rebuild.rs` for the steps.
+
+mod config;
+mod progress;
+mod rebuild;
+mod status;
+mod verify;
 
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(name = "kappa-replay", version, about = "Rebuilds the lake from the log (not available yet)")]
-struct Cli {}
+use crate::config::{Cli, Command};
 
-fn main() {
-    Cli::parse();
-    eprintln!("error: kappa-replay is not available in this version yet; it needs the consumer's lake (see the README's roadmap)");
-    std::process::exit(2);
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let cli = Cli::parse();
+    let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
+        eprintln!("error: {e}");
+        std::process::exit(code)
+    };
+    if let Some(command) = cli.command {
+        let (location, result) = match command {
+            Command::Status(table) => {
+                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
+                let result = status::status(&location);
+                (location, result)
+            }
+            Command::Gc { table, keep } => {
+                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
+                let result = status::gc(&location, keep);
+                (location, result)
+            }
+            Command::Switch { table, generation } => {
+                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
+                let result = status::switch(&location, &generation);
+                (location, result)
+            }
+        };
+        drop(location);
+        return result.map_err(Into::into);
+    }
+    let config = cli.run.validate().unwrap_or_else(|e| fail(&e, 2));
+    let summary_json = config.summary_json.clone();
+    match rebuild::replay(config) {
+        Ok(summary) => {
+            eprint!("{}", summary.render());
+            if let Some(path) = summary_json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
+            }
+            let checks_failed = summary.verify.as_ref().is_some_and(|v| !v.ok) || summary.compare.as_ref().is_some_and(|c| !c.ok);
+            if checks_failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Err(e) => fail(&e, 1),
+    }
 }

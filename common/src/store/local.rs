@@ -122,10 +122,20 @@ impl LocalStore {
     pub fn delete(&self, path: &str) -> Result<(), StoreError> {
         let target = self.full(path);
         match std::fs::remove_file(&target) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::Io { path: target, source: e }),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path: target, source: e }),
         }
+        // Directories are only a local rendering of key prefixes: remove the ones left empty,
+        // so a deleted prefix is gone for directory-walking readers too (as on S3).
+        let mut dir = target.parent();
+        while let Some(d) = dir {
+            if d == self.root.as_path() || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 

@@ -37,8 +37,29 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Consecutive failures of one call (other than throttling) before the source gives up.
 const MAX_FAILURES: u32 = 10;
 
+/// A bounded read, for replay: where shards without a resume position start, and the arrival
+/// time at which reading stops. A shard also ends once it is caught up (an empty read with
+/// nothing behind); the source is finished when every shard ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadBounds {
+    /// `AT_TIMESTAMP` (ms); `None` is `TRIM_HORIZON`.
+    pub start_ms: Option<i64>,
+    /// Records that arrived at or after this time (ms) are not read.
+    pub until_ms: Option<i64>,
+}
+
+/// Why a shard reader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A closed shard read to its end: its children may start.
+    Drained,
+    /// A bounded read reached its end on this shard.
+    Bounded,
+}
+
 pub struct KinesisSource {
     runtime: Handle,
+    finished: bool,
     chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
     stop: Arc<AtomicBool>,
     /// MillisBehindLatest per shard being read.
@@ -54,6 +75,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     lag: Arc<Mutex<HashMap<String, u64>>>,
     poll_interval: Duration,
+    bounds: Option<ReadBounds>,
 }
 
 impl Shared {
@@ -72,16 +94,17 @@ impl KinesisSource {
         resume_after: BTreeMap<String, SequenceNumber>,
         poll_interval: Duration,
         shard_refresh: Duration,
+        bounds: Option<ReadBounds>,
     ) -> Result<KinesisSource, SourceError> {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
         let lag = Arc::new(Mutex::new(HashMap::new()));
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), poll_interval };
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), poll_interval, bounds };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
         let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
-        Ok(KinesisSource { runtime, chunks, stop, lag, coordinator: Some(coordinator) })
+        Ok(KinesisSource { runtime, finished: false, chunks, stop, lag, coordinator: Some(coordinator) })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
@@ -90,9 +113,17 @@ impl KinesisSource {
         match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
             Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
             Ok(Some(Err(e))) => Err(e),
-            // The coordinator ended: only after a stop, or it sent its error first.
-            Ok(None) | Err(_) => Ok(None),
+            // Every sender is gone: a bounded read is complete (or the source was stopped).
+            Ok(None) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
         }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
     }
 
     /// The largest MillisBehindLatest among the shards being read.
@@ -155,9 +186,9 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
     }
 }
 
-fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<String>) {
+fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
     shared.lag.lock().expect("lag lock").remove(shard);
-    let _ = finished.send(shard.to_string());
+    let _ = finished.send((shard.to_string(), Ending::Drained));
 }
 
 fn is_not_found<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
@@ -177,9 +208,9 @@ fn is_throttling<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkEr
 
 /// Starts readers as shards become readable; announces each shard before its reader runs.
 async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after: BTreeMap<String, SequenceNumber>, refresh: Duration) {
-    let (finished_sender, mut finished) = mpsc::unbounded_channel::<String>();
+    let (finished_sender, mut finished) = mpsc::unbounded_channel::<(String, Ending)>();
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
-    let mut started: HashMap<String, bool> = HashMap::new(); // shard → drained
+    let mut started: HashMap<String, Option<Ending>> = HashMap::new(); // shard → how it ended
     let mut listing = Some(first_listing);
     // Readers end with the coordinator (which `stop` aborts).
     let mut readers = tokio::task::JoinSet::new();
@@ -201,27 +232,33 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
         let mut readable: Vec<&ShardInfo> = known
             .values()
             .filter(|s| !started.contains_key(&s.id))
-            .filter(|s| s.parents.iter().all(|p| started.get(p).copied().unwrap_or(!known.contains_key(p))))
+            .filter(|s| s.parents.iter().all(|p| started.get(p).map_or(!known.contains_key(p), |e| *e == Some(Ending::Drained))))
             .collect();
         readable.sort_by(|a, b| a.id.cmp(&b.id));
         let readable: Vec<ShardInfo> = readable.into_iter().cloned().collect();
+        if shared.bounds.is_some() && readable.is_empty() && started.values().all(Option::is_some) {
+            tracing::info!(shards = started.len(), "every shard read to the end of the replay");
+            return;
+        }
         for shard in readable {
             let announce = Chunk { new_shards: vec![shard.id.clone()], ..Chunk::default() };
             if shared.chunks.send(Ok(announce)).await.is_err() {
                 return;
             }
             let index = started.len() as u32;
-            started.insert(shard.id.clone(), false);
+            started.insert(shard.id.clone(), None);
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
             readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
         }
         tokio::select! {
-            Some(done) = finished.recv() => {
-                tracing::info!(shard = %done, "shard drained (closed by resharding); looking for its children");
-                started.insert(done, true);
-                while let Ok(more) = finished.try_recv() {
-                    started.insert(more, true);
+            Some((shard, ending)) = finished.recv() => {
+                if ending == Ending::Drained {
+                    tracing::info!(shard = %shard, "shard drained (closed by resharding); looking for its children");
+                }
+                started.insert(shard, Some(ending));
+                while let Ok((more, ending)) = finished.try_recv() {
+                    started.insert(more, Some(ending));
                 }
             }
             _ = tokio::time::sleep(refresh) => {}
@@ -238,14 +275,17 @@ async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -
     let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
     let request = match after {
         Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
-        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        None => match shared.bounds.and_then(|b| b.start_ms) {
+            Some(ms) => request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(ms)),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        },
     };
     let out = request.send().await?;
     Ok(out.shard_iterator().map(str::to_string))
 }
 
 /// Reads one shard to its end (closed shards) or until stopped.
-async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, closed: bool, finished: mpsc::UnboundedSender<String>) {
+async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, closed: bool, finished: mpsc::UnboundedSender<(String, Ending)>) {
     let mut last = resume;
     let mut backoff = BACKOFF_FIRST;
     let mut failures = 0u32;
@@ -287,6 +327,7 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                     shared.lag.lock().expect("lag lock").insert(shard.clone(), ms.max(0) as u64);
                 }
                 let mut events = Vec::with_capacity(out.records().len());
+                let mut past_until = false;
                 for record in out.records() {
                     let seq: SequenceNumber = match record.sequence_number().parse() {
                         Ok(seq) => seq,
@@ -299,11 +340,20 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                         .approximate_arrival_timestamp()
                         .and_then(|t| t.to_millis().ok())
                         .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                    if shared.bounds.and_then(|b| b.until_ms).is_some_and(|until| arrival_ms >= until) {
+                        past_until = true;
+                        break;
+                    }
                     events.push(SourceEvent { shard: index, seq, arrival_ms, payload: record.data().as_ref().to_vec() });
                     last = Some(seq);
                 }
                 let got = !events.is_empty();
                 if got && shared.chunks.send(Ok(Chunk { events, ..Chunk::default() })).await.is_err() {
+                    return;
+                }
+                let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
+                if shared.bounds.is_some() && (past_until || (caught_up && out.next_shard_iterator().is_some())) {
+                    let _ = finished.send((shard, Ending::Bounded));
                     return;
                 }
                 match out.next_shard_iterator() {

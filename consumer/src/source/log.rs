@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ const SHARD_SHARE: usize = 4096;
 
 pub struct LogSource {
     log: Log,
+    /// The reading thread ended on its own: every shard reached its end bound.
+    finished: bool,
     chunks: Receiver<Result<Vec<SourceEvent>, LogError>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -37,14 +39,38 @@ impl LogSource {
         Log::open(dir)
     }
 
-    /// Starts reading each shard after its resume point (or at its beginning).
+    /// Starts reading each shard after its resume point (or at its beginning), following the
+    /// tail.
     pub fn start(log: Log, resume_after: &[Option<SequenceNumber>]) -> Result<LogSource, SourceError> {
-        let mut readers = Vec::new();
+        let mut starts = Vec::new();
         for (shard, point) in resume_after.iter().enumerate() {
-            let start = match point {
+            starts.push(match point {
                 None => StartAt::Earliest,
                 Some(seq) => StartAt::AfterSequence(seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?),
-            };
+            });
+        }
+        Self::spawn(log, starts, None)
+    }
+
+    /// Reads each shard from `starts` up to what it holds now (and, with `until_ms`, only
+    /// records that arrived before then), then finishes: a replay's bounded read.
+    pub fn start_bounded(log: Log, starts: Vec<StartAt>, until_ms: Option<i64>) -> Result<LogSource, SourceError> {
+        let ends = (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>()?;
+        Self::spawn(log, starts, Some(Bounds { ends, until_ms }))
+    }
+
+    /// Records in each shard when a bounded read started (its end bound).
+    pub fn total(&self) -> u64 {
+        (0..self.log.shard_count()).map(|s| self.log.shard_end(s).unwrap_or(0)).sum()
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn spawn(log: Log, starts: Vec<StartAt>, bounds: Option<Bounds>) -> Result<LogSource, SourceError> {
+        let mut readers = Vec::new();
+        for (shard, start) in starts.into_iter().enumerate() {
             readers.push(log.reader(shard as u32, start)?);
         }
         let (sender, chunks) = sync_channel(4);
@@ -52,17 +78,21 @@ impl LogSource {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kappa-log-source".into())
-            .spawn(move || read_loop(readers, sender, flag))
+            .spawn(move || read_loop(readers, bounds, sender, flag))
             .expect("spawn the log source thread");
-        Ok(LogSource { log, chunks, stop, thread: Some(thread) })
+        Ok(LogSource { log, finished: false, chunks, stop, thread: Some(thread) })
     }
 
     /// The next chunk, or `None` if nothing arrived within `timeout`.
-    pub fn next_chunk(&self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
         match self.chunks.recv_timeout(timeout) {
             Ok(Ok(events)) => Ok(Some(Chunk { events, ..Chunk::default() })),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Ok(None),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.finished = true;
+                Ok(None)
+            }
         }
     }
 
@@ -98,14 +128,37 @@ impl Drop for LogSource {
     }
 }
 
-fn read_loop(mut readers: Vec<ShardReader>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>) {
+/// Where a bounded read stops.
+struct Bounds {
+    /// Per shard, the first sequence number not to read.
+    ends: Vec<u64>,
+    until_ms: Option<i64>,
+}
+
+fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>) {
+    let mut done = vec![false; readers.len()];
     while !stop.load(Ordering::Acquire) {
         let mut chunk = Vec::new();
-        for reader in &mut readers {
+        for (shard, reader) in readers.iter_mut().enumerate() {
             for _ in 0..SHARD_SHARE {
+                if done[shard] {
+                    break;
+                }
                 match reader.next() {
-                    Ok(Some(record)) => chunk.push(SourceEvent { shard: record.shard, seq: record.seq.into(), arrival_ms: record.arrival_ms, payload: record.payload }),
-                    Ok(None) => break,
+                    Ok(Some(record)) => {
+                        let past = bounds.as_ref().is_some_and(|b| record.seq >= b.ends[shard] || b.until_ms.is_some_and(|u| record.arrival_ms >= u));
+                        if past {
+                            done[shard] = true;
+                            break;
+                        }
+                        chunk.push(SourceEvent { shard: record.shard, seq: record.seq.into(), arrival_ms: record.arrival_ms, payload: record.payload });
+                    }
+                    Ok(None) => {
+                        if bounds.as_ref().is_some_and(|b| reader_at_end(reader, b.ends[shard])) {
+                            done[shard] = true;
+                        }
+                        break;
+                    }
                     Err(e) => {
                         let _ = sender.send(Err(e));
                         return;
@@ -114,6 +167,9 @@ fn read_loop(mut readers: Vec<ShardReader>, sender: SyncSender<Result<Vec<Source
             }
         }
         if chunk.is_empty() {
+            if bounds.is_some() && done.iter().all(|d| *d) {
+                return; // dropping the sender tells the consumer side the read is complete
+            }
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -121,4 +177,10 @@ fn read_loop(mut readers: Vec<ShardReader>, sender: SyncSender<Result<Vec<Source
             return;
         }
     }
+}
+
+/// A shard with nothing more to read below its end bound: nothing was there (end 0), or the
+/// reader's next position is at or past the bound.
+fn reader_at_end(reader: &ShardReader, end: u64) -> bool {
+    reader.position() >= end
 }

@@ -122,6 +122,15 @@ impl Source {
         }
     }
 
+    /// A bounded read (replay) delivered everything it was to deliver.
+    pub fn finished(&self) -> bool {
+        match self {
+            Source::Log(s) => s.finished(),
+            Source::Kinesis(s) => s.finished(),
+            Source::Sqs(_) => false,
+        }
+    }
+
     /// Stops taking new events but keeps acknowledging (SQS: the deletes after the final
     /// commit still need the source).
     pub fn pause(&mut self) {

@@ -12,4 +12,5 @@ mod consumer_sqs;
 mod producer_aws;
 mod producer_bad_input;
 mod producer_log;
+mod replay;
 mod support;

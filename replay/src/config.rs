@@ -1,0 +1,230 @@
+//! The command line of `kappa-replay`, validated into typed values before anything runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use kappa_common::endpoint::Endpoint;
+use kappa_consumer::config::{ConfigError, LakeLocation, PipelineArgs, parse_lake, validate_table};
+use kappa_consumer::pipeline::PipelineConfig;
+use kappa_common::schema::TableSchema;
+
+/// Rebuilds a lake table from the log into a new generation, verifies it, and switches readers
+/// to it in one atomic step (the Kappa architecture: the lake is a view of the log).
+///
+/// The current generation keeps serving while the new one is written. The new one may use
+/// other settings than the live consumer (--partition-by, --schema, flush settings): that is
+/// how a lake is reprocessed after a bug fix or a layout change. With the live consumer's
+/// settings, a rebuild writes the very same objects, byte for byte.
+#[derive(Debug, Parser)]
+#[command(name = "kappa-replay", version, about, long_about, max_term_width = 100, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: ReplayArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Prints the current generation's location (the prefix outside readers such as Athena or
+    /// DuckDB read) and every generation with its rows, files, bytes and creation time.
+    Status(TableArgs),
+    /// Deletes old generations: keeps the current one and the --keep newest others.
+    Gc {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Generations to keep besides the current one.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+    },
+    /// Makes an existing generation current (for instance, back to the previous one).
+    Switch {
+        #[command(flatten)]
+        table: TableArgs,
+        /// The generation to make current, e.g. gen-000001.
+        #[arg(long, value_name = "GENERATION")]
+        generation: String,
+    },
+}
+
+/// Which table, where.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
+    pub lake: String,
+
+    /// Table name.
+    #[arg(long, value_name = "NAME", default_value = "events")]
+    pub table: String,
+
+    /// AWS endpoint override for every service (LocalStack, moto). Default: the standard
+    /// AWS_ENDPOINT_URL variables, else AWS itself.
+    #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// What to replay: log:PATH (every shard, from its start) or kinesis:STREAM (every shard,
+    /// TRIM_HORIZON; children after their parents).
+    #[arg(long, value_name = "URI", default_value = "log:./data/log")]
+    pub from: String,
+
+    #[command(flatten)]
+    pub table: TableArgs,
+
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Start at the first events that arrived at or after this time (RFC 3339, e.g.
+    /// 2025-03-19T00:00:00Z; Kinesis: AT_TIMESTAMP). Default: the start of the log.
+    #[arg(long, value_name = "TIME")]
+    pub at_timestamp: Option<String>,
+
+    /// Stop before events that arrived at or after this time (RFC 3339). Default: what the
+    /// log holds when the replay starts (Kinesis: until every shard is caught up).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Before any switch, check the new generation: rows per partition in its Parquet footers
+    /// against the rows the replay routed there from the source. Exit 1 on a difference.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// With --verify: also compare the new generation row by row with the current one (every
+    /// row's values, as a multiset), and report differences by partition.
+    #[arg(long, requires = "verify")]
+    pub compare: bool,
+
+    /// Make the new generation current when the replay (and --verify, if given) succeeded: one
+    /// conditional create of the next generation pointer, so readers move in one step.
+    #[arg(long)]
+    pub switch: bool,
+
+    /// Interval of the progress lines when stderr is not a terminal.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub progress_interval: std::time::Duration,
+
+    /// Kinesis: wait between GetRecords calls on a shard that returned nothing.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: std::time::Duration,
+
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+/// Where the replay reads.
+#[derive(Debug, Clone)]
+pub enum ReplaySource {
+    Log(PathBuf),
+    Kinesis(String),
+}
+
+impl std::fmt::Display for ReplaySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplaySource::Log(path) => write!(f, "log:{}", path.display()),
+            ReplaySource::Kinesis(stream) => write!(f, "kinesis:{stream}"),
+        }
+    }
+}
+
+/// A validated table location.
+#[derive(Debug, Clone)]
+pub struct TableLocation {
+    pub lake: LakeLocation,
+    pub table: String,
+    pub aws: kappa_common::aws::AwsOptions,
+}
+
+impl TableArgs {
+    pub fn validate(&self) -> Result<TableLocation, ConfigError> {
+        validate_table(&self.table)?;
+        Ok(TableLocation {
+            lake: parse_lake(&self.lake)?,
+            table: self.table.clone(),
+            aws: kappa_common::aws::AwsOptions { endpoint_url: self.endpoint_url.clone(), region: self.region.clone() },
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct ReplayConfig {
+    pub source: ReplaySource,
+    pub location: TableLocation,
+    pub pipeline: PipelineConfig,
+    pub schema: Option<TableSchema>,
+    pub at_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub verify: bool,
+    pub compare: bool,
+    pub switch: bool,
+    pub progress_interval: std::time::Duration,
+    pub poll_interval: std::time::Duration,
+    pub summary_json: Option<PathBuf>,
+    /// The settings, as recorded in the generation's record.
+    pub origin: String,
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<i64, ConfigError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ConfigError(format!("{flag} {text:?}: {e}; write RFC 3339, e.g. 2025-03-19T00:00:00Z")))
+}
+
+impl ReplayArgs {
+    pub fn validate(self) -> Result<ReplayConfig, ConfigError> {
+        let from: Endpoint = self.from.parse().map_err(|e| ConfigError(format!("--from: {e}")))?;
+        let source = match from {
+            Endpoint::Log(path) => ReplaySource::Log(path),
+            Endpoint::Kinesis(stream) => ReplaySource::Kinesis(stream),
+            other => {
+                return Err(ConfigError(format!(
+                    "--from {other}: replay reads log:PATH or kinesis:STREAM (SQS cannot be read twice: archive what the consumer reads)"
+                )));
+            }
+        };
+        let location = self.table.validate()?;
+        let (pipeline, schema) = self.pipeline.validate(false)?;
+        let at_ms = self.at_timestamp.as_deref().map(|t| parse_time("--at-timestamp", t)).transpose()?;
+        let until_ms = self.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
+        if let (Some(at), Some(until)) = (at_ms, until_ms)
+            && until <= at
+        {
+            return Err(ConfigError("--until must be later than --at-timestamp".into()));
+        }
+        if self.poll_interval < std::time::Duration::from_millis(200) {
+            return Err(ConfigError("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords per second per shard)".into()));
+        }
+        let origin = format!(
+            "replay from {source}: partition by {:?}, event time {}, flush at {} rows / {} bytes{}{}",
+            pipeline.granularity,
+            pipeline.event_time.as_ref().map_or("arrival".to_string(), |(c, _)| c.clone()),
+            pipeline.flush.rows,
+            pipeline.flush.bytes,
+            self.at_timestamp.as_ref().map_or(String::new(), |t| format!(", from {t}")),
+            self.until.as_ref().map_or(String::new(), |t| format!(", until {t}")),
+        );
+        Ok(ReplayConfig {
+            source,
+            location,
+            pipeline,
+            schema,
+            at_ms,
+            until_ms,
+            verify: self.verify,
+            compare: self.compare,
+            switch: self.switch,
+            progress_interval: self.progress_interval,
+            poll_interval: self.poll_interval,
+            summary_json: self.summary_json,
+            origin,
+        })
+    }
+}

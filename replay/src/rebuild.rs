@@ -1,0 +1,255 @@
+//! The replay itself: the log (or Kinesis), read to its end, through the consumer's own
+//! pipeline into a new generation; then verify, compare, switch.
+//!
+//! Step by step:
+//! 1. Resolve the current generation (it keeps serving throughout) and create the next one.
+//! 2. Read every shard from its start (or `--at-timestamp`) up to what it held when the replay
+//!    started (or `--until`), through the same decode → partition → buffer → Parquet → commit
+//!    path as the live consumer. With the consumer's settings, the files are the same bytes.
+//! 3. Write what is still buffered and commit: the generation is complete, and its last
+//!    commit holds the positions the live consumer continues from after a switch.
+//! 4. `--verify` (and `--compare`) read the new generation back; `--switch` then creates the
+//!    next pointer record, conditional on the current generation being the one of step 1.
+//!
+//! Interrupted (SIGINT/SIGTERM, or killed), a replay leaves an unswitched generation behind:
+//! readers never see it; `kappa-replay gc` removes it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kappa_common::aws::AwsContext;
+use kappa_common::log::{Log, StartAt};
+use kappa_common::store::{LocalStore, S3Store, Store};
+use kappa_consumer::config::LakeLocation;
+use kappa_consumer::generation;
+use kappa_consumer::pipeline::Pipeline;
+use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
+use kappa_consumer::source::log::LogSource;
+use kappa_consumer::source::{Source, SourceError};
+use kappa_consumer::stats::Stats;
+use kappa_consumer::table::Table;
+use serde::Serialize;
+
+use crate::config::{ReplayConfig, ReplaySource, TableLocation};
+use crate::progress::Progress;
+use crate::verify::{CompareReport, VerifyReport};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    #[error(transparent)]
+    Table(#[from] kappa_consumer::table::TableError),
+    #[error(transparent)]
+    Pipeline(#[from] kappa_consumer::pipeline::PipelineError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Consumer(#[from] kappa_consumer::run::ConsumerError),
+    #[error(transparent)]
+    Aws(#[from] kappa_common::aws::AwsConfigError),
+    #[error("reading the new generation back: {0}")]
+    ReadBack(String),
+    #[error("interrupted: {generation} is incomplete and was not switched to; `kappa-replay gc` removes it")]
+    Interrupted { generation: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    pub generation: String,
+    /// Where outside readers read the new generation.
+    pub location: String,
+    pub events_read: u64,
+    pub rows_written: u64,
+    pub duplicates_dropped: u64,
+    pub quarantined: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub commits: u64,
+    pub elapsed_seconds: f64,
+    pub rows_per_second: f64,
+    pub verify: Option<VerifyReport>,
+    pub compare: Option<CompareReport>,
+    /// The generation current before; `switched` says whether readers moved.
+    pub previous: Option<String>,
+    pub switched: bool,
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+/// The store of a table location, and the AWS configuration when a service is involved.
+pub fn open_store(runtime: &tokio::runtime::Runtime, location: &TableLocation, needs_aws: bool) -> Result<(Store, Option<AwsContext>), ReplayError> {
+    let needs_aws = needs_aws || matches!(location.lake, LakeLocation::S3 { .. });
+    let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&location.aws))?) } else { None };
+    let store = match &location.lake {
+        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
+        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.as_ref().expect("loaded for S3").s3(), bucket.clone(), prefix.clone())),
+    };
+    Ok((store, aws))
+}
+
+pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
+    let runtime = runtime();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    runtime.spawn(watch_signals(interrupted.clone()));
+    let started = Instant::now();
+    let (store, aws) = open_store(&runtime, &config.location, matches!(config.source, ReplaySource::Kinesis(_)))?;
+    let name = config.location.table.clone();
+
+    // 1. The current generation keeps serving; the new one is made beside it.
+    let previous = runtime.block_on(generation::current(&store, &name))?.map(|p| p.generation);
+    let new_generation = runtime.block_on(generation::create(&store, &name, &config.origin))?;
+    let table = Table::open_generation(store.clone(), &name, &new_generation);
+    let location = format!("{}/{}", config.location.lake, table.data_prefix());
+    tracing::info!(generation = %new_generation, current = previous.as_deref().unwrap_or("none"), write_at = %location, "replaying {}", config.source);
+
+    // 2. Read the source to its end through the consumer's pipeline.
+    let stats = Arc::new(Stats::default());
+    let (log, shards) = match &config.source {
+        ReplaySource::Log(path) => {
+            let log = Log::open(path).map_err(SourceError::from)?;
+            let shards = LogSource::shard_names(&log);
+            (Some(log), shards)
+        }
+        ReplaySource::Kinesis(_) => (None, Vec::new()),
+    };
+    let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, config.schema.clone(), stats.clone())?;
+    let mut source = match (&config.source, log) {
+        (ReplaySource::Log(_), Some(log)) => {
+            let start = config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime);
+            let starts = vec![start; log.shard_count() as usize];
+            Source::Log(LogSource::start_bounded(log, starts, config.until_ms)?)
+        }
+        (ReplaySource::Kinesis(stream), _) => {
+            let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
+            let bounds = ReadBounds { start_ms: config.at_ms, until_ms: config.until_ms };
+            Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), Default::default(), config.poll_interval, Duration::from_secs(5), Some(bounds))?)
+        }
+        (ReplaySource::Log(_), None) => unreachable!("the log was opened above"),
+    };
+    let total = match &source {
+        Source::Log(s) => Some(s.total()),
+        _ => None,
+    };
+    let mut progress = Progress::new(total, config.progress_interval);
+    let result = (|| -> Result<(), ReplayError> {
+        while !source.finished() {
+            if interrupted.load(Ordering::Acquire) {
+                return Err(ReplayError::Interrupted { generation: new_generation.clone() });
+            }
+            if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
+                for shard in chunk.new_shards {
+                    pipeline.add_shard(shard);
+                }
+                if !pipeline.has_schema() && !chunk.events.is_empty() {
+                    pipeline.set_initial_schema(kappa_consumer::run::infer(&chunk.events)?);
+                }
+                pipeline.ingest(&chunk.events)?;
+                progress.set(stats.read(), stats.written());
+            }
+            pipeline.flush_due()?;
+        }
+        Ok(())
+    })();
+    source.stop();
+    progress.finish(stats.read(), stats.written());
+    result?;
+
+    // 3. The rest, committed: the generation is complete.
+    pipeline.flush_all()?;
+    let summary = stats.summary();
+    let state = pipeline.state().clone();
+    let table = pipeline.table().clone();
+
+    // 4. Check, compare, switch.
+    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, pipeline.routed_rows()))?) } else { None };
+    let compare = match (&previous, config.compare) {
+        (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation))?),
+        (None, true) => {
+            tracing::warn!("--compare: the table had no current generation to compare with");
+            None
+        }
+        _ => None,
+    };
+    let checks_pass = verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
+    let mut switched = false;
+    if config.switch {
+        if checks_pass {
+            let pointer = runtime.block_on(generation::switch(&store, &name, &new_generation, previous.as_deref()))?;
+            tracing::info!(generation = %new_generation, switch = pointer.switch, "readers now resolve the new generation");
+            switched = true;
+        } else {
+            tracing::error!("not switching: the checks found differences (see above)");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(ReplaySummary {
+        generation: new_generation,
+        location,
+        events_read: summary.events_read,
+        rows_written: summary.rows_written,
+        duplicates_dropped: summary.duplicates_dropped,
+        quarantined: summary.quarantined,
+        files: summary.files,
+        bytes: summary.bytes,
+        commits: summary.commits,
+        elapsed_seconds: elapsed,
+        rows_per_second: if elapsed > 0.0 { summary.rows_written as f64 / elapsed } else { 0.0 },
+        verify,
+        compare,
+        previous,
+        switched,
+    })
+}
+
+async fn watch_signals(interrupted: Arc<AtomicBool>) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::warn!("interrupted: stopping; the new generation stays unswitched");
+    interrupted.store(true, Ordering::Release);
+}
+
+impl ReplaySummary {
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "summary: {} (read it at {})\n  events read        {}\n  rows written       {}\n  duplicates dropped {}\n  \
+             quarantined        {}\n  files              {}\n  bytes              {} ({:.1} MiB)\n  commits            {}\n  \
+             elapsed            {:.2} s\n  throughput         {:.0} rows/s\n",
+            self.generation,
+            self.location,
+            self.events_read,
+            self.rows_written,
+            self.duplicates_dropped,
+            self.quarantined,
+            self.files,
+            self.bytes,
+            self.bytes as f64 / 1048576.0,
+            self.commits,
+            self.elapsed_seconds,
+            self.rows_per_second,
+        );
+        if let Some(v) = &self.verify {
+            text.push_str(&format!("  verify             {}\n", if v.ok { "ok: every partition holds the rows routed to it" } else { "FAILED (see above)" }));
+        }
+        if let Some(c) = &self.compare {
+            text.push_str(&format!(
+                "  compare            {} ({} rows only in the new generation, {} only in {})\n",
+                if c.ok { "same rows as the current generation" } else { "DIFFERENT" },
+                c.only_new,
+                c.only_live,
+                c.live
+            ));
+        }
+        text.push_str(&match (self.switched, &self.previous) {
+            (true, Some(previous)) => format!("  switched           readers moved from {previous} to {}\n", self.generation),
+            (true, None) => format!("  switched           {} is the table's first current generation\n", self.generation),
+            (false, _) => format!("  switched           no (current: {}); `kappa-replay switch --generation {}` to switch\n", self.previous.as_deref().unwrap_or("none"), self.generation),
+        });
+        text
+    }
+}

@@ -1,0 +1,64 @@
+//! `kappa-replay status`, `gc` and `switch`: the table's generations.
+
+use kappa_consumer::generation;
+
+use crate::config::TableLocation;
+use crate::rebuild::{ReplayError, open_store, runtime};
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+pub fn status(location: &TableLocation) -> Result<(), ReplayError> {
+    let runtime = runtime();
+    let (store, _) = open_store(&runtime, location, false)?;
+    let name = &location.table;
+    let summaries = runtime.block_on(generation::summaries(&store, name))?;
+    match summaries.iter().find(|s| s.current) {
+        Some(current) => {
+            println!("table {name}: current generation {}", current.record.generation);
+            println!("read it at {}/{name}/{}/ (Hive partitioning)", location.lake, current.record.generation);
+        }
+        None => println!("table {name}: no current generation (no consumer or switch has run)"),
+    }
+    println!("{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} origin", "", "generation", "rows", "files", "bytes", "commits", "created");
+    for s in &summaries {
+        println!(
+            "{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} {}",
+            if s.current { "*" } else { "" },
+            s.record.generation,
+            s.totals.rows,
+            s.totals.files,
+            s.totals.bytes,
+            s.commits,
+            time(s.record.created_ms),
+            s.record.origin
+        );
+    }
+    Ok(())
+}
+
+pub fn gc(location: &TableLocation, keep: usize) -> Result<(), ReplayError> {
+    let runtime = runtime();
+    let (store, _) = open_store(&runtime, location, false)?;
+    let name = &location.table;
+    let mut others: Vec<_> = runtime.block_on(generation::summaries(&store, name))?.into_iter().filter(|s| !s.current).collect();
+    // Newest first; the current one is never a candidate.
+    others.sort_by(|a, b| b.record.generation.cmp(&a.record.generation));
+    let mut removed = 0;
+    for old in others.iter().skip(keep) {
+        let objects = runtime.block_on(generation::remove(&store, name, &old.record.generation))?;
+        println!("removed {} ({} objects, {} rows)", old.record.generation, objects, old.totals.rows);
+        removed += 1;
+    }
+    println!("kept the current generation and {} other(s); removed {removed}", others.len().min(keep));
+    Ok(())
+}
+
+pub fn switch(location: &TableLocation, target: &str) -> Result<(), ReplayError> {
+    let runtime = runtime();
+    let (store, _) = open_store(&runtime, location, false)?;
+    let pointer = runtime.block_on(generation::switch(&store, &location.table, target, None))?;
+    println!("table {}: readers now resolve {} (was {})", location.table, pointer.generation, pointer.previous.as_deref().unwrap_or("none"));
+    Ok(())
+}

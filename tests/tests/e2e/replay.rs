@@ -1,0 +1,190 @@
+//! kappa-replay: the lake rebuilt from the log into a new generation — byte for byte the live
+//! consumer's files, a new partitioning, an atomic switch under a reading loop, and gc.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kappa_tests::{Moto, aws_config, expect_status, kappa, lake_digest, python, read_lake, run};
+
+use crate::support::{generate_sales_csv, kill_repeatedly, sales_args, summary};
+
+/// Settings where only row counts trigger flushes, shared by the live consumer and the replay.
+const DATA_DRIVEN: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "700", "--flush-interval", "1h", "--max-memory", "2GiB"];
+
+fn produce(csv: &Path, log: &str) {
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
+}
+
+/// The generation readers resolve now, read from the pointer log as any reader would.
+fn current_generation(lake: &Path, table: &str) -> String {
+    let dir = lake.join(table).join("_kappa/current");
+    let last = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let pointer: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
+    pointer["generation"].as_str().unwrap().to_string()
+}
+
+fn generations(lake: &Path, table: &str) -> BTreeSet<String> {
+    std::fs::read_dir(lake.join(table)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("gen-")).collect()
+}
+
+#[test]
+fn replaying_the_log_of_a_killed_and_restarted_consumer_writes_the_same_bytes_and_switches() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 60_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    let kills = kill_repeatedly(4, (300, 1500), Duration::from_secs(120), || {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"]);
+        command
+    });
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"])), 0);
+    eprintln!("live consumer killed {kills} times");
+
+    let summary_path = dir.path().join("replay.json");
+    let output = run(kappa("kappa-replay", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(DATA_DRIVEN)
+        .args(["--verify", "--compare", "--switch", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+    let s = summary(&summary_path);
+    assert_eq!((s["generation"].as_str(), s["switched"].as_bool()), (Some("gen-000002"), Some(true)));
+    assert_eq!((s["verify"]["ok"].as_bool(), s["compare"]["ok"].as_bool()), (Some(true), Some(true)), "{s}");
+    let live = lake_digest(&lake.join("sales/gen-000001"));
+    let rebuilt = lake_digest(&lake.join("sales/gen-000002"));
+    assert!(live.len() > 40, "{} files", live.len());
+    assert_eq!(live, rebuilt, "the same object names and bytes");
+    assert_eq!(current_generation(&lake, "sales"), "gen-000002");
+
+    // The live consumer continues the new generation from the replay's positions.
+    let more = dir.path().join("more.csv");
+    std::fs::write(&more, std::fs::read_to_string(&csv).unwrap().lines().take(101).collect::<Vec<_>>().join("\n").replace("SALE0001", "SALE0009") + "\n").unwrap();
+    produce(&more, &log);
+    let consumer_summary = dir.path().join("consumer.json");
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s", "--summary-json"]).arg(&consumer_summary)), 0);
+    assert_eq!(summary(&consumer_summary)["events_read"], 100, "only the new events are read");
+    assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 60_100);
+}
+
+#[test]
+fn replay_by_hour_from_a_lake_built_by_day_keeps_the_rows_and_readers_see_it_after_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 3_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--event-time", "sale_time", "--until-idle", "1s"])), 0);
+    let output = run(kappa("kappa-replay", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(["--table", "sales", "--event-time", "sale_time", "--partition-by", "hour", "--verify", "--compare", "--switch"]));
+    expect_status(&output, 0);
+    let by_hour = read_lake(&lake.join("sales/gen-000002"));
+    assert_eq!(by_hour.len(), 3_000);
+    assert!(by_hour.iter().all(|r| r.partition.matches('/').count() == 3 && r.partition.contains("/hour=")), "hour partitions");
+    for row in &by_hour {
+        let time = row.row["sale_time"].as_str().unwrap();
+        assert!(row.partition.ends_with(&format!("hour={}", &time[11..13])), "{time} in {}", row.partition);
+    }
+    let status = run(kappa("kappa-replay", None).args(["status", "--lake"]).arg(&lake).args(["--table", "sales"]));
+    expect_status(&status, 0);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    let prefix = text.lines().find_map(|l| l.strip_prefix("read it at ")).unwrap().split(' ').next().unwrap().to_string();
+    assert!(prefix.ends_with("sales/gen-000002/"), "{text}");
+    // An outside reader, pointed where status says, reads the hour-partitioned rows.
+    let counted = python(&format!(
+        "import duckdb\nprint(duckdb.sql(\"SELECT count(*), count(DISTINCT hour) FROM read_parquet('{prefix}**/*.parquet', hive_partitioning=true)\").fetchone())"
+    ));
+    assert_eq!(counted.trim(), "(3000, 24)");
+}
+
+#[test]
+fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current_and_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 4_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    let consume = || expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"])), 0);
+    consume();
+    // More events reach the log: the replay's generation holds 6,000 rows, the current 4,000.
+    let more = dir.path().join("more.csv");
+    std::fs::write(&more, std::fs::read_to_string(generate_sales_csv(&dir.path().join("x").tap_mkdir(), 2_000)).unwrap().replace("SALE0001", "SALE0007")).unwrap();
+    produce(&more, &log);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (lake, stop) = (lake.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            while !stop.load(Ordering::Acquire) {
+                let generation = current_generation(&lake, "sales");
+                // A reader reads the committed files of the generation it resolved.
+                let state = std::fs::read_dir(lake.join("sales/_kappa").join(&generation).join("commits"));
+                let Ok(commits) = state else { continue };
+                let last = commits.map(|e| e.unwrap().path()).max();
+                let Some(last) = last else { continue };
+                let commit: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
+                let rows = read_lake(&lake.join("sales").join(&generation)).len();
+                seen.insert((generation, rows, commit["totals"]["rows"].as_u64().unwrap() as usize));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let output = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--switch"]));
+    expect_status(&output, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let seen = reader.join().unwrap();
+    let totals: BTreeSet<usize> = seen.iter().map(|(_, rows, _)| *rows).collect();
+    assert_eq!(totals, BTreeSet::from([4_000, 6_000]), "a reader saw only the old and the new total: {seen:?}");
+
+    // Two more generations, then gc --keep 1: the current one and the newest other remain.
+    for _ in 0..2 {
+        expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN)), 0);
+    }
+    assert_eq!(generations(&lake, "sales").len(), 4);
+    let gc = run(kappa("kappa-replay", None).args(["gc", "--keep", "1", "--lake"]).arg(&lake).args(["--table", "sales"]));
+    expect_status(&gc, 0);
+    assert_eq!(generations(&lake, "sales"), BTreeSet::from(["gen-000002".to_string(), "gen-000004".to_string()]));
+    assert_eq!(current_generation(&lake, "sales"), "gen-000002");
+    assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 6_000);
+    assert!(!lake.join("sales/_kappa/gen-000001").exists() && !lake.join("sales/_kappa/generations/gen-000003.json").exists());
+}
+
+#[tokio::test]
+async fn replaying_kinesis_from_trim_horizon_writes_the_live_consumers_bytes() {
+    let moto = Moto::start();
+    let client = aws_sdk_kinesis::Client::new(&aws_config(&moto.endpoint).await);
+    client.create_stream().stream_name("sales").shard_count(4).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "kinesis:sales"])), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let settings = ["--table", "sales", "--event-time", "sale_date", "--flush-rows", "30", "--flush-interval", "1h", "--poll-interval", "200ms"];
+    expect_status(&run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--until-idle", "2s"])), 0);
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--verify", "--compare"]));
+    expect_status(&output, 0);
+    let live = lake_digest(&lake.join("sales/gen-000001"));
+    assert!(live.len() > 10, "{live:?}");
+    assert_eq!(live, lake_digest(&lake.join("sales/gen-000002")));
+    assert_eq!(current_generation(&lake, "sales"), "gen-000001", "no --switch: readers stay");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
