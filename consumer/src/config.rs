@@ -96,6 +96,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Also keep every event as it arrived, as zstd NDJSON by arrival hour, under
+    /// URI/<table>/raw/ (a local directory or s3://BUCKET[/PREFIX]), in the same commits as the
+    /// Parquet: the lake can then be rebuilt with `kappa-replay --from raw:URI/<table>/raw`.
+    #[arg(long, value_name = "PATH|S3_URI")]
+    pub archive: Option<String>,
+
     /// Kinesis: wait between GetRecords calls on a shard that returned nothing (AWS allows 5
     /// calls per second per shard, shared by all consumers of the stream).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -313,6 +319,7 @@ impl std::fmt::Display for SourceConfig {
 pub struct ConsumerConfig {
     pub source: SourceConfig,
     pub lake: LakeLocation,
+    pub archive: Option<LakeLocation>,
     pub aws: kappa_common::aws::AwsOptions,
     pub table: String,
     pub schema: Option<TableSchema>,
@@ -368,6 +375,7 @@ impl RunArgs {
             return Err(bad("--explode applies to files read from sqs+s3:QUEUE; events from other sources are already flat (the producer flattens them)".into()));
         }
         let lake = parse_lake(&self.lake)?;
+        let archive = self.archive.as_deref().map(parse_lake).transpose().map_err(|e| ConfigError(e.0.replace("--lake", "--archive")))?;
         validate_table(&self.table)?;
         if self.status_interval.is_zero() {
             return Err(bad("--status-interval must be longer than 0s".into()));
@@ -377,6 +385,7 @@ impl RunArgs {
         Ok(ConsumerConfig {
             source,
             lake,
+            archive,
             table: self.table,
             schema,
             pipeline,

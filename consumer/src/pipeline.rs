@@ -106,6 +106,8 @@ pub struct Pipeline {
     /// Rows routed to each partition (by path) in this run: what a replay verifies its
     /// generation against.
     routed: BTreeMap<String, u64>,
+    /// The raw archive, with `--archive`.
+    archive: Option<crate::archive::Archive>,
     /// `unacknowledged` as the last commit wrote it.
     committed_unacknowledged: BTreeMap<String, i64>,
     /// The schema version last stored in the table.
@@ -158,6 +160,7 @@ impl Pipeline {
             acks_committed: Vec::new(),
             committed_unacknowledged,
             routed: BTreeMap::new(),
+            archive: None,
             stored_schema_version: stored_version,
             stats,
         };
@@ -197,6 +200,18 @@ impl Pipeline {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.shards.push(name);
         (self.shards.len() - 1) as u32
+    }
+
+    /// Also archives every event as it arrived (`--archive`), in the same commits; deletes
+    /// archive objects of flushes that crashed before their commit.
+    pub fn set_archive(&mut self, store: kappa_common::store::Store) -> Result<(), PipelineError> {
+        let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions);
+        let removed = self.runtime.block_on(archive.remove_uncommitted(self.table.generation(), self.state.last_commit)).map_err(TableError::from)?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed archive objects of an interrupted flush; they will be written again");
+        }
+        self.archive = Some(archive);
+        Ok(())
     }
 
     /// Rows this run routed to each partition (path), excluding quarantined, duplicate and
@@ -245,7 +260,7 @@ impl Pipeline {
     }
 
     pub fn buffered_memory(&self) -> usize {
-        self.buffers.values().map(|b| b.memory).sum()
+        self.buffers.values().map(|b| b.memory).sum::<usize>() + self.archive.as_ref().map_or(0, |a| a.buffered())
     }
 
     pub fn is_idle(&self) -> bool {
@@ -259,6 +274,11 @@ impl Pipeline {
             return Ok(());
         }
         self.stats.add_read(events.len() as u64);
+        if let Some(archive) = &mut self.archive {
+            for event in events {
+                archive.add(&self.shards[event.shard as usize], event);
+            }
+        }
         // Each event's predecessor in its shard: where to resume if a buffer starts with it.
         let mut previous = Vec::with_capacity(events.len());
         for event in events {
@@ -339,6 +359,9 @@ impl Pipeline {
         debug_assert!(rejects.is_empty() || self.config.flush_together, "rejects need flush_together");
         self.stats.add_read(rejects.len() as u64);
         for (event, reason) in rejects {
+            if let Some(archive) = &mut self.archive {
+                archive.add(&self.shards[event.shard as usize], event);
+            }
             let last = &mut self.last_read[event.shard as usize];
             *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
             self.quarantine_event(event, reason.clone());
@@ -538,6 +561,11 @@ impl Pipeline {
         totals.bytes += added.iter().map(|f| f.bytes).sum::<u64>();
         totals.files += added.len() as u64;
         totals.quarantined += self.quarantine.len() as u64;
+        let archived = match &mut self.archive {
+            Some(archive) => self.runtime.block_on(archive.write(self.table.generation(), commit_number)).map_err(TableError::from)?,
+            None => Vec::new(),
+        };
+        let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut unacknowledged = self.state.unacknowledged.clone();
         unacknowledged.retain(|_, expiry_ms| *expiry_ms > now_ms);
@@ -558,6 +586,8 @@ impl Pipeline {
             quarantined: quarantined.clone(),
             totals: totals.clone(),
             unacknowledged: unacknowledged.clone(),
+            archived,
+            archive_positions: archive_positions.clone(),
         };
         self.runtime.block_on(self.table.commit(&commit))?;
         self.stats.add_commit(added.len() as u64, totals.rows - self.state.totals.rows, totals.bytes - self.state.totals.bytes);
@@ -573,6 +603,7 @@ impl Pipeline {
         self.state.schema_version = commit.schema_version;
         self.state.unacknowledged = unacknowledged.clone();
         self.committed_unacknowledged = unacknowledged;
+        self.state.archive_positions = archive_positions;
         self.acks_committed.append(&mut self.acks_ingested);
         self.quarantine.clear();
         Ok(())

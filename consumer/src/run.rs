@@ -53,12 +53,11 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     runtime.spawn(watch_signals(shutdown.clone()));
 
-    let needs_aws = matches!(config.lake, LakeLocation::S3 { .. }) || !matches!(config.source, SourceConfig::Log(_));
+    let needs_aws = matches!(config.lake, LakeLocation::S3 { .. })
+        || matches!(config.archive, Some(LakeLocation::S3 { .. }))
+        || !matches!(config.source, SourceConfig::Log(_));
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&config.aws))?) } else { None };
-    let store = match &config.lake {
-        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
-        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.as_ref().expect("loaded for S3 lakes").s3(), bucket.clone(), prefix.clone())),
-    };
+    let store = open_store(&config.lake, aws.as_ref());
     let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
     // The log's shards are known up front; Kinesis announces its shards as it finds them.
     let log = match &config.source {
@@ -72,6 +71,10 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         runtime.block_on(crate::metrics::serve(addr, stats.clone(), gauges.clone())).map_err(|source| ConsumerError::Metrics { addr, source })?;
     }
     let (mut pipeline, known) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards.clone(), config.schema.clone(), stats.clone())?;
+    if let Some(archive) = &config.archive {
+        pipeline.set_archive(open_store(archive, aws.as_ref()))?;
+        tracing::info!(archive = %format!("{archive}/{}", crate::archive::Archive::prefix(&config.table)), "archiving raw events");
+    }
     if let (Some(given), Some(known)) = (&config.schema, &known)
         && given != known
     {
@@ -163,6 +166,14 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
     pipeline.commit_acknowledgements()?;
     Ok((stats.summary(), prefix))
+}
+
+/// The store at a lake (or archive) location; `aws` is loaded whenever one is on S3.
+pub fn open_store(location: &LakeLocation, aws: Option<&AwsContext>) -> Store {
+    match location {
+        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
+        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.expect("AWS configuration loaded for S3 locations").s3(), bucket.clone(), prefix.clone())),
+    }
 }
 
 /// Infers a new table's schema from the first events (the identity member is not a column).

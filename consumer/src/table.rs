@@ -102,6 +102,12 @@ pub struct Commit {
     /// instead of ingesting it again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unacknowledged: BTreeMap<String, i64>,
+    /// Raw archive objects this commit adds (relative to the archive location).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<String>,
+    /// Per shard: the last position in the raw archive.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub archive_positions: ShardPositions,
 }
 
 /// What a consumer needs to resume: the last commit's state plus the set of live files.
@@ -114,6 +120,7 @@ pub struct TableState {
     pub quarantined: ShardPositions,
     pub totals: Totals,
     pub unacknowledged: BTreeMap<String, i64>,
+    pub archive_positions: ShardPositions,
     /// Every committed, not removed, data file (relative to the generation).
     pub files: BTreeSet<String>,
     pub error_files: BTreeSet<String>,
@@ -212,6 +219,7 @@ impl Table {
             state.quarantined = commit.quarantined;
             state.totals = commit.totals;
             state.unacknowledged = commit.unacknowledged;
+            state.archive_positions = commit.archive_positions;
         }
         Ok(state)
     }
@@ -320,6 +328,8 @@ mod tests {
             quarantined: BTreeMap::new(),
             totals: Totals::default(),
             unacknowledged: BTreeMap::new(),
+            archived: vec![],
+            archive_positions: BTreeMap::new(),
         }
     }
 

@@ -70,8 +70,9 @@ pub struct TableArgs {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// What to replay: log:PATH (every shard, from its start) or kinesis:STREAM (every shard,
-    /// TRIM_HORIZON; children after their parents).
+    /// What to replay: log:PATH (every shard, from its start), kinesis:STREAM (every shard,
+    /// TRIM_HORIZON; children after their parents), or raw:PATH|S3_URI (NDJSON objects in key
+    /// order: the consumer's --archive, URI/<table>/raw, or a prefix Firehose delivered to).
     #[arg(long, value_name = "URI", default_value = "log:./data/log")]
     pub from: String,
 
@@ -124,6 +125,7 @@ pub struct ReplayArgs {
 pub enum ReplaySource {
     Log(PathBuf),
     Kinesis(String),
+    Raw(LakeLocation),
 }
 
 impl std::fmt::Display for ReplaySource {
@@ -131,6 +133,7 @@ impl std::fmt::Display for ReplaySource {
         match self {
             ReplaySource::Log(path) => write!(f, "log:{}", path.display()),
             ReplaySource::Kinesis(stream) => write!(f, "kinesis:{stream}"),
+            ReplaySource::Raw(location) => write!(f, "raw:{location}"),
         }
     }
 }
@@ -179,17 +182,28 @@ fn parse_time(flag: &str, text: &str) -> Result<i64, ConfigError> {
 }
 
 impl ReplayArgs {
-    pub fn validate(self) -> Result<ReplayConfig, ConfigError> {
-        let from: Endpoint = self.from.parse().map_err(|e| ConfigError(format!("--from: {e}")))?;
-        let source = match from {
+    fn parse_from(text: &str) -> Result<ReplaySource, ConfigError> {
+        let from: Endpoint = text.parse().map_err(|e| ConfigError(format!("--from: {e}")))?;
+        Ok(match from {
             Endpoint::Log(path) => ReplaySource::Log(path),
             Endpoint::Kinesis(stream) => ReplaySource::Kinesis(stream),
             other => {
                 return Err(ConfigError(format!(
-                    "--from {other}: replay reads log:PATH or kinesis:STREAM (SQS cannot be read twice: archive what the consumer reads)"
+                    "--from {other}: replay reads log:PATH, kinesis:STREAM or raw:PATH|S3_URI (SQS cannot be read twice: give the consumer --archive and replay the archive)"
                 )));
             }
+        })
+    }
+
+    pub fn validate(self) -> Result<ReplayConfig, ConfigError> {
+        let source = if let Some(raw) = self.from.strip_prefix("raw:") {
+            ReplaySource::Raw(parse_lake(raw).map_err(|e| ConfigError(e.0.replace("--lake", "--from raw:")))?)
+        } else {
+            Self::parse_from(&self.from)?
         };
+        if matches!(source, ReplaySource::Raw(_)) && (self.at_timestamp.is_some() || self.until.is_some()) {
+            return Err(ConfigError("--at-timestamp and --until apply to log: and kinesis: sources; a raw: replay reads every object under the prefix".into()));
+        }
         let location = self.table.validate()?;
         let (pipeline, schema) = self.pipeline.validate(false)?;
         let at_ms = self.at_timestamp.as_deref().map(|t| parse_time("--at-timestamp", t)).transpose()?;

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
 use kappa_common::log::{Log, StartAt};
-use kappa_common::store::{LocalStore, S3Store, Store};
+use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
 use kappa_consumer::generation;
 use kappa_consumer::pipeline::Pipeline;
 use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
 use kappa_consumer::source::log::LogSource;
+use kappa_consumer::source::raw::RawSource;
 use kappa_consumer::source::{Source, SourceError};
 use kappa_consumer::stats::Stats;
 use kappa_consumer::table::Table;
@@ -83,11 +84,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub fn open_store(runtime: &tokio::runtime::Runtime, location: &TableLocation, needs_aws: bool) -> Result<(Store, Option<AwsContext>), ReplayError> {
     let needs_aws = needs_aws || matches!(location.lake, LakeLocation::S3 { .. });
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&location.aws))?) } else { None };
-    let store = match &location.lake {
-        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
-        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.as_ref().expect("loaded for S3").s3(), bucket.clone(), prefix.clone())),
-    };
-    Ok((store, aws))
+    Ok((kappa_consumer::run::open_store(&location.lake, aws.as_ref()), aws))
 }
 
 pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
@@ -95,7 +92,8 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let interrupted = Arc::new(AtomicBool::new(false));
     runtime.spawn(watch_signals(interrupted.clone()));
     let started = Instant::now();
-    let (store, aws) = open_store(&runtime, &config.location, matches!(config.source, ReplaySource::Kinesis(_)))?;
+    let needs_aws = matches!(config.source, ReplaySource::Kinesis(_) | ReplaySource::Raw(LakeLocation::S3 { .. }));
+    let (store, aws) = open_store(&runtime, &config.location, needs_aws)?;
     let name = config.location.table.clone();
 
     // 1. The current generation keeps serving; the new one is made beside it.
@@ -114,6 +112,7 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
             (Some(log), shards)
         }
         ReplaySource::Kinesis(_) => (None, Vec::new()),
+        ReplaySource::Raw(_) => (None, vec![kappa_consumer::source::raw::SHARD.to_string()]),
     };
     let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, config.schema.clone(), stats.clone())?;
     let mut source = match (&config.source, log) {
@@ -126,6 +125,10 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
             let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
             let bounds = ReadBounds { start_ms: config.at_ms, until_ms: config.until_ms };
             Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), Default::default(), config.poll_interval, Duration::from_secs(5), Some(bounds))?)
+        }
+        (ReplaySource::Raw(location), _) => {
+            let raw_store = kappa_consumer::run::open_store(location, aws.as_ref());
+            Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0)?)
         }
         (ReplaySource::Log(_), None) => unreachable!("the log was opened above"),
     };

@@ -7,6 +7,7 @@
 
 pub mod kinesis;
 pub mod log;
+pub mod raw;
 pub mod s3_objects;
 pub mod sqs;
 
@@ -43,6 +44,8 @@ pub enum SourceError {
     Kinesis { stream: String, message: String },
     #[error("sqs queue {queue}: {message}")]
     Sqs { queue: String, message: String },
+    #[error("raw objects at {prefix}: {message}")]
+    Raw { prefix: String, message: String },
 }
 
 /// How far behind the source the consumer is, in the source's own unit.
@@ -79,6 +82,7 @@ pub enum Source {
     Log(log::LogSource),
     Kinesis(kinesis::KinesisSource),
     Sqs(sqs::SqsSource),
+    Raw(raw::RawSource),
 }
 
 impl Source {
@@ -88,6 +92,7 @@ impl Source {
             Source::Log(s) => s.next_chunk(timeout),
             Source::Kinesis(s) => s.next_chunk(timeout),
             Source::Sqs(s) => s.next_chunk(timeout),
+            Source::Raw(s) => s.next_chunk(timeout),
         }
     }
 
@@ -96,6 +101,7 @@ impl Source {
             Source::Log(s) => Lag::Events(s.lag(last_read)),
             Source::Kinesis(s) => Lag::Millis(s.lag_millis()),
             Source::Sqs(s) => Lag::Messages(s.backlog()),
+            Source::Raw(_) => Lag::Events(0),
         }
     }
 
@@ -128,6 +134,7 @@ impl Source {
             Source::Log(s) => s.finished(),
             Source::Kinesis(s) => s.finished(),
             Source::Sqs(_) => false,
+            Source::Raw(s) => s.finished(),
         }
     }
 
@@ -147,6 +154,7 @@ impl Source {
             Source::Log(s) => s.stop(),
             Source::Kinesis(s) => s.stop(),
             Source::Sqs(s) => s.stop(),
+            Source::Raw(s) => s.stop(),
         }
     }
 }

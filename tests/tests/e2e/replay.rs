@@ -188,3 +188,66 @@ impl TapMkdir for PathBuf {
         self
     }
 }
+
+#[tokio::test]
+async fn an_sqs_fed_lake_with_an_archive_is_rebuilt_from_the_archive_alone() {
+    let moto = Moto::start();
+    let sqs = aws_sdk_sqs::Client::new(&aws_config(&moto.endpoint).await);
+    let s3 = kappa_tests::s3_client(&moto.endpoint).await;
+    sqs.create_queue().queue_name("sales").send().await.unwrap();
+    s3.create_bucket().bucket("raw-zone").send().await.unwrap();
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "sqs:sales", "--rows-per-message", "9"])), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // The archive on S3: what outlives the queue (SQS cannot be read twice).
+    let consumer = run(kappa("kappa-consumer", Some(&moto.endpoint))
+        .args(["--from", "sqs:sales", "--lake"])
+        .arg(&lake)
+        .args(["--table", "sales", "--event-time", "sale_date", "--until-idle", "3s", "--archive", "s3://raw-zone/archive"]));
+    expect_status(&consumer, 0);
+    let archived = s3.list_objects_v2().bucket("raw-zone").prefix("archive/sales/raw/").send().await.unwrap();
+    assert!(archived.contents().iter().all(|o| o.key().unwrap().ends_with(".ndjson.zst")) && !archived.contents().is_empty());
+    let summary_path = dir.path().join("replay.json");
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint))
+        .args(["--from", "raw:s3://raw-zone/archive/sales/raw", "--lake"])
+        .arg(&lake)
+        .args(["--table", "sales", "--event-time", "sale_date", "--verify", "--compare", "--switch", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+    let s = summary(&summary_path);
+    assert_eq!((s["rows_written"].as_u64(), s["compare"]["ok"].as_bool(), s["switched"].as_bool()), (Some(400), Some(true), Some(true)), "{s}");
+    crate::support::assert_sales_lake(&read_lake(&lake.join("sales/gen-000002")));
+}
+
+#[tokio::test]
+async fn a_prefix_firehose_delivered_is_replayed_into_a_lake() {
+    let moto = Moto::start();
+    let config = aws_config(&moto.endpoint).await;
+    let s3 = kappa_tests::s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("raw-zone").send().await.unwrap();
+    aws_sdk_firehose::Client::new(&config)
+        .create_delivery_stream()
+        .delivery_stream_name("sales-raw")
+        .extended_s3_destination_configuration(
+            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
+                .bucket_arn("arn:aws:s3:::raw-zone")
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .prefix("firehose/sales/")
+                .compression_format(aws_sdk_firehose::types::CompressionFormat::Uncompressed)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "firehose:sales-raw"])), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint))
+        .args(["--from", "raw:s3://raw-zone/firehose/sales", "--lake"])
+        .arg(&lake)
+        .args(["--table", "sales", "--event-time", "sale_date", "--verify", "--switch"]));
+    expect_status(&output, 0);
+    crate::support::assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    assert_eq!(current_generation(&lake, "sales"), "gen-000001", "the first generation of a new table");
+}

@@ -1,0 +1,110 @@
+//! Raw NDJSON objects under a prefix as a source, for replay: the consumer's own archive
+//! (`--archive`), or what Firehose delivered to S3 (newline-delimited JSON, as the producer's
+//! Firehose sink sends it).
+//!
+//! Objects are read in key order — by arrival hour in both layouts — one event per line, `.zst`
+//! objects decompressed. The events are numbered in one shard, `raw`, in that order, so the
+//! same prefix replays the same way every time. An event's arrival time is the hour its key
+//! names (`year=…/month=…/day=…/hour=…/` or Firehose's `YYYY/MM/DD/HH/`).
+
+use std::time::Duration;
+
+use kappa_common::event::SequenceNumber;
+use kappa_common::store::Store;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::{Chunk, SourceError};
+use crate::archive::hour_of_key;
+use crate::pipeline::SourceEvent;
+
+/// The shard raw events are numbered in.
+pub const SHARD: &str = "raw";
+const EVENTS_PER_CHUNK: usize = 10_000;
+
+pub struct RawSource {
+    runtime: Handle,
+    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    task: tokio::task::JoinHandle<()>,
+    finished: bool,
+    objects: usize,
+}
+
+impl RawSource {
+    /// Lists the objects under `prefix` (failing at start if there are none) and starts reading.
+    pub fn start(runtime: Handle, store: Store, prefix: String, shard: u32) -> Result<RawSource, SourceError> {
+        let fail = |message: String| SourceError::Raw { prefix: prefix.clone(), message };
+        let mut objects = runtime.block_on(store.list(&prefix)).map_err(|e| fail(e.to_string()))?;
+        objects.retain(|o| !o.path.rsplit('/').next().unwrap_or_default().starts_with('.'));
+        objects.sort_by(|a, b| a.path.cmp(&b.path));
+        if objects.is_empty() {
+            return Err(fail("no objects there; point --from raw: at the archive's <table>/raw prefix or at Firehose's S3 prefix".into()));
+        }
+        let count = objects.len();
+        let (sender, chunks) = mpsc::channel(4);
+        let task = runtime.spawn(async move {
+            let mut seq: Option<SequenceNumber> = None;
+            for object in objects {
+                let data = match store.get(&object.path).await {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let _ = sender.send(Err(SourceError::Raw { prefix: object.path.clone(), message: e.to_string() })).await;
+                        return;
+                    }
+                };
+                let text = if object.path.ends_with(".zst") {
+                    match zstd::decode_all(data.as_ref()) {
+                        Ok(text) => text,
+                        Err(e) => {
+                            let _ = sender.send(Err(SourceError::Raw { prefix: object.path.clone(), message: format!("not zstd: {e}") })).await;
+                            return;
+                        }
+                    }
+                } else {
+                    data.to_vec()
+                };
+                let arrival_ms = hour_of_key(&object.path).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                let mut chunk = Chunk::default();
+                for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+                    let next = seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
+                    seq = Some(next);
+                    chunk.events.push(SourceEvent { shard, seq: next, arrival_ms, payload: line.to_vec() });
+                    if chunk.events.len() >= EVENTS_PER_CHUNK && sender.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                        return;
+                    }
+                }
+                if !chunk.events.is_empty() && sender.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(RawSource { runtime, chunks, task, finished: false, objects: count })
+    }
+
+    /// Objects to read.
+    pub fn objects(&self) -> usize {
+        self.objects
+    }
+
+    pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+        let chunks = &mut self.chunks;
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn stop(&mut self) {
+        self.chunks.close();
+        self.task.abort();
+    }
+}
