@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark: rebuilding a lake from the log. On the 10M-row log that bench/consumer.sh
+# produces, the live consumer builds generation 1 and kappa-replay rebuilds it as generation 2
+# (same settings, --verify), in the same run; target: replay rows/s >= consumer rows/s.
+#
+#   bench/replay.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
+#
+# Reuses bench/out/log when it holds ROWS events (run bench/consumer.sh first, or this script
+# produces it). Writes under bench/out/ (ignored by git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${1:-10000000}
+CODEC=${2:-snappy}
+OUT=bench/out
+CSV=$OUT/sales-$ROWS.csv
+mkdir -p "$OUT"
+
+cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer -p kappa-replay
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ ! -s "$OUT/log/log.json" ] || [ "$(cat "$OUT/log.rows" 2>/dev/null)" != "$ROWS" ]; then
+  [ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
+  rm -rf "$OUT/log"
+  ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s 2>&1 | grep -E "rows read|throughput"
+  echo "$ROWS" > "$OUT/log.rows"
+fi
+
+RESULTS=$OUT/replay-results.jsonl
+: > "$RESULTS"
+measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
+SETTINGS=(--table sales --event-time sale_time --partition-by day --compression "$CODEC")
+rm -rf "$OUT/replay-lake"
+measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
+  --until-idle 100ms --status-interval 10s
+measure kappa_replay -- ./target/release/kappa-replay --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
+  --verify --progress-interval 10s --summary-json "$OUT/replay-summary.json"
+
+.venv/bin/python - "$RESULTS" "$ROWS" <<'PY'
+import json, sys
+results, rows = sys.argv[1], int(sys.argv[2])
+print(f"{'command':<16}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}")
+for line in open(results):
+    r = json.loads(line)
+    print(f"{r['name']:<16}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}")
+PY
