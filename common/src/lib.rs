@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod event;
 pub mod flatten;
 pub mod log;
+pub mod logging;
 pub mod schema;
 pub mod store;
 pub mod time;

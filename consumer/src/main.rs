@@ -7,8 +7,7 @@ use kappa_consumer::config::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    kappa_common::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Inspect { from, limit, follow }) => return kappa_consumer::inspect::inspect(&from, limit, follow),

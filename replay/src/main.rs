@@ -15,8 +15,7 @@ use crate::config::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KAPPA_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    kappa_common::logging::init();
     let cli = Cli::parse();
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
         eprintln!("error: {e}");

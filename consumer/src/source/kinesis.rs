@@ -25,7 +25,7 @@ use kappa_common::event::SequenceNumber;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::{Chunk, SourceError};
+use super::{Chunk, ChunkReceiver, SourceError};
 use crate::pipeline::SourceEvent;
 
 /// Records per GetRecords call (the API's maximum).
@@ -58,9 +58,7 @@ enum Ending {
 }
 
 pub struct KinesisSource {
-    runtime: Handle,
-    finished: bool,
-    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    chunks: ChunkReceiver,
     stop: Arc<AtomicBool>,
     /// MillisBehindLatest per shard being read.
     lag: Arc<Mutex<HashMap<String, u64>>>,
@@ -104,26 +102,15 @@ impl KinesisSource {
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
         let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
-        Ok(KinesisSource { runtime, finished: false, chunks, stop, lag, coordinator: Some(coordinator) })
+        Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, lag, coordinator: Some(coordinator) })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
-        // Timers need the runtime's context: create the timeout inside it.
-        let chunks = &mut self.chunks;
-        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
-            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-            Ok(Some(Err(e))) => Err(e),
-            // Every sender is gone: a bounded read is complete (or the source was stopped).
-            Ok(None) => {
-                self.finished = true;
-                Ok(None)
-            }
-            Err(_) => Ok(None),
-        }
+        self.chunks.next(timeout)
     }
 
     pub fn finished(&self) -> bool {
-        self.finished
+        self.chunks.finished()
     }
 
     /// The largest MillisBehindLatest among the shards being read.

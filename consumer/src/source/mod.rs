@@ -13,6 +13,9 @@ pub mod sqs;
 
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
 use crate::pipeline::SourceEvent;
 
 /// What a source hands the pipeline in one step.
@@ -156,5 +159,42 @@ impl Source {
             Source::Sqs(s) => s.stop(),
             Source::Raw(s) => s.stop(),
         }
+    }
+}
+
+/// The synchronous run loop's end of an async source's chunk channel.
+pub(crate) struct ChunkReceiver {
+    runtime: Handle,
+    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    finished: bool,
+}
+
+impl ChunkReceiver {
+    pub fn new(runtime: Handle, chunks: mpsc::Receiver<Result<Chunk, SourceError>>) -> ChunkReceiver {
+        ChunkReceiver { runtime, chunks, finished: false }
+    }
+
+    /// The next chunk, or `None` if nothing arrived within `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+        // Timers need the runtime's context: create the timeout inside it.
+        let chunks = &mut self.chunks;
+        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(e),
+            // Every sender is gone: a bounded read is complete (or the source was stopped).
+            Ok(None) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn close(&mut self) {
+        self.chunks.close();
     }
 }

@@ -14,7 +14,7 @@ use kappa_common::store::Store;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::{Chunk, SourceError};
+use super::{Chunk, ChunkReceiver, SourceError};
 use crate::archive::hour_of_key;
 use crate::pipeline::SourceEvent;
 
@@ -23,10 +23,8 @@ pub const SHARD: &str = "raw";
 const EVENTS_PER_CHUNK: usize = 10_000;
 
 pub struct RawSource {
-    runtime: Handle,
-    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    chunks: ChunkReceiver,
     task: tokio::task::JoinHandle<()>,
-    finished: bool,
     objects: usize,
 }
 
@@ -78,7 +76,7 @@ impl RawSource {
                 }
             }
         });
-        Ok(RawSource { runtime, chunks, task, finished: false, objects: count })
+        Ok(RawSource { chunks: ChunkReceiver::new(runtime, chunks), task, objects: count })
     }
 
     /// Objects to read.
@@ -87,20 +85,11 @@ impl RawSource {
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
-        let chunks = &mut self.chunks;
-        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
-            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-            Ok(Some(Err(e))) => Err(e),
-            Ok(None) => {
-                self.finished = true;
-                Ok(None)
-            }
-            Err(_) => Ok(None),
-        }
+        self.chunks.next(timeout)
     }
 
     pub fn finished(&self) -> bool {
-        self.finished
+        self.chunks.finished()
     }
 
     pub fn stop(&mut self) {

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::s3_objects::{created_objects, events_of_object};
-use super::{Chunk, SourceError};
+use super::{Chunk, ChunkReceiver, SourceError};
 use crate::config::SqsOptions;
 use crate::pipeline::SourceEvent;
 use crate::stats::Stats;
@@ -78,7 +78,7 @@ impl Shared {
 pub struct SqsSource {
     runtime: Handle,
     shared: Arc<Shared>,
-    chunks: mpsc::Receiver<Result<Chunk, SourceError>>,
+    chunks: ChunkReceiver,
     receivers: Vec<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     acks: Option<mpsc::UnboundedSender<Vec<String>>>,
@@ -142,17 +142,11 @@ impl SqsSource {
         let heartbeat = Some(runtime.spawn(heartbeat(shared.clone())));
         let (acks, ack_queue) = mpsc::unbounded_channel();
         let deleter = Some(runtime.spawn(delete_loop(shared.clone(), ack_queue)));
-        Ok(SqsSource { runtime, shared, chunks, receivers, heartbeat, acks: Some(acks), deleter, paused })
+        Ok(SqsSource { runtime: runtime.clone(), shared, chunks: ChunkReceiver::new(runtime, chunks), receivers, heartbeat, acks: Some(acks), deleter, paused })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
-        // Timers need the runtime's context: create the timeout inside it.
-        let chunks = &mut self.chunks;
-        match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
-            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-            Ok(Some(Err(e))) => Err(e),
-            Ok(None) | Err(_) => Ok(None),
-        }
+        self.chunks.next(timeout)
     }
 
     /// Messages waiting in the queue (ApproximateNumberOfMessages, refreshed by the heartbeat).

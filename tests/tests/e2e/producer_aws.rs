@@ -153,22 +153,7 @@ async fn sales_to_firehose_land_in_s3_as_ndjson() {
     let config = aws_config(&emulator.moto.endpoint).await;
     let s3 = s3_client(&emulator.moto.endpoint).await;
     s3.create_bucket().bucket("raw-zone").send().await.unwrap();
-    let firehose = aws_sdk_firehose::Client::new(&config);
-    firehose
-        .create_delivery_stream()
-        .delivery_stream_name("sales-raw")
-        .extended_s3_destination_configuration(
-            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
-                .bucket_arn("arn:aws:s3:::raw-zone")
-                .role_arn("arn:aws:iam::123456789012:role/firehose")
-                .prefix("sales/")
-                .compression_format(aws_sdk_firehose::types::CompressionFormat::Uncompressed)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::support::create_firehose_to_s3(&config, "sales-raw", "raw-zone", "sales/").await;
     emulator.proxy.fail_entries("PutRecordBatch", 4, 1);
     let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args(["--to", "firehose:sales-raw"]));
     expect_status(&output, 0);

@@ -225,21 +225,7 @@ async fn a_prefix_firehose_delivered_is_replayed_into_a_lake() {
     let config = aws_config(&moto.endpoint).await;
     let s3 = kappa_tests::s3_client(&moto.endpoint).await;
     s3.create_bucket().bucket("raw-zone").send().await.unwrap();
-    aws_sdk_firehose::Client::new(&config)
-        .create_delivery_stream()
-        .delivery_stream_name("sales-raw")
-        .extended_s3_destination_configuration(
-            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
-                .bucket_arn("arn:aws:s3:::raw-zone")
-                .role_arn("arn:aws:iam::123456789012:role/firehose")
-                .prefix("firehose/sales/")
-                .compression_format(aws_sdk_firehose::types::CompressionFormat::Uncompressed)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    crate::support::create_firehose_to_s3(&config, "sales-raw", "raw-zone", "firehose/sales/").await;
     expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "firehose:sales-raw"])), 0);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");

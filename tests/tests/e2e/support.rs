@@ -150,3 +150,23 @@ pub fn kill_repeatedly(max_kills: u32, window_ms: (u64, u64), deadline: Duration
     eprintln!("{kills} kills in {:?}", started.elapsed());
     kills
 }
+
+/// Creates a Firehose delivery stream into `bucket` under `prefix`, uncompressed (moto's
+/// DescribeDeliveryStream needs the explicit format).
+pub async fn create_firehose_to_s3(config: &aws_config::SdkConfig, stream: &str, bucket: &str, prefix: &str) {
+    aws_sdk_firehose::Client::new(config)
+        .create_delivery_stream()
+        .delivery_stream_name(stream)
+        .extended_s3_destination_configuration(
+            aws_sdk_firehose::types::ExtendedS3DestinationConfiguration::builder()
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .prefix(prefix)
+                .compression_format(aws_sdk_firehose::types::CompressionFormat::Uncompressed)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
