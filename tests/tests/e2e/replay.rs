@@ -237,3 +237,27 @@ async fn a_prefix_firehose_delivered_is_replayed_into_a_lake() {
     crate::support::assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
     assert_eq!(current_generation(&lake, "sales"), "gen-000001", "the first generation of a new table");
 }
+
+#[test]
+fn at_timestamp_and_until_bound_the_replay_by_arrival_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    let files = crate::support::sales_files();
+    let produce_file = |file: &Path| expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(file).args(["--to", &log, "--shards", "2"])), 0);
+    produce_file(&files[0]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    produce_file(&files[1]);
+    let lake = dir.path().join("lake");
+    let stamp = between.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let replay = |bound: &str, table: &str| {
+        let summary_path = dir.path().join(format!("{table}.json"));
+        expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", table, "--event-time", "sale_date", bound, &stamp, "--summary-json"]).arg(&summary_path)), 0);
+        let rows = read_lake(&lake.join(table).join("gen-000001"));
+        rows.iter().map(|r| r.partition.clone()).collect::<BTreeSet<_>>()
+    };
+    // The first file arrived before the stamp (day 19), the second after it (day 20).
+    assert_eq!(replay("--until", "before"), BTreeSet::from(["year=2025/month=03/day=19".to_string()]));
+    assert_eq!(replay("--at-timestamp", "after"), BTreeSet::from(["year=2025/month=03/day=20".to_string()]));
+}
