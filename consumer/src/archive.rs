@@ -85,15 +85,20 @@ impl Archive {
     pub async fn remove_uncommitted(&self, generation: &str, last_commit: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
         for object in self.store.list(&Self::prefix(&self.table)).await? {
-            let name = object.path.rsplit('/').next().unwrap_or_default();
-            let commit = name.strip_prefix(&format!("{generation}-")).and_then(|rest| rest.strip_suffix(".ndjson.zst")).and_then(|n| n.parse::<u64>().ok());
-            if commit.is_some_and(|c| c > last_commit) {
+            if commit_of_object(&object.path).is_some_and(|(g, c)| g == generation && c > last_commit) {
                 self.store.delete(&object.path).await?;
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+/// The generation and commit an archive object's name carries (`<gen>-<commit>.ndjson.zst`).
+pub fn commit_of_object(path: &str) -> Option<(String, u64)> {
+    let name = path.rsplit('/').next()?.strip_suffix(".ndjson.zst")?;
+    let (generation, commit) = name.rsplit_once('-')?;
+    Some((generation.to_string(), commit.parse().ok()?))
 }
 
 /// The arrival hour (ms) an object key names: `year=YYYY/month=MM/day=DD/hour=HH/` (this

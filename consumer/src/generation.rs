@@ -36,6 +36,10 @@ pub struct GenerationRecord {
     pub created_ms: i64,
     /// What made it: `consumer`, or `replay from log:…` with the settings used.
     pub origin: String,
+    /// Set by `gc`: the generation's objects are gone; the record stays so its number is
+    /// never given out again (archive objects are named after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_ms: Option<i64>,
 }
 
 /// A generation as `kappa-replay status` lists it.
@@ -43,6 +47,8 @@ pub struct GenerationRecord {
 pub struct GenerationSummary {
     pub record: GenerationRecord,
     pub current: bool,
+    /// Its writer finished it (a replay that ran to its end; a consumer's generation always).
+    pub complete: bool,
     pub commits: u64,
     pub totals: Totals,
 }
@@ -82,7 +88,7 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
     let mut next = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0) + 1;
     loop {
         let generation = format!("gen-{next:06}");
-        let record = GenerationRecord { generation: generation.clone(), created_ms: chrono::Utc::now().timestamp_millis(), origin: origin.to_string() };
+        let record = GenerationRecord { generation: generation.clone(), created_ms: chrono::Utc::now().timestamp_millis(), origin: origin.to_string(), removed_ms: None };
         let path = format!("{}{generation}.json", generations_prefix(table));
         match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
             Ok(()) => return Ok(generation),
@@ -103,9 +109,15 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
     {
         return Err(conflict());
     }
-    let exists = records(store, table).await?.iter().any(|r| r.generation == generation);
+    let exists = records(store, table).await?.iter().any(|r| r.generation == generation && r.removed_ms.is_none());
     if !exists {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("there is no generation {generation}") });
+    }
+    if !is_complete(store, table, generation).await? {
+        return Err(TableError::Invalid {
+            table: table.to_string(),
+            reason: format!("{generation} is incomplete (its replay did not finish); readers would see part of the data"),
+        });
     }
     let pointer = Pointer {
         switch: now.as_ref().map_or(1, |p| p.switch + 1),
@@ -116,7 +128,34 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
     let path = format!("{}{:06}.json", pointer_prefix(table), pointer.switch);
     match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&pointer).expect("serializes"))).await {
         Ok(()) => Ok(pointer),
-        Err(StoreError::AlreadyExists { .. }) => Err(conflict()),
+        Err(StoreError::AlreadyExists { .. }) => {
+            // An SDK retry of a put that had in fact succeeded also lands here: it is ours if
+            // the record says what we wrote.
+            let existing: Pointer = parse(&path, &store.get(&path).await?)?;
+            if existing.generation == pointer.generation && existing.previous == pointer.previous && existing.switched_ms == pointer.switched_ms {
+                Ok(pointer)
+            } else {
+                Err(conflict())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn complete_path(table: &str, generation: &str) -> String {
+    format!("{table}/_kappa/{generation}/complete.json")
+}
+
+/// Marks a generation finished: only complete generations can become current.
+pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
+    Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    match store.get(&complete_path(table, generation)).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -125,7 +164,8 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
 pub async fn summaries(store: &Store, table: &str) -> Result<Vec<GenerationSummary>, TableError> {
     let current = current(store, table).await?.map(|p| p.generation);
     let mut summaries = Vec::new();
-    for record in records(store, table).await? {
+    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_none()) {
+        let complete = is_complete(store, table, &record.generation).await?;
         let commits = store.list(&format!("{table}/_kappa/{}/commits/", record.generation)).await?;
         let (count, totals) = match commits.last() {
             Some(last) => {
@@ -134,27 +174,37 @@ pub async fn summaries(store: &Store, table: &str) -> Result<Vec<GenerationSumma
             }
             None => (0, Totals::default()),
         };
-        summaries.push(GenerationSummary { current: current.as_deref() == Some(record.generation.as_str()), record, commits: count, totals });
+        summaries.push(GenerationSummary { current: current.as_deref() == Some(record.generation.as_str()), complete, record, commits: count, totals });
     }
     Ok(summaries)
 }
 
-/// Deletes a generation: its data, commit log, schema, quarantine and record. Refuses the
-/// current one. Returns the number of objects deleted.
+/// Deletes a generation: its data, commit log, schema and quarantine; its record stays,
+/// marked removed. Refuses the current one. Returns the number of objects deleted.
 pub async fn remove(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
-    if current(store, table).await?.is_some_and(|p| p.generation == generation) {
+    let is_current = |p: Option<Pointer>| p.is_some_and(|p| p.generation == generation);
+    if is_current(current(store, table).await?) {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} is the current generation; it is never removed") });
     }
+    let record_path = format!("{}{generation}.json", generations_prefix(table));
+    let mut record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
+    // Withdraw the completion mark first, then look again: a switch racing this removal
+    // either won before (and the removal stops here) or can no longer pick this generation.
+    store.delete(&complete_path(table, generation)).await?;
+    if is_current(current(store, table).await?) {
+        mark_complete(store, table, generation).await?;
+        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} became current while being removed; left in place") });
+    }
     let mut removed = 0;
-    // The record goes last: a removal cut short is listed, and can be run again.
     for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
         for object in store.list(&prefix).await? {
             store.delete(&object.path).await?;
             removed += 1;
         }
     }
-    store.delete(&format!("{}{generation}.json", generations_prefix(table))).await?;
-    Ok(removed + 1)
+    record.removed_ms = Some(chrono::Utc::now().timestamp_millis());
+    store.put(&record_path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?;
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -170,6 +220,9 @@ mod tests {
         let first = create(&store, "t", "consumer").await.unwrap();
         let second = create(&store, "t", "replay").await.unwrap();
         assert_eq!((first.as_str(), second.as_str()), ("gen-000001", "gen-000002"));
+        assert!(switch(&store, "t", &first, None).await.is_err(), "incomplete generations are not switched to");
+        mark_complete(&store, "t", &first).await.unwrap();
+        mark_complete(&store, "t", &second).await.unwrap();
         switch(&store, "t", &first, None).await.unwrap();
         assert_eq!(current(&store, "t").await.unwrap().unwrap().generation, first);
         // A switch that expected another current generation fails.
@@ -181,7 +234,9 @@ mod tests {
         // The current generation is never removed; an old one is, whole.
         assert!(remove(&store, "t", &second).await.is_err());
         store.put(&format!("t/{first}/year=2025/a.parquet"), Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(remove(&store, "t", &first).await.unwrap(), 2);
-        assert_eq!(records(&store, "t").await.unwrap().len(), 1);
+        assert_eq!(remove(&store, "t", &first).await.unwrap(), 1);
+        assert_eq!(summaries(&store, "t").await.unwrap().len(), 1);
+        // Its number is never given out again.
+        assert_eq!(create(&store, "t", "replay").await.unwrap(), "gen-000003");
     }
 }

@@ -246,6 +246,15 @@ impl Pipeline {
         }
     }
 
+    /// Takes over acknowledgements another generation's last commit still lists (a replay of
+    /// an SQS-fed table's archive): a message it covers must still be deleted, not ingested,
+    /// when it comes back after a switch.
+    pub fn adopt_unacknowledged(&mut self, unacknowledged: &BTreeMap<String, i64>) {
+        for (ack, expiry) in unacknowledged {
+            self.state.unacknowledged.entry(ack.clone()).or_insert(*expiry);
+        }
+    }
+
     /// Commits when only the acknowledgement state changed (after the final deletes), so the
     /// next run does not carry this run's last messages for the full 14 days.
     pub fn commit_acknowledgements(&mut self) -> Result<(), PipelineError> {

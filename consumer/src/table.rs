@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <table>/_kappa/current/<n:06>.json                 the generation pointer: the highest n is current
-//! <table>/_kappa/<generation>/generation.json        when and how the generation was made
+//! <table>/_kappa/generations/<generation>.json       when and how the generation was made
+//! <table>/_kappa/<generation>/complete.json          its writer finished it (switchable)
 //! <table>/_kappa/<generation>/schema/v000001.json    schema versions
 //! <table>/_kappa/<generation>/commits/<n:020>.json   the commit log, one record per flush
 //! <table>/<generation>/year=…/month=…/day=…/part-<shard>-<first>-<last>.parquet
@@ -145,6 +146,8 @@ impl Table {
             Some(pointer) => pointer.generation,
             None => {
                 let first = crate::generation::create(&store, name, "consumer").await?;
+                // A consumer's generation is live from the start: complete as it goes.
+                crate::generation::mark_complete(&store, name, &first).await?;
                 match crate::generation::switch(&store, name, &first, None).await {
                     Ok(_) => first,
                     // Another consumer created the table at the same moment: use its pointer.

@@ -51,6 +51,8 @@ pub enum ReplayError {
     Aws(#[from] kappa_common::aws::AwsConfigError),
     #[error("reading the new generation back: {0}")]
     ReadBack(String),
+    #[error("{0}")]
+    Refused(String),
     #[error("interrupted: {generation} is incomplete and was not switched to; `kappa-replay gc` removes it")]
     Interrupted { generation: String },
 }
@@ -96,8 +98,55 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let (store, aws) = open_store(&runtime, &config.location, needs_aws)?;
     let name = config.location.table.clone();
 
-    // 1. The current generation keeps serving; the new one is made beside it.
+    // 1. The current generation keeps serving. The source is opened first, so a wrong --from
+    //    fails before any generation is made.
     let previous = runtime.block_on(generation::current(&store, &name))?.map(|p| p.generation);
+    let live_state = match &previous {
+        Some(live) => Some(runtime.block_on(Table::open_generation(store.clone(), &name, live).load_state())?),
+        None => None,
+    };
+    if let (ReplaySource::Raw(_), true, Some(live)) = (&config.source, config.switch, &live_state) {
+        // A raw replay numbers events itself: a consumer fed by the log or Kinesis could not
+        // continue the new generation from its positions.
+        let positioned: Vec<&String> = live.resume.keys().filter(|s| s.as_str() != kappa_consumer::source::sqs::SHARD && s.as_str() != kappa_consumer::source::raw::SHARD).collect();
+        if !positioned.is_empty() {
+            return Err(ReplayError::Refused(format!(
+                "--switch: the current generation is fed from a positioned source (shards {positioned:?}); a generation rebuilt from raw objects carries no positions for it. Replay from the log or Kinesis instead, or switch by hand after deciding where the consumer resumes"
+            )));
+        }
+    }
+    let mut log_source = None;
+    let mut shards = Vec::new();
+    let source = match &config.source {
+        ReplaySource::Log(path) => {
+            let log = Log::open(path).map_err(SourceError::from)?;
+            shards = LogSource::shard_names(&log);
+            let start = config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime);
+            let starts = vec![start; log.shard_count() as usize];
+            log_source = Some(LogSource::start_bounded(log, starts, config.until_ms)?);
+            None
+        }
+        ReplaySource::Kinesis(stream) => {
+            let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
+            // Without --until, what the stream held when the replay started: a shard under
+            // steady traffic is never empty, so "caught up" alone would not end it.
+            let until_ms = Some(config.until_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
+            let bounds = ReadBounds { start_ms: config.at_ms, until_ms };
+            Some(Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), Default::default(), config.poll_interval, Duration::from_secs(5), Some(bounds))?))
+        }
+        ReplaySource::Raw(location) => {
+            shards = vec![kappa_consumer::source::raw::SHARD.to_string()];
+            // Archive objects of commits that never happened are left out.
+            let last_commits: std::collections::HashMap<String, u64> =
+                runtime.block_on(generation::summaries(&store, &name))?.into_iter().map(|g| (g.record.generation, g.commits)).collect();
+            let uncommitted = move |path: &str| {
+                kappa_consumer::archive::commit_of_object(path).is_some_and(|(generation, commit)| last_commits.get(&generation).is_some_and(|last| commit > *last))
+            };
+            let raw_store = kappa_consumer::run::open_store(location, aws.as_ref());
+            Some(Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0, uncommitted)?))
+        }
+    };
+    let mut source = source.unwrap_or_else(|| Source::Log(log_source.take().expect("opened above")));
     let new_generation = runtime.block_on(generation::create(&store, &name, &config.origin))?;
     let table = Table::open_generation(store.clone(), &name, &new_generation);
     let location = format!("{}/{}", config.location.lake, table.data_prefix());
@@ -105,33 +154,7 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
 
     // 2. Read the source to its end through the consumer's pipeline.
     let stats = Arc::new(Stats::default());
-    let (log, shards) = match &config.source {
-        ReplaySource::Log(path) => {
-            let log = Log::open(path).map_err(SourceError::from)?;
-            let shards = LogSource::shard_names(&log);
-            (Some(log), shards)
-        }
-        ReplaySource::Kinesis(_) => (None, Vec::new()),
-        ReplaySource::Raw(_) => (None, vec![kappa_consumer::source::raw::SHARD.to_string()]),
-    };
     let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, config.schema.clone(), stats.clone())?;
-    let mut source = match (&config.source, log) {
-        (ReplaySource::Log(_), Some(log)) => {
-            let start = config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime);
-            let starts = vec![start; log.shard_count() as usize];
-            Source::Log(LogSource::start_bounded(log, starts, config.until_ms)?)
-        }
-        (ReplaySource::Kinesis(stream), _) => {
-            let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
-            let bounds = ReadBounds { start_ms: config.at_ms, until_ms: config.until_ms };
-            Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), Default::default(), config.poll_interval, Duration::from_secs(5), Some(bounds))?)
-        }
-        (ReplaySource::Raw(location), _) => {
-            let raw_store = kappa_consumer::run::open_store(location, aws.as_ref());
-            Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0)?)
-        }
-        (ReplaySource::Log(_), None) => unreachable!("the log was opened above"),
-    };
     let total = match &source {
         Source::Log(s) => Some(s.total()),
         _ => None,
@@ -162,12 +185,17 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
 
     // 3. The rest, committed: the generation is complete.
     pipeline.flush_all()?;
+    if let (ReplaySource::Raw(_), Some(live)) = (&config.source, &live_state) {
+        pipeline.adopt_unacknowledged(&live.unacknowledged);
+        pipeline.commit_acknowledgements()?;
+    }
+    runtime.block_on(generation::mark_complete(&store, &name, &new_generation))?;
     let summary = stats.summary();
     let state = pipeline.state().clone();
     let table = pipeline.table().clone();
 
     // 4. Check, compare, switch.
-    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, pipeline.routed_rows()))?) } else { None };
+    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, pipeline.routed_rows(), &summary))?) } else { None };
     let compare = match (&previous, config.compare) {
         (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation))?),
         (None, true) => {

@@ -21,11 +21,12 @@ pub fn status(location: &TableLocation) -> Result<(), ReplayError> {
         }
         None => println!("table {name}: no current generation (no consumer or switch has run)"),
     }
+    println!("(* current, … incomplete)");
     println!("{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} origin", "", "generation", "rows", "files", "bytes", "commits", "created");
     for s in &summaries {
         println!(
             "{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} {}",
-            if s.current { "*" } else { "" },
+            if s.current { "*" } else if s.complete { "" } else { "…" },
             s.record.generation,
             s.totals.rows,
             s.totals.files,
@@ -43,15 +44,17 @@ pub fn gc(location: &TableLocation, keep: usize) -> Result<(), ReplayError> {
     let (store, _) = open_store(&runtime, location, false)?;
     let name = &location.table;
     let mut others: Vec<_> = runtime.block_on(generation::summaries(&store, name))?.into_iter().filter(|s| !s.current).collect();
-    // Newest first; the current one is never a candidate.
+    // Newest first; the current one is never a candidate. Incomplete generations (interrupted
+    // replays) neither count among the kept nor stay: do not run gc while a replay runs.
     others.sort_by(|a, b| b.record.generation.cmp(&a.record.generation));
+    let (complete, incomplete): (Vec<_>, Vec<_>) = others.into_iter().partition(|s| s.complete);
     let mut removed = 0;
-    for old in others.iter().skip(keep) {
+    for old in complete.iter().skip(keep).chain(incomplete.iter()) {
         let objects = runtime.block_on(generation::remove(&store, name, &old.record.generation))?;
         println!("removed {} ({} objects, {} rows)", old.record.generation, objects, old.totals.rows);
         removed += 1;
     }
-    println!("kept the current generation and {} other(s); removed {removed}", others.len().min(keep));
+    println!("kept the current generation and {} other(s); removed {removed}", complete.len().min(keep));
     Ok(())
 }
 

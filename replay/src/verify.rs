@@ -45,7 +45,7 @@ async fn read_object(table: &Table, file: &str) -> Result<bytes::Bytes, ReplayEr
     table.store().get(&path).await.map_err(|e| ReplayError::ReadBack(format!("{path}: {e}")))
 }
 
-pub async fn verify(table: &Table, state: &TableState, routed: &BTreeMap<String, u64>) -> Result<VerifyReport, ReplayError> {
+pub async fn verify(table: &Table, state: &TableState, routed: &BTreeMap<String, u64>, run: &kappa_consumer::stats::Summary) -> Result<VerifyReport, ReplayError> {
     let mut in_files: BTreeMap<String, u64> = BTreeMap::new();
     for file in &state.files {
         let data = read_object(table, file).await?;
@@ -64,7 +64,12 @@ pub async fn verify(table: &Table, state: &TableState, routed: &BTreeMap<String,
     if rows != state.totals.rows {
         tracing::error!(in_files = rows, committed = state.totals.rows, "verify: the files' rows differ from the commit log's total");
     }
-    let ok = mismatches.is_empty() && rows == state.totals.rows;
+    // Every event read is accounted for: a row, a quarantined event or a dropped duplicate.
+    let accounted = run.rows_written + run.quarantined + run.duplicates_dropped + run.already_committed_skipped;
+    if accounted != run.events_read {
+        tracing::error!(events_read = run.events_read, accounted, "verify: events read from the source are not all accounted for");
+    }
+    let ok = mismatches.is_empty() && rows == state.totals.rows && accounted == run.events_read;
     tracing::info!(partitions = in_files.len(), rows, ok, "verify: rows per partition read back from the Parquet footers");
     Ok(VerifyReport { ok, partitions: in_files.len(), rows, mismatches })
 }

@@ -42,10 +42,18 @@ impl LocalStore {
     /// Writes and fsyncs a temporary file beside `target`.
     fn write_temp(&self, target: &Path, data: &[u8]) -> Result<PathBuf, StoreError> {
         let dir = target.parent().expect("object paths have a parent");
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let name = target.file_name().expect("object paths have a name").to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
-        let mut file = File::create(&temp).map_err(io(&temp))?;
+        // A delete that empties this directory removes it (see `delete`): if that happens
+        // between creating the directory and the file, create it again.
+        let mut attempts = 0;
+        let mut file = loop {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            match File::create(&temp) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                other => break other.map_err(io(&temp))?,
+            }
+        };
         file.write_all(data).map_err(io(&temp))?;
         file.sync_all().map_err(io(&temp))?;
         Ok(temp)

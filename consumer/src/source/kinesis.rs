@@ -339,7 +339,8 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                     return;
                 }
                 let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
-                if shared.bounds.is_some() && (past_until || (caught_up && out.next_shard_iterator().is_some())) {
+                // A closed shard is read to its end (drained), so its children start.
+                if shared.bounds.is_some() && (past_until || (caught_up && !closed && out.next_shard_iterator().is_some())) {
                     let _ = finished.send((shard, Ending::Bounded));
                     return;
                 }

@@ -30,10 +30,17 @@ pub struct RawSource {
 
 impl RawSource {
     /// Lists the objects under `prefix` (failing at start if there are none) and starts reading.
-    pub fn start(runtime: Handle, store: Store, prefix: String, shard: u32) -> Result<RawSource, SourceError> {
+    /// Objects for which `uncommitted` says so are left out: archive objects of a flush that
+    /// crashed before its commit.
+    pub fn start(runtime: Handle, store: Store, prefix: String, shard: u32, uncommitted: impl Fn(&str) -> bool) -> Result<RawSource, SourceError> {
         let fail = |message: String| SourceError::Raw { prefix: prefix.clone(), message };
         let mut objects = runtime.block_on(store.list(&prefix)).map_err(|e| fail(e.to_string()))?;
         objects.retain(|o| !o.path.rsplit('/').next().unwrap_or_default().starts_with('.'));
+        let listed = objects.len();
+        objects.retain(|o| !uncommitted(&o.path));
+        if objects.len() < listed {
+            tracing::warn!(skipped = listed - objects.len(), "skipping archive objects no commit names (a flush that crashed before its commit)");
+        }
         objects.sort_by(|a, b| a.path.cmp(&b.path));
         if objects.is_empty() {
             return Err(fail("no objects there; point --from raw: at the archive's <table>/raw prefix or at Firehose's S3 prefix".into()));

@@ -156,7 +156,10 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     assert_eq!(generations(&lake, "sales"), BTreeSet::from(["gen-000002".to_string(), "gen-000004".to_string()]));
     assert_eq!(current_generation(&lake, "sales"), "gen-000002");
     assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 6_000);
-    assert!(!lake.join("sales/_kappa/gen-000001").exists() && !lake.join("sales/_kappa/generations/gen-000003.json").exists());
+    assert!(!lake.join("sales/_kappa/gen-000001").exists() && !lake.join("sales/_kappa/gen-000003").exists());
+    // The records stay, marked removed, so the numbers are never given out again.
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(lake.join("sales/_kappa/generations/gen-000003.json")).unwrap()).unwrap();
+    assert!(record["removed_ms"].is_i64(), "{record}");
 }
 
 #[tokio::test]
