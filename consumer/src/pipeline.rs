@@ -130,6 +130,8 @@ impl Pipeline {
         schema: Option<TableSchema>,
         stats: Arc<Stats>,
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
+        let layout = crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) };
+        runtime.block_on(table.settle_layout(&layout))?;
         let state = runtime.block_on(table.load_state())?;
         let removed = runtime.block_on(table.remove_uncommitted(&state))?;
         if removed > 0 {

@@ -43,6 +43,11 @@ pub enum ConsumerError {
     Aws(#[from] kappa_common::aws::AwsConfigError),
     #[error("--metrics-addr {addr}: cannot listen: {source}")]
     Metrics { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(
+        "table {table} was switched to {current} while this consumer wrote {generation} (readers no longer see it); \
+         what it read is committed, and a restart continues {current} from that generation's positions"
+    )]
+    Switched { table: String, generation: String, current: String },
 }
 
 /// Events sampled to infer a new table's schema.
@@ -109,6 +114,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     };
     let mut last_event = Instant::now();
     let mut last_status = (Instant::now(), 0u64);
+    let mut switched_to = None;
     let result = (|| -> Result<(), ConsumerError> {
         while !shutdown.load(Ordering::Acquire) {
             if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
@@ -135,6 +141,16 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
             gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
             gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
+                // A replay may switch readers to another generation: writing this one on
+                // would be invisible to them. Drain and stop; a restart continues the new one.
+                let table = pipeline.table();
+                if let Ok(Some(pointer)) = runtime.block_on(crate::generation::current(table.store(), table.name()))
+                    && pointer.generation != table.generation()
+                {
+                    tracing::error!(current = %pointer.generation, writing = %table.generation(), "the table was switched to another generation: draining and stopping");
+                    switched_to = Some(pointer.generation);
+                    break;
+                }
                 let read = stats.read();
                 let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
                 let lag = source.lag(|s| pipeline.last_read(s));
@@ -165,6 +181,10 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     source.stop();
     pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
     pipeline.commit_acknowledgements()?;
+    if let Some(current) = switched_to {
+        eprint!("{}", stats.summary().render(&config.table, &prefix));
+        return Err(ConsumerError::Switched { table: config.table.clone(), generation: pipeline.table().generation().to_string(), current });
+    }
     Ok((stats.summary(), prefix))
 }
 

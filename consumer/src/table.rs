@@ -5,6 +5,7 @@
 //! <table>/_kappa/current/<n:06>.json                 the generation pointer: the highest n is current
 //! <table>/_kappa/generations/<generation>.json       when and how the generation was made
 //! <table>/_kappa/<generation>/complete.json          its writer finished it (switchable)
+//! <table>/_kappa/<generation>/layout.json            partition granularity and event-time column
 //! <table>/_kappa/<generation>/schema/v000001.json    schema versions
 //! <table>/_kappa/<generation>/commits/<n:020>.json   the commit log, one record per flush
 //! <table>/<generation>/year=…/month=…/day=…/part-<shard>-<first>-<last>.parquet
@@ -109,6 +110,14 @@ pub struct Commit {
     /// Per shard: the last position in the raw archive.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub archive_positions: ShardPositions,
+}
+
+/// The settings that decide where a generation's rows go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub partition_by: String,
+    /// The event-time column; `None` partitions by arrival time.
+    pub event_time: Option<String>,
 }
 
 /// What a consumer needs to resume: the last commit's state plus the set of live files.
@@ -294,6 +303,36 @@ impl Table {
                 } else {
                     Err(TableError::Invalid { table: self.name.clone(), reason: format!("schema version {version} was written differently by another writer") })
                 }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the settings that shape this generation's layout on first use, and refuses
+    /// different ones later: a consumer restarted with another `--partition-by` or
+    /// `--event-time` would mix two layouts in one generation.
+    pub async fn settle_layout(&self, layout: &Layout) -> Result<(), TableError> {
+        let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
+        let data = Bytes::from(serde_json::to_vec_pretty(layout).expect("serializes"));
+        match self.store.put_if_absent(&path, data).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let existing: Layout = parse(&path, &self.store.get(&path).await?)?;
+                if &existing == layout {
+                    return Ok(());
+                }
+                Err(TableError::Invalid {
+                    table: self.name.clone(),
+                    reason: format!(
+                        "generation {} is partitioned by {} on {}; this run asks for {} on {}. Use the generation's settings, \
+                         or write the new layout as a new generation with kappa-replay",
+                        self.generation,
+                        existing.partition_by,
+                        existing.event_time.as_deref().unwrap_or("arrival time"),
+                        layout.partition_by,
+                        layout.event_time.as_deref().unwrap_or("arrival time"),
+                    ),
+                })
             }
             Err(e) => Err(e.into()),
         }

@@ -264,3 +264,36 @@ fn at_timestamp_and_until_bound_the_replay_by_arrival_time() {
     assert_eq!(replay("--until", "before"), BTreeSet::from(["year=2025/month=03/day=19".to_string()]));
     assert_eq!(replay("--at-timestamp", "after"), BTreeSet::from(["year=2025/month=03/day=20".to_string()]));
 }
+
+#[test]
+fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_the_new_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 5_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    // Follows the log (no --until-idle), checking the pointer every status interval.
+    let live = kappa("kappa-consumer", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(DATA_DRIVEN)
+        .args(["--status-interval", "500ms"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).arg("--switch")), 0);
+    let output = live.wait_with_output().unwrap();
+    expect_status(&output, 1);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("was switched to gen-000002"), "{}", String::from_utf8_lossy(&output.stderr));
+    // A restart continues the new generation; a different layout is refused there.
+    let hourly = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
+    expect_status(&hourly, 1);
+    assert!(String::from_utf8_lossy(&hourly.stderr).contains("is partitioned by day on sale_time"), "{}", String::from_utf8_lossy(&hourly.stderr));
+    produce(&generate_sales_csv(&dir.path().join("more").tap_mkdir(), 300), &log);
+    let summary_path = dir.path().join("restart.json");
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s", "--summary-json"]).arg(&summary_path)), 0);
+    assert_eq!(summary(&summary_path)["events_read"], 300);
+    let rows = read_lake(&lake.join("sales/gen-000002"));
+    assert_eq!(rows.len(), 5_300, "every event once in the new generation");
+}
