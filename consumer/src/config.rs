@@ -186,16 +186,19 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
 
-    /// Memory for buffered rows; past it the largest buffers are written first (suffixes
-    /// KiB, MiB, GiB).
-    #[arg(long, value_name = "BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    /// Memory for buffered rows (Arrow buffers, and raw events kept for --archive); past it
+    /// the largest buffers are written first. The process needs about 150 MiB more (decoding,
+    /// encoding, read-ahead) (suffixes KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
 
     /// Parquet compression codec.
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
     pub compression: Codec,
 
-    /// Event identities remembered to drop duplicate deliveries (16 bytes + overhead each).
+    /// Duplicate deliveries are dropped by event identity: the producer's identities are kept
+    /// as row ranges per file (all of them); other identities in a window of this many (about
+    /// 50 bytes each). 0 turns deduplication off.
     #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
     pub dedup_window: usize,
 }
