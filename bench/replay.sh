@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: rebuilding a lake from the log. On the 10M-row log that bench/consumer.sh
 # produces, the live consumer builds generation 1 and kappa-replay rebuilds it as generation 2
-# (same settings, --verify), in the same run; target: replay rows/s >= consumer rows/s.
+# (same settings), alternately three times, then once more with --verify; target: replay
+# rows/s >= consumer rows/s.
 #
 #   bench/replay.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
 #
@@ -28,17 +29,27 @@ RESULTS=$OUT/replay-results.jsonl
 : > "$RESULTS"
 measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
 SETTINGS=(--table sales --event-time sale_time --partition-by day --compression "$CODEC")
-rm -rf "$OUT/replay-lake"
-measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
-  --until-idle 100ms --status-interval 10s
-measure kappa_replay -- ./target/release/kappa-replay --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
-  --verify --progress-interval 10s --summary-json "$OUT/replay-summary.json"
+# This machine's timings vary by ±25% from run to run: three alternating rounds, medians.
+for round in 1 2 3; do
+  rm -rf "$OUT/replay-lake"
+  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
+    --until-idle 100ms --status-interval 10s
+  measure kappa_replay -- ./target/release/kappa-replay --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
+    --progress-interval 10s --summary-json "$OUT/replay-summary.json"
+done
+measure kappa_replay_verify -- ./target/release/kappa-replay --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
+  --verify --progress-interval 10s
 
 .venv/bin/python - "$RESULTS" "$ROWS" <<'PY'
-import json, sys
+import json, statistics, sys
 results, rows = sys.argv[1], int(sys.argv[2])
-print(f"{'command':<16}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}")
+runs = {}
 for line in open(results):
     r = json.loads(line)
-    print(f"{r['name']:<16}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}")
+    runs.setdefault(r["name"], []).append(r)
+print(f"{'command':<22}{'runs':>5}{'median s':>10}{'rows/s':>14}{'max RSS MiB':>13}   all seconds")
+for name, rs in runs.items():
+    median = statistics.median(r["seconds"] for r in rs)
+    rss = max(r["max_rss_mib"] for r in rs)
+    print(f"{name:<22}{len(rs):>5}{median:>10.2f}{rows / median:>14,.0f}{rss:>13.1f}   {' / '.join(str(r['seconds']) for r in rs)}")
 PY
