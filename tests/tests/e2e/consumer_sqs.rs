@@ -108,22 +108,46 @@ async fn sigkill_during_a_20k_row_sqs_ingest_loses_and_doubles_nothing() {
     assert_eq!(messages_left(&client, &url).await, 0, "every message deleted");
 }
 
+/// A bucket whose ObjectCreated notifications go to a new queue, as in the users' pipelines
+/// (S3 itself announces each upload). Returns the queue URL.
+async fn landing_bucket(sqs: &aws_sdk_sqs::Client, s3: &aws_sdk_s3::Client, bucket: &str, queue: &str) -> String {
+    let url = create_queue(sqs, queue).await;
+    let arn = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let notify = aws_sdk_s3::types::QueueConfiguration::builder().queue_arn(arn).events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")).build().unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().queue_configurations(notify).build())
+        .send()
+        .await
+        .unwrap();
+    url
+}
+
+#[tokio::test]
+async fn seed_sales_csvs_dropped_in_s3_become_four_day_partitions() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let s3 = s3_client(&moto.endpoint).await;
+    let url = landing_bucket(&sqs, &s3, "landing", "drops").await;
+    for file in sales_files() {
+        let key = format!("incoming/{}", file.file_name().unwrap().to_string_lossy());
+        s3.put_object().bucket("landing").key(key).body(std::fs::read(&file).unwrap().into()).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs+s3:drops", &lake, "3s")));
+    expect_status(&output, 0);
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    assert_eq!(messages_left(&sqs, &url).await, 0);
+}
+
 #[tokio::test]
 async fn orders_json_dropped_in_s3_become_23_rows_by_order_date() {
     let moto = Moto::start();
     let sqs = sqs_client(&moto.endpoint).await;
     let s3 = s3_client(&moto.endpoint).await;
-    let url = create_queue(&sqs, "drops").await;
-    let arn = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-    s3.create_bucket().bucket("landing").send().await.unwrap();
-    // S3 itself announces the upload on the queue, as in the users' pipelines.
-    let queue = aws_sdk_s3::types::QueueConfiguration::builder().queue_arn(arn).events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")).build().unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket("landing")
-        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().queue_configurations(queue).build())
-        .send()
-        .await
-        .unwrap();
+    let url = landing_bucket(&sqs, &s3, "landing", "drops").await;
     let orders = seed("orders/orders_ETL.json");
     let data = std::fs::read(&orders).unwrap();
     s3.put_object().bucket("landing").key("incoming/orders ETL.json").body(data.clone().into()).send().await.unwrap();
