@@ -6,6 +6,7 @@
 //!                           commit (positions + files, create-if-absent) ◄─ store ◄─ Parquet
 //! ```
 
+pub mod acks;
 pub mod archive;
 pub mod buffer;
 pub mod config;

@@ -7,7 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, Timelike};
+use kappa_common::time::EventTimeFormat;
 
 /// How fine the partitions are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -116,6 +119,31 @@ impl FromStr for Partition {
             .ok_or_else(|| format!("empty partition {s:?}"))?;
         Ok(Partition { year: values[0] as i32, month: values[1] as u8, day: values[2] as u8, hour: values[3] as u8, granularity })
     }
+}
+
+/// Event times (ms since the epoch) of a decoded column, or why a row has none: dates,
+/// microsecond timestamps, epoch numbers (`epoch_s` or `epoch_ms`) and text in `format`.
+pub fn column_times(array: &ArrayRef, column: &str, format: &EventTimeFormat) -> Vec<Result<i64, String>> {
+    (0..array.len())
+        .map(|row| {
+            if array.is_null(row) {
+                return Err(format!("event time column {column:?} is empty"));
+            }
+            match array.data_type() {
+                DataType::Date32 => Ok(i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400_000),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => Ok(array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000)),
+                DataType::Int64 => {
+                    let n = array.as_primitive::<Int64Type>().value(row);
+                    match format {
+                        EventTimeFormat::EpochSeconds => Ok(n.saturating_mul(1000)),
+                        _ => Ok(n),
+                    }
+                }
+                DataType::Utf8 => format.parse_millis(array.as_string::<i32>().value(row)).map_err(|e| e.to_string()),
+                other => Err(format!("event time column {column:?} has type {other}, which is not a time")),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
 use kappa_common::time::EventTimeFormat;
 use tokio::runtime::Handle;
 
+use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
 use crate::decode::Decoder;
 use crate::parquet_file::{self, Codec};
@@ -69,9 +69,6 @@ pub struct PipelineConfig {
     pub flush_together: bool,
 }
 
-/// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
-/// Commits store each one's expiry time (ms), shortened once the source confirms it.
-const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
 /// A quarantined event waiting for the next commit.
 #[derive(serde::Serialize)]
@@ -99,17 +96,12 @@ pub struct Pipeline {
     state: TableState,
     /// `state.written` by (partition, shard); cleared at each commit.
     written_cache: std::collections::HashMap<BufferKey, Option<SequenceNumber>>,
-    /// Acknowledgements whose events were all ingested, waiting for the next commit.
-    acks_ingested: Vec<String>,
-    /// Acknowledgements a commit made durable, for the source to act on.
-    acks_committed: Vec<String>,
-    /// Rows routed to each partition (by path) in this run: what a replay verifies its
+    acks: AckLedger,
+    /// Rows routed to each partition in this run: what a replay verifies its
     /// generation against.
-    routed: BTreeMap<String, u64>,
+    routed: BTreeMap<Partition, u64>,
     /// The raw archive, with `--archive`.
     archive: Option<crate::archive::Archive>,
-    /// `unacknowledged` as the last commit wrote it.
-    committed_unacknowledged: BTreeMap<String, i64>,
     /// The schema version last stored in the table.
     stored_schema_version: u32,
     stats: Arc<Stats>,
@@ -132,7 +124,7 @@ impl Pipeline {
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
         let layout = crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) };
         runtime.block_on(table.settle_layout(&layout))?;
-        let state = runtime.block_on(table.load_state())?;
+        let mut state = runtime.block_on(table.load_state())?;
         let removed = runtime.block_on(table.remove_uncommitted(&state))?;
         if removed > 0 {
             tracing::warn!(removed, "removed objects of an interrupted flush; they will be written again");
@@ -144,7 +136,7 @@ impl Pipeline {
             (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
         };
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
-        let committed_unacknowledged = state.unacknowledged.clone();
+        let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
         let pipeline = Pipeline {
             table,
             runtime,
@@ -158,9 +150,7 @@ impl Pipeline {
             dedup: DedupWindow::new(config.dedup_window),
             state,
             written_cache: std::collections::HashMap::new(),
-            acks_ingested: Vec::new(),
-            acks_committed: Vec::new(),
-            committed_unacknowledged,
+            acks,
             routed: BTreeMap::new(),
             archive: None,
             stored_schema_version: stored_version,
@@ -218,49 +208,25 @@ impl Pipeline {
 
     /// Rows this run routed to each partition (path), excluding quarantined, duplicate and
     /// already written events.
-    pub fn routed_rows(&self) -> &BTreeMap<String, u64> {
-        &self.routed
+    pub fn routed_rows(&self) -> BTreeMap<String, u64> {
+        self.routed.iter().map(|(partition, rows)| (partition.path(), *rows)).collect()
     }
 
     pub fn shard_names(&self) -> &[String] {
         &self.shards
     }
 
-    /// Registers acknowledgements whose events have all been passed to [`Pipeline::ingest`].
-    pub fn add_acks(&mut self, acks: Vec<String>) {
-        self.acks_ingested.extend(acks);
-    }
-
-    /// Acknowledgements made durable by commits since the last call.
-    pub fn take_committed_acks(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.acks_committed)
-    }
-
-    /// The source completed these acknowledgements. Later commits keep them only for
-    /// `grace_ms` more: SQS may still deliver a deleted message again (at-least-once, or a
-    /// delete made with a receipt handle a redelivery replaced), and it must be recognised.
-    pub fn confirm_acks(&mut self, acks: &[String], grace_ms: i64) {
-        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
-        for ack in acks {
-            if let Some(expiry) = self.state.unacknowledged.get_mut(ack) {
-                *expiry = (*expiry).min(until);
-            }
-        }
-    }
-
-    /// Takes over acknowledgements another generation's last commit still lists (a replay of
-    /// an SQS-fed table's archive): a message it covers must still be deleted, not ingested,
-    /// when it comes back after a switch.
-    pub fn adopt_unacknowledged(&mut self, unacknowledged: &BTreeMap<String, i64>) {
-        for (ack, expiry) in unacknowledged {
-            self.state.unacknowledged.entry(ack.clone()).or_insert(*expiry);
-        }
+    /// Source acknowledgements: register those whose events all went to [`Pipeline::ingest`],
+    /// take those commits made durable, confirm completed ones, adopt another generation's
+    /// (a replay of an SQS-fed table's archive: its messages must still be recognised).
+    pub fn acks(&mut self) -> &mut AckLedger {
+        &mut self.acks
     }
 
     /// Commits when only the acknowledgement state changed (after the final deletes), so the
     /// next run does not carry this run's last messages for the full 14 days.
     pub fn commit_acknowledgements(&mut self) -> Result<(), PipelineError> {
-        if self.state.unacknowledged != self.committed_unacknowledged {
+        if self.acks.changed() {
             self.write_and_commit()?;
         }
         Ok(())
@@ -410,7 +376,7 @@ impl Pipeline {
         let indices = UInt32Array::from(rows.to_vec());
         let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?;
         let taken = RecordBatch::try_new(batch.schema(), columns)?;
-        *self.routed.entry(key.0.path()).or_default() += rows.len() as u64;
+        *self.routed.entry(key.0).or_default() += rows.len() as u64;
         let first_event = origin[rows[0] as usize];
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
@@ -433,27 +399,7 @@ impl Pipeline {
         let Some(index) = self.decoder.schema().index_of(column) else {
             return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
         };
-        let array = batch.column(index);
-        (0..batch.num_rows())
-            .map(|row| {
-                if array.is_null(row) {
-                    return Err(format!("event time column {column:?} is empty"));
-                }
-                match array.data_type() {
-                    DataType::Date32 => Ok(i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400_000),
-                    DataType::Timestamp(TimeUnit::Microsecond, _) => Ok(array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000)),
-                    DataType::Int64 => {
-                        let n = array.as_primitive::<Int64Type>().value(row);
-                        match format {
-                            EventTimeFormat::EpochSeconds => Ok(n.saturating_mul(1000)),
-                            _ => Ok(n),
-                        }
-                    }
-                    DataType::Utf8 => format.parse_millis(array.as_string::<i32>().value(row)).map_err(|e| e.to_string()),
-                    other => Err(format!("event time column {column:?} has type {other}, which is not a time")),
-                }
-            })
-            .collect()
+        crate::partition::column_times(batch.column(index), column, format)
     }
 
     fn quarantine_event(&mut self, event: &SourceEvent, reason: String) {
@@ -499,7 +445,7 @@ impl Pipeline {
         }
         // Messages whose rows were all dropped (duplicates) or already written: nothing holds
         // them back, commit so they can be deleted.
-        let acks_ready = self.config.flush_together && self.buffers.is_empty() && !self.acks_ingested.is_empty();
+        let acks_ready = self.config.flush_together && self.buffers.is_empty() && self.acks.has_ingested();
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || acks_ready {
             self.write_and_commit()?;
         }
@@ -515,7 +461,7 @@ impl Pipeline {
         let advanced = self.shards.iter().enumerate().any(|(i, shard)| {
             self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n))
         });
-        if !self.sealed.is_empty() || !self.quarantine.is_empty() || !self.acks_ingested.is_empty() || advanced {
+        if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
             self.write_and_commit()?;
         }
         Ok(())
@@ -578,11 +524,7 @@ impl Pipeline {
         };
         let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut unacknowledged = self.state.unacknowledged.clone();
-        unacknowledged.retain(|_, expiry_ms| *expiry_ms > now_ms);
-        for ack in &self.acks_ingested {
-            unacknowledged.entry(ack.clone()).or_insert(now_ms + UNACKNOWLEDGED_TTL_MS);
-        }
+        let unacknowledged = self.acks.for_commit(now_ms);
         let commit = Commit {
             format: FORMAT,
             commit: commit_number,
@@ -612,10 +554,8 @@ impl Pipeline {
         self.state.quarantined = quarantined;
         self.state.totals = totals;
         self.state.schema_version = commit.schema_version;
-        self.state.unacknowledged = unacknowledged.clone();
-        self.committed_unacknowledged = unacknowledged;
+        self.acks.committed(unacknowledged);
         self.state.archive_positions = archive_positions;
-        self.acks_committed.append(&mut self.acks_ingested);
         self.quarantine.clear();
         Ok(())
     }

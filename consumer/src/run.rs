@@ -100,7 +100,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         (SourceConfig::Sqs(options), _) => {
             let aws = aws.as_ref().expect("loaded for AWS sources");
             let shard = pipeline.add_shard(crate::source::sqs::SHARD.to_string());
-            let committed = pipeline.state().unacknowledged.keys().cloned().collect();
+            let committed = pipeline.acks().remembered().keys().cloned().collect();
             Source::Sqs(SqsSource::start(runtime.handle().clone(), aws, options.clone(), shard, pipeline.last_read(shard), committed, stats.clone())?)
         }
         (SourceConfig::Log(_), None) => unreachable!("the log was opened above"),
@@ -109,7 +109,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     // A deleted SQS message may still come back (at-least-once delivery, or a delete made with
     // a receipt handle a redelivery replaced): remember it a while after the delete.
     let ack_grace_ms = match &config.source {
-        SourceConfig::Sqs(options) => 2 * options.visibility_timeout.as_millis() as i64 + 300_000,
+        SourceConfig::Sqs(options) => crate::source::sqs::deleted_grace(options).as_millis() as i64,
         _ => 0,
     };
     let mut last_event = Instant::now();
@@ -125,7 +125,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
                 if !pipeline.has_schema() && !chunk.events.is_empty() {
                     pipeline.set_initial_schema(infer(&chunk.events)?);
                 }
-                pipeline.add_acks(chunk.acks);
+                pipeline.acks().add(chunk.acks);
                 pipeline.reject(&chunk.rejects);
                 pipeline.ingest(&chunk.events)?;
             } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
@@ -136,8 +136,8 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
                 pipeline.flush_all()?;
             }
             pipeline.flush_due()?;
-            source.acknowledge(pipeline.take_committed_acks());
-            pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
+            source.acknowledge(pipeline.acks().take_committed());
+            pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
             gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
             gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
@@ -177,9 +177,9 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     // covers: SQS messages are deleted only now that their rows are durable.
     source.pause();
     pipeline.flush_all()?;
-    source.acknowledge(pipeline.take_committed_acks());
+    source.acknowledge(pipeline.acks().take_committed());
     source.stop();
-    pipeline.confirm_acks(&source.take_acknowledged(), ack_grace_ms);
+    pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
     pipeline.commit_acknowledgements()?;
     if let Some(current) = switched_to {
         eprint!("{}", stats.summary().render(&config.table, &prefix));

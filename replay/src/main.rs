@@ -22,24 +22,12 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(code)
     };
     if let Some(command) = cli.command {
-        let (location, result) = match command {
-            Command::Status(table) => {
-                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
-                let result = status::status(&location);
-                (location, result)
-            }
-            Command::Gc { table, keep } => {
-                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
-                let result = status::gc(&location, keep);
-                (location, result)
-            }
-            Command::Switch { table, generation } => {
-                let location = table.validate().unwrap_or_else(|e| fail(&e, 2));
-                let result = status::switch(&location, &generation);
-                (location, result)
-            }
+        let location = |table: config::TableArgs| table.validate().unwrap_or_else(|e| fail(&e, 2));
+        let result = match command {
+            Command::Status(table) => status::status(&location(table)),
+            Command::Gc { table, keep } => status::gc(&location(table), keep),
+            Command::Switch { table, generation } => status::switch(&location(table), &generation),
         };
-        drop(location);
         return result.map_err(Into::into);
     }
     let config = cli.run.validate().unwrap_or_else(|e| fail(&e, 2));

@@ -59,18 +59,13 @@ pub enum ReplayError {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplaySummary {
+    pub table: String,
     pub generation: String,
     /// Where outside readers read the new generation.
     pub location: String,
-    pub events_read: u64,
-    pub rows_written: u64,
-    pub duplicates_dropped: u64,
-    pub quarantined: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub commits: u64,
-    pub elapsed_seconds: f64,
-    pub rows_per_second: f64,
+    /// The pipeline's counters, as the consumer reports them (elapsed: the whole replay).
+    #[serde(flatten)]
+    pub run: kappa_consumer::stats::Summary,
     pub verify: Option<VerifyReport>,
     pub compare: Option<CompareReport>,
     /// The generation current before; `switched` says whether readers moved.
@@ -186,7 +181,7 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     // 3. The rest, committed: the generation is complete.
     pipeline.flush_all()?;
     if let (ReplaySource::Raw(_), Some(live)) = (&config.source, &live_state) {
-        pipeline.adopt_unacknowledged(&live.unacknowledged);
+        pipeline.acks().adopt(&live.unacknowledged);
         pipeline.commit_acknowledgements()?;
     }
     runtime.block_on(generation::mark_complete(&store, &name, &new_generation))?;
@@ -195,7 +190,7 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let table = pipeline.table().clone();
 
     // 4. Check, compare, switch.
-    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, pipeline.routed_rows(), &summary))?) } else { None };
+    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, &pipeline.routed_rows(), &summary))?) } else { None };
     let compare = match (&previous, config.compare) {
         (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation))?),
         (None, true) => {
@@ -215,24 +210,10 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
             tracing::error!("not switching: the checks found differences (see above)");
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(ReplaySummary {
-        generation: new_generation,
-        location,
-        events_read: summary.events_read,
-        rows_written: summary.rows_written,
-        duplicates_dropped: summary.duplicates_dropped,
-        quarantined: summary.quarantined,
-        files: summary.files,
-        bytes: summary.bytes,
-        commits: summary.commits,
-        elapsed_seconds: elapsed,
-        rows_per_second: if elapsed > 0.0 { summary.rows_written as f64 / elapsed } else { 0.0 },
-        verify,
-        compare,
-        previous,
-        switched,
-    })
+    let mut run = summary;
+    run.elapsed_seconds = started.elapsed().as_secs_f64();
+    run.rows_per_second = if run.elapsed_seconds > 0.0 { run.rows_written as f64 / run.elapsed_seconds } else { 0.0 };
+    Ok(ReplaySummary { table: name, generation: new_generation, location, run, verify, compare, previous, switched })
 }
 
 async fn watch_signals(interrupted: Arc<AtomicBool>) {
@@ -247,23 +228,7 @@ async fn watch_signals(interrupted: Arc<AtomicBool>) {
 
 impl ReplaySummary {
     pub fn render(&self) -> String {
-        let mut text = format!(
-            "summary: {} (read it at {})\n  events read        {}\n  rows written       {}\n  duplicates dropped {}\n  \
-             quarantined        {}\n  files              {}\n  bytes              {} ({:.1} MiB)\n  commits            {}\n  \
-             elapsed            {:.2} s\n  throughput         {:.0} rows/s\n",
-            self.generation,
-            self.location,
-            self.events_read,
-            self.rows_written,
-            self.duplicates_dropped,
-            self.quarantined,
-            self.files,
-            self.bytes,
-            self.bytes as f64 / 1048576.0,
-            self.commits,
-            self.elapsed_seconds,
-            self.rows_per_second,
-        );
+        let mut text = self.run.render(&format!("{}, new generation {}", self.table, self.generation), &self.location);
         if let Some(v) = &self.verify {
             text.push_str(&format!("  verify             {}\n", if v.ok { "ok: every partition holds the rows routed to it" } else { "FAILED (see above)" }));
         }

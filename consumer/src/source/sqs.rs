@@ -336,6 +336,12 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
     }
 }
 
+/// How long a deleted message is still recognised: SQS may deliver it again (at-least-once
+/// delivery, or a delete made with a receipt handle that a redelivery replaced).
+pub fn deleted_grace(options: &SqsOptions) -> Duration {
+    2 * options.visibility_timeout + Duration::from_secs(300)
+}
+
 /// What becomes of a received message.
 enum Parts {
     /// Its events.
@@ -451,7 +457,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<(String, String)>) {
     shared.stats.add_messages_deleted(confirmed.len() as u64);
     {
         let now = Instant::now();
-        let forget_at = now + 2 * shared.options.visibility_timeout + Duration::from_secs(300);
+        let forget_at = now + deleted_grace(&shared.options);
         let mut committed = shared.committed.lock().expect("committed lock");
         committed.retain(|_, forget| forget.is_none_or(|t| t > now));
         for id in &confirmed {

@@ -1,0 +1,86 @@
+//! Source acknowledgements (SQS message ids) through their life: ingested, covered by a
+//! commit, handed to the source to delete, confirmed deleted, and finally forgotten.
+//!
+//! Each commit carries the `unacknowledged` map (id → time until which it is remembered): 14
+//! days while the delete is unconfirmed, a grace period once confirmed, because SQS may still
+//! deliver a deleted message again and a restarted consumer must recognise it.
+
+use std::collections::BTreeMap;
+
+/// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
+const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
+
+#[derive(Debug, Default)]
+pub struct AckLedger {
+    /// Acknowledgements whose events were all ingested, waiting for the next commit.
+    ingested: Vec<String>,
+    /// Acknowledgements a commit made durable, for the source to act on.
+    committed: Vec<String>,
+    /// Every acknowledgement still remembered, with its expiry (ms).
+    remembered: BTreeMap<String, i64>,
+    /// `remembered` as the last commit wrote it.
+    written: BTreeMap<String, i64>,
+}
+
+impl AckLedger {
+    /// Starts from the last commit's map.
+    pub fn new(remembered: BTreeMap<String, i64>) -> AckLedger {
+        AckLedger { written: remembered.clone(), remembered, ..AckLedger::default() }
+    }
+
+    pub fn add(&mut self, acks: Vec<String>) {
+        self.ingested.extend(acks);
+    }
+
+    pub fn has_ingested(&self) -> bool {
+        !self.ingested.is_empty()
+    }
+
+    pub fn take_committed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.committed)
+    }
+
+    /// The ids covered by a commit and not yet forgotten.
+    pub fn remembered(&self) -> &BTreeMap<String, i64> {
+        &self.remembered
+    }
+
+    /// The source completed these: remember them for `grace_ms` more only.
+    pub fn confirm(&mut self, acks: &[String], grace_ms: i64) {
+        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
+        for ack in acks {
+            if let Some(expiry) = self.remembered.get_mut(ack) {
+                *expiry = (*expiry).min(until);
+            }
+        }
+    }
+
+    /// Takes over what another generation's last commit still remembers.
+    pub fn adopt(&mut self, other: &BTreeMap<String, i64>) {
+        for (ack, expiry) in other {
+            self.remembered.entry(ack.clone()).or_insert(*expiry);
+        }
+    }
+
+    /// True when the map differs from what the last commit wrote.
+    pub fn changed(&self) -> bool {
+        self.remembered != self.written
+    }
+
+    /// The map the next commit writes: expired entries dropped, the ingested ones added.
+    pub fn for_commit(&self, now_ms: i64) -> BTreeMap<String, i64> {
+        let mut map = self.remembered.clone();
+        map.retain(|_, expiry_ms| *expiry_ms > now_ms);
+        for ack in &self.ingested {
+            map.entry(ack.clone()).or_insert(now_ms + UNACKNOWLEDGED_TTL_MS);
+        }
+        map
+    }
+
+    /// The commit carrying `map` is durable: what was ingested may now be acknowledged.
+    pub fn committed(&mut self, map: BTreeMap<String, i64>) {
+        self.remembered = map.clone();
+        self.written = map;
+        self.committed.append(&mut self.ingested);
+    }
+}
