@@ -181,3 +181,61 @@ async fn orders_json_dropped_in_s3_become_23_rows_by_order_date() {
     assert_eq!((s["objects_read"].as_u64(), s["messages_deleted"].as_u64()), (Some(1), Some(s["messages_received"].as_u64().unwrap())));
     assert_eq!(messages_left(&sqs, &url).await, 0);
 }
+
+#[tokio::test]
+async fn unreadable_drops_are_quarantined_with_their_reason_and_the_good_file_lands() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let s3 = s3_client(&moto.endpoint).await;
+    let url = landing_bucket(&sqs, &s3, "landing", "drops").await;
+    let good = &sales_files()[0];
+    s3.put_object().bucket("landing").key("in/day19.csv").body(std::fs::read(good).unwrap().into()).send().await.unwrap();
+    s3.put_object().bucket("landing").key("in/broken.json").body(b"[{\"sale_id\": 1,".to_vec().into()).send().await.unwrap();
+    s3.put_object().bucket("landing").key("in/notes.xml").body(b"<notes/>".to_vec().into()).send().await.unwrap();
+    sqs.send_message().queue_url(&url).message_body("hello, not a notification").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs+s3:drops", &lake, "3s")).arg("--summary-json").arg(&summary_path));
+    expect_status(&output, 0);
+    assert_eq!(read_lake(&lake.join("sales/gen-000001")).len(), 100, "the good file lands whole");
+    let mut reasons = Vec::new();
+    for entry in std::fs::read_dir(lake.join("sales/_errors/gen-000001")).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(!record["payload"].as_str().unwrap().is_empty(), "the message is kept: {record}");
+            reasons.push(record["reason"].as_str().unwrap().to_string());
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("s3://landing/in/broken.json") && r.contains("not JSON")), "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("s3://landing/in/notes.xml") && r.contains("unknown file type")), "{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.contains("not an S3 event notification")), "{reasons:#?}");
+    assert_eq!(summary(&summary_path)["quarantined"], 3);
+    assert_eq!(messages_left(&sqs, &url).await, 0, "quarantined messages are deleted too");
+}
+
+#[tokio::test]
+async fn a_message_received_too_often_is_quarantined_whole_and_deleted() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let url = create_queue(&sqs, "sales").await;
+    let body = r#"{"sale_id":"S1","sale_date":"2025-03-19","total_amount":1.5}"#;
+    sqs.send_message().queue_url(&url).message_body(body).send().await.unwrap();
+    // Three receives that never commit: a consumer that crashed on it three times.
+    for _ in 0..3 {
+        let got = sqs.receive_message().queue_url(&url).visibility_timeout(0).wait_time_seconds(1).send().await.unwrap();
+        assert_eq!(got.messages().len(), 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales", &lake, "2s")).args(["--max-receives", "3"]));
+    expect_status(&output, 0);
+    let errors = std::fs::read_dir(lake.join("sales/_errors/gen-000001")).unwrap().next().unwrap().unwrap().path();
+    let record: serde_json::Value = serde_json::from_str(std::fs::read_to_string(errors).unwrap().lines().next().unwrap()).unwrap();
+    assert!(record["reason"].as_str().unwrap().contains("received 4 times"), "{record}");
+    assert_eq!(record["payload"], body);
+    assert!(read_lake(&lake.join("sales/gen-000001")).is_empty());
+    assert_eq!(messages_left(&sqs, &url).await, 0);
+}
