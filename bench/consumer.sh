@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: the 10M-row CSV produced into the embedded log, then consumed into a
 # day-partitioned Parquet lake — beside DuckDB's COPY ... TO ... (PARTITION_BY ...) on the same
-# CSV with the same codec, in the same run.
+# CSV with the same codec, in the same run, three alternating rounds compared by medians.
+# Targets: consumer rows/s >= DuckDB's, consumer max RSS <= 256 MiB, Parquet <= 1.05x DuckDB's.
 #
 #   bench/consumer.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
 #
@@ -21,36 +22,50 @@ cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-cons
 [ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
 
 echo "==> producing $ROWS rows into $OUT/log"
-rm -rf "$OUT/log" "$OUT/lake" "$OUT/duck"
+rm -rf "$OUT/log"
 ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s \
   --write-schema "$OUT/sales.schema.json" 2>&1 | grep -E "rows read|throughput"
+echo "$ROWS" > "$OUT/log.rows"
 
 RESULTS=$OUT/consumer-results.jsonl
 : > "$RESULTS"
 measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
 
-measure duckdb_copy_partitioned -- .venv/bin/python -c "
+# This machine's timings vary by ±25% from run to run (both programs alike): three alternating
+# rounds, compared by their medians. Each round starts from an empty output.
+for round in 1 2 3; do
+  rm -rf "$OUT/duck" "$OUT/lake"
+  measure duckdb_copy_partitioned -- .venv/bin/python -c "
 import duckdb
 con = duckdb.connect()
 con.execute(\"\"\"COPY (SELECT *, year(sale_time) AS year, month(sale_time) AS month, day(sale_time) AS day
                   FROM read_csv('$CSV', header=true))
              TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (year, month, day), COMPRESSION $CODEC)\"\"\")
 "
-# --until-idle 100ms: the consumer stops 0.1 s after the log is drained (included in its time).
-measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
-  --schema "$OUT/sales.schema.json" --event-time sale_time --partition-by day --compression "$CODEC" \
-  --until-idle 100ms --status-interval 10s \
-  --summary-json "$OUT/consumer-summary.json"
+  # --until-idle 100ms: the consumer stops 0.1 s after the log is drained (included in its time).
+  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
+    --schema "$OUT/sales.schema.json" --event-time sale_time --partition-by day --compression "$CODEC" \
+    --until-idle 100ms --status-interval 10s \
+    --summary-json "$OUT/consumer-summary.json"
+done
 
 .venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'
-import json, os, sys
+import json, os, statistics, sys
 results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet"))
 sizes = {"duckdb_copy_partitioned": size(f"{out}/duck"), "kappa_consumer": size(f"{out}/lake")}
-print(f"{'command':<26}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}{'Parquet MiB':>13}")
+runs = {}
 for line in open(results):
     r = json.loads(line)
-    print(f"{r['name']:<26}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}{sizes[r['name']] / 2**20:>13.1f}")
+    runs.setdefault(r["name"], []).append(r)
+print(f"{'command':<26}{'median s':>9}{'rows/s':>14}{'max RSS MiB':>13}{'Parquet MiB':>13}{'CPU s':>8}   all seconds")
+medians = {}
+for name, rs in runs.items():
+    medians[name] = statistics.median(r["seconds"] for r in rs)
+    rss = max(r["max_rss_mib"] for r in rs)
+    cpu = statistics.median(r["user_s"] + r["sys_s"] for r in rs)
+    print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{sizes[name] / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
+print(f"rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
 print(f"Parquet bytes kappa/duckdb: {sizes['kappa_consumer'] / sizes['duckdb_copy_partitioned']:.3f}")
 PY

@@ -66,8 +66,8 @@ impl FlushPolicy {
 /// Drops events seen before by identity: producer retries, re-sent files and SQS redeliveries.
 ///
 /// The producer's identities are `<source>:<pass>:<row>`, rows numbered from 0: per source and
-/// pass the rows seen are kept as ranges, which a file read in order collapses to a handful —
-/// exact and nearly free however many rows. Other identities go to a window of the newest
+/// pass the rows seen are kept as a bitmap, of which a file read in order keeps only a few
+/// words — exact and nearly free however many rows. Other identities go to a window of the newest
 /// `capacity` 128-bit hashes (older duplicates are not caught there; positions guard restarts).
 /// A hash set of a million random keys was a third of the consumer's time in cache misses.
 pub struct DedupWindow {
@@ -76,51 +76,60 @@ pub struct DedupWindow {
     seen: HashSet<u128, PreHashed>,
     /// Per `<source>:<pass>`, the rows seen; found by name, or by the last one used (rows of
     /// one file arrive together).
-    sources: Vec<(String, RowRanges)>,
+    sources: Vec<(String, RowSet)>,
     source_index: std::collections::HashMap<String, usize>,
     last_source: usize,
 }
 
-/// Row numbers as disjoint ranges, `start → end` (exclusive).
+/// Row numbers seen, as a bitmap over a sliding span: O(1) per row, and a file read in order
+/// keeps only the few words around its gaps (the shards' rows interleave there).
 #[derive(Default)]
-struct RowRanges {
-    ranges: std::collections::BTreeMap<u64, u64>,
+struct RowSet {
+    /// Every row below this was seen.
+    complete_below: u64,
+    /// The row of the first bit of `words` (a multiple of 64, at or above `complete_below`);
+    /// rows in between were forgotten to bound the span.
+    base: u64,
+    words: VecDeque<u64>,
 }
 
-impl RowRanges {
-    /// Adds `row`; true if it was there already.
-    fn insert(&mut self, row: u64) -> bool {
-        let before = self.ranges.range(..=row).next_back().map(|(s, e)| (*s, *e));
-        if let Some((_, end)) = before
-            && row < end
-        {
+impl RowSet {
+    /// Adds `row`; true if it was there already. `max_words` bounds the span kept: rows too
+    /// far below the newest are forgotten (a later copy of one is not caught).
+    fn insert(&mut self, row: u64, max_words: usize) -> bool {
+        if row < self.complete_below {
             return true;
         }
-        let next = row.checked_add(1).and_then(|n| self.ranges.get(&n).copied().map(|end| (n, end)));
-        match (before.filter(|(_, end)| *end == row), next) {
-            (Some((start, _)), Some((next_start, next_end))) => {
-                self.ranges.remove(&next_start);
-                self.ranges.insert(start, next_end);
+        if row < self.base {
+            return false;
+        }
+        let word = ((row - self.base) / 64) as usize;
+        if word >= self.words.len() {
+            if word - self.words.len() >= max_words {
+                // Far beyond the span: start over there.
+                self.words.clear();
+                self.base = row / 64 * 64;
+                return self.insert(row, max_words);
             }
-            (Some((start, _)), None) => {
-                self.ranges.insert(start, row + 1);
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << ((row - self.base) % 64);
+        if self.words[word] & bit != 0 {
+            return true;
+        }
+        self.words[word] |= bit;
+        while self.words.front() == Some(&u64::MAX) && self.words.len() > 1 {
+            self.words.pop_front();
+            self.base += 64;
+            if self.complete_below + 64 == self.base {
+                self.complete_below = self.base;
             }
-            (None, Some((next_start, next_end))) => {
-                self.ranges.remove(&next_start);
-                self.ranges.insert(row, next_end);
-            }
-            (None, None) => {
-                self.ranges.insert(row, row + 1);
-            }
+        }
+        while self.words.len() > max_words {
+            self.words.pop_front();
+            self.base += 64;
         }
         false
-    }
-
-    /// Forgets the lowest ranges beyond `limit` (rows so scattered that the ranges cost memory).
-    fn trim(&mut self, limit: usize) {
-        while self.ranges.len() > limit {
-            self.ranges.pop_first();
-        }
     }
 }
 
@@ -180,19 +189,15 @@ impl DedupWindow {
                 _ => match self.source_index.get(source) {
                     Some(index) => *index,
                     None => {
-                        self.sources.push((source.to_string(), RowRanges::default()));
+                        self.sources.push((source.to_string(), RowSet::default()));
                         self.source_index.insert(source.to_string(), self.sources.len() - 1);
                         self.sources.len() - 1
                     }
                 },
             };
             self.last_source = index;
-            let ranges = &mut self.sources[index].1;
-            let seen = ranges.insert(row);
-            if ranges.ranges.len() > self.capacity {
-                ranges.trim(self.capacity / 2);
-            }
-            return seen;
+            // A span of `capacity` rows per source, at least: one bit each.
+            return self.sources[index].1.insert(row, self.capacity.div_ceil(64).max(16));
         }
         let hash = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
         if !self.seen.insert(hash) {
@@ -213,20 +218,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn producer_identities_are_kept_as_row_ranges() {
+    fn producer_identities_are_kept_as_a_bitmap_of_rows() {
         let mut window = DedupWindow::new(1000);
         // Rows arrive out of order (four shards interleaved), then a re-send of some.
-        for row in [0u64, 2, 4, 1, 3, 7, 5, 6] {
+        let rows: Vec<u64> = (0..1000u64).map(|i| (i % 4) * 250 + i / 4).collect();
+        for &row in &rows {
             assert!(!window.check(&format!("f00d:0:{row}")), "{row}");
         }
-        assert_eq!(window.sources[0].1.ranges.len(), 1, "collapsed to one range");
-        for row in [3u64, 0, 7] {
+        let set = &window.sources[0].1;
+        assert_eq!((set.complete_below, set.words.len()), (960, 1), "the full words were let go");
+        for row in [3u64, 0, 999] {
             assert!(window.check(&format!("f00d:0:{row}")));
         }
         assert!(!window.check("f00d:1:3"), "another pass is another source");
-        assert!(!window.check("f00d:0:9"));
-        assert!(!window.check("f00d:0:8"));
-        assert_eq!(window.sources[0].1.ranges.len(), 1);
+        assert!(!window.check("f00d:0:1001"));
+        assert!(!window.check("f00d:0:1000"));
+        assert!(window.check("f00d:0:1000"));
+    }
+
+    #[test]
+    fn rows_far_below_the_span_are_forgotten_not_reported_as_seen() {
+        let mut set = RowSet::default();
+        assert!(!set.insert(5, 2));
+        assert!(!set.insert(130, 2)); // three words: the first is forgotten
+        assert_eq!(set.base, 64);
+        assert!(!set.insert(5, 2), "forgotten: not known to be a duplicate");
+        assert!(set.insert(130, 2));
+        assert!(!set.insert(1_000_000, 2));
+        assert!(set.insert(1_000_000, 2));
+        assert!(!set.insert(200, 2));
     }
 
     #[test]

@@ -6,55 +6,220 @@
 //! cannot be decoded is quarantined with arrow's reason. Nothing is dropped silently: a field
 //! the schema lacks is a decode error here (strict mode), never ignored.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch, RecordBatchOptions, StringArray};
+use arrow::buffer::OffsetBuffer;
+use arrow::error::ArrowError;
+use arrow::json::reader::Decoder as JsonDecoder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::ReaderBuilder;
 use kappa_common::event::EVENT_ID_FIELD;
 use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
+use kappa_common::time::EventTimeFormat;
 use serde_json::{Map, Value};
+
+use crate::partition::{Granularity, Partition, PartitionFinder, column_times};
+use crate::pipeline::SourceEvent;
 
 /// The table schema as decoded: its columns plus the event identity.
 pub struct Decoder {
     schema: TableSchema,
     version: u32,
+    /// The table's columns, then the identity.
     arrow: SchemaRef,
+    /// The table's columns alone: the rows' schema once the identity is taken out.
+    data: SchemaRef,
 }
 
 /// The outcome of decoding a chunk.
 pub struct Decoded {
-    /// Rows that decoded, in input order; the last column is the event identity.
+    /// Rows that decoded, in input order: the table's columns.
     pub batch: RecordBatch,
+    /// Each row's event identity (null where the event carries none).
+    pub ids: StringArray,
     /// For each row of `batch`, the index of its event in the chunk.
     pub origin: Vec<usize>,
     /// Events that could not be decoded: (index in the chunk, reason).
     pub rejected: Vec<(usize, String)>,
 }
 
-fn decode_schema(schema: &TableSchema) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    fields.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
-    Arc::new(Schema::new(fields))
+fn decode_schemas(schema: &TableSchema) -> (SchemaRef, SchemaRef) {
+    let data: Vec<Field> = schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    let mut with_identity = data.clone();
+    with_identity.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
+    (Arc::new(Schema::new(with_identity)), Arc::new(Schema::new(data)))
 }
 
-fn decode_ndjson(schema: &SchemaRef, ndjson: &[u8], rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut decoder = ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_batch_size(rows.max(1)).build_decoder()?;
-    let mut offset = 0;
-    while offset < ndjson.len() {
-        let consumed = decoder.decode(&ndjson[offset..])?;
-        if consumed == 0 {
-            break;
+/// Splits the identity (the last column) off decoded rows.
+fn split_identity(batch: RecordBatch, data: &SchemaRef) -> Result<(RecordBatch, StringArray), ArrowError> {
+    let mut columns = batch.columns().to_vec();
+    let ids = columns.pop().expect("the identity column").as_string::<i32>().clone();
+    Ok((RecordBatch::try_new_with_options(data.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?, ids))
+}
+
+thread_local! {
+    /// Each thread's decoders (with and without the identity column), reused while the
+    /// schema is the same: a new one allocates its tape anew, and growing it again was a tenth
+    /// of the decoding time.
+    static DECODERS: RefCell<Vec<(SchemaRef, usize, JsonDecoder)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Decodes one row per event, each event fed to arrow-json on its own so that an event that
+/// is not exactly one JSON value (two objects, a blank, half an object) fails the call instead
+/// of shifting every later row onto the wrong event. With `resume_at`, event `i` is decoded as
+/// `{` followed by its bytes from `resume_at[i]` on (its leading identity member skipped).
+fn decode_events(schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
+    DECODERS.with_borrow_mut(|cached| {
+        let found = cached.iter().position(|(s, capacity, _)| Arc::ptr_eq(s, schema) && *capacity >= events.len());
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let capacity = events.len().max(1);
+                cached.retain(|(s, _, _)| !Arc::ptr_eq(s, schema)); // free the old tape first
+                cached.truncate(1);
+                cached.push((schema.clone(), capacity, ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_batch_size(capacity).build_decoder()?));
+                cached.len() - 1
+            }
+        };
+        let result = decode_with(&mut cached[index].2, schema, events, resume_at);
+        if result.is_err() {
+            cached.remove(index); // its state is unknown after an error
         }
-        offset += consumed;
+        result
+    })
+}
+
+fn decode_with(decoder: &mut JsonDecoder, schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
+    for (index, event) in events.iter().enumerate() {
+        let event = match resume_at {
+            Some(resume_at) => {
+                decoder.decode(b"{")?;
+                &event[resume_at[index]..]
+            }
+            None => event,
+        };
+        // The newline ends a bare number or literal, which would otherwise run on.
+        if decoder.decode(event)? != event.len() || decoder.decode(b"\n")? != 1 || decoder.has_partial_record() || decoder.len() != index + 1 {
+            return Err(ArrowError::JsonError(format!("event {index} is not exactly one JSON value")));
+        }
     }
     Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
 }
 
+/// How the producer begins every event: the identity member first, compact.
+const IDENTITY_PREFIX: &[u8] = b"{\"_kappa_id\":\"";
+
+/// Where the identity of an event that begins with it (`{"_kappa_id":"…",…`) lies, and where
+/// the rest of the object starts: such events are decoded without it (a tenth less JSON to
+/// tokenize) and the identity is sliced out here.
+fn leading_identity(event: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let rest = event.strip_prefix(IDENTITY_PREFIX)?;
+    // Escapes are left to arrow-json.
+    let length = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    let id = IDENTITY_PREFIX.len()..IDENTITY_PREFIX.len() + length;
+    match (rest[length], event.get(id.end + 1)?) {
+        (b'"', b',') => Some((id.clone(), id.end + 2)),
+        (b'"', b'}') => Some((id.clone(), id.end + 1)),
+        _ => None,
+    }
+}
+
+/// The identities as a string array (its UTF-8 checked in one pass); `None` if not UTF-8.
+fn identity_array(payloads: &[&[u8]], identities: &[(std::ops::Range<usize>, usize)]) -> Option<StringArray> {
+    let mut values = Vec::with_capacity(identities.iter().map(|(id, _)| id.len()).sum());
+    for (payload, (id, _)) in payloads.iter().zip(identities) {
+        values.extend_from_slice(&payload[id.clone()]);
+    }
+    let offsets = OffsetBuffer::from_lengths(identities.iter().map(|(id, _)| id.len()));
+    StringArray::try_new(offsets, values.into(), None).ok()
+}
+
+/// What a worker thread needs to decode a chunk ahead of the pipeline: a snapshot of the
+/// decoder's schemas and the partitioning settings.
+#[derive(Clone)]
+pub struct DecodePlan {
+    arrow: SchemaRef,
+    data: SchemaRef,
+    version: u32,
+    event_time: Option<(String, EventTimeFormat)>,
+    granularity: Granularity,
+}
+
+/// Rows decoded ahead, with each row's identity and partition.
+pub struct DecodedRows {
+    pub batch: RecordBatch,
+    pub ids: StringArray,
+    pub partitions: Vec<Result<Partition, String>>,
+}
+
+/// A chunk decoded ahead, under the schema version it names.
+pub struct Predecoded {
+    version: u32,
+    /// `None` when the chunk needs the pipeline's own decoder (an event that does not fit, or
+    /// a schema that must grow).
+    rows: Option<DecodedRows>,
+}
+
+impl DecodePlan {
+    pub fn new(decoder: &Decoder, event_time: Option<(String, EventTimeFormat)>, granularity: Granularity) -> DecodePlan {
+        DecodePlan { arrow: decoder.arrow.clone(), data: decoder.data.clone(), version: decoder.version, event_time, granularity }
+    }
+
+    /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned.
+    pub fn run(&self, events: &[SourceEvent]) -> Predecoded {
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+        let identities: Option<Vec<_>> = payloads.iter().map(|p| leading_identity(p)).collect();
+        let decoded = match identities {
+            Some(identities) => {
+                let resume_at: Vec<usize> = identities.iter().map(|(_, at)| *at).collect();
+                match identity_array(&payloads, &identities) {
+                    Some(ids) => decode_events(&self.data, &payloads, Some(&resume_at)).map(|batch| (batch, ids)),
+                    None => decode_events(&self.arrow, &payloads, None).and_then(|batch| split_identity(batch, &self.data)),
+                }
+            }
+            None => decode_events(&self.arrow, &payloads, None).and_then(|batch| split_identity(batch, &self.data)),
+        };
+        let rows = decoded.ok().map(|(batch, ids)| {
+            let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
+            DecodedRows { batch, ids, partitions }
+        });
+        Predecoded { version: self.version, rows }
+    }
+}
+
+impl Predecoded {
+    /// The rows, if they were decoded under schema `version` (the decoder's current one: a
+    /// chunk decoded before an earlier chunk grew the schema is decoded again).
+    pub fn usable(self, version: u32) -> Option<DecodedRows> {
+        if self.version == version { self.rows } else { None }
+    }
+}
+
+/// Each row's partition, or why it has none: by the event-time column in its format, else by
+/// the arrival time of the row's event.
+pub fn row_partitions(
+    batch: &RecordBatch,
+    arrival_ms: impl Fn(usize) -> i64,
+    event_time: Option<&(String, EventTimeFormat)>,
+    granularity: Granularity,
+) -> Vec<Result<Partition, String>> {
+    let mut finder = PartitionFinder::new(granularity);
+    let mut partition = |ms: i64| finder.of_millis(ms).ok_or_else(|| format!("event time {ms} ms is outside years 0000-9999"));
+    let Some((column, format)) = event_time else {
+        return (0..batch.num_rows()).map(|row| partition(arrival_ms(row))).collect();
+    };
+    let Ok(index) = batch.schema().index_of(column) else {
+        return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
+    };
+    column_times(batch.column(index), column, format).into_iter().map(|time| time.and_then(&mut partition)).collect()
+}
+
 impl Decoder {
     pub fn new(schema: TableSchema, version: u32) -> Decoder {
-        let arrow = decode_schema(&schema);
-        Decoder { schema, version, arrow }
+        let (arrow, data) = decode_schemas(&schema);
+        Decoder { schema, version, arrow, data }
     }
 
     pub fn schema(&self) -> &TableSchema {
@@ -65,30 +230,24 @@ impl Decoder {
         self.version
     }
 
-    /// The schema of decoded batches (table columns, then the identity).
-    pub fn arrow_schema(&self) -> &SchemaRef {
-        &self.arrow
+    /// The schema of decoded rows: the table's columns.
+    pub fn data_schema(&self) -> &SchemaRef {
+        &self.data
     }
 
     /// Decodes `events` (one JSON object each). Returns the rows, and whether the schema
     /// evolved (the caller stores the new version before committing rows that use it).
     pub fn decode(&mut self, events: &[&[u8]]) -> (Decoded, bool) {
-        let mut ndjson = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum());
-        for event in events {
-            ndjson.extend_from_slice(event);
-            ndjson.push(b'\n');
-        }
-        if let Ok(batch) = decode_ndjson(&self.arrow, &ndjson, events.len())
-            && batch.num_rows() == events.len()
-        {
-            return (Decoded { batch, origin: (0..events.len()).collect(), rejected: Vec::new() }, false);
+        let whole = |decoder: &Decoder| {
+            let (batch, ids) = decode_events(&decoder.arrow, events, None).and_then(|batch| split_identity(batch, &decoder.data)).ok()?;
+            Some(Decoded { batch, ids, origin: (0..events.len()).collect(), rejected: Vec::new() })
+        };
+        if let Some(decoded) = whole(self) {
+            return (decoded, false);
         }
         let evolved = self.evolve(events);
-        if evolved
-            && let Ok(batch) = decode_ndjson(&self.arrow, &ndjson, events.len())
-            && batch.num_rows() == events.len()
-        {
-            return (Decoded { batch, origin: (0..events.len()).collect(), rejected: Vec::new() }, true);
+        if evolved && let Some(decoded) = whole(self) {
+            return (decoded, true);
         }
         (self.decode_one_by_one(events), evolved)
     }
@@ -137,7 +296,7 @@ impl Decoder {
         }
         if changed {
             self.version += 1;
-            self.arrow = decode_schema(&self.schema);
+            (self.arrow, self.data) = decode_schemas(&self.schema);
         }
         changed
     }
@@ -149,13 +308,12 @@ impl Decoder {
         for (index, event) in events.iter().enumerate() {
             let reason = match serde_json::from_slice::<Value>(event) {
                 Err(e) => Some(format!("not valid JSON: {e}")),
-                Ok(Value::Object(_)) => match decode_ndjson(&self.arrow, event, 1) {
-                    Ok(batch) if batch.num_rows() == 1 => {
+                Ok(Value::Object(_)) => match decode_events(&self.arrow, &[event], None) {
+                    Ok(batch) => {
                         batches.push(batch);
                         origin.push(index);
                         None
                     }
-                    Ok(_) => Some("decoded to no row".to_string()),
                     Err(e) => Some(format!("does not fit the table schema: {e}")),
                 },
                 Ok(other) => Some(format!("not a JSON object: {}", short(&other.to_string()))),
@@ -165,7 +323,8 @@ impl Decoder {
             }
         }
         let batch = arrow::compute::concat_batches(&self.arrow, &batches).expect("batches share the decode schema");
-        Decoded { batch, origin, rejected }
+        let (batch, ids) = split_identity(batch, &self.data).expect("the decode schema ends with the identity");
+        Decoded { batch, ids, origin, rejected }
     }
 }
 
@@ -193,7 +352,8 @@ mod tests {
         assert_eq!(decoded.batch.column(0).as_primitive::<Int64Type>().value(0), 1);
         assert!(decoded.batch.column(0).is_null(1));
         assert_eq!(decoded.batch.column(1).data_type(), &DataType::Date32);
-        assert_eq!(decoded.batch.column(3).as_string::<i32>().value(1), "a:0:1");
+        assert_eq!(decoded.batch.num_columns(), 3, "the identity is split off");
+        assert_eq!(decoded.ids.value(1), "a:0:1");
     }
 
     #[test]
@@ -220,5 +380,55 @@ mod tests {
         assert!(decoded.rejected[0].1.starts_with("not valid JSON"));
         assert!(decoded.rejected[1].1.contains("does not fit the table schema"), "{}", decoded.rejected[1].1);
         assert!(decoded.rejected[2].1.starts_with("not a JSON object"));
+    }
+
+    #[test]
+    fn an_event_holding_two_objects_is_rejected_not_split() {
+        let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64)]), 1);
+        // As many values as events: only decoding event by event notices.
+        let events: Vec<&[u8]> = vec![br#"{"n":1}"#, br#"{"n":2} {"n":3}"#, b"  "];
+        let (decoded, _) = decoder.decode(&events);
+        assert_eq!(decoded.origin, vec![0]);
+        let reasons: Vec<&str> = decoded.rejected.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(decoded.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2], "{reasons:?}");
+        assert!(reasons.iter().all(|r| r.starts_with("not valid JSON")), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_leading_identity_is_sliced_out_and_anything_else_left_to_arrow() {
+        assert_eq!(IDENTITY_PREFIX, format!("{{\"{EVENT_ID_FIELD}\":\"").as_bytes());
+        let at = |e: &[u8]| leading_identity(e).map(|(id, rest)| (String::from_utf8(e[id].to_vec()).unwrap(), String::from_utf8(e[rest..].to_vec()).unwrap()));
+        assert_eq!(at(br#"{"_kappa_id":"f0:0:7","n":1}"#), Some(("f0:0:7".into(), r#""n":1}"#.into())));
+        assert_eq!(at(br#"{"_kappa_id":"f0:0:7"}"#), Some(("f0:0:7".into(), "}".into())));
+        assert_eq!(at(br#"{"_kappa_id":"a"b","n":1}"#), None, "escapes");
+        assert_eq!(at(br#"{ "_kappa_id":"x","n":1}"#), None, "other spacing");
+        assert_eq!(at(br#"{"n":1,"_kappa_id":"x"}"#), None, "not first");
+        assert_eq!(at(br#"{"_kappa_id":7,"n":1}"#), None, "not a string");
+        assert_eq!(at(br#"{"_kappa_id":"x""#), None, "cut short");
+    }
+
+    #[test]
+    fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
+        let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String)]);
+        let chunks: Vec<Vec<&[u8]>> = vec![
+            vec![br#"{"_kappa_id":"f:0:0","n":1,"s":"a"}"#, br#"{"_kappa_id":"f:0:1","s":"b"}"#, br#"{"_kappa_id":"f:0:2"}"#],
+            vec![br#"{"_kappa_id":"f:0:0","n":1}"#, br#"{"n":2,"_kappa_id":"f:0:1"}"#, br#"{"n":3}"#],
+            vec![br#"{"_kappa_id":"f:0:0","n":1}"#, br#"{"_kappa_id":"f:0:1","n":"x"}"#],
+        ];
+        for payloads in chunks {
+            let events: Vec<SourceEvent> = payloads.iter().enumerate().map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
+            let mut decoder = Decoder::new(table.clone(), 1);
+            let ahead = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).usable(1);
+            let (here, _) = decoder.decode(&payloads);
+            match ahead {
+                Some(rows) => {
+                    assert!(here.rejected.is_empty());
+                    assert_eq!(rows.batch, here.batch);
+                    assert_eq!(rows.ids, here.ids);
+                    assert_eq!(rows.partitions.len(), here.batch.num_rows());
+                }
+                None => assert!(!here.rejected.is_empty(), "only a chunk the fast path cannot take is left to the pipeline"),
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod decode;
 pub mod generation;
 pub mod describe;
+pub mod feed;
 pub mod inspect;
 pub mod metrics;
 pub mod parquet_file;

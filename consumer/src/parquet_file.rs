@@ -1,16 +1,20 @@
 //! Buffered rows into one Parquet object.
 //!
 //! One row group per file up to a million rows (not the hundred-row groups pandas writes), so
-//! readers get real column chunks and statistics. The writer's settings are fixed and the
-//! rows are concatenated first, so the same rows give the same bytes on every run — replay's
-//! byte-identical rebuild depends on it.
+//! readers get real column chunks and statistics. The writer's settings are fixed and each
+//! column is written in one call however the rows were batched, so the same rows give the same
+//! bytes on every run — replay's byte-identical rebuild depends on it.
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
+use arrow::array::ArrayRef;
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::errors::ParquetError;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -46,13 +50,12 @@ fn mostly_distinct(column: &arrow::array::ArrayRef) -> bool {
 /// would otherwise see two columns named `year` (the file's and the directory's).
 pub const PARTITION_KEY_COLLISION_SUFFIX: &str = "_data";
 
-/// The schema of the files: the table's columns (without the event identity), with names that
-/// collide with partition keys renamed.
-pub fn file_schema(decoded: &SchemaRef, partition_keys: &[&str]) -> SchemaRef {
-    let fields: Vec<Field> = decoded
+/// The schema of the files: the table's columns, with names that collide with partition keys
+/// renamed.
+pub fn file_schema(data: &SchemaRef, partition_keys: &[&str]) -> SchemaRef {
+    let fields: Vec<Field> = data
         .fields()
         .iter()
-        .take(decoded.fields().len() - 1) // the identity is last
         .map(|f| {
             if partition_keys.contains(&f.name().as_str()) {
                 f.as_ref().clone().with_name(format!("{}{PARTITION_KEY_COLLISION_SUFFIX}", f.name()))
@@ -82,14 +85,13 @@ fn adapt(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::
     RecordBatch::try_new(target.clone(), columns)
 }
 
-/// Encodes `batches` (decoded under `decoded` or an older version of it, identity last) as
-/// one Parquet file of `schema`.
-pub fn encode(batches: &[RecordBatch], decoded: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<(Bytes, u64), parquet::errors::ParquetError> {
-    let adapted = batches.iter().map(|b| adapt(b, decoded)).collect::<Result<Vec<_>, _>>()?;
-    let all = arrow::compute::concat_batches(decoded, &adapted)?;
-    let columns = all.columns()[..all.num_columns() - 1].to_vec();
-    let rows = all.num_rows() as u64;
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+/// Encodes `batches` (the table's columns under schema `data` or an older version of it) as one
+/// Parquet file of `schema`.
+pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<(Bytes, u64), ParquetError> {
+    let renamed = |batch: RecordBatch| RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())));
+    let adapted = batches.iter().map(|b| adapt(b, data).and_then(renamed)).collect::<Result<Vec<_>, _>>()?;
+    let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
+    let sample = first_rows(schema, &adapted, DICTIONARY_SAMPLE)?;
     let compression = match codec {
         Codec::Snappy => Compression::SNAPPY,
         Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
@@ -99,7 +101,7 @@ pub fn encode(batches: &[RecordBatch], decoded: &SchemaRef, schema: &SchemaRef, 
         .set_compression(compression)
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+    for (field, column) in schema.fields().iter().zip(sample.columns()) {
         if mostly_distinct(column) {
             let path = ColumnPath::from(field.name().as_str());
             properties = properties.set_column_dictionary_enabled(path.clone(), false);
@@ -115,10 +117,117 @@ pub fn encode(batches: &[RecordBatch], decoded: &SchemaRef, schema: &SchemaRef, 
             }
         }
     }
-    let properties = properties.build();
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 3);
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
+    let mut properties = properties.build();
+    // What `ArrowWriter` does, column by column: the same file, without a copy of every column
+    // at once, and with the columns encoded on every core.
+    add_encoded_arrow_schema_to_metadata(schema, &mut properties);
+    let properties = Arc::new(properties);
+    let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
+    let mut out = Vec::with_capacity(adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3);
+    let mut file = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), properties)?;
+    let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
+    let mut start = 0;
+    for group in 0.. {
+        if start >= rows as usize {
+            break;
+        }
+        let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);
+        let writers = factory.create_column_writers(group)?;
+        if writers.len() != schema.fields().len() {
+            return Err(ParquetError::General("nested columns are not supported".into()));
+        }
+        let columns: Vec<(usize, ArrowColumnWriter)> = writers.into_iter().enumerate().collect();
+        let chunks = crate::feed::map_on_cores(columns, |(index, mut writer)| {
+            let column = column_rows(&adapted, index, start, length)?;
+            for leaf in compute_leaves(schema.field(index), &column)? {
+                writer.write(&leaf)?;
+            }
+            writer.close()
+        });
+        let mut row_group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk?.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        start += length;
+    }
+    file.close()?;
     Ok((Bytes::from(out), rows))
+}
+
+/// Rows `start..start + length` of one column of `batches`, as one array.
+fn column_rows(batches: &[RecordBatch], column: usize, start: usize, length: usize) -> Result<ArrayRef, ParquetError> {
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    for batch in batches {
+        let (from, to) = (start.max(offset), (start + length).min(offset + batch.num_rows()));
+        if from < to {
+            pieces.push(batch.column(column).slice(from - offset, to - from));
+        }
+        offset += batch.num_rows();
+    }
+    let pieces: Vec<&dyn arrow::array::Array> = pieces.iter().map(|a| a.as_ref()).collect();
+    Ok(arrow::compute::concat(&pieces)?)
+}
+
+/// The first `rows` rows of `batches` as one batch.
+fn first_rows(schema: &SchemaRef, batches: &[RecordBatch], rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut taken = Vec::new();
+    let mut left = rows;
+    for batch in batches {
+        if left == 0 {
+            break;
+        }
+        let n = batch.num_rows().min(left);
+        taken.push(batch.slice(0, n));
+        left -= n;
+    }
+    arrow::compute::concat_batches(schema, &taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+
+    fn rows(n: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let ids = StringArray::from_iter_values((0..n).map(|i| format!("SALE{:09}", i * 7)));
+        let ns = Int64Array::from_iter((0..n).map(|i| (i % 13 != 0).then_some((i % 50) as i64)));
+        let xs = Float64Array::from_iter_values((0..n).map(|i| (i % 997) as f64 * 1.25));
+        RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(ns), Arc::new(xs)]).unwrap()
+    }
+
+    #[test]
+    fn the_bytes_depend_on_the_rows_not_on_their_batches() {
+        // Enough rows for several pages per column (page cuts are what batching could move).
+        const N: usize = 300_000;
+        let all = rows(N);
+        let schema = all.schema();
+        let whole = encode(std::slice::from_ref(&all), &schema, &schema, Codec::Snappy).unwrap();
+        // Column by column, the file is what ArrowWriter makes of all the rows at once.
+        let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS)).set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from("id"), false);
+        properties = properties.set_column_encoding(ColumnPath::from("id"), Encoding::DELTA_BYTE_ARRAY);
+        let mut reference = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut reference, schema.clone(), Some(properties.build())).unwrap();
+        writer.write(&all).unwrap();
+        writer.close().unwrap();
+        assert!(whole.0 == reference, "differs from ArrowWriter's file");
+        for cuts in [vec![1, 1023, 1024, 150_001], vec![700, 1400, 2100, 99_999], vec![4096, 8193], vec![N - 1]] {
+            let mut batches = Vec::new();
+            let mut start = 0;
+            for end in cuts.into_iter().chain([N]) {
+                batches.push(all.slice(start, end - start));
+                start = end;
+            }
+            let split = encode(&batches, &schema, &schema, Codec::Snappy).unwrap();
+            assert_eq!(split.1, N as u64);
+            assert!(split.0 == whole.0, "batches of {:?} rows changed the bytes", batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>());
+        }
+    }
 }

@@ -121,6 +121,51 @@ impl FromStr for Partition {
     }
 }
 
+/// Partitions of instants, remembering the last one's span: rows arrive in near time order, so
+/// most fall in the span of the row before and need no calendar arithmetic.
+pub struct PartitionFinder {
+    granularity: Granularity,
+    /// The last partition found and its span `[start, end)` in ms.
+    last: Option<(i64, i64, Partition)>,
+}
+
+impl PartitionFinder {
+    pub fn new(granularity: Granularity) -> PartitionFinder {
+        PartitionFinder { granularity, last: None }
+    }
+
+    /// Like [`Partition::of_millis`].
+    pub fn of_millis(&mut self, ms: i64) -> Option<Partition> {
+        if let Some((start, end, partition)) = self.last
+            && (start..end).contains(&ms)
+        {
+            return Some(partition);
+        }
+        let partition = Partition::of_millis(ms, self.granularity)?;
+        self.last = partition.span_ms().map(|(start, end)| (start, end, partition));
+        Some(partition)
+    }
+}
+
+impl Partition {
+    /// The instants the partition covers, `[start, end)` in ms since the epoch (UTC).
+    fn span_ms(&self) -> Option<(i64, i64)> {
+        let start_of = |year: i32, month: u32, day: u32, hour: u32| {
+            chrono::NaiveDate::from_ymd_opt(year, month, day).and_then(|d| d.and_hms_opt(hour, 0, 0)).map(|t| t.and_utc().timestamp_millis())
+        };
+        let (year, month, day, hour) = (self.year, u32::from(self.month), u32::from(self.day), u32::from(self.hour));
+        let start = start_of(year, month, day, hour)?;
+        let end = match self.granularity {
+            Granularity::Hour => start + 3_600_000,
+            Granularity::Day => start + 86_400_000,
+            Granularity::Month if month == 12 => start_of(year + 1, 1, 1, 0)?,
+            Granularity::Month => start_of(year, month + 1, 1, 0)?,
+            Granularity::Year => start_of(year + 1, 1, 1, 0)?,
+        };
+        Some((start, end))
+    }
+}
+
 /// Event times (ms since the epoch) of a decoded column, or why a row has none: dates,
 /// microsecond timestamps, epoch numbers (`epoch_s` or `epoch_ms`) and text in `format`.
 pub fn column_times(array: &ArrayRef, column: &str, format: &EventTimeFormat) -> Vec<Result<i64, String>> {
@@ -163,5 +208,24 @@ mod tests {
         }
         assert!(Partition::of_millis(i64::MAX, Granularity::Day).is_none());
         assert!("year=2025/day=01".parse::<Partition>().is_err());
+    }
+
+    #[test]
+    fn the_finder_agrees_with_the_calendar_at_every_boundary() {
+        // Hour steps across a year end, a leap day, month ends and the epoch, minus and plus
+        // one millisecond around each boundary.
+        let start = chrono::NaiveDate::from_ymd_opt(2023, 12, 30).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
+        let mut instants: Vec<i64> = (0..24 * 800).flat_map(|h| [start + h * 3_600_000 - 1, start + h * 3_600_000]).collect();
+        instants.extend([-1, 0, 1, 86_399_999, 86_400_000]);
+        for g in [Granularity::Year, Granularity::Month, Granularity::Day, Granularity::Hour] {
+            let mut finder = PartitionFinder::new(g);
+            for &ms in &instants {
+                assert_eq!(finder.of_millis(ms), Partition::of_millis(ms, g), "{g} at {ms}");
+            }
+            // Out of order too.
+            for &ms in instants.iter().rev().step_by(7) {
+                assert_eq!(finder.of_millis(ms), Partition::of_millis(ms, g), "{g} at {ms}");
+            }
+        }
     }
 }

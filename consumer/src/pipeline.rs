@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
@@ -28,7 +28,7 @@ use tokio::runtime::Handle;
 
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
-use crate::decode::Decoder;
+use crate::decode::{DecodePlan, Decoder, Predecoded, row_partitions};
 use crate::parquet_file::{self, Codec};
 use crate::partition::{Granularity, Partition};
 use crate::stats::Stats;
@@ -41,7 +41,8 @@ pub struct SourceEvent {
     pub shard: u32,
     pub seq: SequenceNumber,
     pub arrival_ms: i64,
-    pub payload: Vec<u8>,
+    /// Often a slice of a buffer the whole chunk shares.
+    pub payload: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,19 @@ pub struct PipelineConfig {
 }
 
 
+/// The rows of one chunk bound for one buffer.
+struct Group {
+    key: BufferKey,
+    rows: Vec<u32>,
+    /// The JSON size of `rows`.
+    bytes: u64,
+    /// What the buffer held before this chunk.
+    buffered_rows: u64,
+    buffered_bytes: u64,
+    /// Events of the shard up to here are already in the partition (per the last commit).
+    written: Option<SequenceNumber>,
+}
+
 /// A quarantined event waiting for the next commit.
 #[derive(serde::Serialize)]
 struct QuarantineRecord {
@@ -94,8 +108,6 @@ pub struct Pipeline {
     quarantine: Vec<QuarantineRecord>,
     dedup: DedupWindow,
     state: TableState,
-    /// `state.written` by (partition, shard); cleared at each commit.
-    written_cache: std::collections::HashMap<BufferKey, Option<SequenceNumber>>,
     acks: AckLedger,
     /// Rows routed to each partition in this run: what a replay verifies its
     /// generation against.
@@ -149,7 +161,6 @@ impl Pipeline {
             quarantine: Vec::new(),
             dedup: DedupWindow::new(config.dedup_window),
             state,
-            written_cache: std::collections::HashMap::new(),
             acks,
             routed: BTreeMap::new(),
             archive: None,
@@ -247,6 +258,17 @@ impl Pipeline {
     /// Takes in a chunk of events (each shard's in log order). Buffers that reach a row or
     /// byte count are written and committed before this returns.
     pub fn ingest(&mut self, events: &[SourceEvent]) -> Result<(), PipelineError> {
+        self.ingest_predecoded(events, None)
+    }
+
+    /// A snapshot of what decoding needs, for decoding chunks ahead on other threads.
+    pub fn decode_plan(&self) -> DecodePlan {
+        DecodePlan::new(&self.decoder, self.config.event_time.clone(), self.config.granularity)
+    }
+
+    /// [`Pipeline::ingest`] of a chunk a worker decoded ahead with [`Pipeline::decode_plan`]:
+    /// its rows are used if the schema has not changed since, else it is decoded again here.
+    pub fn ingest_predecoded(&mut self, events: &[SourceEvent], predecoded: Option<Predecoded>) -> Result<(), PipelineError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -263,67 +285,96 @@ impl Pipeline {
             previous.push(*last);
             *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
         }
-        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-        let (decoded, evolved) = self.decoder.decode(&payloads);
-        if evolved {
-            self.store_schema()?;
-        }
-        for (index, reason) in &decoded.rejected {
-            self.quarantine_event(&events[*index], reason.clone());
-        }
-        let batch = decoded.batch;
+        let (batch, ids, origin, partitions) = match predecoded.and_then(|p| p.usable(self.decoder.version())) {
+            Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
+            None => {
+                let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+                let (decoded, evolved) = self.decoder.decode(&payloads);
+                if evolved {
+                    self.store_schema()?;
+                }
+                for (index, reason) in &decoded.rejected {
+                    self.quarantine_event(&events[*index], reason.clone());
+                }
+                let origin = decoded.origin;
+                let partitions = row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
+                (decoded.batch, decoded.ids, origin, partitions)
+            }
+        };
         if batch.num_rows() > 0 {
-            let times = self.event_times(&batch, &decoded.origin, events);
-            let ids = batch.column(batch.num_columns() - 1).as_string::<i32>().clone();
-            // Rows of each buffer, in order, cut where a trigger fires; with their running size.
-            let mut groups: BTreeMap<BufferKey, (Vec<u32>, u64)> = BTreeMap::new();
-            for (row, origin) in decoded.origin.iter().enumerate() {
-                let event = &events[*origin];
-                let partition = match times[row] {
-                    Ok(ms) => match Partition::of_millis(ms, self.config.granularity) {
-                        Some(p) => p,
-                        None => {
-                            self.quarantine_event(event, format!("event time {ms} ms is outside years 0000-9999"));
-                            continue;
-                        }
-                    },
-                    Err(ref reason) => {
-                        self.quarantine_event(event, reason.clone());
-                        continue;
-                    }
-                };
-                // The identity enters the window even when the row is already written: a later
-                // copy of it (a producer re-send) must still be dropped after a restart.
-                let id = if ids.is_null(row) { format!("{}:{}", self.shards[event.shard as usize], event.seq) } else { ids.value(row).to_string() };
-                let duplicate = self.dedup.check(&id);
-                if self.already_written(&partition, event) {
-                    self.stats.add_skipped(1);
-                    continue;
-                }
-                if duplicate {
-                    self.stats.add_duplicates(1);
-                    continue;
-                }
-                let key = (partition, event.shard);
-                let (group, group_bytes) = groups.entry(key).or_default();
-                group.push(row as u32);
-                *group_bytes += event.payload.len() as u64;
-                let (buffered_rows, buffered_bytes) = self.buffers.get(&key).map_or((0, 0), |b| (b.rows, b.bytes));
-                if self.config.flush.full(buffered_rows + group.len() as u64, buffered_bytes + *group_bytes) {
-                    let rows = std::mem::take(group);
-                    *group_bytes = 0;
-                    self.append(key, &batch, &rows, &decoded.origin, events, &previous)?;
-                    self.seal(key);
-                }
-            }
-            for (key, (rows, _)) in groups {
-                if !rows.is_empty() {
-                    self.append(key, &batch, &rows, &decoded.origin, events, &previous)?;
-                }
-            }
+            self.route(&batch, &ids, &origin, &partitions, events, &previous)?;
         }
         if !self.sealed.is_empty() {
             self.write_and_commit()?;
+        }
+        Ok(())
+    }
+
+    /// Sends each decoded row to its (partition, shard) buffer, cutting buffers at the exact
+    /// row where a trigger fires.
+    fn route(
+        &mut self,
+        batch: &RecordBatch,
+        ids: &StringArray,
+        origin: &[usize],
+        partitions: &[Result<Partition, String>],
+        events: &[SourceEvent],
+        previous: &[Option<SequenceNumber>],
+    ) -> Result<(), PipelineError> {
+        // Rows of each buffer, in order; found by a scan from the last one used, since a
+        // chunk feeds few buffers and consecutive rows mostly feed the same.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut current = 0;
+        for (row, event_index) in origin.iter().enumerate() {
+            let event = &events[*event_index];
+            let partition = match &partitions[row] {
+                Ok(partition) => *partition,
+                Err(reason) => {
+                    self.quarantine_event(event, reason.clone());
+                    continue;
+                }
+            };
+            let key = (partition, event.shard);
+            if groups.get(current).is_none_or(|g| g.key != key) {
+                current = match groups.iter().position(|g| g.key == key) {
+                    Some(index) => index,
+                    None => {
+                        let (buffered_rows, buffered_bytes) = self.buffers.get(&key).map_or((0, 0), |b| (b.rows, b.bytes));
+                        let written = self.written_position(key);
+                        groups.push(Group { key, rows: Vec::new(), bytes: 0, buffered_rows, buffered_bytes, written });
+                        groups.len() - 1
+                    }
+                };
+            }
+            let group = &mut groups[current];
+            // The identity enters the window even when the row is already written: a later
+            // copy of it (a producer re-send) must still be dropped after a restart.
+            let duplicate = if ids.is_null(row) {
+                self.dedup.check(&format!("{}:{}", self.shards[event.shard as usize], event.seq))
+            } else {
+                self.dedup.check(ids.value(row))
+            };
+            if group.written.is_some_and(|w| event.seq <= w) {
+                self.stats.add_skipped(1);
+                continue;
+            }
+            if duplicate {
+                self.stats.add_duplicates(1);
+                continue;
+            }
+            group.rows.push(row as u32);
+            group.bytes += event.payload.len() as u64;
+            if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
+                let rows = std::mem::take(&mut group.rows);
+                (group.bytes, group.buffered_rows, group.buffered_bytes) = (0, 0, 0);
+                self.append(key, batch, &rows, origin, events, previous)?;
+                self.seal(key);
+            }
+        }
+        for group in groups {
+            if !group.rows.is_empty() {
+                self.append(group.key, batch, &group.rows, origin, events, previous)?;
+            }
         }
         Ok(())
     }
@@ -345,23 +396,10 @@ impl Pipeline {
         }
     }
 
-    fn already_written(&mut self, partition: &Partition, event: &SourceEvent) -> bool {
-        // Looked up per row: cache the commit's string-keyed map by (partition, shard).
-        let key = (*partition, event.shard);
-        let written = match self.written_cache.get(&key) {
-            Some(w) => *w,
-            None => {
-                let w = self
-                    .state
-                    .written
-                    .get(&partition.path())
-                    .and_then(|shards| shards.get(&self.shards[event.shard as usize]))
-                    .and_then(|s| seq_of(s));
-                self.written_cache.insert(key, w);
-                w
-            }
-        };
-        written.is_some_and(|w| event.seq <= w)
+    /// The last position of the shard the last commit holds in the partition: events up to it
+    /// are already written there.
+    fn written_position(&self, (partition, shard): BufferKey) -> Option<SequenceNumber> {
+        self.state.written.get(&partition.path()).and_then(|shards| shards.get(&self.shards[shard as usize])).and_then(|s| seq_of(s))
     }
 
     fn append(
@@ -389,17 +427,6 @@ impl Pipeline {
         if let Some(buffer) = self.buffers.remove(&key) {
             self.sealed.push((key, buffer));
         }
-    }
-
-    /// Event time of each decoded row, in ms since the epoch, or why it has none.
-    fn event_times(&self, batch: &RecordBatch, origin: &[usize], events: &[SourceEvent]) -> Vec<Result<i64, String>> {
-        let Some((column, format)) = &self.config.event_time else {
-            return origin.iter().map(|i| Ok(events[*i].arrival_ms)).collect();
-        };
-        let Some(index) = self.decoder.schema().index_of(column) else {
-            return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
-        };
-        crate::partition::column_times(batch.column(index), column, format)
     }
 
     fn quarantine_event(&mut self, event: &SourceEvent, reason: String) {
@@ -477,13 +504,17 @@ impl Pipeline {
         self.store_schema()?;
         let started = Instant::now();
         let keys = self.config.granularity.keys();
-        let decoded = self.decoder.arrow_schema().clone();
-        let file_schema = parquet_file::file_schema(&decoded, keys);
+        let data = self.decoder.data_schema().clone();
+        let file_schema = parquet_file::file_schema(&data, keys);
         let sealed = std::mem::take(&mut self.sealed);
         let mut added = Vec::with_capacity(sealed.len());
         let mut written = self.state.written.clone();
-        for ((partition, shard), buffer) in &sealed {
-            let (data, rows) = parquet_file::encode(&buffer.batches, &decoded, &file_schema, self.config.codec)?;
+        // Files are independent: encode them on every core.
+        let codec = self.config.codec;
+        let encoded = crate::feed::map_on_cores(sealed.iter().collect(), |(_, buffer)| parquet_file::encode(&buffer.batches, &data, &file_schema, codec));
+
+        for (((partition, shard), buffer), encoded) in sealed.iter().zip(encoded) {
+            let (data, rows) = encoded?;
             let shard_name = &self.shards[*shard as usize];
             let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
             let bytes = data.len() as u64;
@@ -550,7 +581,6 @@ impl Pipeline {
         self.state.error_files.extend(errors);
         self.state.resume = resume;
         self.state.written = written;
-        self.written_cache.clear();
         self.state.quarantined = quarantined;
         self.state.totals = totals;
         self.state.schema_version = commit.schema_version;

@@ -3,8 +3,9 @@
 //! Shutdown, step by step (SIGINT or SIGTERM, or `--until-idle` expiring):
 //! 1. The signal only raises a flag; the loop sees it between chunks, so a chunk is never half
 //!    ingested.
-//! 2. The source stops reading. Chunks it read ahead but the pipeline never took are dropped:
-//!    the commit's resume point lies before them, so the next run reads them again.
+//! 2. The source stops reading. Chunks already being decoded are ingested; chunks the source
+//!    read ahead but never handed over are dropped: the commit's resume point lies before
+//!    them, so the next run reads them again.
 //! 3. Every buffer is written and one commit records them with the final positions.
 //! 4. The summary is printed and the process exits 0. A second signal during the drain is not
 //!    needed and not acted on: killing the process at any point loses nothing, the next run
@@ -19,6 +20,7 @@ use kappa_common::aws::AwsContext;
 use kappa_common::store::{LocalStore, S3Store, Store};
 
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
+use crate::feed::Feed;
 use crate::metrics::Gauges;
 use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
 use crate::source::kinesis::KinesisSource;
@@ -115,19 +117,11 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let mut last_event = Instant::now();
     let mut last_status = (Instant::now(), 0u64);
     let mut switched_to = None;
+    let mut feed = Feed::new();
     let result = (|| -> Result<(), ConsumerError> {
         while !shutdown.load(Ordering::Acquire) {
-            if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
+            if feed.step(&mut source, &mut pipeline, Duration::from_millis(200))? {
                 last_event = Instant::now();
-                for shard in chunk.new_shards {
-                    pipeline.add_shard(shard);
-                }
-                if !pipeline.has_schema() && !chunk.events.is_empty() {
-                    pipeline.set_initial_schema(infer(&chunk.events)?);
-                }
-                pipeline.acks().add(chunk.acks);
-                pipeline.reject(&chunk.rejects);
-                pipeline.ingest(&chunk.events)?;
             } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
                 tracing::info!("source idle for {:?}: draining", config.until_idle.unwrap_or_default());
                 break;
@@ -176,6 +170,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     // Stop reading first (step 2), then write and commit, then acknowledge what the commit
     // covers: SQS messages are deleted only now that their rows are durable.
     source.pause();
+    feed.drain(&mut pipeline)?;
     pipeline.flush_all()?;
     source.acknowledge(pipeline.acks().take_committed());
     source.stop();

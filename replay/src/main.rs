@@ -11,8 +11,7 @@ use clap::Parser;
 
 use crate::config::{Cli, Command};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator, as the consumer's pipeline (run here too) holds less memory with it.
 
 fn main() -> anyhow::Result<()> {
     kappa_common::logging::init();

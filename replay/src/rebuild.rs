@@ -22,6 +22,7 @@ use kappa_common::aws::AwsContext;
 use kappa_common::log::{Log, StartAt};
 use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
+use kappa_consumer::feed::Feed;
 use kappa_consumer::generation;
 use kappa_consumer::pipeline::Pipeline;
 use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
@@ -156,18 +157,12 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     };
     let mut progress = Progress::new(total, config.progress_interval);
     let result = (|| -> Result<(), ReplayError> {
-        while !source.finished() {
+        let mut feed = Feed::new();
+        while !source.finished() || !feed.is_empty() {
             if interrupted.load(Ordering::Acquire) {
                 return Err(ReplayError::Interrupted { generation: new_generation.clone() });
             }
-            if let Some(chunk) = source.next_chunk(Duration::from_millis(200))? {
-                for shard in chunk.new_shards {
-                    pipeline.add_shard(shard);
-                }
-                if !pipeline.has_schema() && !chunk.events.is_empty() {
-                    pipeline.set_initial_schema(kappa_consumer::run::infer(&chunk.events)?);
-                }
-                pipeline.ingest(&chunk.events)?;
+            if feed.step(&mut source, &mut pipeline, Duration::from_millis(200))? {
                 progress.set(stats.read(), stats.written());
             }
             pipeline.flush_due()?;

@@ -121,6 +121,24 @@ impl ShardReader {
     /// appended since.
     #[allow(clippy::should_implement_trait)] // fallible and resumable after `None`: not an Iterator
     pub fn next(&mut self) -> Result<Option<Record>, LogError> {
+        let shard = self.shard;
+        Ok(self.next_with(|key, payload| (key.to_vec(), payload.to_vec()))?.map(|(seq, arrival_ms, (key, payload))| Record { shard, seq, arrival_ms, key, payload }))
+    }
+
+    /// Like [`next`](Self::next), but appends the payload to `payloads` instead of allocating
+    /// one buffer per record: returns the sequence number, the arrival time and where the
+    /// payload lies in `payloads`.
+    pub fn next_appending(&mut self, payloads: &mut Vec<u8>) -> Result<Option<(u64, i64, std::ops::Range<usize>)>, LogError> {
+        self.next_with(|_, payload| {
+            let start = payloads.len();
+            payloads.extend_from_slice(payload);
+            start..payloads.len()
+        })
+    }
+
+    /// The next record's sequence number and arrival time, with what `take` makes of its key
+    /// and payload.
+    fn next_with<T>(&mut self, take: impl FnOnce(&[u8], &[u8]) -> T) -> Result<Option<(u64, i64, T)>, LogError> {
         loop {
             let Some(cur) = self.cursor.as_mut() else {
                 // No segment existed yet; the first one may have appeared since.
@@ -154,13 +172,7 @@ impl ShardReader {
                         continue;
                     }
                     self.skip = Skip::Nothing;
-                    return Ok(Some(Record {
-                        shard: self.shard,
-                        seq: frame.seq,
-                        arrival_ms: frame.arrival_ms,
-                        key: cur.bytes(frame.key).to_vec(),
-                        payload: cur.bytes(frame.payload).to_vec(),
-                    }));
+                    return Ok(Some((frame.seq, frame.arrival_ms, take(cur.bytes(frame.key.clone()), cur.bytes(frame.payload.clone())))));
                 }
                 Step::End { off, partial } => {
                     let (path, base) = (cur.path.clone(), cur.base);

@@ -331,7 +331,7 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                         past_until = true;
                         break;
                     }
-                    events.push(SourceEvent { shard: index, seq, arrival_ms, payload: record.data().as_ref().to_vec() });
+                    events.push(SourceEvent { shard: index, seq, arrival_ms, payload: bytes::Bytes::copy_from_slice(record.data().as_ref()) });
                     last = Some(seq);
                 }
                 let got = !events.is_empty();

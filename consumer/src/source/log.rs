@@ -18,7 +18,7 @@ use super::{Chunk, SourceError};
 use crate::pipeline::SourceEvent;
 
 /// Events per shard per round.
-const SHARD_SHARE: usize = 4096;
+const SHARD_SHARE: usize = 2048;
 
 pub struct LogSource {
     log: Log,
@@ -73,7 +73,7 @@ impl LogSource {
         for (shard, start) in starts.into_iter().enumerate() {
             readers.push(log.reader(shard as u32, start)?);
         }
-        let (sender, chunks) = sync_channel(4);
+        let (sender, chunks) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -137,21 +137,26 @@ struct Bounds {
 
 fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>) {
     let mut done = vec![false; readers.len()];
+    let mut round_bytes = 0;
     while !stop.load(Ordering::Acquire) {
-        let mut chunk = Vec::new();
+        // The round's payloads go into one buffer that the events share: one allocation per
+        // chunk instead of one per event, and payloads the decoder reads in address order.
+        let mut payloads = Vec::with_capacity(round_bytes);
+        let mut records = Vec::new();
         for (shard, reader) in readers.iter_mut().enumerate() {
             for _ in 0..SHARD_SHARE {
                 if done[shard] {
                     break;
                 }
-                match reader.next() {
-                    Ok(Some(record)) => {
-                        let past = bounds.as_ref().is_some_and(|b| record.seq >= b.ends[shard] || b.until_ms.is_some_and(|u| record.arrival_ms >= u));
+                match reader.next_appending(&mut payloads) {
+                    Ok(Some((seq, arrival_ms, payload))) => {
+                        let past = bounds.as_ref().is_some_and(|b| seq >= b.ends[shard] || b.until_ms.is_some_and(|u| arrival_ms >= u));
                         if past {
+                            payloads.truncate(payload.start);
                             done[shard] = true;
                             break;
                         }
-                        chunk.push(SourceEvent { shard: record.shard, seq: record.seq.into(), arrival_ms: record.arrival_ms, payload: record.payload });
+                        records.push((shard as u32, seq, arrival_ms, payload));
                     }
                     Ok(None) => {
                         if bounds.as_ref().is_some_and(|b| reader_at_end(reader, b.ends[shard])) {
@@ -166,6 +171,12 @@ fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: Sync
                 }
             }
         }
+        round_bytes = payloads.len();
+        let payloads = bytes::Bytes::from(payloads);
+        let chunk: Vec<SourceEvent> = records
+            .into_iter()
+            .map(|(shard, seq, arrival_ms, payload)| SourceEvent { shard, seq: seq.into(), arrival_ms, payload: payloads.slice(payload) })
+            .collect();
         if chunk.is_empty() {
             if bounds.is_some() && done.iter().all(|d| *d) {
                 return; // dropping the sender tells the consumer side the read is complete

@@ -68,12 +68,13 @@ impl RawSource {
                 } else {
                     data.to_vec()
                 };
+                let text = bytes::Bytes::from(text);
                 let arrival_ms = hour_of_key(&object.path).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let mut chunk = Chunk::default();
-                for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)) {
+                for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).map(|l| text.slice_ref(l)) {
                     let next = seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
                     seq = Some(next);
-                    chunk.events.push(SourceEvent { shard, seq: next, arrival_ms, payload: line.to_vec() });
+                    chunk.events.push(SourceEvent { shard, seq: next, arrival_ms, payload: line });
                     if chunk.events.len() >= EVENTS_PER_CHUNK && sender.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
                         return;
                     }

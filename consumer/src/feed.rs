@@ -1,0 +1,112 @@
+//! Chunks from the source into the pipeline, decoded ahead on worker threads.
+//!
+//! Decoding JSON into Arrow is most of the consumer's work, and it needs nothing but the chunk
+//! and the schema. So while the pipeline routes one chunk, the next few are decoded on rayon's
+//! pool (one thread per core): both cores work. The pipeline still takes the chunks one at a
+//! time in source order, so routing, flush cuts and commits are those of a sequential run, and
+//! the lake is the same bytes. A chunk decoded under a schema that an earlier chunk has since
+//! grown is simply decoded again by the pipeline.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::Duration;
+
+use crate::decode::Predecoded;
+use crate::pipeline::{Pipeline, SourceEvent};
+use crate::run::ConsumerError;
+use crate::source::{Chunk, Source};
+
+/// Chunks read and not yet ingested: enough to keep every worker busy while the pipeline
+/// routes, few enough to bound memory (each is up to 16,384 events).
+const DEPTH: usize = 3;
+
+/// The chunks between the source and the pipeline, oldest first.
+#[derive(Default)]
+pub struct Feed {
+    pending: VecDeque<Pending>,
+}
+
+struct Pending {
+    events: Arc<Vec<SourceEvent>>,
+    acks: Vec<String>,
+    rejects: Vec<(SourceEvent, String)>,
+    /// The worker's result (none for a chunk without events).
+    decoded: Option<Receiver<Predecoded>>,
+}
+
+impl Feed {
+    pub fn new() -> Feed {
+        Feed::default()
+    }
+
+    /// True when no chunk waits between the source and the pipeline.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Reads what the source has ready (waiting up to `wait` only when nothing is pending)
+    /// and starts decoding it, then ingests the oldest chunk. False if there was none.
+    pub fn step(&mut self, source: &mut Source, pipeline: &mut Pipeline, wait: Duration) -> Result<bool, ConsumerError> {
+        while self.pending.len() < DEPTH {
+            let wait = if self.pending.is_empty() { wait } else { Duration::ZERO };
+            let Some(chunk) = source.next_chunk(wait)? else { break };
+            self.submit(chunk, pipeline)?;
+        }
+        match self.pending.pop_front() {
+            Some(pending) => {
+                ingest(pending, pipeline)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Ingests every pending chunk: before the final flush, so what was read is committed.
+    pub fn drain(&mut self, pipeline: &mut Pipeline) -> Result<(), ConsumerError> {
+        while let Some(pending) = self.pending.pop_front() {
+            ingest(pending, pipeline)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, chunk: Chunk, pipeline: &mut Pipeline) -> Result<(), ConsumerError> {
+        // New shards take their indices in the order the source announced them, before any
+        // event of theirs is routed.
+        for shard in chunk.new_shards {
+            pipeline.add_shard(shard);
+        }
+        if !pipeline.has_schema() && !chunk.events.is_empty() {
+            pipeline.set_initial_schema(crate::run::infer(&chunk.events)?);
+        }
+        let events = Arc::new(chunk.events);
+        let decoded = (!events.is_empty()).then(|| {
+            let (sender, receiver) = sync_channel(1);
+            let (plan, events) = (pipeline.decode_plan(), events.clone());
+            rayon::spawn(move || {
+                let decoded = plan.run(&events);
+                drop(events);
+                let _ = sender.send(decoded);
+            });
+            receiver
+        });
+        self.pending.push_back(Pending { events, acks: chunk.acks, rejects: chunk.rejects, decoded });
+        Ok(())
+    }
+}
+
+fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError> {
+    // A worker that failed to answer only costs a decode here.
+    let predecoded = pending.decoded.and_then(|receiver| receiver.recv().ok());
+    pipeline.acks().add(pending.acks);
+    pipeline.reject(&pending.rejects);
+    pipeline.ingest_predecoded(&pending.events, predecoded)?;
+    Ok(())
+}
+
+/// `f` over `items` on every core (rayon's pool, which the decoding shares); the results in
+/// the items' order.
+pub fn map_on_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    items.into_par_iter().map(f).collect()
+}
