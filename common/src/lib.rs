@@ -6,6 +6,7 @@
 //! - [`schema`]: Arrow schema inference from CSV samples, and schema files.
 //! - [`flatten`]: nested JSON into flat rows (`parent_child` columns, exploded arrays).
 //! - [`log`]: the embedded, durable, sharded log (the cloud-free default).
+//! - [`memory`]: allocator settings for the pipeline's allocation pattern.
 //! - [`store`]: object storage for the lake (local directory; S3), with create-if-absent.
 //! - [`time`]: event-time parsing shared by pacing and partitioning.
 
@@ -15,6 +16,7 @@ pub mod event;
 pub mod flatten;
 pub mod log;
 pub mod logging;
+pub mod memory;
 pub mod schema;
 pub mod store;
 pub mod time;

@@ -5,6 +5,7 @@ use kappa_consumer::config::{Cli, Command};
 // held 250 MiB where glibc holds 157 MiB on bench/consumer.sh, at the same speed.
 
 fn main() -> anyhow::Result<()> {
+    kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
     let cli = Cli::parse();
     match cli.command {

@@ -11,6 +11,7 @@ use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use arrow::array::ArrayRef;
+use arrow::row::{RowConverter, SortField};
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::errors::ParquetError;
@@ -38,11 +39,10 @@ const DICTIONARY_SAMPLE: usize = 4096;
 /// same rows still give the same bytes.
 fn mostly_distinct(column: &arrow::array::ArrayRef) -> bool {
     let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
-    let Ok(formatter) = arrow::util::display::ArrayFormatter::try_new(sample.as_ref(), &Default::default()) else { return false };
-    let mut seen = std::collections::HashSet::with_capacity(sample.len());
-    for row in 0..sample.len() {
-        seen.insert(formatter.value(row).to_string());
-    }
+    // Values compared in arrow's row format: bytes, for any type, without formatting text.
+    let Ok(converter) = RowConverter::new(vec![SortField::new(sample.data_type().clone())]) else { return false };
+    let Ok(rows) = converter.convert_columns(&[sample.clone()]) else { return false };
+    let seen: std::collections::HashSet<arrow::row::Row<'_>> = rows.iter().collect();
     seen.len() * 2 > sample.len() && sample.len() >= 64
 }
 

@@ -14,6 +14,7 @@ use crate::config::{Cli, Command};
 // The system allocator, as the consumer's pipeline (run here too) holds less memory with it.
 
 fn main() -> anyhow::Result<()> {
+    kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
     let cli = Cli::parse();
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
