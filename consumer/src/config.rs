@@ -187,8 +187,8 @@ pub struct PipelineArgs {
     pub flush_interval: Duration,
 
     /// Memory for buffered rows (Arrow buffers, and raw events kept for --archive); past it
-    /// the largest buffers are written first. The process needs about 150 MiB more (decoding,
-    /// encoding, read-ahead) (suffixes KiB, MiB, GiB).
+    /// the largest buffers are written first. The process needs about 130 MiB more (chunks read
+    /// and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
 

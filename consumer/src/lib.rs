@@ -9,6 +9,7 @@
 pub mod acks;
 pub mod archive;
 pub mod buffer;
+pub mod commit;
 pub mod config;
 pub mod decode;
 pub mod generation;

@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use bytes::Bytes;
@@ -28,11 +27,12 @@ use tokio::runtime::Handle;
 
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
+use crate::commit::{InFlight, PreparedCommit, WriteContext};
 use crate::decode::{DecodePlan, Decoder, Predecoded, row_partitions};
 use crate::parquet_file::{self, Codec};
 use crate::partition::{Granularity, Partition};
 use crate::stats::Stats;
-use crate::table::{Commit, DataFile, FORMAT, Table, TableError, TableState};
+use crate::table::{Commit, FORMAT, Table, TableError, TableState};
 
 /// One event as a source delivers it.
 #[derive(Debug, Clone)]
@@ -116,6 +116,8 @@ pub struct Pipeline {
     archive: Option<crate::archive::Archive>,
     /// The schema version last stored in the table.
     stored_schema_version: u32,
+    /// The commit being written in the background, if any.
+    in_flight: Option<InFlight>,
     stats: Arc<Stats>,
 }
 
@@ -165,6 +167,7 @@ impl Pipeline {
             routed: BTreeMap::new(),
             archive: None,
             stored_schema_version: stored_version,
+            in_flight: None,
             stats,
         };
         Ok((pipeline, known))
@@ -237,10 +240,11 @@ impl Pipeline {
     /// Commits when only the acknowledgement state changed (after the final deletes), so the
     /// next run does not carry this run's last messages for the full 14 days.
     pub fn commit_acknowledgements(&mut self) -> Result<(), PipelineError> {
+        self.finish_commit()?;
         if self.acks.changed() {
             self.write_and_commit()?;
         }
-        Ok(())
+        self.finish_commit()
     }
 
     pub fn open_partitions(&self) -> usize {
@@ -252,7 +256,7 @@ impl Pipeline {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.buffers.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty()
+        self.buffers.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty() && self.in_flight.is_none()
     }
 
     /// Takes in a chunk of events (each shard's in log order). Buffers that reach a row or
@@ -451,6 +455,9 @@ impl Pipeline {
     /// Flushes buffers open longer than the interval; then, if memory is over the limit, the
     /// largest buffers until it is under three quarters of it.
     pub fn flush_due(&mut self) -> Result<(), PipelineError> {
+        if self.in_flight.as_ref().is_some_and(InFlight::is_finished) {
+            self.finish_commit()?;
+        }
         let interval = self.config.flush.interval;
         let due: Vec<BufferKey> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(k, _)| *k).collect();
         for key in due {
@@ -481,6 +488,7 @@ impl Pipeline {
 
     /// Writes everything buffered and commits: shutdown, and the end of `--until-idle`.
     pub fn flush_all(&mut self) -> Result<(), PipelineError> {
+        self.finish_commit()?;
         let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
         for key in keys {
             self.seal(key);
@@ -491,10 +499,13 @@ impl Pipeline {
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
             self.write_and_commit()?;
         }
-        Ok(())
+        self.finish_commit()
     }
 
+    /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
+    /// unless the source acknowledges commits (see [`crate::commit`]).
     fn write_and_commit(&mut self) -> Result<(), PipelineError> {
+        self.finish_commit()?;
         if self.config.flush_together {
             let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
             for key in keys {
@@ -502,38 +513,32 @@ impl Pipeline {
             }
         }
         self.store_schema()?;
-        let started = Instant::now();
-        let keys = self.config.granularity.keys();
-        let data = self.decoder.data_schema().clone();
-        let file_schema = parquet_file::file_schema(&data, keys);
         let sealed = std::mem::take(&mut self.sealed);
-        let mut added = Vec::with_capacity(sealed.len());
-        let mut written = self.state.written.clone();
-        // Files are independent: encode them on every core.
-        let codec = self.config.codec;
-        let encoded = crate::feed::map_on_cores(sealed.iter().collect(), |(_, buffer)| parquet_file::encode(&buffer.batches, &data, &file_schema, codec));
-
-        for (((partition, shard), buffer), encoded) in sealed.iter().zip(encoded) {
-            let (data, rows) = encoded?;
-            let shard_name = &self.shards[*shard as usize];
-            let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
-            let bytes = data.len() as u64;
-            self.runtime.block_on(self.table.put_object(&path, data))?;
-            added.push(DataFile { path, partition: partition.path(), rows, bytes });
-            raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
-        }
         let commit_number = self.state.last_commit + 1;
+        let mut files = Vec::with_capacity(sealed.len());
+        let mut written = self.state.written.clone();
+        let mut totals = self.state.totals.clone();
+        for ((partition, shard), buffer) in sealed {
+            let shard_name = &self.shards[shard as usize];
+            let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
+            raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
+            totals.rows += buffer.rows;
+            totals.files += 1;
+            files.push((path, partition.path(), buffer));
+        }
         let mut errors = Vec::new();
         let mut quarantined = self.state.quarantined.clone();
-        if !self.quarantine.is_empty() {
+        let quarantine = std::mem::take(&mut self.quarantine);
+        if !quarantine.is_empty() {
             let mut text = Vec::new();
-            for record in &self.quarantine {
+            for record in &quarantine {
                 serde_json::to_writer(&mut text, record).expect("serializes");
                 text.push(b'\n');
                 raise_to(&mut quarantined, &record.shard, seq_of(&record.seq).expect("written by us"));
             }
             errors.push(self.runtime.block_on(self.table.put_errors(commit_number, Bytes::from(text)))?);
         }
+        totals.quarantined += quarantine.len() as u64;
         // Resume: before the earliest event an open buffer still holds, else after the last read.
         let mut resume = self.state.resume.clone();
         for (index, shard) in self.shards.iter().enumerate() {
@@ -544,50 +549,68 @@ impl Pipeline {
                 None => resume.remove(shard),
             };
         }
-        let mut totals = self.state.totals.clone();
-        totals.rows += added.iter().map(|f| f.rows).sum::<u64>();
-        totals.bytes += added.iter().map(|f| f.bytes).sum::<u64>();
-        totals.files += added.len() as u64;
-        totals.quarantined += self.quarantine.len() as u64;
         let archived = match &mut self.archive {
             Some(archive) => self.runtime.block_on(archive.write(self.table.generation(), commit_number)).map_err(TableError::from)?,
             None => Vec::new(),
         };
         let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let unacknowledged = self.acks.for_commit(now_ms);
         let commit = Commit {
             format: FORMAT,
             commit: commit_number,
             generation: self.table.generation().to_string(),
             created_ms: now_ms,
             schema_version: self.stored_schema_version.max(1),
-            added: added.clone(),
+            added: Vec::with_capacity(files.len()),
             removed: Vec::new(),
-            errors: errors.clone(),
-            resume: resume.clone(),
-            written: written.clone(),
-            quarantined: quarantined.clone(),
-            totals: totals.clone(),
-            unacknowledged: unacknowledged.clone(),
+            errors,
+            resume,
+            written,
+            quarantined,
+            totals,
+            unacknowledged: self.acks.for_commit(now_ms),
             archived,
-            archive_positions: archive_positions.clone(),
+            archive_positions,
         };
-        self.runtime.block_on(self.table.commit(&commit))?;
-        self.stats.add_commit(added.len() as u64, totals.rows - self.state.totals.rows, totals.bytes - self.state.totals.bytes);
-        tracing::debug!(commit = commit_number, files = added.len(), elapsed = ?started.elapsed(), "committed");
-        self.state.last_commit = commit_number;
-        self.state.files.extend(added.into_iter().map(|f| f.path));
-        self.state.error_files.extend(errors);
-        self.state.resume = resume;
-        self.state.written = written;
-        self.state.quarantined = quarantined;
-        self.state.totals = totals;
-        self.state.schema_version = commit.schema_version;
-        self.acks.committed(unacknowledged);
-        self.state.archive_positions = archive_positions;
-        self.quarantine.clear();
+        let prepared = PreparedCommit { commit, files };
+        let data = self.decoder.data_schema().clone();
+        let file_schema = parquet_file::file_schema(&data, self.config.granularity.keys());
+        let context = WriteContext { table: self.table.clone(), runtime: self.runtime.clone(), data, file_schema, codec: self.config.codec };
+        if self.config.flush_together {
+            let commit = crate::commit::write(prepared, &context)?;
+            self.apply(commit);
+        } else {
+            self.in_flight = Some(InFlight::start(prepared, context));
+        }
         Ok(())
+    }
+
+    /// Waits for the commit being written, if any, and takes its state as the table's.
+    fn finish_commit(&mut self) -> Result<(), PipelineError> {
+        match self.in_flight.take() {
+            Some(in_flight) => {
+                let commit = in_flight.wait()?;
+                self.apply(commit);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A commit is durable: the state the next one builds on.
+    fn apply(&mut self, commit: Commit) {
+        let previous = &self.state.totals;
+        self.stats.add_commit(commit.added.len() as u64, commit.totals.rows - previous.rows, commit.totals.bytes - previous.bytes);
+        self.state.last_commit = commit.commit;
+        self.state.files.extend(commit.added.into_iter().map(|f| f.path));
+        self.state.error_files.extend(commit.errors);
+        self.state.resume = commit.resume;
+        self.state.written = commit.written;
+        self.state.quarantined = commit.quarantined;
+        self.state.totals = commit.totals;
+        self.state.schema_version = commit.schema_version;
+        self.acks.committed(commit.unacknowledged);
+        self.state.archive_positions = commit.archive_positions;
     }
 }
 
