@@ -74,3 +74,43 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
     assert_eq!(read_lake(&lake.join("events/gen-000001")).len(), 3);
     assert_eq!(std::fs::read_dir(&errors_dir).unwrap().count(), 1);
 }
+
+#[test]
+fn a_schema_grown_mid_stream_applies_to_every_later_row() {
+    // The log source hands over 2,048 events of a shard per chunk, and chunks are decoded ahead
+    // on other threads: event 3,000 adds a column and a fraction (int64 widens to float64) in
+    // the second chunk, while the third was already decoded under the first schema.
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = Log::create(&log_dir, 1).unwrap();
+    let mut writer = log.writer(0, &LogConfig::default()).unwrap();
+    for i in 0..5000 {
+        let payload = if i == 3000 {
+            format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":1.5,"note":"grown"}}"#)
+        } else {
+            format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":{i}}}"#)
+        };
+        writer.append(b"", payload.as_bytes(), 1_700_000_000_000).unwrap();
+    }
+    writer.close().unwrap();
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-consumer", None).args(["--from", &format!("log:{}", log_dir.display()), "--lake"]).arg(&lake).args(["--until-idle", "1s"]));
+    expect_status(&output, 0);
+
+    let mut rows = read_lake(&lake.join("events/gen-000001"));
+    rows.sort_by_key(|r| r.row["id"].as_i64().unwrap());
+    assert_eq!(rows.len(), 5000);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.row["id"].as_i64(), Some(i as i64));
+        let amount = if i == 3000 { 1.5 } else { i as f64 };
+        assert_eq!(r.row["amount"].as_f64(), Some(amount), "row {i}: {:?}", r.row);
+        let note = if i == 3000 { Value::from("grown") } else { Value::Null };
+        assert_eq!(r.row.get("note").cloned().unwrap_or(Value::Null), note, "row {i}");
+    }
+    // The stored schema is the grown one (the first was never committed: rows came first).
+    let mut versions: Vec<_> = std::fs::read_dir(lake.join("events/_kappa/gen-000001/schema")).unwrap().map(|e| e.unwrap().path()).collect();
+    versions.sort();
+    let stored: Value = serde_json::from_slice(&std::fs::read(versions.last().unwrap()).unwrap()).unwrap();
+    let types: Vec<(String, String)> = stored["fields"].as_array().unwrap().iter().map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into())).collect();
+    assert_eq!(types, [("id", "int64"), ("amount", "float64"), ("note", "string")].map(|(n, t)| (n.to_string(), t.to_string())));
+}
