@@ -6,30 +6,18 @@
 #
 #   bench/consumer.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
 #
-# Writes under bench/out/ (ignored by git). Needs a Rust toolchain and python3 (DuckDB is
-# installed into .venv from PyPI if missing).
+# Reuses bench/out/log when it holds ROWS events. Writes under bench/out/ (ignored by git).
+# Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=${1:-10000000}
-CODEC=${2:-snappy}
-OUT=bench/out
-CSV=$OUT/sales-$ROWS.csv
-mkdir -p "$OUT"
+source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
-[ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -c 'import duckdb' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-[ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
-
-echo "==> producing $ROWS rows into $OUT/log"
-rm -rf "$OUT/log"
-./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s \
-  --write-schema "$OUT/sales.schema.json" 2>&1 | grep -E "rows read|throughput"
-echo "$ROWS" > "$OUT/log.rows"
+ensure_log
 
 RESULTS=$OUT/consumer-results.jsonl
 : > "$RESULTS"
-measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
 
 # This machine's timings vary by ±25% from run to run (both programs alike): three alternating
 # rounds, compared by their medians. Each round starts from an empty output.

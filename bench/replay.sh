@@ -10,24 +10,13 @@
 # produces it). Writes under bench/out/ (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=${1:-10000000}
-CODEC=${2:-snappy}
-OUT=bench/out
-CSV=$OUT/sales-$ROWS.csv
-mkdir -p "$OUT"
+source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer -p kappa-replay
-[ -x .venv/bin/python ] || python3 -m venv .venv
-if [ ! -s "$OUT/log/log.json" ] || [ "$(cat "$OUT/log.rows" 2>/dev/null)" != "$ROWS" ]; then
-  [ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
-  rm -rf "$OUT/log"
-  ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s 2>&1 | grep -E "rows read|throughput"
-  echo "$ROWS" > "$OUT/log.rows"
-fi
+ensure_log
 
 RESULTS=$OUT/replay-results.jsonl
 : > "$RESULTS"
-measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
 SETTINGS=(--table sales --event-time sale_time --partition-by day --compression "$CODEC")
 # This machine's timings vary by ±25% from run to run: three alternating rounds, medians.
 for round in 1 2 3; do

@@ -19,6 +19,7 @@
 use std::thread::JoinHandle;
 
 use arrow::datatypes::SchemaRef;
+use rayon::prelude::*;
 use tokio::runtime::Handle;
 
 use crate::buffer::Buffer;
@@ -48,7 +49,8 @@ pub struct WriteContext {
 pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit, PipelineError> {
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files } = prepared;
-    let encoded = crate::feed::map_on_cores(files.iter().collect(), |(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec));
+    // Files are independent: encoded on every core (rayon's pool, which decoding shares).
+    let encoded: Vec<_> = files.par_iter().map(|(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)).collect();
     for ((path, partition, _), encoded) in files.iter().zip(encoded) {
         let (data, rows) = encoded?;
         let bytes = data.len() as u64;

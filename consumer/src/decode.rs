@@ -20,7 +20,7 @@ use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
 use kappa_common::time::EventTimeFormat;
 use serde_json::{Map, Value};
 
-use crate::partition::{Granularity, Partition, PartitionFinder, column_times};
+use crate::partition::{Granularity, Partition, row_partitions};
 use crate::pipeline::SourceEvent;
 
 /// The table schema as decoded: its columns plus the event identity.
@@ -126,14 +126,22 @@ fn leading_identity(event: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
     }
 }
 
-/// The identities as a string array (its UTF-8 checked in one pass); `None` if not UTF-8.
-fn identity_array(payloads: &[&[u8]], identities: &[(std::ops::Range<usize>, usize)]) -> Option<StringArray> {
+/// When every event begins with its identity: the identities as a string array (UTF-8 checked
+/// in one pass) and where each event's other members start.
+fn leading_identities(payloads: &[&[u8]]) -> Option<(StringArray, Vec<usize>)> {
+    let identities: Vec<_> = payloads.iter().map(|p| leading_identity(p)).collect::<Option<_>>()?;
     let mut values = Vec::with_capacity(identities.iter().map(|(id, _)| id.len()).sum());
-    for (payload, (id, _)) in payloads.iter().zip(identities) {
+    for (payload, (id, _)) in payloads.iter().zip(&identities) {
         values.extend_from_slice(&payload[id.clone()]);
     }
     let offsets = OffsetBuffer::from_lengths(identities.iter().map(|(id, _)| id.len()));
-    StringArray::try_new(offsets, values.into(), None).ok()
+    let ids = StringArray::try_new(offsets, values.into(), None).ok()?;
+    Some((ids, identities.into_iter().map(|(_, rest)| rest).collect()))
+}
+
+/// Decodes events whole, the identity a member like any other, then splits it off.
+fn decode_whole(arrow: &SchemaRef, data: &SchemaRef, payloads: &[&[u8]]) -> Result<(RecordBatch, StringArray), ArrowError> {
+    decode_events(arrow, payloads, None).and_then(|batch| split_identity(batch, data))
 }
 
 /// What a worker thread needs to decode a chunk ahead of the pipeline: a snapshot of the
@@ -170,16 +178,9 @@ impl DecodePlan {
     /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned.
     pub fn run(&self, events: &[SourceEvent]) -> Predecoded {
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
-        let identities: Option<Vec<_>> = payloads.iter().map(|p| leading_identity(p)).collect();
-        let decoded = match identities {
-            Some(identities) => {
-                let resume_at: Vec<usize> = identities.iter().map(|(_, at)| *at).collect();
-                match identity_array(&payloads, &identities) {
-                    Some(ids) => decode_events(&self.data, &payloads, Some(&resume_at)).map(|batch| (batch, ids)),
-                    None => decode_events(&self.arrow, &payloads, None).and_then(|batch| split_identity(batch, &self.data)),
-                }
-            }
-            None => decode_events(&self.arrow, &payloads, None).and_then(|batch| split_identity(batch, &self.data)),
+        let decoded = match leading_identities(&payloads) {
+            Some((ids, rest_at)) => decode_events(&self.data, &payloads, Some(&rest_at)).map(|batch| (batch, ids)),
+            None => decode_whole(&self.arrow, &self.data, &payloads),
         };
         let rows = decoded.ok().map(|(batch, ids)| {
             let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
@@ -195,25 +196,6 @@ impl Predecoded {
     pub fn usable(self, version: u32) -> Option<DecodedRows> {
         if self.version == version { self.rows } else { None }
     }
-}
-
-/// Each row's partition, or why it has none: by the event-time column in its format, else by
-/// the arrival time of the row's event.
-pub fn row_partitions(
-    batch: &RecordBatch,
-    arrival_ms: impl Fn(usize) -> i64,
-    event_time: Option<&(String, EventTimeFormat)>,
-    granularity: Granularity,
-) -> Vec<Result<Partition, String>> {
-    let mut finder = PartitionFinder::new(granularity);
-    let mut partition = |ms: i64| finder.of_millis(ms).ok_or_else(|| format!("event time {ms} ms is outside years 0000-9999"));
-    let Some((column, format)) = event_time else {
-        return (0..batch.num_rows()).map(|row| partition(arrival_ms(row))).collect();
-    };
-    let Ok(index) = batch.schema().index_of(column) else {
-        return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
-    };
-    column_times(batch.column(index), column, format).into_iter().map(|time| time.and_then(&mut partition)).collect()
 }
 
 impl Decoder {
@@ -239,7 +221,7 @@ impl Decoder {
     /// evolved (the caller stores the new version before committing rows that use it).
     pub fn decode(&mut self, events: &[&[u8]]) -> (Decoded, bool) {
         let whole = |decoder: &Decoder| {
-            let (batch, ids) = decode_events(&decoder.arrow, events, None).and_then(|batch| split_identity(batch, &decoder.data)).ok()?;
+            let (batch, ids) = decode_whole(&decoder.arrow, &decoder.data, events).ok()?;
             Some(Decoded { batch, ids, origin: (0..events.len()).collect(), rejected: Vec::new() })
         };
         if let Some(decoded) = whole(self) {

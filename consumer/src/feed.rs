@@ -101,13 +101,6 @@ fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError
     let predecoded = pending.decoded.and_then(|receiver| receiver.recv().ok());
     pipeline.acks().add(pending.acks);
     pipeline.reject(&pending.rejects);
-    pipeline.ingest_predecoded(&pending.events, predecoded)?;
+    pipeline.ingest(&pending.events, predecoded)?;
     Ok(())
-}
-
-/// `f` over `items` on every core (rayon's pool, which the decoding shares); the results in
-/// the items' order.
-pub fn map_on_cores<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
-    use rayon::prelude::*;
-    items.into_par_iter().map(f).collect()
 }

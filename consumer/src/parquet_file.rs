@@ -12,6 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use arrow::array::ArrayRef;
 use arrow::row::{RowConverter, SortField};
+use rayon::prelude::*;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::errors::ParquetError;
@@ -137,13 +138,13 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
             return Err(ParquetError::General("nested columns are not supported".into()));
         }
         let columns: Vec<(usize, ArrowColumnWriter)> = writers.into_iter().enumerate().collect();
-        let chunks = crate::feed::map_on_cores(columns, |(index, mut writer)| {
+        let chunks: Vec<_> = columns.into_par_iter().map(|(index, mut writer)| {
             let column = column_rows(&adapted, index, start, length)?;
             for leaf in compute_leaves(schema.field(index), &column)? {
                 writer.write(&leaf)?;
             }
             writer.close()
-        });
+        }).collect();
         let mut row_group = file.next_row_group()?;
         for chunk in chunks {
             chunk?.append_to_row_group(&mut row_group)?;

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, Timelike};
 use kappa_common::time::EventTimeFormat;
@@ -189,6 +189,25 @@ pub fn column_times(array: &ArrayRef, column: &str, format: &EventTimeFormat) ->
             }
         })
         .collect()
+}
+
+/// Each row's partition, or why it has none: by the event-time column in its format, else by
+/// the arrival time of the row's event.
+pub fn row_partitions(
+    batch: &RecordBatch,
+    arrival_ms: impl Fn(usize) -> i64,
+    event_time: Option<&(String, EventTimeFormat)>,
+    granularity: Granularity,
+) -> Vec<Result<Partition, String>> {
+    let mut finder = PartitionFinder::new(granularity);
+    let mut partition = |ms: i64| finder.of_millis(ms).ok_or_else(|| format!("event time {ms} ms is outside years 0000-9999"));
+    let Some((column, format)) = event_time else {
+        return (0..batch.num_rows()).map(|row| partition(arrival_ms(row))).collect();
+    };
+    let Ok(index) = batch.schema().index_of(column) else {
+        return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
+    };
+    column_times(batch.column(index), column, format).into_iter().map(|time| time.and_then(&mut partition)).collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The consumer's core: decode → partition → buffer → encode → store → commit.
 //!
-//! Synchronous by design (it is CPU work: JSON decoding, Parquet encoding); storage calls run
-//! on the runtime through a handle. Replay drives the same pipeline from another source.
+//! Driven from one thread, chunk after chunk in source order; the CPU work around it runs on
+//! every core: chunks are decoded ahead ([`crate::feed`]) and flushes are encoded and written on
+//! a commit thread ([`crate::commit`]). Storage calls run on the runtime through a handle.
+//! Replay drives the same pipeline from another source.
 //!
 //! Exactly once, step by step:
 //! 1. An event whose partition already holds its position (per the last commit) is skipped:
@@ -30,9 +32,9 @@ mod route;
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
 use crate::commit::{InFlight, PreparedCommit, WriteContext};
-use crate::decode::{DecodePlan, Decoder, Predecoded, row_partitions};
+use crate::decode::{DecodePlan, Decoder, Predecoded};
 use crate::parquet_file::{self, Codec};
-use crate::partition::{Granularity, Partition};
+use crate::partition::{Granularity, Partition, row_partitions};
 use crate::stats::Stats;
 use crate::table::{Commit, FORMAT, Table, TableError, TableState};
 
@@ -248,20 +250,16 @@ impl Pipeline {
         self.buffers.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty() && self.in_flight.is_none()
     }
 
-    /// Takes in a chunk of events (each shard's in log order). Buffers that reach a row or
-    /// byte count are written and committed before this returns.
-    pub fn ingest(&mut self, events: &[SourceEvent]) -> Result<(), PipelineError> {
-        self.ingest_predecoded(events, None)
-    }
-
     /// A snapshot of what decoding needs, for decoding chunks ahead on other threads.
     pub fn decode_plan(&self) -> DecodePlan {
         DecodePlan::new(&self.decoder, self.config.event_time.clone(), self.config.granularity)
     }
 
-    /// [`Pipeline::ingest`] of a chunk a worker decoded ahead with [`Pipeline::decode_plan`]:
-    /// its rows are used if the schema has not changed since, else it is decoded again here.
-    pub fn ingest_predecoded(&mut self, events: &[SourceEvent], predecoded: Option<Predecoded>) -> Result<(), PipelineError> {
+    /// Takes in a chunk of events (each shard's in log order), with its rows if a worker
+    /// decoded them ahead ([`Pipeline::decode_plan`]): used if the schema has not changed since,
+    /// else the chunk is decoded here. Buffers that reach a row or byte count are sealed, and a
+    /// commit of them is started before this returns.
+    pub fn ingest(&mut self, events: &[SourceEvent], predecoded: Option<Predecoded>) -> Result<(), PipelineError> {
         if events.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,25 @@
+# Sourced by the benchmark scripts (from the repository root, with the script's arguments):
+# their settings, and the log of generated sales they all measure.
+ROWS=${1:-10000000}
+CODEC=${2:-snappy}
+OUT=bench/out
+CSV=$OUT/sales-$ROWS.csv
+mkdir -p "$OUT"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+
+# Produces ROWS generated sales into $OUT/log (4 shards) and their schema into
+# $OUT/sales.schema.json, unless the log already holds them.
+ensure_log() {
+  if [ -s "$OUT/log/log.json" ] && [ -s "$OUT/sales.schema.json" ] && [ "$(cat "$OUT/log.rows" 2>/dev/null)" = "$ROWS" ]; then
+    return
+  fi
+  [ -s "$CSV" ] || ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
+  echo "==> producing $ROWS rows into $OUT/log"
+  rm -rf "$OUT/log"
+  ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s \
+    --write-schema "$OUT/sales.schema.json" 2>&1 | grep -E "rows read|throughput"
+  echo "$ROWS" > "$OUT/log.rows"
+}
+
+# Runs one measured command (bench/measure.py), its JSON line appended to $RESULTS.
+measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
