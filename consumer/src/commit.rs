@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use crate::buffer::Buffer;
 use crate::parquet_file::{self, Codec};
 use crate::pipeline::PipelineError;
-use crate::table::{Commit, DataFile, Table};
+use crate::table::{Commit, DataFile, Table, TableError};
 
 /// A commit whose files are still to be written: `commit.added` is empty and its totals count
 /// the files' rows but not their bytes.
@@ -51,17 +51,37 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
     let PreparedCommit { mut commit, files } = prepared;
     // Files are independent: encoded on every core (rayon's pool, which decoding shares).
     let encoded: Vec<_> = files.par_iter().map(|(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)).collect();
+    let encoded_at = started.elapsed();
+    // The files are stored PARALLEL_PUTS at a time: S3 round trips (and local fsyncs) overlap.
+    let _runtime = context.runtime.enter();
+    let mut puts = tokio::task::JoinSet::new();
     for ((path, partition, _), encoded) in files.iter().zip(encoded) {
         let (data, rows) = encoded?;
         let bytes = data.len() as u64;
-        context.runtime.block_on(context.table.put_object(path, data))?;
         commit.totals.bytes += bytes;
         commit.added.push(DataFile { path: path.clone(), partition: partition.clone(), rows, bytes });
+        if puts.len() >= PARALLEL_PUTS {
+            context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
+        }
+        let (table, path) = (context.table.clone(), path.clone());
+        puts.spawn(async move { table.put_object(&path, data).await });
     }
     drop(files); // the rows, before the commit record's round trip
+    while let Some(put) = context.runtime.block_on(next_put(&mut puts)) {
+        put?;
+    }
+    let stored_at = started.elapsed();
     context.runtime.block_on(context.table.commit(&commit))?;
-    tracing::debug!(commit = commit.commit, files = commit.added.len(), elapsed = ?started.elapsed(), "committed");
+    tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encoded_at, store = ?(stored_at - encoded_at), elapsed = ?started.elapsed(), "committed");
     Ok(commit)
+}
+
+/// Files stored at once by a commit.
+const PARALLEL_PUTS: usize = 8;
+
+async fn next_put(puts: &mut tokio::task::JoinSet<Result<(), TableError>>) -> Option<Result<(), TableError>> {
+    let put = puts.join_next().await?;
+    Some(put.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())))
 }
 
 /// A commit being written on its own thread.

@@ -109,15 +109,19 @@ fn decode_with(decoder: &mut JsonDecoder, schema: &SchemaRef, events: &[&[u8]], 
 }
 
 /// How the producer begins every event: the identity member first, compact.
-const IDENTITY_PREFIX: &[u8] = b"{\"_kappa_id\":\"";
+const IDENTITY_PREFIX: &[u8; 14] = b"{\"_kappa_id\":\"";
 
 /// Where the identity of an event that begins with it (`{"_kappa_id":"…",…`) lies, and where
 /// the rest of the object starts: such events are decoded without it (a tenth less JSON to
 /// tokenize) and the identity is sliced out here.
 fn leading_identity(event: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
-    let rest = event.strip_prefix(IDENTITY_PREFIX)?;
+    // Compared as an array, inline: a call to memcmp per event cost 1% of a run.
+    if event.first_chunk() != Some(IDENTITY_PREFIX) {
+        return None;
+    }
+    let rest = &event[IDENTITY_PREFIX.len()..];
     // Escapes are left to arrow-json.
-    let length = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    let length = memchr::memchr2(b'"', b'\\', rest)?;
     let id = IDENTITY_PREFIX.len()..IDENTITY_PREFIX.len() + length;
     match (rest[length], event.get(id.end + 1)?) {
         (b'"', b',') => Some((id.clone(), id.end + 2)),
@@ -249,10 +253,8 @@ impl Decoder {
                     None if !value.is_null() && !value.is_object() && !value.is_array() => {
                         unknown.insert(key, value);
                     }
-                    Some(i) if self.schema.fields[i].column_type == ColumnType::Int64 && value.is_f64() => {
-                        if !widen.contains(&i) {
-                            widen.push(i);
-                        }
+                    Some(i) if self.schema.fields[i].column_type == ColumnType::Int64 && value.is_f64() && !widen.contains(&i) => {
+                        widen.push(i);
                     }
                     _ => {}
                 }

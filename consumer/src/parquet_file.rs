@@ -43,7 +43,7 @@ fn mostly_distinct(column: &arrow::array::ArrayRef) -> bool {
     // Values compared in arrow's row format: bytes, for any type, without formatting text.
     let Ok(converter) = RowConverter::new(vec![SortField::new(sample.data_type().clone())]) else { return false };
     let Ok(rows) = converter.convert_columns(std::slice::from_ref(&sample)) else { return false };
-    let seen: std::collections::HashSet<arrow::row::Row<'_>> = rows.iter().collect();
+    let seen: foldhash::HashSet<arrow::row::Row<'_>> = rows.iter().collect();
     seen.len() * 2 > sample.len() && sample.len() >= 64
 }
 

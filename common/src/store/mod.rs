@@ -51,7 +51,12 @@ impl Store {
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
         check_path(path)?;
         match self {
-            Store::Local(s) => s.put(path, &data),
+            // Off the runtime's threads: the fsyncs block, and puts made together (a commit's
+            // files) then overlap as S3's do.
+            Store::Local(s) => {
+                let (store, path) = (s.clone(), path.to_string());
+                tokio::task::spawn_blocking(move || store.put(&path, &data)).await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
             Store::S3(s) => s.put(path, data).await,
         }
     }

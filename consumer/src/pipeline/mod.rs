@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, Capacities, MutableArrayData, RecordBatch, UInt32Array, make_array};
 use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
@@ -333,8 +333,16 @@ impl Pipeline {
         events: &[SourceEvent],
         previous: &[Option<SequenceNumber>],
     ) -> Result<(), PipelineError> {
-        let indices = UInt32Array::from(rows.to_vec());
-        let columns = batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?;
+        let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
+        let columns = if last_row - first_row + 1 == rows.len() {
+            // A run of rows (a shard's part of a chunk, mostly): copied in bulk, which is several
+            // times faster than gathering row by row. Copied, not sliced: a slice would keep the
+            // whole chunk's columns alive for as long as this buffer stays open.
+            batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            let indices = UInt32Array::from(rows.to_vec());
+            batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
+        };
         let taken = RecordBatch::try_new(batch.schema(), columns)?;
         *self.routed.entry(key.0).or_default() += rows.len() as u64;
         let first_event = origin[rows[0] as usize];
@@ -384,7 +392,7 @@ impl Pipeline {
         let limit = self.config.flush.max_memory;
         if self.buffered_memory() > limit {
             let mut by_size: Vec<(usize, BufferKey)> = self.buffers.iter().map(|(k, b)| (b.memory, *k)).collect();
-            by_size.sort_by(|a, b| b.0.cmp(&a.0));
+            by_size.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
             let mut memory = self.buffered_memory();
             for (size, key) in by_size {
                 if memory <= limit / 4 * 3 {
@@ -507,7 +515,9 @@ impl Pipeline {
     fn finish_commit(&mut self) -> Result<(), PipelineError> {
         match self.in_flight.take() {
             Some(in_flight) => {
+                let waiting = std::time::Instant::now();
                 let commit = in_flight.wait()?;
+                tracing::debug!(waited = ?waiting.elapsed(), "waited for the commit in flight");
                 self.apply(commit);
                 Ok(())
             }
@@ -530,6 +540,19 @@ impl Pipeline {
         self.acks.committed(commit.unacknowledged);
         self.state.archive_positions = commit.archive_positions;
     }
+}
+
+/// A copy of `rows` of `column`, in buffers of their own.
+fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef, arrow::error::ArrowError> {
+    let data = column.to_data();
+    // Exact sizes, as `take` allocates: buffers are counted against --max-memory by capacity.
+    let capacities = match column.as_string_opt::<i32>() {
+        Some(strings) => Capacities::Binary(rows.len(), Some((strings.value_offsets()[rows.end] - strings.value_offsets()[rows.start]) as usize)),
+        None => Capacities::Array(rows.len()),
+    };
+    let mut copy = MutableArrayData::with_capacities(vec![&data], false, capacities);
+    copy.try_extend(0, rows.start, rows.end)?;
+    Ok(make_array(copy.freeze()))
 }
 
 /// Records `seq` for `shard` unless a later position is already there: commit positions only

@@ -141,8 +141,9 @@ fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: Sync
     while !stop.load(Ordering::Acquire) {
         // The round's payloads go into one buffer that the events share: one allocation per
         // chunk instead of one per event, and payloads the decoder reads in address order.
-        let mut payloads = Vec::with_capacity(round_bytes);
-        let mut records = Vec::new();
+        // With room to spare: a round a little larger than the last would copy it all to grow.
+        let mut payloads = Vec::with_capacity(round_bytes + round_bytes / 8);
+        let mut records = Vec::with_capacity(SHARD_SHARE * readers.len());
         for (shard, reader) in readers.iter_mut().enumerate() {
             for _ in 0..SHARD_SHARE {
                 if done[shard] {

@@ -38,7 +38,7 @@ impl LogSink {
     pub fn push(&mut self, mut event: Event) -> Result<(), SinkError> {
         // Arrival time to the millisecond; reading the clock per event would cost more than
         // the append itself.
-        if self.pending % 64 == 0 {
+        if self.pending.is_multiple_of(64) {
             self.now_ms = chrono::Utc::now().timestamp_millis();
         }
         // The shard is chosen by the key either way; an identity key is also inside the
