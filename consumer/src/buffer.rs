@@ -142,7 +142,7 @@ fn producer_identity(id: &str) -> Option<(&str, u64)> {
     if digits == 0 || digits > 19 {
         return None;
     }
-    let colon = bytes.len() - digits - 1;
+    let colon = bytes.len().checked_sub(digits + 1)?;
     if bytes.get(colon) != Some(&b':') {
         return None;
     }
