@@ -121,8 +121,10 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let result = (|| -> Result<(), ConsumerError> {
         while !shutdown.load(Ordering::Acquire) {
             // Waits no longer than --until-idle has left to run: the drain starts on time.
-            let idle_left = config.until_idle.map(|idle| idle.saturating_sub(last_event.elapsed()).max(Duration::from_millis(1)));
-            let wait = idle_left.map_or(Duration::from_millis(200), |left| left.min(Duration::from_millis(200)));
+            let wait = match config.until_idle {
+                Some(idle) => idle.saturating_sub(last_event.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200)),
+                None => Duration::from_millis(200),
+            };
             if feed.step(&mut source, &mut pipeline, wait)? {
                 last_event = Instant::now();
             } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
