@@ -166,12 +166,21 @@ pub struct DecodedRows {
     pub partitions: Vec<Result<Partition, String>>,
 }
 
-/// A chunk decoded ahead, under the schema version it names.
+/// A chunk decoded ahead, under the schema version it names: one piece per run of events from
+/// the same shard. A run's rows then go to their buffer as decoded, without a copy, and its
+/// columns are freed with that buffer alone (a chunk-wide batch, sliced, would keep every
+/// shard's rows alive until the last of their buffers is written).
 pub struct Predecoded {
     version: u32,
-    /// `None` when the chunk needs the pipeline's own decoder (an event that does not fit, or
+    pieces: Vec<Piece>,
+}
+
+/// Events `range` of a chunk, decoded.
+pub struct Piece {
+    pub range: std::ops::Range<usize>,
+    /// `None` when the events need the pipeline's own decoder (an event that does not fit, or
     /// a schema that must grow).
-    rows: Option<DecodedRows>,
+    pub rows: Option<DecodedRows>,
 }
 
 impl DecodePlan {
@@ -179,26 +188,42 @@ impl DecodePlan {
         DecodePlan { arrow: decoder.arrow.clone(), data: decoder.data.clone(), version: decoder.version, event_time, granularity }
     }
 
-    /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned.
+    /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned,
+    /// one piece per run of a shard's events.
     pub fn run(&self, events: &[SourceEvent]) -> Predecoded {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < events.len() {
+            let shard = events[start].shard;
+            let end = events[start..].iter().position(|e| e.shard != shard).map_or(events.len(), |n| start + n);
+            pieces.push(Piece { range: start..end, rows: self.decode_run(&events[start..end]) });
+            start = end;
+        }
+        Predecoded { version: self.version, pieces }
+    }
+
+    fn decode_run(&self, events: &[SourceEvent]) -> Option<DecodedRows> {
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
         let decoded = match leading_identities(&payloads) {
             Some((ids, rest_at)) => decode_events(&self.data, &payloads, Some(&rest_at)).map(|batch| (batch, ids)),
             None => decode_whole(&self.arrow, &self.data, &payloads),
         };
-        let rows = decoded.ok().map(|(batch, ids)| {
+        decoded.ok().map(|(batch, ids)| {
             let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
             DecodedRows { batch, ids, partitions }
-        });
-        Predecoded { version: self.version, rows }
+        })
     }
 }
 
 impl Predecoded {
-    /// The rows, if they were decoded under schema `version` (the decoder's current one: a
-    /// chunk decoded before an earlier chunk grew the schema is decoded again).
-    pub fn usable(self, version: u32) -> Option<DecodedRows> {
-        if self.version == version { self.rows } else { None }
+    /// The schema version the pieces were decoded under: a piece decoded before an earlier
+    /// chunk (or piece) grew the schema is decoded again.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub fn into_pieces(self) -> Vec<Piece> {
+        self.pieces
     }
 }
 
@@ -402,7 +427,10 @@ mod tests {
         for payloads in chunks {
             let events: Vec<SourceEvent> = payloads.iter().enumerate().map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
             let mut decoder = Decoder::new(table.clone(), 1);
-            let ahead = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).usable(1);
+            let mut pieces = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).into_pieces();
+            assert_eq!(pieces.len(), 1, "one shard, one piece");
+            assert_eq!(pieces[0].range, 0..events.len());
+            let ahead = pieces.pop().and_then(|piece| piece.rows);
             let (here, _) = decoder.decode(&payloads);
             match ahead {
                 Some(rows) => {
@@ -414,5 +442,28 @@ mod tests {
                 None => assert!(!here.rejected.is_empty(), "only a chunk the fast path cannot take is left to the pipeline"),
             }
         }
+    }
+
+    #[test]
+    fn a_chunk_is_decoded_in_one_piece_per_run_of_a_shard() {
+        let table = schema(&[("n", ColumnType::Int64)]);
+        // Shards 0, 0, 1, 1, 0; the second run holds an event the fast path cannot take.
+        let shards_and_payloads: [(u32, &[u8]); 5] = [
+            (0, br#"{"_kappa_id":"f:0:0","n":1}"#),
+            (0, br#"{"_kappa_id":"f:0:1","n":2}"#),
+            (1, br#"{"_kappa_id":"f:0:2","n":3}"#),
+            (1, br#"{"_kappa_id":"f:0:3","n":"x"}"#),
+            (0, br#"{"_kappa_id":"f:0:4","n":5}"#),
+        ];
+        let events: Vec<SourceEvent> = shards_and_payloads.iter().enumerate().map(|(i, (shard, p))| SourceEvent { shard: *shard, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
+        let decoder = Decoder::new(table, 1);
+        let predecoded = DecodePlan::new(&decoder, None, Granularity::Day).run(&events);
+        assert_eq!(predecoded.version(), 1);
+        let pieces = predecoded.into_pieces();
+        assert_eq!(pieces.iter().map(|p| p.range.clone()).collect::<Vec<_>>(), vec![0..2, 2..4, 4..5]);
+        let values = |piece: &Piece| piece.rows.as_ref().map(|rows| (rows.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec(), rows.ids.iter().flatten().map(str::to_string).collect::<Vec<_>>()));
+        assert_eq!(values(&pieces[0]), Some((vec![1, 2], vec!["f:0:0".to_string(), "f:0:1".to_string()])));
+        assert_eq!(values(&pieces[1]), None, "left to the pipeline, which quarantines one event of it");
+        assert_eq!(values(&pieces[2]), Some((vec![5], vec!["f:0:4".to_string()])));
     }
 }

@@ -168,27 +168,38 @@ impl Partition {
 
 /// Event times (ms since the epoch) of a decoded column, or why a row has none: dates,
 /// microsecond timestamps, epoch numbers (`epoch_s` or `epoch_ms`) and text in `format`.
-pub fn column_times(array: &ArrayRef, column: &str, format: &EventTimeFormat) -> Vec<Result<i64, String>> {
-    (0..array.len())
-        .map(|row| {
-            if array.is_null(row) {
-                return Err(format!("event time column {column:?} is empty"));
-            }
-            match array.data_type() {
-                DataType::Date32 => Ok(i64::from(array.as_primitive::<Date32Type>().value(row)) * 86_400_000),
-                DataType::Timestamp(TimeUnit::Microsecond, _) => Ok(array.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000)),
-                DataType::Int64 => {
-                    let n = array.as_primitive::<Int64Type>().value(row);
-                    match format {
-                        EventTimeFormat::EpochSeconds => Ok(n.saturating_mul(1000)),
-                        _ => Ok(n),
-                    }
-                }
-                DataType::Utf8 => format.parse_millis(array.as_string::<i32>().value(row)).map_err(|e| e.to_string()),
-                other => Err(format!("event time column {column:?} has type {other}, which is not a time")),
-            }
-        })
-        .collect()
+/// Each is passed through `then`. The column's type is matched once, not per row (that was
+/// 1.5% of a run).
+fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut then: impl FnMut(i64) -> Result<T, String>) -> Vec<Result<T, String>> {
+    fn per_row<T>(array: &ArrayRef, column: &str, time: impl Fn(usize) -> Result<i64, String>, then: &mut impl FnMut(i64) -> Result<T, String>) -> Vec<Result<T, String>> {
+        let nulls = array.logical_nulls();
+        (0..array.len())
+            .map(|row| match &nulls {
+                Some(nulls) if nulls.is_null(row) => Err(format!("event time column {column:?} is empty")),
+                _ => time(row).and_then(&mut *then),
+            })
+            .collect()
+    }
+    match array.data_type() {
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>();
+            per_row(array, column, |row| Ok(i64::from(days.value(row)) * 86_400_000), &mut then)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>();
+            per_row(array, column, |row| Ok(micros.value(row).div_euclid(1000)), &mut then)
+        }
+        DataType::Int64 => {
+            let numbers = array.as_primitive::<Int64Type>();
+            let scale = if matches!(format, EventTimeFormat::EpochSeconds) { 1000 } else { 1 };
+            per_row(array, column, |row| Ok(numbers.value(row).saturating_mul(scale)), &mut then)
+        }
+        DataType::Utf8 => {
+            let texts = array.as_string::<i32>();
+            per_row(array, column, |row| format.parse_millis(texts.value(row)).map_err(|e| e.to_string()), &mut then)
+        }
+        other => (0..array.len()).map(|_| Err(format!("event time column {column:?} has type {other}, which is not a time"))).collect(),
+    }
 }
 
 /// Each row's partition, or why it has none: by the event-time column in its format, else by
@@ -207,7 +218,7 @@ pub fn row_partitions(
     let Ok(index) = batch.schema().index_of(column) else {
         return vec![Err(format!("event time column {column:?} is not in the table schema")); batch.num_rows()];
     };
-    column_times(batch.column(index), column, format).into_iter().map(|time| time.and_then(&mut partition)).collect()
+    column_times(batch.column(index), column, format, partition)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ mod route;
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
 use crate::commit::{InFlight, PreparedCommit, WriteContext};
-use crate::decode::{DecodePlan, Decoder, Predecoded};
+use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::parquet_file::{self, Codec};
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::stats::Stats;
@@ -276,24 +276,32 @@ impl Pipeline {
             previous.push(*last);
             *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
         }
-        let (batch, ids, origin, partitions) = match predecoded.and_then(|p| p.usable(self.decoder.version())) {
-            Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
-            None => {
-                let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
-                let (decoded, evolved) = self.decoder.decode(&payloads);
-                if evolved {
-                    self.store_schema()?;
-                }
-                for (index, reason) in &decoded.rejected {
-                    self.quarantine_event(&events[*index], reason.clone());
-                }
-                let origin = decoded.origin;
-                let partitions = row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
-                (decoded.batch, decoded.ids, origin, partitions)
-            }
+        let (version, pieces) = match predecoded {
+            Some(predecoded) => (Some(predecoded.version()), predecoded.into_pieces()),
+            None => (None, vec![Piece { range: 0..events.len(), rows: None }]),
         };
-        if batch.num_rows() > 0 {
-            self.route(&batch, &ids, &origin, &partitions, events, &previous)?;
+        for piece in pieces {
+            let (events, previous) = (&events[piece.range.clone()], &previous[piece.range]);
+            // Rows decoded ahead are used if no piece before this one grew the schema.
+            let (batch, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
+                Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
+                None => {
+                    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+                    let (decoded, evolved) = self.decoder.decode(&payloads);
+                    if evolved {
+                        self.store_schema()?;
+                    }
+                    for (index, reason) in &decoded.rejected {
+                        self.quarantine_event(&events[*index], reason.clone());
+                    }
+                    let origin = decoded.origin;
+                    let partitions = row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
+                    (decoded.batch, decoded.ids, origin, partitions)
+                }
+            };
+            if batch.num_rows() > 0 {
+                self.route(&batch, &ids, &origin, &partitions, events, previous)?;
+            }
         }
         if !self.sealed.is_empty() {
             self.write_and_commit()?;
@@ -334,10 +342,14 @@ impl Pipeline {
         previous: &[Option<SequenceNumber>],
     ) -> Result<(), PipelineError> {
         let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
-        let columns = if last_row - first_row + 1 == rows.len() {
-            // A run of rows (a shard's part of a chunk, mostly): copied in bulk, which is several
-            // times faster than gathering row by row. Copied, not sliced: a slice would keep the
-            // whole chunk's columns alive for as long as this buffer stays open.
+        let columns = if rows.len() == batch.num_rows() {
+            // The whole batch (a shard's run of a chunk, all in one partition: the usual case)
+            // is kept as decoded.
+            batch.columns().to_vec()
+        } else if last_row - first_row + 1 == rows.len() {
+            // A run of rows: copied in bulk, which is several times faster than gathering row
+            // by row. Copied, not sliced: a slice would keep the whole batch's columns alive
+            // for as long as this buffer stays open.
             batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
         } else {
             let indices = UInt32Array::from(rows.to_vec());
