@@ -32,7 +32,8 @@ mod writer;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use reader::ShardReader;
@@ -173,6 +174,17 @@ pub struct Log {
 struct Inner {
     dir: PathBuf,
     shards: u32,
+    /// Per shard, how far [`Log::shard_end`] last scanned its last segment.
+    scanned: Mutex<HashMap<u32, Scanned>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scanned {
+    /// The segment's first sequence number (its name).
+    base: u64,
+    /// File offset just past its last whole record, and the records before it.
+    end_off: u64,
+    records: u64,
 }
 
 impl Log {
@@ -215,6 +227,7 @@ impl Log {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 shards,
+                scanned: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -260,11 +273,17 @@ impl Log {
         let Some(&base) = segment::list_segments(&dir)?.last() else {
             return Ok(0);
         };
-        let sum = recovery::scan_segment(
+        // Segments only grow: the scan goes on from where the last one of this segment
+        // ended. Scanning a 128 MiB segment whole cost ~40 ms per shard, at each status line.
+        let from = self.inner.scanned.lock().expect("scan cache").get(&shard).filter(|s| s.base == base).map_or((0, 0), |s| (s.end_off, s.records));
+        let sum = recovery::scan_segment_from(
             &segment::segment_path(&dir, base),
             base,
             recovery::ScanMode::Live,
+            from.0,
+            from.1,
         )?;
+        self.inner.scanned.lock().expect("scan cache").insert(shard, Scanned { base, end_off: sum.end_off, records: sum.records });
         Ok(base + sum.records)
     }
 

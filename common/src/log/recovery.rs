@@ -154,10 +154,26 @@ pub(crate) fn scan_segment(
     base: u64,
     mode: ScanMode,
 ) -> Result<ScanSummary, LogError> {
+    scan_segment_from(path, base, mode, 0, 0)
+}
+
+/// Like [`scan_segment`], from file offset `end_off` on, where an earlier scan found `records`
+/// whole records ending: what was read once is not read again (the records before it are not
+/// checked again, and `last_arrival` covers only the records after it).
+pub(crate) fn scan_segment_from(
+    path: &Path,
+    base: u64,
+    mode: ScanMode,
+    end_off: u64,
+    records: u64,
+) -> Result<ScanSummary, LogError> {
     let mut cur = SegmentCursor::open(path.to_path_buf(), base)?;
+    if end_off > 0 {
+        cur.reset_to(end_off)?;
+    }
     let mut sum = ScanSummary {
-        records: 0,
-        end_off: 0,
+        records,
+        end_off,
         last_arrival: None,
         torn_len: None,
     };

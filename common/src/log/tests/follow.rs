@@ -71,6 +71,9 @@ fn shard_end_and_latest_while_a_writer_appends() {
         }
     }
     writer.join().unwrap();
+    // Scans that went on from the last one agree with a whole scan by a new handle.
+    assert_eq!(log.shard_end(0).unwrap(), N);
+    assert_eq!(Log::open(tmp.path()).unwrap().shard_end(0).unwrap(), N);
     for mut r in latest_readers {
         let from = r.position();
         let mut got = Vec::new();
