@@ -120,14 +120,16 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let mut feed = Feed::new();
     let result = (|| -> Result<(), ConsumerError> {
         while !shutdown.load(Ordering::Acquire) {
-            // Waits no longer than --until-idle has left to run: the drain starts on time.
+            // Waits no longer than --until-idle has left to run: the drain starts on time. Idle
+            // time counts once the source has caught up (see `Source::caught_up`).
+            let caught_up = source.caught_up();
             let wait = match config.until_idle {
-                Some(idle) => idle.saturating_sub(last_event.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200)),
-                None => Duration::from_millis(200),
+                Some(idle) if caught_up => idle.saturating_sub(last_event.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200)),
+                _ => Duration::from_millis(200),
             };
             if feed.step(&mut source, &mut pipeline, wait)? {
                 last_event = Instant::now();
-            } else if config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
+            } else if caught_up && config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
                 tracing::info!("source idle for {:?}: draining", config.until_idle.unwrap_or_default());
                 break;
             }

@@ -181,6 +181,11 @@ impl FaultProxy {
             .unwrap_or_default()
     }
 
+    /// Holds the next `times` calls of `action` for `seconds` before forwarding them.
+    pub fn delay(&self, action: &str, seconds: f64, times: u32) {
+        self.call("POST", "/_proxy/delay", &format!(r#"{{"action":"{action}","seconds":{seconds},"times":{times}}}"#));
+    }
+
     /// Makes the next `times` calls of `action` fail every `every`-th entry.
     pub fn fail_entries(&self, action: &str, every: u32, times: u32) {
         self.call("POST", "/_proxy/fail", &format!(r#"{{"action":"{action}","every":{every},"times":{times}}}"#));

@@ -15,6 +15,9 @@ Control endpoints (not forwarded):
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
        the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
+  POST /_proxy/delay {"action": A, "seconds": S, "times": T}
+       the next T calls of action A are held S seconds before they are forwarded (a service
+       slow to answer: cold connections, credentials, throttling)
 
 Usage: fault_proxy.py --port PORT --upstream http://127.0.0.1:MOTO_PORT
 """
@@ -22,6 +25,7 @@ import argparse
 import http.client
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
@@ -33,7 +37,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "faults": {}}
+state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}}
 
 
 def action_of(headers, path):
@@ -121,11 +125,17 @@ class Handler(BaseHTTPRequestHandler):
                 state["requests"].clear()
                 state["entries"].clear()
                 state["faults"].clear()
+                state["delays"].clear()
             return self.reply(200, b"{}")
         if self.path == "/_proxy/fail":
             spec = json.loads(body or b"{}")
             with state_lock:
                 state["faults"][spec["action"]] = {"every": int(spec.get("every", 2)), "times": int(spec.get("times", 1))}
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/delay":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["delays"][spec["action"]] = {"seconds": float(spec["seconds"]), "times": int(spec.get("times", 1))}
             return self.reply(200, b"{}")
         return self.reply(404, b"unknown control path")
 
@@ -141,10 +151,17 @@ class Handler(BaseHTTPRequestHandler):
             forwarded, failed, original_count = inject(action, request)
             if failed:
                 body = json.dumps(forwarded).encode()
+        hold = 0.0
         with state_lock:
             state["requests"][action] = state["requests"].get(action, 0) + 1
             if request is not None:
                 state["entries"].setdefault(action, []).append(original_count)
+            delay = state["delays"].get(action)
+            if delay and delay["times"] > 0:
+                delay["times"] -= 1
+                hold = delay["seconds"]
+        if hold:
+            time.sleep(hold)
 
         if failed and original_count == len(failed):
             # Every entry fails: the real service answers without writing anything, and an

@@ -62,7 +62,17 @@ pub struct KinesisSource {
     stop: Arc<AtomicBool>,
     /// MillisBehindLatest per shard being read.
     lag: Arc<Mutex<HashMap<String, u64>>>,
+    caught_up: Arc<Mutex<CaughtUp>>,
     coordinator: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Which shards being read have been caught up at least once: a read that found nothing, with
+/// nothing behind it.
+#[derive(Debug, Default)]
+struct CaughtUp {
+    started_any: bool,
+    /// Shards being read (drained ones leave), and whether each has been caught up.
+    reading: HashMap<String, bool>,
 }
 
 #[derive(Clone)]
@@ -72,6 +82,7 @@ struct Shared {
     chunks: mpsc::Sender<Result<Chunk, SourceError>>,
     stop: Arc<AtomicBool>,
     lag: Arc<Mutex<HashMap<String, u64>>>,
+    caught_up: Arc<Mutex<CaughtUp>>,
     poll_interval: Duration,
     bounds: Option<ReadBounds>,
 }
@@ -97,12 +108,13 @@ impl KinesisSource {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
         let lag = Arc::new(Mutex::new(HashMap::new()));
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), poll_interval, bounds };
+        let caught_up = Arc::new(Mutex::new(CaughtUp::default()));
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), caught_up: caught_up.clone(), poll_interval, bounds };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
         let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
-        Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, lag, coordinator: Some(coordinator) })
+        Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, lag, caught_up, coordinator: Some(coordinator) })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
@@ -111,6 +123,13 @@ impl KinesisSource {
 
     pub fn finished(&self) -> bool {
         self.chunks.finished()
+    }
+
+    /// True once every shard being read has been caught up at least once (and a reader was
+    /// started at all).
+    pub fn caught_up(&self) -> bool {
+        let state = self.caught_up.lock().expect("caught-up lock");
+        state.started_any && state.reading.values().all(|c| *c)
     }
 
     /// The largest MillisBehindLatest among the shards being read.
@@ -175,6 +194,7 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
 
 fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
     shared.lag.lock().expect("lag lock").remove(shard);
+    shared.caught_up.lock().expect("caught-up lock").reading.remove(shard);
     let _ = finished.send((shard.to_string(), Ending::Drained));
 }
 
@@ -234,6 +254,11 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
             }
             let index = started.len() as u32;
             started.insert(shard.id.clone(), None);
+            {
+                let mut caught_up = shared.caught_up.lock().expect("caught-up lock");
+                caught_up.started_any = true;
+                caught_up.reading.insert(shard.id.clone(), false);
+            }
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
             readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
@@ -339,6 +364,9 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                     return;
                 }
                 let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
+                if caught_up && let Some(seen) = shared.caught_up.lock().expect("caught-up lock").reading.get_mut(&shard) {
+                    *seen = true;
+                }
                 // A closed shard is read to its end (drained), so its children start.
                 if shared.bounds.is_some() && (past_until || (caught_up && !closed && out.next_shard_iterator().is_some())) {
                     let _ = finished.send((shard, Ending::Bounded));

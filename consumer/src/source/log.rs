@@ -26,6 +26,8 @@ pub struct LogSource {
     finished: bool,
     chunks: Receiver<Result<Vec<SourceEvent>, LogError>>,
     stop: Arc<AtomicBool>,
+    /// A round found nothing new in any shard: what the log held is read.
+    caught_up: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -68,6 +70,11 @@ impl LogSource {
         self.finished
     }
 
+    /// True once a round of reads found every shard at its end.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
     fn spawn(log: Log, starts: Vec<StartAt>, bounds: Option<Bounds>) -> Result<LogSource, SourceError> {
         let mut readers = Vec::new();
         for (shard, start) in starts.into_iter().enumerate() {
@@ -75,12 +82,13 @@ impl LogSource {
         }
         let (sender, chunks) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let caught_up = Arc::new(AtomicBool::new(false));
+        let flags = (stop.clone(), caught_up.clone());
         let thread = std::thread::Builder::new()
             .name("kappa-log-source".into())
-            .spawn(move || read_loop(readers, bounds, sender, flag))
+            .spawn(move || read_loop(readers, bounds, sender, flags.0, flags.1))
             .expect("spawn the log source thread");
-        Ok(LogSource { log, finished: false, chunks, stop, thread: Some(thread) })
+        Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread) })
     }
 
     /// The next chunk, or `None` if nothing arrived within `timeout`.
@@ -135,7 +143,7 @@ struct Bounds {
     until_ms: Option<i64>,
 }
 
-fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>) {
+fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>, caught_up: Arc<AtomicBool>) {
     let mut done = vec![false; readers.len()];
     let mut round_bytes = 0;
     while !stop.load(Ordering::Acquire) {
@@ -179,6 +187,7 @@ fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: Sync
             .map(|(shard, seq, arrival_ms, payload)| SourceEvent { shard, seq: seq.into(), arrival_ms, payload: payloads.slice(payload) })
             .collect();
         if chunk.is_empty() {
+            caught_up.store(true, Ordering::Release);
             if bounds.is_some() && done.iter().all(|d| *d) {
                 return; // dropping the sender tells the consumer side the read is complete
             }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::StreamStatus;
-use kappa_tests::{KinesisLocal, Moto, aws_config, expect_status, kappa, read_lake, run};
+use kappa_tests::{FaultProxy, KinesisLocal, Moto, aws_config, expect_status, kappa, read_lake, run};
 
 use crate::support::{assert_sales_lake, generate_sales_csv, kill_repeatedly, sales_files, summary};
 
@@ -57,6 +57,26 @@ async fn seed_sales_through_kinesis_become_four_day_partitions_and_a_restart_add
     expect_status(&output, 0);
     assert_eq!(summary(&summary_path)["events_read"], 0, "{}", String::from_utf8_lossy(&output.stderr));
     assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+}
+
+#[tokio::test]
+async fn until_idle_waits_for_shards_slow_to_answer_at_start() {
+    // Every shard's first GetRecords takes 1.5 s, three times --until-idle: a consumer that
+    // counted idle time from its start would exit 0 having read nothing.
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let client = kinesis_client(&moto.endpoint).await;
+    create_stream(&client, "sales", 4).await;
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(crate::support::sales_args()).args(["--to", "kinesis:sales"])), 0);
+    proxy.delay("GetRecords", 1.5, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(consumer_args("sales", &lake, "500ms")).arg("--summary-json").arg(&summary_path));
+    expect_status(&output, 0);
+    assert_eq!(summary(&summary_path)["events_read"], 400, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    assert!(proxy.requests("GetRecords") >= 8, "each shard was read again after its slow first answer");
 }
 
 #[tokio::test]

@@ -34,6 +34,27 @@ fn seed_sales_become_four_day_partitions_with_the_csv_values() {
 }
 
 #[test]
+fn until_idle_counts_from_when_the_log_was_read_to_its_end() {
+    // Reading the first 8,192 of 50,000 events takes longer than the 1 ms asked for: idle
+    // time counted from the start would end the run before anything was read.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = crate::support::generate_sales_csv(dir.path(), 50_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log])), 0);
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(["--table", "sales", "--event-time", "sale_time", "--until-idle", "1ms", "--summary-json"])
+        .arg(&summary_path));
+    expect_status(&output, 0);
+    let s = summary(&summary_path);
+    assert_eq!((s["events_read"].as_u64(), s["rows_written"].as_u64()), (Some(50_000), Some(50_000)));
+    assert_eq!(read_lake(&lake.join("sales/gen-000001")).len(), 50_000);
+}
+
+#[test]
 fn people_by_year_make_one_partition_per_year() {
     let people = seed("people/generated_mock_data.csv");
     let (_dir, prefix) = produce_and_consume(&["-i".into(), people.display().to_string()], &["--table", "people", "--event-time", "Date", "--partition-by", "year"]);
