@@ -212,17 +212,18 @@ impl DedupWindow {
             return false;
         }
         if let Some((name, row)) = split_row(id) {
-            // Names are checked once, when first seen: rows of one file arrive together.
+            // A name is checked only when it is not the last one's: rows of one file arrive
+            // together.
             let index = match self.sources.get(self.last_source) {
                 Some((last, _)) if last == name => Some(self.last_source),
+                _ if !is_source_and_pass(name) => None,
                 _ => match self.source_index.get(name) {
                     Some(index) => Some(*index),
-                    None if is_source_and_pass(name) => {
+                    None => {
                         self.sources.push((name.to_string(), RowSet::default()));
                         self.source_index.insert(name.to_string(), self.sources.len() - 1);
                         Some(self.sources.len() - 1)
                     }
-                    None => None,
                 },
             };
             if let Some(index) = index {

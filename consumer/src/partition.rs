@@ -198,7 +198,7 @@ fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut
             let texts = array.as_string::<i32>();
             per_row(array, column, |row| format.parse_millis(texts.value(row)).map_err(|e| e.to_string()), &mut then)
         }
-        other => (0..array.len()).map(|_| Err(format!("event time column {column:?} has type {other}, which is not a time"))).collect(),
+        other => per_row(array, column, |_| Err(format!("event time column {column:?} has type {other}, which is not a time")), &mut then),
     }
 }
 

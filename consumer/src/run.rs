@@ -115,6 +115,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
         _ => 0,
     };
     let mut last_event = Instant::now();
+    let mut was_caught_up = false;
     let mut last_status = (Instant::now(), 0u64);
     let mut switched_to = None;
     let mut feed = Feed::new();
@@ -123,6 +124,10 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
             // Waits no longer than --until-idle has left to run: the drain starts on time. Idle
             // time counts once the source has caught up (see `Source::caught_up`).
             let caught_up = source.caught_up();
+            if caught_up && !was_caught_up {
+                was_caught_up = true;
+                last_event = Instant::now();
+            }
             let wait = match config.until_idle {
                 Some(idle) if caught_up => idle.saturating_sub(last_event.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200)),
                 _ => Duration::from_millis(200),

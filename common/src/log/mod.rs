@@ -182,9 +182,36 @@ struct Inner {
 struct Scanned {
     /// The segment's first sequence number (its name).
     base: u64,
+    file: FileIdentity,
     /// File offset just past its last whole record, and the records before it.
     end_off: u64,
     records: u64,
+}
+
+/// Which file a path named when it was scanned, and its length then.
+#[derive(Debug, Clone, Copy)]
+struct FileIdentity {
+    /// (device, inode) where the platform has them.
+    id: Option<(u64, u64)>,
+    len: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Result<FileIdentity, LogError> {
+        let meta = std::fs::metadata(path).map_err(|source| LogError::Io { path: path.to_path_buf(), source })?;
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino()))
+        };
+        #[cfg(not(unix))]
+        let id = None;
+        Ok(FileIdentity { id, len: meta.len() })
+    }
+
+    fn same_file(&self, other: &FileIdentity) -> bool {
+        self.id == other.id
+    }
 }
 
 impl Log {
@@ -275,15 +302,13 @@ impl Log {
         };
         // Segments only grow: the scan goes on from where the last one of this segment
         // ended. Scanning a 128 MiB segment whole cost ~40 ms per shard, at each status line.
-        let from = self.inner.scanned.lock().expect("scan cache").get(&shard).filter(|s| s.base == base).map_or((0, 0), |s| (s.end_off, s.records));
-        let sum = recovery::scan_segment_from(
-            &segment::segment_path(&dir, base),
-            base,
-            recovery::ScanMode::Live,
-            from.0,
-            from.1,
-        )?;
-        self.inner.scanned.lock().expect("scan cache").insert(shard, Scanned { base, end_off: sum.end_off, records: sum.records });
+        // A file that is not the one scanned (replaced, or shorter than what was read) is
+        // scanned whole again.
+        let path = segment::segment_path(&dir, base);
+        let file = FileIdentity::of(&path)?;
+        let from = self.inner.scanned.lock().expect("scan cache").get(&shard).filter(|s| s.base == base && s.file.same_file(&file) && file.len >= s.end_off).map_or((0, 0), |s| (s.end_off, s.records));
+        let sum = recovery::scan_segment_from(&path, base, recovery::ScanMode::Live, from.0, from.1)?;
+        self.inner.scanned.lock().expect("scan cache").insert(shard, Scanned { base, file, end_off: sum.end_off, records: sum.records });
         Ok(base + sum.records)
     }
 

@@ -73,6 +73,9 @@ struct CaughtUp {
     started_any: bool,
     /// Shards being read (drained ones leave), and whether each has been caught up.
     reading: HashMap<String, bool>,
+    /// Shards drained whose children the coordinator has not looked for yet: until it has,
+    /// the children are not in `reading`, and the stream is not caught up.
+    awaiting_children: usize,
 }
 
 #[derive(Clone)]
@@ -129,7 +132,7 @@ impl KinesisSource {
     /// started at all).
     pub fn caught_up(&self) -> bool {
         let state = self.caught_up.lock().expect("caught-up lock");
-        state.started_any && state.reading.values().all(|c| *c)
+        state.started_any && state.awaiting_children == 0 && state.reading.values().all(|c| *c)
     }
 
     /// The largest MillisBehindLatest among the shards being read.
@@ -194,7 +197,11 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
 
 fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
     shared.lag.lock().expect("lag lock").remove(shard);
-    shared.caught_up.lock().expect("caught-up lock").reading.remove(shard);
+    {
+        let mut caught_up = shared.caught_up.lock().expect("caught-up lock");
+        caught_up.reading.remove(shard);
+        caught_up.awaiting_children += 1;
+    }
     let _ = finished.send((shard.to_string(), Ending::Drained));
 }
 
@@ -219,16 +226,21 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
     let mut started: HashMap<String, Option<Ending>> = HashMap::new(); // shard → how it ended
     let mut listing = Some(first_listing);
+    // Drained shards reported since the last listing: their children are looked for next.
+    let mut drained_since_listing = 0;
     // Readers end with the coordinator (which `stop` aborts).
     let mut readers = tokio::task::JoinSet::new();
     loop {
-        let shards = match listing.take() {
-            Some(shards) => shards,
+        let (shards, listed) = match listing.take() {
+            Some(shards) => (shards, true),
             // Only the first listing is fatal; a failed refresh is retried at the next one.
-            None => list_shards(&shared).await.unwrap_or_else(|e| {
-                tracing::warn!("refreshing the shard list failed ({e}); retrying in {refresh:?}");
-                Vec::new()
-            }),
+            None => match list_shards(&shared).await {
+                Ok(shards) => (shards, true),
+                Err(e) => {
+                    tracing::warn!("refreshing the shard list failed ({e}); retrying in {refresh:?}");
+                    (Vec::new(), false)
+                }
+            },
         };
         for shard in shards {
             // A shard seen open before may be closed now.
@@ -263,13 +275,20 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
             readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
         }
+        if listed {
+            // The drained shards' children, if readable, are now among the shards being read.
+            shared.caught_up.lock().expect("caught-up lock").awaiting_children -= drained_since_listing;
+            drained_since_listing = 0;
+        }
         tokio::select! {
             Some((shard, ending)) = finished.recv() => {
                 if ending == Ending::Drained {
                     tracing::info!(shard = %shard, "shard drained (closed by resharding); looking for its children");
+                    drained_since_listing += 1;
                 }
                 started.insert(shard, Some(ending));
                 while let Ok((more, ending)) = finished.try_recv() {
+                    drained_since_listing += usize::from(ending == Ending::Drained);
                     started.insert(more, Some(ending));
                 }
             }

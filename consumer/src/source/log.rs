@@ -58,11 +58,24 @@ impl LogSource {
     /// records that arrived before then), then finishes: a replay's bounded read.
     pub fn start_bounded(log: Log, starts: Vec<StartAt>, until_ms: Option<i64>) -> Result<LogSource, SourceError> {
         // Each shard's end is a scan of its last segment (up to 128 MiB, every CRC checked):
-        // the shards are scanned at once, one thread each.
-        let ends = std::thread::scope(|scope| {
+        // the shards are scanned on one thread per core (or here, if no thread can be had).
+        let shards = log.shard_count() as usize;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, shards.max(1));
+        let mut ends = vec![0; shards];
+        std::thread::scope(|scope| -> Result<(), LogError> {
             let log = &log;
-            let scans: Vec<_> = (0..log.shard_count()).map(|s| scope.spawn(move || log.shard_end(s))).collect();
-            scans.into_iter().map(|scan| scan.join().expect("a shard end scan panicked")).collect::<Result<Vec<u64>, _>>()
+            let scan = move |worker: usize| (worker..shards).step_by(workers).map(|s| log.shard_end(s as u32).map(|end| (s, end))).collect::<Result<Vec<_>, _>>();
+            let threads: Vec<_> = (0..workers).map(|w| (w, std::thread::Builder::new().name("kappa-shard-end".into()).spawn_scoped(scope, move || scan(w)))).collect();
+            for (worker, thread) in threads {
+                let found = match thread {
+                    Ok(thread) => thread.join().expect("a shard end scan panicked")?,
+                    Err(_) => scan(worker)?,
+                };
+                for (shard, end) in found {
+                    ends[shard] = end;
+                }
+            }
+            Ok(())
         })?;
         Self::spawn(log, starts, Some(Bounds { ends, until_ms }))
     }
