@@ -134,13 +134,14 @@ impl Source {
     /// The source has, at least once, had nothing more to deliver: `--until-idle` counts only
     /// from then, so a source slow to answer at start (credentials, connections, throttling)
     /// is not taken for an idle one. Log: a round found every shard at its end; Kinesis: every
-    /// shard being read came back empty with nothing behind. SQS and raw objects answer as
-    /// soon as asked (SQS's long poll only returns empty after 20 s).
+    /// shard being read came back empty with nothing behind; SQS: a receive came back (SQS
+    /// cannot tell "empty" sooner than a 20 s long poll). Raw objects are a bounded read.
     pub fn caught_up(&self) -> bool {
         match self {
             Source::Log(s) => s.caught_up(),
             Source::Kinesis(s) => s.caught_up(),
-            Source::Sqs(_) | Source::Raw(_) => true,
+            Source::Sqs(s) => s.answered(),
+            Source::Raw(_) => true,
         }
     }
 

@@ -67,6 +67,8 @@ struct Shared {
     has_redrive: bool,
     backlog: AtomicU64,
     stats: Arc<Stats>,
+    /// A ReceiveMessage call has come back (with messages or without).
+    answered: AtomicBool,
 }
 
 impl Shared {
@@ -134,6 +136,7 @@ impl SqsSource {
             has_redrive: redrive.is_some(),
             backlog: AtomicU64::new(0),
             stats,
+            answered: AtomicBool::new(false),
             options,
         });
         let (sender, chunks) = mpsc::channel(shared.options.receivers * 2);
@@ -147,6 +150,12 @@ impl SqsSource {
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
         self.chunks.next(timeout)
+    }
+
+    /// True once a receive has come back. Each receiver's first call is a short poll, so this
+    /// means "the queue answered", not "20 s of long poll found nothing".
+    pub fn answered(&self) -> bool {
+        self.shared.answered.load(Ordering::Acquire)
     }
 
     /// Messages waiting in the queue (ApproximateNumberOfMessages, refreshed by the heartbeat).
@@ -212,6 +221,9 @@ impl Drop for SqsSource {
 
 async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, SourceError>>, paused: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(100);
+    // The first call returns at once, so that `--until-idle` learns soon that the queue
+    // answers; the others wait up to 20 s for messages.
+    let mut wait_seconds = 0;
     loop {
         if paused.load(Ordering::Acquire) {
             return;
@@ -225,7 +237,7 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
             .receive_message()
             .queue_url(&shared.url)
             .max_number_of_messages(BATCH as i32)
-            .wait_time_seconds(WAIT_SECONDS)
+            .wait_time_seconds(wait_seconds)
             .visibility_timeout(shared.options.visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
@@ -234,6 +246,8 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
         let messages = match received {
             Ok(out) => {
                 backoff = Duration::from_millis(100);
+                wait_seconds = WAIT_SECONDS;
+                shared.answered.store(true, Ordering::Release);
                 out.messages.unwrap_or_default()
             }
             Err(e) => {

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use kappa_tests::{Moto, aws_config, expect_status, kappa, read_lake, run, s3_client, seed};
+use kappa_tests::{FaultProxy, Moto, aws_config, expect_status, kappa, read_lake, run, s3_client, seed};
 
 use crate::support::{assert_sales_lake, generate_sales_csv, kill_repeatedly, sales_args, sales_files, summary};
 
@@ -35,6 +35,26 @@ fn consumer_args(source: &str, lake: &std::path::Path, idle: &str) -> Vec<String
     let mut args: Vec<String> = vec!["--from".into(), source.into(), "--lake".into(), lake.display().to_string()];
     args.extend(["--table", "sales", "--event-time", "sale_date", "--until-idle", idle].map(String::from));
     args
+}
+
+#[tokio::test]
+async fn until_idle_waits_for_a_queue_slow_to_answer_at_start() {
+    // Every receiver's first ReceiveMessage takes 1.5 s, three times --until-idle: a consumer
+    // that counted idle time from its start would exit 0 having read nothing.
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let client = sqs_client(&moto.endpoint).await;
+    let url = create_queue(&client, "sales").await;
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "sqs:sales", "--rows-per-message", "7"])), 0);
+    proxy.delay("ReceiveMessage", 1.5, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(consumer_args("sqs:sales", &lake, "500ms")).args(["--receivers", "4", "--summary-json"]).arg(&summary_path));
+    expect_status(&output, 0);
+    assert_eq!(summary(&summary_path)["events_read"], 400, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    assert_eq!(messages_left(&client, &url).await, 0, "every message deleted after the commit");
 }
 
 #[tokio::test]
