@@ -158,12 +158,6 @@ fn is_source_and_pass(name: &str) -> bool {
     memchr::memchr(b':', name.as_bytes()).is_some()
 }
 
-/// Splits a producer identity, `<source>:<pass>:<row>`, into `<source>:<pass>` and the row.
-#[cfg(test)]
-fn producer_identity(id: &str) -> Option<(&str, u64)> {
-    split_row(id).filter(|(name, _)| is_source_and_pass(name))
-}
-
 /// The set's keys are already xxh3 hashes: hashing them again (SipHash by default) was a
 /// fifth of the consumer's time.
 #[derive(Clone, Copy, Default)]
@@ -267,6 +261,11 @@ mod tests {
         assert!(!window.check("f00d:0:1001"));
         assert!(!window.check("f00d:0:1000"));
         assert!(window.check("f00d:0:1000"));
+    }
+
+    /// Splits a producer identity, `<source>:<pass>:<row>`, as `check` does.
+    fn producer_identity(id: &str) -> Option<(&str, u64)> {
+        split_row(id).filter(|(name, _)| is_source_and_pass(name))
     }
 
     #[test]

@@ -60,22 +60,26 @@ enum Ending {
 pub struct KinesisSource {
     chunks: ChunkReceiver,
     stop: Arc<AtomicBool>,
-    /// MillisBehindLatest per shard being read.
-    lag: Arc<Mutex<HashMap<String, u64>>>,
-    caught_up: Arc<Mutex<CaughtUp>>,
+    reading: Arc<Mutex<Reading>>,
     coordinator: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Which shards being read have been caught up at least once: a read that found nothing, with
-/// nothing behind it.
+/// The shards being read (drained ones leave), for the lag and for `--until-idle`.
+#[derive(Debug)]
+struct Reading {
+    shards: HashMap<String, ShardProgress>,
+    /// Shard listings owed: the first, and one per drained shard whose children the
+    /// coordinator has not looked for yet. Until then those shards are not in `shards`, and
+    /// the stream is not caught up.
+    listings_owed: usize,
+}
+
 #[derive(Debug, Default)]
-struct CaughtUp {
-    started_any: bool,
-    /// Shards being read (drained ones leave), and whether each has been caught up.
-    reading: HashMap<String, bool>,
-    /// Shards drained whose children the coordinator has not looked for yet: until it has,
-    /// the children are not in `reading`, and the stream is not caught up.
-    awaiting_children: usize,
+struct ShardProgress {
+    /// MillisBehindLatest of the last read.
+    millis_behind: Option<u64>,
+    /// A read found nothing, with nothing behind it, at least once.
+    caught_up: bool,
 }
 
 #[derive(Clone)]
@@ -84,8 +88,7 @@ struct Shared {
     stream: String,
     chunks: mpsc::Sender<Result<Chunk, SourceError>>,
     stop: Arc<AtomicBool>,
-    lag: Arc<Mutex<HashMap<String, u64>>>,
-    caught_up: Arc<Mutex<CaughtUp>>,
+    reading: Arc<Mutex<Reading>>,
     poll_interval: Duration,
     bounds: Option<ReadBounds>,
 }
@@ -110,14 +113,13 @@ impl KinesisSource {
     ) -> Result<KinesisSource, SourceError> {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
-        let lag = Arc::new(Mutex::new(HashMap::new()));
-        let caught_up = Arc::new(Mutex::new(CaughtUp::default()));
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), lag: lag.clone(), caught_up: caught_up.clone(), poll_interval, bounds };
+        let reading = Arc::new(Mutex::new(Reading { shards: HashMap::new(), listings_owed: 1 }));
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), poll_interval, bounds };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
         let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
-        Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, lag, caught_up, coordinator: Some(coordinator) })
+        Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, reading, coordinator: Some(coordinator) })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
@@ -128,16 +130,16 @@ impl KinesisSource {
         self.chunks.finished()
     }
 
-    /// True once every shard being read has been caught up at least once (and a reader was
-    /// started at all).
+    /// True once every shard being read has been caught up at least once, with no shard
+    /// listing owed.
     pub fn caught_up(&self) -> bool {
-        let state = self.caught_up.lock().expect("caught-up lock");
-        state.started_any && state.awaiting_children == 0 && state.reading.values().all(|c| *c)
+        let reading = self.reading.lock().expect("reading lock");
+        reading.listings_owed == 0 && reading.shards.values().all(|s| s.caught_up)
     }
 
     /// The largest MillisBehindLatest among the shards being read.
     pub fn lag_millis(&self) -> u64 {
-        self.lag.lock().expect("lag lock").values().copied().max().unwrap_or(0)
+        self.reading.lock().expect("reading lock").shards.values().filter_map(|s| s.millis_behind).max().unwrap_or(0)
     }
 
     pub fn stop(&mut self) {
@@ -196,11 +198,10 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
 }
 
 fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
-    shared.lag.lock().expect("lag lock").remove(shard);
     {
-        let mut caught_up = shared.caught_up.lock().expect("caught-up lock");
-        caught_up.reading.remove(shard);
-        caught_up.awaiting_children += 1;
+        let mut reading = shared.reading.lock().expect("reading lock");
+        reading.shards.remove(shard);
+        reading.listings_owed += 1;
     }
     let _ = finished.send((shard.to_string(), Ending::Drained));
 }
@@ -226,8 +227,8 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
     let mut started: HashMap<String, Option<Ending>> = HashMap::new(); // shard → how it ended
     let mut listing = Some(first_listing);
-    // Drained shards reported since the last listing: their children are looked for next.
-    let mut drained_since_listing = 0;
+    // Listings owed since the last one: the first, and one per drained shard reported since.
+    let mut owed = 1;
     // Readers end with the coordinator (which `stop` aborts).
     let mut readers = tokio::task::JoinSet::new();
     loop {
@@ -266,29 +267,25 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
             }
             let index = started.len() as u32;
             started.insert(shard.id.clone(), None);
-            {
-                let mut caught_up = shared.caught_up.lock().expect("caught-up lock");
-                caught_up.started_any = true;
-                caught_up.reading.insert(shard.id.clone(), false);
-            }
+            shared.reading.lock().expect("reading lock").shards.insert(shard.id.clone(), ShardProgress::default());
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
             readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
         }
         if listed {
             // The drained shards' children, if readable, are now among the shards being read.
-            shared.caught_up.lock().expect("caught-up lock").awaiting_children -= drained_since_listing;
-            drained_since_listing = 0;
+            shared.reading.lock().expect("reading lock").listings_owed -= owed;
+            owed = 0;
         }
         tokio::select! {
             Some((shard, ending)) = finished.recv() => {
                 if ending == Ending::Drained {
                     tracing::info!(shard = %shard, "shard drained (closed by resharding); looking for its children");
-                    drained_since_listing += 1;
+                    owed += 1;
                 }
                 started.insert(shard, Some(ending));
                 while let Ok((more, ending)) = finished.try_recv() {
-                    drained_since_listing += usize::from(ending == Ending::Drained);
+                    owed += usize::from(ending == Ending::Drained);
                     started.insert(more, Some(ending));
                 }
             }
@@ -354,9 +351,6 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
             Ok(out) => {
                 backoff = BACKOFF_FIRST;
                 failures = 0;
-                if let Some(ms) = out.millis_behind_latest() {
-                    shared.lag.lock().expect("lag lock").insert(shard.clone(), ms.max(0) as u64);
-                }
                 let mut events = Vec::with_capacity(out.records().len());
                 let mut past_until = false;
                 for record in out.records() {
@@ -383,8 +377,11 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                     return;
                 }
                 let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
-                if caught_up && let Some(seen) = shared.caught_up.lock().expect("caught-up lock").reading.get_mut(&shard) {
-                    *seen = true;
+                if let Some(progress) = shared.reading.lock().expect("reading lock").shards.get_mut(&shard) {
+                    if let Some(ms) = out.millis_behind_latest() {
+                        progress.millis_behind = Some(ms.max(0) as u64);
+                    }
+                    progress.caught_up |= caught_up;
                 }
                 // A closed shard is read to its end (drained), so its children start.
                 if shared.bounds.is_some() && (past_until || (caught_up && !closed && out.next_shard_iterator().is_some())) {

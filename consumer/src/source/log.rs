@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use kappa_common::event::SequenceNumber;
 use kappa_common::log::{Log, LogError, ShardReader, StartAt};
+use rayon::prelude::*;
 
 use super::{Chunk, SourceError};
 use crate::pipeline::SourceEvent;
@@ -58,25 +59,8 @@ impl LogSource {
     /// records that arrived before then), then finishes: a replay's bounded read.
     pub fn start_bounded(log: Log, starts: Vec<StartAt>, until_ms: Option<i64>) -> Result<LogSource, SourceError> {
         // Each shard's end is a scan of its last segment (up to 128 MiB, every CRC checked):
-        // the shards are scanned on one thread per core (or here, if no thread can be had).
-        let shards = log.shard_count() as usize;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, shards.max(1));
-        let mut ends = vec![0; shards];
-        std::thread::scope(|scope| -> Result<(), LogError> {
-            let log = &log;
-            let scan = move |worker: usize| (worker..shards).step_by(workers).map(|s| log.shard_end(s as u32).map(|end| (s, end))).collect::<Result<Vec<_>, _>>();
-            let threads: Vec<_> = (0..workers).map(|w| (w, std::thread::Builder::new().name("kappa-shard-end".into()).spawn_scoped(scope, move || scan(w)))).collect();
-            for (worker, thread) in threads {
-                let found = match thread {
-                    Ok(thread) => thread.join().expect("a shard end scan panicked")?,
-                    Err(_) => scan(worker)?,
-                };
-                for (shard, end) in found {
-                    ends[shard] = end;
-                }
-            }
-            Ok(())
-        })?;
+        // the shards are scanned on rayon's pool, one thread per core.
+        let ends = (0..log.shard_count()).into_par_iter().map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>()?;
         Self::spawn(log, starts, Some(Bounds { ends, until_ms }))
     }
 
@@ -102,10 +86,10 @@ impl LogSource {
         let (sender, chunks) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let caught_up = Arc::new(AtomicBool::new(false));
-        let flags = (stop.clone(), caught_up.clone());
+        let (stop_flag, caught_up_flag) = (stop.clone(), caught_up.clone());
         let thread = std::thread::Builder::new()
             .name("kappa-log-source".into())
-            .spawn(move || read_loop(readers, bounds, sender, flags.0, flags.1))
+            .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag))
             .expect("spawn the log source thread");
         Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread) })
     }

@@ -127,22 +127,12 @@ fn read_from_arrival_time() {
 #[test]
 fn shard_end_rescans_a_segment_that_was_replaced() {
     let tmp = tempfile::tempdir().unwrap();
-    let log = Log::create(tmp.path(), 1).unwrap();
-    let mut w = log.writer(0, &cfg(1 << 20)).unwrap();
-    for i in 0..100 {
-        w.append(b"k", &payload_for(i), 0).unwrap();
-    }
-    w.close().unwrap();
+    let log = one_shard(tmp.path(), 100, 1 << 20);
     assert_eq!(log.shard_end(0).unwrap(), 100);
     // The log is created anew at the same place, shorter: the handle's remembered scan of the
     // old segment must not be trusted.
     std::fs::remove_dir_all(tmp.path()).unwrap();
-    let again = Log::create(tmp.path(), 1).unwrap();
-    let mut w = again.writer(0, &cfg(1 << 20)).unwrap();
-    for i in 0..10 {
-        w.append(b"k", &payload_for(i), 0).unwrap();
-    }
-    w.close().unwrap();
+    one_shard(tmp.path(), 10, 1 << 20);
     assert_eq!(log.shard_end(0).unwrap(), 10);
 }
 
