@@ -35,8 +35,9 @@ fn seed_sales_become_four_day_partitions_with_the_csv_values() {
 
 #[test]
 fn until_idle_counts_from_when_the_log_was_read_to_its_end() {
-    // Reading the first 8,192 of 50,000 events takes longer than the 1 ms asked for: idle
-    // time counted from the start would end the run before anything was read.
+    // Reading the first 8,192 of 50,000 events takes longer than the 0 s asked for (stop as
+    // soon as caught up): idle time counted from the start would end the run before anything
+    // was read.
     let dir = tempfile::tempdir().unwrap();
     let csv = crate::support::generate_sales_csv(dir.path(), 50_000);
     let log = format!("log:{}", dir.path().join("log").display());
@@ -46,7 +47,7 @@ fn until_idle_counts_from_when_the_log_was_read_to_its_end() {
     let output = run(kappa("kappa-consumer", None)
         .args(["--from", &log, "--lake"])
         .arg(&lake)
-        .args(["--table", "sales", "--event-time", "sale_time", "--until-idle", "1ms", "--summary-json"])
+        .args(["--table", "sales", "--event-time", "sale_time", "--until-idle", "0s", "--summary-json"])
         .arg(&summary_path));
     expect_status(&output, 0);
     let s = summary(&summary_path);
