@@ -64,8 +64,6 @@ thread_local! {
     /// schema is the same: a new one allocates its tape anew, and growing it again was a tenth
     /// of the decoding time.
     static DECODERS: RefCell<Vec<(SchemaRef, usize, JsonDecoder)>> = const { RefCell::new(Vec::new()) };
-    /// Each thread's buffer of events resumed after their identity, reused from chunk to chunk.
-    static RESUMED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Decodes one row per event, each event fed to arrow-json on its own so that an event that
@@ -94,32 +92,18 @@ fn decode_events(schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize
 }
 
 fn decode_with(decoder: &mut JsonDecoder, schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
-    // One `decode` call per event: each call costs some hundred instructions before the first
-    // byte, as much as a tenth of tokenizing the event. So an event resumed after its identity
-    // is copied behind a `{` (one call instead of two), and no newline follows an event: an
-    // object ends at its `}`, and a bare number left unended is a partial record, refused below
-    // as surely as a newline would have made it a non-object row that arrow refuses.
-    let mut check = |index: usize, event: &[u8]| {
+    for (index, event) in events.iter().enumerate() {
+        let event = match resume_at {
+            Some(resume_at) => {
+                decoder.decode(b"{")?;
+                &event[resume_at[index]..]
+            }
+            None => event,
+        };
+        // No newline is fed after an event: an object ends at its `}`, and anything after it
+        // (a bare number left open, a second value) fails one of these checks or the flush.
         if decoder.decode(event)? != event.len() || decoder.has_partial_record() || decoder.len() != index + 1 {
             return Err(ArrowError::JsonError(format!("event {index} is not exactly one JSON value")));
-        }
-        Ok(())
-    };
-    match resume_at {
-        Some(resume_at) => RESUMED.with_borrow_mut(|resumed| {
-            resumed.clear();
-            for (index, (event, &at)) in events.iter().zip(resume_at).enumerate() {
-                let start = resumed.len();
-                resumed.push(b'{');
-                resumed.extend_from_slice(&event[at..]);
-                check(index, &resumed[start..])?;
-            }
-            Ok::<_, ArrowError>(())
-        })?,
-        None => {
-            for (index, event) in events.iter().enumerate() {
-                check(index, event)?;
-            }
         }
     }
     Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
