@@ -5,6 +5,10 @@
 //! gains a version), an integer column that receives fractions widens to float64, and what still
 //! cannot be decoded is quarantined with arrow's reason. Nothing is dropped silently: a field
 //! the schema lacks is a decode error here (strict mode), never ignored.
+//!
+//! Decoding ahead of the pipeline (`DecodePlan`), a run of events in the producer's plain form
+//! goes to arrow-json as arrays in column order (see `positional`); any other run is decoded
+//! as objects. Both give the same rows.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::error::ArrowError;
 use arrow::json::reader::Decoder as JsonDecoder;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::json::ReaderBuilder;
+use arrow::json::{ReaderBuilder, StructMode};
 use kappa_common::event::EVENT_ID_FIELD;
 use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
 use kappa_common::time::EventTimeFormat;
@@ -22,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::pipeline::SourceEvent;
+use crate::positional::ColumnKeys;
 
 /// The table schema as decoded: its columns plus the event identity.
 pub struct Decoder {
@@ -31,6 +36,8 @@ pub struct Decoder {
     arrow: SchemaRef,
     /// The table's columns alone: the rows' schema once the identity is taken out.
     data: SchemaRef,
+    /// The columns' member names, for restating events as arrays.
+    keys: Arc<ColumnKeys>,
 }
 
 /// The outcome of decoding a chunk.
@@ -60,10 +67,36 @@ fn split_identity(batch: RecordBatch, data: &SchemaRef) -> Result<(RecordBatch, 
 }
 
 thread_local! {
-    /// Each thread's decoders (with and without the identity column), reused while the
-    /// schema is the same: a new one allocates its tape anew, and growing it again was a tenth
-    /// of the decoding time.
-    static DECODERS: RefCell<Vec<(SchemaRef, usize, JsonDecoder)>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's decoders (objects with and without the identity column, arrays), reused
+    /// while the schema is the same: a new one allocates its tape anew, and growing it again
+    /// was a tenth of the decoding time.
+    static DECODERS: RefCell<Vec<(SchemaRef, StructMode, usize, JsonDecoder)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `decode` with this thread's decoder for `schema` rows given as `mode`, able to hold
+/// `rows` rows.
+fn with_decoder<T>(schema: &SchemaRef, mode: StructMode, rows: usize, decode: impl FnOnce(&mut JsonDecoder) -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    DECODERS.with_borrow_mut(|cached| {
+        let found = cached.iter().position(|(s, m, capacity, _)| Arc::ptr_eq(s, schema) && *m == mode && *capacity >= rows);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let capacity = rows.max(1);
+                cached.retain(|(s, m, _, _)| !(Arc::ptr_eq(s, schema) && *m == mode)); // free the old tape first
+                if cached.len() > 2 {
+                    cached.remove(0);
+                }
+                let decoder = ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_struct_mode(mode).with_batch_size(capacity).build_decoder()?;
+                cached.push((schema.clone(), mode, capacity, decoder));
+                cached.len() - 1
+            }
+        };
+        let result = decode(&mut cached[index].3);
+        if result.is_err() {
+            cached.remove(index); // its state is unknown after an error
+        }
+        result
+    })
 }
 
 /// Decodes one row per event, each event fed to arrow-json on its own so that an event that
@@ -71,24 +104,23 @@ thread_local! {
 /// of shifting every later row onto the wrong event. With `resume_at`, event `i` is decoded as
 /// `{` followed by its bytes from `resume_at[i]` on (its leading identity member skipped).
 fn decode_events(schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
-    DECODERS.with_borrow_mut(|cached| {
-        let found = cached.iter().position(|(s, capacity, _)| Arc::ptr_eq(s, schema) && *capacity >= events.len());
-        let index = match found {
-            Some(index) => index,
-            None => {
-                let capacity = events.len().max(1);
-                cached.retain(|(s, _, _)| !Arc::ptr_eq(s, schema)); // free the old tape first
-                cached.truncate(1);
-                cached.push((schema.clone(), capacity, ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_batch_size(capacity).build_decoder()?));
-                cached.len() - 1
-            }
-        };
-        let result = decode_with(&mut cached[index].2, schema, events, resume_at);
-        if result.is_err() {
-            cached.remove(index); // its state is unknown after an error
+    with_decoder(schema, StructMode::ObjectOnly, events.len(), |decoder| decode_with(decoder, schema, events, resume_at))
+}
+
+/// Decodes events whose members from `members_at[i]` on are in the plain form (see
+/// `positional`) as arrays: `None` when one is not.
+fn decode_positional(schema: &SchemaRef, keys: &ColumnKeys, events: &[&[u8]], members_at: &[usize]) -> Option<RecordBatch> {
+    let mut arrays = Vec::with_capacity(events.iter().zip(members_at).map(|(e, at)| e.len() - at + 2).sum());
+    keys.restate(events, members_at, &mut arrays)?;
+    with_decoder(schema, StructMode::ListOnly, events.len(), |decoder| {
+        // One array per event, built here: the arrays cannot run into each other, so they
+        // are fed in one call.
+        if decoder.decode(&arrays)? != arrays.len() || decoder.has_partial_record() || decoder.len() != events.len() {
+            return Err(ArrowError::JsonError("not one row per event".into()));
         }
-        result
+        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
     })
+    .ok()
 }
 
 fn decode_with(decoder: &mut JsonDecoder, schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
@@ -160,6 +192,7 @@ fn decode_whole(arrow: &SchemaRef, data: &SchemaRef, payloads: &[&[u8]]) -> Resu
 pub struct DecodePlan {
     arrow: SchemaRef,
     data: SchemaRef,
+    keys: Arc<ColumnKeys>,
     version: u32,
     event_time: Option<(String, EventTimeFormat)>,
     granularity: Granularity,
@@ -191,7 +224,7 @@ pub struct Piece {
 
 impl DecodePlan {
     pub fn new(decoder: &Decoder, event_time: Option<(String, EventTimeFormat)>, granularity: Granularity) -> DecodePlan {
-        DecodePlan { arrow: decoder.arrow.clone(), data: decoder.data.clone(), version: decoder.version, event_time, granularity }
+        DecodePlan { arrow: decoder.arrow.clone(), data: decoder.data.clone(), keys: decoder.keys.clone(), version: decoder.version, event_time, granularity }
     }
 
     /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned,
@@ -211,7 +244,10 @@ impl DecodePlan {
     fn decode_run(&self, events: &[SourceEvent]) -> Option<DecodedRows> {
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
         let decoded = match leading_identities(&payloads) {
-            Some((ids, rest_at)) => decode_events(&self.data, &payloads, Some(&rest_at)).map(|batch| (batch, ids)),
+            Some((ids, rest_at)) => match decode_positional(&self.data, &self.keys, &payloads, &rest_at) {
+                Some(batch) => Ok((batch, ids)),
+                None => decode_events(&self.data, &payloads, Some(&rest_at)).map(|batch| (batch, ids)),
+            },
             None => decode_whole(&self.arrow, &self.data, &payloads),
         };
         decoded.ok().map(|(batch, ids)| {
@@ -236,7 +272,8 @@ impl Predecoded {
 impl Decoder {
     pub fn new(schema: TableSchema, version: u32) -> Decoder {
         let (arrow, data) = decode_schemas(&schema);
-        Decoder { schema, version, arrow, data }
+        let keys = Arc::new(ColumnKeys::new(&data));
+        Decoder { schema, version, arrow, data, keys }
     }
 
     pub fn schema(&self) -> &TableSchema {
@@ -312,6 +349,7 @@ impl Decoder {
         if changed {
             self.version += 1;
             (self.arrow, self.data) = decode_schemas(&self.schema);
+            self.keys = Arc::new(ColumnKeys::new(&self.data));
         }
         changed
     }
@@ -424,8 +462,18 @@ mod tests {
 
     #[test]
     fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
-        let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String)]);
+        let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String), ("b", ColumnType::Boolean), ("f", ColumnType::Float64)]);
         let chunks: Vec<Vec<&[u8]>> = vec![
+            // The plain form, restated as arrays: any member order, absent members, escapes.
+            vec![br#"{"_kappa_id":"f:0:0","s":"a\"b","n":1}"#, br#"{"_kappa_id":"f:0:1","b":true,"f":2.5}"#, br#"{"_kappa_id":"f:0:2","s":"\\","f":-1e3,"n":null,"b":false}"#],
+            vec![br#"{"_kappa_id":"f:0:0","s":"\u00e9\n","n":-0}"#, br#"{"_kappa_id":"f:0:1","f":7}"#],
+            // Shapes the arrays cannot take, and values arrow-json refuses in either form.
+            vec![br#"{"_kappa_id":"f:0:0", "n":1}"#, br#"{"_kappa_id":"f:0:1","n":2}"#],
+            vec![br#"{"_kappa_id":"f:0:0","n":1,"n":2}"#],
+            vec![br#"{"_kappa_id":"f:0:0","s":{"a":1}}"#],
+            vec![br#"{"_kappa_id":"f:0:0","b":1}"#],
+            vec![br#"{"_kappa_id":"f:0:0","n":1.5}"#],
+            vec![br#"{"_kappa_id":"f:0:0","n":-}"#],
             vec![br#"{"_kappa_id":"f:0:0","n":1,"s":"a"}"#, br#"{"_kappa_id":"f:0:1","s":"b"}"#, br#"{"_kappa_id":"f:0:2"}"#],
             vec![br#"{"_kappa_id":"f:0:0","n":1}"#, br#"{"n":2,"_kappa_id":"f:0:1"}"#, br#"{"n":3}"#],
             vec![br#"{"_kappa_id":"f:0:0","n":1}"#, br#"{"_kappa_id":"f:0:1","n":"x"}"#],
@@ -438,7 +486,12 @@ mod tests {
             vec![br#"{"n":1} 7"#, br#"{"_kappa_id":"f:0:1","n":2}"#],
             vec![br#"{"n":1}"#, b"\"s\"", b"true"],
         ];
-        for payloads in chunks {
+        for (index, payloads) in chunks.into_iter().enumerate() {
+            if index < 2 {
+                let (_, members_at) = leading_identities(&payloads).unwrap();
+                let decoder = Decoder::new(table.clone(), 1);
+                assert!(decode_positional(&decoder.data, &decoder.keys, &payloads, &members_at).is_some(), "chunk {index} is in the plain form");
+            }
             let events: Vec<SourceEvent> = payloads.iter().enumerate().map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
             let mut decoder = Decoder::new(table.clone(), 1);
             let mut pieces = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).into_pieces();

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;
+pub mod positional;
 pub mod run;
 pub mod source;
 pub mod stats;
