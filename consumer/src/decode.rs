@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::pipeline::SourceEvent;
-use crate::positional::ColumnKeys;
+use crate::positional::{ColumnKeys, quote_or_backslash};
 
 /// The table schema as decoded: its columns plus the event identity.
 pub struct Decoder {
@@ -52,11 +52,15 @@ pub struct Decoded {
     pub rejected: Vec<(usize, String)>,
 }
 
-fn decode_schemas(schema: &TableSchema) -> (SchemaRef, SchemaRef) {
+/// What decoding derives from the table schema: the rows' schema with the identity, without
+/// it, and the columns' member names.
+fn decode_schemas(schema: &TableSchema) -> (SchemaRef, SchemaRef, Arc<ColumnKeys>) {
     let data: Vec<Field> = schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
     let mut with_identity = data.clone();
     with_identity.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
-    (Arc::new(Schema::new(with_identity)), Arc::new(Schema::new(data)))
+    let data = Arc::new(Schema::new(data));
+    let keys = Arc::new(ColumnKeys::new(&data));
+    (Arc::new(Schema::new(with_identity)), data, keys)
 }
 
 /// Splits the identity (the last column) off decoded rows.
@@ -154,7 +158,7 @@ fn leading_identity(event: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
     }
     let rest = &event[IDENTITY_PREFIX.len()..];
     // Escapes are left to arrow-json.
-    let length = memchr::memchr2(b'"', b'\\', rest)?;
+    let length = quote_or_backslash(rest, 0)?;
     let id = IDENTITY_PREFIX.len()..IDENTITY_PREFIX.len() + length;
     match (rest[length], event.get(id.end + 1)?) {
         (b'"', b',') => Some((id.clone(), id.end + 2)),
@@ -244,10 +248,9 @@ impl DecodePlan {
     fn decode_run(&self, events: &[SourceEvent]) -> Option<DecodedRows> {
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
         let decoded = match leading_identities(&payloads) {
-            Some((ids, rest_at)) => match decode_positional(&self.data, &self.keys, &payloads, &rest_at) {
-                Some(batch) => Ok((batch, ids)),
-                None => decode_events(&self.data, &payloads, Some(&rest_at)).map(|batch| (batch, ids)),
-            },
+            Some((ids, rest_at)) => decode_positional(&self.data, &self.keys, &payloads, &rest_at)
+                .map_or_else(|| decode_events(&self.data, &payloads, Some(&rest_at)), Ok)
+                .map(|batch| (batch, ids)),
             None => decode_whole(&self.arrow, &self.data, &payloads),
         };
         decoded.ok().map(|(batch, ids)| {
@@ -271,8 +274,7 @@ impl Predecoded {
 
 impl Decoder {
     pub fn new(schema: TableSchema, version: u32) -> Decoder {
-        let (arrow, data) = decode_schemas(&schema);
-        let keys = Arc::new(ColumnKeys::new(&data));
+        let (arrow, data, keys) = decode_schemas(&schema);
         Decoder { schema, version, arrow, data, keys }
     }
 
@@ -348,8 +350,7 @@ impl Decoder {
         }
         if changed {
             self.version += 1;
-            (self.arrow, self.data) = decode_schemas(&self.schema);
-            self.keys = Arc::new(ColumnKeys::new(&self.data));
+            (self.arrow, self.data, self.keys) = decode_schemas(&self.schema);
         }
         changed
     }
@@ -463,10 +464,12 @@ mod tests {
     #[test]
     fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
         let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String), ("b", ColumnType::Boolean), ("f", ColumnType::Float64)]);
-        let chunks: Vec<Vec<&[u8]>> = vec![
-            // The plain form, restated as arrays: any member order, absent members, escapes.
+        // The plain form, restated as arrays: any member order, absent members, escapes.
+        let plain: Vec<Vec<&[u8]>> = vec![
             vec![br#"{"_kappa_id":"f:0:0","s":"a\"b","n":1}"#, br#"{"_kappa_id":"f:0:1","b":true,"f":2.5}"#, br#"{"_kappa_id":"f:0:2","s":"\\","f":-1e3,"n":null,"b":false}"#],
             vec![br#"{"_kappa_id":"f:0:0","s":"\u00e9\n","n":-0}"#, br#"{"_kappa_id":"f:0:1","f":7}"#],
+        ];
+        let others: Vec<Vec<&[u8]>> = vec![
             // Shapes the arrays cannot take, and values arrow-json refuses in either form.
             vec![br#"{"_kappa_id":"f:0:0", "n":1}"#, br#"{"_kappa_id":"f:0:1","n":2}"#],
             vec![br#"{"_kappa_id":"f:0:0","n":1,"n":2}"#],
@@ -486,12 +489,12 @@ mod tests {
             vec![br#"{"n":1} 7"#, br#"{"_kappa_id":"f:0:1","n":2}"#],
             vec![br#"{"n":1}"#, b"\"s\"", b"true"],
         ];
-        for (index, payloads) in chunks.into_iter().enumerate() {
-            if index < 2 {
-                let (_, members_at) = leading_identities(&payloads).unwrap();
-                let decoder = Decoder::new(table.clone(), 1);
-                assert!(decode_positional(&decoder.data, &decoder.keys, &payloads, &members_at).is_some(), "chunk {index} is in the plain form");
-            }
+        for payloads in &plain {
+            let (_, members_at) = leading_identities(payloads).unwrap();
+            let decoder = Decoder::new(table.clone(), 1);
+            assert!(decode_positional(&decoder.data, &decoder.keys, payloads, &members_at).is_some(), "{payloads:?} is in the plain form");
+        }
+        for payloads in plain.into_iter().chain(others) {
             let events: Vec<SourceEvent> = payloads.iter().enumerate().map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
             let mut decoder = Decoder::new(table.clone(), 1);
             let mut pieces = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).into_pieces();

@@ -130,9 +130,9 @@ fn value_end(event: &[u8], start: usize) -> Option<usize> {
     (number || matches!(&event[start..end], b"true" | b"false" | b"null")).then_some(end)
 }
 
-/// The first `"` or `\` in `bytes` from `at` on, eight bytes at a time: values are short, and
-/// memchr's setup cost more than the search.
-fn quote_or_backslash(bytes: &[u8], mut at: usize) -> Option<usize> {
+/// The first `"` or `\` in `bytes` from `at` on, eight bytes at a time: values and identities
+/// are short, and memchr's setup cost more than the search.
+pub(crate) fn quote_or_backslash(bytes: &[u8], mut at: usize) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
