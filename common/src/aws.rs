@@ -78,9 +78,7 @@ impl AwsContext {
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(&self.config)
-            .force_path_style(self.endpoint_overridden)
-            .build();
+        let conf = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(self.endpoint_overridden).build();
         aws_sdk_s3::Client::from_conf(conf)
     }
 }

@@ -50,9 +50,7 @@ impl EndpointError {
 /// streams and (plus 80-char limit) SQS queue names; checking here turns an AWS-side
 /// `ValidationException` into an error at start.
 fn valid_aws_name(name: &str, max_len: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max_len
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !name.is_empty() && name.len() <= max_len && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 impl FromStr for Endpoint {
@@ -65,15 +63,9 @@ impl FromStr for Endpoint {
         }
         if let Some(rest) = trimmed.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let bucket_ok = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+            let bucket_ok = (3..=63).contains(&bucket.len()) && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
             if !bucket_ok {
-                return Err(EndpointError::new(
-                    input,
-                    format!("{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '-', '.')"),
-                ));
+                return Err(EndpointError::new(input, format!("{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '-', '.')")));
             }
             let prefix = prefix.trim_matches('/').to_string();
             return Ok(Endpoint::S3 { bucket: bucket.to_string(), prefix });
@@ -94,20 +86,14 @@ impl FromStr for Endpoint {
             "kinesis" => {
                 let name = rest.strip_prefix("//").unwrap_or(rest);
                 if !valid_aws_name(name, 128) {
-                    return Err(EndpointError::new(
-                        input,
-                        "a stream name is 1-128 characters of letters, digits, '_', '-', '.'",
-                    ));
+                    return Err(EndpointError::new(input, "a stream name is 1-128 characters of letters, digits, '_', '-', '.'"));
                 }
                 Ok(Endpoint::Kinesis(name.to_string()))
             }
             "firehose" => {
                 let name = rest.strip_prefix("//").unwrap_or(rest);
                 if !valid_aws_name(name, 64) {
-                    return Err(EndpointError::new(
-                        input,
-                        "a delivery stream name is 1-64 characters of letters, digits, '_', '-', '.'",
-                    ));
+                    return Err(EndpointError::new(input, "a delivery stream name is 1-64 characters of letters, digits, '_', '-', '.'"));
                 }
                 Ok(Endpoint::Firehose(name.to_string()))
             }
@@ -119,17 +105,12 @@ impl FromStr for Endpoint {
                 let name = rest.strip_prefix("//").unwrap_or(rest);
                 let base = name.strip_suffix(".fifo").unwrap_or(name);
                 if !valid_aws_name(base, 80) || base.contains('.') {
-                    return Err(EndpointError::new(
-                        input,
-                        "a queue is a name of 1-80 letters, digits, '_', '-' (optionally ending in .fifo) or a queue URL",
-                    ));
+                    return Err(EndpointError::new(input, "a queue is a name of 1-80 letters, digits, '_', '-' (optionally ending in .fifo) or a queue URL"));
                 }
                 Ok(wrap(name.to_string()))
             }
             "s3" | "s3a" | "s3n" => Err(EndpointError::new(input, "S3 locations are written s3://bucket/prefix")),
-            other if other.len() > 1 && other.bytes().all(|b| b.is_ascii_alphanumeric()) => {
-                Err(EndpointError::new(input, format!("unknown scheme {other:?}")))
-            }
+            other if other.len() > 1 && other.bytes().all(|b| b.is_ascii_alphanumeric()) => Err(EndpointError::new(input, format!("unknown scheme {other:?}"))),
             _ => Ok(Endpoint::Local(PathBuf::from(trimmed))),
         }
     }
@@ -169,10 +150,7 @@ mod tests {
         let url = "https://sqs.us-east-1.amazonaws.com/123456789012/orders";
         assert_eq!(parse(&format!("sqs:{url}")).unwrap(), Endpoint::Sqs(url.into()));
         assert_eq!(parse("firehose:raw_sales").unwrap(), Endpoint::Firehose("raw_sales".into()));
-        assert_eq!(
-            parse("s3://my-lake/warehouse/sales/").unwrap(),
-            Endpoint::S3 { bucket: "my-lake".into(), prefix: "warehouse/sales".into() }
-        );
+        assert_eq!(parse("s3://my-lake/warehouse/sales/").unwrap(), Endpoint::S3 { bucket: "my-lake".into(), prefix: "warehouse/sales".into() });
         assert_eq!(parse("s3://my-lake").unwrap(), Endpoint::S3 { bucket: "my-lake".into(), prefix: String::new() });
         assert_eq!(parse("./lake").unwrap(), Endpoint::Local("./lake".into()));
         assert_eq!(parse("/tmp/lake").unwrap(), Endpoint::Local("/tmp/lake".into()));

@@ -127,10 +127,7 @@ impl Flattener<'_> {
     fn flatten_into(&mut self, row: &mut Row, prefix: &str, object: &Map<String, Value>, depth: usize) -> Result<(), FlattenError> {
         for (key, value) in object {
             let name = self.name(prefix, key);
-            let on_explode_path = self
-                .explode_path
-                .as_ref()
-                .is_some_and(|path| depth < path.len() && path[depth] == key.as_str());
+            let on_explode_path = self.explode_path.as_ref().is_some_and(|path| depth < path.len() && path[depth] == key.as_str());
             let is_explode_target = on_explode_path && self.explode_path.as_ref().is_some_and(|p| depth + 1 == p.len());
             match value {
                 _ if is_explode_target => match value {
@@ -167,7 +164,8 @@ mod tests {
 
     #[test]
     fn nested_objects_become_prefixed_columns() {
-        let rows = flatten_record(&json!({"id": 1, "customer": {"name": "A", "address": {"city": "X"}}, "tags": ["a", "b"]}), &FlattenOptions::default()).unwrap();
+        let rows =
+            flatten_record(&json!({"id": 1, "customer": {"name": "A", "address": {"city": "X"}}, "tags": ["a", "b"]}), &FlattenOptions::default()).unwrap();
         assert_eq!(rows, vec![json!({"id": 1, "customer_name": "A", "customer_address_city": "X", "tags": "[\"a\",\"b\"]"}).as_object().unwrap().clone()]);
     }
 
@@ -200,7 +198,9 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         assert_eq!(flatten_record(&json!([1]), &FlattenOptions::default()), Err(FlattenError::NotAnObject { found: "an array" }));
-        assert!(matches!(flatten_record(&json!({"a_b": 1, "a": {"b": 2}}), &FlattenOptions::default()), Err(FlattenError::Collision { column }) if column == "a_b"));
+        assert!(
+            matches!(flatten_record(&json!({"a_b": 1, "a": {"b": 2}}), &FlattenOptions::default()), Err(FlattenError::Collision { column }) if column == "a_b")
+        );
         assert!(matches!(flatten_record(&json!({"p": 5}), &explode("p")), Err(FlattenError::NotAnArray { .. })));
         assert!(matches!(flatten_record(&json!({"products_x": 1, "products": [{"x": 2}]}), &explode("products")), Err(FlattenError::Collision { .. })));
     }

@@ -52,13 +52,7 @@ impl ColumnType {
     /// all-null) is kept as a string rather than lost.
     pub fn from_arrow(data_type: &DataType) -> ColumnType {
         match data_type {
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32 => ColumnType::Int64,
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => ColumnType::Int64,
             DataType::UInt64 | DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
             DataType::Decimal128(..) | DataType::Decimal256(..) => ColumnType::Float64,
             DataType::Boolean => ColumnType::Boolean,
@@ -164,22 +158,13 @@ impl TableSchema {
             schema
                 .fields()
                 .iter()
-                .map(|f| Column {
-                    name: f.name().clone(),
-                    column_type: ColumnType::from_arrow(f.data_type()),
-                    nullable: f.is_nullable(),
-                })
+                .map(|f| Column { name: f.name().clone(), column_type: ColumnType::from_arrow(f.data_type()), nullable: f.is_nullable() })
                 .collect(),
         )
     }
 
     pub fn to_arrow(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.fields
-                .iter()
-                .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
-                .collect::<Vec<_>>(),
-        ))
+        Arc::new(Schema::new(self.fields.iter().map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable)).collect::<Vec<_>>()))
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -188,8 +173,7 @@ impl TableSchema {
 
     pub fn read_file(path: &Path) -> Result<TableSchema, SchemaError> {
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: path.into(), source })?;
-        let schema: TableSchema =
-            serde_json::from_str(&text).map_err(|source| SchemaError::Parse { path: path.into(), source })?;
+        let schema: TableSchema = serde_json::from_str(&text).map_err(|source| SchemaError::Parse { path: path.into(), source })?;
         schema.validate()?;
         Ok(schema)
     }
@@ -262,9 +246,7 @@ pub fn infer_csv_schema<'a>(
 
 /// Infers a schema from sample JSON rows (already flattened), with Arrow's JSON inference.
 /// Columns are ordered by first appearance, which Arrow's inference does not guarantee.
-pub fn infer_json_schema<'a>(
-    rows: impl IntoIterator<Item = &'a serde_json::Map<String, serde_json::Value>>,
-) -> Result<TableSchema, SchemaError> {
+pub fn infer_json_schema<'a>(rows: impl IntoIterator<Item = &'a serde_json::Map<String, serde_json::Value>>) -> Result<TableSchema, SchemaError> {
     let rows: Vec<serde_json::Value> = rows.into_iter().map(|m| serde_json::Value::Object(m.clone())).collect();
     let inferred = arrow::json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))?;
     let mut order: Vec<&str> = Vec::new();
@@ -312,12 +294,7 @@ mod tests {
 
     #[test]
     fn null_tokens_do_not_decide_types_and_all_kinds_are_found() {
-        let (header, rows) = records(&[
-            "n,x,flag,at,note",
-            "1,NA,true,2024-01-02 03:04:05,hello",
-            ",2.5,false,2024-01-02T03:04:05.123,NULL",
-            "NA,3,TRUE,,x",
-        ]);
+        let (header, rows) = records(&["n,x,flag,at,note", "1,NA,true,2024-01-02 03:04:05,hello", ",2.5,false,2024-01-02T03:04:05.123,NULL", "NA,3,TRUE,,x"]);
         let schema = infer_csv_schema(&header, &rows, &NullTokens::default()).unwrap();
         let types: Vec<_> = schema.fields.iter().map(|c| c.column_type).collect();
         use ColumnType::*;
@@ -351,10 +328,8 @@ mod tests {
 
     #[test]
     fn json_inference_keeps_first_appearance_order() {
-        let rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![
-            serde_json::from_str(r#"{"b": 1, "a": "x"}"#).unwrap(),
-            serde_json::from_str(r#"{"a": "y", "c": 2.5, "b": 2}"#).unwrap(),
-        ];
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+            vec![serde_json::from_str(r#"{"b": 1, "a": "x"}"#).unwrap(), serde_json::from_str(r#"{"a": "y", "c": 2.5, "b": 2}"#).unwrap()];
         let schema = infer_json_schema(&rows).unwrap();
         let names: Vec<_> = schema.fields.iter().map(|c| (c.name.as_str(), c.column_type)).collect();
         assert_eq!(names, vec![("b", ColumnType::Int64), ("a", ColumnType::String), ("c", ColumnType::Float64)]);

@@ -39,9 +39,7 @@ impl FromStr for EventTimeFormat {
             "epoch_s" => Ok(EventTimeFormat::EpochSeconds),
             "epoch_ms" => Ok(EventTimeFormat::EpochMillis),
             pattern if pattern.contains('%') => Ok(EventTimeFormat::Pattern(pattern.to_string())),
-            other => Err(format!(
-                "unknown event time format {other:?}: use rfc3339, epoch_s, epoch_ms or a strftime pattern like %Y/%m/%d %H:%M"
-            )),
+            other => Err(format!("unknown event time format {other:?}: use rfc3339, epoch_s, epoch_ms or a strftime pattern like %Y/%m/%d %H:%M")),
         }
     }
 }
@@ -111,9 +109,8 @@ fn parse_plain_utc(text: &str) -> Option<i64> {
     if !(b.len() == 10 || (b.len() == 19 && (b[10] == b' ' || b[10] == b'T'))) {
         return None;
     }
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        b[range].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
+    let digits =
+        |range: std::ops::Range<usize>| -> Option<u32> { b[range].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))) };
     if b[4] != b'-' || b[7] != b'-' {
         return None;
     }
@@ -155,7 +152,13 @@ mod tests {
     fn the_fast_path_agrees_with_chrono() {
         for text in ["2025-03-19", "2025-03-19 10:00:00", "2025-03-19T23:59:59", "2024-02-29 00:00:01", "1970-01-01"] {
             let fast = parse_plain_utc(text).unwrap();
-            let pattern = if text.len() == 10 { "%Y-%m-%d" } else if text.contains('T') { "%Y-%m-%dT%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" };
+            let pattern = if text.len() == 10 {
+                "%Y-%m-%d"
+            } else if text.contains('T') {
+                "%Y-%m-%dT%H:%M:%S"
+            } else {
+                "%Y-%m-%d %H:%M:%S"
+            };
             let slow = if text.len() == 10 {
                 NaiveDate::parse_from_str(text, pattern).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
             } else {

@@ -50,7 +50,8 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files } = prepared;
     // Files are independent: encoded on every core (rayon's pool, which decoding shares).
-    let encoded: Vec<_> = files.par_iter().map(|(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)).collect();
+    let encoded: Vec<_> =
+        files.par_iter().map(|(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)).collect();
     let encoded_at = started.elapsed();
     // The files are stored PARALLEL_PUTS at a time: S3 round trips (and local fsyncs) overlap.
     let _runtime = context.runtime.enter();

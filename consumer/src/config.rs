@@ -378,7 +378,9 @@ impl RunArgs {
             other => return Err(bad(format!("--from {other}: a consumer reads log:PATH, kinesis:STREAM, sqs:QUEUE or sqs+s3:QUEUE"))),
         };
         if self.explode.is_some() && !matches!(&source, SourceConfig::Sqs(o) if o.files.is_some()) {
-            return Err(bad("--explode applies to files read from sqs+s3:QUEUE; events from other sources are already flat (the producer flattens them)".into()));
+            return Err(bad(
+                "--explode applies to files read from sqs+s3:QUEUE; events from other sources are already flat (the producer flattens them)".into()
+            ));
         }
         let lake = parse_lake(&self.lake)?;
         let archive = self.archive.as_deref().map(parse_lake).transpose().map_err(|e| ConfigError(e.0.replace("--lake", "--archive")))?;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch, RecordBatchOptions, StringArray};
 use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::json::reader::Decoder as JsonDecoder;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::{ReaderBuilder, StructMode};
 use kappa_common::event::EVENT_ID_FIELD;
 use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
@@ -399,7 +399,8 @@ mod tests {
     #[test]
     fn fast_path_types_values_and_keeps_identity() {
         let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64), ("d", ColumnType::Date), ("s", ColumnType::String)]), 1);
-        let events: Vec<&[u8]> = vec![br#"{"_kappa_id":"a:0:0","n":1,"d":"2025-03-19","s":"x"}"#, br#"{"_kappa_id":"a:0:1","n":null,"d":"2025-03-20","s":"y"}"#];
+        let events: Vec<&[u8]> =
+            vec![br#"{"_kappa_id":"a:0:0","n":1,"d":"2025-03-19","s":"x"}"#, br#"{"_kappa_id":"a:0:1","n":null,"d":"2025-03-20","s":"y"}"#];
         let (decoded, evolved) = decoder.decode(&events);
         assert!(!evolved);
         assert_eq!(decoded.batch.num_rows(), 2);
@@ -466,7 +467,11 @@ mod tests {
         let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String), ("b", ColumnType::Boolean), ("f", ColumnType::Float64)]);
         // The plain form, restated as arrays: any member order, absent members, escapes.
         let plain: Vec<Vec<&[u8]>> = vec![
-            vec![br#"{"_kappa_id":"f:0:0","s":"a\"b","n":1}"#, br#"{"_kappa_id":"f:0:1","b":true,"f":2.5}"#, br#"{"_kappa_id":"f:0:2","s":"\\","f":-1e3,"n":null,"b":false}"#],
+            vec![
+                br#"{"_kappa_id":"f:0:0","s":"a\"b","n":1}"#,
+                br#"{"_kappa_id":"f:0:1","b":true,"f":2.5}"#,
+                br#"{"_kappa_id":"f:0:2","s":"\\","f":-1e3,"n":null,"b":false}"#,
+            ],
             vec![br#"{"_kappa_id":"f:0:0","s":"\u00e9\n","n":-0}"#, br#"{"_kappa_id":"f:0:1","f":7}"#],
         ];
         let others: Vec<Vec<&[u8]>> = vec![
@@ -495,7 +500,11 @@ mod tests {
             assert!(decode_positional(&decoder.data, &decoder.keys, payloads, &members_at).is_some(), "{payloads:?} is in the plain form");
         }
         for payloads in plain.into_iter().chain(others) {
-            let events: Vec<SourceEvent> = payloads.iter().enumerate().map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
+            let events: Vec<SourceEvent> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) })
+                .collect();
             let mut decoder = Decoder::new(table.clone(), 1);
             let mut pieces = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).into_pieces();
             assert_eq!(pieces.len(), 1, "one shard, one piece");
@@ -525,13 +534,24 @@ mod tests {
             (1, br#"{"_kappa_id":"f:0:3","n":"x"}"#),
             (0, br#"{"_kappa_id":"f:0:4","n":5}"#),
         ];
-        let events: Vec<SourceEvent> = shards_and_payloads.iter().enumerate().map(|(i, (shard, p))| SourceEvent { shard: *shard, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) }).collect();
+        let events: Vec<SourceEvent> = shards_and_payloads
+            .iter()
+            .enumerate()
+            .map(|(i, (shard, p))| SourceEvent { shard: *shard, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) })
+            .collect();
         let decoder = Decoder::new(table, 1);
         let predecoded = DecodePlan::new(&decoder, None, Granularity::Day).run(&events);
         assert_eq!(predecoded.version(), 1);
         let pieces = predecoded.into_pieces();
         assert_eq!(pieces.iter().map(|p| p.range.clone()).collect::<Vec<_>>(), vec![0..2, 2..4, 4..5]);
-        let values = |piece: &Piece| piece.rows.as_ref().map(|rows| (rows.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec(), rows.ids.iter().flatten().map(str::to_string).collect::<Vec<_>>()));
+        let values = |piece: &Piece| {
+            piece.rows.as_ref().map(|rows| {
+                (
+                    rows.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec(),
+                    rows.ids.iter().flatten().map(str::to_string).collect::<Vec<_>>(),
+                )
+            })
+        };
         assert_eq!(values(&pieces[0]), Some((vec![1, 2], vec!["f:0:0".to_string(), "f:0:1".to_string()])));
         assert_eq!(values(&pieces[1]), None, "left to the pipeline, which quarantines one event of it");
         assert_eq!(values(&pieces[2]), Some((vec![5], vec!["f:0:4".to_string()])));

@@ -88,7 +88,12 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
     let mut next = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0) + 1;
     loop {
         let generation = format!("gen-{next:06}");
-        let record = GenerationRecord { generation: generation.clone(), created_ms: chrono::Utc::now().timestamp_millis(), origin: origin.to_string(), removed_ms: None };
+        let record = GenerationRecord {
+            generation: generation.clone(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            origin: origin.to_string(),
+            removed_ms: None,
+        };
         let path = format!("{}{generation}.json", generations_prefix(table));
         match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
             Ok(()) => return Ok(generation),

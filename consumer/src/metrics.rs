@@ -35,7 +35,12 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
     metric("commits_total", "counter", "Commits written.", s.commits);
     metric("open_partitions", "gauge", "Partition buffers open.", gauges.open_partitions.load(Relaxed));
     metric("buffered_bytes", "gauge", "Memory held by buffered rows.", gauges.buffered_bytes.load(Relaxed));
-    metric("lag", "gauge", "How far behind the source: events not yet read (log), ms behind latest (Kinesis), visible messages (SQS).", gauges.lag.load(Relaxed));
+    metric(
+        "lag",
+        "gauge",
+        "How far behind the source: events not yet read (log), ms behind latest (Kinesis), visible messages (SQS).",
+        gauges.lag.load(Relaxed),
+    );
     out
 }
 
@@ -49,10 +54,8 @@ pub async fn serve(addr: SocketAddr, stats: Arc<Stats>, gauges: Arc<Gauges>) -> 
             tokio::spawn(async move {
                 let mut request = [0u8; 1024];
                 let _ = socket.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let response =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = socket.write_all(response.as_bytes()).await;
             });
         }

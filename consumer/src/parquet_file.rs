@@ -7,19 +7,19 @@
 
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use bytes::Bytes;
-use arrow::array::ArrayRef;
 use arrow::row::{RowConverter, SortField};
-use rayon::prelude::*;
+use bytes::Bytes;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
-use parquet::errors::ParquetError;
-use parquet::file::writer::SerializedFileWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 
 /// The codec of data files (`--compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,7 +89,9 @@ fn adapt(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::
 /// Encodes `batches` (the table's columns under schema `data` or an older version of it) as one
 /// Parquet file of `schema`.
 pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<(Bytes, u64), ParquetError> {
-    let renamed = |batch: RecordBatch| RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())));
+    let renamed = |batch: RecordBatch| {
+        RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))
+    };
     let adapted = batches.iter().map(|b| adapt(b, data).and_then(renamed)).collect::<Result<Vec<_>, _>>()?;
     let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
     let sample = first_rows(schema, &adapted, DICTIONARY_SAMPLE)?;
@@ -138,13 +140,16 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
             return Err(ParquetError::General("nested columns are not supported".into()));
         }
         let columns: Vec<(usize, ArrowColumnWriter)> = writers.into_iter().enumerate().collect();
-        let chunks: Vec<_> = columns.into_par_iter().map(|(index, mut writer)| {
-            let column = column_rows(&adapted, index, start, length)?;
-            for leaf in compute_leaves(schema.field(index), &column)? {
-                writer.write(&leaf)?;
-            }
-            writer.close()
-        }).collect();
+        let chunks: Vec<_> = columns
+            .into_par_iter()
+            .map(|(index, mut writer)| {
+                let column = column_rows(&adapted, index, start, length)?;
+                for leaf in compute_leaves(schema.field(index), &column)? {
+                    writer.write(&leaf)?;
+                }
+                writer.close()
+            })
+            .collect();
         let mut row_group = file.next_row_group()?;
         for chunk in chunks {
             chunk?.append_to_row_group(&mut row_group)?;
@@ -211,7 +216,10 @@ mod tests {
         let schema = all.schema();
         let whole = encode(std::slice::from_ref(&all), &schema, &schema, Codec::Snappy).unwrap();
         // Column by column, the file is what ArrowWriter makes of all the rows at once.
-        let mut properties = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS)).set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
+        let mut properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
         properties = properties.set_column_dictionary_enabled(ColumnPath::from("id"), false);
         properties = properties.set_column_encoding(ColumnPath::from("id"), Encoding::DELTA_BYTE_ARRAY);
         let mut reference = Vec::new();

@@ -171,7 +171,12 @@ impl Partition {
 /// Each is passed through `then`. The column's type is matched once, not per row (that was
 /// 1.5% of a run).
 fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut then: impl FnMut(i64) -> Result<T, String>) -> Vec<Result<T, String>> {
-    fn per_row<T>(array: &ArrayRef, column: &str, time: impl Fn(usize) -> Result<i64, String>, then: &mut impl FnMut(i64) -> Result<T, String>) -> Vec<Result<T, String>> {
+    fn per_row<T>(
+        array: &ArrayRef,
+        column: &str,
+        time: impl Fn(usize) -> Result<i64, String>,
+        then: &mut impl FnMut(i64) -> Result<T, String>,
+    ) -> Vec<Result<T, String>> {
         let nulls = array.logical_nulls();
         (0..array.len())
             .map(|row| match &nulls {

@@ -178,7 +178,8 @@ mod tests {
     #[test]
     fn strings_pass_whole_with_their_escapes() {
         let keys = keys(&["s", "t"]);
-        for value in [r#""a\"b""#, r#""ends in \\""#, r#""\\""#, r#""\u00e9, \n, \/""#, r#""""#, r#""a long string that spans words, \"quoted\"""#, "\"naïve\""] {
+        for value in [r#""a\"b""#, r#""ends in \\""#, r#""\\""#, r#""\u00e9, \n, \/""#, r#""""#, r#""a long string that spans words, \"quoted\"""#, "\"naïve\""]
+        {
             let event = format!(r#""s":{value},"t":"x"}}"#);
             assert_eq!(restated(&keys, &[&event]), Some(format!(r#"[{value},"x"]"#)), "{value}");
         }
@@ -190,20 +191,20 @@ mod tests {
     fn any_other_shape_is_left_to_the_object_path() {
         let keys = keys(&["n", "s"]);
         for members in [
-            r#""n":1,"n":2}"#,          // a name twice
-            r#""m":1}"#,                // an unknown name
-            r#""\u006e":1}"#,           // a name escaped otherwise
-            r#" "n":1}"#,               // whitespace
+            r#""n":1,"n":2}"#, // a name twice
+            r#""m":1}"#,       // an unknown name
+            r#""\u006e":1}"#,  // a name escaped otherwise
+            r#" "n":1}"#,      // whitespace
             r#""n": 1}"#,
             r#""n":1 }"#,
-            r#""n":1}  "#,              // trailing bytes
+            r#""n":1}  "#, // trailing bytes
             r#""n":1}{"n":2}"#,
             r#""n":1,}"#,
-            r#""n":1"#,                 // cut short
+            r#""n":1"#, // cut short
             r#""n":"#,
-            r#""n":{"a":1}}"#,          // nested
+            r#""n":{"a":1}}"#, // nested
             r#""n":[1,2]}"#,
-            r#""n":truex}"#,            // not a literal or a number
+            r#""n":truex}"#, // not a literal or a number
             r#""n":1a}"#,
             r#""n":nul}"#,
             r#""n":+1}"#,

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kappa_common::schema::infer_json_schema;
 use kappa_common::aws::AwsContext;
+use kappa_common::schema::infer_json_schema;
 use kappa_common::store::{LocalStore, S3Store, Store};
 
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
@@ -95,7 +95,13 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
             Source::Log(LogSource::start(log, &resume)?)
         }
         (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
-            let resume = pipeline.state().resume.iter().map(|(shard, p)| (shard.clone(), p.parse().map_err(|_| SourceError::Position { shard: shard.clone(), position: p.clone() }))).map(|(s, p)| p.map(|p| (s, p))).collect::<Result<_, _>>()?;
+            let resume = pipeline
+                .state()
+                .resume
+                .iter()
+                .map(|(shard, p)| (shard.clone(), p.parse().map_err(|_| SourceError::Position { shard: shard.clone(), position: p.clone() })))
+                .map(|(s, p)| p.map(|p| (s, p)))
+                .collect::<Result<_, _>>()?;
             let client = aws.as_ref().expect("loaded for AWS sources").kinesis();
             Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), resume, *poll_interval, *shard_refresh, None)?)
         }
@@ -199,7 +205,9 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
 pub fn open_store(location: &LakeLocation, aws: Option<&AwsContext>) -> Store {
     match location {
         LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
-        LakeLocation::S3 { bucket, prefix } => Store::S3(S3Store::new(aws.expect("AWS configuration loaded for S3 locations").s3(), bucket.clone(), prefix.clone())),
+        LakeLocation::S3 { bucket, prefix } => {
+            Store::S3(S3Store::new(aws.expect("AWS configuration loaded for S3 locations").s3(), bucket.clone(), prefix.clone()))
+        }
     }
 }
 

@@ -208,7 +208,10 @@ impl Table {
             if commit.format != FORMAT {
                 return Err(TableError::Invalid {
                     table: self.name.clone(),
-                    reason: format!("{} has commit format {}, this kappa-consumer reads format {FORMAT}: write a new table (or lake)", object.path, commit.format),
+                    reason: format!(
+                        "{} has commit format {}, this kappa-consumer reads format {FORMAT}: write a new table (or lake)",
+                        object.path, commit.format
+                    ),
                 });
             }
             if commit.commit != state.last_commit + 1 {

@@ -240,7 +240,9 @@ impl Cli {
             return Err(bad("--input - (standard input) can be given only once"));
         }
         if self.source_id.is_some() && inputs.len() > 1 {
-            return Err(bad("--source-id names one input, but several were given: their rows would share identities; send them in separate runs, or drop --source-id"));
+            return Err(bad(
+                "--source-id names one input, but several were given: their rows would share identities; send them in separate runs, or drop --source-id",
+            ));
         }
         if self.passes == 0 {
             return Err(bad("--loop must be at least 1"));

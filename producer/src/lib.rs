@@ -84,7 +84,11 @@ fn resolve_schema(config: &ProducerConfig, first_csv: &mut Option<CsvInput>) -> 
         InputFormat::Ndjson | InputFormat::Json => {
             if first.path.is_none() {
                 // Standard input cannot be read twice; sample and keep it like CSV does.
-                return Err(InputError::Invalid { input: first.display(), reason: "a JSON schema cannot be inferred from standard input; pass --schema".into() }.into());
+                return Err(InputError::Invalid {
+                    input: first.display(),
+                    reason: "a JSON schema cannot be inferred from standard input; pass --schema".into(),
+                }
+                .into());
             }
             JsonInput::open(first)?.infer_schema(config.infer_rows, &config.flatten)?
         }

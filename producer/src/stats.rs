@@ -140,13 +140,10 @@ impl Summary {
 pub async fn report_progress(stats: std::sync::Arc<Stats>, interval: Duration, expected_rows: Option<u64>) {
     if std::io::stderr().is_terminal() {
         let bar = match expected_rows {
-            Some(total) => indicatif::ProgressBar::new(total).with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
-                    .expect("valid template"),
-            ),
-            None => indicatif::ProgressBar::new_spinner().with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos} rows sent  {per_sec}  {elapsed}").expect("valid template"),
-            ),
+            Some(total) => indicatif::ProgressBar::new(total)
+                .with_style(indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}").expect("valid template")),
+            None => indicatif::ProgressBar::new_spinner()
+                .with_style(indicatif::ProgressStyle::with_template("{spinner} {pos} rows sent  {per_sec}  {elapsed}").expect("valid template")),
         };
         loop {
             bar.set_position(stats.events_sent());

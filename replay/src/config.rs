@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use kappa_common::endpoint::Endpoint;
+use kappa_common::schema::TableSchema;
 use kappa_consumer::config::{ConfigError, LakeLocation, PipelineArgs, parse_lake, validate_table};
 use kappa_consumer::pipeline::PipelineConfig;
-use kappa_common::schema::TableSchema;
 
 /// Rebuilds a lake table from the log into a new generation, verifies it, and switches readers
 /// to it in one atomic step (the Kappa architecture: the lake is a view of the log).

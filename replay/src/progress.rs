@@ -15,9 +15,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(total: Option<u64>, interval: Duration) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| match total {
-            Some(total) => indicatif::ProgressBar::new(total).with_style(
-                indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}").expect("valid template"),
-            ),
+            Some(total) => indicatif::ProgressBar::new(total)
+                .with_style(indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}").expect("valid template")),
             None => indicatif::ProgressBar::new_spinner()
                 .with_style(indicatif::ProgressStyle::with_template("{spinner} {pos} events replayed  {per_sec}  {elapsed}").expect("valid template")),
         });
@@ -30,7 +29,14 @@ impl Progress {
         } else if self.last_line.elapsed() >= self.interval {
             let rate = read as f64 / self.started.elapsed().as_secs_f64();
             let eta = self.total.filter(|_| rate > 0.0).map(|t| format!("{:.0}s", t.saturating_sub(read) as f64 / rate)).unwrap_or_else(|| "?".into());
-            tracing::info!(events_read = read, total = self.total.map_or("?".to_string(), |t| t.to_string()), rows_written = written, rate = format!("{rate:.0}/s"), eta, "replaying");
+            tracing::info!(
+                events_read = read,
+                total = self.total.map_or("?".to_string(), |t| t.to_string()),
+                rows_written = written,
+                rate = format!("{rate:.0}/s"),
+                eta,
+                "replaying"
+            );
             self.last_line = Instant::now();
         }
     }

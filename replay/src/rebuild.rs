@@ -104,7 +104,8 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     if let (ReplaySource::Raw(_), true, Some(live)) = (&config.source, config.switch, &live_state) {
         // A raw replay numbers events itself: a consumer fed by the log or Kinesis could not
         // continue the new generation from its positions.
-        let positioned: Vec<&String> = live.resume.keys().filter(|s| s.as_str() != kappa_consumer::source::sqs::SHARD && s.as_str() != kappa_consumer::source::raw::SHARD).collect();
+        let positioned: Vec<&String> =
+            live.resume.keys().filter(|s| s.as_str() != kappa_consumer::source::sqs::SHARD && s.as_str() != kappa_consumer::source::raw::SHARD).collect();
         if !positioned.is_empty() {
             return Err(ReplayError::Refused(format!(
                 "--switch: the current generation is fed from a positioned source (shards {positioned:?}); a generation rebuilt from raw objects carries no positions for it. Replay from the log or Kinesis instead, or switch by hand after deciding where the consumer resumes"
@@ -128,7 +129,15 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
             // steady traffic is never empty, so "caught up" alone would not end it.
             let until_ms = Some(config.until_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
             let bounds = ReadBounds { start_ms: config.at_ms, until_ms };
-            Some(Source::Kinesis(KinesisSource::start(runtime.handle().clone(), client, stream.clone(), Default::default(), config.poll_interval, Duration::from_secs(5), Some(bounds))?))
+            Some(Source::Kinesis(KinesisSource::start(
+                runtime.handle().clone(),
+                client,
+                stream.clone(),
+                Default::default(),
+                config.poll_interval,
+                Duration::from_secs(5),
+                Some(bounds),
+            )?))
         }
         ReplaySource::Raw(location) => {
             shards = vec![kappa_consumer::source::raw::SHARD.to_string()];
@@ -136,7 +145,8 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
             let last_commits: std::collections::HashMap<String, u64> =
                 runtime.block_on(generation::summaries(&store, &name))?.into_iter().map(|g| (g.record.generation, g.commits)).collect();
             let uncommitted = move |path: &str| {
-                kappa_consumer::archive::commit_of_object(path).is_some_and(|(generation, commit)| last_commits.get(&generation).is_some_and(|last| commit > *last))
+                kappa_consumer::archive::commit_of_object(path)
+                    .is_some_and(|(generation, commit)| last_commits.get(&generation).is_some_and(|last| commit > *last))
             };
             let raw_store = kappa_consumer::run::open_store(location, aws.as_ref());
             Some(Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0, uncommitted)?))
@@ -239,7 +249,11 @@ impl ReplaySummary {
         text.push_str(&match (self.switched, &self.previous) {
             (true, Some(previous)) => format!("  switched           readers moved from {previous} to {}\n", self.generation),
             (true, None) => format!("  switched           {} is the table's first current generation\n", self.generation),
-            (false, _) => format!("  switched           no (current: {}); `kappa-replay switch --generation {}` to switch\n", self.previous.as_deref().unwrap_or("none"), self.generation),
+            (false, _) => format!(
+                "  switched           no (current: {}); `kappa-replay switch --generation {}` to switch\n",
+                self.previous.as_deref().unwrap_or("none"),
+                self.generation
+            ),
         });
         text
     }

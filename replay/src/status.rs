@@ -26,7 +26,13 @@ pub fn status(location: &TableLocation) -> Result<(), ReplayError> {
     for s in &summaries {
         println!(
             "{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} {}",
-            if s.current { "*" } else if s.complete { "" } else { "…" },
+            if s.current {
+                "*"
+            } else if s.complete {
+                ""
+            } else {
+                "…"
+            },
             s.record.generation,
             s.totals.rows,
             s.totals.files,

@@ -45,7 +45,12 @@ async fn read_object(table: &Table, file: &str) -> Result<bytes::Bytes, ReplayEr
     table.store().get(&path).await.map_err(|e| ReplayError::ReadBack(format!("{path}: {e}")))
 }
 
-pub async fn verify(table: &Table, state: &TableState, routed: &BTreeMap<String, u64>, run: &kappa_consumer::stats::Summary) -> Result<VerifyReport, ReplayError> {
+pub async fn verify(
+    table: &Table,
+    state: &TableState,
+    routed: &BTreeMap<String, u64>,
+    run: &kappa_consumer::stats::Summary,
+) -> Result<VerifyReport, ReplayError> {
     let mut in_files: BTreeMap<String, u64> = BTreeMap::new();
     for file in &state.files {
         let data = read_object(table, file).await?;

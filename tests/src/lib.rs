@@ -29,11 +29,7 @@ pub fn seed(relative: &str) -> PathBuf {
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("debug").join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display());
     path
 }
 
@@ -175,10 +171,7 @@ impl FaultProxy {
 
     /// Entry counts of each call of a batch action, in order.
     pub fn entries(&self, action: &str) -> Vec<u64> {
-        self.call("GET", "/_proxy/stats", "")["entries"][action]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_u64().expect("count")).collect())
-            .unwrap_or_default()
+        self.call("GET", "/_proxy/stats", "")["entries"][action].as_array().map(|a| a.iter().map(|v| v.as_u64().expect("count")).collect()).unwrap_or_default()
     }
 
     /// Holds the next `times` calls of `action` for `seconds` before forwarding them.
@@ -260,9 +253,8 @@ impl KinesisLocal {
         ] {
             command.env(format!("{operation}_DURATION"), "0ms");
         }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node for kinesis-local: {e}; install Node.js (Debian: apt-get install nodejs npm)"));
+        let mut child =
+            command.spawn().unwrap_or_else(|e| panic!("cannot start node for kinesis-local: {e}; install Node.js (Debian: apt-get install nodejs npm)"));
         // Listening is not enough: wait until a Kinesis call answers (~1-2 s).
         let ready = wait_until(&mut child, "kinesis-local", Duration::from_secs(60), || Self::list_streams_ok(port));
         if let Err(e) = ready {

@@ -28,10 +28,8 @@ impl BackgroundSync {
         let in_flight = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let (flag, slot) = (in_flight.clone(), failure.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("kappa-log-sync-{shard}"))
-            .spawn(move || run(receiver, flag, slot))
-            .expect("spawn the log sync thread");
+        let thread =
+            std::thread::Builder::new().name(format!("kappa-log-sync-{shard}")).spawn(move || run(receiver, flag, slot)).expect("spawn the log sync thread");
         BackgroundSync { requests: Some(requests), in_flight, failure, thread: Some(thread) }
     }
 

@@ -26,10 +26,7 @@ pub(crate) fn shard_dir(dir: &Path, shard: u32) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LogError::Io { path: path.to_path_buf(), source }
 }
 
 /// Reads the shard count of the log at `dir`.
@@ -38,34 +35,20 @@ pub(crate) fn read(dir: &Path) -> Result<u32, LogError> {
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(LogError::NotALog {
-                path: dir.to_path_buf(),
-            });
+            return Err(LogError::NotALog { path: dir.to_path_buf() });
         }
         Err(e) => return Err(io(&path)(e)),
     };
-    let bad = |reason: String| LogError::BadMetadata {
-        path: path.clone(),
-        reason,
-    };
+    let bad = |reason: String| LogError::BadMetadata { path: path.clone(), reason };
     let meta: Meta = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     if meta.format != FORMAT {
-        return Err(bad(format!(
-            "format is {:?}, expected {FORMAT:?}",
-            meta.format
-        )));
+        return Err(bad(format!("format is {:?}, expected {FORMAT:?}", meta.format)));
     }
     if meta.version != VERSION {
-        return Err(bad(format!(
-            "format version {} is not supported (this build reads version {VERSION})",
-            meta.version
-        )));
+        return Err(bad(format!("format version {} is not supported (this build reads version {VERSION})", meta.version)));
     }
     if meta.shards == 0 || meta.shards > MAX_SHARDS {
-        return Err(bad(format!(
-            "shard count {} outside 1..={MAX_SHARDS}",
-            meta.shards
-        )));
+        return Err(bad(format!("shard count {} outside 1..={MAX_SHARDS}", meta.shards)));
     }
     Ok(meta.shards)
 }
@@ -74,16 +57,11 @@ pub(crate) fn read(dir: &Path) -> Result<u32, LogError> {
 /// complete or not a log at all, and two racing creators cannot both succeed.
 pub(crate) fn create(dir: &Path, shards: u32) -> Result<(), LogError> {
     if shards == 0 || shards > MAX_SHARDS {
-        return Err(LogError::InvalidShardCount {
-            shards,
-            max: MAX_SHARDS,
-        });
+        return Err(LogError::InvalidShardCount { shards, max: MAX_SHARDS });
     }
     let path = dir.join(META_FILE);
     if path.try_exists().map_err(io(&path))? {
-        return Err(LogError::AlreadyExists {
-            path: dir.to_path_buf(),
-        });
+        return Err(LogError::AlreadyExists { path: dir.to_path_buf() });
     }
     fs::create_dir_all(dir).map_err(io(dir))?;
     for shard in 0..shards {
@@ -91,11 +69,7 @@ pub(crate) fn create(dir: &Path, shards: u32) -> Result<(), LogError> {
         fs::create_dir_all(&sd).map_err(io(&sd))?;
     }
     let tmp = dir.join(format!(".{META_FILE}.{}.tmp", std::process::id()));
-    let meta = Meta {
-        format: FORMAT.into(),
-        version: VERSION,
-        shards,
-    };
+    let meta = Meta { format: FORMAT.into(), version: VERSION, shards };
     let mut text = serde_json::to_string_pretty(&meta).expect("plain struct serialises");
     text.push('\n');
     let result = (|| {
@@ -105,9 +79,7 @@ pub(crate) fn create(dir: &Path, shards: u32) -> Result<(), LogError> {
         // A hard link, unlike rename, fails if the target exists: create-if-absent, atomically.
         match fs::hard_link(&tmp, &path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(LogError::AlreadyExists {
-                path: dir.to_path_buf(),
-            }),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(LogError::AlreadyExists { path: dir.to_path_buf() }),
             Err(e) => Err(io(&path)(e)),
         }
     })();
@@ -119,9 +91,7 @@ pub(crate) fn create(dir: &Path, shards: u32) -> Result<(), LogError> {
 /// Makes directory entries (new files, removals) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())

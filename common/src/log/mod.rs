@@ -31,8 +31,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,17 +45,10 @@ pub use writer::{LogWriter, ShardWriter};
 #[non_exhaustive]
 pub enum LogError {
     #[error("I/O error on {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("log corrupt: {} at byte offset {offset}: {reason}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
 
     #[error(
         "shard {shard} already has a writer (lock {} is held, by this or another process); \
@@ -69,11 +62,7 @@ pub enum LogError {
          ask for {existing} (the shard count of a log is fixed when it is created)",
         path.display()
     )]
-    ShardCountMismatch {
-        path: PathBuf,
-        existing: u32,
-        requested: u32,
-    },
+    ShardCountMismatch { path: PathBuf, existing: u32, requested: u32 },
 
     #[error(
         "no log at {} (no log.json there); create it first, e.g. `kappa-producer --create --shards N`",
@@ -94,11 +83,7 @@ pub enum LogError {
     NoSuchShard { shard: u32, shards: u32 },
 
     #[error("record {what} of {len} bytes is too large (at most {max} bytes)")]
-    RecordTooLarge {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
+    RecordTooLarge { what: &'static str, len: usize, max: usize },
 
     #[error(
         "the writer of shard {shard} failed earlier ({cause}) and can no longer be used; \
@@ -131,10 +116,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     /// 128 MiB segments, fsync at most once a second.
     fn default() -> Self {
-        LogConfig {
-            segment_bytes: 128 << 20,
-            fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
-        }
+        LogConfig { segment_bytes: 128 << 20, fsync: FsyncPolicy::Interval(Duration::from_secs(1)) }
     }
 }
 
@@ -240,23 +222,13 @@ impl Log {
             other => other?,
         };
         if log.shard_count() != shards {
-            return Err(LogError::ShardCountMismatch {
-                path: dir.to_path_buf(),
-                existing: log.shard_count(),
-                requested: shards,
-            });
+            return Err(LogError::ShardCountMismatch { path: dir.to_path_buf(), existing: log.shard_count(), requested: shards });
         }
         Ok(log)
     }
 
     fn new(dir: &Path, shards: u32) -> Log {
-        Log {
-            inner: Arc::new(Inner {
-                dir: dir.to_path_buf(),
-                shards,
-                scanned: Mutex::new(HashMap::new()),
-            }),
-        }
+        Log { inner: Arc::new(Inner { dir: dir.to_path_buf(), shards, scanned: Mutex::new(HashMap::new()) }) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -281,9 +253,7 @@ impl Log {
 
     /// Writers for all shards, routing each record by its key.
     pub fn writers(&self, config: &LogConfig) -> Result<LogWriter, LogError> {
-        let writers = (0..self.shard_count())
-            .map(|s| self.writer(s, config))
-            .collect::<Result<_, _>>()?;
+        let writers = (0..self.shard_count()).map(|s| self.writer(s, config)).collect::<Result<_, _>>()?;
         Ok(LogWriter::new(writers))
     }
 
@@ -306,7 +276,14 @@ impl Log {
         // scanned whole again.
         let path = segment::segment_path(&dir, base);
         let file = FileIdentity::of(&path)?;
-        let from = self.inner.scanned.lock().expect("scan cache").get(&shard).filter(|s| s.base == base && s.file.same_file(&file) && file.len >= s.end_off).map_or((0, 0), |s| (s.end_off, s.records));
+        let from = self
+            .inner
+            .scanned
+            .lock()
+            .expect("scan cache")
+            .get(&shard)
+            .filter(|s| s.base == base && s.file.same_file(&file) && file.len >= s.end_off)
+            .map_or((0, 0), |s| (s.end_off, s.records));
         let sum = recovery::scan_segment_from(&path, base, recovery::ScanMode::Live, from.0, from.1)?;
         self.inner.scanned.lock().expect("scan cache").insert(shard, Scanned { base, file, end_off: sum.end_off, records: sum.records });
         Ok(base + sum.records)
@@ -314,10 +291,7 @@ impl Log {
 
     fn shard_dir(&self, shard: u32) -> Result<PathBuf, LogError> {
         if shard >= self.inner.shards {
-            return Err(LogError::NoSuchShard {
-                shard,
-                shards: self.inner.shards,
-            });
+            return Err(LogError::NoSuchShard { shard, shards: self.inner.shards });
         }
         Ok(meta::shard_dir(&self.inner.dir, shard))
     }

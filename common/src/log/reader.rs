@@ -38,23 +38,14 @@ pub struct ShardReader {
 
 impl std::fmt::Debug for ShardReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardReader")
-            .field("shard", &self.shard)
-            .field("dir", &self.dir)
-            .field("position", &self.position())
-            .finish_non_exhaustive()
+        f.debug_struct("ShardReader").field("shard", &self.shard).field("dir", &self.dir).field("position", &self.position()).finish_non_exhaustive()
     }
 }
 
 impl ShardReader {
     pub(crate) fn open(dir: PathBuf, shard: u32, start: StartAt) -> Result<ShardReader, LogError> {
         let bases = list_segments(&dir)?;
-        let at_seq = |n: u64| {
-            (
-                bases.partition_point(|&b| b <= n).saturating_sub(1),
-                Skip::BeforeSeq(n),
-            )
-        };
+        let at_seq = |n: u64| (bases.partition_point(|&b| b <= n).saturating_sub(1), Skip::BeforeSeq(n));
         let (idx, skip) = match start {
             StartAt::Earliest => (0, Skip::Nothing),
             StartAt::AtSequence(n) => at_seq(n),
@@ -63,14 +54,7 @@ impl ShardReader {
             // Read past everything there is now, below.
             StartAt::Latest => (bases.len().saturating_sub(1), Skip::BeforeSeq(u64::MAX)),
         };
-        let mut reader = ShardReader {
-            shard,
-            dir,
-            cursor: None,
-            expected: 0,
-            skip,
-            successor: None,
-        };
+        let mut reader = ShardReader { shard, dir, cursor: None, expected: 0, skip, successor: None };
         if let Some(&base) = bases.get(idx) {
             reader.open_segment(base)?;
         }
@@ -122,7 +106,13 @@ impl ShardReader {
     #[allow(clippy::should_implement_trait)] // fallible and resumable after `None`: not an Iterator
     pub fn next(&mut self) -> Result<Option<Record>, LogError> {
         let shard = self.shard;
-        Ok(self.next_with(|key, payload| (key.to_vec(), payload.to_vec()))?.map(|(seq, arrival_ms, (key, payload))| Record { shard, seq, arrival_ms, key, payload }))
+        Ok(self.next_with(|key, payload| (key.to_vec(), payload.to_vec()))?.map(|(seq, arrival_ms, (key, payload))| Record {
+            shard,
+            seq,
+            arrival_ms,
+            key,
+            payload,
+        }))
     }
 
     /// Like [`next`](Self::next), but appends the payload to `payloads` instead of allocating
@@ -156,10 +146,7 @@ impl ShardReader {
                         return Err(LogError::Corrupt {
                             path: cur.path.clone(),
                             offset: off,
-                            reason: format!(
-                                "sequence number {} where {} was expected",
-                                frame.seq, self.expected
-                            ),
+                            reason: format!("sequence number {} where {} was expected", frame.seq, self.expected),
                         });
                     }
                     self.expected += 1;
@@ -188,27 +175,18 @@ impl ShardReader {
                         continue;
                     };
                     if partial > 0 || off < HEADER_LEN {
-                        let what = if off < HEADER_LEN {
-                            "segment header"
-                        } else {
-                            "frame"
-                        };
+                        let what = if off < HEADER_LEN { "segment header" } else { "frame" };
                         return Err(LogError::Corrupt {
                             path,
                             offset: off,
-                            reason: format!(
-                                "incomplete {what} ({partial} bytes) at the end of a segment that is not the last"
-                            ),
+                            reason: format!("incomplete {what} ({partial} bytes) at the end of a segment that is not the last"),
                         });
                     }
                     if next != self.expected {
                         return Err(LogError::Corrupt {
                             path: segment_path(&self.dir, next),
                             offset: 0,
-                            reason: format!(
-                                "segment starts at sequence number {next} but the previous one ends at {}",
-                                self.expected
-                            ),
+                            reason: format!("segment starts at sequence number {next} but the previous one ends at {}", self.expected),
                         });
                     }
                     self.open_segment(next)?;
@@ -222,15 +200,9 @@ impl ShardReader {
                         cur.reset_to(off)?;
                         continue;
                     }
-                    let corrupt = |reason| LogError::Corrupt {
-                        path: path.clone(),
-                        offset: off,
-                        reason,
-                    };
+                    let corrupt = |reason| LogError::Corrupt { path: path.clone(), offset: off, reason };
                     if self.successor.is_some() || successor(&self.dir, base)?.is_some() {
-                        return Err(corrupt(format!(
-                            "{reason} (in a segment that is not the last)"
-                        )));
+                        return Err(corrupt(format!("{reason} (in a segment that is not the last)")));
                     }
                     match verdict {
                         // Only a crash leaves this at the tail; wait for a writer to repair it.

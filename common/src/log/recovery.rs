@@ -19,10 +19,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::LogError;
-use super::segment::{
-    Decoded, FRAME_PREFIX, HEADER_LEN, MAGIC, SegmentCursor, Step, decode_frame, plausible_len,
-    seq_field,
-};
+use super::segment::{Decoded, FRAME_PREFIX, HEADER_LEN, MAGIC, SegmentCursor, Step, decode_frame, plausible_len, seq_field};
 
 /// Verdict on the bytes from a failed decode to the end of the last segment.
 #[derive(Debug)]
@@ -38,10 +35,7 @@ pub(crate) enum Tail {
 /// could be decoded) to the end of the file. `expected_seq` is the sequence number the frame
 /// at `off` should carry.
 pub(crate) fn classify_tail(path: &Path, off: u64, expected_seq: u64) -> Result<Tail, LogError> {
-    let io_err = |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
     let mut file = File::open(path).map_err(io_err)?;
     file.seek(SeekFrom::Start(off)).map_err(io_err)?;
     // Only reached after a crash or on real damage, so reading the rest into memory is fine.
@@ -67,11 +61,7 @@ fn classify_bytes(rest: &[u8], off: u64, expected_seq: u64) -> Tail {
             // The length itself is garbage: torn only if it points past the end of the file.
             None => {
                 let claimed = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-                if FRAME_PREFIX + claimed > rest.len() {
-                    past_eof(rest, expected_seq)
-                } else {
-                    Tail::Corrupt(reason)
-                }
+                if FRAME_PREFIX + claimed > rest.len() { past_eof(rest, expected_seq) } else { Tail::Corrupt(reason) }
             }
             Some(body) => {
                 if all_zero(&rest[FRAME_PREFIX + body..]) {
@@ -81,26 +71,15 @@ fn classify_bytes(rest: &[u8], off: u64, expected_seq: u64) -> Tail {
                 }
             }
         },
-        Decoded::Frame(f) if f.seq != expected_seq => Tail::Corrupt(format!(
-            "sequence number {} where {expected_seq} was expected",
-            f.seq
-        )),
+        Decoded::Frame(f) if f.seq != expected_seq => Tail::Corrupt(format!("sequence number {} where {expected_seq} was expected", f.seq)),
         Decoded::Frame(_) => Tail::Valid,
     }
 }
 
 fn classify_header(rest: &[u8]) -> Tail {
     let n = rest.len().min(MAGIC.len());
-    let torn = if rest.len() < MAGIC.len() {
-        rest == &MAGIC[..n] || all_zero(rest)
-    } else {
-        all_zero(rest)
-    };
-    if torn {
-        Tail::Torn
-    } else {
-        Tail::Corrupt("not a segment file (bad magic)".into())
-    }
+    let torn = if rest.len() < MAGIC.len() { rest == &MAGIC[..n] || all_zero(rest) } else { all_zero(rest) };
+    if torn { Tail::Torn } else { Tail::Corrupt("not a segment file (bad magic)".into()) }
 }
 
 /// The frame at the start of `rest` claims to run past the end of the file.
@@ -149,51 +128,26 @@ pub(crate) enum ScanMode {
 }
 
 /// Reads a whole segment, checking every CRC and that sequence numbers run on from its name.
-pub(crate) fn scan_segment(
-    path: &Path,
-    base: u64,
-    mode: ScanMode,
-) -> Result<ScanSummary, LogError> {
+pub(crate) fn scan_segment(path: &Path, base: u64, mode: ScanMode) -> Result<ScanSummary, LogError> {
     scan_segment_from(path, base, mode, 0, 0)
 }
 
 /// Like [`scan_segment`], from file offset `end_off` on, where an earlier scan found `records`
 /// whole records ending: what was read once is not read again (the records before it are not
 /// checked again, and `last_arrival` covers only the records after it).
-pub(crate) fn scan_segment_from(
-    path: &Path,
-    base: u64,
-    mode: ScanMode,
-    end_off: u64,
-    records: u64,
-) -> Result<ScanSummary, LogError> {
+pub(crate) fn scan_segment_from(path: &Path, base: u64, mode: ScanMode, end_off: u64, records: u64) -> Result<ScanSummary, LogError> {
     let mut cur = SegmentCursor::open(path.to_path_buf(), base)?;
     if end_off > 0 {
         cur.reset_to(end_off)?;
     }
-    let mut sum = ScanSummary {
-        records,
-        end_off,
-        last_arrival: None,
-        torn_len: None,
-    };
-    let corrupt = |offset, reason| LogError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
+    let mut sum = ScanSummary { records, end_off, last_arrival: None, torn_len: None };
+    let corrupt = |offset, reason| LogError::Corrupt { path: path.to_path_buf(), offset, reason };
     loop {
         let expected = base + sum.records;
         let (off, bad) = match cur.next()? {
             Step::Frame { frame, off } => {
                 if frame.seq != expected {
-                    return Err(corrupt(
-                        off,
-                        format!(
-                            "sequence number {} where {expected} was expected",
-                            frame.seq
-                        ),
-                    ));
+                    return Err(corrupt(off, format!("sequence number {} where {expected} was expected", frame.seq)));
                 }
                 sum.records += 1;
                 sum.end_off = off + frame.len as u64;
@@ -208,26 +162,15 @@ pub(crate) fn scan_segment_from(
                 sum.end_off = off;
                 return Ok(sum);
             }
-            Step::End { off, partial } => (
-                off,
-                format!("{partial} bytes of an incomplete frame at the end"),
-            ),
+            Step::End { off, partial } => (off, format!("{partial} bytes of an incomplete frame at the end")),
             Step::Invalid { off, reason } => (off, reason),
         };
         if mode == ScanMode::NotLast {
-            return Err(corrupt(
-                off,
-                format!("{bad} (in a segment that is not the last)"),
-            ));
+            return Err(corrupt(off, format!("{bad} (in a segment that is not the last)")));
         }
         match classify_tail(path, off, expected)? {
             Tail::Torn => {
-                let len = std::fs::metadata(path)
-                    .map_err(|source| LogError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    })?
-                    .len();
+                let len = std::fs::metadata(path).map_err(|source| LogError::Io { path: path.to_path_buf(), source })?.len();
                 sum.end_off = off;
                 if mode == ScanMode::Recover {
                     sum.torn_len = Some(len.saturating_sub(off));
@@ -237,10 +180,7 @@ pub(crate) fn scan_segment_from(
             // The file changed under a live scan (a writer recovered it): read again.
             Tail::Valid if mode == ScanMode::Live => cur.reset_to(off)?,
             Tail::Valid => {
-                return Err(corrupt(
-                    off,
-                    format!("{bad}, but reads as valid on a second look"),
-                ));
+                return Err(corrupt(off, format!("{bad}, but reads as valid on a second look")));
             }
             Tail::Corrupt(reason) => return Err(corrupt(off, reason)),
         }
@@ -250,10 +190,7 @@ pub(crate) fn scan_segment_from(
 /// Cuts a torn tail found by [`scan_segment`] and makes the cut durable. A segment whose header
 /// was torn is reset to a bare header.
 pub(crate) fn truncate_torn(path: &Path, sum: &ScanSummary) -> Result<(), LogError> {
-    let io_err = |source| LogError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| LogError::Io { path: path.to_path_buf(), source };
     let cut = sum.torn_len.unwrap_or(0);
     tracing::warn!(
         file = %path.display(),

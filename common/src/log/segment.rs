@@ -74,10 +74,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Base sequence numbers of the segments in a shard directory, ascending.
 pub(crate) fn list_segments(shard_dir: &Path) -> Result<Vec<u64>, LogError> {
-    let io_err = |source| LogError::Io {
-        path: shard_dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| LogError::Io { path: shard_dir.to_path_buf(), source };
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(shard_dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -90,13 +87,7 @@ pub(crate) fn list_segments(shard_dir: &Path) -> Result<Vec<u64>, LogError> {
 }
 
 /// Appends one encoded frame to `buf`. Sizes must have been checked by the caller.
-pub(crate) fn encode_frame(
-    buf: &mut Vec<u8>,
-    seq: u64,
-    arrival_ms: i64,
-    key: &[u8],
-    payload: &[u8],
-) {
+pub(crate) fn encode_frame(buf: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &[u8], payload: &[u8]) {
     debug_assert!(key.len() <= MAX_KEY_LEN && payload.len() <= MAX_PAYLOAD_LEN);
     let body_len = FIXED_BODY + key.len() + payload.len();
     let start = buf.len();
@@ -166,10 +157,7 @@ pub(crate) fn decode_frame(b: &[u8]) -> Decoded {
         return Decoded::Incomplete { need: FRAME_PREFIX };
     }
     let Some(body_len) = plausible_len(b) else {
-        return Decoded::Invalid(format!(
-            "frame length {} outside {FIXED_BODY}..={MAX_BODY}",
-            u32_at(b, 0)
-        ));
+        return Decoded::Invalid(format!("frame length {} outside {FIXED_BODY}..={MAX_BODY}", u32_at(b, 0)));
     };
     let total = FRAME_PREFIX + body_len;
     if b.len() < total {
@@ -179,15 +167,11 @@ pub(crate) fn decode_frame(b: &[u8]) -> Decoded {
     let stored = u32_at(b, 4);
     let actual = crc32c(body);
     if stored != actual {
-        return Decoded::Invalid(format!(
-            "crc32c mismatch: stored {stored:#010x}, computed {actual:#010x}"
-        ));
+        return Decoded::Invalid(format!("crc32c mismatch: stored {stored:#010x}, computed {actual:#010x}"));
     }
     let key_len = u16::from_le_bytes([body[16], body[17]]) as usize;
     if key_len > body_len - FIXED_BODY {
-        return Decoded::Invalid(format!(
-            "key length {key_len} exceeds frame body of {body_len} bytes"
-        ));
+        return Decoded::Invalid(format!("key length {key_len} exceeds frame body of {body_len} bytes"));
     }
     let key_start = FRAME_PREFIX + FIXED_BODY;
     Decoded::Frame(FrameInfo {
@@ -229,20 +213,8 @@ pub(crate) struct SegmentCursor {
 
 impl SegmentCursor {
     pub fn open(path: PathBuf, base: u64) -> Result<Self, LogError> {
-        let file = File::open(&path).map_err(|source| LogError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(SegmentCursor {
-            path,
-            base,
-            file,
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-            buf_off: 0,
-            header_ok: false,
-        })
+        let file = File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+        Ok(SegmentCursor { path, base, file, buf: Vec::new(), start: 0, end: 0, buf_off: 0, header_ok: false })
     }
 
     /// Offset of the first byte not yet consumed.
@@ -258,9 +230,7 @@ impl SegmentCursor {
     /// (or 0). Used when returning to a tail that may have changed under us: a recovering
     /// writer may have cut a torn frame and written different bytes in its place.
     pub fn reset_to(&mut self, off: u64) -> Result<(), LogError> {
-        self.file
-            .seek(SeekFrom::Start(off))
-            .map_err(|e| self.io(e))?;
+        self.file.seek(SeekFrom::Start(off)).map_err(|e| self.io(e))?;
         self.start = 0;
         self.end = 0;
         self.buf_off = off;
@@ -269,10 +239,7 @@ impl SegmentCursor {
     }
 
     fn io(&self, source: io::Error) -> LogError {
-        LogError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        LogError::Io { path: self.path.clone(), source }
     }
 
     /// Reads more bytes so that at least `need` unread bytes could fit. `false` at end of file.
@@ -310,18 +277,12 @@ impl SegmentCursor {
             if !self.header_ok {
                 if avail.len() >= MAGIC.len() {
                     if avail[..MAGIC.len()] != MAGIC {
-                        return Ok(Step::Invalid {
-                            off,
-                            reason: "not a segment file (bad magic)".into(),
-                        });
+                        return Ok(Step::Invalid { off, reason: "not a segment file (bad magic)".into() });
                     }
                     self.start += MAGIC.len();
                     self.header_ok = true;
                 } else if !self.fill(MAGIC.len())? {
-                    return Ok(Step::End {
-                        off,
-                        partial: self.end - self.start,
-                    });
+                    return Ok(Step::End { off, partial: self.end - self.start });
                 }
                 continue;
             }
@@ -335,10 +296,7 @@ impl SegmentCursor {
                 }
                 Decoded::Incomplete { need } => {
                     if !self.fill(need)? {
-                        return Ok(Step::End {
-                            off,
-                            partial: self.end - self.start,
-                        });
+                        return Ok(Step::End { off, partial: self.end - self.start });
                     }
                 }
                 Decoded::Invalid(reason) => return Ok(Step::Invalid { off, reason }),

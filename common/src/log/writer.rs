@@ -17,9 +17,7 @@ use std::time::Instant;
 use super::background_sync::BackgroundSync;
 use super::meta::sync_dir;
 use super::recovery::{ScanMode, ScanSummary, scan_segment, truncate_torn};
-use super::segment::{
-    HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, encode_frame, list_segments, segment_path,
-};
+use super::segment::{HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, encode_frame, list_segments, segment_path};
 use super::{FsyncPolicy, LogConfig, LogError, shard_for_key};
 
 /// The buffer is written to the file once it holds this much.
@@ -78,23 +76,14 @@ impl ShardWriter {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|source| LogError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
+            .map_err(|source| LogError::Io { path: lock_path.clone(), source })?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                return Err(LogError::Locked {
-                    shard,
-                    path: lock_path,
-                });
+                return Err(LogError::Locked { shard, path: lock_path });
             }
             Err(TryLockError::Error(source)) => {
-                return Err(LogError::Io {
-                    path: lock_path,
-                    source,
-                });
+                return Err(LogError::Io { path: lock_path, source });
             }
         }
         let background_sync = matches!(config.fsync, FsyncPolicy::Interval(_)).then(|| BackgroundSync::start(shard));
@@ -142,10 +131,7 @@ impl ShardWriter {
                     return Err(LogError::Corrupt {
                         path: path.clone(),
                         offset: 0,
-                        reason: format!(
-                            "segment starts at sequence number {base} but the previous one ends at {}",
-                            prev + p.records
-                        ),
+                        reason: format!("segment starts at sequence number {base} but the previous one ends at {}", prev + p.records),
                     });
                 }
                 p.last_arrival.unwrap_or(i64::MIN)
@@ -155,13 +141,7 @@ impl ShardWriter {
         if sum.end_off >= self.config.segment_bytes && sum.records > 0 {
             return Ok(()); // full: the next append starts a new segment
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|source| LogError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
         // A torn header was replaced by a fresh one.
         let len = sum.end_off.max(HEADER_LEN);
         self.seg = Some(OpenSegment { file, path, len });
@@ -182,18 +162,10 @@ impl ShardWriter {
     pub fn append(&mut self, key: &[u8], payload: &[u8], arrival_ms: i64) -> Result<u64, LogError> {
         self.check()?;
         if key.len() > MAX_KEY_LEN {
-            return Err(LogError::RecordTooLarge {
-                what: "key",
-                len: key.len(),
-                max: MAX_KEY_LEN,
-            });
+            return Err(LogError::RecordTooLarge { what: "key", len: key.len(), max: MAX_KEY_LEN });
         }
         if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(LogError::RecordTooLarge {
-                what: "payload",
-                len: payload.len(),
-                max: MAX_PAYLOAD_LEN,
-            });
+            return Err(LogError::RecordTooLarge { what: "payload", len: payload.len(), max: MAX_PAYLOAD_LEN });
         }
         if self.seg.is_none() {
             self.start_segment()?;
@@ -268,10 +240,7 @@ impl ShardWriter {
     fn check(&self) -> Result<(), LogError> {
         match &self.poisoned {
             None => Ok(()),
-            Some(cause) => Err(LogError::Poisoned {
-                shard: self.shard,
-                cause: cause.clone(),
-            }),
+            Some(cause) => Err(LogError::Poisoned { shard: self.shard, cause: cause.clone() }),
         }
     }
 
@@ -282,20 +251,12 @@ impl ShardWriter {
 
     fn start_segment(&mut self) -> Result<(), LogError> {
         let path = segment_path(&self.dir, self.next_seq);
-        let created = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&MAGIC).map(|()| f));
+        let created = OpenOptions::new().append(true).create_new(true).open(&path).and_then(|mut f| f.write_all(&MAGIC).map(|()| f));
         let file = match created {
             Ok(f) => f,
             Err(source) => return Err(self.fail(LogError::Io { path, source })),
         };
-        self.seg = Some(OpenSegment {
-            file,
-            path,
-            len: MAGIC.len() as u64,
-        });
+        self.seg = Some(OpenSegment { file, path, len: MAGIC.len() as u64 });
         self.dir_dirty = true;
         Ok(())
     }
@@ -313,10 +274,7 @@ impl ShardWriter {
             return Ok(());
         }
         let Some(seg) = self.seg.as_mut() else {
-            return Err(self.fail(LogError::Poisoned {
-                shard: self.shard,
-                cause: "buffer without segment (bug)".into(),
-            }));
+            return Err(self.fail(LogError::Poisoned { shard: self.shard, cause: "buffer without segment (bug)".into() }));
         };
         if let Err(source) = seg.file.write_all(&self.buf) {
             let path = seg.path.clone();
@@ -388,12 +346,7 @@ impl LogWriter {
     }
 
     /// Appends to the key's shard; returns `(shard, seq)`.
-    pub fn append(
-        &mut self,
-        key: &[u8],
-        payload: &[u8],
-        arrival_ms: i64,
-    ) -> Result<(u32, u64), LogError> {
+    pub fn append(&mut self, key: &[u8], payload: &[u8], arrival_ms: i64) -> Result<(u32, u64), LogError> {
         let shard = self.shard_for_key(key);
         let seq = self.writers[shard as usize].append(key, payload, arrival_ms)?;
         Ok((shard, seq))
@@ -418,10 +371,7 @@ impl LogWriter {
         self.sync()
     }
 
-    fn each(
-        &mut self,
-        mut op: impl FnMut(&mut ShardWriter) -> Result<(), LogError>,
-    ) -> Result<(), LogError> {
+    fn each(&mut self, mut op: impl FnMut(&mut ShardWriter) -> Result<(), LogError>) -> Result<(), LogError> {
         let mut first = None;
         for w in &mut self.writers {
             if let Err(e) = op(w) {

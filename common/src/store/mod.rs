@@ -146,10 +146,7 @@ pub mod conformance {
         store.put("t/a/0.bin", Bytes::new()).await.unwrap();
         store.put("tx/other.bin", Bytes::from_static(b"x")).await.unwrap();
         let listed: Vec<(String, u64)> = store.list("t/").await.unwrap().into_iter().map(|o| (o.path, o.size)).collect();
-        assert_eq!(
-            listed,
-            vec![("t/_kappa/c/1.json".into(), 5), ("t/a/0.bin".into(), 0), ("t/a/1.bin".into(), 3), ("t/b/2.bin".into(), 2)]
-        );
+        assert_eq!(listed, vec![("t/_kappa/c/1.json".into(), 5), ("t/a/0.bin".into(), 0), ("t/a/1.bin".into(), 3), ("t/b/2.bin".into(), 2)]);
         assert!(store.list("nothing/").await.unwrap().is_empty());
         // delete
         store.delete("t/a/1.bin").await.unwrap();

@@ -46,14 +46,7 @@ impl S3Store {
         if data.len() > MULTIPART_THRESHOLD {
             return self.put_multipart(&key, data).await;
         }
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| failure(&key, describe_sdk_error(&e)))?;
+        self.client.put_object().bucket(&self.bucket).key(&key).body(ByteStream::from(data)).send().await.map_err(|e| failure(&key, describe_sdk_error(&e)))?;
         Ok(())
     }
 

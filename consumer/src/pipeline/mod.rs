@@ -74,7 +74,6 @@ pub struct PipelineConfig {
     pub flush_together: bool,
 }
 
-
 /// A quarantined event waiting for the next commit.
 #[derive(serde::Serialize)]
 struct QuarantineRecord {
@@ -295,7 +294,8 @@ impl Pipeline {
                         self.quarantine_event(&events[*index], reason.clone());
                     }
                     let origin = decoded.origin;
-                    let partitions = row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
+                    let partitions =
+                        row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
                     (decoded.batch, decoded.ids, origin, partitions)
                 }
             };
@@ -378,7 +378,13 @@ impl Pipeline {
             return; // quarantined by a committed flush before a restart
         }
         self.stats.add_quarantined(1);
-        self.quarantine.push(QuarantineRecord { shard, seq: event.seq.to_string(), arrival_ms: event.arrival_ms, reason, payload: String::from_utf8_lossy(&event.payload).into_owned() });
+        self.quarantine.push(QuarantineRecord {
+            shard,
+            seq: event.seq.to_string(),
+            arrival_ms: event.arrival_ms,
+            reason,
+            payload: String::from_utf8_lossy(&event.payload).into_owned(),
+        });
     }
 
     fn store_schema(&mut self) -> Result<(), PipelineError> {
@@ -431,9 +437,8 @@ impl Pipeline {
         for key in keys {
             self.seal(key);
         }
-        let advanced = self.shards.iter().enumerate().any(|(i, shard)| {
-            self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n))
-        });
+        let advanced =
+            self.shards.iter().enumerate().any(|(i, shard)| self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n)));
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
             self.write_and_commit()?;
         }
@@ -581,10 +586,6 @@ fn file_name_safe(shard: &str) -> String {
 }
 
 fn placeholder_schema() -> TableSchema {
-    TableSchema::new(vec![kappa_common::schema::Column {
-        name: "_placeholder".into(),
-        column_type: kappa_common::schema::ColumnType::String,
-        nullable: true,
-    }])
-    .expect("valid")
+    TableSchema::new(vec![kappa_common::schema::Column { name: "_placeholder".into(), column_type: kappa_common::schema::ColumnType::String, nullable: true }])
+        .expect("valid")
 }

@@ -90,5 +90,4 @@ impl Pipeline {
         }
         Ok(())
     }
-
 }

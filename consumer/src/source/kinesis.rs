@@ -299,7 +299,11 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
 
 /// A shard iterator; `None` when the shard is closed and has nothing more to read (AWS returns
 /// no iterator then).
-async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -> Result<Option<String>, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
+async fn iterator(
+    shared: &Shared,
+    shard: &str,
+    after: Option<SequenceNumber>,
+) -> Result<Option<String>, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
     let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
     let request = match after {
         Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
@@ -313,7 +317,14 @@ async fn iterator(shared: &Shared, shard: &str, after: Option<SequenceNumber>) -
 }
 
 /// Reads one shard to its end (closed shards) or until stopped.
-async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<SequenceNumber>, closed: bool, finished: mpsc::UnboundedSender<(String, Ending)>) {
+async fn read_shard(
+    shared: Shared,
+    shard: String,
+    index: u32,
+    resume: Option<SequenceNumber>,
+    closed: bool,
+    finished: mpsc::UnboundedSender<(String, Ending)>,
+) {
     let mut last = resume;
     let mut backoff = BACKOFF_FIRST;
     let mut failures = 0u32;
@@ -361,10 +372,8 @@ async fn read_shard(shared: Shared, shard: String, index: u32, resume: Option<Se
                             return;
                         }
                     };
-                    let arrival_ms = record
-                        .approximate_arrival_timestamp()
-                        .and_then(|t| t.to_millis().ok())
-                        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+                    let arrival_ms =
+                        record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                     if shared.bounds.and_then(|b| b.until_ms).is_some_and(|until| arrival_ms >= until) {
                         past_until = true;
                         break;

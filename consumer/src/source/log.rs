@@ -49,7 +49,9 @@ impl LogSource {
         for (shard, point) in resume_after.iter().enumerate() {
             starts.push(match point {
                 None => StartAt::Earliest,
-                Some(seq) => StartAt::AfterSequence(seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?),
+                Some(seq) => StartAt::AfterSequence(
+                    seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?,
+                ),
             });
         }
         Self::spawn(log, starts, None)
@@ -146,7 +148,13 @@ struct Bounds {
     until_ms: Option<i64>,
 }
 
-fn read_loop(mut readers: Vec<ShardReader>, bounds: Option<Bounds>, sender: SyncSender<Result<Vec<SourceEvent>, LogError>>, stop: Arc<AtomicBool>, caught_up: Arc<AtomicBool>) {
+fn read_loop(
+    mut readers: Vec<ShardReader>,
+    bounds: Option<Bounds>,
+    sender: SyncSender<Result<Vec<SourceEvent>, LogError>>,
+    stop: Arc<AtomicBool>,
+    caught_up: Arc<AtomicBool>,
+) {
     let mut done = vec![false; readers.len()];
     let mut round_bytes = 0;
     while !stop.load(Ordering::Acquire) {

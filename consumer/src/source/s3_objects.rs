@@ -98,7 +98,8 @@ fn format_of(key: &str) -> Option<ObjectFormat> {
 /// The object's rows as event payloads (JSON objects with their identity), or why it cannot be
 /// read (the caller quarantines the whole object with that reason).
 pub fn events_of_object(object: &ObjectRef, data: &[u8], flatten: &FlattenOptions) -> Result<Vec<Vec<u8>>, String> {
-    let format = format_of(&object.key).ok_or_else(|| format!("s3://{}/{}: unknown file type; name objects .csv, .tsv, .ndjson, .jsonl or .json", object.bucket, object.key))?;
+    let format = format_of(&object.key)
+        .ok_or_else(|| format!("s3://{}/{}: unknown file type; name objects .csv, .tsv, .ndjson, .jsonl or .json", object.bucket, object.key))?;
     let source = format!("{:016x}{:x}", xxhash_rust::xxh3::xxh3_64(data), data.len());
     let rows = match format {
         ObjectFormat::Csv(delimiter) => csv_rows(data, delimiter)?,
@@ -149,10 +150,7 @@ fn csv_rows(data: &[u8], delimiter: u8) -> Result<Vec<serde_json::Map<String, Va
     }
     json.finish().map_err(|e| format!("CSV: {e}"))?;
     let text = json.into_inner();
-    text.split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).map_err(|e| format!("CSV: {e}")))
-        .collect()
+    text.split(|b| *b == b'\n').filter(|line| !line.is_empty()).map(|line| serde_json::from_slice(line).map_err(|e| format!("CSV: {e}"))).collect()
 }
 
 #[cfg(test)]

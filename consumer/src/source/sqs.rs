@@ -369,11 +369,8 @@ enum Parts {
 }
 
 async fn message_parts(shared: &Shared, message: &aws_sdk_sqs::types::Message) -> Parts {
-    let receives: u32 = message
-        .attributes()
-        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+    let receives: u32 =
+        message.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).and_then(|n| n.parse().ok()).unwrap_or(1);
     if !shared.has_redrive && receives > shared.options.max_receives {
         return Parts::Reject(format!("received {receives} times without being committed (more than --max-receives {})", shared.options.max_receives));
     }
@@ -458,7 +455,11 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<(String, String)>) {
                     }
                 }
                 for failed in out.failed() {
-                    tracing::warn!(code = failed.code(), message = failed.message().unwrap_or_default(), "SQS refused a delete; the message will be deleted when it comes back");
+                    tracing::warn!(
+                        code = failed.code(),
+                        message = failed.message().unwrap_or_default(),
+                        "SQS refused a delete; the message will be deleted when it comes back"
+                    );
                 }
                 break;
             }
@@ -512,7 +513,8 @@ async fn heartbeat(shared: Arc<Shared>) {
         if !held.is_empty() {
             change_visibility(&shared, held, timeout.as_secs() as i32).await;
         }
-        let attributes = shared.client.get_queue_attributes().queue_url(&shared.url).attribute_names(QueueAttributeName::ApproximateNumberOfMessages).send().await;
+        let attributes =
+            shared.client.get_queue_attributes().queue_url(&shared.url).attribute_names(QueueAttributeName::ApproximateNumberOfMessages).send().await;
         if let Some(n) = attributes.ok().and_then(|out| out.attributes()?.get(&QueueAttributeName::ApproximateNumberOfMessages)?.parse().ok()) {
             shared.backlog.store(n, Ordering::Relaxed);
         }
@@ -527,11 +529,18 @@ async fn change_visibility_batch(shared: Arc<Shared>, batch: Vec<(String, String
     let mut request = shared.client.change_message_visibility_batch().queue_url(&shared.url);
     for (index, (_, receipt)) in batch.iter().enumerate() {
         request = request.entries(
-            ChangeMessageVisibilityBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).visibility_timeout(seconds).build().expect("id and handle set"),
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(seconds)
+                .build()
+                .expect("id and handle set"),
         );
     }
     match request.send().await {
-        Ok(out) if !out.failed().is_empty() => tracing::warn!(failed = out.failed().len(), "ChangeMessageVisibilityBatch: some messages were not changed (redelivered, or deleted)"),
+        Ok(out) if !out.failed().is_empty() => {
+            tracing::warn!(failed = out.failed().len(), "ChangeMessageVisibilityBatch: some messages were not changed (redelivered, or deleted)")
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!("ChangeMessageVisibilityBatch failed: {}", describe_sdk_error(&e)),
     }

@@ -9,7 +9,7 @@ use std::io::Read;
 
 use kappa_common::schema::{NullTokens, TableSchema, infer_csv_schema};
 
-use super::{Batcher, Event, InputError, InputSpec, Reject, RejectWriter, ReadStop, RowContext, RowOrigin, emit, open_with_head, content_identity};
+use super::{Batcher, Event, InputError, InputSpec, ReadStop, Reject, RejectWriter, RowContext, RowOrigin, content_identity, emit, open_with_head};
 
 pub struct CsvInput {
     name: String,
@@ -26,25 +26,22 @@ impl CsvInput {
         let io = |source| InputError::Io { input: name.clone(), source };
         let (head, reader) = open_with_head(spec).map_err(io)?;
         let identity = content_identity(spec, &head).map_err(|source| InputError::Io { input: name.clone(), source })?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .delimiter(spec.delimiter)
-            .buffer_capacity(1 << 20)
-            .from_reader(reader);
-        let header_record = reader.byte_headers().map_err(|e| InputError::Invalid { input: name.clone(), reason: format!("cannot read the header row: {e}") })?;
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(spec.delimiter).buffer_capacity(1 << 20).from_reader(reader);
+        let header_record =
+            reader.byte_headers().map_err(|e| InputError::Invalid { input: name.clone(), reason: format!("cannot read the header row: {e}") })?;
         let mut header = Vec::with_capacity(header_record.len());
         for (index, cell) in header_record.iter().enumerate() {
-            let cell = std::str::from_utf8(cell).map_err(|_| InputError::Invalid {
-                input: name.clone(),
-                reason: format!("header column {} is not valid UTF-8", index + 1),
-            })?;
+            let cell = std::str::from_utf8(cell)
+                .map_err(|_| InputError::Invalid { input: name.clone(), reason: format!("header column {} is not valid UTF-8", index + 1) })?;
             let cell = cell.trim();
             if cell.is_empty() {
                 return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {} is empty; every column needs a name", index + 1) });
             }
             if cell == kappa_common::event::EVENT_ID_FIELD {
-                return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {cell:?} is reserved for the event identity; rename the column") });
+                return Err(InputError::Invalid {
+                    input: name.clone(),
+                    reason: format!("header column {cell:?} is reserved for the event identity; rename the column"),
+                });
             }
             if header.iter().any(|h| h == cell) {
                 return Err(InputError::Invalid { input: name.clone(), reason: format!("header names column {cell:?} twice; column names must be unique") });
@@ -90,13 +87,19 @@ impl CsvInput {
         }
         let key_position = context.partition_key.as_ref().map(|k| self.header.iter().position(|h| h == k));
         if let Some(None) = key_position {
-            return Err(InputError::Invalid { input: self.name.clone(), reason: format!("--partition-key column {:?} is not in the header", context.partition_key.as_deref().unwrap_or_default()) }.into());
+            return Err(InputError::Invalid {
+                input: self.name.clone(),
+                reason: format!("--partition-key column {:?} is not in the header", context.partition_key.as_deref().unwrap_or_default()),
+            }
+            .into());
         }
         let time_position = match &context.event_time {
-            Some((column, _)) => Some(self.header.iter().position(|h| h == column).ok_or_else(|| InputError::Invalid {
-                input: self.name.clone(),
-                reason: format!("--event-time column {column:?} is not in the header"),
-            })?),
+            Some((column, _)) => Some(
+                self.header
+                    .iter()
+                    .position(|h| h == column)
+                    .ok_or_else(|| InputError::Invalid { input: self.name.clone(), reason: format!("--event-time column {column:?} is not in the header") })?,
+            ),
             None => None,
         };
 
@@ -144,7 +147,8 @@ fn encode_record(
     context: &RowContext,
     out: &mut Vec<u8>,
 ) -> (Result<Event, Reject>, csv::ByteRecord) {
-    let reject = |record: &csv::ByteRecord, reason: String| Reject { input: input.name.clone(), line: origin.line, row: origin.row, reason, raw: raw_line(record) };
+    let reject =
+        |record: &csv::ByteRecord, reason: String| Reject { input: input.name.clone(), line: origin.line, row: origin.row, reason, raw: raw_line(record) };
     if record.len() != input.header.len() {
         let reason = format!("ragged row: expected {} fields, found {}", input.header.len(), record.len());
         return (Err(reject(&record, reason)), record);
@@ -163,13 +167,17 @@ fn encode_record(
     (result.map_err(|reason| reject(&record, reason)), record)
 }
 
-fn encode_text(input: &CsvInput, text: &csv::StringRecord, columns: &Columns<'_>, origin: RowOrigin, context: &RowContext, out: &mut Vec<u8>) -> Result<Event, String> {
+fn encode_text(
+    input: &CsvInput,
+    text: &csv::StringRecord,
+    columns: &Columns<'_>,
+    origin: RowOrigin,
+    context: &RowContext,
+    out: &mut Vec<u8>,
+) -> Result<Event, String> {
     let id = context.event_id(&input.identity, origin);
     let extra_cells: Vec<(&str, &str)> = columns.extra.iter().map(|i| (input.header[*i].as_str(), &text[*i])).collect();
-    context
-        .encoder
-        .encode_text_row(&id, columns.positions.iter().map(|p| p.map(|i| &text[i])), &extra_cells, out)
-        .map_err(|e| e.to_string())?;
+    context.encoder.encode_text_row(&id, columns.positions.iter().map(|p| p.map(|i| &text[i])), &extra_cells, out).map_err(|e| e.to_string())?;
     let event_time_ms = match (columns.time, &context.event_time) {
         (Some(i), Some((column, parser))) => Some(parser.parse(&text[i]).map_err(|e| format!("--event-time column {column:?}: {e}"))?),
         _ => None,

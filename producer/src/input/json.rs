@@ -11,7 +11,9 @@ use kappa_common::flatten::{FlattenOptions, Row, flatten_record};
 use kappa_common::schema::{TableSchema, infer_json_schema};
 use serde_json::Value;
 
-use super::{Batcher, Event, InputError, InputFormat, InputSpec, ReadStop, Reject, RejectWriter, RowContext, RowOrigin, content_identity, emit, open_with_head};
+use super::{
+    Batcher, Event, InputError, InputFormat, InputSpec, ReadStop, Reject, RejectWriter, RowContext, RowOrigin, content_identity, emit, open_with_head,
+};
 
 /// One input record before flattening: its line (NDJSON) or index (JSON array), and the
 /// parsed value or why it did not parse.
@@ -75,7 +77,10 @@ impl JsonInput {
             self.buffered.push_back(record);
         }
         if sample.is_empty() {
-            return Err(InputError::Invalid { input: self.name.clone(), reason: "no valid JSON object in the first records to infer a schema from; pass --schema".into() });
+            return Err(InputError::Invalid {
+                input: self.name.clone(),
+                reason: "no valid JSON object in the first records to infer a schema from; pass --schema".into(),
+            });
         }
         infer_json_schema(&sample).map_err(|e| InputError::Invalid { input: self.name.clone(), reason: e.to_string() })
     }

@@ -71,7 +71,6 @@ impl InputSpec {
             None => Box::new(std::io::stdin()),
         })
     }
-
 }
 
 /// How much of an input is read ahead (for sampling, and for the identity of standard input).
@@ -292,12 +291,7 @@ impl From<rejects::RejectError> for ReadStop {
 }
 
 /// Shared by the CSV and JSON readers: an encoded row becomes an event, or a reject.
-pub fn emit(
-    context: &RowContext,
-    batcher: &mut Batcher,
-    rejects: &RejectWriter,
-    encoded: Result<Event, Reject>,
-) -> Result<(), ReadStop> {
+pub fn emit(context: &RowContext, batcher: &mut Batcher, rejects: &RejectWriter, encoded: Result<Event, Reject>) -> Result<(), ReadStop> {
     context.stats.add_rows_read(1);
     match encoded {
         Ok(event) => batcher.push(event)?,

@@ -64,17 +64,14 @@ impl FirehoseSink {
         self.batch_bytes = 0;
         let (client, stream, stats) = (&self.client, &self.stream, &self.context.stats);
         send_with_retries(&self.name, &self.context, batch, |events: &[Event]| {
-            let records: Vec<Record> =
-                events.iter().map(|e| Record::builder().data(Blob::new(e.payload.clone())).build().expect("data is set")).collect();
+            let records: Vec<Record> = events.iter().map(|e| Record::builder().data(Blob::new(e.payload.clone())).build().expect("data is set")).collect();
             let request = client.put_record_batch().delivery_stream_name(stream).set_records(Some(records));
             stats.add_request("PutRecordBatch");
             async move {
                 match request.send().await {
-                    Ok(output) => Ok(output
-                        .request_responses
-                        .into_iter()
-                        .map(|r| r.error_code.map(|code| (code, r.error_message.unwrap_or_default())))
-                        .collect()),
+                    Ok(output) => {
+                        Ok(output.request_responses.into_iter().map(|r| r.error_code.map(|code| (code, r.error_message.unwrap_or_default()))).collect())
+                    }
                     Err(err) => Err((classify(&err), describe_sdk_error(&err))),
                 }
             }

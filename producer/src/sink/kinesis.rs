@@ -67,22 +67,14 @@ impl KinesisSink {
             let entries: Vec<PutRecordsRequestEntry> = events
                 .iter()
                 .map(|e| {
-                    PutRecordsRequestEntry::builder()
-                        .data(Blob::new(e.payload.clone()))
-                        .partition_key(e.key.clone())
-                        .build()
-                        .expect("data and key are set")
+                    PutRecordsRequestEntry::builder().data(Blob::new(e.payload.clone())).partition_key(e.key.clone()).build().expect("data and key are set")
                 })
                 .collect();
             let request = client.put_records().stream_name(stream).set_records(Some(entries));
             stats.add_request("PutRecords");
             async move {
                 match request.send().await {
-                    Ok(output) => Ok(output
-                        .records
-                        .into_iter()
-                        .map(|r| r.error_code.map(|code| (code, r.error_message.unwrap_or_default())))
-                        .collect()),
+                    Ok(output) => Ok(output.records.into_iter().map(|r| r.error_code.map(|code| (code, r.error_message.unwrap_or_default()))).collect()),
                     Err(err) => Err((classify(&err), describe_sdk_error(&err))),
                 }
             }

@@ -48,13 +48,7 @@ impl SinkContext {
     /// Quarantines an event the sink cannot deliver.
     pub fn undeliverable(&self, sink: &str, event: &Event, reason: String) -> Result<(), SinkError> {
         self.stats.add_undelivered(1);
-        let reject = Reject {
-            input: sink.to_string(),
-            line: 0,
-            row: 0,
-            reason,
-            raw: String::from_utf8_lossy(&event.payload).into_owned(),
-        };
+        let reject = Reject { input: sink.to_string(), line: 0, row: 0, reason, raw: String::from_utf8_lossy(&event.payload).into_owned() };
         self.rejects.write(&reject, &self.stats)?;
         Ok(())
     }
@@ -90,20 +84,14 @@ impl Sink {
     /// Opens (and with `--create`, creates) the destination. Fails here, before any row is
     /// read, when the destination is missing or unreachable.
     pub async fn open(endpoint: &Endpoint, aws: Option<&AwsContext>, options: &SinkOptions, context: SinkContext) -> Result<Sink, SinkError> {
-        let aws_needed = |service: &'static str| SinkError::Aws {
-            service,
-            target: endpoint.to_string(),
-            message: "AWS configuration was not loaded".into(),
-        };
+        let aws_needed = |service: &'static str| SinkError::Aws { service, target: endpoint.to_string(), message: "AWS configuration was not loaded".into() };
         Ok(match endpoint {
             Endpoint::Log(path) => Sink::Log(LogSink::open(path, options, context)?),
             Endpoint::Kinesis(name) => {
                 Sink::Kinesis(KinesisSink::open(aws.ok_or_else(|| aws_needed("kinesis"))?.kinesis(), name, &options.create, context).await?)
             }
             Endpoint::Sqs(queue) => Sink::Sqs(SqsSink::open(aws.ok_or_else(|| aws_needed("sqs"))?.sqs(), queue, options, context).await?),
-            Endpoint::Firehose(name) => {
-                Sink::Firehose(FirehoseSink::open(aws.ok_or_else(|| aws_needed("firehose"))?.firehose(), name, context).await?)
-            }
+            Endpoint::Firehose(name) => Sink::Firehose(FirehoseSink::open(aws.ok_or_else(|| aws_needed("firehose"))?.firehose(), name, context).await?),
             other => {
                 return Err(SinkError::Aws {
                     service: "producer",

@@ -69,7 +69,12 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
     assert_eq!((s["quarantined"].as_u64(), s["duplicates_dropped"].as_u64(), s["rows_written"].as_u64()), (Some(5), Some(1), Some(3)));
 
     // A restart re-reads nothing it committed: no new rows, no new quarantine entries.
-    let output = run(kappa("kappa-consumer", None).args(["--from", &format!("log:{}", log_dir.display()), "--lake"]).arg(&lake).args(["--event-time", "at", "--until-idle", "1s"]));
+    let output = run(kappa("kappa-consumer", None).args(["--from", &format!("log:{}", log_dir.display()), "--lake"]).arg(&lake).args([
+        "--event-time",
+        "at",
+        "--until-idle",
+        "1s",
+    ]));
     expect_status(&output, 0);
     assert_eq!(read_lake(&lake.join("events/gen-000001")).len(), 3);
     assert_eq!(std::fs::read_dir(&errors_dir).unwrap().count(), 1);
@@ -111,6 +116,7 @@ fn a_schema_grown_mid_stream_applies_to_every_later_row() {
     let mut versions: Vec<_> = std::fs::read_dir(lake.join("events/_kappa/gen-000001/schema")).unwrap().map(|e| e.unwrap().path()).collect();
     versions.sort();
     let stored: Value = serde_json::from_slice(&std::fs::read(versions.last().unwrap()).unwrap()).unwrap();
-    let types: Vec<(String, String)> = stored["fields"].as_array().unwrap().iter().map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into())).collect();
+    let types: Vec<(String, String)> =
+        stored["fields"].as_array().unwrap().iter().map(|f| (f["name"].as_str().unwrap().into(), f["type"].as_str().unwrap().into())).collect();
     assert_eq!(types, [("id", "int64"), ("amount", "float64"), ("note", "string")].map(|(n, t)| (n.to_string(), t.to_string())));
 }

@@ -14,7 +14,8 @@ use crate::support::{generate_sales_csv, kill_repeatedly, summary};
 const ROWS: u64 = 200_000;
 
 /// Settings where only row counts trigger flushes (deterministic files).
-const DATA_DRIVEN: [&str; 12] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "1000", "--flush-interval", "1h", "--max-memory", "2GiB", "--status-interval", "1s"];
+const DATA_DRIVEN: [&str; 12] =
+    ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "1000", "--flush-interval", "1h", "--max-memory", "2GiB", "--status-interval", "1s"];
 
 fn generate_log(dir: &Path, rows: u64) -> String {
     let csv = generate_sales_csv(dir, rows);

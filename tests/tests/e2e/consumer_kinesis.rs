@@ -139,10 +139,18 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
     let parent = shards.shards().iter().find(|s| s.shard_id() == "shardId-000000000000").unwrap();
     let range = parent.hash_key_range().unwrap();
     let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
-    client.split_shard().stream_name("sales").shard_to_split("shardId-000000000000").new_starting_hash_key((low + (high - low) / 2).to_string()).send().await.unwrap();
+    client
+        .split_shard()
+        .stream_name("sales")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((low + (high - low) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
     wait_active(&client, "sales").await;
     let after = client.list_shards().stream_name("sales").send().await.unwrap();
-    let children: Vec<String> = after.shards().iter().filter(|s| s.parent_shard_id() == Some("shardId-000000000000")).map(|s| s.shard_id().to_string()).collect();
+    let children: Vec<String> =
+        after.shards().iter().filter(|s| s.parent_shard_id() == Some("shardId-000000000000")).map(|s| s.shard_id().to_string()).collect();
     assert_eq!(children.len(), 2, "{after:?}");
     produce(&files[2..]);
 

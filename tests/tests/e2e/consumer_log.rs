@@ -58,7 +58,8 @@ fn until_idle_counts_from_when_the_log_was_read_to_its_end() {
 #[test]
 fn people_by_year_make_one_partition_per_year() {
     let people = seed("people/generated_mock_data.csv");
-    let (_dir, prefix) = produce_and_consume(&["-i".into(), people.display().to_string()], &["--table", "people", "--event-time", "Date", "--partition-by", "year"]);
+    let (_dir, prefix) =
+        produce_and_consume(&["-i".into(), people.display().to_string()], &["--table", "people", "--event-time", "Date", "--partition-by", "year"]);
     let rows = read_lake(&prefix);
     assert_eq!(rows.len(), 1000);
     let years: BTreeSet<String> = read_csv(&people).iter().map(|r| format!("year={}", &r["Date"].as_str().unwrap()[..4])).collect();
@@ -133,7 +134,14 @@ fn metrics_are_served_in_the_prometheus_format() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    for line in ["# TYPE kappa_consumer_events_read_total counter", "kappa_consumer_events_read_total 400", "kappa_consumer_rows_written_total 400", "kappa_consumer_quarantined_total 0", "kappa_consumer_open_partitions 0", "kappa_consumer_lag 0"] {
+    for line in [
+        "# TYPE kappa_consumer_events_read_total counter",
+        "kappa_consumer_events_read_total 400",
+        "kappa_consumer_rows_written_total 400",
+        "kappa_consumer_quarantined_total 0",
+        "kappa_consumer_open_partitions 0",
+        "kappa_consumer_lag 0",
+    ] {
         assert!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
     }
 }

@@ -50,7 +50,10 @@ async fn until_idle_waits_for_a_queue_slow_to_answer_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let summary_path = dir.path().join("summary.json");
-    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(consumer_args("sqs:sales", &lake, "500ms")).args(["--receivers", "4", "--summary-json"]).arg(&summary_path));
+    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint))
+        .args(consumer_args("sqs:sales", &lake, "500ms"))
+        .args(["--receivers", "4", "--summary-json"])
+        .arg(&summary_path));
     expect_status(&output, 0);
     assert_eq!(summary(&summary_path)["events_read"], 400, "{}", String::from_utf8_lossy(&output.stderr));
     assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
@@ -132,7 +135,9 @@ async fn sigkill_during_a_20k_row_sqs_ingest_loses_and_doubles_nothing() {
 /// (S3 itself announces each upload). Returns the queue URL.
 async fn landing_bucket(sqs: &aws_sdk_sqs::Client, s3: &aws_sdk_s3::Client, bucket: &str, queue: &str) -> String {
     let url = create_queue(sqs, queue).await;
-    let arn = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let arn = sqs.get_queue_attributes().queue_url(&url).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes().unwrap()
+        [&QueueAttributeName::QueueArn]
+        .clone();
     s3.create_bucket().bucket(bucket).send().await.unwrap();
     let notify = aws_sdk_s3::types::QueueConfiguration::builder().queue_arn(arn).events(aws_sdk_s3::types::Event::from("s3:ObjectCreated:*")).build().unwrap();
     s3.put_bucket_notification_configuration()

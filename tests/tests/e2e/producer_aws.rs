@@ -113,9 +113,8 @@ async fn sales_to_sqs_one_row_per_message_and_packed() {
     assert_eq!(messages.len(), 400);
     assert_sales_exactly_once(&messages.into_iter().flat_map(|(_, e)| e).collect::<Vec<_>>());
 
-    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint))
-        .args(sales_args())
-        .args(["--to", "sqs:packed", "--create", "--rows-per-message", "100"]));
+    let output =
+        run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args(["--to", "sqs:packed", "--create", "--rows-per-message", "100"]));
     expect_status(&output, 0);
     assert_eq!(emulator.proxy.entries("SendMessageBatch")[40..], [4], "400 rows packed 100 per message: one call of 4 messages");
     let messages = drain_queue(&emulator.moto.endpoint, "packed").await;
@@ -128,9 +127,15 @@ async fn sqs_packing_respects_the_size_limit_and_retries_only_failed_messages() 
     let emulator = emulator();
     emulator.proxy.fail_entries("SendMessageBatch", 2, 1);
     let limit = 16 * 1024;
-    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint))
-        .args(sales_args())
-        .args(["--to", "sqs:small", "--create", "--rows-per-message", "30", "--max-message-bytes", &limit.to_string()]));
+    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args([
+        "--to",
+        "sqs:small",
+        "--create",
+        "--rows-per-message",
+        "30",
+        "--max-message-bytes",
+        &limit.to_string(),
+    ]));
     expect_status(&output, 0);
     let entries = emulator.proxy.entries("SendMessageBatch");
     // The first call's messages at even positions failed and were sent again alone.

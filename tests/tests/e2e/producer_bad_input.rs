@@ -80,10 +80,8 @@ fn max_errors_aborts_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.csv");
     std::fs::write(&input, BAD_CSV).unwrap();
-    let output = run(kappa("kappa-producer", None)
-        .arg("-i")
-        .arg(&input)
-        .args(["--to", &format!("log:{}", dir.path().join("log").display()), "--max-errors", "2"]));
+    let output =
+        run(kappa("kappa-producer", None).arg("-i").arg(&input).args(["--to", &format!("log:{}", dir.path().join("log").display()), "--max-errors", "2"]));
     expect_status(&output, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("more than --max-errors 2"), "{stderr}");
@@ -120,7 +118,12 @@ fn misconfiguration_fails_at_start_with_what_to_change() {
     let output = run(kappa("kappa-producer", None).args(["-i", "nope.csv"]));
     expect_status(&output, 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--input nope.csv: no such file"));
-    let output = run(kappa("kappa-producer", Some("http://127.0.0.1:1")).arg("-i").arg(kappa_tests::seed("people/generated_mock_data.csv")).args(["--to", "kinesis:missing", "--max-attempts", "1"]));
+    let output = run(kappa("kappa-producer", Some("http://127.0.0.1:1")).arg("-i").arg(kappa_tests::seed("people/generated_mock_data.csv")).args([
+        "--to",
+        "kinesis:missing",
+        "--max-attempts",
+        "1",
+    ]));
     expect_status(&output, 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("kinesis missing") && stderr.contains("could not reach the endpoint"), "{stderr}");

@@ -100,10 +100,16 @@ fn people_csv_rate_limit_and_partition_key() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let started = std::time::Instant::now();
-    let output = run(kappa("kappa-producer", None)
-        .arg("-i")
-        .arg(seed("people/generated_mock_data.csv"))
-        .args(["--to", &format!("log:{}", log.display()), "--rate", "500", "--limit", "300", "--partition-key", "Country"]));
+    let output = run(kappa("kappa-producer", None).arg("-i").arg(seed("people/generated_mock_data.csv")).args([
+        "--to",
+        &format!("log:{}", log.display()),
+        "--rate",
+        "500",
+        "--limit",
+        "300",
+        "--partition-key",
+        "Country",
+    ]));
     expect_status(&output, 0);
     let elapsed = started.elapsed();
     // 300 rows at 500/s: the first 50 are a burst, the other 250 take ~0.5 s.

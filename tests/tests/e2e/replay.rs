@@ -66,10 +66,19 @@ fn replaying_the_log_of_a_killed_and_restarted_consumer_writes_the_same_bytes_an
 
     // The live consumer continues the new generation from the replay's positions.
     let more = dir.path().join("more.csv");
-    std::fs::write(&more, std::fs::read_to_string(&csv).unwrap().lines().take(101).collect::<Vec<_>>().join("\n").replace("SALE0001", "SALE0009") + "\n").unwrap();
+    std::fs::write(&more, std::fs::read_to_string(&csv).unwrap().lines().take(101).collect::<Vec<_>>().join("\n").replace("SALE0001", "SALE0009") + "\n")
+        .unwrap();
     produce(&more, &log);
     let consumer_summary = dir.path().join("consumer.json");
-    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s", "--summary-json"]).arg(&consumer_summary)), 0);
+    expect_status(
+        &run(kappa("kappa-consumer", None)
+            .args(["--from", &log, "--lake"])
+            .arg(&lake)
+            .args(DATA_DRIVEN)
+            .args(["--until-idle", "1s", "--summary-json"])
+            .arg(&consumer_summary)),
+        0,
+    );
     assert_eq!(summary(&consumer_summary)["events_read"], 100, "only the new events are read");
     assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 60_100);
 }
@@ -81,11 +90,28 @@ fn replay_by_hour_from_a_lake_built_by_day_keeps_the_rows_and_readers_see_it_aft
     let log = format!("log:{}", dir.path().join("log").display());
     produce(&csv, &log);
     let lake = dir.path().join("lake");
-    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--event-time", "sale_time", "--until-idle", "1s"])), 0);
-    let output = run(kappa("kappa-replay", None)
-        .args(["--from", &log, "--lake"])
-        .arg(&lake)
-        .args(["--table", "sales", "--event-time", "sale_time", "--partition-by", "hour", "--verify", "--compare", "--switch"]));
+    expect_status(
+        &run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args([
+            "--table",
+            "sales",
+            "--event-time",
+            "sale_time",
+            "--until-idle",
+            "1s",
+        ])),
+        0,
+    );
+    let output = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args([
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_time",
+        "--partition-by",
+        "hour",
+        "--verify",
+        "--compare",
+        "--switch",
+    ]));
     expect_status(&output, 0);
     let by_hour = read_lake(&lake.join("sales/gen-000002"));
     assert_eq!(by_hour.len(), 3_000);
@@ -113,11 +139,13 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     let log = format!("log:{}", dir.path().join("log").display());
     produce(&csv, &log);
     let lake = dir.path().join("lake");
-    let consume = || expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"])), 0);
+    let consume =
+        || expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"])), 0);
     consume();
     // More events reach the log: the replay's generation holds 6,000 rows, the current 4,000.
     let more = dir.path().join("more.csv");
-    std::fs::write(&more, std::fs::read_to_string(generate_sales_csv(&dir.path().join("x").tap_mkdir(), 2_000)).unwrap().replace("SALE0001", "SALE0007")).unwrap();
+    std::fs::write(&more, std::fs::read_to_string(generate_sales_csv(&dir.path().join("x").tap_mkdir(), 2_000)).unwrap().replace("SALE0001", "SALE0007"))
+        .unwrap();
     produce(&more, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,8 +202,12 @@ async fn replaying_kinesis_from_trim_horizon_writes_the_live_consumers_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let settings = ["--table", "sales", "--event-time", "sale_date", "--flush-rows", "30", "--flush-interval", "1h", "--poll-interval", "200ms"];
-    expect_status(&run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--until-idle", "2s"])), 0);
-    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--verify", "--compare"]));
+    expect_status(
+        &run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--until-idle", "2s"])),
+        0,
+    );
+    let output =
+        run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", "kinesis:sales", "--lake"]).arg(&lake).args(settings).args(["--verify", "--compare"]));
     expect_status(&output, 0);
     let live = lake_digest(&lake.join("sales/gen-000001"));
     assert!(live.len() > 10, "{live:?}");
@@ -205,10 +237,16 @@ async fn an_sqs_fed_lake_with_an_archive_is_rebuilt_from_the_archive_alone() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     // The archive on S3: what outlives the queue (SQS cannot be read twice).
-    let consumer = run(kappa("kappa-consumer", Some(&moto.endpoint))
-        .args(["--from", "sqs:sales", "--lake"])
-        .arg(&lake)
-        .args(["--table", "sales", "--event-time", "sale_date", "--until-idle", "3s", "--archive", "s3://raw-zone/archive"]));
+    let consumer = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", "sqs:sales", "--lake"]).arg(&lake).args([
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_date",
+        "--until-idle",
+        "3s",
+        "--archive",
+        "s3://raw-zone/archive",
+    ]));
     expect_status(&consumer, 0);
     let archived = s3.list_objects_v2().bucket("raw-zone").prefix("archive/sales/raw/").send().await.unwrap();
     assert!(archived.contents().iter().all(|o| o.key().unwrap().ends_with(".ndjson.zst")) && !archived.contents().is_empty());
@@ -234,10 +272,14 @@ async fn a_prefix_firehose_delivered_is_replayed_into_a_lake() {
     expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "firehose:sales-raw"])), 0);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let output = run(kappa("kappa-replay", Some(&moto.endpoint))
-        .args(["--from", "raw:s3://raw-zone/firehose/sales", "--lake"])
-        .arg(&lake)
-        .args(["--table", "sales", "--event-time", "sale_date", "--verify", "--switch"]));
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", "raw:s3://raw-zone/firehose/sales", "--lake"]).arg(&lake).args([
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_date",
+        "--verify",
+        "--switch",
+    ]));
     expect_status(&output, 0);
     crate::support::assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
     assert_eq!(current_generation(&lake, "sales"), "gen-000001", "the first generation of a new table");
@@ -258,7 +300,14 @@ fn at_timestamp_and_until_bound_the_replay_by_arrival_time() {
     let stamp = between.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let replay = |bound: &str, table: &str| {
         let summary_path = dir.path().join(format!("{table}.json"));
-        expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", table, "--event-time", "sale_date", bound, &stamp, "--summary-json"]).arg(&summary_path)), 0);
+        expect_status(
+            &run(kappa("kappa-replay", None)
+                .args(["--from", &log, "--lake"])
+                .arg(&lake)
+                .args(["--table", table, "--event-time", "sale_date", bound, &stamp, "--summary-json"])
+                .arg(&summary_path)),
+            0,
+        );
         let rows = read_lake(&lake.join(table).join("gen-000001"));
         rows.iter().map(|r| r.partition.clone()).collect::<BTreeSet<_>>()
     };
@@ -289,12 +338,21 @@ fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_th
     expect_status(&output, 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("was switched to gen-000002"), "{}", String::from_utf8_lossy(&output.stderr));
     // A restart continues the new generation; a different layout is refused there.
-    let hourly = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
+    let hourly =
+        run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
     expect_status(&hourly, 1);
     assert!(String::from_utf8_lossy(&hourly.stderr).contains("is partitioned by day on sale_time"), "{}", String::from_utf8_lossy(&hourly.stderr));
     produce(&generate_sales_csv(&dir.path().join("more").tap_mkdir(), 300), &log);
     let summary_path = dir.path().join("restart.json");
-    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s", "--summary-json"]).arg(&summary_path)), 0);
+    expect_status(
+        &run(kappa("kappa-consumer", None)
+            .args(["--from", &log, "--lake"])
+            .arg(&lake)
+            .args(DATA_DRIVEN)
+            .args(["--until-idle", "1s", "--summary-json"])
+            .arg(&summary_path)),
+        0,
+    );
     assert_eq!(summary(&summary_path)["events_read"], 300);
     let rows = read_lake(&lake.join("sales/gen-000002"));
     assert_eq!(rows.len(), 5_300, "every event once in the new generation");

@@ -78,7 +78,10 @@ pub fn assert_sales_lake(rows: &[LakeRow]) {
     for r in rows {
         *per_partition.entry(r.partition.as_str()).or_default() += 1;
     }
-    let expected: BTreeMap<&str, usize> = ["year=2025/month=03/day=19", "year=2025/month=03/day=20", "year=2025/month=03/day=21", "year=2025/month=03/day=22"].into_iter().map(|p| (p, 100)).collect();
+    let expected: BTreeMap<&str, usize> = ["year=2025/month=03/day=19", "year=2025/month=03/day=20", "year=2025/month=03/day=21", "year=2025/month=03/day=22"]
+        .into_iter()
+        .map(|p| (p, 100))
+        .collect();
     assert_eq!(per_partition, expected);
     let by_id: BTreeMap<&str, &LakeRow> = rows.iter().map(|r| (r.row["sale_id"].as_str().unwrap(), r)).collect();
     assert_eq!(by_id.len(), 400, "every sale once");

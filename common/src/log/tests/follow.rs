@@ -11,14 +11,10 @@ fn reader_follows_a_live_writer_across_rotations() {
     assert!(reader.next().unwrap().is_none());
     let writer_log = log.clone();
     let writer = std::thread::spawn(move || {
-        let config = LogConfig {
-            segment_bytes: 8 << 10,
-            fsync: FsyncPolicy::Always,
-        };
+        let config = LogConfig { segment_bytes: 8 << 10, fsync: FsyncPolicy::Always };
         let mut w = writer_log.writer(0, &config).unwrap();
         for i in 0..N {
-            w.append(format!("k{i}").as_bytes(), &payload_for(i), i as i64)
-                .unwrap();
+            w.append(format!("k{i}").as_bytes(), &payload_for(i), i as i64).unwrap();
             if i % 37 == 0 {
                 w.flush().unwrap();
                 std::thread::sleep(Duration::from_micros(300));
@@ -35,10 +31,7 @@ fn reader_follows_a_live_writer_across_rotations() {
     }
     writer.join().unwrap();
     check_records(&got, 0..N);
-    assert!(
-        segments(&log, 0).len() > 10,
-        "the writer rotated while the reader followed"
-    );
+    assert!(segments(&log, 0).len() > 10, "the writer rotated while the reader followed");
     assert!(reader.next().unwrap().is_none());
     assert_eq!(reader.position(), N);
 }
@@ -52,8 +45,7 @@ fn shard_end_and_latest_while_a_writer_appends() {
     let writer = std::thread::spawn(move || {
         let mut w = writer_log.writer(0, &cfg(4 << 10)).unwrap();
         for i in 0..N {
-            w.append(format!("k{i}").as_bytes(), &payload_for(i), 0)
-                .unwrap();
+            w.append(format!("k{i}").as_bytes(), &payload_for(i), 0).unwrap();
             if i % 13 == 0 {
                 w.flush().unwrap();
             }
@@ -91,35 +83,14 @@ fn read_from_arrival_time() {
     let mut w = log.writer(0, &cfg(512)).unwrap();
     // Arrival times 100, 100, 110, 110, 120, ... (each twice).
     for i in 0..200u64 {
-        w.append(
-            format!("k{i}").as_bytes(),
-            &payload_for(i),
-            100 + (i / 2 * 10) as i64,
-        )
-        .unwrap();
+        w.append(format!("k{i}").as_bytes(), &payload_for(i), 100 + (i / 2 * 10) as i64).unwrap();
     }
     w.close().unwrap();
     assert!(segments(&log, 0).len() > 10);
     let all = read_all(&log, 0, StartAt::Earliest).unwrap();
-    for t in [
-        i64::MIN,
-        0,
-        100,
-        101,
-        105,
-        110,
-        555,
-        560,
-        1090,
-        1095,
-        1100,
-        5000,
-    ] {
+    for t in [i64::MIN, 0, 100, 101, 105, 110, 555, 560, 1090, 1095, 1100, 5000] {
         let got = read_all(&log, 0, StartAt::ArrivalTime(t)).unwrap();
-        let first = all
-            .iter()
-            .position(|r| r.arrival_ms >= t)
-            .unwrap_or(all.len());
+        let first = all.iter().position(|r| r.arrival_ms >= t).unwrap_or(all.len());
         assert_eq!(got, all[first..], "t = {t}");
     }
 }

@@ -13,16 +13,11 @@ mod follow;
 mod recovery;
 
 fn cfg(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        fsync: FsyncPolicy::Never,
-    }
+    LogConfig { segment_bytes, fsync: FsyncPolicy::Never }
 }
 
 fn payload_for(i: u64) -> Vec<u8> {
-    format!("payload-{i}-")
-        .repeat((i % 7 + 1) as usize)
-        .into_bytes()
+    format!("payload-{i}-").repeat((i % 7 + 1) as usize).into_bytes()
 }
 
 fn frame_len(key: &[u8], payload: &[u8]) -> u64 {
@@ -41,11 +36,7 @@ fn read_all(log: &Log, shard: u32, start: StartAt) -> Result<Vec<Record>, LogErr
 
 fn segments(log: &Log, shard: u32) -> Vec<PathBuf> {
     let dir = meta::shard_dir(log.dir(), shard);
-    list_segments(&dir)
-        .unwrap()
-        .into_iter()
-        .map(|b| segment_path(&dir, b))
-        .collect()
+    list_segments(&dir).unwrap().into_iter().map(|b| segment_path(&dir, b)).collect()
 }
 
 /// One shard with `n` records (key `k{i}`, arrival `1000 + i`), closed cleanly.
@@ -53,11 +44,7 @@ fn one_shard(dir: &Path, n: u64, segment_bytes: u64) -> Log {
     let log = Log::create(dir, 1).unwrap();
     let mut w = log.writer(0, &cfg(segment_bytes)).unwrap();
     for i in 0..n {
-        assert_eq!(
-            w.append(format!("k{i}").as_bytes(), &payload_for(i), 1000 + i as i64)
-                .unwrap(),
-            i
-        );
+        assert_eq!(w.append(format!("k{i}").as_bytes(), &payload_for(i), 1000 + i as i64).unwrap(), i);
     }
     w.close().unwrap();
     log
@@ -74,11 +61,7 @@ fn check_records(records: &[Record], seqs: std::ops::Range<u64>) {
 
 fn corrupt_at(err: LogError) -> (PathBuf, u64, String) {
     match err {
-        LogError::Corrupt {
-            path,
-            offset,
-            reason,
-        } => (path, offset, reason),
+        LogError::Corrupt { path, offset, reason } => (path, offset, reason),
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
@@ -144,10 +127,7 @@ fn round_trip_several_shards_and_segments() {
     for shard in 0..3 {
         let want = &expected[shard as usize];
         assert!(want.len() > 500, "keys should spread over shards");
-        assert!(
-            segments(&log, shard).len() > 5,
-            "small segments should rotate"
-        );
+        assert!(segments(&log, shard).len() > 5, "small segments should rotate");
         assert_eq!(log.shard_end(shard).unwrap(), want.len() as u64);
         let got = read_all(&log, shard, StartAt::Earliest).unwrap();
         let got: Vec<_> = got.into_iter().map(|r| (r.seq, r.key, r.payload)).collect();
@@ -165,15 +145,7 @@ fn segments_are_named_by_first_sequence_number() {
     for &b in &bases {
         let first = read_all(&log, 0, StartAt::AtSequence(b)).unwrap();
         assert_eq!(first[0].seq, b);
-        assert!(
-            segment_path(&dir, b)
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .len()
-                == 24
-        );
+        assert!(segment_path(&dir, b).file_name().unwrap().to_str().unwrap().len() == 24);
     }
     // Every segment but the last has reached the size limit.
     for p in &segments(&log, 0)[..bases.len() - 1] {
@@ -201,25 +173,13 @@ fn oversized_records_are_rejected() {
     let log = Log::create(tmp.path(), 1).unwrap();
     let mut w = log.writer(0, &cfg(1 << 20)).unwrap();
     let key = vec![0u8; MAX_KEY_LEN + 1];
-    assert!(matches!(
-        w.append(&key, b"p", 0),
-        Err(LogError::RecordTooLarge { what: "key", .. })
-    ));
+    assert!(matches!(w.append(&key, b"p", 0), Err(LogError::RecordTooLarge { what: "key", .. })));
     let payload = vec![0u8; MAX_PAYLOAD_LEN + 1];
-    assert!(matches!(
-        w.append(b"k", &payload, 0),
-        Err(LogError::RecordTooLarge {
-            what: "payload",
-            ..
-        })
-    ));
+    assert!(matches!(w.append(b"k", &payload, 0), Err(LogError::RecordTooLarge { what: "payload", .. })));
     // The writer is still usable and no sequence number was consumed.
     assert_eq!(w.append(&key[..MAX_KEY_LEN], b"p", 0).unwrap(), 0);
     w.close().unwrap();
-    assert_eq!(
-        read_all(&log, 0, StartAt::Earliest).unwrap()[0].key.len(),
-        MAX_KEY_LEN
-    );
+    assert_eq!(read_all(&log, 0, StartAt::Earliest).unwrap()[0].key.len(), MAX_KEY_LEN);
 }
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -287,10 +247,7 @@ fn second_writer_is_locked_out_until_the_first_is_dropped() {
         Err(LogError::Locked { shard: 1, path }) => assert!(path.ends_with("shard-0001/.lock")),
         other => panic!("expected Locked, got {other:?}"),
     }
-    assert!(matches!(
-        log.writers(&cfg(1024)),
-        Err(LogError::Locked { shard: 1, .. })
-    ));
+    assert!(matches!(log.writers(&cfg(1024)), Err(LogError::Locked { shard: 1, .. })));
     // Shard 0 was free: the failed `writers` call must have released it again.
     drop(log.writer(0, &cfg(1024)).unwrap());
     drop(first);
@@ -304,46 +261,21 @@ fn opening_and_creating() {
     let err = Log::open(&dir).unwrap_err();
     assert!(matches!(err, LogError::NotALog { .. }));
     let msg = err.to_string();
-    assert!(
-        msg.contains(&dir.display().to_string())
-            && msg.contains("--create")
-            && msg.contains("--shards"),
-        "{msg}"
-    );
+    assert!(msg.contains(&dir.display().to_string()) && msg.contains("--create") && msg.contains("--shards"), "{msg}");
 
     let log = Log::open_or_create(&dir, 4).unwrap();
     assert_eq!(log.shard_count(), 4);
     assert!(dir.join("log.json").is_file() && dir.join("shard-0003").is_dir());
-    assert!(matches!(
-        Log::create(&dir, 4),
-        Err(LogError::AlreadyExists { .. })
-    ));
+    assert!(matches!(Log::create(&dir, 4), Err(LogError::AlreadyExists { .. })));
     assert_eq!(Log::open_or_create(&dir, 4).unwrap().shard_count(), 4);
     match Log::open_or_create(&dir, 3) {
-        Err(LogError::ShardCountMismatch {
-            existing: 4,
-            requested: 3,
-            ..
-        }) => {}
+        Err(LogError::ShardCountMismatch { existing: 4, requested: 3, .. }) => {}
         other => panic!("expected ShardCountMismatch, got {other:?}"),
     }
-    assert!(matches!(
-        log.reader(4, StartAt::Earliest),
-        Err(LogError::NoSuchShard {
-            shard: 4,
-            shards: 4
-        })
-    ));
-    assert!(matches!(
-        Log::create(&tmp.path().join("x"), 0),
-        Err(LogError::InvalidShardCount { .. })
-    ));
+    assert!(matches!(log.reader(4, StartAt::Earliest), Err(LogError::NoSuchShard { shard: 4, shards: 4 })));
+    assert!(matches!(Log::create(&tmp.path().join("x"), 0), Err(LogError::InvalidShardCount { .. })));
     assert_eq!(log.shard_end(2).unwrap(), 0);
-    assert!(
-        read_all(&log, 2, StartAt::AtSequence(3))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(read_all(&log, 2, StartAt::AtSequence(3)).unwrap().is_empty());
 }
 
 #[test]

@@ -12,50 +12,27 @@ fn check_torn_tail_recovery(damage: impl FnOnce(&Path, u64), cut: u64, resume: u
 
     let (w, logs) = with_captured_logs(|| log.writer(0, &cfg(1 << 20)));
     let mut w = w.unwrap();
-    let warning = logs
-        .iter()
-        .find(|l| l.starts_with("WARN"))
-        .expect("a warning about the torn tail");
+    let warning = logs.iter().find(|l| l.starts_with("WARN")).expect("a warning about the torn tail");
     assert!(warning.contains(&seg.display().to_string()), "{warning}");
     assert!(warning.contains(&format!("bytes_cut={cut}")), "{warning}");
-    assert!(
-        warning.contains(&format!("offset={}", damaged_len - cut)),
-        "{warning}"
-    );
+    assert!(warning.contains(&format!("offset={}", damaged_len - cut)), "{warning}");
     assert_eq!(fs::metadata(&seg).unwrap().len(), damaged_len - cut);
 
     assert_eq!(w.next_seq(), resume);
     check_records(&read_all(&log, 0, StartAt::Earliest).unwrap(), 0..resume);
     for i in resume..resume + 3 {
-        assert_eq!(
-            w.append(format!("k{i}").as_bytes(), &payload_for(i), 0)
-                .unwrap(),
-            i
-        );
+        assert_eq!(w.append(format!("k{i}").as_bytes(), &payload_for(i), 0).unwrap(), i);
     }
     w.close().unwrap();
-    check_records(
-        &read_all(&log, 0, StartAt::Earliest).unwrap(),
-        0..resume + 3,
-    );
+    check_records(&read_all(&log, 0, StartAt::Earliest).unwrap(), 0..resume + 3);
 }
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(bytes)
-        .unwrap();
+    OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
 }
 
 fn set_len(path: &Path, len: u64) {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
+    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -103,12 +80,7 @@ fn torn_tail_crc_mismatch_in_last_frame() {
 
 #[test]
 fn empty_or_header_only_last_segment_after_crash() {
-    for contents in [
-        &b""[..],
-        &b"KLO"[..],
-        &super::segment::MAGIC[..],
-        &[0u8; 8][..],
-    ] {
+    for contents in [&b""[..], &b"KLO"[..], &super::segment::MAGIC[..], &[0u8; 8][..]] {
         let tmp = tempfile::tempdir().unwrap();
         let log = one_shard(tmp.path(), 10, 1 << 20);
         // A crash right after rotation created the next segment.
@@ -124,10 +96,7 @@ fn empty_or_header_only_last_segment_after_crash() {
         w.close().unwrap();
         let all = read_all(&log, 0, StartAt::Earliest).unwrap();
         check_records(&all, 0..11);
-        assert_eq!(
-            all[10].arrival_ms, 1009,
-            "arrival continues from the previous segment"
-        );
+        assert_eq!(all[10].arrival_ms, 1009, "arrival continues from the previous segment");
         assert_eq!(fs::read(&next).unwrap()[..8], super::segment::MAGIC);
     }
 }
@@ -146,20 +115,14 @@ fn reader_waits_at_torn_tail_and_resumes_after_recovery() {
     for i in 0..9 {
         assert_eq!(reader.next().unwrap().unwrap().seq, i);
     }
-    assert!(
-        reader.next().unwrap().is_none(),
-        "a torn tail reads as not yet written"
-    );
+    assert!(reader.next().unwrap().is_none(), "a torn tail reads as not yet written");
     assert_eq!(reader.position(), 9);
 
     let mut w = log.writer(0, &cfg(1 << 20)).unwrap();
     assert_eq!(w.append(b"new", b"record", 0).unwrap(), 9);
     w.flush().unwrap();
     let r = reader.next().unwrap().unwrap();
-    assert_eq!(
-        (r.seq, &r.key[..], &r.payload[..]),
-        (9, &b"new"[..], &b"record"[..])
-    );
+    assert_eq!((r.seq, &r.key[..], &r.payload[..]), (9, &b"new"[..], &b"record"[..]));
 }
 
 #[test]
@@ -178,23 +141,12 @@ fn corruption_in_the_middle_is_reported_by_reader_and_writer() {
     assert_eq!((path.as_path(), offset), (seg.as_path(), rec2));
     assert!(reason.contains("crc"), "{reason}");
     // Seeking past the damage still has to read through it.
-    assert!(matches!(
-        read_all(&log, 0, StartAt::AtSequence(5)),
-        Err(LogError::Corrupt { .. })
-    ));
+    assert!(matches!(read_all(&log, 0, StartAt::AtSequence(5)), Err(LogError::Corrupt { .. })));
 
     let (path, offset, _) = corrupt_at(log.writer(0, &cfg(1 << 20)).unwrap_err());
     assert_eq!((path.as_path(), offset), (seg.as_path(), rec2));
-    let msg = LogError::Corrupt {
-        path,
-        offset,
-        reason,
-    }
-    .to_string();
-    assert!(
-        msg.contains(&seg.display().to_string()) && msg.contains(&rec2.to_string()),
-        "{msg}"
-    );
+    let msg = LogError::Corrupt { path, offset, reason }.to_string();
+    assert!(msg.contains(&seg.display().to_string()) && msg.contains(&rec2.to_string()), "{msg}");
 }
 
 #[test]
@@ -202,19 +154,13 @@ fn damaged_length_field_is_corruption_not_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let log = one_shard(tmp.path(), 10, 1 << 20);
     let seg = segments(&log, 0).pop().unwrap();
-    let rec3: u64 = HEADER_LEN
-        + (0..3)
-            .map(|i| frame_len(format!("k{i}").as_bytes(), &payload_for(i)))
-            .sum::<u64>();
+    let rec3: u64 = HEADER_LEN + (0..3).map(|i| frame_len(format!("k{i}").as_bytes(), &payload_for(i))).sum::<u64>();
     // frame_len's high byte: the frame now claims to run far past the end of the file.
     flip_byte(&seg, rec3 + 2);
     let (path, offset, reason) = corrupt_at(log.writer(0, &cfg(1 << 20)).unwrap_err());
     assert_eq!((path.as_path(), offset), (seg.as_path(), rec3));
     assert!(reason.contains("sequence number 4"), "{reason}");
-    assert!(
-        fs::metadata(&seg).unwrap().len() > rec3 + 100,
-        "nothing was truncated"
-    );
+    assert!(fs::metadata(&seg).unwrap().len() > rec3 + 100, "nothing was truncated");
 }
 
 #[test]
@@ -228,10 +174,7 @@ fn damage_in_a_non_last_segment_is_corruption() {
     set_len(&segs[1], len - 4);
     let (path, offset, reason) = corrupt_at(read_all(&log, 0, StartAt::Earliest).unwrap_err());
     assert_eq!(path, segs[1]);
-    assert!(
-        offset < len - 4 && reason.contains("not the last"),
-        "{offset} {reason}"
-    );
+    assert!(offset < len - 4 && reason.contains("not the last"), "{offset} {reason}");
     // The writer does not read old segments, so it opens; readers keep reporting.
     drop(log.writer(0, &cfg(1024)).unwrap());
 
