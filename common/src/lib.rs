@@ -18,5 +18,6 @@ pub mod log;
 pub mod logging;
 pub mod memory;
 pub mod schema;
+pub mod shutdown;
 pub mod store;
 pub mod time;

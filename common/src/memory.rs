@@ -10,6 +10,7 @@
 /// heap rather than from fresh mappings. Call first thing in `main`.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)] // the one unsafe call of the workspace: a C function with no safe wrapper
     // SAFETY: mallopt only sets two of glibc's allocator thresholds; any value is valid, and it
     // runs before the program starts other threads.
     unsafe {

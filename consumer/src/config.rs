@@ -42,6 +42,10 @@ pub enum Command {
         /// Keep printing events as they are appended (stop with Ctrl-C).
         #[arg(long)]
         follow: bool,
+        /// Count from each shard's last segment only, without reading and checking every frame
+        /// (fast on a large log; the output says the log was not verified).
+        #[arg(long)]
+        quick: bool,
     },
     /// Shows a lake table: generation, schema, and per partition the files, rows and bytes
     /// read from the Parquet footers; then its first rows as JSON.
@@ -105,6 +109,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH|S3_URI")]
     pub archive: Option<String>,
 
+    /// log: what to do when the log no longer holds the records after a shard's committed
+    /// position (segments deleted: rows gone) or ends before it (rolled back, restored from an
+    /// old backup): `fail` stops with both positions named; `skip` accepts the loss, reads on
+    /// from what the log holds, and counts the records skipped in the summary.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = LogGapPolicy::Fail)]
+    pub on_log_gap: LogGapPolicy,
+
     /// Kinesis: wait between GetRecords calls on a shard that returned nothing (AWS allows 5
     /// calls per second per shard, shared by all consumers of the stream).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -119,6 +130,12 @@ pub struct RunArgs {
     /// for a flush, so it only matters when this consumer dies.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub visibility_timeout: Duration,
+
+    /// SQS with --until-idle: how long to wait for messages in flight elsewhere (received by
+    /// a consumer that died, invisible until their visibility timeout ends) before draining
+    /// without them; the log then says how many were left.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub in_flight_wait: Duration,
 
     /// SQS: concurrent long polls (each 20 s, up to 10 messages).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -204,6 +221,17 @@ pub struct PipelineArgs {
     /// 50 bytes each). 0 turns deduplication off.
     #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
     pub dedup_window: usize,
+
+    /// Stop (exit 2) when more than this share of the first --quarantine-window events of a run
+    /// is quarantined: settings that do not fit the data (a mistyped --event-time, the wrong
+    /// schema) must not fill the error area. Judged from 100 events on, before the commit
+    /// that would record their quarantine. A ratio from 0 to 1; 1 turns the check off.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    pub max_quarantine_ratio: f64,
+
+    /// Events at the start of each run that --max-quarantine-ratio is judged on.
+    #[arg(long, value_name = "EVENTS", default_value_t = 10_000)]
+    pub quarantine_window: u64,
 }
 
 impl PipelineArgs {
@@ -215,16 +243,17 @@ impl PipelineArgs {
             None => None,
         };
         let format: EventTimeFormat = self.event_time_format.parse().map_err(|e| bad(format!("--event-time-format: {e}")))?;
-        if let (Some(column), Some(schema)) = (&self.event_time, &schema)
-            && schema.index_of(column).is_none()
-        {
-            return Err(bad(format!("--event-time {column:?} is not a column of --schema")));
-        }
         if self.flush_rows == 0 || self.flush_bytes == 0 {
             return Err(bad("--flush-rows and --flush-bytes must be at least 1".into()));
         }
         if self.max_memory < 1 << 20 {
             return Err(bad("--max-memory must be at least 1MiB".into()));
+        }
+        if !(0.0..=1.0).contains(&self.max_quarantine_ratio) {
+            return Err(bad(format!("--max-quarantine-ratio {}: give a share from 0 to 1, e.g. 0.5 (1 turns the check off)", self.max_quarantine_ratio)));
+        }
+        if self.quarantine_window == 0 {
+            return Err(bad("--quarantine-window must be at least 1 event".into()));
         }
         let config = PipelineConfig {
             granularity: self.partition_by,
@@ -233,6 +262,7 @@ impl PipelineArgs {
             codec: self.compression,
             dedup_window: self.dedup_window,
             flush_together,
+            quarantine_limit: crate::pipeline::QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
         };
         Ok((config, schema))
     }
@@ -290,10 +320,19 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// `--on-log-gap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogGapPolicy {
+    /// Stop with an error naming the shard and both positions.
+    Fail,
+    /// Read on from what the log holds; the summary counts what was skipped.
+    Skip,
+}
+
 /// Where events come from, validated.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
-    Log(PathBuf),
+    Log { path: PathBuf, on_gap: LogGapPolicy },
     Kinesis { stream: String, poll_interval: Duration, shard_refresh: Duration },
     Sqs(SqsOptions),
 }
@@ -306,6 +345,8 @@ pub struct SqsOptions {
     pub receivers: usize,
     pub max_in_flight: usize,
     pub max_receives: u32,
+    /// With `--until-idle`: how long a drain waits for messages in flight elsewhere.
+    pub in_flight_wait: Option<Duration>,
     /// Messages are S3 notifications of files to read (`sqs+s3:`), not events.
     pub files: Option<kappa_common::flatten::FlattenOptions>,
 }
@@ -313,7 +354,7 @@ pub struct SqsOptions {
 impl std::fmt::Display for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceConfig::Log(path) => write!(f, "log:{}", path.display()),
+            SourceConfig::Log { path, .. } => write!(f, "log:{}", path.display()),
             SourceConfig::Kinesis { stream, .. } => write!(f, "kinesis:{stream}"),
             SourceConfig::Sqs(o) if o.files.is_some() => write!(f, "sqs+s3:{}", o.queue),
             SourceConfig::Sqs(o) => write!(f, "sqs:{}", o.queue),
@@ -346,7 +387,10 @@ impl RunArgs {
         let from: Endpoint = self.from.parse().map_err(|e| bad(format!("--from: {e}")))?;
         let visibility = self.visibility_timeout.as_secs();
         if !(10..=43_200).contains(&visibility) {
-            return Err(bad(format!("--visibility-timeout {visibility}s: SQS allows 10s to 12h (and this consumer renews it every third of it)")));
+            return Err(bad(format!(
+                "--visibility-timeout {visibility}s: give 10s to 12h. SQS itself accepts 0s to 12h, but this consumer keeps held messages \
+                 invisible by renewing the timeout every third of it, which needs at least 10s to leave room for the renewal calls"
+            )));
         }
         if !(1..=64).contains(&self.receivers) {
             return Err(bad("--receivers must be 1 to 64".into()));
@@ -367,11 +411,12 @@ impl RunArgs {
                 receivers: self.receivers,
                 max_in_flight: self.max_in_flight,
                 max_receives: self.max_receives.max(1),
+                in_flight_wait: self.until_idle.map(|_| self.in_flight_wait),
                 files: files.then(|| kappa_common::flatten::FlattenOptions { separator: self.separator.clone(), explode: self.explode.clone() }),
             })
         };
         let source = match from {
-            Endpoint::Log(path) => SourceConfig::Log(path),
+            Endpoint::Log(path) => SourceConfig::Log { path, on_gap: self.on_log_gap },
             Endpoint::Kinesis(stream) => SourceConfig::Kinesis { stream, poll_interval: self.poll_interval, shard_refresh: self.shard_refresh },
             Endpoint::Sqs(queue) => sqs(queue, false),
             Endpoint::SqsS3(queue) => sqs(queue, true),

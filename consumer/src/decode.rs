@@ -546,10 +546,7 @@ mod tests {
         assert_eq!(pieces.iter().map(|p| p.range.clone()).collect::<Vec<_>>(), vec![0..2, 2..4, 4..5]);
         let values = |piece: &Piece| {
             piece.rows.as_ref().map(|rows| {
-                (
-                    rows.batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec(),
-                    rows.ids.iter().flatten().map(str::to_string).collect::<Vec<_>>(),
-                )
+                (rows.batch.column(0).as_primitive::<Int64Type>().values().to_vec(), rows.ids.iter().flatten().map(str::to_string).collect::<Vec<_>>())
             })
         };
         assert_eq!(values(&pieces[0]), Some((vec![1, 2], vec!["f:0:0".to_string(), "f:0:1".to_string()])));

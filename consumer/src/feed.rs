@@ -78,7 +78,7 @@ impl Feed {
             pipeline.add_shard(shard);
         }
         if !pipeline.has_schema() && !chunk.events.is_empty() {
-            pipeline.set_initial_schema(crate::run::infer(&chunk.events)?);
+            pipeline.set_initial_schema(crate::run::infer(&chunk.events)?)?;
         }
         let events = Arc::new(chunk.events);
         let decoded = (!events.is_empty()).then(|| {

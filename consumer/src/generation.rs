@@ -151,10 +151,69 @@ fn complete_path(table: &str, generation: &str) -> String {
     format!("{table}/_kappa/{generation}/complete.json")
 }
 
-/// Marks a generation finished: only complete generations can become current.
+/// Marks a generation finished: only complete generations can become current. A generation
+/// that `gc` removed meanwhile is not: what was written after the removal is swept by the
+/// next `gc`.
 pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    let record_path = format!("{}{generation}.json", generations_prefix(table));
+    let record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
+    if record.removed_ms.is_some() {
+        return Err(TableError::Invalid {
+            table: table.to_string(),
+            reason: format!("{generation} was removed by gc while it was being written; replay again"),
+        });
+    }
     let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
     Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+fn writing_path(table: &str, generation: &str) -> String {
+    format!("{table}/_kappa/{generation}/writing.json")
+}
+
+/// How often a replay says it is still writing its generation, and how old that word may be
+/// before `gc` takes the writer for dead.
+pub const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+const WRITER_STALE_MS: i64 = 60_000;
+
+/// Says that a writer (a replay) is still writing the generation, so `gc` leaves it alone.
+pub async fn heartbeat(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    let body = serde_json::json!({ "heartbeat_ms": chrono::Utc::now().timestamp_millis() });
+    Ok(store.put(&writing_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+/// The writer finished (or gave up): the generation is no longer being written.
+pub async fn writer_done(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    Ok(store.delete(&writing_path(table, generation)).await?)
+}
+
+/// A writer said within the last minute that it is writing the generation.
+pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    let path = writing_path(table, generation);
+    match store.get(&path).await {
+        Ok(data) => {
+            let heartbeat = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["heartbeat_ms"].as_i64()).unwrap_or(0);
+            Ok(chrono::Utc::now().timestamp_millis() - heartbeat < WRITER_STALE_MS)
+        }
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Objects left under generations `gc` already removed (written by a replay that went on
+/// after the removal); deletes them and returns how many there were.
+pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
+        let generation = &record.generation;
+        for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
+            for object in store.list(&prefix).await? {
+                store.delete(&object.path).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
@@ -243,5 +302,25 @@ mod tests {
         assert_eq!(summaries(&store, "t").await.unwrap().len(), 1);
         // Its number is never given out again.
         assert_eq!(create(&store, "t", "replay").await.unwrap(), "gen-000003");
+    }
+
+    #[tokio::test]
+    async fn what_a_replay_writes_after_gc_removed_its_generation_is_swept_and_never_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let live = create(&store, "t", "consumer").await.unwrap();
+        mark_complete(&store, "t", &live).await.unwrap();
+        switch(&store, "t", &live, None).await.unwrap();
+        let replayed = create(&store, "t", "replay").await.unwrap();
+        heartbeat(&store, "t", &replayed).await.unwrap();
+        assert!(is_being_written(&store, "t", &replayed).await.unwrap());
+        remove(&store, "t", &replayed).await.unwrap();
+        // The replay goes on writing into the removed generation.
+        store.put(&format!("t/{replayed}/year=2025/late.parquet"), Bytes::from_static(b"x")).await.unwrap();
+        assert!(mark_complete(&store, "t", &replayed).await.is_err(), "a removed generation is never made complete");
+        assert_eq!(sweep_removed(&store, "t").await.unwrap(), 1);
+        assert!(store.list(&format!("t/{replayed}/")).await.unwrap().is_empty());
+        assert_eq!(sweep_removed(&store, "t").await.unwrap(), 0);
+        assert!(!is_being_written(&store, "t", &replayed).await.unwrap());
     }
 }

@@ -1,38 +1,42 @@
 use clap::Parser;
+use kappa_common::logging::exit_with;
 use kappa_consumer::config::{Cli, Command};
 
 // The system allocator, on purpose: with decoding and encoding spread over threads, mimalloc
 // held 250 MiB where glibc holds 157 MiB on bench/consumer.sh, at the same speed.
 
-fn main() -> anyhow::Result<()> {
+/// Exit status: 0 done; 1 an error while running (source, lake, I/O); 2 misconfiguration,
+/// found from the flags or once the data is seen (see `--help`).
+fn main() {
     kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Inspect { from, limit, follow }) => return kappa_consumer::inspect::inspect(&from, limit, follow),
-        Some(Command::Describe { lake, table, limit }) => return kappa_consumer::describe::describe(&lake, &table, limit),
-        None => {}
-    }
-    let config = match cli.run.validate() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+    let subcommand = match cli.command {
+        Some(Command::Inspect { from, limit, follow, quick }) => Some(kappa_consumer::inspect::inspect(&from, limit, follow, !quick)),
+        Some(Command::Describe { lake, table, limit }) => Some(kappa_consumer::describe::describe(&lake, &table, limit)),
+        None => None,
     };
+    if let Some(result) = subcommand {
+        if let Err(e) = result {
+            exit_with(&format!("{e:#}"), 1);
+        }
+        return;
+    }
+    let config = cli.run.validate().unwrap_or_else(|e| exit_with(&e, 2));
     let table = config.table.clone();
     let summary_json = config.summary_json.clone();
-    match kappa_consumer::run::run(config) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let shutdown = kappa_common::shutdown::Shutdown::default();
+    shutdown.listen(runtime.handle(), "stopping after the current chunk: flushing, committing, then exiting");
+    match kappa_consumer::run::run(config, &runtime, &shutdown) {
         Ok((summary, prefix)) => {
             eprint!("{}", summary.render(&table, &prefix));
-            if let Some(path) = summary_json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
+            if let Some(path) = summary_json
+                && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("the summary serializes"))
+            {
+                exit_with(&format!("--summary-json {}: {e}", path.display()), 1);
             }
-            Ok(())
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => exit_with(&e, e.exit_code()),
     }
 }

@@ -47,7 +47,9 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
 /// Binds now (so a taken port fails at start), then serves in the background.
 pub async fn serve(addr: SocketAddr, stats: Arc<Stats>, gauges: Arc<Gauges>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving Prometheus metrics");
+    // The address bound, not the one asked for: with port 0 the system chose the port.
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving Prometheus metrics at http://{bound}/metrics");
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let body = render(&stats, &gauges);

@@ -38,7 +38,7 @@ const DICTIONARY_SAMPLE: usize = 4096;
 /// would hold nearly every value twice before the writer falls back to plain encoding, which
 /// made such columns ~30% larger than DuckDB's plain ones. Decided from the rows alone, so the
 /// same rows still give the same bytes.
-fn mostly_distinct(column: &arrow::array::ArrayRef) -> bool {
+fn mostly_distinct(column: &ArrayRef) -> bool {
     let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
     // Values compared in arrow's row format: bytes, for any type, without formatting text.
     let Ok(converter) = RowConverter::new(vec![SortField::new(sample.data_type().clone())]) else { return false };

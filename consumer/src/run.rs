@@ -1,23 +1,19 @@
 //! Running the consumer: source → pipeline, with graceful shutdown.
 //!
-//! Shutdown, step by step (SIGINT or SIGTERM, or `--until-idle` expiring):
-//! 1. The signal only raises a flag; the loop sees it between chunks, so a chunk is never half
-//!    ingested.
-//! 2. The source stops reading. Chunks already being decoded are ingested; chunks the source
-//!    read ahead but never handed over are dropped: the commit's resume point lies before
-//!    them, so the next run reads them again.
-//! 3. Every buffer is written and one commit records them with the final positions.
-//! 4. The summary is printed and the process exits 0. A second signal during the drain is not
-//!    needed and not acted on: killing the process at any point loses nothing, the next run
-//!    resumes from the last commit.
+//! Shutdown follows [`kappa_common::shutdown`]: SIGINT/SIGTERM (or `--until-idle` expiring)
+//! only ends the loop between chunks, so a chunk is never half ingested; then the source stops
+//! (chunks read ahead are dropped: the commit's resume point lies before them), every buffer
+//! is written and committed, and only then are SQS messages deleted.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
 use kappa_common::schema::infer_json_schema;
+use kappa_common::shutdown::Shutdown;
 use kappa_common::store::{LocalStore, S3Store, Store};
+use tokio::runtime::Runtime;
 
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
 use crate::feed::Feed;
@@ -52,23 +48,29 @@ pub enum ConsumerError {
     Switched { table: String, generation: String, current: String },
 }
 
+impl ConsumerError {
+    /// 2 when the settings do not fit the data (see [`PipelineError::is_misconfiguration`]), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ConsumerError::Pipeline(e) if e.is_misconfiguration() => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// Events sampled to infer a new table's schema.
 const INFER_EVENTS: usize = 1000;
 
-pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    let shutdown = Arc::new(AtomicBool::new(false));
-    runtime.spawn(watch_signals(shutdown.clone()));
-
+pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<(Summary, String), ConsumerError> {
     let needs_aws = matches!(config.lake, LakeLocation::S3 { .. })
         || matches!(config.archive, Some(LakeLocation::S3 { .. }))
-        || !matches!(config.source, SourceConfig::Log(_));
+        || !matches!(config.source, SourceConfig::Log { .. });
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&config.aws))?) } else { None };
     let store = open_store(&config.lake, aws.as_ref());
     let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
     // The log's shards are known up front; Kinesis announces its shards as it finds them.
     let log = match &config.source {
-        SourceConfig::Log(path) => Some(LogSource::open(path).map_err(SourceError::from)?),
+        SourceConfig::Log { path, .. } => Some(LogSource::open(path).map_err(SourceError::from)?),
         _ => None,
     };
     let shards = log.as_ref().map(LogSource::shard_names).unwrap_or_default();
@@ -90,9 +92,9 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let prefix = format!("{}/{}", config.lake, pipeline.table().data_prefix());
     tracing::info!(table = %config.table, lake = %config.lake, read_at = %prefix, commits = pipeline.state().last_commit, "consuming {}", config.source);
     let mut source = match (&config.source, log) {
-        (SourceConfig::Log(_), Some(log)) => {
+        (SourceConfig::Log { on_gap, .. }, Some(log)) => {
             let resume: Vec<_> = (0..shards.len() as u32).map(|s| pipeline.resume_after(s)).collect();
-            Source::Log(LogSource::start(log, &resume)?)
+            Source::Log(LogSource::start(log, &resume, *on_gap, stats.clone())?)
         }
         (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
             let resume = pipeline
@@ -111,7 +113,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
             let committed = pipeline.acks().remembered().keys().cloned().collect();
             Source::Sqs(SqsSource::start(runtime.handle().clone(), aws, options.clone(), shard, pipeline.last_read(shard), committed, stats.clone())?)
         }
-        (SourceConfig::Log(_), None) => unreachable!("the log was opened above"),
+        (SourceConfig::Log { .. }, None) => unreachable!("the log was opened above"),
     };
 
     // A deleted SQS message may still come back (at-least-once delivery, or a delete made with
@@ -126,7 +128,7 @@ pub fn run(config: ConsumerConfig) -> Result<(Summary, String), ConsumerError> {
     let mut switched_to = None;
     let mut feed = Feed::new();
     let result = (|| -> Result<(), ConsumerError> {
-        while !shutdown.load(Ordering::Acquire) {
+        while !shutdown.is_requested() {
             // Waits no longer than --until-idle has left to run: the drain starts on time. Idle
             // time counts once the source has caught up (see `Source::caught_up`).
             let caught_up = source.caught_up();
@@ -227,13 +229,4 @@ pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema,
     let schema = infer_json_schema(&rows).map_err(|e| ConsumerError::Inference(e.to_string()))?;
     tracing::info!(columns = %schema.fields.iter().map(|c| format!("{}:{}", c.name, c.column_type)).collect::<Vec<_>>().join(","), "schema inferred from the first events");
     Ok(schema)
-}
-
-async fn watch_signals(shutdown: Arc<AtomicBool>) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping after the current chunk, flushing and committing"),
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping after the current chunk, flushing and committing"),
-    }
-    shutdown.store(true, Ordering::Release);
 }

@@ -21,6 +21,7 @@ pub struct Stats {
     messages_deleted: AtomicU64,
     redeliveries_skipped: AtomicU64,
     objects_read: AtomicU64,
+    log_skipped: AtomicU64,
 }
 
 impl Default for Stats {
@@ -40,6 +41,7 @@ impl Default for Stats {
             messages_deleted: AtomicU64::new(0),
             redeliveries_skipped: AtomicU64::new(0),
             objects_read: AtomicU64::new(0),
+            log_skipped: AtomicU64::new(0),
         }
     }
 }
@@ -63,6 +65,8 @@ pub struct Summary {
     pub redeliveries_skipped: u64,
     /// sqs+s3: objects read.
     pub objects_read: u64,
+    /// log, with --on-log-gap skip: positions the log no longer held (deleted, or rolled back).
+    pub log_positions_skipped: u64,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
 }
@@ -98,6 +102,9 @@ impl Stats {
     pub fn add_redeliveries_skipped(&self, n: u64) {
         self.redeliveries_skipped.fetch_add(n, Relaxed);
     }
+    pub fn add_log_skipped(&self, n: u64) {
+        self.log_skipped.fetch_add(n, Relaxed);
+    }
     pub fn add_objects_read(&self, n: u64) {
         self.objects_read.fetch_add(n, Relaxed);
     }
@@ -125,6 +132,7 @@ impl Stats {
             messages_deleted: self.messages_deleted.load(Relaxed),
             redeliveries_skipped: self.redeliveries_skipped.load(Relaxed),
             objects_read: self.objects_read.load(Relaxed),
+            log_positions_skipped: self.log_skipped.load(Relaxed),
             elapsed_seconds: elapsed,
             rows_per_second: if elapsed > 0.0 { read as f64 / elapsed } else { 0.0 },
         }
@@ -155,6 +163,9 @@ impl Summary {
                 "  SQS messages       {} received, {} deleted after commit, {} committed redeliveries deleted\n",
                 self.messages_received, self.messages_deleted, self.redeliveries_skipped
             ));
+        }
+        if self.log_positions_skipped > 0 {
+            text.push_str(&format!("  log gap skipped    {} positions (--on-log-gap skip)\n", self.log_positions_skipped));
         }
         if self.objects_read > 0 {
             text.push_str(&format!("  S3 objects read    {}\n", self.objects_read));

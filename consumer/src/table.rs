@@ -314,6 +314,16 @@ impl Table {
     /// Records the settings that shape this generation's layout on first use, and refuses
     /// different ones later: a consumer restarted with another `--partition-by` or
     /// `--event-time` would mix two layouts in one generation.
+    /// Whether a commit with rows has recorded this generation's layout yet.
+    pub async fn has_layout(&self) -> Result<bool, TableError> {
+        match self.store.get(&format!("{}/_kappa/{}/layout.json", self.name, self.generation)).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the layout, or checks it against the one recorded.
     pub async fn settle_layout(&self, layout: &Layout) -> Result<(), TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
         let data = Bytes::from(serde_json::to_vec_pretty(layout).expect("serializes"));

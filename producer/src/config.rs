@@ -135,13 +135,16 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
 
-    /// SQS: events packed into one message (as NDJSON lines), up to --max-message-bytes.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub rows_per_message: usize,
+    /// SQS: at most this many events in one message (as NDJSON lines). Default: as many as
+    /// fit in --max-message-bytes.
+    #[arg(long, value_name = "N")]
+    pub rows_per_message: Option<usize>,
 
-    /// SQS: size limit of one message and of one SendMessageBatch, in bytes. AWS allows up to
-    /// 1048576 where the queue's MaximumMessageSize says so.
-    #[arg(long, value_name = "BYTES", default_value_t = 262_144)]
+    /// SQS: size limit of one message, in bytes. SQS bills every 64 KiB of a request's payload
+    /// as one request, so 65536 packs the most rows per billed request; AWS allows up to
+    /// 1048576 where the queue's MaximumMessageSize says so. A SendMessageBatch carries up to
+    /// 10 messages and 256 KiB (or one message of this size, if larger).
+    #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
     pub max_message_bytes: usize,
 
     /// Attempts per record before it is declared undelivered (written to the reject file);
@@ -257,7 +260,7 @@ impl Cli {
             Some(d) => return Err(bad(format!("--delimiter {d:?}: give one ASCII character, or \\t for tab"))),
         };
         for input in &mut inputs {
-            let is_tsv = input.path.as_ref().and_then(|p| p.extension()).is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+            let is_tsv = input.path.as_deref().and_then(crate::input::plain_extension).is_some_and(|e| e == "tsv");
             input.delimiter = delimiter.unwrap_or(if is_tsv { b'\t' } else { b',' });
         }
         if self.infer_rows == 0 {
@@ -270,10 +273,10 @@ impl Cli {
             _ => {}
         }
         let is_sqs = matches!(destination, Endpoint::Sqs(_));
-        if self.rows_per_message != 1 && !is_sqs {
+        if self.rows_per_message.is_some() && !is_sqs {
             return Err(bad("--rows-per-message packs rows into SQS messages; it applies only to --to sqs:QUEUE"));
         }
-        if self.rows_per_message == 0 {
+        if self.rows_per_message == Some(0) {
             return Err(bad("--rows-per-message must be at least 1"));
         }
         if !(1024..=1_048_576).contains(&self.max_message_bytes) {
@@ -367,6 +370,6 @@ mod tests {
         }
         let ok = validate(&["-i", csv, "--to", "sqs:q", "--rows-per-message", "100", "--delimiter", "\\t"]).unwrap();
         assert_eq!(ok.inputs[0].delimiter, b'\t');
-        assert_eq!(ok.sink.rows_per_message, 100);
+        assert_eq!(ok.sink.rows_per_message, Some(100));
     }
 }

@@ -15,12 +15,12 @@ pub mod sink;
 pub mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kappa_common::aws::AwsContext;
 use kappa_common::endpoint::Endpoint;
 use kappa_common::schema::TableSchema;
+use kappa_common::shutdown::Shutdown;
 
 use crate::config::ProducerConfig;
 use crate::encode::RowEncoder;
@@ -54,8 +54,8 @@ impl ProducerError {
     /// The process exit status for this error (see `--help`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProducerError::Input(InputError::Rejects(crate::input::RejectError::TooMany { .. })) => 2,
-            ProducerError::Sink(SinkError::Rejects(crate::input::RejectError::TooMany { .. })) => 2,
+            ProducerError::Input(InputError::Rejects(input::RejectError::TooMany { .. })) => 2,
+            ProducerError::Sink(SinkError::Rejects(input::RejectError::TooMany { .. })) => 2,
             ProducerError::Interrupted => 130,
             _ => 1,
         }
@@ -97,11 +97,16 @@ fn resolve_schema(config: &ProducerConfig, first_csv: &mut Option<CsvInput>) -> 
     Ok(schema)
 }
 
-/// Runs the producer to the end of its inputs (or `--limit`, or an interrupt).
-pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
+/// Runs the producer to the end of its inputs (or `--limit`, or `shutdown`: then what was read
+/// is sent, and the run ends as interrupted).
+pub async fn run(config: ProducerConfig, shutdown: Shutdown) -> Result<Outcome, ProducerError> {
     let stats = Arc::new(Stats::default());
     let rejects = Arc::new(RejectWriter::new(config.rejects.clone(), config.max_errors));
 
+    // A bad later input must fail the run before the first event of an earlier one is sent.
+    for input in &config.inputs {
+        input.check()?;
+    }
     let mut first_csv = None;
     let schema = resolve_schema(&config, &mut first_csv)?;
     if let Some(path) = &config.write_schema {
@@ -135,24 +140,22 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
         stats: stats.clone(),
     };
     let (sender, mut receiver) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
-    let interrupt = Interrupt::default();
     let reader_rejects = rejects.clone();
-    let reader_interrupt = interrupt.clone();
+    let reader_shutdown = shutdown.clone();
     let (inputs, passes, limit) = (config.inputs.clone(), config.passes, config.limit);
     let reader = std::thread::Builder::new()
         .name("kappa-reader".into())
         .spawn(move || {
-            let mut batcher = Batcher::new(sender, BATCH_EVENTS, limit, reader_interrupt);
+            let mut batcher = Batcher::new(sender, BATCH_EVENTS, limit, reader_shutdown);
             input::read_all(&inputs, first_csv, passes, &context, &reader_rejects, &mut batcher)
         })
         .expect("spawn the reading thread");
 
     let progress = tokio::spawn(stats::report_progress(stats.clone(), config.progress_interval, config.limit));
-    tokio::spawn(watch_signals(interrupt.clone()));
     let mut pacer = Pacer::new(config.rate, config.speedup);
     let mut error: Option<ProducerError> = None;
     loop {
-        let batch = if interrupt.is_set() {
+        let batch = if shutdown.is_requested() {
             // A reader blocked on standard input would never close the channel: stop
             // waiting once nothing more comes.
             tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap_or(None)
@@ -160,17 +163,17 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
             receiver.recv().await
         };
         let Some(batch) = batch else { break };
-        if let Err(e) = send_batch(&mut sink, &mut pacer, batch, &interrupt).await {
+        if let Err(e) = send_batch(&mut sink, &mut pacer, batch, &shutdown).await {
             error = Some(e.into());
             break;
         }
     }
-    if interrupt.is_set() {
+    if shutdown.is_requested() {
         error.get_or_insert(ProducerError::Interrupted);
     }
     // Closing the channel stops the reader if it is still going (sink failure).
     drop(receiver);
-    if !interrupt.is_set() || reader.is_finished() {
+    if !shutdown.is_requested() || reader.is_finished() {
         match tokio::task::spawn_blocking(move || reader.join()).await.expect("join task") {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -196,54 +199,8 @@ pub async fn run(config: ProducerConfig) -> Result<Outcome, ProducerError> {
     Ok(Outcome { summary, error })
 }
 
-/// Set by the first SIGINT/SIGTERM: the reader stops, pacing stops waiting, and what was read
-/// is sent. A second signal exits at once (status 130).
-#[derive(Clone, Default)]
-pub struct Interrupt {
-    flag: Arc<AtomicBool>,
-    notify: Arc<tokio::sync::Notify>,
-}
-
-impl Interrupt {
-    pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
-    }
-
-    fn set(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Runs `future` unless (or until) the interrupt is set.
-    async fn unless_set<F: std::future::Future>(&self, future: F) {
-        if self.is_set() {
-            return;
-        }
-        tokio::select! {
-            _ = future => {}
-            _ = self.notify.notified() => {}
-        }
-    }
-}
-
-async fn watch_signals(interrupt: Interrupt) {
-    let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
-    for signals in 0.. {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        if signals > 0 {
-            eprintln!("interrupted again: exiting without sending the rest");
-            std::process::exit(130);
-        }
-        tracing::warn!("interrupted: sending what was read, then stopping (interrupt again to exit at once)");
-        interrupt.set();
-    }
-}
-
-async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>, interrupt: &Interrupt) -> Result<(), SinkError> {
-    if !pacer.is_active() || interrupt.is_set() {
+async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>, shutdown: &Shutdown) -> Result<(), SinkError> {
+    if !pacer.is_active() || shutdown.is_requested() {
         for event in batch {
             sink.push(event).await?;
         }
@@ -251,12 +208,12 @@ async fn send_batch(sink: &mut Sink, pacer: &mut Pacer, batch: Vec<input::Event>
     }
     for event in batch {
         let delay = pacer.delay_for(event.event_time_ms);
-        if !delay.is_zero() && !interrupt.is_set() {
+        if !delay.is_zero() && !shutdown.is_requested() {
             // Send what is due before waiting, or paced events would sit in a half-full batch.
             sink.flush().await?;
-            interrupt.unless_set(tokio::time::sleep(delay)).await;
+            shutdown.unless_requested(tokio::time::sleep(delay)).await;
         }
-        interrupt.unless_set(pacer.admit(1)).await;
+        shutdown.unless_requested(pacer.admit(1)).await;
         sink.push(event).await?;
     }
     // A rate-limited stream must not hold a partial batch until the next one fills.

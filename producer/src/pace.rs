@@ -5,7 +5,10 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use kappa_common::time::{EventTimeError, EventTimeFormat};
 use tokio::time::Instant;
 
@@ -19,8 +22,25 @@ impl EventTimeParser {
     }
 }
 
+/// governor's clock, read from tokio's: waits are tokio sleeps, so pacing follows tokio's
+/// time (which tests pause and advance, instead of waiting for real).
+#[derive(Debug, Clone)]
+struct TokioClock {
+    origin: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
 pub struct Pacer {
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<(Limiter, TokioClock)>,
     burst: u32,
     speedup: Option<f64>,
     /// First event time seen and the instant it was sent: the replay clock's origin.
@@ -34,7 +54,8 @@ impl Pacer {
         let (limiter, burst) = match rate {
             Some(rate) => {
                 let burst = NonZeroU32::new((rate.get() / 10).max(1)).expect("at least 1");
-                (Some(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))), burst.get())
+                let clock = TokioClock { origin: Instant::now() };
+                (Some((RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock.clone()), clock)), burst.get())
             }
             None => (None, 0),
         };
@@ -59,11 +80,13 @@ impl Pacer {
 
     /// Waits until the rate limit admits `n` more events.
     pub async fn admit(&self, mut n: u32) {
-        let Some(limiter) = &self.limiter else { return };
+        let Some((limiter, clock)) = &self.limiter else { return };
         while n > 0 {
-            let chunk = n.min(self.burst);
-            limiter.until_n_ready(NonZeroU32::new(chunk).expect("non-zero")).await.expect("chunk within burst");
-            n -= chunk;
+            let chunk = NonZeroU32::new(n.min(self.burst)).expect("non-zero");
+            match limiter.check_n(chunk).expect("a chunk is within the burst") {
+                Ok(()) => n -= chunk.get(),
+                Err(not_until) => tokio::time::sleep(not_until.wait_time_from(clock.now())).await,
+            }
         }
     }
 }
@@ -72,24 +95,26 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn speedup_divides_event_gaps() {
         let mut pacer = Pacer::new(None, Some(60.0));
         assert_eq!(pacer.delay_for(Some(0)), Duration::ZERO);
         // One minute of event time at 60x is one second of wall time.
         let d = pacer.delay_for(Some(60_000));
-        assert!(d > Duration::from_millis(990) && d <= Duration::from_secs(1), "{d:?}");
+        assert_eq!(d, Duration::from_secs(1));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert_eq!(pacer.delay_for(Some(60_000)), Duration::from_millis(600), "the clock started with the first event");
         assert_eq!(pacer.delay_for(Some(-5)), Duration::ZERO);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn rate_limits_throughput() {
         let pacer = Pacer::new(NonZeroU32::new(200), None);
-        let start = std::time::Instant::now();
-        pacer.admit(20).await; // the burst
+        let start = Instant::now();
+        pacer.admit(20).await; // the burst, at once
+        assert_eq!(start.elapsed(), Duration::ZERO);
         pacer.admit(60).await; // 0.3 s at 200/s
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(295) && elapsed <= Duration::from_millis(305), "{elapsed:?}");
     }
 }

@@ -21,6 +21,7 @@ pub struct Stats {
     retries: AtomicU64,
     throttles: AtomicU64,
     undelivered: AtomicU64,
+    billed_requests: AtomicU64,
     requests: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -35,6 +36,7 @@ impl Default for Stats {
             retries: AtomicU64::new(0),
             throttles: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
+            billed_requests: AtomicU64::new(0),
             requests: Mutex::new(BTreeMap::new()),
         }
     }
@@ -48,10 +50,20 @@ pub struct Summary {
     pub events_sent: u64,
     pub bytes_sent: u64,
     pub rejected: u64,
+    /// Events that are not at the destination: those the sink gave up on (in the reject
+    /// file), plus `unsent`. Always `rows_read = events_sent + rejected + undelivered`.
     pub undelivered: u64,
+    /// Of `undelivered`: rows read but never handed to the destination, because the run
+    /// stopped first (an error or an interrupt). Sending the same input again sends them;
+    /// the consumer drops the rows already delivered by their identity.
+    pub unsent: u64,
     pub retries: u64,
     pub throttles: u64,
     pub requests: BTreeMap<String, u64>,
+    /// API requests per million events sent, at this run's settings: what a million rows cost.
+    pub requests_per_million_events: Option<u64>,
+    /// SQS bills each 64 KiB of a request's payload as one request: the billed count.
+    pub billed_requests: Option<u64>,
     pub elapsed_seconds: f64,
     pub rows_per_second: f64,
     pub rejects_file: Option<String>,
@@ -77,6 +89,13 @@ impl Stats {
     pub fn add_undelivered(&self, n: u64) {
         self.undelivered.fetch_add(n, Relaxed);
     }
+    /// The count of events the destination holds, measured there (the embedded log).
+    pub fn set_events_sent(&self, events: u64) {
+        self.events_sent.store(events, Relaxed);
+    }
+    pub fn add_billed_requests(&self, n: u64) {
+        self.billed_requests.fetch_add(n, Relaxed);
+    }
     pub fn add_request(&self, kind: &str) {
         *self.requests.lock().expect("stats lock").entry(kind.to_string()).or_default() += 1;
     }
@@ -90,16 +109,26 @@ impl Stats {
     pub fn summary(&self, sink: &str, rejects_file: Option<String>) -> Summary {
         let elapsed = self.started.elapsed().as_secs_f64();
         let rows_read = self.rows_read.load(Relaxed);
+        let events_sent = self.events_sent.load(Relaxed);
+        let rejected = self.rejected.load(Relaxed);
+        let given_up = self.undelivered.load(Relaxed);
+        let unsent = rows_read.saturating_sub(events_sent + rejected + given_up);
+        let requests = self.requests.lock().expect("stats lock").clone();
+        let api_requests: u64 = requests.iter().filter(|(kind, _)| !kind.starts_with("log-")).map(|(_, n)| n).sum();
+        let billed = self.billed_requests.load(Relaxed);
         Summary {
             sink: sink.to_string(),
             rows_read,
-            events_sent: self.events_sent.load(Relaxed),
+            events_sent,
             bytes_sent: self.bytes_sent.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            undelivered: self.undelivered.load(Relaxed),
+            rejected,
+            undelivered: given_up + unsent,
+            unsent,
             retries: self.retries.load(Relaxed),
             throttles: self.throttles.load(Relaxed),
-            requests: self.requests.lock().expect("stats lock").clone(),
+            requests,
+            requests_per_million_events: (api_requests > 0 && events_sent > 0).then(|| api_requests * 1_000_000 / events_sent),
+            billed_requests: (billed > 0).then_some(billed),
             elapsed_seconds: elapsed,
             rows_per_second: if elapsed > 0.0 { rows_read as f64 / elapsed } else { 0.0 },
             rejects_file,
@@ -128,6 +157,19 @@ impl Summary {
             elapsed = self.elapsed_seconds,
             rate = self.rows_per_second,
         );
+        if self.unsent > 0 {
+            text.push_str(&format!(
+                "  of undelivered {} never sent: the run stopped first (send the input again; rows already delivered are dropped by identity)\n",
+                self.unsent
+            ));
+        }
+        if let Some(per_million) = self.requests_per_million_events {
+            let billed = match (self.billed_requests, self.events_sent) {
+                (Some(billed), sent) if sent > 0 => format!(", billed as {} (SQS: one per 64 KiB of payload)", billed * 1_000_000 / sent),
+                _ => String::new(),
+            };
+            text.push_str(&format!("  cost           {per_million} API requests per 1M events at these settings{billed}\n"));
+        }
         if let Some(path) = &self.rejects_file {
             text.push_str(&format!("  rejects file   {path}\n"));
         }

@@ -17,7 +17,7 @@ use kappa_consumer::pipeline::PipelineConfig;
 /// settings, a rebuild writes the very same objects, byte for byte.
 #[derive(Debug, Parser)]
 #[command(name = "kappa-replay", version, about, long_about, max_term_width = 100, args_conflicts_with_subcommands = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -25,7 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Prints the current generation's location (the prefix outside readers such as Athena or
     /// DuckDB read) and every generation with its rows, files, bytes and creation time.
     Status(TableArgs),
@@ -49,7 +49,7 @@ pub enum Command {
 
 /// Which table, where.
 #[derive(Debug, Clone, Args)]
-pub struct TableArgs {
+pub(crate) struct TableArgs {
     /// The lake: a local directory, or s3://BUCKET[/PREFIX].
     #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
     pub lake: String,
@@ -69,7 +69,7 @@ pub struct TableArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     /// What to replay: log:PATH (every shard, from its start), kinesis:STREAM (every shard,
     /// TRIM_HORIZON; children after their parents), or raw:PATH|S3_URI (NDJSON objects in key
     /// order: the consumer's --archive, URI/<table>/raw, or a prefix Firehose delivered to).
@@ -122,7 +122,7 @@ pub struct ReplayArgs {
 
 /// Where the replay reads.
 #[derive(Debug, Clone)]
-pub enum ReplaySource {
+pub(crate) enum ReplaySource {
     Log(PathBuf),
     Kinesis(String),
     Raw(LakeLocation),
@@ -140,14 +140,14 @@ impl std::fmt::Display for ReplaySource {
 
 /// A validated table location.
 #[derive(Debug, Clone)]
-pub struct TableLocation {
+pub(crate) struct TableLocation {
     pub lake: LakeLocation,
     pub table: String,
     pub aws: kappa_common::aws::AwsOptions,
 }
 
 impl TableArgs {
-    pub fn validate(&self) -> Result<TableLocation, ConfigError> {
+    pub(crate) fn validate(&self) -> Result<TableLocation, ConfigError> {
         validate_table(&self.table)?;
         Ok(TableLocation {
             lake: parse_lake(&self.lake)?,
@@ -158,7 +158,7 @@ impl TableArgs {
 }
 
 #[derive(Debug)]
-pub struct ReplayConfig {
+pub(crate) struct ReplayConfig {
     pub source: ReplaySource,
     pub location: TableLocation,
     pub pipeline: PipelineConfig,
@@ -195,7 +195,7 @@ impl ReplayArgs {
         })
     }
 
-    pub fn validate(self) -> Result<ReplayConfig, ConfigError> {
+    pub(crate) fn validate(self) -> Result<ReplayConfig, ConfigError> {
         let source = if let Some(raw) = self.from.strip_prefix("raw:") {
             ReplaySource::Raw(parse_lake(raw).map_err(|e| ConfigError(e.0.replace("--lake", "--from raw:")))?)
         } else {

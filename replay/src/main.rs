@@ -13,37 +13,42 @@ use crate::config::{Cli, Command};
 
 // The system allocator, as the consumer's pipeline (run here too) holds less memory with it.
 
-fn main() -> anyhow::Result<()> {
+/// Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2 misconfiguration.
+fn main() {
     kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
     let cli = Cli::parse();
-    let fail = |e: &dyn std::fmt::Display, code: i32| -> ! {
-        eprintln!("error: {e}");
-        std::process::exit(code)
-    };
+    let fail = |e: &dyn std::fmt::Display, code: i32| -> ! { kappa_common::logging::exit_with(e, code) };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Some(command) = cli.command {
         let location = |table: config::TableArgs| table.validate().unwrap_or_else(|e| fail(&e, 2));
         let result = match command {
-            Command::Status(table) => status::status(&location(table)),
-            Command::Gc { table, keep } => status::gc(&location(table), keep),
-            Command::Switch { table, generation } => status::switch(&location(table), &generation),
+            Command::Status(table) => status::status(&runtime, &location(table)),
+            Command::Gc { table, keep } => status::gc(&runtime, &location(table), keep),
+            Command::Switch { table, generation } => status::switch(&runtime, &location(table), &generation),
         };
-        return result.map_err(Into::into);
+        if let Err(e) = result {
+            fail(&e, 1);
+        }
+        return;
     }
     let config = cli.run.validate().unwrap_or_else(|e| fail(&e, 2));
     let summary_json = config.summary_json.clone();
-    match rebuild::replay(config) {
+    let shutdown = kappa_common::shutdown::Shutdown::default();
+    shutdown.listen(runtime.handle(), "stopping: the new generation stays unswitched");
+    match rebuild::replay(config, &runtime, &shutdown) {
         Ok(summary) => {
             eprint!("{}", summary.render());
-            if let Some(path) = summary_json {
-                std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)?;
+            if let Some(path) = summary_json
+                && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("the summary serializes"))
+            {
+                fail(&format!("--summary-json {}: {e}", path.display()), 1);
             }
             let checks_failed = summary.verify.as_ref().is_some_and(|v| !v.ok) || summary.compare.as_ref().is_some_and(|c| !c.ok);
             if checks_failed {
                 std::process::exit(1);
             }
-            Ok(())
         }
-        Err(e) => fail(&e, 1),
+        Err(e) => fail(&e, if e.is_misconfiguration() { 2 } else { 1 }),
     }
 }

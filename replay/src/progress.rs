@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: Option<u64>,
     interval: Duration,
@@ -13,7 +13,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: Option<u64>, interval: Duration) -> Progress {
+    pub(crate) fn new(total: Option<u64>, interval: Duration) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| match total {
             Some(total) => indicatif::ProgressBar::new(total)
                 .with_style(indicatif::ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}").expect("valid template")),
@@ -23,7 +23,7 @@ impl Progress {
         Progress { bar, total, interval, last_line: Instant::now(), started: Instant::now() }
     }
 
-    pub fn set(&mut self, read: u64, written: u64) {
+    pub(crate) fn set(&mut self, read: u64, written: u64) {
         if let Some(bar) = &self.bar {
             bar.set_position(read);
         } else if self.last_line.elapsed() >= self.interval {
@@ -41,7 +41,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(&mut self, read: u64, _written: u64) {
+    pub(crate) fn finish(&mut self, read: u64, _written: u64) {
         if let Some(bar) = self.bar.take() {
             bar.set_position(read);
             bar.finish_and_clear();

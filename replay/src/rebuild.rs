@@ -15,11 +15,11 @@
 //! readers never see it; `kappa-replay gc` removes it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
 use kappa_common::log::{Log, StartAt};
+use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
 use kappa_consumer::feed::Feed;
@@ -32,6 +32,7 @@ use kappa_consumer::source::{Source, SourceError};
 use kappa_consumer::stats::Stats;
 use kappa_consumer::table::Table;
 use serde::Serialize;
+use tokio::runtime::Runtime;
 
 use crate::config::{ReplayConfig, ReplaySource, TableLocation};
 use crate::progress::Progress;
@@ -39,7 +40,7 @@ use crate::verify::{CompareReport, VerifyReport};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     #[error(transparent)]
     Table(#[from] kappa_consumer::table::TableError),
     #[error(transparent)]
@@ -58,8 +59,19 @@ pub enum ReplayError {
     Interrupted { generation: String },
 }
 
+impl ReplayError {
+    /// The settings do not fit the data (the same cases as the consumer's exit status 2).
+    pub(crate) fn is_misconfiguration(&self) -> bool {
+        match self {
+            ReplayError::Pipeline(e) => e.is_misconfiguration(),
+            ReplayError::Consumer(e) => e.exit_code() == 2,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
-pub struct ReplaySummary {
+pub(crate) struct ReplaySummary {
     pub table: String,
     pub generation: String,
     /// Where outside readers read the new generation.
@@ -74,24 +86,17 @@ pub struct ReplaySummary {
     pub switched: bool,
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
-}
-
 /// The store of a table location, and the AWS configuration when a service is involved.
-pub fn open_store(runtime: &tokio::runtime::Runtime, location: &TableLocation, needs_aws: bool) -> Result<(Store, Option<AwsContext>), ReplayError> {
+pub(crate) fn open_store(runtime: &Runtime, location: &TableLocation, needs_aws: bool) -> Result<(Store, Option<AwsContext>), ReplayError> {
     let needs_aws = needs_aws || matches!(location.lake, LakeLocation::S3 { .. });
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&location.aws))?) } else { None };
     Ok((kappa_consumer::run::open_store(&location.lake, aws.as_ref()), aws))
 }
 
-pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
-    let runtime = runtime();
-    let interrupted = Arc::new(AtomicBool::new(false));
-    runtime.spawn(watch_signals(interrupted.clone()));
+pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
     let needs_aws = matches!(config.source, ReplaySource::Kinesis(_) | ReplaySource::Raw(LakeLocation::S3 { .. }));
-    let (store, aws) = open_store(&runtime, &config.location, needs_aws)?;
+    let (store, aws) = open_store(runtime, &config.location, needs_aws)?;
     let name = config.location.table.clone();
 
     // 1. The current generation keeps serving. The source is opened first, so a wrong --from
@@ -157,6 +162,25 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let table = Table::open_generation(store.clone(), &name, &new_generation);
     let location = format!("{}/{}", config.location.lake, table.data_prefix());
     tracing::info!(generation = %new_generation, current = previous.as_deref().unwrap_or("none"), write_at = %location, "replaying {}", config.source);
+    // `gc` leaves an incomplete generation alone while its replay says it is writing it.
+    let heartbeat = {
+        let (store, name, generation) = (store.clone(), name.clone(), new_generation.clone());
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(generation::WRITER_HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if let Err(e) = generation::heartbeat(&store, &name, &generation).await {
+                    tracing::warn!(error = %e, "cannot write the replay's heartbeat");
+                }
+            }
+        })
+    };
+    let writer_done = || {
+        heartbeat.abort();
+        if let Err(e) = runtime.block_on(generation::writer_done(&store, &name, &new_generation)) {
+            tracing::warn!(error = %e, "cannot remove the replay's heartbeat; gc treats it as stale after a minute");
+        }
+    };
 
     // 2. Read the source to its end through the consumer's pipeline.
     let stats = Arc::new(Stats::default());
@@ -169,7 +193,7 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let result = (|| -> Result<(), ReplayError> {
         let mut feed = Feed::new();
         while !source.finished() || !feed.is_empty() {
-            if interrupted.load(Ordering::Acquire) {
+            if shutdown.is_requested() {
                 return Err(ReplayError::Interrupted { generation: new_generation.clone() });
             }
             if feed.step(&mut source, &mut pipeline, Duration::from_millis(200))? {
@@ -181,7 +205,10 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     })();
     source.stop();
     progress.finish(stats.read(), stats.written());
-    result?;
+    if let Err(e) = result {
+        writer_done();
+        return Err(e);
+    }
 
     // 3. The rest, committed: the generation is complete.
     pipeline.flush_all()?;
@@ -189,7 +216,9 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
         pipeline.acks().adopt(&live.unacknowledged);
         pipeline.commit_acknowledgements()?;
     }
-    runtime.block_on(generation::mark_complete(&store, &name, &new_generation))?;
+    let completed = runtime.block_on(generation::mark_complete(&store, &name, &new_generation));
+    writer_done();
+    completed?;
     let summary = stats.summary();
     let state = pipeline.state().clone();
     let table = pipeline.table().clone();
@@ -221,18 +250,8 @@ pub fn replay(config: ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary { table: name, generation: new_generation, location, run, verify, compare, previous, switched })
 }
 
-async fn watch_signals(interrupted: Arc<AtomicBool>) {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::warn!("interrupted: stopping; the new generation stays unswitched");
-    interrupted.store(true, Ordering::Release);
-}
-
 impl ReplaySummary {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut text = self.run.render(&format!("{}, new generation {}", self.table, self.generation), &self.location);
         if let Some(v) = &self.verify {
             text.push_str(&format!("  verify             {}\n", if v.ok { "ok: every partition holds the rows routed to it" } else { "FAILED (see above)" }));

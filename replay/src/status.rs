@@ -3,15 +3,16 @@
 use kappa_consumer::generation;
 
 use crate::config::TableLocation;
-use crate::rebuild::{ReplayError, open_store, runtime};
+use tokio::runtime::Runtime;
+
+use crate::rebuild::{ReplayError, open_store};
 
 fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-pub fn status(location: &TableLocation) -> Result<(), ReplayError> {
-    let runtime = runtime();
-    let (store, _) = open_store(&runtime, location, false)?;
+pub(crate) fn status(runtime: &Runtime, location: &TableLocation) -> Result<(), ReplayError> {
+    let (store, _) = open_store(runtime, location, false)?;
     let name = &location.table;
     let summaries = runtime.block_on(generation::summaries(&store, name))?;
     match summaries.iter().find(|s| s.current) {
@@ -45,28 +46,35 @@ pub fn status(location: &TableLocation) -> Result<(), ReplayError> {
     Ok(())
 }
 
-pub fn gc(location: &TableLocation, keep: usize) -> Result<(), ReplayError> {
-    let runtime = runtime();
-    let (store, _) = open_store(&runtime, location, false)?;
+pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize) -> Result<(), ReplayError> {
+    let (store, _) = open_store(runtime, location, false)?;
     let name = &location.table;
     let mut others: Vec<_> = runtime.block_on(generation::summaries(&store, name))?.into_iter().filter(|s| !s.current).collect();
     // Newest first; the current one is never a candidate. Incomplete generations (interrupted
-    // replays) neither count among the kept nor stay: do not run gc while a replay runs.
+    // replays) neither count among the kept nor stay, unless a replay is still writing one.
     others.sort_by(|a, b| b.record.generation.cmp(&a.record.generation));
     let (complete, incomplete): (Vec<_>, Vec<_>) = others.into_iter().partition(|s| s.complete);
     let mut removed = 0;
     for old in complete.iter().skip(keep).chain(incomplete.iter()) {
-        let objects = runtime.block_on(generation::remove(&store, name, &old.record.generation))?;
-        println!("removed {} ({} objects, {} rows)", old.record.generation, objects, old.totals.rows);
+        let generation = &old.record.generation;
+        if !old.complete && runtime.block_on(generation::is_being_written(&store, name, generation))? {
+            println!("left {generation}: a replay is writing it (it said so within the last minute)");
+            continue;
+        }
+        let objects = runtime.block_on(generation::remove(&store, name, generation))?;
+        println!("removed {generation} ({objects} objects, {} rows)", old.totals.rows);
         removed += 1;
+    }
+    let swept = runtime.block_on(generation::sweep_removed(&store, name))?;
+    if swept > 0 {
+        println!("swept {swept} objects written into generations after gc removed them");
     }
     println!("kept the current generation and {} other(s); removed {removed}", complete.len().min(keep));
     Ok(())
 }
 
-pub fn switch(location: &TableLocation, target: &str) -> Result<(), ReplayError> {
-    let runtime = runtime();
-    let (store, _) = open_store(&runtime, location, false)?;
+pub(crate) fn switch(runtime: &Runtime, location: &TableLocation, target: &str) -> Result<(), ReplayError> {
+    let (store, _) = open_store(runtime, location, false)?;
     let pointer = runtime.block_on(generation::switch(&store, &location.table, target, None))?;
     println!("table {}: readers now resolve {} (was {})", location.table, pointer.generation, pointer.previous.as_deref().unwrap_or("none"));
     Ok(())

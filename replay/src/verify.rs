@@ -21,14 +21,14 @@ use serde::Serialize;
 use crate::rebuild::ReplayError;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PartitionCounts {
+pub(crate) struct PartitionCounts {
     pub partition: String,
     pub routed: u64,
     pub in_files: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     pub ok: bool,
     pub partitions: usize,
     pub rows: u64,
@@ -45,7 +45,7 @@ async fn read_object(table: &Table, file: &str) -> Result<bytes::Bytes, ReplayEr
     table.store().get(&path).await.map_err(|e| ReplayError::ReadBack(format!("{path}: {e}")))
 }
 
-pub async fn verify(
+pub(crate) async fn verify(
     table: &Table,
     state: &TableState,
     routed: &BTreeMap<String, u64>,
@@ -80,7 +80,7 @@ pub async fn verify(
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct PartitionDifference {
+pub(crate) struct PartitionDifference {
     pub generation: String,
     pub partition: String,
     /// Rows of this partition that the other generation lacks.
@@ -88,7 +88,7 @@ pub struct PartitionDifference {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CompareReport {
+pub(crate) struct CompareReport {
     pub ok: bool,
     pub live: String,
     pub rows_new: u64,
@@ -149,7 +149,7 @@ async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, 
     Ok(set)
 }
 
-pub async fn compare(store: &Store, name: &str, live: &str, new: &str) -> Result<CompareReport, ReplayError> {
+pub(crate) async fn compare(store: &Store, name: &str, live: &str, new: &str) -> Result<CompareReport, ReplayError> {
     let live_rows = row_set(store, name, live).await?;
     let new_rows = row_set(store, name, new).await?;
     let mut by_partition: BTreeMap<(String, String), u64> = BTreeMap::new();

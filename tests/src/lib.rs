@@ -25,12 +25,52 @@ pub fn seed(relative: &str) -> PathBuf {
     path
 }
 
-/// A built binary of the workspace. The test command (`scripts/test`) builds them first.
+/// A binary of the workspace. The test command (`scripts/test`) builds them first; a binary
+/// older than a Rust source of its crates fails the test, so a test never runs code older than
+/// what it tests (cargo's own freshness check is by modification time too).
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display());
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display()));
+    let crates: &[&str] = match name {
+        "kappa-producer" => &["common", "producer"],
+        "kappa-consumer" => &["common", "consumer"],
+        "kappa-replay" => &["common", "consumer", "replay"],
+        _ => &["bench"],
+    };
+    if let Some((modified, source)) = newest_rust_source(crates)
+        && built < modified
+    {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace --bins` (./scripts/test does it) so the tests run the current code",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The most recently modified Rust file of the workspace's `crates`.
+fn newest_rust_source(crates: &[&str]) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut stack: Vec<PathBuf> = crates.iter().map(|c| workspace_root().join(c).join("src")).collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+                && newest.as_ref().is_none_or(|(n, _)| modified > *n)
+            {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    newest
 }
 
 /// Runs a command to completion, returning its output; panics with stderr if it failed
@@ -56,7 +96,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `ready` until it holds; an error if `child` exits first or `timeout` passes.
-fn wait_until(child: &mut Child, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
+pub fn wait_until(child: &mut Child, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {
@@ -70,6 +110,21 @@ fn wait_until(child: &mut Child, what: &str, timeout: Duration, mut ready: impl 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A counter or gauge from a consumer's `--metrics-addr` on `port`; `None` while it does not
+/// answer yet.
+pub fn metric(port: u16, name: &str) -> Option<u64> {
+    let response = http_request(port, "GET", "/metrics", &[], "").ok()?;
+    let line = response.lines().find(|l| l.starts_with(&format!("kappa_consumer_{name} ")))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// Waits until a consumer's metric reaches `at_least`: readiness from what the process
+/// reports, not from a guessed sleep.
+pub fn wait_for_metric(child: &mut Child, port: u16, name: &str, at_least: u64, timeout: Duration) {
+    wait_until(child, "the consumer", timeout, || metric(port, name).is_some_and(|v| v >= at_least))
+        .unwrap_or_else(|e| panic!("{e} (waiting for {name} >= {at_least}; last seen {:?})", metric(port, name)));
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, timeout: Duration) {

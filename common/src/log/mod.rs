@@ -262,6 +262,12 @@ impl Log {
         ShardReader::open(self.shard_dir(shard)?, shard, start)
     }
 
+    /// The first sequence number the shard still holds (its first segment's name), or `None`
+    /// while it has no segment: records before it are gone.
+    pub fn first_retained(&self, shard: u32) -> Result<Option<u64>, LogError> {
+        Ok(segment::list_segments(&self.shard_dir(shard)?)?.first().copied())
+    }
+
     /// The sequence number the next record of the shard will get, as far as the files show:
     /// the number of records ever written and flushed. Records still buffered in a live
     /// writer are not counted. Reads the shard's last segment.

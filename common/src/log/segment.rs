@@ -212,24 +212,24 @@ pub(crate) struct SegmentCursor {
 }
 
 impl SegmentCursor {
-    pub fn open(path: PathBuf, base: u64) -> Result<Self, LogError> {
+    pub(crate) fn open(path: PathBuf, base: u64) -> Result<Self, LogError> {
         let file = File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
         Ok(SegmentCursor { path, base, file, buf: Vec::new(), start: 0, end: 0, buf_off: 0, header_ok: false })
     }
 
     /// Offset of the first byte not yet consumed.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.buf_off + self.start as u64
     }
 
-    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
+    pub(crate) fn bytes(&self, range: Range<usize>) -> &[u8] {
         &self.buf[range]
     }
 
     /// Forgets buffered bytes and continues reading at `off`, which must be a frame boundary
     /// (or 0). Used when returning to a tail that may have changed under us: a recovering
     /// writer may have cut a torn frame and written different bytes in its place.
-    pub fn reset_to(&mut self, off: u64) -> Result<(), LogError> {
+    pub(crate) fn reset_to(&mut self, off: u64) -> Result<(), LogError> {
         self.file.seek(SeekFrom::Start(off)).map_err(|e| self.io(e))?;
         self.start = 0;
         self.end = 0;
@@ -270,7 +270,7 @@ impl SegmentCursor {
         }
     }
 
-    pub fn next(&mut self) -> Result<Step, LogError> {
+    pub(crate) fn next(&mut self) -> Result<Step, LogError> {
         loop {
             let off = self.offset();
             let avail = &self.buf[self.start..self.end];

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::{ObjectMeta, StoreError};
 use crate::aws::describe_sdk_error;
 
-pub const MULTIPART_THRESHOLD: usize = 64 << 20;
+pub(super) const MULTIPART_THRESHOLD: usize = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
 
 #[derive(Debug, Clone)]

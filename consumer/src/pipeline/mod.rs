@@ -27,7 +27,11 @@ use kappa_common::schema::TableSchema;
 use kappa_common::time::EventTimeFormat;
 use tokio::runtime::Handle;
 
+mod checks;
 mod route;
+
+pub use self::checks::QuarantineLimit;
+use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
@@ -58,6 +62,30 @@ pub enum PipelineError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("--event-time {column:?} is not a column of the table's schema ({columns} columns){}; nothing was committed", did_you_mean(closest))]
+    EventTimeColumn { column: String, closest: Vec<String>, columns: usize },
+    #[error(
+        "{quarantined} of the first {read} events were quarantined, more than --max-quarantine-ratio {ratio} allows (first reason: {first_reason}); \
+         stopped before committing them. Correct the settings (--event-time, --schema, --table) or the input and run again, \
+         or raise --max-quarantine-ratio (1 turns the check off)"
+    )]
+    TooMuchQuarantined { quarantined: u64, read: u64, ratio: f64, first_reason: String },
+}
+
+impl PipelineError {
+    /// The settings do not fit the data: exit status 2, as for other misconfiguration found
+    /// once the data is seen.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, PipelineError::EventTimeColumn { .. } | PipelineError::TooMuchQuarantined { .. })
+    }
+}
+
+fn did_you_mean(closest: &[String]) -> String {
+    match closest {
+        [] => String::new(),
+        [one] => format!(" (did you mean `{one}`?)"),
+        many => format!(" (did you mean one of {}?)", many.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +100,7 @@ pub struct PipelineConfig {
     /// For sources that acknowledge whole messages (SQS), whose events may span partitions:
     /// a message is deleted only once all its rows are committed, and never re-read in part.
     pub flush_together: bool,
+    pub quarantine_limit: QuarantineLimit,
 }
 
 /// A quarantined event waiting for the next commit.
@@ -109,6 +138,10 @@ pub struct Pipeline {
     /// The commit being written in the background, if any.
     in_flight: Option<InFlight>,
     stats: Arc<Stats>,
+    /// The generation's layout, until the first commit with rows records it: a run that
+    /// commits no rows must not lock the table to its (perhaps mistyped) settings.
+    unrecorded_layout: Option<crate::table::Layout>,
+    quarantine_ratio: QuarantineRatio,
 }
 
 fn seq_of(text: &str) -> Option<SequenceNumber> {
@@ -127,7 +160,12 @@ impl Pipeline {
         stats: Arc<Stats>,
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
         let layout = crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) };
-        runtime.block_on(table.settle_layout(&layout))?;
+        let unrecorded_layout = if runtime.block_on(table.has_layout())? {
+            runtime.block_on(table.settle_layout(&layout))?;
+            None
+        } else {
+            Some(layout)
+        };
         let mut state = runtime.block_on(table.load_state())?;
         let removed = runtime.block_on(table.remove_uncommitted(&state))?;
         if removed > 0 {
@@ -139,6 +177,9 @@ impl Pipeline {
             (None, Some(given)) => (Decoder::new(given.clone(), 1), 0, Some(given)),
             (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
         };
+        if let (Some(schema), Some((column, _))) = (&known, &config.event_time) {
+            check_event_time(schema, column)?;
+        }
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
         let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
         let pipeline = Pipeline {
@@ -159,14 +200,20 @@ impl Pipeline {
             stored_schema_version: stored_version,
             in_flight: None,
             stats,
+            unrecorded_layout,
+            quarantine_ratio: QuarantineRatio::new(config.quarantine_limit),
         };
         Ok((pipeline, known))
     }
 
     /// Sets the schema when none was stored or given (inferred by the caller from the first
     /// events).
-    pub fn set_initial_schema(&mut self, schema: TableSchema) {
+    pub fn set_initial_schema(&mut self, schema: TableSchema) -> Result<(), PipelineError> {
+        if let Some((column, _)) = &self.config.event_time {
+            check_event_time(&schema, column)?;
+        }
         self.decoder = Decoder::new(schema, 1);
+        Ok(())
     }
 
     pub fn has_schema(&self) -> bool {
@@ -263,6 +310,7 @@ impl Pipeline {
             return Ok(());
         }
         self.stats.add_read(events.len() as u64);
+        self.quarantine_ratio.read(events.len());
         if let Some(archive) = &mut self.archive {
             for event in events {
                 archive.add(&self.shards[event.shard as usize], event);
@@ -303,6 +351,7 @@ impl Pipeline {
                 self.route(&batch, &ids, &origin, &partitions, events, previous)?;
             }
         }
+        self.quarantine_ratio.check()?;
         if !self.sealed.is_empty() {
             self.write_and_commit()?;
         }
@@ -316,6 +365,7 @@ impl Pipeline {
     pub fn reject(&mut self, rejects: &[(SourceEvent, String)]) {
         debug_assert!(rejects.is_empty() || self.config.flush_together, "rejects need flush_together");
         self.stats.add_read(rejects.len() as u64);
+        self.quarantine_ratio.read(rejects.len());
         for (event, reason) in rejects {
             if let Some(archive) = &mut self.archive {
                 archive.add(&self.shards[event.shard as usize], event);
@@ -378,6 +428,7 @@ impl Pipeline {
             return; // quarantined by a committed flush before a restart
         }
         self.stats.add_quarantined(1);
+        self.quarantine_ratio.quarantined(&reason);
         self.quarantine.push(QuarantineRecord {
             shard,
             seq: event.seq.to_string(),
@@ -448,6 +499,7 @@ impl Pipeline {
     /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
     /// unless the source acknowledges commits (see [`crate::commit`]).
     fn write_and_commit(&mut self) -> Result<(), PipelineError> {
+        self.quarantine_ratio.check()?;
         self.finish_commit()?;
         if self.config.flush_together {
             let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
@@ -468,6 +520,11 @@ impl Pipeline {
             totals.rows += buffer.rows;
             totals.files += 1;
             files.push((path, partition.path(), buffer));
+        }
+        if !files.is_empty()
+            && let Some(layout) = self.unrecorded_layout.take()
+        {
+            self.runtime.block_on(self.table.settle_layout(&layout))?;
         }
         let mut errors = Vec::new();
         let mut quarantined = self.state.quarantined.clone();

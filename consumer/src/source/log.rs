@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kappa_common::event::SequenceNumber;
 use kappa_common::log::{Log, LogError, ShardReader, StartAt};
 use rayon::prelude::*;
 
 use super::{Chunk, SourceError};
+use crate::config::LogGapPolicy;
 use crate::pipeline::SourceEvent;
+use crate::stats::Stats;
 
 /// Events per shard per round.
 const SHARD_SHARE: usize = 2048;
@@ -25,7 +27,7 @@ pub struct LogSource {
     log: Log,
     /// The reading thread ended on its own: every shard reached its end bound.
     finished: bool,
-    chunks: Receiver<Result<Vec<SourceEvent>, LogError>>,
+    chunks: Receiver<Result<Vec<SourceEvent>, SourceError>>,
     stop: Arc<AtomicBool>,
     /// A round found nothing new in any shard: what the log held is read.
     caught_up: Arc<AtomicBool>,
@@ -43,18 +45,23 @@ impl LogSource {
     }
 
     /// Starts reading each shard after its resume point (or at its beginning), following the
-    /// tail.
-    pub fn start(log: Log, resume_after: &[Option<SequenceNumber>]) -> Result<LogSource, SourceError> {
+    /// tail. A shard whose log no longer holds that point (records deleted, or the log rolled
+    /// back) is an error, or with [`LogGapPolicy::Skip`] a loss counted in `stats`.
+    pub fn start(log: Log, resume_after: &[Option<SequenceNumber>], on_gap: LogGapPolicy, stats: Arc<Stats>) -> Result<LogSource, SourceError> {
         let mut starts = Vec::new();
         for (shard, point) in resume_after.iter().enumerate() {
-            starts.push(match point {
-                None => StartAt::Earliest,
-                Some(seq) => StartAt::AfterSequence(
-                    seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?,
-                ),
-            });
+            let next = match point {
+                None => 0,
+                Some(seq) => {
+                    let position =
+                        seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })?;
+                    position + 1
+                }
+            };
+            stats.add_log_skipped(check_retained(&log, shard as u32, next, on_gap)?);
+            starts.push(if next == 0 { StartAt::Earliest } else { StartAt::AtSequence(next) });
         }
-        Self::spawn(log, starts, None)
+        Self::spawn(log, starts, None, Some(GapWatch { on_gap, stats }))
     }
 
     /// Reads each shard from `starts` up to what it holds now (and, with `until_ms`, only
@@ -63,7 +70,14 @@ impl LogSource {
         // Each shard's end is a scan of its last segment (up to 128 MiB, every CRC checked):
         // the shards are scanned on rayon's pool, one thread per core.
         let ends = (0..log.shard_count()).into_par_iter().map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>()?;
-        Self::spawn(log, starts, Some(Bounds { ends, until_ms }))
+        // A rebuild from the start must have the start: rows gone from the log would be
+        // missing from the new generation without a word.
+        for (shard, start) in starts.iter().enumerate() {
+            if *start == StartAt::Earliest {
+                check_retained(&log, shard as u32, 0, LogGapPolicy::Fail)?;
+            }
+        }
+        Self::spawn(log, starts, Some(Bounds { ends, until_ms }), None)
     }
 
     /// Records in each shard when a bounded read started (its end bound).
@@ -80,7 +94,7 @@ impl LogSource {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    fn spawn(log: Log, starts: Vec<StartAt>, bounds: Option<Bounds>) -> Result<LogSource, SourceError> {
+    fn spawn(log: Log, starts: Vec<StartAt>, bounds: Option<Bounds>, gaps: Option<GapWatch>) -> Result<LogSource, SourceError> {
         let mut readers = Vec::new();
         for (shard, start) in starts.into_iter().enumerate() {
             readers.push(log.reader(shard as u32, start)?);
@@ -88,10 +102,10 @@ impl LogSource {
         let (sender, chunks) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let caught_up = Arc::new(AtomicBool::new(false));
-        let (stop_flag, caught_up_flag) = (stop.clone(), caught_up.clone());
+        let (stop_flag, caught_up_flag, watched) = (stop.clone(), caught_up.clone(), log.clone());
         let thread = std::thread::Builder::new()
             .name("kappa-log-source".into())
-            .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag))
+            .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag, gaps.map(|g| (watched, g))))
             .expect("spawn the log source thread");
         Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread) })
     }
@@ -100,7 +114,7 @@ impl LogSource {
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
         match self.chunks.recv_timeout(timeout) {
             Ok(Ok(events)) => Ok(Some(Chunk { events, ..Chunk::default() })),
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(e),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => {
                 self.finished = true;
@@ -141,6 +155,51 @@ impl Drop for LogSource {
     }
 }
 
+/// Checks that the log still holds a shard from `next` (the first position to read) on.
+/// Returns the positions skipped when `on_gap` accepts the loss.
+fn check_retained(log: &Log, shard: u32, next: u64, on_gap: LogGapPolicy) -> Result<u64, SourceError> {
+    let first = log.first_retained(shard)?;
+    let end = log.shard_end(shard)?;
+    let (error, skipped) = match first {
+        Some(first) if first > next => (SourceError::LogGap { shard, next, first }, first - next),
+        _ if end < next => (SourceError::LogRolledBack { shard, next, end }, next - end),
+        _ => return Ok(0),
+    };
+    match on_gap {
+        LogGapPolicy::Fail => Err(error),
+        LogGapPolicy::Skip => {
+            tracing::warn!(skipped, "{error}; --on-log-gap skip: reading on");
+            Ok(skipped)
+        }
+    }
+}
+
+/// While following the tail: a shard whose log shrank below what was read was rolled back.
+struct GapWatch {
+    on_gap: LogGapPolicy,
+    stats: Arc<Stats>,
+}
+
+/// How often a caught-up reader checks that no shard was rolled back under it.
+const GAP_CHECK: Duration = Duration::from_secs(1);
+
+impl GapWatch {
+    /// Checks each reader's position against its shard's end. With `Skip`, a rolled-back
+    /// shard's reader is opened again at its position: the log's new records below it count
+    /// as skipped.
+    fn check(&self, log: &Log, readers: &mut [ShardReader]) -> Result<(), SourceError> {
+        for reader in readers.iter_mut() {
+            let (shard, next) = (reader.shard(), reader.position());
+            let skipped = check_retained(log, shard, next, self.on_gap)?;
+            if skipped > 0 {
+                self.stats.add_log_skipped(skipped);
+                *reader = log.reader(shard, StartAt::AtSequence(next))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a bounded read stops.
 struct Bounds {
     /// Per shard, the first sequence number not to read.
@@ -151,11 +210,13 @@ struct Bounds {
 fn read_loop(
     mut readers: Vec<ShardReader>,
     bounds: Option<Bounds>,
-    sender: SyncSender<Result<Vec<SourceEvent>, LogError>>,
+    sender: SyncSender<Result<Vec<SourceEvent>, SourceError>>,
     stop: Arc<AtomicBool>,
     caught_up: Arc<AtomicBool>,
+    gaps: Option<(Log, GapWatch)>,
 ) {
     let mut done = vec![false; readers.len()];
+    let mut gaps_checked = Instant::now();
     let mut round_bytes = 0;
     while !stop.load(Ordering::Acquire) {
         // The round's payloads go into one buffer that the events share: one allocation per
@@ -185,7 +246,7 @@ fn read_loop(
                         break;
                     }
                     Err(e) => {
-                        let _ = sender.send(Err(e));
+                        let _ = sender.send(Err(e.into()));
                         return;
                     }
                 }
@@ -201,6 +262,15 @@ fn read_loop(
             caught_up.store(true, Ordering::Release);
             if bounds.is_some() && done.iter().all(|d| *d) {
                 return; // dropping the sender tells the consumer side the read is complete
+            }
+            if let Some((log, watch)) = &gaps
+                && gaps_checked.elapsed() >= GAP_CHECK
+            {
+                gaps_checked = Instant::now();
+                if let Err(e) = watch.check(log, &mut readers) {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
             continue;

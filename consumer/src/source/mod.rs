@@ -43,6 +43,18 @@ pub enum SourceError {
          was the table fed from another source? Use a new --table"
     )]
     Position { shard: String, position: String },
+    #[error(
+        "log shard {shard}: the table resumes it at position {next}, but the log's first record is now {first}: \
+         records {next} to {} are gone (segments deleted?). Restore them, or accept the loss with --on-log-gap skip",
+        first - 1
+    )]
+    LogGap { shard: u32, next: u64, first: u64 },
+    #[error(
+        "log shard {shard}: the table resumes it at position {next}, but the log ends at {end}: it was rolled back or \
+         restored from an older copy, and new records there would be taken as read. Restore the newer log, or accept with \
+         --on-log-gap skip (positions below {next} are then taken as read)"
+    )]
+    LogRolledBack { shard: u32, next: u64, end: u64 },
     #[error("kinesis stream {stream}: {message}")]
     Kinesis { stream: String, message: String },
     #[error("sqs queue {queue}: {message}")]
@@ -134,13 +146,13 @@ impl Source {
     /// The source has, at least once, had nothing more to deliver: `--until-idle` counts only
     /// from then, so a source slow to answer at start (credentials, connections, throttling)
     /// is not taken for an idle one. Log: a round found every shard at its end; Kinesis: every
-    /// shard being read came back empty with nothing behind; SQS: a receive came back (SQS
-    /// cannot tell "empty" sooner than a 20 s long poll). Raw objects are a bounded read.
+    /// shard being read came back empty with nothing behind; SQS: a receive came back and,
+    /// under `--until-idle`, the queue holds nothing but this consumer's own messages. Raw objects are a bounded read.
     pub fn caught_up(&self) -> bool {
         match self {
             Source::Log(s) => s.caught_up(),
             Source::Kinesis(s) => s.caught_up(),
-            Source::Sqs(s) => s.answered(),
+            Source::Sqs(s) => s.drained(),
             Source::Raw(_) => true,
         }
     }
@@ -184,12 +196,12 @@ pub(crate) struct ChunkReceiver {
 }
 
 impl ChunkReceiver {
-    pub fn new(runtime: Handle, chunks: mpsc::Receiver<Result<Chunk, SourceError>>) -> ChunkReceiver {
+    pub(crate) fn new(runtime: Handle, chunks: mpsc::Receiver<Result<Chunk, SourceError>>) -> ChunkReceiver {
         ChunkReceiver { runtime, chunks, finished: false }
     }
 
     /// The next chunk, or `None` if nothing arrived within `timeout`.
-    pub fn next(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
+    pub(crate) fn next(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
         // Timers need the runtime's context: create the timeout inside it.
         let chunks = &mut self.chunks;
         match self.runtime.block_on(async { tokio::time::timeout(timeout, chunks.recv()).await }) {
@@ -204,11 +216,11 @@ impl ChunkReceiver {
         }
     }
 
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.finished
     }
 
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.chunks.close();
     }
 }

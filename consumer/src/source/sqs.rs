@@ -69,6 +69,18 @@ struct Shared {
     stats: Arc<Stats>,
     /// A ReceiveMessage call has come back (with messages or without).
     answered: AtomicBool,
+    /// With `--until-idle`: the queue's counts, polled every second.
+    counts: Mutex<Option<QueueCounts>>,
+}
+
+/// What GetQueueAttributes says is in the queue.
+#[derive(Debug, Clone, Copy, Default)]
+struct QueueCounts {
+    /// Visible or delayed: any receiver could get them.
+    waiting: u64,
+    /// Received by someone and not deleted: this consumer's held messages, and those of
+    /// consumers that died holding them (invisible until their visibility timeout).
+    not_visible: u64,
 }
 
 impl Shared {
@@ -85,7 +97,10 @@ pub struct SqsSource {
     heartbeat: Option<JoinHandle<()>>,
     acks: Option<mpsc::UnboundedSender<Vec<String>>>,
     deleter: Option<JoinHandle<()>>,
+    queue_watch: Option<JoinHandle<()>>,
     paused: Arc<AtomicBool>,
+    /// When the queue was first seen empty but for messages in flight elsewhere.
+    waiting_for_in_flight: Mutex<Option<Instant>>,
 }
 
 impl SqsSource {
@@ -137,6 +152,7 @@ impl SqsSource {
             backlog: AtomicU64::new(0),
             stats,
             answered: AtomicBool::new(false),
+            counts: Mutex::new(None),
             options,
         });
         let (sender, chunks) = mpsc::channel(shared.options.receivers * 2);
@@ -145,7 +161,19 @@ impl SqsSource {
         let heartbeat = Some(runtime.spawn(heartbeat(shared.clone())));
         let (acks, ack_queue) = mpsc::unbounded_channel();
         let deleter = Some(runtime.spawn(delete_loop(shared.clone(), ack_queue)));
-        Ok(SqsSource { runtime: runtime.clone(), shared, chunks: ChunkReceiver::new(runtime, chunks), receivers, heartbeat, acks: Some(acks), deleter, paused })
+        let queue_watch = shared.options.in_flight_wait.is_some().then(|| runtime.spawn(watch_queue(shared.clone())));
+        Ok(SqsSource {
+            runtime: runtime.clone(),
+            shared,
+            chunks: ChunkReceiver::new(runtime, chunks),
+            receivers,
+            heartbeat,
+            acks: Some(acks),
+            deleter,
+            queue_watch,
+            paused,
+            waiting_for_in_flight: Mutex::new(None),
+        })
     }
 
     pub fn next_chunk(&mut self, timeout: Duration) -> Result<Option<Chunk>, SourceError> {
@@ -156,6 +184,40 @@ impl SqsSource {
     /// means "the queue answered", not "20 s of long poll found nothing".
     pub fn answered(&self) -> bool {
         self.shared.answered.load(Ordering::Acquire)
+    }
+
+    /// For `--until-idle`: the queue answered, holds nothing visible or delayed, and nothing in
+    /// flight but this consumer's own messages. Messages received by a consumer that died stay
+    /// invisible until their visibility timeout, then come back: a drain waits for them, up to
+    /// `--in-flight-wait`, and then says how many it leaves.
+    pub fn drained(&self) -> bool {
+        let Some(wait) = self.shared.options.in_flight_wait else { return self.answered() };
+        let Some(counts) = *self.shared.counts.lock().expect("counts lock") else { return false };
+        if !self.answered() || counts.waiting > 0 {
+            return false;
+        }
+        let held = self.shared.held.lock().expect("held lock").len() as u64;
+        let elsewhere = counts.not_visible.saturating_sub(held);
+        let mut since = self.waiting_for_in_flight.lock().expect("in-flight lock");
+        if elsewhere == 0 {
+            *since = None;
+            return true;
+        }
+        let started = *since.get_or_insert_with(|| {
+            tracing::info!(
+                messages = elsewhere,
+                "the queue is empty but for messages in flight elsewhere (received by a consumer that stopped?): waiting for them to become visible again"
+            );
+            Instant::now()
+        });
+        if started.elapsed() < wait {
+            return false;
+        }
+        tracing::warn!(
+            messages = elsewhere,
+            "still in flight elsewhere after --in-flight-wait {wait:?}: draining without them; they become visible after their visibility timeout, for the next run"
+        );
+        true
     }
 
     /// Messages waiting in the queue (ApproximateNumberOfMessages, refreshed by the heartbeat).
@@ -197,6 +259,9 @@ impl SqsSource {
         self.acks.take();
         if let Some(deleter) = self.deleter.take() {
             let _ = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(60), deleter).await });
+        }
+        if let Some(watch) = self.queue_watch.take() {
+            watch.abort();
         }
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.abort();
@@ -490,7 +555,7 @@ const PARALLEL_CALLS: usize = 16;
 async fn for_each_batch<F, Fut>(entries: Vec<(String, String)>, call: F)
 where
     F: Fn(Vec<(String, String)>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let mut running = tokio::task::JoinSet::new();
     for batch in entries.chunks(BATCH) {
@@ -500,6 +565,32 @@ where
         running.spawn(call(batch.to_vec()));
     }
     while running.join_next().await.is_some() {}
+}
+
+/// Polls the queue's counts every second, for [`SqsSource::drained`].
+async fn watch_queue(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let request = shared
+            .client
+            .get_queue_attributes()
+            .queue_url(&shared.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+        match request.send().await {
+            Ok(out) => {
+                let count = |name: QueueAttributeName| out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let counts = QueueCounts {
+                    waiting: count(QueueAttributeName::ApproximateNumberOfMessages) + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+                    not_visible: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                };
+                *shared.counts.lock().expect("counts lock") = Some(counts);
+            }
+            Err(e) => tracing::warn!("GetQueueAttributes failed: {}", describe_sdk_error(&e)),
+        }
+    }
 }
 
 /// Renews the visibility of held messages every third of the timeout; refreshes the backlog.

@@ -26,32 +26,16 @@ impl CsvInput {
         let io = |source| InputError::Io { input: name.clone(), source };
         let (head, reader) = open_with_head(spec).map_err(io)?;
         let identity = content_identity(spec, &head).map_err(|source| InputError::Io { input: name.clone(), source })?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(spec.delimiter).buffer_capacity(1 << 20).from_reader(reader);
-        let header_record =
-            reader.byte_headers().map_err(|e| InputError::Invalid { input: name.clone(), reason: format!("cannot read the header row: {e}") })?;
-        let mut header = Vec::with_capacity(header_record.len());
-        for (index, cell) in header_record.iter().enumerate() {
-            let cell = std::str::from_utf8(cell)
-                .map_err(|_| InputError::Invalid { input: name.clone(), reason: format!("header column {} is not valid UTF-8", index + 1) })?;
-            let cell = cell.trim();
-            if cell.is_empty() {
-                return Err(InputError::Invalid { input: name.clone(), reason: format!("header column {} is empty; every column needs a name", index + 1) });
-            }
-            if cell == kappa_common::event::EVENT_ID_FIELD {
-                return Err(InputError::Invalid {
-                    input: name.clone(),
-                    reason: format!("header column {cell:?} is reserved for the event identity; rename the column"),
-                });
-            }
-            if header.iter().any(|h| h == cell) {
-                return Err(InputError::Invalid { input: name.clone(), reason: format!("header names column {cell:?} twice; column names must be unique") });
-            }
-            header.push(cell.to_string());
-        }
-        if header.is_empty() {
-            return Err(InputError::Invalid { input: name, reason: "the file is empty (no header row)".into() });
-        }
+        let mut reader = csv_reader(spec, reader);
+        let header = read_header(&mut reader, &name)?;
         Ok(CsvInput { name, identity, header, reader, buffered: VecDeque::new() })
+    }
+
+    /// Opens the file and checks its header row, reading nothing more.
+    pub fn check(spec: &InputSpec) -> Result<(), InputError> {
+        let name = spec.display();
+        let reader = spec.open().map_err(|source| InputError::Io { input: name.clone(), source })?;
+        read_header(&mut csv_reader(spec, reader), &name).map(|_| ())
     }
 
     /// Infers the schema from the first `rows` records; rows that are ragged or not UTF-8 are
@@ -126,6 +110,35 @@ impl CsvInput {
             emit(context, batcher, rejects, encoded)?;
         }
     }
+}
+
+fn csv_reader(spec: &InputSpec, reader: Box<dyn Read + Send>) -> csv::Reader<Box<dyn Read + Send>> {
+    csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(spec.delimiter).buffer_capacity(1 << 20).from_reader(reader)
+}
+
+/// The header row's column names, checked: each one present, valid UTF-8, unique, not reserved.
+fn read_header(reader: &mut csv::Reader<Box<dyn Read + Send>>, name: &str) -> Result<Vec<String>, InputError> {
+    let invalid = |reason: String| InputError::Invalid { input: name.to_string(), reason };
+    let header_record = reader.byte_headers().map_err(|e| invalid(format!("cannot read the header row: {e}")))?;
+    let mut header = Vec::with_capacity(header_record.len());
+    for (index, cell) in header_record.iter().enumerate() {
+        let cell = std::str::from_utf8(cell).map_err(|_| invalid(format!("header column {} is not valid UTF-8", index + 1)))?;
+        let cell = cell.trim();
+        if cell.is_empty() {
+            return Err(invalid(format!("header column {} is empty; every column needs a name", index + 1)));
+        }
+        if cell == kappa_common::event::EVENT_ID_FIELD {
+            return Err(invalid(format!("header column {cell:?} is reserved for the event identity; rename the column")));
+        }
+        if header.iter().any(|h| h == cell) {
+            return Err(invalid(format!("header names column {cell:?} twice; column names must be unique")));
+        }
+        header.push(cell.to_string());
+    }
+    if header.is_empty() {
+        return Err(invalid("the file is empty (no header row)".into()));
+    }
+    Ok(header)
 }
 
 /// Where the columns a row needs are in this file's records.

@@ -8,7 +8,7 @@ mod csv;
 mod json;
 mod rejects;
 
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,15 +36,37 @@ pub enum InputFormat {
 
 impl InputFormat {
     /// Chooses the format from a file name's extension: `.csv`, `.tsv` and `.txt` are CSV,
-    /// `.ndjson` and `.jsonl` NDJSON, `.json` JSON.
+    /// `.ndjson` and `.jsonl` NDJSON, `.json` JSON; a `.gz`, `.zst` or `.zstd` after it is
+    /// looked through (the content is decompressed whatever the name says).
     pub fn from_path(path: &Path) -> Option<InputFormat> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        match plain_extension(path)?.as_str() {
             "csv" | "tsv" | "txt" => Some(InputFormat::Csv),
             "ndjson" | "jsonl" => Some(InputFormat::Ndjson),
             "json" => Some(InputFormat::Json),
             _ => None,
         }
     }
+}
+
+/// A file's extension in lowercase, past a compression suffix: `sales.tsv.gz` gives `tsv`.
+pub fn plain_extension(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    let name = [".gz", ".zst", ".zstd"].iter().find_map(|suffix| name.strip_suffix(suffix)).unwrap_or(&name);
+    Path::new(name).extension()?.to_str().map(str::to_string)
+}
+
+/// Exported files are usually compressed: gzip and zstd content is read through a decoder,
+/// told by its magic bytes rather than by the file name.
+fn decompressed(raw: Box<dyn Read + Send>) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut reader = BufReader::with_capacity(1 << 16, raw);
+    let head = reader.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Box::new(flate2::bufread::MultiGzDecoder::new(reader)));
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Ok(Box::new(zstd::stream::read::Decoder::with_buffer(reader)?));
+    }
+    Ok(Box::new(reader))
 }
 
 /// One `--input`: a file or standard input (`-`), with its resolved format.
@@ -65,11 +87,29 @@ impl InputSpec {
         }
     }
 
+    /// The input's content, decompressed if it is gzip or zstd.
     pub fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
-        Ok(match &self.path {
+        decompressed(match &self.path {
             Some(p) => Box::new(std::fs::File::open(p)?),
             None => Box::new(std::io::stdin()),
         })
+    }
+
+    /// Checks what can be checked before any row is sent: that the input opens and
+    /// decompresses, a CSV's header row, that a JSON document begins as an array or an object.
+    /// Standard input is not checked here: it cannot be read twice.
+    pub fn check(&self) -> Result<(), InputError> {
+        if self.path.is_none() {
+            return Ok(());
+        }
+        match self.format {
+            InputFormat::Csv => CsvInput::check(self),
+            InputFormat::Json => json::check_document(self),
+            InputFormat::Ndjson => {
+                let mut first = [0u8; 1];
+                self.open().and_then(|mut r| r.read(&mut first)).map(|_| ()).map_err(|source| InputError::Io { input: self.display(), source })
+            }
+        }
     }
 }
 
@@ -164,7 +204,7 @@ pub struct Batcher {
     batch: Vec<Event>,
     batch_size: usize,
     remaining: Option<u64>,
-    interrupt: crate::Interrupt,
+    shutdown: kappa_common::shutdown::Shutdown,
 }
 
 /// The receiving side hung up (the sink failed); readers stop quietly, the sink reports why.
@@ -172,19 +212,19 @@ pub struct Batcher {
 pub struct Stopped;
 
 impl Batcher {
-    pub fn new(sender: tokio::sync::mpsc::Sender<Vec<Event>>, batch_size: usize, limit: Option<u64>, interrupt: crate::Interrupt) -> Batcher {
-        Batcher { sender, batch: Vec::with_capacity(batch_size), batch_size, remaining: limit, interrupt }
+    pub fn new(sender: tokio::sync::mpsc::Sender<Vec<Event>>, batch_size: usize, limit: Option<u64>, shutdown: kappa_common::shutdown::Shutdown) -> Batcher {
+        Batcher { sender, batch: Vec::with_capacity(batch_size), batch_size, remaining: limit, shutdown }
     }
 
     /// True once `--limit` rows were taken, or reading was interrupted.
     pub fn done(&self) -> bool {
-        self.remaining == Some(0) || self.interrupt.is_set()
+        self.remaining == Some(0) || self.shutdown.is_requested()
     }
 
     /// Counts a row against `--limit` (rejected rows count too: the limit is on rows read);
     /// false when no more rows should be read.
     pub fn take_row(&mut self) -> bool {
-        if self.interrupt.is_set() {
+        if self.shutdown.is_requested() {
             return false;
         }
         match &mut self.remaining {
@@ -218,10 +258,11 @@ pub enum InputError {
     #[error("{input}: {reason}")]
     Invalid { input: String, reason: String },
     #[error(transparent)]
-    Rejects(#[from] rejects::RejectError),
+    Rejects(#[from] RejectError),
 }
 
-/// Reads every input, `passes` times, into the batcher. Runs on its own thread.
+/// Reads every input, `passes` times, into the batcher. Runs on its own thread. Whatever ends
+/// the reading, the rows already read are handed on: the summary must account for each one.
 pub fn read_all(
     inputs: &[InputSpec],
     first_csv: Option<CsvInput>,
@@ -230,39 +271,40 @@ pub fn read_all(
     rejects: &RejectWriter,
     batcher: &mut Batcher,
 ) -> Result<(), InputError> {
-    let mut first_csv = first_csv;
+    let result = read_inputs(inputs, first_csv, passes, context, rejects, batcher);
+    // A closed channel means the sink already failed; it reports the error.
+    let _ = batcher.flush();
+    match result {
+        Ok(()) | Err(ReadStop::Stopped) => Ok(()),
+        Err(ReadStop::Failed(e)) => Err(e),
+    }
+}
+
+fn read_inputs(
+    inputs: &[InputSpec],
+    mut first_csv: Option<CsvInput>,
+    passes: u64,
+    context: &RowContext,
+    rejects: &RejectWriter,
+    batcher: &mut Batcher,
+) -> Result<(), ReadStop> {
     for pass in 0..passes {
         for (index, spec) in inputs.iter().enumerate() {
             if batcher.done() {
-                return flush(batcher);
+                return Ok(());
             }
-            let result = match spec.format {
+            match spec.format {
                 InputFormat::Csv => {
                     let input = match first_csv.take().filter(|_| index == 0 && pass == 0) {
                         Some(input) => input,
                         None => CsvInput::open(spec)?,
                     };
-                    input.read(pass, context, rejects, batcher)
+                    input.read(pass, context, rejects, batcher)?
                 }
-                InputFormat::Ndjson | InputFormat::Json => JsonInput::open(spec)?.read(pass, context, rejects, batcher),
-            };
-            match result {
-                Ok(()) => {}
-                Err(ReadStop::Stopped) => return Ok(()),
-                Err(ReadStop::Failed(e)) => {
-                    // The rows read before the failure still go out and are counted.
-                    let _ = batcher.flush();
-                    return Err(e);
-                }
+                InputFormat::Ndjson | InputFormat::Json => JsonInput::open(spec)?.read(pass, context, rejects, batcher)?,
             }
         }
     }
-    flush(batcher)
-}
-
-fn flush(batcher: &mut Batcher) -> Result<(), InputError> {
-    // A closed channel means the sink already failed; it reports the error.
-    let _ = batcher.flush();
     Ok(())
 }
 
@@ -284,8 +326,8 @@ impl From<InputError> for ReadStop {
     }
 }
 
-impl From<rejects::RejectError> for ReadStop {
-    fn from(e: rejects::RejectError) -> Self {
+impl From<RejectError> for ReadStop {
+    fn from(e: RejectError) -> Self {
         ReadStop::Failed(e.into())
     }
 }
@@ -295,7 +337,10 @@ pub fn emit(context: &RowContext, batcher: &mut Batcher, rejects: &RejectWriter,
     context.stats.add_rows_read(1);
     match encoded {
         Ok(event) => batcher.push(event)?,
-        Err(reject) => rejects.write(&reject, &context.stats)?,
+        Err(reject) => {
+            rejects.write(&reject)?;
+            context.stats.add_rejected(1);
+        }
     }
     Ok(())
 }

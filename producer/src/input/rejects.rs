@@ -11,8 +11,6 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::stats::Stats;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Reject {
     pub input: String,
@@ -56,9 +54,10 @@ impl RejectWriter {
         self.inner.lock().expect("rejects lock").written
     }
 
-    pub fn write(&self, reject: &Reject, stats: &Stats) -> Result<(), RejectError> {
+    /// Appends a reject; the caller counts it (as a rejected row, or an undelivered event).
+    pub fn write(&self, reject: &Reject) -> Result<(), RejectError> {
         let mut inner = self.inner.lock().expect("rejects lock");
-        inner.write(&self.path, reject, stats)?;
+        inner.write(&self.path, reject)?;
         if let Some(max) = self.max_errors
             && inner.written > max
         {
@@ -75,7 +74,7 @@ impl RejectWriter {
 }
 
 impl Inner {
-    fn write(&mut self, path: &Path, reject: &Reject, stats: &Stats) -> Result<(), RejectError> {
+    fn write(&mut self, path: &Path, reject: &Reject) -> Result<(), RejectError> {
         let io = |source| RejectError::Io { path: path.to_path_buf(), source };
         if self.file.is_none() {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -89,7 +88,6 @@ impl Inner {
         line.push(b'\n');
         file.write_all(&line).map_err(io)?;
         self.written += 1;
-        stats.add_rejected(1);
         tracing::debug!(input = %reject.input, line = reject.line, reason = %reject.reason, "row rejected");
         Ok(())
     }

@@ -11,9 +11,9 @@ use super::retry::classify;
 use super::{SinkContext, SinkError, send_with_retries};
 use crate::input::Event;
 
-pub const MAX_RECORDS: usize = 500;
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
+pub(super) const MAX_RECORDS: usize = 500;
+pub(super) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const MAX_RECORD_BYTES: usize = 1000 * 1024;
 
 pub struct FirehoseSink {
     client: Client,

@@ -13,9 +13,9 @@ use super::retry::classify;
 use super::{CreateOptions, SinkContext, SinkError, send_with_retries};
 use crate::input::Event;
 
-pub const MAX_RECORDS: usize = 500;
-pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_RECORDS: usize = 500;
+pub(super) const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+pub(super) const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Kinesis partition keys are at most 256 characters.
 const MAX_KEY_CHARS: usize = 256;
 

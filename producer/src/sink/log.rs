@@ -2,7 +2,9 @@
 //!
 //! Appends are buffered by the log writer; `flush` hands them to the OS (and fsyncs per the
 //! log's policy), `finish` fsyncs everything, so a producer that exits 0 has made every event
-//! durable.
+//! durable. Events sent are counted from the log itself at the end: an append that failed
+//! midway (a full disk) may have reached the files in part, and the summary must say exactly
+//! what the log holds.
 
 use std::path::Path;
 
@@ -12,6 +14,9 @@ use super::{SinkContext, SinkError, SinkOptions};
 use crate::input::Event;
 
 pub struct LogSink {
+    log: Log,
+    /// Each shard's end when the run began: what the log holds beyond it is this run's.
+    ends_at_open: Vec<u64>,
     writer: LogWriter,
     path: String,
     context: SinkContext,
@@ -32,7 +37,9 @@ impl LogSink {
         }
         .map_err(err)?;
         let writer = log.writers(&options.log).map_err(err)?;
-        Ok(LogSink { writer, path: display, context, pending: 0, pending_bytes: 0, now_ms: 0 })
+        // Taken after the writers recovered any torn tail, and while they hold every shard's lock.
+        let ends_at_open = (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<_, _>>().map_err(err)?;
+        Ok(LogSink { log, ends_at_open, writer, path: display, context, pending: 0, pending_bytes: 0, now_ms: 0 })
     }
 
     pub fn push(&mut self, mut event: Event) -> Result<(), SinkError> {
@@ -75,7 +82,21 @@ impl LogSink {
     }
 
     pub fn finish(mut self) -> Result<(), SinkError> {
-        self.flush()?;
-        self.writer.close().map_err(|source| SinkError::Log { path: self.path.clone(), source })
+        let flushed = self.flush();
+        let LogSink { log, ends_at_open, writer, path, context, .. } = self;
+        let closed = match flushed {
+            Ok(()) => writer.close().map_err(|source| SinkError::Log { path: path.clone(), source }),
+            Err(e) => {
+                drop(writer);
+                Err(e)
+            }
+        };
+        // The writers are gone: a whole record in the files is in the log, a torn one is not.
+        let held: Result<u64, _> = (0..log.shard_count()).map(|s| log.shard_end(s)).sum();
+        match held {
+            Ok(held) => context.stats.set_events_sent(held - ends_at_open.iter().sum::<u64>()),
+            Err(source) => tracing::error!(error = %source, "cannot count what the log holds; events sent is what was handed to it"),
+        }
+        closed
     }
 }

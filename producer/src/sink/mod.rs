@@ -47,9 +47,9 @@ pub struct SinkContext {
 impl SinkContext {
     /// Quarantines an event the sink cannot deliver.
     pub fn undeliverable(&self, sink: &str, event: &Event, reason: String) -> Result<(), SinkError> {
-        self.stats.add_undelivered(1);
         let reject = Reject { input: sink.to_string(), line: 0, row: 0, reason, raw: String::from_utf8_lossy(&event.payload).into_owned() };
-        self.rejects.write(&reject, &self.stats)?;
+        self.rejects.write(&reject)?;
+        self.stats.add_undelivered(1);
         Ok(())
     }
 }
@@ -75,7 +75,8 @@ pub enum Sink {
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
     pub create: CreateOptions,
-    pub rows_per_message: usize,
+    /// SQS: `None` packs as many events as fit in `max_message_bytes`.
+    pub rows_per_message: Option<usize>,
     pub max_message_bytes: usize,
     pub log: kappa_common::log::LogConfig,
 }
@@ -157,7 +158,7 @@ pub async fn send_with_retries<T, F, Fut>(sink_name: &str, context: &SinkContext
 where
     T: Entry,
     F: FnMut(&[T]) -> Fut,
-    Fut: std::future::Future<Output = AttemptResult>,
+    Fut: Future<Output = AttemptResult>,
 {
     let mut delays = context.retry.delays();
     let undeliverable = |entry: &T, reason: &str| -> Result<(), SinkError> {

@@ -79,16 +79,18 @@ fn sigterm_drains_commits_and_exits_0() {
     let log = generate_log(dir.path(), 20_000);
     let lake = dir.path().join("lake");
     let summary_path = dir.path().join("summary.json");
-    let child = kappa("kappa-consumer", None)
+    let port = kappa_tests::free_port();
+    let mut child = kappa("kappa-consumer", None)
         .args(["--from", &log, "--lake"])
         .arg(&lake)
-        .args(["--table", "sales", "--event-time", "sale_time", "--summary-json"])
+        .args(["--table", "sales", "--event-time", "sale_time", "--metrics-addr", &format!("127.0.0.1:{port}"), "--summary-json"])
         .arg(&summary_path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // No --until-idle: it would run forever. Give it time to read everything, then SIGTERM.
-    std::thread::sleep(Duration::from_secs(4));
+    // No --until-idle: it would run forever. Once it has read everything (its metrics say
+    // so), SIGTERM.
+    kappa_tests::wait_for_metric(&mut child, port, "events_read_total", 20_000, Duration::from_secs(120));
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();

@@ -125,14 +125,16 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let summary_path = dir.path().join("summary.json");
-    let consumer = kappa("kappa-consumer", Some(&endpoint))
+    let port = kappa_tests::free_port();
+    let mut consumer = kappa("kappa-consumer", Some(&endpoint))
         .args(consumer_args("sales", &lake, "6s"))
-        .arg("--summary-json")
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--summary-json"])
         .arg(&summary_path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The split comes once the consumer has read the first 200 rows from the parents.
+    kappa_tests::wait_for_metric(&mut consumer, port, "events_read_total", 200, Duration::from_secs(60));
 
     // Split shard 0 at the middle of its hash-key range while the consumer runs.
     let shards = client.list_shards().stream_name("sales").send().await.unwrap();

@@ -8,7 +8,7 @@ use crate::support::{sales_args, summary};
 
 /// Produces `args` into a fresh log and consumes it into a lake with `consumer_args`
 /// (always `--until-idle 1s`); returns (temp dir, generation prefix).
-pub fn produce_and_consume(producer_args: &[String], consumer_args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn produce_and_consume(producer_args: &[String], consumer_args: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let log = format!("log:{}", dir.path().join("log").display());
     expect_status(&run(kappa("kappa-producer", None).args(producer_args).args(["--to", &log])), 0);

@@ -84,9 +84,10 @@ async fn packed_sales_messages_land_once_and_are_deleted_after_the_commit() {
     let s = summary(&summary_path);
     assert_eq!(s["events_read"], 500, "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(s["duplicates_dropped"], 100);
-    // 58 messages of up to 7 rows, plus the 100 single-row re-sends. moto may hand one message
-    // to two concurrent receivers (its receive is not thread-safe): received counts that too.
-    let sent = 400u64.div_ceil(7) + 100;
+    // 58 messages of up to 7 rows, plus the re-send: 100 rows packed (by default, up to 64 KiB)
+    // into one message. moto may hand one message to two concurrent receivers (its receive is
+    // not thread-safe): received counts that too.
+    let sent = 400u64.div_ceil(7) + 1;
     assert_eq!(s["messages_deleted"].as_u64().unwrap(), sent, "each message deleted once");
     assert!(s["messages_received"].as_u64().unwrap() >= sent);
     assert_eq!(messages_left(&client, &url).await, 0, "every message deleted once committed");
@@ -263,4 +264,51 @@ async fn a_message_received_too_often_is_quarantined_whole_and_deleted() {
     assert_eq!(record["payload"], body);
     assert!(read_lake(&lake.join("sales/gen-000001")).is_empty());
     assert_eq!(messages_left(&sqs, &url).await, 0);
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_messages_a_killed_consumer_held() {
+    let moto = Moto::start();
+    let client = sqs_client(&moto.endpoint).await;
+    let url = create_queue(&client, "sales").await;
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "sqs:sales", "--rows-per-message", "10"])), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+
+    // SQS itself accepts 0 s, but the consumer renews the timeout: it says why it needs 10 s.
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales", &lake, "1s")).args(["--visibility-timeout", "5s"]));
+    expect_status(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SQS itself accepts 0s to 12h"), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // A consumer takes every message (its flush is an hour away) and is killed holding them.
+    let mut holder = kappa("kappa-consumer", Some(&moto.endpoint))
+        .args(consumer_args("sqs:sales", &lake, "1h"))
+        .args(["--visibility-timeout", "10s", "--flush-interval", "1h"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while in_flight(&client, &url).await < 40 {
+        assert!(holder.try_wait().unwrap().is_none(), "the holding consumer exited");
+        assert!(std::time::Instant::now() < deadline, "the consumer never took the messages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(in_flight(&client, &url).await, 40, "all 40 messages invisible, none deleted");
+
+    // The drain sees an empty queue at first, and waits for the 40 to come back.
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales", &lake, "2s")).arg("--summary-json").arg(&summary_path));
+    expect_status(&output, 0);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("in flight elsewhere"), "{text}");
+    assert_eq!(summary(&summary_path)["rows_written"], 400, "{text}");
+    assert_sales_lake(&read_lake(&lake.join("sales/gen-000001")));
+    assert_eq!(messages_left(&client, &url).await, 0);
+}
+
+async fn in_flight(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let out = client.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).send().await.unwrap();
+    out.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible].parse().unwrap()
 }

@@ -5,12 +5,14 @@
 
 mod consumer_bad_input;
 mod consumer_crash;
+mod consumer_guards;
 mod consumer_kinesis;
 mod consumer_log;
 mod consumer_s3;
 mod consumer_sqs;
 mod producer_aws;
 mod producer_bad_input;
+mod producer_inputs;
 mod producer_log;
 mod replay;
 mod support;

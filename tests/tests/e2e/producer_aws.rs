@@ -104,11 +104,32 @@ async fn kinesis_batches_respect_500_records_and_retry_only_failed_entries() {
 }
 
 #[tokio::test]
-async fn sales_to_sqs_one_row_per_message_and_packed() {
+async fn sales_to_sqs_packed_to_64_kib_by_default_one_row_per_message_when_asked() {
     let emulator = emulator();
-    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args(["--to", "sqs:plain", "--create"]));
+    // The default: as many rows as fit in 64 KiB, the unit SQS bills by.
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let output = run(kappa("kappa-producer", Some(&emulator.proxy.endpoint))
+        .args(sales_args())
+        .args(["--to", "sqs:default", "--create", "--summary-json"])
+        .arg(&summary_path));
     expect_status(&output, 0);
-    assert_eq!(emulator.proxy.entries("SendMessageBatch"), vec![10; 40], "400 rows, 10 per batch call");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(emulator.proxy.entries("SendMessageBatch"), vec![2], "400 rows (~90 KB) in two messages, one call\n{stderr}");
+    let messages = drain_queue(&emulator.moto.endpoint, "default").await;
+    for (_, events) in &messages {
+        let bytes: usize = events.iter().map(|e| serde_json::to_vec(e).unwrap().len() + 1).sum();
+        assert!(bytes <= 65_536 + 1, "message of {bytes} bytes");
+    }
+    assert_sales_exactly_once(&messages.into_iter().flat_map(|(_, e)| e).collect::<Vec<_>>());
+    let s = summary(&summary_path);
+    assert_eq!((s["billed_requests"].as_u64(), s["requests_per_million_events"].as_u64()), (Some(2), Some(2_500)), "{s:#}");
+    assert!(stderr.contains("2500 API requests per 1M events at these settings, billed as 5000"), "{stderr}");
+
+    let output =
+        run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args(["--to", "sqs:plain", "--create", "--rows-per-message", "1"]));
+    expect_status(&output, 0);
+    assert_eq!(emulator.proxy.entries("SendMessageBatch")[1..], vec![10; 40], "400 rows, 10 per batch call");
     let messages = drain_queue(&emulator.moto.endpoint, "plain").await;
     assert_eq!(messages.len(), 400);
     assert_sales_exactly_once(&messages.into_iter().flat_map(|(_, e)| e).collect::<Vec<_>>());
@@ -116,7 +137,7 @@ async fn sales_to_sqs_one_row_per_message_and_packed() {
     let output =
         run(kappa("kappa-producer", Some(&emulator.proxy.endpoint)).args(sales_args()).args(["--to", "sqs:packed", "--create", "--rows-per-message", "100"]));
     expect_status(&output, 0);
-    assert_eq!(emulator.proxy.entries("SendMessageBatch")[40..], [4], "400 rows packed 100 per message: one call of 4 messages");
+    assert_eq!(emulator.proxy.entries("SendMessageBatch")[41..], [4], "400 rows packed 100 per message: one call of 4 messages");
     let messages = drain_queue(&emulator.moto.endpoint, "packed").await;
     assert_eq!(messages.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![100; 4]);
     assert_sales_exactly_once(&messages.into_iter().flat_map(|(_, e)| e).collect::<Vec<_>>());

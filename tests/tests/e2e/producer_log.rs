@@ -157,7 +157,7 @@ fn stdin_input_with_source_id_and_event_time_speedup() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.matches("progress").count() >= 3, "periodic progress lines when stderr is not a terminal:\n{stderr}");
     let events = read_log(&log);
-    crate::support::assert_sales_exactly_once(&events);
+    assert_sales_exactly_once(&events);
     assert!(events.iter().all(|e| e["_kappa_id"].as_str().unwrap().starts_with("sales-feed:0:")));
 }
 
@@ -174,16 +174,22 @@ fn interrupt_sends_what_was_read_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Interrupted once the log holds some of the rows: 30,000 at 200/s would take 150 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = || kappa_common::log::Log::open(&log).ok().map_or(0, |l| (0..l.shard_count()).map(|s| l.shard_end(s).unwrap_or(0)).sum::<u64>());
+    while held() < 200 {
+        assert!(std::time::Instant::now() < deadline, "the producer sent nothing within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     expect_status(&output, 130);
     let s = summary(&summary_path);
     let sent = s["events_sent"].as_u64().unwrap();
-    // 30,000 rows at 200/s take 150 s; the interrupt came after 1.5 s. What was read ahead
-    // (at most the 8-batch channel) is sent without pacing, then the run ends.
-    assert!(sent > 100 && sent < 20_000, "interrupted mid-way: {sent} sent");
+    // What was read ahead (at most the 8-batch channel) is sent without pacing, then the run
+    // ends.
+    assert!((200..20_000).contains(&sent), "interrupted mid-way: {sent} sent");
     // Everything read was sent: nothing counted as read is missing from the log.
     assert_eq!(s["rows_read"].as_u64().unwrap(), sent);
     assert_eq!(read_log(&log).len() as u64, sent);

@@ -149,8 +149,9 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     produce(&more, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = {
-        let (lake, stop) = (lake.clone(), stop.clone());
+        let (lake, stop, reads) = (lake.clone(), stop.clone(), reads.clone());
         std::thread::spawn(move || {
             let mut seen = BTreeSet::new();
             while !stop.load(Ordering::Acquire) {
@@ -163,14 +164,24 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
                 let commit: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
                 let rows = read_lake(&lake.join("sales").join(&generation)).len();
                 seen.insert((generation, rows, commit["totals"]["rows"].as_u64().unwrap() as usize));
+                reads.fetch_add(1, Ordering::AcqRel);
             }
             seen
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The reader reads before the replay starts, and twice more after the switch: one whole
+    // read of the new generation at least.
+    let wait_for_reads = |at_least: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while reads.load(Ordering::Acquire) < at_least {
+            assert!(std::time::Instant::now() < deadline, "the reader did not read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for_reads(1);
     let output = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--switch"]));
     expect_status(&output, 0);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_reads(reads.load(Ordering::Acquire) + 2);
     stop.store(true, Ordering::Release);
     let seen = reader.join().unwrap();
     let totals: BTreeSet<usize> = seen.iter().map(|(_, rows, _)| *rows).collect();
@@ -197,7 +208,13 @@ async fn replaying_kinesis_from_trim_horizon_writes_the_live_consumers_bytes() {
     let moto = Moto::start();
     let client = aws_sdk_kinesis::Client::new(&aws_config(&moto.endpoint).await);
     client.create_stream().stream_name("sales").shard_count(4).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.describe_stream_summary().stream_name("sales").send().await.unwrap().stream_description_summary().unwrap().stream_status()
+        != &aws_sdk_kinesis::types::StreamStatus::Active
+    {
+        assert!(std::time::Instant::now() < deadline, "the stream never became active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "kinesis:sales"])), 0);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -292,9 +309,16 @@ fn at_timestamp_and_until_bound_the_replay_by_arrival_time() {
     let files = crate::support::sales_files();
     let produce_file = |file: &Path| expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(file).args(["--to", &log, "--shards", "2"])), 0);
     produce_file(&files[0]);
-    std::thread::sleep(Duration::from_millis(1100));
+    // Arrival times are milliseconds: `between` lies strictly after the first file's and
+    // strictly before the second's.
+    let after = |t: chrono::DateTime<chrono::Utc>| {
+        while chrono::Utc::now().timestamp_millis() <= t.timestamp_millis() + 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    after(chrono::Utc::now());
     let between = chrono::Utc::now();
-    std::thread::sleep(Duration::from_millis(1100));
+    after(between);
     produce_file(&files[1]);
     let lake = dir.path().join("lake");
     let stamp = between.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -324,15 +348,17 @@ fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_th
     produce(&csv, &log);
     let lake = dir.path().join("lake");
     // Follows the log (no --until-idle), checking the pointer every status interval.
-    let live = kappa("kappa-consumer", None)
+    let port = kappa_tests::free_port();
+    let mut live = kappa("kappa-consumer", None)
         .args(["--from", &log, "--lake"])
         .arg(&lake)
         .args(DATA_DRIVEN)
-        .args(["--status-interval", "500ms"])
+        .args(["--status-interval", "500ms", "--metrics-addr", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // The replay starts once the live consumer has read the log: its generation exists.
+    kappa_tests::wait_for_metric(&mut live, port, "events_read_total", 5_000, Duration::from_secs(60));
     expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).arg("--switch")), 0);
     let output = live.wait_with_output().unwrap();
     expect_status(&output, 1);

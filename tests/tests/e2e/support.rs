@@ -10,20 +10,20 @@ use std::time::{Duration, Instant};
 use kappa_tests::{LakeRow, bin, expect_status, parse_events, read_csv, run, seed};
 use serde_json::{Map, Value};
 
-pub type Event = Map<String, Value>;
+pub(crate) type Event = Map<String, Value>;
 
-pub fn sales_files() -> Vec<PathBuf> {
+pub(crate) fn sales_files() -> Vec<PathBuf> {
     (19..=22).map(|d| seed(&format!("supermarket/sales/supermarket_sales_202503{d}.csv"))).collect()
 }
 
-pub fn sales_args() -> Vec<String> {
+pub(crate) fn sales_args() -> Vec<String> {
     let mut args = vec!["--input".to_string()];
     args.extend(sales_files().iter().map(|p| p.display().to_string()));
     args
 }
 
 /// Reads every event of every shard of an embedded log.
-pub fn read_log(dir: &std::path::Path) -> Vec<Event> {
+pub(crate) fn read_log(dir: &std::path::Path) -> Vec<Event> {
     let log = Log::open(dir).expect("open log");
     let mut events = Vec::new();
     for shard in 0..log.shard_count() {
@@ -37,7 +37,7 @@ pub fn read_log(dir: &std::path::Path) -> Vec<Event> {
 
 /// Checks that `events` are exactly the seed sales rows, once each, with typed values:
 /// integers and floats as JSON numbers, dates and ids as strings.
-pub fn assert_sales_exactly_once(events: &[Event]) {
+pub(crate) fn assert_sales_exactly_once(events: &[Event]) {
     let mut expected: BTreeMap<String, Event> = BTreeMap::new();
     for file in sales_files() {
         for row in read_csv(&file) {
@@ -65,14 +65,14 @@ pub fn assert_sales_exactly_once(events: &[Event]) {
     assert!(expected.is_empty());
 }
 
-pub fn summary(path: &std::path::Path) -> Value {
+pub(crate) fn summary(path: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary json")).expect("valid summary")
 }
 
 /// Checks a lake built from the four seed sales files by `sale_date`: 4 day partitions of 100
 /// rows, every sale once, its values equal to the CSV's, in the partition of its date, and no
 /// identity column.
-pub fn assert_sales_lake(rows: &[LakeRow]) {
+pub(crate) fn assert_sales_lake(rows: &[LakeRow]) {
     assert_eq!(rows.len(), 400, "rows in the lake");
     let mut per_partition: BTreeMap<&str, usize> = BTreeMap::new();
     for r in rows {
@@ -105,7 +105,7 @@ pub fn assert_sales_lake(rows: &[LakeRow]) {
 }
 
 /// Writes `rows` deterministic sales rows (bench/'s generator) to `dir/sales.csv`.
-pub fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
+pub(crate) fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
     let csv = dir.join("sales.csv");
     let data = run(Command::new(bin("kappa-gen-sales")).arg(rows.to_string()));
     expect_status(&data, 0);
@@ -113,8 +113,8 @@ pub fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
     csv
 }
 
-/// A small deterministic generator for kill times; the seed is printed so a failure can be
-/// replayed.
+/// A small deterministic generator for kill times; the seed is printed, and taken from
+/// `KAPPA_KILL_SEED` when set, so a failure can be replayed.
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, below: u64) -> u64 {
@@ -126,9 +126,13 @@ impl Lcg {
 /// Starts `command()` again and again, SIGKILLing it after a random time in `window_ms`,
 /// up to `max_kills` times or until a run ends on its own (which must be a success).
 /// Returns the number of kills.
-pub fn kill_repeatedly(max_kills: u32, window_ms: (u64, u64), deadline: Duration, mut command: impl FnMut() -> Command) -> u32 {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    eprintln!("kill schedule seed: {seed}");
+pub(crate) fn kill_repeatedly(max_kills: u32, window_ms: (u64, u64), deadline: Duration, mut command: impl FnMut() -> Command) -> u32 {
+    // KAPPA_KILL_SEED replays a failed run's kill schedule.
+    let seed = match std::env::var("KAPPA_KILL_SEED") {
+        Ok(text) => text.parse().unwrap_or_else(|_| panic!("KAPPA_KILL_SEED={text:?} is not a number")),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
+    eprintln!("kill schedule seed: {seed} (set KAPPA_KILL_SEED={seed} to replay it)");
     let mut random = Lcg(seed);
     let mut kills = 0;
     let started = Instant::now();
@@ -156,7 +160,7 @@ pub fn kill_repeatedly(max_kills: u32, window_ms: (u64, u64), deadline: Duration
 
 /// Creates a Firehose delivery stream into `bucket` under `prefix`, uncompressed (moto's
 /// DescribeDeliveryStream needs the explicit format).
-pub async fn create_firehose_to_s3(config: &aws_config::SdkConfig, stream: &str, bucket: &str, prefix: &str) {
+pub(crate) async fn create_firehose_to_s3(config: &aws_config::SdkConfig, stream: &str, bucket: &str, prefix: &str) {
     aws_sdk_firehose::Client::new(config)
         .create_delivery_stream()
         .delivery_stream_name(stream)

@@ -102,7 +102,7 @@ fn shard_end_rescans_a_segment_that_was_replaced() {
     assert_eq!(log.shard_end(0).unwrap(), 100);
     // The log is created anew at the same place, shorter: the handle's remembered scan of the
     // old segment must not be trusted.
-    std::fs::remove_dir_all(tmp.path()).unwrap();
+    fs::remove_dir_all(tmp.path()).unwrap();
     one_shard(tmp.path(), 10, 1 << 20);
     assert_eq!(log.shard_end(0).unwrap(), 10);
 }
@@ -110,5 +110,5 @@ fn shard_end_rescans_a_segment_that_was_replaced() {
 #[test]
 fn frames_are_checked_with_crc32c() {
     // The CRC-32C check value (RFC 3720's polynomial): what every segment written so far holds.
-    assert_eq!(crate::log::segment::crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(segment::crc32c(b"123456789"), 0xE306_9283);
 }

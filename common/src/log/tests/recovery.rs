@@ -80,7 +80,7 @@ fn torn_tail_crc_mismatch_in_last_frame() {
 
 #[test]
 fn empty_or_header_only_last_segment_after_crash() {
-    for contents in [&b""[..], &b"KLO"[..], &super::segment::MAGIC[..], &[0u8; 8][..]] {
+    for contents in [&b""[..], &b"KLO"[..], &segment::MAGIC[..], &[0u8; 8][..]] {
         let tmp = tempfile::tempdir().unwrap();
         let log = one_shard(tmp.path(), 10, 1 << 20);
         // A crash right after rotation created the next segment.
@@ -97,7 +97,7 @@ fn empty_or_header_only_last_segment_after_crash() {
         let all = read_all(&log, 0, StartAt::Earliest).unwrap();
         check_records(&all, 0..11);
         assert_eq!(all[10].arrival_ms, 1009, "arrival continues from the previous segment");
-        assert_eq!(fs::read(&next).unwrap()[..8], super::segment::MAGIC);
+        assert_eq!(fs::read(&next).unwrap()[..8], segment::MAGIC);
     }
 }
 
