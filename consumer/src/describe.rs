@@ -13,9 +13,8 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::table::Table;
 
-pub fn describe(lake: &str, table_name: &str, limit: usize) -> anyhow::Result<()> {
+pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str, limit: usize) -> anyhow::Result<()> {
     crate::config::validate_table(table_name)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let root = std::path::PathBuf::from(lake);
     let store = Store::Local(LocalStore::new(&root));
     if !root.join(table_name).join("_kappa").exists() {

@@ -11,9 +11,10 @@ fn main() {
     kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let subcommand = match cli.command {
         Some(Command::Inspect { from, limit, follow, quick }) => Some(kappa_consumer::inspect::inspect(&from, limit, follow, !quick)),
-        Some(Command::Describe { lake, table, limit }) => Some(kappa_consumer::describe::describe(&lake, &table, limit)),
+        Some(Command::Describe { lake, table, limit }) => Some(kappa_consumer::describe::describe(&runtime, &lake, &table, limit)),
         None => None,
     };
     if let Some(result) = subcommand {
@@ -25,7 +26,6 @@ fn main() {
     let config = cli.run.validate().unwrap_or_else(|e| exit_with(&e, 2));
     let table = config.table.clone();
     let summary_json = config.summary_json.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let shutdown = kappa_common::shutdown::Shutdown::default();
     shutdown.listen(runtime.handle(), "stopping after the current chunk: flushing, committing, then exiting");
     match kappa_consumer::run::run(config, &runtime, &shutdown) {

@@ -28,6 +28,7 @@ use kappa_common::time::EventTimeFormat;
 use tokio::runtime::Handle;
 
 mod checks;
+mod flush;
 mod route;
 
 pub use self::checks::QuarantineLimit;
@@ -35,12 +36,12 @@ use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
-use crate::commit::{InFlight, PreparedCommit, WriteContext};
+use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
-use crate::parquet_file::{self, Codec};
+use crate::parquet_file::Codec;
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::stats::Stats;
-use crate::table::{Commit, FORMAT, Table, TableError, TableState};
+use crate::table::{Table, TableError, TableState};
 
 /// One event as a source delivers it.
 #[derive(Debug, Clone)]
@@ -495,125 +496,6 @@ impl Pipeline {
         }
         self.finish_commit()
     }
-
-    /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
-    /// unless the source acknowledges commits (see [`crate::commit`]).
-    fn write_and_commit(&mut self) -> Result<(), PipelineError> {
-        self.quarantine_ratio.check()?;
-        self.finish_commit()?;
-        if self.config.flush_together {
-            let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
-            for key in keys {
-                self.seal(key);
-            }
-        }
-        self.store_schema()?;
-        let sealed = std::mem::take(&mut self.sealed);
-        let commit_number = self.state.last_commit + 1;
-        let mut files = Vec::with_capacity(sealed.len());
-        let mut written = self.state.written.clone();
-        let mut totals = self.state.totals.clone();
-        for ((partition, shard), buffer) in sealed {
-            let shard_name = &self.shards[shard as usize];
-            let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
-            raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
-            totals.rows += buffer.rows;
-            totals.files += 1;
-            files.push((path, partition.path(), buffer));
-        }
-        if !files.is_empty()
-            && let Some(layout) = self.unrecorded_layout.take()
-        {
-            self.runtime.block_on(self.table.settle_layout(&layout))?;
-        }
-        let mut errors = Vec::new();
-        let mut quarantined = self.state.quarantined.clone();
-        let quarantine = std::mem::take(&mut self.quarantine);
-        if !quarantine.is_empty() {
-            let mut text = Vec::new();
-            for record in &quarantine {
-                serde_json::to_writer(&mut text, record).expect("serializes");
-                text.push(b'\n');
-                raise_to(&mut quarantined, &record.shard, seq_of(&record.seq).expect("written by us"));
-            }
-            errors.push(self.runtime.block_on(self.table.put_errors(commit_number, Bytes::from(text)))?);
-        }
-        totals.quarantined += quarantine.len() as u64;
-        // Resume: before the earliest event an open buffer still holds, else after the last read.
-        let mut resume = self.state.resume.clone();
-        for (index, shard) in self.shards.iter().enumerate() {
-            let buffered = self.buffers.iter().filter(|((_, s), _)| *s as usize == index).map(|(_, b)| b.resume_after).min();
-            match buffered.unwrap_or(self.last_read[index]) {
-                Some(point) => resume.insert(shard.clone(), point.to_string()),
-                // A buffer holds the shard's very first event: read it from its beginning.
-                None => resume.remove(shard),
-            };
-        }
-        let archived = match &mut self.archive {
-            Some(archive) => self.runtime.block_on(archive.write(self.table.generation(), commit_number)).map_err(TableError::from)?,
-            None => Vec::new(),
-        };
-        let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let commit = Commit {
-            format: FORMAT,
-            commit: commit_number,
-            generation: self.table.generation().to_string(),
-            created_ms: now_ms,
-            schema_version: self.stored_schema_version.max(1),
-            added: Vec::with_capacity(files.len()),
-            removed: Vec::new(),
-            errors,
-            resume,
-            written,
-            quarantined,
-            totals,
-            unacknowledged: self.acks.for_commit(now_ms),
-            archived,
-            archive_positions,
-        };
-        let prepared = PreparedCommit { commit, files };
-        let data = self.decoder.data_schema().clone();
-        let file_schema = parquet_file::file_schema(&data, self.config.granularity.keys());
-        let context = WriteContext { table: self.table.clone(), runtime: self.runtime.clone(), data, file_schema, codec: self.config.codec };
-        if self.config.flush_together {
-            let commit = crate::commit::write(prepared, &context)?;
-            self.apply(commit);
-        } else {
-            self.in_flight = Some(InFlight::start(prepared, context));
-        }
-        Ok(())
-    }
-
-    /// Waits for the commit being written, if any, and takes its state as the table's.
-    fn finish_commit(&mut self) -> Result<(), PipelineError> {
-        match self.in_flight.take() {
-            Some(in_flight) => {
-                let waiting = std::time::Instant::now();
-                let commit = in_flight.wait()?;
-                tracing::debug!(waited = ?waiting.elapsed(), "waited for the commit in flight");
-                self.apply(commit);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// A commit is durable: the state the next one builds on.
-    fn apply(&mut self, commit: Commit) {
-        let previous = &self.state.totals;
-        self.stats.add_commit(commit.added.len() as u64, commit.totals.rows - previous.rows, commit.totals.bytes - previous.bytes);
-        self.state.last_commit = commit.commit;
-        self.state.files.extend(commit.added.into_iter().map(|f| f.path));
-        self.state.error_files.extend(commit.errors);
-        self.state.resume = commit.resume;
-        self.state.written = commit.written;
-        self.state.quarantined = commit.quarantined;
-        self.state.totals = commit.totals;
-        self.state.schema_version = commit.schema_version;
-        self.acks.committed(commit.unacknowledged);
-        self.state.archive_positions = commit.archive_positions;
-    }
 }
 
 /// A copy of `rows` of `column`, in buffers of their own.
@@ -627,19 +509,6 @@ fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef
     let mut copy = MutableArrayData::with_capacities(vec![&data], false, capacities);
     copy.try_extend(0, rows.start, rows.end)?;
     Ok(make_array(copy.freeze()))
-}
-
-/// Records `seq` for `shard` unless a later position is already there: commit positions only
-/// move forward.
-fn raise_to(positions: &mut crate::table::ShardPositions, shard: &str, seq: SequenceNumber) {
-    if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
-        positions.insert(shard.to_string(), seq.to_string());
-    }
-}
-
-/// Shard ids as they may appear in object names (Kinesis ids are already safe).
-fn file_name_safe(shard: &str) -> String {
-    shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 fn placeholder_schema() -> TableSchema {
