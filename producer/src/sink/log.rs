@@ -94,7 +94,7 @@ impl LogSink {
         // The writers are gone: a whole record in the files is in the log, a torn one is not.
         let held: Result<u64, _> = (0..log.shard_count()).map(|s| log.shard_end(s)).sum();
         match held {
-            Ok(held) => context.stats.set_events_sent(held - ends_at_open.iter().sum::<u64>()),
+            Ok(held) => context.stats.set_events_sent(held.saturating_sub(ends_at_open.iter().sum::<u64>())),
             Err(source) => tracing::error!(error = %source, "cannot count what the log holds; events sent is what was handed to it"),
         }
         closed

@@ -283,7 +283,7 @@ async fn a_drain_waits_for_messages_a_killed_consumer_held() {
     // A consumer takes every message (its flush is an hour away) and is killed holding them.
     let mut holder = kappa("kappa-consumer", Some(&moto.endpoint))
         .args(consumer_args("sqs:sales", &lake, "1h"))
-        .args(["--visibility-timeout", "10s", "--flush-interval", "1h"])
+        .args(["--visibility-timeout", "30s", "--flush-interval", "1h"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -296,6 +296,14 @@ async fn a_drain_waits_for_messages_a_killed_consumer_held() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     assert_eq!(in_flight(&client, &url).await, 40, "all 40 messages invisible, none deleted");
+
+    // Invisible for 20 s more at least: a drain told to wait 1 s for them gives up, and says so.
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales", &lake, "1s")).args(["--in-flight-wait", "1s"]));
+    expect_status(&output, 0);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("still in flight elsewhere after --in-flight-wait 1s") && text.contains("messages=40"), "{text}");
+    assert_eq!(text.matches("still in flight elsewhere").count(), 1, "said once: {text}");
+    assert_eq!(in_flight(&client, &url).await, 40, "left in flight, none taken");
 
     // The drain sees an empty queue at first, and waits for the 40 to come back.
     let summary_path = dir.path().join("summary.json");

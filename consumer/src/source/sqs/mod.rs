@@ -102,8 +102,9 @@ pub struct SqsSource {
     deleter: Option<JoinHandle<()>>,
     queue_watch: Option<JoinHandle<()>>,
     paused: Arc<AtomicBool>,
-    /// When the queue was first seen empty but for messages in flight elsewhere.
-    waiting_for_in_flight: Mutex<Option<Instant>>,
+    /// When the queue was first seen empty but for messages in flight elsewhere, and whether
+    /// the drain has since given up waiting for them.
+    waiting_for_in_flight: Mutex<(Option<Instant>, bool)>,
 }
 
 impl SqsSource {
@@ -175,7 +176,7 @@ impl SqsSource {
             deleter,
             queue_watch,
             paused,
-            waiting_for_in_flight: Mutex::new(None),
+            waiting_for_in_flight: Mutex::new((None, false)),
         })
     }
 
@@ -201,8 +202,9 @@ impl SqsSource {
         }
         let held = self.shared.held.lock().expect("held lock").len() as u64;
         let elsewhere = counts.not_visible.saturating_sub(held);
-        let mut since = self.waiting_for_in_flight.lock().expect("in-flight lock");
-        if elsewhere == 0 {
+        let mut waiting = self.waiting_for_in_flight.lock().expect("in-flight lock");
+        let (since, gave_up) = &mut *waiting;
+        if elsewhere == 0 || *gave_up {
             *since = None;
             return true;
         }
@@ -216,6 +218,7 @@ impl SqsSource {
         if started.elapsed() < wait {
             return false;
         }
+        *gave_up = true;
         tracing::warn!(
             messages = elsewhere,
             "still in flight elsewhere after --in-flight-wait {wait:?}: draining without them; they become visible after their visibility timeout, for the next run"
