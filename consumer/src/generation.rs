@@ -205,12 +205,18 @@ pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> R
 pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
     let mut removed = 0;
     for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
-        let generation = &record.generation;
-        for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
-            for object in store.list(&prefix).await? {
-                store.delete(&object.path).await?;
-                removed += 1;
-            }
+        removed += delete_objects(store, table, &record.generation).await?;
+    }
+    Ok(removed)
+}
+
+/// Deletes a generation's data, quarantine and state objects; returns how many there were.
+async fn delete_objects(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
+        for object in store.list(&prefix).await? {
+            store.delete(&object.path).await?;
+            removed += 1;
         }
     }
     Ok(removed)
@@ -259,13 +265,7 @@ pub async fn remove(store: &Store, table: &str, generation: &str) -> Result<usiz
         mark_complete(store, table, generation).await?;
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} became current while being removed; left in place") });
     }
-    let mut removed = 0;
-    for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
-        for object in store.list(&prefix).await? {
-            store.delete(&object.path).await?;
-            removed += 1;
-        }
-    }
+    let removed = delete_objects(store, table, generation).await?;
     record.removed_ms = Some(chrono::Utc::now().timestamp_millis());
     store.put(&record_path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?;
     Ok(removed)
