@@ -79,6 +79,16 @@ impl ShardReader {
         }
     }
 
+    /// While the reader is still skipping toward the position it was opened at: that position,
+    /// and the shard's end as far as read. Once [`next`](Self::next) has returned `None`, the
+    /// shard ends there, before the position asked for: the log was rolled back under it.
+    pub fn short_of_start(&self) -> Option<(u64, u64)> {
+        match self.skip {
+            Skip::BeforeSeq(target) if self.expected < target => Some((target, self.expected)),
+            _ => None,
+        }
+    }
+
     fn open_segment(&mut self, base: u64) -> Result<(), LogError> {
         self.cursor = Some(SegmentCursor::open(segment_path(&self.dir, base), base)?);
         self.expected = base;
