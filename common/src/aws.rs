@@ -77,6 +77,11 @@ impl AwsContext {
         aws_sdk_firehose::Client::new(&self.config)
     }
 
+    /// The S3 endpoint override in effect, if any: `AWS_ENDPOINT_URL_S3`, else the general one.
+    pub fn s3_endpoint(&self) -> Option<String> {
+        std::env::var("AWS_ENDPOINT_URL_S3").ok().or_else(|| self.config.endpoint_url().map(str::to_string))
+    }
+
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(self.endpoint_overridden).build();
         aws_sdk_s3::Client::from_conf(conf)

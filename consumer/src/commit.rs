@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use crate::buffer::Buffer;
 use crate::parquet_file::{self, Codec};
 use crate::pipeline::PipelineError;
-use crate::table::{Commit, DataFile, Table, TableError};
+use crate::table::{Commit, DataFile, Layout, Table, TableError};
 
 /// A commit whose files are still to be written: `commit.added` is empty and its totals count
 /// the files' rows but not their bytes.
@@ -43,6 +43,10 @@ pub struct WriteContext {
     pub data: SchemaRef,
     pub file_schema: SchemaRef,
     pub codec: Codec,
+    /// The table's schema at the commit's version, and its layout: a commit that creates the
+    /// Delta table or grows its schema records them.
+    pub schema: kappa_common::schema::TableSchema,
+    pub layout: Layout,
 }
 
 /// Encodes the files (on every core), stores them, then creates the commit record.
@@ -50,17 +54,24 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files } = prepared;
     // Files are independent: encoded on every core (rayon's pool, which decoding shares).
-    let encoded: Vec<_> =
-        files.par_iter().map(|(_, _, buffer)| parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)).collect();
+    let encoded: Vec<_> = files
+        .par_iter()
+        .map(|(_, _, buffer)| {
+            let (data, rows) = parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)?;
+            // Readers skip files by the statistics our own footer already holds.
+            let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
+            Ok::<_, parquet::errors::ParquetError>((data, rows, kappa_table::stats::from_footer(&footer)))
+        })
+        .collect();
     let encoded_at = started.elapsed();
     // The files are stored PARALLEL_PUTS at a time: S3 round trips (and local fsyncs) overlap.
     let _runtime = context.runtime.enter();
     let mut puts = tokio::task::JoinSet::new();
     for ((path, partition, _), encoded) in files.iter().zip(encoded) {
-        let (data, rows) = encoded?;
+        let (data, rows, stats) = encoded?;
         let bytes = data.len() as u64;
         commit.totals.bytes += bytes;
-        commit.added.push(DataFile { path: path.clone(), partition: partition.clone(), rows, bytes });
+        commit.added.push(DataFile { path: path.clone(), partition: partition.clone(), rows, bytes, stats });
         if puts.len() >= PARALLEL_PUTS {
             context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
         }
@@ -72,7 +83,7 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
         put?;
     }
     let stored_at = started.elapsed();
-    context.runtime.block_on(context.table.commit(&commit))?;
+    context.runtime.block_on(context.table.commit(&commit, &context.schema, &context.layout))?;
     tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encoded_at, store = ?(stored_at - encoded_at), elapsed = ?started.elapsed(), "committed");
     Ok(commit)
 }

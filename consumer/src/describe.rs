@@ -17,14 +17,32 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     crate::config::validate_table(table_name)?;
     let root = std::path::PathBuf::from(lake);
     let store = Store::Local(LocalStore::new(&root));
-    if !root.join(table_name).join("_kappa").exists() {
-        anyhow::bail!("no table {table_name:?} in the lake {lake} (looked for {}/{table_name}/_kappa)", root.display());
+    if !root.join(table_name).join("_delta_log").exists() {
+        anyhow::bail!("no table {table_name:?} in the lake {lake} (looked for the Delta log {}/{table_name}/_delta_log)", root.display());
     }
     let table = runtime.block_on(Table::open_or_create(store, table_name))?;
     let state = runtime.block_on(table.load_state())?;
     let prefix = root.join(table.data_prefix());
-    println!("table {table_name} — generation {}, {} commits", table.generation(), state.last_commit);
-    println!("read it at {} (Hive partitioning)", prefix.display());
+    let lake_table =
+        runtime.block_on(kappa_table::LakeTable::open(table_name, &crate::table::location(table.store(), table_name)?))?.context("the Delta table vanished")?;
+    println!(
+        "table {table_name} — Delta table version {}, generation {}, {} consumer commits",
+        lake_table.version().unwrap_or_default(),
+        table.generation(),
+        state.last_commit
+    );
+    println!("read it at {} (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", root.join(table_name).display());
+    println!(
+        "partition columns: {} (named `{}<key>` where a data column has the key's name)",
+        lake_table.partition_columns()?.join(", "),
+        crate::table::PARTITION_COLUMN_PREFIX
+    );
+    for version in runtime.block_on(lake_table.history(5))? {
+        let when =
+            version.timestamp_ms.and_then(chrono::DateTime::from_timestamp_millis).map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        let counter = version.kappa["counter"].as_i64().map_or_else(String::new, |c| format!("consumer commit {c}"));
+        println!("  version {:<6} {when:<21} {:<10} {counter}", version.version, version.operation);
+    }
     if let Some((version, schema)) = runtime.block_on(table.latest_schema())? {
         let columns: Vec<String> = schema.fields.iter().map(|c| format!("{} {}", c.name, c.column_type)).collect();
         println!("schema v{version}: {}", columns.join(", "));

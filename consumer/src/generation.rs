@@ -1,21 +1,23 @@
-//! Generations of a table, and the pointer that tells readers which one is current.
+//! Generations of a table, and the switch that moves readers from one to another.
 //!
 //! ```text
 //! <table>/_kappa/generations/<generation>.json   one record per generation: created, by what
-//! <table>/_kappa/current/<n:06>.json             the pointer log: the highest n names the current one
 //! ```
 //!
-//! The pointer is a log rather than one file that is overwritten: switching is creating record
-//! `n+1`, which the store does only if it is absent (a hard link locally, `If-None-Match: *` on
-//! S3). So a switch is atomic — a reader resolves either the old or the new generation, never
-//! something between — and conditional: of two switches racing from the same `n`, one fails.
-//! Old records stay as the history of switches.
+//! The current generation is the one whose files the Delta table holds (its `kappa.generation`
+//! property). A replay writes a new generation beside it with its own commit log; the switch
+//! is one Delta commit that removes every file of the current generation, adds every file of
+//! the new one (with the new partition columns if the replay re-partitioned) and hands the
+//! consumer the replay's end positions. Every Delta reader sees the old table or the new one,
+//! never a mix; the old one stays readable by time travel. The commit is made only on the
+//! version the switch read (no retry onto a later one), so of a switch and a consumer commit
+//! or a second switch racing it, one fails.
 
 use bytes::Bytes;
 use kappa_common::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Commit, TableError, Totals, parse};
+use crate::table::{Commit, FORMAT, Layout, Table, TableError, Totals, parse};
 
 /// One record of the pointer log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,10 +55,6 @@ pub struct GenerationSummary {
     pub totals: Totals,
 }
 
-fn pointer_prefix(table: &str) -> String {
-    format!("{table}/_kappa/current/")
-}
-
 fn generations_prefix(table: &str) -> String {
     format!("{table}/_kappa/generations/")
 }
@@ -65,11 +63,9 @@ fn generation_number(name: &str) -> Option<u32> {
     name.strip_prefix("gen-")?.parse().ok()
 }
 
-/// The current pointer record, if the table exists.
+/// The current generation, if the table exists: `switch` is the Delta table's version.
 pub async fn current(store: &Store, table: &str) -> Result<Option<Pointer>, TableError> {
-    let Some(last) = store.list(&pointer_prefix(table)).await?.pop() else { return Ok(None) };
-    let data = store.get(&last.path).await?;
-    Ok(Some(parse(&last.path, &data)?))
+    Ok(crate::table::live_generation(store, table).await?.map(|(generation, version)| Pointer { switch: version, generation, switched_ms: 0, previous: None }))
 }
 
 /// Every generation's record, oldest first.
@@ -104,16 +100,21 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
     }
 }
 
-/// Makes `generation` current in one atomic step. With `expected`, fails unless the current
-/// generation is still that one (no switch happened since it was read). Returns the record.
+/// The generation a consumer writes into a table that has no Delta table yet: the one an
+/// earlier consumer made and never committed to, or a new one. Two consumers starting at
+/// once make two; the first commit creates the table for one of them, and the other stops.
+pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
+    let records = records(store, table).await?;
+    match records.iter().rev().find(|r| r.origin == "consumer" && r.removed_ms.is_none()) {
+        Some(record) => Ok(record.generation.clone()),
+        None => create(store, table, "consumer").await,
+    }
+}
+
+/// Makes `generation` (a replay's, complete) current in one Delta commit. With `expected`,
+/// fails unless the current generation is still that one. Returns the record.
 pub async fn switch(store: &Store, table: &str, generation: &str, expected: Option<&str>) -> Result<Pointer, TableError> {
     let conflict = || TableError::SwitchConflict { table: table.to_string(), generation: generation.to_string() };
-    let now = current(store, table).await?;
-    if let Some(expected) = expected
-        && now.as_ref().map(|p| p.generation.as_str()) != Some(expected)
-    {
-        return Err(conflict());
-    }
     let exists = records(store, table).await?.iter().any(|r| r.generation == generation && r.removed_ms.is_none());
     if !exists {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("there is no generation {generation}") });
@@ -124,25 +125,82 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
             reason: format!("{generation} is incomplete (its replay did not finish); readers would see part of the data"),
         });
     }
-    let pointer = Pointer {
-        switch: now.as_ref().map_or(1, |p| p.switch + 1),
-        generation: generation.to_string(),
-        switched_ms: chrono::Utc::now().timestamp_millis(),
-        previous: now.map(|p| p.generation),
+    let staged = Table::open_generation(store.clone(), table, generation);
+    if current(store, table).await?.is_some_and(|p| p.generation == generation) {
+        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} is already current") });
+    }
+    let (files, state) = staged.staged().await?;
+    let Some((schema_version, schema)) = staged.latest_schema().await? else {
+        return Err(TableError::Invalid {
+            table: table.to_string(),
+            reason: format!("{generation} has no schema (it never read an event); nothing to switch to"),
+        });
     };
-    let path = format!("{}{:06}.json", pointer_prefix(table), pointer.switch);
-    match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&pointer).expect("serializes"))).await {
-        Ok(()) => Ok(pointer),
-        Err(StoreError::AlreadyExists { .. }) => {
-            // An SDK retry of a put that had in fact succeeded also lands here: it is ours if
-            // the record says what we wrote.
-            let existing: Pointer = parse(&path, &store.get(&path).await?)?;
-            if existing.generation == pointer.generation && existing.previous == pointer.previous && existing.switched_ms == pointer.switched_ms {
-                Ok(pointer)
-            } else {
-                Err(conflict())
-            }
+    let location = crate::table::location(store, table)?;
+    let lake = kappa_table::LakeTable::open(table, &location).await?;
+    let live = match &lake {
+        Some(lake) => Some(lake.configuration()?.get(crate::table::GENERATION_PROPERTY).cloned().unwrap_or_default()),
+        None => None,
+    };
+    if expected.is_some() && live.as_deref() != expected {
+        return Err(conflict());
+    }
+    let layout = match staged.layout().await? {
+        Some(layout) => layout,
+        None => Layout {
+            partition_by: lake.as_ref().and_then(|l| l.configuration().ok()?.get("kappa.partitionBy").cloned()).unwrap_or_else(|| "day".into()),
+            event_time: None,
+        },
+    };
+    let partition_columns = crate::table::partition_columns(&schema, &layout);
+    let setup = kappa_table::TableSetup {
+        schema: schema.clone(),
+        partition_columns: partition_columns.clone(),
+        configuration: crate::table::properties(generation, &layout, schema_version),
+    };
+    let (mut lake, previous) = match lake {
+        Some(mut lake) => {
+            lake.reload().await?;
+            let previous = lake.writer_counter(crate::table::CONSUMER_APP_ID).await?;
+            (lake, previous)
         }
+        None => (kappa_table::LakeTable::create(table, &location, &setup).await?, None),
+    };
+    // The consumer goes on numbering from here: above the replay's own commits, whose
+    // quarantine and archive objects are named by their numbers.
+    let counter = previous.unwrap_or(0).max(state.last_commit as i64) + 1;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let handed_over = Commit {
+        format: FORMAT,
+        commit: counter as u64,
+        generation: generation.to_string(),
+        created_ms: now_ms,
+        schema_version: state.schema_version,
+        added: Vec::new(),
+        removed: Vec::new(),
+        errors: Vec::new(),
+        resume: state.resume,
+        written: state.written,
+        quarantined: state.quarantined,
+        totals: state.totals,
+        unacknowledged: state.unacknowledged,
+        archived: Vec::new(),
+        archive_positions: state.archive_positions,
+    };
+    let add = files.iter().map(|f| crate::table::delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
+    let commit = kappa_table::Commit {
+        app_id: crate::table::CONSUMER_APP_ID.to_string(),
+        counter,
+        previous,
+        commit_id: format!("switch-{generation}-{now_ms}"),
+        add,
+        replace_all: true,
+        setup: Some(setup),
+        state: serde_json::to_value(&handed_over).expect("serializes"),
+    };
+    match lake.commit(commit).await {
+        Ok(version) => Ok(Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live }),
+        Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => Err(conflict()),
         Err(e) => Err(e.into()),
     }
 }
@@ -235,16 +293,14 @@ pub async fn summaries(store: &Store, table: &str) -> Result<Vec<GenerationSumma
     let current = current(store, table).await?.map(|p| p.generation);
     let mut summaries = Vec::new();
     for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_none()) {
-        let complete = is_complete(store, table, &record.generation).await?;
-        let commits = store.list(&format!("{table}/_kappa/{}/commits/", record.generation)).await?;
-        let (count, totals) = match commits.last() {
-            Some(last) => {
-                let commit: Commit = parse(&last.path, &store.get(&last.path).await?)?;
-                (commit.commit, commit.totals)
-            }
-            None => (0, Totals::default()),
+        let is_current = current.as_deref() == Some(record.generation.as_str());
+        let state = if is_current {
+            Table::open_or_create(store.clone(), table).await?.load_state().await?
+        } else {
+            Table::open_generation(store.clone(), table, &record.generation).load_state().await?
         };
-        summaries.push(GenerationSummary { current: current.as_deref() == Some(record.generation.as_str()), complete, record, commits: count, totals });
+        let complete = is_current || is_complete(store, table, &record.generation).await?;
+        summaries.push(GenerationSummary { current: is_current, complete, record, commits: state.last_commit, totals: state.totals });
     }
     Ok(summaries)
 }
@@ -276,13 +332,55 @@ mod tests {
     use super::*;
     use kappa_common::store::LocalStore;
 
+    /// A replay's generation with one committed file.
+    async fn staged(store: &Store, origin: &str) -> String {
+        let generation = create(store, "t", origin).await.unwrap();
+        let table = Table::open_generation(store.clone(), "t", &generation);
+        let schema = kappa_common::schema::TableSchema::new(vec![kappa_common::schema::Column {
+            name: "day".into(),
+            column_type: kappa_common::schema::ColumnType::Int64,
+            nullable: true,
+        }])
+        .unwrap();
+        table.write_schema(1, &schema).await.unwrap();
+        let layout = Layout { partition_by: "day".into(), event_time: None };
+        table.settle_layout(&layout).await.unwrap();
+        table.put_object("year=2025/month=03/day=19/a.parquet", Bytes::from_static(b"x")).await.unwrap();
+        let file = crate::table::DataFile {
+            path: "year=2025/month=03/day=19/a.parquet".into(),
+            partition: "year=2025/month=03/day=19".into(),
+            rows: 1,
+            bytes: 1,
+            stats: None,
+        };
+        let commit = Commit {
+            format: FORMAT,
+            commit: 1,
+            generation: generation.clone(),
+            created_ms: 0,
+            schema_version: 1,
+            added: vec![file],
+            removed: vec![],
+            errors: vec![],
+            resume: [("0".to_string(), "7".to_string())].into(),
+            written: Default::default(),
+            quarantined: Default::default(),
+            totals: Totals { rows: 1, files: 1, bytes: 1, quarantined: 0 },
+            unacknowledged: Default::default(),
+            archived: vec![],
+            archive_positions: Default::default(),
+        };
+        table.commit(&commit, &schema, &layout).await.unwrap();
+        generation
+    }
+
     #[tokio::test]
-    async fn switches_are_atomic_and_conditional() {
+    async fn switches_are_one_delta_commit_and_conditional() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::new(dir.path()));
         assert_eq!(current(&store, "t").await.unwrap(), None);
-        let first = create(&store, "t", "consumer").await.unwrap();
-        let second = create(&store, "t", "replay").await.unwrap();
+        let first = staged(&store, "replay").await;
+        let second = staged(&store, "replay").await;
         assert_eq!((first.as_str(), second.as_str()), ("gen-000001", "gen-000002"));
         assert!(switch(&store, "t", &first, None).await.is_err(), "incomplete generations are not switched to");
         mark_complete(&store, "t", &first).await.unwrap();
@@ -294,12 +392,16 @@ mod tests {
         let pointer = switch(&store, "t", &second, Some(&first)).await.unwrap();
         assert_eq!((pointer.switch, pointer.previous.as_deref()), (2, Some("gen-000001")));
         assert_eq!(current(&store, "t").await.unwrap().unwrap().generation, second);
+        // The table holds the second generation's file alone, partitioned without touching the
+        // data's own `day` column; the consumer resumes where the replay ended.
+        let lake = kappa_table::LakeTable::open("t", &crate::table::location(&store, "t").unwrap()).await.unwrap().unwrap();
+        assert_eq!(lake.files().unwrap(), vec![format!("{second}/year=2025/month=03/day=19/a.parquet")]);
+        assert_eq!(lake.partition_columns().unwrap(), vec!["year", "month", "kappa_day"]);
+        let live = Table::open_or_create(store.clone(), "t").await.unwrap().load_state().await.unwrap();
+        assert_eq!((live.last_commit, live.resume["0"].as_str(), live.totals.rows), (3, "7", 1));
         assert!(switch(&store, "t", "gen-000077", None).await.is_err(), "no such generation");
-        // The current generation is never removed; an old one is, whole.
+        // The current generation is never removed.
         assert!(remove(&store, "t", &second).await.is_err());
-        store.put(&format!("t/{first}/year=2025/a.parquet"), Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(remove(&store, "t", &first).await.unwrap(), 1);
-        assert_eq!(summaries(&store, "t").await.unwrap().len(), 1);
         // Its number is never given out again.
         assert_eq!(create(&store, "t", "replay").await.unwrap(), "gen-000003");
     }
@@ -308,7 +410,7 @@ mod tests {
     async fn what_a_replay_writes_after_gc_removed_its_generation_is_swept_and_never_completed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::new(dir.path()));
-        let live = create(&store, "t", "consumer").await.unwrap();
+        let live = staged(&store, "replay").await;
         mark_complete(&store, "t", &live).await.unwrap();
         switch(&store, "t", &live, None).await.unwrap();
         let replayed = create(&store, "t", "replay").await.unwrap();

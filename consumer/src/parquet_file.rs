@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use arrow::array::{RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
@@ -45,27 +45,6 @@ fn mostly_distinct(column: &ArrayRef) -> bool {
     let Ok(rows) = converter.convert_columns(std::slice::from_ref(&sample)) else { return false };
     let seen: foldhash::HashSet<arrow::row::Row<'_>> = rows.iter().collect();
     seen.len() * 2 > sample.len() && sample.len() >= 64
-}
-
-/// Data columns whose names equal a partition key are stored under this suffix: a Hive reader
-/// would otherwise see two columns named `year` (the file's and the directory's).
-pub const PARTITION_KEY_COLLISION_SUFFIX: &str = "_data";
-
-/// The schema of the files: the table's columns, with names that collide with partition keys
-/// renamed.
-pub fn file_schema(data: &SchemaRef, partition_keys: &[&str]) -> SchemaRef {
-    let fields: Vec<Field> = data
-        .fields()
-        .iter()
-        .map(|f| {
-            if partition_keys.contains(&f.name().as_str()) {
-                f.as_ref().clone().with_name(format!("{}{PARTITION_KEY_COLLISION_SUFFIX}", f.name()))
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
 }
 
 /// Brings a batch decoded under an older schema version to the current one: new columns
@@ -195,6 +174,7 @@ fn first_rows(schema: &SchemaRef, batches: &[RecordBatch], rows: usize) -> Resul
 mod tests {
     use super::*;
     use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
 
     fn rows(n: usize) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![

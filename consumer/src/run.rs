@@ -187,6 +187,14 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
         source.stop();
         return Err(e);
     }
+    if let Some(current) = switched_to {
+        // The table holds the new generation now: a commit to the old one could not be made
+        // (the switch moved this consumer's counter) and no reader would see it. What this
+        // run buffered lies after the replay's end positions, where the restart reads on.
+        source.stop();
+        eprint!("{}", stats.summary().render(&config.table, &prefix));
+        return Err(ConsumerError::Switched { table: config.table.clone(), generation: pipeline.table().generation().to_string(), current });
+    }
     // Stop reading first (step 2), then write and commit, then acknowledge what the commit
     // covers: SQS messages are deleted only now that their rows are durable.
     source.pause();
@@ -196,10 +204,6 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     source.stop();
     pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
     pipeline.commit_acknowledgements()?;
-    if let Some(current) = switched_to {
-        eprint!("{}", stats.summary().render(&config.table, &prefix));
-        return Err(ConsumerError::Switched { table: config.table.clone(), generation: pipeline.table().generation().to_string(), current });
-    }
     Ok((stats.summary(), prefix))
 }
 
@@ -208,7 +212,8 @@ pub fn open_store(location: &LakeLocation, aws: Option<&AwsContext>) -> Store {
     match location {
         LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
         LakeLocation::S3 { bucket, prefix } => {
-            Store::S3(S3Store::new(aws.expect("AWS configuration loaded for S3 locations").s3(), bucket.clone(), prefix.clone()))
+            let aws = aws.expect("AWS configuration loaded for S3 locations");
+            Store::S3(S3Store::new(aws.s3(), bucket.clone(), prefix.clone()).with_access(aws.s3_endpoint(), aws.sdk_config().credentials_provider()))
         }
     }
 }

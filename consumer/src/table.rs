@@ -1,27 +1,29 @@
-//! A lake table: its layout, its generations and its commit log — the exactly-once protocol of
-//! DESIGN.md.
+//! A lake table: its layout, its generations, and the exactly-once protocol of DESIGN.md on
+//! top of the Delta table that `kappa-table` keeps.
 //!
 //! ```text
-//! <table>/_kappa/current/<n:06>.json                 the generation pointer: the highest n is current
-//! <table>/_kappa/generations/<generation>.json       when and how the generation was made
-//! <table>/_kappa/<generation>/complete.json          its writer finished it (switchable)
-//! <table>/_kappa/<generation>/layout.json            partition granularity and event-time column
-//! <table>/_kappa/<generation>/schema/v000001.json    schema versions
-//! <table>/_kappa/<generation>/commits/<n:020>.json   the commit log, one record per flush
+//! <table>/_delta_log/…                               the Delta log: what readers read
 //! <table>/<generation>/year=…/month=…/day=…/part-<shard>-<first>-<last>.parquet
+//! <table>/_kappa/generations/<generation>.json       when and how the generation was made
+//! <table>/_kappa/<generation>/layout.json            partition granularity and event-time column
+//! <table>/_kappa/<generation>/schema/v000001.json    schema versions (our types and formats)
+//! <table>/_kappa/<generation>/commits/<n:020>.json   a replay's own log, before its switch
+//! <table>/_kappa/<generation>/complete.json          a replay finished it (switchable)
 //! <table>/_errors/<generation>/<commit>.ndjson       quarantined events
 //! ```
 //!
-//! A flush writes its Parquet objects, then commit `n+1`, created only if absent. Each commit
-//! carries the whole resume state (so a restart reads only the log of commits, not the
-//! data): per shard the safe resume point (reading resumes after it: just before the earliest
-//! event still buffered anywhere, or the last one read), and per partition and shard the last
-//! position written. Objects that no commit names are leftovers of a flush that crashed before
-//! its commit; a restart deletes them, and the redone flush writes the same names again.
+//! The live generation is the one the Delta table's files belong to (its `kappa.generation`
+//! property). A flush writes its Parquet objects, then one Delta commit that adds them and
+//! carries the whole resume state (so a restart reads one state, not the history): per shard
+//! the safe resume point (reading resumes after it: just before the earliest event still
+//! buffered anywhere, or the last one read), and per partition and shard the last position
+//! written, pruned once every shard's resume point has passed it. Objects that no commit names
+//! are leftovers of a flush that crashed before its commit; a restart deletes them, and the
+//! redone flush writes the same names again.
 //!
-//! Generations (see [`crate::generation`]) are self-contained: a replay writes a new one beside
-//! the current one, and switching readers is the creation of the next pointer record — a
-//! conditional create, so two switches cannot both win.
+//! A replay writes a new generation beside the live one and tracks it in its own commit log,
+//! where readers do not look; its switch is one Delta commit that removes the live files and
+//! adds the new ones (see [`crate::generation`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,10 +50,19 @@ pub enum TableError {
     #[error("table {table}: {reason}")]
     Invalid { table: String, reason: String },
     #[error(
-        "table {table}: the current generation changed while switching to {generation} \
-         (another switch won); check `kappa-replay status` and switch again if still wanted"
+        "table {table}: the table changed while switching to {generation} (a consumer committed, or another \
+         switch won); stop the consumer, check `kappa-replay status` and switch again if still wanted"
     )]
     SwitchConflict { table: String, generation: String },
+    /// Boxed: delta-rs's errors are large, and every result of the pipeline carries this type.
+    #[error(transparent)]
+    Delta(Box<kappa_table::TableError>),
+}
+
+impl From<kappa_table::TableError> for TableError {
+    fn from(error: kappa_table::TableError) -> TableError {
+        TableError::Delta(Box::new(error))
+    }
 }
 
 /// One Parquet object a commit adds.
@@ -62,6 +73,9 @@ pub struct DataFile {
     pub partition: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Delta statistics from the file's footer (numRecords, minValues, maxValues, nullCount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
 }
 
 /// Running totals, carried in every commit so `status` needs only the last one.
@@ -133,44 +147,83 @@ pub struct TableState {
     pub archive_positions: ShardPositions,
     /// Every committed, not removed, data file (relative to the generation).
     pub files: BTreeSet<String>,
-    pub error_files: BTreeSet<String>,
 }
+
+/// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
+/// replay's switch hands its end positions to the consumer under the same id.
+pub const CONSUMER_APP_ID: &str = "kappa-consumer";
+
+/// Table property: the generation whose files the table holds.
+pub const GENERATION_PROPERTY: &str = "kappa.generation";
 
 #[derive(Debug, Clone)]
 pub struct Table {
     store: Store,
     name: String,
     generation: String,
+    /// The Delta table, for the live generation; `None` for a replay's generation, which keeps
+    /// its own log until its switch.
+    live: Option<std::sync::Arc<Live>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    location: kappa_table::TableLocation,
+    /// `None` until the first commit creates the table.
+    lake: tokio::sync::Mutex<Option<kappa_table::LakeTable>>,
 }
 
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
     serde_json::from_slice(data).map_err(|source| TableError::Corrupt { path: path.to_string(), source })
 }
 
+/// Where the Delta table of `name` lives in `store`.
+pub fn location(store: &Store, name: &str) -> Result<kappa_table::TableLocation, TableError> {
+    match store {
+        Store::Local(local) => Ok(kappa_table::TableLocation::local(local.root(), name)?),
+        Store::S3(s3) => Ok(kappa_table::TableLocation::s3(s3.client().config(), s3.credentials().cloned(), s3.endpoint(), s3.bucket(), &s3.key(name))?),
+        _ => Err(TableError::Invalid { table: name.to_string(), reason: "this lake location has no Delta table support".into() }),
+    }
+}
+
+/// The generation the Delta table holds, if there is a table.
+pub async fn live_generation(store: &Store, name: &str) -> Result<Option<(String, u64)>, TableError> {
+    let Some(lake) = kappa_table::LakeTable::open(name, &location(store, name)?).await? else { return Ok(None) };
+    Ok(Some((generation_of(&lake)?, lake.version().unwrap_or_default())))
+}
+
+fn generation_of(lake: &kappa_table::LakeTable) -> Result<String, TableError> {
+    lake.configuration()?.get(GENERATION_PROPERTY).cloned().ok_or_else(|| TableError::Invalid {
+        table: lake.name().to_string(),
+        reason: format!("the Delta table has no {GENERATION_PROPERTY} property: it was not made by kappa-lake; write to another table name"),
+    })
+}
+
 impl Table {
-    /// Opens a table's current generation, creating the table (with its first generation) if
-    /// it does not exist.
+    /// Opens a table's live generation. A table without a Delta table yet gets a new
+    /// generation, which its first commit makes live.
     pub async fn open_or_create(store: Store, name: &str) -> Result<Table, TableError> {
-        let generation = match crate::generation::current(&store, name).await? {
-            Some(pointer) => pointer.generation,
-            None => {
-                let first = crate::generation::create(&store, name, "consumer").await?;
-                // A consumer's generation is live from the start: complete as it goes.
-                crate::generation::mark_complete(&store, name, &first).await?;
-                match crate::generation::switch(&store, name, &first, None).await {
-                    Ok(_) => first,
-                    // Another consumer created the table at the same moment: use its pointer.
-                    Err(TableError::SwitchConflict { .. }) => crate::generation::current(&store, name).await?.map(|p| p.generation).unwrap_or(first),
-                    Err(e) => return Err(e),
-                }
-            }
+        let location = location(&store, name)?;
+        let lake = kappa_table::LakeTable::open(name, &location).await?;
+        let generation = match &lake {
+            Some(lake) => generation_of(lake)?,
+            None => crate::generation::unborn(&store, name).await?,
         };
-        Ok(Table { store, name: name.to_string(), generation })
+        let live = Live { location, lake: tokio::sync::Mutex::new(lake) };
+        Ok(Table { store, name: name.to_string(), generation, live: Some(std::sync::Arc::new(live)) })
     }
 
-    /// Opens one generation of a table (it must exist).
+    /// Opens any generation: the live one through the Delta table, another through its log.
+    pub async fn open_existing(store: Store, name: &str, generation: &str) -> Result<Table, TableError> {
+        match live_generation(&store, name).await? {
+            Some((live, _)) if live == generation => Table::open_or_create(store, name).await,
+            _ => Ok(Table::open_generation(store, name, generation)),
+        }
+    }
+
+    /// Opens a replay's generation (it must exist), which keeps its own commit log.
     pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
-        Table { store, name: name.to_string(), generation: generation.to_string() }
+        Table { store, name: name.to_string(), generation: generation.to_string(), live: None }
     }
 
     pub fn name(&self) -> &str {
@@ -185,7 +238,12 @@ impl Table {
         &self.store
     }
 
-    /// The prefix an outside reader (DuckDB, Athena) reads: every committed row exactly once.
+    /// Whether this is the table's live generation (committed to the Delta log).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Where this generation's data files are (the Delta table's root is the table itself).
     pub fn data_prefix(&self) -> String {
         format!("{}/{}", self.name, self.generation)
     }
@@ -198,10 +256,32 @@ impl Table {
         format!("{}/_kappa/{}/schema/v{version:06}.json", self.name, self.generation)
     }
 
-    /// Reads the commit log into the state to resume from.
+    /// The state to resume from: the last commit's, with the files the table holds.
     pub async fn load_state(&self) -> Result<TableState, TableError> {
+        match &self.live {
+            Some(live) => {
+                let lake = live.lake.lock().await;
+                let Some(lake) = lake.as_ref() else { return Ok(TableState::default()) };
+                let prefix = format!("{}/", self.generation);
+                let files = lake.files()?.into_iter().filter_map(|f| f.strip_prefix(&prefix).map(str::to_string)).collect();
+                match lake.writer_state(CONSUMER_APP_ID).await? {
+                    Some(found) => {
+                        let path = format!("{}/_delta_log version {}", self.name, found.version);
+                        let commit: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                        Ok(TableState { files, ..state_of(commit) })
+                    }
+                    None => Ok(TableState { files, ..TableState::default() }),
+                }
+            }
+            None => Ok(self.staged_commits().await?.1),
+        }
+    }
+
+    /// A replay's commit log: every file it added (not removed since), and the state.
+    async fn staged_commits(&self) -> Result<(BTreeMap<String, DataFile>, TableState), TableError> {
         let prefix = format!("{}/_kappa/{}/commits/", self.name, self.generation);
         let mut state = TableState::default();
+        let mut files = BTreeMap::new();
         for object in self.store.list(&prefix).await? {
             let data = self.store.get(&object.path).await?;
             let commit: Commit = parse(&object.path, &data)?;
@@ -220,32 +300,91 @@ impl Table {
                     reason: format!("commit log has a gap: {} follows {}", commit.commit, state.last_commit),
                 });
             }
-            for file in &commit.added {
-                state.files.insert(file.path.clone());
-            }
             for removed in &commit.removed {
-                state.files.remove(removed);
+                files.remove(removed);
             }
-            state.error_files.extend(commit.errors.iter().cloned());
-            state.last_commit = commit.commit;
-            state.schema_version = commit.schema_version;
-            state.resume = commit.resume;
-            state.written = commit.written;
-            state.quarantined = commit.quarantined;
-            state.totals = commit.totals;
-            state.unacknowledged = commit.unacknowledged;
-            state.archive_positions = commit.archive_positions;
+            for file in &commit.added {
+                files.insert(file.path.clone(), file.clone());
+            }
+            state = state_of(commit);
         }
-        Ok(state)
+        state.files = files.keys().cloned().collect();
+        Ok((files, state))
     }
 
-    /// Creates the next commit record; fails if another writer took that number.
-    pub async fn commit(&self, commit: &Commit) -> Result<(), TableError> {
-        let data = Bytes::from(serde_json::to_vec_pretty(commit).expect("commit serializes"));
-        match self.store.put_if_absent(&self.commit_path(commit.commit), data).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::AlreadyExists { .. }) => Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit }),
+    /// Commits a flush: a Delta commit for the live generation, the next record of its own
+    /// log for a replay's. `schema` is the data schema at `commit.schema_version`; `layout`
+    /// decides the partition columns of a table this commit creates.
+    pub async fn commit(&self, commit: &Commit, schema: &TableSchema, layout: &Layout) -> Result<(), TableError> {
+        let Some(live) = &self.live else {
+            let data = Bytes::from(serde_json::to_vec_pretty(commit).expect("commit serializes"));
+            return match self.store.put_if_absent(&self.commit_path(commit.commit), data).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::AlreadyExists { .. }) => Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit }),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let mut lake = live.lake.lock().await;
+        let partition_columns = match lake.as_ref() {
+            Some(lake) => lake.partition_columns()?,
+            None => partition_columns(schema, layout),
+        };
+        let setup = |schema: &TableSchema| kappa_table::TableSetup {
+            schema: schema.clone(),
+            partition_columns: partition_columns.clone(),
+            configuration: properties(&self.generation, layout, commit.schema_version),
+        };
+        let grown = match lake.as_ref() {
+            None => {
+                let created = kappa_table::LakeTable::create(&self.name, &live.location, &setup(schema)).await?;
+                if generation_of(&created)? != self.generation {
+                    // Another consumer created the table at the same moment, for its own generation.
+                    return Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit });
+                }
+                *lake = Some(created);
+                None
+            }
+            Some(existing) => {
+                let recorded: u32 = existing.configuration()?.get(SCHEMA_VERSION_PROPERTY).and_then(|v| v.parse().ok()).unwrap_or(0);
+                (commit.schema_version > recorded).then(|| setup(schema))
+            }
+        };
+        let lake = lake.as_mut().expect("created above");
+        let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
+        let state = serde_json::to_value(Commit { added: Vec::new(), ..commit.clone() }).expect("commit serializes");
+        let delta_commit = kappa_table::Commit {
+            app_id: CONSUMER_APP_ID.to_string(),
+            counter: commit.commit as i64,
+            // A consumer numbers its commits one after another (a switch hands it its number).
+            previous: (commit.commit > 1).then(|| commit.commit as i64 - 1),
+            // Unique to this attempt: tells our own commit from another writer's after an
+            // ambiguous failure.
+            commit_id: format!("{}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(), commit.commit),
+            add,
+            replace_all: false,
+            setup: grown,
+            state,
+        };
+        match lake.commit(delta_commit).await {
+            Ok(_) => Ok(()),
+            Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => {
+                Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit })
+            }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The generation the table holds now, read again from the Delta log (a replay may have
+    /// switched it).
+    pub async fn current_generation(&self) -> Result<Option<String>, TableError> {
+        let Some(live) = &self.live else { return Ok(live_generation(&self.store, &self.name).await?.map(|(g, _)| g)) };
+        let mut lake = live.lake.lock().await;
+        match lake.as_mut() {
+            Some(lake) => {
+                lake.reload().await?;
+                Ok(Some(generation_of(lake)?))
+            }
+            None => Ok(live_generation(&self.store, &self.name).await?.map(|(g, _)| g)),
         }
     }
 
@@ -262,15 +401,23 @@ impl Table {
                 removed += 1;
             }
         }
+        // Quarantine objects are named by their commit's number.
         let errors_prefix = format!("{}/_errors/{}/", self.name, self.generation);
         for object in self.store.list(&errors_prefix).await? {
-            let relative = &object.path[self.name.len() + 1..];
-            if !state.error_files.contains(relative) {
+            let number = object.path[errors_prefix.len()..].trim_end_matches(".ndjson").parse::<u64>();
+            if number.is_ok_and(|n| n > state.last_commit) {
                 self.store.delete(&object.path).await?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Every file of a replay's generation with its partition and statistics, and the state
+    /// its last commit left: what its switch commits.
+    pub async fn staged(&self) -> Result<(Vec<DataFile>, TableState), TableError> {
+        let (files, state) = self.staged_commits().await?;
+        Ok((files.into_values().collect(), state))
     }
 
     pub async fn read_schema(&self, version: u32) -> Result<TableSchema, TableError> {
@@ -323,6 +470,16 @@ impl Table {
         }
     }
 
+    /// The recorded layout, if a commit with rows recorded one.
+    pub async fn layout(&self) -> Result<Option<Layout>, TableError> {
+        let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
+        match self.store.get(&path).await {
+            Ok(data) => Ok(Some(parse(&path, &data)?)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Records the layout, or checks it against the one recorded.
     pub async fn settle_layout(&self, layout: &Layout) -> Result<(), TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
@@ -363,6 +520,68 @@ impl Table {
     }
 }
 
+/// Table property: the schema version (of `_kappa/<generation>/schema/`) the Delta schema is at.
+const SCHEMA_VERSION_PROPERTY: &str = "kappa.schemaVersion";
+
+/// The prefix a partition column gets when the data has a column of the key's name: a user's
+/// `day` keeps its name and values, and the table's day partition is `kappa_day`.
+pub const PARTITION_COLUMN_PREFIX: &str = "kappa_";
+
+/// The partition columns for `layout`: the keys (`year`, `month`, `day`, `hour`), each
+/// prefixed with [`PARTITION_COLUMN_PREFIX`] if a data column has that name (compared without
+/// case, as Athena and Spark compare names). Decided when the table is created, and kept.
+pub fn partition_columns(schema: &TableSchema, layout: &Layout) -> Vec<String> {
+    let keys: &[&str] = match layout.partition_by.as_str() {
+        "year" => &["year"],
+        "month" => &["year", "month"],
+        "day" => &["year", "month", "day"],
+        _ => &["year", "month", "day", "hour"],
+    };
+    let taken = |name: &str| schema.fields.iter().any(|c| c.name.eq_ignore_ascii_case(name));
+    keys.iter().map(|key| if taken(key) { format!("{PARTITION_COLUMN_PREFIX}{key}") } else { key.to_string() }).collect()
+}
+
+pub(crate) fn properties(generation: &str, layout: &Layout, schema_version: u32) -> BTreeMap<String, String> {
+    let mut properties = BTreeMap::from([
+        (GENERATION_PROPERTY.to_string(), generation.to_string()),
+        ("kappa.partitionBy".to_string(), layout.partition_by.clone()),
+        (SCHEMA_VERSION_PROPERTY.to_string(), schema_version.to_string()),
+    ]);
+    if let Some(column) = &layout.event_time {
+        properties.insert("kappa.eventTime".to_string(), column.clone());
+    }
+    properties
+}
+
+/// A committed file as the Delta log names it: under its generation, partition values as
+/// integers (`month=03` is 3).
+pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &[String]) -> Result<kappa_table::DataFile, TableError> {
+    let mut partition_values = std::collections::HashMap::new();
+    for (segment, column) in file.partition.split('/').zip(partition_columns) {
+        let value = segment.split_once('=').and_then(|(_, v)| v.parse::<i64>().ok()).ok_or_else(|| TableError::Invalid {
+            table: generation.to_string(),
+            reason: format!("file {} has a partition {:?} this table cannot name", file.path, file.partition),
+        })?;
+        partition_values.insert(column.clone(), Some(value.to_string()));
+    }
+    Ok(kappa_table::DataFile { path: format!("{generation}/{}", file.path), partition_values, size: file.bytes as i64, stats: file.stats.clone() })
+}
+
+/// The state a commit leaves (without the set of files).
+fn state_of(commit: Commit) -> TableState {
+    TableState {
+        last_commit: commit.commit,
+        schema_version: commit.schema_version,
+        resume: commit.resume,
+        written: commit.written,
+        quarantined: commit.quarantined,
+        totals: commit.totals,
+        unacknowledged: commit.unacknowledged,
+        archive_positions: commit.archive_positions,
+        files: BTreeSet::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +594,7 @@ mod tests {
             generation: "gen-000001".into(),
             created_ms: 0,
             schema_version: 1,
-            added: files.iter().map(|f| DataFile { path: f.to_string(), partition: "year=2025".into(), rows: 1, bytes: 1 }).collect(),
+            added: files.iter().map(|f| DataFile { path: f.to_string(), partition: "year=2025".into(), rows: 1, bytes: 1, stats: None }).collect(),
             removed: vec![],
             errors: vec![],
             resume: [("0".to_string(), resume.to_string())].into(),
@@ -388,6 +607,15 @@ mod tests {
         }
     }
 
+    fn schema() -> TableSchema {
+        TableSchema::new(vec![kappa_common::schema::Column { name: "id".into(), column_type: kappa_common::schema::ColumnType::Int64, nullable: true }])
+            .unwrap()
+    }
+
+    fn layout() -> Layout {
+        Layout { partition_by: "year".into(), event_time: None }
+    }
+
     #[tokio::test]
     async fn commits_resume_state_and_orphan_removal() {
         let dir = tempfile::tempdir().unwrap();
@@ -397,9 +625,9 @@ mod tests {
         assert_eq!(table.load_state().await.unwrap().last_commit, 0);
 
         table.put_object("year=2025/a.parquet", Bytes::from_static(b"a")).await.unwrap();
-        table.commit(&commit(1, &["year=2025/a.parquet"], "10")).await.unwrap();
+        table.commit(&commit(1, &["year=2025/a.parquet"], "10"), &schema(), &layout()).await.unwrap();
         table.put_object("year=2025/b.parquet", Bytes::from_static(b"b")).await.unwrap();
-        table.commit(&commit(2, &["year=2025/b.parquet"], "20")).await.unwrap();
+        table.commit(&commit(2, &["year=2025/b.parquet"], "20"), &schema(), &layout()).await.unwrap();
         // A flush that crashed before its commit left this behind.
         table.put_object("year=2025/orphan.parquet", Bytes::from_static(b"o")).await.unwrap();
 
@@ -412,8 +640,12 @@ mod tests {
         let left: Vec<String> = store.list("sales/gen-000001/").await.unwrap().into_iter().map(|o| o.path).collect();
         assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet"]);
 
+        // The Delta table holds them, under the table's root.
+        let lake = kappa_table::LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
+        assert_eq!(lake.files().unwrap(), vec!["gen-000001/year=2025/a.parquet", "gen-000001/year=2025/b.parquet"]);
+        assert_eq!(lake.partition_columns().unwrap(), vec!["year"]);
         // A second writer racing for the same commit number loses.
-        let err = reopened.commit(&commit(2, &[], "30")).await.unwrap_err();
+        let err = reopened.commit(&commit(2, &[], "30"), &schema(), &layout()).await.unwrap_err();
         assert!(matches!(err, TableError::ConcurrentWriter { commit: 2, .. }), "{err}");
     }
 }

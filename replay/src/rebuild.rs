@@ -103,7 +103,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     //    fails before any generation is made.
     let previous = runtime.block_on(generation::current(&store, &name))?.map(|p| p.generation);
     let live_state = match &previous {
-        Some(live) => Some(runtime.block_on(Table::open_generation(store.clone(), &name, live).load_state())?),
+        Some(_) => Some(runtime.block_on(async { Table::open_or_create(store.clone(), &name).await?.load_state().await })?),
         None => None,
     };
     if let (ReplaySource::Raw(_), true, Some(live)) = (&config.source, config.switch, &live_state) {

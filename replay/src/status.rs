@@ -17,8 +17,9 @@ pub(crate) fn status(runtime: &Runtime, location: &TableLocation) -> Result<(), 
     let summaries = runtime.block_on(generation::summaries(&store, name))?;
     match summaries.iter().find(|s| s.current) {
         Some(current) => {
-            println!("table {name}: current generation {}", current.record.generation);
-            println!("read it at {}/{name}/{}/ (Hive partitioning)", location.lake, current.record.generation);
+            let version = runtime.block_on(generation::current(&store, name))?.map_or(0, |p| p.switch);
+            println!("table {name}: current generation {}, Delta table version {version}", current.record.generation);
+            println!("read it at {}/{name}/ (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", location.lake);
         }
         None => println!("table {name}: no current generation (no consumer or switch has run)"),
     }

@@ -121,7 +121,7 @@ fn canonical_hash(line: &[u8]) -> Result<u128, serde_json::Error> {
 }
 
 async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, ReplayError> {
-    let table = Table::open_generation(store.clone(), name, generation);
+    let table = Table::open_existing(store.clone(), name, generation).await?;
     let state = table.load_state().await?;
     let mut set = RowSet { rows: HashMap::new(), partitions: Vec::new(), total: 0 };
     let mut partition_index: HashMap<String, u32> = HashMap::new();

@@ -23,16 +23,21 @@
 //! 5. Checkpoints are written every [`CHECKPOINT_INTERVAL`] commits, so opening the table reads
 //!    one checkpoint and fewer JSON commits than that, however long the history.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, DataType, StructField, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, DataType, Metadata, Protocol, StructField, StructType, Transaction};
+use deltalake_core::logstore::object_store::ObjectStore;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use kappa_common::schema::TableSchema;
 use serde_json::Value;
 use url::Url;
+
+mod s3;
+pub mod stats;
 
 /// Commits between checkpoints: a restart reads one checkpoint and at most this many commits.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
@@ -53,20 +58,27 @@ pub enum TableError {
     )]
     ConcurrentWriter { table: String, app_id: String, counter: i64 },
     #[error(
+        "table {table}: another writer committed version {version} while writer {app_id} prepared its commit {counter} \
+         (a replay's switch, or a second consumer); nothing of this commit was made"
+    )]
+    Raced { table: String, app_id: String, counter: i64, version: u64 },
+    #[error(
         "table {table}: writer {app_id}'s last commit ({counter}) is no longer in the Delta log (older than \
          delta.logRetentionDuration); its resume state is gone"
     )]
     StateGone { table: String, app_id: String, counter: i64 },
     #[error("table {table}: commit {version} of the Delta log is not valid JSON: {source}")]
     CorruptCommit { table: String, version: u64, source: serde_json::Error },
+    #[error("table {table}: {reason}")]
+    Invalid { table: String, reason: String },
 }
 
-/// Where a table lives: `file:///…/lake/events/` or `s3://bucket/prefix/events/`, with the
-/// object store's options (endpoint, region, credentials) for S3.
+/// Where a table lives: `file:///…/lake/events/` or `s3://bucket/prefix/events/`, and for S3
+/// the object store that reaches it (the lake's endpoint and credentials).
 #[derive(Debug, Clone)]
 pub struct TableLocation {
     pub url: Url,
-    pub storage_options: HashMap<String, String>,
+    pub backend: Option<Arc<dyn ObjectStore>>,
 }
 
 impl TableLocation {
@@ -77,7 +89,93 @@ impl TableLocation {
         std::fs::create_dir_all(&dir).map_err(|e| invalid(e.to_string()))?;
         let dir = dir.canonicalize().map_err(|e| invalid(e.to_string()))?;
         let url = Url::from_directory_path(&dir).map_err(|()| invalid("not an absolute path".into()))?;
-        Ok(TableLocation { url, storage_options: HashMap::new() })
+        Ok(TableLocation { url, backend: None })
+    }
+
+    /// A table at `url` (`s3://bucket/prefix/table/`) reached through `backend`, an object
+    /// store rooted at the bucket.
+    pub fn with_backend(url: Url, backend: Arc<dyn ObjectStore>) -> TableLocation {
+        register_scheme(&url);
+        TableLocation { url, backend: Some(backend) }
+    }
+
+    /// A table on S3 at `s3://bucket/key/`, reached with the S3 client's region and
+    /// credentials and the lake's endpoint override (an emulator's, say).
+    pub fn s3(
+        config: &aws_sdk_s3::Config,
+        credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+        endpoint: Option<&str>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<TableLocation, TableError> {
+        let url = Url::parse(&format!("s3://{bucket}/{}/", key.trim_matches('/'))).map_err(|e| TableError::Location {
+            table: key.to_string(),
+            location: format!("s3://{bucket}/{key}"),
+            reason: e.to_string(),
+        })?;
+        let store = s3::object_store(config, credentials, endpoint, bucket).map_err(|e| TableError::Location {
+            table: key.to_string(),
+            location: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(TableLocation::with_backend(url, store))
+    }
+
+    fn builder(&self) -> Result<DeltaTableBuilder, DeltaTableError> {
+        let builder = DeltaTableBuilder::from_url(self.url.clone())?;
+        Ok(match &self.backend {
+            Some(backend) => builder.with_storage_backend(backend.clone(), self.url.clone()),
+            None => builder,
+        })
+    }
+}
+
+/// delta-rs finds a log store by the URL's scheme; an S3 table whose object store we built
+/// ourselves needs only the default one (commits are conditional puts, no lock service).
+fn register_scheme(url: &Url) {
+    struct Plain;
+    impl deltalake_core::logstore::LogStoreFactory for Plain {
+        fn with_options(
+            &self,
+            prefixed: deltalake_core::logstore::ObjectStoreRef,
+            root: deltalake_core::logstore::ObjectStoreRef,
+            location: &Url,
+            options: &deltalake_core::logstore::StorageConfig,
+        ) -> deltalake_core::DeltaResult<Arc<dyn deltalake_core::logstore::LogStore>> {
+            Ok(deltalake_core::logstore::default_logstore(prefixed, root, location, options))
+        }
+    }
+    let Ok(scheme) = Url::parse(&format!("{}://", url.scheme())) else { return };
+    let factories = deltalake_core::logstore::logstore_factories();
+    if !factories.contains_key(&scheme) {
+        factories.insert(scheme, Arc::new(Plain));
+    }
+}
+
+/// The columns, partition columns and properties a table is created with, or changed to by
+/// a commit (a schema that grew, a replay that re-partitioned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSetup {
+    /// The data columns: what the Parquet files hold.
+    pub schema: TableSchema,
+    /// Partition columns (integers: year, month, day, hour), after the data columns.
+    pub partition_columns: Vec<String>,
+    /// Table properties (`kappa.*` keys: generation, layout).
+    pub configuration: BTreeMap<String, String>,
+}
+
+impl TableSetup {
+    fn struct_type(&self, table: &str) -> Result<StructType, TableError> {
+        let kernel: StructType =
+            self.schema.to_arrow().as_ref().try_into_kernel().map_err(|e| TableError::Delta { table: table.to_string(), source: DeltaTableError::from(e) })?;
+        let mut columns: Vec<StructField> = kernel.fields().cloned().collect();
+        for partition in &self.partition_columns {
+            if columns.iter().any(|c| c.name() == partition) {
+                return Err(TableError::Invalid { table: table.to_string(), reason: format!("partition column {partition} is also a data column") });
+            }
+            columns.push(StructField::new(partition.as_str(), DataType::INTEGER, true));
+        }
+        StructType::try_new(columns).map_err(|e| TableError::Delta { table: table.to_string(), source: DeltaTableError::from(e) })
     }
 }
 
@@ -92,6 +190,26 @@ pub struct DataFile {
     pub stats: Option<String>,
 }
 
+/// One commit by a writer.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub app_id: String,
+    /// The writer's commit counter: its `txn` version.
+    pub counter: i64,
+    /// The writer's counter this commit builds on (`None`: its first); a table where the
+    /// writer's counter is elsewhere had another writer with the same id.
+    pub previous: Option<i64>,
+    /// An id of the writer's choosing that tells its own commit from another's.
+    pub commit_id: String,
+    pub add: Vec<DataFile>,
+    /// Remove every file of the current version first (a replay's switch).
+    pub replace_all: bool,
+    /// A new schema, partitioning or properties.
+    pub setup: Option<TableSetup>,
+    /// What the writer needs to resume, kept in `commitInfo.kappa.state`.
+    pub state: Value,
+}
+
 /// A writer's last commit, as a restart finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriterState {
@@ -104,43 +222,67 @@ pub struct WriterState {
     pub state: Value,
 }
 
+/// One version of the table, as `describe` and `status` list them.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub timestamp_ms: Option<i64>,
+    pub operation: String,
+    pub kappa: Value,
+}
+
 /// An open lake table.
 pub struct LakeTable {
     name: String,
     table: DeltaTable,
 }
 
+impl std::fmt::Debug for LakeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeTable").field("name", &self.name).field("version", &self.table.version()).finish()
+    }
+}
+
 impl LakeTable {
-    /// Opens the table at `location`, creating it with `schema` (plus the partition columns,
-    /// as strings) if there is none. Two writers creating it at once make one table: the
-    /// loser of the race opens the winner's.
-    pub async fn open_or_create(name: &str, location: &TableLocation, schema: &TableSchema, partition_columns: &[&str]) -> Result<LakeTable, TableError> {
+    /// Opens the table at `location`; `None` if there is none yet.
+    pub async fn open(name: &str, location: &TableLocation) -> Result<Option<LakeTable>, TableError> {
         let delta = |source| TableError::Delta { table: name.to_string(), source };
-        let builder = || DeltaTableBuilder::from_url(location.url.clone()).map(|b| b.with_storage_options(location.storage_options.clone()));
-        match builder().map_err(delta)?.load().await {
-            Ok(table) => return Ok(LakeTable { name: name.to_string(), table }),
-            Err(DeltaTableError::NotATable(_)) => {}
-            Err(e) => return Err(delta(e)),
+        match location.builder().map_err(delta)?.load().await {
+            Ok(table) => Ok(Some(LakeTable { name: name.to_string(), table })),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(delta(e)),
         }
-        let kernel: StructType = schema.to_arrow().as_ref().try_into_kernel().map_err(|e| delta(DeltaTableError::from(e)))?;
-        let mut columns: Vec<StructField> = kernel.fields().cloned().collect();
-        columns.extend(partition_columns.iter().map(|p| StructField::new(*p, DataType::STRING, true)));
-        let created = builder()
+    }
+
+    /// Creates the table (version 0). Of two writers creating it at once exactly one does;
+    /// the other opens the winner's table, and must check that it is the one it meant.
+    pub async fn create(name: &str, location: &TableLocation, setup: &TableSetup) -> Result<LakeTable, TableError> {
+        let delta = |source| TableError::Delta { table: name.to_string(), source };
+        let columns: Vec<StructField> = setup.struct_type(name)?.fields().cloned().collect();
+        let mut configuration: HashMap<String, Option<String>> = setup.configuration.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        configuration.insert(TableProperty::CheckpointInterval.as_ref().to_string(), Some(CHECKPOINT_INTERVAL.to_string()));
+        let created = location
+            .builder()
             .map_err(delta)?
             .build()
             .map_err(delta)?
             .create()
             .with_table_name(name)
             .with_columns(columns)
-            .with_partition_columns(partition_columns.iter().copied())
-            .with_configuration([(TableProperty::CheckpointInterval.as_ref().to_string(), Some(CHECKPOINT_INTERVAL.to_string()))])
+            .with_partition_columns(setup.partition_columns.iter().cloned())
+            .with_configuration(configuration)
+            // Our own `kappa.*` properties are not Delta's; readers ignore unknown keys.
+            .with_raise_if_key_not_exists(false)
             // A create that lost the race must fail, not become a second create at version 1.
             .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(table) => Ok(LakeTable { name: name.to_string(), table }),
-            // Another writer created it first: use theirs.
-            Err(_) => Ok(LakeTable { name: name.to_string(), table: builder().map_err(delta)?.load().await.map_err(delta)? }),
+            Err(error) => match LakeTable::open(name, location).await? {
+                // Another writer created it first.
+                Some(table) => Ok(table),
+                None => Err(delta(error)),
+            },
         }
     }
 
@@ -157,51 +299,96 @@ impl LakeTable {
         TableError::Delta { table: self.name.clone(), source }
     }
 
-    /// Commits `files` as writer `app_id`'s commit number `counter`, with `state` and
-    /// `commit_id` in the commit's metadata. Returns the version made. A commit that exists
-    /// with this writer's counter and commit id (an earlier attempt whose answer was lost) is
-    /// taken as made; one with another commit id means another writer: [`TableError::ConcurrentWriter`].
-    pub async fn commit_flush(&mut self, app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, state: Value) -> Result<u64, TableError> {
-        let metadata = serde_json::json!({ "commitId": commit_id, "state": state });
+    /// The table's properties.
+    pub fn configuration(&self) -> Result<HashMap<String, String>, TableError> {
+        Ok(self.table.snapshot().map_err(|e| self.delta(e))?.metadata().configuration().clone())
+    }
+
+    pub fn partition_columns(&self) -> Result<Vec<String>, TableError> {
+        Ok(self.table.snapshot().map_err(|e| self.delta(e))?.metadata().partition_columns().to_vec())
+    }
+
+    /// Reads the log again: what other writers committed since.
+    pub async fn reload(&mut self) -> Result<(), TableError> {
+        let result = self.table.update_incremental(None).await;
+        result.map_err(|e| self.delta(e))
+    }
+
+    /// The counter of writer `app_id`'s last commit.
+    pub async fn writer_counter(&self, app_id: &str) -> Result<Option<i64>, TableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        snapshot.transaction_version(self.table.log_store().as_ref(), app_id).await.map_err(|e| self.delta(e))
+    }
+
+    /// Makes `commit`, returning the version it made. Never re-based onto a later version (see
+    /// step 2 of the protocol above). A commit that exists already with this writer's counter
+    /// and commit id (an earlier attempt whose answer was lost) is taken as made.
+    pub async fn commit(&mut self, commit: Commit) -> Result<u64, TableError> {
+        let name = self.name.clone();
+        let concurrent = || TableError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter };
+        match self.writer_counter(&commit.app_id).await? {
+            now if now == commit.previous => {}
+            Some(now) if now == commit.counter => return self.own_commit(&commit).await?.ok_or_else(concurrent),
+            _ => return Err(concurrent()),
+        }
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?.clone();
+        let mut actions = Vec::with_capacity(commit.add.len() + 2);
+        if let Some(setup) = &commit.setup {
+            let schema = setup.struct_type(&self.name)?;
+            if let Some(protocol) = protocol_for(snapshot.protocol(), &schema).map_err(|e| self.delta(e))? {
+                actions.push(Action::Protocol(protocol));
+            }
+            actions.push(Action::Metadata(metadata(snapshot.metadata(), &schema, setup).map_err(|e| self.delta(e))?));
+        }
+        if commit.replace_all {
+            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+        }
+        actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f))));
+        let info = serde_json::json!({ "commitId": commit.commit_id, "appId": commit.app_id, "counter": commit.counter, "state": commit.state });
         let properties = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app_id, counter))
-            .with_metadata([(METADATA_KEY.to_string(), metadata)])
-            // Never re-based onto a later version: see step 2 of the module's protocol.
+            .with_application_transaction(Transaction::new(&commit.app_id, commit.counter))
+            .with_metadata([(METADATA_KEY.to_string(), info)])
             .with_max_retries(0)
             // Expired-log cleanup lists the whole log after every commit; it runs on its own.
             .with_cleanup_expired_logs(Some(false));
-        let actions = files.into_iter().map(|f| Action::Add(add_action(f))).collect();
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?.clone();
-        let operation = DeltaOperation::Write { mode: SaveMode::Append, partition_by: None, predicate: None };
+        let mode = if commit.replace_all { SaveMode::Overwrite } else { SaveMode::Append };
+        let operation = DeltaOperation::Write { mode, partition_by: None, predicate: None };
         let committed = CommitBuilder::from(properties).with_actions(actions).build(Some(&snapshot), self.table.log_store(), operation).await;
         match committed {
             Ok(finalized) => {
-                self.table.update_incremental(Some(finalized.version)).await.map_err(|e| self.delta(e))?;
-                Ok(finalized.version)
+                let version = finalized.version;
+                self.table.update_incremental(Some(version)).await.map_err(|e| self.delta(e))?;
+                Ok(version)
             }
             Err(failure) => {
-                // Ambiguous or lost: the log says which.
-                self.table.load().await.map_err(|e| self.delta(e))?;
-                match self.writer_state(app_id).await? {
-                    Some(found) if found.counter == counter && found.commit_id == commit_id => Ok(found.version),
-                    Some(found) if found.counter >= counter => {
-                        Err(TableError::ConcurrentWriter { table: self.name.clone(), app_id: app_id.to_string(), counter })
-                    }
+                // Ambiguous (the put may have landed) or lost: the log says which.
+                self.reload().await?;
+                match self.writer_counter(&commit.app_id).await? {
+                    Some(now) if now == commit.counter => self.own_commit(&commit).await?.ok_or_else(concurrent),
+                    Some(now) if Some(now) != commit.previous => Err(concurrent()),
+                    _ if self.version() > Some(snapshot.version()) => Err(TableError::Raced {
+                        table: self.name.clone(),
+                        app_id: commit.app_id.clone(),
+                        counter: commit.counter,
+                        version: self.version().unwrap_or_default(),
+                    }),
                     _ => Err(self.delta(failure)),
                 }
             }
         }
     }
 
+    /// The version of `commit` if the log holds it (this writer's counter and commit id).
+    async fn own_commit(&self, commit: &Commit) -> Result<Option<u64>, TableError> {
+        Ok(self.writer_state(&commit.app_id).await?.filter(|found| found.counter == commit.counter && found.commit_id == commit.commit_id).map(|f| f.version))
+    }
+
     /// The last commit of writer `app_id`, if it ever committed.
     pub async fn writer_state(&self, app_id: &str) -> Result<Option<WriterState>, TableError> {
-        let log_store = self.table.log_store();
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-        let Some(counter) = snapshot.transaction_version(log_store.as_ref(), app_id).await.map_err(|e| self.delta(e))? else {
-            return Ok(None);
-        };
+        let Some(counter) = self.writer_counter(app_id).await? else { return Ok(None) };
         let gone = || TableError::StateGone { table: self.name.clone(), app_id: app_id.to_string(), counter };
-        let latest = snapshot.version();
+        let log_store = self.table.log_store();
+        let latest = self.version().unwrap_or_default();
         for version in (0..=latest).rev() {
             let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else {
                 return Err(gone());
@@ -217,8 +404,7 @@ impl LakeTable {
     fn carried_state(&self, version: u64, commit: &[u8], app_id: &str, counter: i64) -> Result<Option<WriterState>, TableError> {
         let mut ours = false;
         let mut info = Value::Null;
-        for line in commit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: Value = serde_json::from_slice(line).map_err(|source| TableError::CorruptCommit { table: self.name.clone(), version, source })?;
+        for action in parse_commit(&self.name, version, commit)? {
             if let Some(txn) = action.get("txn") {
                 ours |= txn["appId"] == app_id && txn["version"].as_i64() == Some(counter);
             }
@@ -229,6 +415,24 @@ impl LakeTable {
         Ok(ours.then(|| WriterState { version, counter, commit_id: info["commitId"].as_str().unwrap_or_default().to_string(), state: info["state"].clone() }))
     }
 
+    /// The newest versions, newest first, as far back as the log still holds them.
+    pub async fn history(&self, limit: usize) -> Result<Vec<VersionInfo>, TableError> {
+        let log_store = self.table.log_store();
+        let latest = self.version().unwrap_or_default();
+        let mut versions = Vec::new();
+        for version in (0..=latest).rev().take(limit) {
+            let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
+            let info = parse_commit(&self.name, version, &commit)?.into_iter().find_map(|a| a.get("commitInfo").cloned()).unwrap_or_default();
+            versions.push(VersionInfo {
+                version,
+                timestamp_ms: info["timestamp"].as_i64(),
+                operation: info["operation"].as_str().unwrap_or("?").to_string(),
+                kappa: info[METADATA_KEY].clone(),
+            });
+        }
+        Ok(versions)
+    }
+
     /// The paths of the files the current version holds, sorted.
     pub fn files(&self) -> Result<Vec<String>, TableError> {
         let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
@@ -236,6 +440,64 @@ impl LakeTable {
         paths.sort();
         Ok(paths)
     }
+
+    /// Files, rows (where the statistics say) and bytes of the current version.
+    pub fn totals(&self) -> Result<(u64, u64, u64), TableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        let (mut files, mut rows, mut bytes) = (0, 0, 0);
+        for file in snapshot.log_data().iter() {
+            files += 1;
+            rows += file.num_records().unwrap_or_default() as u64;
+            bytes += file.size() as u64;
+        }
+        Ok((files, rows, bytes))
+    }
+}
+
+fn parse_commit(table: &str, version: u64, commit: &[u8]) -> Result<Vec<Value>, TableError> {
+    commit
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| serde_json::from_slice(line).map_err(|source| TableError::CorruptCommit { table: table.to_string(), version, source }))
+        .collect()
+}
+
+/// The table's metadata with a new schema, partitioning and properties; its id and creation
+/// time stay.
+fn metadata(current: &Metadata, schema: &StructType, setup: &TableSetup) -> Result<Metadata, DeltaTableError> {
+    let mut configuration = current.configuration().clone();
+    configuration.extend(setup.configuration.clone());
+    let value = serde_json::json!({
+        "id": current.id(),
+        "name": current.name(),
+        "description": current.description(),
+        "format": { "provider": "parquet", "options": {} },
+        "schemaString": serde_json::to_string(schema)?,
+        "partitionColumns": setup.partition_columns,
+        "configuration": configuration,
+        "createdTime": current.created_time(),
+    });
+    Ok(serde_json::from_value(value)?)
+}
+
+/// The protocol a grown schema needs, if the current one does not do: a timestamp column added
+/// later needs the `timestampNtz` feature that a create would have enabled.
+fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Option<Protocol>, DeltaTableError> {
+    if !deltalake_core::kernel::contains_timestampntz(schema.fields()) {
+        return Ok(None);
+    }
+    let mut value = serde_json::to_value(current)?;
+    if value["readerFeatures"].as_array().is_some_and(|features| features.iter().any(|f| f == "timestampNtz")) {
+        return Ok(None);
+    }
+    value["minReaderVersion"] = 3.into();
+    value["minWriterVersion"] = 7.into();
+    for key in ["readerFeatures", "writerFeatures"] {
+        let mut features = value[key].as_array().cloned().unwrap_or_default();
+        features.push("timestampNtz".into());
+        value[key] = features.into();
+    }
+    Ok(Some(serde_json::from_value(value)?))
 }
 
 fn add_action(file: DataFile) -> Add {

@@ -12,13 +12,27 @@ fn schema() -> TableSchema {
 }
 
 fn file(path: &str, day: &str) -> DataFile {
-    let partition_values = [("year", "2025"), ("month", "03"), ("day", day)].into_iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect();
+    let partition_values = [("year", "2025"), ("month", "3"), ("day", day)].into_iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect();
     DataFile { path: path.to_string(), partition_values, size: 100, stats: Some(r#"{"numRecords":3}"#.to_string()) }
 }
 
 async fn open(dir: &std::path::Path) -> LakeTable {
     let location = TableLocation::local(dir, "sales").unwrap();
-    LakeTable::open_or_create("sales", &location, &schema(), &["year", "month", "day"]).await.unwrap()
+    let setup = TableSetup { schema: schema(), partition_columns: vec!["year".into(), "month".into(), "day".into()], configuration: Default::default() };
+    LakeTable::create("sales", &location, &setup).await.unwrap()
+}
+
+fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, state: Value) -> Commit {
+    Commit {
+        app_id: app_id.into(),
+        counter,
+        previous: (counter > 1).then_some(counter - 1),
+        commit_id: commit_id.into(),
+        add: files,
+        replace_all: false,
+        setup: None,
+        state,
+    }
 }
 
 #[tokio::test]
@@ -28,10 +42,10 @@ async fn a_writer_resumes_from_the_state_its_last_commit_carried() {
     assert_eq!(table.writer_state("consumer").await.unwrap(), None, "a new table has no writer state");
     for counter in 1..=3 {
         let files = vec![file(&format!("gen-000001/year=2025/month=03/day=19/part-{counter}.parquet"), "19")];
-        table.commit_flush("consumer", counter, &format!("c{counter}"), files, json!({"resume": {"0": counter * 10}})).await.unwrap();
+        table.commit(commit("consumer", counter, &format!("c{counter}"), files, json!({"resume": {"0": counter * 10}}))).await.unwrap();
     }
     // Another writer (a compaction, say) commits after: the consumer's state is found behind it.
-    table.commit_flush("compactor", 1, "k1", vec![file("gen-000001/year=2025/month=03/day=20/part-x.parquet", "20")], json!(null)).await.unwrap();
+    table.commit(commit("compactor", 1, "k1", vec![file("gen-000001/year=2025/month=03/day=20/part-x.parquet", "20")], json!(null))).await.unwrap();
 
     let reopened = open(dir.path()).await;
     assert_eq!(reopened.version(), Some(4));
@@ -45,15 +59,15 @@ async fn a_second_writer_with_the_same_id_loses_and_a_retried_commit_is_recognis
     let dir = tempfile::tempdir().unwrap();
     let mut first = open(dir.path()).await;
     let mut second = open(dir.path()).await;
-    first.commit_flush("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1)).await.unwrap();
+    first.commit(commit("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1))).await.unwrap();
     // The second handle read the table before that commit and prepares the same counter.
-    let lost = second.commit_flush("consumer", 1, "second-1", vec![file("gen-000001/b.parquet", "19")], json!(2)).await;
+    let lost = second.commit(commit("consumer", 1, "second-1", vec![file("gen-000001/b.parquet", "19")], json!(2))).await;
     assert!(matches!(lost, Err(TableError::ConcurrentWriter { counter: 1, .. })), "{lost:?}");
     // The first writer's attempt whose answer was lost, tried again from a stale handle: its
     // own commit is recognised, nothing is written twice.
     let version_zero = DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(0).load().await.unwrap();
     let mut stale = LakeTable { name: "sales".into(), table: version_zero };
-    let version = stale.commit_flush("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1)).await.unwrap();
+    let version = stale.commit(commit("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1))).await.unwrap();
     assert_eq!(version, 1);
     assert_eq!(open(dir.path()).await.files().unwrap(), vec!["gen-000001/a.parquet".to_string()]);
 }
@@ -74,7 +88,7 @@ async fn checkpoints_bound_what_a_restart_reads() {
     let commits = CHECKPOINT_INTERVAL as i64 + 20;
     for counter in 1..=commits {
         table
-            .commit_flush("consumer", counter, &format!("c{counter}"), vec![file(&format!("gen-000001/p-{counter}.parquet"), "19")], json!(counter))
+            .commit(commit("consumer", counter, &format!("c{counter}"), vec![file(&format!("gen-000001/p-{counter}.parquet"), "19")], json!(counter)))
             .await
             .unwrap();
     }
@@ -83,4 +97,49 @@ async fn checkpoints_bound_what_a_restart_reads() {
     assert!(log.iter().any(|n| n.ends_with(".checkpoint.parquet")), "a checkpoint was written: {log:?}");
     let state = open(dir.path()).await.writer_state("consumer").await.unwrap().unwrap();
     assert_eq!((state.counter, state.state), (commits, json!(commits)));
+}
+
+#[tokio::test]
+async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = open(dir.path()).await;
+    table.commit(commit("consumer", 1, "c1", vec![file("gen-000001/year=2025/month=03/day=19/a.parquet", "19")], json!({"generation": 1}))).await.unwrap();
+    let hour = |path: &str| DataFile {
+        path: path.to_string(),
+        partition_values: [("year", "2025"), ("month", "3"), ("day", "19"), ("hour", "7")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect(),
+        size: 100,
+        stats: None,
+    };
+    let setup = TableSetup {
+        schema: schema(),
+        partition_columns: ["year", "month", "day", "hour"].map(String::from).to_vec(),
+        configuration: [("kappa.generation".to_string(), "gen-000002".to_string())].into(),
+    };
+    // A switch prepared before a consumer commit that it did not see loses.
+    let mut stale = open_existing(dir.path()).await;
+    table.commit(commit("consumer", 2, "c2", vec![file("gen-000001/year=2025/month=03/day=19/b.parquet", "19")], json!({"generation": 1}))).await.unwrap();
+    let switch = Commit {
+        replace_all: true,
+        setup: Some(setup),
+        add: vec![hour("gen-000002/h1.parquet"), hour("gen-000002/h2.parquet")],
+        ..commit("consumer", 2, "switch", vec![], json!({"generation": 2}))
+    };
+    let raced = stale.commit(Commit { previous: Some(1), ..switch.clone() }).await;
+    assert!(matches!(raced, Err(TableError::ConcurrentWriter { .. })), "{raced:?}");
+    let mut fresh = open_existing(dir.path()).await;
+    let version = fresh.commit(Commit { counter: 3, previous: Some(2), ..switch }).await.unwrap();
+    assert_eq!(fresh.files().unwrap(), vec!["gen-000002/h1.parquet", "gen-000002/h2.parquet"]);
+    assert_eq!(fresh.partition_columns().unwrap(), vec!["year", "month", "day", "hour"]);
+    assert_eq!(fresh.configuration().unwrap()["kappa.generation"], "gen-000002");
+    assert_eq!(fresh.writer_state("consumer").await.unwrap().unwrap().state, json!({"generation": 2}));
+    // The version before stays readable.
+    let before = DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(version - 1).load().await.unwrap();
+    assert_eq!(before.snapshot().unwrap().log_data().iter().count(), 2);
+}
+
+async fn open_existing(dir: &std::path::Path) -> LakeTable {
+    LakeTable::open("sales", &TableLocation::local(dir, "sales").unwrap()).await.unwrap().unwrap()
 }

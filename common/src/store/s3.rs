@@ -22,6 +22,10 @@ pub struct S3Store {
     bucket: String,
     /// Key prefix without leading or trailing `/`; may be empty.
     prefix: String,
+    /// The endpoint override and credentials the client uses: what the Delta table's own
+    /// object store needs to reach the same bucket.
+    endpoint: Option<String>,
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 fn failure(key: &str, message: String) -> StoreError {
@@ -30,10 +34,34 @@ fn failure(key: &str, message: String) -> StoreError {
 
 impl S3Store {
     pub fn new(client: Client, bucket: impl Into<String>, prefix: impl Into<String>) -> S3Store {
-        S3Store { client, bucket: bucket.into(), prefix: prefix.into().trim_matches('/').to_string() }
+        S3Store { client, bucket: bucket.into(), prefix: prefix.into().trim_matches('/').to_string(), endpoint: None, credentials: None }
     }
 
-    fn key(&self, path: &str) -> String {
+    /// Records the endpoint override and credentials the client was built with.
+    pub fn with_access(mut self, endpoint: Option<String>, credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>) -> S3Store {
+        self.endpoint = endpoint;
+        self.credentials = credentials;
+        self
+    }
+
+    pub fn credentials(&self) -> Option<&aws_sdk_s3::config::SharedCredentialsProvider> {
+        self.credentials.as_ref()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+
+    /// The object key of a store path.
+    pub fn key(&self, path: &str) -> String {
         if self.prefix.is_empty() { path.to_string() } else { format!("{}/{path}", self.prefix) }
     }
 

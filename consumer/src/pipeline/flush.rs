@@ -8,7 +8,6 @@ use kappa_common::event::SequenceNumber;
 use super::{Pipeline, PipelineError, seq_of};
 use crate::buffer::BufferKey;
 use crate::commit::{InFlight, PreparedCommit, WriteContext};
-use crate::parquet_file;
 use crate::table::{Commit, FORMAT, TableError};
 
 impl Pipeline {
@@ -65,6 +64,15 @@ impl Pipeline {
                 None => resume.remove(shard),
             };
         }
+        // A partition's written position matters only while a shard may deliver it again: once
+        // the shard resumes after it, it is dropped, so a commit holds what is still open.
+        for positions in written.values_mut() {
+            positions.retain(|shard, seq| match (resume.get(shard).and_then(|r| seq_of(r)), seq_of(seq)) {
+                (Some(resume), Some(seq)) => seq > resume,
+                _ => true,
+            });
+        }
+        written.retain(|_, positions| !positions.is_empty());
         let archived = match &mut self.archive {
             Some(archive) => self.runtime.block_on(archive.write(self.table.generation(), commit_number)).map_err(TableError::from)?,
             None => Vec::new(),
@@ -90,8 +98,16 @@ impl Pipeline {
         };
         let prepared = PreparedCommit { commit, files };
         let data = self.decoder.data_schema().clone();
-        let file_schema = parquet_file::file_schema(&data, self.config.granularity.keys());
-        let context = WriteContext { table: self.table.clone(), runtime: self.runtime.clone(), data, file_schema, codec: self.config.codec };
+        let file_schema = data.clone();
+        let context = WriteContext {
+            table: self.table.clone(),
+            runtime: self.runtime.clone(),
+            data,
+            file_schema,
+            codec: self.config.codec,
+            schema: self.decoder.schema().clone(),
+            layout: self.layout(),
+        };
         if self.config.flush_together {
             let commit = crate::commit::write(prepared, &context)?;
             self.apply(commit);
@@ -121,7 +137,6 @@ impl Pipeline {
         self.stats.add_commit(commit.added.len() as u64, commit.totals.rows - previous.rows, commit.totals.bytes - previous.bytes);
         self.state.last_commit = commit.commit;
         self.state.files.extend(commit.added.into_iter().map(|f| f.path));
-        self.state.error_files.extend(commit.errors);
         self.state.resume = commit.resume;
         self.state.written = commit.written;
         self.state.quarantined = commit.quarantined;

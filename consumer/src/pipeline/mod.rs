@@ -160,7 +160,7 @@ impl Pipeline {
         schema: Option<TableSchema>,
         stats: Arc<Stats>,
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
-        let layout = crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) };
+        let layout = layout_of(&config);
         let unrecorded_layout = if runtime.block_on(table.has_layout())? {
             runtime.block_on(table.settle_layout(&layout))?;
             None
@@ -215,6 +215,11 @@ impl Pipeline {
         }
         self.decoder = Decoder::new(schema, 1);
         Ok(())
+    }
+
+    /// The layout this run writes: its granularity and event-time column.
+    pub(crate) fn layout(&self) -> crate::table::Layout {
+        layout_of(&self.config)
     }
 
     pub fn has_schema(&self) -> bool {
@@ -509,6 +514,10 @@ fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef
     let mut copy = MutableArrayData::with_capacities(vec![&data], false, capacities);
     copy.try_extend(0, rows.start, rows.end)?;
     Ok(make_array(copy.freeze()))
+}
+
+fn layout_of(config: &PipelineConfig) -> crate::table::Layout {
+    crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) }
 }
 
 fn placeholder_schema() -> TableSchema {

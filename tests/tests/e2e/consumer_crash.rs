@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kappa_tests::{expect_status, kappa, lake_digest, read_lake, run};
+use kappa_tests::{delta_log, duckdb_delta, expect_status, kappa, lake_digest, python_deltalake, read_lake, run};
 
 use crate::support::{generate_sales_csv, kill_repeatedly, summary};
 
@@ -37,11 +37,22 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing_and_writes_the_same_bytes
         command
     });
     assert!(kills >= 3, "only {kills} kills landed: the test did not exercise restarts");
+    // Between a kill and the next start, readers of the table see the committed rows alone,
+    // though the killed flush may have left files that no commit names.
+    let table = lake.join("sales");
+    if let Some(log) = delta_log(&table) {
+        let committed = log.consumer_state["totals"]["rows"].as_u64().unwrap_or(0);
+        assert_eq!(duckdb_delta(&table, "SELECT count(*) FROM {table}").trim(), format!("[({committed},)]"));
+        assert_eq!(python_deltalake(&table, None, "print(table.to_pyarrow_table().num_rows)").trim(), committed.to_string());
+    }
     // A last run, left alone, finishes the job.
     let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"]));
     expect_status(&output, 0);
 
     let prefix = lake.join("sales/gen-000001");
+    let on_disk: std::collections::BTreeSet<String> =
+        kappa_tests::parquet_files(&prefix).iter().map(|p| p.strip_prefix(&table).unwrap().to_string_lossy().to_string()).collect();
+    assert_eq!(on_disk, delta_log(&table).unwrap().files, "after the restart no file without a commit remains");
     let rows = read_lake(&prefix);
     let ids: HashSet<&str> = rows.iter().map(|r| r.row["sale_id"].as_str().unwrap()).collect();
     assert_eq!(rows.len() as u64, ROWS, "rows in the lake after {kills} kills");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kappa_tests::{expect_status, kappa, read_lake, run, seed};
+use kappa_tests::{delta_log, expect_status, kappa, read_lake, run, seed};
 
 use crate::support::{generate_sales_csv, summary};
 
@@ -77,8 +77,7 @@ fn a_run_that_quarantines_most_events_stops_instead_of_filling_the_error_area() 
     expect_status(&output, 2);
     let text = stderr(&output);
     assert!(text.contains("of the first") && text.contains("--max-quarantine-ratio 0.5"), "{text}");
-    let commits = lake.join("people/_kappa/gen-000001/commits");
-    assert!(!commits.exists() || std::fs::read_dir(&commits).unwrap().count() == 0, "nothing committed");
+    assert!(delta_log(&lake.join("people")).is_none(), "nothing committed");
     assert!(!lake.join("people/_errors").exists(), "the error area stays empty");
 
     let summary_path = dir.path().join("summary.json");
@@ -240,4 +239,35 @@ fn gc_leaves_a_generation_a_replay_is_still_writing() {
     assert!(replay.wait().unwrap().success());
     assert!(!heartbeat.exists(), "the finished replay withdrew its heartbeat");
     assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 20_000, "the replay's generation is whole");
+}
+
+#[test]
+fn two_consumers_started_together_on_a_new_table_make_one_table_and_one_of_them_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 50_000);
+    let log = dir.path().join("log");
+    produce(&[&csv], &log, &[]);
+    let lake = dir.path().join("lake");
+    let start = || {
+        kappa("kappa-consumer", None)
+            .args(["--from", &format!("log:{}", log.display()), "--lake"])
+            .arg(&lake)
+            .args(["--table", "sales", "--event-time", "sale_time", "--flush-rows", "5000", "--until-idle", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (start(), start());
+    let outputs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let mut codes: Vec<i32> = outputs.iter().map(|o| o.status.code().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes, [0, 1], "one wins, one stops: {}\n---\n{}", stderr(&outputs[0]), stderr(&outputs[1]));
+    let loser = outputs.iter().find(|o| o.status.code() == Some(1)).unwrap();
+    assert!(stderr(loser).contains("run one consumer per table"), "{}", stderr(loser));
+    // One table of one generation, every row once.
+    let table = lake.join("sales");
+    let files = delta_log(&table).unwrap().files;
+    assert!(files.iter().all(|f| f.starts_with("gen-000001/")) || files.iter().all(|f| f.starts_with("gen-000002/")), "{files:?}");
+    assert_eq!(kappa_tests::duckdb_delta(&table, "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim(), "[(50000, 50000)]");
 }

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::StreamStatus;
-use kappa_tests::{FaultProxy, KinesisLocal, Moto, aws_config, expect_status, kappa, read_lake, run};
+use kappa_tests::{FaultProxy, KinesisLocal, Moto, aws_config, delta_log, expect_status, kappa, read_lake, run};
 
 use crate::support::{assert_sales_lake, generate_sales_csv, kill_repeatedly, sales_files, summary};
 
@@ -166,8 +166,7 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
     // records a resume position for each.
     let child_files = rows.iter().filter(|r| children.iter().any(|c| r.file.contains(c.as_str()))).count();
     assert!(child_files > 0, "no rows read from the child shards");
-    let commits = std::fs::read_dir(lake.join("sales/_kappa/gen-000001/commits")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
-    let last: serde_json::Value = serde_json::from_slice(&std::fs::read(commits).unwrap()).unwrap();
+    let last = delta_log(&lake.join("sales")).unwrap().consumer_state;
     for shard in children.iter().chain(["shardId-000000000000".to_string()].iter()) {
         assert!(last["resume"].get(shard).is_some(), "no resume position for {shard}: {}", last["resume"]);
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use kappa_tests::{expect_status, kappa, python, read_csv, read_lake, run, seed};
+use kappa_tests::{delta_log, duckdb_delta, expect_status, kappa, python_deltalake, read_csv, read_lake, run, seed};
 
 use crate::support::{sales_args, summary};
 
@@ -72,18 +72,35 @@ fn people_by_year_make_one_partition_per_year() {
 }
 
 #[test]
-fn an_outside_reader_gets_the_same_rows_with_hive_partitioning() {
+fn outside_delta_readers_get_the_csvs_rows_and_values() {
     let (_dir, prefix) = produce_and_consume(&sales_args(), &["--table", "sales", "--event-time", "sale_date"]);
-    let out = python(&format!(
-        "import duckdb\nr = duckdb.sql(\"SELECT day, count(*), round(sum(total_amount), 2) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true) GROUP BY day ORDER BY day\").fetchall()\nprint(r)",
-        prefix.display()
-    ));
+    let table = prefix.parent().unwrap();
+    let out = duckdb_delta(table, "SELECT day, count(*), round(sum(total_amount), 2) FROM {table} GROUP BY day ORDER BY day");
     let mut expected = Vec::new();
+    let mut csv_rows = Vec::new();
     for (day, file) in (19..=22).zip(crate::support::sales_files()) {
-        let total: f64 = read_csv(&file).iter().map(|r| r["total_amount"].as_str().unwrap().parse::<f64>().unwrap()).sum();
+        let rows = read_csv(&file);
+        let total: f64 = rows.iter().map(|r| r["total_amount"].as_str().unwrap().parse::<f64>().unwrap()).sum();
         expected.push(format!("({day}, 100, {})", (total * 100.0).round() / 100.0));
+        csv_rows.extend(rows);
     }
     assert_eq!(out.trim(), format!("[{}]", expected.join(", ")));
+    // python deltalake: every row, every value as the CSV has it.
+    let out = python_deltalake(
+        table,
+        None,
+        "import json\nrows = table.to_pyarrow_table().sort_by('sale_id').to_pylist()\nprint(json.dumps([[r['sale_id'], r['customer_id'], r['quantity'], r['total_amount']] for r in rows]))",
+    );
+    let got: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
+    csv_rows.sort_by(|a, b| a["sale_id"].as_str().cmp(&b["sale_id"].as_str()));
+    assert_eq!(got.len(), csv_rows.len());
+    for (row, csv) in got.iter().zip(&csv_rows) {
+        let value = |k: &str| csv[k].as_str().unwrap().to_string();
+        assert_eq!(row[0], value("sale_id"));
+        assert_eq!(row[1], value("customer_id"));
+        assert_eq!(row[2].as_i64().unwrap(), value("quantity").parse::<i64>().unwrap());
+        assert_eq!(row[3].as_f64().unwrap(), value("total_amount").parse::<f64>().unwrap());
+    }
 }
 
 #[test]
@@ -95,13 +112,19 @@ fn data_columns_named_like_partition_keys_are_kept_apart() {
     let rows = read_lake(&prefix);
     let one = rows.iter().find(|r| r.row["id"] == 1).unwrap();
     assert_eq!(one.partition, "year=2025/month=03/day=19");
-    assert_eq!(one.row["year_data"], 1999);
-    assert_eq!(one.row["day_data"], "Monday");
-    let out = python(&format!(
-        "import duckdb\nprint(duckdb.sql(\"SELECT year, day, year_data, day_data FROM read_parquet('{}/**/*.parquet', hive_partitioning=true) ORDER BY id\").fetchall())",
-        prefix.display()
-    ));
+    // The user's own `year` and `day` keep their names and values; the table's partition
+    // columns are named around them.
+    assert_eq!(one.row["year"], 1999);
+    assert_eq!(one.row["day"], "Monday");
+    let log = delta_log(prefix.parent().unwrap()).unwrap();
+    assert_eq!(log.partition_columns, ["kappa_year", "month", "kappa_day"]);
+    // Readers of the Delta table see both: DuckDB's delta extension and python deltalake.
+    let table = prefix.parent().unwrap();
+    let out = duckdb_delta(table, "SELECT kappa_year, kappa_day, year, day FROM {table} ORDER BY id");
     assert_eq!(out.trim(), "[(2025, 19, 1999, 'Monday'), (2025, 20, 2001, 'Tuesday')]");
+    let out =
+        python_deltalake(table, None, "t = table.to_pyarrow_table().sort_by('id')\nprint(t.select(['kappa_year', 'kappa_day', 'year', 'day']).to_pylist()[0])");
+    assert_eq!(out.trim(), "{'kappa_year': 2025, 'kappa_day': 19, 'year': 1999, 'day': 'Monday'}");
 }
 
 #[test]

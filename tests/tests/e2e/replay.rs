@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kappa_tests::{Moto, aws_config, expect_status, kappa, lake_digest, python, read_lake, run};
+use kappa_tests::{Moto, aws_config, current_generation, delta_log, duckdb_delta, expect_status, kappa, lake_digest, python_deltalake, read_lake, run};
 
 use crate::support::{generate_sales_csv, kill_repeatedly, sales_args, summary};
 
@@ -16,14 +16,6 @@ const DATA_DRIVEN: [&str; 10] = ["--table", "sales", "--event-time", "sale_time"
 
 fn produce(csv: &Path, log: &str) {
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
-}
-
-/// The generation readers resolve now, read from the pointer log as any reader would.
-fn current_generation(lake: &Path, table: &str) -> String {
-    let dir = lake.join(table).join("_kappa/current");
-    let last = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).max().unwrap();
-    let pointer: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
-    pointer["generation"].as_str().unwrap().to_string()
 }
 
 fn generations(lake: &Path, table: &str) -> BTreeSet<String> {
@@ -120,16 +112,16 @@ fn replay_by_hour_from_a_lake_built_by_day_keeps_the_rows_and_readers_see_it_aft
         let time = row.row["sale_time"].as_str().unwrap();
         assert!(row.partition.ends_with(&format!("hour={}", &time[11..13])), "{time} in {}", row.partition);
     }
-    let status = run(kappa("kappa-replay", None).args(["status", "--lake"]).arg(&lake).args(["--table", "sales"]));
-    expect_status(&status, 0);
-    let text = String::from_utf8_lossy(&status.stdout).to_string();
-    let prefix = text.lines().find_map(|l| l.strip_prefix("read it at ")).unwrap().split(' ').next().unwrap().to_string();
-    assert!(prefix.ends_with("sales/gen-000002/"), "{text}");
-    // An outside reader, pointed where status says, reads the hour-partitioned rows.
-    let counted = python(&format!(
-        "import duckdb\nprint(duckdb.sql(\"SELECT count(*), count(DISTINCT hour) FROM read_parquet('{prefix}**/*.parquet', hive_partitioning=true)\").fetchone())"
-    ));
-    assert_eq!(counted.trim(), "(3000, 24)");
+    // Outside readers of the table's root read the hour-partitioned rows, and time travel to
+    // the version before the switch reads the day-partitioned table.
+    let table = lake.join("sales");
+    assert_eq!(duckdb_delta(&table, "SELECT count(*), count(DISTINCT hour) FROM {table}").trim(), "[(3000, 24)]");
+    let now = delta_log(&table).unwrap();
+    assert_eq!(now.partition_columns, ["year", "month", "day", "hour"]);
+    let before = python_deltalake(&table, Some(now.version - 1), "print(table.metadata().partition_columns, table.to_pyarrow_table().num_rows)");
+    assert_eq!(before.trim(), "['year', 'month', 'day'] 3000");
+    let after = python_deltalake(&table, None, "print(table.metadata().partition_columns, table.to_pyarrow_table().num_rows)");
+    assert_eq!(after.trim(), "['year', 'month', 'day', 'hour'] 3000");
 }
 
 #[test]
@@ -155,15 +147,17 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
         std::thread::spawn(move || {
             let mut seen = BTreeSet::new();
             while !stop.load(Ordering::Acquire) {
-                let generation = current_generation(&lake, "sales");
-                // A reader reads the committed files of the generation it resolved.
-                let state = std::fs::read_dir(lake.join("sales/_kappa").join(&generation).join("commits"));
-                let Ok(commits) = state else { continue };
-                let last = commits.map(|e| e.unwrap().path()).max();
-                let Some(last) = last else { continue };
-                let commit: serde_json::Value = serde_json::from_slice(&std::fs::read(last).unwrap()).unwrap();
-                let rows = read_lake(&lake.join("sales").join(&generation)).len();
-                seen.insert((generation, rows, commit["totals"]["rows"].as_u64().unwrap() as usize));
+                // A reader reads the files of the table's latest version, as any Delta reader does.
+                let Some(log) = delta_log(&lake.join("sales")) else { continue };
+                let generations: BTreeSet<&str> = log.files.iter().map(|f| f.split('/').next().unwrap()).collect();
+                let mut rows = 0;
+                for file in &log.files {
+                    let reader = std::fs::File::open(lake.join("sales").join(file)).expect("a committed file exists");
+                    rows += parquet::file::reader::FileReader::metadata(&parquet::file::serialized_reader::SerializedFileReader::new(reader).unwrap())
+                        .file_metadata()
+                        .num_rows() as usize;
+                }
+                seen.insert((generations.into_iter().collect::<Vec<_>>().join("+"), rows, log.consumer_state["totals"]["rows"].as_u64().unwrap_or(0) as usize));
                 reads.fetch_add(1, Ordering::AcqRel);
             }
             seen
@@ -186,6 +180,7 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     let seen = reader.join().unwrap();
     let totals: BTreeSet<usize> = seen.iter().map(|(_, rows, _)| *rows).collect();
     assert_eq!(totals, BTreeSet::from([4_000, 6_000]), "a reader saw only the old and the new total: {seen:?}");
+    assert!(seen.iter().all(|(generations, _, _)| !generations.contains('+')), "every version holds one generation's files: {seen:?}");
 
     // Two more generations, then gc --keep 1: the current one and the newest other remain.
     for _ in 0..2 {
