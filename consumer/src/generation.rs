@@ -42,6 +42,10 @@ pub struct GenerationRecord {
     /// never given out again (archive objects are named after it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_ms: Option<i64>,
+    /// Set by the switch that moved the table off this generation: until the retention has
+    /// passed since, readers may time-travel to a version that holds its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_ms: Option<i64>,
 }
 
 /// A generation as `kappa-replay status` lists it.
@@ -89,6 +93,7 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
             created_ms: chrono::Utc::now().timestamp_millis(),
             origin: origin.to_string(),
             removed_ms: None,
+            retired_ms: None,
         };
         let path = format!("{}{generation}.json", generations_prefix(table));
         match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
@@ -115,9 +120,18 @@ pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
 /// fails unless the current generation is still that one. Returns the record.
 pub async fn switch(store: &Store, table: &str, generation: &str, expected: Option<&str>) -> Result<Pointer, TableError> {
     let conflict = || TableError::SwitchConflict { table: table.to_string(), generation: generation.to_string() };
-    let exists = records(store, table).await?.iter().any(|r| r.generation == generation && r.removed_ms.is_none());
-    if !exists {
+    let records = records(store, table).await?;
+    let Some(record) = records.iter().find(|r| r.generation == generation && r.removed_ms.is_none()) else {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("there is no generation {generation}") });
+    };
+    if record.origin == "consumer" {
+        return Err(TableError::Invalid {
+            table: table.to_string(),
+            reason: format!(
+                "{generation} was written by a consumer: its files are in the Delta log's history, not in a log of its own, and switching \
+                 back to it is not supported yet; read it by time travel, or replay the source into a new generation"
+            ),
+        });
     }
     if !is_complete(store, table, generation).await? {
         return Err(TableError::Invalid {
@@ -188,6 +202,11 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         archive_positions: state.archive_positions,
     };
     let add = files.iter().map(|f| crate::table::delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
+    // Marked before the commit: a switch that then fails leaves a mark on the generation that
+    // stays current (gc never removes that one), never a retired generation without one.
+    if let Some(live) = &live {
+        retire(store, table, live, now_ms).await?;
+    }
     let commit = kappa_table::Commit {
         app_id: crate::table::CONSUMER_APP_ID.to_string(),
         counter,
@@ -203,6 +222,18 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => Err(conflict()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Records when the table stopped holding `generation`.
+async fn retire(store: &Store, table: &str, generation: &str, at_ms: i64) -> Result<(), TableError> {
+    let path = format!("{}{generation}.json", generations_prefix(table));
+    let mut record: GenerationRecord = match store.get(&path).await {
+        Ok(data) => parse(&path, &data)?,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    record.retired_ms = Some(at_ms);
+    Ok(store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?)
 }
 
 fn complete_path(table: &str, generation: &str) -> String {

@@ -26,16 +26,22 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Prints the current generation's location (the prefix outside readers such as Athena or
-    /// DuckDB read) and every generation with its rows, files, bytes and creation time.
+    /// Prints the table's root (the Delta table every reader opens) and version, and every
+    /// generation with its rows, files, bytes and creation time.
     Status(TableArgs),
-    /// Deletes old generations: keeps the current one and the --keep newest others.
+    /// Deletes old generations: keeps the current one, the --keep newest others, and any the
+    /// table was switched away from within --retention.
     Gc {
         #[command(flatten)]
         table: TableArgs,
         /// Generations to keep besides the current one.
         #[arg(long, value_name = "N")]
         keep: usize,
+        /// How long a generation the table was switched away from stays, so that readers can
+        /// time-travel to the versions before the switch (Delta's default file retention is 7
+        /// days). `0s` removes it at once.
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        retention: std::time::Duration,
     },
     /// Makes an existing generation current (for instance, back to the previous one).
     Switch {

@@ -24,7 +24,7 @@ fn main() {
         let location = |table: config::TableArgs| table.validate().unwrap_or_else(|e| fail(&e, 2));
         let result = match command {
             Command::Status(table) => status::status(&runtime, &location(table)),
-            Command::Gc { table, keep } => status::gc(&runtime, &location(table), keep),
+            Command::Gc { table, keep, retention } => status::gc(&runtime, &location(table), keep, retention),
             Command::Switch { table, generation } => status::switch(&runtime, &location(table), &generation),
         };
         if let Err(e) = result {

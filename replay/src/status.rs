@@ -47,7 +47,7 @@ pub(crate) fn status(runtime: &Runtime, location: &TableLocation) -> Result<(), 
     Ok(())
 }
 
-pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize) -> Result<(), ReplayError> {
+pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize, retention: std::time::Duration) -> Result<(), ReplayError> {
     let (store, _) = open_store(runtime, location, false)?;
     let name = &location.table;
     let mut others: Vec<_> = runtime.block_on(generation::summaries(&store, name))?.into_iter().filter(|s| !s.current).collect();
@@ -58,6 +58,11 @@ pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize) -> Re
     let mut removed = 0;
     for old in complete.iter().skip(keep).chain(incomplete.iter()) {
         let generation = &old.record.generation;
+        let readable_until = old.record.retired_ms.map(|at| at + retention.as_millis() as i64);
+        if let Some(until) = readable_until.filter(|until| *until > chrono::Utc::now().timestamp_millis()) {
+            println!("left {generation}: versions before the switch away from it stay readable by time travel until {} (--retention)", time(until));
+            continue;
+        }
         if !old.complete && runtime.block_on(generation::is_being_written(&store, name, generation))? {
             println!("left {generation}: a replay is writing it (it said so within the last minute)");
             continue;

@@ -357,7 +357,8 @@ impl LakeTable {
         match committed {
             Ok(finalized) => {
                 let version = finalized.version;
-                self.table.update_incremental(Some(version)).await.map_err(|e| self.delta(e))?;
+                // The commit's own post-commit snapshot: reading the log again would cost as much.
+                self.table.state = Some(finalized.snapshot);
                 Ok(version)
             }
             Err(failure) => {

@@ -60,7 +60,10 @@ async fn sales_into_an_s3_lake() {
         "from deltalake import DeltaTable\n\
          options = {{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_REGION': 'us-east-1'}}\n\
          t = DeltaTable('s3://lake/warehouse/sales', storage_options=options).to_pyarrow_table()\n\
-         print(t.num_rows, len(set(t.column('sale_id').to_pylist())), sorted(set(t.column('day').to_pylist())))",
+         print(t.num_rows, len(set(t.column('sale_id').to_pylist())), sorted(set(t.column('day').to_pylist())), flush=True)\n\
+         # deltalake's S3 client threads can abort the interpreter's teardown (\"terminate called\n\
+         # without an active exception\", seen once in three runs): leave before it, the answer printed.\n\
+         import os; os._exit(0)",
         moto.endpoint
     ));
     assert_eq!(read.trim(), "400 400 [19, 20, 21, 22]");
