@@ -425,8 +425,8 @@ mod tests {
         assert_eq!(current(&store, "t").await.unwrap().unwrap().generation, second);
         // The table holds the second generation's file alone, partitioned without touching the
         // data's own `day` column; the consumer resumes where the replay ended.
-        let lake = kappa_table::LakeTable::open("t", &crate::table::location(&store, "t").unwrap()).await.unwrap().unwrap();
-        assert_eq!(lake.files().unwrap(), vec![format!("{second}/year=2025/month=03/day=19/a.parquet")]);
+        let mut lake = kappa_table::LakeTable::open("t", &crate::table::location(&store, "t").unwrap()).await.unwrap().unwrap();
+        assert_eq!(lake.files().await.unwrap(), vec![format!("{second}/year=2025/month=03/day=19/a.parquet")]);
         assert_eq!(lake.partition_columns().unwrap(), vec!["year", "month", "kappa_day"]);
         let live = Table::open_or_create(store.clone(), "t").await.unwrap().load_state().await.unwrap();
         assert_eq!((live.last_commit, live.resume["0"].as_str(), live.totals.rows), (3, "7", 1));

@@ -260,10 +260,10 @@ impl Table {
     pub async fn load_state(&self) -> Result<TableState, TableError> {
         match &self.live {
             Some(live) => {
-                let lake = live.lake.lock().await;
-                let Some(lake) = lake.as_ref() else { return Ok(TableState::default()) };
+                let mut lake = live.lake.lock().await;
+                let Some(lake) = lake.as_mut() else { return Ok(TableState::default()) };
                 let prefix = format!("{}/", self.generation);
-                let files = lake.files()?.into_iter().filter_map(|f| f.strip_prefix(&prefix).map(str::to_string)).collect();
+                let files = lake.files().await?.into_iter().filter_map(|f| f.strip_prefix(&prefix).map(str::to_string)).collect();
                 match lake.writer_state(CONSUMER_APP_ID).await? {
                     Some(found) => {
                         let path = format!("{}/_delta_log version {}", self.name, found.version);
@@ -641,8 +641,8 @@ mod tests {
         assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet"]);
 
         // The Delta table holds them, under the table's root.
-        let lake = kappa_table::LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
-        assert_eq!(lake.files().unwrap(), vec!["gen-000001/year=2025/a.parquet", "gen-000001/year=2025/b.parquet"]);
+        let mut lake = kappa_table::LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
+        assert_eq!(lake.files().await.unwrap(), vec!["gen-000001/year=2025/a.parquet", "gen-000001/year=2025/b.parquet"]);
         assert_eq!(lake.partition_columns().unwrap(), vec!["year"]);
         // A second writer racing for the same commit number loses.
         let err = reopened.commit(&commit(2, &[], "30"), &schema(), &layout()).await.unwrap_err();

@@ -47,11 +47,11 @@ async fn a_writer_resumes_from_the_state_its_last_commit_carried() {
     // Another writer (a compaction, say) commits after: the consumer's state is found behind it.
     table.commit(commit("compactor", 1, "k1", vec![file("gen-000001/year=2025/month=03/day=20/part-x.parquet", "20")], json!(null))).await.unwrap();
 
-    let reopened = open(dir.path()).await;
+    let mut reopened = open(dir.path()).await;
     assert_eq!(reopened.version(), Some(4));
     let state = reopened.writer_state("consumer").await.unwrap().unwrap();
     assert_eq!((state.version, state.counter, state.commit_id.as_str(), state.state.clone()), (3, 3, "c3", json!({"resume": {"0": 30}})));
-    assert_eq!(reopened.files().unwrap().len(), 4);
+    assert_eq!(reopened.files().await.unwrap().len(), 4);
 }
 
 #[tokio::test]
@@ -66,10 +66,10 @@ async fn a_second_writer_with_the_same_id_loses_and_a_retried_commit_is_recognis
     // The first writer's attempt whose answer was lost, tried again from a stale handle: its
     // own commit is recognised, nothing is written twice.
     let version_zero = DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(0).load().await.unwrap();
-    let mut stale = LakeTable { name: "sales".into(), table: version_zero };
+    let mut stale = LakeTable { name: "sales".into(), table: version_zero, own: None };
     let version = stale.commit(commit("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1))).await.unwrap();
     assert_eq!(version, 1);
-    assert_eq!(open(dir.path()).await.files().unwrap(), vec!["gen-000001/a.parquet".to_string()]);
+    assert_eq!(open(dir.path()).await.files().await.unwrap(), vec!["gen-000001/a.parquet".to_string()]);
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
     assert!(matches!(raced, Err(TableError::ConcurrentWriter { .. })), "{raced:?}");
     let mut fresh = open_existing(dir.path()).await;
     let version = fresh.commit(Commit { counter: 3, previous: Some(2), ..switch }).await.unwrap();
-    assert_eq!(fresh.files().unwrap(), vec!["gen-000002/h1.parquet", "gen-000002/h2.parquet"]);
+    assert_eq!(fresh.files().await.unwrap(), vec!["gen-000002/h1.parquet", "gen-000002/h2.parquet"]);
     assert_eq!(fresh.partition_columns().unwrap(), vec!["year", "month", "day", "hour"]);
     assert_eq!(fresh.configuration().unwrap()["kappa.generation"], "gen-000002");
     assert_eq!(fresh.writer_state("consumer").await.unwrap().unwrap().state, json!({"generation": 2}));
