@@ -426,7 +426,11 @@ impl LakeTable {
                 // Ambiguous (the put may have landed) or lost: the log says which.
                 self.reload().await?;
                 match self.writer_counter(&commit.app_id).await? {
-                    Some(now) if now == commit.counter => self.own_commit(&commit).await?.ok_or_else(concurrent),
+                    Some(now) if now == commit.counter => {
+                        let version = self.own_commit(&commit).await?.ok_or_else(concurrent)?;
+                        tracing::warn!(table = %self.name, version, error = %failure, "a commit failed, but the log holds it as this writer's own (its answer was lost): carrying on");
+                        Ok(version)
+                    }
                     Some(now) if Some(now) != commit.previous => Err(concurrent()),
                     _ if self.version() > Some(base) => Err(TableError::Raced {
                         table: self.name.clone(),

@@ -234,6 +234,12 @@ impl FaultProxy {
         self.call("POST", "/_proxy/delay", &format!(r#"{{"action":"{action}","seconds":{seconds},"times":{times}}}"#));
     }
 
+    /// The next `times` requests of `method` whose path contains `path_contains` are done
+    /// upstream, but answered with a 500: a write whose answer was lost.
+    pub fn lose_response(&self, method: &str, path_contains: &str, times: u32) {
+        self.call("POST", "/_proxy/lose_response", &format!(r#"{{"method":"{method}","path_contains":"{path_contains}","times":{times}}}"#));
+    }
+
     /// Makes the next `times` calls of `action` fail every `every`-th entry.
     pub fn fail_entries(&self, action: &str, every: u32, times: u32) {
         self.call("POST", "/_proxy/fail", &format!(r#"{{"action":"{action}","every":{every},"times":{times}}}"#));

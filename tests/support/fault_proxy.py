@@ -15,6 +15,10 @@ Control endpoints (not forwarded):
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
        the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
+  POST /_proxy/lose_response {"method": M, "path_contains": P, "times": T}
+       the next T requests of method M whose path contains P are forwarded (and done
+       upstream), but the client gets a 500 InternalError instead of the answer: the write
+       happened, the client cannot know it
   POST /_proxy/delay {"action": A, "seconds": S, "times": T}
        the next T calls of action A are held S seconds before they are forwarded (a service
        slow to answer: cold connections, credentials, throttling)
@@ -37,7 +41,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}}
+state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}, "lost": []}
 
 
 def action_of(headers, path):
@@ -126,11 +130,17 @@ class Handler(BaseHTTPRequestHandler):
                 state["entries"].clear()
                 state["faults"].clear()
                 state["delays"].clear()
+                state["lost"].clear()
             return self.reply(200, b"{}")
         if self.path == "/_proxy/fail":
             spec = json.loads(body or b"{}")
             with state_lock:
                 state["faults"][spec["action"]] = {"every": int(spec.get("every", 2)), "times": int(spec.get("times", 1))}
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/lose_response":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["lost"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1))})
             return self.reply(200, b"{}")
         if self.path == "/_proxy/delay":
             spec = json.loads(body or b"{}")
@@ -181,6 +191,14 @@ class Handler(BaseHTTPRequestHandler):
         out_headers = [(k, v) for k, v in resp.getheaders()
                        if k.lower() not in ("content-length", "connection", "transfer-encoding", "content-md5")]
         conn.close()
+        with state_lock:
+            lose = next((l for l in state["lost"] if l["times"] > 0 and l["method"] == self.command and l["path_contains"] in self.path), None)
+            if lose:
+                lose["times"] -= 1
+                state["requests"]["lost:" + self.path] = state["requests"].get("lost:" + self.path, 0) + 1
+        if lose and resp.status < 300:
+            error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>lost by the test proxy</Message></Error>"
+            return self.reply(500, error, [("Content-Type", "application/xml")])
         self.reply(resp.status, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any

@@ -68,3 +68,45 @@ async fn sales_into_an_s3_lake() {
     ));
     assert_eq!(read.trim(), "400 400 [19, 20, 21, 22]");
 }
+
+/// Fix (c) of the Delta issue: a commit PUT that reached S3 but whose answer was lost (a 500
+/// after the write) is the consumer's own commit, recognised after reading the log again.
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_recognised_as_the_consumers_own() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log, "--shards", "4"])), 0);
+    // The consumer's first commit (version 1: the create is 0) reaches moto; its answer is lost.
+    proxy.lose_response("PUT", "_delta_log/00000000000000000001.json", 1);
+    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args([
+        "--from",
+        &log,
+        "--lake",
+        "s3://lake/warehouse",
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_date",
+        "--flush-rows",
+        "50",
+        "--until-idle",
+        "1s",
+    ]));
+    expect_status(&output, 0);
+    let log_text = String::from_utf8_lossy(&output.stderr);
+    assert!(log_text.contains("the log holds it as this writer's own"), "{log_text}");
+    assert_eq!(proxy.requests("lost:/lake/warehouse/sales/_delta_log/00000000000000000001.json"), 1, "the answer was lost once");
+    let read = kappa_tests::python(&format!(
+        "from deltalake import DeltaTable\n\
+         options = {{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_REGION': 'us-east-1'}}\n\
+         t = DeltaTable('s3://lake/warehouse/sales', storage_options=options).to_pyarrow_table()\n\
+         print(t.num_rows, len(set(t.column('sale_id').to_pylist())), flush=True)\n\
+         import os; os._exit(0)",
+        moto.endpoint
+    ));
+    assert_eq!(read.trim(), "400 400", "every row once");
+}
