@@ -77,6 +77,10 @@ impl AwsContext {
         aws_sdk_firehose::Client::new(&self.config)
     }
 
+    pub fn glue(&self) -> aws_sdk_glue::Client {
+        aws_sdk_glue::Client::new(&self.config)
+    }
+
     /// The S3 endpoint override in effect, if any: `AWS_ENDPOINT_URL_S3`, else the general one.
     pub fn s3_endpoint(&self) -> Option<String> {
         std::env::var("AWS_ENDPOINT_URL_S3").ok().or_else(|| self.config.endpoint_url().map(str::to_string))

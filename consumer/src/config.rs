@@ -109,6 +109,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH|S3_URI")]
     pub archive: Option<String>,
 
+    /// Register the table in this AWS Glue database (created if missing), so Athena queries
+    /// it as a Delta table without a crawler: the Glue table points at the table's root with
+    /// `table_type=DELTA`, and is updated when the schema grows. Needs an S3 lake.
+    #[arg(long, value_name = "DATABASE")]
+    pub glue_database: Option<String>,
+
     /// log: what to do when the log no longer holds the records after a shard's committed
     /// position (segments deleted: rows gone) or ends before it (rolled back, restored from an
     /// old backup): `fail` stops with both positions named; `skip` accepts the loss, reads on
@@ -367,6 +373,7 @@ pub struct ConsumerConfig {
     pub source: SourceConfig,
     pub lake: LakeLocation,
     pub archive: Option<LakeLocation>,
+    pub glue_database: Option<String>,
     pub aws: kappa_common::aws::AwsOptions,
     pub table: String,
     pub schema: Option<TableSchema>,
@@ -429,6 +436,16 @@ impl RunArgs {
         }
         let lake = parse_lake(&self.lake)?;
         let archive = self.archive.as_deref().map(parse_lake).transpose().map_err(|e| ConfigError(e.0.replace("--lake", "--archive")))?;
+        if let Some(database) = &self.glue_database {
+            if !matches!(lake, LakeLocation::S3 { .. }) {
+                return Err(bad(format!(
+                    "--glue-database {database}: the lake is a local directory, which Athena cannot read; give an s3://BUCKET[/PREFIX] --lake, or drop --glue-database"
+                )));
+            }
+            if database.is_empty() || !database.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+                return Err(bad(format!("--glue-database {database:?}: use lower-case letters, digits and underscores (Athena's rule for names)")));
+            }
+        }
         validate_table(&self.table)?;
         if self.status_interval.is_zero() {
             return Err(bad("--status-interval must be longer than 0s".into()));
@@ -439,6 +456,7 @@ impl RunArgs {
             source,
             lake,
             archive,
+            glue_database: self.glue_database,
             table: self.table,
             schema,
             pipeline,

@@ -224,6 +224,22 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
     }
 }
 
+/// Registers the table as it is now (its current generation's schema, the Delta table's
+/// partition columns and properties) in a Glue database.
+pub async fn register_in_glue(store: &Store, table: &str, client: &aws_sdk_glue::Client, database: &str) -> Result<kappa_table::glue::Registered, TableError> {
+    let location = crate::table::location(store, table)?;
+    let Some(lake) = kappa_table::LakeTable::open(table, &location).await? else {
+        return Err(TableError::Invalid { table: table.to_string(), reason: "there is no Delta table to register yet".into() });
+    };
+    let configuration = lake.configuration()?;
+    let generation = configuration.get(crate::table::GENERATION_PROPERTY).cloned().unwrap_or_default();
+    let Some((_, schema)) = Table::open_generation(store.clone(), table, &generation).latest_schema().await? else {
+        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} has no schema") });
+    };
+    let setup = kappa_table::TableSetup { schema, partition_columns: lake.partition_columns()?, configuration: configuration.into_iter().collect() };
+    Ok(kappa_table::glue::register(client, database, table, location.url.as_str(), &setup).await?)
+}
+
 /// Records when the table stopped holding `generation`.
 async fn retire(store: &Store, table: &str, generation: &str, at_ms: i64) -> Result<(), TableError> {
     let path = format!("{}{generation}.json", generations_prefix(table));

@@ -68,6 +68,9 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&config.aws))?) } else { None };
     let store = open_store(&config.lake, aws.as_ref());
     let table = runtime.block_on(Table::open_or_create(store, &config.table))?;
+    if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
+        table.register_in_glue(aws.glue(), database.clone());
+    }
     // The log's shards are known up front; Kinesis announces its shards as it finds them.
     let log = match &config.source {
         SourceConfig::Log { path, .. } => Some(LogSource::open(path).map_err(SourceError::from)?),

@@ -171,6 +171,10 @@ struct Live {
     location: kappa_table::TableLocation,
     /// `None` until the first commit creates the table.
     lake: tokio::sync::Mutex<Option<kappa_table::LakeTable>>,
+    /// The Glue database the table is registered in (`--glue-database`), and whether this run
+    /// registered it yet.
+    glue: std::sync::OnceLock<(aws_sdk_glue::Client, String)>,
+    registered: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
@@ -209,7 +213,7 @@ impl Table {
             Some(lake) => generation_of(lake)?,
             None => crate::generation::unborn(&store, name).await?,
         };
-        let live = Live { location, lake: tokio::sync::Mutex::new(lake) };
+        let live = Live { location, lake: tokio::sync::Mutex::new(lake), glue: std::sync::OnceLock::new(), registered: Default::default() };
         Ok(Table { store, name: name.to_string(), generation, live: Some(std::sync::Arc::new(live)) })
     }
 
@@ -236,6 +240,14 @@ impl Table {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Registers the table in a Glue database after its commits (`--glue-database`): at the
+    /// first commit of this run, and whenever a commit changes the schema.
+    pub fn register_in_glue(&self, client: aws_sdk_glue::Client, database: String) {
+        if let Some(live) = &self.live {
+            let _ = live.glue.set((client, database));
+        }
     }
 
     /// Whether this is the table's live generation (committed to the Delta log).
@@ -334,6 +346,7 @@ impl Table {
             partition_columns: partition_columns.clone(),
             configuration: properties(&self.generation, layout, commit.schema_version),
         };
+        let created = lake.is_none();
         let grown = match lake.as_ref() {
             None => {
                 let created = kappa_table::LakeTable::create(&self.name, &live.location, &setup(schema)).await?;
@@ -349,6 +362,7 @@ impl Table {
                 (commit.schema_version > recorded).then(|| setup(schema))
             }
         };
+        let changed = created || grown.is_some();
         let lake = lake.as_mut().expect("created above");
         let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
         let state = serde_json::to_value(Commit { added: Vec::new(), ..commit.clone() }).expect("commit serializes");
@@ -366,7 +380,27 @@ impl Table {
             state,
         };
         match lake.commit(delta_commit).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some((client, database)) = live.glue.get()
+                    && (changed || !live.registered.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    let setup = kappa_table::TableSetup {
+                        schema: schema.clone(),
+                        partition_columns: partition_columns.clone(),
+                        configuration: properties(&self.generation, layout, commit.schema_version),
+                    };
+                    // The rows are committed whatever the catalog answers: a failed registration
+                    // is said and tried again at the next commit.
+                    match kappa_table::glue::register(client, database, &self.name, live.location.url.as_str(), &setup).await {
+                        Ok(done) => {
+                            live.registered.store(true, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(database = %database, table = %self.name, outcome = ?done, "Glue table registered (Athena reads it as Delta)");
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not register the table in Glue; trying again at the next commit"),
+                    }
+                }
+                Ok(())
+            }
             Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => {
                 Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit })
             }

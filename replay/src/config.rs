@@ -109,9 +109,16 @@ pub(crate) struct ReplayArgs {
     pub compare: bool,
 
     /// Make the new generation current when the replay (and --verify, if given) succeeded: one
-    /// conditional create of the next generation pointer, so readers move in one step.
+    /// Delta commit that replaces the table's files (and partitioning), so every reader moves in
+    /// one step.
     #[arg(long)]
     pub switch: bool,
+
+    /// After --switch, register the table in this AWS Glue database (created if missing) as a
+    /// Delta table Athena reads, updating its columns when the replay changed them. Needs an
+    /// S3 lake.
+    #[arg(long, value_name = "DATABASE", requires = "switch")]
+    pub glue_database: Option<String>,
 
     /// Interval of the progress lines when stderr is not a terminal.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -174,6 +181,7 @@ pub(crate) struct ReplayConfig {
     pub verify: bool,
     pub compare: bool,
     pub switch: bool,
+    pub glue_database: Option<String>,
     pub progress_interval: std::time::Duration,
     pub poll_interval: std::time::Duration,
     pub summary_json: Option<PathBuf>,
@@ -211,6 +219,13 @@ impl ReplayArgs {
             return Err(ConfigError("--at-timestamp and --until apply to log: and kinesis: sources; a raw: replay reads every object under the prefix".into()));
         }
         let location = self.table.validate()?;
+        if let Some(database) = &self.glue_database
+            && !matches!(location.lake, LakeLocation::S3 { .. })
+        {
+            return Err(ConfigError(format!(
+                "--glue-database {database}: the lake is a local directory, which Athena cannot read; give an s3://BUCKET[/PREFIX] --lake, or drop --glue-database"
+            )));
+        }
         let (pipeline, schema) = self.pipeline.validate(false)?;
         let at_ms = self.at_timestamp.as_deref().map(|t| parse_time("--at-timestamp", t)).transpose()?;
         let until_ms = self.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
@@ -241,6 +256,7 @@ impl ReplayArgs {
             verify: self.verify,
             compare: self.compare,
             switch: self.switch,
+            glue_database: self.glue_database.clone(),
             progress_interval: self.progress_interval,
             poll_interval: self.poll_interval,
             summary_json: self.summary_json,

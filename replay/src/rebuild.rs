@@ -95,7 +95,7 @@ pub(crate) fn open_store(runtime: &Runtime, location: &TableLocation, needs_aws:
 
 pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let needs_aws = matches!(config.source, ReplaySource::Kinesis(_) | ReplaySource::Raw(LakeLocation::S3 { .. }));
+    let needs_aws = matches!(config.source, ReplaySource::Kinesis(_) | ReplaySource::Raw(LakeLocation::S3 { .. })) || config.glue_database.is_some();
     let (store, aws) = open_store(runtime, &config.location, needs_aws)?;
     let name = config.location.table.clone();
 
@@ -240,6 +240,14 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             let pointer = runtime.block_on(generation::switch(&store, &name, &new_generation, previous.as_deref()))?;
             tracing::info!(generation = %new_generation, switch = pointer.switch, "readers now resolve the new generation");
             switched = true;
+            if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
+                // The switch is made; a catalog that did not follow is said, and the next
+                // consumer run registers the table again.
+                match runtime.block_on(generation::register_in_glue(&store, &name, &aws.glue(), database)) {
+                    Ok(done) => tracing::info!(database = %database, outcome = ?done, "Glue table registered (Athena reads it as Delta)"),
+                    Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
+                }
+            }
         } else {
             tracing::error!("not switching: the checks found differences (see above)");
         }

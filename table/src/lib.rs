@@ -36,6 +36,7 @@ use kappa_common::schema::TableSchema;
 use serde_json::Value;
 use url::Url;
 
+pub mod glue;
 mod s3;
 pub mod stats;
 

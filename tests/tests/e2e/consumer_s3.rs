@@ -110,3 +110,42 @@ async fn a_commit_whose_answer_was_lost_is_recognised_as_the_consumers_own() {
     ));
     assert_eq!(read.trim(), "400 400", "every row once");
 }
+
+/// `--glue-database`: the consumer registers the table in Glue (moto's) as a Delta table at its
+/// root, no crawler; the replay's switch to hour partitions updates its columns.
+#[tokio::test]
+async fn the_table_is_registered_in_glue_and_follows_a_switch() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let glue = aws_sdk_glue::Client::new(&kappa_tests::aws_config(&moto.endpoint).await);
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log])), 0);
+    let lake = ["--lake", "s3://lake/warehouse", "--table", "sales", "--event-time", "sale_date", "--glue-database", "shop"];
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log]).args(lake).args(["--until-idle", "1s"]));
+    expect_status(&output, 0);
+    let columns = |table: &aws_sdk_glue::types::Table| -> Vec<String> {
+        table.storage_descriptor().unwrap().columns().iter().map(|c| format!("{} {}", c.name(), c.r#type().unwrap_or("?"))).collect()
+    };
+    let found = glue.get_table().database_name("shop").name("sales").send().await.unwrap();
+    let table = found.table().unwrap();
+    assert_eq!(table.storage_descriptor().unwrap().location(), Some("s3://lake/warehouse/sales/"));
+    assert_eq!(table.parameters().unwrap()["table_type"], "DELTA");
+    assert_eq!(table.parameters().unwrap()["kappa.generation"], "gen-000001");
+    let day_columns = columns(table);
+    assert!(day_columns.contains(&"total_amount double".to_string()) && day_columns.contains(&"quantity bigint".to_string()), "{day_columns:?}");
+    assert_eq!(&day_columns[day_columns.len() - 3..], ["year int", "month int", "day int"]);
+
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", &log]).args(lake).args(["--partition-by", "hour", "--switch"]));
+    expect_status(&output, 0);
+    let found = glue.get_table().database_name("shop").name("sales").send().await.unwrap();
+    let table = found.table().unwrap();
+    assert_eq!(table.parameters().unwrap()["kappa.generation"], "gen-000002");
+    assert_eq!(columns(table).last().map(String::as_str), Some("hour int"), "the switch's new partition column is listed");
+
+    // A local lake cannot be registered: misconfiguration, said at start.
+    let local = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(dir.path().join("l")).args(["--glue-database", "shop"]));
+    expect_status(&local, 2);
+    assert!(String::from_utf8_lossy(&local.stderr).contains("Athena cannot read"), "{}", String::from_utf8_lossy(&local.stderr));
+}
