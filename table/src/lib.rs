@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::CommitProperties;
-use deltalake_core::kernel::{Action, Add, DataType, Metadata, Protocol, StructField, StructType, Transaction};
+use deltalake_core::kernel::{Action, DataType, Metadata, Protocol, StructField, StructType, Transaction};
 use deltalake_core::logstore::CommitOrBytes;
 use deltalake_core::logstore::object_store::ObjectStore;
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
@@ -36,6 +36,9 @@ use kappa_common::schema::TableSchema;
 use serde_json::Value;
 use url::Url;
 
+use self::actions::{add_action, metadata, parse_commit, protocol_for};
+
+mod actions;
 pub mod glue;
 mod s3;
 pub mod stats;
@@ -544,64 +547,6 @@ impl LakeTable {
             bytes += file.size() as u64;
         }
         Ok((files, rows, bytes))
-    }
-}
-
-fn parse_commit(table: &str, version: u64, commit: &[u8]) -> Result<Vec<Value>, TableError> {
-    commit
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|line| serde_json::from_slice(line).map_err(|source| TableError::CorruptCommit { table: table.to_string(), version, source }))
-        .collect()
-}
-
-/// The table's metadata with a new schema, partitioning and properties; its id and creation
-/// time stay.
-fn metadata(current: &Metadata, schema: &StructType, setup: &TableSetup) -> Result<Metadata, DeltaTableError> {
-    let mut configuration = current.configuration().clone();
-    configuration.extend(setup.configuration.clone());
-    let value = serde_json::json!({
-        "id": current.id(),
-        "name": current.name(),
-        "description": current.description(),
-        "format": { "provider": "parquet", "options": {} },
-        "schemaString": serde_json::to_string(schema)?,
-        "partitionColumns": setup.partition_columns,
-        "configuration": configuration,
-        "createdTime": current.created_time(),
-    });
-    Ok(serde_json::from_value(value)?)
-}
-
-/// The protocol a grown schema needs, if the current one does not do: a timestamp column added
-/// later needs the `timestampNtz` feature that a create would have enabled.
-fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Option<Protocol>, DeltaTableError> {
-    if !deltalake_core::kernel::contains_timestampntz(schema.fields()) {
-        return Ok(None);
-    }
-    let mut value = serde_json::to_value(current)?;
-    if value["readerFeatures"].as_array().is_some_and(|features| features.iter().any(|f| f == "timestampNtz")) {
-        return Ok(None);
-    }
-    value["minReaderVersion"] = 3.into();
-    value["minWriterVersion"] = 7.into();
-    for key in ["readerFeatures", "writerFeatures"] {
-        let mut features = value[key].as_array().cloned().unwrap_or_default();
-        features.push("timestampNtz".into());
-        value[key] = features.into();
-    }
-    Ok(Some(serde_json::from_value(value)?))
-}
-
-fn add_action(file: DataFile) -> Add {
-    Add {
-        path: file.path,
-        partition_values: file.partition_values,
-        size: file.size,
-        modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: true,
-        stats: file.stats,
-        ..Default::default()
     }
 }
 

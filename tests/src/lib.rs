@@ -562,11 +562,23 @@ pub fn duckdb_delta(table_root: &Path, query: &str) -> String {
 /// Runs a Python snippet with `table` bound to python `deltalake`'s `DeltaTable` at
 /// `table_root` (at `version`, for time travel); returns what it prints.
 pub fn python_deltalake(table_root: &Path, version: Option<u64>, code: &str) -> String {
+    deltalake_snippet(&table_root.display().to_string(), "None", version, code)
+}
+
+/// The same for a table on S3 (`s3://bucket/prefix/table`) served at `endpoint`, with the test
+/// credentials.
+pub fn python_deltalake_s3(uri: &str, endpoint: &str, code: &str) -> String {
+    let options = format!(
+        "{{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_REGION': 'us-east-1'}}"
+    );
+    deltalake_snippet(uri, &options, None, code)
+}
+
+fn deltalake_snippet(uri: &str, options: &str, version: Option<u64>, code: &str) -> String {
     let version = version.map_or("None".to_string(), |v| v.to_string());
     // deltalake's runtime threads can abort the interpreter's teardown ("terminate called
     // without an active exception", in two of six suite runs here): leave before it.
     python(&format!(
-        "from deltalake import DeltaTable\ntable = DeltaTable(r'''{}''', version={version})\n{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)",
-        table_root.display()
+        "from deltalake import DeltaTable\ntable = DeltaTable(r'''{uri}''', version={version}, storage_options={options})\n{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"
     ))
 }

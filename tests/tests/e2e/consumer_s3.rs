@@ -56,16 +56,11 @@ async fn sales_into_an_s3_lake() {
     assert_eq!(partitions.len(), 4);
     assert!(partitions.contains("year=2025/month=03/day=19"));
     // python deltalake reads the table on S3 by its root, with its own S3 client.
-    let read = kappa_tests::python(&format!(
-        "from deltalake import DeltaTable\n\
-         options = {{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_REGION': 'us-east-1'}}\n\
-         t = DeltaTable('s3://lake/warehouse/sales', storage_options=options).to_pyarrow_table()\n\
-         print(t.num_rows, len(set(t.column('sale_id').to_pylist())), sorted(set(t.column('day').to_pylist())), flush=True)\n\
-         # deltalake's S3 client threads can abort the interpreter's teardown (\"terminate called\n\
-         # without an active exception\", seen once in three runs): leave before it, the answer printed.\n\
-         import os; os._exit(0)",
-        moto.endpoint
-    ));
+    let read = kappa_tests::python_deltalake_s3(
+        "s3://lake/warehouse/sales",
+        &moto.endpoint,
+        "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())), sorted(set(t.column('day').to_pylist())))",
+    );
     assert_eq!(read.trim(), "400 400 [19, 20, 21, 22]");
 }
 
@@ -100,14 +95,11 @@ async fn a_commit_whose_answer_was_lost_is_recognised_as_the_consumers_own() {
     let log_text = String::from_utf8_lossy(&output.stderr);
     assert!(log_text.contains("the log holds it as this writer's own"), "{log_text}");
     assert_eq!(proxy.requests("lost:/lake/warehouse/sales/_delta_log/00000000000000000001.json"), 1, "the answer was lost once");
-    let read = kappa_tests::python(&format!(
-        "from deltalake import DeltaTable\n\
-         options = {{'AWS_ENDPOINT_URL': '{}', 'AWS_ALLOW_HTTP': 'true', 'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_REGION': 'us-east-1'}}\n\
-         t = DeltaTable('s3://lake/warehouse/sales', storage_options=options).to_pyarrow_table()\n\
-         print(t.num_rows, len(set(t.column('sale_id').to_pylist())), flush=True)\n\
-         import os; os._exit(0)",
-        moto.endpoint
-    ));
+    let read = kappa_tests::python_deltalake_s3(
+        "s3://lake/warehouse/sales",
+        &moto.endpoint,
+        "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())))",
+    );
     assert_eq!(read.trim(), "400 400", "every row once");
 }
 

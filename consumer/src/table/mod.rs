@@ -554,53 +554,6 @@ impl Table {
     }
 }
 
-/// Table property: the schema version (of `_kappa/<generation>/schema/`) the Delta schema is at.
-const SCHEMA_VERSION_PROPERTY: &str = "kappa.schemaVersion";
-
-/// The prefix a partition column gets when the data has a column of the key's name: a user's
-/// `day` keeps its name and values, and the table's day partition is `kappa_day`.
-pub const PARTITION_COLUMN_PREFIX: &str = "kappa_";
-
-/// The partition columns for `layout`: the keys (`year`, `month`, `day`, `hour`), each
-/// prefixed with [`PARTITION_COLUMN_PREFIX`] if a data column has that name (compared without
-/// case, as Athena and Spark compare names). Decided when the table is created, and kept.
-pub fn partition_columns(schema: &TableSchema, layout: &Layout) -> Vec<String> {
-    let keys: &[&str] = match layout.partition_by.as_str() {
-        "year" => &["year"],
-        "month" => &["year", "month"],
-        "day" => &["year", "month", "day"],
-        _ => &["year", "month", "day", "hour"],
-    };
-    let taken = |name: &str| schema.fields.iter().any(|c| c.name.eq_ignore_ascii_case(name));
-    keys.iter().map(|key| if taken(key) { format!("{PARTITION_COLUMN_PREFIX}{key}") } else { key.to_string() }).collect()
-}
-
-pub(crate) fn properties(generation: &str, layout: &Layout, schema_version: u32) -> BTreeMap<String, String> {
-    let mut properties = BTreeMap::from([
-        (GENERATION_PROPERTY.to_string(), generation.to_string()),
-        ("kappa.partitionBy".to_string(), layout.partition_by.clone()),
-        (SCHEMA_VERSION_PROPERTY.to_string(), schema_version.to_string()),
-    ]);
-    if let Some(column) = &layout.event_time {
-        properties.insert("kappa.eventTime".to_string(), column.clone());
-    }
-    properties
-}
-
-/// A committed file as the Delta log names it: under its generation, partition values as
-/// integers (`month=03` is 3).
-pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &[String]) -> Result<kappa_table::DataFile, TableError> {
-    let mut partition_values = std::collections::HashMap::new();
-    for (segment, column) in file.partition.split('/').zip(partition_columns) {
-        let value = segment.split_once('=').and_then(|(_, v)| v.parse::<i64>().ok()).ok_or_else(|| TableError::Invalid {
-            table: generation.to_string(),
-            reason: format!("file {} has a partition {:?} this table cannot name", file.path, file.partition),
-        })?;
-        partition_values.insert(column.clone(), Some(value.to_string()));
-    }
-    Ok(kappa_table::DataFile { path: format!("{generation}/{}", file.path), partition_values, size: file.bytes as i64, stats: file.stats.clone() })
-}
-
 /// The state a commit leaves (without the set of files).
 fn state_of(commit: Commit) -> TableState {
     TableState {
@@ -616,70 +569,9 @@ fn state_of(commit: Commit) -> TableState {
     }
 }
 
+mod delta;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kappa_common::store::LocalStore;
+mod tests;
 
-    fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
-        Commit {
-            format: FORMAT,
-            commit: n,
-            generation: "gen-000001".into(),
-            created_ms: 0,
-            schema_version: 1,
-            added: files.iter().map(|f| DataFile { path: f.to_string(), partition: "year=2025".into(), rows: 1, bytes: 1, stats: None }).collect(),
-            removed: vec![],
-            errors: vec![],
-            resume: [("0".to_string(), resume.to_string())].into(),
-            written: BTreeMap::new(),
-            quarantined: BTreeMap::new(),
-            totals: Totals::default(),
-            unacknowledged: BTreeMap::new(),
-            archived: vec![],
-            archive_positions: BTreeMap::new(),
-        }
-    }
-
-    fn schema() -> TableSchema {
-        TableSchema::new(vec![kappa_common::schema::Column { name: "id".into(), column_type: kappa_common::schema::ColumnType::Int64, nullable: true }])
-            .unwrap()
-    }
-
-    fn layout() -> Layout {
-        Layout { partition_by: "year".into(), event_time: None }
-    }
-
-    #[tokio::test]
-    async fn commits_resume_state_and_orphan_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::Local(LocalStore::new(dir.path()));
-        let table = Table::open_or_create(store.clone(), "sales").await.unwrap();
-        assert_eq!(table.generation(), "gen-000001");
-        assert_eq!(table.load_state().await.unwrap().last_commit, 0);
-
-        table.put_object("year=2025/a.parquet", Bytes::from_static(b"a")).await.unwrap();
-        table.commit(&commit(1, &["year=2025/a.parquet"], "10"), &schema(), &layout()).await.unwrap();
-        table.put_object("year=2025/b.parquet", Bytes::from_static(b"b")).await.unwrap();
-        table.commit(&commit(2, &["year=2025/b.parquet"], "20"), &schema(), &layout()).await.unwrap();
-        // A flush that crashed before its commit left this behind.
-        table.put_object("year=2025/orphan.parquet", Bytes::from_static(b"o")).await.unwrap();
-
-        let reopened = Table::open_or_create(store.clone(), "sales").await.unwrap();
-        let state = reopened.load_state().await.unwrap();
-        assert_eq!(state.last_commit, 2);
-        assert_eq!(state.resume["0"], "20");
-        assert_eq!(state.files.len(), 2);
-        assert_eq!(reopened.remove_uncommitted(&state).await.unwrap(), 1);
-        let left: Vec<String> = store.list("sales/gen-000001/").await.unwrap().into_iter().map(|o| o.path).collect();
-        assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet"]);
-
-        // The Delta table holds them, under the table's root.
-        let mut lake = kappa_table::LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
-        assert_eq!(lake.files().await.unwrap(), vec!["gen-000001/year=2025/a.parquet", "gen-000001/year=2025/b.parquet"]);
-        assert_eq!(lake.partition_columns().unwrap(), vec!["year"]);
-        // A second writer racing for the same commit number loses.
-        let err = reopened.commit(&commit(2, &[], "30"), &schema(), &layout()).await.unwrap_err();
-        assert!(matches!(err, TableError::ConcurrentWriter { commit: 2, .. }), "{err}");
-    }
-}
+pub use self::delta::{PARTITION_COLUMN_PREFIX, partition_columns};
+pub(crate) use self::delta::{SCHEMA_VERSION_PROPERTY, delta_file, properties};
