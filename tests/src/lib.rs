@@ -582,3 +582,20 @@ fn deltalake_snippet(uri: &str, options: &str, version: Option<u64>, code: &str)
         "from deltalake import DeltaTable\ntable = DeltaTable(r'''{uri}''', version={version}, storage_options={options})\n{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"
     ))
 }
+
+/// Runs `query` in DuckDB with its `delta` extension against a table on S3
+/// (`s3://bucket/prefix/table`) served at `endpoint` (`http://host:port`), through DuckDB's
+/// `httpfs` extension (from `duckdb-ext-httpfs`) and an S3 secret with the test credentials.
+pub fn duckdb_delta_s3(uri: &str, endpoint: &str, query: &str) -> String {
+    let host = endpoint.trim_start_matches("http://");
+    let query = query.replace("{table}", &format!("delta_scan('{uri}')"));
+    python(&format!(
+        "import duckdb, glob, os, sys\n\
+         ext = lambda name: glob.glob(os.path.join(sys.prefix, f'lib/python*/site-packages/duckdb_ext/extensions/*/*/{{name}}.duckdb_extension'))[0]\n\
+         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute(\"LOAD '\" + ext('httpfs') + \"'\")\n\
+         con.execute(\"LOAD '\" + ext('delta') + \"'\")\n\
+         con.execute(\"CREATE SECRET (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)\")\n\
+         print(con.execute(r'''{query}''').fetchall())"
+    ))
+}

@@ -62,6 +62,10 @@ async fn sales_into_an_s3_lake() {
         "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())), sorted(set(t.column('day').to_pylist())))",
     );
     assert_eq!(read.trim(), "400 400 [19, 20, 21, 22]");
+    // DuckDB's delta extension reads it from S3 too (through httpfs and an S3 secret).
+    let counted =
+        kappa_tests::duckdb_delta_s3("s3://lake/warehouse/sales", &moto.endpoint, "SELECT count(*), count(DISTINCT sale_id), min(day), max(day) FROM {table}");
+    assert_eq!(counted.trim(), "[(400, 400, 19, 22)]");
 }
 
 /// Fix (c) of the Delta issue: a commit PUT that reached S3 but whose answer was lost (a 500
