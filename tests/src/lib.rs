@@ -240,6 +240,13 @@ impl FaultProxy {
         self.call("POST", "/_proxy/lose_response", &format!(r#"{{"method":"{method}","path_contains":"{path_contains}","times":{times}}}"#));
     }
 
+    /// The next `times` requests of `method` whose path contains `path_contains` are refused
+    /// with `status` (403: a permission lost mid-run, which no client retries) and never reach
+    /// the server.
+    pub fn refuse(&self, method: &str, path_contains: &str, status: u16, times: u32) {
+        self.call("POST", "/_proxy/refuse", &format!(r#"{{"method":"{method}","path_contains":"{path_contains}","status":{status},"times":{times}}}"#));
+    }
+
     /// Makes the next `times` calls of `action` fail every `every`-th entry.
     pub fn fail_entries(&self, action: &str, every: u32, times: u32) {
         self.call("POST", "/_proxy/fail", &format!(r#"{{"action":"{action}","every":{every},"times":{times}}}"#));

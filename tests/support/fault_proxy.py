@@ -19,6 +19,9 @@ Control endpoints (not forwarded):
        the next T requests of method M whose path contains P are forwarded (and done
        upstream), but the client gets a 500 InternalError instead of the answer: the write
        happened, the client cannot know it
+  POST /_proxy/refuse {"method": M, "path_contains": P, "status": S, "times": T}
+       the next T requests of method M whose path contains P are not forwarded: the client
+       gets status S (e.g. 403 AccessDenied, which no client retries)
   POST /_proxy/delay {"action": A, "seconds": S, "times": T}
        the next T calls of action A are held S seconds before they are forwarded (a service
        slow to answer: cold connections, credentials, throttling)
@@ -41,7 +44,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}, "lost": []}
+state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
 
 
 def action_of(headers, path):
@@ -131,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
                 state["faults"].clear()
                 state["delays"].clear()
                 state["lost"].clear()
+                state["refused"].clear()
             return self.reply(200, b"{}")
         if self.path == "/_proxy/fail":
             spec = json.loads(body or b"{}")
@@ -141,6 +145,12 @@ class Handler(BaseHTTPRequestHandler):
             spec = json.loads(body or b"{}")
             with state_lock:
                 state["lost"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1))})
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/refuse":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["refused"].append({"method": spec["method"], "path_contains": spec["path_contains"],
+                                         "status": int(spec.get("status", 403)), "times": int(spec.get("times", 1))})
             return self.reply(200, b"{}")
         if self.path == "/_proxy/delay":
             spec = json.loads(body or b"{}")
@@ -179,6 +189,14 @@ class Handler(BaseHTTPRequestHandler):
             content_type = "application/x-amz-json-1.0" if action == "SendMessageBatch" else "application/x-amz-json-1.1"
             data = json.dumps(splice(action, {}, failed, original_count, request)).encode()
             return self.reply(200, data, [("Content-Type", content_type)])
+        with state_lock:
+            refuse = next((r for r in state["refused"] if r["times"] > 0 and r["method"] == self.command and r["path_contains"] in self.path), None)
+            if refuse:
+                refuse["times"] -= 1
+                state["requests"]["refused:" + self.path] = state["requests"].get("refused:" + self.path, 0) + 1
+        if refuse:
+            error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>refused by the test proxy</Message></Error>"
+            return self.reply(refuse["status"], error, [("Content-Type", "application/xml")])
         upstream = self.server.upstream
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}

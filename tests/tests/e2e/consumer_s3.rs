@@ -145,3 +145,64 @@ async fn the_table_is_registered_in_glue_and_follows_a_switch() {
     expect_status(&local, 2);
     assert!(String::from_utf8_lossy(&local.stderr).contains("Athena cannot read"), "{}", String::from_utf8_lossy(&local.stderr));
 }
+
+/// A flush whose Delta commit fails (the lake's S3 refuses the commit's PUT: a permission lost
+/// mid-run) leaves Parquet objects that no commit names: both outside readers see only the
+/// committed rows, and a restart removes or rewrites those objects, ending with every row once.
+#[tokio::test]
+async fn after_a_failed_commit_readers_see_only_committed_rows_and_a_restart_leaves_no_stray_file() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    let files = crate::support::sales_files();
+    let produce = |files: &[std::path::PathBuf]| {
+        expect_status(&run(kappa("kappa-producer", None).arg("--input").args(files).args(["--to", &log])), 0);
+    };
+    let consume = || {
+        run(kappa("kappa-consumer", Some(&proxy.endpoint)).args([
+            "--from",
+            &log,
+            "--lake",
+            "s3://lake/warehouse",
+            "--table",
+            "sales",
+            "--event-time",
+            "sale_date",
+            "--until-idle",
+            "1s",
+        ]))
+    };
+    produce(&files[..2]);
+    expect_status(&consume(), 0);
+    produce(&files[2..]);
+    // The second run writes its Parquet objects, then its commit (version 2) is refused.
+    proxy.refuse("PUT", "_delta_log/00000000000000000002.json", 403, 1);
+    let failed = consume();
+    expect_status(&failed, 1);
+    assert_eq!(proxy.requests("refused:/lake/warehouse/sales/_delta_log/00000000000000000002.json"), 1);
+    let keys = |s3: aws_sdk_s3::Client| async move {
+        let listed = s3.list_objects_v2().bucket("lake").prefix("warehouse/sales/gen-000001/").send().await.unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|k| k.trim_start_matches("warehouse/sales/").to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let stray = keys(s3.clone()).await;
+    let table = "s3://lake/warehouse/sales";
+    let count = "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())))";
+    assert_eq!(kappa_tests::python_deltalake_s3(table, &moto.endpoint, count).trim(), "200 200", "committed rows only, with {} objects stored", stray.len());
+    assert_eq!(kappa_tests::duckdb_delta_s3(table, &moto.endpoint, "SELECT count(*) FROM {table}").trim(), "[(200,)]");
+
+    expect_status(&consume(), 0);
+    assert_eq!(kappa_tests::python_deltalake_s3(table, &moto.endpoint, count).trim(), "400 400");
+    let committed =
+        kappa_tests::python_deltalake_s3(table, &moto.endpoint, "print('\\n'.join(sorted(uri.split('/sales/', 1)[1] for uri in table.file_uris())))");
+    let committed: std::collections::BTreeSet<String> = committed.lines().map(str::to_string).collect();
+    assert_eq!(keys(s3).await, committed, "no object without a commit remains");
+    assert!(stray.len() > committed.len() / 2, "the failed flush had stored its files ({} of {})", stray.len(), committed.len());
+}
