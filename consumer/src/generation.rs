@@ -173,8 +173,7 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         configuration: crate::table::properties(generation, &layout, schema_version),
     };
     let (mut lake, previous) = match lake {
-        Some(mut lake) => {
-            lake.reload().await?;
+        Some(lake) => {
             let previous = lake.writer_counter(crate::table::CONSUMER_APP_ID).await?;
             (lake, previous)
         }

@@ -159,13 +159,13 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
             gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
             if last_status.0.elapsed() >= config.status_interval {
                 // A replay may switch readers to another generation: writing this one on
-                // would be invisible to them. Drain and stop; a restart continues the new one.
+                // would be invisible to them. Stop; a restart continues the new one.
                 let table = pipeline.table();
-                if let Ok(Some(pointer)) = runtime.block_on(crate::generation::current(table.store(), table.name()))
-                    && pointer.generation != table.generation()
+                if let Ok(Some(current)) = runtime.block_on(table.current_generation())
+                    && current != table.generation()
                 {
-                    tracing::error!(current = %pointer.generation, writing = %table.generation(), "the table was switched to another generation: draining and stopping");
-                    switched_to = Some(pointer.generation);
+                    tracing::error!(current = %current, writing = %table.generation(), "the table was switched to another generation: stopping");
+                    switched_to = Some(current);
                     break;
                 }
                 let read = stats.read();

@@ -535,19 +535,6 @@ impl LakeTable {
         paths.sort();
         Ok(paths)
     }
-
-    /// Files, rows (where the statistics say) and bytes of the current version.
-    pub async fn totals(&mut self) -> Result<(u64, u64, u64), TableError> {
-        self.catch_up().await?;
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-        let (mut files, mut rows, mut bytes) = (0, 0, 0);
-        for file in snapshot.log_data().iter() {
-            files += 1;
-            rows += file.num_records().unwrap_or_default() as u64;
-            bytes += file.size() as u64;
-        }
-        Ok((files, rows, bytes))
-    }
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ impl Pipeline {
         stats: Arc<Stats>,
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
         let layout = layout_of(&config);
-        let unrecorded_layout = if runtime.block_on(table.has_layout())? {
+        let unrecorded_layout = if runtime.block_on(table.layout())?.is_some() {
             runtime.block_on(table.settle_layout(&layout))?;
             None
         } else {

@@ -250,11 +250,6 @@ impl Table {
         }
     }
 
-    /// Whether this is the table's live generation (committed to the Delta log).
-    pub fn is_live(&self) -> bool {
-        self.live.is_some()
-    }
-
     /// Where this generation's data files are (the Delta table's root is the table itself).
     pub fn data_prefix(&self) -> String {
         format!("{}/{}", self.name, self.generation)
@@ -492,18 +487,6 @@ impl Table {
         }
     }
 
-    /// Records the settings that shape this generation's layout on first use, and refuses
-    /// different ones later: a consumer restarted with another `--partition-by` or
-    /// `--event-time` would mix two layouts in one generation.
-    /// Whether a commit with rows has recorded this generation's layout yet.
-    pub async fn has_layout(&self) -> Result<bool, TableError> {
-        match self.store.get(&format!("{}/_kappa/{}/layout.json", self.name, self.generation)).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The recorded layout, if a commit with rows recorded one.
     pub async fn layout(&self) -> Result<Option<Layout>, TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
@@ -514,7 +497,9 @@ impl Table {
         }
     }
 
-    /// Records the layout, or checks it against the one recorded.
+    /// Records the settings that shape this generation's layout on first use, and refuses
+    /// different ones later: a consumer restarted with another `--partition-by` or
+    /// `--event-time` would mix two layouts in one generation.
     pub async fn settle_layout(&self, layout: &Layout) -> Result<(), TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
         let data = Bytes::from(serde_json::to_vec_pretty(layout).expect("serializes"));

@@ -6,6 +6,9 @@ use kappa_tests::{Moto, expect_status, kappa, run, s3_client};
 
 use crate::support::sales_args;
 
+/// The sales table in a lake on (moto's) S3.
+const S3_LAKE: [&str; 6] = ["--lake", "s3://lake/warehouse", "--table", "sales", "--event-time", "sale_date"];
+
 #[tokio::test]
 async fn the_s3_store_passes_the_conformance_suite_and_uploads_large_objects_in_parts() {
     let moto = Moto::start();
@@ -28,18 +31,7 @@ async fn sales_into_an_s3_lake() {
     let dir = tempfile::tempdir().unwrap();
     let log = format!("log:{}", dir.path().join("log").display());
     expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log])), 0);
-    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args([
-        "--from",
-        &log,
-        "--lake",
-        "s3://lake/warehouse",
-        "--table",
-        "sales",
-        "--event-time",
-        "sale_date",
-        "--until-idle",
-        "1s",
-    ]));
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log]).args(S3_LAKE).args(["--until-idle", "1s"]));
     expect_status(&output, 0);
     let listed = s3.list_objects_v2().bucket("lake").prefix("warehouse/sales/").send().await.unwrap();
     let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
@@ -81,20 +73,7 @@ async fn a_commit_whose_answer_was_lost_is_recognised_as_the_consumers_own() {
     expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log, "--shards", "4"])), 0);
     // The consumer's first commit (version 1: the create is 0) reaches moto; its answer is lost.
     proxy.lose_response("PUT", "_delta_log/00000000000000000001.json", 1);
-    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args([
-        "--from",
-        &log,
-        "--lake",
-        "s3://lake/warehouse",
-        "--table",
-        "sales",
-        "--event-time",
-        "sale_date",
-        "--flush-rows",
-        "50",
-        "--until-idle",
-        "1s",
-    ]));
+    let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args(S3_LAKE).args(["--flush-rows", "50", "--until-idle", "1s"]));
     expect_status(&output, 0);
     let log_text = String::from_utf8_lossy(&output.stderr);
     assert!(log_text.contains("the log holds it as this writer's own"), "{log_text}");
@@ -118,8 +97,8 @@ async fn the_table_is_registered_in_glue_and_follows_a_switch() {
     let dir = tempfile::tempdir().unwrap();
     let log = format!("log:{}", dir.path().join("log").display());
     expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log])), 0);
-    let lake = ["--lake", "s3://lake/warehouse", "--table", "sales", "--event-time", "sale_date", "--glue-database", "shop"];
-    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log]).args(lake).args(["--until-idle", "1s"]));
+    let lake = [&S3_LAKE[..], &["--glue-database", "shop"]].concat();
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log]).args(&lake).args(["--until-idle", "1s"]));
     expect_status(&output, 0);
     let columns = |table: &aws_sdk_glue::types::Table| -> Vec<String> {
         table.storage_descriptor().unwrap().columns().iter().map(|c| format!("{} {}", c.name(), c.r#type().unwrap_or("?"))).collect()
@@ -133,7 +112,7 @@ async fn the_table_is_registered_in_glue_and_follows_a_switch() {
     assert!(day_columns.contains(&"total_amount double".to_string()) && day_columns.contains(&"quantity bigint".to_string()), "{day_columns:?}");
     assert_eq!(&day_columns[day_columns.len() - 3..], ["year int", "month int", "day int"]);
 
-    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", &log]).args(lake).args(["--partition-by", "hour", "--switch"]));
+    let output = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["--from", &log]).args(&lake).args(["--partition-by", "hour", "--switch"]));
     expect_status(&output, 0);
     let found = glue.get_table().database_name("shop").name("sales").send().await.unwrap();
     let table = found.table().unwrap();
@@ -161,20 +140,7 @@ async fn after_a_failed_commit_readers_see_only_committed_rows_and_a_restart_lea
     let produce = |files: &[std::path::PathBuf]| {
         expect_status(&run(kappa("kappa-producer", None).arg("--input").args(files).args(["--to", &log])), 0);
     };
-    let consume = || {
-        run(kappa("kappa-consumer", Some(&proxy.endpoint)).args([
-            "--from",
-            &log,
-            "--lake",
-            "s3://lake/warehouse",
-            "--table",
-            "sales",
-            "--event-time",
-            "sale_date",
-            "--until-idle",
-            "1s",
-        ]))
-    };
+    let consume = || run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args(S3_LAKE).args(["--until-idle", "1s"]));
     produce(&files[..2]);
     expect_status(&consume(), 0);
     produce(&files[2..]);
