@@ -19,7 +19,7 @@ use kappa_common::event::SequenceNumber;
 use kappa_common::store::{Store, StoreError};
 
 use crate::pipeline::SourceEvent;
-use crate::table::ShardPositions;
+use kappa_table::ShardPositions;
 
 const HOUR_MS: i64 = 3_600_000;
 

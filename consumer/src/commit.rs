@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use crate::buffer::Buffer;
 use crate::parquet_file::{self, Codec};
 use crate::pipeline::PipelineError;
-use crate::table::{Commit, DataFile, Layout, Table, TableError};
+use kappa_table::{Commit, DataFile, Layout, Table, TableError};
 
 /// A commit whose files are still to be written: `commit.added` is empty and its totals count
 /// the files' rows but not their bytes.

@@ -222,11 +222,18 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
     pub compression: Codec,
 
-    /// Duplicate deliveries are dropped by event identity: the producer's identities are kept
-    /// as row ranges per file (all of them); other identities in a window of this many (about
-    /// 50 bytes each). 0 turns deduplication off.
+    /// Duplicate deliveries are dropped by event identity. The producer's identities
+    /// (`<file>:<pass>:<row>`) are kept per file: in this run as a bitmap of rows (a span of at
+    /// least this many rows per file), and across restarts as the committed rows' ranges in the
+    /// commit (see --dedup-retention). Other identities are kept in a window of this many
+    /// (about 50 bytes each). 0 turns deduplication off.
     #[arg(long, value_name = "EVENTS", default_value_t = 1_000_000)]
     pub dedup_window: usize,
+
+    /// How long a producer file's committed rows are remembered after they last grew (e.g.
+    /// 7d, 36h): a copy of the file sent again within it is dropped, even after restarts.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub dedup_retention: Duration,
 
     /// Stop (exit 2) when more than this share of the first --quarantine-window events of a run
     /// is quarantined: settings that do not fit the data (a mistyped --event-time, the wrong
@@ -267,6 +274,7 @@ impl PipelineArgs {
             flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
             codec: self.compression,
             dedup_window: self.dedup_window,
+            dedup_retention: self.dedup_retention,
             flush_together,
             quarantine_limit: crate::pipeline::QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
         };

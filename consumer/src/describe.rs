@@ -11,7 +11,7 @@ use kappa_common::store::{LocalStore, Store};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
-use crate::table::Table;
+use kappa_table::Table;
 
 pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str, limit: usize) -> anyhow::Result<()> {
     crate::config::validate_table(table_name)?;
@@ -23,8 +23,9 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     let table = runtime.block_on(Table::open_or_create(store, table_name))?;
     let state = runtime.block_on(table.load_state())?;
     let prefix = root.join(table.data_prefix());
-    let lake_table =
-        runtime.block_on(kappa_table::LakeTable::open(table_name, &crate::table::location(table.store(), table_name)?))?.context("the Delta table vanished")?;
+    let lake_table = runtime
+        .block_on(kappa_table::delta::LakeTable::open(table_name, &kappa_table::location(table.store(), table_name)?))?
+        .context("the Delta table vanished")?;
     println!(
         "table {table_name} — Delta table version {}, generation {}, {} consumer commits",
         lake_table.version().unwrap_or_default(),
@@ -35,7 +36,7 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     println!(
         "partition columns: {} (named `{}<key>` where a data column has the key's name)",
         lake_table.partition_columns()?.join(", "),
-        crate::table::PARTITION_COLUMN_PREFIX
+        kappa_table::PARTITION_COLUMN_PREFIX
     );
     for version in runtime.block_on(lake_table.history(5))? {
         let when =

@@ -24,7 +24,7 @@ use crate::source::log::LogSource;
 use crate::source::sqs::SqsSource;
 use crate::source::{Source, SourceError};
 use crate::stats::{Stats, Summary};
-use crate::table::Table;
+use kappa_table::Table;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -32,7 +32,7 @@ pub enum ConsumerError {
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
-    Table(#[from] crate::table::TableError),
+    Table(#[from] kappa_table::TableError),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("cannot infer a schema from the first events: {0}; pass --schema")]

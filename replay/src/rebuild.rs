@@ -23,14 +23,14 @@ use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
 use kappa_consumer::feed::Feed;
-use kappa_consumer::generation;
 use kappa_consumer::pipeline::Pipeline;
 use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
 use kappa_consumer::source::log::LogSource;
 use kappa_consumer::source::raw::RawSource;
 use kappa_consumer::source::{Source, SourceError};
 use kappa_consumer::stats::Stats;
-use kappa_consumer::table::Table;
+use kappa_table::Table;
+use kappa_table::generation;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
@@ -42,7 +42,7 @@ use crate::verify::{CompareReport, VerifyReport};
 #[non_exhaustive]
 pub(crate) enum ReplayError {
     #[error(transparent)]
-    Table(#[from] kappa_consumer::table::TableError),
+    Table(#[from] kappa_table::TableError),
     #[error(transparent)]
     Pipeline(#[from] kappa_consumer::pipeline::PipelineError),
     #[error(transparent)]

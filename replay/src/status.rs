@@ -1,6 +1,6 @@
 //! `kappa-replay status`, `gc` and `switch`: the table's generations.
 
-use kappa_consumer::generation;
+use kappa_table::generation;
 
 use crate::config::TableLocation;
 use tokio::runtime::Runtime;

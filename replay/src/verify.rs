@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::json::LineDelimitedWriter;
 use kappa_common::store::Store;
-use kappa_consumer::table::{Table, TableState};
+use kappa_table::{Table, TableState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;

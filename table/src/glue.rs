@@ -9,7 +9,7 @@ use aws_sdk_glue::Client;
 use aws_sdk_glue::types::{Column, DatabaseInput, SerDeInfo, StorageDescriptor, TableInput};
 use kappa_common::schema::ColumnType;
 
-use crate::{TableError, TableSetup};
+use crate::delta::{DeltaError, TableSetup};
 
 /// What registration did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +21,8 @@ pub enum Registered {
 
 /// Creates the database (if missing) and the table, or brings the table up to `setup` and
 /// `location` (an `s3://` URL of the table's root).
-pub async fn register(client: &Client, database: &str, table: &str, location: &str, setup: &TableSetup) -> Result<Registered, TableError> {
-    let failed = |action: &str, e: String| TableError::Invalid { table: table.to_string(), reason: format!("Glue {action} in database {database}: {e}") };
+pub async fn register(client: &Client, database: &str, table: &str, location: &str, setup: &TableSetup) -> Result<Registered, DeltaError> {
+    let failed = |action: &str, e: String| DeltaError::Invalid { table: table.to_string(), reason: format!("Glue {action} in database {database}: {e}") };
     match client.get_database().name(database).send().await {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|e| e.is_entity_not_found_exception()) => {

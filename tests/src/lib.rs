@@ -36,8 +36,8 @@ pub fn bin(name: &str) -> PathBuf {
         .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display()));
     let crates: &[&str] = match name {
         "kappa-producer" => &["common", "producer"],
-        "kappa-consumer" => &["common", "consumer"],
-        "kappa-replay" => &["common", "consumer", "replay"],
+        "kappa-consumer" => &["common", "table", "consumer"],
+        "kappa-replay" => &["common", "table", "consumer", "replay"],
         _ => &["bench"],
     };
     if let Some((modified, source)) = newest_rust_source(crates)

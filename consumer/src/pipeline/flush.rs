@@ -8,7 +8,7 @@ use kappa_common::event::SequenceNumber;
 use super::{Pipeline, PipelineError, seq_of};
 use crate::buffer::BufferKey;
 use crate::commit::{InFlight, PreparedCommit, WriteContext};
-use crate::table::{Commit, FORMAT, TableError};
+use kappa_table::{Commit, FORMAT, TableError};
 
 impl Pipeline {
     /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
@@ -56,8 +56,13 @@ impl Pipeline {
         totals.quarantined += quarantine.len() as u64;
         // Resume: before the earliest event an open buffer still holds, else after the last read.
         let mut resume = self.state.resume.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for (index, shard) in self.shards.iter().enumerate() {
-            let buffered = self.buffers.iter().filter(|((_, s), _)| *s as usize == index).map(|(_, b)| b.resume_after).min();
+            let open = self.buffers.iter().filter(|((_, s), _)| *s as usize == index);
+            let buffered = open.clone().map(|(_, b)| b.resume_after).min();
+            // Rows read before the earliest buffered event are done: remembered by this commit.
+            let first_open = open.map(|(_, b)| b.first_ordinal).min();
+            self.dedup.passed(index as u32, first_open, now_ms);
             match buffered.unwrap_or(self.last_read[index]) {
                 Some(point) => resume.insert(shard.clone(), point.to_string()),
                 // A buffer holds the shard's very first event: read it from its beginning.
@@ -78,7 +83,6 @@ impl Pipeline {
             None => Vec::new(),
         };
         let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let commit = Commit {
             format: FORMAT,
             commit: commit_number,
@@ -95,6 +99,7 @@ impl Pipeline {
             unacknowledged: self.acks.for_commit(now_ms),
             archived,
             archive_positions,
+            seen: self.dedup.remembered(now_ms, self.config.dedup_retention.as_millis().try_into().unwrap_or(i64::MAX)),
         };
         let prepared = PreparedCommit { commit, files };
         let data = self.decoder.data_schema().clone();
@@ -149,7 +154,7 @@ impl Pipeline {
 
 /// Records `seq` for `shard` unless a later position is already there: commit positions only
 /// move forward.
-fn raise_to(positions: &mut crate::table::ShardPositions, shard: &str, seq: SequenceNumber) {
+fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: SequenceNumber) {
     if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
         positions.insert(shard.to_string(), seq.to_string());
     }

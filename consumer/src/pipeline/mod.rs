@@ -31,17 +31,20 @@ mod checks;
 mod flush;
 mod route;
 
+use self::route::ChunkEvents;
+
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
-use crate::buffer::{Buffer, BufferKey, DedupWindow, FlushPolicy};
+use crate::buffer::{Buffer, BufferKey, FlushPolicy};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
+use crate::dedup::Dedup;
 use crate::parquet_file::Codec;
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::stats::Stats;
-use crate::table::{Table, TableError, TableState};
+use kappa_table::{Table, TableError, TableState};
 
 /// One event as a source delivers it.
 #[derive(Debug, Clone)]
@@ -97,6 +100,8 @@ pub struct PipelineConfig {
     pub flush: FlushPolicy,
     pub codec: Codec,
     pub dedup_window: usize,
+    /// How long a producer file's rows are remembered across restarts after they last grew.
+    pub dedup_retention: std::time::Duration,
     /// Every flush writes every open buffer, so each commit covers all events ingested so far.
     /// For sources that acknowledge whole messages (SQS), whose events may span partitions:
     /// a message is deleted only once all its rows are committed, and never re-read in part.
@@ -126,7 +131,9 @@ pub struct Pipeline {
     /// Buffers cut by a trigger and waiting to be written.
     sealed: Vec<(BufferKey, Buffer)>,
     quarantine: Vec<QuarantineRecord>,
-    dedup: DedupWindow,
+    dedup: Dedup,
+    /// Per shard: events delivered in this run, numbering them for [`Dedup`].
+    read_count: Vec<u64>,
     state: TableState,
     acks: AckLedger,
     /// Rows routed to each partition in this run: what a replay verifies its
@@ -141,7 +148,7 @@ pub struct Pipeline {
     stats: Arc<Stats>,
     /// The generation's layout, until the first commit with rows records it: a run that
     /// commits no rows must not lock the table to its (perhaps mistyped) settings.
-    unrecorded_layout: Option<crate::table::Layout>,
+    unrecorded_layout: Option<kappa_table::Layout>,
     quarantine_ratio: QuarantineRatio,
 }
 
@@ -183,6 +190,9 @@ impl Pipeline {
         }
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
         let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
+        let mut dedup = Dedup::new(config.dedup_window);
+        dedup.load(&std::mem::take(&mut state.seen)).map_err(|reason| TableError::Invalid { table: table.name().to_string(), reason })?;
+        let read_count = vec![0; shards.len()];
         let pipeline = Pipeline {
             table,
             runtime,
@@ -193,7 +203,8 @@ impl Pipeline {
             buffers: BTreeMap::new(),
             sealed: Vec::new(),
             quarantine: Vec::new(),
-            dedup: DedupWindow::new(config.dedup_window),
+            dedup,
+            read_count,
             state,
             acks,
             routed: BTreeMap::new(),
@@ -218,7 +229,7 @@ impl Pipeline {
     }
 
     /// The layout this run writes: its granularity and event-time column.
-    pub(crate) fn layout(&self) -> crate::table::Layout {
+    pub(crate) fn layout(&self) -> kappa_table::Layout {
         layout_of(&self.config)
     }
 
@@ -247,6 +258,7 @@ impl Pipeline {
     /// Adds a shard (one a source discovered, such as a Kinesis child shard); returns its index.
     pub fn add_shard(&mut self, name: String) -> u32 {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
+        self.read_count.push(0);
         self.shards.push(name);
         (self.shards.len() - 1) as u32
     }
@@ -295,7 +307,7 @@ impl Pipeline {
     }
 
     pub fn buffered_memory(&self) -> usize {
-        self.buffers.values().map(|b| b.memory).sum::<usize>() + self.archive.as_ref().map_or(0, |a| a.buffered())
+        self.buffers.values().map(|b| b.memory).sum::<usize>() + self.archive.as_ref().map_or(0, |a| a.buffered()) + self.dedup.pending_memory()
     }
 
     pub fn is_idle(&self) -> bool {
@@ -322,19 +334,24 @@ impl Pipeline {
                 archive.add(&self.shards[event.shard as usize], event);
             }
         }
-        // Each event's predecessor in its shard: where to resume if a buffer starts with it.
+        // Each event's predecessor in its shard: where to resume if a buffer starts with it;
+        // and its ordinal in the shard's reading order.
         let mut previous = Vec::with_capacity(events.len());
+        let mut ordinals = Vec::with_capacity(events.len());
         for event in events {
             let last = &mut self.last_read[event.shard as usize];
             previous.push(*last);
             *last = Some(last.map_or(event.seq, |l| l.max(event.seq)));
+            let count = &mut self.read_count[event.shard as usize];
+            ordinals.push(*count);
+            *count += 1;
         }
         let (version, pieces) = match predecoded {
             Some(predecoded) => (Some(predecoded.version()), predecoded.into_pieces()),
             None => (None, vec![Piece { range: 0..events.len(), rows: None }]),
         };
         for piece in pieces {
-            let (events, previous) = (&events[piece.range.clone()], &previous[piece.range]);
+            let (events, previous, ordinals) = (&events[piece.range.clone()], &previous[piece.range.clone()], &ordinals[piece.range]);
             // Rows decoded ahead are used if no piece before this one grew the schema.
             let (batch, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
                 Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
@@ -354,7 +371,7 @@ impl Pipeline {
                 }
             };
             if batch.num_rows() > 0 {
-                self.route(&batch, &ids, &origin, &partitions, events, previous)?;
+                self.route(&batch, &ids, &origin, &partitions, &ChunkEvents { events, previous, ordinals })?;
             }
         }
         self.quarantine_ratio.check()?;
@@ -388,15 +405,8 @@ impl Pipeline {
         self.state.written.get(&partition.path()).and_then(|shards| shards.get(&self.shards[shard as usize])).and_then(|s| seq_of(s))
     }
 
-    fn append(
-        &mut self,
-        key: BufferKey,
-        batch: &RecordBatch,
-        rows: &[u32],
-        origin: &[usize],
-        events: &[SourceEvent],
-        previous: &[Option<SequenceNumber>],
-    ) -> Result<(), PipelineError> {
+    fn append(&mut self, key: BufferKey, batch: &RecordBatch, rows: &[u32], origin: &[usize], chunk: &ChunkEvents<'_>) -> Result<(), PipelineError> {
+        let ChunkEvents { events, previous, ordinals } = chunk;
         let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
         let columns = if rows.len() == batch.num_rows() {
             // The whole batch (a shard's run of a chunk, all in one partition: the usual case)
@@ -417,7 +427,7 @@ impl Pipeline {
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
-        self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event])).append(taken, bytes, last);
+        self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event])).append(taken, bytes, last);
         Ok(())
     }
 
@@ -516,8 +526,8 @@ fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef
     Ok(make_array(copy.freeze()))
 }
 
-fn layout_of(config: &PipelineConfig) -> crate::table::Layout {
-    crate::table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) }
+fn layout_of(config: &PipelineConfig) -> kappa_table::Layout {
+    kappa_table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) }
 }
 
 fn placeholder_schema() -> TableSchema {

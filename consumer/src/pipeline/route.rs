@@ -8,6 +8,14 @@ use super::{Pipeline, PipelineError, SourceEvent};
 use crate::buffer::BufferKey;
 use crate::partition::Partition;
 
+/// A piece of a chunk's events, with each one's predecessor in its shard (where to resume if
+/// a buffer starts with it) and its ordinal in the shard's reading order (for deduplication).
+pub(super) struct ChunkEvents<'a> {
+    pub(super) events: &'a [SourceEvent],
+    pub(super) previous: &'a [Option<SequenceNumber>],
+    pub(super) ordinals: &'a [u64],
+}
+
 /// The rows of one chunk bound for one buffer.
 struct Group {
     key: BufferKey,
@@ -30,9 +38,9 @@ impl Pipeline {
         ids: &StringArray,
         origin: &[usize],
         partitions: &[Result<Partition, String>],
-        events: &[SourceEvent],
-        previous: &[Option<SequenceNumber>],
+        chunk: &ChunkEvents<'_>,
     ) -> Result<(), PipelineError> {
+        let events = chunk.events;
         // Rows of each buffer, in order; found by a scan from the last one used, since a
         // chunk feeds few buffers and consecutive rows mostly feed the same.
         let mut groups: Vec<Group> = Vec::new();
@@ -61,10 +69,11 @@ impl Pipeline {
             let group = &mut groups[current];
             // The identity enters the window even when the row is already written: a later
             // copy of it (a producer re-send) must still be dropped after a restart.
+            let ordinal = chunk.ordinals[*event_index];
             let duplicate = if ids.is_null(row) {
-                self.dedup.check(&format!("{}:{}", self.shards[event.shard as usize], event.seq))
+                self.dedup.check(&format!("{}:{}", self.shards[event.shard as usize], event.seq), event.shard, ordinal)
             } else {
-                self.dedup.check(ids.value(row))
+                self.dedup.check(ids.value(row), event.shard, ordinal)
             };
             if group.written.is_some_and(|w| event.seq <= w) {
                 self.stats.add_skipped(1);
@@ -79,13 +88,13 @@ impl Pipeline {
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
                 let rows = std::mem::take(&mut group.rows);
                 (group.bytes, group.buffered_rows, group.buffered_bytes) = (0, 0, 0);
-                self.append(key, batch, &rows, origin, events, previous)?;
+                self.append(key, batch, &rows, origin, chunk)?;
                 self.seal(key);
             }
         }
         for group in groups {
             if !group.rows.is_empty() {
-                self.append(group.key, batch, &group.rows, origin, events, previous)?;
+                self.append(group.key, batch, &group.rows, origin, chunk)?;
             }
         }
         Ok(())

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::Totals;
 use kappa_common::store::LocalStore;
 
 fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
@@ -18,6 +19,7 @@ fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
         unacknowledged: BTreeMap::new(),
         archived: vec![],
         archive_positions: BTreeMap::new(),
+        seen: BTreeMap::new(),
     }
 }
 
@@ -54,7 +56,7 @@ async fn commits_resume_state_and_orphan_removal() {
     assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet"]);
 
     // The Delta table holds them, under the table's root.
-    let mut lake = kappa_table::LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
+    let mut lake = LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
     assert_eq!(lake.files().await.unwrap(), vec!["gen-000001/year=2025/a.parquet", "gen-000001/year=2025/b.parquet"]);
     assert_eq!(lake.partition_columns().unwrap(), vec!["year"]);
     // A second writer racing for the same commit number loses.

@@ -5,13 +5,13 @@ use deltalake_core::DeltaTableError;
 use deltalake_core::kernel::{Add, Metadata, Protocol, StructType};
 use serde_json::Value;
 
-use crate::{DataFile, TableError, TableSetup};
+use super::{DataFile, DeltaError, TableSetup};
 
-pub(crate) fn parse_commit(table: &str, version: u64, commit: &[u8]) -> Result<Vec<Value>, TableError> {
+pub(crate) fn parse_commit(table: &str, version: u64, commit: &[u8]) -> Result<Vec<Value>, DeltaError> {
     commit
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|line| serde_json::from_slice(line).map_err(|source| TableError::CorruptCommit { table: table.to_string(), version, source }))
+        .map(|line| serde_json::from_slice(line).map_err(|source| DeltaError::CorruptCommit { table: table.to_string(), version, source }))
         .collect()
 }
 

@@ -1,8 +1,5 @@
-//! Generations of a table, and the switch that moves readers from one to another.
-//!
-//! ```text
-//! <table>/_kappa/generations/<generation>.json   one record per generation: created, by what
-//! ```
+//! Generations of a table, and the switch that moves readers from one to another (their
+//! register is [`crate::registry`]).
 //!
 //! The current generation is the one whose files the Delta table holds (its `kappa.generation`
 //! property). A replay writes a new generation beside it with its own commit log; the switch
@@ -14,10 +11,15 @@
 //! or a second switch racing it, one fails.
 
 use bytes::Bytes;
-use kappa_common::store::{Store, StoreError};
+use kappa_common::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::table::{Commit, FORMAT, Layout, Table, TableError, Totals, parse};
+use crate::TableError;
+use crate::delta::{DeltaError, LakeTable, TableSetup};
+pub use crate::registry::{GenerationRecord, WRITER_HEARTBEAT, create, heartbeat, is_being_written, is_complete, mark_complete, sweep_removed, writer_done};
+use crate::registry::{complete_path, delete_objects, generations_prefix, records, retire};
+use crate::state::{CONSUMER_APP_ID, Commit, FORMAT, GENERATION_PROPERTY, Layout, Totals, parse};
+use crate::table::{Table, delta_file, live_generation, location, partition_columns, properties};
 
 /// One record of the pointer log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,23 +33,6 @@ pub struct Pointer {
     pub previous: Option<String>,
 }
 
-/// What is known of a generation when it is made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenerationRecord {
-    pub generation: String,
-    pub created_ms: i64,
-    /// What made it: `consumer`, or `replay from log:…` with the settings used.
-    pub origin: String,
-    /// Set by `gc`: the generation's objects are gone; the record stays so its number is
-    /// never given out again (archive objects are named after it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removed_ms: Option<i64>,
-    /// Set by the switch that moved the table off this generation: until the retention has
-    /// passed since, readers may time-travel to a version that holds its files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_ms: Option<i64>,
-}
-
 /// A generation as `kappa-replay status` lists it.
 #[derive(Debug, Clone)]
 pub struct GenerationSummary {
@@ -59,61 +44,9 @@ pub struct GenerationSummary {
     pub totals: Totals,
 }
 
-fn generations_prefix(table: &str) -> String {
-    format!("{table}/_kappa/generations/")
-}
-
-fn generation_number(name: &str) -> Option<u32> {
-    name.strip_prefix("gen-")?.parse().ok()
-}
-
 /// The current generation, if the table exists: `switch` is the Delta table's version.
 pub async fn current(store: &Store, table: &str) -> Result<Option<Pointer>, TableError> {
-    Ok(crate::table::live_generation(store, table).await?.map(|(generation, version)| Pointer { switch: version, generation, switched_ms: 0, previous: None }))
-}
-
-/// Every generation's record, oldest first.
-pub async fn records(store: &Store, table: &str) -> Result<Vec<GenerationRecord>, TableError> {
-    let mut records = Vec::new();
-    for object in store.list(&generations_prefix(table)).await? {
-        let data = store.get(&object.path).await?;
-        records.push(parse::<GenerationRecord>(&object.path, &data)?);
-    }
-    records.sort_by_key(|r| generation_number(&r.generation));
-    Ok(records)
-}
-
-/// Creates the next generation (`gen-000001`, `gen-000002`, …) and returns its name.
-pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, TableError> {
-    let mut next = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0) + 1;
-    loop {
-        let generation = format!("gen-{next:06}");
-        let record = GenerationRecord {
-            generation: generation.clone(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
-            origin: origin.to_string(),
-            removed_ms: None,
-            retired_ms: None,
-        };
-        let path = format!("{}{generation}.json", generations_prefix(table));
-        match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
-            Ok(()) => return Ok(generation),
-            // Someone made that number at the same moment: take the next.
-            Err(StoreError::AlreadyExists { .. }) => next += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The generation a consumer writes into a table that has no Delta table yet: the one an
-/// earlier consumer made and never committed to, or a new one. Two consumers starting at
-/// once make two; the first commit creates the table for one of them, and the other stops.
-pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
-    let records = records(store, table).await?;
-    match records.iter().rev().find(|r| r.origin == "consumer" && r.removed_ms.is_none()) {
-        Some(record) => Ok(record.generation.clone()),
-        None => create(store, table, "consumer").await,
-    }
+    Ok(live_generation(store, table).await?.map(|(generation, version)| Pointer { switch: version, generation, switched_ms: 0, previous: None }))
 }
 
 /// Makes `generation` (a replay's, complete) current in one Delta commit. With `expected`,
@@ -150,10 +83,10 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
             reason: format!("{generation} has no schema (it never read an event); nothing to switch to"),
         });
     };
-    let location = crate::table::location(store, table)?;
-    let lake = kappa_table::LakeTable::open(table, &location).await?;
+    let location = location(store, table)?;
+    let lake = LakeTable::open(table, &location).await?;
     let live = match &lake {
-        Some(lake) => Some(lake.configuration()?.get(crate::table::GENERATION_PROPERTY).cloned().unwrap_or_default()),
+        Some(lake) => Some(lake.configuration()?.get(GENERATION_PROPERTY).cloned().unwrap_or_default()),
         None => None,
     };
     if expected.is_some() && live.as_deref() != expected {
@@ -166,18 +99,15 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
             event_time: None,
         },
     };
-    let partition_columns = crate::table::partition_columns(&schema, &layout);
-    let setup = kappa_table::TableSetup {
-        schema: schema.clone(),
-        partition_columns: partition_columns.clone(),
-        configuration: crate::table::properties(generation, &layout, schema_version),
-    };
+    let partition_columns = partition_columns(&schema, &layout);
+    let setup =
+        TableSetup { schema: schema.clone(), partition_columns: partition_columns.clone(), configuration: properties(generation, &layout, schema_version) };
     let (mut lake, previous) = match lake {
         Some(lake) => {
-            let previous = lake.writer_counter(crate::table::CONSUMER_APP_ID).await?;
+            let previous = lake.writer_counter(CONSUMER_APP_ID).await?;
             (lake, previous)
         }
-        None => (kappa_table::LakeTable::create(table, &location, &setup).await?, None),
+        None => (LakeTable::create(table, &location, &setup).await?, None),
     };
     // The consumer goes on numbering from here: above the replay's own commits, whose
     // quarantine and archive objects are named by their numbers.
@@ -199,15 +129,17 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         unacknowledged: state.unacknowledged,
         archived: Vec::new(),
         archive_positions: state.archive_positions,
+        // The files the replay read stay recognised when they are sent again.
+        seen: state.seen,
     };
-    let add = files.iter().map(|f| crate::table::delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
+    let add = files.iter().map(|f| delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
     // Marked before the commit: a switch that then fails leaves a mark on the generation that
     // stays current (gc never removes that one), never a retired generation without one.
     if let Some(live) = &live {
         retire(store, table, live, now_ms).await?;
     }
-    let commit = kappa_table::Commit {
-        app_id: crate::table::CONSUMER_APP_ID.to_string(),
+    let commit = crate::delta::Commit {
+        app_id: CONSUMER_APP_ID.to_string(),
         counter,
         previous,
         commit_id: format!("switch-{generation}-{now_ms}"),
@@ -218,120 +150,25 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
     };
     match lake.commit(commit).await {
         Ok(version) => Ok(Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live }),
-        Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => Err(conflict()),
+        Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => Err(conflict()),
         Err(e) => Err(e.into()),
     }
 }
 
 /// Registers the table as it is now (its current generation's schema, the Delta table's
 /// partition columns and properties) in a Glue database.
-pub async fn register_in_glue(store: &Store, table: &str, client: &aws_sdk_glue::Client, database: &str) -> Result<kappa_table::glue::Registered, TableError> {
-    let location = crate::table::location(store, table)?;
-    let Some(lake) = kappa_table::LakeTable::open(table, &location).await? else {
+pub async fn register_in_glue(store: &Store, table: &str, client: &aws_sdk_glue::Client, database: &str) -> Result<crate::glue::Registered, TableError> {
+    let location = location(store, table)?;
+    let Some(lake) = LakeTable::open(table, &location).await? else {
         return Err(TableError::Invalid { table: table.to_string(), reason: "there is no Delta table to register yet".into() });
     };
     let configuration = lake.configuration()?;
-    let generation = configuration.get(crate::table::GENERATION_PROPERTY).cloned().unwrap_or_default();
+    let generation = configuration.get(GENERATION_PROPERTY).cloned().unwrap_or_default();
     let Some((_, schema)) = Table::open_generation(store.clone(), table, &generation).latest_schema().await? else {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} has no schema") });
     };
-    let setup = kappa_table::TableSetup { schema, partition_columns: lake.partition_columns()?, configuration: configuration.into_iter().collect() };
-    Ok(kappa_table::glue::register(client, database, table, location.url.as_str(), &setup).await?)
-}
-
-/// Records when the table stopped holding `generation`.
-async fn retire(store: &Store, table: &str, generation: &str, at_ms: i64) -> Result<(), TableError> {
-    let path = format!("{}{generation}.json", generations_prefix(table));
-    let mut record: GenerationRecord = match store.get(&path).await {
-        Ok(data) => parse(&path, &data)?,
-        Err(StoreError::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    record.retired_ms = Some(at_ms);
-    Ok(store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?)
-}
-
-fn complete_path(table: &str, generation: &str) -> String {
-    format!("{table}/_kappa/{generation}/complete.json")
-}
-
-/// Marks a generation finished: only complete generations can become current. A generation
-/// that `gc` removed meanwhile is not: what was written after the removal is swept by the
-/// next `gc`.
-pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
-    let record_path = format!("{}{generation}.json", generations_prefix(table));
-    let record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
-    if record.removed_ms.is_some() {
-        return Err(TableError::Invalid {
-            table: table.to_string(),
-            reason: format!("{generation} was removed by gc while it was being written; replay again"),
-        });
-    }
-    let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
-    Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
-}
-
-fn writing_path(table: &str, generation: &str) -> String {
-    format!("{table}/_kappa/{generation}/writing.json")
-}
-
-/// How often a replay says it is still writing its generation, and how old that word may be
-/// before `gc` takes the writer for dead.
-pub const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
-const WRITER_STALE_MS: i64 = 60_000;
-
-/// Says that a writer (a replay) is still writing the generation, so `gc` leaves it alone.
-pub async fn heartbeat(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
-    let body = serde_json::json!({ "heartbeat_ms": chrono::Utc::now().timestamp_millis() });
-    Ok(store.put(&writing_path(table, generation), Bytes::from(body.to_string())).await?)
-}
-
-/// The writer finished (or gave up): the generation is no longer being written.
-pub async fn writer_done(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
-    Ok(store.delete(&writing_path(table, generation)).await?)
-}
-
-/// A writer said within the last minute that it is writing the generation.
-pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
-    let path = writing_path(table, generation);
-    match store.get(&path).await {
-        Ok(data) => {
-            let heartbeat = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["heartbeat_ms"].as_i64()).unwrap_or(0);
-            Ok(chrono::Utc::now().timestamp_millis() - heartbeat < WRITER_STALE_MS)
-        }
-        Err(StoreError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Objects left under generations `gc` already removed (written by a replay that went on
-/// after the removal); deletes them and returns how many there were.
-pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
-    let mut removed = 0;
-    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
-        removed += delete_objects(store, table, &record.generation).await?;
-    }
-    Ok(removed)
-}
-
-/// Deletes a generation's data, quarantine and state objects; returns how many there were.
-async fn delete_objects(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
-    let mut removed = 0;
-    for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
-        for object in store.list(&prefix).await? {
-            store.delete(&object.path).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
-    match store.get(&complete_path(table, generation)).await {
-        Ok(_) => Ok(true),
-        Err(StoreError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    let setup = TableSetup { schema, partition_columns: lake.partition_columns()?, configuration: configuration.into_iter().collect() };
+    Ok(crate::glue::register(client, database, table, location.url.as_str(), &setup).await?)
 }
 
 /// Every generation with its totals (from its last commit), oldest first.
@@ -376,6 +213,7 @@ pub async fn remove(store: &Store, table: &str, generation: &str) -> Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::create;
     use kappa_common::store::LocalStore;
 
     /// A replay's generation with one committed file.
@@ -392,7 +230,7 @@ mod tests {
         let layout = Layout { partition_by: "day".into(), event_time: None };
         table.settle_layout(&layout).await.unwrap();
         table.put_object("year=2025/month=03/day=19/a.parquet", Bytes::from_static(b"x")).await.unwrap();
-        let file = crate::table::DataFile {
+        let file = crate::state::DataFile {
             path: "year=2025/month=03/day=19/a.parquet".into(),
             partition: "year=2025/month=03/day=19".into(),
             rows: 1,
@@ -415,6 +253,7 @@ mod tests {
             unacknowledged: Default::default(),
             archived: vec![],
             archive_positions: Default::default(),
+            seen: Default::default(),
         };
         table.commit(&commit, &schema, &layout).await.unwrap();
         generation
@@ -440,7 +279,7 @@ mod tests {
         assert_eq!(current(&store, "t").await.unwrap().unwrap().generation, second);
         // The table holds the second generation's file alone, partitioned without touching the
         // data's own `day` column; the consumer resumes where the replay ended.
-        let mut lake = kappa_table::LakeTable::open("t", &crate::table::location(&store, "t").unwrap()).await.unwrap().unwrap();
+        let mut lake = LakeTable::open("t", &location(&store, "t").unwrap()).await.unwrap().unwrap();
         assert_eq!(lake.files().await.unwrap(), vec![format!("{second}/year=2025/month=03/day=19/a.parquet")]);
         assert_eq!(lake.partition_columns().unwrap(), vec!["year", "month", "kappa_day"]);
         let live = Table::open_or_create(store.clone(), "t").await.unwrap().load_state().await.unwrap();

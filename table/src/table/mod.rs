@@ -25,136 +25,15 @@
 //! where readers do not look; its switch is one Delta commit that removes the live files and
 //! adds the new ones (see [`crate::generation`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kappa_common::schema::TableSchema;
 use kappa_common::store::{Store, StoreError};
-use serde::{Deserialize, Serialize};
 
-/// Commit records of format 1 (an unreleased development version) resumed *at* a position.
-pub const FORMAT: u32 = 2;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TableError {
-    #[error("lake storage: {0}")]
-    Store(#[from] StoreError),
-    #[error("{path} is not a valid kappa-lake record: {source}")]
-    Corrupt { path: String, source: serde_json::Error },
-    #[error(
-        "commit {commit} of table {table} was written by someone else while this consumer ran: \
-         run one consumer per table (and source)"
-    )]
-    ConcurrentWriter { table: String, commit: u64 },
-    #[error("table {table}: {reason}")]
-    Invalid { table: String, reason: String },
-    #[error(
-        "table {table}: the table changed while switching to {generation} (a consumer committed, or another \
-         switch won); stop the consumer, check `kappa-replay status` and switch again if still wanted"
-    )]
-    SwitchConflict { table: String, generation: String },
-    /// Boxed: delta-rs's errors are large, and every result of the pipeline carries this type.
-    #[error(transparent)]
-    Delta(Box<kappa_table::TableError>),
-}
-
-impl From<kappa_table::TableError> for TableError {
-    fn from(error: kappa_table::TableError) -> TableError {
-        TableError::Delta(Box::new(error))
-    }
-}
-
-/// One Parquet object a commit adds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataFile {
-    /// Relative to the generation's prefix: `year=2025/month=03/day=19/part-0-0-99.parquet`.
-    pub path: String,
-    pub partition: String,
-    pub rows: u64,
-    pub bytes: u64,
-    /// Delta statistics from the file's footer (numRecords, minValues, maxValues, nullCount).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<String>,
-}
-
-/// Running totals, carried in every commit so `status` needs only the last one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Totals {
-    pub rows: u64,
-    pub files: u64,
-    pub bytes: u64,
-    pub quarantined: u64,
-}
-
-/// Positions are per shard (`"0"`, `"shardId-000000000001"`) and sequence numbers are decimal
-/// strings, so the same record serves the embedded log and Kinesis.
-pub type ShardPositions = BTreeMap<String, String>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Commit {
-    pub format: u32,
-    pub commit: u64,
-    pub generation: String,
-    pub created_ms: i64,
-    pub schema_version: u32,
-    pub added: Vec<DataFile>,
-    #[serde(default)]
-    pub removed: Vec<String>,
-    /// Quarantine objects this commit adds (relative to the table).
-    #[serde(default)]
-    pub errors: Vec<String>,
-    /// Per shard: the position to resume reading after (exclusive): always one the source delivered.
-    pub resume: ShardPositions,
-    /// Per partition, per shard: the last position whose row is in a committed file.
-    pub written: BTreeMap<String, ShardPositions>,
-    /// Per shard: the last position quarantined in a committed error file.
-    #[serde(default)]
-    pub quarantined: ShardPositions,
-    pub totals: Totals,
-    /// Source acknowledgements (SQS message ids) covered by this or an earlier commit, with the
-    /// time (ms) until which they are remembered: 14 days while their deletion is unconfirmed,
-    /// a grace period after. A restarted consumer deletes such a message when it comes back
-    /// instead of ingesting it again.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub unacknowledged: BTreeMap<String, i64>,
-    /// Raw archive objects this commit adds (relative to the archive location).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub archived: Vec<String>,
-    /// Per shard: the last position in the raw archive.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub archive_positions: ShardPositions,
-}
-
-/// The settings that decide where a generation's rows go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layout {
-    pub partition_by: String,
-    /// The event-time column; `None` partitions by arrival time.
-    pub event_time: Option<String>,
-}
-
-/// What a consumer needs to resume: the last commit's state plus the set of live files.
-#[derive(Debug, Clone, Default)]
-pub struct TableState {
-    pub last_commit: u64,
-    pub schema_version: u32,
-    pub resume: ShardPositions,
-    pub written: BTreeMap<String, ShardPositions>,
-    pub quarantined: ShardPositions,
-    pub totals: Totals,
-    pub unacknowledged: BTreeMap<String, i64>,
-    pub archive_positions: ShardPositions,
-    /// Every committed, not removed, data file (relative to the generation).
-    pub files: BTreeSet<String>,
-}
-
-/// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
-/// replay's switch hands its end positions to the consumer under the same id.
-pub const CONSUMER_APP_ID: &str = "kappa-consumer";
-
-/// Table property: the generation whose files the table holds.
-pub const GENERATION_PROPERTY: &str = "kappa.generation";
+use crate::TableError;
+use crate::delta::{DeltaError, LakeTable, TableLocation};
+use crate::state::{CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, TableState, parse, state_of};
 
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -168,35 +47,31 @@ pub struct Table {
 
 #[derive(Debug)]
 struct Live {
-    location: kappa_table::TableLocation,
+    location: TableLocation,
     /// `None` until the first commit creates the table.
-    lake: tokio::sync::Mutex<Option<kappa_table::LakeTable>>,
+    lake: tokio::sync::Mutex<Option<LakeTable>>,
     /// The Glue database the table is registered in (`--glue-database`), and whether this run
     /// registered it yet.
     glue: std::sync::OnceLock<(aws_sdk_glue::Client, String)>,
     registered: std::sync::atomic::AtomicBool,
 }
 
-pub(crate) fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
-    serde_json::from_slice(data).map_err(|source| TableError::Corrupt { path: path.to_string(), source })
-}
-
 /// Where the Delta table of `name` lives in `store`.
-pub fn location(store: &Store, name: &str) -> Result<kappa_table::TableLocation, TableError> {
+pub fn location(store: &Store, name: &str) -> Result<TableLocation, TableError> {
     match store {
-        Store::Local(local) => Ok(kappa_table::TableLocation::local(local.root(), name)?),
-        Store::S3(s3) => Ok(kappa_table::TableLocation::s3(s3.client().config(), s3.credentials().cloned(), s3.endpoint(), s3.bucket(), &s3.key(name))?),
+        Store::Local(local) => Ok(TableLocation::local(local.root(), name)?),
+        Store::S3(s3) => Ok(TableLocation::s3(s3.client().config(), s3.credentials().cloned(), s3.endpoint(), s3.bucket(), &s3.key(name))?),
         _ => Err(TableError::Invalid { table: name.to_string(), reason: "this lake location has no Delta table support".into() }),
     }
 }
 
 /// The generation the Delta table holds, if there is a table.
 pub async fn live_generation(store: &Store, name: &str) -> Result<Option<(String, u64)>, TableError> {
-    let Some(lake) = kappa_table::LakeTable::open(name, &location(store, name)?).await? else { return Ok(None) };
+    let Some(lake) = LakeTable::open(name, &location(store, name)?).await? else { return Ok(None) };
     Ok(Some((generation_of(&lake)?, lake.version().unwrap_or_default())))
 }
 
-fn generation_of(lake: &kappa_table::LakeTable) -> Result<String, TableError> {
+fn generation_of(lake: &LakeTable) -> Result<String, TableError> {
     lake.configuration()?.get(GENERATION_PROPERTY).cloned().ok_or_else(|| TableError::Invalid {
         table: lake.name().to_string(),
         reason: format!("the Delta table has no {GENERATION_PROPERTY} property: it was not made by kappa-lake; write to another table name"),
@@ -208,10 +83,10 @@ impl Table {
     /// generation, which its first commit makes live.
     pub async fn open_or_create(store: Store, name: &str) -> Result<Table, TableError> {
         let location = location(&store, name)?;
-        let lake = kappa_table::LakeTable::open(name, &location).await?;
+        let lake = LakeTable::open(name, &location).await?;
         let generation = match &lake {
             Some(lake) => generation_of(lake)?,
-            None => crate::generation::unborn(&store, name).await?,
+            None => crate::registry::unborn(&store, name).await?,
         };
         let live = Live { location, lake: tokio::sync::Mutex::new(lake), glue: std::sync::OnceLock::new(), registered: Default::default() };
         Ok(Table { store, name: name.to_string(), generation, live: Some(std::sync::Arc::new(live)) })
@@ -336,7 +211,7 @@ impl Table {
             Some(lake) => lake.partition_columns()?,
             None => partition_columns(schema, layout),
         };
-        let setup = |schema: &TableSchema| kappa_table::TableSetup {
+        let setup = |schema: &TableSchema| crate::delta::TableSetup {
             schema: schema.clone(),
             partition_columns: partition_columns.clone(),
             configuration: properties(&self.generation, layout, commit.schema_version),
@@ -344,7 +219,7 @@ impl Table {
         let created = lake.is_none();
         let grown = match lake.as_ref() {
             None => {
-                let created = kappa_table::LakeTable::create(&self.name, &live.location, &setup(schema)).await?;
+                let created = LakeTable::create(&self.name, &live.location, &setup(schema)).await?;
                 if generation_of(&created)? != self.generation {
                     // Another consumer created the table at the same moment, for its own generation.
                     return Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit });
@@ -361,7 +236,7 @@ impl Table {
         let lake = lake.as_mut().expect("created above");
         let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
         let state = serde_json::to_value(Commit { added: Vec::new(), ..commit.clone() }).expect("commit serializes");
-        let delta_commit = kappa_table::Commit {
+        let delta_commit = crate::delta::Commit {
             app_id: CONSUMER_APP_ID.to_string(),
             counter: commit.commit as i64,
             // A consumer numbers its commits one after another (a switch hands it its number).
@@ -379,14 +254,14 @@ impl Table {
                 if let Some((client, database)) = live.glue.get()
                     && (changed || !live.registered.load(std::sync::atomic::Ordering::Relaxed))
                 {
-                    let setup = kappa_table::TableSetup {
+                    let setup = crate::delta::TableSetup {
                         schema: schema.clone(),
                         partition_columns: partition_columns.clone(),
                         configuration: properties(&self.generation, layout, commit.schema_version),
                     };
                     // The rows are committed whatever the catalog answers: a failed registration
                     // is said and tried again at the next commit.
-                    match kappa_table::glue::register(client, database, &self.name, live.location.url.as_str(), &setup).await {
+                    match crate::glue::register(client, database, &self.name, live.location.url.as_str(), &setup).await {
                         Ok(done) => {
                             live.registered.store(true, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(database = %database, table = %self.name, outcome = ?done, "Glue table registered (Athena reads it as Delta)");
@@ -396,7 +271,7 @@ impl Table {
                 }
                 Ok(())
             }
-            Err(kappa_table::TableError::ConcurrentWriter { .. } | kappa_table::TableError::Raced { .. }) => {
+            Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => {
                 Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit })
             }
             Err(e) => Err(e.into()),
@@ -539,24 +414,9 @@ impl Table {
     }
 }
 
-/// The state a commit leaves (without the set of files).
-fn state_of(commit: Commit) -> TableState {
-    TableState {
-        last_commit: commit.commit,
-        schema_version: commit.schema_version,
-        resume: commit.resume,
-        written: commit.written,
-        quarantined: commit.quarantined,
-        totals: commit.totals,
-        unacknowledged: commit.unacknowledged,
-        archive_positions: commit.archive_positions,
-        files: BTreeSet::new(),
-    }
-}
-
-mod delta;
+mod naming;
 #[cfg(test)]
 mod tests;
 
-pub use self::delta::{PARTITION_COLUMN_PREFIX, partition_columns};
-pub(crate) use self::delta::{SCHEMA_VERSION_PROPERTY, delta_file, properties};
+pub use self::naming::{PARTITION_COLUMN_PREFIX, partition_columns};
+pub(crate) use self::naming::{SCHEMA_VERSION_PROPERTY, delta_file, properties};

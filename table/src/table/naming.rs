@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use kappa_common::schema::TableSchema;
 
-use super::{DataFile, GENERATION_PROPERTY, Layout, TableError};
+use crate::TableError;
+use crate::state::{DataFile, GENERATION_PROPERTY, Layout};
 
 /// Table property: the schema version (of `_kappa/<generation>/schema/`) the Delta schema is at.
 pub(crate) const SCHEMA_VERSION_PROPERTY: &str = "kappa.schemaVersion";
@@ -42,7 +43,7 @@ pub(crate) fn properties(generation: &str, layout: &Layout, schema_version: u32)
 
 /// A committed file as the Delta log names it: under its generation, partition values as
 /// integers (`month=03` is 3).
-pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &[String]) -> Result<kappa_table::DataFile, TableError> {
+pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &[String]) -> Result<crate::delta::DataFile, TableError> {
     let mut partition_values = std::collections::HashMap::new();
     for (segment, column) in file.partition.split('/').zip(partition_columns) {
         let value = segment.split_once('=').and_then(|(_, v)| v.parse::<i64>().ok()).ok_or_else(|| TableError::Invalid {
@@ -51,5 +52,5 @@ pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &
         })?;
         partition_values.insert(column.clone(), Some(value.to_string()));
     }
-    Ok(kappa_table::DataFile { path: format!("{generation}/{}", file.path), partition_values, size: file.bytes as i64, stats: file.stats.clone() })
+    Ok(crate::delta::DataFile { path: format!("{generation}/{}", file.path), partition_values, size: file.bytes as i64, stats: file.stats.clone() })
 }

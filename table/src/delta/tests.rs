@@ -62,7 +62,7 @@ async fn a_second_writer_with_the_same_id_loses_and_a_retried_commit_is_recognis
     first.commit(commit("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1))).await.unwrap();
     // The second handle read the table before that commit and prepares the same counter.
     let lost = second.commit(commit("consumer", 1, "second-1", vec![file("gen-000001/b.parquet", "19")], json!(2))).await;
-    assert!(matches!(lost, Err(TableError::ConcurrentWriter { counter: 1, .. })), "{lost:?}");
+    assert!(matches!(lost, Err(DeltaError::ConcurrentWriter { counter: 1, .. })), "{lost:?}");
     // The first writer's attempt whose answer was lost, tried again from a stale handle: its
     // own commit is recognised, nothing is written twice.
     let version_zero = DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(0).load().await.unwrap();
@@ -128,7 +128,7 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
         ..commit("consumer", 2, "switch", vec![], json!({"generation": 2}))
     };
     let raced = stale.commit(Commit { previous: Some(1), ..switch.clone() }).await;
-    assert!(matches!(raced, Err(TableError::ConcurrentWriter { .. })), "{raced:?}");
+    assert!(matches!(raced, Err(DeltaError::ConcurrentWriter { .. })), "{raced:?}");
     let mut fresh = open_existing(dir.path()).await;
     let version = fresh.commit(Commit { counter: 3, previous: Some(2), ..switch }).await.unwrap();
     assert_eq!(fresh.files().await.unwrap(), vec!["gen-000002/h1.parquet", "gen-000002/h2.parquet"]);

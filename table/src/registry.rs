@@ -1,0 +1,181 @@
+//! The register of a table's generations, and what their writers leave beside them.
+//!
+//! ```text
+//! <table>/_kappa/generations/<generation>.json   one record per generation: created, by what
+//! <table>/_kappa/<generation>/complete.json      its writer (a replay) finished it
+//! <table>/_kappa/<generation>/writing.json       its writer's heartbeat, while it writes
+//! ```
+//!
+//! Numbers are never given out twice (`gen-000001`, `gen-000002`, …): archive objects are named
+//! after them, and a removed generation keeps its record.
+
+use bytes::Bytes;
+use kappa_common::store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::TableError;
+use crate::state::parse;
+
+/// What is known of a generation when it is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationRecord {
+    pub generation: String,
+    pub created_ms: i64,
+    /// What made it: `consumer`, or `replay from log:…` with the settings used.
+    pub origin: String,
+    /// Set by `gc`: the generation's objects are gone; the record stays so its number is
+    /// never given out again (archive objects are named after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_ms: Option<i64>,
+    /// Set by the switch that moved the table off this generation: until the retention has
+    /// passed since, readers may time-travel to a version that holds its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_ms: Option<i64>,
+}
+
+pub(crate) fn generations_prefix(table: &str) -> String {
+    format!("{table}/_kappa/generations/")
+}
+
+fn generation_number(name: &str) -> Option<u32> {
+    name.strip_prefix("gen-")?.parse().ok()
+}
+
+/// Every generation's record, oldest first.
+pub async fn records(store: &Store, table: &str) -> Result<Vec<GenerationRecord>, TableError> {
+    let mut records = Vec::new();
+    for object in store.list(&generations_prefix(table)).await? {
+        let data = store.get(&object.path).await?;
+        records.push(parse::<GenerationRecord>(&object.path, &data)?);
+    }
+    records.sort_by_key(|r| generation_number(&r.generation));
+    Ok(records)
+}
+
+/// Creates the next generation (`gen-000001`, `gen-000002`, …) and returns its name.
+pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, TableError> {
+    let mut next = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0) + 1;
+    loop {
+        let generation = format!("gen-{next:06}");
+        let record = GenerationRecord {
+            generation: generation.clone(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            origin: origin.to_string(),
+            removed_ms: None,
+            retired_ms: None,
+        };
+        let path = format!("{}{generation}.json", generations_prefix(table));
+        match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
+            Ok(()) => return Ok(generation),
+            // Someone made that number at the same moment: take the next.
+            Err(StoreError::AlreadyExists { .. }) => next += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The generation a consumer writes into a table that has no Delta table yet: the one an
+/// earlier consumer made and never committed to, or a new one. Two consumers starting at
+/// once make two; the first commit creates the table for one of them, and the other stops.
+pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
+    let records = records(store, table).await?;
+    match records.iter().rev().find(|r| r.origin == "consumer" && r.removed_ms.is_none()) {
+        Some(record) => Ok(record.generation.clone()),
+        None => create(store, table, "consumer").await,
+    }
+}
+
+/// Records when the table stopped holding `generation`.
+pub(crate) async fn retire(store: &Store, table: &str, generation: &str, at_ms: i64) -> Result<(), TableError> {
+    let path = format!("{}{generation}.json", generations_prefix(table));
+    let mut record: GenerationRecord = match store.get(&path).await {
+        Ok(data) => parse(&path, &data)?,
+        Err(StoreError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    record.retired_ms = Some(at_ms);
+    Ok(store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?)
+}
+
+pub(crate) fn complete_path(table: &str, generation: &str) -> String {
+    format!("{table}/_kappa/{generation}/complete.json")
+}
+
+/// Marks a generation finished: only complete generations can become current. A generation
+/// that `gc` removed meanwhile is not: what was written after the removal is swept by the
+/// next `gc`.
+pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    let record_path = format!("{}{generation}.json", generations_prefix(table));
+    let record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
+    if record.removed_ms.is_some() {
+        return Err(TableError::Invalid {
+            table: table.to_string(),
+            reason: format!("{generation} was removed by gc while it was being written; replay again"),
+        });
+    }
+    let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
+    Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+fn writing_path(table: &str, generation: &str) -> String {
+    format!("{table}/_kappa/{generation}/writing.json")
+}
+
+/// How often a replay says it is still writing its generation, and how old that word may be
+/// before `gc` takes the writer for dead.
+pub const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+const WRITER_STALE_MS: i64 = 60_000;
+
+/// Says that a writer (a replay) is still writing the generation, so `gc` leaves it alone.
+pub async fn heartbeat(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    let body = serde_json::json!({ "heartbeat_ms": chrono::Utc::now().timestamp_millis() });
+    Ok(store.put(&writing_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+/// The writer finished (or gave up): the generation is no longer being written.
+pub async fn writer_done(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    Ok(store.delete(&writing_path(table, generation)).await?)
+}
+
+/// A writer said within the last minute that it is writing the generation.
+pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    let path = writing_path(table, generation);
+    match store.get(&path).await {
+        Ok(data) => {
+            let heartbeat = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["heartbeat_ms"].as_i64()).unwrap_or(0);
+            Ok(chrono::Utc::now().timestamp_millis() - heartbeat < WRITER_STALE_MS)
+        }
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Objects left under generations `gc` already removed (written by a replay that went on
+/// after the removal); deletes them and returns how many there were.
+pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
+        removed += delete_objects(store, table, &record.generation).await?;
+    }
+    Ok(removed)
+}
+
+/// Deletes a generation's data, quarantine and state objects; returns how many there were.
+pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
+        for object in store.list(&prefix).await? {
+            store.delete(&object.path).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    match store.get(&complete_path(table, generation)).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

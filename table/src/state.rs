@@ -1,0 +1,136 @@
+//! What a writer's commit records (`commitInfo.kappa.state` in the Delta log, or a replay's own
+//! commit log before its switch), and the state a restart resumes from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::TableError;
+
+/// Commit records of format 1 (an unreleased development version) resumed *at* a position.
+pub const FORMAT: u32 = 2;
+
+/// One Parquet object a commit adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Relative to the generation's prefix: `year=2025/month=03/day=19/part-0-0-99.parquet`.
+    pub path: String,
+    pub partition: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Delta statistics from the file's footer (numRecords, minValues, maxValues, nullCount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
+}
+
+/// Running totals, carried in every commit so `status` needs only the last one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub quarantined: u64,
+}
+
+/// Positions are per shard (`"0"`, `"shardId-000000000001"`) and sequence numbers are decimal
+/// strings, so the same record serves the embedded log and Kinesis.
+pub type ShardPositions = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub format: u32,
+    pub commit: u64,
+    pub generation: String,
+    pub created_ms: i64,
+    pub schema_version: u32,
+    pub added: Vec<DataFile>,
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Quarantine objects this commit adds (relative to the table).
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// Per shard: the position to resume reading after (exclusive): always one the source delivered.
+    pub resume: ShardPositions,
+    /// Per partition, per shard: the last position whose row is in a committed file.
+    pub written: BTreeMap<String, ShardPositions>,
+    /// Per shard: the last position quarantined in a committed error file.
+    #[serde(default)]
+    pub quarantined: ShardPositions,
+    pub totals: Totals,
+    /// Source acknowledgements (SQS message ids) covered by this or an earlier commit, with the
+    /// time (ms) until which they are remembered: 14 days while their deletion is unconfirmed,
+    /// a grace period after. A restarted consumer deletes such a message when it comes back
+    /// instead of ingesting it again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unacknowledged: BTreeMap<String, i64>,
+    /// Raw archive objects this commit adds (relative to the archive location).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<String>,
+    /// Per shard: the last position in the raw archive.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub archive_positions: ShardPositions,
+    /// Per producer file and pass (`<source>:<pass>`): the rows every shard's resume point has
+    /// passed, so a file sent again after a restart is still recognised (see
+    /// `kappa_consumer::dedup`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen: BTreeMap<String, SeenRows>,
+}
+
+/// A producer file's rows a commit remembers: `0-49999,50001-60000`, and when they last grew
+/// (ms since the epoch; a file untouched for `--dedup-retention` is forgotten).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRows {
+    pub rows: String,
+    pub ms: i64,
+}
+
+/// The settings that decide where a generation's rows go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub partition_by: String,
+    /// The event-time column; `None` partitions by arrival time.
+    pub event_time: Option<String>,
+}
+
+/// What a consumer needs to resume: the last commit's state plus the set of live files.
+#[derive(Debug, Clone, Default)]
+pub struct TableState {
+    pub last_commit: u64,
+    pub schema_version: u32,
+    pub resume: ShardPositions,
+    pub written: BTreeMap<String, ShardPositions>,
+    pub quarantined: ShardPositions,
+    pub totals: Totals,
+    pub unacknowledged: BTreeMap<String, i64>,
+    pub archive_positions: ShardPositions,
+    pub seen: BTreeMap<String, SeenRows>,
+    /// Every committed, not removed, data file (relative to the generation).
+    pub files: BTreeSet<String>,
+}
+
+/// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
+/// replay's switch hands its end positions to the consumer under the same id.
+pub const CONSUMER_APP_ID: &str = "kappa-consumer";
+
+/// Table property: the generation whose files the table holds.
+pub const GENERATION_PROPERTY: &str = "kappa.generation";
+
+pub(crate) fn parse<T: for<'de> Deserialize<'de>>(path: &str, data: &[u8]) -> Result<T, TableError> {
+    serde_json::from_slice(data).map_err(|source| TableError::Corrupt { path: path.to_string(), source })
+}
+
+/// The state a commit leaves (without the set of files).
+pub(crate) fn state_of(commit: Commit) -> TableState {
+    TableState {
+        last_commit: commit.commit,
+        schema_version: commit.schema_version,
+        resume: commit.resume,
+        written: commit.written,
+        quarantined: commit.quarantined,
+        totals: commit.totals,
+        unacknowledged: commit.unacknowledged,
+        archive_positions: commit.archive_positions,
+        seen: commit.seen,
+        files: BTreeSet::new(),
+    }
+}
