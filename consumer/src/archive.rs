@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 use kappa_common::store::{Store, StoreError};
 
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 use kappa_table::ShardPositions;
 
 const HOUR_MS: i64 = 3_600_000;

@@ -24,8 +24,8 @@ use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
 use kappa_common::time::EventTimeFormat;
 use serde_json::{Map, Value};
 
+use crate::event::SourceEvent;
 use crate::partition::{Granularity, Partition, row_partitions};
-use crate::pipeline::SourceEvent;
 use crate::positional::{ColumnKeys, quote_or_backslash};
 
 /// The table schema as decoded: its columns plus the event identity.

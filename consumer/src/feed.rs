@@ -13,8 +13,11 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Duration;
 
 use crate::decode::Predecoded;
-use crate::pipeline::{Pipeline, SourceEvent};
-use crate::run::ConsumerError;
+use crate::event::SourceEvent;
+use crate::pipeline::Pipeline;
+use kappa_common::schema::infer_json_schema;
+
+use crate::error::ConsumerError;
 use crate::source::{Chunk, Source};
 
 /// Chunks read and not yet ingested: enough to keep every worker busy while the pipeline
@@ -78,7 +81,7 @@ impl Feed {
             pipeline.add_shard(shard);
         }
         if !pipeline.has_schema() && !chunk.events.is_empty() {
-            pipeline.set_initial_schema(crate::run::infer(&chunk.events)?)?;
+            pipeline.set_initial_schema(infer(&chunk.events)?)?;
         }
         let events = Arc::new(chunk.events);
         let decoded = (!events.is_empty()).then(|| {
@@ -103,4 +106,25 @@ fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError
     pipeline.reject(&pending.rejects);
     pipeline.ingest(&pending.events, predecoded)?;
     Ok(())
+}
+
+/// Events sampled to infer a new table's schema.
+const INFER_EVENTS: usize = 1000;
+
+/// Infers a new table's schema from the first events (the identity member is not a column).
+pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
+        .iter()
+        .take(INFER_EVENTS)
+        .filter_map(|e| match serde_json::from_slice(&e.payload) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.shift_remove(kappa_common::event::EVENT_ID_FIELD);
+                Some(m)
+            }
+            _ => None,
+        })
+        .collect();
+    let schema = infer_json_schema(&rows).map_err(|e| ConsumerError::Inference(e.to_string()))?;
+    tracing::info!(columns = %schema.fields.iter().map(|c| format!("{}:{}", c.name, c.column_type)).collect::<Vec<_>>().join(","), "schema inferred from the first events");
+    Ok(schema)
 }

@@ -14,6 +14,8 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod describe;
+pub mod error;
+pub mod event;
 pub mod feed;
 pub mod inspect;
 pub mod metrics;

@@ -10,56 +10,21 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
-use kappa_common::schema::infer_json_schema;
 use kappa_common::shutdown::Shutdown;
 use kappa_common::store::{LocalStore, S3Store, Store};
 use tokio::runtime::Runtime;
 
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
+pub use crate::error::ConsumerError;
 use crate::feed::Feed;
 use crate::metrics::Gauges;
-use crate::pipeline::{Pipeline, PipelineError, SourceEvent};
+use crate::pipeline::Pipeline;
 use crate::source::kinesis::KinesisSource;
 use crate::source::log::LogSource;
 use crate::source::sqs::SqsSource;
 use crate::source::{Source, SourceError};
 use crate::stats::{Stats, Summary};
 use kappa_table::Table;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConsumerError {
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
-    #[error(transparent)]
-    Table(#[from] kappa_table::TableError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error("cannot infer a schema from the first events: {0}; pass --schema")]
-    Inference(String),
-    #[error(transparent)]
-    Aws(#[from] kappa_common::aws::AwsConfigError),
-    #[error("--metrics-addr {addr}: cannot listen: {source}")]
-    Metrics { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error(
-        "table {table} was switched to {current} while this consumer wrote {generation} (readers no longer see it); \
-         what it read is committed, and a restart continues {current} from that generation's positions"
-    )]
-    Switched { table: String, generation: String, current: String },
-}
-
-impl ConsumerError {
-    /// 2 when the settings do not fit the data (see [`PipelineError::is_misconfiguration`]), else 1.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ConsumerError::Pipeline(e) if e.is_misconfiguration() => 2,
-            _ => 1,
-        }
-    }
-}
-
-/// Events sampled to infer a new table's schema.
-const INFER_EVENTS: usize = 1000;
 
 pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<(Summary, String), ConsumerError> {
     let needs_aws = matches!(config.lake, LakeLocation::S3 { .. })
@@ -219,22 +184,4 @@ pub fn open_store(location: &LakeLocation, aws: Option<&AwsContext>) -> Store {
             Store::S3(S3Store::new(aws.s3(), bucket.clone(), prefix.clone()).with_access(aws.s3_endpoint(), aws.sdk_config().credentials_provider()))
         }
     }
-}
-
-/// Infers a new table's schema from the first events (the identity member is not a column).
-pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
-        .iter()
-        .take(INFER_EVENTS)
-        .filter_map(|e| match serde_json::from_slice(&e.payload) {
-            Ok(serde_json::Value::Object(mut m)) => {
-                m.shift_remove(kappa_common::event::EVENT_ID_FIELD);
-                Some(m)
-            }
-            _ => None,
-        })
-        .collect();
-    let schema = infer_json_schema(&rows).map_err(|e| ConsumerError::Inference(e.to_string()))?;
-    tracing::info!(columns = %schema.fields.iter().map(|c| format!("{}:{}", c.name, c.column_type)).collect::<Vec<_>>().join(","), "schema inferred from the first events");
-    Ok(schema)
 }

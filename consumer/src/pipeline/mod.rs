@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Capacities, MutableArrayData, RecordBatch, UInt32Array, make_array};
-use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
 use kappa_common::time::EventTimeFormat;
@@ -41,56 +40,12 @@ use crate::buffer::{Buffer, BufferKey, FlushPolicy};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::dedup::Dedup;
+pub use crate::error::PipelineError;
+pub use crate::event::SourceEvent;
 use crate::parquet_file::Codec;
 use crate::partition::{Granularity, Partition, row_partitions};
 use crate::stats::Stats;
 use kappa_table::{Table, TableError, TableState};
-
-/// One event as a source delivers it.
-#[derive(Debug, Clone)]
-pub struct SourceEvent {
-    /// Index into the pipeline's shard names.
-    pub shard: u32,
-    pub seq: SequenceNumber,
-    pub arrival_ms: i64,
-    /// Often a slice of a buffer the whole chunk shares.
-    pub payload: Bytes,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PipelineError {
-    #[error(transparent)]
-    Table(#[from] TableError),
-    #[error("writing Parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    #[error("arrow: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    #[error("--event-time {column:?} is not a column of the table's schema ({columns} columns){}; nothing was committed", did_you_mean(closest))]
-    EventTimeColumn { column: String, closest: Vec<String>, columns: usize },
-    #[error(
-        "{quarantined} of the first {read} events were quarantined, more than --max-quarantine-ratio {ratio} allows (first reason: {first_reason}); \
-         stopped before committing them. Correct the settings (--event-time, --schema, --table) or the input and run again, \
-         or raise --max-quarantine-ratio (1 turns the check off)"
-    )]
-    TooMuchQuarantined { quarantined: u64, read: u64, ratio: f64, first_reason: String },
-}
-
-impl PipelineError {
-    /// The settings do not fit the data: exit status 2, as for other misconfiguration found
-    /// once the data is seen.
-    pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, PipelineError::EventTimeColumn { .. } | PipelineError::TooMuchQuarantined { .. })
-    }
-}
-
-fn did_you_mean(closest: &[String]) -> String {
-    match closest {
-        [] => String::new(),
-        [one] => format!(" (did you mean `{one}`?)"),
-        many => format!(" (did you mean one of {}?)", many.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {

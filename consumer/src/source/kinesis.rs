@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::{Chunk, ChunkReceiver, SourceError};
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 
 /// Records per GetRecords call (the API's maximum).
 const RECORDS_PER_CALL: i32 = 10_000;

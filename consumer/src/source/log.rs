@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::{Chunk, SourceError};
 use crate::config::LogGapPolicy;
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 use crate::stats::Stats;
 
 /// Events per shard per round.

@@ -1,5 +1,5 @@
 //! Where events come from: one module per source kind, each delivering [`Chunk`]s of
-//! [`SourceEvent`](crate::pipeline::SourceEvent)s, every shard's in its order.
+//! [`SourceEvent`](crate::event::SourceEvent)s, every shard's in its order.
 //!
 //! The run loop is synchronous (the pipeline is CPU work); sources read on their own thread
 //! or tasks and hand chunks over through a bounded channel, so the pipeline's pace limits
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 
 /// What a source hands the pipeline in one step.
 #[derive(Debug, Default)]

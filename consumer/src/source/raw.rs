@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{Chunk, ChunkReceiver, SourceError};
 use crate::archive::hour_of_key;
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 
 /// The shard raw events are numbered in.
 pub const SHARD: &str = "raw";

@@ -35,7 +35,7 @@ use self::upkeep::{change_visibility, delete, delete_loop, heartbeat, watch_queu
 use super::s3_objects::{created_objects, events_of_object};
 use super::{Chunk, ChunkReceiver, SourceError};
 use crate::config::SqsOptions;
-use crate::pipeline::SourceEvent;
+use crate::event::SourceEvent;
 use crate::stats::Stats;
 
 /// The synthetic shard SQS events are numbered in.
