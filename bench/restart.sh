@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark: a consumer's restart does not grow with the table's history. For each commit
-# count (default 100 and 1,000) it builds a table on moto's S3 with that many Delta commits (one
-# shard, one partition, a commit every 200 rows), then restarts the consumer on it three times
-# with nothing new to read, behind tests/support/fault_proxy.py, which counts every request by
-# object. Target (issue 16): a restart reads one checkpoint and fewer than 100 JSON commits, and
-# takes as long at 1,000 commits as at 100.
+# count (default 100 and 1,000) it builds a table on moto's S3 with that many Delta commits
+# (one shard, one partition, a commit every 2,048 rows: one per chunk the log source reads),
+# then restarts the consumer on it three times with nothing new to read, behind
+# tests/support/fault_proxy.py, which counts every request by object. Target (issue 16): a
+# restart reads one checkpoint and fewer than 100 JSON commits, and takes as long at 1,000
+# commits as at 100.
 #
 #   bench/restart.sh [COMMITS ...]        (default: 100 1000)
 #
@@ -42,14 +43,14 @@ unset AWS_PROFILE
 .venv/bin/python -c "import boto3; boto3.client('s3', endpoint_url='$PROXY').create_bucket(Bucket='bench')"
 
 for commits in "${COUNTS[@]}"; do
-  rows=$((commits * 200))
+  rows=$((commits * 2048))
   dir=$OUT/$commits
   mkdir -p "$dir"
   ./target/release/kappa-gen-sales "$rows" > "$dir/sales.csv"
   ./target/release/kappa-producer --input "$dir/sales.csv" --to "log:$dir/log" --shards 1 >/dev/null 2>&1
   consumer=(./target/release/kappa-consumer --from "log:$dir/log" --lake "s3://bench/t$commits" --table sales
-    --event-time sale_time --partition-by year --flush-rows 200 --flush-interval 1h --max-memory 1GiB --until-idle 0s)
-  echo "==> building a table of $commits commits ($rows rows, a commit every 200)"
+    --event-time sale_time --partition-by year --flush-rows 2048 --flush-interval 1h --max-memory 1GiB --until-idle 0s)
+  echo "==> building a table of $commits commits ($rows rows, a commit every 2,048)"
   KAPPA_LOG=warn "${consumer[@]}" >/dev/null
   for round in 1 2 3; do
     curl -sf -X POST "$PROXY/_proxy/reset" >/dev/null

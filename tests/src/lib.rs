@@ -224,6 +224,19 @@ impl FaultProxy {
         self.call("GET", "/_proxy/stats", "")["requests"][action].as_u64().unwrap_or(0)
     }
 
+    /// Every request so far whose action (for S3: `HTTP:/bucket/key`) contains `part`, with
+    /// its count.
+    pub fn requests_matching(&self, part: &str) -> std::collections::BTreeMap<String, u64> {
+        let stats = self.call("GET", "/_proxy/stats", "");
+        let requests = stats["requests"].as_object().cloned().unwrap_or_default();
+        requests.into_iter().filter(|(action, _)| action.contains(part)).map(|(action, n)| (action, n.as_u64().expect("count"))).collect()
+    }
+
+    /// Clears the counters.
+    pub fn reset(&self) {
+        self.call("POST", "/_proxy/reset", "");
+    }
+
     /// Entry counts of each call of a batch action, in order.
     pub fn entries(&self, action: &str) -> Vec<u64> {
         self.call("GET", "/_proxy/stats", "")["entries"][action].as_array().map(|a| a.iter().map(|v| v.as_u64().expect("count")).collect()).unwrap_or_default()

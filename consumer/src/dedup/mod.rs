@@ -29,6 +29,12 @@ pub use self::ranges::RowRanges;
 
 mod ranges;
 
+/// Most ranges a commit remembers of one file. A file's rows are spread over the shards: while
+/// one shard's resume point lags far behind the others', the rows the others passed leave a
+/// gap at each of its rows. Past this many ranges the highest are forgotten (safe: a forgotten
+/// row is only not recognised when sent again), which bounds a file's entry to ~30 KB.
+const MAX_RANGES_PER_FILE: usize = 2048;
+
 /// Drops events seen before by identity; see the module's steps.
 pub struct Dedup {
     capacity: usize,
@@ -42,6 +48,9 @@ pub struct Dedup {
     /// Per shard, in reading order: (ordinal of the event in its shard this run, source index
     /// << 40 | row) of producer rows not yet passed by the shard's resume point.
     pending: Vec<VecDeque<(u64, u64)>>,
+    /// With deduplication off, what the table remembered, handed on unchanged: a run with
+    /// `--dedup-window 0` must not erase it.
+    untouched: BTreeMap<String, SeenRows>,
 }
 
 struct Source {
@@ -171,12 +180,14 @@ impl Dedup {
             source_index: HashMap::new(),
             last_source: 0,
             pending: Vec::new(),
+            untouched: BTreeMap::new(),
         }
     }
 
     /// Loads the rows the last commit remembers.
     pub fn load(&mut self, remembered: &BTreeMap<String, SeenRows>) -> Result<(), String> {
         if self.capacity == 0 {
+            self.untouched = remembered.clone();
             return Ok(());
         }
         for (name, seen) in remembered {
@@ -240,26 +251,30 @@ impl Dedup {
         false
     }
 
-    /// A commit is being prepared whose resume point for `shard` lies just before the event at
-    /// ordinal `before` (after every event read so far when `None`): the rows before it are
-    /// remembered in that commit.
-    pub fn passed(&mut self, shard: u32, before: Option<u64>, now_ms: i64) {
-        let Some(queue) = self.pending.get_mut(shard as usize) else { return };
+    /// A commit is being prepared whose resume point for each shard lies just before the event
+    /// at ordinal `before[shard]` (after every event read so far when `None`): the rows before
+    /// those points are remembered in that commit.
+    pub fn pass(&mut self, before: &[Option<u64>], now_ms: i64) {
         let mut rows: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-        while let Some(&(ordinal, packed)) = queue.front() {
-            if before.is_some_and(|before| ordinal >= before) {
-                break;
+        for (shard, queue) in self.pending.iter_mut().enumerate() {
+            let before = before.get(shard).copied().flatten();
+            while let Some(&(ordinal, packed)) = queue.front() {
+                if before.is_some_and(|before| ordinal >= before) {
+                    break;
+                }
+                queue.pop_front();
+                rows.entry((packed >> 40) as usize).or_default().push(packed & MAX_REMEMBERED_ROW);
             }
-            queue.pop_front();
-            rows.entry((packed >> 40) as usize).or_default().push(packed & MAX_REMEMBERED_ROW);
+            // Counted against --max-memory by capacity: a burst's queue is not held on to.
+            if queue.capacity() > 4096 && queue.len() < queue.capacity() / 4 {
+                queue.shrink_to(queue.len() * 2);
+            }
         }
-        // Counted against --max-memory by capacity: a burst's queue is not held on to.
-        if queue.capacity() > 4096 && queue.len() < queue.capacity() / 4 {
-            queue.shrink_to(queue.len() * 2);
-        }
+        // Every shard's rows of a file at once: one merge per file and commit.
         for (index, mut rows) in rows {
             let source = &mut self.sources[index];
             source.committed.extend(&mut rows);
+            source.committed.truncate(MAX_RANGES_PER_FILE);
             source.touched_ms = now_ms;
         }
     }
@@ -267,6 +282,9 @@ impl Dedup {
     /// What a commit remembers: every source's rows, less those untouched for `retention_ms`
     /// (forgotten here too).
     pub fn remembered(&mut self, now_ms: i64, retention_ms: i64) -> BTreeMap<String, SeenRows> {
+        if self.capacity == 0 {
+            return self.untouched.clone();
+        }
         let mut remembered = BTreeMap::new();
         for source in &mut self.sources {
             if source.committed.is_empty() {

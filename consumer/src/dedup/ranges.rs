@@ -61,6 +61,11 @@ impl RowRanges {
         self.0 = merged;
     }
 
+    /// Keeps the lowest `ranges` ranges, forgetting the rows above them.
+    pub fn truncate(&mut self, ranges: usize) {
+        self.0.truncate(ranges);
+    }
+
     /// `0-99,120,140-150`: a few characters per gap in the commit's JSON, however many rows.
     pub fn to_text(&self) -> String {
         let mut text = String::new();

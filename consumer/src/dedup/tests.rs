@@ -73,8 +73,7 @@ fn rows_are_remembered_once_their_shard_resume_point_passed_them() {
         let (shard, ordinal) = ((row % 2) as u32, row / 2);
         assert!(!dedup.check(&format!("f:0:{row}"), shard, ordinal));
     }
-    dedup.passed(0, None, 1_000);
-    dedup.passed(1, Some(2), 1_000);
+    dedup.pass(&[None, Some(2)], 1_000);
     let remembered = dedup.remembered(1_000, 10);
     assert_eq!(remembered["f:0"], SeenRows { rows: "0-4,6".into(), ms: 1_000 });
     // A restart: only what the commit remembers is known; rows 5 and 7 are read again.
@@ -86,4 +85,22 @@ fn rows_are_remembered_once_their_shard_resume_point_passed_them() {
     // Past the retention the file is forgotten.
     assert!(restarted.remembered(1_000 + 11, 10).is_empty());
     assert!(Dedup::new(0).remembered(0, 10).is_empty());
+}
+
+#[test]
+fn a_file_remembers_a_bounded_number_of_ranges_and_dedup_off_keeps_what_the_table_remembered() {
+    let mut dedup = Dedup::new(1_000_000);
+    // Every other row passed (the other shard lags): one range per row, capped.
+    for row in (0..10_000u64).step_by(2) {
+        dedup.check(&format!("f:0:{row}"), 0, row);
+    }
+    dedup.pass(&[None], 5);
+    let remembered = dedup.remembered(5, 10);
+    let ranges = RowRanges::parse(&remembered["f:0"].rows).unwrap();
+    assert_eq!(ranges.ranges(), MAX_RANGES_PER_FILE);
+    assert!(ranges.contains(0) && ranges.contains(2 * (MAX_RANGES_PER_FILE as u64 - 1)) && !ranges.contains(2 * MAX_RANGES_PER_FILE as u64));
+    let mut off = Dedup::new(0);
+    off.load(&remembered).unwrap();
+    assert!(!off.check("f:0:0", 0, 0), "off: nothing is dropped");
+    assert_eq!(off.remembered(1_000_000, 10), remembered, "but what the table remembered is handed on");
 }

@@ -56,13 +56,11 @@ impl Pipeline {
         totals.quarantined += quarantine.len() as u64;
         // Resume: before the earliest event an open buffer still holds, else after the last read.
         let mut resume = self.state.resume.clone();
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut first_open = Vec::with_capacity(self.shards.len());
         for (index, shard) in self.shards.iter().enumerate() {
             let open = self.buffers.iter().filter(|((_, s), _)| *s as usize == index);
             let buffered = open.clone().map(|(_, b)| b.resume_after).min();
-            // Rows read before the earliest buffered event are done: remembered by this commit.
-            let first_open = open.map(|(_, b)| b.first_ordinal).min();
-            self.dedup.passed(index as u32, first_open, now_ms);
+            first_open.push(open.map(|(_, b)| b.first_ordinal).min());
             match buffered.unwrap_or(self.last_read[index]) {
                 Some(point) => resume.insert(shard.clone(), point.to_string()),
                 // A buffer holds the shard's very first event: read it from its beginning.
@@ -83,6 +81,10 @@ impl Pipeline {
             None => Vec::new(),
         };
         let archive_positions = self.archive.as_ref().map_or_else(|| self.state.archive_positions.clone(), |a| a.positions());
+        // Rows read before each shard's earliest buffered event are done: remembered by this
+        // commit (after the last step here that can fail).
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.dedup.pass(&first_open, now_ms);
         let commit = Commit {
             format: FORMAT,
             commit: commit_number,

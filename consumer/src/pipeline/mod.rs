@@ -442,6 +442,11 @@ impl Pipeline {
                 memory -= size;
             }
             self.stats.add_memory_flushes(1);
+            // What remains over the limit is rows waiting for their resume point (re-read
+            // after a restart, say, with no buffer open): a commit moves it and lets them go.
+            if self.sealed.is_empty() && self.dedup.pending_memory() > 0 {
+                self.write_and_commit()?;
+            }
         }
         // Messages whose rows were all dropped (duplicates) or already written: nothing holds
         // them back, commit so they can be deleted.

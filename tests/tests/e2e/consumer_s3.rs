@@ -172,3 +172,64 @@ async fn after_a_failed_commit_readers_see_only_committed_rows_and_a_restart_lea
     assert_eq!(keys(s3).await, committed, "no object without a commit remains");
     assert!(stray.len() > committed.len() / 2, "the failed flush had stored its files ({} of {})", stray.len(), committed.len());
 }
+
+#[tokio::test]
+async fn a_restart_after_120_commits_reads_one_checkpoint_and_the_commits_after_it() {
+    const ROWS: u64 = 2048 * 120;
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = crate::support::generate_sales_csv(dir.path(), ROWS);
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "1"])), 0);
+    // One shard into one partition, a buffer cut every 2,048 rows (the log source's share of a
+    // shard per read): a commit per chunk read, 120 commits, a checkpoint at version 99.
+    let consume = || {
+        run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args([
+            "--lake",
+            "s3://lake/warehouse",
+            "--table",
+            "sales",
+            "--event-time",
+            "sale_time",
+            "--partition-by",
+            "year",
+            "--flush-rows",
+            "2048",
+            "--flush-interval",
+            "1h",
+            "--max-memory",
+            "1GiB",
+            "--until-idle",
+            "0s",
+        ]))
+    };
+    expect_status(&consume(), 0);
+    let log_objects = s3.list_objects_v2().bucket("lake").prefix("warehouse/sales/_delta_log/").max_keys(1000).send().await.unwrap();
+    let names: Vec<&str> = log_objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(names.contains(&"warehouse/sales/_delta_log/00000000000000000120.json"), "{} log objects", names.len());
+    assert!(names.iter().any(|n| n.ends_with("00000000000000000099.checkpoint.parquet")), "{names:?}");
+
+    // A restart with nothing new to read: what does it read of the log?
+    proxy.reset();
+    expect_status(&consume(), 0);
+    let read = proxy.requests_matching("/_delta_log/");
+    let version = |action: &str| action.rsplit('/').next().unwrap().split('.').next().unwrap().parse::<u64>().ok();
+    let checkpoints: Vec<&String> = read.keys().filter(|a| a.contains(".checkpoint.")).collect();
+    let commits: Vec<u64> = read.keys().filter(|a| a.ends_with(".json")).filter_map(|a| version(a)).collect();
+    eprintln!(
+        "the restart read {} checkpoint(s) and {} JSON commits in {} requests to _delta_log",
+        checkpoints.len(),
+        commits.len(),
+        read.values().sum::<u64>()
+    );
+    assert_eq!(checkpoints.len(), 1, "one checkpoint read: {read:#?}");
+    assert!(checkpoints[0].contains("00000000000000000099.checkpoint"), "{read:#?}");
+    assert!(!commits.is_empty() && commits.len() < 100, "{} JSON commits read: {read:#?}", commits.len());
+    assert!(commits.iter().all(|v| *v > 99), "no commit the checkpoint covers is read: {commits:?}");
+    // And the table still holds every row once.
+    let count = "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())))";
+    assert_eq!(kappa_tests::python_deltalake_s3("s3://lake/warehouse/sales", &moto.endpoint, count).trim(), format!("{ROWS} {ROWS}"));
+}
