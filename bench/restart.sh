@@ -50,7 +50,7 @@ for commits in "${COUNTS[@]}"; do
   ./target/release/kappa-producer --input "$dir/sales.csv" --to "log:$dir/log" --shards 1 >/dev/null 2>&1
   consumer=(./target/release/kappa-consumer --from "log:$dir/log" --lake "s3://bench/t$commits" --table sales
     --event-time sale_time --partition-by year --flush-rows 2048 --flush-interval 1h --max-memory 1GiB --until-idle 0s)
-  echo "==> building a table of $commits commits ($rows rows, a commit every 2,048)"
+  echo "==> building a table of $commits commits ($rows rows, a commit every 2,048)" >&2
   KAPPA_LOG=warn "${consumer[@]}" >/dev/null
   for round in 1 2 3; do
     curl -sf -X POST "$PROXY/_proxy/reset" >/dev/null

@@ -24,9 +24,10 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use kappa_table::SeenRows;
 
-use self::ranges::MAX_REMEMBERED_ROW;
-pub use self::ranges::RowRanges;
+use self::pending::PendingRows;
+pub use self::ranges::{RowBits, RowRanges};
 
+mod pending;
 mod ranges;
 
 /// Most ranges a commit remembers of one file. A file's rows are spread over the shards: while
@@ -45,9 +46,9 @@ pub struct Dedup {
     sources: Vec<Source>,
     source_index: HashMap<String, usize>,
     last_source: usize,
-    /// Per shard, in reading order: (ordinal of the event in its shard this run, source index
-    /// << 40 | row) of producer rows not yet passed by the shard's resume point.
-    pending: Vec<VecDeque<(u64, u64)>>,
+    /// Per shard, in reading order: producer rows not yet passed by the shard's resume point,
+    /// with their ordinals (the event's number in its shard's reading order this run).
+    pending: Vec<PendingRows>,
     /// With deduplication off, what the table remembered, handed on unchanged: a run with
     /// `--dedup-window 0` must not erase it.
     untouched: BTreeMap<String, SeenRows>,
@@ -229,11 +230,11 @@ impl Dedup {
                 let source = &mut self.sources[index];
                 // A span of `capacity` rows per source, at least: one bit each.
                 let duplicate = source.run.insert(row, self.capacity.div_ceil(64).max(16)) || source.committed.contains(row);
-                if !duplicate && row <= MAX_REMEMBERED_ROW && index < 1 << 24 {
+                if !duplicate {
                     if self.pending.len() <= shard as usize {
-                        self.pending.resize_with(shard as usize + 1, VecDeque::new);
+                        self.pending.resize_with(shard as usize + 1, PendingRows::default);
                     }
-                    self.pending[shard as usize].push_back((ordinal, (index as u64) << 40 | row));
+                    self.pending[shard as usize].push(ordinal, index as u32, row);
                 }
                 return duplicate;
             }
@@ -255,25 +256,14 @@ impl Dedup {
     /// at ordinal `before[shard]` (after every event read so far when `None`): the rows before
     /// those points are remembered in that commit.
     pub fn pass(&mut self, before: &[Option<u64>], now_ms: i64) {
-        let mut rows: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        let mut rows: BTreeMap<usize, RowBits> = BTreeMap::new();
         for (shard, queue) in self.pending.iter_mut().enumerate() {
-            let before = before.get(shard).copied().flatten();
-            while let Some(&(ordinal, packed)) = queue.front() {
-                if before.is_some_and(|before| ordinal >= before) {
-                    break;
-                }
-                queue.pop_front();
-                rows.entry((packed >> 40) as usize).or_default().push(packed & MAX_REMEMBERED_ROW);
-            }
-            // Counted against --max-memory by capacity: a burst's queue is not held on to.
-            if queue.capacity() > 4096 && queue.len() < queue.capacity() / 4 {
-                queue.shrink_to(queue.len() * 2);
-            }
+            queue.take_before(before.get(shard).copied().flatten(), |source, row| rows.entry(source as usize).or_default().add(row));
         }
         // Every shard's rows of a file at once: one merge per file and commit.
-        for (index, mut rows) in rows {
+        for (index, rows) in rows {
             let source = &mut self.sources[index];
-            source.committed.extend(&mut rows);
+            source.committed.add(rows);
             source.committed.truncate(MAX_RANGES_PER_FILE);
             source.touched_ms = now_ms;
         }
@@ -301,7 +291,7 @@ impl Dedup {
 
     /// Memory the rows waiting for their resume point hold, counted against `--max-memory`.
     pub fn pending_memory(&self) -> usize {
-        self.pending.iter().map(|q| q.capacity() * 16).sum()
+        self.pending.iter().map(PendingRows::memory).sum()
     }
 }
 
