@@ -25,15 +25,16 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use kappa_table::SeenRows;
 
 use self::pending::PendingRows;
-pub use self::ranges::{RowBits, RowRanges};
+pub use self::ranges::{RowBits, RowMap, RowRanges};
 
 mod pending;
 mod ranges;
 
 /// Most ranges a commit remembers of one file. A file's rows are spread over the shards: while
 /// one shard's resume point lags far behind the others', the rows the others passed leave a
-/// gap at each of its rows. Past this many ranges the highest are forgotten (safe: a forgotten
-/// row is only not recognised when sent again), which bounds a file's entry to ~30 KB.
+/// gap at each of its rows. The run keeps them all and closes the gaps as the lagging shard
+/// passes; a commit writes the lowest this many (~30 KB), and a restart in between forgets the
+/// rest (safe: a forgotten row is only not recognised when sent again).
 const MAX_RANGES_PER_FILE: usize = 2048;
 
 /// Drops events seen before by identity; see the module's steps.
@@ -59,7 +60,7 @@ struct Source {
     /// Rows seen in this run.
     run: RowSet,
     /// Rows a commit remembers (loaded at start, grown by this run's commits).
-    committed: RowRanges,
+    committed: RowMap,
     /// When `committed` last grew (ms since the epoch).
     touched_ms: i64,
 }
@@ -194,7 +195,7 @@ impl Dedup {
         for (name, seen) in remembered {
             let ranges = RowRanges::parse(&seen.rows).map_err(|e| format!("remembered rows of {name}: {e}"))?;
             let index = self.source(name);
-            self.sources[index].committed = ranges;
+            self.sources[index].committed = RowMap::from_ranges(ranges);
             self.sources[index].touched_ms = seen.ms;
         }
         Ok(())
@@ -204,7 +205,7 @@ impl Dedup {
         match self.source_index.get(name) {
             Some(index) => *index,
             None => {
-                self.sources.push(Source { name: name.to_string(), run: RowSet::default(), committed: RowRanges::default(), touched_ms: 0 });
+                self.sources.push(Source { name: name.to_string(), run: RowSet::default(), committed: RowMap::default(), touched_ms: 0 });
                 self.source_index.insert(name.to_string(), self.sources.len() - 1);
                 self.sources.len() - 1
             }
@@ -264,7 +265,6 @@ impl Dedup {
         for (index, rows) in rows {
             let source = &mut self.sources[index];
             source.committed.add(rows);
-            source.committed.truncate(MAX_RANGES_PER_FILE);
             source.touched_ms = now_ms;
         }
     }
@@ -281,10 +281,10 @@ impl Dedup {
                 continue;
             }
             if source.touched_ms.saturating_add(retention_ms) < now_ms {
-                source.committed = RowRanges::default();
+                source.committed = RowMap::default();
                 continue;
             }
-            remembered.insert(source.name.clone(), SeenRows { rows: source.committed.to_text(), ms: source.touched_ms });
+            remembered.insert(source.name.clone(), SeenRows { rows: source.committed.to_text(MAX_RANGES_PER_FILE), ms: source.touched_ms });
         }
         remembered
     }

@@ -99,6 +99,13 @@ fn a_file_remembers_a_bounded_number_of_ranges_and_dedup_off_keeps_what_the_tabl
     let ranges = RowRanges::parse(&remembered["f:0"].rows).unwrap();
     assert_eq!(ranges.ranges(), MAX_RANGES_PER_FILE);
     assert!(ranges.contains(0) && ranges.contains(2 * (MAX_RANGES_PER_FILE as u64 - 1)) && !ranges.contains(2 * MAX_RANGES_PER_FILE as u64));
+    // The run itself still knows every row passed, and the gaps close as the odd rows pass.
+    assert!(dedup.check("f:0:9998", 0, 99));
+    for row in (1..10_000u64).step_by(2) {
+        dedup.check(&format!("f:0:{row}"), 1, row);
+    }
+    dedup.pass(&[None, None], 6);
+    assert_eq!(dedup.remembered(6, 10)["f:0"].rows, "0-9999");
     let mut off = Dedup::new(0);
     off.load(&remembered).unwrap();
     assert!(!off.check("f:0:0", 0, 0), "off: nothing is dropped");
