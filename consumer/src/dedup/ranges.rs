@@ -37,12 +37,7 @@ impl RowBits {
             self.aside.push(row);
             return;
         }
-        let bit = row - self.base;
-        let word = (bit / 64) as usize;
-        if word >= self.words.len() {
-            self.words.resize(word + 1, 0);
-        }
-        self.words[word] |= 1 << (bit % 64);
+        set_bit(&mut self.words, self.base, row);
     }
 
     /// Calls `f` for every row collected.
@@ -73,6 +68,16 @@ impl RowBits {
         }
         merge(&ranges, &aside)
     }
+}
+
+/// Sets `row`'s bit in a bitmap whose first bit is row `base` (at or below it), growing it.
+fn set_bit(words: &mut VecDeque<u64>, base: u64, row: u64) {
+    let bit = row - base;
+    let word = (bit / 64) as usize;
+    if word >= words.len() {
+        words.resize(word + 1, 0);
+    }
+    words[word] |= 1 << (bit % 64);
 }
 
 /// The ranges of a bitmap whose first bit is row `base`: the lowest `most` at least (all if
@@ -248,12 +253,7 @@ impl RowMap {
                 aside.push(row);
                 return;
             }
-            let bit = row - self.base;
-            let word = (bit / 64) as usize;
-            if word >= self.words.len() {
-                self.words.resize(word + 1, 0);
-            }
-            self.words[word] |= 1 << (bit % 64);
+            set_bit(&mut self.words, self.base, row);
         });
         // The complete prefix grows over the bitmap's leading ones; whole words leave it.
         while let Some(&word) = self.words.front() {
