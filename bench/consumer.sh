@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# Benchmark: the 10M-row CSV produced into the embedded log, then consumed into a
+# Benchmark: a generated CSV produced into the embedded log, then consumed into a
 # day-partitioned Parquet lake — beside DuckDB's COPY ... TO ... (PARTITION_BY ...) on the same
-# CSV with the same codec, in the same run, five alternating rounds compared by medians.
-# Targets: consumer rows/s >= DuckDB's, consumer max RSS <= 256 MiB, Parquet <= 1.05x DuckDB's.
+# CSV with the same codec, in the same run, five alternating rounds compared by medians, with
+# the files and bytes each wrote.
 #
-#   bench/consumer.sh [ROWS] [CODEC]      (defaults: 10,000,000 rows, snappy)
+#   bench/consumer.sh [ROWS] [CODEC] [DATA]      (defaults: 10,000,000 rows, snappy, sales)
 #
-# Reuses bench/out/log when it holds ROWS events. Writes under bench/out/ (ignored by git).
+# DATA `sales`: kappa-gen-sales, 8 columns in time order over 30 days (issue 3's targets:
+# consumer rows/s >= DuckDB's, max RSS <= 256 MiB, Parquet <= 1.05x DuckDB's). DATA `wide`:
+# kappa-gen-wide, 16 columns with nulls in random time order over 120 days (issue 17's
+# targets add: files <= one per partition and shard per flush window).
+#
+# Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
 # Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DATA=${3:-sales}
+case "$DATA" in
+  sales) TIME_COLUMN=sale_time ;;
+  wide) TIME_COLUMN=event_time ;;
+  *) echo "error: DATA $DATA: use sales or wide" >&2; exit 2 ;;
+esac
 source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
@@ -27,14 +38,14 @@ for round in 1 2 3 4 5; do
   measure duckdb_copy_partitioned -- .venv/bin/python -c "
 import duckdb
 con = duckdb.connect()
-con.execute(\"\"\"COPY (SELECT *, year(sale_time) AS year, month(sale_time) AS month, day(sale_time) AS day
+con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS year, month($TIME_COLUMN) AS month, day($TIME_COLUMN) AS day
                   FROM read_csv('$CSV', header=true))
              TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (year, month, day), COMPRESSION $CODEC)\"\"\")
 "
   # --until-idle 0s: the consumer stops as soon as it has read the log to its end, then writes
   # and commits what it holds (included in its time), as DuckDB's COPY ends with its input.
-  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
-    --schema "$OUT/sales.schema.json" --event-time sale_time --partition-by day --compression "$CODEC" \
+  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table "$DATA" \
+    --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by day --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
 done
@@ -42,20 +53,22 @@ done
 .venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'
 import json, os, statistics, sys
 results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-def size(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet"))
-sizes = {"duckdb_copy_partitioned": size(f"{out}/duck"), "kappa_consumer": size(f"{out}/lake")}
+def written(path):
+    files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet")]
+    return len(files), sum(os.path.getsize(f) for f in files)
+outputs = {"duckdb_copy_partitioned": written(f"{out}/duck"), "kappa_consumer": written(f"{out}/lake")}
 runs = {}
 for line in open(results):
     r = json.loads(line)
     runs.setdefault(r["name"], []).append(r)
-print(f"{'command':<26}{'median s':>9}{'rows/s':>14}{'max RSS MiB':>13}{'Parquet MiB':>13}{'CPU s':>8}   all seconds")
+print(f"{'command':<26}{'median s':>9}{'rows/s':>14}{'max RSS MiB':>13}{'files':>7}{'Parquet MiB':>13}{'CPU s':>8}   all seconds")
 medians = {}
 for name, rs in runs.items():
     medians[name] = statistics.median(r["seconds"] for r in rs)
     rss = max(r["max_rss_mib"] for r in rs)
     cpu = statistics.median(r["user_s"] + r["sys_s"] for r in rs)
-    print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{sizes[name] / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
+    files, size = outputs[name]
+    print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
 print(f"rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
-print(f"Parquet bytes kappa/duckdb: {sizes['kappa_consumer'] / sizes['duckdb_copy_partitioned']:.3f}")
+print(f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
 PY

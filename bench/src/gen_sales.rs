@@ -10,7 +10,7 @@
 
 use std::io::{BufWriter, Write};
 
-use kappa_bench::{SplitMix64, civil_from_days};
+use kappa_bench::{SplitMix64, civil_from_days, rows_and_seed};
 
 const PRICES_CENTS: [u64; 20] = [
     256_096, 130_226, 7_067, 66_664, 156_683, 245_468, 39_053, 8_897, 36_638, 10_497, 4_599, 129_900, 1_999, 74_950, 3_250, 18_800, 9_990, 55_500, 2_490,
@@ -18,12 +18,7 @@ const PRICES_CENTS: [u64; 20] = [
 ];
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let rows: u64 = args.next().and_then(|a| a.replace('_', "").parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: kappa-gen-sales ROWS [SEED] > sales.csv");
-        std::process::exit(2);
-    });
-    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    let (rows, seed) = rows_and_seed("kappa-gen-sales ROWS [SEED] > sales.csv");
     let mut rng = SplitMix64(seed);
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());

@@ -10,19 +10,14 @@
 
 use std::io::{BufWriter, Write};
 
-use kappa_bench::{SplitMix64, civil_from_days};
+use kappa_bench::{SplitMix64, civil_from_days, rows_and_seed};
 
 const COUNTRIES: [&str; 12] = ["DE", "FR", "US", "GB", "JP", "BR", "IN", "ES", "IT", "NL", "SE", "PL"];
 const DEVICES: [&str; 4] = ["ios", "android", "web", "desktop"];
 const STATUSES: [&str; 5] = ["ok", "retry", "failed", "cancelled", "pending"];
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let rows: u64 = args.next().and_then(|a| a.replace('_', "").parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: kappa-gen-wide ROWS [SEED] > wide.csv");
-        std::process::exit(2);
-    });
-    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    let (rows, seed) = rows_and_seed("kappa-gen-wide ROWS [SEED] > wide.csv");
     let mut rng = SplitMix64(seed);
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());

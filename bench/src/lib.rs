@@ -18,6 +18,18 @@ impl SplitMix64 {
     }
 }
 
+/// The generators' arguments: ROWS (underscores allowed) and an optional SEED (default 42);
+/// without ROWS, prints `usage` and exits with status 2.
+pub fn rows_and_seed(usage: &str) -> (u64, u64) {
+    let mut args = std::env::args().skip(1);
+    let rows: u64 = args.next().and_then(|a| a.replace('_', "").parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: {usage}");
+        std::process::exit(2);
+    });
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    (rows, seed)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

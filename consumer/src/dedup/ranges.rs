@@ -133,6 +133,7 @@ impl RowRanges {
         self.0.is_empty()
     }
 
+    #[cfg(test)]
     pub fn ranges(&self) -> usize {
         self.0.len()
     }
@@ -244,13 +245,13 @@ impl RowMap {
     }
 
     pub fn add(&mut self, rows: RowBits) {
-        let mut aside = Vec::new();
+        let mut aside = RowBits::default();
         rows.for_each(|row| {
             if row < self.below {
                 return;
             }
             if row < self.base || (row - self.base) / 64 > self.words.len() as u64 + MAX_GROWTH_WORDS {
-                aside.push(row);
+                aside.add(row);
                 return;
             }
             set_bit(&mut self.words, self.base, row);
@@ -266,10 +267,8 @@ impl RowMap {
             self.words.pop_front();
             self.base += 64;
         }
-        if !aside.is_empty() {
-            let mut bits = RowBits::default();
-            aside.into_iter().for_each(|row| bits.add(row));
-            self.other.add(bits);
+        if !aside.words.is_empty() {
+            self.other.add(aside);
         }
     }
 

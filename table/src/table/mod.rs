@@ -346,17 +346,23 @@ impl Table {
     /// Stores a schema version. Writing the same version twice with the same content (a
     /// restarted consumer redoing an evolution) is fine; different content is a conflict.
     pub async fn write_schema(&self, version: u32, schema: &TableSchema) -> Result<(), TableError> {
-        let path = self.schema_path(version);
-        let data = Bytes::from(serde_json::to_vec_pretty(schema).expect("schema serializes"));
-        match self.store.put_if_absent(&path, data).await {
-            Ok(()) => Ok(()),
+        match self.put_once(&self.schema_path(version), schema).await? {
+            None => Ok(()),
+            Some(_) => {
+                Err(TableError::Invalid { table: self.name.clone(), reason: format!("schema version {version} was written differently by another writer") })
+            }
+        }
+    }
+
+    /// Writes `value` at `path` unless an object is there already; returns that object if it
+    /// differs from `value` (the same content written again, by a restarted writer, is fine).
+    async fn put_once<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(&self, path: &str, value: &T) -> Result<Option<T>, TableError> {
+        let data = Bytes::from(serde_json::to_vec_pretty(value).expect("serializes"));
+        match self.store.put_if_absent(path, data).await {
+            Ok(()) => Ok(None),
             Err(StoreError::AlreadyExists { .. }) => {
-                let existing: TableSchema = parse(&path, &self.store.get(&path).await?)?;
-                if &existing == schema {
-                    Ok(())
-                } else {
-                    Err(TableError::Invalid { table: self.name.clone(), reason: format!("schema version {version} was written differently by another writer") })
-                }
+                let existing: T = parse(path, &self.store.get(path).await?)?;
+                Ok((&existing != value).then_some(existing))
             }
             Err(e) => Err(e.into()),
         }
@@ -377,28 +383,20 @@ impl Table {
     /// `--event-time` would mix two layouts in one generation.
     pub async fn settle_layout(&self, layout: &Layout) -> Result<(), TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
-        let data = Bytes::from(serde_json::to_vec_pretty(layout).expect("serializes"));
-        match self.store.put_if_absent(&path, data).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::AlreadyExists { .. }) => {
-                let existing: Layout = parse(&path, &self.store.get(&path).await?)?;
-                if &existing == layout {
-                    return Ok(());
-                }
-                Err(TableError::Invalid {
-                    table: self.name.clone(),
-                    reason: format!(
-                        "generation {} is partitioned by {} on {}; this run asks for {} on {}. Use the generation's settings, \
+        match self.put_once(&path, layout).await? {
+            None => Ok(()),
+            Some(existing) => Err(TableError::Invalid {
+                table: self.name.clone(),
+                reason: format!(
+                    "generation {} is partitioned by {} on {}; this run asks for {} on {}. Use the generation's settings, \
                          or write the new layout as a new generation with kappa-replay",
-                        self.generation,
-                        existing.partition_by,
-                        existing.event_time.as_deref().unwrap_or("arrival time"),
-                        layout.partition_by,
-                        layout.event_time.as_deref().unwrap_or("arrival time"),
-                    ),
-                })
-            }
-            Err(e) => Err(e.into()),
+                    self.generation,
+                    existing.partition_by,
+                    existing.event_time.as_deref().unwrap_or("arrival time"),
+                    layout.partition_by,
+                    layout.event_time.as_deref().unwrap_or("arrival time"),
+                ),
+            }),
         }
     }
 
