@@ -12,16 +12,21 @@ use arrow::array::RecordBatch;
 use kappa_common::event::SequenceNumber;
 
 use crate::partition::Partition;
+use crate::pipeline::Closing;
+use crate::spill::{Segment, SpillWriter};
 
 /// Where a buffer's rows come from and go to.
 pub type BufferKey = (Partition, u32);
 
 pub struct Buffer {
+    /// The rows in memory, after those in `spilled`.
     pub batches: Vec<RecordBatch>,
+    /// The rows moved to the scratch directory under memory pressure, in order.
+    pub spilled: Vec<Segment>,
     pub rows: u64,
     /// Sum of the events' JSON sizes.
     pub bytes: u64,
-    /// Arrow memory held, for `--max-memory`.
+    /// Arrow memory held (not counting `spilled`), for `--max-memory`.
     pub memory: usize,
     pub first_seq: SequenceNumber,
     pub last_seq: SequenceNumber,
@@ -32,11 +37,25 @@ pub struct Buffer {
     /// remembers a row across restarts once its shard's resume point has passed it.
     pub first_ordinal: u64,
     pub opened: Instant,
+    /// With `--partition-idle`: when its shard's progress closes it.
+    pub closing: Closing,
 }
 
 impl Buffer {
     pub fn new(first_seq: SequenceNumber, resume_after: Option<SequenceNumber>, first_ordinal: u64) -> Buffer {
-        Buffer { batches: Vec::new(), rows: 0, bytes: 0, memory: 0, first_seq, last_seq: first_seq, resume_after, first_ordinal, opened: Instant::now() }
+        Buffer {
+            batches: Vec::new(),
+            spilled: Vec::new(),
+            closing: Closing::NEVER,
+            rows: 0,
+            bytes: 0,
+            memory: 0,
+            first_seq,
+            last_seq: first_seq,
+            resume_after,
+            first_ordinal,
+            opened: Instant::now(),
+        }
     }
 
     pub fn append(&mut self, batch: RecordBatch, bytes: u64, last_seq: SequenceNumber) {
@@ -45,6 +64,29 @@ impl Buffer {
         self.bytes += bytes;
         self.last_seq = last_seq;
         self.batches.push(batch);
+    }
+
+    /// Moves the rows in memory to the scratch directory.
+    pub fn spill(&mut self, writer: &mut SpillWriter) -> Result<(), arrow::error::ArrowError> {
+        self.spilled.extend(writer.write(&self.batches)?);
+        self.batches.clear();
+        self.memory = 0;
+        Ok(())
+    }
+
+    /// Scratch bytes the buffer's spilled rows take.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled.iter().map(Segment::bytes).sum()
+    }
+
+    /// All the rows, in order: read back from the scratch directory, then those in memory.
+    pub fn load(&self) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+        let mut batches = Vec::with_capacity(self.spilled.len() + self.batches.len());
+        for segment in &self.spilled {
+            batches.extend(segment.read()?);
+        }
+        batches.extend(self.batches.iter().cloned());
+        Ok(batches)
     }
 }
 

@@ -47,44 +47,64 @@ pub struct WriteContext {
     /// Delta table or grows its schema records them.
     pub schema: kappa_common::schema::TableSchema,
     pub layout: Layout,
+    /// Bytes of rows (in memory or read back from the scratch directory) encoded at once.
+    pub memory_budget: usize,
 }
 
 /// Encodes the files (on every core), stores them, then creates the commit record.
 pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit, PipelineError> {
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files } = prepared;
-    // Files are independent: encoded on every core (rayon's pool, which decoding shares).
-    let encoded: Vec<_> = files
-        .par_iter()
-        .map(|(_, _, buffer)| {
-            let (data, rows) = parquet_file::encode(&buffer.batches, &context.data, &context.file_schema, context.codec)?;
-            // Readers skip files by the statistics our own footer already holds.
-            let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
-            Ok::<_, parquet::errors::ParquetError>((data, rows, kappa_table::stats::from_footer(&footer)))
-        })
-        .collect();
-    let encoded_at = started.elapsed();
+    let mut encode_time = std::time::Duration::ZERO;
     // The files are stored PARALLEL_PUTS at a time: S3 round trips (and local fsyncs) overlap.
     let _runtime = context.runtime.enter();
     let mut puts = tokio::task::JoinSet::new();
-    for ((path, partition, _), encoded) in files.iter().zip(encoded) {
-        let (data, rows, stats) = encoded?;
-        let bytes = data.len() as u64;
-        commit.totals.bytes += bytes;
-        commit.added.push(DataFile { path: path.clone(), partition: partition.clone(), rows, bytes, stats });
-        if puts.len() >= PARALLEL_PUTS {
-            context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        // Files are independent: encoded on every core (rayon's pool, which decoding shares),
+        // a group at a time, so that the rows read back from the scratch directory stay
+        // within the memory budget however much was spilled.
+        let mut group = Vec::new();
+        let mut group_memory = 0;
+        while let Some((_, _, buffer)) = files.peek() {
+            let memory = buffer.memory + buffer.spilled_bytes() as usize;
+            if !group.is_empty() && group_memory + memory > context.memory_budget {
+                break;
+            }
+            group_memory += memory;
+            group.extend(files.next());
         }
-        let (table, path) = (context.table.clone(), path.clone());
-        puts.spawn(async move { table.put_object(&path, data).await });
+        let encoding = std::time::Instant::now();
+        let encoded: Vec<_> = group
+            .into_par_iter()
+            .map(|(path, partition, buffer)| {
+                let batches = buffer.load()?;
+                drop(buffer); // its scratch file goes once no other buffer needs it
+                let (data, rows) = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
+                // Readers skip files by the statistics our own footer already holds.
+                let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
+                Ok::<_, PipelineError>((path, partition, data, rows, kappa_table::stats::from_footer(&footer)))
+            })
+            .collect();
+        encode_time += encoding.elapsed();
+        for encoded in encoded {
+            let (path, partition, data, rows, stats) = encoded?;
+            let bytes = data.len() as u64;
+            commit.totals.bytes += bytes;
+            commit.added.push(DataFile { path: path.clone(), partition, rows, bytes, stats });
+            if puts.len() >= PARALLEL_PUTS {
+                context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
+            }
+            let table = context.table.clone();
+            puts.spawn(async move { table.put_object(&path, data).await });
+        }
     }
-    drop(files); // the rows, before the commit record's round trip
     while let Some(put) = context.runtime.block_on(next_put(&mut puts)) {
         put?;
     }
     let stored_at = started.elapsed();
     context.runtime.block_on(context.table.commit(&commit, &context.schema, &context.layout))?;
-    tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encoded_at, store = ?(stored_at - encoded_at), elapsed = ?started.elapsed(), "committed");
+    tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encode_time, store = ?(stored_at - encode_time), elapsed = ?started.elapsed(), "committed");
     Ok(commit)
 }
 

@@ -213,10 +213,29 @@ pub struct PipelineArgs {
     pub flush_interval: Duration,
 
     /// Memory for buffered rows (Arrow buffers, and raw events kept for --archive); past it
-    /// the largest buffers are written first. The process needs about 130 MiB more (chunks read
-    /// and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
+    /// the largest buffers move to --spill-dir until half of it is in use, and come back when
+    /// they are written: memory never cuts a file. The process needs about 130 MiB more
+    /// (chunks read and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
+
+    /// Scratch directory for buffers moved out of memory (see --max-memory). Each table
+    /// generation uses a `kappa-<table>-<hash>` directory in it, emptied when a run starts (what
+    /// a killed run left) and removed when it ends. Needs room for what the open buffers hold:
+    /// at most about the JSON size of one --flush-interval of events. Default: the system's
+    /// temporary directory ($TMPDIR, else /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+
+    /// Write a partition's buffer once the shard's event time (the latest it delivered) has
+    /// passed the partition's end, and the buffer's last row, by this much, and the shard has
+    /// delivered 10,000 more events without one for it: a table advancing in time writes each
+    /// finished partition as it goes instead of holding it (or spilling it) until
+    /// --flush-interval. A row later than that starts another file in its partition
+    /// (`kappa-replay compact` merges them). In data out of time order partitions keep getting
+    /// rows and stay open. "off" turns it off (e.g. 10m, 1h, off).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_idle)]
+    pub partition_idle: Idle,
 
     /// Parquet compression codec.
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
@@ -277,8 +296,21 @@ impl PipelineArgs {
             dedup_retention: self.dedup_retention,
             flush_together,
             quarantine_limit: crate::pipeline::QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
+            spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+            partition_idle: self.partition_idle.0,
         };
         Ok((config, schema))
+    }
+}
+
+/// `--partition-idle`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle(pub Option<Duration>);
+
+fn parse_idle(text: &str) -> Result<Idle, String> {
+    match text {
+        "off" | "never" => Ok(Idle(None)),
+        _ => humantime::parse_duration(text).map(|d| Idle(Some(d))).map_err(|e| format!("{e} (give a duration such as 10m or 1h, or off)")),
     }
 }
 

@@ -25,7 +25,7 @@ use kappa_common::time::EventTimeFormat;
 use serde_json::{Map, Value};
 
 use crate::event::SourceEvent;
-use crate::partition::{Granularity, Partition, row_partitions};
+use crate::partition::{Granularity, Placement, row_partitions};
 use crate::positional::{ColumnKeys, quote_or_backslash};
 
 /// The table schema as decoded: its columns plus the event identity.
@@ -206,7 +206,7 @@ pub struct DecodePlan {
 pub struct DecodedRows {
     pub batch: RecordBatch,
     pub ids: StringArray,
-    pub partitions: Vec<Result<Partition, String>>,
+    pub partitions: Vec<Placement>,
 }
 
 /// A chunk decoded ahead, under the schema version it names: one piece per run of events from

@@ -14,6 +14,8 @@ pub enum PipelineError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Spill(#[from] crate::spill::SpillError),
     #[error("--event-time {column:?} is not a column of the table's schema ({columns} columns){}; nothing was committed", did_you_mean(closest))]
     EventTimeColumn { column: String, closest: Vec<String>, columns: usize },
     #[error(

@@ -25,4 +25,5 @@ pub mod pipeline;
 pub mod positional;
 pub mod run;
 pub mod source;
+pub mod spill;
 pub mod stats;

@@ -149,7 +149,7 @@ impl PartitionFinder {
 
 impl Partition {
     /// The instants the partition covers, `[start, end)` in ms since the epoch (UTC).
-    fn span_ms(&self) -> Option<(i64, i64)> {
+    pub fn span_ms(&self) -> Option<(i64, i64)> {
         let start_of = |year: i32, month: u32, day: u32, hour: u32| {
             chrono::NaiveDate::from_ymd_opt(year, month, day).and_then(|d| d.and_hms_opt(hour, 0, 0)).map(|t| t.and_utc().timestamp_millis())
         };
@@ -207,16 +207,19 @@ fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut
     }
 }
 
-/// Each row's partition, or why it has none: by the event-time column in its format, else by
-/// the arrival time of the row's event.
+/// A row's partition and its time (ms since the epoch), or why it has none.
+pub type Placement = Result<(Partition, i64), String>;
+
+/// Each row's partition and time, or why it has none: by the event-time column in its format,
+/// else by the arrival time of the row's event.
 pub fn row_partitions(
     batch: &RecordBatch,
     arrival_ms: impl Fn(usize) -> i64,
     event_time: Option<&(String, EventTimeFormat)>,
     granularity: Granularity,
-) -> Vec<Result<Partition, String>> {
+) -> Vec<Placement> {
     let mut finder = PartitionFinder::new(granularity);
-    let mut partition = |ms: i64| finder.of_millis(ms).ok_or_else(|| format!("event time {ms} ms is outside years 0000-9999"));
+    let mut partition = |ms: i64| finder.of_millis(ms).map(|p| (p, ms)).ok_or_else(|| format!("event time {ms} ms is outside years 0000-9999"));
     let Some((column, format)) = event_time else {
         return (0..batch.num_rows()).map(|row| partition(arrival_ms(row))).collect();
     };

@@ -16,7 +16,8 @@ pub struct Stats {
     files: AtomicU64,
     bytes: AtomicU64,
     commits: AtomicU64,
-    memory_flushes: AtomicU64,
+    spills: AtomicU64,
+    spilled_bytes: AtomicU64,
     messages_received: AtomicU64,
     messages_deleted: AtomicU64,
     redeliveries_skipped: AtomicU64,
@@ -36,7 +37,8 @@ impl Default for Stats {
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
-            memory_flushes: AtomicU64::new(0),
+            spills: AtomicU64::new(0),
+            spilled_bytes: AtomicU64::new(0),
             messages_received: AtomicU64::new(0),
             messages_deleted: AtomicU64::new(0),
             redeliveries_skipped: AtomicU64::new(0),
@@ -57,7 +59,9 @@ pub struct Summary {
     pub files: u64,
     pub bytes: u64,
     pub commits: u64,
-    pub memory_flushes: u64,
+    /// Times memory ran short and buffers moved to the scratch directory, and the bytes moved.
+    pub spills: u64,
+    pub spilled_bytes: u64,
     /// SQS: messages received (redeliveries included), deleted after their commit, and
     /// redeliveries of already committed messages deleted without ingesting them again.
     pub messages_received: u64,
@@ -84,8 +88,9 @@ impl Stats {
     pub fn add_quarantined(&self, n: u64) {
         self.quarantined.fetch_add(n, Relaxed);
     }
-    pub fn add_memory_flushes(&self, n: u64) {
-        self.memory_flushes.fetch_add(n, Relaxed);
+    pub fn add_spill(&self, bytes: u64) {
+        self.spills.fetch_add(1, Relaxed);
+        self.spilled_bytes.fetch_add(bytes, Relaxed);
     }
     pub fn add_commit(&self, files: u64, rows: u64, bytes: u64) {
         self.commits.fetch_add(1, Relaxed);
@@ -127,7 +132,8 @@ impl Stats {
             files: self.files.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             commits: self.commits.load(Relaxed),
-            memory_flushes: self.memory_flushes.load(Relaxed),
+            spills: self.spills.load(Relaxed),
+            spilled_bytes: self.spilled_bytes.load(Relaxed),
             messages_received: self.messages_received.load(Relaxed),
             messages_deleted: self.messages_deleted.load(Relaxed),
             redeliveries_skipped: self.redeliveries_skipped.load(Relaxed),
@@ -158,6 +164,13 @@ impl Summary {
             self.elapsed_seconds,
             self.rows_per_second
         );
+        if self.spills > 0 {
+            text.push_str(&format!(
+                "  spilled            {} times, {:.1} MiB to the scratch directory (--max-memory)\n",
+                self.spills,
+                self.spilled_bytes as f64 / 1048576.0
+            ));
+        }
         if self.messages_received > 0 {
             text.push_str(&format!(
                 "  SQS messages       {} received, {} deleted after commit, {} committed redeliveries deleted\n",

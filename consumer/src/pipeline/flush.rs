@@ -114,6 +114,7 @@ impl Pipeline {
             codec: self.config.codec,
             schema: self.decoder.schema().clone(),
             layout: self.layout(),
+            memory_budget: self.config.flush.max_memory / 2,
         };
         if self.config.flush_together {
             let commit = crate::commit::write(prepared, &context)?;

@@ -31,6 +31,7 @@ mod flush;
 mod route;
 
 use self::route::ChunkEvents;
+pub use self::route::Closing;
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
@@ -44,6 +45,7 @@ pub use crate::error::PipelineError;
 pub use crate::event::SourceEvent;
 use crate::parquet_file::Codec;
 use crate::partition::{Granularity, Partition, row_partitions};
+use crate::spill::SpillDir;
 use crate::stats::Stats;
 use kappa_table::{Table, TableError, TableState};
 
@@ -62,6 +64,11 @@ pub struct PipelineConfig {
     /// a message is deleted only once all its rows are committed, and never re-read in part.
     pub flush_together: bool,
     pub quarantine_limit: QuarantineLimit,
+    /// Where buffers go when memory runs short (a directory per table generation is made in it).
+    pub spill_dir: std::path::PathBuf,
+    /// A (partition, shard) buffer is written once the shard's event time has passed the
+    /// partition's end (and the buffer's last row) by this much.
+    pub partition_idle: Option<std::time::Duration>,
 }
 
 /// A quarantined event waiting for the next commit.
@@ -105,6 +112,11 @@ pub struct Pipeline {
     /// commits no rows must not lock the table to its (perhaps mistyped) settings.
     unrecorded_layout: Option<kappa_table::Layout>,
     quarantine_ratio: QuarantineRatio,
+    spill: SpillDir,
+    /// Per shard, with `--partition-idle`: the latest event time routed (ms), and a time at or
+    /// before which no open buffer of the shard closes.
+    horizon: Vec<i64>,
+    next_close: Vec<Closing>,
 }
 
 fn seq_of(text: &str) -> Option<SequenceNumber> {
@@ -148,6 +160,9 @@ impl Pipeline {
         let mut dedup = Dedup::new(config.dedup_window);
         dedup.load(&std::mem::take(&mut state.seen)).map_err(|reason| TableError::Invalid { table: table.name().to_string(), reason })?;
         let read_count = vec![0; shards.len()];
+        let lake = format!("{}/{}", table.store().describe(), table.data_prefix());
+        let spill = SpillDir::open(&config.spill_dir, table.name(), &lake)?;
+        let (horizon, next_close) = (vec![i64::MIN; shards.len()], vec![Closing::NEVER; shards.len()]);
         let pipeline = Pipeline {
             table,
             runtime,
@@ -169,6 +184,9 @@ impl Pipeline {
             stats,
             unrecorded_layout,
             quarantine_ratio: QuarantineRatio::new(config.quarantine_limit),
+            spill,
+            horizon,
+            next_close,
         };
         Ok((pipeline, known))
     }
@@ -214,6 +232,8 @@ impl Pipeline {
     pub fn add_shard(&mut self, name: String) -> u32 {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.read_count.push(0);
+        self.horizon.push(i64::MIN);
+        self.next_close.push(Closing::NEVER);
         self.shards.push(name);
         (self.shards.len() - 1) as u32
     }
@@ -360,7 +380,16 @@ impl Pipeline {
         self.state.written.get(&partition.path()).and_then(|shards| shards.get(&self.shards[shard as usize])).and_then(|s| seq_of(s))
     }
 
-    fn append(&mut self, key: BufferKey, batch: &RecordBatch, rows: &[u32], origin: &[usize], chunk: &ChunkEvents<'_>) -> Result<(), PipelineError> {
+    /// Appends rows to a buffer, which then closes at `closing` (`--partition-idle`).
+    fn append(
+        &mut self,
+        key: BufferKey,
+        batch: &RecordBatch,
+        rows: &[u32],
+        origin: &[usize],
+        chunk: &ChunkEvents<'_>,
+        closing: Closing,
+    ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals } = chunk;
         let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
         let columns = if rows.len() == batch.num_rows() {
@@ -382,7 +411,9 @@ impl Pipeline {
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
-        self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event])).append(taken, bytes, last);
+        let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event]));
+        buffer.append(taken, bytes, last);
+        buffer.closing = closing;
         Ok(())
     }
 
@@ -418,8 +449,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Flushes buffers open longer than the interval; then, if memory is over the limit, the
-    /// largest buffers until it is under three quarters of it.
+    /// Flushes buffers open longer than the interval; then, if memory is over the limit, moves
+    /// the largest buffers to the scratch directory until half of it is used. Memory never
+    /// cuts a file (see [`crate::spill`]).
     pub fn flush_due(&mut self) -> Result<(), PipelineError> {
         if self.in_flight.as_ref().is_some_and(InFlight::is_finished) {
             self.finish_commit()?;
@@ -431,20 +463,11 @@ impl Pipeline {
         }
         let limit = self.config.flush.max_memory;
         if self.buffered_memory() > limit {
-            let mut by_size: Vec<(usize, BufferKey)> = self.buffers.iter().map(|(k, b)| (b.memory, *k)).collect();
-            by_size.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
-            let mut memory = self.buffered_memory();
-            for (size, key) in by_size {
-                if memory <= limit / 4 * 3 {
-                    break;
-                }
-                self.seal(key);
-                memory -= size;
-            }
-            self.stats.add_memory_flushes(1);
+            self.spill_largest(limit / 2)?;
             // What remains over the limit is rows waiting for their resume point (re-read
-            // after a restart, say, with no buffer open): a commit moves it and lets them go.
-            if self.sealed.is_empty() && self.dedup.pending_memory() > 0 {
+            // after a restart, say, with no buffer open) or raw events for the archive: a
+            // commit moves the one and writes the other.
+            if self.buffered_memory() > limit && self.sealed.is_empty() {
                 self.write_and_commit()?;
             }
         }
@@ -470,6 +493,30 @@ impl Pipeline {
             self.write_and_commit()?;
         }
         self.finish_commit()
+    }
+}
+
+impl Pipeline {
+    /// Moves the largest buffers' rows to the scratch directory until the memory in use is at
+    /// most `target`, all in one file.
+    fn spill_largest(&mut self, target: usize) -> Result<(), PipelineError> {
+        let mut by_size: Vec<(usize, BufferKey)> = self.buffers.iter().filter(|(_, b)| b.memory > 0).map(|(k, b)| (b.memory, *k)).collect();
+        by_size.sort_by_key(|(size, key)| (std::cmp::Reverse(*size), *key));
+        let mut memory = self.buffered_memory();
+        let mut writer = self.spill.writer()?;
+        let (mut buffers, mut freed) = (0, 0);
+        for (size, key) in by_size {
+            if memory <= target {
+                break;
+            }
+            self.buffers.get_mut(&key).expect("listed").spill(&mut writer)?;
+            memory -= size;
+            (buffers, freed) = (buffers + 1, freed + size);
+        }
+        let written = writer.finish().map_err(|source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source })?;
+        self.stats.add_spill(written);
+        tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, "spilled");
+        Ok(())
     }
 }
 
