@@ -37,16 +37,19 @@ pub struct Buffer {
     /// remembers a row across restarts once its shard's resume point has passed it.
     pub first_ordinal: u64,
     pub opened: Instant,
-    /// With `--partition-idle`: when its shard's progress closes it.
+    /// With `--partition-idle`: when its shard's progress closes it, and the shard's event time
+    /// before its first row (what a restart that resumes before that row starts from).
     pub closing: Closing,
+    pub horizon_before: i64,
 }
 
 impl Buffer {
-    pub fn new(first_seq: SequenceNumber, resume_after: Option<SequenceNumber>, first_ordinal: u64) -> Buffer {
+    pub fn new(first_seq: SequenceNumber, resume_after: Option<SequenceNumber>, first_ordinal: u64, horizon_before: i64) -> Buffer {
         Buffer {
             batches: Vec::new(),
             spilled: Vec::new(),
             closing: Closing::NEVER,
+            horizon_before,
             rows: 0,
             bytes: 0,
             memory: 0,

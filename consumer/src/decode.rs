@@ -52,13 +52,18 @@ pub struct Decoded {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// The rows' Arrow schema under a table schema (every column nullable: an event may lack any
+/// member): what the data files hold.
+pub fn data_schema(schema: &TableSchema) -> SchemaRef {
+    Arc::new(Schema::new(schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>()))
+}
+
 /// What decoding derives from the table schema: the rows' schema with the identity, without
 /// it, and the columns' member names.
 fn decode_schemas(schema: &TableSchema) -> (SchemaRef, SchemaRef, Arc<ColumnKeys>) {
-    let data: Vec<Field> = schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    let mut with_identity = data.clone();
+    let data = data_schema(schema);
+    let mut with_identity: Vec<Field> = data.fields().iter().map(|f| f.as_ref().clone()).collect();
     with_identity.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
-    let data = Arc::new(Schema::new(data));
     let keys = Arc::new(ColumnKeys::new(&data));
     (Arc::new(Schema::new(with_identity)), data, keys)
 }

@@ -68,53 +68,83 @@ fn adapt(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::
 /// Encodes `batches` (the table's columns under schema `data` or an older version of it) as one
 /// Parquet file of `schema`.
 pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<(Bytes, u64), ParquetError> {
+    let adapted = conform(batches, data, schema)?;
+    let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
+    let capacity = adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3;
+    let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity)?;
+    let mut start = 0;
+    while start < rows as usize {
+        let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);
+        encoder.write_row_group(&adapted, start, length)?;
+        start += length;
+    }
+    Ok((encoder.finish()?, rows))
+}
+
+/// `batches` (under schema `data` or an older version of it) as batches of `schema`: new
+/// columns null, widened ones cast, names as the file has them.
+pub fn conform(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let renamed = |batch: RecordBatch| {
         RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))
     };
-    let adapted = batches.iter().map(|b| adapt(b, data).and_then(renamed)).collect::<Result<Vec<_>, _>>()?;
-    let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
-    let sample = first_rows(schema, &adapted, DICTIONARY_SAMPLE)?;
-    let compression = match codec {
-        Codec::Snappy => Compression::SNAPPY,
-        Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
-        Codec::None => Compression::UNCOMPRESSED,
-    };
-    let mut properties = WriterProperties::builder()
-        .set_compression(compression)
-        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-        .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
-    for (field, column) in schema.fields().iter().zip(sample.columns()) {
-        if mostly_distinct(column) {
-            let path = ColumnPath::from(field.name().as_str());
-            properties = properties.set_column_dictionary_enabled(path.clone(), false);
-            // Ids and times that are mostly distinct are still close to their neighbours
-            // (increasing times, ids sharing a prefix): delta encodings store the differences.
-            // Every mainstream reader (DuckDB, Arrow, Spark, Trino/Athena) decodes them.
-            match field.data_type() {
-                DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _) => {
-                    properties = properties.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+    batches.iter().map(|b| adapt(b, data).and_then(renamed)).collect()
+}
+
+/// One Parquet file written a row group at a time: the consumer's files (all their rows at
+/// once) and compaction's (row groups until the file reaches its target size). The same rows
+/// in the same row groups give the same bytes.
+pub struct FileEncoder {
+    file: SerializedFileWriter<Vec<u8>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    group: usize,
+}
+
+impl FileEncoder {
+    /// Starts a file of `schema` whose first rows are those of `first` (they decide each
+    /// column's encoding, see [`mostly_distinct`]).
+    pub fn new(schema: &SchemaRef, first: &[RecordBatch], codec: Codec, capacity: usize) -> Result<FileEncoder, ParquetError> {
+        let sample = first_rows(schema, first, DICTIONARY_SAMPLE)?;
+        let compression = match codec {
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Zstd => Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
+            Codec::None => Compression::UNCOMPRESSED,
+        };
+        let mut properties = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
+        for (field, column) in schema.fields().iter().zip(sample.columns()) {
+            if mostly_distinct(column) {
+                let path = ColumnPath::from(field.name().as_str());
+                properties = properties.set_column_dictionary_enabled(path.clone(), false);
+                // Ids and times that are mostly distinct are still close to their neighbours
+                // (increasing times, ids sharing a prefix): delta encodings store the differences.
+                // Every mainstream reader (DuckDB, Arrow, Spark, Trino/Athena) decodes them.
+                match field.data_type() {
+                    DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _) => {
+                        properties = properties.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+                    }
+                    DataType::Utf8 => properties = properties.set_column_encoding(path, Encoding::DELTA_BYTE_ARRAY),
+                    _ => {}
                 }
-                DataType::Utf8 => properties = properties.set_column_encoding(path, Encoding::DELTA_BYTE_ARRAY),
-                _ => {}
             }
         }
+        let mut properties = properties.build();
+        // What `ArrowWriter` does, column by column: the same file, without a copy of every
+        // column at once, and with the columns encoded on every core.
+        add_encoded_arrow_schema_to_metadata(schema, &mut properties);
+        let properties = Arc::new(properties);
+        let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
+        let file = SerializedFileWriter::new(Vec::with_capacity(capacity), parquet_schema.root_schema_ptr(), properties)?;
+        let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
+        Ok(FileEncoder { file, factory, schema: schema.clone(), group: 0 })
     }
-    let mut properties = properties.build();
-    // What `ArrowWriter` does, column by column: the same file, without a copy of every column
-    // at once, and with the columns encoded on every core.
-    add_encoded_arrow_schema_to_metadata(schema, &mut properties);
-    let properties = Arc::new(properties);
-    let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
-    let mut out = Vec::with_capacity(adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3);
-    let mut file = SerializedFileWriter::new(&mut out, parquet_schema.root_schema_ptr(), properties)?;
-    let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
-    let mut start = 0;
-    for group in 0.. {
-        if start >= rows as usize {
-            break;
-        }
-        let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);
-        let writers = factory.create_column_writers(group)?;
+
+    /// Writes rows `start..start + length` of `batches` (of the file's schema) as one row group.
+    pub fn write_row_group(&mut self, batches: &[RecordBatch], start: usize, length: usize) -> Result<(), ParquetError> {
+        let schema = &self.schema;
+        let writers = self.factory.create_column_writers(self.group)?;
         if writers.len() != schema.fields().len() {
             return Err(ParquetError::General("nested columns are not supported".into()));
         }
@@ -122,22 +152,30 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
         let chunks: Vec<_> = columns
             .into_par_iter()
             .map(|(index, mut writer)| {
-                let column = column_rows(&adapted, index, start, length)?;
+                let column = column_rows(batches, index, start, length)?;
                 for leaf in compute_leaves(schema.field(index), &column)? {
                     writer.write(&leaf)?;
                 }
                 writer.close()
             })
             .collect();
-        let mut row_group = file.next_row_group()?;
+        let mut row_group = self.file.next_row_group()?;
         for chunk in chunks {
             chunk?.append_to_row_group(&mut row_group)?;
         }
         row_group.close()?;
-        start += length;
+        self.group += 1;
+        Ok(())
     }
-    file.close()?;
-    Ok((Bytes::from(out), rows))
+
+    /// Bytes written so far (the row groups; the footer comes with [`FileEncoder::finish`]).
+    pub fn bytes_written(&self) -> usize {
+        self.file.bytes_written()
+    }
+
+    pub fn finish(self) -> Result<Bytes, ParquetError> {
+        Ok(Bytes::from(self.file.into_inner()?))
+    }
 }
 
 /// Rows `start..start + length` of one column of `batches`, as one array.

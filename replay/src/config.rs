@@ -43,6 +43,40 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
         retention: std::time::Duration,
     },
+    /// Merges each partition's files into files near --target-file-size, in Delta commits
+    /// that change no rows (readers see the same rows throughout), then vacuums. Safe while a
+    /// consumer writes the table: partitions with a file younger than --min-age are left
+    /// alone, and a conflicting commit is skipped, never lost. Deterministic: the same rows
+    /// give the same files, so a replayed generation compacts to the live one's bytes.
+    Compact {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Size the merged files are cut at: a file ends with the row group (122,880 rows) that
+        /// takes it past this (suffixes KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = kappa_consumer::config::parse_bytes)]
+        target_file_size: u64,
+        /// Leave partitions with a file added more recently than this (e.g. 1h, 30m, 0s): the
+        /// consumer may still be writing them.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        min_age: std::time::Duration,
+        /// Delete files that commits replaced more than this long ago (readers of older
+        /// versions and time travel need them until then; Delta's default is 7 days).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        retention: std::time::Duration,
+        /// Parquet compression codec of the merged files.
+        #[arg(long, value_enum, value_name = "CODEC", default_value_t = kappa_consumer::parquet_file::Codec::Snappy)]
+        compression: kappa_consumer::parquet_file::Codec,
+        /// Commit once this much was rewritten (and at the end): a conflicting commit or a kill
+        /// costs at most this much work (suffixes KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = kappa_consumer::config::parse_bytes)]
+        commit_every: u64,
+        /// Say what would be merged and vacuumed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        summary_json: Option<PathBuf>,
+    },
     /// Makes an existing generation current (for instance, back to the previous one).
     Switch {
         #[command(flatten)]

@@ -131,6 +131,7 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         archive_positions: state.archive_positions,
         // The files the replay read stay recognised when they are sent again.
         seen: state.seen,
+        horizons: state.horizons,
     };
     let add = files.iter().map(|f| delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
     // Marked before the commit: a switch that then fails leaves a mark on the generation that
@@ -144,6 +145,8 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         previous,
         commit_id: format!("switch-{generation}-{now_ms}"),
         add,
+        remove: Vec::new(),
+        data_change: true,
         replace_all: true,
         setup: Some(setup),
         state: serde_json::to_value(&handed_over).expect("serializes"),
@@ -254,6 +257,7 @@ mod tests {
             archived: vec![],
             archive_positions: Default::default(),
             seen: Default::default(),
+            horizons: Default::default(),
         };
         table.commit(&commit, &schema, &layout).await.unwrap();
         generation

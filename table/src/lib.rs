@@ -30,4 +30,4 @@ pub mod table;
 
 pub use self::error::TableError;
 pub use self::state::{CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SeenRows, ShardPositions, TableState, Totals};
-pub use self::table::{PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns};
+pub use self::table::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile, PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns};

@@ -74,6 +74,11 @@ pub struct Commit {
     /// `kappa_consumer::dedup`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seen: BTreeMap<String, SeenRows>,
+    /// Per shard, with `--partition-idle`: the latest event time (ms) of the events up to its
+    /// resume point, where the restart's event time starts, so partitions close at the same
+    /// rows as in a run that was never interrupted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub horizons: BTreeMap<String, i64>,
 }
 
 /// A producer file's rows a commit remembers: `0-49999,50001-60000`, and when they last grew
@@ -104,6 +109,7 @@ pub struct TableState {
     pub unacknowledged: BTreeMap<String, i64>,
     pub archive_positions: ShardPositions,
     pub seen: BTreeMap<String, SeenRows>,
+    pub horizons: BTreeMap<String, i64>,
     /// Every committed, not removed, data file (relative to the generation).
     pub files: BTreeSet<String>,
 }
@@ -131,6 +137,7 @@ pub(crate) fn state_of(commit: Commit) -> TableState {
         unacknowledged: commit.unacknowledged,
         archive_positions: commit.archive_positions,
         seen: commit.seen,
+        horizons: commit.horizons,
         files: BTreeSet::new(),
     }
 }

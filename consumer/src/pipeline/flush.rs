@@ -57,9 +57,16 @@ impl Pipeline {
         // Resume: before the earliest event an open buffer still holds, else after the last read.
         let mut resume = self.state.resume.clone();
         let mut first_open = Vec::with_capacity(self.shards.len());
+        let mut horizons = std::collections::BTreeMap::new();
         for (index, shard) in self.shards.iter().enumerate() {
             let open = self.buffers.iter().filter(|((_, s), _)| *s as usize == index);
             let buffered = open.clone().map(|(_, b)| b.resume_after).min();
+            // The event time at the resume point: before the earliest buffered row, else the
+            // latest (--partition-idle).
+            let horizon = open.clone().map(|(_, b)| b.horizon_before).min().unwrap_or(self.horizon[index]);
+            if self.config.partition_idle.is_some() && horizon > i64::MIN {
+                horizons.insert(shard.clone(), horizon);
+            }
             first_open.push(open.map(|(_, b)| b.first_ordinal).min());
             match buffered.unwrap_or(self.last_read[index]) {
                 Some(point) => resume.insert(shard.clone(), point.to_string()),
@@ -101,6 +108,7 @@ impl Pipeline {
             unacknowledged: self.acks.for_commit(now_ms),
             archived,
             archive_positions,
+            horizons,
             seen: self.dedup.remembered(now_ms, self.config.dedup_retention.as_millis().try_into().unwrap_or(i64::MAX)),
         };
         let prepared = PreparedCommit { commit, files };
@@ -152,6 +160,7 @@ impl Pipeline {
         self.state.schema_version = commit.schema_version;
         self.acks.committed(commit.unacknowledged);
         self.state.archive_positions = commit.archive_positions;
+        self.state.horizons = commit.horizons;
     }
 }
 

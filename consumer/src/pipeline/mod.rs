@@ -30,8 +30,8 @@ mod checks;
 mod flush;
 mod route;
 
-use self::route::ChunkEvents;
 pub use self::route::Closing;
+use self::route::{ChunkEvents, Opening};
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
@@ -162,7 +162,8 @@ impl Pipeline {
         let read_count = vec![0; shards.len()];
         let lake = format!("{}/{}", table.store().describe(), table.data_prefix());
         let spill = SpillDir::open(&config.spill_dir, table.name(), &lake)?;
-        let (horizon, next_close) = (vec![i64::MIN; shards.len()], vec![Closing::NEVER; shards.len()]);
+        let horizon = shards.iter().map(|s| state.horizons.get(s).copied().unwrap_or(i64::MIN)).collect();
+        let next_close = vec![Closing::NEVER; shards.len()];
         let pipeline = Pipeline {
             table,
             runtime,
@@ -232,7 +233,7 @@ impl Pipeline {
     pub fn add_shard(&mut self, name: String) -> u32 {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.read_count.push(0);
-        self.horizon.push(i64::MIN);
+        self.horizon.push(self.state.horizons.get(&name).copied().unwrap_or(i64::MIN));
         self.next_close.push(Closing::NEVER);
         self.shards.push(name);
         (self.shards.len() - 1) as u32
@@ -380,7 +381,7 @@ impl Pipeline {
         self.state.written.get(&partition.path()).and_then(|shards| shards.get(&self.shards[shard as usize])).and_then(|s| seq_of(s))
     }
 
-    /// Appends rows to a buffer, which then closes at `closing` (`--partition-idle`).
+    /// Appends rows to a buffer, which then closes as `opening` says (`--partition-idle`).
     fn append(
         &mut self,
         key: BufferKey,
@@ -388,7 +389,7 @@ impl Pipeline {
         rows: &[u32],
         origin: &[usize],
         chunk: &ChunkEvents<'_>,
-        closing: Closing,
+        opening: Opening,
     ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals } = chunk;
         let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
@@ -411,9 +412,9 @@ impl Pipeline {
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
-        let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event]));
+        let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, bytes, last);
-        buffer.closing = closing;
+        buffer.closing = opening.closing;
         Ok(())
     }
 

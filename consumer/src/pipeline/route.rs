@@ -42,6 +42,21 @@ struct Group {
     /// rows so far.
     partition_end: i64,
     closing: Closing,
+    /// The shard's event time before the first row of `rows`.
+    horizon_before: i64,
+}
+
+/// How a buffer closes, and where its shard's event time stood before its first row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Opening {
+    pub(super) closing: Closing,
+    pub(super) horizon_before: i64,
+}
+
+impl Group {
+    fn opening(&self) -> Opening {
+        Opening { closing: self.closing, horizon_before: self.horizon_before }
+    }
 }
 
 /// Events a shard delivers after a buffer's last row before the buffer may close as idle.
@@ -96,6 +111,7 @@ impl Pipeline {
             };
             let shard = event.shard as usize;
             let ordinal = chunk.ordinals[*event_index];
+            let horizon_before = self.horizon[shard];
             if idle_ms.is_some() {
                 self.horizon[shard] = self.horizon[shard].max(ms);
                 if self.next_close[shard].due(self.horizon[shard], ordinal) {
@@ -115,7 +131,7 @@ impl Pipeline {
                             None => i64::MAX,
                         };
                         let written = self.written_position(key);
-                        groups.push(Group { key, rows: Vec::new(), bytes: 0, buffered_rows, buffered_bytes, written, partition_end, closing });
+                        groups.push(Group { key, rows: Vec::new(), bytes: 0, buffered_rows, buffered_bytes, written, partition_end, closing, horizon_before });
                         groups.len() - 1
                     }
                 };
@@ -136,6 +152,9 @@ impl Pipeline {
                 self.stats.add_duplicates(1);
                 continue;
             }
+            if group.rows.is_empty() {
+                group.horizon_before = horizon_before;
+            }
             group.rows.push(row as u32);
             group.bytes += event.payload.len() as u64;
             if let Some(idle) = idle_ms {
@@ -145,13 +164,13 @@ impl Pipeline {
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
                 let rows = std::mem::take(&mut group.rows);
                 (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
-                self.append(key, batch, &rows, origin, chunk, Closing::NEVER)?;
+                self.append(key, batch, &rows, origin, chunk, Opening { closing: Closing::NEVER, horizon_before: group.horizon_before })?;
                 self.seal(key);
             }
         }
         for group in groups {
             if !group.rows.is_empty() {
-                self.append(group.key, batch, &group.rows, origin, chunk, group.closing)?;
+                self.append(group.key, batch, &group.rows, origin, chunk, group.opening())?;
             }
         }
         Ok(())
@@ -172,7 +191,7 @@ impl Pipeline {
         for group in groups.iter_mut().filter(|g| g.key.1 == shard && g.closing.due(horizon, ordinal)) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
-                self.append(group.key, batch, &rows, origin, chunk, group.closing)?;
+                self.append(group.key, batch, &rows, origin, chunk, group.opening())?;
             }
             self.seal(group.key);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);

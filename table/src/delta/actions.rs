@@ -53,13 +53,13 @@ pub(crate) fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Op
     Ok(Some(serde_json::from_value(value)?))
 }
 
-pub(crate) fn add_action(file: DataFile) -> Add {
+pub(crate) fn add_action(file: DataFile, data_change: bool) -> Add {
     Add {
         path: file.path,
         partition_values: file.partition_values,
         size: file.size,
         modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: true,
+        data_change,
         stats: file.stats,
         ..Default::default()
     }

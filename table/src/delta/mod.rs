@@ -12,8 +12,11 @@
 //!    carries a `txn` action (its app id, its commit counter) and, in the commit's metadata
 //!    (`commitInfo.kappa`), its resume state and a commit id of its own choosing.
 //! 2. A commit is created only if its version is absent (an atomic create locally, a
-//!    conditional put on S3), and never retried onto a later version: a writer that lost a race
-//!    must not re-base its positions on a log it did not read.
+//!    conditional put on S3). A writer that lost the race re-bases its commit onto the new
+//!    version only if what was committed meanwhile cannot conflict with it: no new schema,
+//!    partitioning or generation (a replay's switch), no commit of its own counter, and no
+//!    removal of a file it removes. So a consumer's append goes on over a compaction, and a
+//!    compaction over a consumer's append; a switch stops both.
 //! 3. After an ambiguous failure (the put reached the store but its answer was lost) the log is
 //!    read again: if the commit carrying the writer's counter has the writer's commit id, it is
 //!    this commit, and the flush is done; otherwise another writer committed, and this one stops.
@@ -44,6 +47,9 @@ mod s3;
 
 /// Commits between checkpoints: a restart reads one checkpoint and at most this many commits.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
+
+/// Times a commit is re-based onto commits made meanwhile before the writer gives up.
+const MAX_REBASES: usize = 20;
 
 /// The key of kappa-lake's own metadata in `commitInfo`.
 const METADATA_KEY: &str = "kappa";
@@ -193,6 +199,17 @@ pub struct DataFile {
     pub stats: Option<String>,
 }
 
+/// A file of the current version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDetail {
+    pub path: String,
+    pub partition_values: HashMap<String, Option<String>>,
+    pub size: i64,
+    /// When it was added (ms since the epoch).
+    pub modification_time: i64,
+    pub num_records: Option<u64>,
+}
+
 /// One commit by a writer.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -205,6 +222,11 @@ pub struct Commit {
     /// An id of the writer's choosing that tells its own commit from another's.
     pub commit_id: String,
     pub add: Vec<DataFile>,
+    /// Files to remove (paths relative to the table root).
+    pub remove: Vec<String>,
+    /// False for a commit that only rearranges rows (a compaction): its actions say
+    /// `dataChange: false`, so streaming readers and change feeds see nothing new.
+    pub data_change: bool,
     /// Remove every file of the current version first (a replay's switch).
     pub replace_all: bool,
     /// A new schema, partitioning or properties.
@@ -355,29 +377,70 @@ impl LakeTable {
         snapshot.transaction_version(self.table.log_store().as_ref(), app_id).await.map_err(|e| self.delta(e))
     }
 
-    /// Makes `commit`, returning the version it made. Never re-based onto a later version (see
-    /// step 2 of the protocol above). A commit that exists already with this writer's counter
-    /// and commit id (an earlier attempt whose answer was lost) is taken as made.
+    /// Makes `commit`, returning the version it made. Re-based onto commits made meanwhile only
+    /// if none of them can conflict with it (step 2 of the protocol above). A commit that exists
+    /// already with this writer's counter and commit id (an earlier attempt whose answer was
+    /// lost) is taken as made.
     pub async fn commit(&mut self, commit: Commit) -> Result<u64, DeltaError> {
+        for _ in 0..MAX_REBASES {
+            let base = self.version().unwrap_or_default();
+            match self.try_commit(&commit).await {
+                Err(DeltaError::Raced { version, .. }) if !commit.replace_all && self.compatible(&commit, base + 1..=version).await? => {
+                    tracing::debug!(table = %self.name, app_id = %commit.app_id, base, version, "re-basing a commit over commits that do not conflict with it");
+                }
+                other => return other,
+            }
+        }
+        Err(DeltaError::Raced { table: self.name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, version: self.version().unwrap_or_default() })
+    }
+
+    /// True if the commits of `versions` leave `commit` valid: they change no schema,
+    /// partitioning or properties, and remove none of the files it removes. (One with this
+    /// writer's counter is caught before: its counter moved.)
+    async fn compatible(&self, commit: &Commit, versions: std::ops::RangeInclusive<u64>) -> Result<bool, DeltaError> {
+        let removing: std::collections::HashSet<&str> = commit.remove.iter().map(String::as_str).collect();
+        let log_store = self.table.log_store();
+        for version in versions {
+            let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(false) };
+            for action in parse_commit(&self.name, version, &bytes)? {
+                if action.get("metaData").is_some() || action.get("protocol").is_some() {
+                    return Ok(false);
+                }
+                if let Some(path) = action.get("remove").and_then(|r| r["path"].as_str())
+                    && removing.contains(path)
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn try_commit(&mut self, commit: &Commit) -> Result<u64, DeltaError> {
         let name = self.name.clone();
         let concurrent = || DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter };
         match self.writer_counter(&commit.app_id).await? {
             now if now == commit.previous => {}
-            Some(now) if now == commit.counter => return self.own_commit(&commit).await?.ok_or_else(concurrent),
+            Some(now) if now == commit.counter => return self.own_commit(commit).await?.ok_or_else(concurrent),
             _ => return Err(concurrent()),
         }
         let base = self.version().unwrap_or_default();
         if commit.replace_all && self.own.is_some() {
             // Removing every file needs the files as of `base`.
             self.reload().await?;
-            return Box::pin(self.commit(commit)).await;
+            return Box::pin(self.try_commit(commit)).await;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
+        let (operation, parameters) = match (commit.data_change, commit.replace_all) {
+            (false, _) => ("OPTIMIZE", serde_json::json!({})),
+            (true, true) => ("WRITE", serde_json::json!({ "mode": "Overwrite" })),
+            (true, false) => ("WRITE", serde_json::json!({ "mode": "Append" })),
+        };
         let info = serde_json::json!({
             "timestamp": now_ms,
-            "operation": "WRITE",
-            "operationParameters": { "mode": if commit.replace_all { "Overwrite" } else { "Append" } },
-            "isBlindAppend": !commit.replace_all && commit.setup.is_none(),
+            "operation": operation,
+            "operationParameters": parameters,
+            "isBlindAppend": commit.data_change && !commit.replace_all && commit.remove.is_empty() && commit.setup.is_none(),
             "engineInfo": concat!("kappa-lake/", env!("CARGO_PKG_VERSION")),
             METADATA_KEY: { "commitId": commit.commit_id, "appId": commit.app_id, "counter": commit.counter, "state": commit.state },
         });
@@ -398,7 +461,25 @@ impl LakeTable {
             let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
             actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
         }
-        actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f))));
+        if !commit.remove.is_empty() {
+            self.catch_up().await?;
+            let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+            let removing: std::collections::HashSet<&str> = commit.remove.iter().map(String::as_str).collect();
+            let found: Vec<Action> = snapshot
+                .log_data()
+                .iter()
+                .filter(|f| removing.contains(f.path().as_ref()))
+                .map(|f| Action::Remove(f.remove_action(commit.data_change)))
+                .collect();
+            if found.len() != removing.len() {
+                return Err(DeltaError::Invalid {
+                    table: self.name.clone(),
+                    reason: format!("{} of the {} files to remove are not in version {base}", removing.len() - found.len(), removing.len()),
+                });
+            }
+            actions.extend(found);
+        }
+        actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change))));
         // One JSON line per action, commitInfo first, as Delta writers do.
         let mut bytes = serde_json::to_vec(&serde_json::json!({ "commitInfo": info })).expect("serializes");
         for action in &actions {
@@ -430,7 +511,7 @@ impl LakeTable {
                 self.reload().await?;
                 match self.writer_counter(&commit.app_id).await? {
                     Some(now) if now == commit.counter => {
-                        let version = self.own_commit(&commit).await?.ok_or_else(concurrent)?;
+                        let version = self.own_commit(commit).await?.ok_or_else(concurrent)?;
                         tracing::warn!(table = %self.name, version, error = %failure, "a commit failed, but the log holds it as this writer's own (its answer was lost): carrying on");
                         Ok(version)
                     }
@@ -538,6 +619,37 @@ impl LakeTable {
             result.map_err(|e| self.delta(e))?;
         }
         Ok(())
+    }
+
+    /// The files the current version holds, sorted by path, with what planning a compaction
+    /// needs.
+    pub async fn file_details(&mut self) -> Result<Vec<FileDetail>, DeltaError> {
+        self.catch_up().await?;
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        let mut files: Vec<FileDetail> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| FileDetail {
+                path: f.path().to_string(),
+                partition_values: f.partition_values_map(),
+                size: f.size(),
+                modification_time: f.modification_time(),
+                num_records: f.num_records().map(|n| n as u64),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Files removed from the table that the log still remembers (until
+    /// `delta.deletedFileRetentionDuration`): path and when it was removed (ms).
+    pub async fn tombstones(&mut self) -> Result<Vec<(String, i64)>, DeltaError> {
+        use futures::TryStreamExt as _;
+        self.catch_up().await?;
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        let log_store = self.table.log_store();
+        let views: Vec<_> = snapshot.all_tombstones(log_store.as_ref()).try_collect().await.map_err(|e| self.delta(e))?;
+        Ok(views.iter().map(|t| (t.path().to_string(), t.deletion_timestamp().unwrap_or_default())).collect())
     }
 
     /// The paths of the files the current version holds, sorted.

@@ -29,6 +29,8 @@ fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, sta
         previous: (counter > 1).then_some(counter - 1),
         commit_id: commit_id.into(),
         add: files,
+        remove: Vec::new(),
+        data_change: true,
         replace_all: false,
         setup: None,
         state,
@@ -122,6 +124,8 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
     let mut stale = open_existing(dir.path()).await;
     table.commit(commit("consumer", 2, "c2", vec![file("gen-000001/year=2025/month=03/day=19/b.parquet", "19")], json!({"generation": 1}))).await.unwrap();
     let switch = Commit {
+        remove: Vec::new(),
+        data_change: true,
         replace_all: true,
         setup: Some(setup),
         add: vec![hour("gen-000002/h1.parquet"), hour("gen-000002/h2.parquet")],
@@ -142,4 +146,47 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
 
 async fn open_existing(dir: &std::path::Path) -> LakeTable {
     LakeTable::open("sales", &TableLocation::local(dir, "sales").unwrap()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn an_append_goes_on_over_a_compaction_and_conflicting_commits_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut consumer = open(dir.path()).await;
+    let small = ["gen-000001/a.parquet", "gen-000001/b.parquet"];
+    for (n, path) in small.iter().enumerate() {
+        consumer.commit(commit("consumer", n as i64 + 1, &format!("c{n}"), vec![file(path, "19")], json!(n))).await.unwrap();
+    }
+    // A compaction replaces both files while the consumer prepares its next commit.
+    let mut compactor = open(dir.path()).await;
+    let compaction = Commit {
+        remove: small.iter().map(|p| p.to_string()).collect(),
+        data_change: false,
+        ..commit("compactor", 1, "k1", vec![file("gen-000001/ab.parquet", "19")], json!(null))
+    };
+    compactor.commit(compaction.clone()).await.unwrap();
+    let version = consumer.commit(commit("consumer", 3, "c3", vec![file("gen-000001/c.parquet", "20")], json!(3))).await.unwrap();
+    assert_eq!(version, 4, "the append was re-based over the compaction");
+    let mut reader = open(dir.path()).await;
+    assert_eq!(reader.files().await.unwrap(), vec!["gen-000001/ab.parquet".to_string(), "gen-000001/c.parquet".to_string()]);
+    assert_eq!(reader.writer_state("consumer").await.unwrap().unwrap().state, json!(3));
+
+    // A second compaction of the same files (planned before the first) must not remove them again.
+    let mut stale = LakeTable {
+        name: "sales".into(),
+        table: DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(2).load().await.unwrap(),
+        own: None,
+    };
+    let again = stale.commit(Commit { app_id: "another-compactor".into(), commit_id: "k1-again".into(), ..compaction }).await;
+    assert!(matches!(again, Err(DeltaError::Raced { .. })), "{again:?}");
+
+    // A new schema (a switch, a grown schema) stops a writer that prepared its commit before it.
+    let mut grower = open(dir.path()).await;
+    let grown = TableSetup {
+        schema: schema(),
+        partition_columns: vec!["year".into(), "month".into(), "day".into()],
+        configuration: [("kappa.x".to_string(), "1".to_string())].into(),
+    };
+    grower.commit(Commit { setup: Some(grown), ..commit("replay", 1, "r1", vec![], json!(null)) }).await.unwrap();
+    let stopped = consumer.commit(commit("consumer", 4, "c4", vec![file("gen-000001/d.parquet", "20")], json!(4))).await;
+    assert!(matches!(stopped, Err(DeltaError::Raced { .. })), "{stopped:?}");
 }

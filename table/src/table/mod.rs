@@ -245,6 +245,8 @@ impl Table {
             // ambiguous failure.
             commit_id: format!("{}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(), commit.commit),
             add,
+            remove: Vec::new(),
+            data_change: true,
             replace_all: false,
             setup: grown,
             state,
@@ -293,13 +295,17 @@ impl Table {
     }
 
     /// Deletes data and error objects that no commit names: the leftovers of a flush that
-    /// crashed before its commit. Returns how many were deleted.
+    /// crashed before its commit. Files a compaction replaced (readers of older versions may
+    /// still read them; vacuum deletes them) and compacted files (a compaction running now may
+    /// be about to commit them) are not the consumer's to delete. Returns how many were deleted.
     pub async fn remove_uncommitted(&self, state: &TableState) -> Result<usize, TableError> {
         let mut removed = 0;
         let data_prefix = format!("{}/", self.data_prefix());
+        let replaced: std::collections::HashSet<String> = self.replaced_files().await?.into_iter().map(|(path, _)| path).collect();
         for object in self.store.list(&data_prefix).await? {
             let relative = &object.path[data_prefix.len()..];
-            if !state.files.contains(relative) {
+            let compacted = relative.rsplit('/').next().is_some_and(|name| name.starts_with(COMPACTED_PREFIX));
+            if !state.files.contains(relative) && !replaced.contains(relative) && !compacted {
                 tracing::info!(object = %object.path, "removing an object no commit names (left by an interrupted flush)");
                 self.store.delete(&object.path).await?;
                 removed += 1;
@@ -412,9 +418,11 @@ impl Table {
     }
 }
 
+mod compaction;
 mod naming;
 #[cfg(test)]
 mod tests;
 
+pub use self::compaction::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile};
 pub use self::naming::{PARTITION_COLUMN_PREFIX, partition_columns};
 pub(crate) use self::naming::{SCHEMA_VERSION_PROPERTY, delta_file, properties};

@@ -20,6 +20,7 @@ fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
         archived: vec![],
         archive_positions: BTreeMap::new(),
         seen: BTreeMap::new(),
+        horizons: BTreeMap::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! One test binary for the whole workspace (each one links the AWS SDK: few binaries build
 //! faster). Run them with `./scripts/test`, which installs moto and builds the binaries first.
 
+mod compaction;
 mod consumer_bad_input;
 mod consumer_crash;
 mod consumer_guards;

@@ -1,0 +1,332 @@
+//! `kappa-replay compact`: each partition's files merged into files near a target size, in
+//! Delta commits that remove the small files and add the merged ones without changing a row
+//! (`dataChange: false`), so readers see the same rows before, during and after.
+//!
+//! Step by step:
+//! 1. The live generation's files are read from the latest Delta version and grouped by
+//!    partition. A partition is rewritten when it has more files than its bytes need at the
+//!    target size, and none of them was added within --min-age: the consumer may still be
+//!    writing a younger partition (it closes them with --partition-idle and --flush-interval).
+//! 2. Its rows are read back in file-name order, which is (shard, position) order for the
+//!    consumer's `part-<shard>-<first>-<last>` files, and written as row groups of
+//!    [`ROW_GROUP_ROWS`]; a file is closed after the row group that takes it past the target
+//!    size. Output depends only on the rows and their order, and is named after the shards'
+//!    position ranges: a replayed generation compacts to the same files, byte for byte, as the
+//!    live one, however differently their flushes cut them.
+//! 3. The merged files are stored, then committed with the removal of the files they replace.
+//!    A consumer committing meanwhile does not conflict (its commit only adds files; either
+//!    commit is re-based over the other). A conflicting commit (a switch, another compaction
+//!    of the same files) fails this one: nothing is lost, the small files stay, and the merged
+//!    files, which no commit names, are deleted by the next vacuum.
+//! 4. A kill at any point leaves the table at the last commit: the rows are all there, in small
+//!    files or merged ones. The next run starts over from the table.
+//! 5. Vacuum deletes the files commits replaced more than --retention ago.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use kappa_consumer::parquet_file::{self, Codec, FileEncoder};
+use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokio::runtime::Runtime;
+
+use crate::config::TableLocation;
+use crate::rebuild::{ReplayError, open_store};
+
+/// Rows per row group of a compacted file: DuckDB's default, a size every engine reads well.
+pub(crate) const ROW_GROUP_ROWS: usize = 122_880;
+
+#[derive(Debug, Clone)]
+pub(crate) struct CompactOptions {
+    pub target_file_size: u64,
+    pub min_age: Duration,
+    pub retention: Duration,
+    pub codec: Codec,
+    pub dry_run: bool,
+    /// A commit is made once this many bytes were rewritten (and at the end): a long
+    /// compaction shows progress in the log, and a conflict or a kill costs at most this much.
+    pub commit_every: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct CompactReport {
+    pub partitions_compacted: usize,
+    pub partitions_too_young: usize,
+    pub files_before: usize,
+    pub files_after: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub rows: u64,
+    pub commits: usize,
+    pub conflicts: usize,
+    pub vacuumed: usize,
+    pub seconds: f64,
+}
+
+impl CompactReport {
+    pub(crate) fn render(&self, table: &str) -> String {
+        format!(
+            "compaction of {table}: {} partitions rewritten ({} files, {:.1} MiB -> {} files, {:.1} MiB; {} rows) in {} commits, \
+             {} partitions too young (--min-age), {} conflicts skipped, {} replaced files vacuumed, {:.2} s\n",
+            self.partitions_compacted,
+            self.files_before,
+            self.bytes_before as f64 / 1048576.0,
+            self.files_after,
+            self.bytes_after as f64 / 1048576.0,
+            self.rows,
+            self.commits,
+            self.partitions_too_young,
+            self.conflicts,
+            self.vacuumed,
+            self.seconds
+        )
+    }
+}
+
+pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &CompactOptions) -> Result<CompactReport, ReplayError> {
+    let started = Instant::now();
+    let (store, _) = open_store(runtime, location, false)?;
+    let table = runtime.block_on(Table::open_or_create(store, &location.table))?;
+    let Some((_, schema)) = runtime.block_on(table.latest_schema())? else {
+        return Err(ReplayError::Refused(format!("table {} has no rows yet: nothing to compact", location.table)));
+    };
+    let data = kappa_consumer::decode::data_schema(&schema);
+    let mut report = CompactReport::default();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let min_age_ms = i64::try_from(options.min_age.as_millis()).unwrap_or(i64::MAX);
+    let mut by_partition: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
+    for file in runtime.block_on(table.live_files())? {
+        by_partition.entry(file.partition.clone()).or_default().push(file);
+    }
+    let (mut removed, mut added, mut pending_bytes) = (Vec::new(), Vec::new(), 0u64);
+    for (partition, files) in &by_partition {
+        let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+        let needed = bytes.div_ceil(options.target_file_size).max(1) as usize;
+        if files.len() <= needed {
+            continue;
+        }
+        if files.iter().any(|f| now_ms - f.added_ms < min_age_ms) {
+            report.partitions_too_young += 1;
+            continue;
+        }
+        report.partitions_compacted += 1;
+        report.files_before += files.len();
+        report.bytes_before += bytes;
+        if options.dry_run {
+            tracing::info!(partition, files = files.len(), mib = bytes >> 20, "would compact");
+            continue;
+        }
+        let merged = merge(runtime, &table, partition, files, &data, options)?;
+        report.files_after += merged.len();
+        for file in &merged {
+            report.bytes_after += file.bytes;
+            report.rows += file.rows;
+        }
+        tracing::info!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
+        removed.extend(files.iter().map(|f| f.path.clone()));
+        added.extend(merged);
+        pending_bytes += bytes;
+        if pending_bytes >= options.commit_every {
+            commit(runtime, &table, &mut removed, &mut added, &mut report)?;
+            pending_bytes = 0;
+        }
+    }
+    commit(runtime, &table, &mut removed, &mut added, &mut report)?;
+    report.vacuumed = runtime.block_on(table.vacuum(options.retention, options.dry_run))?.len();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Commits what was merged so far; a conflict is reported and skipped (the rows stay in the
+/// files it would have replaced).
+fn commit(runtime: &Runtime, table: &Table, removed: &mut Vec<String>, added: &mut Vec<DataFile>, report: &mut CompactReport) -> Result<(), ReplayError> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    match runtime.block_on(table.commit_compaction(removed, added)) {
+        Ok(version) => {
+            tracing::info!(version, removed = removed.len(), added = added.len(), "compaction committed");
+            report.commits += 1;
+        }
+        Err(kappa_table::TableError::ConcurrentWriter { .. }) => {
+            tracing::warn!(removed = removed.len(), "a conflicting commit was made meanwhile (a switch, or another compaction): skipped; run again");
+            report.conflicts += 1;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    removed.clear();
+    added.clear();
+    Ok(())
+}
+
+/// Rewrites one partition's files (in name order) into files of about the target size.
+fn merge(
+    runtime: &Runtime,
+    table: &Table,
+    partition: &str,
+    files: &[LiveFile],
+    data: &SchemaRef,
+    options: &CompactOptions,
+) -> Result<Vec<DataFile>, ReplayError> {
+    let base = output_base(files);
+    let mut outputs = Vec::new();
+    let mut writer =
+        MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };
+    let mut store = |bytes: Bytes, rows: u64| -> Result<(), ReplayError> {
+        let path = format!("{partition}/{base}-{:04}.parquet", outputs.len());
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).map_err(read_back)?;
+        let stats = kappa_table::stats::from_footer(&footer);
+        let size = bytes.len() as u64;
+        runtime.block_on(table.put_object(&path, bytes))?;
+        outputs.push(DataFile { path, partition: partition.to_string(), rows, bytes: size, stats });
+        Ok(())
+    };
+    for file in files {
+        let bytes = runtime.block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(kappa_table::TableError::from)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(read_back)?.with_batch_size(8192).build().map_err(read_back)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| ReplayError::ReadBack(format!("{}: {e}", file.path)))?;
+            writer.push(batch)?;
+            while let Some((bytes, rows)) = writer.full_file()? {
+                store(bytes, rows)?;
+            }
+        }
+    }
+    if let Some((bytes, rows)) = writer.finish()? {
+        store(bytes, rows)?;
+    }
+    Ok(outputs)
+}
+
+fn read_back(e: impl std::fmt::Display) -> ReplayError {
+    ReplayError::ReadBack(e.to_string())
+}
+
+/// Rows into row groups of [`ROW_GROUP_ROWS`], and row groups into files cut after the one
+/// that reaches the target size.
+struct MergedWriter {
+    data: SchemaRef,
+    codec: Codec,
+    target: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    /// The file being written and its rows.
+    file: Option<(FileEncoder, u64)>,
+}
+
+impl MergedWriter {
+    fn push(&mut self, batch: RecordBatch) -> Result<(), ReplayError> {
+        // A file written before the schema grew lacks the newer columns: they are null.
+        let batch = parquet_file::conform(std::slice::from_ref(&batch), &self.data, &self.data).map_err(read_back)?;
+        self.pending_rows += batch[0].num_rows();
+        self.pending.extend(batch);
+        Ok(())
+    }
+
+    /// Writes full row groups; returns a file once one reached the target size.
+    fn full_file(&mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+        while self.pending_rows >= ROW_GROUP_ROWS {
+            self.write_group(ROW_GROUP_ROWS)?;
+            if self.file.as_ref().is_some_and(|(f, _)| f.bytes_written() >= self.target) {
+                return self.close();
+            }
+        }
+        Ok(None)
+    }
+
+    fn finish(mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+        if self.pending_rows > 0 {
+            self.write_group(self.pending_rows)?;
+        }
+        self.close()
+    }
+
+    fn write_group(&mut self, rows: usize) -> Result<(), ReplayError> {
+        if self.file.is_none() {
+            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target).map_err(read_back)?, 0));
+        }
+        let (encoder, written) = self.file.as_mut().expect("started");
+        encoder.write_row_group(&self.pending, 0, rows).map_err(read_back)?;
+        *written += rows as u64;
+        // Keep what follows the row group.
+        let mut rest = Vec::new();
+        let mut skip = rows;
+        for batch in self.pending.drain(..) {
+            if skip >= batch.num_rows() {
+                skip -= batch.num_rows();
+            } else {
+                rest.push(batch.slice(skip, batch.num_rows() - skip));
+                skip = 0;
+            }
+        }
+        self.pending = rest;
+        self.pending_rows -= rows;
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+        match self.file.take() {
+            Some((encoder, rows)) => Ok(Some((encoder.finish().map_err(read_back)?, rows))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The merged files' names: `compacted-<hash>`, the hash of each shard's first and last
+/// position over the partition's `part-<shard>-<first>-<last>` files (and of any other file's
+/// name). The same rows give the same name, however flushes cut them.
+fn output_base(files: &[LiveFile]) -> String {
+    let mut shards: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut others = Vec::new();
+    for file in files {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        let positions = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| {
+            let mut parts = n.rsplitn(3, '-');
+            let (last, first, shard) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((shard.to_string(), first.to_string(), last.to_string()))
+        });
+        match positions {
+            Some((shard, first, last)) => {
+                let range = shards.entry(shard).or_insert_with(|| (first.clone(), last.clone()));
+                range.0 = range.0.clone().min(first);
+                range.1 = range.1.clone().max(last);
+            }
+            None => others.push(name.to_string()),
+        }
+    }
+    let mut key = String::new();
+    for (shard, (first, last)) in &shards {
+        key.push_str(&format!("{shard}:{first}-{last};"));
+    }
+    for other in &others {
+        key.push_str(other);
+        key.push(';');
+    }
+    format!("{COMPACTED_PREFIX}{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(path: &str) -> LiveFile {
+        LiveFile { path: format!("year=2025/month=03/day=19/{path}"), partition: "year=2025/month=03/day=19".into(), bytes: 1, rows: Some(1), added_ms: 0 }
+    }
+
+    #[test]
+    fn names_follow_the_shards_ranges_not_the_flushes() {
+        let live_table = [
+            live("part-shard-0-00000000000000000001-00000000000000000009.parquet"),
+            live("part-shard-0-00000000000000000012-00000000000000000020.parquet"),
+            live("part-s1-00000000000000000003-00000000000000000004.parquet"),
+        ];
+        let replayed =
+            [live("part-shard-0-00000000000000000001-00000000000000000020.parquet"), live("part-s1-00000000000000000003-00000000000000000004.parquet")];
+        assert_eq!(output_base(&live_table), output_base(&replayed));
+        assert_ne!(output_base(&live_table), output_base(&replayed[..1]));
+        assert!(output_base(&replayed).starts_with(COMPACTED_PREFIX));
+    }
+}

@@ -1,0 +1,174 @@
+//! Right-sized files: the consumer spilling under a tiny memory bound instead of cutting files,
+//! and `kappa-replay compact` merging each partition's files in commits that change no rows —
+//! deterministic (a replayed generation compacts to the live one's bytes) and safe to kill.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use kappa_tests::{current_generation, delta_log, duckdb_delta, expect_status, kappa, lake_digest, parquet_files, python_deltalake, run};
+
+use crate::support::{generate_sales_csv, kill_repeatedly, summary};
+
+/// Small row-count flushes: many files per partition, and every cut a function of the log.
+const SMALL_FILES: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "100", "--flush-interval", "1h", "--max-memory", "2GiB"];
+
+fn produce(csv: &Path, log: &str) {
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
+}
+
+fn compact(lake: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = lake.join("compact.json");
+    let output = run(kappa("kappa-replay", None).args(["compact", "--table", "sales", "--lake"]).arg(lake).arg("--summary-json").arg(&report).args(extra));
+    expect_status(&output, 0);
+    summary(&report)
+}
+
+/// Rows and distinct sale ids as DuckDB's `delta_scan` reads the table.
+fn counted(lake: &Path) -> String {
+    duckdb_delta(&lake.join("sales"), "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim().to_string()
+}
+
+/// The current version's files per partition directory.
+fn files_per_partition(lake: &Path) -> BTreeMap<String, usize> {
+    let mut partitions = BTreeMap::new();
+    for file in delta_log(&lake.join("sales")).unwrap().files {
+        *partitions.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
+    }
+    partitions
+}
+
+/// `(path, sha256)` of the compacted files of a generation.
+fn compacted(lake: &Path, generation: &str) -> Vec<(String, String)> {
+    lake_digest(&lake.join("sales").join(generation)).into_iter().filter(|(path, _)| path.rsplit('/').next().unwrap().starts_with("compacted-")).collect()
+}
+
+#[test]
+fn compaction_keeps_every_row_and_a_replayed_generation_compacts_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 60_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    // A live consumer killed along the way (partitions close behind the event time: its
+    // restarts must close them at the same rows).
+    let kills = kill_repeatedly(3, (50, 400), Duration::from_secs(120), || {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args(["--until-idle", "1s"]);
+        command
+    });
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args(["--until-idle", "1s"])), 0);
+    eprintln!("live consumer killed {kills} times");
+    let before = files_per_partition(&lake);
+    assert!(before.values().sum::<usize>() > 10 * before.len(), "small files everywhere: {before:?}");
+    let version_before = delta_log(&lake.join("sales")).unwrap().version;
+    assert_eq!(counted(&lake), "[(60000, 60000)]");
+
+    // Too young for the default --min-age: nothing is touched.
+    let young = compact(&lake, &[]);
+    assert_eq!((young["partitions_compacted"].as_u64(), young["partitions_too_young"].as_u64()), (Some(0), Some(before.len() as u64)), "{young}");
+
+    let report = compact(&lake, &["--min-age", "0s"]);
+    assert_eq!(report["partitions_compacted"].as_u64(), Some(before.len() as u64), "{report}");
+    assert_eq!(report["rows"].as_u64(), Some(60_000));
+    let after = files_per_partition(&lake);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert!(after.values().all(|n| *n == 1), "one file per partition: {after:?}");
+    assert_eq!(counted(&lake), "[(60000, 60000)]", "the same rows after the compaction");
+    // The version before the compaction still reads: the replaced files stay until vacuumed.
+    assert_eq!(python_deltalake(&lake.join("sales"), Some(version_before), "print(table.to_pyarrow_table().num_rows)").trim(), "60000");
+    let log_text = std::fs::read_to_string(lake.join(format!("sales/_delta_log/{:020}.json", version_before + 1))).unwrap();
+    assert!(log_text.contains("\"operation\":\"OPTIMIZE\"") && !log_text.contains("\"dataChange\":true"), "a commit that changes no rows");
+    let live = compacted(&lake, "gen-000001");
+    assert_eq!(live.len(), before.len());
+
+    // A consumer run after the compaction keeps the replaced files (readers of old versions).
+    let files_on_disk = parquet_files(&lake.join("sales/gen-000001")).len();
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args(["--until-idle", "1s"])), 0);
+    assert_eq!(parquet_files(&lake.join("sales/gen-000001")).len(), files_on_disk);
+
+    // A replay with other flush settings cuts other files; compacted, they are the same bytes.
+    let mut other_cuts = SMALL_FILES;
+    other_cuts[5] = "5000";
+    let replay = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(other_cuts).arg("--switch"));
+    expect_status(&replay, 0);
+    assert_eq!(current_generation(&lake, "sales"), "gen-000002");
+    compact(&lake, &["--min-age", "0s"]);
+    assert_eq!(compacted(&lake, "gen-000002"), live, "replay plus compaction gives the live table's compacted files");
+
+    // Vacuum: the replaced files go once past the retention; the rows stay.
+    let vacuum = compact(&lake, &["--min-age", "0s", "--retention", "0s"]);
+    assert!(vacuum["vacuumed"].as_u64().unwrap() > 0, "{vacuum}");
+    let on_disk: Vec<String> = parquet_files(&lake.join("sales/gen-000002"))
+        .iter()
+        .map(|p| format!("gen-000002/{}", p.strip_prefix(lake.join("sales/gen-000002")).unwrap().display()))
+        .collect();
+    let in_table: Vec<String> = delta_log(&lake.join("sales")).unwrap().files.into_iter().collect();
+    assert_eq!(on_disk, in_table, "only the current files are left");
+    assert_eq!(counted(&lake), "[(60000, 60000)]");
+}
+
+#[test]
+fn a_compaction_killed_at_any_point_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 30_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args(["--until-idle", "1s"])), 0);
+    let partitions = files_per_partition(&lake).len();
+    // A commit per partition: kills land before, between and after commits.
+    let kills = kill_repeatedly(6, (5, 400), Duration::from_secs(120), || {
+        let mut command = kappa("kappa-replay", None);
+        command.args(["compact", "--table", "sales", "--min-age", "0s", "--commit-every", "1", "--lake"]).arg(&lake);
+        command
+    });
+    eprintln!("compaction killed {kills} times");
+    assert!(kills >= 1, "no kill landed");
+    let versions = delta_log(&lake.join("sales")).unwrap().version;
+    eprintln!("the table is at version {versions} after the kills");
+    assert_eq!(counted(&lake), "[(30000, 30000)]", "after the kills");
+    compact(&lake, &["--min-age", "0s", "--retention", "0s"]);
+    assert_eq!(counted(&lake), "[(30000, 30000)]");
+    let after = files_per_partition(&lake);
+    assert_eq!(after.len(), partitions);
+    assert!(after.values().all(|n| *n == 1), "{after:?}");
+    assert_eq!(parquet_files(&lake.join("sales/gen-000001")).len(), partitions, "no orphan left behind");
+}
+
+#[test]
+fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_survives_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 60_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let spill = dir.path().join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    // Large row triggers, no idle closing: every (partition, shard) buffer stays open to the
+    // end, far beyond 1 MiB.
+    let args = |lake: &Path| {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(lake).args(["--table", "sales", "--event-time", "sale_time", "--flush-rows", "1000000"]);
+        command.args(["--flush-interval", "1h", "--partition-idle", "off", "--max-memory", "1MiB", "--until-idle", "1s", "--spill-dir"]).arg(&spill);
+        command
+    };
+    let lake = dir.path().join("lake");
+    let report = dir.path().join("summary.json");
+    expect_status(&run(args(&lake).arg("--summary-json").arg(&report)), 0);
+    let s = summary(&report);
+    assert!(s["spills"].as_u64().unwrap() > 3, "{s}");
+    let partitions = files_per_partition(&lake);
+    assert!(partitions.values().all(|n| *n <= 4), "at most one file per partition and shard: {partitions:?}");
+    assert_eq!(counted(&lake), "[(60000, 60000)]");
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "the scratch directory is removed at exit");
+
+    // Killed while spilling: the restart clears the scratch files and writes each row once.
+    let crashed = dir.path().join("crashed");
+    let kills = kill_repeatedly(4, (50, 500), Duration::from_secs(120), || args(&crashed));
+    expect_status(&run(&mut args(&crashed)), 0);
+    eprintln!("spilling consumer killed {kills} times");
+    assert_eq!(counted(&crashed), "[(60000, 60000)]");
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "no scratch files left");
+    // With the same data-driven cuts, the crashed lake holds the uninterrupted one's files.
+    assert_eq!(lake_digest(&crashed.join("sales/gen-000001")), lake_digest(&lake.join("sales/gen-000001")));
+}
