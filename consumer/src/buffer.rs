@@ -13,7 +13,7 @@ use kappa_common::event::SequenceNumber;
 
 use crate::partition::Partition;
 use crate::pipeline::Closing;
-use crate::spill::{Segment, SpillWriter};
+use crate::spill::{Encoded, Segment, SpillWriter};
 
 /// Where a buffer's rows come from and go to.
 pub type BufferKey = (Partition, u32);
@@ -61,17 +61,19 @@ impl Buffer {
         }
     }
 
-    pub fn append(&mut self, batch: RecordBatch, bytes: u64, last_seq: SequenceNumber) {
+    /// Appends rows that hold `memory` bytes.
+    pub fn append(&mut self, batch: RecordBatch, memory: usize, bytes: u64, last_seq: SequenceNumber) {
         self.rows += batch.num_rows() as u64;
-        self.memory += batch.get_array_memory_size();
+        self.memory += memory;
         self.bytes += bytes;
         self.last_seq = last_seq;
         self.batches.push(batch);
     }
 
-    /// Moves the rows in memory to the scratch directory.
-    pub fn spill(&mut self, writer: &mut SpillWriter) -> Result<(), arrow::error::ArrowError> {
-        self.spilled.extend(writer.write(&self.batches)?);
+    /// Takes the rows in memory to the scratch directory: `encoded` is them, made by
+    /// [`Encoded::new`] from [`Buffer::batches`].
+    pub fn spilled_to(&mut self, writer: &mut SpillWriter, encoded: Encoded) -> Result<(), std::io::Error> {
+        self.spilled.extend(writer.write(encoded)?);
         self.batches.clear();
         self.memory = 0;
         Ok(())

@@ -104,20 +104,36 @@ pub struct SpillWriter {
     offset: u64,
 }
 
-impl SpillWriter {
-    /// Writes `batches` (one buffer's, in order) as segments: one per run of batches sharing a
-    /// schema (batches decoded before a schema change keep the older one).
-    pub fn write(&mut self, batches: &[RecordBatch]) -> Result<Vec<Segment>, ArrowError> {
-        let mut segments = Vec::new();
+/// One buffer's rows as Arrow IPC streams, ready for a spill file: one stream per run of
+/// batches sharing a schema (batches decoded before a schema change keep the older one), each
+/// run concatenated into one batch, so a buffer that got a few rows from every chunk comes back
+/// as one batch. Made on any thread: a spill encodes its buffers on every core.
+pub struct Encoded(Vec<(Vec<u8>, usize)>);
+
+impl Encoded {
+    pub fn new(batches: &[RecordBatch]) -> Result<Encoded, ArrowError> {
+        let mut streams = Vec::new();
         for run in batches.chunk_by(|a, b| a.schema() == b.schema()) {
             let batch = arrow::compute::concat_batches(&run[0].schema(), run)?;
-            let mut counter = CountingWriter { inner: &mut self.out, written: 0 };
-            let mut writer = StreamWriter::try_new(&mut counter, &batch.schema())?;
+            let mut bytes = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+            let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
             writer.write(&batch)?;
             writer.finish()?;
             drop(writer);
-            let length = counter.written;
-            segments.push(Segment { file: self.file.clone(), offset: self.offset, length, rows: batch.num_rows() });
+            streams.push((bytes, batch.num_rows()));
+        }
+        Ok(Encoded(streams))
+    }
+}
+
+impl SpillWriter {
+    /// Appends a buffer's encoded rows; returns their segments, in order.
+    pub fn write(&mut self, encoded: Encoded) -> Result<Vec<Segment>, std::io::Error> {
+        let mut segments = Vec::with_capacity(encoded.0.len());
+        for (bytes, rows) in encoded.0 {
+            self.out.write_all(&bytes)?;
+            let length = bytes.len() as u64;
+            segments.push(Segment { file: self.file.clone(), offset: self.offset, length, rows });
             self.offset += length;
         }
         Ok(segments)
@@ -127,24 +143,6 @@ impl SpillWriter {
     pub fn finish(mut self) -> Result<u64, std::io::Error> {
         self.out.flush()?;
         Ok(self.offset)
-    }
-}
-
-/// Counts what passes through, for each segment's length.
-struct CountingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    written: u64,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -209,8 +207,8 @@ mod tests {
                 .with_metadata([("version".to_string(), "2".to_string())].into()),
         );
         let mut writer = dir.writer().unwrap();
-        let first = writer.write(&[batch(&old, 0, 3), batch(&old, 3, 1), batch(&new, 4, 5)]).unwrap();
-        let second = writer.write(&[batch(&old, 100, 1000)]).unwrap();
+        let first = writer.write(Encoded::new(&[batch(&old, 0, 3), batch(&old, 3, 1), batch(&new, 4, 5)]).unwrap()).unwrap();
+        let second = writer.write(Encoded::new(&[batch(&old, 100, 1000)]).unwrap()).unwrap();
         writer.finish().unwrap();
         assert_eq!(first.iter().map(Segment::rows).collect::<Vec<_>>(), vec![4, 5], "one segment per schema");
         let read: Vec<RecordBatch> = first.iter().flat_map(|s| s.read().unwrap()).collect();

@@ -31,7 +31,7 @@ mod flush;
 mod route;
 
 pub use self::route::Closing;
-use self::route::{ChunkEvents, Opening};
+use self::route::{ChunkEvents, Opening, RowSource};
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
@@ -45,7 +45,7 @@ pub use crate::error::PipelineError;
 pub use crate::event::SourceEvent;
 use crate::parquet_file::Codec;
 use crate::partition::{Granularity, Partition, row_partitions};
-use crate::spill::SpillDir;
+use crate::spill::{Encoded, SpillDir};
 use crate::stats::Stats;
 use kappa_table::{Table, TableError, TableState};
 
@@ -385,35 +385,42 @@ impl Pipeline {
     fn append(
         &mut self,
         key: BufferKey,
-        batch: &RecordBatch,
+        source: RowSource<'_>,
         rows: &[u32],
         origin: &[usize],
         chunk: &ChunkEvents<'_>,
         opening: Opening,
     ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals } = chunk;
-        let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
-        let columns = if rows.len() == batch.num_rows() {
-            // The whole batch (a shard's run of a chunk, all in one partition: the usual case)
-            // is kept as decoded.
-            batch.columns().to_vec()
-        } else if last_row - first_row + 1 == rows.len() {
-            // A run of rows: copied in bulk, which is several times faster than gathering row
-            // by row. Copied, not sliced: a slice would keep the whole batch's columns alive
-            // for as long as this buffer stays open.
-            batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
-        } else {
-            let indices = UInt32Array::from(rows.to_vec());
-            batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
+        let (taken, memory) = match source {
+            RowSource::Gathered(rows, memory) => (rows, memory),
+            RowSource::Batch(batch) => {
+                let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
+                let columns = if rows.len() == batch.num_rows() {
+                    // The whole batch (a shard's run of a chunk, all in one partition: the
+                    // usual case for data in time order) is kept as decoded.
+                    batch.columns().to_vec()
+                } else if last_row - first_row + 1 == rows.len() {
+                    // A run of rows: copied in bulk, which is several times faster than
+                    // gathering row by row. Copied, not sliced: a slice would keep the whole
+                    // batch's columns alive for as long as this buffer stays open.
+                    batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
+                } else {
+                    let indices = UInt32Array::from(rows.to_vec());
+                    batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
+                };
+                let taken = RecordBatch::try_new(batch.schema(), columns)?;
+                let memory = taken.get_array_memory_size();
+                (taken, memory)
+            }
         };
-        let taken = RecordBatch::try_new(batch.schema(), columns)?;
         *self.routed.entry(key.0).or_default() += rows.len() as u64;
         let first_event = origin[rows[0] as usize];
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
-        buffer.append(taken, bytes, last);
+        buffer.append(taken, memory, bytes, last);
         buffer.closing = opening.closing;
         Ok(())
     }
@@ -451,8 +458,8 @@ impl Pipeline {
     }
 
     /// Flushes buffers open longer than the interval; then, if memory is over the limit, moves
-    /// the largest buffers to the scratch directory until half of it is used. Memory never
-    /// cuts a file (see [`crate::spill`]).
+    /// every buffer's rows to the scratch directory. Memory never cuts a file (see
+    /// [`crate::spill`]).
     pub fn flush_due(&mut self) -> Result<(), PipelineError> {
         if self.in_flight.as_ref().is_some_and(InFlight::is_finished) {
             self.finish_commit()?;
@@ -464,7 +471,7 @@ impl Pipeline {
         }
         let limit = self.config.flush.max_memory;
         if self.buffered_memory() > limit {
-            self.spill_largest(limit / 2)?;
+            self.spill_buffers()?;
             // What remains over the limit is rows waiting for their resume point (re-read
             // after a restart, say, with no buffer open) or raw events for the archive: a
             // commit moves the one and writes the other.
@@ -498,23 +505,22 @@ impl Pipeline {
 }
 
 impl Pipeline {
-    /// Moves the largest buffers' rows to the scratch directory until the memory in use is at
-    /// most `target`, all in one file.
-    fn spill_largest(&mut self, target: usize) -> Result<(), PipelineError> {
-        let mut by_size: Vec<(usize, BufferKey)> = self.buffers.iter().filter(|(_, b)| b.memory > 0).map(|(k, b)| (b.memory, *k)).collect();
-        by_size.sort_by_key(|(size, key)| (std::cmp::Reverse(*size), *key));
-        let mut memory = self.buffered_memory();
+    /// Moves every buffer's rows in memory to the scratch directory, in one file. All of
+    /// them: the rows of a chunk that many buffers share (see [`RowSource::Gathered`]) are
+    /// freed only once none of them holds a slice.
+    fn spill_buffers(&mut self) -> Result<(), PipelineError> {
+        use rayon::prelude::*;
+        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| b.memory > 0).collect();
+        // Concatenated and encoded on every core; written in order into one file.
+        let encoded: Vec<_> = spilling.par_iter().map(|b| Encoded::new(&b.batches)).collect();
         let mut writer = self.spill.writer()?;
-        let (mut buffers, mut freed) = (0, 0);
-        for (size, key) in by_size {
-            if memory <= target {
-                break;
-            }
-            self.buffers.get_mut(&key).expect("listed").spill(&mut writer)?;
-            memory -= size;
-            (buffers, freed) = (buffers + 1, freed + size);
+        let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
+        let (buffers, mut freed) = (spilling.len(), 0);
+        for (buffer, encoded) in spilling.iter_mut().zip(encoded) {
+            freed += buffer.memory;
+            buffer.spilled_to(&mut writer, encoded?).map_err(io_error)?;
         }
-        let written = writer.finish().map_err(|source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source })?;
+        let written = writer.finish().map_err(io_error)?;
         self.stats.add_spill(written);
         tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, "spilled");
         Ok(())
