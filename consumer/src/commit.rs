@@ -68,7 +68,7 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
         let mut group_memory = 0;
         while let Some((_, _, buffer)) = files.peek() {
             let memory = buffer.memory + buffer.spilled_bytes() as usize;
-            if !group.is_empty() && group_memory + memory > context.memory_budget {
+            if !group.is_empty() && (group_memory + memory > context.memory_budget || group.len() >= GROUP_FILES) {
                 break;
             }
             group_memory += memory;
@@ -107,6 +107,10 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
     tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encode_time, store = ?(stored_at - encode_time), elapsed = ?started.elapsed(), "committed");
     Ok(commit)
 }
+
+/// Files encoded at once at most: the encoded files wait for their puts, and a commit of
+/// thousands of small files (hour partitions) held them all (tens of MiB) before the first put.
+const GROUP_FILES: usize = 32;
 
 /// Files stored at once by a commit.
 const PARALLEL_PUTS: usize = 8;

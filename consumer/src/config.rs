@@ -216,7 +216,7 @@ pub struct PipelineArgs {
     /// the largest buffers move to --spill-dir until half of it is in use, and come back when
     /// they are written: memory never cuts a file. The process needs about 130 MiB more
     /// (chunks read and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
-    #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
 
     /// Scratch directory for buffers moved out of memory (see --max-memory). Each table

@@ -117,6 +117,9 @@ pub struct Pipeline {
     /// before which no open buffer of the shard closes.
     horizon: Vec<i64>,
     next_close: Vec<Closing>,
+    /// Chunks reordered by buffer (see [`RowSource::Gathered`]): alive while their token is,
+    /// and their memory.
+    gathered: Vec<(std::sync::Weak<()>, usize)>,
 }
 
 fn seq_of(text: &str) -> Option<SequenceNumber> {
@@ -188,6 +191,7 @@ impl Pipeline {
             spill,
             horizon,
             next_close,
+            gathered: Vec::new(),
         };
         Ok((pipeline, known))
     }
@@ -282,8 +286,11 @@ impl Pipeline {
         self.buffers.len()
     }
 
+    /// Memory held for buffered rows: the buffers' own, the reordered chunks that buffers still
+    /// hold slices of, raw events for the archive, and rows waiting for their resume point.
     pub fn buffered_memory(&self) -> usize {
-        self.buffers.values().map(|b| b.memory).sum::<usize>() + self.archive.as_ref().map_or(0, |a| a.buffered()) + self.dedup.pending_memory()
+        let gathered: usize = self.gathered.iter().filter(|(token, _)| token.strong_count() > 0).map(|(_, memory)| memory).sum();
+        self.buffers.values().map(|b| b.memory).sum::<usize>() + gathered + self.archive.as_ref().map_or(0, |a| a.buffered()) + self.dedup.pending_memory()
     }
 
     pub fn is_idle(&self) -> bool {
@@ -392,8 +399,8 @@ impl Pipeline {
         opening: Opening,
     ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals } = chunk;
-        let (taken, memory) = match source {
-            RowSource::Gathered(rows, memory) => (rows, memory),
+        let (taken, memory, holds) = match source {
+            RowSource::Gathered(rows, token) => (rows, 0, Some(token)),
             RowSource::Batch(batch) => {
                 let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
                 let columns = if rows.len() == batch.num_rows() {
@@ -411,7 +418,7 @@ impl Pipeline {
                 };
                 let taken = RecordBatch::try_new(batch.schema(), columns)?;
                 let memory = taken.get_array_memory_size();
-                (taken, memory)
+                (taken, memory, None)
             }
         };
         *self.routed.entry(key.0).or_default() += rows.len() as u64;
@@ -421,6 +428,7 @@ impl Pipeline {
         let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, memory, bytes, last);
+        buffer.holds.extend(holds);
         buffer.closing = opening.closing;
         Ok(())
     }
@@ -469,6 +477,7 @@ impl Pipeline {
         for key in due {
             self.seal(key);
         }
+        self.gathered.retain(|(token, _)| token.strong_count() > 0);
         let limit = self.config.flush.max_memory;
         if self.buffered_memory() > limit {
             self.spill_buffers()?;
@@ -510,7 +519,7 @@ impl Pipeline {
     /// freed only once none of them holds a slice.
     fn spill_buffers(&mut self) -> Result<(), PipelineError> {
         use rayon::prelude::*;
-        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| b.memory > 0).collect();
+        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.batches.is_empty()).collect();
         // Concatenated and encoded on every core; written in order into one file.
         let encoded: Vec<_> = spilling.par_iter().map(|b| Encoded::new(&b.batches)).collect();
         let mut writer = self.spill.writer()?;
