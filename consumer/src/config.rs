@@ -109,6 +109,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH|S3_URI")]
     pub archive: Option<String>,
 
+    /// Compact the table while writing it, as `kappa-replay compact` does: every
+    /// --compact-every, partitions whose newest file is older than --compact-min-age are merged
+    /// into files of about --target-file-size, in commits that change no rows; replaced files
+    /// are deleted 7 days later. An --until-idle run also compacts once at its end.
+    #[arg(long)]
+    pub compact: bool,
+
+    /// With --compact: time between compaction passes (e.g. 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub compact_every: Duration,
+
+    /// With --compact: leave partitions with a file younger than this (the consumer may still
+    /// be writing them; partitions close with --partition-idle and --flush-interval).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub compact_min_age: Duration,
+
+    /// With --compact: size merged files are cut at, after the row group (122,880 rows) that
+    /// passes it (suffixes KiB, MiB, GiB).
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub target_file_size: u64,
+
     /// Register the table in this AWS Glue database (created if missing), so Athena queries
     /// it as a Delta table without a crawler: the Glue table points at the table's root with
     /// `table_type=DELTA`, and is updated when the schema grows. Needs an S3 lake.
@@ -422,6 +443,8 @@ pub struct ConsumerConfig {
     pub status_interval: Duration,
     pub summary_json: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--compact`: what a pass does, and how often.
+    pub compact: Option<(crate::compact::CompactOptions, Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -492,6 +515,23 @@ impl RunArgs {
         }
         let flush_together = matches!(source, SourceConfig::Sqs(_));
         let (pipeline, schema) = self.pipeline.validate(flush_together)?;
+        if self.compact && self.compact_every < Duration::from_secs(1) {
+            return Err(bad("--compact-every must be at least 1s".into()));
+        }
+        if self.target_file_size < 1 << 20 {
+            return Err(bad("--target-file-size must be at least 1MiB".into()));
+        }
+        let compact = self.compact.then(|| {
+            let options = crate::compact::CompactOptions {
+                target_file_size: self.target_file_size,
+                min_age: self.compact_min_age,
+                retention: Duration::from_secs(7 * 24 * 3600),
+                codec: pipeline.codec,
+                dry_run: false,
+                commit_every: 1 << 30,
+            };
+            (options, self.compact_every)
+        });
         Ok(ConsumerConfig {
             source,
             lake,
@@ -505,6 +545,7 @@ impl RunArgs {
             status_interval: self.status_interval,
             summary_json: self.summary_json,
             metrics_addr: self.metrics_addr,
+            compact,
         })
     }
 }

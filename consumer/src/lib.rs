@@ -10,6 +10,7 @@ pub mod acks;
 pub mod archive;
 pub mod buffer;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod dedup;

@@ -57,6 +57,8 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     {
         tracing::warn!("the table already has a schema; --schema is ignored (new columns are added as they appear)");
     }
+    let compactor =
+        config.compact.clone().map(|(options, every)| crate::compact::Compactor::start(runtime.handle().clone(), pipeline.table().clone(), options, every));
     let prefix = format!("{}/{}", config.lake, pipeline.table().data_prefix());
     tracing::info!(table = %config.table, lake = %config.lake, read_at = %prefix, commits = pipeline.state().last_commit, "consuming {}", config.source);
     let mut source = match (&config.source, log) {
@@ -151,6 +153,9 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
         }
         Ok(())
     })();
+    if let Some(compactor) = compactor {
+        compactor.stop();
+    }
     if let Err(e) = result {
         source.stop();
         return Err(e);
@@ -172,6 +177,15 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     source.stop();
     pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
     pipeline.commit_acknowledgements()?;
+    // A batch run (--until-idle) leaves the table compacted: scheduled runs converge too.
+    if let (Some((options, _)), Some(_)) = (&config.compact, config.until_idle)
+        && !shutdown.is_requested()
+    {
+        match crate::compact::compact(runtime.handle(), pipeline.table(), options, &|| shutdown.is_requested()) {
+            Ok(report) => tracing::info!("{}", report.render(&config.table).trim_end()),
+            Err(e) => tracing::warn!(error = %e, "compaction at the end of the run failed; the next run tries again"),
+        }
+    }
     Ok((stats.summary(), prefix))
 }
 

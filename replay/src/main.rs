@@ -1,7 +1,6 @@
 //! kappa-replay: rebuilds a lake table from the log into a new generation, verifies it, and
 //! switches readers to it atomically. See `rebuild.rs` for the steps.
 
-mod compact;
 mod config;
 mod progress;
 mod rebuild;
@@ -29,8 +28,8 @@ fn main() {
             Command::Switch { table, generation } => status::switch(&runtime, &location(table), &generation),
             Command::Compact { table, target_file_size, min_age, retention, compression, commit_every, dry_run, summary_json } => {
                 let name = table.table.clone();
-                let options = compact::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };
-                compact::compact(&runtime, &location(table), &options).map(|report| {
+                let options = kappa_consumer::compact::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };
+                status::compact(&runtime, &location(table), &options).map(|report| {
                     eprint!("{}", report.render(&name));
                     if let Some(path) = summary_json
                         && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("the report serializes"))

@@ -53,6 +53,8 @@ pub(crate) enum ReplayError {
     Aws(#[from] kappa_common::aws::AwsConfigError),
     #[error("reading the new generation back: {0}")]
     ReadBack(String),
+    #[error(transparent)]
+    Compact(#[from] kappa_consumer::compact::CompactError),
     #[error("{0}")]
     Refused(String),
     #[error("interrupted: {generation} is incomplete and was not switched to; `kappa-replay gc` removes it")]

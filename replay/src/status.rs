@@ -85,3 +85,14 @@ pub(crate) fn switch(runtime: &Runtime, location: &TableLocation, target: &str) 
     println!("table {}: readers now resolve {} (was {})", location.table, pointer.generation, pointer.previous.as_deref().unwrap_or("none"));
     Ok(())
 }
+
+/// `kappa-replay compact`: the table's live generation (see `kappa_consumer::compact`).
+pub(crate) fn compact(
+    runtime: &Runtime,
+    location: &TableLocation,
+    options: &kappa_consumer::compact::CompactOptions,
+) -> Result<kappa_consumer::compact::CompactReport, ReplayError> {
+    let (store, _) = open_store(runtime, location, false)?;
+    let table = runtime.block_on(kappa_table::Table::open_or_create(store, &location.table))?;
+    Ok(kappa_consumer::compact::compact(runtime.handle(), &table, options, &|| false)?)
+}

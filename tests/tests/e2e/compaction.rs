@@ -172,3 +172,41 @@ fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_su
     // With the same data-driven cuts, the crashed lake holds the uninterrupted one's files.
     assert_eq!(lake_digest(&crashed.join("sales/gen-000001")), lake_digest(&lake.join("sales/gen-000001")));
 }
+
+#[test]
+fn a_consumer_with_compact_leaves_one_file_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generate_sales_csv(dir.path(), 30_000);
+    let log = format!("log:{}", dir.path().join("log").display());
+    produce(&csv, &log);
+    let lake = dir.path().join("lake");
+    // Passes every second while it reads, and one at the end of the --until-idle run.
+    let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args([
+        "--until-idle",
+        "2s",
+        "--compact",
+        "--compact-every",
+        "1s",
+        "--compact-min-age",
+        "0s",
+    ]));
+    expect_status(&output, 0);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("compaction of sales:"), "{stderr}");
+    let after = files_per_partition(&lake);
+    assert!(after.len() >= 30 && after.values().all(|n| *n == 1), "{after:?}");
+    assert_eq!(counted(&lake), "[(30000, 30000)]");
+    // A restart reads on from the consumer's own state, behind the compaction commits.
+    let summary_path = dir.path().join("again.json");
+    expect_status(
+        &run(kappa("kappa-consumer", None)
+            .args(["--from", &log, "--lake"])
+            .arg(&lake)
+            .args(SMALL_FILES)
+            .args(["--until-idle", "1s", "--summary-json"])
+            .arg(&summary_path)),
+        0,
+    );
+    assert_eq!(summary(&summary_path)["events_read"], 0);
+    assert_eq!(counted(&lake), "[(30000, 30000)]");
+}

@@ -1,6 +1,7 @@
-//! `kappa-replay compact`: each partition's files merged into files near a target size, in
-//! Delta commits that remove the small files and add the merged ones without changing a row
-//! (`dataChange: false`), so readers see the same rows before, during and after.
+//! Compaction (`kappa-replay compact`, and `kappa-consumer --compact` for the table it
+//! writes): each partition's files merged into files near a target size, in Delta commits that
+//! remove the small files and add the merged ones without changing a row (`dataChange:
+//! false`), so readers see the same rows before, during and after.
 //!
 //! Step by step:
 //! 1. The live generation's files are read from the latest Delta version and grouped by
@@ -28,19 +29,28 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use kappa_consumer::parquet_file::{self, Codec, FileEncoder};
-use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table};
+use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table, TableError};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 
-use crate::config::TableLocation;
-use crate::rebuild::{ReplayError, open_store};
+use crate::parquet_file::{self, Codec, FileEncoder};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompactError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("table {table} has no rows yet: nothing to compact")]
+    Empty { table: String },
+    #[error("compacting {file}: {reason}")]
+    ReadBack { file: String, reason: String },
+}
 
 /// Rows per row group of a compacted file: DuckDB's default, a size every engine reads well.
-pub(crate) const ROW_GROUP_ROWS: usize = 122_880;
+pub const ROW_GROUP_ROWS: usize = 122_880;
 
 #[derive(Debug, Clone)]
-pub(crate) struct CompactOptions {
+pub struct CompactOptions {
     pub target_file_size: u64,
     pub min_age: Duration,
     pub retention: Duration,
@@ -52,7 +62,7 @@ pub(crate) struct CompactOptions {
 }
 
 #[derive(Debug, Default, serde::Serialize)]
-pub(crate) struct CompactReport {
+pub struct CompactReport {
     pub partitions_compacted: usize,
     pub partitions_too_young: usize,
     pub files_before: usize,
@@ -67,7 +77,7 @@ pub(crate) struct CompactReport {
 }
 
 impl CompactReport {
-    pub(crate) fn render(&self, table: &str) -> String {
+    pub fn render(&self, table: &str) -> String {
         format!(
             "compaction of {table}: {} partitions rewritten ({} files, {:.1} MiB -> {} files, {:.1} MiB; {} rows) in {} commits, \
              {} partitions too young (--min-age), {} conflicts skipped, {} replaced files vacuumed, {:.2} s\n",
@@ -86,14 +96,14 @@ impl CompactReport {
     }
 }
 
-pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &CompactOptions) -> Result<CompactReport, ReplayError> {
+/// Compacts the live generation of `table` (see the module doc). `stop` is asked between
+/// partitions: a consumer shutting down commits what is merged and returns.
+pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: &dyn Fn() -> bool) -> Result<CompactReport, CompactError> {
     let started = Instant::now();
-    let (store, _) = open_store(runtime, location, false)?;
-    let table = runtime.block_on(Table::open_or_create(store, &location.table))?;
     let Some((_, schema)) = runtime.block_on(table.latest_schema())? else {
-        return Err(ReplayError::Refused(format!("table {} has no rows yet: nothing to compact", location.table)));
+        return Err(CompactError::Empty { table: table.name().to_string() });
     };
-    let data = kappa_consumer::decode::data_schema(&schema);
+    let data = crate::decode::data_schema(&schema);
     let mut report = CompactReport::default();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let min_age_ms = i64::try_from(options.min_age.as_millis()).unwrap_or(i64::MAX);
@@ -103,6 +113,9 @@ pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &Com
     }
     let (mut removed, mut added, mut pending_bytes) = (Vec::new(), Vec::new(), 0u64);
     for (partition, files) in &by_partition {
+        if stop() {
+            break;
+        }
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         let needed = bytes.div_ceil(options.target_file_size).max(1) as usize;
         if files.len() <= needed {
@@ -119,7 +132,7 @@ pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &Com
             tracing::info!(partition, files = files.len(), mib = bytes >> 20, "would compact");
             continue;
         }
-        let merged = merge(runtime, &table, partition, files, &data, options)?;
+        let merged = merge(runtime, table, partition, files, &data, options)?;
         report.files_after += merged.len();
         for file in &merged {
             report.bytes_after += file.bytes;
@@ -130,11 +143,11 @@ pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &Com
         added.extend(merged);
         pending_bytes += bytes;
         if pending_bytes >= options.commit_every {
-            commit(runtime, &table, &mut removed, &mut added, &mut report)?;
+            commit(runtime, table, &mut removed, &mut added, &mut report)?;
             pending_bytes = 0;
         }
     }
-    commit(runtime, &table, &mut removed, &mut added, &mut report)?;
+    commit(runtime, table, &mut removed, &mut added, &mut report)?;
     report.vacuumed = runtime.block_on(table.vacuum(options.retention, options.dry_run))?.len();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -142,7 +155,7 @@ pub(crate) fn compact(runtime: &Runtime, location: &TableLocation, options: &Com
 
 /// Commits what was merged so far; a conflict is reported and skipped (the rows stay in the
 /// files it would have replaced).
-fn commit(runtime: &Runtime, table: &Table, removed: &mut Vec<String>, added: &mut Vec<DataFile>, report: &mut CompactReport) -> Result<(), ReplayError> {
+fn commit(runtime: &Handle, table: &Table, removed: &mut Vec<String>, added: &mut Vec<DataFile>, report: &mut CompactReport) -> Result<(), CompactError> {
     if removed.is_empty() {
         return Ok(());
     }
@@ -151,7 +164,7 @@ fn commit(runtime: &Runtime, table: &Table, removed: &mut Vec<String>, added: &m
             tracing::info!(version, removed = removed.len(), added = added.len(), "compaction committed");
             report.commits += 1;
         }
-        Err(kappa_table::TableError::ConcurrentWriter { .. }) => {
+        Err(TableError::ConcurrentWriter { .. }) => {
             tracing::warn!(removed = removed.len(), "a conflicting commit was made meanwhile (a switch, or another compaction): skipped; run again");
             report.conflicts += 1;
         }
@@ -164,20 +177,20 @@ fn commit(runtime: &Runtime, table: &Table, removed: &mut Vec<String>, added: &m
 
 /// Rewrites one partition's files (in name order) into files of about the target size.
 fn merge(
-    runtime: &Runtime,
+    runtime: &Handle,
     table: &Table,
     partition: &str,
     files: &[LiveFile],
     data: &SchemaRef,
     options: &CompactOptions,
-) -> Result<Vec<DataFile>, ReplayError> {
+) -> Result<Vec<DataFile>, CompactError> {
     let base = output_base(files);
     let mut outputs = Vec::new();
     let mut writer =
         MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };
-    let mut store = |bytes: Bytes, rows: u64| -> Result<(), ReplayError> {
+    let mut store = |bytes: Bytes, rows: u64| -> Result<(), CompactError> {
         let path = format!("{partition}/{base}-{:04}.parquet", outputs.len());
-        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).map_err(read_back)?;
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).map_err(|e| read_back(&path, e))?;
         let stats = kappa_table::stats::from_footer(&footer);
         let size = bytes.len() as u64;
         runtime.block_on(table.put_object(&path, bytes))?;
@@ -185,11 +198,11 @@ fn merge(
         Ok(())
     };
     for file in files {
-        let bytes = runtime.block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(kappa_table::TableError::from)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(read_back)?.with_batch_size(8192).build().map_err(read_back)?;
+        let bytes = runtime.block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(TableError::from)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.with_batch_size(8192).build()).map_err(|e| read_back(&file.path, e))?;
         for batch in reader {
-            let batch = batch.map_err(|e| ReplayError::ReadBack(format!("{}: {e}", file.path)))?;
-            writer.push(batch)?;
+            let batch = batch.map_err(|e| read_back(&file.path, e))?;
+            writer.push(batch).map_err(|e| read_back(&file.path, e))?;
             while let Some((bytes, rows)) = writer.full_file()? {
                 store(bytes, rows)?;
             }
@@ -201,8 +214,13 @@ fn merge(
     Ok(outputs)
 }
 
-fn read_back(e: impl std::fmt::Display) -> ReplayError {
-    ReplayError::ReadBack(e.to_string())
+fn read_back(file: &str, e: impl std::fmt::Display) -> CompactError {
+    CompactError::ReadBack { file: file.to_string(), reason: e.to_string() }
+}
+
+/// Where the merged rows go: an error while encoding names the partition's output.
+fn encoding(e: impl std::fmt::Display) -> CompactError {
+    CompactError::ReadBack { file: "the merged file".to_string(), reason: e.to_string() }
 }
 
 /// Rows into row groups of [`ROW_GROUP_ROWS`], and row groups into files cut after the one
@@ -218,16 +236,16 @@ struct MergedWriter {
 }
 
 impl MergedWriter {
-    fn push(&mut self, batch: RecordBatch) -> Result<(), ReplayError> {
+    fn push(&mut self, batch: RecordBatch) -> Result<(), arrow::error::ArrowError> {
         // A file written before the schema grew lacks the newer columns: they are null.
-        let batch = parquet_file::conform(std::slice::from_ref(&batch), &self.data, &self.data).map_err(read_back)?;
+        let batch = parquet_file::conform(std::slice::from_ref(&batch), &self.data, &self.data)?;
         self.pending_rows += batch[0].num_rows();
         self.pending.extend(batch);
         Ok(())
     }
 
     /// Writes full row groups; returns a file once one reached the target size.
-    fn full_file(&mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+    fn full_file(&mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
         while self.pending_rows >= ROW_GROUP_ROWS {
             self.write_group(ROW_GROUP_ROWS)?;
             if self.file.as_ref().is_some_and(|(f, _)| f.bytes_written() >= self.target) {
@@ -237,19 +255,19 @@ impl MergedWriter {
         Ok(None)
     }
 
-    fn finish(mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+    fn finish(mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
         if self.pending_rows > 0 {
             self.write_group(self.pending_rows)?;
         }
         self.close()
     }
 
-    fn write_group(&mut self, rows: usize) -> Result<(), ReplayError> {
+    fn write_group(&mut self, rows: usize) -> Result<(), CompactError> {
         if self.file.is_none() {
-            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target).map_err(read_back)?, 0));
+            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target).map_err(encoding)?, 0));
         }
         let (encoder, written) = self.file.as_mut().expect("started");
-        encoder.write_row_group(&self.pending, 0, rows).map_err(read_back)?;
+        encoder.write_row_group(&self.pending, 0, rows).map_err(encoding)?;
         *written += rows as u64;
         // Keep what follows the row group.
         let mut rest = Vec::new();
@@ -267,9 +285,9 @@ impl MergedWriter {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<Option<(Bytes, u64)>, ReplayError> {
+    fn close(&mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
         match self.file.take() {
-            Some((encoder, rows)) => Ok(Some((encoder.finish().map_err(read_back)?, rows))),
+            Some((encoder, rows)) => Ok(Some((encoder.finish().map_err(encoding)?, rows))),
             None => Ok(None),
         }
     }
@@ -306,6 +324,51 @@ fn output_base(files: &[LiveFile]) -> String {
         key.push(';');
     }
     format!("{COMPACTED_PREFIX}{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
+
+/// `kappa-consumer --compact`: compaction of the table being written, on a thread of its own,
+/// every `every`; it stops between partitions when asked.
+pub struct Compactor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Compactor {
+    pub fn start(runtime: Handle, table: Table, options: CompactOptions, every: Duration) -> Compactor {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kappa-compact".into())
+            .spawn(move || {
+                loop {
+                    let started = Instant::now();
+                    while started.elapsed() < every {
+                        if stopping.load(Relaxed) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(200).min(every));
+                    }
+                    // A failed pass is said and tried again at the next: the rows it would
+                    // have merged stay where they are.
+                    match compact(&runtime, &table, &options, &|| stopping.load(Relaxed)) {
+                        Ok(report) if report.partitions_compacted + report.vacuumed > 0 => tracing::info!("{}", report.render(table.name()).trim_end()),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "compaction failed; trying again in {}", humantime::format_duration(every)),
+                    }
+                }
+            })
+            .expect("spawn the compaction thread");
+        Compactor { stop, thread }
+    }
+
+    /// Stops the thread (a pass in progress commits what it merged first).
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(panic) = self.thread.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 #[cfg(test)]
