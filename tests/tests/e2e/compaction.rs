@@ -8,14 +8,10 @@ use std::time::Duration;
 
 use kappa_tests::{current_generation, delta_log, duckdb_delta, expect_status, kappa, lake_digest, parquet_files, python_deltalake, run};
 
-use crate::support::{generate_sales_csv, kill_repeatedly, summary};
+use crate::support::{kill_repeatedly, sales_log, summary};
 
 /// Small row-count flushes: many files per partition, and every cut a function of the log.
 const SMALL_FILES: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "100", "--flush-interval", "1h", "--max-memory", "2GiB"];
-
-fn produce(csv: &Path, log: &str) {
-    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
-}
 
 fn compact(lake: &Path, extra: &[&str]) -> serde_json::Value {
     let report = lake.join("compact.json");
@@ -46,9 +42,7 @@ fn compacted(lake: &Path, generation: &str) -> Vec<(String, String)> {
 #[test]
 fn compaction_keeps_every_row_and_a_replayed_generation_compacts_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = generate_sales_csv(dir.path(), 60_000);
-    let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    let (log, _) = sales_log(dir.path(), 60_000);
     let lake = dir.path().join("lake");
     // A live consumer killed along the way (partitions close behind the event time: its
     // restarts must close them at the same rows).
@@ -111,9 +105,7 @@ fn compaction_keeps_every_row_and_a_replayed_generation_compacts_to_the_same_byt
 #[test]
 fn a_compaction_killed_at_any_point_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = generate_sales_csv(dir.path(), 30_000);
-    let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    let (log, _) = sales_log(dir.path(), 30_000);
     let lake = dir.path().join("lake");
     expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args(["--until-idle", "1s"])), 0);
     let partitions = files_per_partition(&lake).len();
@@ -139,9 +131,7 @@ fn a_compaction_killed_at_any_point_loses_and_duplicates_nothing() {
 #[test]
 fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_survives_kills() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = generate_sales_csv(dir.path(), 60_000);
-    let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    let (log, _) = sales_log(dir.path(), 60_000);
     let spill = dir.path().join("spill");
     std::fs::create_dir_all(&spill).unwrap();
     // Large row triggers, no idle closing: every (partition, shard) buffer stays open to the
@@ -176,9 +166,7 @@ fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_su
 #[test]
 fn a_consumer_with_compact_leaves_one_file_per_partition() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = generate_sales_csv(dir.path(), 30_000);
-    let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    let (log, _) = sales_log(dir.path(), 30_000);
     let lake = dir.path().join("lake");
     // Passes every second while it reads, and one at the end of the --until-idle run.
     let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(SMALL_FILES).args([

@@ -9,14 +9,10 @@ use std::time::Duration;
 
 use kappa_tests::{Moto, aws_config, current_generation, delta_log, duckdb_delta, expect_status, kappa, lake_digest, python_deltalake, read_lake, run};
 
-use crate::support::{generate_sales_csv, kill_repeatedly, sales_args, summary};
+use crate::support::{generate_sales_csv, kill_repeatedly, produce_csv, sales_args, summary};
 
 /// Settings where only row counts trigger flushes, shared by the live consumer and the replay.
 const DATA_DRIVEN: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "700", "--flush-interval", "1h", "--max-memory", "2GiB"];
-
-fn produce(csv: &Path, log: &str) {
-    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
-}
 
 fn generations(lake: &Path, table: &str) -> BTreeSet<String> {
     std::fs::read_dir(lake.join(table)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("gen-")).collect()
@@ -27,7 +23,7 @@ fn replaying_the_log_of_a_killed_and_restarted_consumer_writes_the_same_bytes_an
     let dir = tempfile::tempdir().unwrap();
     let csv = generate_sales_csv(dir.path(), 60_000);
     let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    produce_csv(&csv, &log);
     let lake = dir.path().join("lake");
     // Kills 50–400 ms into each run: the 60,000-row ingest takes well under a second now.
     let kills = kill_repeatedly(4, (50, 400), Duration::from_secs(120), || {
@@ -60,7 +56,7 @@ fn replaying_the_log_of_a_killed_and_restarted_consumer_writes_the_same_bytes_an
     let more = dir.path().join("more.csv");
     std::fs::write(&more, std::fs::read_to_string(&csv).unwrap().lines().take(101).collect::<Vec<_>>().join("\n").replace("SALE0001", "SALE0009") + "\n")
         .unwrap();
-    produce(&more, &log);
+    produce_csv(&more, &log);
     let consumer_summary = dir.path().join("consumer.json");
     expect_status(
         &run(kappa("kappa-consumer", None)
@@ -80,7 +76,7 @@ fn replay_by_hour_from_a_lake_built_by_day_keeps_the_rows_and_readers_see_it_aft
     let dir = tempfile::tempdir().unwrap();
     let csv = generate_sales_csv(dir.path(), 3_000);
     let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    produce_csv(&csv, &log);
     let lake = dir.path().join("lake");
     expect_status(
         &run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args([
@@ -129,7 +125,7 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     let dir = tempfile::tempdir().unwrap();
     let csv = generate_sales_csv(dir.path(), 4_000);
     let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    produce_csv(&csv, &log);
     let lake = dir.path().join("lake");
     let consume =
         || expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--until-idle", "1s"])), 0);
@@ -138,7 +134,7 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     let more = dir.path().join("more.csv");
     std::fs::write(&more, std::fs::read_to_string(generate_sales_csv(&dir.path().join("x").tap_mkdir(), 2_000)).unwrap().replace("SALE0001", "SALE0007"))
         .unwrap();
-    produce(&more, &log);
+    produce_csv(&more, &log);
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -346,7 +342,7 @@ fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_th
     let dir = tempfile::tempdir().unwrap();
     let csv = generate_sales_csv(dir.path(), 5_000);
     let log = format!("log:{}", dir.path().join("log").display());
-    produce(&csv, &log);
+    produce_csv(&csv, &log);
     let lake = dir.path().join("lake");
     // Follows the log (no --until-idle), checking the pointer every status interval.
     let port = kappa_tests::free_port();
@@ -369,7 +365,7 @@ fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_th
         run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
     expect_status(&hourly, 1);
     assert!(String::from_utf8_lossy(&hourly.stderr).contains("is partitioned by day on sale_time"), "{}", String::from_utf8_lossy(&hourly.stderr));
-    produce(&generate_sales_csv(&dir.path().join("more").tap_mkdir(), 300), &log);
+    produce_csv(&generate_sales_csv(&dir.path().join("more").tap_mkdir(), 300), &log);
     let summary_path = dir.path().join("restart.json");
     expect_status(
         &run(kappa("kappa-consumer", None)

@@ -113,6 +113,20 @@ pub(crate) fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
     csv
 }
 
+/// Produces `csv` into the embedded log at `log` (`log:PATH`), 4 shards.
+pub(crate) fn produce_csv(csv: &std::path::Path, log: &str) {
+    expect_status(&run(kappa_tests::kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
+}
+
+/// `rows` generated sales rows produced into a 4-shard log under `dir`: the log (`log:PATH`)
+/// and the CSV.
+pub(crate) fn sales_log(dir: &std::path::Path, rows: u64) -> (String, PathBuf) {
+    let csv = generate_sales_csv(dir, rows);
+    let log = format!("log:{}", dir.join("log").display());
+    produce_csv(&csv, &log);
+    (log, csv)
+}
+
 /// A small deterministic generator for kill times; the seed is printed, and taken from
 /// `KAPPA_KILL_SEED` when set, so a failure can be replayed.
 struct Lcg(u64);
