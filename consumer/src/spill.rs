@@ -115,7 +115,7 @@ impl Encoded {
         let mut streams = Vec::new();
         for run in batches.chunk_by(|a, b| a.schema() == b.schema()) {
             let batch = arrow::compute::concat_batches(&run[0].schema(), run)?;
-            let mut bytes = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+            let mut bytes = Vec::new();
             let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
             writer.write(&batch)?;
             writer.finish()?;

@@ -10,6 +10,9 @@ use crate::buffer::BufferKey;
 use crate::commit::{InFlight, PreparedCommit, WriteContext};
 use kappa_table::{Commit, FORMAT, TableError};
 
+/// Files a commit adds at most (see [`Pipeline::write_and_commit`]).
+const MAX_FILES_PER_COMMIT: usize = 1000;
+
 impl Pipeline {
     /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
     /// unless the source acknowledges commits (see [`crate::commit`]).
@@ -23,7 +26,16 @@ impl Pipeline {
             }
         }
         self.store_schema()?;
-        let sealed = std::mem::take(&mut self.sealed);
+        // Thousands of sealed buffers (hour partitions at the end of a run) go in several
+        // commits: one commit's file list, statistics and log entry are held in memory at once.
+        // Those left wait as sealed, and count as open for the positions below. Not with
+        // `flush_together`: its commits must cover every message they acknowledge, whole.
+        let sealed = if !self.config.flush_together && self.sealed.len() > MAX_FILES_PER_COMMIT {
+            let rest = self.sealed.split_off(MAX_FILES_PER_COMMIT);
+            std::mem::replace(&mut self.sealed, rest)
+        } else {
+            std::mem::take(&mut self.sealed)
+        };
         let commit_number = self.state.last_commit + 1;
         let mut files = Vec::with_capacity(sealed.len());
         let mut written = self.state.written.clone();
@@ -59,7 +71,8 @@ impl Pipeline {
         let mut first_open = Vec::with_capacity(self.shards.len());
         let mut horizons = std::collections::BTreeMap::new();
         for (index, shard) in self.shards.iter().enumerate() {
-            let open = self.buffers.iter().filter(|((_, s), _)| *s as usize == index);
+            let waiting = self.sealed.iter().map(|(key, buffer)| (key, buffer));
+            let open = self.buffers.iter().chain(waiting).filter(|((_, s), _)| *s as usize == index);
             let buffered = open.clone().map(|(_, b)| b.resume_after).min();
             // The event time at the resume point: before the earliest buffered row, else the
             // latest (--partition-idle).

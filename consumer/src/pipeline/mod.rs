@@ -509,6 +509,9 @@ impl Pipeline {
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
             self.write_and_commit()?;
         }
+        while !self.sealed.is_empty() {
+            self.write_and_commit()?;
+        }
         self.finish_commit()
     }
 }
@@ -520,14 +523,17 @@ impl Pipeline {
     fn spill_buffers(&mut self) -> Result<(), PipelineError> {
         use rayon::prelude::*;
         let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.batches.is_empty()).collect();
-        // Concatenated and encoded on every core; written in order into one file.
-        let encoded: Vec<_> = spilling.par_iter().map(|b| Encoded::new(&b.batches)).collect();
         let mut writer = self.spill.writer()?;
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
         let (buffers, mut freed) = (spilling.len(), 0);
-        for (buffer, encoded) in spilling.iter_mut().zip(encoded) {
-            freed += buffer.memory;
-            buffer.spilled_to(&mut writer, encoded?).map_err(io_error)?;
+        // Concatenated and encoded on every core, a few buffers at a time (so that the encoded
+        // copies never add up to much), and written in order into one file.
+        for group in spilling.chunks_mut(SPILL_GROUP) {
+            let encoded: Vec<_> = group.par_iter().map(|b| Encoded::new(&b.batches)).collect();
+            for (buffer, encoded) in group.iter_mut().zip(encoded) {
+                freed += buffer.memory;
+                buffer.spilled_to(&mut writer, encoded?).map_err(io_error)?;
+            }
         }
         let written = writer.finish().map_err(io_error)?;
         self.stats.add_spill(written);
@@ -535,6 +541,9 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// Buffers encoded at once by a spill.
+const SPILL_GROUP: usize = 64;
 
 /// A copy of `rows` of `column`, in buffers of their own.
 fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef, arrow::error::ArrowError> {
