@@ -34,6 +34,11 @@ fn files_per_partition(lake: &Path) -> BTreeMap<String, usize> {
     partitions
 }
 
+/// Files the table's current version holds.
+fn delta_log_files(lake: &Path) -> usize {
+    delta_log(&lake.join("sales")).unwrap().files.len()
+}
+
 /// `(path, sha256)` of the compacted files of a generation.
 fn compacted(lake: &Path, generation: &str) -> Vec<(String, String)> {
     lake_digest(&lake.join("sales").join(generation)).into_iter().filter(|(path, _)| path.rsplit('/').next().unwrap().starts_with("compacted-")).collect()
@@ -197,4 +202,46 @@ fn a_consumer_with_compact_leaves_one_file_per_partition() {
     );
     assert_eq!(summary(&summary_path)["events_read"], 0);
     assert_eq!(counted(&lake), "[(30000, 30000)]");
+}
+
+#[test]
+fn a_flush_of_thousands_of_files_goes_in_several_commits_and_survives_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = sales_log(dir.path(), 60_000);
+    // Hour partitions that all stay open to the end: ~2,900 (hour, shard) files in the last
+    // flush, more than one commit takes.
+    let args = |lake: &Path, summary: Option<&Path>| {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(lake).args(["--table", "sales", "--event-time", "sale_time", "--partition-by", "hour"]);
+        command.args(["--partition-idle", "off", "--flush-interval", "1h", "--until-idle", "1s"]);
+        if let Some(path) = summary {
+            command.arg("--summary-json").arg(path);
+        }
+        command
+    };
+    let clean = dir.path().join("clean");
+    let report = dir.path().join("clean.json");
+    expect_status(&run(&mut args(&clean, Some(&report))), 0);
+    let s = summary(&report);
+    let files = s["files"].as_u64().unwrap();
+    assert!(files > 2_000, "{s}");
+    assert!(s["commits"].as_u64().unwrap() >= files.div_ceil(1000), "{s}");
+    assert_eq!(counted(&clean), "[(60000, 60000)]");
+
+    // Killed as soon as the first of those commits is in the log: the restart must read again
+    // what the later ones would have written, and nothing twice.
+    let crashed = dir.path().join("crashed");
+    let mut child = args(&crashed, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !crashed.join("sales/_delta_log").exists() || delta_log_files(&crashed) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no commit came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let committed = delta_log_files(&crashed);
+    assert!(committed > 0 && (committed as u64) < files, "killed between the commits of one flush: {committed} of {files} files");
+    expect_status(&run(&mut args(&crashed, None)), 0);
+    assert_eq!(counted(&crashed), "[(60000, 60000)]");
+    assert_eq!(lake_digest(&crashed.join("sales/gen-000001")), lake_digest(&clean.join("sales/gen-000001")));
 }
