@@ -233,3 +233,40 @@ async fn a_restart_after_120_commits_reads_one_checkpoint_and_the_commits_after_
     let count = "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('sale_id').to_pylist())))";
     assert_eq!(kappa_tests::python_deltalake_s3("s3://lake/warehouse/sales", &moto.endpoint, count).trim(), format!("{ROWS} {ROWS}"));
 }
+
+/// Compaction on S3: the consumer's files merged (`--compact`, at the end of the run), the
+/// replaced ones kept for older versions, then vacuumed by `kappa-replay compact`.
+#[tokio::test]
+async fn a_compacted_s3_table_keeps_its_rows_and_vacuum_removes_the_replaced_files() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(sales_args()).args(["--to", &log, "--shards", "4"])), 0);
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log]).args(S3_LAKE).args([
+        "--flush-rows",
+        "10",
+        "--until-idle",
+        "1s",
+        "--compact",
+        "--compact-min-age",
+        "0s",
+    ]));
+    expect_status(&output, 0);
+    let parquet_keys = || async {
+        let listed = s3.list_objects_v2().bucket("lake").prefix("warehouse/sales/gen-000001/").send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key()).filter(|k| k.ends_with(".parquet")).map(str::to_string).collect::<Vec<_>>()
+    };
+    let stored = parquet_keys().await;
+    let table = "s3://lake/warehouse/sales";
+    let current = "print(len(table.file_uris()), table.to_pyarrow_table().num_rows, len(set(table.to_pyarrow_table().column('sale_id').to_pylist())))";
+    assert_eq!(kappa_tests::python_deltalake_s3(table, &moto.endpoint, current).trim(), "4 400 400", "one file per day after the compaction");
+    assert!(stored.len() > 40 + 4, "the replaced files stay until vacuumed: {}", stored.len());
+    let vacuum = run(kappa("kappa-replay", Some(&moto.endpoint)).args(["compact", "--lake", "s3://lake/warehouse", "--table", "sales", "--retention", "0s"]));
+    expect_status(&vacuum, 0);
+    let left = parquet_keys().await;
+    assert_eq!(left.len(), 4, "{left:#?}");
+    assert!(left.iter().all(|k| k.rsplit('/').next().unwrap().starts_with("compacted-")), "{left:#?}");
+    assert_eq!(kappa_tests::python_deltalake_s3(table, &moto.endpoint, current).trim(), "4 400 400");
+}
