@@ -109,6 +109,21 @@ impl Buffer {
     }
 }
 
+/// The name of the file a buffer of `shard` holding `first..=last` becomes: a function of the
+/// positions it covers, so a retried flush writes the same object again.
+pub fn file_name(shard: &str, first: SequenceNumber, last: SequenceNumber) -> String {
+    // Shard ids as they may appear in object names (Kinesis ids are already safe).
+    let shard: String = shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("part-{shard}-{first:020}-{last:020}.parquet")
+}
+
+/// The shard and the first and last positions (zero-padded text) in a [`file_name`].
+pub fn parse_file_name(name: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = name.strip_prefix("part-")?.strip_suffix(".parquet")?.rsplitn(3, '-');
+    let (last, first, shard) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((shard, first, last))
+}
+
 /// When buffers are written.
 #[derive(Debug, Clone)]
 pub struct FlushPolicy {

@@ -301,16 +301,11 @@ fn output_base(files: &[LiveFile]) -> String {
     let mut others = Vec::new();
     for file in files {
         let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        let positions = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")).and_then(|n| {
-            let mut parts = n.rsplitn(3, '-');
-            let (last, first, shard) = (parts.next()?, parts.next()?, parts.next()?);
-            Some((shard.to_string(), first.to_string(), last.to_string()))
-        });
-        match positions {
+        match crate::buffer::parse_file_name(name) {
             Some((shard, first, last)) => {
-                let range = shards.entry(shard).or_insert_with(|| (first.clone(), last.clone()));
-                range.0 = range.0.clone().min(first);
-                range.1 = range.1.clone().max(last);
+                let range = shards.entry(shard.to_string()).or_insert_with(|| (first.to_string(), last.to_string()));
+                range.0 = range.0.clone().min(first.to_string());
+                range.1 = range.1.clone().max(last.to_string());
             }
             None => others.push(name.to_string()),
         }

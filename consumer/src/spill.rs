@@ -50,7 +50,7 @@ pub struct SpillDir {
 impl SpillDir {
     /// Creates the generation's directory under `root`, emptied of what an earlier run left.
     pub fn open(root: &Path, table: &str, lake: &str) -> Result<SpillDir, SpillError> {
-        let dir = root.join(format!("kappa-{table}-{:016x}", fnv1a(lake.as_bytes())));
+        let dir = root.join(dir_name(table, lake));
         let error = |source| SpillError { dir: dir.clone(), source };
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => tracing::info!(dir = %dir.display(), "removed the scratch files of an earlier run"),
@@ -174,10 +174,11 @@ impl Segment {
     }
 }
 
-/// FNV-1a: a hash that stays the same across builds and Rust versions, so a restart finds the
-/// directory of the run it follows.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
+/// The directory of a table generation at `lake`: named by a hash that stays the same across
+/// builds and Rust versions (XXH3 is specified), so a restart finds the directory of the run it
+/// follows.
+fn dir_name(table: &str, lake: &str) -> String {
+    format!("kappa-{table}-{:016x}", xxhash_rust::xxh3::xxh3_64(lake.as_bytes()))
 }
 
 #[cfg(test)]
@@ -195,8 +196,8 @@ mod tests {
     #[test]
     fn segments_read_back_in_order_and_files_go_when_their_last_segment_does() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join(format!("kappa-t-{:016x}", fnv1a(b"lake")))).unwrap();
-        let leftover = root.path().join(format!("kappa-t-{:016x}/00000001.arrows", fnv1a(b"lake")));
+        std::fs::create_dir_all(root.path().join(dir_name("t", "lake"))).unwrap();
+        let leftover = root.path().join(dir_name("t", "lake")).join("00000001.arrows");
         std::fs::write(&leftover, b"from a killed run").unwrap();
         let mut dir = SpillDir::open(root.path(), "t", "lake").unwrap();
         assert!(!leftover.exists(), "an earlier run's scratch files are removed");

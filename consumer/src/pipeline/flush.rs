@@ -42,7 +42,7 @@ impl Pipeline {
         let mut totals = self.state.totals.clone();
         for ((partition, shard), buffer) in sealed {
             let shard_name = &self.shards[shard as usize];
-            let path = format!("{}/part-{}-{:020}-{:020}.parquet", partition.path(), file_name_safe(shard_name), buffer.first_seq, buffer.last_seq);
+            let path = format!("{}/{}", partition.path(), crate::buffer::file_name(shard_name, buffer.first_seq, buffer.last_seq));
             raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
             totals.rows += buffer.rows;
             totals.files += 1;
@@ -183,9 +183,4 @@ fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: Seque
     if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
         positions.insert(shard.to_string(), seq.to_string());
     }
-}
-
-/// Shard ids as they may appear in object names (Kinesis ids are already safe).
-fn file_name_safe(shard: &str) -> String {
-    shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }

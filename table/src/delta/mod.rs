@@ -40,9 +40,10 @@ use kappa_common::schema::TableSchema;
 use serde_json::Value;
 use url::Url;
 
-use self::actions::{add_action, metadata, parse_commit, protocol_for};
+use self::actions::{add_action, metadata, protocol_for};
 
 mod actions;
+mod reading;
 mod s3;
 
 /// Commits between checkpoints: a restart reads one checkpoint and at most this many commits.
@@ -394,28 +395,6 @@ impl LakeTable {
         Err(DeltaError::Raced { table: self.name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, version: self.version().unwrap_or_default() })
     }
 
-    /// True if the commits of `versions` leave `commit` valid: they change no schema,
-    /// partitioning or properties, and remove none of the files it removes. (One with this
-    /// writer's counter is caught before: its counter moved.)
-    async fn compatible(&self, commit: &Commit, versions: std::ops::RangeInclusive<u64>) -> Result<bool, DeltaError> {
-        let removing: std::collections::HashSet<&str> = commit.remove.iter().map(String::as_str).collect();
-        let log_store = self.table.log_store();
-        for version in versions {
-            let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(false) };
-            for action in parse_commit(&self.name, version, &bytes)? {
-                if action.get("metaData").is_some() || action.get("protocol").is_some() {
-                    return Ok(false);
-                }
-                if let Some(path) = action.get("remove").and_then(|r| r["path"].as_str())
-                    && removing.contains(path)
-                {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    }
-
     async fn try_commit(&mut self, commit: &Commit) -> Result<u64, DeltaError> {
         let name = self.name.clone();
         let concurrent = || DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter };
@@ -555,110 +534,6 @@ impl LakeTable {
                 }
             }
         }
-    }
-
-    /// The version of `commit` if the log holds it (this writer's counter and commit id).
-    async fn own_commit(&self, commit: &Commit) -> Result<Option<u64>, DeltaError> {
-        Ok(self.writer_state(&commit.app_id).await?.filter(|found| found.counter == commit.counter && found.commit_id == commit.commit_id).map(|f| f.version))
-    }
-
-    /// The last commit of writer `app_id`, if it ever committed.
-    pub async fn writer_state(&self, app_id: &str) -> Result<Option<WriterState>, DeltaError> {
-        let Some(counter) = self.writer_counter(app_id).await? else { return Ok(None) };
-        let gone = || DeltaError::StateGone { table: self.name.clone(), app_id: app_id.to_string(), counter };
-        let log_store = self.table.log_store();
-        let latest = self.version().unwrap_or_default();
-        for version in (0..=latest).rev() {
-            let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else {
-                return Err(gone());
-            };
-            if let Some(state) = self.carried_state(version, &commit, app_id, counter)? {
-                return Ok(Some(state));
-            }
-        }
-        Err(gone())
-    }
-
-    /// The writer's state, if commit `version` carries the writer's `txn` at `counter`.
-    fn carried_state(&self, version: u64, commit: &[u8], app_id: &str, counter: i64) -> Result<Option<WriterState>, DeltaError> {
-        let mut ours = false;
-        let mut info = Value::Null;
-        for action in parse_commit(&self.name, version, commit)? {
-            if let Some(txn) = action.get("txn") {
-                ours |= txn["appId"] == app_id && txn["version"].as_i64() == Some(counter);
-            }
-            if let Some(commit_info) = action.get("commitInfo") {
-                info = commit_info[METADATA_KEY].clone();
-            }
-        }
-        Ok(ours.then(|| WriterState { version, counter, commit_id: info["commitId"].as_str().unwrap_or_default().to_string(), state: info["state"].clone() }))
-    }
-
-    /// The newest versions, newest first, as far back as the log still holds them.
-    pub async fn history(&self, limit: usize) -> Result<Vec<VersionInfo>, DeltaError> {
-        let log_store = self.table.log_store();
-        let latest = self.version().unwrap_or_default();
-        let mut versions = Vec::new();
-        for version in (0..=latest).rev().take(limit) {
-            let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
-            let info = parse_commit(&self.name, version, &commit)?.into_iter().find_map(|a| a.get("commitInfo").cloned()).unwrap_or_default();
-            versions.push(VersionInfo {
-                version,
-                timestamp_ms: info["timestamp"].as_i64(),
-                operation: info["operation"].as_str().unwrap_or("?").to_string(),
-                kappa: info[METADATA_KEY].clone(),
-            });
-        }
-        Ok(versions)
-    }
-
-    /// Brings the loaded snapshot up to this handle's own commits (files are read from it).
-    async fn catch_up(&mut self) -> Result<(), DeltaError> {
-        if let Some(own) = self.own.take() {
-            let result = self.table.update_incremental(Some(own.version)).await;
-            result.map_err(|e| self.delta(e))?;
-        }
-        Ok(())
-    }
-
-    /// The files the current version holds, sorted by path, with what planning a compaction
-    /// needs.
-    pub async fn file_details(&mut self) -> Result<Vec<FileDetail>, DeltaError> {
-        self.catch_up().await?;
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-        let mut files: Vec<FileDetail> = snapshot
-            .log_data()
-            .iter()
-            .map(|f| FileDetail {
-                path: f.path().to_string(),
-                partition_values: f.partition_values_map(),
-                size: f.size(),
-                modification_time: f.modification_time(),
-                num_records: f.num_records().map(|n| n as u64),
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
-    }
-
-    /// Files removed from the table that the log still remembers (until
-    /// `delta.deletedFileRetentionDuration`): path and when it was removed (ms).
-    pub async fn tombstones(&mut self) -> Result<Vec<(String, i64)>, DeltaError> {
-        use futures::TryStreamExt as _;
-        self.catch_up().await?;
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-        let log_store = self.table.log_store();
-        let views: Vec<_> = snapshot.all_tombstones(log_store.as_ref()).try_collect().await.map_err(|e| self.delta(e))?;
-        Ok(views.iter().map(|t| (t.path().to_string(), t.deletion_timestamp().unwrap_or_default())).collect())
-    }
-
-    /// The paths of the files the current version holds, sorted.
-    pub async fn files(&mut self) -> Result<Vec<String>, DeltaError> {
-        self.catch_up().await?;
-        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-        let mut paths: Vec<String> = snapshot.log_data().iter().map(|f| f.path().to_string()).collect();
-        paths.sort();
-        Ok(paths)
     }
 }
 
