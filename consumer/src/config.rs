@@ -575,5 +575,9 @@ mod tests {
         assert!(validate(&["--from", "kafka:x"]).contains("unknown scheme"));
         assert!(validate(&["--event-time-format", "weekly"]).contains("strftime"));
         assert!(validate(&["--max-memory", "1KiB"]).contains("at least 1MiB"));
+        assert!(validate(&["--target-file-size", "64KiB"]).contains("--target-file-size must be at least 1MiB"));
+        assert!(validate(&["--compact", "--compact-every", "100ms"]).contains("--compact-every must be at least 1s"));
+        let idle = Cli::try_parse_from(["kappa-consumer", "--partition-idle", "soon"]).unwrap_err().to_string();
+        assert!(idle.contains("10m or 1h, or off"), "{idle}");
     }
 }
