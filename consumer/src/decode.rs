@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::event::SourceEvent;
 use crate::partition::{Granularity, Placement, row_partitions};
+use crate::plain_columns;
 use crate::positional::{ColumnKeys, quote_or_backslash};
 
 /// The table schema as decoded: its columns plus the event identity.
@@ -119,6 +120,9 @@ fn decode_events(schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize
 /// Decodes events whose members from `members_at[i]` on are in the plain form (see
 /// `positional`) as arrays: `None` when one is not.
 fn decode_positional(schema: &SchemaRef, keys: &ColumnKeys, events: &[&[u8]], members_at: &[usize]) -> Option<RecordBatch> {
+    if let Some(batch) = plain_columns::decode(schema, keys, events, members_at) {
+        return Some(batch);
+    }
     let mut arrays = Vec::with_capacity(events.iter().zip(members_at).map(|(e, at)| e.len() - at + 2).sum());
     keys.restate(events, members_at, &mut arrays)?;
     with_decoder(schema, StructMode::ListOnly, events.len(), |decoder| {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;
+pub mod plain_columns;
 pub mod positional;
 pub mod run;
 pub mod source;

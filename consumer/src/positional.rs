@@ -72,7 +72,7 @@ impl ColumnKeys {
     }
 
     /// Where each column's value lies in `event` (members from `at` on).
-    fn members(&self, event: &[u8], mut at: usize, values: &mut [(usize, usize)]) -> Option<()> {
+    pub(crate) fn members(&self, event: &[u8], mut at: usize, values: &mut [(usize, usize)]) -> Option<()> {
         if event.get(at) == Some(&b'}') {
             return (at + 1 == event.len()).then_some(());
         }
@@ -101,7 +101,7 @@ impl ColumnKeys {
 }
 
 /// A column the event has no member for.
-const ABSENT: (usize, usize) = (0, 0);
+pub(crate) const ABSENT: (usize, usize) = (0, 0);
 
 /// The end of the single JSON scalar at `event[start..]`. Strings are passed whole (escapes
 /// and all); other values must be exactly a literal or a run of number characters, so no value
