@@ -22,13 +22,14 @@
 //!    open buffers hold, not everything it ever spilled.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
-use arrow_ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 
 /// Why a spill failed: the directory (and what to change) is in the message.
@@ -70,7 +71,7 @@ impl SpillDir {
         self.next_file += 1;
         let path = self.dir.join(format!("{:08}.arrows", self.next_file));
         let out = File::create(&path).map_err(|source| SpillError { dir: self.dir.clone(), source })?;
-        Ok(SpillWriter { file: Arc::new(SpillFile { path }), out: BufWriter::with_capacity(1 << 20, out), offset: 0 })
+        Ok(SpillWriter { file: Arc::new(SpillFile { path }), out, offset: 0 })
     }
 }
 
@@ -100,7 +101,9 @@ impl Drop for SpillFile {
 /// Writes buffers into one spill file.
 pub struct SpillWriter {
     file: Arc<SpillFile>,
-    out: BufWriter<File>,
+    /// Unbuffered: each write is a whole encoded buffer (tens of KiB and up), and a buffer in
+    /// between was one more copy of everything spilled.
+    out: File,
     offset: u64,
 }
 
@@ -115,7 +118,8 @@ impl Encoded {
         let mut streams = Vec::new();
         for run in batches.chunk_by(|a, b| a.schema() == b.schema()) {
             let batch = arrow::compute::concat_batches(&run[0].schema(), run)?;
-            let mut bytes = Vec::new();
+            // Sized up front: grown by doubling, the stream was copied once more on average.
+            let mut bytes = Vec::with_capacity(batch.get_array_memory_size() + 4096);
             let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
             writer.write(&batch)?;
             writer.finish()?;
@@ -170,7 +174,17 @@ impl Segment {
         file.seek(SeekFrom::Start(self.offset))?;
         let mut bytes = Vec::with_capacity(self.length as usize);
         file.take(self.length).read_to_end(&mut bytes)?;
-        StreamReader::try_new(std::io::Cursor::new(bytes), None)?.collect()
+        // Decoded in place: the arrays point into the bytes read (a reader copied them again).
+        let mut buffer = Buffer::from_vec(bytes);
+        let mut decoder = StreamDecoder::new();
+        let mut batches = Vec::new();
+        while !buffer.is_empty() {
+            if let Some(batch) = decoder.decode(&mut buffer)? {
+                batches.push(batch);
+            }
+        }
+        decoder.finish()?;
+        Ok(batches)
     }
 }
 
