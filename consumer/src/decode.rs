@@ -7,8 +7,9 @@
 //! the schema lacks is a decode error here (strict mode), never ignored.
 //!
 //! Decoding ahead of the pipeline (`DecodePlan`), a run of events in the producer's plain form
-//! goes to arrow-json as arrays in column order (see `positional`); any other run is decoded
-//! as objects. Both give the same rows.
+//! is decoded straight into Arrow columns (`plain_columns`); a run with a value that is not
+//! plain goes to arrow-json as arrays in column order (see `positional`); any other run is
+//! decoded as objects. All three give the same rows.
 
 use std::cell::RefCell;
 use std::sync::Arc;
