@@ -38,6 +38,7 @@ pub fn bin(name: &str) -> PathBuf {
         "kappa-producer" => &["common", "producer"],
         "kappa-consumer" => &["common", "table", "consumer"],
         "kappa-replay" => &["common", "table", "consumer", "replay"],
+        "kappa-query" => &["common", "table", "query"],
         _ => &["bench"],
     };
     if let Some((modified, source)) = newest_rust_source(crates)

@@ -15,5 +15,6 @@ mod producer_aws;
 mod producer_bad_input;
 mod producer_inputs;
 mod producer_log;
+mod query;
 mod replay;
 mod support;

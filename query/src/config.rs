@@ -1,0 +1,169 @@
+//! The command line, validated into what a run needs before anything is opened.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use kappa_common::aws::AwsOptions;
+
+use crate::lake::At;
+use crate::output::Format;
+
+/// SQL over a kappa-lake table: DataFusion over its Delta table, with partition pruning and
+/// file skipping from the Delta statistics.
+///
+/// The table answers to its name (`SELECT … FROM sales`), at its current version or the one
+/// --version / --as-of picks (time travel, back before a replay's switch). After each statement
+/// a line on stderr says what it read, in the manner of Athena's "Data scanned": bytes and files
+/// of the table's total, rows returned, time.
+///
+/// Examples:
+///   kappa-query --lake data/lake --table sales "SELECT p_day, count(*) FROM sales GROUP BY p_day ORDER BY p_day"
+///   kappa-query --lake data/lake --table sales --init star.sql -f top_customers.sql
+///   echo "SELECT count(*) FROM sales" | kappa-query --lake s3://bucket/lake --table sales --format csv
+#[derive(Debug, Parser)]
+// `--version` picks the table version (as Delta readers spell it), so clap's own is off.
+#[command(name = "kappa-query", disable_version_flag = true, verbatim_doc_comment)]
+pub struct Cli {
+    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
+    pub lake: String,
+
+    /// The lake's table to query (registered under this name).
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// SQL to run: one or more statements separated by `;`. Default: -f FILE, else stdin.
+    #[arg(value_name = "SQL")]
+    pub sql: Option<String>,
+
+    /// Read the SQL from FILE instead.
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+
+    /// Read the table as of this Delta version (time travel). Default: the current version.
+    #[arg(long, value_name = "N", conflicts_with = "as_of")]
+    pub version: Option<u64>,
+
+    /// Read the table as it was at this time (RFC 3339, e.g. 2026-11-23T10:00:00Z): the
+    /// version current then.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub as_of: Option<DateTime<Utc>>,
+
+    /// Another table beside the lake's, NAME=PATH: a Delta table (a directory with
+    /// _delta_log), Parquet (a .parquet file or a directory of them), or CSV with a header row
+    /// (.csv). Repeatable.
+    #[arg(long = "register", value_name = "NAME=PATH")]
+    pub register: Vec<String>,
+
+    /// SQL run first, its results not shown: views (CREATE VIEW …) and the like. Repeatable.
+    #[arg(long = "init", value_name = "FILE.sql")]
+    pub init: Vec<PathBuf>,
+
+    /// How results are written. Default: table on a terminal, csv otherwise.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+
+    /// Write results to FILE instead of stdout (needed for --format parquet).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Leave out the "data scanned" line after each statement.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// AWS endpoint override for an S3 lake (moto, LocalStack). Default: the standard
+    /// AWS_ENDPOINT_URL variables, else AWS itself.
+    #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region for an S3 lake. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+/// A validated run.
+#[derive(Debug)]
+pub struct QueryConfig {
+    pub lake: String,
+    pub table: String,
+    pub at: At,
+    /// Where the SQL came from (for messages), and its text.
+    pub sql: (String, String),
+    pub register: Vec<(String, String)>,
+    pub init: Vec<(String, String)>,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub quiet: bool,
+    pub aws: AwsOptions,
+}
+
+impl Cli {
+    pub fn validate(self) -> Result<QueryConfig, String> {
+        let read = |path: &PathBuf, flag: &str| std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()));
+        let sql = match (&self.sql, &self.file) {
+            (Some(sql), _) => ("the SQL argument".to_string(), sql.clone()),
+            (None, Some(path)) => (path.display().to_string(), read(path, "-f")?),
+            (None, None) => {
+                if std::io::stdin().is_terminal() {
+                    return Err("no SQL: give it as an argument, with -f FILE, or on stdin".into());
+                }
+                let mut sql = String::new();
+                std::io::stdin().read_to_string(&mut sql).map_err(|e| format!("reading SQL from stdin: {e}"))?;
+                ("stdin".to_string(), sql)
+            }
+        };
+        if sql.1.trim().is_empty() {
+            return Err(format!("{}: no SQL statement", sql.0));
+        }
+        let register = self
+            .register
+            .iter()
+            .map(|r| match r.split_once('=') {
+                Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), path.to_string())),
+                _ => Err(format!("--register {r}: use NAME=PATH")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let init = self.init.iter().map(|path| Ok((path.display().to_string(), read(path, "--init")?))).collect::<Result<Vec<_>, String>>()?;
+        let format = self.format.unwrap_or(if self.output.is_none() && std::io::stdout().is_terminal() { Format::Table } else { Format::Csv });
+        if format == Format::Parquet && self.output.is_none() {
+            return Err("--format parquet writes a file: add --output FILE".into());
+        }
+        let at = match (self.version, self.as_of) {
+            (Some(version), _) => At::Version(version),
+            (None, Some(time)) => At::Time(time),
+            (None, None) => At::Latest,
+        };
+        Ok(QueryConfig {
+            lake: self.lake,
+            table: self.table,
+            at,
+            sql,
+            register,
+            init,
+            format,
+            output: self.output,
+            quiet: self.quiet,
+            aws: AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed_and_bad_flags_say_what_to_change() {
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| Cli::try_parse_from([&["kappa-query", "--table", "t"], args].concat()).unwrap().validate();
+        assert_eq!(parse(&["--version", "3", "SELECT 1"]).unwrap().at, At::Version(3));
+        assert!(matches!(parse(&["--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).unwrap().at, At::Time(_)));
+        assert!(parse(&["--format", "parquet", "SELECT 1"]).unwrap_err().contains("--output"));
+        assert!(parse(&["--register", "dims", "SELECT 1"]).unwrap_err().contains("NAME=PATH"));
+        assert!(parse(&["  "]).unwrap_err().contains("no SQL"));
+        assert!(Cli::try_parse_from(["kappa-query", "--table", "t", "--version", "1", "--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).is_err());
+    }
+}

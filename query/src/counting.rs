@@ -1,0 +1,131 @@
+//! An object store that counts what it serves under a table's data files, so that the "data
+//! scanned" line after a statement is what was really read (as Athena bills it), not an
+//! estimate from the plan.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    RenameOptions, Result,
+};
+
+/// What was read from a table's data files since the last [`Counters::take`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    pub bytes: u64,
+    /// Distinct data files read from.
+    pub files: u64,
+}
+
+/// Bytes and files served under one table's root, its Delta log left out.
+#[derive(Debug)]
+pub struct Counters {
+    /// The table's root as an object path (`work/lake/sales`), and its log under it.
+    root: String,
+    log: String,
+    state: Mutex<(u64, std::collections::HashSet<String>)>,
+}
+
+impl Counters {
+    pub fn new(root: &Path) -> Arc<Counters> {
+        let root = root.as_ref().trim_end_matches('/').to_string();
+        Arc::new(Counters { log: format!("{root}/_delta_log/"), root, state: Mutex::default() })
+    }
+
+    fn count(&self, location: &Path, bytes: u64) {
+        let path = location.as_ref();
+        let under_root = path.strip_prefix(self.root.as_str()).is_some_and(|rest| rest.starts_with('/'));
+        if !under_root || path.starts_with(&self.log) {
+            return;
+        }
+        let mut state = self.state.lock().expect("counters lock");
+        state.0 += bytes;
+        if !state.1.contains(path) {
+            state.1.insert(path.to_string());
+        }
+    }
+
+    /// What was read since the last call, and a fresh start.
+    pub fn take(&self) -> Scanned {
+        let mut state = self.state.lock().expect("counters lock");
+        let scanned = Scanned { bytes: state.0, files: state.1.len() as u64 };
+        *state = Default::default();
+        scanned
+    }
+}
+
+/// `inner`, counting the bytes each read returns into `counters`.
+#[derive(Debug)]
+pub struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    counters: Arc<Counters>,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, counters: Arc<Counters>) -> CountingStore {
+        CountingStore { inner, counters }
+    }
+}
+
+impl fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let head = options.head; // the object's metadata, no bytes
+        let result = self.inner.get_opts(location, options).await?;
+        if !head {
+            self.counters.count(location, result.range.end - result.range.start);
+        }
+        Ok(result)
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let bytes = self.inner.get_ranges(location, ranges).await?;
+        self.counters.count(location, bytes.iter().map(|b| b.len() as u64).sum());
+        Ok(bytes)
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}

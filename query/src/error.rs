@@ -1,0 +1,27 @@
+use crate::lake::At;
+
+/// Why a query could not run. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error("{0}")]
+    Config(String),
+    #[error("no table {table} in lake {lake} (tables there: {}); check --lake and --table", if tables.is_empty() { "none".to_string() } else { tables.join(", ") })]
+    NoTable { lake: String, table: String, tables: Vec<String> },
+    #[error("table {table} at {at:?}: {source}")]
+    Open { table: String, at: At, source: Box<deltalake_core::DeltaTableError> },
+    #[error(transparent)]
+    Delta(#[from] deltalake_core::DeltaTableError),
+    #[error(transparent)]
+    Table(#[from] kappa_table::TableError),
+    #[error("--register {name}={path}: {reason}")]
+    Register { name: String, path: String, reason: String },
+    /// The statement's text is in the message, with DataFusion's reason (a parse error names
+    /// its line and column).
+    #[error("{origin}: {source}")]
+    Sql { origin: String, source: Box<deltalake_core::datafusion::error::DataFusionError> },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("writing the result: {0}")]
+    Output(String),
+}
