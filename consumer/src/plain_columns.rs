@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBufferBuilder, Date32Array, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanBufferBuilder, Date32Array, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+};
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use arrow::datatypes::{DataType, Date32Type, SchemaRef, TimeUnit};
@@ -211,7 +213,12 @@ mod tests {
 
     /// What arrow-json makes of the same events, as objects.
     fn by_arrow_json(schema: &SchemaRef, events: &[String]) -> Option<RecordBatch> {
-        let mut decoder = ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_struct_mode(StructMode::ObjectOnly).with_batch_size(events.len().max(1)).build_decoder().unwrap();
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .with_strict_mode(true)
+            .with_struct_mode(StructMode::ObjectOnly)
+            .with_batch_size(events.len().max(1))
+            .build_decoder()
+            .unwrap();
         for event in events {
             decoder.decode(format!("{{{event}").as_bytes()).ok()?;
         }
@@ -250,10 +257,10 @@ mod tests {
     fn values_that_are_not_plain_are_left_to_arrow_json() {
         let schema = schema();
         for event in [
-            r#""i":"1"}"#,      // a string in a number column
-            r#""i":1.5}"#,      // a fraction in an integer column
-            r#""i":1e3}"#,      // an exponent too
-            r#""i":01}"#,       // not JSON
+            r#""i":"1"}"#,                 // a string in a number column
+            r#""i":1.5}"#,                 // a fraction in an integer column
+            r#""i":1e3}"#,                 // an exponent too
+            r#""i":01}"#,                  // not JSON
             r#""i":9223372036854775808}"#, // past i64
             r#""f":"1.5"}"#,
             r#""f":1.}"#,

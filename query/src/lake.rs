@@ -54,9 +54,7 @@ pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<L
         }
         Endpoint::S3 { bucket, prefix } => {
             let context = AwsContext::load(aws).await.map_err(|e| QueryError::Config(e.to_string()))?;
-            let store = Store::S3(
-                S3Store::new(context.s3(), bucket, prefix).with_access(context.s3_endpoint(), context.sdk_config().credentials_provider()),
-            );
+            let store = Store::S3(S3Store::new(context.s3(), bucket, prefix).with_access(context.s3_endpoint(), context.sdk_config().credentials_provider()));
             let location = kappa_table::location(&store, name)?;
             let backend = location.backend.clone().expect("an S3 table location has its object store");
             (location.url, backend)

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deltalake_core::DeltaTableBuilder;
 use deltalake_core::datafusion::arrow::record_batch::RecordBatch;
 use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
 use deltalake_core::datafusion::physical_plan::collect;
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use deltalake_core::datafusion::sql::parser::DFParser;
-use deltalake_core::DeltaTableBuilder;
 
 use crate::counting::Scanned;
 use crate::error::QueryError;

@@ -71,12 +71,12 @@ fn kappa_query(lake: &Path, extra: &[&str], sql: &str) -> Output {
 /// DuckDB's answer as CSV: `sales` is the Delta table (delta_scan), the dimensions the seed
 /// CSVs, and the star schema the same view file.
 fn duckdb_csv(table_root: &Path, sql: &str) -> String {
-    let mut setup = format!(
-        "con.execute(\"CREATE VIEW sales AS SELECT * FROM delta_scan('{}')\")\n",
-        table_root.display()
-    );
+    let mut setup = format!("con.execute(\"CREATE VIEW sales AS SELECT * FROM delta_scan('{}')\")\n", table_root.display());
     for (name, file) in DIMENSIONS {
-        setup += &format!("con.execute(\"CREATE VIEW {name} AS SELECT * FROM read_csv('{}', header=true)\")\n", seed(&format!("supermarket/dimensions/{file}")).display());
+        setup += &format!(
+            "con.execute(\"CREATE VIEW {name} AS SELECT * FROM read_csv('{}', header=true)\")\n",
+            seed(&format!("supermarket/dimensions/{file}")).display()
+        );
     }
     python(&format!(
         "import csv, duckdb, glob, os, sys\n\
@@ -188,7 +188,8 @@ fn kappa_query_travels_back_writes_every_format_and_names_bad_sql() {
     let parquet = dir.path().join("out.parquet");
     stdout(&kappa_query(&lake, &["--format", "parquet", "--output", &parquet.display().to_string()], sql));
     let file = std::fs::File::open(&parquet).unwrap();
-    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    let rows: usize =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 4);
 
     let bad = kappa_query(&lake, &[], "SELECT day,, count(*) FROM sales");
