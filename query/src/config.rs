@@ -61,8 +61,9 @@ pub struct Cli {
     #[arg(long = "init", value_name = "FILE.sql")]
     pub init: Vec<PathBuf>,
 
-    /// How results are written. Default: table on a terminal, csv otherwise.
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    /// How results are written. Default: table on a terminal, csv otherwise. Given twice, the
+    /// last one counts.
+    #[arg(long, value_enum, value_name = "FORMAT", overrides_with = "format")]
     pub format: Option<Format>,
 
     /// Write results to FILE instead of stdout (needed for --format parquet).
