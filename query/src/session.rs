@@ -74,7 +74,7 @@ impl Session {
 
     /// Splits `sql` into statements (a parse error names its line and column).
     pub fn statements(&self, origin: &str, sql: &str) -> Result<Vec<String>, QueryError> {
-        let statements = DFParser::parse_sql(sql).map_err(|e| sql_error(origin, e.into()))?;
+        let statements = DFParser::parse_sql(sql).map_err(|e| sql_error(origin, e))?;
         Ok(statements.into_iter().map(|s| s.to_string()).collect())
     }
 
