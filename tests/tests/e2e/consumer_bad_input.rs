@@ -82,15 +82,15 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
 
 #[test]
 fn a_schema_grown_mid_stream_applies_to_every_later_row() {
-    // The log source hands over 2,048 events of a shard per chunk, and chunks are decoded ahead
-    // on other threads: event 3,000 adds a column and a fraction (int64 widens to float64) in
+    // The log source hands over 4,096 events of a shard per chunk, and chunks are decoded ahead
+    // on other threads: event 6,000 adds a column and a fraction (int64 widens to float64) in
     // the second chunk, while the third was already decoded under the first schema.
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
     let log = Log::create(&log_dir, 1).unwrap();
     let mut writer = log.writer(0, &LogConfig::default()).unwrap();
-    for i in 0..5000 {
-        let payload = if i == 3000 {
+    for i in 0..10_000 {
+        let payload = if i == 6000 {
             format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":1.5,"note":"grown"}}"#)
         } else {
             format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":{i}}}"#)
@@ -104,12 +104,12 @@ fn a_schema_grown_mid_stream_applies_to_every_later_row() {
 
     let mut rows = read_lake(&lake.join("events/gen-000001"));
     rows.sort_by_key(|r| r.row["id"].as_i64().unwrap());
-    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows.len(), 10_000);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.row["id"].as_i64(), Some(i as i64));
-        let amount = if i == 3000 { 1.5 } else { i as f64 };
+        let amount = if i == 6000 { 1.5 } else { i as f64 };
         assert_eq!(r.row["amount"].as_f64(), Some(amount), "row {i}: {:?}", r.row);
-        let note = if i == 3000 { Value::from("grown") } else { Value::Null };
+        let note = if i == 6000 { Value::from("grown") } else { Value::Null };
         assert_eq!(r.row.get("note").cloned().unwrap_or(Value::Null), note, "row {i}");
     }
     // The stored schema is the grown one (the first was never committed: rows came first).
