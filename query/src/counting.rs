@@ -47,9 +47,7 @@ impl Counters {
         }
         let mut state = self.state.lock().expect("counters lock");
         state.0 += bytes;
-        if !state.1.contains(path) {
-            state.1.insert(path.to_string());
-        }
+        state.1.insert(path.to_string());
     }
 
     /// What was read since the last call, and a fresh start.

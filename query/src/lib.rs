@@ -15,14 +15,13 @@ use error::QueryError;
 /// Runs the init files, then each statement of the SQL, writing each result and its line.
 pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     let lake = lake::open(&config.lake, &config.table, &config.at, &config.aws).await?;
-    let (total_files, total_bytes) = (lake.total_files, lake.total_bytes);
     let session = session::Session::new(lake).await?;
     for (name, path) in &config.register {
         session.register(name, path).await?;
     }
     for (origin, sql) in &config.init {
         for statement in session.statements(origin, sql)? {
-            session.run(origin, &statement).await?;
+            session.run(origin, statement).await?;
         }
     }
     let mut out: Box<dyn Write> = match &config.output {
@@ -33,11 +32,11 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     };
     let (origin, sql) = &config.sql;
     for statement in session.statements(origin, sql)? {
-        let outcome = session.run(origin, &statement).await?;
+        let outcome = session.run(origin, statement).await?;
         output::write(&outcome.batches, config.format, &mut out)?;
         out.flush().map_err(|e| QueryError::Output(e.to_string()))?;
         if !config.quiet {
-            eprintln!("{}", output::summary(&outcome, &config.table, total_files, total_bytes));
+            eprintln!("{}", output::summary(&outcome, &config.table, session.lake().total_files, session.lake().total_bytes));
         }
     }
     Ok(())

@@ -40,20 +40,8 @@ pub fn write(batches: &[RecordBatch], format: Format, out: &mut dyn Write) -> Re
                 writer.write(batch).map_err(|e| failed(&e))?;
             }
         }
-        Format::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(out);
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
-            }
-            writer.finish().map_err(|e| failed(&e))?;
-        }
-        Format::Ndjson => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(out);
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
-            }
-            writer.finish().map_err(|e| failed(&e))?;
-        }
+        Format::Json => write_json(arrow::json::ArrayWriter::new(out), batches).map_err(|e| failed(&e))?,
+        Format::Ndjson => write_json(arrow::json::LineDelimitedWriter::new(out), batches).map_err(|e| failed(&e))?,
         Format::Parquet => {
             let Some(first) = batches.first() else { return Ok(()) };
             // Encoded in memory: the writer needs a `Send` sink, and results are small.
@@ -65,6 +53,17 @@ pub fn write(batches: &[RecordBatch], format: Format, out: &mut dyn Write) -> Re
         }
     }
     Ok(())
+}
+
+/// Writes `batches` with a JSON writer of either kind (one array, or a line per row).
+fn write_json<W: Write, F: arrow::json::writer::JsonFormat>(
+    mut writer: arrow::json::Writer<W, F>,
+    batches: &[RecordBatch],
+) -> Result<(), arrow::error::ArrowError> {
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.finish()
 }
 
 /// The line after a statement, in the manner of Athena's "Data scanned": what it read of the

@@ -10,7 +10,7 @@ use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
 use deltalake_core::datafusion::physical_plan::collect;
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
-use deltalake_core::datafusion::sql::parser::DFParser;
+use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
 
 use crate::counting::Scanned;
 use crate::error::QueryError;
@@ -73,16 +73,16 @@ impl Session {
     }
 
     /// Splits `sql` into statements (a parse error names its line and column).
-    pub fn statements(&self, origin: &str, sql: &str) -> Result<Vec<String>, QueryError> {
-        let statements = DFParser::parse_sql(sql).map_err(|e| sql_error(origin, e))?;
-        Ok(statements.into_iter().map(|s| s.to_string()).collect())
+    pub fn statements(&self, origin: &str, sql: &str) -> Result<Vec<Statement>, QueryError> {
+        Ok(DFParser::parse_sql(sql).map_err(|e| sql_error(origin, e))?.into())
     }
 
-    /// Runs one statement to its end.
-    pub async fn run(&self, origin: &str, statement: &str) -> Result<Outcome, QueryError> {
+    /// Runs one parsed statement to its end (planned as parsed: not printed and parsed again).
+    pub async fn run(&self, origin: &str, statement: Statement) -> Result<Outcome, QueryError> {
         self.lake.counters.take();
         let started = Instant::now();
-        let frame = self.context.sql(statement).await.map_err(|e| sql_error(origin, e))?;
+        let plan = self.context.state().statement_to_plan(statement).await.map_err(|e| sql_error(origin, e))?;
+        let frame = self.context.execute_logical_plan(plan).await.map_err(|e| sql_error(origin, e))?;
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await.map_err(|e| sql_error(origin, e))?;
         let batches = collect(plan, Arc::new(task)).await.map_err(|e| sql_error(origin, e))?;
