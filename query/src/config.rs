@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use kappa_common::aws::AwsOptions;
 
 use crate::lake::At;
@@ -22,17 +22,21 @@ use crate::output::Format;
 ///   kappa-query --lake data/lake --table sales "SELECT p_day, count(*) FROM sales GROUP BY p_day ORDER BY p_day"
 ///   kappa-query --lake data/lake --table sales --init star.sql -f top_customers.sql
 ///   echo "SELECT count(*) FROM sales" | kappa-query --lake s3://bucket/lake --table sales --format csv
+///   kappa-query report --lake data/lake --table sales --output lake.html
 #[derive(Debug, Parser)]
 // `--version` picks the table version (as Delta readers spell it), so clap's own is off.
-#[command(name = "kappa-query", disable_version_flag = true, verbatim_doc_comment)]
+#[command(name = "kappa-query", disable_version_flag = true, verbatim_doc_comment, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The lake: a local directory, or s3://BUCKET[/PREFIX].
     #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
     pub lake: String,
 
     /// The lake's table to query (registered under this name).
-    #[arg(long, value_name = "NAME")]
-    pub table: String,
+    #[arg(long, value_name = "NAME", required = true)]
+    pub table: Option<String>,
 
     /// SQL to run: one or more statements separated by `;`. Default: -f FILE, else stdin.
     #[arg(value_name = "SQL")]
@@ -74,6 +78,12 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Also write each statement's figures to FILE, one JSON object per line, exact where the
+    /// line on stderr rounds: rows, seconds, scanned_bytes, scanned_files, table_bytes,
+    /// table_files, version.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
     /// AWS endpoint override for an S3 lake (moto, LocalStack). Default: the standard
     /// AWS_ENDPOINT_URL variables, else AWS itself.
     #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
@@ -84,7 +94,60 @@ pub struct Cli {
     pub region: Option<String>,
 }
 
-/// A validated run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A picture of the lake: one static HTML file (inline SVG, no network needed to view it)
+    /// with rows, bytes and files per partition over time, the file-size distribution, the
+    /// table's versions on a time line (commits, compactions, a replay's switch) and the schema.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
+    pub lake: String,
+
+    /// The lake's table to draw.
+    #[arg(long, value_name = "NAME")]
+    pub table: String,
+
+    /// The HTML file to write.
+    #[arg(short, long, value_name = "FILE.html")]
+    pub output: PathBuf,
+
+    /// How many of the newest versions the time line shows (each is one read of the log).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history: u64,
+
+    /// AWS endpoint override for an S3 lake (moto, LocalStack). Default: the standard
+    /// AWS_ENDPOINT_URL variables, else AWS itself.
+    #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region for an S3 lake. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+/// What the command line asks for, validated.
+#[derive(Debug)]
+pub enum Run {
+    Query(QueryConfig),
+    Report(ReportConfig),
+}
+
+/// A validated report.
+#[derive(Debug)]
+pub struct ReportConfig {
+    pub lake: String,
+    pub table: String,
+    pub output: PathBuf,
+    pub history: usize,
+    pub aws: AwsOptions,
+}
+
+/// A validated query run.
 #[derive(Debug)]
 pub struct QueryConfig {
     pub lake: String,
@@ -97,11 +160,31 @@ pub struct QueryConfig {
     pub format: Format,
     pub output: Option<PathBuf>,
     pub quiet: bool,
+    pub summary_json: Option<PathBuf>,
     pub aws: AwsOptions,
 }
 
 impl Cli {
-    pub fn validate(self) -> Result<QueryConfig, String> {
+    pub fn validate(self) -> Result<Run, String> {
+        match self.command {
+            Some(Command::Report(report)) => {
+                if report.output.extension().is_none_or(|e| !e.eq_ignore_ascii_case("html") && !e.eq_ignore_ascii_case("htm")) {
+                    return Err(format!("--output {}: the report is HTML; give a file name ending in .html", report.output.display()));
+                }
+                Ok(Run::Report(ReportConfig {
+                    lake: report.lake,
+                    table: report.table,
+                    output: report.output,
+                    history: usize::try_from(report.history).unwrap_or(usize::MAX),
+                    aws: AwsOptions { endpoint_url: report.endpoint_url, region: report.region },
+                }))
+            }
+            None => self.validate_query().map(Run::Query),
+        }
+    }
+
+    fn validate_query(self) -> Result<QueryConfig, String> {
+        let table = self.table.clone().ok_or("--table NAME is required")?;
         let read = |path: &PathBuf, flag: &str| std::fs::read_to_string(path).map_err(|e| format!("{flag} {}: {e}", path.display()));
         let sql = match (&self.sql, &self.file) {
             (Some(sql), _) => ("the SQL argument".to_string(), sql.clone()),
@@ -138,7 +221,7 @@ impl Cli {
         };
         Ok(QueryConfig {
             lake: self.lake,
-            table: self.table,
+            table,
             at,
             sql,
             register,
@@ -146,6 +229,7 @@ impl Cli {
             format,
             output: self.output,
             quiet: self.quiet,
+            summary_json: self.summary_json,
             aws: AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
         })
     }
@@ -159,12 +243,29 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed_and_bad_flags_say_what_to_change() {
         Cli::command().debug_assert();
-        let parse = |args: &[&str]| Cli::try_parse_from([&["kappa-query", "--table", "t"], args].concat()).unwrap().validate();
+        let parse = |args: &[&str]| match Cli::try_parse_from([&["kappa-query", "--table", "t"], args].concat()).unwrap().validate()? {
+            Run::Query(query) => Ok(query),
+            Run::Report(_) => Err("a report".to_string()),
+        };
         assert_eq!(parse(&["--version", "3", "SELECT 1"]).unwrap().at, At::Version(3));
         assert!(matches!(parse(&["--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).unwrap().at, At::Time(_)));
         assert!(parse(&["--format", "parquet", "SELECT 1"]).unwrap_err().contains("--output"));
         assert!(parse(&["--register", "dims", "SELECT 1"]).unwrap_err().contains("NAME=PATH"));
         assert!(parse(&["  "]).unwrap_err().contains("no SQL"));
         assert!(Cli::try_parse_from(["kappa-query", "--table", "t", "--version", "1", "--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).is_err());
+    }
+
+    #[test]
+    fn report_is_a_subcommand_with_its_own_flags() {
+        let report = |args: &[&str]| Cli::try_parse_from([&["kappa-query", "report"], args].concat()).map_err(|e| e.to_string())?.validate();
+        match report(&["--table", "sales", "--output", "lake.html"]).unwrap() {
+            Run::Report(config) => assert_eq!((config.table.as_str(), config.history), ("sales", 1000)),
+            Run::Query(_) => panic!("report parsed as a query"),
+        }
+        assert!(report(&["--table", "sales", "--output", "lake.png"]).unwrap_err().contains(".html"));
+        assert!(report(&["--output", "lake.html"]).unwrap_err().contains("--table"));
+        assert!(report(&["--table", "sales", "--output", "lake.html", "--history", "0"]).is_err());
+        // The query's flags are not the report's, and the other way round.
+        assert!(Cli::try_parse_from(["kappa-query", "--table", "t", "report", "--table", "t", "--output", "x.html"]).is_err());
     }
 }

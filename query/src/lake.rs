@@ -8,6 +8,7 @@ use futures::TryStreamExt;
 use kappa_common::aws::{AwsContext, AwsOptions};
 use kappa_common::endpoint::Endpoint;
 use kappa_common::store::{S3Store, Store};
+use kappa_table::delta::TableLocation;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use url::Url;
@@ -39,28 +40,30 @@ pub struct LakeTable {
     pub total_bytes: u64,
 }
 
-/// Opens `name` in the lake at `lake` (a directory or `s3://bucket[/prefix]`).
-pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<LakeTable, QueryError> {
+/// Where table `name` of the lake at `lake` (a directory or `s3://bucket[/prefix]`) lives; a
+/// local table must exist.
+pub async fn location(lake: &str, name: &str, aws: &AwsOptions) -> Result<TableLocation, QueryError> {
     let endpoint: Endpoint = lake.parse().map_err(|e| QueryError::Config(format!("--lake {lake}: {e}")))?;
-    let (url, inner): (Url, Arc<dyn ObjectStore>) = match endpoint {
+    match endpoint {
         Endpoint::Local(dir) => {
-            let table_dir = dir.join(name);
-            if !table_dir.join("_delta_log").is_dir() {
+            if !dir.join(name).join("_delta_log").is_dir() {
                 return Err(QueryError::NoTable { lake: lake.to_string(), table: name.to_string(), tables: local_tables(&dir) });
             }
-            let dir = table_dir.canonicalize().map_err(|e| QueryError::Config(format!("--lake {lake}: {e}")))?;
-            let url = Url::from_directory_path(&dir).map_err(|()| QueryError::Config(format!("--lake {lake}: not a usable path")))?;
-            (url, Arc::new(object_store::local::LocalFileSystem::new()))
+            Ok(TableLocation::local(&dir, name).map_err(kappa_table::TableError::from)?)
         }
         Endpoint::S3 { bucket, prefix } => {
             let context = AwsContext::load(aws).await.map_err(|e| QueryError::Config(e.to_string()))?;
             let store = Store::S3(S3Store::new(context.s3(), bucket, prefix).with_access(context.s3_endpoint(), context.sdk_config().credentials_provider()));
-            let location = kappa_table::location(&store, name)?;
-            let backend = location.backend.clone().expect("an S3 table location has its object store");
-            (location.url, backend)
+            Ok(kappa_table::location(&store, name)?)
         }
-        other => return Err(QueryError::Config(format!("--lake {other}: a lake is a local directory or s3://BUCKET[/PREFIX]"))),
-    };
+        other => Err(QueryError::Config(format!("--lake {other}: a lake is a local directory or s3://BUCKET[/PREFIX]"))),
+    }
+}
+
+/// Opens `name` in the lake at `lake` (a directory or `s3://bucket[/prefix]`).
+pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<LakeTable, QueryError> {
+    let TableLocation { url, backend } = location(lake, name, aws).await?;
+    let inner: Arc<dyn ObjectStore> = backend.unwrap_or_else(|| Arc::new(object_store::local::LocalFileSystem::new()));
     let counters = Counters::new(&Path::from_url_path(url.path()).map_err(|e| QueryError::Config(e.to_string()))?);
     let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(inner, counters.clone()));
     let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(store.clone(), url.clone());

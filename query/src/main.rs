@@ -1,13 +1,27 @@
 use clap::Parser;
 use kappa_common::logging::exit_with;
-use kappa_query::config::Cli;
+use kappa_query::config::{Cli, Run};
 
-/// Exit status: 0 done; 1 the query failed (SQL, the lake, I/O); 2 misconfiguration.
+/// Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration.
 fn main() {
     kappa_common::logging::init();
-    let config = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
+    let run = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(kappa_query::run(config)) {
+    let outcome = match run {
+        Run::Query(config) => runtime.block_on(kappa_query::run(config)),
+        Run::Report(config) => runtime.block_on(kappa_query::report::write(&config)).map(|drawn| {
+            eprintln!(
+                "wrote {} ({}): {} partitions, {} files, {} rows, {} versions drawn",
+                config.output.display(),
+                kappa_query::output::human_bytes(drawn.html_bytes as u64),
+                drawn.partitions,
+                drawn.files,
+                drawn.rows,
+                drawn.versions
+            );
+        }),
+    };
+    if let Err(e) = outcome {
         exit_with(&e, 1);
     }
 }

@@ -81,7 +81,7 @@ pub fn summary(outcome: &Outcome, table: &str, total_files: u64, total_bytes: u6
     )
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

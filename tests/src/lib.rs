@@ -233,6 +233,14 @@ impl FaultProxy {
         requests.into_iter().filter(|(action, _)| action.contains(part)).map(|(action, n)| (action, n.as_u64().expect("count"))).collect()
     }
 
+    /// Body bytes served to GET requests so far, by path (`/bucket/key`), for the paths that
+    /// contain `part`.
+    pub fn served_bytes(&self, part: &str) -> std::collections::BTreeMap<String, u64> {
+        let stats = self.call("GET", "/_proxy/stats", "");
+        let served = stats["served"].as_object().cloned().unwrap_or_default();
+        served.into_iter().filter(|(path, _)| path.contains(part)).map(|(path, n)| (path, n.as_u64().expect("bytes"))).collect()
+    }
+
     /// Clears the counters.
     pub fn reset(&self) {
         self.call("POST", "/_proxy/reset", "");
@@ -505,6 +513,23 @@ pub fn python(code: &str) -> String {
     let output = run(Command::new(venv_bin("python")).args(["-c", code]));
     assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// Headless Chromium, to look at an HTML page as a person would: `$CHROMIUM`, else `chromium`,
+/// `chromium-browser` or `google-chrome` on the PATH.
+pub fn chromium() -> PathBuf {
+    let candidates: Vec<PathBuf> = match std::env::var_os("CHROMIUM") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
+            .collect(),
+    };
+    candidates.into_iter().find(|path| path.is_file()).unwrap_or_else(|| {
+        panic!(
+            "Chromium is missing: the report test renders the page with headless Chromium. Install it with \
+             `./scripts/setup-test-env` (Debian: apt-get install chromium), or point $CHROMIUM at a Chrome binary"
+        )
+    })
 }
 
 mod readers;

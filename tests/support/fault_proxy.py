@@ -5,13 +5,16 @@ Why it exists: moto serves the real AWS APIs, but it neither tells how many requ
 made nor ever fails part of a batch call. This proxy forwards every request unchanged, and
   - counts requests per API action and records each batch call's entry count, so a test can
     check the batching rules against what actually crossed the wire;
+  - counts the body bytes it served for each GET path (ranged reads included), so a test can
+    hold what a reader says it scanned to what the object store sent;
   - on demand, makes a batch call fail partially the honest way: it removes some entries from
     the request before moto sees them, then reports exactly those entries as failed (throttled)
     in the response. The records were never written, so a client that retries them alone ends
     with every row exactly once, and one that retries the whole batch writes duplicates.
 
 Control endpoints (not forwarded):
-  GET  /_proxy/stats                    {"requests": {action: n}, "entries": {action: [n, ...]}}
+  GET  /_proxy/stats                    {"requests": {action: n}, "entries": {action: [n, ...]},
+                                         "served": {path: bytes}}
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
        the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
@@ -44,7 +47,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
+state = {"requests": {}, "entries": {}, "served": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
 
 
 def action_of(headers, path):
@@ -125,12 +128,13 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         if self.path == "/_proxy/stats":
             with state_lock:
-                out = json.dumps({"requests": state["requests"], "entries": state["entries"]}).encode()
+                out = json.dumps({"requests": state["requests"], "entries": state["entries"], "served": state["served"]}).encode()
             return self.reply(200, out, [("Content-Type", "application/json")])
         if self.path == "/_proxy/reset":
             with state_lock:
                 state["requests"].clear()
                 state["entries"].clear()
+                state["served"].clear()
                 state["faults"].clear()
                 state["delays"].clear()
                 state["lost"].clear()
@@ -217,6 +221,10 @@ class Handler(BaseHTTPRequestHandler):
         if lose and resp.status < 300:
             error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>lost by the test proxy</Message></Error>"
             return self.reply(500, error, [("Content-Type", "application/xml")])
+        if self.command == "GET" and resp.status in (200, 206):
+            path = self.path.split("?", 1)[0]
+            with state_lock:
+                state["served"][path] = state["served"].get(path, 0) + len(data)
         self.reply(resp.status, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any

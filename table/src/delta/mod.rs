@@ -248,13 +248,20 @@ pub struct WriterState {
     pub state: Value,
 }
 
-/// One version of the table, as `describe` and `status` list them.
+/// One version of the table, as `describe`, `status` and the report list them.
 #[derive(Debug, Clone)]
 pub struct VersionInfo {
     pub version: u64,
     pub timestamp_ms: Option<i64>,
     pub operation: String,
+    /// The operation's `mode` (`Append`, `Overwrite`: a replay's switch), if it has one.
+    pub mode: Option<String>,
     pub kappa: Value,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub bytes_added: u64,
+    /// The rows of the added files, from their statistics.
+    pub rows_added: u64,
 }
 
 /// An open lake table.

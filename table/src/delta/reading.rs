@@ -74,15 +74,39 @@ impl LakeTable {
         let mut versions = Vec::new();
         for version in (0..=latest).rev().take(limit) {
             let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
-            let info = parse_commit(&self.name, version, &commit)?.into_iter().find_map(|a| a.get("commitInfo").cloned()).unwrap_or_default();
+            let mut info = Value::Null;
+            let (mut files_added, mut files_removed, mut bytes_added, mut rows_added) = (0, 0, 0, 0);
+            for action in parse_commit(&self.name, version, &commit)? {
+                if let Some(add) = action.get("add") {
+                    files_added += 1;
+                    bytes_added += add["size"].as_u64().unwrap_or(0);
+                    let stats = add["stats"].as_str().and_then(|s| serde_json::from_str::<Value>(s).ok());
+                    rows_added += stats.and_then(|s| s["numRecords"].as_u64()).unwrap_or(0);
+                } else if action.get("remove").is_some() {
+                    files_removed += 1;
+                } else if let Some(commit_info) = action.get("commitInfo") {
+                    info = commit_info.clone();
+                }
+            }
             versions.push(VersionInfo {
                 version,
                 timestamp_ms: info["timestamp"].as_i64(),
                 operation: info["operation"].as_str().unwrap_or("?").to_string(),
+                mode: info["operationParameters"]["mode"].as_str().map(str::to_string),
                 kappa: info[METADATA_KEY].clone(),
+                files_added,
+                files_removed,
+                bytes_added,
+                rows_added,
             });
         }
         Ok(versions)
+    }
+
+    /// The columns of the loaded version: name, Delta type, nullable.
+    pub fn columns(&self) -> Result<Vec<(String, String, bool)>, DeltaError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        Ok(snapshot.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string(), f.is_nullable())).collect())
     }
 
     /// Brings the loaded snapshot up to this handle's own commits (files are read from it).

@@ -1,8 +1,9 @@
 //! kappa-query over the lake the consumer builds from the seed sales, its answers held to
 //! DuckDB's on the same Delta table (`delta_scan`), the supermarket star schema included.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use kappa_tests::{expect_status, kappa, python, python_deltalake, run, seed};
 
@@ -200,4 +201,114 @@ fn kappa_query_travels_back_writes_every_format_and_names_bad_sql() {
     let missing = run(kappa("kappa-query", None).args(["--lake", &lake.display().to_string(), "--table", "slaes", "--", "SELECT 1"]));
     expect_status(&missing, 1);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("tables there: sales"), "{}", String::from_utf8_lossy(&missing.stderr));
+}
+
+/// `1234` as `1,234`, as the report writes numbers.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    digits.chars().enumerate().fold(String::new(), |mut out, (i, c)| {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+        out
+    })
+}
+
+#[test]
+fn the_report_draws_every_partition_and_version_and_chromium_renders_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = sales_lake(dir.path());
+    let table = lake.join("sales");
+    // A compaction, so that the time line has a second kind of commit.
+    let compact = run(kappa("kappa-replay", None).args(["compact", "--table", "sales", "--min-age", "0s", "--lake"]).arg(&lake));
+    expect_status(&compact, 0);
+    let log = kappa_tests::delta_log(&table).unwrap();
+    let partitions: std::collections::BTreeSet<&str> = log.files.iter().map(|f| f.rsplit_once('/').unwrap().0).collect();
+    let rows: u64 = python_deltalake(&table, None, "print(table.to_pyarrow_table().num_rows)").trim().parse().unwrap();
+    assert!(partitions.len() >= 4 && rows > 0);
+
+    let page = dir.path().join("lake.html");
+    let report = run(kappa("kappa-query", None).args(["report", "--table", "sales", "--lake"]).arg(&lake).arg("--output").arg(&page));
+    expect_status(&report, 0);
+    assert!(String::from_utf8_lossy(&report.stderr).contains(&format!("{} partitions", partitions.len())));
+
+    // The page as Chromium reads it: the parsed document, then a screenshot.
+    let profile = dir.path().join("chromium-profile");
+    let chromium = |args: &[&str]| {
+        let output = run(Command::new("timeout")
+            .arg("120")
+            .arg(kappa_tests::chromium())
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--no-first-run"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .arg(format!("file://{}", page.display())));
+        assert!(output.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    };
+    let dom = String::from_utf8(chromium(&["--dump-dom"]).stdout).unwrap();
+    let summary = format!("{} partitions, {} files, {} rows", partitions.len(), thousands(log.files.len() as u64), thousands(rows));
+    assert!(dom.contains(&summary), "the page says {summary:?}:\n{dom}");
+    let chart =
+        |id: &str| dom.split(&format!(r#"<svg id="{id}""#)).nth(1).and_then(|rest| rest.split("</svg>").next()).unwrap_or_else(|| panic!("no {id} chart"));
+    for id in ["rows-per-partition", "bytes-per-partition", "files-per-partition"] {
+        assert_eq!(chart(id).matches(r#"class="bar""#).count(), partitions.len(), "{id}: a bar per partition");
+    }
+    assert!(chart("file-sizes").matches(r#"class="bar""#).count() >= 1);
+    assert_eq!(chart("versions-timeline").matches(r#"class="version""#).count() as u64, log.version + 1, "a dot per version");
+    assert!(chart("versions-timeline").contains("OPTIMIZE") && chart("versions-timeline").contains("WRITE Append"));
+    assert!(dom.contains("0 of ") && dom.contains("partitions hold more than one file"), "after the compaction every partition has one file");
+    for column in ["sale_id", "total_amount", "sale_date"] {
+        assert!(dom.contains(&format!("<code>{column}</code>")), "the schema lists {column}");
+    }
+
+    let screenshot = dir.path().join("lake.png");
+    chromium(&["--window-size=1000,1600", &format!("--screenshot={}", screenshot.display())]);
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&screenshot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let channels = frame.color_type.samples();
+    let painted = |rgb: [u8; 3]| pixels[..frame.buffer_size()].chunks(channels).filter(|p| p[..3] == rgb).count();
+    // The rows chart's bars (#3366cc) and the size histogram's (#2a9d8f) are on the screen.
+    let (row_bars, size_bars) = (painted([0x33, 0x66, 0xcc]), painted([0x2a, 0x9d, 0x8f]));
+    assert!(row_bars > 2_000 && size_bars > 500, "painted: {row_bars} px of row bars, {size_bars} px of size bars in {}x{}", frame.width, frame.height);
+}
+
+/// On S3 (moto, through the counting proxy), the "data scanned" figures are what the object
+/// store served: every byte of the data files' GET responses, no more, no fewer.
+#[tokio::test]
+async fn on_s3_the_data_scanned_is_what_the_store_served() {
+    let moto = kappa_tests::Moto::start();
+    let s3 = kappa_tests::s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).args(crate::support::sales_args()).args(["--to", &log])), 0);
+    let lake = ["--lake", "s3://lake/warehouse", "--table", "sales"];
+    expect_status(&run(kappa("kappa-consumer", Some(&moto.endpoint)).args(["--from", &log, "--event-time", "sale_date", "--until-idle", "1s"]).args(lake)), 0);
+
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    let summary = dir.path().join("summary.json");
+    let mut shares = Vec::new();
+    for sql in ["SELECT sum(total_amount) FROM sales", "SELECT sum(total_amount) FROM sales WHERE day = 20", "SELECT max(sale_id) FROM sales WHERE day >= 21"] {
+        proxy.reset();
+        let output = run(kappa("kappa-query", Some(&proxy.endpoint)).args(lake).args(["--format", "csv", "--summary-json"]).arg(&summary).args(["--", sql]));
+        expect_status(&output, 0);
+        let figures: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let served = proxy.served_bytes("/lake/warehouse/sales/");
+        let data: BTreeMap<&String, &u64> = served.iter().filter(|(path, _)| !path.contains("/_delta_log/")).collect();
+        assert!(data.keys().all(|path| path.ends_with(".parquet")), "only data files besides the log: {data:?}");
+        let (bytes, files) = (data.values().copied().sum::<u64>(), data.len() as u64);
+        assert_eq!(
+            (figures["scanned_bytes"].as_u64().unwrap(), figures["scanned_files"].as_u64().unwrap()),
+            (bytes, files),
+            "{sql}: {figures}, served {data:?}"
+        );
+        assert!(bytes > 0, "{sql}");
+        shares.push((files, figures["table_files"].as_u64().unwrap()));
+    }
+    assert_eq!(shares[0].0, shares[0].1, "the whole-table sum reads every file");
+    assert!(shares[1].0 * 3 < shares[1].1, "one day of four reads its own files only: {shares:?}");
+    assert!(shares[1].0 < shares[2].0 && shares[2].0 < shares[0].0, "two days read more than one: {shares:?}");
 }

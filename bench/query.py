@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""kappa-query against DuckDB's delta_scan on the same Delta table (run by bench/query.sh).
+
+  1. sizes: the CSV against the table's Parquet, snappy and zstd (the seed: 636.7 MB of CSV in
+     91.3 MB of Parquet, 85.66% smaller);
+  2. pruning: the share of the table's bytes a one-day filter reads, as kappa-query reports it
+     (the seed: 99.3% less data scanned), held to what an object store served: the table is
+     copied to moto's S3 and read through the test proxy, which counts the bytes of every GET;
+  3. answers: each question's result from kappa-query and from DuckDB, compared value by value
+     (numbers to 6 significant digits, timestamps as UTC text);
+  4. speed: five questions (full-scan aggregate, one-day filter, group-by on strings, join to a
+     dimension, top-N), five alternating rounds, medians. kappa-query is timed as a whole
+     process (start, reading the Delta log, planning, the query, CSV out); DuckDB only for
+     execute + fetchall on a connection that already loaded the delta extension, so every
+     fixed cost counts against kappa-query.
+
+Usage: query.py DATA TABLE CSV LAKE_SNAPPY LAKE_ZSTD DIMENSION_CSV OUT_DIR
+"""
+import csv
+import glob
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import duckdb
+from deltalake import DeltaTable
+
+DATA, TABLE, CSV, LAKE_SNAPPY, LAKE_ZSTD, DIMENSION, OUT = sys.argv[1:8]
+KAPPA_QUERY = "./target/release/kappa-query"
+ROOT = os.getcwd()
+
+# The questions: (name, SQL, timed). Partition columns are year/month/day for `wide`; flights
+# has columns of those names, so its partition columns are kappa_year, kappa_month, ….
+if DATA == "wide":
+    DIMENSION_NAME, DIMENSION_KEY = "countries", "code"
+    QUESTIONS = [
+        ("full-scan aggregate", "SELECT count(*) AS n, count(amount) AS amounts, sum(amount) AS total, avg(price) AS mean_price, max(score) AS top FROM wide", True),
+        ("one-day filter", "SELECT count(*) AS n, sum(amount) AS total, avg(discount) AS mean_discount FROM wide WHERE year = 2025 AND month = 3 AND day = 15", True),
+        ("group-by on strings", "SELECT country, device, count(*) AS n, sum(amount) AS total FROM wide GROUP BY country, device ORDER BY country NULLS LAST, device NULLS LAST", True),
+        ("join to a dimension", "SELECT c.region, count(*) AS n, sum(w.amount) AS total FROM wide w JOIN countries c ON w.country = c.code GROUP BY c.region ORDER BY c.region", True),
+        ("top-N", "SELECT event_id, amount, country FROM wide WHERE amount IS NOT NULL ORDER BY amount DESC, event_id LIMIT 10", True),
+        ("window", "SELECT day, event_id, amount, r FROM (SELECT day, event_id, amount, row_number() OVER (PARTITION BY day ORDER BY amount DESC NULLS LAST, event_id) AS r FROM wide WHERE year = 2025 AND month = 2) t WHERE r <= 2 ORDER BY day, r", False),
+        ("NULLs", "SELECT count(*) - count(country) AS no_country, count(*) - count(amount) AS no_amount, sum(CASE WHEN score IS NULL THEN 1 ELSE 0 END) AS no_score, count(DISTINCT status) AS statuses FROM wide", False),
+        ("timestamps", "SELECT min(event_time) AS first, max(event_time) AS last, count(DISTINCT date_trunc('hour', event_time)) AS hours FROM wide", False),
+    ]
+    ONE_DAY = QUESTIONS[1][1]
+elif DATA == "flights":
+    DIMENSION_NAME, DIMENSION_KEY = "airlines", "carrier"
+    QUESTIONS = [
+        ("full-scan aggregate", "SELECT count(*) AS n, count(dep_delay) AS departed, sum(distance) AS miles, avg(arr_delay) AS mean_delay, max(air_time) AS longest FROM flights", True),
+        ("one-day filter", "SELECT count(*) AS n, avg(dep_delay) AS mean_delay FROM flights WHERE kappa_year = 2013 AND kappa_month = 6 AND kappa_day = 15", True),
+        ("group-by on strings", "SELECT carrier, origin, count(*) AS n, avg(dep_delay) AS mean_delay FROM flights GROUP BY carrier, origin ORDER BY carrier, origin", True),
+        ("join to a dimension", "SELECT a.name, count(*) AS n, sum(f.distance) AS miles FROM flights f JOIN airlines a ON f.carrier = a.carrier GROUP BY a.name ORDER BY a.name", True),
+        ("top-N", "SELECT carrier, flight, dep_delay FROM flights WHERE dep_delay IS NOT NULL ORDER BY dep_delay DESC, carrier, flight LIMIT 10", True),
+        ("window", "SELECT carrier, flight, arr_delay, r FROM (SELECT carrier, flight, arr_delay, rank() OVER (PARTITION BY carrier ORDER BY arr_delay DESC NULLS LAST, flight, time_hour) AS r FROM flights) t WHERE r <= 2 ORDER BY carrier, r", False),
+        ("NULLs", "SELECT count(*) - count(dep_time) AS cancelled, count(*) - count(arr_delay) AS no_arrival, count(*) - count(tailnum) AS no_tail FROM flights", False),
+        ("timestamps", "SELECT min(time_hour) AS first, max(time_hour) AS last, count(DISTINCT time_hour) AS hours FROM flights", False),
+    ]
+    ONE_DAY = QUESTIONS[1][1]
+else:
+    sys.exit(f"query.py: DATA {DATA}: use wide or flights")
+
+
+def kappa_query(lake, sql, summary=None, env=None, extra=()):
+    command = [KAPPA_QUERY, "--lake", lake, "--table", TABLE, "--format", "csv", "--quiet",
+               "--register", f"{DIMENSION_NAME}={DIMENSION}", *extra]
+    if summary:
+        command += ["--summary-json", summary]
+    start = time.monotonic()
+    done = subprocess.run(command + ["--", sql], capture_output=True, text=True, env=env)
+    seconds = time.monotonic() - start
+    if done.returncode != 0:
+        sys.exit(f"kappa-query failed on {sql!r}: {done.stderr}")
+    return done.stdout, seconds
+
+
+def duckdb_connection():
+    ext = glob.glob(os.path.join(sys.prefix, "lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension"))[0]
+    con = duckdb.connect(config={"allow_unsigned_extensions": True})
+    con.execute(f"LOAD '{ext}'")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"CREATE VIEW {TABLE} AS SELECT * FROM delta_scan('{os.path.join(LAKE_SNAPPY, TABLE)}')")
+    con.execute(f"CREATE VIEW {DIMENSION_NAME} AS SELECT * FROM read_csv('{DIMENSION}', header=true)")
+    return con
+
+
+def duckdb_answer(sql):
+    con = duckdb_connection()
+    start = time.monotonic()
+    cursor = con.execute(sql)
+    rows = cursor.fetchall()
+    seconds = time.monotonic() - start
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([d[0] for d in cursor.description])
+    writer.writerows(["" if v is None else v for v in row] for row in rows)
+    con.close()
+    return out.getvalue(), seconds
+
+
+def normalized(text):
+    def value(field):
+        try:
+            return f"{float(field):.6e}"
+        except ValueError:
+            pass
+        if len(field) >= 19 and field[4] == "-" and field[10] in "T ":
+            field = field.replace("T", " ", 1)
+            for suffix in ("Z", "+00:00", "+00"):
+                field = field.removesuffix(suffix)
+        return field
+    return [[value(f) for f in row] for row in csv.reader(io.StringIO(text))]
+
+
+def table_files(lake):
+    """The data files of the table's current version (python deltalake's reading of the log)."""
+    return [uri.removeprefix("file://") for uri in DeltaTable(os.path.join(lake, TABLE)).file_uris()]
+
+
+def mib(n):
+    return f"{n / 2**20:,.1f} MiB"
+
+
+results = {"data": DATA}
+
+# 1. Sizes.
+csv_bytes = os.path.getsize(CSV)
+print(f"==> sizes: the CSV against the table's Parquet (the seed: 636.7 MB of CSV in 91.3 MB, 85.66% smaller)")
+print(f"{'':<22}{'bytes':>14}{'files':>8}{'of the CSV':>12}{'smaller':>10}")
+print(f"{'CSV':<22}{mib(csv_bytes):>14}{1:>8}{'100.00%':>12}{'':>10}")
+for codec, lake in (("snappy", LAKE_SNAPPY), ("zstd", LAKE_ZSTD)):
+    files = table_files(lake)
+    size = sum(os.path.getsize(f) for f in files)
+    results[f"parquet_{codec}_bytes"] = size
+    print(f"{'Parquet, ' + codec:<22}{mib(size):>14}{len(files):>8}{size / csv_bytes:>12.2%}{1 - size / csv_bytes:>10.2%}")
+results["csv_bytes"] = csv_bytes
+
+# 2. Pruning: what a one-day filter reads, reported, and served by an object store.
+summary = os.path.join(OUT, "summary.jsonl")
+kappa_query(LAKE_SNAPPY, ONE_DAY, summary)
+local = json.loads(open(summary).read())
+share = local["scanned_bytes"] / local["table_bytes"]
+results["one_day_share"] = share
+print(f"\n==> pruning: {ONE_DAY}")
+print(f"local lake: read {local['scanned_bytes']:,} of {local['table_bytes']:,} bytes ({share:.3%}), {local['scanned_files']} of {local['table_files']} files"
+      f" — {1 - share:.2%} less data scanned (the seed: 99.3%; target: at most 1% read)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port, child, what):
+    for _ in range(300):
+        if child.poll() is not None:
+            sys.exit(f"{what} exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{what} did not start")
+
+
+moto_port, proxy_port = free_port(), free_port()
+venv_bin = os.path.join(ROOT, ".venv/bin")
+moto = subprocess.Popen([os.path.join(venv_bin, "moto_server"), "-p", str(moto_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+proxy = subprocess.Popen([os.path.join(venv_bin, "python"), "tests/support/fault_proxy.py", "--port", str(proxy_port), "--upstream", f"http://127.0.0.1:{moto_port}"],
+                         stdout=subprocess.DEVNULL)
+try:
+    wait_for(moto_port, moto, "moto_server")
+    wait_for(proxy_port, proxy, "fault_proxy.py")
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="bench")
+    table_root = os.path.join(LAKE_SNAPPY, TABLE)
+    uploaded = 0
+    for path in table_files(LAKE_SNAPPY) + glob.glob(os.path.join(table_root, "_delta_log", "*")):
+        s3.upload_file(path, "bench", "lake/" + TABLE + "/" + os.path.relpath(path, table_root))
+        uploaded += os.path.getsize(path)
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy_port}", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    env.pop("AWS_PROFILE", None)
+    print(f"copied the table to moto's S3 ({mib(uploaded)}); reading it through the counting proxy:")
+    for name, sql in (("one-day filter", ONE_DAY), ("full-scan aggregate", QUESTIONS[0][1])):
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{proxy_port}/_proxy/reset", data=b"", method="POST")).read()
+        kappa_query("s3://bench/lake", sql, summary, env)
+        reported = json.loads(open(summary).read())
+        stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{proxy_port}/_proxy/stats").read())
+        data = {p: n for p, n in stats["served"].items() if p.startswith(f"/bench/lake/{TABLE}/") and "/_delta_log/" not in p}
+        served = sum(data.values())
+        verdict = "equal" if (served, len(data)) == (reported["scanned_bytes"], reported["scanned_files"]) else "DIFFERENT"
+        print(f"  {name}: kappa-query reported {reported['scanned_bytes']:,} bytes of {reported['scanned_files']} files; "
+              f"the store served {served:,} bytes of {len(data)} files: {verdict}; {reported['scanned_bytes'] / reported['table_bytes']:.3%} of the table")
+        results[f"s3_{name}"] = {"reported": reported["scanned_bytes"], "served": served, "files": len(data)}
+        if verdict != "equal":
+            sys.exit("the reported bytes are not what the store served")
+finally:
+    proxy.kill()
+    moto.kill()
+
+# 3. Answers.
+print("\n==> answers: kappa-query against DuckDB's delta_scan on the same table")
+for name, sql, _ in QUESTIONS:
+    ours, _ = kappa_query(LAKE_SNAPPY, sql)
+    theirs, _ = duckdb_answer(sql)
+    if normalized(ours) != normalized(theirs):
+        sys.exit(f"{name}: the answers differ\n{sql}\nkappa-query:\n{ours}\nDuckDB:\n{theirs}")
+    print(f"  {name:<22} equal ({len(normalized(ours)) - 1} rows)")
+
+# 4. Speed: five alternating rounds, medians.
+print("\n==> speed: five rounds, alternating, medians (seconds)")
+times = {}
+for round in range(5):
+    for name, sql, timed in QUESTIONS:
+        if not timed:
+            continue
+        first, second = (("kappa", "duckdb") if round % 2 == 0 else ("duckdb", "kappa"))
+        for engine in (first, second):
+            seconds = kappa_query(LAKE_SNAPPY, sql)[1] if engine == "kappa" else duckdb_answer(sql)[1]
+            times.setdefault((name, engine), []).append(seconds)
+print(f"{'question':<22}{'kappa-query':>12}{'DuckDB':>9}{'speed vs DuckDB':>17}   kappa rounds / DuckDB rounds")
+speeds = {}
+for name, _, timed in QUESTIONS:
+    if not timed:
+        continue
+    kappa, duck = statistics.median(times[(name, "kappa")]), statistics.median(times[(name, "duckdb")])
+    speeds[name] = duck / kappa
+    rounds = " ".join(f"{t:.2f}" for t in times[(name, "kappa")]) + " / " + " ".join(f"{t:.2f}" for t in times[(name, "duckdb")])
+    print(f"{name:<22}{kappa:>12.3f}{duck:>9.3f}{duck / kappa:>16.2f}x   {rounds}")
+results["speed_vs_duckdb"] = speeds
+print(f"slowest against DuckDB: {min(speeds.values()):.2f}x (target: at least 0.75x on each)")
+with open(os.path.join(OUT, "query-results.json"), "w") as f:
+    json.dump(results, f, indent=1)
