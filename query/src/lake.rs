@@ -13,7 +13,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use url::Url;
 
-use crate::counting::{Counters, CountingStore};
+use crate::counting::{Counters, CountingStore, RangeReads};
 use crate::error::QueryError;
 
 /// Which version of the table a query reads.
@@ -63,9 +63,11 @@ pub async fn location(lake: &str, name: &str, aws: &AwsOptions) -> Result<TableL
 /// Opens `name` in the lake at `lake` (a directory or `s3://bucket[/prefix]`).
 pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<LakeTable, QueryError> {
     let TableLocation { url, backend } = location(lake, name, aws).await?;
+    // A local file serves each range as asked; S3 (object_store's HTTP stores) merges near ones.
+    let ranges = if backend.is_some() { RangeReads::Coalesced } else { RangeReads::Exact };
     let inner: Arc<dyn ObjectStore> = backend.unwrap_or_else(|| Arc::new(object_store::local::LocalFileSystem::new()));
     let counters = Counters::new(&Path::from_url_path(url.path()).map_err(|e| QueryError::Config(e.to_string()))?);
-    let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(inner, counters.clone()));
+    let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(inner, counters.clone(), ranges));
     let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(store.clone(), url.clone());
     let builder = match at {
         At::Latest => builder,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use deltalake_core::DeltaTableBuilder;
 use deltalake_core::datafusion::arrow::record_batch::RecordBatch;
+use deltalake_core::datafusion::datasource::MemTable;
 use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
 use deltalake_core::datafusion::physical_plan::collect;
@@ -13,6 +14,10 @@ use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, Se
 use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
 
 use crate::counting::Scanned;
+
+/// CSV files up to this size are registered in memory (dimension tables); larger ones are read
+/// from the file by each query.
+const IN_MEMORY_CSV: u64 = 64 << 20;
 use crate::error::QueryError;
 use crate::lake::LakeTable;
 
@@ -63,13 +68,30 @@ impl Session {
             let provider = table.table_provider().await.map_err(|e| bad(e.to_string()))?;
             self.context.register_table(name, provider).map(|_| ())
         } else if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
-            self.context.register_csv(name, path, CsvReadOptions::new().has_header(true)).await
+            let size = std::fs::metadata(local).map_err(|e| bad(e.to_string()))?.len();
+            if size <= IN_MEMORY_CSV {
+                self.register_in_memory(name, path).await
+            } else {
+                self.context.register_csv(name, path, CsvReadOptions::new().has_header(true)).await
+            }
         } else if lower.ends_with(".parquet") || local.is_dir() {
             self.context.register_parquet(name, path, ParquetReadOptions::default()).await
         } else {
             return Err(bad("not a Delta table, Parquet or CSV (.csv) file".into()));
         };
         result.map_err(|e| bad(e.to_string()))
+    }
+
+    /// Reads a CSV into memory once and registers its batches. A dimension table's row count
+    /// is then known to the planner, which builds a join's hash table from it and streams the
+    /// fact table past it; registered as a file, its size is unknown, and the 10M-row fact
+    /// table became the build side (the join benchmark took 0.97 s against DuckDB's 0.34 s).
+    async fn register_in_memory(&self, name: &str, path: &str) -> Result<(), DataFusionError> {
+        let frame = self.context.read_csv(path, CsvReadOptions::new().has_header(true)).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        let table = MemTable::try_new(schema, vec![batches])?;
+        self.context.register_table(name, Arc::new(table)).map(|_| ())
     }
 
     /// Splits `sql` into statements (a parse error names its line and column).

@@ -84,7 +84,7 @@ fn figures(html: &mut String, picture: &Picture) {
         thousands(rows),
         human_bytes(bytes)
     );
-    let average = if files == 0 { 0 } else { bytes / files };
+    let average = bytes.checked_div(files).unwrap_or(0);
     for (value, name) in [
         (thousands(rows), "rows"),
         (thousands(partitions), "partitions"),
@@ -123,7 +123,9 @@ fn partitions(html: &mut String, picture: &Picture) {
         if crowded == 0 { "compaction would change nothing".to_string() } else { "<code>kappa-replay compact</code> merges them".to_string() }
     );
     let labels: Vec<String> = picture.partitions.iter().map(|p| p.label.clone()).collect();
-    let charts: [(&str, &str, Vec<u64>, fn(u64) -> String, &str, &str); 3] = [
+    // (heading, id, values, how a value reads, noun, colour)
+    type Chart<'a> = (&'a str, &'a str, Vec<u64>, fn(u64) -> String, &'a str, &'a str);
+    let charts: [Chart; 3] = [
         ("Rows per partition", "rows-per-partition", picture.partitions.iter().map(|p| p.rows).collect(), thousands, "rows", "#3366cc"),
         ("Bytes per partition", "bytes-per-partition", picture.partitions.iter().map(|p| p.bytes).collect(), human_bytes, "", "#7b61b8"),
         ("Files per partition", "files-per-partition", picture.partitions.iter().map(|p| p.files).collect(), thousands, "files", "#d08a1c"),
@@ -272,7 +274,7 @@ pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

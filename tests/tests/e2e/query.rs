@@ -207,7 +207,7 @@ fn kappa_query_travels_back_writes_every_format_and_names_bad_sql() {
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
     digits.chars().enumerate().fold(String::new(), |mut out, (i, c)| {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
