@@ -30,9 +30,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
-    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
-    pub lake: String,
+    #[command(flatten)]
+    pub lake: LakeArg,
 
     /// The lake's table to query (registered under this name).
     #[arg(long, value_name = "NAME", required = true)]
@@ -84,6 +83,21 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// Where the lake is: the same flag for queries and the report.
+#[derive(Debug, Args)]
+pub struct LakeArg {
+    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
+    pub lake: String,
+}
+
+/// How an S3 lake is reached: the same flags for queries and the report.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
     /// AWS endpoint override for an S3 lake (moto, LocalStack). Default: the standard
     /// AWS_ENDPOINT_URL variables, else AWS itself.
     #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
@@ -92,6 +106,12 @@ pub struct Cli {
     /// AWS region for an S3 lake. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's.
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+}
+
+impl AwsArgs {
+    fn options(self) -> AwsOptions {
+        AwsOptions { endpoint_url: self.endpoint_url, region: self.region }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,9 +124,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The lake: a local directory, or s3://BUCKET[/PREFIX].
-    #[arg(long, value_name = "PATH|S3_URI", default_value = "./data/lake")]
-    pub lake: String,
+    #[command(flatten)]
+    pub lake: LakeArg,
 
     /// The lake's table to draw.
     #[arg(long, value_name = "NAME")]
@@ -120,14 +139,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub history: u64,
 
-    /// AWS endpoint override for an S3 lake (moto, LocalStack). Default: the standard
-    /// AWS_ENDPOINT_URL variables, else AWS itself.
-    #[arg(long, value_name = "URL", env = "KAPPA_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
-
-    /// AWS region for an S3 lake. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
 }
 
 /// What the command line asks for, validated.
@@ -172,11 +185,11 @@ impl Cli {
                     return Err(format!("--output {}: the report is HTML; give a file name ending in .html", report.output.display()));
                 }
                 Ok(Run::Report(ReportConfig {
-                    lake: report.lake,
+                    lake: report.lake.lake,
                     table: report.table,
                     output: report.output,
                     history: usize::try_from(report.history).unwrap_or(usize::MAX),
-                    aws: AwsOptions { endpoint_url: report.endpoint_url, region: report.region },
+                    aws: report.aws.options(),
                 }))
             }
             None => self.validate_query().map(Run::Query),
@@ -220,7 +233,7 @@ impl Cli {
             (None, None) => At::Latest,
         };
         Ok(QueryConfig {
-            lake: self.lake,
+            lake: self.lake.lake,
             table,
             at,
             sql,
@@ -230,7 +243,7 @@ impl Cli {
             output: self.output,
             quiet: self.quiet,
             summary_json: self.summary_json,
-            aws: AwsOptions { endpoint_url: self.endpoint_url, region: self.region },
+            aws: self.aws.options(),
         })
     }
 }

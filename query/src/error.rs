@@ -25,3 +25,10 @@ pub enum QueryError {
     #[error("writing the result: {0}")]
     Output(String),
 }
+
+/// The table crate's Delta errors, as its own error type carries them.
+impl From<kappa_table::delta::DeltaError> for QueryError {
+    fn from(error: kappa_table::delta::DeltaError) -> QueryError {
+        QueryError::Table(error.into())
+    }
+}

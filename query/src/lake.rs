@@ -49,7 +49,7 @@ pub async fn location(lake: &str, name: &str, aws: &AwsOptions) -> Result<TableL
             if !dir.join(name).join("_delta_log").is_dir() {
                 return Err(QueryError::NoTable { lake: lake.to_string(), table: name.to_string(), tables: local_tables(&dir) });
             }
-            Ok(TableLocation::local(&dir, name).map_err(kappa_table::TableError::from)?)
+            Ok(TableLocation::local(&dir, name)?)
         }
         Endpoint::S3 { bucket, prefix } => {
             let context = AwsContext::load(aws).await.map_err(|e| QueryError::Config(e.to_string()))?;

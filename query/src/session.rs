@@ -15,11 +15,12 @@ use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
 
 use crate::counting::Scanned;
 
+use crate::error::QueryError;
+use crate::lake::LakeTable;
+
 /// CSV files up to this size are registered in memory (dimension tables); larger ones are read
 /// from the file by each query.
 const IN_MEMORY_CSV: u64 = 64 << 20;
-use crate::error::QueryError;
-use crate::lake::LakeTable;
 
 /// The outcome of one statement.
 pub struct Outcome {

@@ -58,26 +58,26 @@ pub struct Drawn {
 /// Reads the table and writes the page to `--output`.
 pub async fn write(config: &ReportConfig) -> Result<Drawn, QueryError> {
     let location = crate::lake::location(&config.lake, &config.table, &config.aws).await?;
-    let mut table = LakeTable::open(&config.table, &location).await.map_err(kappa_table::TableError::from)?.ok_or_else(|| QueryError::NoTable {
+    let mut table = LakeTable::open(&config.table, &location).await?.ok_or_else(|| QueryError::NoTable {
         lake: config.lake.clone(),
         table: config.table.clone(),
         tables: Vec::new(),
     })?;
-    let files = table.file_details().await.map_err(kappa_table::TableError::from)?;
-    let mut versions = table.history(config.history).await.map_err(kappa_table::TableError::from)?;
+    let files = table.file_details().await?;
+    let mut versions = table.history(config.history).await?;
     versions.reverse();
-    let partition_columns = table.partition_columns().map_err(kappa_table::TableError::from)?;
+    let partition_columns = table.partition_columns()?;
     let picture = Picture {
         table: config.table.clone(),
         lake: config.lake.clone(),
         version: table.version().unwrap_or_default(),
-        generation: table.configuration().map_err(kappa_table::TableError::from)?.get(GENERATION_PROPERTY).cloned(),
+        generation: table.configuration()?.get(GENERATION_PROPERTY).cloned(),
         partitions: partitions(&files, &partition_columns),
         partition_columns,
         file_sizes: files.iter().map(|f| f.size.max(0) as u64).collect(),
         files_without_rows: files.iter().filter(|f| f.num_records.is_none()).count() as u64,
         versions,
-        columns: table.columns().map_err(kappa_table::TableError::from)?,
+        columns: table.columns()?,
         drawn_at: Utc::now(),
     };
     let html = page::render(&picture);

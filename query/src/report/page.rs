@@ -123,20 +123,19 @@ fn partitions(html: &mut String, picture: &Picture) {
         if crowded == 0 { "compaction would change nothing".to_string() } else { "<code>kappa-replay compact</code> merges them".to_string() }
     );
     let labels: Vec<String> = picture.partitions.iter().map(|p| p.label.clone()).collect();
-    // (heading, id, values, how a value reads, noun, colour)
-    type Chart<'a> = (&'a str, &'a str, Vec<u64>, fn(u64) -> String, &'a str, &'a str);
-    let charts: [Chart; 3] = [
-        ("Rows per partition", "rows-per-partition", picture.partitions.iter().map(|p| p.rows).collect(), thousands, "rows", "#3366cc"),
-        ("Bytes per partition", "bytes-per-partition", picture.partitions.iter().map(|p| p.bytes).collect(), human_bytes, "", "#7b61b8"),
-        ("Files per partition", "files-per-partition", picture.partitions.iter().map(|p| p.files).collect(), thousands, "files", "#d08a1c"),
+    let (rows, bytes, files): (Vec<u64>, Vec<u64>, Vec<u64>) = (
+        picture.partitions.iter().map(|p| p.rows).collect(),
+        picture.partitions.iter().map(|p| p.bytes).collect(),
+        picture.partitions.iter().map(|p| p.files).collect(),
+    );
+    let bars = |id, values, format, noun, color, height, bytes| Bars { id, labels: &labels, values, format, noun, color, height, bytes };
+    let charts = [
+        ("Rows per partition", bars("rows-per-partition", &rows, thousands, "rows", "#3366cc", 220.0, false)),
+        ("Bytes per partition", bars("bytes-per-partition", &bytes, human_bytes, "", "#7b61b8", 220.0, true)),
+        ("Files per partition", bars("files-per-partition", &files, thousands, "files", "#d08a1c", 160.0, false)),
     ];
-    for (heading, id, values, format, noun, color) in charts {
-        let height = if id == "files-per-partition" { 160.0 } else { 220.0 };
-        let _ = writeln!(
-            html,
-            "<h3>{heading}</h3>\n{}",
-            Bars { id, labels: &labels, values: &values, format, noun, color, height, bytes: id == "bytes-per-partition" }.svg()
-        );
+    for (heading, chart) in charts {
+        let _ = writeln!(html, "<h3>{heading}</h3>\n{}", chart.svg());
     }
 }
 
