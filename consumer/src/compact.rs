@@ -148,6 +148,9 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         }
     }
     commit(runtime, table, &mut removed, &mut added, &mut report)?;
+    if report.commits > 0 {
+        runtime.block_on(table.checkpoint())?;
+    }
     report.vacuumed = runtime.block_on(table.vacuum(options.retention, options.dry_run))?.len();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

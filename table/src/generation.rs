@@ -152,7 +152,12 @@ pub async fn switch(store: &Store, table: &str, generation: &str, expected: Opti
         state: serde_json::to_value(&handed_over).expect("serializes"),
     };
     match lake.commit(commit).await {
-        Ok(version) => Ok(Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live }),
+        Ok(version) => {
+            // The switch removed every file of the old generation: readers open the new one
+            // from a checkpoint rather than by replaying the old one's history.
+            lake.checkpoint_latest().await;
+            Ok(Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live })
+        }
         Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => Err(conflict()),
         Err(e) => Err(e.into()),
     }

@@ -89,6 +89,16 @@ impl Table {
         }
     }
 
+    /// Writes a Delta checkpoint of the table as it is now: at the end of a compaction, whose
+    /// commits replaced many files (see [`crate::delta::LakeTable::checkpoint_latest`]).
+    pub async fn checkpoint(&self) -> Result<(), TableError> {
+        let live = self.live_table("checkpoint")?;
+        if let Some(lake) = live.lake.lock().await.as_mut() {
+            lake.checkpoint_latest().await;
+        }
+        Ok(())
+    }
+
     /// Files of this generation that a commit removed and the log still remembers (paths
     /// relative to the generation), with when they were removed (ms).
     pub async fn replaced_files(&self) -> Result<Vec<(String, i64)>, TableError> {
