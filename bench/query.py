@@ -9,10 +9,10 @@
   3. answers: each question's result from kappa-query and from DuckDB, compared value by value
      (numbers to 6 significant digits, timestamps as UTC text);
   4. speed: five questions (full-scan aggregate, one-day filter, group-by on strings, join to a
-     dimension, top-N), five alternating rounds, medians. kappa-query is timed as a whole
-     process (start, reading the Delta log, planning, the query, CSV out); DuckDB only for
-     execute + fetchall on a connection that already loaded the delta extension, so every
-     fixed cost counts against kappa-query.
+     dimension, top-N), five alternating rounds, medians, on two footings: kappa-query's whole
+     process against DuckDB from a fresh connection (connect, LOAD delta, the query), and
+     kappa-query's statement (planning and execution) against DuckDB's execute + fetchall on a
+     warm connection.
 
 Usage: query.py DATA TABLE CSV LAKE_SNAPPY LAKE_ZSTD DIMENSION_CSV OUT_DIR
 """
@@ -215,27 +215,59 @@ for name, sql, _ in QUESTIONS:
         sys.exit(f"{name}: the answers differ\n{sql}\nkappa-query:\n{ours}\nDuckDB:\n{theirs}")
     print(f"  {name:<22} equal ({len(normalized(ours)) - 1} rows)")
 
-# 4. Speed: five alternating rounds, medians.
+# 4. Speed: five alternating rounds, medians, on two footings.
+#    - Processes: kappa-query as a whole process (start, the Delta log, planning, the query, CSV
+#      out, exit), against DuckDB from a fresh connection (connect, LOAD delta, the view, the
+#      query, fetchall) — what a user who runs one query from a shell waits for, without
+#      Python's start, which would count against DuckDB.
+#    - Engines: the statement as kappa-query times it (planning, which replays the table's log
+#      for pruning, and execution: --summary-json's `seconds`), against DuckDB's execute +
+#      fetchall on a connection that has loaded its extension (delta_scan reads the table's log
+#      within that time too).
+#    The target (at least 0.75x on each question) is held on both.
 print("\n==> speed: five rounds, alternating, medians (seconds)")
 times = {}
+speed_summary = os.path.join(OUT, "speed-summary.jsonl")
+
+
+def duckdb_cold(sql):
+    start = time.monotonic()
+    con = duckdb_connection()
+    con.execute(sql).fetchall()
+    seconds = time.monotonic() - start
+    con.close()
+    return seconds
+
+
 for round in range(5):
     for name, sql, timed in QUESTIONS:
         if not timed:
             continue
-        first, second = (("kappa", "duckdb") if round % 2 == 0 else ("duckdb", "kappa"))
-        for engine in (first, second):
-            seconds = kappa_query(LAKE_SNAPPY, sql)[1] if engine == "kappa" else duckdb_answer(sql)[1]
+        engines = ("kappa", "duckdb", "duckdb_cold") if round % 2 == 0 else ("duckdb_cold", "duckdb", "kappa")
+        for engine in engines:
+            if engine == "kappa":
+                _, seconds = kappa_query(LAKE_SNAPPY, sql, speed_summary)
+                times.setdefault((name, "kappa_statement"), []).append(json.loads(open(speed_summary).read())["seconds"])
+            elif engine == "duckdb":
+                seconds = duckdb_answer(sql)[1]
+            else:
+                seconds = duckdb_cold(sql)
             times.setdefault((name, engine), []).append(seconds)
-print(f"{'question':<22}{'kappa-query':>12}{'DuckDB':>9}{'speed vs DuckDB':>17}   kappa rounds / DuckDB rounds")
 speeds = {}
-for name, _, timed in QUESTIONS:
-    if not timed:
-        continue
-    kappa, duck = statistics.median(times[(name, "kappa")]), statistics.median(times[(name, "duckdb")])
-    speeds[name] = duck / kappa
-    rounds = " ".join(f"{t:.2f}" for t in times[(name, "kappa")]) + " / " + " ".join(f"{t:.2f}" for t in times[(name, "duckdb")])
-    print(f"{name:<22}{kappa:>12.3f}{duck:>9.3f}{duck / kappa:>16.2f}x   {rounds}")
+for footing, ours, theirs in (("processes", "kappa", "duckdb_cold"), ("engines", "kappa_statement", "duckdb")):
+    what = ("kappa-query process against DuckDB from a fresh connection" if footing == "processes"
+            else "kappa-query's statement against DuckDB's query on a warm connection")
+    print(f"{footing}: {what}")
+    print(f"  {'question':<22}{'kappa-query':>12}{'DuckDB':>9}{'speed vs DuckDB':>17}   kappa rounds / DuckDB rounds (ms)")
+    for name, _, timed in QUESTIONS:
+        if not timed:
+            continue
+        kappa, duck = statistics.median(times[(name, ours)]), statistics.median(times[(name, theirs)])
+        speeds[f"{footing}: {name}"] = duck / kappa
+        rounds = " ".join(f"{t * 1000:.0f}" for t in times[(name, ours)]) + " / " + " ".join(f"{t * 1000:.0f}" for t in times[(name, theirs)])
+        print(f"  {name:<22}{kappa:>12.3f}{duck:>9.3f}{duck / kappa:>16.2f}x   {rounds}")
 results["speed_vs_duckdb"] = speeds
-print(f"slowest against DuckDB: {min(speeds.values()):.2f}x (target: at least 0.75x on each)")
+slowest = min(speeds, key=speeds.get)
+print(f"slowest against DuckDB: {speeds[slowest]:.2f}x ({slowest}; target: at least 0.75x on each)")
 with open(os.path.join(OUT, "query-results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -30,7 +30,7 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     }
     tracing::debug!(elapsed = ?started.elapsed(), tables = config.register.len(), "other tables registered");
     let lake = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    tracing::debug!(elapsed = ?started.elapsed(), version = lake.version, files = lake.total_files, "table opened");
+    tracing::debug!(elapsed = ?started.elapsed(), version = lake.version, "table opened");
     let session = session::Session::new(context, lake).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "session ready");
     for (origin, sql) in &config.init {
@@ -57,16 +57,18 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
         output::write(&outcome.batches, config.format, &mut out)?;
         out.flush().map_err(|e| QueryError::Output(e.to_string()))?;
         if !config.quiet {
-            eprintln!("{}", output::summary(&outcome, &config.table, lake.total_files, lake.total_bytes));
+            let totals = lake.totals().await?;
+            eprintln!("{}", output::summary(&outcome, &config.table, totals.files, totals.bytes));
         }
         if let Some((path, file)) = &mut summaries {
+            let totals = lake.totals().await?;
             let figures = serde_json::json!({
                 "rows": outcome.rows,
                 "seconds": outcome.elapsed.as_secs_f64(),
                 "scanned_bytes": outcome.scanned.bytes,
                 "scanned_files": outcome.scanned.files,
-                "table_bytes": lake.total_bytes,
-                "table_files": lake.total_files,
+                "table_bytes": totals.bytes,
+                "table_files": totals.files,
                 "version": lake.version,
             });
             writeln!(file, "{figures}").map_err(|source| QueryError::Io { what: format!("--summary-json {}", path.display()), source })?;
