@@ -34,12 +34,14 @@ pub struct Counters {
     root: String,
     log: String,
     state: Mutex<(u64, std::collections::HashSet<String>)>,
+    /// Which statement is counting: [`Counters::take`] starts the next one.
+    statement: std::sync::atomic::AtomicU64,
 }
 
 impl Counters {
     pub fn new(root: &Path) -> Arc<Counters> {
         let root = root.as_ref().trim_end_matches('/').to_string();
-        Arc::new(Counters { log: format!("{root}/_delta_log/"), root, state: Mutex::default() })
+        Arc::new(Counters { log: format!("{root}/_delta_log/"), root, state: Mutex::default(), statement: Default::default() })
     }
 
     fn count(&self, location: &Path, bytes: u64) {
@@ -58,7 +60,14 @@ impl Counters {
         let mut state = self.state.lock().expect("counters lock");
         let scanned = Scanned { bytes: state.0, files: state.1.len() as u64 };
         *state = Default::default();
+        self.statement.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         scanned
+    }
+
+    /// The statement counting now: a small local file kept from an earlier one counts again,
+    /// whole, the first time this one reads it (see [`LocalReads`]).
+    pub fn statement(&self) -> u64 {
+        self.statement.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -107,7 +116,7 @@ impl ObjectStore for CountingStore {
         if let RangeReads::Local(reads) = &self.ranges
             && LocalReads::serves(&options)
         {
-            let read = reads.get(location, options.range.as_ref())?;
+            let read = reads.get(location, options.range.as_ref(), self.counters.statement())?;
             self.counters.count(location, read.from_disk);
             let bytes = read.bytes;
             let payload = GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed());
@@ -124,7 +133,7 @@ impl ObjectStore for CountingStore {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         match &self.ranges {
             RangeReads::Local(reads) => {
-                let (bytes, from_disk) = reads.get_ranges(location, ranges)?;
+                let (bytes, from_disk) = reads.get_ranges(location, ranges, self.counters.statement())?;
                 self.counters.count(location, from_disk);
                 Ok(bytes)
             }

@@ -105,10 +105,10 @@ pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<L
     let counters = Counters::new(&Path::from_url_path(url.path()).map_err(|e| QueryError::Config(e.to_string()))?);
     let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(inner, counters.clone(), ranges));
     let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(store.clone(), url.clone());
+    // A version goes to the snapshot below; only a time needs the builder to resolve it.
     let builder = match at {
-        At::Latest => builder,
-        At::Version(version) => builder.with_version(*version as _),
         At::Time(time) => builder.with_timestamp(*time),
+        _ => builder,
     };
     let opened = |e| QueryError::Open { table: name.to_string(), at: at.clone(), source: Box::new(e) };
     // Latest or a version: a lazy snapshot (the log's protocol, metadata and segment), whose

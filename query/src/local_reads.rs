@@ -7,9 +7,11 @@
 //! its blocking pool, a thread handoff per request: 20,844 `open`s and 49,334 futex waits for
 //! one scan. Here each request is read on the calling task (a positioned read of a file in the
 //! page cache takes microseconds), and a file up to [`SMALL_FILE`] is read whole at its first
-//! request and kept until its column chunks are asked for, so it is opened and read once.
+//! request and kept for later requests (up to [`KEPT_BYTES`]), so it is opened and read once.
 //!
 //! What counts as scanned is what was read from the file system: a small file once, whole.
+//! Each statement has its own "data scanned" line: a kept file counts whole again the first
+//! time a later statement reads it, as if it had been read anew.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -44,7 +46,8 @@ pub struct LocalReads {
 
 #[derive(Debug, Default)]
 struct Kept {
-    files: HashMap<Path, (Bytes, ObjectMeta)>,
+    /// Each kept file, and the last statement it was counted for.
+    files: HashMap<Path, (Bytes, ObjectMeta, u64)>,
     order: VecDeque<Path>,
     bytes: usize,
 }
@@ -65,25 +68,25 @@ impl LocalReads {
             && options.version.is_none()
     }
 
-    /// The bytes of `range` (all of the file if `None`).
-    pub fn get(&self, location: &Path, range: Option<&GetRange>) -> Result<Read> {
+    /// The bytes of `range` (all of the file if `None`), read for `statement`.
+    pub fn get(&self, location: &Path, range: Option<&GetRange>, statement: u64) -> Result<Read> {
         let (file, meta) = self.open(location)?;
         let range = resolve(location, range, meta.size)?;
-        let (mut bytes, from_disk) = self.read(location, file, &meta, std::slice::from_ref(&range))?;
+        let (mut bytes, from_disk) = self.read(location, file, &meta, std::slice::from_ref(&range), statement)?;
         Ok(Read { bytes: bytes.pop().expect("one range"), meta, range, from_disk })
     }
 
     /// Several ranges of one file (a footer, a row group's column chunks). Returns the bytes
     /// and how many came from the file system.
-    pub fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<(Vec<Bytes>, u64)> {
+    pub fn get_ranges(&self, location: &Path, ranges: &[Range<u64>], statement: u64) -> Result<(Vec<Bytes>, u64)> {
         let (file, meta) = self.open(location)?;
         let ranges = ranges.iter().map(|r| resolve(location, Some(&GetRange::Bounded(r.clone())), meta.size)).collect::<Result<Vec<_>>>()?;
-        self.read(location, file, &meta, &ranges)
+        self.read(location, file, &meta, &ranges, statement)
     }
 
     /// The file and its size: a kept small file from memory (no file to read), any other opened.
     fn open(&self, location: &Path) -> Result<(Option<std::fs::File>, ObjectMeta)> {
-        if let Some((_, meta)) = self.kept.lock().expect("kept files lock").files.get(location) {
+        if let Some((_, meta, _)) = self.kept.lock().expect("kept files lock").files.get(location) {
             return Ok((None, meta.clone()));
         }
         let path = self.paths.path_to_filesystem(location)?;
@@ -99,24 +102,27 @@ impl LocalReads {
         Ok((Some(file), meta))
     }
 
-    fn read(&self, location: &Path, file: Option<std::fs::File>, meta: &ObjectMeta, ranges: &[Range<u64>]) -> Result<(Vec<Bytes>, u64)> {
+    fn read(&self, location: &Path, file: Option<std::fs::File>, meta: &ObjectMeta, ranges: &[Range<u64>], statement: u64) -> Result<(Vec<Bytes>, u64)> {
         let slices = |whole: &Bytes| ranges.iter().map(|r| whole.slice(r.start as usize..r.end as usize)).collect();
         match file {
             None => {
-                let kept = self.kept.lock().expect("kept files lock").files.get(location).map(|(whole, _)| whole.clone());
+                let kept = self.kept.lock().expect("kept files lock").files.get_mut(location).map(|(whole, _, counted)| {
+                    let first_this_statement = std::mem::replace(counted, statement) != statement;
+                    (whole.clone(), if first_this_statement { whole.len() as u64 } else { 0 })
+                });
                 match kept {
-                    Some(whole) => Ok((slices(&whole), 0)),
+                    Some((whole, counted)) => Ok((slices(&whole), counted)),
                     // Let go meanwhile (other files' reads filled the room): read it again.
                     None => {
                         let (file, meta) = self.open(location)?;
-                        self.read(location, file, &meta, ranges)
+                        self.read(location, file, &meta, ranges, statement)
                     }
                 }
             }
             Some(file) if meta.size <= SMALL_FILE => {
                 let whole = read_at(&file, location, 0..meta.size)?;
                 let bytes = slices(&whole);
-                self.keep(location, whole, meta.clone());
+                self.keep(location, whole, meta.clone(), statement);
                 Ok((bytes, meta.size))
             }
             Some(file) => {
@@ -127,10 +133,10 @@ impl LocalReads {
         }
     }
 
-    fn keep(&self, location: &Path, whole: Bytes, meta: ObjectMeta) {
+    fn keep(&self, location: &Path, whole: Bytes, meta: ObjectMeta, statement: u64) {
         let mut kept = self.kept.lock().expect("kept files lock");
         let size = whole.len();
-        if let Some((previous, _)) = kept.files.insert(location.clone(), (whole, meta)) {
+        if let Some((previous, _, _)) = kept.files.insert(location.clone(), (whole, meta, statement)) {
             kept.bytes -= previous.len();
         } else {
             kept.order.push_back(location.clone());
@@ -138,7 +144,7 @@ impl LocalReads {
         kept.bytes += size;
         while kept.bytes > KEPT_BYTES {
             let Some(oldest) = kept.order.pop_front() else { break };
-            if let Some((dropped, _)) = kept.files.remove(&oldest) {
+            if let Some((dropped, _, _)) = kept.files.remove(&oldest) {
                 kept.bytes -= dropped.len();
             }
         }
@@ -185,17 +191,21 @@ mod tests {
         let (location, bytes) = file_of(dir.path(), "small.parquet", 8343);
         let reads = LocalReads::new();
         // The footer's length, then the footer, then column chunks: as DataFusion asks.
-        let (first, from_disk) = reads.get_ranges(&location, &[8335..8343]).unwrap();
+        let (first, from_disk) = reads.get_ranges(&location, &[8335..8343], 0).unwrap();
         assert_eq!((first[0].as_ref(), from_disk), (&bytes[8335..8343], 8343), "read whole, once");
         std::fs::remove_file(dir.path().join("small.parquet")).unwrap();
-        let (chunks, from_disk) = reads.get_ranges(&location, &[542..694, 1263..1504, 4342..8335]).unwrap();
+        let (chunks, from_disk) = reads.get_ranges(&location, &[542..694, 1263..1504, 4342..8335], 0).unwrap();
         assert_eq!(from_disk, 0, "served from memory");
         assert_eq!(
             chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>(),
             vec![bytes[542..694].to_vec(), bytes[1263..1504].to_vec(), bytes[4342..8335].to_vec()]
         );
-        let read = reads.get(&location, Some(&GetRange::Suffix(8))).unwrap();
+        let read = reads.get(&location, Some(&GetRange::Suffix(8)), 0).unwrap();
         assert_eq!((read.bytes.as_ref(), read.range, read.meta.size, read.from_disk), (&bytes[8335..], 8335..8343, 8343, 0));
+        // The next statement has its own "data scanned": the kept file counts whole once more.
+        let (_, next_statement) = reads.get_ranges(&location, &[542..694], 1).unwrap();
+        let (_, again) = reads.get_ranges(&location, &[1263..1504], 1).unwrap();
+        assert_eq!((next_statement, again), (8343, 0));
     }
 
     #[test]
@@ -204,13 +214,13 @@ mod tests {
         let size = SMALL_FILE as usize + 10;
         let (location, bytes) = file_of(dir.path(), "large.parquet", size);
         let reads = LocalReads::new();
-        let (chunks, from_disk) = reads.get_ranges(&location, &[0..4, 1000..3000]).unwrap();
+        let (chunks, from_disk) = reads.get_ranges(&location, &[0..4, 1000..3000], 0).unwrap();
         assert_eq!((chunks[0].as_ref(), chunks[1].as_ref(), from_disk), (&bytes[0..4], &bytes[1000..3000], 2004));
-        let read = reads.get(&location, None).unwrap();
+        let read = reads.get(&location, None, 0).unwrap();
         assert_eq!((read.bytes.len(), read.from_disk), (size, size as u64));
         // A range past the end is the rest of the file; one starting past it is an error.
-        assert_eq!(reads.get_ranges(&location, &[(size - 2) as u64..(size + 5) as u64]).unwrap().0[0].as_ref(), &bytes[size - 2..]);
-        assert!(reads.get_ranges(&location, &[(size + 1) as u64..(size + 5) as u64]).is_err());
+        assert_eq!(reads.get_ranges(&location, &[(size - 2) as u64..(size + 5) as u64], 0).unwrap().0[0].as_ref(), &bytes[size - 2..]);
+        assert!(reads.get_ranges(&location, &[(size + 1) as u64..(size + 5) as u64], 0).is_err());
     }
 
     #[test]
@@ -220,13 +230,13 @@ mod tests {
         let files = KEPT_BYTES / (1 << 20) + 4;
         for n in 0..files {
             let (location, _) = file_of(dir.path(), &format!("{n}.parquet"), 1 << 20);
-            reads.get_ranges(&location, &[0..8]).unwrap();
+            reads.get_ranges(&location, &[0..8], 0).unwrap();
         }
         let kept = reads.kept.lock().unwrap();
         assert!(kept.bytes <= KEPT_BYTES && kept.files.len() == kept.order.len(), "{} bytes in {} files", kept.bytes, kept.files.len());
         assert!(!kept.files.contains_key(&Path::from_absolute_path(dir.path().join("0.parquet")).unwrap()), "the oldest went first");
         drop(kept);
         let missing = Path::from_absolute_path(dir.path().join("gone.parquet")).unwrap();
-        assert!(matches!(reads.get_ranges(&missing, &[0..8]), Err(object_store::Error::NotFound { .. })));
+        assert!(matches!(reads.get_ranges(&missing, &[0..8], 0), Err(object_store::Error::NotFound { .. })));
     }
 }
