@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use deltalake_core::DeltaTableBuilder;
 use deltalake_core::datafusion::arrow::record_batch::RecordBatch;
-use deltalake_core::datafusion::datasource::MemTable;
+use deltalake_core::datafusion::datasource::{MemTable, TableProvider};
 use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
 use deltalake_core::datafusion::physical_plan::collect;
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
 use deltalake_core::delta_datafusion::DeltaScanNext;
+use deltalake_core::kernel::Snapshot;
+use deltalake_core::logstore::LogStoreRef;
 
 use crate::counting::Scanned;
 
@@ -69,11 +71,7 @@ impl Session {
         // Our counting store answers for the table's files (not DataFusion's default local
         // store, and not one delta-rs would register if none were).
         context.runtime_env().register_object_store(&lake.store_url, lake.store.clone());
-        let provider = DeltaScanNext::builder()
-            .with_log_store(lake.log_store.clone())
-            .with_snapshot(lake.snapshot.clone())
-            .await
-            .map_err(|e| sql_error("registering the lake table", e))?;
+        let provider = delta_provider(lake.log_store.clone(), lake.snapshot.clone()).await.map_err(|e| sql_error("registering the lake table", e))?;
         context.register_table(lake.name.as_str(), provider).map_err(|e| sql_error("registering the lake table", e))?;
         Ok(Session { context, lake })
     }
@@ -102,6 +100,12 @@ impl Session {
     }
 }
 
+/// DataFusion's scan of a Delta table version: its files replayed from the log when a statement
+/// is planned, with the statistics its filters need.
+async fn delta_provider(log_store: LogStoreRef, snapshot: Arc<Snapshot>) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    DeltaScanNext::builder().with_log_store(log_store).with_snapshot(snapshot).await
+}
+
 /// Registers `path` as table `name`: a Delta table (a directory with `_delta_log`), a
 /// directory or file of Parquet, or a CSV file with a header row.
 pub async fn register(context: &SessionContext, name: &str, path: &str) -> Result<(), QueryError> {
@@ -114,8 +118,10 @@ pub async fn register(context: &SessionContext, name: &str, path: &str) -> Resul
     let result = if local.join("_delta_log").is_dir() {
         let dir = local.canonicalize().map_err(|e| bad(e.to_string()))?;
         let url = url::Url::from_directory_path(&dir).map_err(|()| bad("not a usable path".into()))?;
-        let table = DeltaTableBuilder::from_url(url).map_err(|e| bad(e.to_string()))?.load().await.map_err(|e| bad(e.to_string()))?;
-        let provider = table.table_provider().await.map_err(|e| bad(e.to_string()))?;
+        // Read as the lake's table is: a lazy snapshot of the latest version.
+        let log_store = DeltaTableBuilder::from_url(url).map_err(|e| bad(e.to_string()))?.build().map_err(|e| bad(e.to_string()))?.log_store();
+        let snapshot = Snapshot::try_new(log_store.as_ref(), None).await.map_err(|e| bad(e.to_string()))?;
+        let provider = delta_provider(log_store, Arc::new(snapshot)).await.map_err(|e| bad(e.to_string()))?;
         context.register_table(name, provider).map(|_| ())
     } else if lower.ends_with(".csv") || lower.ends_with(".csv.gz") {
         let size = std::fs::metadata(local).map_err(|e| bad(e.to_string()))?.len();
