@@ -127,6 +127,20 @@ pub(crate) fn sales_log(dir: &std::path::Path, rows: u64) -> (String, PathBuf) {
     (log, csv)
 }
 
+/// Copies the directory tree at `from` to `to` (files and directories only).
+pub(crate) fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// A small deterministic generator for kill times; the seed is printed, and taken from
 /// `KAPPA_KILL_SEED` when set, so a failure can be replayed.
 struct Lcg(u64);
