@@ -6,6 +6,7 @@
 //! - [`schema`]: Arrow schema inference from CSV samples, and schema files.
 //! - [`flatten`]: nested JSON into flat rows (`parent_child` columns, exploded arrays).
 //! - [`log`]: the embedded, durable, sharded log (the cloud-free default).
+//! - [`shaped`]: events stored in the log as values in the order of a stored list of names.
 //! - [`memory`]: allocator settings for the pipeline's allocation pattern.
 //! - [`store`]: object storage for the lake (local directory; S3), with create-if-absent.
 //! - [`time`]: event-time parsing shared by pacing and partitioning.
@@ -18,6 +19,7 @@ pub mod log;
 pub mod logging;
 pub mod memory;
 pub mod schema;
+pub mod shaped;
 pub mod shutdown;
 pub mod store;
 pub mod time;

@@ -52,9 +52,10 @@ impl Archive {
         self.positions.insert(shard.to_string(), event.seq);
         let hour = event.arrival_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let lines = self.hours.entry(hour).or_default();
-        lines.extend_from_slice(&event.payload);
+        let object = event.json();
+        lines.extend_from_slice(&object);
         lines.push(b'\n');
-        self.bytes += event.payload.len() + 1;
+        self.bytes += object.len() + 1;
     }
 
     /// Raw bytes held for the next commit (they count against `--max-memory`).

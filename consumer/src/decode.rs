@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::event::SourceEvent;
 use crate::partition::{Granularity, Placement, row_partitions};
 use crate::plain_columns;
-use crate::positional::{ColumnKeys, quote_or_backslash};
+use crate::positional::{ColumnKeys, ShapedColumns, quote_or_backslash};
 
 /// The table schema as decoded: its columns plus the event identity.
 pub struct Decoder {
@@ -186,13 +186,18 @@ fn leading_identities(payloads: &[&[u8]]) -> Option<(StringArray, Vec<usize>)> {
     for payload in payloads {
         identities.push(leading_identity(payload)?);
     }
-    let mut values = Vec::with_capacity(identities.iter().map(|(id, _)| id.len()).sum());
-    for (payload, (id, _)) in payloads.iter().zip(&identities) {
-        values.extend_from_slice(&payload[id.clone()]);
-    }
-    let offsets = OffsetBuffer::from_lengths(identities.iter().map(|(id, _)| id.len()));
-    let ids = StringArray::try_new(offsets, values.into(), None).ok()?;
+    let ids = identity_array(payloads, identities.iter().map(|(id, _)| id.clone()))?;
     Some((ids, identities.into_iter().map(|(_, rest)| rest).collect()))
+}
+
+/// The identities at `ranges` of `payloads` as a string array (UTF-8 checked in one pass).
+fn identity_array(payloads: &[&[u8]], ranges: impl Iterator<Item = std::ops::Range<usize>> + Clone) -> Option<StringArray> {
+    let mut values = Vec::with_capacity(ranges.clone().map(|id| id.len()).sum());
+    for (payload, id) in payloads.iter().zip(ranges.clone()) {
+        values.extend_from_slice(&payload[id]);
+    }
+    let offsets = OffsetBuffer::from_lengths(ranges.map(|id| id.len()));
+    StringArray::try_new(offsets, values.into(), None).ok()
 }
 
 /// Decodes events whole, the identity a member like any other, then splits it off.
@@ -256,17 +261,44 @@ impl DecodePlan {
     }
 
     fn decode_run(&self, events: &[SourceEvent]) -> Option<DecodedRows> {
-        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
-        let decoded = match leading_identities(&payloads) {
-            Some((ids, rest_at)) => decode_positional(&self.data, &self.keys, &payloads, &rest_at)
-                .map_or_else(|| decode_events(&self.data, &payloads, Some(&rest_at)), Ok)
-                .map(|batch| (batch, ids)),
-            None => decode_whole(&self.arrow, &self.data, &payloads),
+        let shaped = self.decode_shaped(events);
+        let objects: Vec<std::borrow::Cow<'_, [u8]>> = if shaped.is_some() { Vec::new() } else { events.iter().map(SourceEvent::json).collect() };
+        let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
+        let decoded = match shaped {
+            Some(decoded) => Ok(decoded),
+            None => self.decode_objects(&payloads),
         };
         decoded.ok().map(|(batch, ids)| {
             let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
             DecodedRows { batch, ids, partitions }
         })
+    }
+
+    /// Shaped events of one shape whose values are all plain, straight into columns: no
+    /// member names to find. `None` for any other run (it is decoded as objects).
+    fn decode_shaped(&self, events: &[SourceEvent]) -> Option<(RecordBatch, StringArray)> {
+        let shape = events.first()?.shape.as_ref()?;
+        if !events.iter().all(|e| e.shape.as_ref().is_some_and(|s| Arc::ptr_eq(s, shape))) {
+            return None;
+        }
+        let columns = ShapedColumns::new(shape, &self.data)?;
+        let values: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+        let mut identities = Vec::with_capacity(values.len());
+        for event in &values {
+            identities.push(ShapedColumns::identity(event)?);
+        }
+        let ids = identity_array(&values, identities.iter().map(|(id, _)| id.clone()))?;
+        let batch = plain_columns::decode_with(&self.data, &values, |index, event, out| columns.values(event, identities[index].1, out))?;
+        Some((batch, ids))
+    }
+
+    fn decode_objects(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, StringArray), ArrowError> {
+        match leading_identities(payloads) {
+            Some((ids, rest_at)) => decode_positional(&self.data, &self.keys, payloads, &rest_at)
+                .map_or_else(|| decode_events(&self.data, payloads, Some(&rest_at)), Ok)
+                .map(|batch| (batch, ids)),
+            None => decode_whole(&self.arrow, &self.data, payloads),
+        }
     }
 }
 
@@ -510,11 +542,8 @@ mod tests {
             assert!(decode_positional(&decoder.data, &decoder.keys, payloads, &members_at).is_some(), "{payloads:?} is in the plain form");
         }
         for payloads in plain.into_iter().chain(others) {
-            let events: Vec<SourceEvent> = payloads
-                .iter()
-                .enumerate()
-                .map(|(i, p)| SourceEvent { shard: 0, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) })
-                .collect();
+            let events: Vec<SourceEvent> =
+                payloads.iter().enumerate().map(|(i, p)| SourceEvent::object(0, (i as u64).into(), 0, bytes::Bytes::copy_from_slice(p))).collect();
             let mut decoder = Decoder::new(table.clone(), 1);
             let mut pieces = DecodePlan::new(&decoder, None, Granularity::Day).run(&events).into_pieces();
             assert_eq!(pieces.len(), 1, "one shard, one piece");
@@ -533,6 +562,60 @@ mod tests {
         }
     }
 
+    /// `objects` as shaped events of `names` (each object's members in that order, all there).
+    fn shaped_events(names: &[&str], objects: &[&str]) -> Vec<SourceEvent> {
+        let shape = Arc::new(kappa_common::shaped::Shape::new(names.iter().map(|n| n.to_string()).collect()));
+        objects
+            .iter()
+            .enumerate()
+            .map(|(i, object)| {
+                let map: Map<String, Value> = serde_json::from_str(object).unwrap();
+                let values: Vec<&Value> = names.iter().map(|n| &map[*n]).collect();
+                let payload = bytes::Bytes::from(serde_json::to_vec(&values).unwrap());
+                SourceEvent { shape: Some(shape.clone()), ..SourceEvent::object(0, (i as u64).into(), 0, payload) }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shaped_events_decode_to_the_rows_of_the_objects_they_stand_for() {
+        let table = schema(&[("n", ColumnType::Int64), ("s", ColumnType::String), ("b", ColumnType::Boolean), ("f", ColumnType::Float64)]);
+        let runs: Vec<(Vec<&str>, Vec<&str>, bool)> = vec![
+            // Plain: straight into columns, in any order of names, a column the shape lacks null.
+            (
+                vec!["_kappa_id", "s", "n", "f"],
+                vec![r#"{"_kappa_id":"f:0:0","s":"a\"b","n":1,"f":2.5}"#, r#"{"_kappa_id":"f:0:1","s":null,"n":-3,"f":1000.5}"#],
+                true,
+            ),
+            (vec!["_kappa_id", "b"], vec![r#"{"_kappa_id":"f:0:0","b":true}"#], true),
+            // Not plain: decoded as the objects (a nested value, a name the table lacks, an id
+            // with an escape, a value arrow refuses).
+            (vec!["_kappa_id", "s"], vec![r#"{"_kappa_id":"f:0:0","s":{"a":1}}"#], false),
+            (vec!["_kappa_id", "n", "new"], vec![r#"{"_kappa_id":"f:0:0","n":1,"new":"x"}"#], false),
+            (vec!["_kappa_id", "n"], vec![r#"{"_kappa_id":"f:\"0","n":1}"#], false),
+            (vec!["_kappa_id", "n"], vec![r#"{"_kappa_id":"f:0:0","n":"x"}"#], false),
+        ];
+        for (names, objects, plain) in runs {
+            let events = shaped_events(&names, &objects);
+            let plan = DecodePlan::new(&Decoder::new(table.clone(), 1), None, Granularity::Day);
+            assert_eq!(plan.decode_shaped(&events).is_some(), plain, "{objects:?}");
+            let ahead = plan.run(&events).into_pieces().pop().and_then(|piece| piece.rows);
+            let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_bytes()).collect();
+            let (here, _) = Decoder::new(table.clone(), 1).decode(&payloads);
+            match ahead {
+                Some(rows) => {
+                    assert!(here.rejected.is_empty(), "{objects:?}");
+                    assert_eq!((rows.batch, rows.ids), (here.batch, here.ids), "{objects:?}");
+                }
+                None => assert!(!here.rejected.is_empty() || names.contains(&"new"), "{objects:?}"),
+            }
+            for (event, object) in events.iter().zip(&objects) {
+                assert_eq!(event.json().as_ref(), object.as_bytes());
+                assert_eq!(event.json_len(), object.len());
+            }
+        }
+    }
+
     #[test]
     fn a_chunk_is_decoded_in_one_piece_per_run_of_a_shard() {
         let table = schema(&[("n", ColumnType::Int64)]);
@@ -547,7 +630,7 @@ mod tests {
         let events: Vec<SourceEvent> = shards_and_payloads
             .iter()
             .enumerate()
-            .map(|(i, (shard, p))| SourceEvent { shard: *shard, seq: (i as u64).into(), arrival_ms: 0, payload: bytes::Bytes::copy_from_slice(p) })
+            .map(|(i, (shard, p))| SourceEvent::object(*shard, (i as u64).into(), 0, bytes::Bytes::copy_from_slice(p)))
             .collect();
         let decoder = Decoder::new(table, 1);
         let predecoded = DecodePlan::new(&decoder, None, Granularity::Day).run(&events);

@@ -1,8 +1,12 @@
 //! One event as a source delivers it: what every source produces and the pipeline, the
 //! decoder and the raw archive take.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
+use kappa_common::shaped::Shape;
 
 /// One event as a source delivers it.
 #[derive(Debug, Clone)]
@@ -11,6 +15,41 @@ pub struct SourceEvent {
     pub shard: u32,
     pub seq: SequenceNumber,
     pub arrival_ms: i64,
-    /// Often a slice of a buffer the whole chunk shares.
+    /// The JSON object, or with `shape` its values (a JSON array in the shape's order). Often
+    /// a slice of a buffer the whole chunk shares.
     pub payload: Bytes,
+    /// Set for a shaped event of the embedded log (see `kappa_common::shaped`).
+    pub shape: Option<Arc<Shape>>,
+}
+
+impl SourceEvent {
+    /// An event that is a JSON object as it travels (every source but the embedded log).
+    pub fn object(shard: u32, seq: SequenceNumber, arrival_ms: i64, payload: Bytes) -> SourceEvent {
+        SourceEvent { shard, seq, arrival_ms, payload, shape: None }
+    }
+
+    /// The event as a JSON object: the payload, or the object a shaped event stands for. Values
+    /// that are not an array of the shape's length come back as they are, and are quarantined
+    /// as not being an object.
+    pub fn json(&self) -> Cow<'_, [u8]> {
+        match &self.shape {
+            None => Cow::Borrowed(&self.payload),
+            Some(shape) => {
+                let mut object = Vec::new();
+                match shape.write_object(&self.payload, &mut object) {
+                    Ok(()) => Cow::Owned(object),
+                    Err(_) => Cow::Borrowed(&self.payload),
+                }
+            }
+        }
+    }
+
+    /// The length of [`SourceEvent::json`], without making it: what the byte-count flush
+    /// trigger counts, so files are cut at the same events however the events travelled.
+    pub fn json_len(&self) -> usize {
+        match &self.shape {
+            None => self.payload.len(),
+            Some(shape) => shape.object_len(&self.payload),
+        }
+    }
 }

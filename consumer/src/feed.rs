@@ -116,7 +116,7 @@ pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema,
     let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
         .iter()
         .take(INFER_EVENTS)
-        .filter_map(|e| match serde_json::from_slice(&e.payload) {
+        .filter_map(|e| match serde_json::from_slice(&e.json()) {
             Ok(serde_json::Value::Object(mut m)) => {
                 m.shift_remove(kappa_common::event::EVENT_ID_FIELD);
                 Some(m)

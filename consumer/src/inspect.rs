@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kappa_common::endpoint::Endpoint;
 use kappa_common::log::{Log, Record, StartAt};
+use kappa_common::shaped::split_shaped;
 
 pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::Result<()> {
     let endpoint: Endpoint = from.parse()?;
@@ -47,7 +48,7 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
         let mut reader = log.reader(shard, StartAt::Earliest)?;
         while printed < limit {
             let Some(record) = reader.next()? else { break };
-            println!("{}/{}: {}", shard, record.seq, String::from_utf8_lossy(&record.payload));
+            println!("{}/{}: {}", shard, record.seq, event_text(&log, &record.payload)?);
             printed += 1;
         }
     }
@@ -58,7 +59,7 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
             for reader in &mut readers {
                 while let Some(record) = reader.next()? {
                     idle = false;
-                    println!("{}/{}: {}", record.shard, record.seq, String::from_utf8_lossy(&record.payload));
+                    println!("{}/{}: {}", record.shard, record.seq, event_text(&log, &record.payload)?);
                 }
             }
             if idle {
@@ -69,12 +70,26 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
     Ok(())
 }
 
-/// Reads a shard from its first record to its end, checking every frame; returns the count.
+/// A record's event as a JSON object, as the producer would have sent it anywhere else (a
+/// shaped event is shown as the object it stands for).
+fn event_text(log: &Log, payload: &[u8]) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&log.event_object(payload)?).into_owned())
+}
+
+/// Reads a shard from its first record to its end, checking every frame, and that the shape
+/// of every shaped event is there; returns the count.
 fn verify_shard(log: &Log, shard: u32) -> Result<u64, kappa_common::log::LogError> {
     let mut reader = log.reader(shard, StartAt::Earliest)?;
     let mut payloads = Vec::with_capacity(1 << 20);
     let mut records = 0;
-    while reader.next_appending(&mut payloads)?.is_some() {
+    let mut last_shape = None;
+    while let Some((_, _, range)) = reader.next_appending(&mut payloads)? {
+        if let Some((id, _)) = split_shaped(&payloads[range])
+            && last_shape != Some(id)
+        {
+            log.shape(id)?;
+            last_shape = Some(id);
+        }
         records += 1;
         payloads.clear();
     }

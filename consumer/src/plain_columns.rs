@@ -27,11 +27,18 @@ use crate::positional::{ABSENT, ColumnKeys};
 /// Decodes events whose members from `members_at[i]` on are in the plain form into a batch of
 /// `schema`: `None` when an event or a value is not plain (see the module's comment).
 pub fn decode(schema: &SchemaRef, keys: &ColumnKeys, events: &[&[u8]], members_at: &[usize]) -> Option<RecordBatch> {
+    decode_with(schema, events, |index, event, values| keys.members(event, members_at[index], values))
+}
+
+/// Decodes events whose values `locate(index, event, values)` finds (`values[column]`: the
+/// byte range of the column's value in the event, [`ABSENT`] for none): `None` when it finds
+/// an event not plain, or a value is not.
+pub fn decode_with(schema: &SchemaRef, events: &[&[u8]], mut locate: impl FnMut(usize, &[u8], &mut [(usize, usize)]) -> Option<()>) -> Option<RecordBatch> {
     let rows = events.len();
     let mut columns = schema.fields().iter().map(|field| Column::new(field.data_type(), rows)).collect::<Option<Vec<_>>>()?;
     let mut values = vec![ABSENT; columns.len()];
-    for (event, &at) in events.iter().zip(members_at) {
-        keys.members(event, at, &mut values)?;
+    for (index, event) in events.iter().enumerate() {
+        locate(index, event, &mut values)?;
         for (column, value) in columns.iter_mut().zip(values.iter_mut()) {
             match std::mem::replace(value, ABSENT) {
                 ABSENT => column.push_null(),

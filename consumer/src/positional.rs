@@ -9,6 +9,8 @@
 //! returns `None` and the events are decoded as objects, as before.
 
 use arrow::datatypes::SchemaRef;
+use kappa_common::event::EVENT_ID_FIELD;
+use kappa_common::shaped::Shape;
 
 /// Each column's member name as the producer writes it, `"name":`.
 pub struct ColumnKeys {
@@ -97,6 +99,54 @@ impl ColumnKeys {
                 _ => return None,
             }
         }
+    }
+}
+
+/// Where a shaped event's values go (see `kappa_common::shaped`): its shape's names after the
+/// identity, as the table's columns. Built only for a shape whose every name is a column, once,
+/// and distinct: any other shape's events are decoded as the objects they stand for.
+pub struct ShapedColumns {
+    columns: Vec<usize>,
+}
+
+impl ShapedColumns {
+    pub fn new(shape: &Shape, data: &SchemaRef) -> Option<ShapedColumns> {
+        let (first, rest) = shape.names().split_first()?;
+        if first != EVENT_ID_FIELD {
+            return None;
+        }
+        let columns = rest.iter().map(|name| data.index_of(name).ok()).collect::<Option<Vec<usize>>>()?;
+        let mut seen = vec![false; data.fields().len()];
+        for &column in &columns {
+            if std::mem::replace(&mut seen[column], true) {
+                return None;
+            }
+        }
+        Some(ShapedColumns { columns })
+    }
+
+    /// Where the identity (the first value, a string without escapes) of a shaped event's
+    /// values lies, and the offset just past it.
+    pub fn identity(values: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+        if values.get(..2) != Some(b"[\"") {
+            return None;
+        }
+        let end = quote_or_backslash(values, 2)?;
+        (values[end] == b'"').then_some((2..end, end + 1))
+    }
+
+    /// Where each column's value lies in `values` (the other values from `at`, just past the
+    /// identity, on); `None` if they are not the shape's count of plain scalars.
+    pub fn values(&self, values: &[u8], mut at: usize, out: &mut [(usize, usize)]) -> Option<()> {
+        for &column in &self.columns {
+            if values.get(at) != Some(&b',') {
+                return None;
+            }
+            let end = value_end(values, at + 1)?;
+            out[column] = (at + 1, end);
+            at = end;
+        }
+        (values.get(at) == Some(&b']') && at + 1 == values.len()).then_some(())
     }
 }
 

@@ -6,9 +6,11 @@
 //! error naming the column; the caller quarantines the row.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use kappa_common::event::EVENT_ID_FIELD;
 use kappa_common::schema::{ColumnType, NullTokens, TableSchema};
+use kappa_common::shaped::Shape;
 use serde_json::Value;
 
 /// Why a row could not become an event.
@@ -35,6 +37,9 @@ struct EncodedColumn {
 pub struct RowEncoder {
     columns: Vec<EncodedColumn>,
     null_tokens: NullTokens,
+    /// Set for the embedded log: rows with no member beyond the schema's are written as their
+    /// values alone, in this shape (the identity, then the schema's columns).
+    shape: Option<Arc<Shape>>,
 }
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -100,15 +105,39 @@ impl RowEncoder {
                 EncodedColumn { name: c.name.clone(), column_type: c.column_type, nullable: c.nullable, prefix }
             })
             .collect();
-        RowEncoder { columns, null_tokens }
+        RowEncoder { columns, null_tokens, shape: None }
     }
 
-    fn begin(out: &mut Vec<u8>, event_id: &str) {
-        out.clear();
-        out.extend_from_slice(b"{\"");
-        out.extend_from_slice(EVENT_ID_FIELD.as_bytes());
-        out.extend_from_slice(b"\":");
+    /// The shape of the events [`RowEncoder::shaped`] writes, for `schema`.
+    pub fn shape_of(schema: &TableSchema) -> Shape {
+        Shape::new(std::iter::once(EVENT_ID_FIELD.to_string()).chain(schema.fields.iter().map(|c| c.name.clone())).collect())
+    }
+
+    /// Writes the rows it can as shaped events of `shape` (made by [`RowEncoder::shape_of`]
+    /// for this encoder's schema), the others as objects.
+    pub fn shaped(mut self, shape: Arc<Shape>) -> RowEncoder {
+        debug_assert_eq!(shape.names().len(), self.columns.len() + 1);
+        self.shape = Some(shape);
+        self
+    }
+
+    /// Starts an event; `shaped` when it is written as its values (and the shape is set).
+    fn begin(&self, out: &mut Vec<u8>, event_id: &str, shaped: bool) {
+        match &self.shape {
+            Some(shape) if shaped => shape.begin(out),
+            _ => {
+                out.clear();
+                out.extend_from_slice(b"{\"");
+                out.extend_from_slice(EVENT_ID_FIELD.as_bytes());
+                out.extend_from_slice(b"\":");
+            }
+        }
         json_string(out, event_id);
+    }
+
+    /// What comes before a column's value: `,` in a shaped event, `,"name":` in an object.
+    fn separator(column: &EncodedColumn, shaped: bool) -> &[u8] {
+        if shaped { b"," } else { &column.prefix }
     }
 
     /// Encodes CSV cells; `cells[i]` is the text for schema column `i` (`None` when the input
@@ -120,9 +149,10 @@ impl RowEncoder {
         extra: &[(&str, &str)],
         out: &mut Vec<u8>,
     ) -> Result<(), CellError> {
-        Self::begin(out, event_id);
+        let shaped = self.shape.is_some() && extra.is_empty();
+        self.begin(out, event_id, shaped);
         for (column, cell) in self.columns.iter().zip(cells) {
-            out.extend_from_slice(&column.prefix);
+            out.extend_from_slice(Self::separator(column, shaped));
             match cell {
                 Some(text) if !self.null_tokens.is_null(text) => encode_text_cell(column, text, out)?,
                 _ if column.nullable => out.extend_from_slice(b"null"),
@@ -139,16 +169,18 @@ impl RowEncoder {
                 json_string(out, text);
             }
         }
-        out.push(b'}');
+        out.push(if shaped { b']' } else { b'}' });
         Ok(())
     }
 
     /// Encodes a flattened JSON row: schema columns first, in schema order and checked; then
     /// any fields the schema does not know, passed through as they are.
     pub fn encode_json_row(&self, event_id: &str, row: &serde_json::Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CellError> {
-        Self::begin(out, event_id);
+        // Shaped when every member is a schema column (a reserved or unknown one is not).
+        let shaped = self.shape.is_some() && self.columns.iter().filter(|c| row.contains_key(&c.name)).count() == row.len();
+        self.begin(out, event_id, shaped);
         for column in &self.columns {
-            out.extend_from_slice(&column.prefix);
+            out.extend_from_slice(Self::separator(column, shaped));
             match row.get(&column.name) {
                 None | Some(Value::Null) if column.nullable => out.extend_from_slice(b"null"),
                 None | Some(Value::Null) => return Err(null_in_required(column)),
@@ -173,7 +205,7 @@ impl RowEncoder {
             out.push(b':');
             serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
         }
-        out.push(b'}');
+        out.push(if shaped { b']' } else { b'}' });
         Ok(())
     }
 }
@@ -361,5 +393,41 @@ mod tests {
         assert_eq!(v, serde_json::json!({"_kappa_id": "x:0:0", "id": 7, "price": 25.0, "name": "5", "extra": [1]}));
         let bad: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"id": 1.5}"#).unwrap();
         assert_eq!(encoder.encode_json_row("x:0:1", &bad, &mut out).unwrap_err().column, "id");
+    }
+
+    #[test]
+    fn shaped_events_stand_for_the_bytes_of_the_objects() {
+        use ColumnType::*;
+        let table = schema(&[("s", String, true), ("i", Int64, true), ("f", Float64, true), ("t", Timestamp, true)]);
+        let objects = RowEncoder::new(&table, NullTokens::default());
+        let shape = Arc::new(RowEncoder::shape_of(&table));
+        let shaped = RowEncoder::new(&table, NullTokens::default()).shaped(shape.clone());
+        let as_object = |payload: &[u8]| {
+            let (id, values) = kappa_common::shaped::split_shaped(payload).expect("shaped");
+            assert_eq!(id, shape.id());
+            let mut object = Vec::new();
+            shape.write_object(values, &mut object).unwrap();
+            object
+        };
+        let (mut expected, mut out) = (Vec::new(), Vec::new());
+        for cells in [["a \"q\", ]\n", "-42", "1299.00", "2025-03-19 10:00:01.5"], ["", "NA", "", ""]] {
+            objects.encode_text_row("f:0:1", cells.iter().map(|c| Some(*c)), &[], &mut expected).unwrap();
+            shaped.encode_text_row("f:0:1", cells.iter().map(|c| Some(*c)), &[], &mut out).unwrap();
+            assert_eq!(as_object(&out), expected);
+            assert!(out.len() < expected.len());
+        }
+        // A row with a member beyond the schema stays an object.
+        shaped.encode_text_row("f:0:2", ["x", "1", "2", ""].into_iter().map(Some), &[("more", "y")], &mut out).unwrap();
+        objects.encode_text_row("f:0:2", ["x", "1", "2", ""].into_iter().map(Some), &[("more", "y")], &mut expected).unwrap();
+        assert_eq!(out, expected);
+        // JSON rows: shaped when every member is a column (absent ones are null).
+        let row: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"i": 7, "s": "x"}"#).unwrap();
+        shaped.encode_json_row("x:0:0", &row, &mut out).unwrap();
+        objects.encode_json_row("x:0:0", &row, &mut expected).unwrap();
+        assert_eq!(as_object(&out), expected);
+        let row: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"i": 7, "extra": [1]}"#).unwrap();
+        shaped.encode_json_row("x:0:1", &row, &mut out).unwrap();
+        objects.encode_json_row("x:0:1", &row, &mut expected).unwrap();
+        assert_eq!(out, expected);
     }
 }

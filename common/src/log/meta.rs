@@ -10,7 +10,11 @@ use super::LogError;
 
 pub(crate) const META_FILE: &str = "log.json";
 const FORMAT: &str = "kappa-lake-log";
-const VERSION: u32 = 1;
+/// Version 2 added shaped events (`shapes/`, see [`crate::shaped`]); version 1 logs are read
+/// as they are, and become version 2 when a producer first stores a shape in them, so that a
+/// build that cannot read shaped events refuses the log instead of quarantining its rows.
+pub(crate) const VERSION: u32 = 2;
+const OLDEST_READ: u32 = 1;
 /// Shard directories are named with four digits.
 pub(crate) const MAX_SHARDS: u32 = 10_000;
 
@@ -31,6 +35,38 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
 
 /// Reads the shard count of the log at `dir`.
 pub(crate) fn read(dir: &Path) -> Result<u32, LogError> {
+    read_meta(dir).map(|meta| meta.shards)
+}
+
+/// Raises the log's format version to [`VERSION`] (an atomic replacement of `log.json`).
+pub(crate) fn upgrade(dir: &Path) -> Result<(), LogError> {
+    let meta = read_meta(dir)?;
+    if meta.version == VERSION {
+        return Ok(());
+    }
+    let path = dir.join(META_FILE);
+    let tmp = dir.join(format!(".{META_FILE}.{}.upgrade.tmp", std::process::id()));
+    let text = meta_text(&Meta { version: VERSION, ..meta });
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
+fn meta_text(meta: &Meta) -> String {
+    let mut text = serde_json::to_string_pretty(meta).expect("plain struct serialises");
+    text.push('\n');
+    text
+}
+
+fn read_meta(dir: &Path) -> Result<Meta, LogError> {
     let path = dir.join(META_FILE);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
@@ -44,13 +80,13 @@ pub(crate) fn read(dir: &Path) -> Result<u32, LogError> {
     if meta.format != FORMAT {
         return Err(bad(format!("format is {:?}, expected {FORMAT:?}", meta.format)));
     }
-    if meta.version != VERSION {
-        return Err(bad(format!("format version {} is not supported (this build reads version {VERSION})", meta.version)));
+    if !(OLDEST_READ..=VERSION).contains(&meta.version) {
+        return Err(bad(format!("format version {} is not supported (this build reads versions {OLDEST_READ} to {VERSION})", meta.version)));
     }
     if meta.shards == 0 || meta.shards > MAX_SHARDS {
         return Err(bad(format!("shard count {} outside 1..={MAX_SHARDS}", meta.shards)));
     }
-    Ok(meta.shards)
+    Ok(meta)
 }
 
 /// Creates the shard directories, then `log.json` last and only if absent, so a log is either
@@ -69,9 +105,7 @@ pub(crate) fn create(dir: &Path, shards: u32) -> Result<(), LogError> {
         fs::create_dir_all(&sd).map_err(io(&sd))?;
     }
     let tmp = dir.join(format!(".{META_FILE}.{}.tmp", std::process::id()));
-    let meta = Meta { format: FORMAT.into(), version: VERSION, shards };
-    let mut text = serde_json::to_string_pretty(&meta).expect("plain struct serialises");
-    text.push('\n');
+    let text = meta_text(&Meta { format: FORMAT.into(), version: VERSION, shards });
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(text.as_bytes()).map_err(io(&tmp))?;

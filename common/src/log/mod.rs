@@ -2,7 +2,8 @@
 //! cloud-free default source of truth (`log:PATH`).
 //!
 //! ```text
-//! <dir>/log.json                   format version and shard count, written once at creation
+//! <dir>/log.json                   format version and shard count, written at creation
+//! <dir>/shapes/<id>.json           member names of shaped events (see [`crate::shaped`])
 //! <dir>/shard-0000/.lock           held (flock) by the shard's one writer
 //! <dir>/shard-0000/00000000000000000000.seg   segments, named by their first sequence number
 //! <dir>/shard-0001/...
@@ -26,6 +27,7 @@ mod meta;
 mod reader;
 mod recovery;
 pub mod segment;
+mod shapes;
 mod writer;
 
 #[cfg(test)]
@@ -37,6 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use reader::ShardReader;
+
+use crate::shaped::Shape;
 pub use segment::{MAX_KEY_LEN, MAX_PAYLOAD_LEN};
 pub use writer::{LogWriter, ShardWriter};
 
@@ -75,6 +79,16 @@ pub enum LogError {
 
     #[error("log metadata {} is invalid: {reason}", path.display())]
     BadMetadata { path: PathBuf, reason: String },
+
+    #[error(
+        "a record is of shape {id:016x}, but {} does not exist: the log directory is incomplete \
+         (copied without its shapes/ directory?)",
+        path.display()
+    )]
+    MissingShape { id: u64, path: PathBuf },
+
+    #[error("a shaped event does not fit its shape {id:016x}: {source}")]
+    BadShapedEvent { id: u64, source: crate::shaped::ShapedError },
 
     #[error("invalid shard count {shards}: a log has 1 to {max} shards")]
     InvalidShardCount { shards: u32, max: u32 },
@@ -158,6 +172,7 @@ struct Inner {
     shards: u32,
     /// Per shard, how far [`Log::shard_end`] last scanned its last segment.
     scanned: Mutex<HashMap<u32, Scanned>>,
+    shapes: shapes::ShapeCache,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,7 +243,7 @@ impl Log {
     }
 
     fn new(dir: &Path, shards: u32) -> Log {
-        Log { inner: Arc::new(Inner { dir: dir.to_path_buf(), shards, scanned: Mutex::new(HashMap::new()) }) }
+        Log { inner: Arc::new(Inner { dir: dir.to_path_buf(), shards, scanned: Mutex::new(HashMap::new()), shapes: Default::default() }) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -293,6 +308,26 @@ impl Log {
         let sum = recovery::scan_segment_from(&path, base, recovery::ScanMode::Live, from.0, from.1)?;
         self.inner.scanned.lock().expect("scan cache").insert(shard, Scanned { base, file, end_off: sum.end_off, records: sum.records });
         Ok(base + sum.records)
+    }
+
+    /// Stores `shape` durably in the log, unless it is already there: a writer does this
+    /// before its first record of that shape (see [`crate::shaped`]).
+    pub fn store_shape(&self, shape: &Shape) -> Result<(), LogError> {
+        self.inner.shapes.store(&self.inner.dir, shape)
+    }
+
+    /// The shape a shaped record names.
+    pub fn shape(&self, id: u64) -> Result<Arc<Shape>, LogError> {
+        self.inner.shapes.get(&self.inner.dir, id)
+    }
+
+    /// A record's event as the JSON object it is everywhere else: the payload itself, or the
+    /// object a shaped event stands for.
+    pub fn event_object<'a>(&self, payload: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, LogError> {
+        let Some((id, values)) = crate::shaped::split_shaped(payload) else { return Ok(std::borrow::Cow::Borrowed(payload)) };
+        let mut object = Vec::new();
+        self.shape(id)?.write_object(values, &mut object).map_err(|source| LogError::BadShapedEvent { id, source })?;
+        Ok(std::borrow::Cow::Owned(object))
     }
 
     fn shard_dir(&self, shard: u32) -> Result<PathBuf, LogError> {

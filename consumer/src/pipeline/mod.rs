@@ -339,7 +339,8 @@ impl Pipeline {
             let (batch, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
                 Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
                 None => {
-                    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
+                    let objects: Vec<std::borrow::Cow<'_, [u8]>> = events.iter().map(SourceEvent::json).collect();
+                    let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
                     let (decoded, evolved) = self.decoder.decode(&payloads);
                     if evolved {
                         self.store_schema()?;
@@ -425,7 +426,7 @@ impl Pipeline {
         let first_event = origin[rows[0] as usize];
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
-        let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].payload.len() as u64).sum();
+        let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].json_len() as u64).sum();
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, memory, bytes, last);
         buffer.holds.extend(holds);
@@ -452,7 +453,7 @@ impl Pipeline {
             seq: event.seq.to_string(),
             arrival_ms: event.arrival_ms,
             reason,
-            payload: String::from_utf8_lossy(&event.payload).into_owned(),
+            payload: String::from_utf8_lossy(&event.json()).into_owned(),
         });
     }
 

@@ -172,7 +172,7 @@ impl Pipeline {
                 group.horizon_before = horizon_before;
             }
             group.rows.push(row as u32);
-            group.bytes += event.payload.len() as u64;
+            group.bytes += event.json_len() as u64;
             if let Some(idle) = idle_ms {
                 group.closing = Closing { at_ms: group.partition_end.max(self.horizon[shard]).saturating_add(idle), at_ordinal: ordinal + IDLE_EVENTS };
                 self.next_close[shard] = self.next_close[shard].earliest(group.closing);

@@ -378,7 +378,7 @@ async fn read_shard(
                         past_until = true;
                         break;
                     }
-                    events.push(SourceEvent { shard: index, seq, arrival_ms, payload: bytes::Bytes::copy_from_slice(record.data().as_ref()) });
+                    events.push(SourceEvent::object(index, seq, arrival_ms, bytes::Bytes::copy_from_slice(record.data().as_ref())));
                     last = Some(seq);
                 }
                 let got = !events.is_empty();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use kappa_common::event::SequenceNumber;
 use kappa_common::log::{Log, LogError, ShardReader, StartAt};
+use kappa_common::shaped::{SHAPED_HEADER_LEN, Shape, split_shaped};
 use rayon::prelude::*;
 
 use super::{Chunk, SourceError};
@@ -108,10 +109,10 @@ impl LogSource {
         let (sender, chunks) = sync_channel(2);
         let stop = Arc::new(AtomicBool::new(false));
         let caught_up = Arc::new(AtomicBool::new(false));
-        let (stop_flag, caught_up_flag, watched) = (stop.clone(), caught_up.clone(), log.clone());
+        let (stop_flag, caught_up_flag, watched, shapes) = (stop.clone(), caught_up.clone(), log.clone(), Shapes::new(log.clone()));
         let thread = std::thread::Builder::new()
             .name("kappa-log-source".into())
-            .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag, gaps.map(|g| (watched, g))))
+            .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag, gaps.map(|g| (watched, g)), shapes))
             .expect("spawn the log source thread");
         Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread) })
     }
@@ -241,6 +242,7 @@ fn read_loop(
     stop: Arc<AtomicBool>,
     caught_up: Arc<AtomicBool>,
     gaps: Option<(Log, GapWatch)>,
+    mut shapes: Shapes,
 ) {
     let mut done = vec![false; readers.len()];
     let mut gaps_checked = Instant::now();
@@ -288,10 +290,18 @@ fn read_loop(
         }
         round_bytes = payloads.len();
         let payloads = bytes::Bytes::from(payloads);
-        let chunk: Vec<SourceEvent> = records
-            .into_iter()
-            .map(|(shard, seq, arrival_ms, payload)| SourceEvent { shard, seq: seq.into(), arrival_ms, payload: payloads.slice(payload) })
-            .collect();
+        let mut chunk: Vec<SourceEvent> = Vec::with_capacity(records.len());
+        for (shard, seq, arrival_ms, range) in records {
+            let (payload, shape) = match shapes.resolve(&payloads[range.clone()]) {
+                Ok(Some((shape, values_at))) => (payloads.slice(range.start + values_at..range.end), Some(shape)),
+                Ok(None) => (payloads.slice(range), None),
+                Err(e) => {
+                    let _ = sender.send(Err(e.into()));
+                    return;
+                }
+            };
+            chunk.push(SourceEvent { shard, seq: seq.into(), arrival_ms, payload, shape });
+        }
         if chunk.is_empty() {
             caught_up.store(true, Ordering::Release);
             if bounds.is_some() && done.iter().all(|d| *d) {
@@ -312,6 +322,33 @@ fn read_loop(
         if sender.send(Ok(chunk)).is_err() {
             return;
         }
+    }
+}
+
+/// The shapes of the log's shaped events, looked up once per shape.
+struct Shapes {
+    log: Log,
+    /// The last shape met: a log written by one producer run has one.
+    last: Option<Arc<Shape>>,
+}
+
+impl Shapes {
+    fn new(log: Log) -> Shapes {
+        Shapes { log, last: None }
+    }
+
+    /// For a shaped payload, its shape and where its values start.
+    fn resolve(&mut self, payload: &[u8]) -> Result<Option<(Arc<Shape>, usize)>, LogError> {
+        let Some((id, _)) = split_shaped(payload) else { return Ok(None) };
+        let shape = match &self.last {
+            Some(last) if last.id() == id => last.clone(),
+            _ => {
+                let shape = self.log.shape(id)?;
+                self.last = Some(shape.clone());
+                shape
+            }
+        };
+        Ok(Some((shape, SHAPED_HEADER_LEN)))
     }
 }
 

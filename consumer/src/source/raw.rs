@@ -74,7 +74,7 @@ impl RawSource {
                 for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).map(|l| text.slice_ref(l)) {
                     let next = seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
                     seq = Some(next);
-                    chunk.events.push(SourceEvent { shard, seq: next, arrival_ms, payload: line });
+                    chunk.events.push(SourceEvent::object(shard, next, arrival_ms, line));
                     if chunk.events.len() >= EVENTS_PER_CHUNK && sender.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
                         return;
                     }

@@ -29,6 +29,28 @@ fn seed_sales_reach_the_log_typed_and_once() {
     for shard in 0..4 {
         assert!(opened.shard_end(shard).unwrap() > 50, "shard {shard} has too few records");
     }
+
+    // The log stores the events shaped: values behind a shape id, the names once beside it.
+    let record = opened.reader(0, kappa_common::log::StartAt::Earliest).unwrap().next().unwrap().unwrap();
+    let (id, values) = kappa_common::shaped::split_shaped(&record.payload).expect("a shaped event");
+    let shape_file = log.join(format!("shapes/{id:016x}.json"));
+    let names: Vec<String> = serde_json::from_slice(&std::fs::read(&shape_file).unwrap()).unwrap();
+    assert_eq!(names[0], "_kappa_id");
+    assert!(names.iter().any(|n| n == "sale_id") && values.starts_with(b"[\""), "{names:?}");
+    let object = opened.event_object(&record.payload).unwrap().into_owned();
+    assert!(object.len() > record.payload.len() + 100, "the names are not repeated in the record");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(log.join("log.json")).unwrap()).unwrap();
+    assert_eq!(meta["version"], 2);
+    // `inspect` shows the object the event stands for, and checks that every shape is there.
+    let inspect = run(kappa("kappa-consumer", None).args(["inspect", "--from", &format!("log:{}", log.display()), "--limit", "1"]));
+    expect_status(&inspect, 0);
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    assert!(shown.contains(&format!("0/0: {}", String::from_utf8_lossy(&object))), "{shown}");
+    std::fs::remove_file(&shape_file).unwrap();
+    let inspect = run(kappa("kappa-consumer", None).args(["inspect", "--from", &format!("log:{}", log.display())]));
+    assert_ne!(inspect.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&inspect.stderr);
+    assert!(said.contains(&format!("shapes/{id:016x}.json does not exist")), "{said}");
 }
 
 #[test]
@@ -122,7 +144,7 @@ fn people_csv_rate_limit_and_partition_key() {
     for shard in 0..opened.shard_count() {
         let mut reader = opened.reader(shard, kappa_common::log::StartAt::Earliest).unwrap();
         while let Some(record) = reader.next().unwrap() {
-            let event: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            let event: serde_json::Value = serde_json::from_slice(&opened.event_object(&record.payload).unwrap()).unwrap();
             assert_eq!(record.key, event["Country"].as_str().unwrap().as_bytes());
             assert_eq!(opened.shard_for_key(&record.key), shard);
         }

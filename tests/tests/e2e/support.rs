@@ -29,7 +29,7 @@ pub(crate) fn read_log(dir: &std::path::Path) -> Vec<Event> {
     for shard in 0..log.shard_count() {
         let mut reader = log.reader(shard, StartAt::Earliest).expect("reader");
         while let Some(record) = reader.next().expect("read") {
-            events.extend(parse_events(&record.payload));
+            events.extend(parse_events(&log.event_object(&record.payload).expect("a shaped event fits its shape")));
         }
     }
     events

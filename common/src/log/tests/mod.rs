@@ -289,3 +289,40 @@ fn shard_for_key_is_stable() {
 }
 
 const XXH3_USER_42: u64 = 5_836_184_775_705_692_621;
+
+#[test]
+fn shapes_are_stored_once_and_a_version_1_log_becomes_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), 1).unwrap();
+    // A log made by an older build: version 1, objects only.
+    let meta_path = dir.path().join(meta::META_FILE);
+    let old = fs::read_to_string(&meta_path).unwrap().replace("\"version\": 2", "\"version\": 1");
+    fs::write(&meta_path, &old).unwrap();
+    let log = Log::open(log.dir()).unwrap();
+    let shape = Shape::new(vec!["_kappa_id".into(), "a".into()]);
+    assert!(matches!(log.shape(shape.id()), Err(LogError::MissingShape { .. })));
+    log.store_shape(&shape).unwrap();
+    assert!(fs::read_to_string(&meta_path).unwrap().contains("\"version\": 2"));
+    // Stored again (another producer run, another handle): the same file, untouched.
+    Log::open(dir.path()).unwrap().store_shape(&shape).unwrap();
+    let again = Log::open(dir.path()).unwrap();
+    assert_eq!(*again.shape(shape.id()).unwrap(), shape);
+    assert_eq!(fs::read_dir(dir.path().join("shapes")).unwrap().count(), 1, "no temporary file left");
+
+    let mut payload = Vec::new();
+    shape.begin(&mut payload);
+    payload.extend_from_slice(br#""x:0:1",5]"#);
+    assert_eq!(again.event_object(&payload).unwrap().as_ref(), br#"{"_kappa_id":"x:0:1","a":5}"#);
+    assert_eq!(again.event_object(br#"{"a":1}"#).unwrap().as_ref(), br#"{"a":1}"#, "an object is itself");
+    payload.truncate(payload.len() - 3);
+    assert!(matches!(again.event_object(&payload), Err(LogError::BadShapedEvent { .. })));
+
+    // A file under the id that holds other names is refused, not misread.
+    let other = Shape::new(vec!["b".into()]);
+    fs::write(dir.path().join(format!("shapes/{:016x}.json", other.id())), br#"["c"]"#).unwrap();
+    assert!(matches!(Log::open(dir.path()).unwrap().store_shape(&other), Err(LogError::BadMetadata { .. })));
+    // A newer format is refused with the versions this build reads.
+    fs::write(&meta_path, old.replace("\"version\": 1", "\"version\": 3")).unwrap();
+    let refused = Log::open(dir.path()).unwrap_err().to_string();
+    assert!(refused.contains("format version 3 is not supported (this build reads versions 1 to 2)"), "{refused}");
+}

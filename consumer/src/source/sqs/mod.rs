@@ -404,12 +404,12 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
                 None => continue,
                 Some(Parts::Events(payloads)) => {
                     for payload in payloads {
-                        chunk.events.push(SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload: payload.into() });
+                        chunk.events.push(SourceEvent::object(shared.shard, next(), arrival_ms, payload.into()));
                     }
                 }
                 Some(Parts::Reject(reason)) => {
                     let payload = bytes::Bytes::copy_from_slice(message.body().unwrap_or_default().as_bytes());
-                    chunk.rejects.push((SourceEvent { shard: shared.shard, seq: next(), arrival_ms, payload }, reason));
+                    chunk.rejects.push((SourceEvent::object(shared.shard, next(), arrival_ms, payload), reason));
                 }
                 Some(Parts::Retry(_) | Parts::Fatal(_)) => unreachable!("handled above"),
             }

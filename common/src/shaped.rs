@@ -1,0 +1,248 @@
+//! Shaped events: how the embedded log stores an event without repeating its member names.
+//!
+//! An event is a JSON object (see [`event`](crate::event)), and on Kinesis, SQS and Firehose it
+//! stays one: other consumers read those. The embedded log is kappa-lake's own, and there the
+//! producer writes each event as its values alone, in the order of a [`Shape`] (the list of
+//! member names) stored once beside the log. The names were ~45% of the bytes of a wide event:
+//! a 10-million-row, 16-column CSV made a 3.7 GB log, written, fsynced and read back again.
+//!
+//! A shaped payload is
+//!
+//! | offset | size    | field  | meaning                                                  |
+//! |--------|---------|--------|----------------------------------------------------------|
+//! | 0      | 1       | marker | `0x01` (no JSON text begins with it)                     |
+//! | 1      | 8 (u64) | shape  | the shape's id, little-endian (see [`Shape::id`])        |
+//! | 9      | rest    | values | a JSON array: one value per name of the shape, in order  |
+//!
+//! and it stands for exactly one object: `{` then, for each name, the name as a JSON string,
+//! `:`, the value's bytes as stored, separated by `,`, then `}` — the bytes the producer writes
+//! when it writes objects, so byte counts, the raw archive and `inspect` see the same event
+//! whichever way it travelled. Any other payload is the object itself.
+
+use std::ops::Range;
+
+/// First byte of a shaped payload.
+pub const SHAPED_MARKER: u8 = 0x01;
+/// Bytes before the values: the marker and the shape id.
+pub const SHAPED_HEADER_LEN: usize = 9;
+
+/// Why a shaped payload cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShapedError {
+    #[error("a shaped event's values are not a JSON array of {expected} values: {reason}")]
+    Values { expected: usize, reason: String },
+}
+
+/// The member names of a shaped event, in the order its values are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    id: u64,
+    names: Vec<String>,
+    /// Each name as it opens a member: `"name":`.
+    keys: Vec<Vec<u8>>,
+}
+
+impl Shape {
+    pub fn new(names: Vec<String>) -> Shape {
+        let keys: Vec<Vec<u8>> = names
+            .iter()
+            .map(|name| {
+                let mut key = serde_json::to_vec(name).expect("a string serializes");
+                key.push(b':');
+                key
+            })
+            .collect();
+        Shape { id: shape_id(&names), names, keys }
+    }
+
+    /// XXH3-64 (seed 0) of the names as a JSON array, compact: the same names give the same id
+    /// in every process and version, so producers need no coordination to share a log.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The shape as stored beside the log: the names as a JSON array.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.names).expect("strings serialize")
+    }
+
+    /// Reads a stored shape back.
+    pub fn from_json(text: &str) -> Result<Shape, serde_json::Error> {
+        serde_json::from_str::<Vec<String>>(text).map(Shape::new)
+    }
+
+    /// Starts a shaped payload of this shape in `out` (cleared): the header and the array's
+    /// `[`. The caller appends the values, separated by `,`, and `]`.
+    pub fn begin(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(SHAPED_MARKER);
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.push(b'[');
+    }
+
+    /// The length of the object a shaped event of this shape stands for, from its values'
+    /// length alone: every name adds its key (`"name":`), and the array's brackets and
+    /// separators are the object's braces and separators.
+    pub fn object_len(&self, values: &[u8]) -> usize {
+        values.len() + self.keys.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Appends the object that `values` (the JSON array of a shaped payload) stands for.
+    pub fn write_object(&self, values: &[u8], out: &mut Vec<u8>) -> Result<(), ShapedError> {
+        let mut ranges = Vec::with_capacity(self.keys.len());
+        value_ranges(values, &mut ranges).map_err(|reason| ShapedError::Values { expected: self.keys.len(), reason })?;
+        if ranges.len() != self.keys.len() {
+            let reason = format!("it holds {}", ranges.len());
+            return Err(ShapedError::Values { expected: self.keys.len(), reason });
+        }
+        out.reserve(self.object_len(values));
+        out.push(b'{');
+        for (i, (key, range)) in self.keys.iter().zip(ranges).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            out.extend_from_slice(&values[range]);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn shape_id(names: &[String]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(serde_json::to_string(names).expect("strings serialize").as_bytes())
+}
+
+/// The shape id and the values of a shaped payload, or `None` for any other payload (an
+/// object).
+pub fn split_shaped(payload: &[u8]) -> Option<(u64, &[u8])> {
+    if payload.first() != Some(&SHAPED_MARKER) || payload.len() < SHAPED_HEADER_LEN {
+        return None;
+    }
+    let id = u64::from_le_bytes(payload[1..SHAPED_HEADER_LEN].try_into().expect("eight bytes"));
+    Some((id, &payload[SHAPED_HEADER_LEN..]))
+}
+
+/// Where each value of a compact JSON array (`[v,v,…]`, no whitespace, as the producer writes
+/// it) lies, appended to `out`. Values may be any JSON (strings are scanned with their escapes,
+/// arrays and objects to their matching bracket); they are delimited here, not checked.
+pub fn value_ranges(array: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), String> {
+    if array.first() != Some(&b'[') || array.last() != Some(&b']') || array.len() < 2 {
+        return Err("not an array".into());
+    }
+    if array.len() == 2 {
+        return Ok(());
+    }
+    let mut at = 1;
+    loop {
+        let end = value_end(array, at).ok_or_else(|| format!("value at byte {at} does not end"))?;
+        if end == at {
+            return Err(format!("empty value at byte {at}"));
+        }
+        out.push(at..end);
+        match array.get(end) {
+            Some(b',') => at = end + 1,
+            Some(b']') if end + 1 == array.len() => return Ok(()),
+            _ => return Err(format!("unexpected byte at {end}")),
+        }
+    }
+}
+
+/// The end of the JSON value at `bytes[start..]`.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match *bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'[' | b'{' => {
+            let mut depth = 0usize;
+            let mut at = start;
+            loop {
+                match *bytes.get(at)? {
+                    b'"' => {
+                        at = string_end(bytes, at)?;
+                        continue;
+                    }
+                    b'[' | b'{' => depth += 1,
+                    b']' | b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                at += 1;
+            }
+        }
+        _ => Some(bytes[start..].iter().position(|&b| b == b',' || b == b']').map_or(bytes.len(), |n| start + n)),
+    }
+}
+
+/// Just past the closing quote of the string opening at `bytes[start]`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(names: &[&str]) -> Shape {
+        Shape::new(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    fn object(shape: &Shape, values: &str) -> Result<String, ShapedError> {
+        let mut out = Vec::new();
+        shape.write_object(values.as_bytes(), &mut out)?;
+        assert_eq!(out.len(), shape.object_len(values.as_bytes()), "object_len agrees");
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn values_stand_for_the_object_the_producer_writes() {
+        let s = shape(&["_kappa_id", "n", "name \"q\"", "x"]);
+        assert_eq!(
+            object(&s, r#"["a:0:1",-1.5e3,"say \"hi\", ]",null]"#).unwrap(),
+            r#"{"_kappa_id":"a:0:1","n":-1.5e3,"name \"q\"":"say \"hi\", ]","x":null}"#
+        );
+        assert_eq!(
+            object(&s, r#"["a",[1,"]",{"k":[]}],{"a":"}"},true]"#).unwrap(),
+            r#"{"_kappa_id":"a","n":[1,"]",{"k":[]}],"name \"q\"":{"a":"}"},"x":true}"#
+        );
+        assert_eq!(object(&shape(&[]), "[]").unwrap(), "{}");
+        assert_eq!(object(&s, r#"["a","\\",1,2]"#).unwrap(), r#"{"_kappa_id":"a","n":"\\","name \"q\"":1,"x":2}"#, "an escaped backslash ends no string");
+    }
+
+    #[test]
+    fn a_wrong_count_or_a_torn_array_is_an_error() {
+        let s = shape(&["a", "b"]);
+        for values in ["[1]", "[1,2,3]", "[1,2", "1,2]", r#"["x,2]"#, "[1,,2]", "[1,2]x", ""] {
+            assert!(object(&s, values).is_err(), "{values}");
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_payloads_split() {
+        let s = shape(&["_kappa_id", "a"]);
+        assert_eq!(s.id(), xxhash_rust::xxh3::xxh3_64(br#"["_kappa_id","a"]"#));
+        assert_ne!(s.id(), shape(&["a", "_kappa_id"]).id());
+        assert_eq!(Shape::from_json(&s.to_json()).unwrap(), s);
+        let mut payload = Vec::new();
+        s.begin(&mut payload);
+        payload.extend_from_slice(br#""id",1]"#);
+        assert_eq!(split_shaped(&payload), Some((s.id(), &br#"["id",1]"#[..])));
+        assert_eq!(split_shaped(br#"{"a":1}"#), None);
+        assert_eq!(split_shaped(&[SHAPED_MARKER, 1, 2]), None, "too short for a header");
+    }
+}
