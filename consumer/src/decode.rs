@@ -591,6 +591,8 @@ mod tests {
             // Not plain: decoded as the objects (a nested value, a name the table lacks, an id
             // with an escape, a value arrow refuses).
             (vec!["_kappa_id", "s"], vec![r#"{"_kappa_id":"f:0:0","s":{"a":1}}"#], false),
+            (vec!["_kappa_id", "n", "s"], vec![r#"{"_kappa_id":"f:0:0","n":[1,2],"s":"x"}"#], false),
+            (vec!["_kappa_id", "s", "n"], vec![r#"{"_kappa_id":"f:0:0","s":["a",1],"n":1}"#], false),
             (vec!["_kappa_id", "n", "new"], vec![r#"{"_kappa_id":"f:0:0","n":1,"new":"x"}"#], false),
             (vec!["_kappa_id", "n"], vec![r#"{"_kappa_id":"f:\"0","n":1}"#], false),
             (vec!["_kappa_id", "n"], vec![r#"{"_kappa_id":"f:0:0","n":"x"}"#], false),

@@ -20,8 +20,16 @@
 //! 3. A file is deleted when the last segment in it is dropped, i.e. when the last buffer that
 //!    spilled into it was written (or the run ends): the scratch space a run holds is what its
 //!    open buffers hold, not everything it ever spilled.
+//! 4. Where the file system allows it, spill files are written and read with `O_DIRECT`,
+//!    bypassing the page cache: every spilled byte was otherwise copied into freshly allocated
+//!    cache pages, and on this 2-core VM that copy was 10% of a 10M-row wide run (1.6 GB
+//!    spilled: 1.7–2.5 s of system time written through the cache, 0.2 s direct). Scratch data
+//!    is read back once, so the cache had nothing to offer. Direct I/O needs aligned memory,
+//!    offsets and lengths: writes go through an aligned staging buffer, segments start at
+//!    64-byte offsets (Arrow's alignment, so the decoder can use the read bytes in place), and
+//!    a read takes the 4 KiB-aligned span around a segment.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,8 +78,30 @@ impl SpillDir {
     pub fn writer(&mut self) -> Result<SpillWriter, SpillError> {
         self.next_file += 1;
         let path = self.dir.join(format!("{:08}.arrows", self.next_file));
-        let out = File::create(&path).map_err(|source| SpillError { dir: self.dir.clone(), source })?;
-        Ok(SpillWriter { file: Arc::new(SpillFile { path }), out, offset: 0 })
+        let error = |source| SpillError { dir: self.dir.clone(), source };
+        // A file system without direct I/O (some tmpfs) refuses the flag at open.
+        let (out, direct) = match open_direct(OpenOptions::new().write(true).create_new(true), &path) {
+            Ok(file) => (file, true),
+            Err(_) => (File::create(&path).map_err(error)?, false),
+        };
+        let (staging, out) = if direct {
+            // The disk is written on a thread of its own: the pipeline only copies into staging
+            // buffers (blocking writes had cost the pipeline ~1 s of a 10 s run).
+            let (blocks, received) = std::sync::mpsc::sync_channel::<AlignedBuf>(2);
+            let thread = std::thread::Builder::new().name("kappa-spill-write".into()).spawn(move || {
+                let mut out = out;
+                for mut block in received {
+                    out.write_all(block.as_mut_slice())?;
+                }
+                Ok(())
+            });
+            let thread = thread.map_err(error)?;
+            (AlignedBuf::new(STAGING), Output::Direct { blocks, thread })
+        } else {
+            (AlignedBuf::new(0), Output::Buffered(out))
+        };
+        let file = Arc::new(SpillFile { path, direct, written: std::sync::Mutex::new(Written::Yes) });
+        Ok(SpillWriter { file, out: Some(out), offset: 0, staging, staged: 0 })
     }
 }
 
@@ -89,6 +119,47 @@ impl Drop for SpillDir {
 #[derive(Debug)]
 struct SpillFile {
     path: PathBuf,
+    /// Written with `O_DIRECT` (and so read with it).
+    direct: bool,
+    /// Whether the writes have reached the file.
+    written: std::sync::Mutex<Written>,
+}
+
+enum Written {
+    Yes,
+    /// By the file's writing thread, when it ends.
+    Pending(std::thread::JoinHandle<std::io::Result<()>>),
+    Failed(std::io::ErrorKind, String),
+}
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Written::Yes => "written",
+            Written::Pending(_) => "pending",
+            Written::Failed(..) => "failed",
+        })
+    }
+}
+
+impl SpillFile {
+    /// Waits for the file's writing thread, if any; its error, if it failed.
+    fn wait_written(&self) -> std::io::Result<()> {
+        let mut written = self.written.lock().expect("spill file state");
+        if let Written::Pending(_) = &*written
+            && let Written::Pending(thread) = std::mem::replace(&mut *written, Written::Yes)
+        {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => *written = Written::Failed(e.kind(), e.to_string()),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        match &*written {
+            Written::Failed(kind, message) => Err(std::io::Error::new(*kind, message.clone())),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Drop for SpillFile {
@@ -101,10 +172,62 @@ impl Drop for SpillFile {
 /// Writes buffers into one spill file.
 pub struct SpillWriter {
     file: Arc<SpillFile>,
+    /// `None` once finished.
+    out: Option<Output>,
+    /// The file's logical length: where the next segment starts.
+    offset: u64,
+    staging: AlignedBuf,
+    /// Bytes in `staging` not yet written.
+    staged: usize,
+}
+
+enum Output {
     /// Unbuffered: each write is a whole encoded buffer (tens of KiB and up), and a buffer in
     /// between was one more copy of everything spilled.
-    out: File,
-    offset: u64,
+    Buffered(File),
+    /// Full staging buffers, to the thread that writes them.
+    Direct { blocks: std::sync::mpsc::SyncSender<AlignedBuf>, thread: std::thread::JoinHandle<std::io::Result<()>> },
+}
+
+/// Bytes written at once to a direct spill file.
+const STAGING: usize = 1 << 20;
+/// Alignment of direct I/O's memory, offsets and lengths (a page: a multiple of any device's
+/// logical block size).
+const DIRECT_ALIGN: usize = 4096;
+/// Where segments of a direct file start: Arrow's buffer alignment.
+const SEGMENT_ALIGN: u64 = 64;
+
+fn open_direct(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_DIRECT).open(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (options, path);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
+/// Zeroed bytes whose start is aligned for direct I/O: a vector with room to spare, used from
+/// its first aligned byte on.
+struct AlignedBuf {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let bytes = vec![0; len + DIRECT_ALIGN];
+        let start = bytes.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf { bytes, start, len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
 }
 
 /// One buffer's rows as Arrow IPC streams, ready for a spill file: one stream per run of
@@ -135,7 +258,15 @@ impl SpillWriter {
     pub fn write(&mut self, encoded: Encoded) -> Result<Vec<Segment>, std::io::Error> {
         let mut segments = Vec::with_capacity(encoded.0.len());
         for (bytes, rows) in encoded.0 {
-            self.out.write_all(&bytes)?;
+            match &mut self.out {
+                Some(Output::Buffered(out)) => out.write_all(&bytes)?,
+                _ => {
+                    let padding = self.offset.next_multiple_of(SEGMENT_ALIGN) - self.offset;
+                    self.stage(&[0; SEGMENT_ALIGN as usize][..padding as usize])?;
+                    self.offset += padding;
+                    self.stage(&bytes)?;
+                }
+            }
             let length = bytes.len() as u64;
             segments.push(Segment { file: self.file.clone(), offset: self.offset, length, rows });
             self.offset += length;
@@ -143,9 +274,57 @@ impl SpillWriter {
         Ok(segments)
     }
 
-    /// Flushes the file: its segments can be read from here on.
+    /// Copies `bytes` into the staging buffer, writing it out each time it fills.
+    fn stage(&mut self, mut bytes: &[u8]) -> Result<(), std::io::Error> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(STAGING - self.staged);
+            self.staging.as_mut_slice()[self.staged..self.staged + n].copy_from_slice(&bytes[..n]);
+            self.staged += n;
+            bytes = &bytes[n..];
+            if self.staged == STAGING {
+                let full = std::mem::replace(&mut self.staging, AlignedBuf::new(STAGING));
+                self.send(full)?;
+                self.staged = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a block to the writing thread; its error if it has stopped.
+    fn send(&mut self, block: AlignedBuf) -> Result<(), std::io::Error> {
+        let Some(Output::Direct { blocks, .. }) = &self.out else { unreachable!("only direct files stage") };
+        if blocks.send(block).is_ok() {
+            return Ok(());
+        }
+        match self.out.take() {
+            Some(Output::Direct { thread, .. }) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(std::io::Error::other("the spill writing thread ended early")),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Flushes the file: its segments can be read from here on. A direct file ends padded to
+    /// a whole aligned block, so that every segment lies within aligned spans of it.
     pub fn finish(mut self) -> Result<u64, std::io::Error> {
-        self.out.flush()?;
+        if self.file.direct && self.staged > 0 {
+            let end = self.staged.next_multiple_of(DIRECT_ALIGN);
+            let mut tail = std::mem::replace(&mut self.staging, AlignedBuf::new(0));
+            tail.as_mut_slice()[self.staged..end].fill(0);
+            tail.len = end;
+            self.send(tail)?;
+        }
+        match self.out.take() {
+            Some(Output::Buffered(mut out)) => out.flush()?,
+            // The segments' reads wait for the thread (and fail with its error).
+            Some(Output::Direct { blocks, thread }) => {
+                drop(blocks);
+                *self.file.written.lock().expect("spill file state") = Written::Pending(thread);
+            }
+            None => {}
+        }
         Ok(self.offset)
     }
 }
@@ -170,12 +349,24 @@ impl Segment {
 
     /// Reads the rows back.
     pub fn read(&self) -> Result<Vec<RecordBatch>, ArrowError> {
-        let mut file = File::open(&self.file.path)?;
-        file.seek(SeekFrom::Start(self.offset))?;
-        let mut bytes = Vec::with_capacity(self.length as usize);
-        file.take(self.length).read_to_end(&mut bytes)?;
         // Decoded in place: the arrays point into the bytes read (a reader copied them again).
-        let mut buffer = Buffer::from_vec(bytes);
+        self.file.wait_written()?;
+        let mut buffer = if self.file.direct {
+            // The aligned span around the segment (the file's end is padded to a block).
+            let first = self.offset - self.offset % DIRECT_ALIGN as u64;
+            let span = (self.offset + self.length).next_multiple_of(DIRECT_ALIGN as u64) - first;
+            let mut aligned = AlignedBuf::new(span as usize);
+            let file = open_direct(OpenOptions::new().read(true), &self.file.path)?;
+            read_exact_at(&file, aligned.as_mut_slice(), first)?;
+            let skip = aligned.start + (self.offset - first) as usize;
+            Buffer::from_vec(aligned.bytes).slice_with_length(skip, self.length as usize)
+        } else {
+            let mut file = File::open(&self.file.path)?;
+            file.seek(SeekFrom::Start(self.offset))?;
+            let mut bytes = Vec::with_capacity(self.length as usize);
+            file.take(self.length).read_to_end(&mut bytes)?;
+            Buffer::from_vec(bytes)
+        };
         let mut decoder = StreamDecoder::new();
         let mut batches = Vec::new();
         while !buffer.is_empty() {
@@ -185,6 +376,19 @@ impl Segment {
         }
         decoder.finish()?;
         Ok(batches)
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
     }
 }
 
@@ -239,5 +443,28 @@ mod tests {
         let path = dir.path().to_path_buf();
         drop(dir);
         assert!(!path.exists(), "the directory goes at the end of the run");
+    }
+
+    #[test]
+    fn segments_across_staging_writes_and_odd_offsets_read_back() {
+        let root = tempfile::tempdir().unwrap();
+        let mut dir = SpillDir::open(root.path(), "t", "lake").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
+        let mut writer = dir.writer().unwrap();
+        // Where the temporary directory's file system has direct I/O (ext4, xfs), this is the
+        // direct path; elsewhere the buffered one. Both must give the rows back.
+        eprintln!("direct I/O: {}", writer.file.direct);
+        // Sizes around the staging buffer and the alignments: 1 row, a few, >1 MiB, 3 rows.
+        let sizes = [1, 7, 90_000, 3, 150_000, 1];
+        let mut written = Vec::new();
+        for (i, n) in sizes.into_iter().enumerate() {
+            let rows = batch(&schema, i as i64 * 1_000_000, n);
+            written.push((rows.clone(), writer.write(Encoded::new(&[rows]).unwrap()).unwrap()));
+        }
+        let end = writer.finish().unwrap();
+        assert_eq!(end, written.last().map(|(_, s)| s[0].offset + s[0].length).unwrap());
+        for (rows, segments) in written.iter().rev() {
+            assert_eq!(segments[0].read().unwrap(), vec![rows.clone()]);
+        }
     }
 }

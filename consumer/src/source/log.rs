@@ -24,8 +24,10 @@ use crate::stats::Stats;
 /// Events per shard per round. A round's run of a shard is what the pipeline routes at once:
 /// with rows in random time order, each of the shard's open buffers gets a slice of it, and a
 /// spill concatenates a buffer's slices. 4,096 rather than 2,048 halved those slices (10M wide
-/// rows in random order: 28 s of CPU instead of 33; 8,192 took RSS past 280 MiB).
-const SHARD_SHARE: usize = 4096;
+/// rows in random order: 28 s of CPU instead of 33). 8,192 took RSS past 280 MiB while events
+/// were objects; shaped events are half the bytes, and with `feed::DEPTH` 2 instead of 4 (the
+/// same events in flight) the run takes ~13 s of user CPU instead of 14.0–14.7, at 222–225 MiB.
+const SHARD_SHARE: usize = 8192;
 
 pub struct LogSource {
     log: Log,

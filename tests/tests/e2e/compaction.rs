@@ -169,7 +169,8 @@ fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_su
     let report = dir.path().join("summary.json");
     expect_status(&run(args(&lake).arg("--summary-json").arg(&report)), 0);
     let s = summary(&report);
-    assert!(s["spills"].as_u64().unwrap() > 3, "{s}");
+    // 60,000 rows come in a few chunks of up to 32,768 events: a spill after each.
+    assert!(s["spills"].as_u64().unwrap() >= 2, "{s}");
     let partitions = files_per_partition(&lake);
     assert!(partitions.values().all(|n| *n <= 4), "at most one file per partition and shard: {partitions:?}");
     assert_eq!(counted(&lake), "[(60000, 60000)]");

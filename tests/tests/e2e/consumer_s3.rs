@@ -175,7 +175,7 @@ async fn after_a_failed_commit_readers_see_only_committed_rows_and_a_restart_lea
 
 #[tokio::test]
 async fn a_restart_after_120_commits_reads_one_checkpoint_and_the_commits_after_it() {
-    const ROWS: u64 = 4096 * 120;
+    const ROWS: u64 = 8192 * 120;
     let moto = Moto::start();
     let s3 = s3_client(&moto.endpoint).await;
     s3.create_bucket().bucket("lake").send().await.unwrap();
@@ -184,8 +184,9 @@ async fn a_restart_after_120_commits_reads_one_checkpoint_and_the_commits_after_
     let csv = crate::support::generate_sales_csv(dir.path(), ROWS);
     let log = format!("log:{}", dir.path().join("log").display());
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "1"])), 0);
-    // One shard into one partition, a buffer cut every 4,096 rows (the log source's share of a
-    // shard per read): a commit per chunk read, 120 commits, a checkpoint at version 99.
+    // One shard into one partition, a buffer cut every 4,096 rows, 8,192 events per chunk (the
+    // log source's share of a shard per read): a commit per chunk read, 120 commits, a
+    // checkpoint at version 99.
     let consume = || {
         run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args([
             "--lake",
