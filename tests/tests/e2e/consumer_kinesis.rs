@@ -89,14 +89,22 @@ async fn sigkill_during_a_20k_row_kinesis_ingest_loses_and_doubles_nothing() {
     let csv = generate_sales_csv(dir.path(), ROWS as u64);
     expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).arg("-i").arg(&csv).args(["--to", "kinesis:sales"])), 0);
     let lake = dir.path().join("lake");
-    let args = |idle: &str| {
-        let mut args = consumer_args("sales", &lake, idle);
+    let args_for = |lake: &std::path::Path, idle: &str| {
+        let mut args = consumer_args("sales", lake, idle);
         args.extend(["--flush-rows", "500", "--flush-interval", "1h"].map(String::from));
         let column = args.iter().position(|a| a == "sale_date").unwrap();
         args[column] = "sale_time".into(); // the generator's time column
         args
     };
-    let kills = kill_repeatedly(8, (500, 3000), Duration::from_secs(240), || {
+    let args = |idle: &str| args_for(&lake, idle);
+    // Kill times from a fixed window missed a fast run's whole ingest (done in 2.9 s, first
+    // kill drawn later): time an uninterrupted ingest into a lake of its own (its positions
+    // are its own), and kill within its first 40%, so that a restart is killed again too.
+    let started = std::time::Instant::now();
+    expect_status(&run(kappa("kappa-consumer", Some(&moto.endpoint)).args(args_for(&dir.path().join("timing"), "2s"))), 0);
+    let ingest = (started.elapsed().as_millis() as u64).saturating_sub(2000);
+    eprintln!("an uninterrupted ingest takes {ingest} ms (besides its 2 s of idleness)");
+    let kills = kill_repeatedly(8, ((ingest / 10).max(50), (ingest * 4 / 10).max(100)), Duration::from_secs(240), || {
         let mut command = kappa("kappa-consumer", Some(&moto.endpoint));
         command.args(args("2s"));
         command
