@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
-use kappa_common::shaped::Shape;
+use kappa_common::shaped::{Shape, ShapedError};
 
 /// One event as a source delivers it.
 #[derive(Debug, Clone)]
@@ -42,6 +42,12 @@ impl SourceEvent {
                 }
             }
         }
+    }
+
+    /// Why a shaped event stands for no object (its values do not fit its shape): the reason it
+    /// is quarantined with, rather than "not a JSON object".
+    pub fn shape_error(&self) -> Option<ShapedError> {
+        self.shape.as_ref()?.write_object(&self.payload, &mut Vec::new()).err()
     }
 
     /// The length of [`SourceEvent::json`], without making it: what the byte-count flush

@@ -346,7 +346,9 @@ impl Pipeline {
                         self.store_schema()?;
                     }
                     for (index, reason) in &decoded.rejected {
-                        self.quarantine_event(&events[*index], reason.clone());
+                        let event = &events[*index];
+                        let reason = event.shape_error().map_or_else(|| reason.clone(), |e| e.to_string());
+                        self.quarantine_event(event, reason);
                     }
                     let origin = decoded.origin;
                     let partitions =

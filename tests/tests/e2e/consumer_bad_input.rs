@@ -22,10 +22,22 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
         (r#"{"_kappa_id":"t:0:0","id":1,"at":"2025-03-19 10:00:00","amount":1.5}"#, None), // a redelivery
         (r#"{"_kappa_id":"t:0:8","id":9,"at":"2025-03-20 12:00:00","amount":9,"note":"new column"}"#, None),
     ];
+    // Shaped events as kappa-producer stores them in its log (values in the order of a stored
+    // shape), one that fits and one whose values do not.
+    let shape = kappa_common::shaped::Shape::new(["_kappa_id", "id", "at", "amount"].map(String::from).to_vec());
+    let shaped: Vec<(&str, Option<&str>)> =
+        vec![(r#"["t:0:9",10,"2025-03-20 13:00:00",10.5]"#, None), (r#"["t:0:10",11]"#, Some("not a JSON array of 4 values: it holds 2"))];
     let log = Log::create(&log_dir, 1).unwrap();
+    log.store_shape(&shape).unwrap();
     let mut writer = log.writer(0, &LogConfig::default()).unwrap();
     for (i, (payload, _)) in events.iter().enumerate() {
         writer.append(b"", payload.as_bytes(), 1_700_000_000_000 + i as i64).unwrap();
+    }
+    for (i, (values, _)) in shaped.iter().enumerate() {
+        let mut payload = Vec::new();
+        shape.begin(&mut payload);
+        payload.extend_from_slice(&values.as_bytes()[1..]);
+        writer.append(b"", &payload, 1_700_000_000_100 + i as i64).unwrap();
     }
     writer.close().unwrap();
     let schema = dir.path().join("schema.json");
@@ -44,7 +56,7 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
     let rows = read_lake(&lake.join("events/gen-000001"));
     let mut ids: Vec<i64> = rows.iter().map(|r| r.row["id"].as_i64().unwrap()).collect();
     ids.sort();
-    assert_eq!(ids, vec![1, 7, 9], "good rows once, the redelivery dropped");
+    assert_eq!(ids, vec![1, 7, 9, 10], "good rows once, the redelivery dropped");
     let nine = rows.iter().find(|r| r.row["id"] == 9).unwrap();
     assert_eq!(nine.row["note"], "new column", "a new column was added, not dropped");
 
@@ -57,7 +69,8 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
     // Positions are decimal strings (Kinesis sequence numbers exceed every integer type).
     let position = |q: &Value| q["seq"].as_str().and_then(|s| s.parse::<u64>().ok());
     quarantined.sort_by_key(position);
-    let expected: Vec<(u64, &str, &str)> = events.iter().enumerate().filter_map(|(i, (p, reason))| reason.map(|r| (i as u64, *p, r))).collect();
+    // A shaped event that fits no object is kept as its values.
+    let expected: Vec<(u64, &str, &str)> = events.iter().chain(&shaped).enumerate().filter_map(|(i, (p, reason))| reason.map(|r| (i as u64, *p, r))).collect();
     assert_eq!(quarantined.len(), expected.len(), "{quarantined:#?}");
     for (q, (seq, payload, reason)) in quarantined.iter().zip(&expected) {
         assert_eq!(position(q), Some(*seq));
@@ -66,7 +79,7 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
         assert!(q["reason"].as_str().unwrap().contains(reason), "seq {seq}: {} lacks {reason:?}", q["reason"]);
     }
     let s = summary(&summary_path);
-    assert_eq!((s["quarantined"].as_u64(), s["duplicates_dropped"].as_u64(), s["rows_written"].as_u64()), (Some(5), Some(1), Some(3)));
+    assert_eq!((s["quarantined"].as_u64(), s["duplicates_dropped"].as_u64(), s["rows_written"].as_u64()), (Some(6), Some(1), Some(4)));
 
     // A restart re-reads nothing it committed: no new rows, no new quarantine entries.
     let output = run(kappa("kappa-consumer", None).args(["--from", &format!("log:{}", log_dir.display()), "--lake"]).arg(&lake).args([
@@ -76,21 +89,21 @@ fn a_bad_input_corpus_is_quarantined_and_the_good_rows_land() {
         "1s",
     ]));
     expect_status(&output, 0);
-    assert_eq!(read_lake(&lake.join("events/gen-000001")).len(), 3);
+    assert_eq!(read_lake(&lake.join("events/gen-000001")).len(), 4);
     assert_eq!(std::fs::read_dir(&errors_dir).unwrap().count(), 1);
 }
 
 #[test]
 fn a_schema_grown_mid_stream_applies_to_every_later_row() {
-    // The log source hands over 4,096 events of a shard per chunk, and chunks are decoded ahead
-    // on other threads: event 6,000 adds a column and a fraction (int64 widens to float64) in
+    // The log source hands over 8,192 events of a shard per chunk, and chunks are decoded ahead
+    // on other threads: event 12,000 adds a column and a fraction (int64 widens to float64) in
     // the second chunk, while the third was already decoded under the first schema.
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
     let log = Log::create(&log_dir, 1).unwrap();
     let mut writer = log.writer(0, &LogConfig::default()).unwrap();
-    for i in 0..10_000 {
-        let payload = if i == 6000 {
+    for i in 0..20_000 {
+        let payload = if i == 12_000 {
             format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":1.5,"note":"grown"}}"#)
         } else {
             format!(r#"{{"_kappa_id":"g:0:{i}","id":{i},"amount":{i}}}"#)
@@ -104,12 +117,12 @@ fn a_schema_grown_mid_stream_applies_to_every_later_row() {
 
     let mut rows = read_lake(&lake.join("events/gen-000001"));
     rows.sort_by_key(|r| r.row["id"].as_i64().unwrap());
-    assert_eq!(rows.len(), 10_000);
+    assert_eq!(rows.len(), 20_000);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.row["id"].as_i64(), Some(i as i64));
-        let amount = if i == 6000 { 1.5 } else { i as f64 };
+        let amount = if i == 12_000 { 1.5 } else { i as f64 };
         assert_eq!(r.row["amount"].as_f64(), Some(amount), "row {i}: {:?}", r.row);
-        let note = if i == 6000 { Value::from("grown") } else { Value::Null };
+        let note = if i == 12_000 { Value::from("grown") } else { Value::Null };
         assert_eq!(r.row.get("note").cloned().unwrap_or(Value::Null), note, "row {i}");
     }
     // The stored schema is the grown one (the first was never committed: rows came first).
