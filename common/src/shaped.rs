@@ -182,16 +182,35 @@ fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
     }
 }
 
-/// Just past the closing quote of the string opening at `bytes[start]`.
-fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+/// Just past the closing quote of the JSON string that opens at `bytes[start]` (escapes and
+/// all).
+pub fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut at = start + 1;
     loop {
-        match *bytes.get(at)? {
+        at = quote_or_backslash(bytes, at)?;
+        match bytes[at] {
             b'"' => return Some(at + 1),
-            b'\\' => at += 2,
-            _ => at += 1,
+            _ => at += 2, // the escaped byte cannot end the string
         }
     }
+}
+
+/// The first `"` or `\` in `bytes` from `at` on, eight bytes at a time: values and identities
+/// are short, and memchr's setup cost more than the search.
+pub fn quote_or_backslash(bytes: &[u8], mut at: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    while at + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        // The lowest flagged byte is exact (borrows only run upwards).
+        let found = zero_bytes(w ^ u64::from_le_bytes([b'"'; 8])) | zero_bytes(w ^ u64::from_le_bytes([b'\\'; 8]));
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    bytes.get(at..)?.iter().position(|&b| b == b'"' || b == b'\\').map(|n| at + n)
 }
 
 #[cfg(test)]
@@ -244,5 +263,22 @@ mod tests {
         assert_eq!(split_shaped(&payload), Some((s.id(), &br#"["id",1]"#[..])));
         assert_eq!(split_shaped(br#"{"a":1}"#), None);
         assert_eq!(split_shaped(&[SHAPED_MARKER, 1, 2]), None, "too short for a header");
+    }
+
+    #[test]
+    fn the_word_search_finds_the_first_quote_or_backslash_at_any_offset() {
+        for length in 0..20 {
+            for at in 0..length {
+                for special in [b'"', b'\\'] {
+                    let mut bytes = vec![b'x'; length];
+                    bytes[at] = special;
+                    assert_eq!(quote_or_backslash(&bytes, 0), Some(at), "{length} {at}");
+                    assert_eq!(quote_or_backslash(&bytes, at), Some(at));
+                    assert_eq!(quote_or_backslash(&bytes, at + 1), None);
+                }
+            }
+            assert_eq!(quote_or_backslash(&vec![0x80 | b'"'; length], 0), None, "high bytes are not quotes");
+        }
+        assert_eq!(quote_or_backslash(b"ab", 5), None, "past the end");
     }
 }

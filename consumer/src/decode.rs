@@ -28,7 +28,8 @@ use serde_json::{Map, Value};
 use crate::event::SourceEvent;
 use crate::partition::{Granularity, Placement, row_partitions};
 use crate::plain_columns;
-use crate::positional::{ColumnKeys, ShapedColumns, quote_or_backslash};
+use crate::positional::{ColumnKeys, ShapedColumns};
+use kappa_common::shaped::quote_or_backslash;
 
 /// The table schema as decoded: its columns plus the event identity.
 pub struct Decoder {

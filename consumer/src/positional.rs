@@ -10,7 +10,7 @@
 
 use arrow::datatypes::SchemaRef;
 use kappa_common::event::EVENT_ID_FIELD;
-use kappa_common::shaped::Shape;
+use kappa_common::shaped::{Shape, quote_or_backslash, string_end};
 
 /// Each column's member name as the producer writes it, `"name":`.
 pub struct ColumnKeys {
@@ -185,36 +185,6 @@ fn value_end(event: &[u8], start: usize) -> Option<usize> {
     (number || matches!(&event[start..end], b"true" | b"false" | b"null")).then_some(end)
 }
 
-/// Just past the closing quote of the string that opens at `bytes[start]`.
-fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let mut at = start + 1;
-    loop {
-        at = quote_or_backslash(bytes, at)?;
-        match bytes[at] {
-            b'"' => return Some(at + 1),
-            _ => at += 2, // the escaped byte cannot end the string
-        }
-    }
-}
-
-/// The first `"` or `\` in `bytes` from `at` on, eight bytes at a time: values and identities
-/// are short, and memchr's setup cost more than the search.
-pub(crate) fn quote_or_backslash(bytes: &[u8], mut at: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    while at + 8 <= bytes.len() {
-        let w = word(bytes, at);
-        // The lowest flagged byte is exact (borrows only run upwards).
-        let found = zero_bytes(w ^ u64::from_le_bytes([b'"'; 8])) | zero_bytes(w ^ u64::from_le_bytes([b'\\'; 8]));
-        if found != 0 {
-            return Some(at + found.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    bytes.get(at..)?.iter().position(|&b| b == b'"' || b == b'\\').map(|n| at + n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,22 +249,5 @@ mod tests {
             assert_eq!(restated(&keys, &[members]), None, "{members}");
         }
         assert_eq!(restated(&keys, &[r#""n":1}"#, r#""n":1,"n":1}"#]), None, "one event not plain fails the run");
-    }
-
-    #[test]
-    fn the_word_search_finds_the_first_quote_or_backslash_at_any_offset() {
-        for length in 0..20 {
-            for at in 0..length {
-                for special in [b'"', b'\\'] {
-                    let mut bytes = vec![b'x'; length];
-                    bytes[at] = special;
-                    assert_eq!(quote_or_backslash(&bytes, 0), Some(at), "{length} {at}");
-                    assert_eq!(quote_or_backslash(&bytes, at), Some(at));
-                    assert_eq!(quote_or_backslash(&bytes, at + 1), None);
-                }
-            }
-            assert_eq!(quote_or_backslash(&vec![0x80 | b'"'; length], 0), None, "high bytes are not quotes");
-        }
-        assert_eq!(quote_or_backslash(b"ab", 5), None, "past the end");
     }
 }

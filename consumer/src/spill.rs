@@ -125,21 +125,12 @@ struct SpillFile {
     written: std::sync::Mutex<Written>,
 }
 
+#[derive(Debug)]
 enum Written {
     Yes,
     /// By the file's writing thread, when it ends.
     Pending(std::thread::JoinHandle<std::io::Result<()>>),
     Failed(std::io::ErrorKind, String),
-}
-
-impl std::fmt::Debug for Written {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Written::Yes => "written",
-            Written::Pending(_) => "pending",
-            Written::Failed(..) => "failed",
-        })
-    }
 }
 
 impl SpillFile {

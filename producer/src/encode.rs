@@ -6,7 +6,6 @@
 //! error naming the column; the caller quarantines the row.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use kappa_common::event::EVENT_ID_FIELD;
 use kappa_common::schema::{ColumnType, NullTokens, TableSchema};
@@ -39,7 +38,7 @@ pub struct RowEncoder {
     null_tokens: NullTokens,
     /// Set for the embedded log: rows with no member beyond the schema's are written as their
     /// values alone, in this shape (the identity, then the schema's columns).
-    shape: Option<Arc<Shape>>,
+    shape: Option<Shape>,
 }
 
 fn json_string(out: &mut Vec<u8>, s: &str) {
@@ -115,7 +114,7 @@ impl RowEncoder {
 
     /// Writes the rows it can as shaped events of `shape` (made by [`RowEncoder::shape_of`]
     /// for this encoder's schema), the others as objects.
-    pub fn shaped(mut self, shape: Arc<Shape>) -> RowEncoder {
+    pub fn shaped(mut self, shape: Shape) -> RowEncoder {
         debug_assert_eq!(shape.names().len(), self.columns.len() + 1);
         self.shape = Some(shape);
         self
@@ -400,7 +399,7 @@ mod tests {
         use ColumnType::*;
         let table = schema(&[("s", String, true), ("i", Int64, true), ("f", Float64, true), ("t", Timestamp, true)]);
         let objects = RowEncoder::new(&table, NullTokens::default());
-        let shape = Arc::new(RowEncoder::shape_of(&table));
+        let shape = RowEncoder::shape_of(&table);
         let shaped = RowEncoder::new(&table, NullTokens::default()).shaped(shape.clone());
         let as_object = |payload: &[u8]| {
             let (id, values) = kappa_common::shaped::split_shaped(payload).expect("shaped");

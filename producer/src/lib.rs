@@ -133,8 +133,8 @@ pub async fn run(config: ProducerConfig, shutdown: Shutdown) -> Result<Outcome, 
     if let Sink::Log(log) = &mut sink {
         // The embedded log stores events as their values in a shape kept beside it (see
         // kappa_common::shaped): the member names were ~45% of a wide log's bytes.
-        let shape = Arc::new(RowEncoder::shape_of(&schema));
-        log.use_shape(shape.clone())?;
+        let shape = RowEncoder::shape_of(&schema);
+        log.use_shape(&shape)?;
         encoder = encoder.shaped(shape);
     }
     let context = RowContext {

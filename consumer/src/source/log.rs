@@ -295,7 +295,7 @@ fn read_loop(
         let mut chunk: Vec<SourceEvent> = Vec::with_capacity(records.len());
         for (shard, seq, arrival_ms, range) in records {
             let (payload, shape) = match shapes.resolve(&payloads[range.clone()]) {
-                Ok(Some((shape, values_at))) => (payloads.slice(range.start + values_at..range.end), Some(shape)),
+                Ok(Some(shape)) => (payloads.slice(range.start + SHAPED_HEADER_LEN..range.end), Some(shape)),
                 Ok(None) => (payloads.slice(range), None),
                 Err(e) => {
                     let _ = sender.send(Err(e.into()));
@@ -339,8 +339,8 @@ impl Shapes {
         Shapes { log, last: None }
     }
 
-    /// For a shaped payload, its shape and where its values start.
-    fn resolve(&mut self, payload: &[u8]) -> Result<Option<(Arc<Shape>, usize)>, LogError> {
+    /// The shape of a shaped payload (whose values follow its header).
+    fn resolve(&mut self, payload: &[u8]) -> Result<Option<Arc<Shape>>, LogError> {
         let Some((id, _)) = split_shaped(payload) else { return Ok(None) };
         let shape = match &self.last {
             Some(last) if last.id() == id => last.clone(),
@@ -350,7 +350,7 @@ impl Shapes {
                 shape
             }
         };
-        Ok(Some((shape, SHAPED_HEADER_LEN)))
+        Ok(Some(shape))
     }
 }
 

@@ -7,10 +7,9 @@
 //! what the log holds.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use kappa_common::log::{Log, LogWriter, MAX_KEY_LEN, MAX_PAYLOAD_LEN};
-use kappa_common::shaped::{Shape, split_shaped};
+use kappa_common::shaped::Shape;
 
 use super::{SinkContext, SinkError, SinkOptions};
 use crate::input::Event;
@@ -26,8 +25,6 @@ pub struct LogSink {
     pending: u64,
     pending_bytes: u64,
     now_ms: i64,
-    /// The shape of the shaped events pushed, stored in the log before the first of them.
-    shape: Option<Arc<Shape>>,
 }
 
 impl LogSink {
@@ -43,15 +40,13 @@ impl LogSink {
         let writer = log.writers(&options.log).map_err(err)?;
         // Taken after the writers recovered any torn tail, and while they hold every shard's lock.
         let ends_at_open = (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<_, _>>().map_err(err)?;
-        Ok(LogSink { log, ends_at_open, writer, path: display, context, pending: 0, pending_bytes: 0, now_ms: 0, shape: None })
+        Ok(LogSink { log, ends_at_open, writer, path: display, context, pending: 0, pending_bytes: 0, now_ms: 0 })
     }
 
     /// Stores `shape` in the log (durably): the events pushed from here on may be shaped events
     /// of it.
-    pub fn use_shape(&mut self, shape: Arc<Shape>) -> Result<(), SinkError> {
-        self.log.store_shape(&shape).map_err(|source| SinkError::Log { path: self.path.clone(), source })?;
-        self.shape = Some(shape);
-        Ok(())
+    pub fn use_shape(&mut self, shape: &Shape) -> Result<(), SinkError> {
+        self.log.store_shape(shape).map_err(|source| SinkError::Log { path: self.path.clone(), source })
     }
 
     pub fn push(&mut self, mut event: Event) -> Result<(), SinkError> {
@@ -65,11 +60,8 @@ impl LogSink {
         if event.payload.len() > MAX_PAYLOAD_LEN {
             let reason = format!("event of {} bytes exceeds the embedded log's record limit of {MAX_PAYLOAD_LEN} bytes", event.payload.len());
             // The rejects file holds events as objects.
-            if let (Some(shape), Some((_, values))) = (&self.shape, split_shaped(&event.payload)) {
-                let mut object = Vec::new();
-                if shape.write_object(values, &mut object).is_ok() {
-                    event.payload = object;
-                }
+            if let Ok(object) = self.log.event_object(&event.payload) {
+                event.payload = object.into_owned();
             }
             return self.context.undeliverable(&self.path, &event, reason);
         }
