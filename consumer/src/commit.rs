@@ -52,64 +52,103 @@ pub struct WriteContext {
 }
 
 /// Encodes the files (on every core), stores them, then creates the commit record.
+///
+/// Three stages run at once, so that neither core waits on the scratch directory or on a
+/// group's slowest file (groups with a barrier after each kept 1.25 of 2 cores busy while a
+/// wide, unordered run wrote its 480 files):
+/// 1. a reader thread loads each file's rows, in order, from memory and the scratch directory,
+///    as far ahead as the memory budget allows;
+/// 2. rayon's pool (which decoding shares) encodes the loaded files as they come, in any order;
+/// 3. this thread stores each encoded file (`PARALLEL_PUTS` at a time: S3 round trips and local
+///    fsyncs overlap) and lists it in the commit, in the files' order.
 pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit, PipelineError> {
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files } = prepared;
-    let mut encode_time = std::time::Duration::ZERO;
-    // The files are stored PARALLEL_PUTS at a time: S3 round trips (and local fsyncs) overlap.
     let _runtime = context.runtime.enter();
     let mut puts = tokio::task::JoinSet::new();
-    let mut files = files.into_iter().peekable();
-    while files.peek().is_some() {
-        // Files are independent: encoded on every core (rayon's pool, which decoding shares),
-        // a group at a time, so that the rows read back from the scratch directory stay
-        // within the memory budget however much was spilled.
-        let mut group = Vec::new();
-        let mut group_memory = 0;
-        while let Some((_, _, buffer)) = files.peek() {
-            let memory = buffer.memory + buffer.spilled_bytes() as usize;
-            if !group.is_empty() && (group_memory + memory > context.memory_budget || group.len() >= GROUP_FILES) {
-                break;
-            }
-            group_memory += memory;
-            group.extend(files.next());
-        }
-        let encoding = std::time::Instant::now();
-        let encoded: Vec<_> = group
-            .into_par_iter()
-            .map(|(path, partition, buffer)| {
-                let batches = buffer.load()?;
+    let mut added = Vec::with_capacity(files.len());
+    let budget = Budget::new(context.memory_budget);
+    std::thread::scope(|scope| -> Result<(), PipelineError> {
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel(GROUP_FILES);
+        let (encoded_tx, encoded_rx) = std::sync::mpsc::sync_channel(PARALLEL_PUTS);
+        let budget = &budget;
+        scope.spawn(move || {
+            for (index, (path, partition, buffer)) in files.into_iter().enumerate() {
+                let memory = buffer.memory + buffer.spilled_bytes() as usize;
+                budget.acquire(memory);
+                let batches = buffer.load();
                 drop(buffer); // its scratch file goes once no other buffer needs it
-                let (data, rows) = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
-                // Readers skip files by the statistics our own footer already holds.
-                let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
-                Ok::<_, PipelineError>((path, partition, data, rows, kappa_table::stats::from_footer(&footer)))
-            })
-            .collect();
-        encode_time += encoding.elapsed();
-        for encoded in encoded {
-            let (path, partition, data, rows, stats) = encoded?;
+                if loaded_tx.send((index, path, partition, memory, batches)).is_err() {
+                    budget.release(memory);
+                    return; // the commit failed: nothing more to load
+                }
+            }
+        });
+        scope.spawn(move || {
+            loaded_rx.into_iter().par_bridge().for_each_with(encoded_tx, |encoded_tx, (index, path, partition, memory, batches)| {
+                let encoded = batches.map_err(PipelineError::from).and_then(|batches: Vec<_>| {
+                    let (data, rows) = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
+                    // Readers skip files by the statistics our own footer already holds.
+                    let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
+                    Ok((index, path, partition, data, rows, kappa_table::stats::from_footer(&footer)))
+                });
+                budget.release(memory);
+                let _ = encoded_tx.send(encoded);
+            });
+        });
+        for encoded in encoded_rx {
+            let (index, path, partition, data, rows, stats) = encoded?;
             let bytes = data.len() as u64;
             commit.totals.bytes += bytes;
-            commit.added.push(DataFile { path: path.clone(), partition, rows, bytes, stats });
+            added.push((index, DataFile { path: path.clone(), partition, rows, bytes, stats }));
             if puts.len() >= PARALLEL_PUTS {
                 context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
             }
             let table = context.table.clone();
             puts.spawn(async move { table.put_object(&path, data).await });
         }
-    }
+        Ok(())
+    })?;
+    added.sort_unstable_by_key(|(index, _)| *index);
+    commit.added.extend(added.into_iter().map(|(_, file)| file));
     while let Some(put) = context.runtime.block_on(next_put(&mut puts)) {
         put?;
     }
     let stored_at = started.elapsed();
     context.runtime.block_on(context.table.commit(&commit, &context.schema, &context.layout))?;
-    tracing::debug!(commit = commit.commit, files = commit.added.len(), encode = ?encode_time, store = ?(stored_at - encode_time), elapsed = ?started.elapsed(), "committed");
+    tracing::debug!(commit = commit.commit, files = commit.added.len(), stored = ?stored_at, elapsed = ?started.elapsed(), "committed");
     Ok(commit)
 }
 
-/// Files encoded at once at most: the encoded files wait for their puts, and a commit of
-/// thousands of small files (hour partitions) held them all (tens of MiB) before the first put.
+/// Bytes of loaded rows the encoders hold, bounded: the reader waits while the files loaded
+/// and not yet encoded would pass the budget (one file larger than all of it goes alone).
+struct Budget {
+    limit: usize,
+    held: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget { limit, held: std::sync::Mutex::new(0), freed: std::sync::Condvar::new() }
+    }
+
+    fn acquire(&self, bytes: usize) {
+        let mut held = self.held.lock().expect("budget");
+        while *held > 0 && *held + bytes > self.limit {
+            held = self.freed.wait(held).expect("budget");
+        }
+        *held += bytes;
+    }
+
+    fn release(&self, bytes: usize) {
+        *self.held.lock().expect("budget") -= bytes;
+        self.freed.notify_all();
+    }
+}
+
+/// Files loaded ahead of the encoders at most: a commit of thousands of small files (hour
+/// partitions) would otherwise hold them all (tens of MiB) at once.
 const GROUP_FILES: usize = 32;
 
 /// Files stored at once by a commit.
