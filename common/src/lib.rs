@@ -1,5 +1,6 @@
 //! The shared core of kappa-lake: what the producer, the consumer and replay agree on.
 //!
+//! - [`direct_io`]: files written and read around the page cache (scratch and lake files).
 //! - [`endpoint`]: the URIs users type (`log:PATH`, `kinesis:NAME`, `s3://…`), parsed once.
 //! - [`aws`]: AWS clients from the standard configuration chain, with endpoint overrides.
 //! - [`event`]: the event contract (identity field, positions, sequence numbers).
@@ -12,6 +13,7 @@
 //! - [`time`]: event-time parsing shared by pacing and partitioning.
 
 pub mod aws;
+pub mod direct_io;
 pub mod endpoint;
 pub mod event;
 pub mod flatten;

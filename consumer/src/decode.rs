@@ -249,15 +249,21 @@ impl DecodePlan {
 
     /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned,
     /// one piece per run of a shard's events.
+    ///
+    /// The runs are decoded on every core: a chunk decoded by one worker left the other idle
+    /// whenever the pipeline was routing (the reading phase of a 10M-row wide run kept 1.5 of
+    /// 2 cores busy).
     pub fn run(&self, events: &[SourceEvent]) -> Predecoded {
-        let mut pieces = Vec::new();
+        use rayon::prelude::*;
+        let mut runs = Vec::new();
         let mut start = 0;
         while start < events.len() {
             let shard = events[start].shard;
             let end = events[start..].iter().position(|e| e.shard != shard).map_or(events.len(), |n| start + n);
-            pieces.push(Piece { range: start..end, rows: self.decode_run(&events[start..end]) });
+            runs.push(start..end);
             start = end;
         }
+        let pieces = runs.into_par_iter().map(|range| Piece { rows: self.decode_run(&events[range.clone()]), range }).collect();
         Predecoded { version: self.version, pieces }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Decoding JSON into Arrow is most of the consumer's work, and it needs nothing but the chunk
 //! and the schema. So while the pipeline routes one chunk, the next few are decoded on rayon's
-//! pool (one thread per core): both cores work. The pipeline still takes the chunks one at a
+//! pool (one thread per core, each chunk's shards in parallel): both cores work. The pipeline still takes the chunks one at a
 //! time in source order, so routing, flush cuts and commits are those of a sequential run, and
 //! the lake is the same bytes. A chunk decoded under a schema that an earlier chunk has since
 //! grown is simply decoded again by the pipeline.
@@ -22,10 +22,11 @@ use crate::source::{Chunk, Source};
 
 /// Chunks read and not yet ingested: enough to keep every worker busy while the pipeline
 /// routes or commits, few enough to bound memory. Each is up to 32,768 events from the log
-/// (8,192 per shard); when chunks were a quarter of that, six had measured 7% faster than
-/// three for 15 MiB more. At this size, 10M wide rows: 4 held 258–267 MiB RSS, 3 held 217–259,
-/// 2 holds 222–225 MiB at the same CPU time (within this machine's ±10% from run to run).
-const DEPTH: usize = 2;
+/// (8,192 per shard), its shards' runs decoded in parallel. 10M wide rows: with 2 the pipeline
+/// waited 1.2–2.0 s in all for rows still being decoded, with 3 it waits 0.4–0.9 s (4 held
+/// 258–260 MiB RSS for no further gain; 3 holds 206–234 MiB, since the log source holds one
+/// chunk fewer).
+const DEPTH: usize = 3;
 
 /// The chunks between the source and the pipeline, oldest first.
 #[derive(Default)]

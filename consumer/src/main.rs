@@ -12,6 +12,8 @@ fn main() {
     kappa_common::logging::init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Named, so `top -H` and profiles tell decoding and encoding from the pipeline's thread.
+    let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("kappa-work-{i}")).build_global();
     let subcommand = match cli.command {
         Some(Command::Inspect { from, limit, follow, quick }) => Some(kappa_consumer::inspect::inspect(&from, limit, follow, !quick)),
         Some(Command::Describe { lake, table, limit }) => Some(kappa_consumer::describe::describe(&runtime, &lake, &table, limit)),

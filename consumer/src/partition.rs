@@ -121,17 +121,25 @@ impl FromStr for Partition {
     }
 }
 
-/// Partitions of instants, remembering the last one's span: rows arrive in near time order, so
-/// most fall in the span of the row before and need no calendar arithmetic.
+/// Partitions of instants, remembering the last one's span: rows that arrive in near time
+/// order mostly fall in the span of the row before and need no calendar arithmetic. Day and
+/// hour partitions, whose spans are whole days and hours of UTC, are also remembered by that
+/// number: rows in no time order (a backfill, many producers) then find theirs in a map, where
+/// the calendar arithmetic had been 2% of a wide, unordered run.
 pub struct PartitionFinder {
     granularity: Granularity,
     /// The last partition found and its span `[start, end)` in ms.
     last: Option<(i64, i64, Partition)>,
+    /// Day or hour partitions by their number since the epoch (at most `RECENT`).
+    recent: foldhash::HashMap<i64, Partition>,
 }
+
+/// Day or hour partitions a finder remembers by number (a chunk spans a few hundred at most).
+const RECENT: usize = 4096;
 
 impl PartitionFinder {
     pub fn new(granularity: Granularity) -> PartitionFinder {
-        PartitionFinder { granularity, last: None }
+        PartitionFinder { granularity, last: None, recent: foldhash::HashMap::default() }
     }
 
     /// Like [`Partition::of_millis`].
@@ -141,8 +149,28 @@ impl PartitionFinder {
         {
             return Some(partition);
         }
-        let partition = Partition::of_millis(ms, self.granularity)?;
-        self.last = partition.span_ms().map(|(start, end)| (start, end, partition));
+        let unit = match self.granularity {
+            Granularity::Day => 86_400_000,
+            Granularity::Hour => 3_600_000,
+            Granularity::Month | Granularity::Year => {
+                let partition = Partition::of_millis(ms, self.granularity)?;
+                self.last = partition.span_ms().map(|(start, end)| (start, end, partition));
+                return Some(partition);
+            }
+        };
+        let number = ms.div_euclid(unit);
+        let partition = match self.recent.get(&number) {
+            Some(partition) => *partition,
+            None => {
+                let partition = Partition::of_millis(ms, self.granularity)?;
+                if self.recent.len() >= RECENT {
+                    self.recent.clear();
+                }
+                self.recent.insert(number, partition);
+                partition
+            }
+        };
+        self.last = Some((number * unit, number * unit + unit, partition));
         Some(partition)
     }
 }
@@ -260,8 +288,13 @@ mod tests {
             for &ms in &instants {
                 assert_eq!(finder.of_millis(ms), Partition::of_millis(ms, g), "{g} at {ms}");
             }
-            // Out of order too.
+            // Out of order too: backwards, and jumping about (so days and hours come from
+            // the map of those already found).
             for &ms in instants.iter().rev().step_by(7) {
+                assert_eq!(finder.of_millis(ms), Partition::of_millis(ms, g), "{g} at {ms}");
+            }
+            for i in 0..instants.len() {
+                let ms = instants[i * 7919 % instants.len()];
                 assert_eq!(finder.of_millis(ms), Partition::of_millis(ms, g), "{g} at {ms}");
             }
         }

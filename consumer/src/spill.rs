@@ -39,6 +39,7 @@ use arrow::buffer::Buffer;
 use arrow::error::ArrowError;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
+use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, open_direct, read_exact_at};
 
 /// Why a spill failed: the directory (and what to change) is in the message.
 #[derive(Debug, thiserror::Error)]
@@ -182,44 +183,8 @@ enum Output {
 
 /// Bytes written at once to a direct spill file.
 const STAGING: usize = 1 << 20;
-/// Alignment of direct I/O's memory, offsets and lengths (a page: a multiple of any device's
-/// logical block size).
-const DIRECT_ALIGN: usize = 4096;
 /// Where segments of a direct file start: Arrow's buffer alignment.
 const SEGMENT_ALIGN: u64 = 64;
-
-fn open_direct(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_DIRECT).open(path)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (options, path);
-        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
-    }
-}
-
-/// Zeroed bytes whose start is aligned for direct I/O: a vector with room to spare, used from
-/// its first aligned byte on.
-struct AlignedBuf {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
-        let bytes = vec![0; len + DIRECT_ALIGN];
-        let start = bytes.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf { bytes, start, len }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
-    }
-}
 
 /// One buffer's rows as Arrow IPC streams, ready for a spill file: one stream per run of
 /// batches sharing a schema (batches decoded before a schema change keep the older one), each
@@ -304,7 +269,7 @@ impl SpillWriter {
             let end = self.staged.next_multiple_of(DIRECT_ALIGN);
             let mut tail = std::mem::replace(&mut self.staging, AlignedBuf::new(0));
             tail.as_mut_slice()[self.staged..end].fill(0);
-            tail.len = end;
+            tail.truncate(end);
             self.send(tail)?;
         }
         match self.out.take() {
@@ -349,8 +314,9 @@ impl Segment {
             let mut aligned = AlignedBuf::new(span as usize);
             let file = open_direct(OpenOptions::new().read(true), &self.file.path)?;
             read_exact_at(&file, aligned.as_mut_slice(), first)?;
-            let skip = aligned.start + (self.offset - first) as usize;
-            Buffer::from_vec(aligned.bytes).slice_with_length(skip, self.length as usize)
+            let (bytes, start) = aligned.into_parts();
+            let skip = start + (self.offset - first) as usize;
+            Buffer::from_vec(bytes).slice_with_length(skip, self.length as usize)
         } else {
             let mut file = File::open(&self.file.path)?;
             file.seek(SeekFrom::Start(self.offset))?;
@@ -367,19 +333,6 @@ impl Segment {
         }
         decoder.finish()?;
         Ok(batches)
-    }
-}
-
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-    #[cfg(not(unix))]
-    {
-        let mut file = file;
-        file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(buf)
     }
 }
 

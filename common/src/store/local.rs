@@ -13,6 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use super::{ObjectMeta, StoreError};
+use crate::direct_io;
+
+/// Objects from this size on are written around the page cache (see [`direct_io`]): the
+/// lake's data files, which are fsynced before their commit and not read back by the writer.
+/// Smaller ones (commit records, checkpoints of small tables, quarantine files) are read back
+/// soon, and a direct write of a few blocks saves nothing.
+const DIRECT_MIN: usize = 256 << 10;
 
 #[derive(Debug, Clone)]
 pub struct LocalStore {
@@ -47,15 +54,34 @@ impl LocalStore {
         // A delete that empties this directory removes it (see `delete`): if that happens
         // between creating the directory and the file, create it again.
         let mut attempts = 0;
-        let mut file = loop {
+        let direct = data.len() >= DIRECT_MIN;
+        let file = loop {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
-            match File::create(&temp) {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            let opened = if direct {
+                match direct_io::open_direct(&mut options, &temp) {
+                    Err(e) if direct_io::is_unsupported(&e) => File::create(&temp),
+                    other => other,
+                }
+            } else {
+                options.open(&temp)
+            };
+            match opened {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
                 other => break other.map_err(io(&temp))?,
             }
         };
-        file.write_all(data).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
+        let written = match direct {
+            true => match direct_io::write_all_direct(&file, data) {
+                // Opened direct, but the file system refuses direct writes: write it again
+                // the ordinary way.
+                Err(e) if direct_io::is_unsupported(&e) => File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| file.sync_all())),
+                other => other.and_then(|()| file.sync_all()),
+            },
+            false => (&file).write_all(data).and_then(|()| file.sync_all()),
+        };
+        written.map_err(io(&temp))?;
         Ok(temp)
     }
 

@@ -108,7 +108,9 @@ impl LogSource {
         for (shard, start) in starts.into_iter().enumerate() {
             readers.push(log.reader(shard as u32, start)?);
         }
-        let (sender, chunks) = sync_channel(2);
+        // One chunk waits here, one is being read: the feed decodes several ahead already
+        // (a second one waiting held 7 MiB more for no measurable gain).
+        let (sender, chunks) = sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
         let caught_up = Arc::new(AtomicBool::new(false));
         let (stop_flag, caught_up_flag, watched, shapes) = (stop.clone(), caught_up.clone(), log.clone(), Shapes::new(log.clone()));
