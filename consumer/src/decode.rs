@@ -220,7 +220,10 @@ pub struct DecodePlan {
 
 /// Rows decoded ahead, with each row's identity and partition.
 pub struct DecodedRows {
+    /// The rows, grouped by partition when `positions` is given.
     pub batch: RecordBatch,
+    /// Where each row (in event order) lies in `batch`.
+    pub positions: Option<Vec<u32>>,
     pub ids: StringArray,
     pub partitions: Vec<Placement>,
 }
@@ -277,7 +280,8 @@ impl DecodePlan {
         };
         decoded.ok().map(|(batch, ids)| {
             let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
-            DecodedRows { batch, ids, partitions }
+            let (batch, positions) = group_by_partition(batch, &partitions);
+            DecodedRows { batch, positions, ids, partitions }
         })
     }
 
@@ -318,6 +322,66 @@ impl Predecoded {
 
     pub fn into_pieces(self) -> Vec<Piece> {
         self.pieces
+    }
+}
+
+/// A run whose rows fall in at least this many partitions is grouped by partition on the worker
+/// that decoded it, and the pipeline's buffers take slices of it.
+pub const GROUP_FROM_PARTITIONS: usize = 8;
+
+/// `batch` with its rows grouped by partition (partitions in the order their first rows come,
+/// each one's rows in their order; rows without one last), and where each row went; `batch`
+/// itself when its rows fall in fewer than [`GROUP_FROM_PARTITIONS`] partitions. Data in no time
+/// order feeds hundreds of buffers from each chunk: the pipeline reordered each chunk by buffer
+/// (one gather per column) on its own thread, and its one thread is what every chunk waits
+/// for; the decoding workers had time to spare.
+pub fn group_by_partition(batch: RecordBatch, partitions: &[Placement]) -> (RecordBatch, Option<Vec<u32>>) {
+    let mut slot_of: foldhash::HashMap<crate::partition::Partition, u32> = foldhash::HashMap::default();
+    let mut counts: Vec<u32> = Vec::new();
+    let mut slots = Vec::with_capacity(partitions.len());
+    let mut unplaced = 0;
+    for placement in partitions {
+        let slot = match placement {
+            Ok((partition, _)) => *slot_of.entry(*partition).or_insert_with(|| {
+                counts.push(0);
+                counts.len() as u32 - 1
+            }),
+            Err(_) => {
+                unplaced += 1;
+                u32::MAX
+            }
+        };
+        if let Some(count) = counts.get_mut(slot as usize) {
+            *count += 1;
+        }
+        slots.push(slot);
+    }
+    if counts.len() < GROUP_FROM_PARTITIONS {
+        return (batch, None);
+    }
+    let mut next: Vec<u32> = counts
+        .iter()
+        .scan(0, |start, count| {
+            let first = *start;
+            *start += count;
+            Some(first)
+        })
+        .collect();
+    let mut next_unplaced = (partitions.len() - unplaced) as u32;
+    let mut order = vec![0u32; partitions.len()];
+    let mut positions = Vec::with_capacity(partitions.len());
+    for (row, slot) in slots.into_iter().enumerate() {
+        let at = match next.get_mut(slot as usize) {
+            Some(at) => at,
+            None => &mut next_unplaced,
+        };
+        order[*at as usize] = row as u32;
+        positions.push(*at);
+        *at += 1;
+    }
+    match arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(order)) {
+        Ok(grouped) => (grouped, Some(positions)),
+        Err(_) => (batch, None),
     }
 }
 

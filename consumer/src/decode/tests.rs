@@ -216,3 +216,45 @@ fn a_chunk_is_decoded_in_one_piece_per_run_of_a_shard() {
     assert_eq!(values(&pieces[1]), None, "left to the pipeline, which quarantines one event of it");
     assert_eq!(values(&pieces[2]), Some((vec![5], vec!["f:0:4".to_string()])));
 }
+
+#[test]
+fn rows_are_grouped_by_partition_in_the_order_partitions_first_come() {
+    use crate::partition::Partition;
+    let day = |d: i64| Partition::of_millis(d * 86_400_000, Granularity::Day).unwrap();
+    // Rows in days 5, 1, 5, 9, ..., with one row whose time is not usable.
+    let days: Vec<i64> = (0..200).map(|i| (i * 37 + 5) % 11).collect();
+    let mut partitions: Vec<Placement> = days.iter().map(|d| Ok((day(*d), d * 86_400_000))).collect();
+    partitions[17] = Err("no time".into());
+    let values = arrow::array::Int64Array::from_iter_values(0..200);
+    let batch = RecordBatch::try_from_iter([("n", Arc::new(values) as arrow::array::ArrayRef)]).unwrap();
+    let (grouped, positions) = group_by_partition(batch.clone(), &partitions);
+    let positions = positions.expect("11 partitions are grouped");
+    let n = grouped.column(0).as_primitive::<Int64Type>();
+    // Every row is where `positions` says, and each partition's rows are together, in order.
+    for (row, at) in positions.iter().enumerate() {
+        assert_eq!(n.value(*at as usize), row as i64);
+    }
+    let order: Vec<i64> = n.values().to_vec();
+    let mut seen_days: Vec<i64> = Vec::new();
+    for row in &order[..199] {
+        let d = days[*row as usize];
+        if seen_days.last() != Some(&d) {
+            assert!(!seen_days.contains(&d), "day {d} comes in two runs");
+            seen_days.push(d);
+        }
+    }
+    let mut first_come: Vec<i64> = Vec::new();
+    for (row, d) in days.iter().enumerate() {
+        if row != 17 && !first_come.contains(d) {
+            first_come.push(*d);
+        }
+    }
+    assert_eq!(seen_days, first_come);
+    assert!(order.windows(2).all(|w| days[w[0] as usize] != days[w[1] as usize] || w[0] < w[1]), "rows keep their order within a day");
+    assert_eq!(order[199], 17, "the row without a partition comes last");
+    // Rows in fewer partitions stay as they are.
+    let few: Vec<Placement> = (0..200).map(|i| Ok((day(i % 3), 0))).collect();
+    let (same, none) = group_by_partition(batch.clone(), &few);
+    assert!(none.is_none());
+    assert_eq!(same, batch);
+}

@@ -31,7 +31,7 @@ mod flush;
 mod route;
 
 pub use self::route::Closing;
-use self::route::{ChunkEvents, Opening, RowSource};
+use self::route::{ChunkEvents, Opening, PieceRows, RowSource};
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
@@ -336,8 +336,8 @@ impl Pipeline {
         for piece in pieces {
             let (events, previous, ordinals) = (&events[piece.range.clone()], &previous[piece.range.clone()], &ordinals[piece.range]);
             // Rows decoded ahead are used if no piece before this one grew the schema.
-            let (batch, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
-                Some(rows) => (rows.batch, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
+            let (batch, positions, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
+                Some(rows) => (rows.batch, rows.positions, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
                 None => {
                     let objects: Vec<std::borrow::Cow<'_, [u8]>> = events.iter().map(SourceEvent::json).collect();
                     let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
@@ -353,11 +353,12 @@ impl Pipeline {
                     let origin = decoded.origin;
                     let partitions =
                         row_partitions(&decoded.batch, |row| events[origin[row]].arrival_ms, self.config.event_time.as_ref(), self.config.granularity);
-                    (decoded.batch, decoded.ids, origin, partitions)
+                    (decoded.batch, None, decoded.ids, origin, partitions)
                 }
             };
             if batch.num_rows() > 0 {
-                self.route(&batch, &ids, &origin, &partitions, &ChunkEvents { events, previous, ordinals })?;
+                let rows = PieceRows { batch: &batch, positions: positions.as_deref() };
+                self.route(rows, &ids, &origin, &partitions, &ChunkEvents { events, previous, ordinals })?;
             }
         }
         self.quarantine_ratio.check()?;
@@ -404,19 +405,21 @@ impl Pipeline {
         let ChunkEvents { events, previous, ordinals } = chunk;
         let (taken, memory, holds) = match source {
             RowSource::Gathered(rows, token) => (rows, 0, Some(token)),
-            RowSource::Batch(batch) => {
-                let (first_row, last_row) = (rows[0] as usize, *rows.last().expect("non-empty") as usize);
-                let columns = if rows.len() == batch.num_rows() {
+            RowSource::Batch(piece) => {
+                let batch = piece.batch;
+                let at = piece.positions_of(rows);
+                let (first_row, last_row) = (at[0] as usize, *at.last().expect("non-empty") as usize);
+                let columns = if at.len() == batch.num_rows() && first_row == 0 && last_row + 1 == at.len() {
                     // The whole batch (a shard's run of a chunk, all in one partition: the
                     // usual case for data in time order) is kept as decoded.
                     batch.columns().to_vec()
-                } else if last_row - first_row + 1 == rows.len() {
+                } else if last_row >= first_row && last_row - first_row + 1 == at.len() {
                     // A run of rows: copied in bulk, which is several times faster than
                     // gathering row by row. Copied, not sliced: a slice would keep the whole
                     // batch's columns alive for as long as this buffer stays open.
                     batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
                 } else {
-                    let indices = UInt32Array::from(rows.to_vec());
+                    let indices = UInt32Array::from(at);
                     batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
                 };
                 let taken = RecordBatch::try_new(batch.schema(), columns)?;

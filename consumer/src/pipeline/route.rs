@@ -46,21 +46,35 @@ struct Group {
     horizon_before: i64,
 }
 
+/// A piece's decoded rows: its row `r` lies at `positions[r]` of `batch` when a worker has
+/// grouped the rows by partition (see [`crate::decode::group_by_partition`]), at `r` otherwise.
+#[derive(Clone, Copy)]
+pub(super) struct PieceRows<'a> {
+    pub(super) batch: &'a RecordBatch,
+    pub(super) positions: Option<&'a [u32]>,
+}
+
+impl PieceRows<'_> {
+    fn at(&self, row: u32) -> u32 {
+        self.positions.map_or(row, |positions| positions[row as usize])
+    }
+
+    /// Where `rows` lie in the batch.
+    pub(super) fn positions_of(&self, rows: &[u32]) -> Vec<u32> {
+        rows.iter().map(|row| self.at(*row)).collect()
+    }
+}
+
 /// Where a buffer's new rows come from.
 pub(super) enum RowSource<'a> {
     /// Rows of the decoded batch, to be taken from it.
-    Batch(&'a RecordBatch),
+    Batch(PieceRows<'a>),
     /// Rows already taken: a slice of the chunk reordered by buffer. The slice keeps the whole
     /// reordered chunk alive, which is counted once, for as long as any buffer holds the
     /// token (see [`Pipeline::buffered_memory`]).
     Gathered(RecordBatch, std::sync::Arc<()>),
 }
 
-/// A chunk feeding at least this many buffers is reordered by buffer once (one gather per
-/// column), and each buffer takes a slice: rows in random time order feed hundreds of buffers
-/// from each chunk, and a gather per buffer and column was hundreds of thousands of small
-/// allocations per second (12% of a run's samples in malloc and free).
-const GATHER_ONCE: usize = 8;
 
 /// How a buffer closes, and where its shard's event time stood before its first row.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +118,7 @@ impl Pipeline {
     /// row where a trigger fires.
     pub(super) fn route(
         &mut self,
-        batch: &RecordBatch,
+        rows_in: PieceRows<'_>,
         ids: &StringArray,
         origin: &[usize],
         partitions: &[Placement],
@@ -134,7 +148,7 @@ impl Pipeline {
             if idle_ms.is_some() {
                 self.horizon[shard] = self.horizon[shard].max(ms);
                 if self.next_close[shard].due(self.horizon[shard], ordinal) {
-                    self.close_behind(event.shard, ordinal, &mut groups, batch, origin, chunk)?;
+                    self.close_behind(event.shard, ordinal, &mut groups, rows_in, origin, chunk)?;
                 }
             }
             let key = (partition, event.shard);
@@ -184,14 +198,23 @@ impl Pipeline {
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
                 let rows = std::mem::take(&mut group.rows);
                 (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
-                self.append(key, RowSource::Batch(batch), &rows, origin, chunk, Opening { closing: Closing::NEVER, horizon_before: group.horizon_before })?;
+                self.append(key, RowSource::Batch(rows_in), &rows, origin, chunk, Opening { closing: Closing::NEVER, horizon_before: group.horizon_before })?;
                 self.seal(key);
             }
         }
         let pending: Vec<&Group> = groups.iter().filter(|g| !g.rows.is_empty()).collect();
-        if pending.len() >= GATHER_ONCE {
-            let order: Vec<u32> = pending.iter().flat_map(|g| g.rows.iter().copied()).collect();
-            let gathered = arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?;
+        // A chunk feeding many buffers is reordered by buffer once (one gather per column), and
+        // each buffer takes a slice: rows in random time order feed hundreds of buffers from
+        // each chunk, and a gather per buffer and column was hundreds of thousands of small
+        // allocations per second (12% of a run's samples in malloc and free).
+        if pending.len() >= crate::decode::GROUP_FROM_PARTITIONS {
+            let order: Vec<u32> = pending.iter().flat_map(|g| g.rows.iter().map(|row| rows_in.at(*row))).collect();
+            // A worker has usually grouped the rows already: every row, in the batch's order.
+            let grouped = order.len() == rows_in.batch.num_rows() && order.iter().enumerate().all(|(i, at)| *at as usize == i);
+            let gathered = match grouped {
+                true => rows_in.batch.clone(),
+                false => arrow::compute::take_record_batch(rows_in.batch, &UInt32Array::from(order))?,
+            };
             let token = std::sync::Arc::new(());
             self.gathered.push((std::sync::Arc::downgrade(&token), gathered.get_array_memory_size()));
             let mut offset = 0;
@@ -203,7 +226,7 @@ impl Pipeline {
             }
         } else {
             for group in pending {
-                self.append(group.key, RowSource::Batch(batch), &group.rows, origin, chunk, group.opening())?;
+                self.append(group.key, RowSource::Batch(rows_in), &group.rows, origin, chunk, group.opening())?;
             }
         }
         Ok(())
@@ -216,7 +239,7 @@ impl Pipeline {
         shard: u32,
         ordinal: u64,
         groups: &mut [Group],
-        batch: &RecordBatch,
+        rows_in: PieceRows<'_>,
         origin: &[usize],
         chunk: &ChunkEvents<'_>,
     ) -> Result<(), PipelineError> {
@@ -224,7 +247,7 @@ impl Pipeline {
         for group in groups.iter_mut().filter(|g| g.key.1 == shard && g.closing.due(horizon, ordinal)) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
-                self.append(group.key, RowSource::Batch(batch), &rows, origin, chunk, group.opening())?;
+                self.append(group.key, RowSource::Batch(rows_in), &rows, origin, chunk, group.opening())?;
             }
             self.seal(group.key);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
