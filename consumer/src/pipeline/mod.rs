@@ -31,7 +31,7 @@ mod flush;
 mod route;
 
 pub use self::route::Closing;
-use self::route::{ChunkEvents, Opening, PieceRows, RowSource};
+use self::route::{ChunkEvents, Opening, PieceRows, RowSource, Routed};
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
@@ -397,7 +397,7 @@ impl Pipeline {
         &mut self,
         key: BufferKey,
         source: RowSource<'_>,
-        rows: &[u32],
+        Routed { rows, bytes }: Routed<'_>,
         origin: &[usize],
         chunk: &ChunkEvents<'_>,
         opening: Opening,
@@ -431,7 +431,6 @@ impl Pipeline {
         let first_event = origin[rows[0] as usize];
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
-        let bytes: u64 = rows.iter().map(|r| events[origin[*r as usize]].json_len() as u64).sum();
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, memory, bytes, last);
         buffer.holds.extend(holds);

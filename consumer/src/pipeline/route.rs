@@ -65,6 +65,12 @@ impl PieceRows<'_> {
     }
 }
 
+/// Rows routed to one buffer (in event order), and their JSON size.
+pub(super) struct Routed<'a> {
+    pub(super) rows: &'a [u32],
+    pub(super) bytes: u64,
+}
+
 /// Where a buffer's new rows come from.
 pub(super) enum RowSource<'a> {
     /// Rows of the decoded batch, to be taken from it.
@@ -196,9 +202,10 @@ impl Pipeline {
                 self.next_close[shard] = self.next_close[shard].earliest(group.closing);
             }
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
-                let rows = std::mem::take(&mut group.rows);
+                let (rows, bytes) = (std::mem::take(&mut group.rows), group.bytes);
                 (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
-                self.append(key, RowSource::Batch(rows_in), &rows, origin, chunk, Opening { closing: Closing::NEVER, horizon_before: group.horizon_before })?;
+                let opening = Opening { closing: Closing::NEVER, horizon_before: group.horizon_before };
+                self.append(key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes }, origin, chunk, opening)?;
                 self.seal(key);
             }
         }
@@ -221,12 +228,12 @@ impl Pipeline {
             for group in pending {
                 let n = group.rows.len();
                 let rows = RowSource::Gathered(gathered.slice(offset, n), token.clone());
-                self.append(group.key, rows, &group.rows, origin, chunk, group.opening())?;
+                self.append(group.key, rows, Routed { rows: &group.rows, bytes: group.bytes }, origin, chunk, group.opening())?;
                 offset += n;
             }
         } else {
             for group in pending {
-                self.append(group.key, RowSource::Batch(rows_in), &group.rows, origin, chunk, group.opening())?;
+                self.append(group.key, RowSource::Batch(rows_in), Routed { rows: &group.rows, bytes: group.bytes }, origin, chunk, group.opening())?;
             }
         }
         Ok(())
@@ -247,7 +254,7 @@ impl Pipeline {
         for group in groups.iter_mut().filter(|g| g.key.1 == shard && g.closing.due(horizon, ordinal)) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
-                self.append(group.key, RowSource::Batch(rows_in), &rows, origin, chunk, group.opening())?;
+                self.append(group.key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes: group.bytes }, origin, chunk, group.opening())?;
             }
             self.seal(group.key);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
