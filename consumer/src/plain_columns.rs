@@ -261,9 +261,8 @@ fn common_timestamp_micros(value: &[u8]) -> Option<i64> {
     if text.len() < 19 || text[4] != b'-' || text[7] != b'-' || !matches!(text[10], b'T' | b' ') || text[13] != b':' || text[16] != b':' {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        text[range].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0')))
-    };
+    let number =
+        |range: std::ops::Range<usize>| -> Option<i64> { text[range].iter().try_fold(0i64, |n, &d| d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))) };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
@@ -409,14 +408,14 @@ mod tests {
             check(text);
         }
         for text in [
-            "2023-02-29T00:00:00",   // not a leap year
-            "1900-02-29T00:00:00",   // nor this
-            "2024-13-01T00:00:00",   // month
-            "2024-04-31T00:00:00",   // day
-            "2024-01-01T24:00:00",   // hour
-            "2024-01-01T23:60:00",   // minute
-            "2024-01-01T23:59:60",   // a leap second
-            "2024-01-01T00:00:00.",  // an empty fraction
+            "2023-02-29T00:00:00",  // not a leap year
+            "1900-02-29T00:00:00",  // nor this
+            "2024-13-01T00:00:00",  // month
+            "2024-04-31T00:00:00",  // day
+            "2024-01-01T24:00:00",  // hour
+            "2024-01-01T23:60:00",  // minute
+            "2024-01-01T23:59:60",  // a leap second
+            "2024-01-01T00:00:00.", // an empty fraction
             "2024-01-01T00:00:00.1234567891",
             "2024-01-01T00:00:00+02:00",
             "2024-01-01",

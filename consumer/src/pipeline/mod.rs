@@ -31,7 +31,7 @@ mod flush;
 mod route;
 
 pub use self::route::Closing;
-use self::route::{ChunkEvents, Opening, PieceRows, RowSource, Routed};
+use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 
 pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};

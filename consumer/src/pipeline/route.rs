@@ -81,7 +81,6 @@ pub(super) enum RowSource<'a> {
     Gathered(RecordBatch, std::sync::Arc<()>),
 }
 
-
 /// How a buffer closes, and where its shard's event time stood before its first row.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Opening {
