@@ -115,6 +115,12 @@ pub fn write_all_direct(file: &File, data: &[u8]) -> std::io::Result<()> {
     })
 }
 
+/// Writes one zeroed block at the start of `file` (opened with [`open_direct`]): the error a
+/// file system that takes the flag but not direct writes gives, before anything else is written.
+pub fn probe_direct(file: &File) -> std::io::Result<()> {
+    write_all_at(file, AlignedBuf::new(DIRECT_ALIGN).as_slice(), 0)
+}
+
 fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {

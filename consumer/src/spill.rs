@@ -39,7 +39,7 @@ use arrow::buffer::Buffer;
 use arrow::error::ArrowError;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
-use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, open_direct, read_exact_at};
+use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, is_unsupported, open_direct, probe_direct, read_exact_at};
 
 /// Why a spill failed: the directory (and what to change) is in the message.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +80,14 @@ impl SpillDir {
         self.next_file += 1;
         let path = self.dir.join(format!("{:08}.arrows", self.next_file));
         let error = |source| SpillError { dir: self.dir.clone(), source };
-        // A file system without direct I/O (some tmpfs) refuses the flag at open.
-        let (out, direct) = match open_direct(OpenOptions::new().write(true).create_new(true), &path) {
+        // A file system without direct I/O refuses the flag at open (some tmpfs) or the first
+        // aligned write (btrfs with sectors larger than a page): a block written at the start
+        // (which the data then overwrites) tells before any data is staged.
+        let direct = open_direct(OpenOptions::new().write(true).create_new(true), &path).and_then(|file| probe_direct(&file).map(|()| file));
+        let (out, direct) = match direct {
             Ok(file) => (file, true),
-            Err(_) => (File::create(&path).map_err(error)?, false),
+            Err(e) if is_unsupported(&e) => (File::create(&path).map_err(error)?, false),
+            Err(e) => return Err(error(e)),
         };
         let (staging, out) = if direct {
             // The disk is written on a thread of its own: the pipeline only copies into staging

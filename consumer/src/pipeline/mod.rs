@@ -408,6 +408,9 @@ impl Pipeline {
             RowSource::Batch(piece) => {
                 let batch = piece.batch;
                 let at = piece.positions_of(rows);
+                // A buffer's rows lie in the batch in their order (a worker groups a run's rows
+                // by partition, each partition's in order): the two bulk cases below rely on it.
+                debug_assert!(at.windows(2).all(|w| w[0] < w[1]), "a buffer's rows are in order in the batch");
                 let (first_row, last_row) = (at[0] as usize, *at.last().expect("non-empty") as usize);
                 let columns = if at.len() == batch.num_rows() && first_row == 0 && last_row + 1 == at.len() {
                     // The whole batch (a shard's run of a chunk, all in one partition: the
@@ -419,7 +422,7 @@ impl Pipeline {
                     // batch's columns alive for as long as this buffer stays open.
                     batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
                 } else {
-                    let indices = UInt32Array::from(at);
+                    let indices = UInt32Array::from(at.into_owned());
                     batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
                 };
                 let taken = RecordBatch::try_new(batch.schema(), columns)?;

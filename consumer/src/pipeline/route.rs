@@ -60,8 +60,11 @@ impl PieceRows<'_> {
     }
 
     /// Where `rows` lie in the batch.
-    pub(super) fn positions_of(&self, rows: &[u32]) -> Vec<u32> {
-        rows.iter().map(|row| self.at(*row)).collect()
+    pub(super) fn positions_of<'r>(&self, rows: &'r [u32]) -> std::borrow::Cow<'r, [u32]> {
+        match self.positions {
+            None => std::borrow::Cow::Borrowed(rows),
+            Some(_) => rows.iter().map(|row| self.at(*row)).collect(),
+        }
     }
 }
 
