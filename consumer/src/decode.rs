@@ -342,18 +342,19 @@ pub fn group_by_partition(batch: RecordBatch, partitions: &[Placement]) -> (Reco
     let mut unplaced = 0;
     for placement in partitions {
         let slot = match placement {
-            Ok((partition, _)) => *slot_of.entry(*partition).or_insert_with(|| {
-                counts.push(0);
-                counts.len() as u32 - 1
-            }),
+            Ok((partition, _)) => {
+                let slot = *slot_of.entry(*partition).or_insert_with(|| {
+                    counts.push(0);
+                    counts.len() as u32 - 1
+                });
+                counts[slot as usize] += 1;
+                slot
+            }
             Err(_) => {
                 unplaced += 1;
-                u32::MAX
+                u32::MAX // placed after every partition's rows
             }
         };
-        if let Some(count) = counts.get_mut(slot as usize) {
-            *count += 1;
-        }
         slots.push(slot);
     }
     if counts.len() < GROUP_FROM_PARTITIONS {

@@ -2,9 +2,9 @@
 //!
 //! Decoding JSON into Arrow is most of the consumer's work, and it needs nothing but the chunk
 //! and the schema. So while the pipeline routes one chunk, the next few are decoded on rayon's
-//! pool (one thread per core, each chunk's shards in parallel): both cores work. The pipeline still takes the chunks one at a
-//! time in source order, so routing, flush cuts and commits are those of a sequential run, and
-//! the lake is the same bytes. A chunk decoded under a schema that an earlier chunk has since
+//! pool (one thread per core, each chunk's shards in parallel): both cores work. The pipeline
+//! still takes the chunks one at a time in source order, so routing, flush cuts and commits are
+//! those of a sequential run, and the lake is the same bytes. A chunk decoded under a schema that an earlier chunk has since
 //! grown is simply decoded again by the pipeline.
 
 use std::collections::VecDeque;
