@@ -16,8 +16,9 @@ mkdir -p "$OUT"
 # Produces ROWS generated rows of $DATA into $OUT/log (4 shards) and their schema into
 # $OUT/$DATA.schema.json, unless the log already holds them.
 ensure_log() {
-  # A log of an older format (version 1: events as objects) is produced again.
-  if [ -s "$OUT/log/log.json" ] && grep -q '"version": 2' "$OUT/log/log.json" && [ -s "$OUT/$DATA.schema.json" ] \
+  # A log of an older format (version 1: events as objects; 2: shapes without types) is
+  # produced again.
+  if [ -s "$OUT/log/log.json" ] && grep -q '"version": 3' "$OUT/log/log.json" && [ -s "$OUT/$DATA.schema.json" ] \
     && [ "$(cat "$OUT/log.rows" 2>/dev/null)" = "$ROWS" ]; then
     return
   fi

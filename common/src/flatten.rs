@@ -8,11 +8,12 @@
 //! - Any other array is kept as its JSON text in a string column: nothing is dropped.
 //!
 //! Column order follows the input: the exploded element's fields stand where the array stood.
+//! Values are [`Json`], so numbers keep their digits as written all the way to the event.
 
-use serde_json::{Map, Value};
+use crate::json::{Json, Object};
 
 /// A flat row: column name → scalar JSON value (no objects, no arrays).
-pub type Row = Map<String, Value>;
+pub type Row = Object;
 
 #[derive(Debug, Clone)]
 pub struct FlattenOptions {
@@ -40,21 +41,10 @@ pub enum FlattenError {
     NotAnArray { field: String, found: &'static str },
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Flattens one input record into one row, or into one row per element of the exploded array.
-pub fn flatten_record(record: &Value, options: &FlattenOptions) -> Result<Vec<Row>, FlattenError> {
-    let Value::Object(object) = record else {
-        return Err(FlattenError::NotAnObject { found: kind(record) });
+pub fn flatten_record(record: &Json, options: &FlattenOptions) -> Result<Vec<Row>, FlattenError> {
+    let Json::Object(object) = record else {
+        return Err(FlattenError::NotAnObject { found: record.kind() });
     };
     let explode_path: Option<Vec<&str>> = options.explode.as_deref().map(|p| p.split('.').collect());
     let mut flattener = Flattener { separator: &options.separator, explode_path, exploded: None };
@@ -71,7 +61,7 @@ pub fn flatten_record(record: &Value, options: &FlattenOptions) -> Result<Vec<Ro
     for element in &elements {
         let mut element_columns = Row::new();
         match element {
-            Value::Object(fields) => flattener.flatten_into(&mut element_columns, &prefix, fields, usize::MAX)?,
+            Json::Object(fields) => flattener.flatten_into(&mut element_columns, &prefix, fields, usize::MAX)?,
             scalar => flattener.insert(&mut element_columns, prefix.clone(), scalar.clone())?,
         }
         let mut row = Row::with_capacity(base.len() + element_columns.len());
@@ -93,7 +83,7 @@ pub fn flatten_record(record: &Value, options: &FlattenOptions) -> Result<Vec<Ro
     Ok(rows)
 }
 
-fn insert_unique(row: &mut Row, name: &str, value: &Value) -> Result<(), FlattenError> {
+fn insert_unique(row: &mut Row, name: &str, value: &Json) -> Result<(), FlattenError> {
     if row.insert(name.to_string(), value.clone()).is_some() {
         return Err(FlattenError::Collision { column: name.to_string() });
     }
@@ -104,7 +94,7 @@ struct Exploded {
     /// Index in the base row's columns where the element's columns go.
     insert_at: usize,
     prefix: String,
-    elements: Vec<Value>,
+    elements: Vec<Json>,
 }
 
 struct Flattener<'a> {
@@ -118,33 +108,33 @@ impl Flattener<'_> {
         if prefix.is_empty() { key.to_string() } else { format!("{prefix}{}{key}", self.separator) }
     }
 
-    fn insert(&self, row: &mut Row, name: String, value: Value) -> Result<(), FlattenError> {
+    fn insert(&self, row: &mut Row, name: String, value: Json) -> Result<(), FlattenError> {
         insert_unique(row, &name, &value)
     }
 
     /// `depth` is how far down the explode path we are; `usize::MAX` once inside an element
     /// (nothing below an exploded element is exploded again).
-    fn flatten_into(&mut self, row: &mut Row, prefix: &str, object: &Map<String, Value>, depth: usize) -> Result<(), FlattenError> {
+    fn flatten_into(&mut self, row: &mut Row, prefix: &str, object: &Object, depth: usize) -> Result<(), FlattenError> {
         for (key, value) in object {
             let name = self.name(prefix, key);
             let on_explode_path = self.explode_path.as_ref().is_some_and(|path| depth < path.len() && path[depth] == key.as_str());
             let is_explode_target = on_explode_path && self.explode_path.as_ref().is_some_and(|p| depth + 1 == p.len());
             match value {
                 _ if is_explode_target => match value {
-                    Value::Array(elements) => {
+                    Json::Array(elements) => {
                         self.exploded = Some(Exploded { insert_at: row.len(), prefix: name, elements: elements.clone() });
                     }
-                    Value::Null => {}
+                    Json::Null => {}
                     other => {
-                        return Err(FlattenError::NotAnArray { field: name, found: kind(other) });
+                        return Err(FlattenError::NotAnArray { field: name, found: other.kind() });
                     }
                 },
-                Value::Object(child) => {
+                Json::Object(child) => {
                     let next_depth = if on_explode_path { depth + 1 } else { usize::MAX };
                     self.flatten_into(row, &name, child, next_depth)?;
                 }
-                Value::Array(_) => {
-                    self.insert(row, name, Value::String(value.to_string()))?;
+                Json::Array(_) => {
+                    self.insert(row, name, Json::String(value.to_json_string()))?;
                 }
                 scalar => self.insert(row, name, scalar.clone())?,
             }
@@ -156,7 +146,18 @@ impl Flattener<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    /// The `json!` value as a [`Json`].
+    fn j(value: Value) -> Json {
+        Json::parse(&value.to_string()).unwrap()
+    }
+
+    fn flatten_record(record: &Value, options: &FlattenOptions) -> Result<Vec<Value>, FlattenError> {
+        super::flatten_record(&j(record.clone()), options)
+            .map(|rows| rows.into_iter().map(|r| serde_json::from_str(&Json::Object(r).to_json_string()).unwrap()).collect())
+    }
+
+    use serde_json::{Value, json};
 
     fn explode(field: &str) -> FlattenOptions {
         FlattenOptions { explode: Some(field.to_string()), ..Default::default() }
@@ -166,14 +167,14 @@ mod tests {
     fn nested_objects_become_prefixed_columns() {
         let rows =
             flatten_record(&json!({"id": 1, "customer": {"name": "A", "address": {"city": "X"}}, "tags": ["a", "b"]}), &FlattenOptions::default()).unwrap();
-        assert_eq!(rows, vec![json!({"id": 1, "customer_name": "A", "customer_address_city": "X", "tags": "[\"a\",\"b\"]"}).as_object().unwrap().clone()]);
+        assert_eq!(rows, vec![json!({"id": 1, "customer_name": "A", "customer_address_city": "X", "tags": "[\"a\",\"b\"]"})]);
     }
 
     #[test]
     fn explode_repeats_parent_fields_in_input_order() {
         let order = json!({"order_id": 1, "products": [{"name": "M", "price": 25.0}, {"name": "K", "price": 45.0}], "total": 70.0});
         let rows = flatten_record(&order, &explode("products")).unwrap();
-        let keys: Vec<_> = rows[0].keys().cloned().collect();
+        let keys: Vec<_> = rows[0].as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["order_id", "products_name", "products_price", "total"]);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1]["products_name"], json!("K"));
@@ -192,7 +193,7 @@ mod tests {
     fn nested_explode_path_and_scalar_elements() {
         let rows = flatten_record(&json!({"o": {"id": 7, "items": [1, 2, 3]}}), &explode("o.items")).unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[2], json!({"o_id": 7, "o_items": 3}).as_object().unwrap().clone());
+        assert_eq!(rows[2], json!({"o_id": 7, "o_items": 3}));
     }
 
     #[test]
@@ -209,9 +210,16 @@ mod tests {
     fn seed_orders_become_23_rows() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/seed-data/orders/orders_ETL.json");
         let orders: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("seed data beside the repo")).unwrap();
-        let rows: Vec<Row> = orders.as_array().unwrap().iter().flat_map(|o| flatten_record(o, &explode("products")).unwrap()).collect();
+        let rows: Vec<Value> = orders.as_array().unwrap().iter().flat_map(|o| flatten_record(o, &explode("products")).unwrap()).collect();
         assert_eq!(rows.len(), 23);
-        assert!(rows.iter().all(|r| r.contains_key("customer_email") && r.contains_key("products_price")));
+        assert!(rows.iter().all(|r| r.get("customer_email").is_some() && r.get("products_price").is_some()));
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        let record = Json::parse(r#"{"a": {"x": 1e3, "y": -0}, "big": 12345678901234567890123, "list": [1.50, 2E2]}"#).unwrap();
+        let rows = super::flatten_record(&record, &FlattenOptions::default()).unwrap();
+        assert_eq!(Json::Object(rows[0].clone()).to_json_string(), r#"{"a_x":1e3,"a_y":-0,"big":12345678901234567890123,"list":"[1.50,2E2]"}"#);
     }
 }
 
@@ -219,7 +227,7 @@ mod tests {
 mod properties {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
 
     fn leaf() -> impl Strategy<Value = Value> {
         prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), any::<i64>().prop_map(Value::from), "[a-z]{0,6}".prop_map(Value::from)]
@@ -235,11 +243,11 @@ mod properties {
             let mut record: Map<String, Value> = parent.into_iter().collect();
             record.insert("items".into(), json!(items.iter().map(|m| Value::Object(m.clone().into_iter().collect())).collect::<Vec<_>>()));
             let options = FlattenOptions { explode: Some("items".into()), ..Default::default() };
-            match flatten_record(&Value::Object(record), &options) {
+            match flatten_record(&Json::parse(&Value::Object(record).to_string()).unwrap(), &options) {
                 Ok(rows) => {
                     prop_assert_eq!(rows.len(), items.len().max(1));
                     for row in &rows {
-                        prop_assert!(row.values().all(|v| !v.is_object() && !v.is_array()));
+                        prop_assert!(row.values().all(|v| !matches!(v, Json::Object(_) | Json::Array(_))));
                     }
                 }
                 // Generated names may genuinely collide (`a_b` beside `a: {b}`); that must be

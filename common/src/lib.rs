@@ -4,7 +4,9 @@
 //! - [`endpoint`]: the URIs users type (`log:PATH`, `kinesis:NAME`, `s3://…`), parsed once.
 //! - [`aws`]: AWS clients from the standard configuration chain, with endpoint overrides.
 //! - [`event`]: the event contract (identity field, positions, sequence numbers).
-//! - [`schema`]: Arrow schema inference from CSV samples, and schema files.
+//! - [`schema`]: column types, schema inference (CSV samples, JSON values), and schema files.
+//! - [`values`]: how a JSON value becomes a column's value, one rule for every path.
+//! - [`json`]: JSON values whose numbers keep their digits as written.
 //! - [`flatten`]: nested JSON into flat rows (`parent_child` columns, exploded arrays).
 //! - [`log`]: the embedded, durable, sharded log (the cloud-free default).
 //! - [`shaped`]: events stored in the log as values in the order of a stored list of names.
@@ -17,6 +19,7 @@ pub mod direct_io;
 pub mod endpoint;
 pub mod event;
 pub mod flatten;
+pub mod json;
 pub mod log;
 pub mod logging;
 pub mod memory;
@@ -25,3 +28,4 @@ pub mod shaped;
 pub mod shutdown;
 pub mod store;
 pub mod time;
+pub mod values;

@@ -1,17 +1,18 @@
 //! Table schemas: inferred from samples, or read from a schema file users can edit.
 //!
-//! Inference is Arrow's own (`arrow-csv` for CSV, `arrow-json` for JSON), so the producer and the
-//! consumer agree on what "looks like an integer" or "looks like a timestamp". The kinds of column
-//! kappa-lake deals in are deliberately few — see [`ColumnType`] — because every one of them must
-//! round-trip through JSON events, Parquet, Glue and Athena.
+//! CSV inference is arrow-csv's; JSON inference ([`JsonTypeGuess`]) is kappa-lake's own, over
+//! values that keep their digits ([`crate::json`]), and the producer and the consumer share it,
+//! so they agree on what "looks like an integer" or "looks like a timestamp". The kinds of
+//! column kappa-lake deals in are deliberately few — see [`ColumnType`] — because every one of
+//! them must round-trip through JSON events, Parquet, Delta, Glue and Athena.
 //!
 //! Schema file format (JSON):
 //! ```json
 //! {"fields": [{"name": "sale_id", "type": "string"},
 //!             {"name": "quantity", "type": "int64", "nullable": false}]}
 //! ```
-//! `type` is one of `string`, `int64`, `float64`, `boolean`, `date`, `timestamp`; `nullable`
-//! defaults to true.
+//! `type` is one of `string`, `int64`, `float64`, `boolean`, `date`, `timestamp` (UTC),
+//! `timestamp_ntz`, `decimal(P,S)`; `nullable` defaults to true.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::json::{Json, Object};
+
 /// The column types kappa-lake supports end to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// Schema files spell them `string`, `int64`, `float64`, `boolean`, `date`, `timestamp`,
+/// `timestamp_ntz` and `decimal(P,S)` (and accept the usual other names: `long`, `bigint`,
+/// `double`, `bool`, …). How a JSON value becomes a value of each is [`crate::values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ColumnType {
     String,
     Int64,
@@ -31,9 +38,24 @@ pub enum ColumnType {
     Boolean,
     /// A calendar date, `YYYY-MM-DD`.
     Date,
-    /// A timestamp without zone (UTC by convention), microsecond precision.
+    /// An instant, microsecond precision, stored as UTC (Delta `timestamp`): a value without a
+    /// zone is read as UTC, one with a zone is converted to UTC. Every Delta reader (Athena,
+    /// Spark, Trino, DuckDB, python deltalake) reads it.
     Timestamp,
+    /// A timestamp without a zone (Delta `timestamp_ntz`), only when a schema asks for it: it
+    /// needs the `timestampNtz` table feature, which not every engine reads. Values are stored
+    /// as their UTC wall time, as for [`ColumnType::Timestamp`].
+    TimestampNtz,
+    /// An exact decimal of `precision` digits, `scale` of them after the point: integers beyond
+    /// int64 are inferred as `decimal(20,0)` (every 64-bit unsigned id) or `decimal(38,0)`.
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
 }
+
+/// The largest decimal precision (Delta's and Parquet's 128-bit decimals).
+pub const MAX_DECIMAL_PRECISION: u8 = 38;
 
 impl ColumnType {
     pub fn to_arrow(self) -> DataType {
@@ -43,18 +65,24 @@ impl ColumnType {
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Boolean => DataType::Boolean,
             ColumnType::Date => DataType::Date32,
-            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            ColumnType::TimestampNtz => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
         }
     }
 
-    /// Maps an Arrow type onto the supported kinds: integers widen to int64, floats to float64,
-    /// every timestamp unit to microseconds; anything without a faithful mapping (nested, binary,
-    /// all-null) is kept as a string rather than lost.
+    /// Maps an inferred Arrow type (arrow-csv's inference) onto the supported kinds: integers
+    /// to int64 (an unsigned 64-bit one to `decimal(20,0)`, never a float), floats to float64,
+    /// every timestamp to a UTC timestamp (times without a zone are UTC); anything without a
+    /// faithful mapping (nested, binary, all-null) is kept as a string rather than lost.
     pub fn from_arrow(data_type: &DataType) -> ColumnType {
         match data_type {
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => ColumnType::Int64,
-            DataType::UInt64 | DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
-            DataType::Decimal128(..) | DataType::Decimal256(..) => ColumnType::Float64,
+            DataType::UInt64 => ColumnType::Decimal { precision: 20, scale: 0 },
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
+            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) if *p <= MAX_DECIMAL_PRECISION && *s >= 0 && (*s as u8) <= *p => {
+                ColumnType::Decimal { precision: *p, scale: *s as u8 }
+            }
             DataType::Boolean => ColumnType::Boolean,
             DataType::Date32 | DataType::Date64 => ColumnType::Date,
             DataType::Timestamp(..) => ColumnType::Timestamp,
@@ -62,21 +90,88 @@ impl ColumnType {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    /// The type of a column of a table's own Arrow schema (a Delta table's, read back): as
+    /// [`ColumnType::from_arrow`], except that a timestamp without a zone is `timestamp_ntz`.
+    /// `None` for a type kappa-lake does not write.
+    pub fn of_table_column(data_type: &DataType) -> Option<ColumnType> {
+        Some(match data_type {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::String,
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ColumnType::Int64,
+            DataType::Float32 | DataType::Float64 => ColumnType::Float64,
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Date32 => ColumnType::Date,
+            DataType::Timestamp(_, Some(_)) => ColumnType::Timestamp,
+            DataType::Timestamp(_, None) => ColumnType::TimestampNtz,
+            DataType::Decimal128(..) => ColumnType::from_arrow(data_type),
+            _ => return None,
+        })
+    }
+
+    /// True for the types a JSON number is read into.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal { .. })
+    }
+}
+
+/// The zone of every [`ColumnType::Timestamp`].
+pub const UTC: &str = "UTC";
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ColumnType::String => "string",
-            ColumnType::Int64 => "int64",
-            ColumnType::Float64 => "float64",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Date => "date",
-            ColumnType::Timestamp => "timestamp",
+            ColumnType::String => f.write_str("string"),
+            ColumnType::Int64 => f.write_str("int64"),
+            ColumnType::Float64 => f.write_str("float64"),
+            ColumnType::Boolean => f.write_str("boolean"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::TimestampNtz => f.write_str("timestamp_ntz"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
         }
     }
 }
 
-impl fmt::Display for ColumnType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The type names a schema file may use.
+pub const TYPE_NAMES: &str = "string, int64, float64, boolean, date, timestamp, timestamp_ntz or decimal(P,S)";
+
+impl FromStr for ColumnType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ColumnType, String> {
+        let name = text.trim().to_ascii_lowercase();
+        Ok(match name.as_str() {
+            "string" | "str" | "text" | "varchar" | "utf8" => ColumnType::String,
+            "int64" | "long" | "bigint" | "int" | "integer" => ColumnType::Int64,
+            "float64" | "double" | "float" | "real" => ColumnType::Float64,
+            "boolean" | "bool" => ColumnType::Boolean,
+            "date" => ColumnType::Date,
+            "timestamp" | "timestamptz" | "timestamp_ltz" => ColumnType::Timestamp,
+            "timestamp_ntz" | "timestampntz" => ColumnType::TimestampNtz,
+            _ => {
+                let unknown = || format!("unknown column type {text:?}: use {TYPE_NAMES}");
+                let inner = name.strip_prefix("decimal(").and_then(|rest| rest.strip_suffix(')')).ok_or_else(unknown)?;
+                let (precision, scale) = inner.split_once(',').ok_or_else(unknown)?;
+                let precision: u8 = precision.trim().parse().map_err(|_| unknown())?;
+                let scale: u8 = scale.trim().parse().map_err(|_| unknown())?;
+                if precision == 0 || precision > MAX_DECIMAL_PRECISION || scale > precision {
+                    return Err(format!("{text}: a decimal's precision is 1 to {MAX_DECIMAL_PRECISION} and its scale at most its precision"));
+                }
+                ColumnType::Decimal { precision, scale }
+            }
+        })
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ColumnType, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -89,7 +184,7 @@ pub enum SchemaError {
     Write { path: PathBuf, source: std::io::Error },
     #[error(
         "schema file {path} is not valid: {source}; expected {{\"fields\": [{{\"name\": \"col\", \"type\": \
-         \"string|int64|float64|boolean|date|timestamp\", \"nullable\": true}}, ...]}}"
+         \"string|int64|float64|boolean|date|timestamp|timestamp_ntz|decimal(P,S)\", \"nullable\": true}}, ...]}}"
     )]
     Parse { path: PathBuf, source: serde_json::Error },
     #[error("schema has no columns")]
@@ -244,27 +339,92 @@ pub fn infer_csv_schema<'a>(
     TableSchema::from_arrow(&schema)
 }
 
-/// Infers a schema from sample JSON rows (already flattened), with Arrow's JSON inference.
-/// Columns are ordered by first appearance, which Arrow's inference does not guarantee.
-pub fn infer_json_schema<'a>(rows: impl IntoIterator<Item = &'a serde_json::Map<String, serde_json::Value>>) -> Result<TableSchema, SchemaError> {
-    let rows: Vec<serde_json::Value> = rows.into_iter().map(|m| serde_json::Value::Object(m.clone())).collect();
-    let inferred = arrow::json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))?;
-    let mut order: Vec<&str> = Vec::new();
-    for row in &rows {
-        for key in row.as_object().into_iter().flat_map(|m| m.keys()) {
-            if !order.contains(&key.as_str()) {
-                order.push(key);
-            }
+/// Infers a schema from sample JSON rows (already flattened), as DuckDB's JSON reader does:
+/// see [`JsonTypeGuess`]. Columns are ordered by first appearance. A column whose sampled values
+/// are all null (or nested) gets no type and is left out: it joins the table when a value shows
+/// what it holds (a member whose value is null carries nothing a missing column would not).
+pub fn infer_json_schema<'a>(rows: impl IntoIterator<Item = &'a Object>) -> Result<TableSchema, SchemaError> {
+    let mut guesses: IndexMap<&str, JsonTypeGuess> = IndexMap::new();
+    for row in rows {
+        for (name, value) in row {
+            guesses.entry(name.as_str()).or_default().add(value);
         }
     }
-    let mut columns = Vec::with_capacity(order.len());
-    for name in order {
-        let field = inferred.field_with_name(name)?;
-        // A JSON string that looks like a date stays a string in Arrow's JSON inference; that
-        // is the honest answer (the producer keeps the value as sent).
-        columns.push(Column { name: name.to_string(), column_type: ColumnType::from_arrow(field.data_type()), nullable: true });
-    }
+    let columns = guesses
+        .into_iter()
+        .filter_map(|(name, guess)| guess.column_type().map(|column_type| Column { name: name.to_string(), column_type, nullable: true }))
+        .collect();
     TableSchema::new(columns)
+}
+
+/// The type a column's JSON values call for, from the values seen so far:
+/// - `true`/`false` → boolean;
+/// - integers (no fraction, no exponent) → int64, or `decimal(20,0)` / `decimal(38,0)` when one
+///   is beyond int64 (never a float: an unsigned 64-bit id keeps its digits), or string past 38
+///   digits;
+/// - other numbers → float64 (integers among them too, unless one is beyond int64: then string);
+/// - strings → date when every one is `YYYY-MM-DD`, timestamp when every one is an ISO 8601
+///   date and time (dates among them are midnight), else string;
+/// - any other mix → string (a number's digits as written, `true`/`false`);
+/// - null, objects and arrays say nothing: all-null → no type.
+#[derive(Debug, Clone, Default)]
+pub struct JsonTypeGuess {
+    kind: Option<Kind>,
+    /// The most digits of an integer seen, and whether one was beyond int64.
+    digits: usize,
+    beyond_int64: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Boolean,
+    Integer,
+    Float,
+    Date,
+    Timestamp,
+    Text,
+}
+
+impl JsonTypeGuess {
+    pub fn add(&mut self, value: &Json) {
+        let kind = match value {
+            Json::Null | Json::Object(_) | Json::Array(_) => return,
+            Json::Bool(_) => Kind::Boolean,
+            Json::Number(text) => match crate::values::integer_digits(text) {
+                Some(digits) => {
+                    self.digits = self.digits.max(digits);
+                    self.beyond_int64 |= text.parse::<i64>().is_err();
+                    Kind::Integer
+                }
+                None if text.parse::<f64>().is_ok_and(f64::is_finite) => Kind::Float,
+                None => Kind::Text,
+            },
+            Json::String(text) if crate::values::is_iso_date(text) => Kind::Date,
+            Json::String(text) if crate::values::looks_like_timestamp(text) => Kind::Timestamp,
+            Json::String(_) => Kind::Text,
+        };
+        self.kind = Some(match (self.kind, kind) {
+            (None, kind) => kind,
+            (Some(a), b) if a == b => a,
+            (Some(Kind::Integer), Kind::Float) | (Some(Kind::Float), Kind::Integer) => Kind::Float,
+            (Some(Kind::Date), Kind::Timestamp) | (Some(Kind::Timestamp), Kind::Date) => Kind::Timestamp,
+            _ => Kind::Text,
+        });
+    }
+
+    /// The column's type, `None` when no value said (all null, or nested).
+    pub fn column_type(&self) -> Option<ColumnType> {
+        Some(match self.kind? {
+            Kind::Boolean => ColumnType::Boolean,
+            Kind::Integer if !self.beyond_int64 => ColumnType::Int64,
+            Kind::Integer if self.digits <= 20 => ColumnType::Decimal { precision: 20, scale: 0 },
+            Kind::Integer if self.digits <= MAX_DECIMAL_PRECISION as usize => ColumnType::Decimal { precision: MAX_DECIMAL_PRECISION, scale: 0 },
+            Kind::Float if !self.beyond_int64 => ColumnType::Float64,
+            Kind::Integer | Kind::Float | Kind::Text => ColumnType::String,
+            Kind::Date => ColumnType::Date,
+            Kind::Timestamp => ColumnType::Timestamp,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -319,7 +479,7 @@ mod tests {
 
         std::fs::write(&path, r#"{"fields":[{"name":"a","type":"int32"}]}"#).unwrap();
         let err = TableSchema::read_file(&path).unwrap_err().to_string();
-        assert!(err.contains("string|int64|float64"), "{err}");
+        assert!(err.contains("timestamp_ntz"), "{err}");
         std::fs::write(&path, r#"{"fields":[{"name":"a","type":"int64"},{"name":"a","type":"string"}]}"#).unwrap();
         assert!(matches!(TableSchema::read_file(&path), Err(SchemaError::DuplicateColumn { .. })));
         std::fs::write(&path, r#"{"fields":[{"name":"_kappa_id","type":"string"}]}"#).unwrap();
@@ -328,11 +488,72 @@ mod tests {
 
     #[test]
     fn json_inference_keeps_first_appearance_order() {
-        let rows: Vec<serde_json::Map<String, serde_json::Value>> =
-            vec![serde_json::from_str(r#"{"b": 1, "a": "x"}"#).unwrap(), serde_json::from_str(r#"{"a": "y", "c": 2.5, "b": 2}"#).unwrap()];
+        let rows: Vec<Object> = [r#"{"b": 1, "a": "x"}"#, r#"{"a": "y", "c": 2.5, "b": 2}"#].iter().map(|t| object(t)).collect();
         let schema = infer_json_schema(&rows).unwrap();
         let names: Vec<_> = schema.fields.iter().map(|c| (c.name.as_str(), c.column_type)).collect();
         assert_eq!(names, vec![("b", ColumnType::Int64), ("a", ColumnType::String), ("c", ColumnType::Float64)]);
+    }
+
+    fn object(text: &str) -> Object {
+        Json::parse(text).unwrap().as_object().unwrap().clone()
+    }
+
+    fn guess(values: &[&str]) -> Option<ColumnType> {
+        let mut guess = JsonTypeGuess::default();
+        for value in values {
+            guess.add(&Json::parse(value).unwrap());
+        }
+        guess.column_type()
+    }
+
+    #[test]
+    fn json_values_call_for_types_as_duckdb_reads_them() {
+        use ColumnType::*;
+        let decimal = |precision| Some(Decimal { precision, scale: 0 });
+        for (values, expected) in [
+            (&["1", "-2", "null"][..], Some(Int64)),
+            (&["1", "2.5"], Some(Float64)),
+            (&["1e3"], Some(Float64)),
+            (&["18446744073709551615", "1"], decimal(20)),
+            (&["-9223372036854775809"], decimal(20)),
+            (&["123456789012345678901234567890"], decimal(38)),
+            (&["1234567890123456789012345678901234567890"], Some(String)),
+            (&["18446744073709551615", "0.5"], Some(String)),
+            (&["1e400"], Some(String)),
+            (&["true", "false"], Some(Boolean)),
+            (&["true", "1"], Some(String)),
+            (&[r#""2025-03-19""#, r#""2024-02-29""#], Some(Date)),
+            (&[r#""2025-03-19""#, r#""2019-01-01T14:22:42""#], Some(Timestamp)),
+            (&[r#""2013-01-01T10:00:00Z""#, r#""2019-01-01 14:22:42.5""#, r#""2019-01-01T14:22:42+07:00""#], Some(Timestamp)),
+            (&[r#""2025-02-30""#], Some(String)),
+            (&[r#""2025-03-19""#, r#""soon""#], Some(String)),
+            (&[r#""x""#, "5"], Some(String)),
+            (&["null", "null"], None),
+            (&[r#"{"a":1}"#, "[1]"], None),
+        ] {
+            assert_eq!(guess(values), expected, "{values:?}");
+        }
+        let schema = infer_json_schema(&[object(r#"{"id": 1, "x": null, "t": "2013-01-01T10:00:00Z"}"#)]).unwrap();
+        let names: Vec<_> = schema.fields.iter().map(|c| (c.name.as_str(), c.column_type)).collect();
+        assert_eq!(names, vec![("id", Int64), ("t", Timestamp)], "an all-null column is left out");
+    }
+
+    #[test]
+    fn type_names_round_trip_and_aliases_parse() {
+        use ColumnType::*;
+        for t in [String, Int64, Float64, Boolean, Date, Timestamp, TimestampNtz, Decimal { precision: 20, scale: 0 }, Decimal { precision: 12, scale: 2 }] {
+            assert_eq!(t.to_string().parse::<ColumnType>(), Ok(t));
+            assert_eq!(serde_json::from_value::<ColumnType>(serde_json::to_value(t).unwrap()).unwrap(), t);
+        }
+        assert_eq!("double".parse(), Ok(Float64));
+        assert_eq!("BIGINT".parse(), Ok(Int64));
+        assert_eq!("Decimal( 10 , 2 )".parse(), Ok(Decimal { precision: 10, scale: 2 }));
+        assert!("decimal(39,0)".parse::<ColumnType>().unwrap_err().contains("1 to 38"));
+        assert!("decimal(5,6)".parse::<ColumnType>().is_err());
+        assert!("int32".parse::<ColumnType>().unwrap_err().contains("timestamp_ntz"));
+        assert_eq!(Timestamp.to_arrow(), DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        assert_eq!(ColumnType::of_table_column(&TimestampNtz.to_arrow()), Some(TimestampNtz));
+        assert_eq!(ColumnType::from_arrow(&DataType::UInt64), Decimal { precision: 20, scale: 0 });
     }
 }
 

@@ -21,6 +21,8 @@
 
 use std::ops::Range;
 
+use crate::schema::ColumnType;
+
 /// First byte of a shaped payload.
 pub const SHAPED_MARKER: u8 = 0x01;
 /// Bytes before the values: the marker and the shape id.
@@ -34,17 +36,37 @@ pub enum ShapedError {
     Values { expected: usize, reason: String },
 }
 
-/// The member names of a shaped event, in the order its values are stored.
+/// The member names of a shaped event, in the order its values are stored, and the types the
+/// producer gave them: the types travel with the events, so the consumer types a new table (or
+/// a new column) as the producer inferred it — a CSV's timestamps as timestamps, its dates as
+/// dates — instead of guessing again from JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
     id: u64,
     names: Vec<String>,
+    /// One per name (`None`: no type, as for the identity), or empty for a shape stored before
+    /// shapes had types.
+    types: Vec<Option<ColumnType>>,
     /// Each name as it opens a member: `"name":`.
     keys: Vec<Vec<u8>>,
 }
 
+/// A shape as stored beside the log: the names and their types.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    names: Vec<String>,
+    types: Vec<Option<ColumnType>>,
+}
+
 impl Shape {
+    /// A shape of names alone (no types).
     pub fn new(names: Vec<String>) -> Shape {
+        Shape::typed(names, Vec::new())
+    }
+
+    /// A shape whose names have the given types (one per name).
+    pub fn typed(names: Vec<String>, types: Vec<Option<ColumnType>>) -> Shape {
+        debug_assert!(types.is_empty() || types.len() == names.len());
         let keys: Vec<Vec<u8>> = names
             .iter()
             .map(|name| {
@@ -53,11 +75,14 @@ impl Shape {
                 key
             })
             .collect();
-        Shape { id: shape_id(&names), names, keys }
+        let mut shape = Shape { id: 0, names, types, keys };
+        shape.id = xxhash_rust::xxh3::xxh3_64(shape.to_json().as_bytes());
+        shape
     }
 
-    /// XXH3-64 (seed 0) of the names as a JSON array, compact: the same names give the same id
-    /// in every process and version, so producers need no coordination to share a log.
+    /// XXH3-64 (seed 0) of the shape as stored ([`Shape::to_json`]): the same names and types
+    /// give the same id in every process and version, so producers need no coordination to
+    /// share a log, and two producers that typed a column differently store two shapes.
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -66,14 +91,31 @@ impl Shape {
         &self.names
     }
 
-    /// The shape as stored beside the log: the names as a JSON array.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.names).expect("strings serialize")
+    /// The type the producer gave the name at `index`, if it gave one.
+    pub fn type_of(&self, index: usize) -> Option<ColumnType> {
+        self.types.get(index).copied().flatten()
     }
 
-    /// Reads a stored shape back.
+    /// The shape as stored beside the log, compact: `{"names":[…],"types":[…]}` (types as
+    /// schema files name them, `null` for none), or the names alone as a JSON array for a
+    /// shape without types (how every shape was stored before types travelled).
+    pub fn to_json(&self) -> String {
+        if self.types.is_empty() {
+            return serde_json::to_string(&self.names).expect("strings serialize");
+        }
+        serde_json::to_string(&Stored { names: self.names.clone(), types: self.types.clone() }).expect("a shape serializes")
+    }
+
+    /// Reads a stored shape back (either form).
     pub fn from_json(text: &str) -> Result<Shape, serde_json::Error> {
-        serde_json::from_str::<Vec<String>>(text).map(Shape::new)
+        if text.trim_start().starts_with('[') {
+            return serde_json::from_str::<Vec<String>>(text).map(Shape::new);
+        }
+        let stored: Stored = serde_json::from_str(text)?;
+        if stored.types.len() != stored.names.len() {
+            return Err(serde::de::Error::custom(format!("{} types for {} names", stored.types.len(), stored.names.len())));
+        }
+        Ok(Shape::typed(stored.names, stored.types))
     }
 
     /// Starts a shaped payload of this shape in `out` (cleared): the header and the array's
@@ -112,10 +154,6 @@ impl Shape {
         out.push(b'}');
         Ok(())
     }
-}
-
-fn shape_id(names: &[String]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(serde_json::to_string(names).expect("strings serialize").as_bytes())
 }
 
 /// The shape id and the values of a shaped payload, or `None` for any other payload (an
@@ -257,6 +295,12 @@ mod tests {
         assert_eq!(s.id(), xxhash_rust::xxh3::xxh3_64(br#"["_kappa_id","a"]"#));
         assert_ne!(s.id(), shape(&["a", "_kappa_id"]).id());
         assert_eq!(Shape::from_json(&s.to_json()).unwrap(), s);
+        let typed = Shape::typed(vec!["_kappa_id".into(), "a".into()], vec![None, Some(ColumnType::Timestamp)]);
+        assert_eq!(typed.to_json(), r#"{"names":["_kappa_id","a"],"types":[null,"timestamp"]}"#);
+        assert_eq!(Shape::from_json(&typed.to_json()).unwrap(), typed);
+        assert_eq!(typed.type_of(1), Some(ColumnType::Timestamp));
+        assert_ne!(typed.id(), s.id(), "types are part of a shape");
+        assert!(Shape::from_json(r#"{"names":["a"],"types":[]}"#).is_err());
         let mut payload = Vec::new();
         s.begin(&mut payload);
         payload.extend_from_slice(br#""id",1]"#);

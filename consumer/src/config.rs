@@ -20,6 +20,11 @@ use crate::pipeline::PipelineConfig;
 /// reached (largest buffers first), and on shutdown. Each flush is committed atomically with
 /// the source positions it covers; after a crash the consumer resumes from the last commit and
 /// writes every row exactly once. SIGINT/SIGTERM: stop reading, flush, commit, exit 0.
+///
+/// Exit status: 0 done; 1 an error while running (source, lake, I/O, another writer); 2
+/// misconfiguration, found from the flags or once the data is seen (an --event-time column
+/// the schema lacks or an --event-time-format that cannot read it); 3 more quarantined events
+/// than --max-quarantine-ratio allows (nothing of them committed).
 #[derive(Debug, Parser)]
 #[command(name = "kappa-consumer", version, about, long_about, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -201,8 +206,11 @@ pub struct RunArgs {
 /// other settings than the live consumer: that is how a lake is reprocessed with new logic).
 #[derive(Debug, Clone, Args)]
 pub struct PipelineArgs {
-    /// Schema file (as `kappa-producer --write-schema` writes it) for a new table. Default:
-    /// the table's stored schema, else inferred from the first events.
+    /// Schema file (as `kappa-producer --write-schema` writes it): the types of the columns it
+    /// names (string, int64, float64, boolean, date, timestamp, timestamp_ntz,
+    /// decimal(P,S)); other columns are inferred from the events. For the consumer it applies
+    /// to a new table (a table's types never change under it); kappa-replay keeps the live
+    /// table's columns and types and retypes only the columns this file names.
     #[arg(long, value_name = "FILE")]
     pub schema: Option<PathBuf>,
 
@@ -275,7 +283,7 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub dedup_retention: Duration,
 
-    /// Stop (exit 2) when more than this share of the first --quarantine-window events of a run
+    /// Stop (exit 3) when more than this share of the first --quarantine-window events of a run
     /// is quarantined: settings that do not fit the data (a mistyped --event-time, the wrong
     /// schema) must not fill the error area. Judged from 100 events on, before the commit
     /// that would record their quarantine. A ratio from 0 to 1; 1 turns the check off.

@@ -1,46 +1,96 @@
-//! Events into Arrow record batches, with `arrow-json` doing every value conversion.
+//! Events into Arrow record batches, every value typed by the rules of
+//! [`kappa_common::values`], whichever path decodes it.
 //!
-//! A chunk of events is decoded in one call (the fast path). When that fails, the chunk is
-//! examined line by line: columns the table does not know yet are added (nullable; the schema
-//! gains a version), an integer column that receives fractions widens to float64, and what still
-//! cannot be decoded is quarantined with arrow's reason. Nothing is dropped silently: a field
-//! the schema lacks is a decode error here (strict mode), never ignored.
+//! A chunk of events is decoded in one call. The general path has arrow-json read each event
+//! (its structure, escapes, strictness) into one column of text per table column — a string's
+//! contents, a number's digits as written — and [`crate::typing`] types them: a value that does
+//! not fit its column (a fraction in an integer column, say) is never converted, its event is
+//! quarantined with the reason. When the call fails (an event with a member the table lacks,
+//! or not JSON), the chunk is examined event by event: members the table does not know grow the
+//! schema (typed as the producer typed them, else by [`JsonTypeGuess`] over the whole chunk);
+//! a member that is only ever null adds nothing yet (it is decoded as absent until a value
+//! shows its type); what still cannot be decoded is quarantined with its reason. A column's
+//! type never changes once it is in the schema: Delta does not widen a column by itself, and
+//! a value converted to fit would be altered.
 //!
 //! Decoding ahead of the pipeline (`DecodePlan`), a run of events in the producer's plain form
-//! is decoded straight into Arrow columns (`plain_columns`); a run with a value that is not
-//! plain goes to arrow-json as arrays in column order (see `positional`); any other run is
-//! decoded as objects. All three give the same rows.
+//! is decoded straight into Arrow columns (`plain_columns`, the same rules); a run with a
+//! value that is not plain goes to arrow-json as arrays in column order (see `positional`);
+//! any other run is decoded as objects. All give the same rows, as the differential tests
+//! check.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch, RecordBatchOptions, StringArray};
+use arrow::array::{AsArray, RecordBatch, StringArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::json::reader::Decoder as JsonDecoder;
 use arrow::json::{ReaderBuilder, StructMode};
+use indexmap::IndexMap;
 use kappa_common::event::EVENT_ID_FIELD;
-use kappa_common::schema::{Column, ColumnType, TableSchema, infer_json_schema};
+use kappa_common::json::Json;
+use kappa_common::schema::{Column, ColumnType, JsonTypeGuess, TableSchema};
+use kappa_common::shaped::Shape;
 use kappa_common::time::EventTimeFormat;
-use serde_json::{Map, Value};
 
 use crate::event::SourceEvent;
 use crate::partition::{Granularity, Placement, row_partitions};
 use crate::plain_columns;
 use crate::positional::{ColumnKeys, ShapedColumns};
+use crate::typing::type_columns;
 use kappa_common::shaped::quote_or_backslash;
 
-/// The table schema as decoded: its columns plus the event identity.
+/// The table schema as decoded: its columns, the members known to be null so far, and the
+/// Arrow schemas both give.
 pub struct Decoder {
-    schema: TableSchema,
+    schemas: Arc<Schemas>,
     version: u32,
-    /// The table's columns, then the identity.
-    arrow: SchemaRef,
-    /// The table's columns alone: the rows' schema once the identity is taken out.
+    /// Changes whenever the schema or the null-only members do: rows decoded ahead under
+    /// another state are decoded again.
+    state: u64,
+}
+
+/// What decoding derives from a table schema and its null-only members.
+pub struct Schemas {
+    table: TableSchema,
+    /// Members seen only with null values: not columns (nothing says their type yet), decoded
+    /// as absent.
+    null_only: Vec<String>,
+    /// The typed rows: the table's columns, every one nullable (what the data files hold).
     data: SchemaRef,
+    /// What arrow-json reads: every column as text, the null-only members as `Null`.
+    text: SchemaRef,
+    /// The columns alone as text: what arrays in column order are read as.
+    text_columns: SchemaRef,
+    /// The same with the identity member last.
+    text_with_identity: SchemaRef,
     /// The columns' member names, for restating events as arrays.
     keys: Arc<ColumnKeys>,
+}
+
+impl Schemas {
+    fn new(table: TableSchema, null_only: Vec<String>) -> Schemas {
+        let data = data_schema(&table);
+        let mut text: Vec<Field> = table.fields.iter().map(|c| Field::new(&c.name, DataType::Utf8, true)).collect();
+        let text_columns = Arc::new(Schema::new(text.clone()));
+        text.extend(null_only.iter().map(|name| Field::new(name, DataType::Null, true)));
+        let mut with_identity = text.clone();
+        with_identity.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
+        let keys = Arc::new(ColumnKeys::new(&data));
+        Schemas { table, null_only, data, text: Arc::new(Schema::new(text)), text_columns, text_with_identity: Arc::new(Schema::new(with_identity)), keys }
+    }
+
+    fn columns(&self) -> usize {
+        self.table.fields.len()
+    }
+
+    /// Types text columns read by arrow-json (the table's columns first; null-only members and
+    /// the identity after them are dropped): the rows, and those left out with their reasons.
+    fn typed(&self, texts: &RecordBatch) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
+        type_columns(&texts.columns()[..self.columns()], &self.table, &self.data)
+    }
 }
 
 /// The outcome of decoding a chunk.
@@ -51,7 +101,7 @@ pub struct Decoded {
     pub ids: StringArray,
     /// For each row of `batch`, the index of its event in the chunk.
     pub origin: Vec<usize>,
-    /// Events that could not be decoded: (index in the chunk, reason).
+    /// Events that could not be decoded: (index in the chunk, reason), in chunk order.
     pub rejected: Vec<(usize, String)>,
 }
 
@@ -61,21 +111,9 @@ pub fn data_schema(schema: &TableSchema) -> SchemaRef {
     Arc::new(Schema::new(schema.to_arrow().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>()))
 }
 
-/// What decoding derives from the table schema: the rows' schema with the identity, without
-/// it, and the columns' member names.
-fn decode_schemas(schema: &TableSchema) -> (SchemaRef, SchemaRef, Arc<ColumnKeys>) {
-    let data = data_schema(schema);
-    let mut with_identity: Vec<Field> = data.fields().iter().map(|f| f.as_ref().clone()).collect();
-    with_identity.push(Field::new(EVENT_ID_FIELD, DataType::Utf8, true));
-    let keys = Arc::new(ColumnKeys::new(&data));
-    (Arc::new(Schema::new(with_identity)), data, keys)
-}
-
-/// Splits the identity (the last column) off decoded rows.
-fn split_identity(batch: RecordBatch, data: &SchemaRef) -> Result<(RecordBatch, StringArray), ArrowError> {
-    let mut columns = batch.columns().to_vec();
-    let ids = columns.pop().expect("the identity column").as_string::<i32>().clone();
-    Ok((RecordBatch::try_new_with_options(data.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?, ids))
+/// The identities of text rows read with the identity member (their last column).
+fn ids_of(texts: &RecordBatch) -> StringArray {
+    texts.column(texts.num_columns() - 1).as_string::<i32>().clone()
 }
 
 thread_local! {
@@ -86,7 +124,8 @@ thread_local! {
 }
 
 /// Runs `decode` with this thread's decoder for `schema` rows given as `mode`, able to hold
-/// `rows` rows.
+/// `rows` rows. Numbers and booleans are read into text columns as written
+/// (`coerce_primitive`): [`crate::typing`] gives them their types.
 fn with_decoder<T>(schema: &SchemaRef, mode: StructMode, rows: usize, decode: impl FnOnce(&mut JsonDecoder) -> Result<T, ArrowError>) -> Result<T, ArrowError> {
     DECODERS.with_borrow_mut(|cached| {
         let found = cached.iter().position(|(s, m, capacity, _)| Arc::ptr_eq(s, schema) && *m == mode && *capacity >= rows);
@@ -98,7 +137,12 @@ fn with_decoder<T>(schema: &SchemaRef, mode: StructMode, rows: usize, decode: im
                 if cached.len() > 2 {
                     cached.remove(0);
                 }
-                let decoder = ReaderBuilder::new(schema.clone()).with_strict_mode(true).with_struct_mode(mode).with_batch_size(capacity).build_decoder()?;
+                let decoder = ReaderBuilder::new(schema.clone())
+                    .with_strict_mode(true)
+                    .with_coerce_primitive(true)
+                    .with_struct_mode(mode)
+                    .with_batch_size(capacity)
+                    .build_decoder()?;
                 cached.push((schema.clone(), mode, capacity, decoder));
                 cached.len() - 1
             }
@@ -111,31 +155,36 @@ fn with_decoder<T>(schema: &SchemaRef, mode: StructMode, rows: usize, decode: im
     })
 }
 
-/// Decodes one row per event, each event fed to arrow-json on its own so that an event that
-/// is not exactly one JSON value (two objects, a blank, half an object) fails the call instead
-/// of shifting every later row onto the wrong event. With `resume_at`, event `i` is decoded as
-/// `{` followed by its bytes from `resume_at[i]` on (its leading identity member skipped).
+/// Decodes one row of text per event, each event fed to arrow-json on its own so that an
+/// event that is not exactly one JSON value (two objects, a blank, half an object) fails the
+/// call instead of shifting every later row onto the wrong event. With `resume_at`, event `i`
+/// is decoded as `{` followed by its bytes from `resume_at[i]` on (its leading identity member
+/// skipped).
 fn decode_events(schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
     with_decoder(schema, StructMode::ObjectOnly, events.len(), |decoder| decode_with(decoder, schema, events, resume_at))
 }
 
 /// Decodes events whose members from `members_at[i]` on are in the plain form (see
-/// `positional`) as arrays: `None` when one is not.
-fn decode_positional(schema: &SchemaRef, keys: &ColumnKeys, events: &[&[u8]], members_at: &[usize]) -> Option<RecordBatch> {
-    if let Some(batch) = plain_columns::decode(schema, keys, events, members_at) {
+/// `positional`): straight into columns when every value is plain, else as arrays of text,
+/// typed after. `None` when an event is not in the plain form, or a value does not fit.
+fn decode_positional(schemas: &Schemas, events: &[&[u8]], members_at: &[usize]) -> Option<RecordBatch> {
+    if let Some(batch) = plain_columns::decode(&schemas.data, &schemas.keys, events, members_at) {
         return Some(batch);
     }
     let mut arrays = Vec::with_capacity(events.iter().zip(members_at).map(|(e, at)| e.len() - at + 2).sum());
-    keys.restate(events, members_at, &mut arrays)?;
-    with_decoder(schema, StructMode::ListOnly, events.len(), |decoder| {
+    schemas.keys.restate(events, members_at, &mut arrays)?;
+    let columns = &schemas.text_columns;
+    let texts = with_decoder(columns, StructMode::ListOnly, events.len(), |decoder| {
         // One array per event, built here: the arrays cannot run into each other, so they
         // are fed in one call.
         if decoder.decode(&arrays)? != arrays.len() || decoder.has_partial_record() || decoder.len() != events.len() {
             return Err(ArrowError::JsonError("not one row per event".into()));
         }
-        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+        Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(columns.clone())))
     })
-    .ok()
+    .ok()?;
+    let (batch, rejected) = schemas.typed(&texts).ok()?;
+    rejected.is_empty().then_some(batch)
 }
 
 fn decode_with(decoder: &mut JsonDecoder, schema: &SchemaRef, events: &[&[u8]], resume_at: Option<&[usize]>) -> Result<RecordBatch, ArrowError> {
@@ -201,19 +250,34 @@ fn identity_array(payloads: &[&[u8]], ranges: impl Iterator<Item = std::ops::Ran
     StringArray::try_new(offsets, values.into(), None).ok()
 }
 
-/// Decodes events whole, the identity a member like any other, then splits it off.
-fn decode_whole(arrow: &SchemaRef, data: &SchemaRef, payloads: &[&[u8]]) -> Result<(RecordBatch, StringArray), ArrowError> {
-    decode_events(arrow, payloads, None).and_then(|batch| split_identity(batch, data))
+/// Rows typed from text read with the identity: the rows that fit, their identities, the
+/// index of each one's event, and the events left out with their reasons.
+type Typed = (RecordBatch, StringArray, Vec<usize>, Vec<(usize, String)>);
+
+fn typed_with_ids(schemas: &Schemas, texts: &RecordBatch, ids: StringArray) -> Result<Typed, ArrowError> {
+    let (batch, rejected) = schemas.typed(texts)?;
+    if rejected.is_empty() {
+        return Ok((batch, ids, (0..texts.num_rows()).collect(), rejected));
+    }
+    let origin: Vec<usize> = (0..texts.num_rows()).filter(|row| rejected.binary_search_by_key(row, |(r, _)| *r).is_err()).collect();
+    let kept = arrow::array::UInt32Array::from(origin.iter().map(|&row| row as u32).collect::<Vec<_>>());
+    let ids = arrow::compute::take(&ids, &kept, None)?.as_string::<i32>().clone();
+    Ok((batch, ids, origin, rejected))
+}
+
+/// Decodes events whole, the identity a member like any other.
+fn decode_whole(schemas: &Schemas, payloads: &[&[u8]]) -> Result<Typed, ArrowError> {
+    let texts = decode_events(&schemas.text_with_identity, payloads, None)?;
+    let ids = ids_of(&texts);
+    typed_with_ids(schemas, &texts, ids)
 }
 
 /// What a worker thread needs to decode a chunk ahead of the pipeline: a snapshot of the
 /// decoder's schemas and the partitioning settings.
 #[derive(Clone)]
 pub struct DecodePlan {
-    arrow: SchemaRef,
-    data: SchemaRef,
-    keys: Arc<ColumnKeys>,
-    version: u32,
+    schemas: Arc<Schemas>,
+    state: u64,
     event_time: Option<(String, EventTimeFormat)>,
     granularity: Granularity,
 }
@@ -228,12 +292,12 @@ pub struct DecodedRows {
     pub partitions: Vec<Placement>,
 }
 
-/// A chunk decoded ahead, under the schema version it names: one piece per run of events from
+/// A chunk decoded ahead, under the decoder state it names: one piece per run of events from
 /// the same shard. A run's rows then go to their buffer as decoded, without a copy, and its
 /// columns are freed with that buffer alone (a chunk-wide batch, sliced, would keep every
 /// shard's rows alive until the last of their buffers is written).
 pub struct Predecoded {
-    version: u32,
+    state: u64,
     pieces: Vec<Piece>,
 }
 
@@ -247,7 +311,7 @@ pub struct Piece {
 
 impl DecodePlan {
     pub fn new(decoder: &Decoder, event_time: Option<(String, EventTimeFormat)>, granularity: Granularity) -> DecodePlan {
-        DecodePlan { arrow: decoder.arrow.clone(), data: decoder.data.clone(), keys: decoder.keys.clone(), version: decoder.version, event_time, granularity }
+        DecodePlan { schemas: decoder.schemas.clone(), state: decoder.state, event_time, granularity }
     }
 
     /// Decodes `events` the way the pipeline's fast path would: the same rows, partitioned,
@@ -267,22 +331,22 @@ impl DecodePlan {
             start = end;
         }
         let pieces = runs.into_par_iter().map(|range| Piece { rows: self.decode_run(&events[range.clone()]), range }).collect();
-        Predecoded { version: self.version, pieces }
+        Predecoded { state: self.state, pieces }
     }
 
     fn decode_run(&self, events: &[SourceEvent]) -> Option<DecodedRows> {
-        let shaped = self.decode_shaped(events);
-        let objects: Vec<std::borrow::Cow<'_, [u8]>> = if shaped.is_some() { Vec::new() } else { events.iter().map(SourceEvent::json).collect() };
-        let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
-        let decoded = match shaped {
-            Some(decoded) => Ok(decoded),
-            None => self.decode_objects(&payloads),
+        let decoded = match self.decode_shaped(events) {
+            Some(decoded) => decoded,
+            None => {
+                let objects: Vec<std::borrow::Cow<'_, [u8]>> = events.iter().map(SourceEvent::json).collect();
+                let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
+                self.decode_objects(&payloads)?
+            }
         };
-        decoded.ok().map(|(batch, ids)| {
-            let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
-            let (batch, positions) = group_by_partition(batch, &partitions);
-            DecodedRows { batch, positions, ids, partitions }
-        })
+        let (batch, ids) = decoded;
+        let partitions = row_partitions(&batch, |row| events[row].arrival_ms, self.event_time.as_ref(), self.granularity);
+        let (batch, positions) = group_by_partition(batch, &partitions);
+        Some(DecodedRows { batch, positions, ids, partitions })
     }
 
     /// Shaped events of one shape whose values are all plain, straight into columns: no
@@ -292,32 +356,43 @@ impl DecodePlan {
         if !events.iter().all(|e| e.shape.as_ref().is_some_and(|s| Arc::ptr_eq(s, shape))) {
             return None;
         }
-        let columns = ShapedColumns::new(shape, &self.data)?;
+        let columns = ShapedColumns::new(shape, &self.schemas.data, &self.schemas.null_only)?;
         let values: Vec<&[u8]> = events.iter().map(|e| e.payload.as_ref()).collect();
         let mut identities = Vec::with_capacity(values.len());
         for event in &values {
             identities.push(ShapedColumns::identity(event)?);
         }
         let ids = identity_array(&values, identities.iter().map(|(id, _)| id.clone()))?;
-        let batch = plain_columns::decode_with(&self.data, &values, |index, event, out| columns.values(event, identities[index].1, out))?;
+        let batch = plain_columns::decode_with(&self.schemas.data, &values, |index, event, out| columns.values(event, identities[index].1, out))?;
         Some((batch, ids))
     }
 
-    fn decode_objects(&self, payloads: &[&[u8]]) -> Result<(RecordBatch, StringArray), ArrowError> {
+    /// Events as objects: `None` unless every one decodes and fits (the pipeline decodes the
+    /// others itself, and quarantines what does not fit with its reason).
+    fn decode_objects(&self, payloads: &[&[u8]]) -> Option<(RecordBatch, StringArray)> {
+        let schemas = &self.schemas;
         match leading_identities(payloads) {
-            Some((ids, rest_at)) => decode_positional(&self.data, &self.keys, payloads, &rest_at)
-                .map_or_else(|| decode_events(&self.data, payloads, Some(&rest_at)), Ok)
-                .map(|batch| (batch, ids)),
-            None => decode_whole(&self.arrow, &self.data, payloads),
+            Some((ids, rest_at)) => {
+                if let Some(batch) = decode_positional(schemas, payloads, &rest_at) {
+                    return Some((batch, ids));
+                }
+                let texts = decode_events(&schemas.text, payloads, Some(&rest_at)).ok()?;
+                let (batch, rejected) = schemas.typed(&texts).ok()?;
+                rejected.is_empty().then_some((batch, ids))
+            }
+            None => {
+                let (batch, ids, _, rejected) = decode_whole(schemas, payloads).ok()?;
+                rejected.is_empty().then_some((batch, ids))
+            }
         }
     }
 }
 
 impl Predecoded {
-    /// The schema version the pieces were decoded under: a piece decoded before an earlier
+    /// The decoder state the pieces were decoded under: a piece decoded before an earlier
     /// chunk (or piece) grew the schema is decoded again.
-    pub fn version(&self) -> u32 {
-        self.version
+    pub fn state(&self) -> u64 {
+        self.state
     }
 
     pub fn into_pieces(self) -> Vec<Piece> {
@@ -388,117 +463,176 @@ pub fn group_by_partition(batch: RecordBatch, partitions: &[Placement]) -> (Reco
 
 impl Decoder {
     pub fn new(schema: TableSchema, version: u32) -> Decoder {
-        let (arrow, data, keys) = decode_schemas(&schema);
-        Decoder { schema, version, arrow, data, keys }
+        Decoder { schemas: Arc::new(Schemas::new(schema, Vec::new())), version, state: 0 }
     }
 
     pub fn schema(&self) -> &TableSchema {
-        &self.schema
+        &self.schemas.table
     }
 
     pub fn version(&self) -> u32 {
         self.version
     }
 
-    /// The schema of decoded rows: the table's columns.
-    pub fn data_schema(&self) -> &SchemaRef {
-        &self.data
+    /// Changes whenever the schema or the null-only members do (see [`Predecoded::state`]).
+    pub fn state(&self) -> u64 {
+        self.state
     }
 
-    /// Decodes `events` (one JSON object each). Returns the rows, and whether the schema
-    /// evolved (the caller stores the new version before committing rows that use it).
-    pub fn decode(&mut self, events: &[&[u8]]) -> (Decoded, bool) {
+    /// The schema of decoded rows: the table's columns.
+    pub fn data_schema(&self) -> &SchemaRef {
+        &self.schemas.data
+    }
+
+    /// Decodes `events` (one JSON object each; `shapes[i]`, when given, the shape event `i`
+    /// travelled in, whose types a new column takes). Returns the rows, and whether the schema
+    /// grew (the caller stores the new version before committing rows that use it).
+    pub fn decode(&mut self, events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> (Decoded, bool) {
         let whole = |decoder: &Decoder| {
-            let (batch, ids) = decode_whole(&decoder.arrow, &decoder.data, events).ok()?;
-            Some(Decoded { batch, ids, origin: (0..events.len()).collect(), rejected: Vec::new() })
+            let (batch, ids, origin, rejected) = decode_whole(&decoder.schemas, events).ok()?;
+            Some(Decoded { batch, ids, origin, rejected })
         };
         if let Some(decoded) = whole(self) {
             return (decoded, false);
         }
-        let evolved = self.evolve(events);
-        if evolved && let Some(decoded) = whole(self) {
-            return (decoded, true);
+        let (grown, changed) = self.evolve(events, shapes);
+        if changed && let Some(decoded) = whole(self) {
+            return (decoded, grown);
         }
-        (self.decode_one_by_one(events), evolved)
+        (self.decode_one_by_one(events), grown)
     }
 
-    /// Grows the schema for what the chunk shows: new columns, and int64 → float64 widening.
-    fn evolve(&mut self, events: &[&[u8]]) -> bool {
-        let mut new_rows: Vec<Map<String, Value>> = Vec::new();
-        let mut widen: Vec<usize> = Vec::new();
-        for event in events {
-            let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(event) else { continue };
-            let mut unknown = Map::new();
-            for (key, value) in object {
-                if key == EVENT_ID_FIELD {
-                    continue;
-                }
-                match self.schema.index_of(&key) {
-                    None if !value.is_null() && !value.is_object() && !value.is_array() => {
-                        unknown.insert(key, value);
-                    }
-                    Some(i) if self.schema.fields[i].column_type == ColumnType::Int64 && value.is_f64() && !widen.contains(&i) => {
-                        widen.push(i);
-                    }
-                    _ => {}
-                }
-            }
-            if !unknown.is_empty() {
-                new_rows.push(unknown);
-            }
-        }
-        let mut changed = false;
-        for i in widen {
-            tracing::info!(column = %self.schema.fields[i].name, "int64 column receives fractions: widening to float64");
-            self.schema.fields[i].column_type = ColumnType::Float64;
-            changed = true;
-        }
-        if !new_rows.is_empty()
-            && let Ok(inferred) = infer_json_schema(&new_rows)
-        {
-            for column in inferred.fields {
-                tracing::info!(column = %column.name, r#type = %column.column_type, "new column");
-                self.schema.fields.push(Column { nullable: true, ..column });
-                changed = true;
-            }
-        }
+    /// Grows the schema for what the chunk shows (see [`grow`]). Returns whether columns were
+    /// added, and whether anything changed (columns, or members known to be null).
+    fn evolve(&mut self, events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> (bool, bool) {
+        let growth = grow(&self.schemas.table.fields, &self.schemas.null_only, events, shapes);
+        let grown = growth.columns.len() > self.schemas.columns();
+        let changed = grown || growth.null_only != self.schemas.null_only;
         if changed {
-            self.version += 1;
-            (self.arrow, self.data, self.keys) = decode_schemas(&self.schema);
+            let table = TableSchema::new(growth.columns).expect("grow keeps the schema valid");
+            self.schemas = Arc::new(Schemas::new(table, growth.null_only));
+            self.state += 1;
         }
-        changed
+        if grown {
+            self.version += 1;
+        }
+        (grown, changed)
     }
 
     fn decode_one_by_one(&self, events: &[&[u8]]) -> Decoded {
-        let mut batches = Vec::new();
-        let mut origin = Vec::new();
+        let schemas = &self.schemas;
+        let mut texts = Vec::new();
+        let mut decoded_from = Vec::new();
         let mut rejected = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            let reason = match serde_json::from_slice::<Value>(event) {
+            let reason = match Json::from_slice(event) {
                 Err(e) => Some(format!("not valid JSON: {e}")),
-                Ok(Value::Object(_)) => match decode_events(&self.arrow, &[event], None) {
-                    Ok(batch) => {
-                        batches.push(batch);
-                        origin.push(index);
-                        None
-                    }
-                    Err(e) => Some(format!("does not fit the table schema: {e}")),
+                Ok(Json::Object(object)) => match nested_member(&object, &schemas.table) {
+                    Some(reason) => Some(reason),
+                    None => match decode_events(&schemas.text_with_identity, &[event], None) {
+                        Ok(batch) => {
+                            texts.push(batch);
+                            decoded_from.push(index);
+                            None
+                        }
+                        Err(e) => Some(format!("does not fit the table schema: {e}")),
+                    },
                 },
-                Ok(other) => Some(format!("not a JSON object: {}", short(&other.to_string()))),
+                Ok(other) => Some(format!("not a JSON object: {}", short(&other.to_json_string()))),
             };
             if let Some(reason) = reason {
                 rejected.push((index, reason));
             }
         }
-        let batch = arrow::compute::concat_batches(&self.arrow, &batches).expect("batches share the decode schema");
-        let (batch, ids) = split_identity(batch, &self.data).expect("the decode schema ends with the identity");
+        let texts = arrow::compute::concat_batches(&schemas.text_with_identity, &texts).expect("batches share the decode schema");
+        let ids = ids_of(&texts);
+        let (batch, ids, kept, misfits) = typed_with_ids(schemas, &texts, ids).expect("text columns type");
+        rejected.extend(misfits.into_iter().map(|(row, reason)| (decoded_from[row], reason)));
+        rejected.sort_by_key(|(index, _)| *index);
+        let origin = kept.into_iter().map(|row| decoded_from[row]).collect();
         Decoded { batch, ids, origin, rejected }
     }
+}
+
+/// Why an object cannot be a row because of a nested value: a column's value (columns hold
+/// scalars), or a member the table lacks that is only ever nested (no column can hold it).
+fn nested_member(object: &kappa_common::json::Object, table: &TableSchema) -> Option<String> {
+    object.iter().find_map(|(name, value)| {
+        if !matches!(value, Json::Object(_) | Json::Array(_)) || name == EVENT_ID_FIELD {
+            return None;
+        }
+        let misfit = |column_type| kappa_common::values::Misfit { value: short(&value.to_json_string()), column_type, why: kappa_common::values::NESTED };
+        Some(match table.index_of(name) {
+            Some(i) => crate::typing::misfit_reason(name, &misfit(table.fields[i].column_type)),
+            None => format!(
+                "member {name:?} is {}, and a column holds one value: kappa-producer flattens nested input into columns (arrays become JSON text)",
+                value.kind()
+            ),
+        })
+    })
+}
+
+/// What a chunk's events add to a schema: the columns, with new ones after the existing (in the
+/// order they first appear), and the members seen only with null values.
+#[derive(Debug)]
+pub struct Growth {
+    pub columns: Vec<Column>,
+    pub null_only: Vec<String>,
+}
+
+/// Grows `columns` for the members of `events` that are not columns: a member with a type from
+/// its event's shape (the producer's) becomes a column of that type; another becomes a column
+/// of the type its values in the chunk call for ([`JsonTypeGuess`]); one that is only ever
+/// null is noted in `null_only`, and one only ever nested adds nothing (its events are
+/// quarantined with the reason). A name no column can have (empty) adds nothing either.
+pub fn grow(columns: &[Column], null_only: &[String], events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> Growth {
+    #[derive(Default)]
+    struct Seen {
+        guess: JsonTypeGuess,
+        producer_type: Option<ColumnType>,
+        nested: bool,
+    }
+    let mut seen: IndexMap<String, Seen> = IndexMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Ok(Json::Object(object)) = Json::from_slice(event) else { continue };
+        let shape = shapes.get(index).and_then(Option::as_deref);
+        for (name, value) in &object {
+            if name == EVENT_ID_FIELD || columns.iter().any(|c| &c.name == name) {
+                continue;
+            }
+            let entry = seen.entry(name.clone()).or_default();
+            entry.guess.add(value);
+            entry.nested |= matches!(value, Json::Object(_) | Json::Array(_));
+            if entry.producer_type.is_none() {
+                entry.producer_type = shape.and_then(|s| s.names().iter().position(|n| n == name).and_then(|at| s.type_of(at)));
+            }
+        }
+    }
+    let mut growth = Growth { columns: columns.to_vec(), null_only: null_only.to_vec() };
+    for (name, seen) in seen {
+        match seen.producer_type.or(seen.guess.column_type()) {
+            Some(column_type) => {
+                let column = Column { name: name.clone(), column_type, nullable: true };
+                let mut candidate = growth.columns.clone();
+                candidate.push(column.clone());
+                if TableSchema::new(candidate).is_ok() {
+                    tracing::info!(column = %name, r#type = %column_type, "new column");
+                    growth.columns.push(column);
+                    growth.null_only.retain(|n| n != &name);
+                }
+            }
+            None if !seen.nested && !growth.null_only.contains(&name) => growth.null_only.push(name),
+            None => {}
+        }
+    }
+    growth
 }
 
 fn short(text: &str) -> String {
     if text.len() <= 80 { text.to_string() } else { format!("{}…", &text[..text.floor_char_boundary(80)]) }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

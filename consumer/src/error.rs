@@ -19,6 +19,11 @@ pub enum PipelineError {
     #[error("--event-time {column:?} is not a column of the table's schema ({columns} columns){}; nothing was committed", did_you_mean(closest))]
     EventTimeColumn { column: String, closest: Vec<String>, columns: usize },
     #[error(
+        "--event-time-format {format} does not fit --event-time {column:?}: the column holds {column_type} values, which are times already \
+         (typed by the producer, --schema or the table); leave --event-time-format out. Nothing was committed"
+    )]
+    EventTimeFormat { column: String, column_type: kappa_common::schema::ColumnType, format: kappa_common::time::EventTimeFormat },
+    #[error(
         "{quarantined} of the first {read} events were quarantined, more than --max-quarantine-ratio {ratio} allows (first reason: {first_reason}); \
          stopped before committing them. Correct the settings (--event-time, --schema, --table) or the input and run again, \
          or raise --max-quarantine-ratio (1 turns the check off)"
@@ -27,10 +32,14 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
-    /// The settings do not fit the data: exit status 2, as for other misconfiguration found
-    /// once the data is seen.
-    pub fn is_misconfiguration(&self) -> bool {
-        matches!(self, PipelineError::EventTimeColumn { .. } | PipelineError::TooMuchQuarantined { .. })
+    /// The exit status this error ends a run with: 2 misconfiguration, 3 too much bad input
+    /// (as the producer's --max-errors), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PipelineError::EventTimeColumn { .. } | PipelineError::EventTimeFormat { .. } => 2,
+            PipelineError::TooMuchQuarantined { .. } => 3,
+            _ => 1,
+        }
     }
 }
 
@@ -65,10 +74,11 @@ pub enum ConsumerError {
 }
 
 impl ConsumerError {
-    /// 2 when the settings do not fit the data (see [`PipelineError::is_misconfiguration`]), else 1.
+    /// 2 when the settings do not fit the data, 3 for too much bad input (see
+    /// [`PipelineError::exit_code`]), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ConsumerError::Pipeline(e) if e.is_misconfiguration() => 2,
+            ConsumerError::Pipeline(e) => e.exit_code(),
             _ => 1,
         }
     }

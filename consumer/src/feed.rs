@@ -15,7 +15,6 @@ use std::time::Duration;
 use crate::decode::Predecoded;
 use crate::event::SourceEvent;
 use crate::pipeline::Pipeline;
-use kappa_common::schema::infer_json_schema;
 
 use crate::error::ConsumerError;
 use crate::source::{Chunk, Source};
@@ -146,23 +145,20 @@ fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError
     Ok(())
 }
 
-/// Events sampled to infer a new table's schema.
-const INFER_EVENTS: usize = 1000;
-
-/// Infers a new table's schema from the first events (the identity member is not a column).
+/// Infers a new table's schema from its first chunk of events (the identity member is not a
+/// column): the types the producer gave the members where the events carry them (shaped
+/// events of the embedded log), else the types the values call for over the whole chunk (as
+/// DuckDB's JSON reader infers: ISO dates and timestamps in strings are dates and timestamps,
+/// integers beyond int64 decimals). Members only ever null wait for a value to show their type.
 pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema, ConsumerError> {
-    let rows: Vec<serde_json::Map<String, serde_json::Value>> = chunk
-        .iter()
-        .take(INFER_EVENTS)
-        .filter_map(|e| match serde_json::from_slice(&e.json()) {
-            Ok(serde_json::Value::Object(mut m)) => {
-                m.shift_remove(kappa_common::event::EVENT_ID_FIELD);
-                Some(m)
-            }
-            _ => None,
-        })
-        .collect();
-    let schema = infer_json_schema(&rows).map_err(|e| ConsumerError::Inference(e.to_string()))?;
+    let objects: Vec<std::borrow::Cow<'_, [u8]>> = chunk.iter().map(SourceEvent::json).collect();
+    let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
+    let shapes: Vec<_> = chunk.iter().map(|e| e.shape.clone()).collect();
+    let growth = crate::decode::grow(&[], &[], &payloads, &shapes);
+    let schema = kappa_common::schema::TableSchema::new(growth.columns).map_err(|e| {
+        let why = if growth.null_only.is_empty() { e.to_string() } else { format!("{e} (every member of the first events is null)") };
+        ConsumerError::Inference(why)
+    })?;
     tracing::info!(columns = %schema.fields.iter().map(|c| format!("{}:{}", c.name, c.column_type)).collect::<Vec<_>>().join(","), "schema inferred from the first events");
     Ok(schema)
 }

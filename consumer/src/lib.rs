@@ -1,7 +1,7 @@
 //! kappa-consumer: events from a log into a time-partitioned Parquet lake, exactly once.
 //!
 //! ```text
-//! source ─chunks─► decode (arrow-json) ─► partition (event time) ─► buffers per (partition, shard)
+//! source ─chunks─► decode (values typed by kappa_common::values) ─► partition (event time) ─► buffers per (partition, shard)
 //!                                                                      │ rows/bytes/age/memory/shutdown
 //!                           commit (positions + files, create-if-absent) ◄─ store ◄─ Parquet
 //! ```
@@ -29,3 +29,4 @@ pub mod run;
 pub mod source;
 pub mod spill;
 pub mod stats;
+pub mod typing;

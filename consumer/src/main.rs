@@ -6,7 +6,8 @@ use kappa_consumer::config::{Cli, Command};
 // held 250 MiB where glibc holds 157 MiB on bench/consumer.sh, at the same speed.
 
 /// Exit status: 0 done; 1 an error while running (source, lake, I/O); 2 misconfiguration,
-/// found from the flags or once the data is seen (see `--help`).
+/// found from the flags or once the data is seen; 3 more quarantined events than
+/// --max-quarantine-ratio allows (see `--help`).
 fn main() {
     kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();

@@ -5,22 +5,24 @@
 //! Handing arrow-json restated arrays instead cost its tokenizer (a tape of every value) and
 //! the restating itself: 14% of a wide, unordered run.
 //!
-//! Only values whose meaning is beyond doubt are taken: JSON `null`, strict JSON numbers in
-//! numeric columns, `true`/`false` in boolean columns, strings in string, date and timestamp
-//! columns, parsed by the same arrow functions arrow-json calls. Anything else (a string in a
-//! number column, a fraction in an integer column, a number out of range, a type this module
-//! does not build) returns `None`, and the events go the arrow-json way, which gives the rows
-//! or the reasons exactly as before. The test below holds both ways to the same batches.
+//! Every value is read by the rules of [`kappa_common::values`], as the general path reads it
+//! ([`crate::typing`]): JSON numbers and `true`/`false` by fast parsers that give what the
+//! rules give, quoted values by the rules themselves, and a string column takes a number's
+//! digits as written. A value that does not fit its column (a fraction in an integer column, a
+//! number out of range), an escape in a date, or a type this module does not build returns
+//! `None`, and the events go the general way, which gives the rows or the quarantine reasons.
+//! The tests below, and the differential tests, hold both ways to the same batches.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBufferBuilder, Date32Array, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanBufferBuilder, Date32Array, Decimal128Array, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
-use arrow::datatypes::{DataType, Date32Type, SchemaRef, TimeUnit};
-use chrono::Utc;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use kappa_common::schema::ColumnType;
+use kappa_common::values;
 
 use crate::positional::{ABSENT, ColumnKeys};
 
@@ -63,7 +65,10 @@ enum Values {
     Float64(Vec<f64>),
     Boolean(BooleanBufferBuilder),
     Date(Vec<i32>),
-    TimestampMicros(Vec<i64>),
+    /// Microseconds, and the zone (UTC, or none for `timestamp_ntz`).
+    TimestampMicros(Vec<i64>, Option<Arc<str>>),
+    /// Unscaled values, precision and scale.
+    Decimal(Vec<i128>, u8, u8),
 }
 
 impl Column {
@@ -78,7 +83,8 @@ impl Column {
             DataType::Float64 => Values::Float64(Vec::with_capacity(rows)),
             DataType::Boolean => Values::Boolean(BooleanBufferBuilder::new(rows)),
             DataType::Date32 => Values::Date(Vec::with_capacity(rows)),
-            DataType::Timestamp(TimeUnit::Microsecond, None) => Values::TimestampMicros(Vec::with_capacity(rows)),
+            DataType::Timestamp(TimeUnit::Microsecond, zone) => Values::TimestampMicros(Vec::with_capacity(rows), zone.clone()),
+            DataType::Decimal128(precision, scale) if *scale >= 0 => Values::Decimal(Vec::with_capacity(rows), *precision, *scale as u8),
             _ => return None,
         };
         Some(Column { values, valid: BooleanBufferBuilder::new(rows) })
@@ -88,39 +94,78 @@ impl Column {
         self.valid.append(false);
         match &mut self.values {
             Values::String(offsets, bytes) => offsets.push(i32::try_from(bytes.len()).expect("checked when pushed")),
-            Values::Int64(v) | Values::TimestampMicros(v) => v.push(0),
+            Values::Int64(v) | Values::TimestampMicros(v, _) => v.push(0),
             Values::Float64(v) => v.push(0.0),
             Values::Boolean(v) => v.append(false),
             Values::Date(v) => v.push(0),
+            Values::Decimal(v, ..) => v.push(0),
         }
     }
 
-    /// Appends one JSON scalar (as `positional` delimits it), or `None` if it is not plain.
+    /// Appends one JSON scalar (as `positional` delimits it) by the rules of
+    /// [`kappa_common::values`], or `None` if it is not plain or does not fit (the general
+    /// path then decides).
     fn push(&mut self, value: &[u8]) -> Option<()> {
         if value == b"null" {
             self.push_null();
             return Some(());
         }
+        let nulls = crate::typing::null_tokens();
+        let quoted = value.first() == Some(&b'"');
         match &mut self.values {
             Values::String(offsets, bytes) => {
-                match unquoted(value)? {
-                    Text::Plain(text) => bytes.extend_from_slice(text),
-                    Text::Escaped(text) => bytes.extend_from_slice(text.as_bytes()),
+                match unquoted(value) {
+                    Some(Text::Plain(text)) => bytes.extend_from_slice(text),
+                    Some(Text::Escaped(text)) => bytes.extend_from_slice(text.as_bytes()),
+                    // A number keeps its digits as written; `true`/`false` their text.
+                    None if !quoted && (is_json_number(value) || value == b"true" || value == b"false") => bytes.extend_from_slice(value),
+                    None => return None,
                 }
                 offsets.push(i32::try_from(bytes.len()).ok()?);
             }
-            Values::Int64(v) => v.push(json_integer(value)?),
-            Values::Float64(v) => v.push(json_float(value)?),
-            Values::Boolean(v) => v.append(match value {
+            Values::Int64(v) if !quoted => v.push(json_integer(value)?),
+            Values::Float64(v) if !quoted => v.push(json_float(value)?),
+            Values::Boolean(v) if !quoted => v.append(match value {
                 b"true" => true,
                 b"false" => false,
                 _ => return None,
             }),
-            Values::Date(v) => v.push(Date32Type::parse(plain_str(value)?)?),
-            Values::TimestampMicros(v) => v.push(match common_timestamp_micros(value) {
-                Some(micros) => micros,
-                None => string_to_datetime(&Utc, plain_str(value)?).ok()?.timestamp_micros(),
-            }),
+            Values::TimestampMicros(v, _) if quoted => match common_timestamp_micros(value) {
+                Some(micros) => v.push(micros),
+                None => match values::timestamp(&unquoted_text(value)?, ColumnType::Timestamp, nulls).ok()? {
+                    Some(micros) => v.push(micros),
+                    None => {
+                        self.push_null();
+                        return Some(());
+                    }
+                },
+            },
+            Values::Decimal(v, precision, scale) if quoted || is_json_number(value) => {
+                let text = if quoted { unquoted_text(value)? } else { std::borrow::Cow::Borrowed(std::str::from_utf8(value).ok()?) };
+                match values::decimal(&text, *precision, *scale, nulls).ok()? {
+                    Some(unscaled) => v.push(unscaled),
+                    None => {
+                        self.push_null();
+                        return Some(());
+                    }
+                }
+            }
+            // A quoted value in a typed column: the rules themselves (spaces, null tokens).
+            values_ if quoted => {
+                let text = unquoted_text(value)?;
+                let is_null = match values_ {
+                    Values::Int64(v) => values::int64(&text, nulls).ok()?.map(|n| v.push(n)).is_none(),
+                    Values::Float64(v) => values::float64(&text, nulls).ok()?.map(|x| v.push(x)).is_none(),
+                    Values::Boolean(v) => values::boolean(&text, nulls).ok()?.map(|b| v.append(b)).is_none(),
+                    Values::Date(v) => values::date(&text, nulls).ok()?.map(|d| v.push(d)).is_none(),
+                    _ => return None,
+                };
+                if is_null {
+                    self.push_null();
+                    return Some(());
+                }
+            }
+            _ => return None,
         }
         self.valid.append(true);
         Some(())
@@ -134,7 +179,8 @@ impl Column {
             Values::Float64(v) => Arc::new(Float64Array::new(v.into(), nulls)),
             Values::Boolean(mut v) => Arc::new(arrow::array::BooleanArray::new(v.finish(), nulls)),
             Values::Date(v) => Arc::new(Date32Array::new(v.into(), nulls)),
-            Values::TimestampMicros(v) => Arc::new(TimestampMicrosecondArray::new(v.into(), nulls)),
+            Values::TimestampMicros(v, zone) => Arc::new(TimestampMicrosecondArray::new(v.into(), nulls).with_timezone_opt(zone)),
+            Values::Decimal(v, precision, scale) => Arc::new(Decimal128Array::new(v.into(), nulls).with_precision_and_scale(precision, scale as i8).ok()?),
         })
     }
 }
@@ -155,12 +201,38 @@ fn unquoted(value: &[u8]) -> Option<Text<'_>> {
     serde_json::from_slice::<String>(value).ok().map(Text::Escaped)
 }
 
-/// A string value without escapes, as UTF-8 (dates and timestamps have no use for escapes).
-fn plain_str(value: &[u8]) -> Option<&str> {
+/// A quoted value's contents as text (escapes resolved).
+fn unquoted_text(value: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     match unquoted(value)? {
-        Text::Plain(text) => std::str::from_utf8(text).ok(),
-        Text::Escaped(_) => None,
+        Text::Plain(text) => std::str::from_utf8(text).ok().map(std::borrow::Cow::Borrowed),
+        Text::Escaped(text) => Some(std::borrow::Cow::Owned(text)),
     }
+}
+
+/// Strict JSON number syntax: `-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?`.
+fn is_json_number(value: &[u8]) -> bool {
+    json_number_end(value) == Some(value.len())
+}
+
+/// Where the JSON number that opens `value` ends, or `None` if it does not open with one.
+fn json_number_end(value: &[u8]) -> Option<usize> {
+    let mut at = integer_part(value)?;
+    let digits_from = |at: usize| value[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if value.get(at) == Some(&b'.') {
+        let digits = digits_from(at + 1);
+        (digits > 0).then_some(())?;
+        at += 1 + digits;
+    }
+    if matches!(value.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(value.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        let digits = digits_from(at);
+        (digits > 0).then_some(())?;
+        at += digits;
+    }
+    Some(at)
 }
 
 /// `-?(0|[1-9][0-9]*)`: the length of the integer part that opens `value`, or `None`.
@@ -192,23 +264,7 @@ fn json_integer(value: &[u8]) -> Option<i64> {
 /// A strict JSON number, as the nearest f64 (both arrow-json's parser and Rust's round
 /// correctly, so they agree); `None` past f64's range.
 fn json_float(value: &[u8]) -> Option<f64> {
-    let mut at = integer_part(value)?;
-    let digits_from = |at: usize| value[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if value.get(at) == Some(&b'.') {
-        let digits = digits_from(at + 1);
-        (digits > 0).then_some(())?;
-        at += 1 + digits;
-    }
-    if matches!(value.get(at), Some(b'e' | b'E')) {
-        at += 1;
-        if matches!(value.get(at), Some(b'+' | b'-')) {
-            at += 1;
-        }
-        let digits = digits_from(at);
-        (digits > 0).then_some(())?;
-        at += digits;
-    }
-    (at == value.len()).then_some(())?;
+    is_json_number(value).then_some(())?;
     if let Some(exact) = short_decimal(value) {
         return Some(exact);
     }
@@ -253,9 +309,10 @@ fn short_decimal(value: &[u8]) -> Option<f64> {
 /// A quoted timestamp in the form nearly every writer uses (see
 /// [`kappa_common::time::parse_common_utc_micros`]), as microseconds since the epoch (UTC):
 /// arrow's general parser spent more time setting up than reading here (3% of a wide, unordered
-/// run). `None` for any other form or an invalid date or time; the caller then asks arrow's
-/// parser, which accepts the rest and decides what is wrong. Gives what
-/// `string_to_datetime(&Utc, ..)` gives (the test below compares them).
+/// run). `None` for any other form or an invalid date or time; the caller then asks the rule
+/// ([`kappa_common::values::timestamp`], arrow's parser), which accepts the rest and decides
+/// what is wrong. Gives what `string_to_datetime(&Utc, ..)` gives (the test below compares
+/// them).
 fn common_timestamp_micros(value: &[u8]) -> Option<i64> {
     kappa_common::time::parse_common_utc_micros(value.strip_prefix(b"\"")?.strip_suffix(b"\"")?)
 }
@@ -263,32 +320,47 @@ fn common_timestamp_micros(value: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{Field, Schema};
-    use arrow::json::{ReaderBuilder, StructMode};
+    use arrow::compute::kernels::cast_utils::string_to_datetime;
+    use chrono::Utc;
+    use kappa_common::schema::{Column, TableSchema};
 
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("s", DataType::Utf8, true),
-            Field::new("i", DataType::Int64, true),
-            Field::new("f", DataType::Float64, true),
-            Field::new("b", DataType::Boolean, true),
-            Field::new("d", DataType::Date32, true),
-            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
-        ]))
+    fn table() -> TableSchema {
+        let columns = [
+            ("s", ColumnType::String),
+            ("i", ColumnType::Int64),
+            ("f", ColumnType::Float64),
+            ("b", ColumnType::Boolean),
+            ("d", ColumnType::Date),
+            ("t", ColumnType::Timestamp),
+            ("n", ColumnType::Decimal { precision: 20, scale: 2 }),
+        ];
+        TableSchema::new(columns.iter().map(|(name, column_type)| Column { name: name.to_string(), column_type: *column_type, nullable: true }).collect())
+            .unwrap()
     }
 
-    /// What arrow-json makes of the same events, as objects.
-    fn by_arrow_json(schema: &SchemaRef, events: &[String]) -> Option<RecordBatch> {
-        let mut decoder = ReaderBuilder::new(schema.clone())
+    fn schema() -> SchemaRef {
+        crate::decode::data_schema(&table())
+    }
+
+    /// What the general path (arrow-json into text, typed by the rules) makes of the same
+    /// events, as objects: the rows, or `None` when an event does not decode or fit.
+    fn by_general_path(events: &[String]) -> Option<RecordBatch> {
+        let table = table();
+        let text = Arc::new(arrow::datatypes::Schema::new(
+            table.fields.iter().map(|c| arrow::datatypes::Field::new(&c.name, DataType::Utf8, true)).collect::<Vec<_>>(),
+        ));
+        let mut decoder = arrow::json::ReaderBuilder::new(text)
             .with_strict_mode(true)
-            .with_struct_mode(StructMode::ObjectOnly)
+            .with_coerce_primitive(true)
             .with_batch_size(events.len().max(1))
             .build_decoder()
             .unwrap();
         for event in events {
             decoder.decode(format!("{{{event}").as_bytes()).ok()?;
         }
-        decoder.flush().ok().flatten()
+        let texts = decoder.flush().ok()??;
+        let (batch, rejected) = crate::typing::type_columns(texts.columns(), &table, &schema()).ok()?;
+        rejected.is_empty().then_some(batch)
     }
 
     fn direct(schema: &SchemaRef, events: &[String]) -> Option<RecordBatch> {
@@ -298,15 +370,20 @@ mod tests {
     }
 
     #[test]
-    fn plain_values_decode_as_arrow_json_decodes_them() {
+    fn plain_values_decode_as_the_general_path_decodes_them() {
         let schema = schema();
         let events: Vec<String> = [
-            r#""s":"a","i":1,"f":1.5,"b":true,"d":"2024-02-29","t":"2024-02-29T23:59:59.123456"}"#,
-            r#""i":-9223372036854775808,"f":-0.0,"b":false,"t":"2024-01-01 00:00:00Z"}"#,
+            r#""s":"a","i":1,"f":1.5,"b":true,"d":"2024-02-29","t":"2024-02-29T23:59:59.123456","n":12.5}"#,
+            r#""i":-9223372036854775808,"f":-0.0,"b":false,"t":"2024-01-01 00:00:00Z","n":"-7"}"#,
             r#""s":"quote \" and \\ and \u00e9 and \ud83d\ude00","f":1e300,"d":null,"t":"2024-06-01T10:00:00+02:00"}"#,
             r#""f":3,"s":"","i":0,"s2":1}"#,
-            r#""t":"2024-06-01","f":0.30000000000000004,"i":9223372036854775807}"#,
+            r#""t":"2024-06-01","f":0.30000000000000004,"i":9223372036854775807,"n":1e2}"#,
             r#""s":"naïve ✓","f":2.2250738585072014e-308,"b":null}"#,
+            // Quoted values in typed columns, numbers and literals in a string column.
+            r#""s":1e3,"i":"0012","f":" 2.5 ","b":"TRUE","d":" 2024-01-01","t":"","n":"NA"}"#,
+            r#""s":-0,"i":"NaN","f":"NaN","b":"false","d":"","t":"2024-01-01T00:00:00.5"}"#,
+            r#""s":true,"i":"+5","f":"1e3"}"#,
+            r#""s":12345678901234567890123}"#,
             r#"}"#,
         ]
         .iter()
@@ -315,31 +392,39 @@ mod tests {
         // (the fourth event has an unknown member: alone it goes the other way)
         let plain: Vec<String> = events.iter().filter(|e| !e.contains("s2")).cloned().collect();
         let direct_batch = direct(&schema, &plain).expect("plain events decode directly");
-        assert_eq!(direct_batch, by_arrow_json(&schema, &plain).unwrap());
-        assert_eq!(direct(&schema, &events), None, "an unknown member is left to arrow-json");
+        assert_eq!(direct_batch, by_general_path(&plain).unwrap());
+        assert_eq!(direct(&schema, &events), None, "an unknown member is left to the general path");
+        let strings = direct_batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(strings.value(5), "1e3", "a number's digits as written");
+        assert_eq!(strings.value(6), "-0");
+        assert_eq!(strings.value(8), "12345678901234567890123");
     }
 
     #[test]
-    fn values_that_are_not_plain_are_left_to_arrow_json() {
+    fn values_that_do_not_fit_are_left_to_the_general_path() {
         let schema = schema();
         for event in [
-            r#""i":"1"}"#,                 // a string in a number column
-            r#""i":1.5}"#,                 // a fraction in an integer column
+            r#""i":1.5}"#,                 // a fraction in an integer column: never truncated
             r#""i":1e3}"#,                 // an exponent too
             r#""i":01}"#,                  // not JSON
             r#""i":9223372036854775808}"#, // past i64
-            r#""f":"1.5"}"#,
+            r#""i":"1.5"}"#,
             r#""f":1.}"#,
             r#""f":.5}"#,
             r#""f":1e400}"#, // past f64
             r#""f":-}"#,
             r#""f":true}"#,
-            r#""s":1}"#,
-            r#""s":true}"#,
+            r#""f":"inf"}"#,
+            r#""s":1a}"#,
+            r#""s":truex}"#,
             r#""b":1}"#,
+            r#""b":"yes"}"#,
             r#""d":"2024-02-30"}"#,
+            r#""d":20240101}"#,
             r#""t":"yesterday"}"#,
             r#""t":1700000000}"#,
+            r#""n":12.345}"#, // more places than the scale: never rounded
+            r#""n":"1e40"}"#,
             r#""s":"\ud800"}"#, // a lone surrogate
         ] {
             assert_eq!(direct(&schema, &[event.to_string()]), None, "{event}");
@@ -452,6 +537,6 @@ mod tests {
             })
             .collect();
         let direct_batch = direct(&schema, &events).expect("plain events decode directly");
-        assert_eq!(direct_batch, by_arrow_json(&schema, &events).unwrap());
+        assert_eq!(direct_batch, by_general_path(&events).unwrap());
     }
 }

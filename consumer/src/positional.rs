@@ -103,21 +103,27 @@ impl ColumnKeys {
 }
 
 /// Where a shaped event's values go (see `kappa_common::shaped`): its shape's names after the
-/// identity, as the table's columns. Built only for a shape whose every name is a column, once,
-/// and distinct: any other shape's events are decoded as the objects they stand for.
+/// identity, as the table's columns, or skipped when the name is a member known only as null
+/// (its value must then be `null`). Built only for a shape whose every name is one or the
+/// other, once, and distinct: any other shape's events are decoded as the objects they stand
+/// for.
 pub struct ShapedColumns {
-    columns: Vec<usize>,
+    columns: Vec<Option<usize>>,
 }
 
 impl ShapedColumns {
-    pub fn new(shape: &Shape, data: &SchemaRef) -> Option<ShapedColumns> {
+    pub fn new(shape: &Shape, data: &SchemaRef, null_only: &[String]) -> Option<ShapedColumns> {
         let (first, rest) = shape.names().split_first()?;
         if first != EVENT_ID_FIELD {
             return None;
         }
-        let columns = rest.iter().map(|name| data.index_of(name).ok()).collect::<Option<Vec<usize>>>()?;
+        let slot = |name: &String| match data.index_of(name) {
+            Ok(column) => Some(Some(column)),
+            Err(_) => null_only.contains(name).then_some(None),
+        };
+        let columns = rest.iter().map(slot).collect::<Option<Vec<Option<usize>>>>()?;
         let mut seen = vec![false; data.fields().len()];
-        for &column in &columns {
+        for &column in columns.iter().flatten() {
             if std::mem::replace(&mut seen[column], true) {
                 return None;
             }
@@ -143,7 +149,11 @@ impl ShapedColumns {
                 return None;
             }
             let end = shaped_value_end(values, at + 1)?;
-            out[column] = (at + 1, end);
+            match column {
+                Some(column) => out[column] = (at + 1, end),
+                None if &values[at + 1..end] == b"null" => {}
+                None => return None, // a value for a member known only as null: the schema grows
+            }
             at = end;
         }
         (values.get(at) == Some(&b']') && at + 1 == values.len()).then_some(())

@@ -26,9 +26,10 @@ use crate::sink::{CreateOptions, SinkOptions};
 /// reason; the run goes on. A summary (rows, events, bytes, API requests, retries, rejects,
 /// rows/s) ends every run.
 ///
-/// Exit status: 0 every row was sent or rejected; 1 error (misconfiguration, unreachable
-/// destination); 2 more rejected rows than --max-errors; 3 some events could not be delivered
-/// (listed in the reject file); 130 interrupted.
+/// Exit status: 0 every row was sent or rejected; 1 an error while running (unreachable
+/// destination, I/O); 2 misconfiguration (a flag, a schema file); 3 more rejected rows than
+/// --max-errors; 4 some events could not be delivered (listed in the reject file); 130
+/// interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "kappa-producer", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -122,7 +123,7 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub rejects: Option<PathBuf>,
 
-    /// Abort (exit 2) once more than this many rows were rejected. Default: no limit.
+    /// Abort (exit 3) once more than this many rows were rejected. Default: no limit.
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u64>,
 

@@ -5,12 +5,11 @@
 //! checks each cell against its column's type on the way. A cell that does not fit is an
 //! error naming the column; the caller quarantines the row.
 
-use std::fmt::Write as _;
-
 use kappa_common::event::EVENT_ID_FIELD;
+use kappa_common::json::{Json, write_string as json_string};
 use kappa_common::schema::{ColumnType, NullTokens, TableSchema};
 use kappa_common::shaped::Shape;
-use serde_json::Value;
+use kappa_common::values::{self, Misfit};
 
 /// Why a row could not become an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,17 +38,6 @@ pub struct RowEncoder {
     /// Set for the embedded log: rows with no member beyond the schema's are written as their
     /// values alone, in this shape (the identity, then the schema's columns).
     shape: Option<Shape>,
-}
-
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // Most cells need no escaping: copy them in one go, and leave the rest to serde_json.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
-    }
 }
 
 /// True if `text` is already a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`),
@@ -107,9 +95,12 @@ impl RowEncoder {
         RowEncoder { columns, null_tokens, shape: None }
     }
 
-    /// The shape of the events [`RowEncoder::shaped`] writes, for `schema`.
+    /// The shape of the events [`RowEncoder::shaped`] writes, for `schema`: its names with
+    /// their types, which travel to the consumer with the events.
     pub fn shape_of(schema: &TableSchema) -> Shape {
-        Shape::new(std::iter::once(EVENT_ID_FIELD.to_string()).chain(schema.fields.iter().map(|c| c.name.clone())).collect())
+        let names = std::iter::once(EVENT_ID_FIELD.to_string()).chain(schema.fields.iter().map(|c| c.name.clone())).collect();
+        let types = std::iter::once(None).chain(schema.fields.iter().map(|c| Some(c.column_type))).collect();
+        Shape::typed(names, types)
     }
 
     /// Writes the rows it can as shaped events of `shape` (made by [`RowEncoder::shape_of`]
@@ -153,7 +144,7 @@ impl RowEncoder {
         for (column, cell) in self.columns.iter().zip(cells) {
             out.extend_from_slice(Self::separator(column, shaped));
             match cell {
-                Some(text) if !self.null_tokens.is_null(text) => encode_text_cell(column, text, out)?,
+                Some(text) if !self.null_tokens.is_null(text) => self.encode_text_cell(column, text, out)?,
                 _ if column.nullable => out.extend_from_slice(b"null"),
                 _ => return Err(null_in_required(column)),
             }
@@ -173,149 +164,152 @@ impl RowEncoder {
     }
 
     /// Encodes a flattened JSON row: schema columns first, in schema order and checked; then
-    /// any fields the schema does not know, passed through as they are.
-    pub fn encode_json_row(&self, event_id: &str, row: &serde_json::Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CellError> {
-        // Shaped when every member is a schema column (a reserved or unknown one is not).
-        let shaped = self.shape.is_some() && self.columns.iter().filter(|c| row.contains_key(&c.name)).count() == row.len();
+    /// the fields the schema does not know, passed through as they are (numbers with their
+    /// digits). A field it does not know whose value is null is left out: it says nothing a
+    /// missing column would not, and the row stays shaped.
+    pub fn encode_json_row(&self, event_id: &str, row: &kappa_common::json::Object, out: &mut Vec<u8>) -> Result<(), CellError> {
+        let unknown = |name: &String, value: &Json| !value.is_null() && !self.columns.iter().any(|c| &c.name == name);
+        if row.contains_key(EVENT_ID_FIELD) {
+            return Err(CellError { column: EVENT_ID_FIELD.to_string(), reason: "is reserved by kappa-lake".into() });
+        }
+        let shaped = self.shape.is_some() && !row.iter().any(|(name, value)| unknown(name, value));
         self.begin(out, event_id, shaped);
         for column in &self.columns {
             out.extend_from_slice(Self::separator(column, shaped));
             match row.get(&column.name) {
-                None | Some(Value::Null) if column.nullable => out.extend_from_slice(b"null"),
-                None | Some(Value::Null) => return Err(null_in_required(column)),
-                Some(Value::String(text)) if self.null_tokens.is_null(text) && column.column_type != ColumnType::String => {
+                None | Some(Json::Null) if column.nullable => out.extend_from_slice(b"null"),
+                None | Some(Json::Null) => return Err(null_in_required(column)),
+                Some(Json::String(text)) if self.null_tokens.is_null(text) && column.column_type != ColumnType::String => {
                     if !column.nullable {
                         return Err(null_in_required(column));
                     }
                     out.extend_from_slice(b"null")
                 }
-                Some(value) => encode_json_cell(column, value, out)?,
+                Some(value) => self.encode_json_cell(column, value, out)?,
             }
         }
-        for (name, value) in row {
-            if name == EVENT_ID_FIELD {
-                return Err(CellError { column: name.clone(), reason: "is reserved by kappa-lake".into() });
-            }
-            if self.columns.iter().any(|c| &c.name == name) {
-                continue;
-            }
+        for (name, value) in row.iter().filter(|(name, value)| unknown(name, value)) {
             out.push(b',');
             json_string(out, name);
             out.push(b':');
-            serde_json::to_writer(&mut *out, value).expect("writing to a Vec cannot fail");
+            value.write(out);
         }
         out.push(if shaped { b']' } else { b'}' });
         Ok(())
     }
+
+    /// A text cell (CSV, or a JSON string in a typed column) by [`kappa_common::values`]'
+    /// rules. Numbers that are already JSON numbers are copied as they are.
+    fn encode_text_cell(&self, column: &EncodedColumn, text: &str, out: &mut Vec<u8>) -> Result<(), CellError> {
+        let nulls = &self.null_tokens;
+        let misfit = |m: Misfit| CellError { column: column.name.clone(), reason: m.to_string() };
+        let written = match column.column_type {
+            ColumnType::String => {
+                json_string(out, text);
+                true
+            }
+            // Up to 18 digits always fits an i64.
+            ColumnType::Int64 if text.len() <= 18 && is_json_number(text.as_bytes(), false) => {
+                out.extend_from_slice(text.as_bytes());
+                true
+            }
+            ColumnType::Int64 => values::int64(text, nulls).map_err(misfit)?.map(|n| out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes())).is_some(),
+            ColumnType::Float64 if is_json_number(text.as_bytes(), true) => {
+                out.extend_from_slice(text.as_bytes());
+                true
+            }
+            // Re-printed, shortest round trip: the same double.
+            ColumnType::Float64 => {
+                values::float64(text, nulls).map_err(misfit)?.map(|x| out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes())).is_some()
+            }
+            ColumnType::Decimal { precision, scale } => values::decimal(text, precision, scale, nulls)
+                .map_err(misfit)?
+                .map(|unscaled| match is_json_number(text.as_bytes(), true) {
+                    true => out.extend_from_slice(text.as_bytes()),
+                    false => out.extend_from_slice(decimal_text(unscaled, scale).as_bytes()),
+                })
+                .is_some(),
+            ColumnType::Boolean => values::boolean(text, nulls).map_err(misfit)?.map(|b| out.extend_from_slice(if b { b"true" } else { b"false" })).is_some(),
+            ColumnType::Date => values::date(text, nulls).map_err(misfit)?.map(|_| json_string(out, text.trim())).is_some(),
+            ColumnType::Timestamp | ColumnType::TimestampNtz => {
+                values::timestamp(text, column.column_type, nulls).map_err(misfit)?.map(|_| json_string(out, text.trim())).is_some()
+            }
+        };
+        if !written {
+            // A null token (the caller sends most of them; these are the ones among spaces).
+            if !column.nullable {
+                return Err(null_in_required(column));
+            }
+            out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+
+    /// A JSON value: strings as text cells; numbers copied as written when their column takes
+    /// them exactly; what a column does not take is an error, never a converted value.
+    fn encode_json_cell(&self, column: &EncodedColumn, value: &Json, out: &mut Vec<u8>) -> Result<(), CellError> {
+        let misfit = |m: Misfit| CellError { column: column.name.clone(), reason: m.to_string() };
+        let refuse = |why: &'static str| CellError {
+            column: column.name.clone(),
+            reason: Misfit { value: short(value), column_type: column.column_type, why }.to_string(),
+        };
+        match (column.column_type, value) {
+            (_, Json::String(text)) => return self.encode_text_cell(column, text, out),
+            // A string column keeps a number's digits as written, and `true`/`false`.
+            (ColumnType::String, Json::Number(text)) => json_string(out, text),
+            (ColumnType::String, Json::Bool(b)) => json_string(out, if *b { "true" } else { "false" }),
+            (ColumnType::Int64, Json::Number(text)) => {
+                values::int64(text, &self.null_tokens).map_err(misfit)?;
+                out.extend_from_slice(text.as_bytes());
+            }
+            (ColumnType::Float64, Json::Number(text)) => {
+                values::float64(text, &self.null_tokens).map_err(misfit)?;
+                out.extend_from_slice(text.as_bytes());
+            }
+            (ColumnType::Decimal { precision, scale }, Json::Number(text)) => {
+                values::decimal(text, precision, scale, &self.null_tokens).map_err(misfit)?;
+                out.extend_from_slice(text.as_bytes());
+            }
+            (ColumnType::Boolean, Json::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            (_, Json::Object(_) | Json::Array(_)) => return Err(refuse(values::NESTED)),
+            (_, Json::Null) => out.extend_from_slice(b"null"),
+            (_, Json::Bool(_) | Json::Number(_)) => return Err(refuse("it is not text, and only text can be one")),
+        }
+        Ok(())
+    }
+}
+
+fn short(value: &Json) -> String {
+    let text = value.to_json_string();
+    let mut shown: String = text.chars().take(60).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// An unscaled decimal as text with `scale` places (`1234`, 2 → `12.34`).
+fn decimal_text(unscaled: i128, scale: u8) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let scale = usize::from(scale);
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{sign}{whole}.{fraction}")
 }
 
 fn null_in_required(column: &EncodedColumn) -> CellError {
     CellError { column: column.name.clone(), reason: "is empty but the schema says it is not nullable".into() }
 }
 
-fn mismatch(column: &EncodedColumn, shown: &str) -> CellError {
-    let mut shown_short = String::new();
-    for (i, c) in shown.chars().enumerate() {
-        if i == 60 {
-            shown_short.push('…');
-            break;
-        }
-        shown_short.push(c);
-    }
-    let mut reason = String::new();
-    let _ = write!(reason, "value {shown_short:?} is not a valid {}", column.column_type);
-    CellError { column: column.name.clone(), reason }
-}
-
-fn encode_text_cell(column: &EncodedColumn, text: &str, out: &mut Vec<u8>) -> Result<(), CellError> {
-    match column.column_type {
-        ColumnType::String => json_string(out, text),
-        // Up to 18 digits always fits an i64.
-        ColumnType::Int64 if text.len() <= 18 && is_json_number(text.as_bytes(), false) => out.extend_from_slice(text.as_bytes()),
-        ColumnType::Int64 => {
-            let n: i64 = text.trim().parse().map_err(|_| mismatch(column, text))?;
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
-        ColumnType::Float64 if is_json_number(text.as_bytes(), true) => out.extend_from_slice(text.as_bytes()),
-        ColumnType::Float64 => {
-            let x: f64 = text.trim().parse().map_err(|_| mismatch(column, text))?;
-            write_float(column, x, text, out)?;
-        }
-        ColumnType::Boolean => {
-            let b = if text.eq_ignore_ascii_case("true") {
-                true
-            } else if text.eq_ignore_ascii_case("false") {
-                false
-            } else {
-                return Err(mismatch(column, text));
-            };
-            out.extend_from_slice(if b { b"true" } else { b"false" });
-        }
-        ColumnType::Date => {
-            if !is_date(text) {
-                return Err(mismatch(column, text));
-            }
-            json_string(out, text);
-        }
-        ColumnType::Timestamp => {
-            if !is_timestamp(text) {
-                return Err(mismatch(column, text));
-            }
-            json_string(out, text);
-        }
-    }
-    Ok(())
-}
-
-fn write_float(column: &EncodedColumn, x: f64, shown: &str, out: &mut Vec<u8>) -> Result<(), CellError> {
-    if !x.is_finite() {
-        return Err(CellError {
-            column: column.name.clone(),
-            reason: format!("value {shown:?} is not a finite number (JSON cannot carry it; add it to --null-tokens to send null)"),
-        });
-    }
-    out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
-    Ok(())
-}
-
-fn encode_json_cell(column: &EncodedColumn, value: &Value, out: &mut Vec<u8>) -> Result<(), CellError> {
-    match (column.column_type, value) {
-        (ColumnType::String, Value::String(s)) => json_string(out, s),
-        // A string column may receive numbers or booleans from loosely typed JSON; their text
-        // is the faithful string value.
-        (ColumnType::String, Value::Number(_) | Value::Bool(_)) => json_string(out, &value.to_string()),
-        (ColumnType::Int64, Value::Number(n)) if n.is_i64() => out.extend_from_slice(itoa::Buffer::new().format(n.as_i64().expect("checked")).as_bytes()),
-        (ColumnType::Float64, Value::Number(n)) => {
-            let x = n.as_f64().ok_or_else(|| mismatch(column, &n.to_string()))?;
-            write_float(column, x, &n.to_string(), out)?;
-        }
-        (ColumnType::Boolean, Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        (ColumnType::Date, Value::String(s)) if is_date(s) => json_string(out, s),
-        (ColumnType::Timestamp, Value::String(s)) if is_timestamp(s) => json_string(out, s),
-        (_, Value::String(s)) => {
-            // Numbers and booleans quoted as strings are common in exported JSON.
-            encode_text_cell(column, s, out)?;
-        }
-        (_, other) => return Err(mismatch(column, &other.to_string())),
-    }
-    Ok(())
-}
-
-/// `YYYY-MM-DD`, a real calendar date.
-pub fn is_date(text: &str) -> bool {
-    text.len() == 10 && chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
-}
-
-/// An ISO-8601 / RFC 3339 timestamp as Arrow parses it (`T` or space, optional fraction and
-/// zone).
-pub fn is_timestamp(text: &str) -> bool {
-    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use kappa_common::schema::Column;
+    use serde_json::Value;
 
     fn schema(cols: &[(&str, ColumnType, bool)]) -> TableSchema {
         TableSchema::new(cols.iter().map(|(n, t, nullable)| Column { name: n.to_string(), column_type: *t, nullable: *nullable }).collect()).unwrap()
@@ -376,7 +370,10 @@ mod tests {
     fn misfits_name_column_and_value() {
         use ColumnType::*;
         let encoder = RowEncoder::new(&schema(&[("i", Int64, true), ("d", Date, true), ("r", String, false)]), NullTokens::default());
-        assert_eq!(encode(&encoder, &["1.5", "2025-03-19", "x"]).unwrap_err().reason, "value \"1.5\" is not a valid int64");
+        assert_eq!(
+            encode(&encoder, &["1.5", "2025-03-19", "x"]).unwrap_err().reason,
+            "\"1.5\" is not a valid int64: it has a fraction (a whole number is needed; it is never truncated)"
+        );
         assert_eq!(encode(&encoder, &["1", "2025-02-30", "x"]).unwrap_err().column, "d");
         assert!(encode(&encoder, &["1", "2025-02-03", ""]).unwrap_err().reason.contains("not nullable"));
     }
@@ -385,13 +382,38 @@ mod tests {
     fn json_rows_are_checked_and_extra_fields_pass_through() {
         use ColumnType::*;
         let encoder = RowEncoder::new(&schema(&[("id", Int64, true), ("price", Float64, true), ("name", String, true)]), NullTokens::default());
-        let row: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"name": 5, "id": "7", "price": 25, "extra": [1]}"#).unwrap();
+        let row = object(r#"{"name": 5, "id": "7", "price": 25, "extra": [1], "gone": null}"#);
         let mut out = Vec::new();
         encoder.encode_json_row("x:0:0", &row, &mut out).unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v, serde_json::json!({"_kappa_id": "x:0:0", "id": 7, "price": 25.0, "name": "5", "extra": [1]}));
-        let bad: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"id": 1.5}"#).unwrap();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), r#"{"_kappa_id":"x:0:0","id":7,"price":25,"name":"5","extra":[1]}"#);
+        let bad = object(r#"{"id": 1.5}"#);
         assert_eq!(encoder.encode_json_row("x:0:1", &bad, &mut out).unwrap_err().column, "id");
+    }
+
+    fn object(text: &str) -> kappa_common::json::Object {
+        Json::parse(text).unwrap().as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn json_values_keep_their_digits_or_are_refused() {
+        use ColumnType::*;
+        let table = schema(&[("s", String, true), ("i", Int64, true), ("f", Float64, true), ("u", Decimal { precision: 20, scale: 0 }, true)]);
+        let encoder = RowEncoder::new(&table, NullTokens::default());
+        let encoded = |text: &str| {
+            let mut out = Vec::new();
+            encoder.encode_json_row("x", &object(text), &mut out).map(|()| std::string::String::from_utf8(out).unwrap())
+        };
+        assert_eq!(encoded(r#"{"s": 1e3}"#).unwrap(), r#"{"_kappa_id":"x","s":"1e3","i":null,"f":null,"u":null}"#);
+        assert_eq!(encoded(r#"{"s": -0}"#).unwrap(), r#"{"_kappa_id":"x","s":"-0","i":null,"f":null,"u":null}"#);
+        assert_eq!(encoded(r#"{"s": 12345678901234567890123}"#).unwrap(), r#"{"_kappa_id":"x","s":"12345678901234567890123","i":null,"f":null,"u":null}"#);
+        assert_eq!(encoded(r#"{"s": true, "f": 1e3}"#).unwrap(), r#"{"_kappa_id":"x","s":"true","i":null,"f":1e3,"u":null}"#);
+        assert_eq!(encoded(r#"{"u": 18446744073709551615}"#).unwrap(), r#"{"_kappa_id":"x","s":null,"i":null,"f":null,"u":18446744073709551615}"#);
+        assert_eq!(encoded(r#"{"i": "0012", "f": "NaN"}"#).unwrap(), r#"{"_kappa_id":"x","s":null,"i":12,"f":null,"u":null}"#, "one rule with the consumer");
+        for (text, column) in
+            [(r#"{"i": 100.5}"#, "i"), (r#"{"i": 1e3}"#, "i"), (r#"{"i": -9223372036854775809}"#, "i"), (r#"{"f": 1e400}"#, "f"), (r#"{"f": true}"#, "f")]
+        {
+            assert_eq!(encoded(text).unwrap_err().column, column, "{text}");
+        }
     }
 
     #[test]
@@ -419,12 +441,12 @@ mod tests {
         shaped.encode_text_row("f:0:2", ["x", "1", "2", ""].into_iter().map(Some), &[("more", "y")], &mut out).unwrap();
         objects.encode_text_row("f:0:2", ["x", "1", "2", ""].into_iter().map(Some), &[("more", "y")], &mut expected).unwrap();
         assert_eq!(out, expected);
-        // JSON rows: shaped when every member is a column (absent ones are null).
-        let row: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"i": 7, "s": "x"}"#).unwrap();
+        // JSON rows: shaped when every member is a column (absent ones are null), or null.
+        let row = object(r#"{"i": 7, "s": "x", "unknown": null}"#);
         shaped.encode_json_row("x:0:0", &row, &mut out).unwrap();
         objects.encode_json_row("x:0:0", &row, &mut expected).unwrap();
         assert_eq!(as_object(&out), expected);
-        let row: serde_json::Map<std::string::String, Value> = serde_json::from_str(r#"{"i": 7, "extra": [1]}"#).unwrap();
+        let row = object(r#"{"i": 7, "extra": [1]}"#);
         shaped.encode_json_row("x:0:1", &row, &mut out).unwrap();
         objects.encode_json_row("x:0:1", &row, &mut expected).unwrap();
         assert_eq!(out, expected);

@@ -51,11 +51,13 @@ pub enum ProducerError {
 }
 
 impl ProducerError {
-    /// The process exit status for this error (see `--help`).
+    /// The process exit status for this error (see `--help`): 2 for a schema file that cannot
+    /// be used (misconfiguration, as a bad flag), 3 for more rejected rows than --max-errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProducerError::Input(InputError::Rejects(input::RejectError::TooMany { .. })) => 2,
-            ProducerError::Sink(SinkError::Rejects(input::RejectError::TooMany { .. })) => 2,
+            ProducerError::Input(InputError::Rejects(input::RejectError::TooMany { .. })) => 3,
+            ProducerError::Sink(SinkError::Rejects(input::RejectError::TooMany { .. })) => 3,
+            ProducerError::Schema(_) => 2,
             ProducerError::Interrupted => 130,
             _ => 1,
         }

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit status: see `Cli`'s documentation (`--help`).
 fn main() {
     kappa_common::logging::init();
-    let config = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 1));
+    let config = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let shutdown = kappa_common::shutdown::Shutdown::default();
     shutdown.listen(runtime.handle(), "sending what was read, then stopping");
@@ -21,6 +21,6 @@ fn main() {
     }
     let given_up = outcome.summary.undelivered - outcome.summary.unsent;
     if given_up > 0 {
-        exit_with(&format!("{given_up} events could not be delivered; they are in the reject file"), 3);
+        exit_with(&format!("{given_up} events could not be delivered; they are in the reject file"), 4);
     }
 }

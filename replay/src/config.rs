@@ -14,7 +14,13 @@ use kappa_consumer::pipeline::PipelineConfig;
 /// The current generation keeps serving while the new one is written. The new one may use
 /// other settings than the live consumer (--partition-by, --schema, flush settings): that is
 /// how a lake is reprocessed after a bug fix or a layout change. With the live consumer's
-/// settings, a rebuild writes the very same objects, byte for byte.
+/// settings, a rebuild writes the very same objects, byte for byte. Without --schema the new
+/// generation keeps the current one's columns and types; --schema retypes the columns it
+/// names, and --compare reports every column whose type differs.
+///
+/// Exit status: 0 done; 1 an error, or --verify/--compare found a difference (then it does
+/// not switch); 2 misconfiguration; 3 more quarantined events than --max-quarantine-ratio
+/// allows.
 #[derive(Debug, Parser)]
 #[command(name = "kappa-replay", version, about, long_about, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub(crate) struct Cli {

@@ -13,7 +13,8 @@ use crate::config::{Cli, Command};
 
 // The system allocator, as the consumer's pipeline (run here too) holds less memory with it.
 
-/// Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2 misconfiguration.
+/// Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2 misconfiguration;
+/// 3 more quarantined events than --max-quarantine-ratio allows.
 fn main() {
     kappa_common::memory::keep_freed_memory();
     kappa_common::logging::init();
@@ -61,6 +62,6 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Err(e) => fail(&e, if e.is_misconfiguration() { 2 } else { 1 }),
+        Err(e) => fail(&e, e.exit_code()),
     }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
 use kappa_common::log::{Log, StartAt};
+use kappa_common::schema::TableSchema;
 use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
@@ -62,12 +63,13 @@ pub(crate) enum ReplayError {
 }
 
 impl ReplayError {
-    /// The settings do not fit the data (the same cases as the consumer's exit status 2).
-    pub(crate) fn is_misconfiguration(&self) -> bool {
+    /// The exit status, as the consumer's: 2 the settings do not fit the data, 3 too much bad
+    /// input, else 1.
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
-            ReplayError::Pipeline(e) => e.is_misconfiguration(),
-            ReplayError::Consumer(e) => e.exit_code() == 2,
-            _ => false,
+            ReplayError::Pipeline(e) => e.exit_code(),
+            ReplayError::Consumer(e) => e.exit_code(),
+            _ => 1,
         }
     }
 }
@@ -104,9 +106,30 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     // 1. The current generation keeps serving. The source is opened first, so a wrong --from
     //    fails before any generation is made.
     let previous = runtime.block_on(generation::current(&store, &name))?.map(|p| p.generation);
-    let live_state = match &previous {
-        Some(_) => Some(runtime.block_on(async { Table::open_or_create(store.clone(), &name).await?.load_state().await })?),
-        None => None,
+    let (live_state, live_schema) = match &previous {
+        Some(_) => {
+            let (state, schema) = runtime.block_on(async {
+                let live = Table::open_or_create(store.clone(), &name).await?;
+                Ok::<_, kappa_table::TableError>((live.load_state().await?, live.live_schema().await?))
+            })?;
+            (Some(state), schema)
+        }
+        None => (None, None),
+    };
+    // A replay keeps the table's column types unless told otherwise: inferred again, a
+    // timestamp the table holds could come back a string, and a switch would change it for
+    // every reader.
+    let schema = match (&config.schema, live_schema) {
+        // --schema retypes the columns it names (the fix a quarantine reason proposes:
+        // "replay with a --schema that types x as float64"); the table's other columns keep
+        // their types.
+        (Some(given), Some(live)) => Some(retyped(live, given)),
+        (Some(given), None) => Some(given.clone()),
+        (None, Some(live)) => {
+            tracing::info!(columns = live.fields.len(), "keeping the current table's columns and types (--schema changes them)");
+            Some(live)
+        }
+        (None, None) => None,
     };
     if let (ReplaySource::Raw(_), true, Some(live)) = (&config.source, config.switch, &live_state) {
         // A raw replay numbers events itself: a consumer fed by the log or Kinesis could not
@@ -186,7 +209,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
 
     // 2. Read the source to its end through the consumer's pipeline.
     let stats = Arc::new(Stats::default());
-    let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, config.schema.clone(), stats.clone())?;
+    let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, schema, stats.clone())?;
     let total = match &source {
         Source::Log(s) => Some(s.total()),
         _ => None,
@@ -228,7 +251,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     // 4. Check, compare, switch.
     let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, &pipeline.routed_rows(), &summary))?) } else { None };
     let compare = match (&previous, config.compare) {
-        (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation))?),
+        (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation, config.schema.is_some()))?),
         (None, true) => {
             tracing::warn!("--compare: the table had no current generation to compare with");
             None
@@ -267,13 +290,18 @@ impl ReplaySummary {
             text.push_str(&format!("  verify             {}\n", if v.ok { "ok: every partition holds the rows routed to it" } else { "FAILED (see above)" }));
         }
         if let Some(c) = &self.compare {
+            let rows_same = c.only_new == 0 && c.only_live == 0;
             text.push_str(&format!(
                 "  compare            {} ({} rows only in the new generation, {} only in {})\n",
-                if c.ok { "same rows as the current generation" } else { "DIFFERENT" },
+                if rows_same { "same rows as the current generation" } else { "DIFFERENT rows" },
                 c.only_new,
                 c.only_live,
                 c.live
             ));
+            if !c.schema_differences.is_empty() {
+                let verdict = if c.schema_change_asked { "changed as --schema asked" } else { "DIFFERENT column types" };
+                text.push_str(&format!("  compare columns    {verdict}: {}\n", c.schema_differences.join("; ")));
+            }
         }
         text.push_str(&match (self.switched, &self.previous) {
             (true, Some(previous)) => format!("  switched           readers moved from {previous} to {}\n", self.generation),
@@ -286,4 +314,15 @@ impl ReplaySummary {
         });
         text
     }
+}
+
+/// The live table's columns with the types `given` names, then `given`'s other columns.
+fn retyped(live: TableSchema, given: &TableSchema) -> TableSchema {
+    let mut fields: Vec<_> = live.fields.into_iter().map(|c| given.fields.iter().find(|g| g.name == c.name).cloned().unwrap_or(c)).collect();
+    for column in &given.fields {
+        if !fields.iter().any(|c| c.name == column.name) {
+            fields.push(column.clone());
+        }
+    }
+    TableSchema { fields }
 }

@@ -3,11 +3,12 @@
 //! - `verify`: per partition, the rows in the committed files' Parquet footers (read back from
 //!   the store, so the files are also known to be readable) against the rows the replay routed
 //!   there from the source.
-//! - `compare`: every row of the new generation against every row of the current one, as a
-//!   multiset of row values, whatever the two partitionings; differences are reported by
-//!   partition. Rows are compared by their values only (partition directories are derived
-//!   from them), and a data column stored as `<key>_data` because it collides with a partition
-//!   key compares under its own name.
+//! - `compare`: the two generations' columns (names and types: a column that became a string
+//!   is a difference even when its text is the same), and every row of the new generation
+//!   against every row of the current one, as a multiset of row values, whatever the two
+//!   partitionings; differences are reported by partition. Rows are compared by their values
+//!   only (partition directories are derived from them), and a data column stored as
+//!   `<key>_data` because it collides with a partition key compares under its own name.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -91,6 +92,12 @@ pub(crate) struct PartitionDifference {
 pub(crate) struct CompareReport {
     pub ok: bool,
     pub live: String,
+    /// Columns whose type differs, or that only one generation has: `column: type in one, type
+    /// in the other`.
+    pub schema_differences: Vec<String>,
+    /// The replay was given a --schema: its differences are the change asked for, and do not
+    /// fail the comparison.
+    pub schema_change_asked: bool,
     pub rows_new: u64,
     pub rows_live: u64,
     pub only_new: u64,
@@ -98,32 +105,56 @@ pub(crate) struct CompareReport {
     pub differences: Vec<PartitionDifference>,
 }
 
-/// Every committed row of a generation: row hash → (count, partition index).
+/// Every committed row of a generation: row hash → (count, partition index); and its columns'
+/// types, as its files hold them.
 struct RowSet {
     rows: HashMap<u128, (u64, u32)>,
     partitions: Vec<String>,
     total: u64,
+    columns: BTreeMap<String, String>,
+}
+
+/// A column's name as rows compare it (see [`canonical_hash`]).
+fn compared_name(name: &str) -> &str {
+    match name.strip_suffix("_data") {
+        Some(key) if PARTITION_KEYS.contains(&key) => key,
+        _ => name,
+    }
 }
 
 const PARTITION_KEYS: [&str; 4] = ["year", "month", "day", "hour"];
 
-/// A row's values in a form that does not depend on column order or on the collision rename.
+/// A row's values in a form that does not depend on column order, on the collision rename, or
+/// on whether a whole number is held as an integer or a float (`6` and `6.0`: a column a
+/// `--schema` retyped compares by its values).
 fn canonical_hash(line: &[u8]) -> Result<u128, serde_json::Error> {
     let row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)?;
     let sorted: BTreeMap<String, serde_json::Value> = row
         .into_iter()
-        .map(|(name, value)| match name.strip_suffix("_data") {
-            Some(key) if PARTITION_KEYS.contains(&key) => (key.to_string(), value),
-            _ => (name, value),
+        .map(|(name, value)| {
+            let value = whole_as_integer(value);
+            match name.strip_suffix("_data") {
+                Some(key) if PARTITION_KEYS.contains(&key) => (key.to_string(), value),
+                _ => (name, value),
+            }
         })
         .collect();
     Ok(xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&sorted)?))
 }
 
+/// A float that is a whole number within a double's exact integers, as that integer.
+fn whole_as_integer(value: serde_json::Value) -> serde_json::Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value.as_f64() {
+        Some(float) if value.is_f64() && float.fract() == 0.0 && float.abs() <= EXACT => serde_json::Value::from(float as i64),
+        _ => value,
+    }
+}
+
 async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, ReplayError> {
     let table = Table::open_existing(store.clone(), name, generation).await?;
     let state = table.load_state().await?;
-    let mut set = RowSet { rows: HashMap::new(), partitions: Vec::new(), total: 0 };
+    let mut set = RowSet { rows: HashMap::new(), partitions: Vec::new(), total: 0, columns: BTreeMap::new() };
     let mut partition_index: HashMap<String, u32> = HashMap::new();
     for file in &state.files {
         let partition = partition_of(file);
@@ -133,7 +164,11 @@ async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, 
         });
         let data = read_object(&table, file).await?;
         let fail = |e: &dyn std::fmt::Display| ReplayError::ReadBack(format!("{generation}/{file}: {e}"));
-        let reader = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| fail(&e))?.build().map_err(|e| fail(&e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| fail(&e))?;
+        for field in builder.schema().fields() {
+            set.columns.entry(compared_name(field.name()).to_string()).or_insert_with(|| column_type_name(field.data_type()));
+        }
+        let reader = builder.build().map_err(|e| fail(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| fail(&e))?;
             let mut writer = LineDelimitedWriter::new(Vec::new());
@@ -149,9 +184,35 @@ async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, 
     Ok(set)
 }
 
-pub(crate) async fn compare(store: &Store, name: &str, live: &str, new: &str) -> Result<CompareReport, ReplayError> {
+/// A column's type as kappa-lake names it (`timestamp`, `decimal(20,0)`), else Arrow's name.
+fn column_type_name(data_type: &arrow::datatypes::DataType) -> String {
+    kappa_common::schema::ColumnType::of_table_column(data_type).map_or_else(|| data_type.to_string(), |t| t.to_string())
+}
+
+/// The columns whose type differs between the two generations, or that one lacks.
+fn schema_differences(live: &str, live_columns: &BTreeMap<String, String>, new: &str, new_columns: &BTreeMap<String, String>) -> Vec<String> {
+    let mut differences = Vec::new();
+    for name in live_columns.keys().chain(new_columns.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (before, after) = (live_columns.get(name), new_columns.get(name));
+        if before != after {
+            let shown = |t: Option<&String>| t.map_or_else(|| "absent".to_string(), Clone::clone);
+            differences.push(format!("{name}: {} in {live}, {} in {new}", shown(before), shown(after)));
+        }
+    }
+    differences
+}
+
+pub(crate) async fn compare(store: &Store, name: &str, live: &str, new: &str, schema_change_asked: bool) -> Result<CompareReport, ReplayError> {
     let live_rows = row_set(store, name, live).await?;
     let new_rows = row_set(store, name, new).await?;
+    let schema_differences = schema_differences(live, &live_rows.columns, new, &new_rows.columns);
+    for difference in &schema_differences {
+        if schema_change_asked {
+            tracing::info!(column = %difference, "compare: a column's type changed, as --schema asked");
+        } else {
+            tracing::warn!(column = %difference, "compare: the generations type a column differently (pass --schema to change a type on purpose)");
+        }
+    }
     let mut by_partition: BTreeMap<(String, String), u64> = BTreeMap::new();
     let (mut only_new, mut only_live) = (0, 0);
     for (hash, (count, partition)) in &new_rows.rows {
@@ -173,7 +234,17 @@ pub(crate) async fn compare(store: &Store, name: &str, live: &str, new: &str) ->
     for d in &differences {
         tracing::warn!(generation = %d.generation, partition = %d.partition, rows = d.rows, "compare: rows the other generation lacks");
     }
-    let ok = differences.is_empty();
+    let ok = differences.is_empty() && (schema_differences.is_empty() || schema_change_asked);
     tracing::info!(live, rows_live = live_rows.total, rows_new = new_rows.total, only_new, only_live, "compare: row multisets of the two generations");
-    Ok(CompareReport { ok, live: live.to_string(), rows_new: new_rows.total, rows_live: live_rows.total, only_new, only_live, differences })
+    Ok(CompareReport {
+        ok,
+        live: live.to_string(),
+        schema_differences,
+        schema_change_asked,
+        rows_new: new_rows.total,
+        rows_live: live_rows.total,
+        only_new,
+        only_live,
+        differences,
+    })
 }

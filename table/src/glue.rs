@@ -74,15 +74,18 @@ fn describe<E: std::error::Error + 'static>(error: &E) -> String {
     text
 }
 
-/// Hive types, as Athena shows them.
-fn hive_type(column_type: ColumnType) -> &'static str {
+/// Hive types, as Athena shows them. A `timestamp_ntz` column shows as `timestamp` too (Hive
+/// has no other), though Athena's Delta reader may not read the `timestampNtz` table feature:
+/// docs/athena.md says which to use.
+fn hive_type(column_type: ColumnType) -> String {
     match column_type {
-        ColumnType::String => "string",
-        ColumnType::Int64 => "bigint",
-        ColumnType::Float64 => "double",
-        ColumnType::Boolean => "boolean",
-        ColumnType::Date => "date",
-        ColumnType::Timestamp => "timestamp",
+        ColumnType::String => "string".into(),
+        ColumnType::Int64 => "bigint".into(),
+        ColumnType::Float64 => "double".into(),
+        ColumnType::Boolean => "boolean".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::Timestamp | ColumnType::TimestampNtz => "timestamp".into(),
+        ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
     }
 }
 

@@ -79,12 +79,16 @@ fn scalar(array: &ArrayRef, i: usize, is_max: bool) -> Option<Value> {
             let days = array.as_primitive::<Date32Type>().value(i);
             json!(chrono::DateTime::from_timestamp(days as i64 * 86_400, 0)?.format("%Y-%m-%d").to_string())
         }
-        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+        // A `timestamp` (UTC) statistic carries its zone, a `timestamp_ntz` one none, as Delta
+        // writers (Spark, delta-rs) write them.
+        DataType::Timestamp(TimeUnit::Microsecond, zone) => {
             let micros = array.as_primitive::<TimestampMicrosecondType>().value(i);
             let millis = if is_max { micros.div_euclid(1000) + i64::from(micros.rem_euclid(1000) != 0) } else { micros.div_euclid(1000) };
-            json!(chrono::DateTime::from_timestamp_millis(millis)?.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string())
+            let format = if zone.is_some() { "%Y-%m-%dT%H:%M:%S%.3fZ" } else { "%Y-%m-%dT%H:%M:%S%.3f" };
+            json!(chrono::DateTime::from_timestamp_millis(millis)?.naive_utc().format(format).to_string())
         }
-        // Booleans and anything else: no statistic, readers simply read the file.
+        // Booleans, decimals (a JSON number could not hold 38 digits exactly) and anything
+        // else: no statistic, readers simply read the file.
         _ => return None,
     })
 }

@@ -53,7 +53,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// The most recently modified Rust file of the workspace's `crates`.
+/// The most recently modified Rust file of the workspace's `crates`, leaving out unit-test
+/// modules (`tests.rs`, `tests/`): they are not in the binary, and cargo does not rebuild a
+/// binary when only they change.
 fn newest_rust_source(crates: &[&str]) -> Option<(std::time::SystemTime, PathBuf)> {
     let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
     let mut stack: Vec<PathBuf> = crates.iter().map(|c| workspace_root().join(c).join("src")).collect();
@@ -62,8 +64,11 @@ fn newest_rust_source(crates: &[&str]) -> Option<(std::time::SystemTime, PathBuf
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                stack.push(path);
+                if !path.ends_with("tests") {
+                    stack.push(path);
+                }
             } else if path.extension().is_some_and(|e| e == "rs")
+                && !path.ends_with("tests.rs")
                 && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
                 && newest.as_ref().is_none_or(|(n, _)| modified > *n)
             {
@@ -462,7 +467,9 @@ pub fn parquet_files(prefix: &Path) -> Vec<PathBuf> {
         for entry in entries {
             let path = entry.expect("dir entry").path();
             if path.is_dir() {
-                stack.push(path);
+                if !path.ends_with("tests") {
+                    stack.push(path);
+                }
             } else if path.extension().is_some_and(|e| e == "parquet") {
                 files.push(path);
             }

@@ -119,3 +119,42 @@ pub fn duckdb_delta_s3(uri: &str, endpoint: &str, query: &str) -> String {
          print(con.execute(r'''{query}''').fetchall())"
     ))
 }
+
+/// Runs `query` (`{table}` standing for the table) in three outside readers — DuckDB's
+/// `delta` extension, python `deltalake` (its Arrow table, queried by DuckDB), and ClickHouse's
+/// `deltaLakeLocal` (chDB) — and returns each one's rows as tab-separated lines, in that
+/// order. Write queries whose values print alike in both SQL dialects: integers and strings
+/// (cast sums of fractions to integers), no NULLs.
+pub fn three_readers(table_root: &Path, query: &str) -> [String; 3] {
+    let root = table_root.display().to_string();
+    let duckdb = |source: &str| query.replace("{table}", source);
+    let print_rows = "for row in rows: print('\\t'.join(str(v) for v in row))";
+    let duck = python(&format!(
+        "import duckdb, glob, os, sys\n\
+         ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
+         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute(f\"LOAD '{{ext}}'\")\n\
+         rows = con.execute(r'''{} ''').fetchall()\n{print_rows}",
+        duckdb(&format!("delta_scan('{root}')"))
+    ));
+    let deltalake = deltalake_snippet(
+        &root,
+        "None",
+        None,
+        &format!("import duckdb\nrows_of_table = table.to_pyarrow_table()\nrows = duckdb.sql(r'''{} ''').fetchall()\n{print_rows}", duckdb("rows_of_table")),
+    );
+    let clickhouse = python(&format!(
+        // chDB reads files only under its working directory: the root directory, then.
+        "import os\nos.chdir('/')\nimport chdb\nprint(chdb.query(r'''{} ''', 'TabSeparated').bytes().decode(), end='')",
+        query.replace("{table}", &format!("deltaLakeLocal('{root}')"))
+    ));
+    [duck, deltalake, clickhouse]
+}
+
+/// [`three_readers`], asserting they all answer `expected` (tab-separated lines).
+pub fn assert_three_readers(table_root: &Path, query: &str, expected: &str) {
+    let [duck, deltalake, clickhouse] = three_readers(table_root, query);
+    for (reader, answer) in [("DuckDB delta_scan", duck), ("python deltalake", deltalake), ("ClickHouse deltaLakeLocal", clickhouse)] {
+        assert_eq!(answer.trim_end(), expected.trim_end(), "{reader} answered otherwise to {query}");
+    }
+}

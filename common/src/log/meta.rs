@@ -10,10 +10,11 @@ use super::LogError;
 
 pub(crate) const META_FILE: &str = "log.json";
 const FORMAT: &str = "kappa-lake-log";
-/// Version 2 added shaped events (`shapes/`, see [`crate::shaped`]); version 1 logs are read
-/// as they are, and become version 2 when a producer first stores a shape in them, so that a
-/// build that cannot read shaped events refuses the log instead of quarantining its rows.
-pub(crate) const VERSION: u32 = 2;
+/// Version 2 added shaped events (`shapes/`, see [`crate::shaped`]); version 3 gave shapes
+/// their names' types. Older logs are read as they are, and become version 3 when a producer
+/// first stores a shape in them, so that a build that cannot read the shapes refuses the log
+/// instead of quarantining its rows.
+pub(crate) const VERSION: u32 = 3;
 const OLDEST_READ: u32 = 1;
 /// Shard directories are named with four digits.
 pub(crate) const MAX_SHARDS: u32 = 10_000;

@@ -1,5 +1,5 @@
 //! The shapes of a log's shaped events, one file each: `<dir>/shapes/<id, 16 hex digits>.json`
-//! holding the names as a JSON array (see [`crate::shaped`]).
+//! holding the names and their types (see [`crate::shaped::Shape::to_json`]).
 //!
 //! A producer stores a shape, durably, before its first record that uses it, so a reader that
 //! meets a shape id finds the file. Files are created once and never change: the id is a hash
@@ -63,7 +63,7 @@ impl ShapeCache {
         // What is there must be this shape: another one with the same id would be misread.
         let stored = self.load(dir, shape.id())?;
         if *stored != *shape {
-            return Err(LogError::BadMetadata { path, reason: format!("holds the names {:?}, not {:?}, under the same id", stored.names(), shape.names()) });
+            return Err(LogError::BadMetadata { path, reason: format!("holds {}, not {}, under the same id", stored.to_json(), shape.to_json()) });
         }
         Ok(())
     }
@@ -85,7 +85,7 @@ impl ShapeCache {
         };
         let shape = Shape::from_json(&text).map_err(|e| LogError::BadMetadata { path: path.clone(), reason: e.to_string() })?;
         if shape.id() != id {
-            return Err(LogError::BadMetadata { path, reason: format!("its names hash to {:016x}, not to its name", shape.id()) });
+            return Err(LogError::BadMetadata { path, reason: format!("its content hashes to {:016x}, not to its name", shape.id()) });
         }
         let shape = Arc::new(shape);
         self.shapes.lock().expect("shape cache").insert(id, shape.clone());

@@ -1,6 +1,7 @@
 use super::*;
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::Int64Type;
+use serde_json::{Map, Value};
 
 fn schema(cols: &[(&str, ColumnType)]) -> TableSchema {
     TableSchema::new(cols.iter().map(|(n, t)| Column { name: n.to_string(), column_type: *t, nullable: true }).collect()).unwrap()
@@ -10,7 +11,7 @@ fn schema(cols: &[(&str, ColumnType)]) -> TableSchema {
 fn fast_path_types_values_and_keeps_identity() {
     let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64), ("d", ColumnType::Date), ("s", ColumnType::String)]), 1);
     let events: Vec<&[u8]> = vec![br#"{"_kappa_id":"a:0:0","n":1,"d":"2025-03-19","s":"x"}"#, br#"{"_kappa_id":"a:0:1","n":null,"d":"2025-03-20","s":"y"}"#];
-    let (decoded, evolved) = decoder.decode(&events);
+    let (decoded, evolved) = decoder.decode(&events, &[]);
     assert!(!evolved);
     assert_eq!(decoded.batch.num_rows(), 2);
     assert_eq!(decoded.batch.column(0).as_primitive::<Int64Type>().value(0), 1);
@@ -21,28 +22,67 @@ fn fast_path_types_values_and_keeps_identity() {
 }
 
 #[test]
-fn new_columns_and_widening_evolve_the_schema() {
+fn new_columns_evolve_the_schema_and_a_fraction_never_widens_an_integer_column() {
     let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64)]), 1);
-    let events: Vec<&[u8]> = vec![br#"{"n":1}"#, br#"{"n":2.5,"city":"Bangkok"}"#];
-    let (decoded, evolved) = decoder.decode(&events);
+    let events: Vec<&[u8]> = vec![br#"{"n":1}"#, br#"{"n":2.5,"city":"Bangkok"}"#, br#"{"n":3,"city":"Hanoi"}"#];
+    let (decoded, evolved) = decoder.decode(&events, &[]);
     assert!(evolved);
     assert_eq!(decoder.version(), 2);
     let names: Vec<(&str, ColumnType)> = decoder.schema().fields.iter().map(|c| (c.name.as_str(), c.column_type)).collect();
-    assert_eq!(names, vec![("n", ColumnType::Float64), ("city", ColumnType::String)]);
-    assert_eq!(decoded.batch.column(0).as_primitive::<Float64Type>().value(1), 2.5);
+    assert_eq!(names, vec![("n", ColumnType::Int64), ("city", ColumnType::String)]);
+    assert_eq!(decoded.origin, vec![0, 2]);
+    assert_eq!(decoded.batch.column(0).as_primitive::<Int64Type>().values().to_vec(), vec![1, 3]);
+    assert_eq!(decoded.rejected.len(), 1);
+    let (index, reason) = &decoded.rejected[0];
+    assert_eq!(*index, 1);
+    assert!(reason.starts_with(r#"column "n": "2.5" is not a valid int64: it has a fraction"#), "{reason}");
+    assert!(reason.contains("replay with a --schema that types n as float64"), "{reason}");
+}
+
+#[test]
+fn a_member_only_ever_null_adds_no_column_and_quarantines_nothing() {
+    let mut decoder = Decoder::new(schema(&[("id", ColumnType::Int64)]), 1);
+    let nulls: Vec<Vec<u8>> = (0..50).map(|i| format!(r#"{{"id":{i},"x":null}}"#).into_bytes()).collect();
+    let events: Vec<&[u8]> = nulls.iter().map(Vec::as_slice).collect();
+    let (decoded, evolved) = decoder.decode(&events, &[]);
+    assert!(!evolved, "nothing says x's type yet");
+    assert_eq!((decoded.batch.num_rows(), decoded.rejected.len()), (50, 0));
+    assert_eq!(decoder.schema().fields.len(), 1);
+    // Decoded ahead: the same rows, without a second look.
+    let objects: Vec<SourceEvent> =
+        events.iter().enumerate().map(|(i, p)| SourceEvent::object(0, (i as u64).into(), 0, bytes::Bytes::copy_from_slice(p))).collect();
+    let ahead = DecodePlan::new(&decoder, None, Granularity::Day).run(&objects).into_pieces().pop().and_then(|p| p.rows).expect("decoded ahead");
+    assert_eq!(ahead.batch, decoded.batch);
+    // Then a value: x becomes a column of its type, earlier rows hold null.
+    let events: Vec<&[u8]> = vec![br#"{"id":50,"x":null}"#, br#"{"id":51,"x":7}"#];
+    let (decoded, evolved) = decoder.decode(&events, &[]);
+    assert!(evolved);
+    assert_eq!(decoder.schema().fields[1].column_type, ColumnType::Int64);
+    assert_eq!((decoded.batch.num_rows(), decoded.rejected.len()), (2, 0));
     assert!(decoded.batch.column(1).is_null(0));
+}
+
+#[test]
+fn a_new_member_takes_the_type_its_producer_gave_it() {
+    let mut decoder = Decoder::new(schema(&[("id", ColumnType::Int64)]), 1);
+    let shape = Arc::new(Shape::typed(vec!["_kappa_id".into(), "id".into(), "at".into()], vec![None, Some(ColumnType::Int64), Some(ColumnType::Timestamp)]));
+    let events: Vec<&[u8]> = vec![br#"{"_kappa_id":"a","id":1,"at":"2019-01-01T14:22:42"}"#, br#"{"_kappa_id":"b","id":2,"at":null}"#];
+    let (decoded, evolved) = decoder.decode(&events, &[Some(shape.clone()), Some(shape)]);
+    assert!(evolved && decoded.rejected.is_empty());
+    assert_eq!(decoder.schema().fields[1].column_type, ColumnType::Timestamp);
+    assert_eq!(decoded.batch.column(1).data_type(), &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())));
 }
 
 #[test]
 fn undecodable_events_are_rejected_with_reasons_and_the_rest_kept() {
     let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64), ("d", ColumnType::Date)]), 1);
     let events: Vec<&[u8]> = vec![br#"{"n":1}"#, b"not json", br#"{"n":"many"}"#, b"[1,2]", br#"{"d":"2025-02-30"}"#, br#"{"n":3}"#];
-    let (decoded, _) = decoder.decode(&events);
+    let (decoded, _) = decoder.decode(&events, &[]);
     assert_eq!(decoded.origin, vec![0, 5]);
     let indexes: Vec<usize> = decoded.rejected.iter().map(|(i, _)| *i).collect();
     assert_eq!(indexes, vec![1, 2, 3, 4]);
     assert!(decoded.rejected[0].1.starts_with("not valid JSON"));
-    assert!(decoded.rejected[1].1.contains("does not fit the table schema"), "{}", decoded.rejected[1].1);
+    assert!(decoded.rejected[1].1.contains(r#""many" is not a valid int64"#), "{}", decoded.rejected[1].1);
     assert!(decoded.rejected[2].1.starts_with("not a JSON object"));
 }
 
@@ -51,7 +91,7 @@ fn an_event_holding_two_objects_is_rejected_not_split() {
     let mut decoder = Decoder::new(schema(&[("n", ColumnType::Int64)]), 1);
     // As many values as events: only decoding event by event notices.
     let events: Vec<&[u8]> = vec![br#"{"n":1}"#, br#"{"n":2} {"n":3}"#, b"  "];
-    let (decoded, _) = decoder.decode(&events);
+    let (decoded, _) = decoder.decode(&events, &[]);
     assert_eq!(decoded.origin, vec![0]);
     let reasons: Vec<&str> = decoded.rejected.iter().map(|(_, r)| r.as_str()).collect();
     assert_eq!(decoded.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2], "{reasons:?}");
@@ -106,7 +146,7 @@ fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
     for payloads in &plain {
         let (_, members_at) = leading_identities(payloads).unwrap();
         let decoder = Decoder::new(table.clone(), 1);
-        assert!(decode_positional(&decoder.data, &decoder.keys, payloads, &members_at).is_some(), "{payloads:?} is in the plain form");
+        assert!(decode_positional(&decoder.schemas, payloads, &members_at).is_some(), "{payloads:?} is in the plain form");
     }
     for payloads in plain.into_iter().chain(others) {
         let events: Vec<SourceEvent> =
@@ -116,7 +156,7 @@ fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
         assert_eq!(pieces.len(), 1, "one shard, one piece");
         assert_eq!(pieces[0].range, 0..events.len());
         let ahead = pieces.pop().and_then(|piece| piece.rows);
-        let (here, _) = decoder.decode(&payloads);
+        let (here, _) = decoder.decode(&payloads, &[]);
         match ahead {
             Some(rows) => {
                 assert!(here.rejected.is_empty());
@@ -131,7 +171,7 @@ fn decoding_ahead_gives_the_pipelines_rows_for_any_event_shape() {
 
 /// `objects` as shaped events of `names` (each object's members in that order, all there).
 fn shaped_events(names: &[&str], objects: &[&str]) -> Vec<SourceEvent> {
-    let shape = Arc::new(kappa_common::shaped::Shape::new(names.iter().map(|n| n.to_string()).collect()));
+    let shape = Arc::new(Shape::new(names.iter().map(|n| n.to_string()).collect()));
     objects
         .iter()
         .enumerate()
@@ -170,7 +210,7 @@ fn shaped_events_decode_to_the_rows_of_the_objects_they_stand_for() {
         assert_eq!(plan.decode_shaped(&events).is_some(), plain, "{objects:?}");
         let ahead = plan.run(&events).into_pieces().pop().and_then(|piece| piece.rows);
         let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_bytes()).collect();
-        let (here, _) = Decoder::new(table.clone(), 1).decode(&payloads);
+        let (here, _) = Decoder::new(table.clone(), 1).decode(&payloads, &[]);
         match ahead {
             Some(rows) => {
                 assert!(here.rejected.is_empty(), "{objects:?}");
@@ -203,7 +243,7 @@ fn a_chunk_is_decoded_in_one_piece_per_run_of_a_shard() {
         .collect();
     let decoder = Decoder::new(table, 1);
     let predecoded = DecodePlan::new(&decoder, None, Granularity::Day).run(&events);
-    assert_eq!(predecoded.version(), 1);
+    assert_eq!(predecoded.state(), decoder.state());
     let pieces = predecoded.into_pieces();
     assert_eq!(pieces.iter().map(|p| p.range.clone()).collect::<Vec<_>>(), vec![0..2, 2..4, 4..5]);
     let values = |piece: &Piece| {
@@ -226,7 +266,7 @@ fn rows_are_grouped_by_partition_in_the_order_partitions_first_come() {
     let mut partitions: Vec<Placement> = days.iter().map(|d| Ok((day(*d), d * 86_400_000))).collect();
     partitions[17] = Err("no time".into());
     let values = arrow::array::Int64Array::from_iter_values(0..200);
-    let batch = RecordBatch::try_from_iter([("n", Arc::new(values) as arrow::array::ArrayRef)]).unwrap();
+    let batch = RecordBatch::try_from_iter([("n", Arc::new(values) as ArrayRef)]).unwrap();
     let (grouped, positions) = group_by_partition(batch.clone(), &partitions);
     let positions = positions.expect("11 partitions are grouped");
     let n = grouped.column(0).as_primitive::<Int64Type>();

@@ -6,7 +6,8 @@
 //! schema as soon as the schema is known, and the share of quarantined events is checked over
 //! the first events of each run, before any commit that would record their quarantine.
 
-use kappa_common::schema::TableSchema;
+use kappa_common::schema::{ColumnType, TableSchema};
+use kappa_common::time::EventTimeFormat;
 
 use super::PipelineError;
 
@@ -75,9 +76,16 @@ impl QuarantineRatio {
     }
 }
 
-/// The event-time column must be a column of the schema.
-pub(super) fn check_event_time(schema: &TableSchema, column: &str) -> Result<(), PipelineError> {
-    if schema.index_of(column).is_some() {
+/// The event-time column must be a column of the schema, and an epoch format cannot read a
+/// column that holds dates or timestamps (every event would be placed by a number it does
+/// not hold).
+pub(super) fn check_event_time(schema: &TableSchema, column: &str, format: &EventTimeFormat) -> Result<(), PipelineError> {
+    if let Some(index) = schema.index_of(column) {
+        let column_type = schema.fields[index].column_type;
+        let is_time = matches!(column_type, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampNtz);
+        if is_time && matches!(format, EventTimeFormat::EpochSeconds | EventTimeFormat::EpochMillis) {
+            return Err(PipelineError::EventTimeFormat { column: column.to_string(), column_type, format: format.clone() });
+        }
         return Ok(());
     }
     let names: Vec<&str> = schema.fields.iter().map(|c| c.name.as_str()).collect();

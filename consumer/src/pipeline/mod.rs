@@ -149,14 +149,23 @@ impl Pipeline {
         if removed > 0 {
             tracing::warn!(removed, "removed objects of an interrupted flush; they will be written again");
         }
+        // The Delta log's schema is the truth (another writer may have added a column, and a
+        // table written before timestamps were UTC has `timestamp_ntz` ones); the stored
+        // versions add what a commit has not carried yet.
         let stored = runtime.block_on(table.latest_schema())?;
-        let (decoder, stored_version, known) = match (stored, schema) {
-            (Some((version, stored)), _) => (Decoder::new(stored.clone(), version), version, Some(stored)),
-            (None, Some(given)) => (Decoder::new(given.clone(), 1), 0, Some(given)),
-            (None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
+        let live = runtime.block_on(table.live_schema())?;
+        let (decoder, stored_version, known) = match (stored, live, schema) {
+            (Some((version, stored)), live, _) => {
+                let schema = live.map_or_else(|| stored.clone(), |live| follow_live(&stored, live));
+                let next = if schema == stored { version } else { version + 1 };
+                (Decoder::new(schema.clone(), next), version, Some(schema))
+            }
+            (None, Some(live), _) => (Decoder::new(live.clone(), 1), 0, Some(live)),
+            (None, None, Some(given)) => (Decoder::new(given.clone(), 1), 0, Some(given)),
+            (None, None, None) => (Decoder::new(placeholder_schema(), 0), 0, None),
         };
-        if let (Some(schema), Some((column, _))) = (&known, &config.event_time) {
-            check_event_time(schema, column)?;
+        if let (Some(schema), Some((column, format))) = (&known, &config.event_time) {
+            check_event_time(schema, column, format)?;
         }
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
         let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
@@ -199,8 +208,8 @@ impl Pipeline {
     /// Sets the schema when none was stored or given (inferred by the caller from the first
     /// events).
     pub fn set_initial_schema(&mut self, schema: TableSchema) -> Result<(), PipelineError> {
-        if let Some((column, _)) = &self.config.event_time {
-            check_event_time(&schema, column)?;
+        if let Some((column, format)) = &self.config.event_time {
+            check_event_time(&schema, column, format)?;
         }
         self.decoder = Decoder::new(schema, 1);
         Ok(())
@@ -329,19 +338,20 @@ impl Pipeline {
             ordinals.push(*count);
             *count += 1;
         }
-        let (version, pieces) = match predecoded {
-            Some(predecoded) => (Some(predecoded.version()), predecoded.into_pieces()),
+        let (state, pieces) = match predecoded {
+            Some(predecoded) => (Some(predecoded.state()), predecoded.into_pieces()),
             None => (None, vec![Piece { range: 0..events.len(), rows: None }]),
         };
         for piece in pieces {
             let (events, previous, ordinals) = (&events[piece.range.clone()], &previous[piece.range.clone()], &ordinals[piece.range]);
             // Rows decoded ahead are used if no piece before this one grew the schema.
-            let (batch, positions, ids, origin, partitions) = match piece.rows.filter(|_| version == Some(self.decoder.version())) {
+            let (batch, positions, ids, origin, partitions) = match piece.rows.filter(|_| state == Some(self.decoder.state())) {
                 Some(rows) => (rows.batch, rows.positions, rows.ids, (0..events.len()).collect::<Vec<usize>>(), rows.partitions),
                 None => {
                     let objects: Vec<std::borrow::Cow<'_, [u8]>> = events.iter().map(SourceEvent::json).collect();
                     let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
-                    let (decoded, evolved) = self.decoder.decode(&payloads);
+                    let shapes: Vec<_> = events.iter().map(|e| e.shape.clone()).collect();
+                    let (decoded, evolved) = self.decoder.decode(&payloads, &shapes);
                     if evolved {
                         self.store_schema()?;
                     }
@@ -568,6 +578,21 @@ fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef
 
 fn layout_of(config: &PipelineConfig) -> kappa_table::Layout {
     kappa_table::Layout { partition_by: config.granularity.to_string(), event_time: config.event_time.as_ref().map(|(c, _)| c.clone()) }
+}
+
+/// The live Delta table's columns (names, types and order as every reader sees them), then the
+/// stored ones the log does not have yet.
+fn follow_live(stored: &TableSchema, live: TableSchema) -> TableSchema {
+    let mut columns = live.fields;
+    for column in &stored.fields {
+        if !columns.iter().any(|c| c.name == column.name) {
+            columns.push(column.clone());
+        }
+    }
+    for (column, before) in columns.iter().filter_map(|c| stored.fields.iter().find(|s| s.name == c.name && s.column_type != c.column_type).map(|s| (c, s))) {
+        tracing::info!(column = %column.name, stored = %before.column_type, delta = %column.column_type, "the Delta log types a column otherwise: following it");
+    }
+    TableSchema::new(columns).expect("columns from two valid schemas, each name once")
 }
 
 fn placeholder_schema() -> TableSchema {

@@ -4,17 +4,19 @@
 //! - JSON is flattened with the producer's rules (`parent_child` columns, `--explode` of one
 //!   array), so a file dropped in S3 and the same file sent by `kappa-producer` give the same
 //!   rows.
-//! - CSV goes through arrow-csv (types inferred from the object, the producer's null tokens)
-//!   and comes out as JSON through arrow-json: numbers stay numbers, no hand-written conversion.
+//! - CSV columns are typed by arrow-csv's inference over the object (the producer's null
+//!   tokens); a cell of a numeric column goes into the event as the number its digits write
+//!   (never re-printed: an id beyond int64 keeps its digits), a boolean as `true`/`false`,
+//!   anything else as a string, which the consumer types by the table's column.
 //! - Every event carries an identity made of the object's content hash and the row's index:
 //!   the same object announced twice (a redelivered or duplicated notification, or the same
 //!   file uploaded again) gives the same identities, and the pipeline keeps each row once.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use kappa_common::event::{EVENT_ID_FIELD, event_id};
 use kappa_common::flatten::{FlattenOptions, flatten_record};
+use kappa_common::json::{Json, Object};
 use kappa_common::schema::NullTokens;
 use serde_json::Value;
 
@@ -109,15 +111,15 @@ pub fn events_of_object(object: &ObjectRef, data: &[u8], flatten: &FlattenOption
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let value: Value = serde_json::from_slice(text).map_err(|e| format!("line {}: {e}", line + 1))?;
+                let value = Json::from_slice(text).map_err(|e| format!("line {}: {e}", line + 1))?;
                 rows.extend(flatten_record(&value, flatten).map_err(|e| format!("line {}: {e}", line + 1))?);
             }
             rows
         }
         ObjectFormat::Json => {
-            let value: Value = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
+            let value = Json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
             let records = match value {
-                Value::Array(records) => records,
+                Json::Array(records) => records,
                 other => vec![other],
             };
             let mut rows = Vec::new();
@@ -131,26 +133,43 @@ pub fn events_of_object(object: &ObjectRef, data: &[u8], flatten: &FlattenOption
         .into_iter()
         .enumerate()
         .map(|(row, mut fields)| {
-            fields.insert(EVENT_ID_FIELD.to_string(), Value::String(event_id(&source, 0, row as u64)));
-            serde_json::to_vec(&fields).expect("a JSON map serializes")
+            fields.insert(EVENT_ID_FIELD.to_string(), Json::String(event_id(&source, 0, row as u64)));
+            let mut event = Vec::new();
+            Json::Object(fields).write(&mut event);
+            event
         })
         .collect())
 }
 
-/// CSV rows typed by arrow-csv's inference over the whole object, as JSON maps.
-fn csv_rows(data: &[u8], delimiter: u8) -> Result<Vec<serde_json::Map<String, Value>>, String> {
-    let nulls = NullTokens::default().to_regex().map_err(|e| e.to_string())?;
-    let format = arrow::csv::reader::Format::default().with_header(true).with_delimiter(delimiter).with_null_regex(nulls);
+/// CSV rows as JSON objects, the columns typed by arrow-csv's inference over the whole object;
+/// null cells are left out.
+fn csv_rows(data: &[u8], delimiter: u8) -> Result<Vec<Object>, String> {
+    use arrow::datatypes::DataType;
+    let tokens = NullTokens::default();
+    let format =
+        arrow::csv::reader::Format::default().with_header(true).with_delimiter(delimiter).with_null_regex(tokens.to_regex().map_err(|e| e.to_string())?);
     let (schema, _) = format.infer_schema(Cursor::new(data), None).map_err(|e| format!("CSV: {e}"))?;
-    let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema)).with_format(format).build(Cursor::new(data)).map_err(|e| format!("CSV: {e}"))?;
-    let mut json = arrow::json::LineDelimitedWriter::new(Vec::new());
-    for batch in reader {
-        let batch = batch.map_err(|e| format!("CSV: {e}"))?;
-        json.write(&batch).map_err(|e| format!("CSV: {e}"))?;
+    let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(data);
+    let header: Vec<String> = reader.headers().map_err(|e| format!("CSV: {e}"))?.iter().map(String::from).collect();
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| format!("CSV: {e}"))?;
+        let mut row = Object::with_capacity(header.len());
+        for ((name, cell), data_type) in header.iter().zip(record.iter()).zip(&types) {
+            if tokens.is_null(cell) {
+                continue;
+            }
+            let value = match data_type {
+                DataType::Int64 | DataType::Float64 if Json::parse(cell).is_ok_and(|v| matches!(v, Json::Number(_))) => Json::Number(cell.to_string()),
+                DataType::Boolean if cell.eq_ignore_ascii_case("true") || cell.eq_ignore_ascii_case("false") => Json::Bool(cell.eq_ignore_ascii_case("true")),
+                _ => Json::String(cell.to_string()),
+            };
+            row.insert(name.clone(), value);
+        }
+        rows.push(row);
     }
-    json.finish().map_err(|e| format!("CSV: {e}"))?;
-    let text = json.into_inner();
-    text.split(|b| *b == b'\n').filter(|line| !line.is_empty()).map(|line| serde_json::from_slice(line).map_err(|e| format!("CSV: {e}"))).collect()
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -171,12 +190,15 @@ mod tests {
     #[test]
     fn csv_objects_keep_types_and_get_stable_identities() {
         let object = ObjectRef { bucket: "b".into(), key: "sales.csv".into() };
-        let data = b"id,amount,day,note\n1,2.5,2025-03-19,hello\n2,,2025-03-20,NA\n";
+        let data = b"id,amount,day,note,big\n1,2.5,2025-03-19,hello,18446744073709551615\n2,,2025-03-20,NA,1\n";
         let events = events_of_object(&object, data, &FlattenOptions::default()).unwrap();
         let first: Value = serde_json::from_slice(&events[0]).unwrap();
         assert_eq!(first["id"], 1);
         assert_eq!(first["amount"], 2.5);
         assert_eq!(first["day"], "2025-03-19");
+        let text = std::str::from_utf8(&events[0]).unwrap();
+        // arrow-csv types a column of integers beyond i64 as text: the digits stay as written.
+        assert!(text.contains(r#""big":"18446744073709551615""#), "the digits as written: {text}");
         let second: Value = serde_json::from_slice(&events[1]).unwrap();
         assert!(second.get("amount").is_none() && second.get("note").is_none());
         assert_eq!(events, events_of_object(&object, data, &FlattenOptions::default()).unwrap());

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 
 use kappa_common::flatten::{FlattenOptions, Row, flatten_record};
+use kappa_common::json::Json;
 use kappa_common::schema::{TableSchema, infer_json_schema};
-use serde_json::Value;
 
 use super::{
     Batcher, Event, InputError, InputFormat, InputSpec, ReadStop, Reject, RejectWriter, RowContext, RowOrigin, content_identity, emit, open_with_head,
@@ -22,7 +22,8 @@ use super::{
 struct RawRecord {
     line: u64,
     text_for_reject: Option<String>,
-    value: Result<Value, String>,
+    /// Numbers keep their digits as written (see `kappa_common::json`).
+    value: Result<Json, String>,
 }
 
 pub struct JsonInput {
@@ -47,7 +48,7 @@ impl JsonInput {
                 let elements = document_elements(&document).map_err(|reason| InputError::Invalid { input: name.clone(), reason })?;
                 Box::new(elements.into_iter().map(move |(line, range)| {
                     let text = &document[range];
-                    let value = serde_json::from_slice::<Value>(text).map_err(|e| e.to_string());
+                    let value = Json::from_slice(text).map_err(|e| e.to_string());
                     let text_for_reject = value.is_err().then(|| String::from_utf8_lossy(text).into_owned());
                     Ok(RawRecord { line, text_for_reject, value })
                 }))
@@ -129,8 +130,7 @@ fn encode_row(identity: &str, row: &Row, origin: RowOrigin, context: &RowContext
     let event_time_ms = match &context.event_time {
         Some((column, parser)) => {
             let text = match row.get(column) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
+                Some(Json::String(s) | Json::Number(s)) => s.clone(),
                 _ => return Err(format!("--event-time column {column:?} is missing or not a string/number")),
             };
             Some(parser.parse(&text).map_err(|e| format!("--event-time column {column:?}: {e}"))?)
@@ -138,10 +138,10 @@ fn encode_row(identity: &str, row: &Row, origin: RowOrigin, context: &RowContext
         None => None,
     };
     let (key, key_is_identity) = match context.partition_key.as_ref().and_then(|k| row.get(k)) {
-        Some(Value::String(s)) if !s.is_empty() => (s.clone(), false),
-        Some(Value::Null) | None => (id, true),
-        Some(Value::String(_)) => (id, true),
-        Some(other) => (other.to_string(), false),
+        Some(Json::String(s)) if !s.is_empty() => (s.clone(), false),
+        Some(Json::Null) | None => (id, true),
+        Some(Json::String(_)) => (id, true),
+        Some(other) => (other.to_json_string(), false),
     };
     Ok(Event { key, key_is_identity, payload: out.clone(), event_time_ms })
 }
@@ -165,7 +165,7 @@ fn ndjson_records(reader: Box<dyn Read + Send>) -> impl Iterator<Item = std::io:
                 continue;
             }
             let value = match std::str::from_utf8(text) {
-                Ok(s) => serde_json::from_str::<Value>(s).map_err(|e| e.to_string()),
+                Ok(s) => Json::parse(s).map_err(|e| e.to_string()),
                 Err(_) => Err("line is not valid UTF-8".to_string()),
             };
             return Some(Ok(RawRecord { line: line_number, text_for_reject: Some(String::from_utf8_lossy(text).into_owned()), value }));

@@ -109,6 +109,26 @@ impl LakeTable {
         Ok(snapshot.schema().fields().map(|f| (f.name().to_string(), f.data_type().to_string(), f.is_nullable())).collect())
     }
 
+    /// The data columns of the loaded version in kappa-lake's types (partition columns left
+    /// out), in the table's order: what every reader reads, whoever wrote it. A column of a
+    /// type kappa-lake does not write (a foreign writer's struct, say) is an error naming it.
+    pub fn data_schema(&self) -> Result<kappa_common::schema::TableSchema, DeltaError> {
+        use deltalake_core::kernel::engine::arrow_conversion::TryIntoArrow;
+        use kappa_common::schema::{Column, ColumnType, TableSchema};
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        let partitions = self.partition_columns()?;
+        let invalid = |reason: String| DeltaError::Invalid { table: self.name.clone(), reason };
+        let arrow: arrow::datatypes::Schema = snapshot.schema().as_ref().try_into_arrow().map_err(|e| self.delta(deltalake_core::DeltaTableError::from(e)))?;
+        let mut columns = Vec::new();
+        for field in arrow.fields().iter().filter(|f| !partitions.contains(f.name())) {
+            let column_type = ColumnType::of_table_column(field.data_type()).ok_or_else(|| {
+                invalid(format!("column {} has the type {} in the Delta log, which kappa-lake does not write", field.name(), field.data_type()))
+            })?;
+            columns.push(Column { name: field.name().clone(), column_type, nullable: field.is_nullable() });
+        }
+        TableSchema::new(columns).map_err(|e| invalid(format!("the Delta log's schema: {e}")))
+    }
+
     /// Brings the loaded snapshot up to this handle's own commits (files are read from it).
     pub(super) async fn catch_up(&mut self) -> Result<(), DeltaError> {
         if let Some(own) = self.own.take() {

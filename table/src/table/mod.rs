@@ -330,6 +330,15 @@ impl Table {
         Ok((files.into_values().collect(), state))
     }
 
+    /// The data columns the live Delta table has (as it was when this handle opened it or last
+    /// committed): the truth every reader reads, whoever changed it. `None` before the first
+    /// commit, and for a replay's generation.
+    pub async fn live_schema(&self) -> Result<Option<TableSchema>, TableError> {
+        let Some(live) = &self.live else { return Ok(None) };
+        let lake = live.lake.lock().await;
+        Ok(lake.as_ref().map(LakeTable::data_schema).transpose()?)
+    }
+
     pub async fn read_schema(&self, version: u32) -> Result<TableSchema, TableError> {
         let path = self.schema_path(version);
         let data = self.store.get(&path).await?;

@@ -71,10 +71,19 @@ fn a_run_that_quarantines_most_events_stops_instead_of_filling_the_error_area() 
     let log = dir.path().join("log");
     let lake = dir.path().join("lake");
     produce(&[&seed("people/generated_mock_data.csv")], &log, &[]);
-    // `Date` holds dates, not epoch milliseconds: every event's time fails to parse.
+    // `Date` holds dates (the producer typed it `date`), not epoch milliseconds: a
+    // misconfiguration, said before anything is read.
     let wrong_format = ["--event-time", "Date", "--event-time-format", "epoch_ms"];
     let output = consume(&log, &lake, "people", &wrong_format);
     expect_status(&output, 2);
+    let text = stderr(&output);
+    assert!(text.contains("--event-time-format epoch_ms does not fit --event-time \"Date\": the column holds date values"), "{text}");
+    assert!(delta_log(&lake.join("people")).is_none(), "nothing committed");
+
+    // `Name` holds names: every event's time fails to parse, and the run stops.
+    let wrong_column = ["--event-time", "Name"];
+    let output = consume(&log, &lake, "people", &wrong_column);
+    expect_status(&output, 3);
     let text = stderr(&output);
     assert!(text.contains("of the first") && text.contains("--max-quarantine-ratio 0.5"), "{text}");
     assert!(delta_log(&lake.join("people")).is_none(), "nothing committed");
@@ -82,7 +91,7 @@ fn a_run_that_quarantines_most_events_stops_instead_of_filling_the_error_area() 
 
     let summary_path = dir.path().join("summary.json");
     let output =
-        consume(&log, &lake, "people", &[&wrong_format[..], &["--max-quarantine-ratio", "1", "--summary-json", summary_path.to_str().unwrap()]].concat());
+        consume(&log, &lake, "people", &[&wrong_column[..], &["--max-quarantine-ratio", "1", "--summary-json", summary_path.to_str().unwrap()]].concat());
     expect_status(&output, 0);
     assert_eq!(summary(&summary_path)["quarantined"], 1000, "a ratio of 1 turns the check off");
 }

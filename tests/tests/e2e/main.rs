@@ -18,3 +18,4 @@ mod producer_log;
 mod query;
 mod replay;
 mod support;
+mod values;

@@ -195,7 +195,7 @@ async fn sales_to_firehose_land_in_s3_as_ndjson() {
 }
 
 #[tokio::test]
-async fn an_event_over_the_kinesis_record_limit_is_undelivered_and_exit_is_3() {
+async fn an_event_over_the_kinesis_record_limit_is_undelivered_and_exit_is_4() {
     let emulator = emulator();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("big.csv");
@@ -207,7 +207,7 @@ async fn an_event_over_the_kinesis_record_limit_is_undelivered_and_exit_is_3() {
         .arg(&input)
         .args(["--to", "kinesis:big", "--create", "--shards", "1", "--rejects"])
         .arg(&rejects));
-    expect_status(&output, 3);
+    expect_status(&output, 4);
     let events = read_stream(&emulator.moto.endpoint, "big").await;
     let mut ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     ids.sort();

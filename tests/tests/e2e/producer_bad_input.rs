@@ -60,10 +60,10 @@ fn bad_rows_go_to_the_reject_file_with_line_and_reason() {
     let expected: Vec<(u64, &str)> = vec![
         (9, "ragged row: expected 5 fields, found 3"),
         (10, "column \"name\" is not valid UTF-8"),
-        (11, "column \"amount\": value \"nine\" is not a valid float64"),
-        (12, "column \"day\": value \"2025-02-30\" is not a valid date"),
+        (11, "column \"amount\": \"nine\" is not a valid float64: it is not a number"),
+        (12, "column \"day\": \"2025-02-30\" is not a valid date: it is not a date written YYYY-MM-DD"),
         (13, "ragged row: expected 5 fields, found 6"),
-        (14, "column \"flag\": value \"maybe\" is not a valid boolean"),
+        (14, "column \"flag\": \"maybe\" is not a valid boolean: it is not true or false"),
     ];
     assert_eq!(got.len(), expected.len(), "{got:?}");
     for ((line, reason), (want_line, want_reason)) in got.iter().zip(&expected) {
@@ -76,13 +76,13 @@ fn bad_rows_go_to_the_reject_file_with_line_and_reason() {
 }
 
 #[test]
-fn max_errors_aborts_with_status_2() {
+fn max_errors_aborts_with_status_3() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.csv");
     std::fs::write(&input, BAD_CSV).unwrap();
     let output =
         run(kappa("kappa-producer", None).arg("-i").arg(&input).args(["--to", &format!("log:{}", dir.path().join("log").display()), "--max-errors", "2"]));
-    expect_status(&output, 2);
+    expect_status(&output, 3);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("more than --max-errors 2"), "{stderr}");
 }
@@ -116,7 +116,7 @@ fn bad_ndjson_lines_are_rejected_and_good_ones_sent() {
 #[test]
 fn misconfiguration_fails_at_start_with_what_to_change() {
     let output = run(kappa("kappa-producer", None).args(["-i", "nope.csv"]));
-    expect_status(&output, 1);
+    expect_status(&output, 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--input nope.csv: no such file"));
     let output = run(kappa("kappa-producer", Some("http://127.0.0.1:1")).arg("-i").arg(kappa_tests::seed("people/generated_mock_data.csv")).args([
         "--to",

@@ -30,17 +30,22 @@ fn seed_sales_reach_the_log_typed_and_once() {
         assert!(opened.shard_end(shard).unwrap() > 50, "shard {shard} has too few records");
     }
 
-    // The log stores the events shaped: values behind a shape id, the names once beside it.
+    // The log stores the events shaped: values behind a shape id, the names and the types the
+    // producer gave them once beside it.
     let record = opened.reader(0, kappa_common::log::StartAt::Earliest).unwrap().next().unwrap().unwrap();
     let (id, values) = kappa_common::shaped::split_shaped(&record.payload).expect("a shaped event");
     let shape_file = log.join(format!("shapes/{id:016x}.json"));
-    let names: Vec<String> = serde_json::from_slice(&std::fs::read(&shape_file).unwrap()).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&shape_file).unwrap()).unwrap();
+    let names: Vec<String> = serde_json::from_value(stored["names"].clone()).unwrap();
+    let types: Vec<Option<String>> = serde_json::from_value(stored["types"].clone()).unwrap();
     assert_eq!(names[0], "_kappa_id");
+    let type_of = |name: &str| types[names.iter().position(|n| n == name).unwrap()].clone();
+    assert_eq!((type_of("_kappa_id"), type_of("sale_date"), type_of("quantity")), (None, Some("date".into()), Some("int64".into())), "{stored}");
     assert!(names.iter().any(|n| n == "sale_id") && values.starts_with(b"[\""), "{names:?}");
     let object = opened.event_object(&record.payload).unwrap().into_owned();
     assert!(object.len() > record.payload.len() + 100, "the names are not repeated in the record");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(log.join("log.json")).unwrap()).unwrap();
-    assert_eq!(meta["version"], 2);
+    assert_eq!(meta["version"], 3);
     // `inspect` shows the object the event stands for, and checks that every shape is there.
     let inspect = run(kappa("kappa-consumer", None).args(["inspect", "--from", &format!("log:{}", log.display()), "--limit", "1"]));
     expect_status(&inspect, 0);

@@ -291,18 +291,18 @@ fn shard_for_key_is_stable() {
 const XXH3_USER_42: u64 = 5_836_184_775_705_692_621;
 
 #[test]
-fn shapes_are_stored_once_and_a_version_1_log_becomes_version_2() {
+fn shapes_are_stored_once_and_an_older_log_becomes_version_3() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::create(dir.path(), 1).unwrap();
     // A log made by an older build: version 1, objects only.
     let meta_path = dir.path().join(meta::META_FILE);
-    let old = fs::read_to_string(&meta_path).unwrap().replace("\"version\": 2", "\"version\": 1");
+    let old = fs::read_to_string(&meta_path).unwrap().replace("\"version\": 3", "\"version\": 1");
     fs::write(&meta_path, &old).unwrap();
     let log = Log::open(log.dir()).unwrap();
-    let shape = Shape::new(vec!["_kappa_id".into(), "a".into()]);
+    let shape = Shape::typed(vec!["_kappa_id".into(), "a".into()], vec![None, Some(crate::schema::ColumnType::Int64)]);
     assert!(matches!(log.shape(shape.id()), Err(LogError::MissingShape { .. })));
     log.store_shape(&shape).unwrap();
-    assert!(fs::read_to_string(&meta_path).unwrap().contains("\"version\": 2"));
+    assert!(fs::read_to_string(&meta_path).unwrap().contains("\"version\": 3"));
     // Stored again (another producer run, another handle): the same file, untouched.
     Log::open(dir.path()).unwrap().store_shape(&shape).unwrap();
     let again = Log::open(dir.path()).unwrap();
@@ -322,7 +322,7 @@ fn shapes_are_stored_once_and_a_version_1_log_becomes_version_2() {
     fs::write(dir.path().join(format!("shapes/{:016x}.json", other.id())), br#"["c"]"#).unwrap();
     assert!(matches!(Log::open(dir.path()).unwrap().store_shape(&other), Err(LogError::BadMetadata { .. })));
     // A newer format is refused with the versions this build reads.
-    fs::write(&meta_path, old.replace("\"version\": 1", "\"version\": 3")).unwrap();
+    fs::write(&meta_path, old.replace("\"version\": 1", "\"version\": 4")).unwrap();
     let refused = Log::open(dir.path()).unwrap_err().to_string();
-    assert!(refused.contains("format version 3 is not supported (this build reads versions 1 to 2)"), "{refused}");
+    assert!(refused.contains("format version 4 is not supported (this build reads versions 1 to 3)"), "{refused}");
 }
