@@ -4,6 +4,7 @@
 //! from the commit log), so the command also checks the lake is readable; the first rows are
 //! printed as JSON.
 
+use crate::stdout::say;
 use std::collections::BTreeMap;
 
 use anyhow::Context;
@@ -26,14 +27,14 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     let lake_table = runtime
         .block_on(kappa_table::delta::LakeTable::open(table_name, &kappa_table::location(table.store(), table_name)?))?
         .context("the Delta table vanished")?;
-    println!(
+    say!(
         "table {table_name} — Delta table version {}, generation {}, {} consumer commits",
         lake_table.version().unwrap_or_default(),
         table.generation(),
         state.last_commit
     );
-    println!("read it at {} (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", root.join(table_name).display());
-    println!(
+    say!("read it at {} (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", root.join(table_name).display());
+    say!(
         "partition columns: {} (named `{}<key>` where a data column has the key's name)",
         lake_table.partition_columns()?.join(", "),
         kappa_table::PARTITION_COLUMN_PREFIX
@@ -42,11 +43,11 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
         let when =
             version.timestamp_ms.and_then(chrono::DateTime::from_timestamp_millis).map_or_else(String::new, |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
         let counter = version.kappa["counter"].as_i64().map_or_else(String::new, |c| format!("consumer commit {c}"));
-        println!("  version {:<6} {when:<21} {:<10} {counter}", version.version, version.operation);
+        say!("  version {:<6} {when:<21} {:<10} {counter}", version.version, version.operation);
     }
     if let Some((version, schema)) = runtime.block_on(table.latest_schema())? {
         let columns: Vec<String> = schema.fields.iter().map(|c| format!("{} {}", c.name, c.column_type)).collect();
-        println!("schema v{version}: {}", columns.join(", "));
+        say!("schema v{version}: {}", columns.join(", "));
     }
     let mut partitions: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for file in &state.files {
@@ -59,15 +60,15 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
         entry.1 += rows;
         entry.2 += std::fs::metadata(&path)?.len();
     }
-    println!("{:<36} {:>7} {:>12} {:>12}", "partition", "files", "rows", "bytes");
+    say!("{:<36} {:>7} {:>12} {:>12}", "partition", "files", "rows", "bytes");
     let mut total = (0, 0, 0);
     for (partition, (files, rows, bytes)) in &partitions {
-        println!("{partition:<36} {files:>7} {rows:>12} {bytes:>12}");
+        say!("{partition:<36} {files:>7} {rows:>12} {bytes:>12}");
         total = (total.0 + files, total.1 + rows, total.2 + bytes);
     }
-    println!("{:<36} {:>7} {:>12} {:>12}", "total", total.0, total.1, total.2);
+    say!("{:<36} {:>7} {:>12} {:>12}", "total", total.0, total.1, total.2);
     if state.totals.quarantined > 0 {
-        println!("quarantined events: {} (in {}/_errors/)", state.totals.quarantined, root.join(table_name).display());
+        say!("quarantined events: {} (in {}/_errors/)", state.totals.quarantined, root.join(table_name).display());
     }
     let mut printed = 0;
     for file in &state.files {

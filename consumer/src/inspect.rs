@@ -4,6 +4,7 @@
 //! a gap), so a damaged log is never reported healthy; `--quick` counts from each shard's
 //! last segment only and says so.
 
+use crate::stdout::say;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -21,7 +22,7 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
         r.as_ref().and_then(|r| chrono::DateTime::from_timestamp_millis(r.arrival_ms)).map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
     };
     let mut total = 0;
-    println!("log {} — {} shards", dir.display(), log.shard_count());
+    say!("log {} — {} shards", dir.display(), log.shard_count());
     for shard in 0..log.shard_count() {
         let first_position = log.first_retained(shard)?.unwrap_or(0);
         let end = log.shard_end(shard)?;
@@ -35,20 +36,20 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
         total += end - first_position;
         let first = log.reader(shard, StartAt::Earliest)?.next()?;
         let gone = if first_position > 0 { format!(" (records before {first_position} are gone)") } else { String::new() };
-        println!("  shard {shard:>4}: {:>10} records, positions {first_position}..{end}, first arrival {}{gone}", end - first_position, arrival(&first));
+        say!("  shard {shard:>4}: {:>10} records, positions {first_position}..{end}, first arrival {}{gone}", end - first_position, arrival(&first));
     }
-    println!("  total      {total:>10} records");
+    say!("  total      {total:>10} records");
     if verify {
-        println!("  verified: every frame read back, its CRC and sequence number checked");
+        say!("  verified: every frame read back, its CRC and sequence number checked");
     } else {
-        println!("  not verified (--quick): counted from each shard's last segment; run without --quick to check every frame");
+        say!("  not verified (--quick): counted from each shard's last segment; run without --quick to check every frame");
     }
     let mut printed = 0;
     for shard in 0..log.shard_count() {
         let mut reader = log.reader(shard, StartAt::Earliest)?;
         while printed < limit {
             let Some(record) = reader.next()? else { break };
-            println!("{}/{}: {}", shard, record.seq, event_text(&log, &record.payload)?);
+            say!("{}/{}: {}", shard, record.seq, event_text(&log, &record.payload)?);
             printed += 1;
         }
     }
@@ -59,7 +60,7 @@ pub fn inspect(from: &str, limit: usize, follow: bool, verify: bool) -> anyhow::
             for reader in &mut readers {
                 while let Some(record) = reader.next()? {
                     idle = false;
-                    println!("{}/{}: {}", record.shard, record.seq, event_text(&log, &record.payload)?);
+                    say!("{}/{}: {}", record.shard, record.seq, event_text(&log, &record.payload)?);
                 }
             }
             if idle {

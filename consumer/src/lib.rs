@@ -29,4 +29,5 @@ pub mod run;
 pub mod source;
 pub mod spill;
 pub mod stats;
+pub mod stdout;
 pub mod typing;

@@ -21,8 +21,11 @@ fn main() {
         None => None,
     };
     if let Some(result) = subcommand {
-        if let Err(e) = result {
-            exit_with(&format!("{e:#}"), 1);
+        match result {
+            // `describe … | head`: the reader has what it wanted.
+            Err(e) if kappa_consumer::stdout::reader_gone(&e) => {}
+            Err(e) => exit_with(&format!("{e:#}"), 1),
+            Ok(()) => {}
         }
         return;
     }

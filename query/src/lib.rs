@@ -42,7 +42,7 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|source| QueryError::Io { what: format!("--output {}", path.display()), source })?,
         )),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(output::Stdout::new()),
     };
     let mut summaries = match &config.summary_json {
         Some(path) => {

@@ -28,7 +28,10 @@ fn main() {
         }),
     };
     if let Err(e) = outcome {
-        exit_with(&e, 1);
+        // `kappa-query … | head -1`: the reader has what it wanted.
+        if !kappa_query::output::Stdout::reader_gone() {
+            exit_with(&e, 1);
+        }
     }
     // Every output is written and flushed: end here, without shutting the runtime down thread
     // by thread (part of the per-statement cost a short query pays).

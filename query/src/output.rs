@@ -24,6 +24,48 @@ pub enum Format {
     Parquet,
 }
 
+/// Standard output that notes when its reader closed the pipe (`kappa-query … | head -1`):
+/// the query then ends quietly with status 0 instead of reporting the failed write.
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+static READER_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Stdout {
+    pub fn new() -> Stdout {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// True once a write or flush found the pipe closed.
+    pub fn reader_gone() -> bool {
+        READER_GONE.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn noted<T>(result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            READER_GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Default for Stdout {
+    fn default() -> Stdout {
+        Stdout::new()
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Stdout::noted(self.0.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Stdout::noted(self.0.flush())
+    }
+}
+
 /// Writes `batches` to `out` as `format`.
 pub fn write(batches: &[RecordBatch], format: Format, out: &mut dyn Write) -> Result<(), QueryError> {
     let failed = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());

@@ -11,6 +11,7 @@ mod consumer_kinesis;
 mod consumer_log;
 mod consumer_s3;
 mod consumer_sqs;
+mod pipes;
 mod producer_aws;
 mod producer_bad_input;
 mod producer_inputs;
