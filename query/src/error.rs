@@ -18,8 +18,8 @@ pub enum QueryError {
     Register { name: String, path: String, reason: String },
     /// The statement's text is in the message, with DataFusion's reason (a parse error names
     /// its line and column).
-    #[error("{origin}: {source}")]
-    Sql { origin: String, source: Box<deltalake_core::datafusion::error::DataFusionError> },
+    #[error("{origin}: {source}{hint}")]
+    Sql { origin: String, source: Box<deltalake_core::datafusion::error::DataFusionError>, hint: String },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("writing the result: {0}")]

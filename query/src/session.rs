@@ -82,14 +82,26 @@ impl Session {
 
     /// Splits `sql` into statements (a parse error names its line and column).
     pub fn statements(&self, origin: &str, sql: &str) -> Result<Vec<Statement>, QueryError> {
-        Ok(DFParser::parse_sql(sql).map_err(|e| sql_error(origin, e))?.into())
+        Ok(DFParser::parse_sql(sql)
+            .map_err(|e| {
+                let error = sql_error(origin, e);
+                // The parser names no place when the text ends too soon (`… WHERE`): the end is it.
+                match error {
+                    QueryError::Sql { origin, source, .. } if source.to_string().contains("found: EOF") => {
+                        let (line, column) = end_of(sql);
+                        QueryError::Sql { origin, source, hint: format!(" at the end of the statement, line {line} column {column}") }
+                    }
+                    other => other,
+                }
+            })?
+            .into())
     }
 
     /// Runs one parsed statement to its end (planned as parsed: not printed and parsed again).
     pub async fn run(&self, origin: &str, statement: Statement) -> Result<Outcome, QueryError> {
         self.lake.counters.take();
         let started = Instant::now();
-        let plan = self.context.state().statement_to_plan(statement).await.map_err(|e| sql_error(origin, e))?;
+        let plan = self.context.state().statement_to_plan(statement).await.map_err(|e| self.unknown_table_hint(sql_error(origin, e)))?;
         let frame = self.context.execute_logical_plan(plan).await.map_err(|e| sql_error(origin, e))?;
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await.map_err(|e| sql_error(origin, e))?;
@@ -174,5 +186,28 @@ fn read_csv(path: &str) -> Result<MemTable, DataFusionError> {
 }
 
 fn sql_error(origin: &str, source: DataFusionError) -> QueryError {
-    QueryError::Sql { origin: origin.to_string(), source: Box::new(source) }
+    QueryError::Sql { origin: origin.to_string(), source: Box::new(source), hint: String::new() }
+}
+
+/// The line and column (from 1) just past the last character of `sql` that is not blank.
+fn end_of(sql: &str) -> (usize, usize) {
+    let text = sql.trim_end();
+    let line = text.lines().count().max(1);
+    let column = text.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
+    (line, column)
+}
+
+impl Session {
+    /// A statement naming a table the session lacks: the error lists the tables it has.
+    fn unknown_table_hint(&self, error: QueryError) -> QueryError {
+        match error {
+            QueryError::Sql { origin, source, .. } if source.to_string().contains("not found") && source.to_string().contains("table '") => {
+                let mut names: Vec<String> =
+                    self.context.catalog("datafusion").and_then(|catalog| catalog.schema("public")).map(|schema| schema.table_names()).unwrap_or_default();
+                names.sort();
+                QueryError::Sql { origin, source, hint: format!("; the tables are: {}", names.join(", ")) }
+            }
+            other => other,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! A closed pipe ends a command quietly (issue 30): `kappa-query … | head -1`,
 //! `kappa-consumer describe … | head -1` and `inspect … | head -1` exit 0 with nothing on
-//! stderr, where they said "Broken pipe" (exit 1) or panicked (exit 101).
+//! stderr, where they said "Broken pipe" (exit 1) or panicked (exit 101). And errors that
+//! say where: an unknown table lists the tables, a statement cut short names its end.
 
 use std::process::{Command, Stdio};
 
@@ -36,4 +37,24 @@ fn a_closed_pipe_ends_query_describe_and_inspect_quietly() {
         assert_eq!(status, Some(0), "{binary} {args:?}: {stderr}");
         assert!(!stderr.contains("error") && !stderr.contains("panicked"), "{binary} {args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_unknown_table_lists_the_tables_and_a_statement_cut_short_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = crate::support::sales_log(dir.path(), 500);
+    let lake = dir.path().join("lake");
+    kappa_tests::expect_status(
+        &kappa_tests::run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--until-idle", "0s"])),
+        0,
+    );
+    let query = |sql: &str| kappa_tests::run(kappa("kappa-query", None).arg("--lake").arg(&lake).args(["--table", "sales", sql]));
+    let output = query("SELECT * FROM nosuch");
+    kappa_tests::expect_status(&output, 1);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("table 'datafusion.public.nosuch' not found; the tables are: sales"), "{text}");
+    let output = query("SELECT *\nFROM sales WHERE  ");
+    kappa_tests::expect_status(&output, 1);
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("at the end of the statement, line 2 column 17"), "{text}");
 }
