@@ -45,13 +45,17 @@ pub struct Cli {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "sql")]
     pub file: Option<PathBuf>,
 
-    /// Read the table as of this Delta version (time travel). Default: the current version.
+    /// Read the table as of this Delta version (time travel). Default: the current version. A
+    /// version the table no longer holds (log retention, vacuum) or never had fails, naming the
+    /// versions that can be read.
     #[arg(long, value_name = "N", conflicts_with = "as_of")]
     pub version: Option<u64>,
 
-    /// Read the table as it was at this time (RFC 3339, e.g. 2026-11-23T10:00:00Z): the
-    /// version current then.
-    #[arg(long, value_name = "TIMESTAMP")]
+    /// Read the table as it was at this time: the version current then. RFC 3339
+    /// (2026-11-23T10:00:00Z, 2026-11-23T11:00:00+01:00), a UTC time without a zone
+    /// (2026-11-23 10:00:00) or a date (2026-11-23: midnight UTC). A time before the table's
+    /// first readable version fails, naming that version's time.
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_time)]
     pub as_of: Option<DateTime<Utc>>,
 
     /// Another table beside the lake's, NAME=PATH: a Delta table (a directory with
@@ -69,6 +73,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", overrides_with = "format")]
     pub format: Option<Format>,
 
+    /// The most rows --format table shows (0: all). It aligns every column to its widest
+    /// value, so it holds the rows it shows; the rest are counted and a line on stderr says
+    /// how many there were. The other formats write every row as it is read.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_rows: u64,
+
     /// Write results to FILE instead of stdout (needed for --format parquet).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -85,6 +95,24 @@ pub struct Cli {
 
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// `--as-of`'s value: RFC 3339, or a UTC time or date without a zone (as the consumer reads
+/// event times without one).
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.to_utc());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(time.and_utc());
+        }
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err("not a time: give RFC 3339 (2026-11-23T10:00:00Z, 2026-11-23T11:00:00+01:00), a UTC time (2026-11-23 10:00:00) or a date (2026-11-23, midnight UTC); --version N picks a version by number".into())
 }
 
 /// Where the lake is: the same flag for queries and the report.
@@ -171,6 +199,8 @@ pub struct QueryConfig {
     pub register: Vec<(String, String)>,
     pub init: Vec<(String, String)>,
     pub format: Format,
+    /// How many rows `--format table` shows at most (`None`: all).
+    pub max_rows: Option<u64>,
     pub output: Option<PathBuf>,
     pub quiet: bool,
     pub summary_json: Option<PathBuf>,
@@ -232,6 +262,9 @@ impl Cli {
         }
         let init = self.init.iter().map(|path| Ok((path.display().to_string(), read(path, "--init")?))).collect::<Result<Vec<_>, String>>()?;
         let format = self.format.unwrap_or(if self.output.is_none() && std::io::stdout().is_terminal() { Format::Table } else { Format::Csv });
+        if self.max_rows != 1000 && self.format.is_some_and(|f| f != Format::Table) {
+            return Err("--max-rows caps what --format table shows; the other formats write every row (add LIMIT N to the SQL to write fewer)".into());
+        }
         if format == Format::Parquet && self.output.is_none() {
             return Err("--format parquet writes a file: add --output FILE".into());
         }
@@ -248,6 +281,7 @@ impl Cli {
             register,
             init,
             format,
+            max_rows: Some(self.max_rows).filter(|max| *max > 0),
             output: self.output,
             quiet: self.quiet,
             summary_json: self.summary_json,
@@ -271,11 +305,22 @@ mod tests {
         assert_eq!(parse(&["--version", "3", "SELECT 1"]).unwrap().at, At::Version(3));
         assert!(matches!(parse(&["--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).unwrap().at, At::Time(_)));
         assert!(parse(&["--format", "parquet", "SELECT 1"]).unwrap_err().contains("--output"));
+        assert_eq!(parse(&["--format", "table", "SELECT 1"]).unwrap().max_rows, Some(1000));
+        assert_eq!(parse(&["--format", "table", "--max-rows", "0", "SELECT 1"]).unwrap().max_rows, None);
+        assert!(parse(&["--format", "csv", "--max-rows", "5", "SELECT 1"]).unwrap_err().contains("LIMIT"));
         assert!(parse(&["--register", "dims", "SELECT 1"]).unwrap_err().contains("NAME=PATH"));
         assert!(parse(&["--register", "T=x.csv", "SELECT 1"]).unwrap_err().contains("t is the lake's table"));
         assert!(parse(&["--register", "d=x.csv", "--register", "D=y.csv", "SELECT 1"]).unwrap_err().contains("given twice"));
         assert!(parse(&["  "]).unwrap_err().contains("no SQL"));
         assert!(Cli::try_parse_from(["kappa-query", "--table", "t", "--version", "1", "--as-of", "2026-11-23T10:00:00Z", "SELECT 1"]).is_err());
+        let as_of = |text: &str| parse_time(text).map(|t| t.to_rfc3339());
+        assert_eq!(as_of("2026-11-23T11:00:00+01:00").unwrap(), "2026-11-23T10:00:00+00:00");
+        assert_eq!(as_of("2026-11-23 10:00:00.5").unwrap(), "2026-11-23T10:00:00.500+00:00");
+        assert_eq!(as_of("2026-11-23T10:00").unwrap(), "2026-11-23T10:00:00+00:00");
+        assert_eq!(as_of("2026-11-23").unwrap(), "2026-11-23T00:00:00+00:00");
+        assert!(as_of("yesterday").unwrap_err().contains("RFC 3339 (2026-11-23T10:00:00Z"));
+        let error = Cli::try_parse_from(["kappa-query", "--table", "t", "--as-of", "yesterday", "SELECT 1"]).unwrap_err();
+        assert!(error.to_string().contains("'yesterday' for '--as-of <TIMESTAMP>': not a time: give RFC 3339"), "{error}");
     }
 
     #[test]

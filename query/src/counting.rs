@@ -2,6 +2,7 @@
 //! scanned" line after a statement is what was really read (as Athena bills it), not an
 //! estimate from the plan.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -28,47 +29,57 @@ pub struct Scanned {
 }
 
 /// Bytes and files served under one table's root, its Delta log left out.
+///
+/// Each byte of a file counts once per statement, however often it was fetched: a reader may
+/// ask twice for the same bytes (a footer prefetch that covers a column chunk read later; a
+/// small local file let go from memory and read again), and what a statement scanned is then
+/// never more than the table holds. A full scan of 64 files of 0.8 MiB counted 49.7 of 49.0
+/// MiB (101.56%) when every fetch was added up.
 #[derive(Debug)]
 pub struct Counters {
     /// The table's root as an object path (`work/lake/sales`), and its log under it.
     root: String,
     log: String,
-    state: Mutex<(u64, std::collections::HashSet<String>)>,
-    /// Which statement is counting: [`Counters::take`] starts the next one.
-    statement: std::sync::atomic::AtomicU64,
+    /// The ranges read of each file since the last [`Counters::take`].
+    read: Mutex<HashMap<String, Vec<Range<u64>>>>,
 }
 
 impl Counters {
     pub fn new(root: &Path) -> Arc<Counters> {
         let root = root.as_ref().trim_end_matches('/').to_string();
-        Arc::new(Counters { log: format!("{root}/_delta_log/"), root, state: Mutex::default(), statement: Default::default() })
+        Arc::new(Counters { log: format!("{root}/_delta_log/"), root, read: Mutex::default() })
     }
 
-    fn count(&self, location: &Path, bytes: u64) {
+    fn count(&self, location: &Path, ranges: impl IntoIterator<Item = Range<u64>>) {
         let path = location.as_ref();
         let under_root = path.strip_prefix(self.root.as_str()).is_some_and(|rest| rest.starts_with('/'));
         if !under_root || path.starts_with(&self.log) {
             return;
         }
-        let mut state = self.state.lock().expect("counters lock");
-        state.0 += bytes;
-        state.1.insert(path.to_string());
+        let mut read = self.read.lock().expect("counters lock");
+        read.entry(path.to_string()).or_default().extend(ranges.into_iter().filter(|r| r.end > r.start));
     }
 
     /// What was read since the last call, and a fresh start.
     pub fn take(&self) -> Scanned {
-        let mut state = self.state.lock().expect("counters lock");
-        let scanned = Scanned { bytes: state.0, files: state.1.len() as u64 };
-        *state = Default::default();
-        self.statement.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        scanned
+        let read = std::mem::take(&mut *self.read.lock().expect("counters lock"));
+        let files = read.values().filter(|ranges| !ranges.is_empty()).count() as u64;
+        Scanned { bytes: read.into_values().map(covered).sum(), files }
     }
+}
 
-    /// The statement counting now: a small local file kept from an earlier one counts again,
-    /// whole, the first time this one reads it (see [`LocalReads`]).
-    pub fn statement(&self) -> u64 {
-        self.statement.load(std::sync::atomic::Ordering::Relaxed)
+/// How many bytes `ranges` cover together, each byte once.
+fn covered(mut ranges: Vec<Range<u64>>) -> u64 {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let (mut total, mut reached) = (0, 0);
+    for range in ranges {
+        let start = range.start.max(reached);
+        if range.end > start {
+            total += range.end - start;
+            reached = range.end;
+        }
     }
+    total
 }
 
 /// How the wrapped store serves several ranges of one object: what it fetches is what counts.
@@ -116,8 +127,8 @@ impl ObjectStore for CountingStore {
         if let RangeReads::Local(reads) = &self.ranges
             && LocalReads::serves(&options)
         {
-            let read = reads.get(location, options.range.as_ref(), self.counters.statement())?;
-            self.counters.count(location, read.from_disk);
+            let read = reads.get(location, options.range.as_ref())?;
+            self.counters.count(location, read.from_disk.clone());
             let bytes = read.bytes;
             let payload = GetResultPayload::Stream(futures::stream::once(async move { Ok(bytes) }).boxed());
             return Ok(GetResult { payload, meta: read.meta, range: read.range, attributes: Default::default() });
@@ -125,7 +136,7 @@ impl ObjectStore for CountingStore {
         let head = options.head; // the object's metadata, no bytes
         let result = self.inner.get_opts(location, options).await?;
         if !head {
-            self.counters.count(location, result.range.end - result.range.start);
+            self.counters.count(location, [result.range.clone()]);
         }
         Ok(result)
     }
@@ -133,7 +144,7 @@ impl ObjectStore for CountingStore {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         match &self.ranges {
             RangeReads::Local(reads) => {
-                let (bytes, from_disk) = reads.get_ranges(location, ranges, self.counters.statement())?;
+                let (bytes, from_disk) = reads.get_ranges(location, ranges)?;
                 self.counters.count(location, from_disk);
                 Ok(bytes)
             }
@@ -165,5 +176,28 @@ impl ObjectStore for CountingStore {
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+// One-range reads are what a footer read is; clippy takes `[a..b]` for a typo.
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_read_twice_counts_once_and_the_log_not_at_all() {
+        let counters = Counters::new(&Path::from("lake/t"));
+        let file = Path::from("lake/t/p_day=1/a.parquet");
+        // A footer prefetch, then column chunks inside it and before it, then the file again.
+        counters.count(&file, [900..1000]);
+        counters.count(&file, [950..980, 100..200, 150..300]);
+        counters.count(&Path::from("lake/t/_delta_log/00000000000000000001.json"), [0..5000]);
+        counters.count(&Path::from("lake/t2/b.parquet"), [0..5000]);
+        counters.count(&Path::from("lake/t/b.parquet"), [0..0]);
+        assert_eq!(counters.take(), Scanned { bytes: 300, files: 1 });
+        counters.count(&file, [0..1000, 0..1000]);
+        assert_eq!(counters.take(), Scanned { bytes: 1000, files: 1 }, "each statement counts afresh");
+        assert_eq!(counters.take(), Scanned::default());
     }
 }

@@ -6,6 +6,12 @@ use crate::lake::At;
 pub enum QueryError {
     #[error("{0}")]
     Config(String),
+    /// The lake could not be read as a table (a listing failed, a log without sizes).
+    #[error("{0}")]
+    Lake(String),
+    /// `--version` or `--as-of` out of what the table still holds; the message says what is.
+    #[error("{0}")]
+    TimeTravel(String),
     #[error("no table {table} in lake {lake} (tables there: {}); check --lake and --table", if tables.is_empty() { "none".to_string() } else { tables.join(", ") })]
     NoTable { lake: String, table: String, tables: Vec<String> },
     #[error("table {table} at {at:?}: {source}")]
@@ -24,6 +30,17 @@ pub enum QueryError {
     Io { what: String, source: std::io::Error },
     #[error("writing the result: {0}")]
     Output(String),
+}
+
+impl QueryError {
+    /// The exit status: 2 when a flag must change (a table or version that is not there), 1
+    /// when the query or the lake failed.
+    pub fn status(&self) -> i32 {
+        match self {
+            QueryError::Config(_) | QueryError::TimeTravel(_) | QueryError::NoTable { .. } | QueryError::Register { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// The table crate's Delta errors, as its own error type carries them.

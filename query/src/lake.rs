@@ -19,6 +19,7 @@ use url::Url;
 
 use crate::counting::{Counters, CountingStore, RangeReads};
 use crate::error::QueryError;
+use crate::history::{Versions, missing_files, present_files, when};
 use crate::local_reads::LocalReads;
 
 /// Which version of the table a query reads.
@@ -70,7 +71,7 @@ async fn sum_files(log_store: &LogStoreRef, snapshot: &Snapshot) -> Result<Total
         let sizes = batch
             .column_by_name("size")
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
-            .ok_or_else(|| QueryError::Config("the Delta log's file list has no sizes".into()))?;
+            .ok_or_else(|| QueryError::Lake("the Delta log's file list has no sizes".into()))?;
         totals.bytes += sizes.iter().flatten().map(|s| s.max(0) as u64).sum::<u64>();
     }
     Ok(totals)
@@ -102,38 +103,70 @@ pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<L
     // A local file serves each range as asked; S3 (object_store's HTTP stores) merges near ones.
     let ranges = if backend.is_some() { RangeReads::Coalesced } else { RangeReads::Local(LocalReads::new()) };
     let inner: Arc<dyn ObjectStore> = backend.unwrap_or_else(|| Arc::new(object_store::local::LocalFileSystem::new()));
-    let counters = Counters::new(&Path::from_url_path(url.path()).map_err(|e| QueryError::Config(e.to_string()))?);
+    let root = Path::from_url_path(url.path()).map_err(|e| QueryError::Config(e.to_string()))?;
+    let counters = Counters::new(&root);
     let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::new(inner, counters.clone(), ranges));
     let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(store.clone(), url.clone());
-    // A version goes to the snapshot below; only a time needs the builder to resolve it.
-    let builder = match at {
-        At::Time(time) => builder.with_timestamp(*time),
-        _ => builder,
-    };
     let opened = |e| QueryError::Open { table: name.to_string(), at: at.clone(), source: Box::new(e) };
-    // Latest or a version: a lazy snapshot (the log's protocol, metadata and segment), whose
-    // files DataFusion's scan replays with only the statistics its filters need. Loading the
-    // table instead parsed every column's statistics of every file up front (a 6,936-file table:
-    // 77 ms). A time is resolved to its version by loading the table as of then.
-    let (log_store, version) = match at {
-        At::Time(_) => {
-            let table = builder.load().await.map_err(opened)?;
-            (table.log_store(), table.version())
-        }
+    let log_store = builder.build().map_err(opened)?.log_store();
+    // An older version is first checked against what the log and the store still hold (see
+    // history.rs): one listing of the log, and for an old version one of the table's files.
+    let (version, versions) = match at {
+        At::Latest => (None, None),
         _ => {
-            let table = builder.build().map_err(opened)?;
-            (table.log_store(), None)
+            let versions = Versions::list(store.as_ref(), &root).await?;
+            (versions.resolve(name, at)?, Some(versions))
         }
     };
-    let version = match at {
-        At::Version(v) => Some(*v),
-        _ => version,
-    };
-    let snapshot = Arc::new(Snapshot::try_new(log_store.as_ref(), version.map(|v| v as _)).await.map_err(opened)?);
-    let version = snapshot.version() as u64;
+    // A lazy snapshot (the log's protocol, metadata and segment), whose files DataFusion's scan
+    // replays with only the statistics its filters need. Loading the table instead parsed every
+    // column's statistics of every file up front (a 6,936-file table: 77 ms).
+    let snapshot = Arc::new(Snapshot::try_new(log_store.as_ref(), version).await.map_err(opened)?);
+    if let (Some(version), Some(versions)) = (version, &versions)
+        && Some(version) != versions.latest()
+    {
+        vacuumed(name, &log_store, &snapshot, store.as_ref(), &root, versions).await?;
+    }
+    let version = snapshot.version();
     counters.take(); // reading the log is not scanning data
     let store_url = Url::parse(&format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())).expect("a scheme and a host make a URL");
     Ok(LakeTable { name: name.to_string(), log_store, snapshot, version, store, store_url, counters, totals: tokio::sync::OnceCell::new() })
+}
+
+/// Fails if a vacuum removed files of `snapshot` (an old version), naming the oldest version
+/// whose files are all there: found by bisection, as a vacuum removes the files of every
+/// version before some point.
+async fn vacuumed(
+    name: &str,
+    log_store: &LogStoreRef,
+    snapshot: &Snapshot,
+    store: &dyn ObjectStore,
+    root: &Path,
+    versions: &Versions,
+) -> Result<(), QueryError> {
+    let present = present_files(store, root).await?;
+    let (missing, total) = missing_files(log_store, snapshot, root, &present).await?;
+    let Some(example) = missing.first() else { return Ok(()) };
+    let version = snapshot.version();
+    let latest = versions.latest().unwrap_or(version);
+    let (mut low, mut high) = (version + 1, latest);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let later = Snapshot::try_new(log_store.as_ref(), Some(middle)).await?;
+        if missing_files(log_store, &later, root, &present).await?.0.is_empty() {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let intact = match versions.time_of(high) {
+        Some(time) if high < latest => format!("the oldest version whose files are all there is {high}, committed at {}", when(time)),
+        _ => format!("only the current version, {latest}, has all its files"),
+    };
+    Err(QueryError::TimeTravel(format!(
+        "version {version} of table {name} is no longer readable: {} of its {total} data files were removed by a vacuum (e.g. {example}); {intact}",
+        missing.len()
+    )))
 }
 
 /// The tables a local lake directory holds, for the message when one is not there.

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod counting;
 pub mod error;
+pub mod history;
 pub mod lake;
 pub mod local_reads;
 pub mod output;
@@ -35,10 +36,10 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     tracing::debug!(elapsed = ?started.elapsed(), "session ready");
     for (origin, sql) in &config.init {
         for statement in session.statements(origin, sql)? {
-            session.run(origin, statement).await?;
+            session.run_quietly(origin, statement).await?;
         }
     }
-    let mut out: Box<dyn Write> = match &config.output {
+    let mut out: Box<dyn Write + Send> = match &config.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|source| QueryError::Io { what: format!("--output {}", path.display()), source })?,
         )),
@@ -53,9 +54,13 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     let (origin, sql) = &config.sql;
     let lake = session.lake();
     for statement in session.statements(origin, sql)? {
-        let outcome = session.run(origin, statement).await?;
-        output::write(&outcome.batches, config.format, &mut out)?;
+        let mut running = session.start(origin, statement).await?;
+        let written = output::write(&mut running, origin, config.format, config.max_rows, out.as_mut()).await?;
         out.flush().map_err(|e| QueryError::Output(e.to_string()))?;
+        let outcome = session.finish(running, written.rows);
+        if let Some(notice) = output::cut_notice(written) {
+            eprintln!("{notice}");
+        }
         if !config.quiet {
             let totals = lake.totals().await?;
             eprintln!("{}", output::summary(&outcome, &config.table, totals.files, totals.bytes));

@@ -9,9 +9,9 @@
 //! page cache takes microseconds), and a file up to [`SMALL_FILE`] is read whole at its first
 //! request and kept for later requests (up to [`KEPT_BYTES`]), so it is opened and read once.
 //!
-//! What counts as scanned is what was read from the file system: a small file once, whole.
-//! Each statement has its own "data scanned" line: a kept file counts whole again the first
-//! time a later statement reads it, as if it had been read anew.
+//! What counts as scanned is what was read: a small file whole, served from memory or not
+//! (the counters count each byte once per statement, so each statement's "data scanned" line
+//! counts a kept file whole, as if it had been read anew).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -30,12 +30,13 @@ const SMALL_FILE: u64 = 1 << 20;
 /// row groups were all pruned after its footer is never asked for again); the oldest go first.
 const KEPT_BYTES: usize = 32 << 20;
 
-/// A read: the bytes asked for, and how many bytes it took from the file system.
+/// A read: the bytes asked for, and the ranges of the file it read for them (all of a small
+/// file, kept or not).
 pub struct Read {
     pub bytes: Bytes,
     pub meta: ObjectMeta,
     pub range: Range<u64>,
-    pub from_disk: u64,
+    pub from_disk: Vec<Range<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +47,7 @@ pub struct LocalReads {
 
 #[derive(Debug, Default)]
 struct Kept {
-    /// Each kept file, and the last statement it was counted for.
-    files: HashMap<Path, (Bytes, ObjectMeta, u64)>,
+    files: HashMap<Path, (Bytes, ObjectMeta)>,
     order: VecDeque<Path>,
     bytes: usize,
 }
@@ -68,25 +68,25 @@ impl LocalReads {
             && options.version.is_none()
     }
 
-    /// The bytes of `range` (all of the file if `None`), read for `statement`.
-    pub fn get(&self, location: &Path, range: Option<&GetRange>, statement: u64) -> Result<Read> {
+    /// The bytes of `range` (all of the file if `None`).
+    pub fn get(&self, location: &Path, range: Option<&GetRange>) -> Result<Read> {
         let (file, meta) = self.open(location)?;
         let range = resolve(location, range, meta.size)?;
-        let (mut bytes, from_disk) = self.read(location, file, &meta, std::slice::from_ref(&range), statement)?;
+        let (mut bytes, from_disk) = self.read(location, file, &meta, std::slice::from_ref(&range))?;
         Ok(Read { bytes: bytes.pop().expect("one range"), meta, range, from_disk })
     }
 
     /// Several ranges of one file (a footer, a row group's column chunks). Returns the bytes
-    /// and how many came from the file system.
-    pub fn get_ranges(&self, location: &Path, ranges: &[Range<u64>], statement: u64) -> Result<(Vec<Bytes>, u64)> {
+    /// and the ranges of the file read for them.
+    pub fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<(Vec<Bytes>, Vec<Range<u64>>)> {
         let (file, meta) = self.open(location)?;
         let ranges = ranges.iter().map(|r| resolve(location, Some(&GetRange::Bounded(r.clone())), meta.size)).collect::<Result<Vec<_>>>()?;
-        self.read(location, file, &meta, &ranges, statement)
+        self.read(location, file, &meta, &ranges)
     }
 
     /// The file and its size: a kept small file from memory (no file to read), any other opened.
     fn open(&self, location: &Path) -> Result<(Option<std::fs::File>, ObjectMeta)> {
-        if let Some((_, meta, _)) = self.kept.lock().expect("kept files lock").files.get(location) {
+        if let Some((_, meta)) = self.kept.lock().expect("kept files lock").files.get(location) {
             return Ok((None, meta.clone()));
         }
         let path = self.paths.path_to_filesystem(location)?;
@@ -102,41 +102,37 @@ impl LocalReads {
         Ok((Some(file), meta))
     }
 
-    fn read(&self, location: &Path, file: Option<std::fs::File>, meta: &ObjectMeta, ranges: &[Range<u64>], statement: u64) -> Result<(Vec<Bytes>, u64)> {
+    fn read(&self, location: &Path, file: Option<std::fs::File>, meta: &ObjectMeta, ranges: &[Range<u64>]) -> Result<(Vec<Bytes>, Vec<Range<u64>>)> {
         let slices = |whole: &Bytes| ranges.iter().map(|r| whole.slice(r.start as usize..r.end as usize)).collect();
         match file {
             None => {
-                let kept = self.kept.lock().expect("kept files lock").files.get_mut(location).map(|(whole, _, counted)| {
-                    let first_this_statement = std::mem::replace(counted, statement) != statement;
-                    (whole.clone(), if first_this_statement { whole.len() as u64 } else { 0 })
-                });
+                let kept = self.kept.lock().expect("kept files lock").files.get(location).map(|(whole, _)| whole.clone());
                 match kept {
-                    Some((whole, counted)) => Ok((slices(&whole), counted)),
+                    Some(whole) => Ok((slices(&whole), std::iter::once(0..whole.len() as u64).collect())),
                     // Let go meanwhile (other files' reads filled the room): read it again.
                     None => {
                         let (file, meta) = self.open(location)?;
-                        self.read(location, file, &meta, ranges, statement)
+                        self.read(location, file, &meta, ranges)
                     }
                 }
             }
             Some(file) if meta.size <= SMALL_FILE => {
                 let whole = read_at(&file, location, 0..meta.size)?;
                 let bytes = slices(&whole);
-                self.keep(location, whole, meta.clone(), statement);
-                Ok((bytes, meta.size))
+                self.keep(location, whole, meta.clone());
+                Ok((bytes, std::iter::once(0..meta.size).collect()))
             }
             Some(file) => {
                 let bytes = ranges.iter().map(|r| read_at(&file, location, r.clone())).collect::<Result<Vec<Bytes>>>()?;
-                let from_disk = bytes.iter().map(|b| b.len() as u64).sum();
-                Ok((bytes, from_disk))
+                Ok((bytes, ranges.to_vec()))
             }
         }
     }
 
-    fn keep(&self, location: &Path, whole: Bytes, meta: ObjectMeta, statement: u64) {
+    fn keep(&self, location: &Path, whole: Bytes, meta: ObjectMeta) {
         let mut kept = self.kept.lock().expect("kept files lock");
         let size = whole.len();
-        if let Some((previous, _, _)) = kept.files.insert(location.clone(), (whole, meta, statement)) {
+        if let Some((previous, _)) = kept.files.insert(location.clone(), (whole, meta)) {
             kept.bytes -= previous.len();
         } else {
             kept.order.push_back(location.clone());
@@ -144,7 +140,7 @@ impl LocalReads {
         kept.bytes += size;
         while kept.bytes > KEPT_BYTES {
             let Some(oldest) = kept.order.pop_front() else { break };
-            if let Some((dropped, _, _)) = kept.files.remove(&oldest) {
+            if let Some((dropped, _)) = kept.files.remove(&oldest) {
                 kept.bytes -= dropped.len();
             }
         }
@@ -191,21 +187,18 @@ mod tests {
         let (location, bytes) = file_of(dir.path(), "small.parquet", 8343);
         let reads = LocalReads::new();
         // The footer's length, then the footer, then column chunks: as DataFusion asks.
-        let (first, from_disk) = reads.get_ranges(&location, &[8335..8343], 0).unwrap();
-        assert_eq!((first[0].as_ref(), from_disk), (&bytes[8335..8343], 8343), "read whole, once");
+        let (first, from_disk) = reads.get_ranges(&location, &[8335..8343]).unwrap();
+        assert_eq!((first[0].as_ref(), from_disk), (&bytes[8335..8343], vec![0..8343]), "read whole, once");
+        // Gone from the disk, still served: from memory, and it counts as the whole file.
         std::fs::remove_file(dir.path().join("small.parquet")).unwrap();
-        let (chunks, from_disk) = reads.get_ranges(&location, &[542..694, 1263..1504, 4342..8335], 0).unwrap();
-        assert_eq!(from_disk, 0, "served from memory");
+        let (chunks, from_disk) = reads.get_ranges(&location, &[542..694, 1263..1504, 4342..8335]).unwrap();
+        assert_eq!(from_disk, vec![0..8343]);
         assert_eq!(
             chunks.iter().map(|c| c.to_vec()).collect::<Vec<_>>(),
             vec![bytes[542..694].to_vec(), bytes[1263..1504].to_vec(), bytes[4342..8335].to_vec()]
         );
-        let read = reads.get(&location, Some(&GetRange::Suffix(8)), 0).unwrap();
-        assert_eq!((read.bytes.as_ref(), read.range, read.meta.size, read.from_disk), (&bytes[8335..], 8335..8343, 8343, 0));
-        // The next statement has its own "data scanned": the kept file counts whole once more.
-        let (_, next_statement) = reads.get_ranges(&location, &[542..694], 1).unwrap();
-        let (_, again) = reads.get_ranges(&location, &[1263..1504], 1).unwrap();
-        assert_eq!((next_statement, again), (8343, 0));
+        let read = reads.get(&location, Some(&GetRange::Suffix(8))).unwrap();
+        assert_eq!((read.bytes.as_ref(), read.range, read.meta.size, read.from_disk), (&bytes[8335..], 8335..8343, 8343, vec![0..8343]));
     }
 
     #[test]
@@ -214,13 +207,13 @@ mod tests {
         let size = SMALL_FILE as usize + 10;
         let (location, bytes) = file_of(dir.path(), "large.parquet", size);
         let reads = LocalReads::new();
-        let (chunks, from_disk) = reads.get_ranges(&location, &[0..4, 1000..3000], 0).unwrap();
-        assert_eq!((chunks[0].as_ref(), chunks[1].as_ref(), from_disk), (&bytes[0..4], &bytes[1000..3000], 2004));
-        let read = reads.get(&location, None, 0).unwrap();
-        assert_eq!((read.bytes.len(), read.from_disk), (size, size as u64));
+        let (chunks, from_disk) = reads.get_ranges(&location, &[0..4, 1000..3000]).unwrap();
+        assert_eq!((chunks[0].as_ref(), chunks[1].as_ref(), from_disk), (&bytes[0..4], &bytes[1000..3000], vec![0..4, 1000..3000]));
+        let read = reads.get(&location, None).unwrap();
+        assert_eq!((read.bytes.len(), read.from_disk), (size, vec![0..size as u64]));
         // A range past the end is the rest of the file; one starting past it is an error.
-        assert_eq!(reads.get_ranges(&location, &[(size - 2) as u64..(size + 5) as u64], 0).unwrap().0[0].as_ref(), &bytes[size - 2..]);
-        assert!(reads.get_ranges(&location, &[(size + 1) as u64..(size + 5) as u64], 0).is_err());
+        assert_eq!(reads.get_ranges(&location, &[(size - 2) as u64..(size + 5) as u64]).unwrap().0[0].as_ref(), &bytes[size - 2..]);
+        assert!(reads.get_ranges(&location, &[(size + 1) as u64..(size + 5) as u64]).is_err());
     }
 
     #[test]
@@ -230,13 +223,13 @@ mod tests {
         let files = KEPT_BYTES / (1 << 20) + 4;
         for n in 0..files {
             let (location, _) = file_of(dir.path(), &format!("{n}.parquet"), 1 << 20);
-            reads.get_ranges(&location, &[0..8], 0).unwrap();
+            reads.get_ranges(&location, &[0..8]).unwrap();
         }
         let kept = reads.kept.lock().unwrap();
         assert!(kept.bytes <= KEPT_BYTES && kept.files.len() == kept.order.len(), "{} bytes in {} files", kept.bytes, kept.files.len());
         assert!(!kept.files.contains_key(&Path::from_absolute_path(dir.path().join("0.parquet")).unwrap()), "the oldest went first");
         drop(kept);
         let missing = Path::from_absolute_path(dir.path().join("gone.parquet")).unwrap();
-        assert!(matches!(reads.get_ranges(&missing, &[0..8], 0), Err(object_store::Error::NotFound { .. })));
+        assert!(matches!(reads.get_ranges(&missing, &[0..8]), Err(object_store::Error::NotFound { .. })));
     }
 }

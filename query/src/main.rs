@@ -8,7 +8,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kappa_common::logging::exit_with;
 use kappa_query::config::{Cli, Run};
 
-/// Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration.
+/// Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration
+/// (a flag to change: no such table, a version out of reach, a bad --register).
 fn main() {
     kappa_common::logging::init();
     let run = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
@@ -30,7 +31,7 @@ fn main() {
     if let Err(e) = outcome {
         // `kappa-query … | head -1`: the reader has what it wanted.
         if !kappa_query::output::Stdout::reader_gone() {
-            exit_with(&e, 1);
+            exit_with(&e, e.status());
         }
     }
     // Every output is written and flushed: end here, without shutting the runtime down thread

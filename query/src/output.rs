@@ -3,16 +3,18 @@
 
 use std::io::Write;
 
+use deltalake_core::datafusion::arrow::datatypes::SchemaRef;
 use deltalake_core::datafusion::arrow::record_batch::RecordBatch;
-use deltalake_core::datafusion::arrow::util::pretty::pretty_format_batches;
+use deltalake_core::datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use futures::TryStreamExt;
 
 use crate::counting::Scanned;
 use crate::error::QueryError;
-use crate::session::Outcome;
+use crate::session::{Outcome, Running, sql_error};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// An aligned table (the default on a terminal).
+    /// An aligned table (the default on a terminal), at most --max-rows rows.
     Table,
     /// CSV with a header row (the default otherwise).
     Csv,
@@ -25,14 +27,15 @@ pub enum Format {
 }
 
 /// Standard output that notes when its reader closed the pipe (`kappa-query … | head -1`):
-/// the query then ends quietly with status 0 instead of reporting the failed write.
-pub struct Stdout(std::io::StdoutLock<'static>);
+/// the query then ends quietly with status 0 instead of reporting the failed write. Buffered
+/// here (stdout's own buffer flushes at each line), and `Send`, as Parquet's writer needs.
+pub struct Stdout(std::io::BufWriter<std::io::Stdout>);
 
 static READER_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Stdout {
     pub fn new() -> Stdout {
-        Stdout(std::io::stdout().lock())
+        Stdout(std::io::BufWriter::with_capacity(64 << 10, std::io::stdout()))
     }
 
     /// True once a write or flush found the pipe closed.
@@ -66,46 +69,120 @@ impl Write for Stdout {
     }
 }
 
-/// Writes `batches` to `out` as `format`.
-pub fn write(batches: &[RecordBatch], format: Format, out: &mut dyn Write) -> Result<(), QueryError> {
+/// What [`write`] wrote: every row of the result, and for `--format table` how many of them
+/// it showed when it showed fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub rows: u64,
+    pub shown: Option<u64>,
+}
+
+/// Writes the rows of `running` to `out` as `format`, batch by batch as they come: memory stays
+/// that of a batch, whatever the result's size. `--format table` aligns its columns to the
+/// widest value, so it holds what it shows: at most `max_rows` rows (`None`: all), written as
+/// soon as there are more; the rest are counted, not shown.
+pub async fn write(running: &mut Running, origin: &str, format: Format, max_rows: Option<u64>, out: &mut (dyn Write + Send)) -> Result<Written, QueryError> {
     let failed = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
+    let schema = running.rows.schema();
+    let mut rows = 0;
+    macro_rules! next {
+        () => {
+            running.rows.try_next().await.map_err(|e| sql_error(origin, e))?.inspect(|batch| rows += batch.num_rows() as u64)
+        };
+    }
+    // A statement without columns (CREATE VIEW …) writes nothing.
+    if schema.fields().is_empty() {
+        while next!().is_some() {}
+        return Ok(Written { rows, shown: None });
+    }
     match format {
         Format::Table => {
-            if batches.iter().all(|b| b.num_columns() == 0) {
-                return Ok(());
+            let mut held = Vec::new();
+            let mut shown = None;
+            while let Some(batch) = next!() {
+                if shown.is_some() {
+                    continue;
+                }
+                held.push(batch);
+                if max_rows.is_some_and(|max| rows > max) {
+                    let max = max_rows.expect("a cap");
+                    show(&schema, &first_rows(&held, max as usize), out)?;
+                    held = Vec::new();
+                    shown = Some(max);
+                }
             }
-            writeln!(out, "{}", pretty_format_batches(batches).map_err(|e| failed(&e))?).map_err(|e| failed(&e))?;
+            if shown.is_none() {
+                show(&schema, &held, out)?;
+            }
+            return Ok(Written { rows, shown });
         }
         Format::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(out);
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
+            // The header row even when no row follows.
+            writer.write(&RecordBatch::new_empty(schema.clone())).map_err(|e| failed(&e))?;
+            while let Some(batch) = next!() {
+                writer.write(&batch).map_err(|e| failed(&e))?;
             }
         }
-        Format::Json => write_json(arrow::json::ArrayWriter::new(out), batches).map_err(|e| failed(&e))?,
-        Format::Ndjson => write_json(arrow::json::LineDelimitedWriter::new(out), batches).map_err(|e| failed(&e))?,
-        Format::Parquet => {
-            let Some(first) = batches.first() else { return Ok(()) };
-            // Encoded in memory: the writer needs a `Send` sink, and results are small.
-            let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), first.schema(), None).map_err(|e| failed(&e))?;
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
+        Format::Json | Format::Ndjson => {
+            let (mut array, mut lines) = match format {
+                Format::Json => (Some(arrow::json::ArrayWriter::new(&mut *out)), None),
+                _ => (None, Some(arrow::json::LineDelimitedWriter::new(&mut *out))),
+            };
+            while let Some(batch) = next!() {
+                match (&mut array, &mut lines) {
+                    (Some(writer), _) => writer.write(&batch),
+                    (_, Some(writer)) => writer.write(&batch),
+                    _ => unreachable!("one writer"),
+                }
+                .map_err(|e| failed(&e))?;
             }
-            out.write_all(&writer.into_inner().map_err(|e| failed(&e))?).map_err(|e| failed(&e))?;
+            match (array, lines) {
+                (Some(mut writer), _) => writer.finish(),
+                (_, Some(mut writer)) => writer.finish(),
+                _ => unreachable!("one writer"),
+            }
+            .map_err(|e| failed(&e))?;
+        }
+        Format::Parquet => {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(out, schema.clone(), None).map_err(|e| failed(&e))?;
+            while let Some(batch) = next!() {
+                writer.write(&batch).map_err(|e| failed(&e))?;
+            }
+            writer.close().map_err(|e| failed(&e))?;
         }
     }
-    Ok(())
+    Ok(Written { rows, shown: None })
 }
 
-/// Writes `batches` with a JSON writer of either kind (one array, or a line per row).
-fn write_json<W: Write, F: arrow::json::writer::JsonFormat>(
-    mut writer: arrow::json::Writer<W, F>,
-    batches: &[RecordBatch],
-) -> Result<(), arrow::error::ArrowError> {
+/// The aligned table of `batches` (its header alone when there are none).
+fn show(schema: &SchemaRef, batches: &[RecordBatch], out: &mut (dyn Write + Send)) -> Result<(), QueryError> {
+    let failed = |e: &dyn std::fmt::Display| QueryError::Output(e.to_string());
+    writeln!(out, "{}", pretty_format_batches_with_schema(schema.clone(), batches).map_err(|e| failed(&e))?).map_err(|e| failed(&e))
+}
+
+/// The first `n` rows of `batches`.
+fn first_rows(batches: &[RecordBatch], n: usize) -> Vec<RecordBatch> {
+    let mut left = n;
+    let mut first = Vec::new();
     for batch in batches {
-        writer.write(batch)?;
+        if left == 0 {
+            break;
+        }
+        let take = batch.num_rows().min(left);
+        first.push(batch.slice(0, take));
+        left -= take;
     }
-    writer.finish()
+    first
+}
+
+/// The line after a table cut short: how many rows it showed, of how many, and how to see all.
+pub fn cut_notice(written: Written) -> Option<String> {
+    let shown = written.shown?;
+    Some(format!(
+        "showing the first {shown} of {} rows: --max-rows N shows more (0: all of them), --format csv or --output FILE writes every row",
+        written.rows
+    ))
 }
 
 /// The line after a statement, in the manner of Athena's "Data scanned": what it read of the

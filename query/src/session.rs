@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake_core::DeltaTableBuilder;
-use deltalake_core::datafusion::arrow::record_batch::RecordBatch;
 use deltalake_core::datafusion::datasource::{MemTable, TableProvider};
 use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
-use deltalake_core::datafusion::physical_plan::collect;
+use deltalake_core::datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
 use deltalake_core::delta_datafusion::DeltaScanNext;
 use deltalake_core::kernel::Snapshot;
 use deltalake_core::logstore::LogStoreRef;
+use futures::TryStreamExt;
 
 use crate::counting::Scanned;
 
@@ -25,13 +25,19 @@ use crate::lake::LakeTable;
 /// from the file by each query.
 const IN_MEMORY_CSV: u64 = 64 << 20;
 
-/// The outcome of one statement.
+/// The outcome of one statement, its rows written.
 pub struct Outcome {
-    pub batches: Vec<RecordBatch>,
     pub rows: u64,
     /// What it read of the lake's table.
     pub scanned: Scanned,
     pub elapsed: Duration,
+}
+
+/// A statement running: its rows come as a stream, so a result of any size is written as it
+/// is read (10M rows held whole took 6.5 GB).
+pub struct Running {
+    pub rows: SendableRecordBatchStream,
+    started: Instant,
 }
 
 pub struct Session {
@@ -97,8 +103,8 @@ impl Session {
             .into())
     }
 
-    /// Runs one parsed statement to its end (planned as parsed: not printed and parsed again).
-    pub async fn run(&self, origin: &str, statement: Statement) -> Result<Outcome, QueryError> {
+    /// Starts one parsed statement (planned as parsed: not printed and parsed again).
+    pub async fn start(&self, origin: &str, statement: Statement) -> Result<Running, QueryError> {
         self.lake.counters.take();
         let started = Instant::now();
         let plan = self.context.state().statement_to_plan(statement).await.map_err(|e| self.unknown_table_hint(sql_error(origin, e)))?;
@@ -106,9 +112,20 @@ impl Session {
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await.map_err(|e| sql_error(origin, e))?;
         tracing::debug!(planned_in = ?started.elapsed(), "statement planned");
-        let batches = collect(plan, Arc::new(task)).await.map_err(|e| sql_error(origin, e))?;
-        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        Ok(Outcome { batches, rows, scanned: self.lake.counters.take(), elapsed: started.elapsed() })
+        let rows = execute_stream(plan, Arc::new(task)).map_err(|e| sql_error(origin, e))?;
+        Ok(Running { rows, started })
+    }
+
+    /// What a statement started by [`Session::start`] read, once its `rows` are all taken.
+    pub fn finish(&self, running: Running, rows: u64) -> Outcome {
+        Outcome { rows, scanned: self.lake.counters.take(), elapsed: running.started.elapsed() }
+    }
+
+    /// Runs a statement whose result is not shown (`--init`) to its end.
+    pub async fn run_quietly(&self, origin: &str, statement: Statement) -> Result<(), QueryError> {
+        let mut running = self.start(origin, statement).await?;
+        while running.rows.try_next().await.map_err(|e| sql_error(origin, e))?.is_some() {}
+        Ok(())
     }
 }
 
@@ -185,7 +202,7 @@ fn read_csv(path: &str) -> Result<MemTable, DataFusionError> {
     MemTable::try_new(schema, vec![batches])
 }
 
-fn sql_error(origin: &str, source: DataFusionError) -> QueryError {
+pub(crate) fn sql_error(origin: &str, source: DataFusionError) -> QueryError {
     QueryError::Sql { origin: origin.to_string(), source: Box::new(source), hint: String::new() }
 }
 

@@ -246,6 +246,28 @@ impl FaultProxy {
         served.into_iter().filter(|(path, _)| path.contains(part)).map(|(path, n)| (path, n.as_u64().expect("bytes"))).collect()
     }
 
+    /// The bytes of each GET path containing `part` served so far, each byte once however often
+    /// it was sent (the union of the ranges served).
+    pub fn served_distinct_bytes(&self, part: &str) -> std::collections::BTreeMap<String, u64> {
+        let stats = self.call("GET", "/_proxy/stats", "");
+        let ranges = stats["ranges"].as_object().cloned().unwrap_or_default();
+        let union = |ranges: &serde_json::Value| {
+            let mut ranges: Vec<(u64, u64)> =
+                ranges.as_array().expect("ranges").iter().map(|r| (r[0].as_u64().expect("start"), r[1].as_u64().expect("end"))).collect();
+            ranges.sort_unstable();
+            let (mut total, mut reached) = (0, 0);
+            for (start, end) in ranges {
+                let start = start.max(reached);
+                if end > start {
+                    total += end - start;
+                    reached = end;
+                }
+            }
+            total
+        };
+        ranges.into_iter().filter(|(path, _)| path.contains(part)).map(|(path, served)| (path, union(&served))).collect()
+    }
+
     /// Clears the counters.
     pub fn reset(&self) {
         self.call("POST", "/_proxy/reset", "");

@@ -5,8 +5,9 @@ Why it exists: moto serves the real AWS APIs, but it neither tells how many requ
 made nor ever fails part of a batch call. This proxy forwards every request unchanged, and
   - counts requests per API action and records each batch call's entry count, so a test can
     check the batching rules against what actually crossed the wire;
-  - counts the body bytes it served for each GET path (ranged reads included), so a test can
-    hold what a reader says it scanned to what the object store sent;
+  - counts the body bytes it served for each GET path (ranged reads included), and which
+    ranges of the object they were, so a test can hold what a reader says it scanned to what
+    the object store sent;
   - on demand, makes a batch call fail partially the honest way: it removes some entries from
     the request before moto sees them, then reports exactly those entries as failed (throttled)
     in the response. The records were never written, so a client that retries them alone ends
@@ -14,7 +15,7 @@ made nor ever fails part of a batch call. This proxy forwards every request unch
 
 Control endpoints (not forwarded):
   GET  /_proxy/stats                    {"requests": {action: n}, "entries": {action: [n, ...]},
-                                         "served": {path: bytes}}
+                                         "served": {path: bytes}, "ranges": {path: [[start, end], ...]}}
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
        the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
@@ -47,7 +48,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "served": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
+state = {"requests": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
 
 
 def action_of(headers, path):
@@ -128,13 +129,14 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         if self.path == "/_proxy/stats":
             with state_lock:
-                out = json.dumps({"requests": state["requests"], "entries": state["entries"], "served": state["served"]}).encode()
+                out = json.dumps({"requests": state["requests"], "entries": state["entries"], "served": state["served"], "ranges": state["ranges"]}).encode()
             return self.reply(200, out, [("Content-Type", "application/json")])
         if self.path == "/_proxy/reset":
             with state_lock:
                 state["requests"].clear()
                 state["entries"].clear()
                 state["served"].clear()
+                state["ranges"].clear()
                 state["faults"].clear()
                 state["delays"].clear()
                 state["lost"].clear()
@@ -223,8 +225,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(500, error, [("Content-Type", "application/xml")])
         if self.command == "GET" and resp.status in (200, 206):
             path = self.path.split("?", 1)[0]
+            # Which bytes of the object: a ranged read's Content-Range, else all of it.
+            start = 0
+            content_range = resp.getheader("Content-Range") or ""
+            if resp.status == 206 and content_range.startswith("bytes "):
+                start = int(content_range[6:].split("-", 1)[0])
             with state_lock:
                 state["served"][path] = state["served"].get(path, 0) + len(data)
+                state["ranges"].setdefault(path, []).append([start, start + len(data)])
         self.reply(resp.status, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any

@@ -17,6 +17,7 @@ mod producer_bad_input;
 mod producer_inputs;
 mod producer_log;
 mod query;
+mod query_bounds;
 mod replay;
 mod support;
 mod values;
