@@ -14,14 +14,18 @@
 //!    size. Output depends only on the rows and their order, and is named after the shards'
 //!    position ranges: a replayed generation compacts to the same files, byte for byte, as the
 //!    live one, however differently their flushes cut them.
-//! 3. The merged files are stored, then committed with the removal of the files they replace.
-//!    A consumer committing meanwhile does not conflict (its commit only adds files; either
-//!    commit is re-based over the other). A conflicting commit (a switch, another compaction
-//!    of the same files) fails this one: nothing is lost, the small files stay, and the merged
-//!    files, which no commit names, are deleted by the next vacuum.
+//! 3. The merged files are announced (the compaction's writer record, see
+//!    `kappa_table::writers`), stored, then committed with the removal of the files they
+//!    replace. A consumer committing meanwhile does not conflict (its commit only adds files;
+//!    either commit is re-based over the other). A conflicting commit (a switch, another
+//!    compaction of the same files, a foreign OPTIMIZE) fails this one: nothing is lost, the
+//!    small files stay, and the merged files no commit names are deleted. Another compaction's
+//!    vacuum never deletes announced files: two compactions at once once left a table whose
+//!    readers failed on merged files the second had vacuumed before the first committed them.
 //! 4. A kill at any point leaves the table at the last commit: the rows are all there, in small
 //!    files or merged ones. The next run starts over from the table.
-//! 5. Vacuum deletes the files commits replaced more than --retention ago.
+//! 5. Vacuum deletes the files commits replaced more than --retention ago, and merged files no
+//!    commit names that no running compaction announced (a killed one's).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
+use kappa_table::writers::Writer;
 use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table, TableError};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
@@ -63,8 +68,12 @@ pub struct CompactOptions {
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CompactReport {
+    pub dry_run: bool,
+    /// Partitions whose merged files were committed (with `dry_run`: would be rewritten).
     pub partitions_compacted: usize,
     pub partitions_too_young: usize,
+    /// Partitions merged but not committed: a conflicting commit was made meanwhile.
+    pub partitions_skipped: usize,
     pub files_before: usize,
     pub files_after: usize,
     pub bytes_before: u64,
@@ -72,28 +81,60 @@ pub struct CompactReport {
     pub rows: u64,
     pub commits: usize,
     pub conflicts: usize,
+    /// Files deleted by the vacuum (with `dry_run`: that it would delete).
     pub vacuumed: usize,
     pub seconds: f64,
 }
 
 impl CompactReport {
     pub fn render(&self, table: &str) -> String {
-        format!(
-            "compaction of {table}: {} partitions rewritten ({} files, {:.1} MiB -> {} files, {:.1} MiB; {} rows) in {} commits, \
-             {} partitions too young (--min-age), {} conflicts skipped, {} replaced files vacuumed, {:.2} s\n",
-            self.partitions_compacted,
-            self.files_before,
-            self.bytes_before as f64 / 1048576.0,
-            self.files_after,
-            self.bytes_after as f64 / 1048576.0,
-            self.rows,
-            self.commits,
-            self.partitions_too_young,
-            self.conflicts,
-            self.vacuumed,
-            self.seconds
-        )
+        let mut parts = Vec::new();
+        let mib = |bytes: u64| bytes as f64 / 1048576.0;
+        if self.dry_run {
+            parts.push(format!("would rewrite {} partitions ({} files, {:.1} MiB)", self.partitions_compacted, self.files_before, mib(self.bytes_before)));
+        } else if self.partitions_compacted > 0 {
+            parts.push(format!(
+                "{} partitions rewritten ({} files, {:.1} MiB -> {} files, {:.1} MiB; {} rows) in {} commit{}",
+                self.partitions_compacted,
+                self.files_before,
+                mib(self.bytes_before),
+                self.files_after,
+                mib(self.bytes_after),
+                self.rows,
+                self.commits,
+                if self.commits == 1 { "" } else { "s" }
+            ));
+        } else {
+            parts.push("no partition rewritten".to_string());
+        }
+        if self.conflicts > 0 {
+            parts.push(format!(
+                "{} partitions not committed: {} conflicting commit{} by another writer meanwhile (their files stay as they were; run again)",
+                self.partitions_skipped,
+                self.conflicts,
+                if self.conflicts == 1 { " was made" } else { "s were made" }
+            ));
+        }
+        if self.partitions_too_young > 0 {
+            parts.push(format!("{} partitions too young (--min-age)", self.partitions_too_young));
+        }
+        if self.vacuumed > 0 {
+            parts.push(format!("{} {} replaced files", if self.dry_run { "would vacuum" } else { "vacuumed" }, self.vacuumed));
+        }
+        format!("compaction of {table}: {}; {:.2} s\n", parts.join("; "), self.seconds)
     }
+}
+
+/// What a batch of merged partitions adds to the report once it is committed.
+#[derive(Debug, Default)]
+struct Batch {
+    removed: Vec<String>,
+    added: Vec<DataFile>,
+    /// The prefixes the merged files were announced under.
+    prefixes: Vec<String>,
+    partitions: usize,
+    files_before: usize,
+    bytes_before: u64,
 }
 
 /// Compacts the live generation of `table` (see the module doc). `stop` is asked between
@@ -104,14 +145,20 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         return Err(CompactError::Empty { table: table.name().to_string() });
     };
     let data = crate::decode::data_schema(&schema);
-    let mut report = CompactReport::default();
+    let mut report = CompactReport { dry_run: options.dry_run, ..CompactReport::default() };
     let now_ms = chrono::Utc::now().timestamp_millis();
     let min_age_ms = i64::try_from(options.min_age.as_millis()).unwrap_or(i64::MAX);
     let mut by_partition: BTreeMap<String, Vec<LiveFile>> = BTreeMap::new();
     for file in runtime.block_on(table.live_files())? {
         by_partition.entry(file.partition.clone()).or_default().push(file);
     }
-    let (mut removed, mut added, mut pending_bytes) = (Vec::new(), Vec::new(), 0u64);
+    // Announced before any merged file is stored: a vacuum running meanwhile (another
+    // compaction's) leaves what this one is about to commit.
+    let writer = match options.dry_run {
+        true => None,
+        false => Some(runtime.block_on(Writer::register(table.store(), table.name(), "compaction", None))?),
+    };
+    let mut batch = Batch::default();
     for (partition, files) in &by_partition {
         if stop() {
             break;
@@ -125,56 +172,74 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
             report.partitions_too_young += 1;
             continue;
         }
-        report.partitions_compacted += 1;
-        report.files_before += files.len();
-        report.bytes_before += bytes;
-        if options.dry_run {
+        let Some(writer) = &writer else {
             tracing::info!(partition, files = files.len(), mib = bytes >> 20, "would compact");
+            report.partitions_compacted += 1;
+            report.files_before += files.len();
+            report.bytes_before += bytes;
             continue;
-        }
-        let merged = merge(runtime, table, partition, files, &data, options)?;
-        report.files_after += merged.len();
-        for file in &merged {
-            report.bytes_after += file.bytes;
-            report.rows += file.rows;
-        }
+        };
+        let base = output_base(files);
+        let prefix = format!("{}/{partition}/{base}", table.generation());
+        runtime.block_on(writer.pending(&prefix))?;
+        let merged = merge(runtime, table, partition, &base, files, &data, options)?;
         tracing::info!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
-        removed.extend(files.iter().map(|f| f.path.clone()));
-        added.extend(merged);
-        pending_bytes += bytes;
-        if pending_bytes >= options.commit_every {
-            commit(runtime, table, &mut removed, &mut added, &mut report)?;
-            pending_bytes = 0;
+        batch.removed.extend(files.iter().map(|f| f.path.clone()));
+        batch.added.extend(merged);
+        batch.prefixes.push(prefix);
+        batch.partitions += 1;
+        batch.files_before += files.len();
+        batch.bytes_before += bytes;
+        if batch.bytes_before >= options.commit_every {
+            commit(runtime, table, writer, std::mem::take(&mut batch), &mut report)?;
         }
     }
-    commit(runtime, table, &mut removed, &mut added, &mut report)?;
-    if report.commits > 0 {
-        runtime.block_on(table.checkpoint())?;
+    if let Some(writer) = writer {
+        commit(runtime, table, &writer, batch, &mut report)?;
+        if report.commits > 0 {
+            runtime.block_on(table.checkpoint())?;
+        }
+        report.vacuumed = runtime.block_on(table.vacuum(options.retention, false))?.len();
+        runtime.block_on(writer.finish())?;
+    } else {
+        report.vacuumed = runtime.block_on(table.vacuum(options.retention, true))?.len();
     }
-    report.vacuumed = runtime.block_on(table.vacuum(options.retention, options.dry_run))?.len();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// Commits what was merged so far; a conflict is reported and skipped (the rows stay in the
-/// files it would have replaced).
-fn commit(runtime: &Handle, table: &Table, removed: &mut Vec<String>, added: &mut Vec<DataFile>, report: &mut CompactReport) -> Result<(), CompactError> {
-    if removed.is_empty() {
+/// Commits a batch of merged partitions. A conflict (a switch, another compaction of the same
+/// files, a foreign OPTIMIZE or DELETE) is reported and skipped: the rows stay in the files it
+/// would have replaced, and the merged files no commit names are deleted at once.
+fn commit(runtime: &Handle, table: &Table, writer: &Writer, batch: Batch, report: &mut CompactReport) -> Result<(), CompactError> {
+    if batch.removed.is_empty() {
         return Ok(());
     }
-    match runtime.block_on(table.commit_compaction(removed, added)) {
+    match runtime.block_on(table.commit_compaction(&batch.removed, &batch.added)) {
         Ok(version) => {
-            tracing::info!(version, removed = removed.len(), added = added.len(), "compaction committed");
+            tracing::info!(version, removed = batch.removed.len(), added = batch.added.len(), "compaction committed");
             report.commits += 1;
+            report.partitions_compacted += batch.partitions;
+            report.files_before += batch.files_before;
+            report.bytes_before += batch.bytes_before;
+            report.files_after += batch.added.len();
+            report.bytes_after += batch.added.iter().map(|f| f.bytes).sum::<u64>();
+            report.rows += batch.added.iter().map(|f| f.rows).sum::<u64>();
+            runtime.block_on(writer.settled(&batch.prefixes))?;
         }
-        Err(TableError::ConcurrentWriter { .. }) => {
-            tracing::warn!(removed = removed.len(), "a conflicting commit was made meanwhile (a switch, or another compaction): skipped; run again");
+        Err(lost) if lost.is_lost_race() => {
+            tracing::warn!(removed = batch.removed.len(), "{lost}");
             report.conflicts += 1;
+            report.partitions_skipped += batch.partitions;
+            // Withdrawn first, then the merged files deleted unless the log names them or
+            // another writer announced them (a compaction of the same files writes the same
+            // names, and may have committed them).
+            runtime.block_on(writer.settled(&batch.prefixes))?;
+            let paths: Vec<String> = batch.added.iter().map(|f| f.path.clone()).collect();
+            runtime.block_on(table.delete_uncommitted(&paths))?;
         }
         Err(e) => return Err(e.into()),
     }
-    removed.clear();
-    added.clear();
     Ok(())
 }
 
@@ -183,11 +248,11 @@ fn merge(
     runtime: &Handle,
     table: &Table,
     partition: &str,
+    base: &str,
     files: &[LiveFile],
     data: &SchemaRef,
     options: &CompactOptions,
 ) -> Result<Vec<DataFile>, CompactError> {
-    let base = output_base(files);
     let mut outputs = Vec::new();
     let mut writer =
         MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };

@@ -248,9 +248,10 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
 
-    /// Scratch directory for buffers moved out of memory (see --max-memory). Each table
-    /// generation uses a `kappa-<table>-<hash>` directory in it, emptied when a run starts (what
-    /// a killed run left) and removed when it ends. Needs room for what the open buffers hold:
+    /// Scratch directory for buffers moved out of memory (see --max-memory). Each process
+    /// writing a table generation uses a `kappa-<table>-<hash>-<pid>` directory in it (the hash
+    /// of the table's real location, so consumers of other lakes never share one), locked while
+    /// it runs and removed when it ends; a start removes those that ended processes left. Needs room for what the open buffers hold:
     /// at most about the JSON size of one --flush-interval of events. Default: the system's
     /// temporary directory ($TMPDIR, else /tmp).
     #[arg(long, value_name = "DIR")]

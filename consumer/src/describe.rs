@@ -23,8 +23,8 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     }
     let table = runtime.block_on(Table::open_or_create(store, table_name))?;
     let state = runtime.block_on(table.load_state())?;
-    let prefix = root.join(table.data_prefix());
-    let lake_table = runtime
+    let table_root = root.join(table_name);
+    let mut lake_table = runtime
         .block_on(kappa_table::delta::LakeTable::open(table_name, &kappa_table::location(table.store(), table_name)?))?
         .context("the Delta table vanished")?;
     say!(
@@ -33,7 +33,7 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
         table.generation(),
         state.last_commit
     );
-    say!("read it at {} (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", root.join(table_name).display());
+    say!("read it at {} (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", table_root.display());
     say!(
         "partition columns: {} (named `{}<key>` where a data column has the key's name)",
         lake_table.partition_columns()?.join(", "),
@@ -45,17 +45,23 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
         let counter = version.kappa["counter"].as_i64().map_or_else(String::new, |c| format!("consumer commit {c}"));
         say!("  version {:<6} {when:<21} {:<10} {counter}", version.version, version.operation);
     }
-    if let Some((version, schema)) = runtime.block_on(table.latest_schema())? {
-        let columns: Vec<String> = schema.fields.iter().map(|c| format!("{} {}", c.name, c.column_type)).collect();
-        say!("schema v{version}: {}", columns.join(", "));
-    }
+    let columns: Vec<String> = lake_table.columns()?.into_iter().map(|(name, data_type, _)| format!("{name} {data_type}")).collect();
+    say!("columns: {}", columns.join(", "));
+    // Every file the current version holds, whoever wrote it (a foreign compaction's, an
+    // append by another tool): what every reader reads. Rows from the files' own footers.
+    let files = runtime.block_on(lake_table.file_details())?;
+    let partition_columns = lake_table.partition_columns()?;
     let mut partitions: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    for file in &state.files {
-        let path = prefix.join(file);
-        let reader = SerializedFileReader::new(std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?)?;
+    for file in &files {
+        let path = table_root.join(kappa_table::delta::decoded_path(&file.path));
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(&path).with_context(|| format!("opening {} (a file the Delta log names)", path.display()))?)?;
         let rows = reader.metadata().file_metadata().num_rows() as u64;
-        let partition = file.rsplit_once('/').map_or("", |(p, _)| p).to_string();
-        let entry = partitions.entry(partition).or_default();
+        let values: Vec<String> = partition_columns
+            .iter()
+            .map(|column| format!("{column}={}", file.partition_values.get(column).cloned().flatten().as_deref().unwrap_or("null")))
+            .collect();
+        let entry = partitions.entry(if values.is_empty() { "(unpartitioned)".into() } else { values.join("/") }).or_default();
         entry.0 += 1;
         entry.1 += rows;
         entry.2 += std::fs::metadata(&path)?.len();
@@ -68,14 +74,15 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     }
     say!("{:<36} {:>7} {:>12} {:>12}", "total", total.0, total.1, total.2);
     if state.totals.quarantined > 0 {
-        say!("quarantined events: {} (in {}/_errors/)", state.totals.quarantined, root.join(table_name).display());
+        say!("quarantined events: {} (in {}/_errors/)", state.totals.quarantined, table_root.display());
     }
     let mut printed = 0;
-    for file in &state.files {
+    for file in &files {
         if printed >= limit {
             break;
         }
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(prefix.join(file))?)?.with_batch_size(limit).build()?;
+        let path = table_root.join(kappa_table::delta::decoded_path(&file.path));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.with_batch_size(limit).build()?;
         for batch in reader {
             let batch = batch?;
             let take = batch.num_rows().min(limit - printed);

@@ -36,7 +36,7 @@ impl PipelineError {
     /// (as the producer's --max-errors), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PipelineError::EventTimeColumn { .. } | PipelineError::EventTimeFormat { .. } => 2,
+            PipelineError::EventTimeColumn { .. } | PipelineError::EventTimeFormat { .. } | PipelineError::Table(TableError::Refused { .. }) => 2,
             PipelineError::TooMuchQuarantined { .. } => 3,
             _ => 1,
         }
@@ -66,19 +66,23 @@ pub enum ConsumerError {
     Aws(#[from] kappa_common::aws::AwsConfigError),
     #[error("--metrics-addr {addr}: cannot listen: {source}")]
     Metrics { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error(
-        "table {table} was switched to {current} while this consumer wrote {generation} (readers no longer see it); \
-         what it read is committed, and a restart continues {current} from that generation's positions"
-    )]
-    Switched { table: String, generation: String, current: String },
 }
 
 impl ConsumerError {
+    /// True when a commit lost to another writer's (nothing of it was made): a switch, say.
+    pub fn is_lost_race(&self) -> bool {
+        match self {
+            ConsumerError::Table(e) | ConsumerError::Pipeline(PipelineError::Table(e)) => e.is_lost_race(),
+            _ => false,
+        }
+    }
+
     /// 2 when the settings do not fit the data, 3 for too much bad input (see
     /// [`PipelineError::exit_code`]), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
             ConsumerError::Pipeline(e) => e.exit_code(),
+            ConsumerError::Table(TableError::Refused { .. }) => 2,
             _ => 1,
         }
     }

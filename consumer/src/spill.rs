@@ -9,11 +9,14 @@
 //! it, and the file is the one an unbounded consumer would have written, byte for byte.
 //!
 //! Step by step:
-//! 1. The directory is `<--spill-dir>/kappa-<table>-<hash of the lake, table and generation>`:
-//!    one per table generation, so consumers of other tables (and parallel test runs) never
-//!    share one. Opening the pipeline empties it: what a killed run left there belongs to no one
-//!    (its rows are re-read from the log, which is the only durable copy). Dropping it (at
-//!    exit) removes it.
+//! 1. The directory is `<--spill-dir>/kappa-<table>-<hash>-<pid>`, the hash of the table's
+//!    canonical location (its absolute path or `s3://` URL, not the `--lake` string as typed)
+//!    and generation, and the process's id; the process holds a lock on its `lock` file while it
+//!    runs. So neighbours never share one: two projects that both say `--lake ./lake --table
+//!    sales` once shared one, and the second removed the first's spilled buffers. Opening the
+//!    pipeline removes the directories of the same table whose lock nobody holds any more (their
+//!    process ended; their rows are re-read from the log, the only durable copy), and leaves
+//!    those of running processes alone. Dropping it (at exit) removes it.
 //! 2. A spill writes one file, `<n>.arrows`, holding one Arrow IPC stream per buffer spilled
 //!    (a [`Segment`]): the buffer's batches, concatenated, so a buffer that received one row per
 //!    chunk comes back as one batch. Scratch data needs no fsync: a crash discards it anyway.
@@ -50,25 +53,42 @@ pub struct SpillError {
     pub source: std::io::Error,
 }
 
-/// The scratch directory of one table generation.
+/// The scratch directory of one process writing one table generation.
 #[derive(Debug)]
 pub struct SpillDir {
     dir: PathBuf,
     next_file: u64,
+    /// Locked while this process runs: others take the directory for a live one's.
+    _lock: File,
 }
 
 impl SpillDir {
-    /// Creates the generation's directory under `root`, emptied of what an earlier run left.
-    pub fn open(root: &Path, table: &str, lake: &str) -> Result<SpillDir, SpillError> {
-        let dir = root.join(dir_name(table, lake));
+    /// Creates this process's directory for the table generation at `location` (canonical)
+    /// under `root`, and removes the ones of the same table that ended processes left.
+    pub fn open(root: &Path, table: &str, location: &str) -> Result<SpillDir, SpillError> {
+        let family = dir_name(table, location);
+        let dir = root.join(format!("{family}-{}", std::process::id()));
         let error = |source| SpillError { dir: dir.clone(), source };
+        std::fs::create_dir_all(root).map_err(error)?;
+        for entry in std::fs::read_dir(root).map_err(error)?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let ours = name == family || name.strip_prefix(&family).and_then(|rest| rest.strip_prefix('-')).is_some_and(|pid| pid.parse::<u32>().is_ok());
+            if ours && entry.path() != dir && !is_locked(&entry.path()) {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => tracing::info!(dir = %entry.path().display(), "removed the scratch files of an earlier run"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpillError { dir: entry.path(), source: e }),
+                }
+            }
+        }
+        // Our own pid's directory is a leftover of a process that had it before (pids repeat).
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => tracing::info!(dir = %dir.display(), "removed the scratch files of an earlier run"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(error(e)),
+            Ok(()) | Err(_) => {}
         }
         std::fs::create_dir_all(&dir).map_err(error)?;
-        Ok(SpillDir { dir, next_file: 0 })
+        let lock = File::create(dir.join("lock")).map_err(error)?;
+        lock.try_lock().map_err(|e| error(std::io::Error::other(e.to_string())))?;
+        Ok(SpillDir { dir, next_file: 0, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -356,11 +376,21 @@ impl Segment {
     }
 }
 
-/// The directory of a table generation at `lake`: named by a hash that stays the same across
-/// builds and Rust versions (XXH3 is specified), so a restart finds the directory of the run it
-/// follows.
-fn dir_name(table: &str, lake: &str) -> String {
-    format!("kappa-{table}-{:016x}", xxhash_rust::xxh3::xxh3_64(lake.as_bytes()))
+/// The directories of a table generation at `location` start with this: a hash that stays the
+/// same across builds and Rust versions (XXH3 is specified), so a restart finds those of the
+/// runs before it.
+fn dir_name(table: &str, location: &str) -> String {
+    format!("kappa-{table}-{:016x}", xxhash_rust::xxh3::xxh3_64(location.as_bytes()))
+}
+
+/// True while a running process holds the lock of the scratch directory `dir`.
+fn is_locked(dir: &Path) -> bool {
+    match File::open(dir.join("lock")) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        // No lock file: a directory of a release before locks, or one being made this instant
+        // (its maker creates the lock right after): left for the next start.
+        Err(_) => dir.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age < std::time::Duration::from_secs(60)),
+    }
 }
 
 #[cfg(test)]
@@ -378,11 +408,29 @@ mod tests {
     #[test]
     fn segments_read_back_in_order_and_files_go_when_their_last_segment_does() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join(dir_name("t", "lake"))).unwrap();
-        let leftover = root.path().join(dir_name("t", "lake")).join("00000001.arrows");
-        std::fs::write(&leftover, b"from a killed run").unwrap();
-        let mut dir = SpillDir::open(root.path(), "t", "lake").unwrap();
-        assert!(!leftover.exists(), "an earlier run's scratch files are removed");
+        // A killed run's directory (its lock is free), and a running neighbour's (locked).
+        let killed = root.path().join(format!("{}-4000000000", dir_name("t", "lake")));
+        std::fs::create_dir_all(&killed).unwrap();
+        std::fs::write(killed.join("lock"), b"").unwrap();
+        std::fs::write(killed.join("00000001.arrows"), b"from a killed run").unwrap();
+        let running = SpillDir::open(root.path(), "t", "lake").unwrap();
+        assert!(!killed.exists(), "an earlier run's scratch files are removed");
+        let mut dir = {
+            // The same table opened again, as a second process would: its own directory.
+            let other = root.path().join(format!("{}-4000000001", dir_name("t", "lake")));
+            let lock = {
+                std::fs::create_dir_all(&other).unwrap();
+                let lock = File::create(other.join("lock")).unwrap();
+                lock.try_lock().unwrap();
+                lock
+            };
+            std::fs::write(other.join("00000001.arrows"), b"a neighbour's").unwrap();
+            drop(running);
+            let dir = SpillDir::open(root.path(), "t", "lake").unwrap();
+            assert!(other.join("00000001.arrows").exists(), "a running neighbour's scratch files stay");
+            drop(lock);
+            dir
+        };
 
         let old = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]));
         let new = Arc::new(

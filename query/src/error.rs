@@ -9,6 +9,9 @@ pub enum QueryError {
     /// The lake could not be read as a table (a listing failed, a log without sizes).
     #[error("{0}")]
     Lake(String),
+    /// A statement that would write a table kappa-query only reads.
+    #[error("{0}")]
+    ReadOnly(String),
     /// `--version` or `--as-of` out of what the table still holds; the message says what is.
     #[error("{0}")]
     TimeTravel(String),

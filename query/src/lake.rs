@@ -99,7 +99,8 @@ pub async fn location(lake: &str, name: &str, aws: &AwsOptions) -> Result<TableL
 
 /// Opens `name` in the lake at `lake` (a directory or `s3://bucket[/prefix]`).
 pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<LakeTable, QueryError> {
-    let TableLocation { url, backend } = location(lake, name, aws).await?;
+    let located = location(lake, name, aws).await?;
+    let TableLocation { url, backend } = located.clone();
     // A local file serves each range as asked; S3 (object_store's HTTP stores) merges near ones.
     let ranges = if backend.is_some() { RangeReads::Coalesced } else { RangeReads::Local(LocalReads::new()) };
     let inner: Arc<dyn ObjectStore> = backend.unwrap_or_else(|| Arc::new(object_store::local::LocalFileSystem::new()));
@@ -121,7 +122,14 @@ pub async fn open(lake: &str, name: &str, at: &At, aws: &AwsOptions) -> Result<L
     // A lazy snapshot (the log's protocol, metadata and segment), whose files DataFusion's scan
     // replays with only the statistics its filters need. Loading the table instead parsed every
     // column's statistics of every file up front (a 6,936-file table: 77 ms).
-    let snapshot = Arc::new(Snapshot::try_new(log_store.as_ref(), version).await.map_err(opened)?);
+    let snapshot = match Snapshot::try_new(log_store.as_ref(), version).await {
+        Ok(snapshot) => Arc::new(snapshot),
+        // A damaged log: which file, what it means, what to do.
+        Err(e) => match kappa_table::delta::diagnose(name, &located).await {
+            Some(message) => return Err(QueryError::Lake(message)),
+            None => return Err(opened(e)),
+        },
+    };
     if let (Some(version), Some(versions)) = (version, &versions)
         && Some(version) != versions.latest()
     {

@@ -32,7 +32,8 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
     tracing::debug!(elapsed = ?started.elapsed(), tables = config.register.len(), "other tables registered");
     let lake = opening.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     tracing::debug!(elapsed = ?started.elapsed(), version = lake.version, "table opened");
-    let session = session::Session::new(context, lake).await?;
+    let registered: Vec<String> = config.register.iter().map(|(name, _)| name.clone()).collect();
+    let session = session::Session::new(context, lake, &registered).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "session ready");
     for (origin, sql) in &config.init {
         for statement in session.statements(origin, sql)? {

@@ -8,6 +8,7 @@ use deltalake_core::DeltaTableBuilder;
 use deltalake_core::datafusion::datasource::{MemTable, TableProvider};
 use deltalake_core::datafusion::error::DataFusionError;
 use deltalake_core::datafusion::execution::context::SessionContext;
+use deltalake_core::datafusion::logical_expr::{LogicalPlan, WriteOp};
 use deltalake_core::datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
 use deltalake_core::datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig};
 use deltalake_core::datafusion::sql::parser::{DFParser, Statement};
@@ -43,6 +44,8 @@ pub struct Running {
 pub struct Session {
     context: SessionContext,
     lake: LakeTable,
+    /// The tables a statement may not write: the lake's, and those `--register` added.
+    read_only: Vec<String>,
 }
 
 /// A DataFusion context for one run, before the lake's table joins it: the user's other tables
@@ -73,13 +76,14 @@ pub fn context() -> SessionContext {
 
 impl Session {
     /// The session: `context` with the lake's table answering to its name.
-    pub async fn new(context: SessionContext, lake: LakeTable) -> Result<Session, QueryError> {
+    pub async fn new(context: SessionContext, lake: LakeTable, registered: &[String]) -> Result<Session, QueryError> {
         // Our counting store answers for the table's files (not DataFusion's default local
         // store, and not one delta-rs would register if none were).
         context.runtime_env().register_object_store(&lake.store_url, lake.store.clone());
         let provider = delta_provider(lake.log_store.clone(), lake.snapshot.clone()).await.map_err(|e| sql_error("registering the lake table", e))?;
         context.register_table(lake.name.as_str(), provider).map_err(|e| sql_error("registering the lake table", e))?;
-        Ok(Session { context, lake })
+        let read_only = std::iter::once(lake.name.clone()).chain(registered.iter().cloned()).collect();
+        Ok(Session { context, lake, read_only })
     }
 
     pub fn lake(&self) -> &LakeTable {
@@ -108,12 +112,43 @@ impl Session {
         self.lake.counters.take();
         let started = Instant::now();
         let plan = self.context.state().statement_to_plan(statement).await.map_err(|e| self.unknown_table_hint(sql_error(origin, e)))?;
+        self.refuse_writes(&plan)?;
         let frame = self.context.execute_logical_plan(plan).await.map_err(|e| sql_error(origin, e))?;
         let task = frame.task_ctx();
         let plan = frame.create_physical_plan().await.map_err(|e| sql_error(origin, e))?;
         tracing::debug!(planned_in = ?started.elapsed(), "statement planned");
         let rows = execute_stream(plan, Arc::new(task)).map_err(|e| sql_error(origin, e))?;
         Ok(Running { rows, started })
+    }
+
+    /// kappa-query reads the lake's table and the tables `--register` adds; it never writes
+    /// them. An `INSERT INTO` the lake's table once committed files beside the consumer's that
+    /// no kappa-lake writer knew of: `status` did not count them, and the next replay's switch
+    /// silently dropped them. Tables a statement creates (`CREATE TABLE`, `CREATE EXTERNAL
+    /// TABLE`) and `COPY … TO` files are the user's to write.
+    fn refuse_writes(&self, plan: &LogicalPlan) -> Result<(), QueryError> {
+        let LogicalPlan::Dml(dml) = plan else { return Ok(()) };
+        let table = dml.table_name.table();
+        if matches!(dml.op, WriteOp::Ctas) || !self.read_only.iter().any(|name| name.eq_ignore_ascii_case(table)) {
+            return Ok(());
+        }
+        let what = match &dml.op {
+            WriteOp::Insert(_) => "INSERT INTO",
+            WriteOp::Delete => "DELETE FROM",
+            WriteOp::Update => "UPDATE",
+            WriteOp::Truncate => "TRUNCATE",
+            _ => "a write to",
+        };
+        Err(QueryError::ReadOnly(format!(
+            "{what} {table}: kappa-query reads {table}, it never writes it{}. Rows reach the lake through the log: send them with \
+             kappa-producer and kappa-consumer commits them (exactly once). COPY (…) TO 'file' and tables this session creates \
+             (CREATE TABLE, CREATE EXTERNAL TABLE) can be written",
+            if table.eq_ignore_ascii_case(&self.lake.name) {
+                " (a write here would commit files that no kappa-lake writer knows of, and the next replay's switch would drop them)"
+            } else {
+                " (--register opens a table to read)"
+            }
+        )))
     }
 
     /// What a statement started by [`Session::start`] read, once its `rows` are all taken.

@@ -83,13 +83,19 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         summary_json: Option<PathBuf>,
     },
-    /// Makes an existing generation current (for instance, back to the previous one).
+    /// Makes an existing generation current: a replay's, complete, or one a switch replaced
+    /// (back to it: its files as the Delta log last held them, and the consumer goes on from
+    /// the positions its last commit recorded).
     Switch {
         #[command(flatten)]
         table: TableArgs,
         /// The generation to make current, e.g. gen-000001.
         #[arg(long, value_name = "GENERATION")]
         generation: String,
+        /// Switch even when other writers changed the table in ways the target cannot carry
+        /// (those changes are dropped); see the replay's flag of the same name.
+        #[arg(long)]
+        discard_foreign_changes: bool,
     },
 }
 
@@ -153,6 +159,19 @@ pub(crate) struct ReplayArgs {
     /// one step.
     #[arg(long)]
     pub switch: bool,
+
+    /// With --switch: switch even when other writers changed the table in ways the new
+    /// generation cannot carry (a DELETE, an UPDATE, a compaction that mixed their appended
+    /// rows with the table's own): those changes are dropped. Without it such a switch is
+    /// refused, naming the versions and rows concerned. Files other writers only appended are
+    /// carried into the new generation either way.
+    #[arg(long, requires = "switch")]
+    pub discard_foreign_changes: bool,
+
+    /// Start a new generation even if an interrupted replay with the same settings left an
+    /// incomplete one (which is otherwise continued from its last commit).
+    #[arg(long)]
+    pub fresh: bool,
 
     /// After --switch, register the table in this AWS Glue database (created if missing) as a
     /// Delta table Athena reads, updating its columns when the replay changed them. Needs an
@@ -221,6 +240,8 @@ pub(crate) struct ReplayConfig {
     pub verify: bool,
     pub compare: bool,
     pub switch: bool,
+    pub discard_foreign: bool,
+    pub fresh: bool,
     pub glue_database: Option<String>,
     pub progress_interval: std::time::Duration,
     pub poll_interval: std::time::Duration,
@@ -277,14 +298,19 @@ impl ReplayArgs {
         if self.poll_interval < std::time::Duration::from_millis(200) {
             return Err(ConfigError("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords per second per shard)".into()));
         }
+        // What a continued replay must share with the one it continues: everything that
+        // decides which rows land in which file.
         let origin = format!(
-            "replay from {source}: partition by {:?}, event time {}, flush at {} rows / {} bytes{}{}",
+            "replay from {source}: partition by {:?}, event time {}, flush at {} rows / {} bytes{}{}{}",
             pipeline.granularity,
             pipeline.event_time.as_ref().map_or("arrival".to_string(), |(c, _)| c.clone()),
             pipeline.flush.rows,
             pipeline.flush.bytes,
             self.at_timestamp.as_ref().map_or(String::new(), |t| format!(", from {t}")),
             self.until.as_ref().map_or(String::new(), |t| format!(", until {t}")),
+            schema
+                .as_ref()
+                .map_or(String::new(), |s| format!(", --schema {:016x}", xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(s).expect("a schema serializes")))),
         );
         Ok(ReplayConfig {
             source,
@@ -296,6 +322,8 @@ impl ReplayArgs {
             verify: self.verify,
             compare: self.compare,
             switch: self.switch,
+            discard_foreign: self.discard_foreign_changes,
+            fresh: self.fresh,
             glue_database: self.glue_database.clone(),
             progress_interval: self.progress_interval,
             poll_interval: self.poll_interval,

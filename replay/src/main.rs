@@ -1,9 +1,11 @@
 //! kappa-replay: rebuilds a lake table from the log into a new generation, verifies it, and
 //! switches readers to it atomically. See `rebuild.rs` for the steps.
 
+mod catch_up;
 mod config;
 mod progress;
 mod rebuild;
+mod source;
 mod status;
 mod verify;
 
@@ -26,7 +28,7 @@ fn main() {
         let result = match command {
             Command::Status(table) => status::status(&runtime, &location(table)),
             Command::Gc { table, keep, retention } => status::gc(&runtime, &location(table), keep, retention),
-            Command::Switch { table, generation } => status::switch(&runtime, &location(table), &generation),
+            Command::Switch { table, generation, discard_foreign_changes } => status::switch(&runtime, &location(table), &generation, discard_foreign_changes),
             Command::Compact { table, target_file_size, min_age, retention, compression, commit_every, dry_run, summary_json } => {
                 let name = table.table.clone();
                 let options = kappa_consumer::compact::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };

@@ -11,23 +11,27 @@
 //! 4. `--verify` (and `--compare`) read the new generation back; `--switch` then creates the
 //!    next pointer record, conditional on the current generation being the one of step 1.
 //!
+//! 5. With `--switch` under a running consumer, catch up to what it committed meanwhile, then
+//!    switch on that version only (see `catch_up.rs`); the consumer continues on the new
+//!    generation by itself.
+//!
 //! Interrupted (SIGINT/SIGTERM, or killed), a replay leaves an unswitched generation behind:
-//! readers never see it; `kappa-replay gc` removes it.
+//! readers never see it. The same replay run again (the same settings) continues it from its
+//! last commit, reading each shard after the positions that commit recorded; `--fresh` starts a
+//! new one, and `kappa-replay gc` removes it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
-use kappa_common::log::{Log, StartAt};
+use kappa_common::log::Log;
 use kappa_common::schema::TableSchema;
 use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
 use kappa_consumer::config::LakeLocation;
 use kappa_consumer::feed::Feed;
 use kappa_consumer::pipeline::Pipeline;
-use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
 use kappa_consumer::source::log::LogSource;
-use kappa_consumer::source::raw::RawSource;
 use kappa_consumer::source::{Source, SourceError};
 use kappa_consumer::stats::Stats;
 use kappa_table::Table;
@@ -52,14 +56,24 @@ pub(crate) enum ReplayError {
     Consumer(#[from] kappa_consumer::run::ConsumerError),
     #[error(transparent)]
     Aws(#[from] kappa_common::aws::AwsConfigError),
-    #[error("reading the new generation back: {0}")]
+    /// A file could not be read back: the message names it and which generation it is of.
+    #[error("reading back {0}")]
     ReadBack(String),
     #[error(transparent)]
     Compact(#[from] kappa_consumer::compact::CompactError),
     #[error("{0}")]
     Refused(String),
-    #[error("interrupted: {generation} is incomplete and was not switched to; `kappa-replay gc` removes it")]
+    #[error(
+        "interrupted: {generation} is incomplete and was not switched to; run the same kappa-replay again to continue it from its last \
+         commit (--fresh starts over), or `kappa-replay gc` removes it"
+    )]
     Interrupted { generation: String },
+}
+
+impl From<kappa_table::delta::DeltaError> for ReplayError {
+    fn from(error: kappa_table::delta::DeltaError) -> ReplayError {
+        ReplayError::Table(error.into())
+    }
 }
 
 impl ReplayError {
@@ -69,6 +83,7 @@ impl ReplayError {
         match self {
             ReplayError::Pipeline(e) => e.exit_code(),
             ReplayError::Consumer(e) => e.exit_code(),
+            ReplayError::Table(kappa_table::TableError::Refused { .. }) => 2,
             _ => 1,
         }
     }
@@ -78,16 +93,25 @@ impl ReplayError {
 pub(crate) struct ReplaySummary {
     pub table: String,
     pub generation: String,
-    /// Where outside readers read the new generation.
+    /// The table's root, where every Delta reader reads it (the new generation once switched).
     pub location: String,
+    /// It continued a generation an interrupted replay with the same settings left.
+    pub continued: bool,
     /// The pipeline's counters, as the consumer reports them (elapsed: the whole replay).
     #[serde(flatten)]
     pub run: kappa_consumer::stats::Summary,
+    /// Rows read after the main read to catch up with a live consumer before the switch.
+    pub caught_up_rows: u64,
     pub verify: Option<VerifyReport>,
     pub compare: Option<CompareReport>,
     /// The generation current before; `switched` says whether readers moved.
     pub previous: Option<String>,
     pub switched: bool,
+    /// Files and rows other writers appended, carried into the new generation by the switch.
+    pub carried_files: usize,
+    pub carried_rows: u64,
+    /// Other writers' changes the switch dropped (--discard-foreign-changes).
+    pub discarded: Vec<String>,
 }
 
 /// The store of a table location, and the AWS configuration when a service is involved.
@@ -102,6 +126,8 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     let needs_aws = matches!(config.source, ReplaySource::Kinesis(_) | ReplaySource::Raw(LakeLocation::S3 { .. })) || config.glue_database.is_some();
     let (store, aws) = open_store(runtime, &config.location, needs_aws)?;
     let name = config.location.table.clone();
+    // A wrong --from fails before any generation is made.
+    crate::source::check(&config, runtime, aws.as_ref())?;
 
     // 1. The current generation keeps serving. The source is opened first, so a wrong --from
     //    fails before any generation is made.
@@ -142,74 +168,61 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             )));
         }
     }
-    let mut log_source = None;
-    let mut shards = Vec::new();
-    let source = match &config.source {
-        ReplaySource::Log(path) => {
-            let log = Log::open(path).map_err(SourceError::from)?;
-            shards = LogSource::shard_names(&log);
-            let start = config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime);
-            let starts = vec![start; log.shard_count() as usize];
-            log_source = Some(LogSource::start_bounded(log, starts, config.until_ms)?);
-            None
-        }
-        ReplaySource::Kinesis(stream) => {
-            let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
-            // Without --until, what the stream held when the replay started: a shard under
-            // steady traffic is never empty, so "caught up" alone would not end it.
-            let until_ms = Some(config.until_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
-            let bounds = ReadBounds { start_ms: config.at_ms, until_ms };
-            Some(Source::Kinesis(KinesisSource::start(
-                runtime.handle().clone(),
-                client,
-                stream.clone(),
-                Default::default(),
-                config.poll_interval,
-                Duration::from_secs(5),
-                Some(bounds),
-            )?))
-        }
-        ReplaySource::Raw(location) => {
-            shards = vec![kappa_consumer::source::raw::SHARD.to_string()];
-            // Archive objects of commits that never happened are left out.
-            let last_commits: std::collections::HashMap<String, u64> =
-                runtime.block_on(generation::summaries(&store, &name))?.into_iter().map(|g| (g.record.generation, g.commits)).collect();
-            let uncommitted = move |path: &str| {
-                kappa_consumer::archive::commit_of_object(path)
-                    .is_some_and(|(generation, commit)| last_commits.get(&generation).is_some_and(|last| commit > *last))
-            };
-            let raw_store = kappa_consumer::run::open_store(location, aws.as_ref());
-            Some(Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0, uncommitted)?))
-        }
+    // 2. The generation: the incomplete one an interrupted replay with these settings left
+    //    (continued from its last commit), or a new one.
+    let continued = match config.fresh {
+        true => None,
+        false => runtime.block_on(resumable(&store, &name, &config.origin))?,
     };
-    let mut source = source.unwrap_or_else(|| Source::Log(log_source.take().expect("opened above")));
-    let new_generation = runtime.block_on(generation::create(&store, &name, &config.origin))?;
+    let new_generation = match &continued {
+        Some(generation) => generation.clone(),
+        None => runtime.block_on(generation::create(&store, &name, &config.origin))?,
+    };
     let table = Table::open_generation(store.clone(), &name, &new_generation);
-    let location = format!("{}/{}", config.location.lake, table.data_prefix());
-    tracing::info!(generation = %new_generation, current = previous.as_deref().unwrap_or("none"), write_at = %location, "replaying {}", config.source);
-    // `gc` leaves an incomplete generation alone while its replay says it is writing it.
-    let heartbeat = {
-        let (store, name, generation) = (store.clone(), name.clone(), new_generation.clone());
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(generation::WRITER_HEARTBEAT);
-            loop {
-                tick.tick().await;
-                if let Err(e) = generation::heartbeat(&store, &name, &generation).await {
-                    tracing::warn!(error = %e, "cannot write the replay's heartbeat");
-                }
-            }
-        })
-    };
-    let writer_done = || {
-        heartbeat.abort();
-        if let Err(e) = runtime.block_on(generation::writer_done(&store, &name, &new_generation)) {
-            tracing::warn!(error = %e, "cannot remove the replay's heartbeat; gc treats it as stale after a minute");
+    let location = format!("{}/{name}", config.location.lake);
+    match &continued {
+        Some(generation) => {
+            tracing::info!(generation = %generation, current = previous.as_deref().unwrap_or("none"), "continuing the generation an interrupted replay with these settings left (--fresh starts a new one)")
+        }
+        None => tracing::info!(generation = %new_generation, current = previous.as_deref().unwrap_or("none"), "replaying {}", config.source),
+    }
+    // `gc` (and every other deleting tool) leaves the generation alone while this replay says
+    // it is writing it.
+    let writer = runtime.block_on(async {
+        let writer = kappa_table::writers::Writer::register(&store, &name, "replay", Some(&new_generation)).await?;
+        writer.pending(&format!("{new_generation}/")).await?;
+        Ok::<_, kappa_table::TableError>(writer)
+    })?;
+    let writer_done = move || {
+        if let Err(e) = runtime.block_on(writer.finish()) {
+            tracing::warn!(error = %e, "cannot remove the replay's writer record; other tools take it for dead once this process exits");
         }
     };
 
-    // 2. Read the source to its end through the consumer's pipeline.
+    // 3. Read the source to its end through the consumer's pipeline, from where the
+    //    generation's last commit stands.
     let stats = Arc::new(Stats::default());
+    let log = match &config.source {
+        ReplaySource::Log(path) => Some(Log::open(path).map_err(SourceError::from)?),
+        _ => None,
+    };
+    let shards = log.as_ref().map(LogSource::shard_names).unwrap_or_else(|| match &config.source {
+        ReplaySource::Raw(_) => vec![kappa_consumer::source::raw::SHARD.to_string()],
+        _ => Vec::new(),
+    });
     let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, schema, stats.clone())?;
+    // The live table as the replay begins: a raw replay's switch needs it unchanged at the end.
+    let at_start = match previous {
+        Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name))?,
+        None => None,
+    };
+    let mut source = match crate::source::open(&config, runtime, aws.as_ref(), &store, &name, log, &pipeline) {
+        Ok(source) => source,
+        Err(e) => {
+            writer_done();
+            return Err(e);
+        }
+    };
     let total = match &source {
         Source::Log(s) => Some(s.total()),
         _ => None,
@@ -235,23 +248,63 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
         return Err(e);
     }
 
-    // 3. The rest, committed: the generation is complete.
-    pipeline.flush_all()?;
-    if let (ReplaySource::Raw(_), Some(live)) = (&config.source, &live_state) {
-        pipeline.acks().adopt(&live.unacknowledged);
-        pipeline.commit_acknowledgements()?;
+    // 4. The rest, committed: the generation is complete.
+    let completed = (|| -> Result<(), ReplayError> {
+        pipeline.flush_all()?;
+        if let (ReplaySource::Raw(_), Some(live)) = (&config.source, &live_state) {
+            pipeline.acks().adopt(&live.unacknowledged);
+            pipeline.commit_acknowledgements()?;
+        }
+        Ok(runtime.block_on(generation::mark_complete(&store, &name, &new_generation))?)
+    })();
+    if let Err(e) = completed {
+        writer_done();
+        return Err(e);
     }
-    let completed = runtime.block_on(generation::mark_complete(&store, &name, &new_generation));
+
+    // 5. With --switch under a live consumer: catch up to what it committed (see catch_up.rs).
+    let catching = CatchUp { config: &config, runtime, aws: aws.as_ref(), store: &store, name: &name, at_start, shutdown };
+    let mut live_at = None;
+    let mut caught_up_rows = 0;
+    if config.switch && previous.is_some() {
+        match catching.round(&mut pipeline) {
+            Ok((at, rows)) => {
+                live_at = at;
+                caught_up_rows += rows;
+            }
+            Err(e) => {
+                writer_done();
+                return Err(e);
+            }
+        }
+    }
     writer_done();
-    completed?;
     let summary = stats.summary();
     let state = pipeline.state().clone();
     let table = pipeline.table().clone();
 
-    // 4. Check, compare, switch.
-    let verify = if config.verify { Some(runtime.block_on(crate::verify::verify(&table, &state, &pipeline.routed_rows(), &summary))?) } else { None };
+    // 6. Check, compare, switch.
+    let foreign = match &previous {
+        Some(_) => runtime.block_on(kappa_table::switch::foreign_changes(&store, &name))?,
+        None => None,
+    };
+    let verify = if config.verify {
+        // A continued generation's earlier rows were routed by the runs before: for them, the
+        // rows each flush recorded stand in.
+        let routed = match &continued {
+            Some(_) => runtime.block_on(crate::verify::committed_rows(&table))?,
+            None => pipeline.routed_rows(),
+        };
+        Some(runtime.block_on(crate::verify::verify(&table, &state, &routed, &summary))?)
+    } else {
+        None
+    };
     let compare = match (&previous, config.compare) {
-        (Some(live), true) => Some(runtime.block_on(crate::verify::compare(&store, &name, live, &new_generation, config.schema.is_some()))?),
+        (Some(live), true) => {
+            let carried: Vec<String> = foreign.as_ref().map(|f| f.appended.keys().cloned().collect()).unwrap_or_default();
+            let at = live_at.as_ref().map(|l| l.version);
+            Some(runtime.block_on(crate::verify::compare(&store, &name, live, at, &carried, &new_generation, config.schema.is_some()))?)
+        }
         (None, true) => {
             tracing::warn!("--compare: the table had no current generation to compare with");
             None
@@ -259,33 +312,114 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
         _ => None,
     };
     let checks_pass = verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
-    let mut switched = false;
+    let mut switched = None;
     if config.switch {
         if checks_pass {
-            let pointer = runtime.block_on(generation::switch(&store, &name, &new_generation, previous.as_deref()))?;
-            tracing::info!(generation = %new_generation, switch = pointer.switch, "readers now resolve the new generation");
-            switched = true;
+            let mut rounds = 0;
+            let done = loop {
+                let request = kappa_table::switch::SwitchRequest {
+                    generation: new_generation.clone(),
+                    expected: previous.clone(),
+                    at_version: live_at.as_ref().map(|l| l.version),
+                    discard_foreign: config.discard_foreign,
+                };
+                match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
+                    Ok(done) => break done,
+                    // The live consumer committed between the catch-up and the switch: again.
+                    Err(kappa_table::TableError::SwitchConflict { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
+                        rounds += 1;
+                        tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
+                        let (at, rows) = catching.round(&mut pipeline)?;
+                        live_at = at;
+                        caught_up_rows += rows;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            tracing::info!(generation = %new_generation, switch = done.pointer.switch, "readers now resolve the new generation");
             if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
                 // The switch is made; a catalog that did not follow is said, and the next
                 // consumer run registers the table again.
                 match runtime.block_on(generation::register_in_glue(&store, &name, &aws.glue(), database)) {
-                    Ok(done) => tracing::info!(database = %database, outcome = ?done, "Glue table registered (Athena reads it as Delta)"),
+                    Ok(registered) => tracing::info!(database = %database, outcome = ?registered, "Glue table registered (Athena reads it as Delta)"),
                     Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
                 }
             }
+            switched = Some(done);
         } else {
             tracing::error!("not switching: the checks found differences (see above)");
         }
     }
-    let mut run = summary;
+    let mut run = stats.summary();
     run.elapsed_seconds = started.elapsed().as_secs_f64();
     run.rows_per_second = if run.elapsed_seconds > 0.0 { run.rows_written as f64 / run.elapsed_seconds } else { 0.0 };
-    Ok(ReplaySummary { table: name, generation: new_generation, location, run, verify, compare, previous, switched })
+    Ok(ReplaySummary {
+        table: name,
+        generation: new_generation,
+        location,
+        continued: continued.is_some(),
+        run,
+        caught_up_rows,
+        verify,
+        compare,
+        previous,
+        switched: switched.is_some(),
+        carried_rows: switched.as_ref().map_or(0, |s| s.carried_rows),
+        carried_files: switched.as_ref().map_or(0, |s| s.carried_files),
+        discarded: switched.map(|s| s.discarded).unwrap_or_default(),
+    })
+}
+
+/// Switch attempts that find the live consumer committed since the last catch-up, at most.
+const SWITCH_ROUNDS: usize = 30;
+
+/// What a catch-up round needs besides the pipeline.
+struct CatchUp<'a> {
+    config: &'a ReplayConfig,
+    runtime: &'a Runtime,
+    aws: Option<&'a AwsContext>,
+    store: &'a Store,
+    name: &'a str,
+    /// The live table when the replay began.
+    at_start: Option<crate::catch_up::LiveAt>,
+    shutdown: &'a Shutdown,
+}
+
+impl CatchUp<'_> {
+    /// One round: the live table's version and committed positions, read up to them.
+    fn round(&self, pipeline: &mut Pipeline) -> Result<(Option<crate::catch_up::LiveAt>, u64), ReplayError> {
+        let Some(live) = self.runtime.block_on(crate::catch_up::live_at(self.store, self.name))? else { return Ok((None, 0)) };
+        let rows = crate::catch_up::read_up_to(self.config, self.runtime, self.aws, pipeline, &live, self.at_start.as_ref(), self.shutdown)?;
+        Ok((Some(live), rows))
+    }
+}
+
+/// The newest incomplete generation that an interrupted replay with the same settings left
+/// and that no running replay writes. (A complete one is not continued: running a replay again
+/// makes another generation, as it always did.)
+async fn resumable(store: &Store, table: &str, origin: &str) -> Result<Option<String>, kappa_table::TableError> {
+    for record in generation::records(store, table).await?.into_iter().rev() {
+        if record.removed_ms.is_some() || record.origin != origin {
+            continue;
+        }
+        if generation::is_complete(store, table, &record.generation).await? || generation::is_being_written(store, table, &record.generation).await? {
+            continue;
+        }
+        if generation::current(store, table).await?.is_some_and(|p| p.generation == record.generation) {
+            continue;
+        }
+        return Ok(Some(record.generation));
+    }
+    Ok(None)
 }
 
 impl ReplaySummary {
     pub(crate) fn render(&self) -> String {
-        let mut text = self.run.render(&format!("{}, new generation {}", self.table, self.generation), &self.location);
+        let what = if self.continued { "continued generation" } else { "new generation" };
+        let mut text = self.run.render(&format!("{}, {what} {}", self.table, self.generation), &self.location);
+        if self.caught_up_rows > 0 {
+            text.push_str(&format!("  caught up          {} rows the live consumer committed while the replay ran\n", self.caught_up_rows));
+        }
         if let Some(v) = &self.verify {
             text.push_str(&format!("  verify             {}\n", if v.ok { "ok: every partition holds the rows routed to it" } else { "FAILED (see above)" }));
         }
@@ -302,6 +436,15 @@ impl ReplaySummary {
                 let verdict = if c.schema_change_asked { "changed as --schema asked" } else { "DIFFERENT column types" };
                 text.push_str(&format!("  compare columns    {verdict}: {}\n", c.schema_differences.join("; ")));
             }
+        }
+        if self.carried_files > 0 {
+            text.push_str(&format!(
+                "  carried            {} rows in {} files other writers appended, into {}\n",
+                self.carried_rows, self.carried_files, self.generation
+            ));
+        }
+        for change in &self.discarded {
+            text.push_str(&format!("  DISCARDED          {change} (--discard-foreign-changes)\n"));
         }
         text.push_str(&match (self.switched, &self.previous) {
             (true, Some(previous)) => format!("  switched           readers moved from {previous} to {}\n", self.generation),

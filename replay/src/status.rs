@@ -21,13 +21,14 @@ pub(crate) fn status(runtime: &Runtime, location: &TableLocation) -> Result<(), 
             println!("table {name}: current generation {}, Delta table version {version}", current.record.generation);
             println!("read it at {}/{name}/ (a Delta table: DuckDB delta_scan, python deltalake, Spark, Athena through Glue)", location.lake);
         }
-        None => println!("table {name}: no current generation (no consumer or switch has run)"),
+        None => println!("table {name}: no Delta table yet (no consumer has committed and no replay has switched)"),
     }
-    println!("(* current, … incomplete)");
-    println!("{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} origin", "", "generation", "rows", "files", "bytes", "commits", "created");
+    println!("(* current, … incomplete; rows, files and bytes as readers read them: the current version, or the last version that held the generation)");
+    println!("{:<3}{:<12} {:>12} {:>8} {:>14} {:>8} {:>13}  {:<21} origin", "", "generation", "rows", "files", "bytes", "commits", "versions", "created");
     for s in &summaries {
+        let versions = s.versions.map_or_else(|| "-".to_string(), |(first, last)| format!("{first}-{last}"));
         println!(
-            "{:<3}{:<12} {:>12} {:>8} {:>14} {:>8}  {:<21} {}",
+            "{:<3}{:<12} {:>12} {:>8} {:>14} {:>8} {:>13}  {:<21} {}",
             if s.current {
                 "*"
             } else if s.complete {
@@ -40,7 +41,8 @@ pub(crate) fn status(runtime: &Runtime, location: &TableLocation) -> Result<(), 
             s.totals.files,
             s.totals.bytes,
             s.commits,
-            time(s.record.created_ms),
+            versions,
+            if s.record.created_ms == 0 { "?".to_string() } else { time(s.record.created_ms) },
             s.record.origin
         );
     }
@@ -58,17 +60,24 @@ pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize, reten
     let mut removed = 0;
     for old in complete.iter().skip(keep).chain(incomplete.iter()) {
         let generation = &old.record.generation;
-        let readable_until = old.record.retired_ms.map(|at| at + retention.as_millis() as i64);
-        if let Some(until) = readable_until.filter(|until| *until > chrono::Utc::now().timestamp_millis()) {
-            println!("left {generation}: versions before the switch away from it stay readable by time travel until {} (--retention)", time(until));
-            continue;
-        }
         if !old.complete && runtime.block_on(generation::is_being_written(&store, name, generation))? {
             println!("left {generation}: a replay is writing it (it said so within the last minute)");
             continue;
         }
-        let objects = runtime.block_on(generation::remove(&store, name, generation))?;
-        println!("removed {generation} ({objects} objects, {} rows)", old.totals.rows);
+        let removal = runtime.block_on(generation::remove(&store, name, generation, retention))?;
+        if removal.kept > 0 {
+            println!(
+                "left {generation}: versions of the Delta log name {} of its files, removed less than --retention ({}) ago: time travel reads them",
+                removal.kept,
+                humantime::format_duration(retention)
+            );
+            continue;
+        }
+        if removal.deleted == 0 && runtime.block_on(generation::is_being_written(&store, name, generation))? {
+            println!("left {generation}: a writer is at work on it");
+            continue;
+        }
+        println!("removed {generation} ({} objects, {} rows)", removal.deleted, old.totals.rows);
         removed += 1;
     }
     let swept = runtime.block_on(generation::sweep_removed(&store, name))?;
@@ -79,10 +88,24 @@ pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize, reten
     Ok(())
 }
 
-pub(crate) fn switch(runtime: &Runtime, location: &TableLocation, target: &str) -> Result<(), ReplayError> {
+pub(crate) fn switch(runtime: &Runtime, location: &TableLocation, target: &str, discard_foreign: bool) -> Result<(), ReplayError> {
     let (store, _) = open_store(runtime, location, false)?;
-    let pointer = runtime.block_on(generation::switch(&store, &location.table, target, None))?;
-    println!("table {}: readers now resolve {} (was {})", location.table, pointer.generation, pointer.previous.as_deref().unwrap_or("none"));
+    let request = kappa_table::switch::SwitchRequest { generation: target.to_string(), discard_foreign, ..Default::default() };
+    let done = runtime.block_on(kappa_table::switch::switch(&store, &location.table, &request))?;
+    let pointer = &done.pointer;
+    println!(
+        "table {}: readers now resolve {} (was {}), Delta table version {}",
+        location.table,
+        pointer.generation,
+        pointer.previous.as_deref().unwrap_or("none"),
+        pointer.switch
+    );
+    if done.carried_files > 0 {
+        println!("carried {} rows in {} files other writers appended", done.carried_rows, done.carried_files);
+    }
+    for change in &done.discarded {
+        println!("discarded: {change}");
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::json::LineDelimitedWriter;
 use kappa_common::store::Store;
+use kappa_table::delta::LakeTable;
 use kappa_table::{Table, TableState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -43,9 +44,20 @@ fn partition_of(file: &str) -> String {
 
 async fn read_object(table: &Table, file: &str) -> Result<bytes::Bytes, ReplayError> {
     let path = format!("{}/{file}", table.data_prefix());
-    table.store().get(&path).await.map_err(|e| ReplayError::ReadBack(format!("{path}: {e}")))
+    table.store().get(&path).await.map_err(|e| ReplayError::ReadBack(format!("{path} (of the new generation): {e}")))
 }
 
+/// Per partition, the rows the generation's commits recorded for their files.
+pub(crate) async fn committed_rows(table: &Table) -> Result<BTreeMap<String, u64>, ReplayError> {
+    let mut rows = BTreeMap::new();
+    for file in table.staged().await?.0 {
+        *rows.entry(file.partition).or_default() += file.rows;
+    }
+    Ok(rows)
+}
+
+/// `routed`: per partition, the rows routed there (for a continued generation, what its
+/// commits recorded); `run`: this run's counters, whose every event must be accounted for.
 pub(crate) async fn verify(
     table: &Table,
     state: &TableState,
@@ -55,7 +67,7 @@ pub(crate) async fn verify(
     let mut in_files: BTreeMap<String, u64> = BTreeMap::new();
     for file in &state.files {
         let data = read_object(table, file).await?;
-        let reader = SerializedFileReader::new(data).map_err(|e| ReplayError::ReadBack(format!("{file}: {e}")))?;
+        let reader = SerializedFileReader::new(data).map_err(|e| ReplayError::ReadBack(format!("{file} (of the new generation): {e}")))?;
         *in_files.entry(partition_of(file)).or_default() += reader.metadata().file_metadata().num_rows() as u64;
     }
     let mut mismatches = Vec::new();
@@ -151,19 +163,43 @@ fn whole_as_integer(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
-async fn row_set(store: &Store, name: &str, generation: &str) -> Result<RowSet, ReplayError> {
+/// The files whose rows a comparison reads, relative to the store: a replay's generation (its
+/// own log's files), or the live table at a version (every file readers read there, another
+/// writer's too, but those a switch carries over).
+async fn generation_files(store: &Store, name: &str, generation: &str) -> Result<Vec<(String, String)>, ReplayError> {
     let table = Table::open_existing(store.clone(), name, generation).await?;
     let state = table.load_state().await?;
+    Ok(state.files.iter().map(|file| (format!("{}/{file}", table.data_prefix()), partition_of(file))).collect())
+}
+
+async fn live_files(store: &Store, name: &str, at: Option<u64>, carried: &[String]) -> Result<Vec<(String, String)>, ReplayError> {
+    let location = kappa_table::location(store, name)?;
+    let mut lake = match at {
+        Some(version) => LakeTable::open_at(name, &location, version).await.map_err(kappa_table::TableError::from)?,
+        None => LakeTable::open(name, &location).await?.ok_or_else(|| ReplayError::ReadBack(format!("table {name} has no Delta table")))?,
+    };
+    let files = lake.file_details().await.map_err(kappa_table::TableError::from)?;
+    Ok(files
+        .into_iter()
+        .filter(|f| !carried.contains(&f.path))
+        .map(|f| {
+            let path = kappa_table::delta::decoded_path(&f.path);
+            let partition = partition_of(path.split_once('/').map_or(path.as_str(), |(_, rest)| rest));
+            (format!("{name}/{path}"), partition)
+        })
+        .collect())
+}
+
+async fn row_set(store: &Store, what: &str, files: Vec<(String, String)>) -> Result<RowSet, ReplayError> {
     let mut set = RowSet { rows: HashMap::new(), partitions: Vec::new(), total: 0, columns: BTreeMap::new() };
     let mut partition_index: HashMap<String, u32> = HashMap::new();
-    for file in &state.files {
-        let partition = partition_of(file);
+    for (path, partition) in files {
         let index = *partition_index.entry(partition.clone()).or_insert_with(|| {
             set.partitions.push(partition.clone());
             (set.partitions.len() - 1) as u32
         });
-        let data = read_object(&table, file).await?;
-        let fail = |e: &dyn std::fmt::Display| ReplayError::ReadBack(format!("{generation}/{file}: {e}"));
+        let fail = |e: &dyn std::fmt::Display| ReplayError::ReadBack(format!("{path} (of {what}): {e}"));
+        let data = store.get(&path).await.map_err(|e| fail(&e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| fail(&e))?;
         for field in builder.schema().fields() {
             set.columns.entry(compared_name(field.name()).to_string()).or_insert_with(|| column_type_name(field.data_type()));
@@ -202,9 +238,19 @@ fn schema_differences(live: &str, live_columns: &BTreeMap<String, String>, new: 
     differences
 }
 
-pub(crate) async fn compare(store: &Store, name: &str, live: &str, new: &str, schema_change_asked: bool) -> Result<CompareReport, ReplayError> {
-    let live_rows = row_set(store, name, live).await?;
-    let new_rows = row_set(store, name, new).await?;
+/// Compares the new generation with the live table as readers read it at version `at` (the
+/// latest without), leaving out the files other writers appended that a switch carries over.
+pub(crate) async fn compare(
+    store: &Store,
+    name: &str,
+    live: &str,
+    at: Option<u64>,
+    carried: &[String],
+    new: &str,
+    schema_change_asked: bool,
+) -> Result<CompareReport, ReplayError> {
+    let live_rows = row_set(store, &format!("the current table ({live})"), live_files(store, name, at, carried).await?).await?;
+    let new_rows = row_set(store, &format!("the new generation ({new})"), generation_files(store, name, new).await?).await?;
     let schema_differences = schema_differences(live, &live_rows.columns, new, &new_rows.columns);
     for difference in &schema_differences {
         if schema_change_asked {

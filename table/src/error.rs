@@ -9,13 +9,15 @@ pub enum TableError {
     Store(#[from] StoreError),
     #[error("{path} is not a valid kappa-lake record: {source}")]
     Corrupt { path: String, source: serde_json::Error },
-    #[error(
-        "commit {commit} of table {table} was written by someone else while this consumer ran: \
-         run one consumer per table (and source)"
-    )]
-    ConcurrentWriter { table: String, commit: u64 },
+    /// Another writer committed first; `by` names it and says what to do.
+    #[error("commit {commit} of table {table} was not made: {by}")]
+    ConcurrentWriter { table: String, commit: u64, by: String },
     #[error("table {table}: {reason}")]
     Invalid { table: String, reason: String },
+    /// The table as it is does not fit the writer's settings (another layout, a table another
+    /// tool re-partitioned): nothing was written, and the reason says what to change.
+    #[error("table {table}: {reason}")]
+    Refused { table: String, reason: String },
     #[error(
         "table {table}: the table changed while switching to {generation} (a consumer committed, or another \
          switch won); stop the consumer, check `kappa-replay status` and switch again if still wanted"
@@ -29,5 +31,26 @@ pub enum TableError {
 impl From<crate::delta::DeltaError> for TableError {
     fn from(error: crate::delta::DeltaError) -> TableError {
         TableError::Delta(Box::new(error))
+    }
+}
+
+impl TableError {
+    /// A commit that lost to another writer, with who won and what to do; any other error as is.
+    pub(crate) fn lost(table: &str, commit: u64, error: crate::delta::DeltaError) -> TableError {
+        use crate::delta::DeltaError;
+        match error {
+            DeltaError::ConcurrentWriter { by, .. } | DeltaError::Raced { by, .. } => TableError::ConcurrentWriter { table: table.to_string(), commit, by },
+            DeltaError::FilesGone { missing, total, by, .. } => TableError::ConcurrentWriter {
+                table: table.to_string(),
+                commit,
+                by: format!("{missing} of the {total} files it replaces were removed meanwhile; {by}"),
+            },
+            other => other.into(),
+        }
+    }
+
+    /// True when another writer's commit won (nothing of this one was made).
+    pub fn is_lost_race(&self) -> bool {
+        matches!(self, TableError::ConcurrentWriter { .. })
     }
 }

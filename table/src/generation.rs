@@ -15,11 +15,12 @@ use kappa_common::store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::TableError;
-use crate::delta::{DeltaError, LakeTable, TableSetup};
-pub use crate::registry::{GenerationRecord, WRITER_HEARTBEAT, create, heartbeat, is_being_written, is_complete, mark_complete, sweep_removed, writer_done};
-use crate::registry::{complete_path, delete_objects, generations_prefix, records, retire};
-use crate::state::{CONSUMER_APP_ID, Commit, FORMAT, GENERATION_PROPERTY, Layout, Totals, parse};
-use crate::table::{Table, delta_file, live_generation, location, partition_columns, properties};
+use crate::delta::{LakeTable, TableSetup};
+pub use crate::registry::{GenerationRecord, create, is_complete, mark_complete, records, sweep_removed};
+use crate::registry::{delete_objects, generations_prefix};
+use crate::state::{GENERATION_PROPERTY, Totals, parse};
+use crate::table::{Protected, Table, live_generation, location};
+pub use crate::writers::{WRITER_HEARTBEAT, is_being_written};
 
 /// One record of the pointer log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,131 +37,26 @@ pub struct Pointer {
 /// A generation as `kappa-replay status` lists it.
 #[derive(Debug, Clone)]
 pub struct GenerationSummary {
+    /// Its record in the register; made up from the Delta log for a generation the register
+    /// lost (`_kappa/` deleted): `created_ms` 0 and an origin that says so.
     pub record: GenerationRecord,
     pub current: bool,
-    /// Its writer finished it (a replay that ran to its end; a consumer's generation always).
+    /// Its writer finished it (a replay that ran to its end; a generation that was ever current).
     pub complete: bool,
+    /// The Delta versions during which readers read it, if they ever did.
+    pub versions: Option<(u64, u64)>,
+    /// Its writer's commits (a replay's own log; for the current one, the consumer's counter).
     pub commits: u64,
+    /// Rows, files and bytes as readers read them: the current version's for the current
+    /// generation, the last version that held it for one a switch replaced (time travel reads
+    /// it), its own log's for a replay's that readers never saw. Quarantined events are its
+    /// writer's count.
     pub totals: Totals,
 }
 
 /// The current generation, if the table exists: `switch` is the Delta table's version.
 pub async fn current(store: &Store, table: &str) -> Result<Option<Pointer>, TableError> {
     Ok(live_generation(store, table).await?.map(|(generation, version)| Pointer { switch: version, generation, switched_ms: 0, previous: None }))
-}
-
-/// Makes `generation` (a replay's, complete) current in one Delta commit. With `expected`,
-/// fails unless the current generation is still that one. Returns the record.
-pub async fn switch(store: &Store, table: &str, generation: &str, expected: Option<&str>) -> Result<Pointer, TableError> {
-    let conflict = || TableError::SwitchConflict { table: table.to_string(), generation: generation.to_string() };
-    let records = records(store, table).await?;
-    let Some(record) = records.iter().find(|r| r.generation == generation && r.removed_ms.is_none()) else {
-        return Err(TableError::Invalid { table: table.to_string(), reason: format!("there is no generation {generation}") });
-    };
-    if record.origin == "consumer" {
-        return Err(TableError::Invalid {
-            table: table.to_string(),
-            reason: format!(
-                "{generation} was written by a consumer: its files are in the Delta log's history, not in a log of its own, and switching \
-                 back to it is not supported yet; read it by time travel, or replay the source into a new generation"
-            ),
-        });
-    }
-    if !is_complete(store, table, generation).await? {
-        return Err(TableError::Invalid {
-            table: table.to_string(),
-            reason: format!("{generation} is incomplete (its replay did not finish); readers would see part of the data"),
-        });
-    }
-    let staged = Table::open_generation(store.clone(), table, generation);
-    if current(store, table).await?.is_some_and(|p| p.generation == generation) {
-        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} is already current") });
-    }
-    let (files, state) = staged.staged().await?;
-    let Some((schema_version, schema)) = staged.latest_schema().await? else {
-        return Err(TableError::Invalid {
-            table: table.to_string(),
-            reason: format!("{generation} has no schema (it never read an event); nothing to switch to"),
-        });
-    };
-    let location = location(store, table)?;
-    let lake = LakeTable::open(table, &location).await?;
-    let live = match &lake {
-        Some(lake) => Some(lake.configuration()?.get(GENERATION_PROPERTY).cloned().unwrap_or_default()),
-        None => None,
-    };
-    if expected.is_some() && live.as_deref() != expected {
-        return Err(conflict());
-    }
-    let layout = match staged.layout().await? {
-        Some(layout) => layout,
-        None => Layout {
-            partition_by: lake.as_ref().and_then(|l| l.configuration().ok()?.get("kappa.partitionBy").cloned()).unwrap_or_else(|| "day".into()),
-            event_time: None,
-        },
-    };
-    let partition_columns = partition_columns(&schema, &layout);
-    let setup =
-        TableSetup { schema: schema.clone(), partition_columns: partition_columns.clone(), configuration: properties(generation, &layout, schema_version) };
-    let (mut lake, previous) = match lake {
-        Some(lake) => {
-            let previous = lake.writer_counter(CONSUMER_APP_ID).await?;
-            (lake, previous)
-        }
-        None => (LakeTable::create(table, &location, &setup).await?, None),
-    };
-    // The consumer goes on numbering from here: above the replay's own commits, whose
-    // quarantine and archive objects are named by their numbers.
-    let counter = previous.unwrap_or(0).max(state.last_commit as i64) + 1;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let handed_over = Commit {
-        format: FORMAT,
-        commit: counter as u64,
-        generation: generation.to_string(),
-        created_ms: now_ms,
-        schema_version: state.schema_version,
-        added: Vec::new(),
-        removed: Vec::new(),
-        errors: Vec::new(),
-        resume: state.resume,
-        written: state.written,
-        quarantined: state.quarantined,
-        totals: state.totals,
-        unacknowledged: state.unacknowledged,
-        archived: Vec::new(),
-        archive_positions: state.archive_positions,
-        // The files the replay read stay recognised when they are sent again.
-        seen: state.seen,
-        horizons: state.horizons,
-    };
-    let add = files.iter().map(|f| delta_file(generation, f, &partition_columns)).collect::<Result<Vec<_>, _>>()?;
-    // Marked before the commit: a switch that then fails leaves a mark on the generation that
-    // stays current (gc never removes that one), never a retired generation without one.
-    if let Some(live) = &live {
-        retire(store, table, live, now_ms).await?;
-    }
-    let commit = crate::delta::Commit {
-        app_id: CONSUMER_APP_ID.to_string(),
-        counter,
-        previous,
-        commit_id: format!("switch-{generation}-{now_ms}"),
-        add,
-        remove: Vec::new(),
-        data_change: true,
-        replace_all: true,
-        setup: Some(setup),
-        state: serde_json::to_value(&handed_over).expect("serializes"),
-    };
-    match lake.commit(commit).await {
-        Ok(version) => {
-            // The switch removed every file of the old generation: readers open the new one
-            // from a checkpoint rather than by replaying the old one's history.
-            lake.checkpoint_latest().await;
-            Ok(Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live })
-        }
-        Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => Err(conflict()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Registers the table as it is now (its current generation's schema, the Delta table's
@@ -171,56 +67,132 @@ pub async fn register_in_glue(store: &Store, table: &str, client: &aws_sdk_glue:
         return Err(TableError::Invalid { table: table.to_string(), reason: "there is no Delta table to register yet".into() });
     };
     let configuration = lake.configuration()?;
-    let generation = configuration.get(GENERATION_PROPERTY).cloned().unwrap_or_default();
-    let Some((_, schema)) = Table::open_generation(store.clone(), table, &generation).latest_schema().await? else {
-        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} has no schema") });
-    };
-    let setup = TableSetup { schema, partition_columns: lake.partition_columns()?, configuration: configuration.into_iter().collect() };
+    // The Delta log's schema: what readers read, whoever wrote it (and `_kappa/` may be lost).
+    let setup = TableSetup { schema: lake.data_schema()?, partition_columns: lake.partition_columns()?, configuration: configuration.into_iter().collect() };
     Ok(crate::glue::register(client, database, table, location.url.as_str(), &setup).await?)
 }
 
-/// Every generation with its totals (from its last commit), oldest first.
+/// Every generation, oldest first, with what readers read of it (see [`GenerationSummary`]):
+/// the register's, and those the Delta log names that the register lost.
 pub async fn summaries(store: &Store, table: &str) -> Result<Vec<GenerationSummary>, TableError> {
-    let current = current(store, table).await?.map(|p| p.generation);
+    let location = location(store, table)?;
+    let mut lake = LakeTable::open(table, &location).await?;
+    let spans = match &lake {
+        Some(lake) => lake.spans().await?,
+        None => Vec::new(),
+    };
+    let current = match &lake {
+        Some(lake) => lake.configuration()?.get(GENERATION_PROPERTY).cloned(),
+        None => None,
+    };
+    let mut known: Vec<GenerationRecord> = records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_none()).collect();
+    for span in &spans {
+        if !known.iter().any(|r| r.generation == span.generation) {
+            known.push(GenerationRecord {
+                generation: span.generation.clone(),
+                created_ms: 0,
+                origin: "unknown (not in _kappa/generations/; known from the Delta log)".to_string(),
+                removed_ms: None,
+                retired_ms: None,
+            });
+        }
+    }
+    known.sort_by_key(|r| r.generation.strip_prefix("gen-").and_then(|n| n.parse::<u32>().ok()));
     let mut summaries = Vec::new();
-    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_none()) {
+    for record in known {
         let is_current = current.as_deref() == Some(record.generation.as_str());
-        let state = if is_current {
-            Table::open_or_create(store.clone(), table).await?.load_state().await?
+        let span = spans.iter().rev().find(|s| s.generation == record.generation);
+        let versions = span.map(|s| (s.first, s.last));
+        let summary = if is_current {
+            let state = Table::open_or_create(store.clone(), table).await?.load_state().await?;
+            let lake = lake.as_mut().expect("a current generation has a table");
+            let now = lake.totals().await?;
+            let totals = Totals { rows: now.rows, files: now.files, bytes: now.bytes, quarantined: state.totals.quarantined };
+            GenerationSummary { current: true, complete: true, versions, commits: state.last_commit, totals, record }
+        } else if let Some(span) = span {
+            // Readers read it until a switch replaced it: as of its last version.
+            // Its versions may be gone from the log (log retention): nothing to read then.
+            let then = match LakeTable::open_at(table, &location, span.last).await {
+                Ok(mut then) => then.totals().await?,
+                Err(_) => crate::delta::VersionTotals::default(),
+            };
+            let staged = Table::open_generation(store.clone(), table, &record.generation).load_state().await?;
+            let totals = Totals { rows: then.rows, files: then.files, bytes: then.bytes, quarantined: staged.totals.quarantined };
+            GenerationSummary { current: false, complete: true, versions, commits: staged.last_commit, totals, record }
         } else {
-            Table::open_generation(store.clone(), table, &record.generation).load_state().await?
+            let state = Table::open_generation(store.clone(), table, &record.generation).load_state().await?;
+            let complete = is_complete(store, table, &record.generation).await?;
+            GenerationSummary { current: false, complete, versions: None, commits: state.last_commit, totals: state.totals, record }
         };
-        let complete = is_current || is_complete(store, table, &record.generation).await?;
-        summaries.push(GenerationSummary { current: is_current, complete, record, commits: state.last_commit, totals: state.totals });
+        summaries.push(summary);
     }
     Ok(summaries)
 }
 
+/// What [`remove`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    pub deleted: usize,
+    /// Data files left because a version of the Delta log within the retention names them
+    /// (readers may still time-travel to it).
+    pub kept: usize,
+}
+
 /// Deletes a generation: its data, commit log, schema and quarantine; its record stays,
-/// marked removed. Refuses the current one. Returns the number of objects deleted.
-pub async fn remove(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
-    let is_current = |p: Option<Pointer>| p.is_some_and(|p| p.generation == generation);
-    if is_current(current(store, table).await?) {
+/// marked removed. Refuses the current one. Leaves it whole (and says how many of its files
+/// are why) while a version of the Delta log that was current less than `retention` ago names
+/// any of its files (time travel reads them), or a running writer announced it (a replay still
+/// writing it, a switch bringing it back).
+///
+/// Step by step, against a switch to this generation racing the removal:
+/// 1. the record is marked removed first (a switch reads it after announcing itself, and
+///    refuses a generation being removed);
+/// 2. the objects are listed, then the writers and the log are read: a switch that announced
+///    itself before step 1 is seen here, and the mark is taken back;
+/// 3. only then is anything deleted.
+pub async fn remove(store: &Store, table: &str, generation: &str, retention: std::time::Duration) -> Result<Removal, TableError> {
+    if current(store, table).await?.is_some_and(|p| p.generation == generation) {
         return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} is the current generation; it is never removed") });
     }
     let record_path = format!("{}{generation}.json", generations_prefix(table));
     let mut record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
-    // Withdraw the completion mark first, then look again: a switch racing this removal
-    // either won before (and the removal stops here) or can no longer pick this generation.
-    store.delete(&complete_path(table, generation)).await?;
-    if is_current(current(store, table).await?) {
-        mark_complete(store, table, generation).await?;
-        return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} became current while being removed; left in place") });
+    let put = |record: &GenerationRecord| Bytes::from(serde_json::to_vec_pretty(record).expect("serializes"));
+    let data_prefix = format!("{table}/{generation}/");
+    let kept =
+        |objects: &[kappa_common::store::ObjectMeta], protected: &Protected| objects.iter().filter(|o| protected.covers(&o.path[table.len() + 1..])).count();
+    // A writer at work on it (a replay) or files the log names: nothing to mark.
+    let objects = store.list(&data_prefix).await?;
+    let protected = Protected::read(store, table, Some(retention)).await?;
+    if kept(&objects, &protected) > 0 || protected.writing(generation) {
+        return Ok(Removal { deleted: 0, kept: kept(&objects, &protected) });
     }
-    let removed = delete_objects(store, table, generation).await?;
     record.removed_ms = Some(chrono::Utc::now().timestamp_millis());
-    store.put(&record_path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?;
-    Ok(removed)
+    store.put(&record_path, put(&record)).await?;
+    let objects = store.list(&data_prefix).await?;
+    let protected = Protected::read(store, table, Some(retention)).await?;
+    let kept = kept(&objects, &protected);
+    let current_now = current(store, table).await?.is_some_and(|p| p.generation == generation);
+    if kept > 0 || protected.writing(generation) || current_now {
+        record.removed_ms = None;
+        store.put(&record_path, put(&record)).await?;
+        if current_now {
+            return Err(TableError::Invalid { table: table.to_string(), reason: format!("{generation} became current while being removed; left in place") });
+        }
+        return Ok(Removal { deleted: 0, kept });
+    }
+    let (deleted, _) = delete_objects(store, table, generation, Some(retention)).await?;
+    Ok(Removal { deleted, kept: 0 })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Commit, FORMAT, Layout};
+
+    async fn switch(store: &Store, table: &str, generation: &str, expected: Option<&str>) -> Result<Pointer, TableError> {
+        let request = crate::switch::SwitchRequest { generation: generation.into(), expected: expected.map(Into::into), ..Default::default() };
+        crate::switch::switch(store, table, &request).await.map(|s| s.pointer)
+    }
     use crate::registry::create;
     use kappa_common::store::LocalStore;
 
@@ -263,6 +235,9 @@ mod tests {
             archive_positions: Default::default(),
             seen: Default::default(),
             horizons: Default::default(),
+            seen_ref: None,
+            unacknowledged_ref: None,
+            carried: Vec::new(),
         };
         table.commit(&commit, &schema, &layout).await.unwrap();
         generation
@@ -294,29 +269,41 @@ mod tests {
         let live = Table::open_or_create(store.clone(), "t").await.unwrap().load_state().await.unwrap();
         assert_eq!((live.last_commit, live.resume["0"].as_str(), live.totals.rows), (3, "7", 1));
         assert!(switch(&store, "t", "gen-000077", None).await.is_err(), "no such generation");
-        // The current generation is never removed.
-        assert!(remove(&store, "t", &second).await.is_err());
+        // The current generation is never removed; the one before it stays while the log's
+        // versions within the retention name its file (time travel reads it).
+        let week = std::time::Duration::from_secs(7 * 86400);
+        assert!(remove(&store, "t", &second, week).await.is_err());
+        assert_eq!(remove(&store, "t", &first, week).await.unwrap(), Removal { deleted: 0, kept: 1 });
+        assert!(store.get(&format!("t/{first}/year=2025/month=03/day=19/a.parquet")).await.is_ok());
+        assert!(records(&store, "t").await.unwrap().iter().all(|r| r.removed_ms.is_none()), "nothing marked removed");
+        assert!(remove(&store, "t", &first, std::time::Duration::ZERO).await.unwrap().deleted > 0);
         // Its number is never given out again.
         assert_eq!(create(&store, "t", "replay").await.unwrap(), "gen-000003");
     }
 
     #[tokio::test]
-    async fn what_a_replay_writes_after_gc_removed_its_generation_is_swept_and_never_completed() {
+    async fn gc_leaves_a_generation_being_written_and_sweeps_what_comes_after_its_removal() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::new(dir.path()));
         let live = staged(&store, "replay").await;
         mark_complete(&store, "t", &live).await.unwrap();
         switch(&store, "t", &live, None).await.unwrap();
         let replayed = create(&store, "t", "replay").await.unwrap();
-        heartbeat(&store, "t", &replayed).await.unwrap();
+        let writer = crate::writers::Writer::register(&store, "t", "replay", Some(&replayed)).await.unwrap();
+        store.put(&format!("t/{replayed}/year=2025/early.parquet"), Bytes::from_static(b"x")).await.unwrap();
         assert!(is_being_written(&store, "t", &replayed).await.unwrap());
-        remove(&store, "t", &replayed).await.unwrap();
-        // The replay goes on writing into the removed generation.
+        assert_eq!(remove(&store, "t", &replayed, std::time::Duration::ZERO).await.unwrap(), Removal { deleted: 0, kept: 0 });
+        assert!(store.get(&format!("t/{replayed}/year=2025/early.parquet")).await.is_ok(), "left whole while its replay writes it");
+        writer.finish().await.unwrap();
+        assert_eq!(remove(&store, "t", &replayed, std::time::Duration::ZERO).await.unwrap(), Removal { deleted: 1, kept: 0 });
+        // A replay that went on writing into the removed generation.
         store.put(&format!("t/{replayed}/year=2025/late.parquet"), Bytes::from_static(b"x")).await.unwrap();
         assert!(mark_complete(&store, "t", &replayed).await.is_err(), "a removed generation is never made complete");
         assert_eq!(sweep_removed(&store, "t").await.unwrap(), 1);
         assert!(store.list(&format!("t/{replayed}/")).await.unwrap().is_empty());
         assert_eq!(sweep_removed(&store, "t").await.unwrap(), 0);
-        assert!(!is_being_written(&store, "t", &replayed).await.unwrap());
+        // Its name is never given out again, nor the name of objects the register does not know.
+        store.put("t/gen-000003/year=2025/by-hand.parquet", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(create(&store, "t", "replay").await.unwrap(), "gen-000004");
     }
 }

@@ -17,7 +17,8 @@
 //! - [`registry`]: the generations' register, completion marks and heartbeats.
 //! - [`table`]: a generation of a table as its writer sees it: load the state, remove what no
 //!   commit names, store schema versions and files, commit a flush.
-//! - [`generation`]: the switch between generations, their summaries and removal.
+//! - [`writers`]: who writes the table now, and what they are about to commit (no tool deletes it).
+//! - [`generation`]: the generations' summaries and removal; [`switch`]: the switch between them.
 
 pub mod delta;
 pub mod error;
@@ -26,7 +27,9 @@ pub mod glue;
 pub mod registry;
 pub mod state;
 pub mod stats;
+pub mod switch;
 pub mod table;
+pub mod writers;
 
 pub use self::error::TableError;
 pub use self::state::{CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SeenRows, ShardPositions, TableState, Totals};

@@ -3,7 +3,6 @@
 //! ```text
 //! <table>/_kappa/generations/<generation>.json   one record per generation: created, by what
 //! <table>/_kappa/<generation>/complete.json      its writer (a replay) finished it
-//! <table>/_kappa/<generation>/writing.json       its writer's heartbeat, while it writes
 //! ```
 //!
 //! Numbers are never given out twice (`gen-000001`, `gen-000002`, …): archive objects are named
@@ -52,11 +51,21 @@ pub async fn records(store: &Store, table: &str) -> Result<Vec<GenerationRecord>
     Ok(records)
 }
 
-/// Creates the next generation (`gen-000001`, `gen-000002`, …) and returns its name.
+/// Creates the next generation (`gen-000001`, `gen-000002`, …) and returns its name. A name
+/// is never given out twice, even when this register was lost (`_kappa/` deleted): names the
+/// Delta log uses and names with objects in storage are taken too. A replay once wrote into
+/// the live generation's directory, and removed its files, after `_kappa/` was lost.
 pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, TableError> {
-    let mut next = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0) + 1;
+    let recorded = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0);
+    let mut next = recorded.max(in_the_log(store, table).await?.unwrap_or(0)) + 1;
     loop {
         let generation = format!("gen-{next:06}");
+        let used = |prefix: String| async move { store.list(&prefix).await.map(|objects| !objects.is_empty()) };
+        if used(format!("{table}/{generation}/")).await? || used(format!("{table}/_kappa/{generation}/")).await? {
+            tracing::warn!(generation, "objects exist under a generation name the register does not know: taking the next name");
+            next += 1;
+            continue;
+        }
         let record = GenerationRecord {
             generation: generation.clone(),
             created_ms: chrono::Utc::now().timestamp_millis(),
@@ -72,6 +81,15 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The highest generation number the Delta log names: the table's generation property, and
+/// the directories of the files it holds or remembers.
+async fn in_the_log(store: &Store, table: &str) -> Result<Option<u32>, TableError> {
+    let Some(mut lake) = crate::delta::LakeTable::open(table, &crate::table::location(store, table)?).await? else { return Ok(None) };
+    let property = lake.configuration()?.get(crate::state::GENERATION_PROPERTY).and_then(|g| generation_number(g));
+    let named = lake.named_files(None).await?;
+    Ok(named.iter().filter_map(|path| generation_number(path.split('/').next().unwrap_or_default())).chain(property).max())
 }
 
 /// The generation a consumer writes into a table that has no Delta table yet: the one an
@@ -117,59 +135,22 @@ pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Resu
     Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
 }
 
-fn writing_path(table: &str, generation: &str) -> String {
-    format!("{table}/_kappa/{generation}/writing.json")
-}
-
-/// How often a replay says it is still writing its generation, and how old that word may be
-/// before `gc` takes the writer for dead.
-pub const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
-const WRITER_STALE_MS: i64 = 60_000;
-
-/// Says that a writer (a replay) is still writing the generation, so `gc` leaves it alone.
-pub async fn heartbeat(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
-    let body = serde_json::json!({ "heartbeat_ms": chrono::Utc::now().timestamp_millis() });
-    Ok(store.put(&writing_path(table, generation), Bytes::from(body.to_string())).await?)
-}
-
-/// The writer finished (or gave up): the generation is no longer being written.
-pub async fn writer_done(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
-    Ok(store.delete(&writing_path(table, generation)).await?)
-}
-
-/// A writer said within the last minute that it is writing the generation.
-pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
-    let path = writing_path(table, generation);
-    match store.get(&path).await {
-        Ok(data) => {
-            let heartbeat = serde_json::from_slice::<serde_json::Value>(&data).ok().and_then(|v| v["heartbeat_ms"].as_i64()).unwrap_or(0);
-            Ok(chrono::Utc::now().timestamp_millis() - heartbeat < WRITER_STALE_MS)
-        }
-        Err(StoreError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Objects left under generations `gc` already removed (written by a replay that went on
 /// after the removal); deletes them and returns how many there were.
 pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
     let mut removed = 0;
     for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
-        removed += delete_objects(store, table, &record.generation).await?;
+        removed += delete_objects(store, table, &record.generation, None).await?.0;
     }
     Ok(removed)
 }
 
-/// Deletes a generation's data, quarantine and state objects; returns how many there were.
-pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str) -> Result<usize, TableError> {
-    let mut removed = 0;
-    for prefix in [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")] {
-        for object in store.list(&prefix).await? {
-            store.delete(&object.path).await?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+/// Deletes a generation's data, quarantine and state objects, except data files the Delta log
+/// still names (see [`crate::table::Protected`]; files removed longer than `retention` ago do
+/// not count). Returns how many were deleted and kept.
+pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str, retention: Option<std::time::Duration>) -> Result<(usize, usize), TableError> {
+    let prefixes = [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")];
+    crate::table::delete_unprotected(store, table, &prefixes, retention).await
 }
 
 pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {

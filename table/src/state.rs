@@ -63,6 +63,9 @@ pub struct Commit {
     /// instead of ingesting it again.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unacknowledged: BTreeMap<String, i64>,
+    /// Where `unacknowledged` is when it is too big to carry (see `table/side.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unacknowledged_ref: Option<String>,
     /// Raw archive objects this commit adds (relative to the archive location).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archived: Vec<String>,
@@ -74,11 +77,18 @@ pub struct Commit {
     /// `kappa_consumer::dedup`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seen: BTreeMap<String, SeenRows>,
+    /// Where `seen` is when it is too big to carry in every commit (see `table/side.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_ref: Option<String>,
     /// Per shard, with `--partition-idle`: the latest event time (ms) of the events up to its
     /// resume point, where the restart's event time starts, so partitions close at the same
     /// rows as in a run that was never interrupted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub horizons: BTreeMap<String, i64>,
+    /// Set by a switch: other writers' files (relative to the table root) it carried into the
+    /// new generation; the next switch carries them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<String>,
 }
 
 /// A producer file's rows a commit remembers: `0-49999,50001-60000`, and when they last grew

@@ -29,6 +29,18 @@ pub struct LocalStore {
 /// Makes temporary names unique within a process; the pid makes them unique across.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How old a temporary file of a process this machine does not know may get before it is
+/// taken for a leftover: far longer than any one write.
+pub(super) const TEMP_STALE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// The writing process of a temporary file `.NAME.PID.N.tmp`.
+fn temp_file_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let (_counter, pid, rest) = (parts.next()?.parse::<u64>().ok()?, parts.next()?, parts.next()?);
+    (!rest.is_empty()).then(|| pid.parse().ok()).flatten()
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
@@ -81,7 +93,13 @@ impl LocalStore {
             },
             false => (&file).write_all(data).and_then(|()| file.sync_all()),
         };
-        written.map_err(io(&temp))?;
+        if let Err(e) = written {
+            // A full disk, say: the part written must not stay behind (the write is retried
+            // or the run fails; either way this name is not used again).
+            drop(file);
+            let _ = std::fs::remove_file(&temp);
+            return Err(io(&temp)(e));
+        }
         Ok(temp)
     }
 
@@ -93,8 +111,49 @@ impl LocalStore {
     pub fn put(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
         let target = self.full(path);
         let temp = self.write_temp(&target, data)?;
-        std::fs::rename(&temp, &target).map_err(io(&target))?;
+        if let Err(e) = std::fs::rename(&temp, &target) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io(&target)(e));
+        }
         Self::sync_parent(&target)
+    }
+
+    /// Deletes the temporary files (`.NAME.PID.N.tmp`) under `prefix` that writes cut off
+    /// left behind: a process killed mid-write, or one from before writes cleaned up after
+    /// themselves. One is stale when its process (named in it) no longer runs on this machine,
+    /// or when it is older than [`TEMP_STALE`] (another machine's, on a shared file system).
+    /// Returns how many were deleted.
+    pub fn remove_stale_temporary(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut stack = vec![self.full(prefix.trim_end_matches('/'))];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path: dir, source: e }),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(metadata) = entry.metadata() else { continue };
+                if metadata.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().to_string();
+                let Some(pid) = temp_file_pid(&name) else { continue };
+                let old = metadata.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > TEMP_STALE);
+                let own = pid == std::process::id();
+                if !own && (old || !Path::new(&format!("/proc/{pid}")).exists()) {
+                    tracing::info!(file = %path.display(), "removing a temporary file a write that was cut off left");
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::Io { path, source: e }),
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub fn put_if_absent(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
@@ -177,6 +236,23 @@ impl LocalStore {
 mod tests {
     use super::*;
     use crate::store::{Store, conformance};
+
+    #[test]
+    fn temporary_files_of_processes_that_are_gone_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("t/gen-000001/day=1")).unwrap();
+        let gone = dir.path().join("t/gen-000001/day=1/.part-0-1-2.parquet.4000000000.7.tmp");
+        let mine = dir.path().join(format!("t/gen-000001/.x.parquet.{}.3.tmp", std::process::id()));
+        let other = dir.path().join("t/gen-000001/.hidden");
+        for path in [&gone, &mine, &other] {
+            std::fs::write(path, b"partial").unwrap();
+        }
+        assert_eq!(temp_file_pid(".a.b.parquet.12.0.tmp"), Some(12));
+        assert_eq!(temp_file_pid(".12.0.tmp"), None);
+        assert_eq!(store.remove_stale_temporary("t/").unwrap(), 1);
+        assert!(!gone.exists() && mine.exists() && other.exists());
+    }
 
     #[tokio::test]
     async fn local_store_conforms() {

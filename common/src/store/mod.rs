@@ -96,6 +96,20 @@ impl Store {
         }
     }
 
+    /// Deletes temporary files that cut-off writes left under `prefix` (see
+    /// [`LocalStore::remove_stale_temporary`]); S3 has none. Returns how many.
+    pub async fn remove_stale_temporary(&self, prefix: &str) -> Result<usize, StoreError> {
+        match self {
+            Store::Local(s) => {
+                let (store, prefix) = (s.clone(), prefix.to_string());
+                tokio::task::spawn_blocking(move || store.remove_stale_temporary(&prefix))
+                    .await
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
+            Store::S3(_) => Ok(0),
+        }
+    }
+
     /// Where the store is, for messages (`/data/lake`, `s3://bucket/prefix`).
     pub fn describe(&self) -> String {
         match self {

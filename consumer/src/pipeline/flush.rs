@@ -123,6 +123,9 @@ impl Pipeline {
             archive_positions,
             horizons,
             seen: self.dedup.remembered(now_ms, self.config.dedup_retention.as_millis().try_into().unwrap_or(i64::MAX)),
+            seen_ref: None,
+            unacknowledged_ref: None,
+            carried: Vec::new(),
         };
         let prepared = PreparedCommit { commit, files };
         let data = self.decoder.data_schema().clone();

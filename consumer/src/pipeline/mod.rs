@@ -138,6 +138,8 @@ impl Pipeline {
         stats: Arc<Stats>,
     ) -> Result<(Pipeline, Option<TableSchema>), PipelineError> {
         let layout = layout_of(&config);
+        // A table re-partitioned by another tool is refused before anything is read.
+        runtime.block_on(table.check_layout(&layout))?;
         let unrecorded_layout = if runtime.block_on(table.layout())?.is_some() {
             runtime.block_on(table.settle_layout(&layout))?;
             None
@@ -172,8 +174,9 @@ impl Pipeline {
         let mut dedup = Dedup::new(config.dedup_window);
         dedup.load(&std::mem::take(&mut state.seen)).map_err(|reason| TableError::Invalid { table: table.name().to_string(), reason })?;
         let read_count = vec![0; shards.len()];
-        let lake = format!("{}/{}", table.store().describe(), table.data_prefix());
-        let spill = SpillDir::open(&config.spill_dir, table.name(), &lake)?;
+        // Keyed by where the table really is, not by the --lake string as typed.
+        let location = format!("{}{}", kappa_table::location(table.store(), table.name())?.url, table.generation());
+        let spill = SpillDir::open(&config.spill_dir, table.name(), &location)?;
         let horizon = shards.iter().map(|s| state.horizons.get(s).copied().unwrap_or(i64::MIN)).collect();
         let next_close = vec![Closing::NEVER; shards.len()];
         let pipeline = Pipeline {

@@ -40,12 +40,27 @@ const MAX_FAILURES: u32 = 10;
 /// A bounded read, for replay: where shards without a resume position start, and the arrival
 /// time at which reading stops. A shard also ends once it is caught up (an empty read with
 /// nothing behind); the source is finished when every shard ended.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReadBounds {
     /// `AT_TIMESTAMP` (ms); `None` is `TRIM_HORIZON`.
     pub start_ms: Option<i64>,
     /// Records that arrived at or after this time (ms) are not read.
     pub until_ms: Option<i64>,
+    /// With a map: per shard, the last position to read (a live consumer's committed position
+    /// a replay catches up to); shards not in it read nothing.
+    pub until_positions: Option<Arc<BTreeMap<String, SequenceNumber>>>,
+}
+
+impl ReadBounds {
+    /// True if a record of `shard` at `seq` lies past the bound.
+    fn past_position(&self, shard: &str, seq: SequenceNumber) -> bool {
+        self.until_positions.as_ref().is_some_and(|ends| ends.get(shard).is_none_or(|end| seq > *end))
+    }
+
+    /// True if `shard` has read everything up to its bound position.
+    fn reached_position(&self, shard: &str, last: Option<SequenceNumber>) -> bool {
+        self.until_positions.as_ref().is_some_and(|ends| ends.get(shard).is_none_or(|end| last.is_some_and(|last| last >= *end)))
+    }
 }
 
 /// Why a shard reader ended.
@@ -101,7 +116,10 @@ impl Shared {
 
 impl KinesisSource {
     /// Checks the stream exists, then starts reading. `resume_after` holds the table's resume
-    /// position per shard id.
+    /// position per shard id; `known` are the shards the pipeline has already (by index: a
+    /// replay catching up goes on with the shard indices of its first read), whose indices
+    /// they keep, unannounced.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         runtime: Handle,
         client: Client,
@@ -110,6 +128,7 @@ impl KinesisSource {
         poll_interval: Duration,
         shard_refresh: Duration,
         bounds: Option<ReadBounds>,
+        known: Vec<String>,
     ) -> Result<KinesisSource, SourceError> {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
@@ -118,7 +137,7 @@ impl KinesisSource {
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
-        let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh));
+        let coordinator = runtime.spawn(coordinate(shared, shards, resume_after, shard_refresh, known));
         Ok(KinesisSource { chunks: ChunkReceiver::new(runtime, chunks), stop, reading, coordinator: Some(coordinator) })
     }
 
@@ -222,8 +241,15 @@ fn is_throttling<E: aws_sdk_kinesis::error::ProvideErrorMetadata, R>(err: &SdkEr
 }
 
 /// Starts readers as shards become readable; announces each shard before its reader runs.
-async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after: BTreeMap<String, SequenceNumber>, refresh: Duration) {
+async fn coordinate(
+    shared: Shared,
+    first_listing: Vec<ShardInfo>,
+    resume_after: BTreeMap<String, SequenceNumber>,
+    refresh: Duration,
+    known_shards: Vec<String>,
+) {
     let (finished_sender, mut finished) = mpsc::unbounded_channel::<(String, Ending)>();
+    let mut indices: HashMap<String, u32> = known_shards.into_iter().enumerate().map(|(i, name)| (name, i as u32)).collect();
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
     let mut started: HashMap<String, Option<Ending>> = HashMap::new(); // shard → how it ended
     let mut listing = Some(first_listing);
@@ -261,11 +287,18 @@ async fn coordinate(shared: Shared, first_listing: Vec<ShardInfo>, resume_after:
             return;
         }
         for shard in readable {
-            let announce = Chunk { new_shards: vec![shard.id.clone()], ..Chunk::default() };
-            if shared.chunks.send(Ok(announce)).await.is_err() {
-                return;
-            }
-            let index = started.len() as u32;
+            let index = match indices.get(&shard.id) {
+                Some(index) => *index,
+                None => {
+                    let announce = Chunk { new_shards: vec![shard.id.clone()], ..Chunk::default() };
+                    if shared.chunks.send(Ok(announce)).await.is_err() {
+                        return;
+                    }
+                    let index = indices.len() as u32;
+                    indices.insert(shard.id.clone(), index);
+                    index
+                }
+            };
             started.insert(shard.id.clone(), None);
             shared.reading.lock().expect("reading lock").shards.insert(shard.id.clone(), ShardProgress::default());
             let resume = resume_after.get(&shard.id).copied();
@@ -307,7 +340,7 @@ async fn iterator(
     let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
     let request = match after {
         Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
-        None => match shared.bounds.and_then(|b| b.start_ms) {
+        None => match shared.bounds.as_ref().and_then(|b| b.start_ms) {
             Some(ms) => request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(ms)),
             None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
         },
@@ -326,6 +359,10 @@ async fn read_shard(
     finished: mpsc::UnboundedSender<(String, Ending)>,
 ) {
     let mut last = resume;
+    if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
+        let _ = finished.send((shard, Ending::Bounded));
+        return;
+    }
     let mut backoff = BACKOFF_FIRST;
     let mut failures = 0u32;
     let mut current: Option<String> = None;
@@ -374,12 +411,16 @@ async fn read_shard(
                     };
                     let arrival_ms =
                         record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                    if shared.bounds.and_then(|b| b.until_ms).is_some_and(|until| arrival_ms >= until) {
+                    if shared.bounds.as_ref().is_some_and(|b| b.until_ms.is_some_and(|until| arrival_ms >= until) || b.past_position(&shard, seq)) {
                         past_until = true;
                         break;
                     }
                     events.push(SourceEvent::object(index, seq, arrival_ms, bytes::Bytes::copy_from_slice(record.data().as_ref())));
                     last = Some(seq);
+                    if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
+                        past_until = true;
+                        break;
+                    }
                 }
                 let got = !events.is_empty();
                 if got && shared.chunks.send(Ok(Chunk { events, ..Chunk::default() })).await.is_err() {

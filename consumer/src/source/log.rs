@@ -89,6 +89,22 @@ impl LogSource {
         Self::spawn(log, starts, Some(Bounds { ends, until_ms }), None)
     }
 
+    /// Reads each shard after `resume_after` up to (not including) `ends`, then finishes: a
+    /// replay catching up to positions a live consumer committed meanwhile. The records are in
+    /// the log (a consumer read them); a shard whose end is not past its start reads nothing.
+    pub fn start_until(log: Log, resume_after: &[Option<SequenceNumber>], ends: Vec<u64>) -> Result<LogSource, SourceError> {
+        let mut starts = Vec::new();
+        for (shard, point) in resume_after.iter().enumerate() {
+            starts.push(match point {
+                None => StartAt::Earliest,
+                Some(seq) => StartAt::AtSequence(
+                    seq.to_u64().ok_or_else(|| SourceError::Position { shard: format!("{shard} (log shard index)"), position: seq.to_string() })? + 1,
+                ),
+            });
+        }
+        Self::spawn(log, starts, Some(Bounds { ends, until_ms: None }), None)
+    }
+
     /// Records in each shard when a bounded read started (its end bound).
     pub fn total(&self) -> u64 {
         (0..self.log.shard_count()).map(|s| self.log.shard_end(s).unwrap_or(0)).sum()

@@ -32,7 +32,15 @@ impl RawSource {
     /// Lists the objects under `prefix` (failing at start if there are none) and starts reading.
     /// Objects for which `uncommitted` says so are left out: archive objects of a flush that
     /// crashed before its commit.
-    pub fn start(runtime: Handle, store: Store, prefix: String, shard: u32, uncommitted: impl Fn(&str) -> bool) -> Result<RawSource, SourceError> {
+    /// Events up to `after` (a replay continuing its generation) are numbered but not read.
+    pub fn start(
+        runtime: Handle,
+        store: Store,
+        prefix: String,
+        shard: u32,
+        after: Option<SequenceNumber>,
+        uncommitted: impl Fn(&str) -> bool,
+    ) -> Result<RawSource, SourceError> {
         let fail = |message: String| SourceError::Raw { prefix: prefix.clone(), message };
         let mut objects = runtime.block_on(store.list(&prefix)).map_err(|e| fail(e.to_string()))?;
         objects.retain(|o| !o.path.rsplit('/').next().unwrap_or_default().starts_with('.'));
@@ -74,6 +82,9 @@ impl RawSource {
                 for line in text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).map(|l| text.slice_ref(l)) {
                     let next = seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
                     seq = Some(next);
+                    if after.is_some_and(|after| next <= after) {
+                        continue;
+                    }
                     chunk.events.push(SourceEvent::object(shard, next, arrival_ms, line));
                     if chunk.events.len() >= EVENTS_PER_CHUNK && sender.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
                         return;

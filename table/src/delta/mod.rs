@@ -42,10 +42,19 @@ use serde_json::Value;
 use url::Url;
 
 use self::actions::{add_action, metadata, protocol_for};
+pub use self::authors::{Author, Authored};
+pub use self::damage::diagnose;
+pub use self::foreign::ForeignChanges;
+pub use self::reading::decoded as decoded_path;
+pub use self::spans::{Span, VersionTotals};
 
 mod actions;
+mod authors;
+mod damage;
+mod foreign;
 mod reading;
 mod s3;
+mod spans;
 
 /// Commits between checkpoints: a restart reads one checkpoint and at most this many commits.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
@@ -63,16 +72,15 @@ pub enum DeltaError {
     Delta { table: String, source: DeltaTableError },
     #[error("table {table}: {location} is not a usable table location: {reason}")]
     Location { table: String, location: String, reason: String },
-    #[error(
-        "table {table}: commit {counter} of writer {app_id} lost to a commit by another writer with the same id; \
-         run one consumer per table and source"
-    )]
-    ConcurrentWriter { table: String, app_id: String, counter: i64 },
-    #[error(
-        "table {table}: another writer committed version {version} while writer {app_id} prepared its commit {counter} \
-         (a replay's switch, or a second consumer); nothing of this commit was made"
-    )]
-    Raced { table: String, app_id: String, counter: i64, version: u64 },
+    /// Another writer committed with this writer's id (`by` says who, and what to do).
+    #[error("table {table}: commit {counter} of writer {app_id} was not made: {by}")]
+    ConcurrentWriter { table: String, app_id: String, counter: i64, by: String },
+    /// Commits made meanwhile conflict with this one (`by` says whose, and what to do).
+    #[error("table {table}: commit {counter} of writer {app_id} was not made: {by}")]
+    Raced { table: String, app_id: String, counter: i64, version: u64, by: String },
+    /// Files the commit removes (a compaction's) were removed meanwhile by another writer.
+    #[error("table {table}: commit {counter} of writer {app_id} was not made: {missing} of the {total} files it replaces were removed meanwhile; {by}")]
+    FilesGone { table: String, app_id: String, counter: i64, missing: usize, total: usize, by: String },
     #[error(
         "table {table}: writer {app_id}'s last commit ({counter}) is no longer in the Delta log (older than \
          delta.logRetentionDuration); its resume state is gone"
@@ -82,6 +90,9 @@ pub enum DeltaError {
     CorruptCommit { table: String, version: u64, source: serde_json::Error },
     #[error("table {table}: {reason}")]
     Invalid { table: String, reason: String },
+    /// The log is damaged: the message names the file, what it means and what to do.
+    #[error("{message}")]
+    Damaged { table: String, message: String },
 }
 
 /// Where a table lives: `file:///…/lake/events/` or `s3://bucket/prefix/events/`, and for S3
@@ -229,8 +240,13 @@ pub struct Commit {
     /// False for a commit that only rearranges rows (a compaction): its actions say
     /// `dataChange: false`, so streaming readers and change feeds see nothing new.
     pub data_change: bool,
-    /// Remove every file of the current version first (a replay's switch).
+    /// Remove every file of the current version first (a replay's switch), but those in `keep`
+    /// (paths relative to the table root: other writers' rows a switch carries over).
     pub replace_all: bool,
+    pub keep: Vec<String>,
+    /// Files of an earlier version added back as they were (a switch back to a generation a
+    /// switch replaced).
+    pub restore: Vec<deltalake_core::kernel::Add>,
     /// A new schema, partitioning or properties.
     pub setup: Option<TableSetup>,
     /// What the writer needs to resume, kept in `commitInfo.kappa.state`.
@@ -268,6 +284,7 @@ pub struct VersionInfo {
 /// An open lake table.
 pub struct LakeTable {
     name: String,
+    location: TableLocation,
     /// The table as last loaded: its files, and the state the commits below build on.
     table: DeltaTable,
     /// What this handle committed since it loaded the table, so that a commit needs no new
@@ -296,9 +313,12 @@ impl LakeTable {
     pub async fn open(name: &str, location: &TableLocation) -> Result<Option<LakeTable>, DeltaError> {
         let delta = |source| DeltaError::Delta { table: name.to_string(), source };
         match location.builder().map_err(delta)?.load().await {
-            Ok(table) => Ok(Some(LakeTable { name: name.to_string(), table, own: None })),
+            Ok(table) => Ok(Some(LakeTable { name: name.to_string(), location: location.clone(), table, own: None })),
             Err(DeltaTableError::NotATable(_)) => Ok(None),
-            Err(e) => Err(delta(e)),
+            Err(e) => Err(match diagnose(name, location).await {
+                Some(message) => DeltaError::Damaged { table: name.to_string(), message },
+                None => delta(e),
+            }),
         }
     }
 
@@ -325,7 +345,7 @@ impl LakeTable {
             .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
-            Ok(table) => Ok(LakeTable { name: name.to_string(), table, own: None }),
+            Ok(table) => Ok(LakeTable { name: name.to_string(), location: location.clone(), table, own: None }),
             Err(error) => match LakeTable::open(name, location).await? {
                 // Another writer created it first.
                 Some(table) => Ok(table),
@@ -374,7 +394,13 @@ impl LakeTable {
     pub async fn reload(&mut self) -> Result<(), DeltaError> {
         let result = self.table.update_incremental(None).await;
         self.own = None;
-        result.map_err(|e| self.delta(e))
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(match diagnose(&self.name, &self.location).await {
+                Some(message) => DeltaError::Damaged { table: self.name.clone(), message },
+                None => self.delta(e),
+            }),
+        }
     }
 
     /// The counter of writer `app_id`'s last commit.
@@ -397,15 +423,20 @@ impl LakeTable {
                 Err(DeltaError::Raced { version, .. }) if !commit.replace_all && self.compatible(&commit, base + 1..=version).await? => {
                     tracing::debug!(table = %self.name, app_id = %commit.app_id, base, version, "re-basing a commit over commits that do not conflict with it");
                 }
+                Err(lost @ (DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. } | DeltaError::FilesGone { .. })) => {
+                    return Err(self.explained(lost, base).await);
+                }
                 other => return other,
             }
         }
-        Err(DeltaError::Raced { table: self.name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, version: self.version().unwrap_or_default() })
+        let version = self.version().unwrap_or_default();
+        let lost = DeltaError::Raced { table: self.name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, version, by: String::new() };
+        Err(self.explained(lost, version.saturating_sub(MAX_REBASES as u64)).await)
     }
 
     async fn try_commit(&mut self, commit: &Commit) -> Result<u64, DeltaError> {
         let name = self.name.clone();
-        let concurrent = || DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter };
+        let concurrent = || DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, by: String::new() };
         match self.writer_counter(&commit.app_id).await? {
             now if now == commit.previous => {}
             Some(now) if now == commit.counter => return self.own_commit(commit).await?.ok_or_else(concurrent),
@@ -446,7 +477,8 @@ impl LakeTable {
         actions.push(Action::Txn(Transaction { last_updated: Some(now_ms), ..Transaction::new(&commit.app_id, commit.counter) }));
         if commit.replace_all {
             let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-            actions.extend(snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))));
+            let keep: std::collections::HashSet<&str> = commit.keep.iter().map(String::as_str).collect();
+            actions.extend(snapshot.log_data().iter().filter(|f| !keep.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(true))));
         }
         if !commit.remove.is_empty() {
             self.catch_up().await?;
@@ -459,14 +491,22 @@ impl LakeTable {
                 .map(|f| Action::Remove(f.remove_action(commit.data_change)))
                 .collect();
             if found.len() != removing.len() {
-                return Err(DeltaError::Invalid {
+                // Another writer (a second compaction, a foreign OPTIMIZE or DELETE) removed
+                // them: a conflict, not a broken table.
+                return Err(DeltaError::FilesGone {
                     table: self.name.clone(),
-                    reason: format!("{} of the {} files to remove are not in version {base}", removing.len() - found.len(), removing.len()),
+                    app_id: commit.app_id.clone(),
+                    counter: commit.counter,
+                    missing: removing.len() - found.len(),
+                    total: removing.len(),
+                    by: String::new(),
                 });
             }
             actions.extend(found);
         }
         actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change))));
+        actions
+            .extend(commit.restore.iter().cloned().map(|add| Action::Add(deltalake_core::kernel::Add { data_change: true, modification_time: now_ms, ..add })));
         // One JSON line per action, commitInfo first, as Delta writers do.
         let mut bytes = serde_json::to_vec(&serde_json::json!({ "commitInfo": info })).expect("serializes");
         for action in &actions {
@@ -508,6 +548,7 @@ impl LakeTable {
                         app_id: commit.app_id.clone(),
                         counter: commit.counter,
                         version: self.version().unwrap_or_default(),
+                        by: String::new(),
                     }),
                     _ => Err(self.delta(DeltaTableError::from(failure))),
                 }

@@ -169,6 +169,26 @@ impl LakeTable {
         Ok(views.iter().map(|t| (t.path().to_string(), t.deletion_timestamp().unwrap_or_default())).collect())
     }
 
+    /// Every path (relative to the table root, decoded) that the Delta log names: the current
+    /// version's files and the removed files it still remembers, those removed before
+    /// `removed_since` (ms) left out. What no tool may delete.
+    pub async fn named_files(&mut self, removed_since: Option<i64>) -> Result<std::collections::HashSet<String>, DeltaError> {
+        let mut named: std::collections::HashSet<String> = self.files().await?.into_iter().map(|p| decoded(&p)).collect();
+        let tombstones = self.tombstones().await?.into_iter();
+        named.extend(tombstones.filter(|(_, at)| removed_since.is_none_or(|since| *at >= since)).map(|(p, _)| decoded(&p)));
+        Ok(named)
+    }
+
+    /// The loaded version's files as `add` actions (paths, partition values, sizes, statistics):
+    /// what a switch back to this version adds again.
+    pub async fn add_actions(&mut self) -> Result<Vec<deltalake_core::kernel::Add>, DeltaError> {
+        self.catch_up().await?;
+        let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
+        // The only public way to an `add` from a snapshot's file (its replacement is internal).
+        #[allow(deprecated)]
+        Ok(snapshot.log_data().iter().map(|f| f.add_action()).collect())
+    }
+
     /// The paths of the files the current version holds, sorted.
     pub async fn files(&mut self) -> Result<Vec<String>, DeltaError> {
         self.catch_up().await?;
@@ -177,4 +197,13 @@ impl LakeTable {
         paths.sort();
         Ok(paths)
     }
+}
+
+/// A path as the Delta log writes it (a relative URL: `branch=Al%20Giza/…`) as the store
+/// names the object.
+pub fn decoded(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    object_store::path::Path::from_url_path(path).map_or_else(|_| path.to_string(), |p| p.to_string())
 }

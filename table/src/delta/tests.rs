@@ -32,6 +32,8 @@ fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, sta
         remove: Vec::new(),
         data_change: true,
         replace_all: false,
+        keep: Vec::new(),
+        restore: Vec::new(),
         setup: None,
         state,
     }
@@ -68,7 +70,7 @@ async fn a_second_writer_with_the_same_id_loses_and_a_retried_commit_is_recognis
     // The first writer's attempt whose answer was lost, tried again from a stale handle: its
     // own commit is recognised, nothing is written twice.
     let version_zero = DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(0).load().await.unwrap();
-    let mut stale = LakeTable { name: "sales".into(), table: version_zero, own: None };
+    let mut stale = LakeTable { name: "sales".into(), location: TableLocation::local(dir.path(), "sales").unwrap(), table: version_zero, own: None };
     let version = stale.commit(commit("consumer", 1, "first-1", vec![file("gen-000001/a.parquet", "19")], json!(1))).await.unwrap();
     assert_eq!(version, 1);
     assert_eq!(open(dir.path()).await.files().await.unwrap(), vec!["gen-000001/a.parquet".to_string()]);
@@ -173,6 +175,7 @@ async fn an_append_goes_on_over_a_compaction_and_conflicting_commits_do_not() {
     // A second compaction of the same files (planned before the first) must not remove them again.
     let mut stale = LakeTable {
         name: "sales".into(),
+        location: TableLocation::local(dir.path(), "sales").unwrap(),
         table: DeltaTableBuilder::from_url(TableLocation::local(dir.path(), "sales").unwrap().url).unwrap().with_version(2).load().await.unwrap(),
         own: None,
     };

@@ -7,10 +7,7 @@
 //! (it deletes only objects the log never named), and [`Table::vacuum`] deletes it after the
 //! retention.
 
-use std::collections::HashSet;
-
 use crate::TableError;
-use crate::delta::DeltaError;
 use crate::state::DataFile;
 
 use super::Table;
@@ -77,15 +74,14 @@ impl Table {
             remove: removed.iter().map(|p| format!("{}/{p}", self.generation)).collect(),
             data_change: false,
             replace_all: false,
+            keep: Vec::new(),
+            restore: Vec::new(),
             setup: None,
             state: serde_json::json!({ "generation": self.generation, "removed": removed.len(), "added": added.len() }),
         };
         match lake.commit(commit).await {
             Ok(version) => Ok(version),
-            Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => {
-                Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: counter as u64 })
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(TableError::lost(&self.name, counter as u64, e)),
         }
     }
 
@@ -107,33 +103,6 @@ impl Table {
         let Some(lake) = lake.as_mut() else { return Ok(Vec::new()) };
         let prefix = format!("{}/", self.generation);
         Ok(lake.tombstones().await?.into_iter().filter_map(|(path, at)| Some((path.strip_prefix(&prefix)?.to_string(), at))).collect())
-    }
-
-    /// Deletes the files of this generation that commits replaced more than `retention` ago
-    /// (none the current version holds), and compacted files no commit names (left by a
-    /// compaction that was killed before its commit). Returns the deleted paths.
-    pub async fn vacuum(&self, retention: std::time::Duration, dry_run: bool) -> Result<Vec<String>, TableError> {
-        let current: HashSet<String> = self.live_files().await?.into_iter().map(|f| f.path).collect();
-        let replaced = self.replaced_files().await?;
-        let horizon = chrono::Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let remembered: HashSet<&str> = replaced.iter().map(|(p, _)| p.as_str()).collect();
-        let mut doomed: Vec<String> = replaced.iter().filter(|(path, at)| *at < horizon && !current.contains(path)).map(|(p, _)| p.clone()).collect();
-        let data_prefix = format!("{}/", self.data_prefix());
-        for object in self.store.list(&data_prefix).await? {
-            let relative = &object.path[data_prefix.len()..];
-            let name = relative.rsplit('/').next().unwrap_or(relative);
-            if name.starts_with(COMPACTED_PREFIX) && !current.contains(relative) && !remembered.contains(relative) {
-                doomed.push(relative.to_string());
-            }
-        }
-        doomed.sort();
-        doomed.dedup();
-        if !dry_run {
-            for path in &doomed {
-                self.store.delete(&format!("{data_prefix}{path}")).await?;
-            }
-        }
-        Ok(doomed)
     }
 
     fn live_table(&self, what: &str) -> Result<&super::Live, TableError> {

@@ -32,7 +32,7 @@ use kappa_common::schema::TableSchema;
 use kappa_common::store::{Store, StoreError};
 
 use crate::TableError;
-use crate::delta::{DeltaError, LakeTable, TableLocation};
+use crate::delta::{LakeTable, TableLocation};
 use crate::state::{CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, TableState, parse, state_of};
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct Table {
     store: Store,
     name: String,
     generation: String,
+    /// Per part of the state, the object this writer last wrote it to (see `side.rs`).
+    side_objects: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, String>>>,
     /// The Delta table, for the live generation; `None` for a replay's generation, which keeps
     /// its own log until its switch.
     live: Option<std::sync::Arc<Live>>,
@@ -89,7 +91,7 @@ impl Table {
             None => crate::registry::unborn(&store, name).await?,
         };
         let live = Live { location, lake: tokio::sync::Mutex::new(lake), glue: std::sync::OnceLock::new(), registered: Default::default() };
-        Ok(Table { store, name: name.to_string(), generation, live: Some(std::sync::Arc::new(live)) })
+        Ok(Table { store, name: name.to_string(), generation, side_objects: Default::default(), live: Some(std::sync::Arc::new(live)) })
     }
 
     /// Opens any generation: the live one through the Delta table, another through its log.
@@ -102,7 +104,7 @@ impl Table {
 
     /// Opens a replay's generation (it must exist), which keeps its own commit log.
     pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
-        Table { store, name: name.to_string(), generation: generation.to_string(), live: None }
+        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None }
     }
 
     pub fn name(&self) -> &str {
@@ -150,7 +152,7 @@ impl Table {
                     Some(found) => {
                         let path = format!("{}/_delta_log version {}", self.name, found.version);
                         let commit: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-                        Ok(TableState { files, ..state_of(commit) })
+                        Ok(TableState { files, ..state_of(self.internalized(commit).await?) })
                     }
                     None => Ok(TableState { files, ..TableState::default() }),
                 }
@@ -163,6 +165,7 @@ impl Table {
     async fn staged_commits(&self) -> Result<(BTreeMap<String, DataFile>, TableState), TableError> {
         let prefix = format!("{}/_kappa/{}/commits/", self.name, self.generation);
         let mut state = TableState::default();
+        let mut last = None;
         let mut files = BTreeMap::new();
         for object in self.store.list(&prefix).await? {
             let data = self.store.get(&object.path).await?;
@@ -188,7 +191,11 @@ impl Table {
             for file in &commit.added {
                 files.insert(file.path.clone(), file.clone());
             }
-            state = state_of(commit);
+            state.last_commit = commit.commit;
+            last = Some(commit);
+        }
+        if let Some(commit) = last {
+            state = state_of(self.internalized(commit).await?);
         }
         state.files = files.keys().cloned().collect();
         Ok((files, state))
@@ -198,17 +205,32 @@ impl Table {
     /// log for a replay's. `schema` is the data schema at `commit.schema_version`; `layout`
     /// decides the partition columns of a table this commit creates.
     pub async fn commit(&self, commit: &Commit, schema: &TableSchema, layout: &Layout) -> Result<(), TableError> {
+        let recorded = self.externalized(commit).await?;
+        if commit.commit.is_multiple_of(side::CLEANUP_EVERY) {
+            // Before the commit: an object only this commit names is younger than the grace.
+            if let Err(e) = self.remove_unreferenced_state(&recorded).await {
+                tracing::warn!(error = %e, "could not remove state objects no commit names; trying again later");
+            }
+        }
         let Some(live) = &self.live else {
-            let data = Bytes::from(serde_json::to_vec_pretty(commit).expect("commit serializes"));
+            let data = Bytes::from(serde_json::to_vec_pretty(&recorded).expect("commit serializes"));
             return match self.store.put_if_absent(&self.commit_path(commit.commit), data).await {
                 Ok(()) => Ok(()),
-                Err(StoreError::AlreadyExists { .. }) => Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit }),
+                Err(StoreError::AlreadyExists { .. }) => Err(TableError::ConcurrentWriter {
+                    table: self.name.clone(),
+                    commit: commit.commit,
+                    by: format!("another writer wrote that commit of generation {} first: run one replay per generation", self.generation),
+                }),
                 Err(e) => Err(e.into()),
             };
         };
         let mut lake = live.lake.lock().await;
         let partition_columns = match lake.as_ref() {
-            Some(lake) => lake.partition_columns()?,
+            Some(lake) => {
+                let columns = lake.partition_columns()?;
+                self.check_partitioning(lake, &columns, layout).await?;
+                columns
+            }
             None => partition_columns(schema, layout),
         };
         let setup = |schema: &TableSchema| crate::delta::TableSetup {
@@ -222,7 +244,14 @@ impl Table {
                 let created = LakeTable::create(&self.name, &live.location, &setup(schema)).await?;
                 if generation_of(&created)? != self.generation {
                     // Another consumer created the table at the same moment, for its own generation.
-                    return Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit });
+                    return Err(TableError::ConcurrentWriter {
+                        table: self.name.clone(),
+                        commit: commit.commit,
+                        by: format!(
+                            "another consumer created the table at the same moment, for its own generation {}: run one consumer per table and source",
+                            generation_of(&created)?
+                        ),
+                    });
                 }
                 *lake = Some(created);
                 None
@@ -235,7 +264,7 @@ impl Table {
         let changed = created || grown.is_some();
         let lake = lake.as_mut().expect("created above");
         let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
-        let state = serde_json::to_value(Commit { added: Vec::new(), ..commit.clone() }).expect("commit serializes");
+        let state = serde_json::to_value(Commit { added: Vec::new(), ..recorded }).expect("commit serializes");
         let delta_commit = crate::delta::Commit {
             app_id: CONSUMER_APP_ID.to_string(),
             counter: commit.commit as i64,
@@ -248,6 +277,8 @@ impl Table {
             remove: Vec::new(),
             data_change: true,
             replace_all: false,
+            keep: Vec::new(),
+            restore: Vec::new(),
             setup: grown,
             state,
         };
@@ -273,11 +304,50 @@ impl Table {
                 }
                 Ok(())
             }
-            Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. }) => {
-                Err(TableError::ConcurrentWriter { table: self.name.clone(), commit: commit.commit })
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(TableError::lost(&self.name, commit.commit, e)),
         }
+    }
+
+    /// Refuses a live table whose partition columns are not `layout`'s (another tool
+    /// re-partitioned it), naming who did and what to do.
+    pub async fn check_layout(&self, layout: &Layout) -> Result<(), TableError> {
+        let Some(live) = &self.live else { return Ok(()) };
+        let lake = live.lake.lock().await;
+        match lake.as_ref() {
+            Some(lake) => self.check_partitioning(lake, &lake.partition_columns()?, layout).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn check_partitioning(&self, lake: &LakeTable, columns: &[String], layout: &Layout) -> Result<(), TableError> {
+        let why = match check_partitioning(columns, layout) {
+            Ok(()) => return Ok(()),
+            Err(naming::Partitioning::Foreign(why)) => why,
+            Err(naming::Partitioning::OtherGranularity) => {
+                let partitioned_by = lake.configuration()?.get("kappa.partitionBy").cloned().unwrap_or_else(|| columns.join(", "));
+                return Err(TableError::Refused {
+                    table: self.name.clone(),
+                    reason: format!(
+                        "the table is partitioned by {partitioned_by}; this run asks for {} (on {}). Use the table's --partition-by, or write \
+                         the new layout as a new generation with kappa-replay --partition-by {} --switch",
+                        layout.partition_by,
+                        layout.event_time.as_deref().unwrap_or("the arrival time"),
+                        layout.partition_by
+                    ),
+                });
+            }
+        };
+        let by = match lake.last_setup_change(1000).await {
+            Ok(Some(change)) => format!(" ({change})"),
+            _ => String::new(),
+        };
+        Err(TableError::Refused {
+            table: self.name.clone(),
+            reason: format!(
+                "{why}{by}. Nothing was written. Rebuild the table from the log as kappa-lake partitions it (`kappa-replay … --switch`: \
+                 a new generation, and every reader moves to it in one commit), or write to another --table"
+            ),
+        })
     }
 
     /// The generation the table holds now, read again from the Delta log (a replay may have
@@ -292,35 +362,6 @@ impl Table {
             }
             None => Ok(live_generation(&self.store, &self.name).await?.map(|(g, _)| g)),
         }
-    }
-
-    /// Deletes data and error objects that no commit names: the leftovers of a flush that
-    /// crashed before its commit. Files a compaction replaced (readers of older versions may
-    /// still read them; vacuum deletes them) and compacted files (a compaction running now may
-    /// be about to commit them) are not the consumer's to delete. Returns how many were deleted.
-    pub async fn remove_uncommitted(&self, state: &TableState) -> Result<usize, TableError> {
-        let mut removed = 0;
-        let data_prefix = format!("{}/", self.data_prefix());
-        let replaced: std::collections::HashSet<String> = self.replaced_files().await?.into_iter().map(|(path, _)| path).collect();
-        for object in self.store.list(&data_prefix).await? {
-            let relative = &object.path[data_prefix.len()..];
-            let compacted = relative.rsplit('/').next().is_some_and(|name| name.starts_with(COMPACTED_PREFIX));
-            if !state.files.contains(relative) && !replaced.contains(relative) && !compacted {
-                tracing::info!(object = %object.path, "removing an object no commit names (left by an interrupted flush)");
-                self.store.delete(&object.path).await?;
-                removed += 1;
-            }
-        }
-        // Quarantine objects are named by their commit's number.
-        let errors_prefix = format!("{}/_errors/{}/", self.name, self.generation);
-        for object in self.store.list(&errors_prefix).await? {
-            let number = object.path[errors_prefix.len()..].trim_end_matches(".ndjson").parse::<u64>();
-            if number.is_ok_and(|n| n > state.last_commit) {
-                self.store.delete(&object.path).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// Every file of a replay's generation with its partition and statistics, and the state
@@ -400,7 +441,7 @@ impl Table {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
         match self.put_once(&path, layout).await? {
             None => Ok(()),
-            Some(existing) => Err(TableError::Invalid {
+            Some(existing) => Err(TableError::Refused {
                 table: self.name.clone(),
                 reason: format!(
                     "generation {} is partitioned by {} on {}; this run asks for {} on {}. Use the generation's settings, \
@@ -427,11 +468,15 @@ impl Table {
     }
 }
 
+mod cleanup;
 mod compaction;
 mod naming;
+mod side;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use self::cleanup::delete_unprotected;
+pub use self::cleanup::{PART_PREFIX, Protected};
 pub use self::compaction::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile};
 pub use self::naming::{PARTITION_COLUMN_PREFIX, partition_columns};
-pub(crate) use self::naming::{SCHEMA_VERSION_PROPERTY, delta_file, properties};
+pub(crate) use self::naming::{SCHEMA_VERSION_PROPERTY, check_partitioning, delta_file, properties};

@@ -21,6 +21,9 @@ fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
         archive_positions: BTreeMap::new(),
         seen: BTreeMap::new(),
         horizons: BTreeMap::new(),
+        seen_ref: None,
+        unacknowledged_ref: None,
+        carried: Vec::new(),
     }
 }
 
@@ -45,7 +48,9 @@ async fn commits_resume_state_and_orphan_removal() {
     table.put_object("year=2025/b.parquet", Bytes::from_static(b"b")).await.unwrap();
     table.commit(&commit(2, &["year=2025/b.parquet"], "20"), &schema(), &layout()).await.unwrap();
     // A flush that crashed before its commit left this behind.
-    table.put_object("year=2025/orphan.parquet", Bytes::from_static(b"o")).await.unwrap();
+    table.put_object("year=2025/part-orphan.parquet", Bytes::from_static(b"o")).await.unwrap();
+    // What some other tool put there is not ours to delete.
+    table.put_object("year=2025/notes.txt", Bytes::from_static(b"n")).await.unwrap();
 
     let reopened = Table::open_or_create(store.clone(), "sales").await.unwrap();
     let state = reopened.load_state().await.unwrap();
@@ -54,7 +59,7 @@ async fn commits_resume_state_and_orphan_removal() {
     assert_eq!(state.files.len(), 2);
     assert_eq!(reopened.remove_uncommitted(&state).await.unwrap(), 1);
     let left: Vec<String> = store.list("sales/gen-000001/").await.unwrap().into_iter().map(|o| o.path).collect();
-    assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet"]);
+    assert_eq!(left, vec!["sales/gen-000001/year=2025/a.parquet", "sales/gen-000001/year=2025/b.parquet", "sales/gen-000001/year=2025/notes.txt"]);
 
     // The Delta table holds them, under the table's root.
     let mut lake = LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
@@ -63,4 +68,22 @@ async fn commits_resume_state_and_orphan_removal() {
     // A second writer racing for the same commit number loses.
     let err = reopened.commit(&commit(2, &[], "30"), &schema(), &layout()).await.unwrap_err();
     assert!(matches!(err, TableError::ConcurrentWriter { commit: 2, .. }), "{err}");
+}
+
+/// With `_kappa/` lost, a replay's new generation must not take the live one's name, and a
+/// generation's restart never deletes what the Delta log names.
+#[tokio::test]
+async fn a_lost_register_never_hands_out_the_live_name_and_the_log_protects_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let table = Table::open_or_create(store.clone(), "sales").await.unwrap();
+    table.put_object("year=2025/part-a.parquet", Bytes::from_static(b"a")).await.unwrap();
+    table.commit(&commit(1, &["year=2025/part-a.parquet"], "10"), &schema(), &layout()).await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("sales/_kappa")).unwrap();
+    let replayed = crate::registry::create(&store, "sales", "replay").await.unwrap();
+    assert_eq!(replayed, "gen-000002");
+    // Even a writer that believes it owns gen-000001 with no commits of its own leaves the file.
+    let staged = Table::open_generation(store.clone(), "sales", "gen-000001");
+    assert_eq!(staged.remove_uncommitted(&TableState::default()).await.unwrap(), 0);
+    assert!(store.get("sales/gen-000001/year=2025/part-a.parquet").await.is_ok());
 }

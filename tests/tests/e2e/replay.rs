@@ -187,7 +187,7 @@ fn readers_see_the_old_total_or_the_new_one_never_a_mix_and_gc_keeps_the_current
     // switch reads its files, so it stays for the retention.
     let gc = run(kappa("kappa-replay", None).args(["gc", "--keep", "1", "--lake"]).arg(&lake).args(["--table", "sales"]));
     expect_status(&gc, 0);
-    assert!(String::from_utf8_lossy(&gc.stdout).contains("left gen-000001: versions before the switch"), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert!(String::from_utf8_lossy(&gc.stdout).contains("left gen-000001: versions of the Delta log name "), "{}", String::from_utf8_lossy(&gc.stdout));
     assert_eq!(generations(&lake, "sales"), BTreeSet::from(["gen-000001".to_string(), "gen-000002".to_string(), "gen-000004".to_string()]));
     let gc = run(kappa("kappa-replay", None).args(["gc", "--keep", "1", "--retention", "0s", "--lake"]).arg(&lake).args(["--table", "sales"]));
     expect_status(&gc, 0);
@@ -338,45 +338,47 @@ fn at_timestamp_and_until_bound_the_replay_by_arrival_time() {
 }
 
 #[test]
-fn a_running_consumer_stops_when_readers_are_switched_and_a_restart_continues_the_new_generation() {
+fn a_running_consumer_goes_on_in_the_generation_readers_were_switched_to() {
     let dir = tempfile::tempdir().unwrap();
     let csv = generate_sales_csv(dir.path(), 5_000);
     let log = format!("log:{}", dir.path().join("log").display());
     produce_csv(&csv, &log);
     let lake = dir.path().join("lake");
-    // Follows the log (no --until-idle), checking the pointer every status interval.
+    // Follows the log (no --until-idle), checking the table every status interval.
     let port = kappa_tests::free_port();
+    // It commits what it reads every half second.
     let mut live = kappa("kappa-consumer", None)
         .args(["--from", &log, "--lake"])
         .arg(&lake)
-        .args(DATA_DRIVEN)
+        .args(["--table", "sales", "--event-time", "sale_time", "--flush-interval", "500ms"])
         .args(["--status-interval", "500ms", "--metrics-addr", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The replay starts once the live consumer has read the log: its generation exists.
-    kappa_tests::wait_for_metric(&mut live, port, "events_read_total", 5_000, Duration::from_secs(60));
+    // The replay starts once the live consumer has committed the log.
+    kappa_tests::wait_for_metric(&mut live, port, "rows_written_total", 5_000, Duration::from_secs(60));
     expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).arg("--switch")), 0);
-    let output = live.wait_with_output().unwrap();
-    expect_status(&output, 1);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("was switched to gen-000002"), "{}", String::from_utf8_lossy(&output.stderr));
-    // A restart continues the new generation; a different layout is refused there.
-    let hourly =
-        run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
-    expect_status(&hourly, 1);
-    assert!(String::from_utf8_lossy(&hourly.stderr).contains("is partitioned by day on sale_time"), "{}", String::from_utf8_lossy(&hourly.stderr));
+    // It was stopped with exit 1 and had to be restarted; now it goes on in gen-000002.
     produce_csv(&generate_sales_csv(&dir.path().join("more").tap_mkdir(), 300), &log);
-    let summary_path = dir.path().join("restart.json");
-    expect_status(
-        &run(kappa("kappa-consumer", None)
-            .args(["--from", &log, "--lake"])
-            .arg(&lake)
-            .args(DATA_DRIVEN)
-            .args(["--until-idle", "1s", "--summary-json"])
-            .arg(&summary_path)),
-        0,
-    );
-    assert_eq!(summary(&summary_path)["events_read"], 300);
+    let started = std::time::Instant::now();
+    while read_lake(&lake.join("sales/gen-000002")).len() < 5_300 {
+        assert!(live.try_wait().unwrap().is_none(), "the consumer stopped");
+        assert!(started.elapsed() < Duration::from_secs(60), "the consumer did not commit the new rows into gen-000002");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    expect_status(&run(std::process::Command::new("kill").args(["-TERM", &live.id().to_string()])), 0);
+    let output = live.wait_with_output().unwrap();
+    expect_status(&output, 0);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the table was switched to gen-000002"), "{}", String::from_utf8_lossy(&output.stderr));
     let rows = read_lake(&lake.join("sales/gen-000002"));
     assert_eq!(rows.len(), 5_300, "every event once in the new generation");
+    // A different layout is refused there (a setting to change: status 2).
+    let hourly =
+        run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(DATA_DRIVEN).args(["--partition-by", "hour", "--until-idle", "1s"]));
+    expect_status(&hourly, 2);
+    assert!(
+        String::from_utf8_lossy(&hourly.stderr).contains("the table is partitioned by day; this run asks for hour (on sale_time)"),
+        "{}",
+        String::from_utf8_lossy(&hourly.stderr)
+    );
 }

@@ -1,0 +1,280 @@
+//! Who is writing a table right now, and which objects they are about to commit.
+//!
+//! ```text
+//! <table>/_kappa/writers/<id>.json   one record per running writer (a compaction, a replay)
+//! ```
+//!
+//! Tools that delete objects (vacuum, gc, a restart removing what an interrupted flush left)
+//! must not delete what another writer has stored and not committed *yet*: two compactions
+//! once broke a table when the second vacuumed the first's merged files a moment before the
+//! first committed them. So a writer announces what it is about to store before it stores it
+//! (its record's `pending` prefixes), keeps saying that it is alive, and withdraws the prefixes
+//! once the commit that names them is made (or has failed and the writer cleaned up).
+//!
+//! Why the order makes it safe: a deleting tool lists the objects first, then reads the
+//! records, then reads the Delta log. An object it listed was stored after its writer
+//! announced it; the announcement is withdrawn only after the commit. So the tool either still
+//! sees the announcement, or it sees the commit: either way it leaves the object.
+//!
+//! A record is alive while its heartbeat is younger than [`WRITER_STALE_MS`], judged by the
+//! wall clock (hosts are assumed within seconds of each other; the margin is a minute), and
+//! on the writer's own host while its process runs: a writer killed on this machine frees its
+//! prefixes at once, not a minute later.
+
+use bytes::Bytes;
+use kappa_common::store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::TableError;
+
+/// How often a running writer says it is alive.
+pub const WRITER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How old a heartbeat may be before the writer is taken for dead (six missed heartbeats).
+pub const WRITER_STALE_MS: i64 = 60_000;
+
+/// One running writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterRecord {
+    pub id: String,
+    /// `compaction`, `replay`.
+    pub kind: String,
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time (clock ticks since boot, from `/proc`): a pid the system gave
+    /// to another process since is not this writer.
+    #[serde(default)]
+    pub process_start: Option<u64>,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// The generation it writes, when it writes a replay's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
+    /// Prefixes of objects (relative to the table) it stores and has not committed yet.
+    #[serde(default)]
+    pub pending: Vec<String>,
+}
+
+impl WriterRecord {
+    /// Still writing: a fresh heartbeat, and on this host a process that still runs.
+    pub fn is_alive(&self, now_ms: i64) -> bool {
+        if now_ms - self.heartbeat_ms >= WRITER_STALE_MS {
+            return false;
+        }
+        if self.host == host_name() {
+            return process_start(self.pid).is_some_and(|start| self.process_start.is_none_or(|recorded| recorded == start));
+        }
+        true
+    }
+
+    /// True if `path` (relative to the table) lies under one of its pending prefixes.
+    pub fn covers(&self, path: &str) -> bool {
+        self.pending.iter().any(|prefix| path.starts_with(prefix.as_str()))
+    }
+}
+
+fn writers_prefix(table: &str) -> String {
+    format!("{table}/_kappa/writers/")
+}
+
+/// The writers whose records are alive, and the paths of the records of dead ones.
+pub async fn records(store: &Store, table: &str) -> Result<(Vec<WriterRecord>, Vec<String>), TableError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let (mut alive, mut dead) = (Vec::new(), Vec::new());
+    for object in store.list(&writers_prefix(table)).await? {
+        let data = match store.get(&object.path).await {
+            Ok(data) => data,
+            // Finished between the listing and the read.
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match serde_json::from_slice::<WriterRecord>(&data) {
+            Ok(record) if record.is_alive(now_ms) => alive.push(record),
+            // A torn or foreign record protects nothing once it is stale by its listing.
+            _ => dead.push(object.path),
+        }
+    }
+    Ok((alive, dead))
+}
+
+/// The writers alive now.
+pub async fn alive(store: &Store, table: &str) -> Result<Vec<WriterRecord>, TableError> {
+    Ok(records(store, table).await?.0)
+}
+
+/// Removes the records of writers that died without removing their own; returns how many.
+pub async fn remove_dead(store: &Store, table: &str) -> Result<usize, TableError> {
+    let (_, dead) = records(store, table).await?;
+    for path in &dead {
+        store.delete(path).await?;
+    }
+    Ok(dead.len())
+}
+
+/// A generation a live writer (a replay) says it is writing.
+pub async fn is_being_written(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    Ok(alive(store, table).await?.iter().any(|w| w.generation.as_deref() == Some(generation)))
+}
+
+/// This process's registration as a writer of a table: created by [`Writer::register`],
+/// kept alive by a task on the runtime, removed by [`Writer::finish`].
+#[derive(Debug)]
+pub struct Writer {
+    store: Store,
+    path: String,
+    record: std::sync::Arc<tokio::sync::Mutex<WriterRecord>>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Registers a writer of `kind` (for `generation`, when it writes a replay's) and starts
+    /// its heartbeat on the current runtime.
+    pub async fn register(store: &Store, table: &str, kind: &str, generation: Option<&str>) -> Result<Writer, TableError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let pid = std::process::id();
+        let host = host_name();
+        let id = format!("{kind}-{host}-{pid}-{now_ms}");
+        let record = WriterRecord {
+            id: id.clone(),
+            kind: kind.to_string(),
+            host,
+            pid,
+            process_start: process_start(pid),
+            started_ms: now_ms,
+            heartbeat_ms: now_ms,
+            generation: generation.map(str::to_string),
+            pending: Vec::new(),
+        };
+        let path = format!("{}{id}.json", writers_prefix(table));
+        store.put(&path, serialize(&record)).await?;
+        let record = std::sync::Arc::new(tokio::sync::Mutex::new(record));
+        let heartbeat = {
+            let (store, path, record) = (store.clone(), path.clone(), record.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(WRITER_HEARTBEAT);
+                tick.tick().await; // the first tick is now: the record was just written
+                loop {
+                    tick.tick().await;
+                    let mut record = record.lock().await;
+                    record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
+                    if let Err(e) = store.put(&path, serialize(&record)).await {
+                        tracing::warn!(error = %e, record = %path, "cannot renew this writer's record; other tools take it for dead after a minute");
+                    }
+                }
+            })
+        };
+        Ok(Writer { store: store.clone(), path, record, heartbeat })
+    }
+
+    /// Announces that objects under `prefix` (relative to the table) are about to be stored:
+    /// durable before this returns, so before the first of them exists.
+    pub async fn pending(&self, prefix: &str) -> Result<(), TableError> {
+        let mut record = self.record.lock().await;
+        if !record.pending.iter().any(|p| p == prefix) {
+            record.pending.push(prefix.to_string());
+        }
+        record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        Ok(self.store.put(&self.path, serialize(&record)).await?)
+    }
+
+    /// Withdraws prefixes: their objects are committed now, or were removed.
+    pub async fn settled(&self, prefixes: &[String]) -> Result<(), TableError> {
+        let mut record = self.record.lock().await;
+        record.pending.retain(|p| !prefixes.contains(p));
+        record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        Ok(self.store.put(&self.path, serialize(&record)).await?)
+    }
+
+    /// The writer is done: its record goes.
+    pub async fn finish(self) -> Result<(), TableError> {
+        self.heartbeat.abort();
+        Ok(self.store.delete(&self.path).await?)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Not finished (an error on the way): the record goes stale by itself, and on this
+        // host at once when the process exits.
+        self.heartbeat.abort();
+    }
+}
+
+fn serialize(record: &WriterRecord) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(record).expect("a writer record serializes"))
+}
+
+/// This machine's name, as records carry it.
+pub fn host_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unknown-host".to_string())
+    })
+    .clone()
+}
+
+/// When process `pid` started (field 22 of `/proc/<pid>/stat`), if it runs.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kappa_common::store::LocalStore;
+
+    #[tokio::test]
+    async fn a_writer_is_alive_while_it_runs_and_covers_what_it_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let writer = Writer::register(&store, "t", "compaction", None).await.unwrap();
+        writer.pending("gen-000001/day=1/compacted-ab").await.unwrap();
+        let found = alive(&store, "t").await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].covers("gen-000001/day=1/compacted-ab-0000.parquet"));
+        assert!(!found[0].covers("gen-000001/day=2/compacted-ab-0000.parquet"));
+        writer.settled(&["gen-000001/day=1/compacted-ab".to_string()]).await.unwrap();
+        assert!(alive(&store, "t").await.unwrap()[0].pending.is_empty());
+        writer.finish().await.unwrap();
+        assert!(alive(&store, "t").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dead_writer_protects_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let now = chrono::Utc::now().timestamp_millis();
+        let record = |pid: u32, heartbeat_ms: i64, host: &str| WriterRecord {
+            id: format!("x-{pid}"),
+            kind: "compaction".into(),
+            host: host.into(),
+            pid,
+            process_start: None,
+            started_ms: 0,
+            heartbeat_ms,
+            generation: Some("gen-000002".into()),
+            pending: vec!["gen-000001/".into()],
+        };
+        // A process of this host that no longer runs (pids are below 2^22 on Linux).
+        let gone = record(4_000_000_000, now, &host_name());
+        let stale = record(std::process::id(), now - WRITER_STALE_MS - 1, &host_name());
+        let elsewhere = record(1, now, "another-host");
+        assert!(!gone.is_alive(now) && !stale.is_alive(now) && elsewhere.is_alive(now));
+        assert!(record(std::process::id(), now, &host_name()).is_alive(now));
+        for r in [&gone, &stale, &elsewhere] {
+            store.put(&format!("t/_kappa/writers/{}.json", r.id), serialize(r)).await.unwrap();
+        }
+        assert_eq!(alive(&store, "t").await.unwrap(), vec![elsewhere]);
+        assert!(is_being_written(&store, "t", "gen-000002").await.unwrap());
+        assert_eq!(remove_dead(&store, "t").await.unwrap(), 2);
+        assert_eq!(store.list("t/_kappa/writers/").await.unwrap().len(), 1);
+    }
+}
