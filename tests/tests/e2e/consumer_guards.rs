@@ -231,10 +231,12 @@ fn gc_leaves_a_generation_a_replay_is_still_writing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait for the replay to say it is writing, then hold it there while gc runs.
-    let heartbeat = lake.join("sales/_kappa/gen-000002/writing.json");
+    // Wait for the replay to say it is writing (its record among the table's writers), then
+    // hold it there while gc runs.
+    let writers = lake.join("sales/_kappa/writers");
+    let announced = || std::fs::read_dir(&writers).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("replay-")));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !heartbeat.exists() {
+    while !announced() {
         assert!(replay.try_wait().unwrap().is_none(), "the replay ended before it said it was writing");
         assert!(Instant::now() < deadline, "no heartbeat from the replay");
         std::thread::sleep(Duration::from_millis(10));
@@ -246,7 +248,7 @@ fn gc_leaves_a_generation_a_replay_is_still_writing() {
     expect_status(&gc, 0);
     assert!(String::from_utf8_lossy(&gc.stdout).contains("left gen-000002: a replay is writing it"), "{}", String::from_utf8_lossy(&gc.stdout));
     assert!(replay.wait().unwrap().success());
-    assert!(!heartbeat.exists(), "the finished replay withdrew its heartbeat");
+    assert!(!announced(), "the finished replay withdrew its record");
     assert_eq!(read_lake(&lake.join("sales/gen-000002")).len(), 20_000, "the replay's generation is whole");
 }
 

@@ -12,6 +12,7 @@ mod consumer_log;
 mod consumer_s3;
 mod consumer_sqs;
 mod hands;
+mod hands_report;
 mod pipes;
 mod producer_aws;
 mod producer_bad_input;
