@@ -23,7 +23,7 @@ use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
 use kappa_consumer::feed::Feed;
 use kappa_consumer::pipeline::Pipeline;
-use kappa_consumer::source::kinesis::{KinesisSource, ReadBounds};
+use kappa_consumer::source::kinesis::ReadBounds;
 use kappa_consumer::source::log::LogSource;
 use kappa_consumer::source::{Source, SourceError};
 use kappa_table::delta::LakeTable;
@@ -107,19 +107,9 @@ pub(crate) fn read_up_to(
             Source::Log(LogSource::start_until(log, &resume, ends)?)
         }
         ReplaySource::Kinesis(stream) => {
-            let client = aws.expect("loaded for Kinesis").kinesis();
             let resume = names.iter().enumerate().filter_map(|(i, name)| pipeline.last_read(i as u32).map(|p| (name.clone(), p))).collect();
             let bounds = ReadBounds { start_ms: config.at_ms, until_ms: None, until_positions: Some(Arc::new(live.committed.clone())) };
-            Source::Kinesis(KinesisSource::start(
-                runtime.handle().clone(),
-                client,
-                stream.clone(),
-                resume,
-                config.poll_interval,
-                Duration::from_secs(5),
-                Some(bounds),
-                names.clone(),
-            )?)
+            crate::source::kinesis(config, runtime, aws, stream, resume, bounds, names.clone())?
         }
         ReplaySource::Raw(_) => unreachable!("refused above"),
     };

@@ -169,14 +169,36 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
         }
     }
     // 2. The generation: the incomplete one an interrupted replay with these settings left
-    //    (continued from its last commit), or a new one.
-    let continued = match config.fresh {
-        true => None,
-        false => runtime.block_on(resumable(&store, &name, &config.origin))?,
-    };
-    let new_generation = match &continued {
-        Some(generation) => generation.clone(),
-        None => runtime.block_on(generation::create(&store, &name, &config.origin))?,
+    //    (continued from its last commit), or a new one. This replay announces it first (its
+    //    writer record, renewed while it runs): `gc` and every other deleting tool leave an
+    //    announced generation alone, and an announcement made before the generation's record
+    //    exists leaves gc no moment to take it for abandoned.
+    let writer = runtime.block_on(kappa_table::writers::Writer::register(&store, &name, "replay", None))?;
+    let chosen = runtime.block_on(async {
+        if !config.fresh
+            && let Some(generation) = resumable(&store, &name, &config.origin).await?
+        {
+            writer.writes(&generation).await?;
+            // A gc that took it before the announcement: start a new one instead.
+            let record = generation::records(&store, &name).await?.into_iter().find(|r| r.generation == generation);
+            if record.is_some_and(|r| r.removed_ms.is_none()) {
+                return Ok::<_, kappa_table::TableError>((generation, true));
+            }
+        }
+        loop {
+            let generation = generation::next_name(&store, &name).await?;
+            writer.writes(&generation).await?;
+            if generation::claim(&store, &name, &generation, &config.origin).await? {
+                return Ok((generation, false));
+            }
+        }
+    });
+    let (new_generation, continued) = match chosen {
+        Ok((generation, continued)) => (generation.clone(), continued.then_some(generation)),
+        Err(e) => {
+            let _ = runtime.block_on(writer.finish());
+            return Err(e.into());
+        }
     };
     let table = Table::open_generation(store.clone(), &name, &new_generation);
     let location = format!("{}/{name}", config.location.lake);
@@ -186,13 +208,6 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
         }
         None => tracing::info!(generation = %new_generation, current = previous.as_deref().unwrap_or("none"), "replaying {}", config.source),
     }
-    // `gc` (and every other deleting tool) leaves the generation alone while this replay says
-    // it is writing it.
-    let writer = runtime.block_on(async {
-        let writer = kappa_table::writers::Writer::register(&store, &name, "replay", Some(&new_generation)).await?;
-        writer.pending(&format!("{new_generation}/")).await?;
-        Ok::<_, kappa_table::TableError>(writer)
-    })?;
     let writer_done = move || {
         if let Err(e) = runtime.block_on(writer.finish()) {
             tracing::warn!(error = %e, "cannot remove the replay's writer record; other tools take it for dead once this process exits");
@@ -262,112 +277,110 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
         return Err(e);
     }
 
-    // 5. With --switch under a live consumer: catch up to what it committed (see catch_up.rs).
-    let catching = CatchUp { config: &config, runtime, aws: aws.as_ref(), store: &store, name: &name, at_start, shutdown };
-    let mut live_at = None;
-    let mut caught_up_rows = 0;
-    if config.switch && previous.is_some() {
-        match catching.round(&mut pipeline) {
-            Ok((at, rows)) => {
-                live_at = at;
-                caught_up_rows += rows;
-            }
-            Err(e) => {
-                writer_done();
-                return Err(e);
-            }
+    // The generation stays announced until readers are switched to it: a gc meanwhile must not
+    // take a complete generation waiting for its switch for an abandoned one.
+    let finished = (|| -> Result<ReplaySummary, ReplayError> {
+        // 5. With --switch under a live consumer: catch up to what it committed (see catch_up.rs).
+        let catching = CatchUp { config: &config, runtime, aws: aws.as_ref(), store: &store, name: &name, at_start, shutdown };
+        let mut live_at = None;
+        let mut caught_up_rows = 0;
+        if config.switch && previous.is_some() {
+            let (at, rows) = catching.round(&mut pipeline)?;
+            live_at = at;
+            caught_up_rows += rows;
         }
-    }
-    writer_done();
-    let summary = stats.summary();
-    let state = pipeline.state().clone();
-    let table = pipeline.table().clone();
+        let summary = stats.summary();
+        let state = pipeline.state().clone();
+        let table = pipeline.table().clone();
 
-    // 6. Check, compare, switch.
-    let foreign = match &previous {
-        Some(_) => runtime.block_on(kappa_table::switch::foreign_changes(&store, &name))?,
-        None => None,
-    };
-    let verify = if config.verify {
-        // A continued generation's earlier rows were routed by the runs before: for them, the
-        // rows each flush recorded stand in.
-        let routed = match &continued {
-            Some(_) => runtime.block_on(crate::verify::committed_rows(&table))?,
-            None => pipeline.routed_rows(),
+        // 6. Check, compare, switch.
+        let foreign = match &previous {
+            Some(_) => runtime.block_on(kappa_table::switch::foreign_changes(&store, &name))?,
+            None => None,
         };
-        Some(runtime.block_on(crate::verify::verify(&table, &state, &routed, &summary))?)
-    } else {
-        None
-    };
-    let compare = match (&previous, config.compare) {
-        (Some(live), true) => {
-            let carried: Vec<String> = foreign.as_ref().map(|f| f.appended.keys().cloned().collect()).unwrap_or_default();
-            let at = live_at.as_ref().map(|l| l.version);
-            Some(runtime.block_on(crate::verify::compare(&store, &name, live, at, &carried, &new_generation, config.schema.is_some()))?)
-        }
-        (None, true) => {
-            tracing::warn!("--compare: the table had no current generation to compare with");
-            None
-        }
-        _ => None,
-    };
-    let checks_pass = verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
-    let mut switched = None;
-    if config.switch {
-        if checks_pass {
-            let mut rounds = 0;
-            let done = loop {
-                let request = kappa_table::switch::SwitchRequest {
-                    generation: new_generation.clone(),
-                    expected: previous.clone(),
-                    at_version: live_at.as_ref().map(|l| l.version),
-                    discard_foreign: config.discard_foreign,
-                };
-                match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
-                    Ok(done) => break done,
-                    // The live consumer committed between the catch-up and the switch: again.
-                    Err(kappa_table::TableError::SwitchConflict { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
-                        rounds += 1;
-                        tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
-                        let (at, rows) = catching.round(&mut pipeline)?;
-                        live_at = at;
-                        caught_up_rows += rows;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+        let verify = if config.verify {
+            // A continued generation's earlier rows were routed by the runs before: for them, the
+            // rows each flush recorded stand in.
+            let routed = match &continued {
+                Some(_) => runtime.block_on(crate::verify::committed_rows(&table))?,
+                None => pipeline.routed_rows(),
             };
-            tracing::info!(generation = %new_generation, switch = done.pointer.switch, "readers now resolve the new generation");
-            if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
-                // The switch is made; a catalog that did not follow is said, and the next
-                // consumer run registers the table again.
-                match runtime.block_on(generation::register_in_glue(&store, &name, &aws.glue(), database)) {
-                    Ok(registered) => tracing::info!(database = %database, outcome = ?registered, "Glue table registered (Athena reads it as Delta)"),
-                    Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
-                }
-            }
-            switched = Some(done);
+            Some(runtime.block_on(crate::verify::verify(&table, &state, &routed, &summary))?)
         } else {
-            tracing::error!("not switching: the checks found differences (see above)");
+            None
+        };
+        let compare = match (&previous, config.compare) {
+            (Some(live), true) => {
+                let carried: Vec<String> = foreign.as_ref().map(|f| f.appended.keys().cloned().collect()).unwrap_or_default();
+                let at = live_at.as_ref().map(|l| l.version);
+                Some(runtime.block_on(crate::verify::compare(&store, &name, live, at, &carried, &new_generation, config.schema.is_some()))?)
+            }
+            (None, true) => {
+                tracing::warn!("--compare: the table had no current generation to compare with");
+                None
+            }
+            _ => None,
+        };
+        let checks_pass = verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
+        let mut switched = None;
+        if config.switch {
+            if checks_pass {
+                let mut rounds = 0;
+                let done = loop {
+                    let request = kappa_table::switch::SwitchRequest {
+                        generation: new_generation.clone(),
+                        expected: previous.clone(),
+                        at_version: live_at.as_ref().map(|l| l.version),
+                        discard_foreign: config.discard_foreign,
+                    };
+                    match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
+                        Ok(done) => break done,
+                        // The live consumer committed between the catch-up and the switch: again.
+                        Err(kappa_table::TableError::SwitchConflict { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
+                            rounds += 1;
+                            tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
+                            let (at, rows) = catching.round(&mut pipeline)?;
+                            live_at = at;
+                            caught_up_rows += rows;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                tracing::info!(generation = %new_generation, switch = done.pointer.switch, "readers now resolve the new generation");
+                if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
+                    // The switch is made; a catalog that did not follow is said, and the next
+                    // consumer run registers the table again.
+                    match runtime.block_on(generation::register_in_glue(&store, &name, &aws.glue(), database)) {
+                        Ok(registered) => tracing::info!(database = %database, outcome = ?registered, "Glue table registered (Athena reads it as Delta)"),
+                        Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
+                    }
+                }
+                switched = Some(done);
+            } else {
+                tracing::error!("not switching: the checks found differences (see above)");
+            }
         }
-    }
-    let mut run = stats.summary();
-    run.elapsed_seconds = started.elapsed().as_secs_f64();
-    run.rows_per_second = if run.elapsed_seconds > 0.0 { run.rows_written as f64 / run.elapsed_seconds } else { 0.0 };
-    Ok(ReplaySummary {
-        table: name,
-        generation: new_generation,
-        location,
-        continued: continued.is_some(),
-        run,
-        caught_up_rows,
-        verify,
-        compare,
-        previous,
-        switched: switched.is_some(),
-        carried_rows: switched.as_ref().map_or(0, |s| s.carried_rows),
-        carried_files: switched.as_ref().map_or(0, |s| s.carried_files),
-        discarded: switched.map(|s| s.discarded).unwrap_or_default(),
-    })
+        let mut run = stats.summary();
+        run.elapsed_seconds = started.elapsed().as_secs_f64();
+        run.rows_per_second = if run.elapsed_seconds > 0.0 { run.rows_written as f64 / run.elapsed_seconds } else { 0.0 };
+        Ok(ReplaySummary {
+            table: name,
+            generation: new_generation,
+            location,
+            continued: continued.is_some(),
+            run,
+            caught_up_rows,
+            verify,
+            compare,
+            previous,
+            switched: switched.is_some(),
+            carried_rows: switched.as_ref().map_or(0, |s| s.carried_rows),
+            carried_files: switched.as_ref().map_or(0, |s| s.carried_files),
+            discarded: switched.map(|s| s.discarded).unwrap_or_default(),
+        })
+    })();
+    writer_done();
+    finished
 }
 
 /// Switch attempts that find the live consumer committed since the last catch-up, at most.

@@ -61,22 +61,12 @@ pub(crate) fn open(
             Source::Log(LogSource::start_bounded(log, starts, config.until_ms)?)
         }
         ReplaySource::Kinesis(stream) => {
-            let client = aws.expect("loaded for Kinesis").kinesis();
             // Without --until, what the stream held when the replay started: a shard under
             // steady traffic is never empty, so "caught up" alone would not end it.
             let until_ms = Some(config.until_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()));
             let bounds = ReadBounds { start_ms: config.at_ms, until_ms, until_positions: None };
             let resume = pipeline.state().resume.iter().filter_map(|(shard, p)| Some((shard.clone(), p.parse().ok()?))).collect();
-            Source::Kinesis(KinesisSource::start(
-                runtime.handle().clone(),
-                client,
-                stream.clone(),
-                resume,
-                config.poll_interval,
-                Duration::from_secs(5),
-                Some(bounds),
-                Vec::new(),
-            )?)
+            kinesis(config, runtime, aws, stream, resume, bounds, Vec::new())?
         }
         ReplaySource::Raw(location) => {
             // Archive objects of commits that never happened are left out.
@@ -91,4 +81,21 @@ pub(crate) fn open(
             Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0, after, uncommitted)?)
         }
     })
+}
+
+/// A bounded read of Kinesis stream `stream`, shards resumed after `resume`; `known` are the
+/// shards the pipeline already numbered (see `KinesisSource::start`).
+pub(crate) fn kinesis(
+    config: &ReplayConfig,
+    runtime: &Runtime,
+    aws: Option<&AwsContext>,
+    stream: &str,
+    resume: std::collections::BTreeMap<String, SequenceNumber>,
+    bounds: ReadBounds,
+    known: Vec<String>,
+) -> Result<Source, ReplayError> {
+    let client = aws.expect("loaded for Kinesis").kinesis();
+    let source =
+        KinesisSource::start(runtime.handle().clone(), client, stream.to_string(), resume, config.poll_interval, Duration::from_secs(5), Some(bounds), known)?;
+    Ok(Source::Kinesis(source))
 }

@@ -60,6 +60,12 @@ pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize, reten
     let mut removed = 0;
     for old in complete.iter().skip(keep).chain(incomplete.iter()) {
         let generation = &old.record.generation;
+        // Incomplete when listed, but a replay may have finished it since: then it is the
+        // newest complete one, not an abandoned one.
+        if !old.complete && runtime.block_on(generation::is_complete(&store, name, generation))? {
+            println!("left {generation}: its replay finished it just now");
+            continue;
+        }
         if !old.complete && runtime.block_on(generation::is_being_written(&store, name, generation))? {
             println!("left {generation}: a replay is writing it (it said so within the last minute)");
             continue;

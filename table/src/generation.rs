@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TableError;
 use crate::delta::{LakeTable, TableSetup};
-pub use crate::registry::{GenerationRecord, create, is_complete, mark_complete, records, sweep_removed};
+pub use crate::registry::{GenerationRecord, claim, create, is_complete, mark_complete, next_name, records, sweep_removed};
 use crate::registry::{delete_objects, generations_prefix};
 use crate::state::{GENERATION_PROPERTY, Totals, parse};
 use crate::table::{Protected, Table, live_generation, location};

@@ -56,6 +56,19 @@ pub async fn records(store: &Store, table: &str) -> Result<Vec<GenerationRecord>
 /// Delta log uses and names with objects in storage are taken too. A replay once wrote into
 /// the live generation's directory, and removed its files, after `_kappa/` was lost.
 pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, TableError> {
+    loop {
+        let generation = next_name(store, table).await?;
+        if claim(store, table, &generation, origin).await? {
+            return Ok(generation);
+        }
+    }
+}
+
+/// The next generation name that nothing uses: not in the register, not named by the Delta log,
+/// no objects under it. A writer that must announce a generation before it exists (so that no
+/// gc removes it between its creation and the announcement) announces this name, then
+/// [`claim`]s it.
+pub async fn next_name(store: &Store, table: &str) -> Result<String, TableError> {
     let recorded = records(store, table).await?.iter().filter_map(|r| generation_number(&r.generation)).max().unwrap_or(0);
     let mut next = recorded.max(in_the_log(store, table).await?.unwrap_or(0)) + 1;
     loop {
@@ -66,20 +79,25 @@ pub async fn create(store: &Store, table: &str, origin: &str) -> Result<String, 
             next += 1;
             continue;
         }
-        let record = GenerationRecord {
-            generation: generation.clone(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
-            origin: origin.to_string(),
-            removed_ms: None,
-            retired_ms: None,
-        };
-        let path = format!("{}{generation}.json", generations_prefix(table));
-        match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
-            Ok(()) => return Ok(generation),
-            // Someone made that number at the same moment: take the next.
-            Err(StoreError::AlreadyExists { .. }) => next += 1,
-            Err(e) => return Err(e.into()),
-        }
+        return Ok(generation);
+    }
+}
+
+/// Records `generation`, made by `origin`, if no one did: false when another writer took the
+/// name at the same moment.
+pub async fn claim(store: &Store, table: &str, generation: &str, origin: &str) -> Result<bool, TableError> {
+    let record = GenerationRecord {
+        generation: generation.to_string(),
+        created_ms: chrono::Utc::now().timestamp_millis(),
+        origin: origin.to_string(),
+        removed_ms: None,
+        retired_ms: None,
+    };
+    let path = format!("{}{generation}.json", generations_prefix(table));
+    match store.put_if_absent(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

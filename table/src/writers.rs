@@ -177,6 +177,17 @@ impl Writer {
         Ok(self.store.put(&self.path, serialize(&record)).await?)
     }
 
+    /// Says this writer writes `generation` (and announces its whole prefix), replacing what it
+    /// said before: made before the generation's record exists, so that no gc removes the
+    /// generation in between.
+    pub async fn writes(&self, generation: &str) -> Result<(), TableError> {
+        let mut record = self.record.lock().await;
+        record.generation = Some(generation.to_string());
+        record.pending = vec![format!("{generation}/")];
+        record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        Ok(self.store.put(&self.path, serialize(&record)).await?)
+    }
+
     /// Withdraws prefixes: their objects are committed now, or were removed.
     pub async fn settled(&self, prefixes: &[String]) -> Result<(), TableError> {
         let mut record = self.record.lock().await;

@@ -539,9 +539,16 @@ pub fn lake_digest(prefix: &Path) -> Vec<(String, String)> {
 /// Runs a Python snippet in the test venv (DuckDB and pyarrow are installed there) and
 /// returns its stdout.
 pub fn python(code: &str) -> String {
-    let output = run(Command::new(venv_bin("python")).args(["-c", code]));
+    let output = run(&mut python_command(code));
     assert!(output.status.success(), "python failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// The test venv's python running `code`, to start in the background.
+pub fn python_command(code: &str) -> Command {
+    let mut command = Command::new(venv_bin("python"));
+    command.args(["-c", code]);
+    command
 }
 
 /// Headless Chromium, to look at an HTML page as a person would: `$CHROMIUM`, else `chromium`,

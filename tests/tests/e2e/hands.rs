@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kappa_tests::{delta_log, duckdb_delta, expect_status, kappa, python_deltalake, run};
 
-use crate::support::{copy_tree, produce_csv, sales_log};
+use crate::support::{TapMkdir, copy_tree, produce_csv, sales_log, unique_sales_csv};
 
 /// Small row-count flushes: many files per partition.
 const SMALL_FILES: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "100", "--flush-interval", "1h", "--max-memory", "2GiB"];
@@ -173,8 +173,7 @@ fn a_table_another_tool_re_partitioned_is_refused_then_taken_back_by_a_replay() 
          deltalake.write_deltalake(table.table_uri, t, mode='overwrite', schema_mode='overwrite', partition_by=['branch_id'])",
     );
     let repartitioned = delta_log(&table).unwrap().version;
-    let more = crate::support::generate_sales_csv(&dir.path().join("more").tap_mkdir(), 500);
-    std::fs::write(&more, std::fs::read_to_string(&more).unwrap().replace("SALE", "MORE")).unwrap();
+    let more = unique_sales_csv(&dir.path().join("more"), 500, "MORE");
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&more).args(["--to", &log])), 0);
     let refused = consume(&log, &lake, &args);
     expect_status(&refused, 2);
@@ -196,17 +195,6 @@ fn a_table_another_tool_re_partitioned_is_refused_then_taken_back_by_a_replay() 
     assert_eq!(delta_log(&table).unwrap().partition_columns, vec!["year", "month", "day"]);
     expect_status(&consume(&log, &lake, &args), 0);
     assert_eq!(counted(&table), ("[(2500, 2500)]".to_string(), "2500".to_string()));
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> Self;
-}
-
-impl TapMkdir for PathBuf {
-    fn tap_mkdir(self) -> PathBuf {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 /// `INSERT INTO sales SELECT * FROM sales LIMIT 5` once committed a version with files at the

@@ -4,6 +4,7 @@
 //! faster). Run them with `./scripts/test`, which installs moto and builds the binaries first.
 
 mod compaction;
+mod concurrency;
 mod consumer_bad_input;
 mod consumer_crash;
 mod consumer_guards;

@@ -2,14 +2,14 @@
 //! consumer's files, a new partitioning, an atomic switch under a reading loop, and gc.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kappa_tests::{Moto, aws_config, current_generation, delta_log, duckdb_delta, expect_status, kappa, lake_digest, python_deltalake, read_lake, run};
 
-use crate::support::{generate_sales_csv, kill_repeatedly, produce_csv, sales_args, summary};
+use crate::support::{TapMkdir, generate_sales_csv, kill_repeatedly, produce_csv, sales_args, summary};
 
 /// Settings where only row counts trigger flushes, shared by the live consumer and the replay.
 const DATA_DRIVEN: [&str; 10] = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "700", "--flush-interval", "1h", "--max-memory", "2GiB"];
@@ -227,17 +227,6 @@ async fn replaying_kinesis_from_trim_horizon_writes_the_live_consumers_bytes() {
     assert!(live.len() > 10, "{live:?}");
     assert_eq!(live, lake_digest(&lake.join("sales/gen-000002")));
     assert_eq!(current_generation(&lake, "sales"), "gen-000001", "no --switch: readers stay");
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> PathBuf;
-}
-
-impl TapMkdir for PathBuf {
-    fn tap_mkdir(self) -> PathBuf {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 #[tokio::test]

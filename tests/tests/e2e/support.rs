@@ -205,3 +205,24 @@ pub(crate) async fn create_firehose_to_s3(config: &aws_config::SdkConfig, stream
         .await
         .unwrap();
 }
+
+/// Makes the directory (and its parents) and returns it.
+pub(crate) trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+/// `rows` generated sales rows in `dir/sales.csv` whose ids start with `prefix` instead of
+/// `SALE` (the generator numbers every run from the same start).
+pub(crate) fn unique_sales_csv(dir: &std::path::Path, rows: u64, prefix: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let csv = generate_sales_csv(dir, rows);
+    std::fs::write(&csv, std::fs::read_to_string(&csv).unwrap().replace("SALE", prefix)).unwrap();
+    csv
+}

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use kappa_tests::{current_generation, delta_log, expect_status, kappa, lake_digest, python_deltalake, run};
 
 use crate::hands::{assert_files_there, consume, counted, stderr};
-use crate::support::{copy_tree, generate_sales_csv, kill_repeatedly, produce_csv, sales_log};
+use crate::support::{copy_tree, kill_repeatedly, produce_csv, sales_log, unique_sales_csv};
 
 const ARGS: [&str; 4] = ["--table", "sales", "--event-time", "sale_time"];
 
 /// Per version of the table, its sale ids: every version's rows are in every later version
 /// (no committed row ever disappears), checked by python deltalake over the whole history.
-fn assert_no_row_disappears(table: &Path, from_version: u64) {
+pub(crate) fn assert_no_row_disappears(table: &Path, from_version: u64) {
     let out = python_deltalake(
         table,
         None,
@@ -70,11 +70,7 @@ fn a_switch_under_a_live_consumer_keeps_every_committed_row_and_the_consumer_goe
         let (dir, log) = (dir.path().to_path_buf(), log.clone());
         std::thread::spawn(move || {
             for batch in 0..12 {
-                let csv = generate_sales_csv(&dir.join(format!("more-{batch}")).tap(), 250);
-                // Distinct ids per batch: the generator numbers from the same start.
-                let text = std::fs::read_to_string(&csv).unwrap().replace("SALE", &format!("B{batch:02}-"));
-                std::fs::write(&csv, text).unwrap();
-                produce_csv(&csv, &log);
+                produce_csv(&unique_sales_csv(&dir.join(format!("more-{batch}")), 250, &format!("B{batch:02}-")), &log);
                 std::thread::sleep(Duration::from_millis(150));
             }
         })
@@ -103,17 +99,6 @@ fn a_switch_under_a_live_consumer_keeps_every_committed_row_and_the_consumer_goe
 /// SIGTERM, as an orchestrator stops a service.
 fn nix_term(child: &std::process::Child) {
     expect_status(&run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()])), 0);
-}
-
-trait Tap {
-    fn tap(self) -> Self;
-}
-
-impl Tap for std::path::PathBuf {
-    fn tap(self) -> Self {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 /// Rows python deltalake appended: a switch once dropped them without a word (1,000,005 rows
@@ -216,9 +201,7 @@ fn a_switch_back_to_a_consumers_generation_restores_its_positions() {
     let table = lake.join("sales");
     expect_status(&consume(&log, &lake, &ARGS), 0);
     expect_status(&run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(ARGS).arg("--switch")), 0);
-    let more = generate_sales_csv(&dir.path().join("more").tap(), 500);
-    std::fs::write(&more, std::fs::read_to_string(&more).unwrap().replace("SALE", "MORE")).unwrap();
-    produce_csv(&more, &log);
+    produce_csv(&unique_sales_csv(&dir.path().join("more"), 500, "MORE"), &log);
     expect_status(&consume(&log, &lake, &ARGS), 0);
     assert_eq!(counted(&table), ("[(3500, 3500)]".to_string(), "3500".to_string()));
     let back = run(kappa("kappa-replay", None).args(["switch", "--table", "sales", "--generation", "gen-000001", "--lake"]).arg(&lake));
