@@ -80,6 +80,13 @@ fn generation_of(lake: &LakeTable) -> Result<String, TableError> {
     })
 }
 
+/// `schema`, then the columns of `live` it lacks.
+fn with_columns_of(schema: &TableSchema, live: &TableSchema) -> TableSchema {
+    let mut fields = schema.fields.clone();
+    fields.extend(live.fields.iter().filter(|c| !schema.fields.iter().any(|f| f.name == c.name)).cloned());
+    TableSchema { fields }
+}
+
 impl Table {
     /// Opens a table's live generation. A table without a Delta table yet gets a new
     /// generation, which its first commit makes live.
@@ -258,7 +265,13 @@ impl Table {
             }
             Some(existing) => {
                 let recorded: u32 = existing.configuration()?.get(SCHEMA_VERSION_PROPERTY).and_then(|v| v.parse().ok()).unwrap_or(0);
-                (commit.schema_version > recorded).then(|| setup(schema))
+                match commit.schema_version > recorded {
+                    // The grown schema keeps every column the table has now, also those another
+                    // writer added while this one ran: a commit that wrote only its own columns
+                    // would hide theirs from every reader.
+                    true => Some(setup(&with_columns_of(schema, &existing.data_schema()?))),
+                    false => None,
+                }
             }
         };
         let changed = created || grown.is_some();

@@ -87,3 +87,47 @@ async fn a_lost_register_never_hands_out_the_live_name_and_the_log_protects_its_
     assert_eq!(staged.remove_uncommitted(&TableState::default()).await.unwrap(), 0);
     assert!(store.get("sales/gen-000001/year=2025/part-a.parquet").await.is_ok());
 }
+
+/// A column another writer added while a consumer ran stays when the consumer's own schema
+/// grows: its grown schema is the table's plus its new columns.
+#[tokio::test]
+async fn a_grown_schema_keeps_the_columns_another_writer_added() {
+    use kappa_common::schema::{Column, ColumnType};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let table = Table::open_or_create(store.clone(), "sales").await.unwrap();
+    table.put_object("year=2025/part-a.parquet", Bytes::from_static(b"a")).await.unwrap();
+    table.commit(&commit(1, &["year=2025/part-a.parquet"], "10"), &schema(), &layout()).await.unwrap();
+    // Another writer adds `note`.
+    let location = location(&store, "sales").unwrap();
+    let mut other = LakeTable::open("sales", &location).await.unwrap().unwrap();
+    let mut with_note = schema();
+    with_note.fields.push(Column { name: "note".into(), column_type: ColumnType::String, nullable: true });
+    let setup = crate::delta::TableSetup {
+        schema: with_note,
+        partition_columns: vec!["year".into()],
+        configuration: other.configuration().unwrap().into_iter().collect(),
+    };
+    let foreign = crate::delta::Commit {
+        app_id: "someone-else".into(),
+        counter: 1,
+        previous: None,
+        commit_id: "x".into(),
+        add: vec![],
+        remove: vec![],
+        data_change: true,
+        replace_all: false,
+        keep: vec![],
+        restore: vec![],
+        setup: Some(setup),
+        state: serde_json::Value::Null,
+    };
+    other.commit(foreign).await.unwrap();
+    // The consumer reads the table again (its status check), then grows its own schema.
+    assert_eq!(table.current_generation().await.unwrap().as_deref(), Some("gen-000001"));
+    let mut grown = schema();
+    grown.fields.push(Column { name: "x".into(), column_type: ColumnType::Int64, nullable: true });
+    table.commit(&Commit { schema_version: 2, ..commit(2, &[], "20") }, &grown, &layout()).await.unwrap();
+    let names: Vec<String> = LakeTable::open("sales", &location).await.unwrap().unwrap().data_schema().unwrap().fields.into_iter().map(|c| c.name).collect();
+    assert_eq!(names, vec!["id", "x", "note"]);
+}

@@ -151,3 +151,68 @@ fn a_compaction_reports_what_it_did_this_time() {
     assert_eq!(again["vacuumed"], 0, "nothing left to vacuum: {again}");
     assert!(!text.contains("vacuumed") && text.contains("no partition rewritten"), "{text}");
 }
+
+/// A consumer whose commit lost to another writer said "run one consumer per table", whoever
+/// the other was. Now it names the version and the writer, and what to do; a restart then
+/// continues on the table as it is, with exact counts.
+#[test]
+fn a_commit_lost_to_another_writer_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = sales_log(dir.path(), 2_000);
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    expect_status(&consume(&log, &lake, &ARGS), 0);
+    // A consumer that does not look at the table between its commits (no status checks).
+    let port = kappa_tests::free_port();
+    let mut live = kappa("kappa-consumer", None)
+        .args(["--from", &log, "--lake"])
+        .arg(&lake)
+        .args(ARGS)
+        .args(["--flush-interval", "200ms", "--status-interval", "1h", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::produce_csv(&crate::support::unique_sales_csv(&dir.path().join("more"), 300, "MORE"), &log);
+    kappa_tests::wait_for_metric(&mut live, port, "rows_written_total", 300, std::time::Duration::from_secs(60));
+    // Another tool adds a column (a schema merge) while the consumer runs.
+    python_deltalake(
+        &table,
+        None,
+        "import pyarrow as pa, deltalake\n\
+         t = table.to_pyarrow_table().slice(0, 2)\n\
+         t = t.set_column(t.schema.get_field_index('sale_id'), 'sale_id', pa.array(['FOREIGN0', 'FOREIGN1']))\n\
+         t = t.append_column('note', pa.array(['a', 'b']))\n\
+         deltalake.write_deltalake(table.table_uri, t, mode='append', schema_mode='merge')",
+    );
+    let merged = delta_log(&table).unwrap().version;
+    crate::support::produce_csv(&crate::support::unique_sales_csv(&dir.path().join("again"), 300, "AGAIN"), &log);
+    let output = live.wait_with_output().unwrap();
+    expect_status(&output, 1);
+    let message = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(message.contains(&format!("version {merged} by python deltalake")), "{message}");
+    assert!(message.contains("which changed the table's schema, partitioning or properties"), "{message}");
+    assert!(!message.contains("run one consumer per table"), "{message}");
+    expect_status(&consume(&log, &lake, &ARGS), 0);
+    assert_eq!(counted(&table), ("[(2602, 2602)]".to_string(), "2602".to_string()));
+    // The other tool's column is still there, with its values.
+    let notes = duckdb_delta(&table, "SELECT count(note) FROM {table}");
+    assert_eq!(notes.trim(), "[(2,)]");
+}
+
+/// `--compare` called a file of the current generation "the new generation" when it could not
+/// read it: the message names the file and whose it is.
+#[test]
+fn compare_names_the_generation_a_file_it_cannot_read_belongs_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = sales_log(dir.path(), 1_000);
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    expect_status(&consume(&log, &lake, &ARGS), 0);
+    let file = delta_log(&table).unwrap().files.into_iter().next().unwrap();
+    std::fs::remove_file(table.join(&file)).unwrap();
+    let output = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(ARGS).args(["--verify", "--compare"]));
+    expect_status(&output, 1);
+    let message = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(message.contains(&format!("reading back sales/{file} (of the current table (gen-000001))")), "{message}");
+}
