@@ -145,6 +145,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         return Err(CompactError::Empty { table: table.name().to_string() });
     };
     let data = crate::decode::data_schema(&schema);
+    let settings = format!("{}:{:?}:{}", options.target_file_size, options.codec, serde_json::to_string(&schema).expect("a schema serializes"));
     let mut report = CompactReport { dry_run: options.dry_run, ..CompactReport::default() };
     let now_ms = chrono::Utc::now().timestamp_millis();
     let min_age_ms = i64::try_from(options.min_age.as_millis()).unwrap_or(i64::MAX);
@@ -179,7 +180,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
             report.bytes_before += bytes;
             continue;
         };
-        let base = output_base(files);
+        let base = output_base(files, &settings);
         let prefix = format!("{}/{partition}/{base}", table.generation());
         runtime.block_on(writer.pending(&prefix))?;
         let merged = merge(runtime, table, partition, &base, files, &data, options)?;
@@ -200,7 +201,9 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
             runtime.block_on(table.checkpoint())?;
         }
         report.vacuumed = runtime.block_on(table.vacuum(options.retention, false))?.len();
-        runtime.block_on(writer.finish())?;
+        if let Err(e) = runtime.block_on(writer.finish()) {
+            tracing::warn!(error = %e, "could not remove the compaction's writer record; it goes stale once this process exits");
+        }
     } else {
         report.vacuumed = runtime.block_on(table.vacuum(options.retention, true))?.len();
     }
@@ -215,6 +218,8 @@ fn commit(runtime: &Handle, table: &Table, writer: &Writer, batch: Batch, report
     if batch.removed.is_empty() {
         return Ok(());
     }
+    // Announced files are only safe while the announcement is alive.
+    writer.ensure_current()?;
     match runtime.block_on(table.commit_compaction(&batch.removed, &batch.added)) {
         Ok(version) => {
             tracing::info!(version, removed = batch.removed.len(), added = batch.added.len(), "compaction committed");
@@ -364,7 +369,7 @@ impl MergedWriter {
 /// The merged files' names: `compacted-<hash>`, the hash of each shard's first and last
 /// position over the partition's `part-<shard>-<first>-<last>` files (and of any other file's
 /// name). The same rows give the same name, however flushes cut them.
-fn output_base(files: &[LiveFile]) -> String {
+fn output_base(files: &[LiveFile], settings: &str) -> String {
     let mut shards: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut others = Vec::new();
     for file in files {
@@ -378,7 +383,10 @@ fn output_base(files: &[LiveFile]) -> String {
             None => others.push(name.to_string()),
         }
     }
-    let mut key = String::new();
+    // The settings that shape the merged bytes: two compactions with other ones (the consumer's
+    // --compact and kappa-replay compact with another --target-file-size) must not write the
+    // same names with other contents.
+    let mut key = format!("{settings};");
     for (shard, (first, last)) in &shards {
         key.push_str(&format!("{shard}:{first}-{last};"));
     }
@@ -451,8 +459,9 @@ mod tests {
         ];
         let replayed =
             [live("part-shard-0-00000000000000000001-00000000000000000020.parquet"), live("part-s1-00000000000000000003-00000000000000000004.parquet")];
-        assert_eq!(output_base(&live_table), output_base(&replayed));
-        assert_ne!(output_base(&live_table), output_base(&replayed[..1]));
-        assert!(output_base(&replayed).starts_with(COMPACTED_PREFIX));
+        assert_eq!(output_base(&live_table, "s"), output_base(&replayed, "s"));
+        assert_ne!(output_base(&live_table, "s"), output_base(&replayed[..1], "s"));
+        assert_ne!(output_base(&live_table, "s"), output_base(&live_table, "other settings"), "other settings, other names");
+        assert!(output_base(&replayed, "s").starts_with(COMPACTED_PREFIX));
     }
 }

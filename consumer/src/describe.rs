@@ -53,7 +53,7 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
     let partition_columns = lake_table.partition_columns()?;
     let mut partitions: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for file in &files {
-        let path = table_root.join(kappa_table::delta::decoded_path(&file.path));
+        let path = table_root.join(&file.path);
         let reader =
             SerializedFileReader::new(std::fs::File::open(&path).with_context(|| format!("opening {} (a file the Delta log names)", path.display()))?)?;
         let rows = reader.metadata().file_metadata().num_rows() as u64;
@@ -81,7 +81,7 @@ pub fn describe(runtime: &tokio::runtime::Runtime, lake: &str, table_name: &str,
         if printed >= limit {
             break;
         }
-        let path = table_root.join(kappa_table::delta::decoded_path(&file.path));
+        let path = table_root.join(&file.path);
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.with_batch_size(limit).build()?;
         for batch in reader {
             let batch = batch?;

@@ -232,6 +232,7 @@ impl Run<'_> {
             // positions the switch handed over: the next round reads them again. SQS messages
             // not yet deleted come back after their visibility timeout.
             source.stop();
+            pipeline.close();
             return Ok(Ending::Switched { from: generation, to: current });
         }
         source.stop();
@@ -246,6 +247,7 @@ impl Run<'_> {
                 Err(e) => tracing::warn!(error = %e, "compaction at the end of the run failed; the next run tries again"),
             }
         }
+        pipeline.close();
         Ok(Ending::Done)
     }
 }

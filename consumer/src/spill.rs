@@ -58,37 +58,67 @@ pub struct SpillError {
 pub struct SpillDir {
     dir: PathBuf,
     next_file: u64,
-    /// Locked while this process runs: others take the directory for a live one's.
-    _lock: File,
+    /// `<dir>.lock`, locked while this process runs: others take the directory for a live one's.
+    lock: (PathBuf, File),
 }
 
 impl SpillDir {
     /// Creates this process's directory for the table generation at `location` (canonical)
     /// under `root`, and removes the ones of the same table that ended processes left.
+    ///
+    /// The lock comes first and lives beside the directory (`<dir>.lock`): a neighbour looking
+    /// for leftovers never finds this directory without its lock held.
     pub fn open(root: &Path, table: &str, location: &str) -> Result<SpillDir, SpillError> {
         let family = dir_name(table, location);
         let dir = root.join(format!("{family}-{}", std::process::id()));
         let error = |source| SpillError { dir: dir.clone(), source };
         std::fs::create_dir_all(root).map_err(error)?;
+        let lock_path = lock_of(&dir);
+        // A neighbour checking whether this pid's directory is a leftover (a process before us
+        // had this pid) holds the lock for a moment, and then removes the file: wait, and make
+        // sure the lock held is the file's that is there.
+        let mut attempts = 0;
+        let lock = loop {
+            let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(error)?;
+            let locked = match lock.try_lock() {
+                Ok(()) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let held = lock.metadata().map_err(error)?.ino();
+                    std::fs::metadata(&lock_path).is_ok_and(|there| there.ino() == held)
+                }
+                Err(std::fs::TryLockError::WouldBlock) => false,
+                Err(e) => return Err(error(std::io::Error::other(e.to_string()))),
+            };
+            if locked {
+                break lock;
+            }
+            attempts += 1;
+            if attempts > 100 {
+                return Err(error(std::io::Error::other(format!("could not lock {} within a second", lock_path.display()))));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         for entry in std::fs::read_dir(root).map_err(error)?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let ours = name == family || name.strip_prefix(&family).and_then(|rest| rest.strip_prefix('-')).is_some_and(|pid| pid.parse::<u32>().is_ok());
-            if ours && entry.path() != dir && !is_locked(&entry.path()) {
-                match std::fs::remove_dir_all(entry.path()) {
-                    Ok(()) => tracing::info!(dir = %entry.path().display(), "removed the scratch files of an earlier run"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(SpillError { dir: entry.path(), source: e }),
-                }
+            if !ours || entry.path() == dir || !entry.path().is_dir() {
+                continue;
             }
+            // Held while the directory and its lock file go: its owner is gone.
+            let Some(_held) = stale_lock(&entry.path()) else { continue };
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(dir = %entry.path().display(), "removed the scratch files of an earlier run"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpillError { dir: entry.path(), source: e }),
+            }
+            let _ = std::fs::remove_file(lock_of(&entry.path()));
         }
         // Our own pid's directory is a leftover of a process that had it before (pids repeat).
         match std::fs::remove_dir_all(&dir) {
             Ok(()) | Err(_) => {}
         }
         std::fs::create_dir_all(&dir).map_err(error)?;
-        let lock = File::create(dir.join("lock")).map_err(error)?;
-        lock.try_lock().map_err(|e| error(std::io::Error::other(e.to_string())))?;
-        Ok(SpillDir { dir, next_file: 0, _lock: lock })
+        Ok(SpillDir { dir, next_file: 0, lock: (lock_path, lock) })
     }
 
     pub fn path(&self) -> &Path {
@@ -140,6 +170,8 @@ impl Drop for SpillDir {
         {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove the spill directory");
         }
+        // The directory first, then its lock: a directory is never without its lock while ours.
+        let _ = std::fs::remove_file(&self.lock.0);
     }
 }
 
@@ -383,13 +415,23 @@ fn dir_name(table: &str, location: &str) -> String {
     format!("kappa-{table}-{:016x}", xxhash_rust::xxh3::xxh3_64(location.as_bytes()))
 }
 
-/// True while a running process holds the lock of the scratch directory `dir`.
-fn is_locked(dir: &Path) -> bool {
-    match File::open(dir.join("lock")) {
-        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        // No lock file: a directory of a release before locks, or one being made this instant
-        // (its maker creates the lock right after): left for the next start.
-        Err(_) => dir.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age < std::time::Duration::from_secs(60)),
+/// The lock file of the scratch directory `dir`.
+fn lock_of(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().expect("a scratch directory has a name").to_os_string();
+    name.push(".lock");
+    dir.with_file_name(name)
+}
+
+/// The lock of the scratch directory `dir`, taken, if no running process holds it: then `dir`
+/// is a leftover. A directory without a lock file is one too (its owner takes the lock before
+/// it makes the directory, and removes the directory before the lock); `Some(None)` then.
+fn stale_lock(dir: &Path) -> Option<Option<File>> {
+    match File::open(lock_of(dir)) {
+        Ok(file) => match file.try_lock() {
+            Ok(()) => Some(Some(file)),
+            Err(_) => None,
+        },
+        Err(_) => Some(None),
     }
 }
 
@@ -411,7 +453,7 @@ mod tests {
         // A killed run's directory (its lock is free), and a running neighbour's (locked).
         let killed = root.path().join(format!("{}-4000000000", dir_name("t", "lake")));
         std::fs::create_dir_all(&killed).unwrap();
-        std::fs::write(killed.join("lock"), b"").unwrap();
+        std::fs::write(lock_of(&killed), b"").unwrap();
         std::fs::write(killed.join("00000001.arrows"), b"from a killed run").unwrap();
         let running = SpillDir::open(root.path(), "t", "lake").unwrap();
         assert!(!killed.exists(), "an earlier run's scratch files are removed");
@@ -419,9 +461,9 @@ mod tests {
             // The same table opened again, as a second process would: its own directory.
             let other = root.path().join(format!("{}-4000000001", dir_name("t", "lake")));
             let lock = {
-                std::fs::create_dir_all(&other).unwrap();
-                let lock = File::create(other.join("lock")).unwrap();
+                let lock = File::create(lock_of(&other)).unwrap();
                 lock.try_lock().unwrap();
+                std::fs::create_dir_all(&other).unwrap();
                 lock
             };
             std::fs::write(other.join("00000001.arrows"), b"a neighbour's").unwrap();

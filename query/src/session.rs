@@ -18,6 +18,7 @@ use deltalake_core::logstore::LogStoreRef;
 use futures::TryStreamExt;
 
 use crate::counting::Scanned;
+use crate::read_only::ReadOnly;
 
 use crate::error::QueryError;
 use crate::lake::LakeTable;
@@ -81,7 +82,7 @@ impl Session {
         // store, and not one delta-rs would register if none were).
         context.runtime_env().register_object_store(&lake.store_url, lake.store.clone());
         let provider = delta_provider(lake.log_store.clone(), lake.snapshot.clone()).await.map_err(|e| sql_error("registering the lake table", e))?;
-        context.register_table(lake.name.as_str(), provider).map_err(|e| sql_error("registering the lake table", e))?;
+        context.register_table(lake.name.as_str(), ReadOnly::wrap(&lake.name, provider)).map_err(|e| sql_error("registering the lake table", e))?;
         let read_only = std::iter::once(lake.name.clone()).chain(registered.iter().cloned()).collect();
         Ok(Session { context, lake, read_only })
     }
@@ -199,7 +200,12 @@ pub async fn register(context: &SessionContext, name: &str, path: &str) -> Resul
     } else {
         return Err(bad("not a Delta table, Parquet or CSV (.csv) file".into()));
     };
-    result.map_err(|e| bad(e.to_string()))
+    result.map_err(|e| bad(e.to_string()))?;
+    // Read-only, as the lake's table is (see read_only.rs).
+    let provider = context.table_provider(name).await.map_err(|e| bad(e.to_string()))?;
+    context.deregister_table(name).map_err(|e| bad(e.to_string()))?;
+    context.register_table(name, ReadOnly::wrap(name, provider)).map_err(|e| bad(e.to_string()))?;
+    Ok(())
 }
 
 /// Reads a CSV into memory once and registers its batches. A dimension table's row count

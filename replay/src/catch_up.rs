@@ -134,3 +134,14 @@ pub(crate) fn read_up_to(
 fn pipeline_read(pipeline: &Pipeline) -> u64 {
     pipeline.routed_rows().values().sum()
 }
+
+/// True if the replay read some shard past what the live consumer had committed at `live`:
+/// those rows are in the new generation only, as they should be (the consumer goes on after
+/// them once switched).
+pub(crate) fn ahead_of(pipeline: &Pipeline, live: &LiveAt) -> bool {
+    pipeline
+        .shard_names()
+        .iter()
+        .enumerate()
+        .any(|(i, name)| pipeline.last_read(i as u32).is_some_and(|read| live.committed.get(name).is_none_or(|committed| read > *committed)))
+}

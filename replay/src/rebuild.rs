@@ -179,9 +179,15 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             && let Some(generation) = resumable(&store, &name, &config.origin).await?
         {
             writer.writes(&generation).await?;
-            // A gc that took it before the announcement: start a new one instead.
+            // A gc that took it before the announcement, or another replay that chose it at the
+            // same moment: start a new one instead.
             let record = generation::records(&store, &name).await?.into_iter().find(|r| r.generation == generation);
-            if record.is_some_and(|r| r.removed_ms.is_none()) {
+            let host = kappa_table::writers::host_name();
+            let rivals = kappa_table::writers::alive(&store, &name)
+                .await?
+                .into_iter()
+                .any(|w| w.generation.as_deref() == Some(generation.as_str()) && !(w.host == host && w.pid == std::process::id()));
+            if record.is_some_and(|r| r.removed_ms.is_none()) && !rivals {
                 return Ok::<_, kappa_table::TableError>((generation, true));
             }
         }
@@ -289,31 +295,38 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             live_at = at;
             caught_up_rows += rows;
         }
-        let summary = stats.summary();
-        let state = pipeline.state().clone();
-        let table = pipeline.table().clone();
-
         // 6. Check, compare, switch.
-        let foreign = match &previous {
-            Some(_) => runtime.block_on(kappa_table::switch::foreign_changes(&store, &name))?,
+        let mut scan = match &previous {
+            Some(_) => runtime.block_on(kappa_table::switch::foreign_scan(&store, &name, None))?,
             None => None,
         };
-        let verify = if config.verify {
-            // A continued generation's earlier rows were routed by the runs before: for them, the
-            // rows each flush recorded stand in.
+        let check = |pipeline: &Pipeline| -> Result<VerifyReport, ReplayError> {
+            // A continued generation's earlier rows were routed by the runs before: for them,
+            // the rows each flush recorded stand in.
+            let table = pipeline.table().clone();
             let routed = match &continued {
                 Some(_) => runtime.block_on(crate::verify::committed_rows(&table))?,
                 None => pipeline.routed_rows(),
             };
-            Some(runtime.block_on(crate::verify::verify(&table, &state, &routed, &summary))?)
-        } else {
-            None
+            runtime.block_on(crate::verify::verify(&table, pipeline.state(), &routed, &stats.summary()))
         };
+        let mut verify = if config.verify { Some(check(&pipeline)?) } else { None };
         let compare = match (&previous, config.compare) {
             (Some(live), true) => {
-                let carried: Vec<String> = foreign.as_ref().map(|f| f.appended.keys().cloned().collect()).unwrap_or_default();
+                let carried: Vec<String> = scan.as_ref().map(|f| f.changes.appended.keys().cloned().collect()).unwrap_or_default();
                 let at = live_at.as_ref().map(|l| l.version);
-                Some(runtime.block_on(crate::verify::compare(&store, &name, live, at, &carried, &new_generation, config.schema.is_some()))?)
+                // Rows the replay read past what the live consumer had committed are expected
+                // to be only in the new generation (the consumer goes on after them).
+                let ahead = live_at.as_ref().is_some_and(|live| crate::catch_up::ahead_of(&pipeline, live));
+                let what = crate::verify::Comparison {
+                    live,
+                    at,
+                    carried: &carried,
+                    new: &new_generation,
+                    schema_change_asked: config.schema.is_some(),
+                    new_rows_expected: ahead,
+                };
+                Some(runtime.block_on(crate::verify::compare(&store, &name, what))?)
             }
             (None, true) => {
                 tracing::warn!("--compare: the table had no current generation to compare with");
@@ -321,31 +334,44 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             }
             _ => None,
         };
-        let checks_pass = verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
         let mut switched = None;
-        if config.switch {
-            if checks_pass {
-                let mut rounds = 0;
-                let done = loop {
-                    let request = kappa_table::switch::SwitchRequest {
-                        generation: new_generation.clone(),
-                        expected: previous.clone(),
-                        at_version: live_at.as_ref().map(|l| l.version),
-                        discard_foreign: config.discard_foreign,
-                    };
-                    match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
-                        Ok(done) => break done,
-                        // The live consumer committed between the catch-up and the switch: again.
-                        Err(kappa_table::TableError::SwitchConflict { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
-                            rounds += 1;
-                            tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
-                            let (at, rows) = catching.round(&mut pipeline)?;
-                            live_at = at;
-                            caught_up_rows += rows;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+        let checks_pass = |verify: &Option<VerifyReport>| verify.as_ref().is_none_or(|v| v.ok) && compare.as_ref().is_none_or(|c| c.ok);
+        if config.switch && !checks_pass(&verify) {
+            tracing::error!("not switching: the checks found differences (see above)");
+        } else if config.switch {
+            let mut rounds = 0;
+            switched = loop {
+                let request = kappa_table::switch::SwitchRequest {
+                    generation: new_generation.clone(),
+                    expected: previous.clone(),
+                    at_version: live_at.as_ref().map(|l| l.version),
+                    discard_foreign: config.discard_foreign,
+                    scan: scan.clone(),
                 };
+                match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
+                    Ok(done) => break Some(done),
+                    // The live consumer committed between the catch-up and the switch (the
+                    // table still holds the same generation): catch up again.
+                    Err(kappa_table::TableError::VersionMoved { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
+                        rounds += 1;
+                        tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
+                        let (at, rows) = catching.round(&mut pipeline)?;
+                        live_at = at;
+                        caught_up_rows += rows;
+                        scan = runtime.block_on(kappa_table::switch::foreign_scan(&store, &name, scan.take()))?;
+                        if config.verify {
+                            // What the rounds added is checked too.
+                            verify = Some(check(&pipeline)?);
+                            if !checks_pass(&verify) {
+                                tracing::error!("not switching: the checks found differences after catching up (see above)");
+                                break None;
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if let Some(done) = &switched {
                 tracing::info!(generation = %new_generation, switch = done.pointer.switch, "readers now resolve the new generation");
                 if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
                     // The switch is made; a catalog that did not follow is said, and the next
@@ -355,9 +381,6 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
                         Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
                     }
                 }
-                switched = Some(done);
-            } else {
-                tracing::error!("not switching: the checks found differences (see above)");
             }
         }
         let mut run = stats.summary();

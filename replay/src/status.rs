@@ -60,6 +60,13 @@ pub(crate) fn gc(runtime: &Runtime, location: &TableLocation, keep: usize, reten
     let mut removed = 0;
     for old in complete.iter().skip(keep).chain(incomplete.iter()) {
         let generation = &old.record.generation;
+        // Time travel to the versions before the switch away from it reads its files for the
+        // retention (also when the log's memory of removed files is shorter than that).
+        let readable_until = old.record.retired_ms.map(|at| at + retention.as_millis() as i64);
+        if let Some(until) = readable_until.filter(|until| *until > chrono::Utc::now().timestamp_millis()) {
+            println!("left {generation}: versions before the switch away from it stay readable by time travel until {} (--retention)", time(until));
+            continue;
+        }
         // Incomplete when listed, but a replay may have finished it since: then it is the
         // newest complete one, not an abandoned one.
         if !old.complete && runtime.block_on(generation::is_complete(&store, name, generation))? {

@@ -23,6 +23,10 @@ pub enum TableError {
          switch won); stop the consumer, check `kappa-replay status` and switch again if still wanted"
     )]
     SwitchConflict { table: String, generation: String },
+    /// A switch asked to be made on a version that is no longer the latest: a consumer
+    /// committed meanwhile (the generation is still the one expected); catch up and try again.
+    #[error("table {table}: the table moved past version {version} before the switch to {generation} was made")]
+    VersionMoved { table: String, generation: String, version: u64 },
     /// Boxed: delta-rs's errors are large, and every result of the pipeline carries this type.
     #[error(transparent)]
     Delta(Box<crate::delta::DeltaError>),

@@ -116,13 +116,13 @@ pub async fn summaries(store: &Store, table: &str) -> Result<Vec<GenerationSumma
                 Ok(mut then) => then.totals().await?,
                 Err(_) => crate::delta::VersionTotals::default(),
             };
-            let staged = Table::open_generation(store.clone(), table, &record.generation).load_state().await?;
-            let totals = Totals { rows: then.rows, files: then.files, bytes: then.bytes, quarantined: staged.totals.quarantined };
-            GenerationSummary { current: false, complete: true, versions, commits: staged.last_commit, totals, record }
+            let (commits, staged) = Table::open_generation(store.clone(), table, &record.generation).staged_totals().await?;
+            let totals = Totals { rows: then.rows, files: then.files, bytes: then.bytes, quarantined: staged.quarantined };
+            GenerationSummary { current: false, complete: true, versions, commits, totals, record }
         } else {
-            let state = Table::open_generation(store.clone(), table, &record.generation).load_state().await?;
+            let (commits, totals) = Table::open_generation(store.clone(), table, &record.generation).staged_totals().await?;
             let complete = is_complete(store, table, &record.generation).await?;
-            GenerationSummary { current: false, complete, versions: None, commits: state.last_commit, totals: state.totals, record }
+            GenerationSummary { current: false, complete, versions: None, commits, totals, record }
         };
         summaries.push(summary);
     }
@@ -209,9 +209,9 @@ mod tests {
         table.write_schema(1, &schema).await.unwrap();
         let layout = Layout { partition_by: "day".into(), event_time: None };
         table.settle_layout(&layout).await.unwrap();
-        table.put_object("year=2025/month=03/day=19/a.parquet", Bytes::from_static(b"x")).await.unwrap();
+        table.put_object("year=2025/month=03/day=19/part-a.parquet", Bytes::from_static(b"x")).await.unwrap();
         let file = crate::state::DataFile {
-            path: "year=2025/month=03/day=19/a.parquet".into(),
+            path: "year=2025/month=03/day=19/part-a.parquet".into(),
             partition: "year=2025/month=03/day=19".into(),
             rows: 1,
             bytes: 1,
@@ -264,7 +264,7 @@ mod tests {
         // The table holds the second generation's file alone, partitioned without touching the
         // data's own `day` column; the consumer resumes where the replay ended.
         let mut lake = LakeTable::open("t", &location(&store, "t").unwrap()).await.unwrap().unwrap();
-        assert_eq!(lake.files().await.unwrap(), vec![format!("{second}/year=2025/month=03/day=19/a.parquet")]);
+        assert_eq!(lake.files().await.unwrap(), vec![format!("{second}/year=2025/month=03/day=19/part-a.parquet")]);
         assert_eq!(lake.partition_columns().unwrap(), vec!["year", "month", "kappa_day"]);
         let live = Table::open_or_create(store.clone(), "t").await.unwrap().load_state().await.unwrap();
         assert_eq!((live.last_commit, live.resume["0"].as_str(), live.totals.rows), (3, "7", 1));
@@ -274,7 +274,7 @@ mod tests {
         let week = std::time::Duration::from_secs(7 * 86400);
         assert!(remove(&store, "t", &second, week).await.is_err());
         assert_eq!(remove(&store, "t", &first, week).await.unwrap(), Removal { deleted: 0, kept: 1 });
-        assert!(store.get(&format!("t/{first}/year=2025/month=03/day=19/a.parquet")).await.is_ok());
+        assert!(store.get(&format!("t/{first}/year=2025/month=03/day=19/part-a.parquet")).await.is_ok());
         assert!(records(&store, "t").await.unwrap().iter().all(|r| r.removed_ms.is_none()), "nothing marked removed");
         assert!(remove(&store, "t", &first, std::time::Duration::ZERO).await.unwrap().deleted > 0);
         // Its number is never given out again.

@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use kappa_common::store::Store;
 
 use crate::TableError;
-use crate::delta::{DeltaError, ForeignChanges, LakeTable, TableSetup};
+use crate::delta::{DeltaError, ForeignChanges, ForeignScan, GENERATION_SINCE_PROPERTY, LakeTable, TableSetup};
 use crate::generation::{Pointer, current};
 use crate::registry::{is_complete, records, retire};
 use crate::state::{CONSUMER_APP_ID, Commit, FORMAT, GENERATION_PROPERTY, Layout};
@@ -41,6 +41,10 @@ pub struct SwitchRequest {
     pub at_version: Option<u64>,
     /// Switch even when other writers' changes cannot be carried over (they are dropped).
     pub discard_foreign: bool,
+    /// What other writers did, as scanned up to an earlier version (a replay scans before it
+    /// switches): only the versions since are read, so the switch is not held up by the whole
+    /// history while a consumer commits.
+    pub scan: Option<ForeignScan>,
 }
 
 /// What a switch did.
@@ -59,14 +63,18 @@ pub async fn switch(store: &Store, table: &str, request: &SwitchRequest) -> Resu
     let writer = crate::writers::Writer::register(store, table, "switch", Some(&request.generation)).await?;
     writer.pending(&format!("{}/", request.generation)).await?;
     let switched = announced(store, table, request).await;
-    writer.finish().await?;
+    // The switch is made (or not) whatever happens to the record: it goes stale by itself.
+    if let Err(e) = writer.finish().await {
+        tracing::warn!(error = %e, "could not remove the switch's writer record; it goes stale once this process exits");
+    }
     switched
 }
 
-/// Other writers' changes to the current generation, as a switch would find them now.
-pub async fn foreign_changes(store: &Store, table: &str) -> Result<Option<ForeignChanges>, TableError> {
+/// Other writers' changes to the current generation, as a switch would find them now,
+/// continuing `previous` (see [`SwitchRequest::scan`]).
+pub async fn foreign_scan(store: &Store, table: &str, previous: Option<ForeignScan>) -> Result<Option<ForeignScan>, TableError> {
     match LakeTable::open(table, &location(store, table)?).await? {
-        Some(lake) => Ok(Some(lake.foreign_changes().await?)),
+        Some(lake) => Ok(Some(lake.foreign_scan(previous).await?)),
         None => Ok(None),
     }
 }
@@ -98,11 +106,6 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
     }
     let location = location(store, table)?;
     let lake = LakeTable::open(table, &location).await?;
-    if let (Some(version), Some(lake)) = (request.at_version, &lake)
-        && lake.version() != Some(version)
-    {
-        return Err(conflict());
-    }
     let live = match &lake {
         Some(lake) => Some(lake.configuration()?.get(GENERATION_PROPERTY).cloned().unwrap_or_default()),
         None => None,
@@ -110,18 +113,30 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
     if request.expected.is_some() && live != request.expected {
         return Err(conflict());
     }
-    let span = match &lake {
-        Some(lake) => lake.spans().await?.into_iter().rev().find(|s| s.generation == generation),
-        None => None,
-    };
-    let target = match span {
-        Some(span) => replaced(table, &location, store, generation, span.last).await?,
-        None => staged(store, table, generation, lake.as_ref()).await?,
+    let moved = |version: u64| TableError::VersionMoved { table: table.to_string(), generation: generation.to_string(), version };
+    if let (Some(version), Some(lake)) = (request.at_version, &lake)
+        && lake.version() != Some(version)
+    {
+        return Err(moved(version));
+    }
+    // A generation readers read before (a switch replaced it) comes back as the log last held
+    // it; its own log, if it has one, stopped when it went live.
+    let target = match (&lake, record.retired_ms) {
+        (Some(lake), Some(_)) => match lake.spans().await?.into_iter().rev().find(|s| s.generation == generation) {
+            Some(span) => replaced(table, &location, store, generation, span.last).await?,
+            None => {
+                return Err(invalid(format!(
+                    "{generation} was current before, but the Delta log no longer holds its versions (log retention): it cannot come back as \
+                     readers last read it; replay the source into a new generation instead"
+                )));
+            }
+        },
+        _ => staged(store, table, generation, lake.as_ref()).await?,
     };
     // Other writers' changes since the current generation became current.
     let (mut keep, mut carried_rows, mut discarded) = (Vec::new(), 0, Vec::new());
     if let Some(lake) = &lake {
-        let mut changes = lake.foreign_changes().await?;
+        let mut changes = lake.foreign_scan(request.scan.clone()).await?.changes;
         if !changes.appended.is_empty()
             && let Some(why) = uncarriable(lake, &target.setup)?
         {
@@ -177,6 +192,10 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
         retire(store, table, live, now_ms).await?;
     }
     let carried_files = keep.len();
+    // The switch's own version (made on the loaded version only): where the next switch reads
+    // what happened to this generation from.
+    let mut setup = target.setup;
+    setup.configuration.insert(GENERATION_SINCE_PROPERTY.to_string(), (lake.version().map_or(0, |v| v + 1)).to_string());
     let commit = crate::delta::Commit {
         app_id: CONSUMER_APP_ID.to_string(),
         counter,
@@ -188,7 +207,7 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
         replace_all: true,
         keep,
         restore,
-        setup: Some(target.setup),
+        setup: Some(setup),
         state: serde_json::to_value(&handed_over).expect("serializes"),
     };
     match lake.commit(commit).await {
@@ -199,7 +218,16 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
             let pointer = Pointer { switch: version, generation: generation.to_string(), switched_ms: now_ms, previous: live };
             Ok(Switched { pointer, carried_files, carried_rows, discarded })
         }
-        Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. } | DeltaError::FilesGone { .. }) => Err(conflict()),
+        // Lost to a commit made meanwhile: a consumer's (the same generation, moved on), or
+        // another switch's.
+        Err(DeltaError::ConcurrentWriter { .. } | DeltaError::Raced { .. } | DeltaError::FilesGone { .. }) => {
+            let now = LakeTable::open(table, &location).await?;
+            let still = now.as_ref().and_then(|l| l.configuration().ok()?.get(GENERATION_PROPERTY).cloned());
+            match (request.at_version, still == live) {
+                (Some(version), true) => Err(moved(version)),
+                _ => Err(conflict()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -263,7 +291,8 @@ async fn replaced(table: &str, location: &crate::delta::TableLocation, store: &S
     let restore = then.add_actions().await?;
     // Every file must still be there: a vacuum after the switch may have removed them.
     let present: HashSet<String> = store.list(&format!("{table}/")).await?.into_iter().map(|o| o.path[table.len() + 1..].to_string()).collect();
-    let missing: Vec<&str> = restore.iter().map(|a| a.path.as_str()).filter(|p| !present.contains(&crate::delta::decoded_path(p))).collect();
+    // The snapshot's paths are decoded, as the store names objects.
+    let missing: Vec<&str> = restore.iter().map(|a| a.path.as_str()).filter(|p| !present.contains(*p)).collect();
     if let Some(example) = missing.first() {
         return Err(invalid(format!(
             "{generation} cannot come back: {} of its {} files are gone (vacuumed after the switch replaced it; e.g. {example}); replay the source into a new generation instead",

@@ -17,9 +17,12 @@
 //! sees the announcement, or it sees the commit: either way it leaves the object.
 //!
 //! A record is alive while its heartbeat is younger than [`WRITER_STALE_MS`], judged by the
-//! wall clock (hosts are assumed within seconds of each other; the margin is a minute), and
-//! on the writer's own host while its process runs: a writer killed on this machine frees its
-//! prefixes at once, not a minute later.
+//! wall clock (hosts are assumed within seconds of each other; the margin is a minute), and,
+//! when the observer shares the writer's kernel and process namespace (same host name, boot and
+//! pid namespace: not merely the same host name, which containers may share), while its
+//! process runs: a writer killed on this machine frees its prefixes at once, not a minute
+//! later. A writer whose own renewals fail for half that time stops before it commits
+//! ([`Writer::ensure_current`]): others may already take it for dead.
 
 use bytes::Bytes;
 use kappa_common::store::{Store, StoreError};
@@ -47,12 +50,21 @@ pub struct WriterRecord {
     pub process_start: Option<u64>,
     pub started_ms: i64,
     pub heartbeat_ms: i64,
+    /// The kernel's boot and the process's pid namespace: a pid means this process only where
+    /// both are the observer's too.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    #[serde(default)]
+    pub pid_namespace: Option<String>,
     /// The generation it writes, when it writes a replay's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
     /// Prefixes of objects (relative to the table) it stores and has not committed yet.
     #[serde(default)]
     pub pending: Vec<String>,
+    /// A consumer: the generation whose `part-` files it stores before each commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushes: Option<String>,
 }
 
 impl WriterRecord {
@@ -61,15 +73,21 @@ impl WriterRecord {
         if now_ms - self.heartbeat_ms >= WRITER_STALE_MS {
             return false;
         }
-        if self.host == host_name() {
+        let (here, boot, namespace) = process_space();
+        if self.host == here && self.boot_id.as_deref() == boot && self.pid_namespace.as_deref() == namespace && boot.is_some() && namespace.is_some() {
             return process_start(self.pid).is_some_and(|start| self.process_start.is_none_or(|recorded| recorded == start));
         }
         true
     }
 
-    /// True if `path` (relative to the table) lies under one of its pending prefixes.
+    /// True if `path` (relative to the table) lies under one of its pending prefixes, or is a
+    /// `part-` file of the generation it flushes into.
     pub fn covers(&self, path: &str) -> bool {
-        self.pending.iter().any(|prefix| path.starts_with(prefix.as_str()))
+        let flushed = self.flushes.as_ref().is_some_and(|generation| {
+            path.strip_prefix(generation.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                && path.rsplit('/').next().is_some_and(|name| name.starts_with("part-"))
+        });
+        flushed || self.pending.iter().any(|prefix| path.starts_with(prefix.as_str()))
     }
 }
 
@@ -123,6 +141,8 @@ pub struct Writer {
     store: Store,
     path: String,
     record: std::sync::Arc<tokio::sync::Mutex<WriterRecord>>,
+    /// When the record was last written successfully (ms).
+    renewed: std::sync::Arc<std::sync::atomic::AtomicI64>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
@@ -134,6 +154,7 @@ impl Writer {
         let pid = std::process::id();
         let host = host_name();
         let id = format!("{kind}-{host}-{pid}-{now_ms}");
+        let (_, boot, namespace) = process_space();
         let record = WriterRecord {
             id: id.clone(),
             kind: kind.to_string(),
@@ -142,28 +163,51 @@ impl Writer {
             process_start: process_start(pid),
             started_ms: now_ms,
             heartbeat_ms: now_ms,
+            boot_id: boot.map(str::to_string),
+            pid_namespace: namespace.map(str::to_string),
             generation: generation.map(str::to_string),
             pending: Vec::new(),
+            flushes: None,
         };
         let path = format!("{}{id}.json", writers_prefix(table));
         store.put(&path, serialize(&record)).await?;
         let record = std::sync::Arc::new(tokio::sync::Mutex::new(record));
+        let renewed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms));
         let heartbeat = {
-            let (store, path, record) = (store.clone(), path.clone(), record.clone());
+            let (store, path, record, renewed) = (store.clone(), path.clone(), record.clone(), renewed.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(WRITER_HEARTBEAT);
                 tick.tick().await; // the first tick is now: the record was just written
                 loop {
                     tick.tick().await;
                     let mut record = record.lock().await;
-                    record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
-                    if let Err(e) = store.put(&path, serialize(&record)).await {
-                        tracing::warn!(error = %e, record = %path, "cannot renew this writer's record; other tools take it for dead after a minute");
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    record.heartbeat_ms = now_ms;
+                    match store.put(&path, serialize(&record)).await {
+                        Ok(()) => renewed.store(now_ms, std::sync::atomic::Ordering::Release),
+                        Err(e) => tracing::warn!(error = %e, record = %path, "cannot renew this writer's record; other tools take it for dead after a minute"),
                     }
                 }
             })
         };
-        Ok(Writer { store: store.clone(), path, record, heartbeat })
+        Ok(Writer { store: store.clone(), path, record, renewed, heartbeat })
+    }
+
+    /// Fails if this writer's record was last renewed too long ago for others to still take it
+    /// for alive (a store outage): what it announced may be deleted, so it must not commit.
+    pub fn ensure_current(&self) -> Result<(), TableError> {
+        let age = chrono::Utc::now().timestamp_millis() - self.renewed.load(std::sync::atomic::Ordering::Acquire);
+        if age > WRITER_STALE_MS / 2 {
+            return Err(TableError::Invalid {
+                table: self.path.split('/').next().unwrap_or_default().to_string(),
+                reason: format!(
+                    "this writer could not renew its record ({}) for {} s: other tools may take it for dead; stopping before it commits",
+                    self.path,
+                    age / 1000
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Announces that objects under `prefix` (relative to the table) are about to be stored:
@@ -174,7 +218,20 @@ impl Writer {
             record.pending.push(prefix.to_string());
         }
         record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
-        Ok(self.store.put(&self.path, serialize(&record)).await?)
+        self.store.put(&self.path, serialize(&record)).await?;
+        self.renewed.store(record.heartbeat_ms, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Says this writer (a consumer) stores `part-` files in `generation` before its commits:
+    /// another process's restart must not take them for an interrupted flush's.
+    pub async fn flushes_into(&self, generation: &str) -> Result<(), TableError> {
+        let mut record = self.record.lock().await;
+        record.flushes = Some(generation.to_string());
+        record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
+        self.store.put(&self.path, serialize(&record)).await?;
+        self.renewed.store(record.heartbeat_ms, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Says this writer writes `generation` (and announces its whole prefix), replacing what it
@@ -185,7 +242,9 @@ impl Writer {
         record.generation = Some(generation.to_string());
         record.pending = vec![format!("{generation}/")];
         record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
-        Ok(self.store.put(&self.path, serialize(&record)).await?)
+        self.store.put(&self.path, serialize(&record)).await?;
+        self.renewed.store(record.heartbeat_ms, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// Withdraws prefixes: their objects are committed now, or were removed.
@@ -193,7 +252,9 @@ impl Writer {
         let mut record = self.record.lock().await;
         record.pending.retain(|p| !prefixes.contains(p));
         record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
-        Ok(self.store.put(&self.path, serialize(&record)).await?)
+        self.store.put(&self.path, serialize(&record)).await?;
+        self.renewed.store(record.heartbeat_ms, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// The writer is done: its record goes.
@@ -229,6 +290,17 @@ pub fn host_name() -> String {
     .clone()
 }
 
+/// This machine's name, its boot's id and this process's pid namespace, as records carry them.
+fn process_space() -> (String, Option<&'static str>, Option<&'static str>) {
+    static SPACE: std::sync::OnceLock<(Option<String>, Option<String>)> = std::sync::OnceLock::new();
+    let (boot, namespace) = SPACE.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|b| b.trim().to_string());
+        let namespace = std::fs::read_link("/proc/self/ns/pid").ok().map(|n| n.display().to_string());
+        (boot, namespace)
+    });
+    (host_name(), boot.as_deref(), namespace.as_deref())
+}
+
 /// When process `pid` started (field 22 of `/proc/<pid>/stat`), if it runs.
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -252,6 +324,10 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].covers("gen-000001/day=1/compacted-ab-0000.parquet"));
         assert!(!found[0].covers("gen-000001/day=2/compacted-ab-0000.parquet"));
+        writer.flushes_into("gen-000001").await.unwrap();
+        let found = alive(&store, "t").await.unwrap();
+        assert!(found[0].covers("gen-000001/day=1/part-0-1-9.parquet") && !found[0].covers("gen-000002/day=1/part-0-1-9.parquet"));
+        assert!(!found[0].covers("gen-000001/day=1/notes.txt"));
         writer.settled(&["gen-000001/day=1/compacted-ab".to_string()]).await.unwrap();
         assert!(alive(&store, "t").await.unwrap()[0].pending.is_empty());
         writer.finish().await.unwrap();
@@ -271,8 +347,11 @@ mod tests {
             process_start: None,
             started_ms: 0,
             heartbeat_ms,
+            boot_id: process_space().1.map(str::to_string),
+            pid_namespace: process_space().2.map(str::to_string),
             generation: Some("gen-000002".into()),
             pending: vec!["gen-000001/".into()],
+            flushes: None,
         };
         // A process of this host that no longer runs (pids are below 2^22 on Linux).
         let gone = record(4_000_000_000, now, &host_name());

@@ -33,6 +33,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// taken for a leftover: far longer than any one write.
 pub(super) const TEMP_STALE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
+/// How old a temporary file whose process does not run here must be before it is taken for a
+/// leftover.
+pub(super) const TEMP_ORPHANED: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The writing process of a temporary file `.NAME.PID.N.tmp`.
 fn temp_file_pid(name: &str) -> Option<u32> {
     let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
@@ -120,9 +124,10 @@ impl LocalStore {
 
     /// Deletes the temporary files (`.NAME.PID.N.tmp`) under `prefix` that writes cut off
     /// left behind: a process killed mid-write, or one from before writes cleaned up after
-    /// themselves. One is stale when its process (named in it) no longer runs on this machine,
-    /// or when it is older than [`TEMP_STALE`] (another machine's, on a shared file system).
-    /// Returns how many were deleted.
+    /// themselves. One is stale when no process of that id runs here and it is older than
+    /// [`TEMP_ORPHANED`] (no write takes that long; and a pid not seen here may be a running
+    /// process of another container or machine sharing the directory), or when it is older than
+    /// [`TEMP_STALE`] whatever its process. Returns how many were deleted.
     pub fn remove_stale_temporary(&self, prefix: &str) -> Result<usize, StoreError> {
         let mut removed = 0;
         let mut stack = vec![self.full(prefix.trim_end_matches('/'))];
@@ -141,9 +146,10 @@ impl LocalStore {
                 }
                 let name = entry.file_name().to_string_lossy().to_string();
                 let Some(pid) = temp_file_pid(&name) else { continue };
-                let old = metadata.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > TEMP_STALE);
+                let age = metadata.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
                 let own = pid == std::process::id();
-                if !own && (old || !Path::new(&format!("/proc/{pid}")).exists()) {
+                let orphaned = age > TEMP_ORPHANED && !Path::new(&format!("/proc/{pid}")).exists();
+                if !own && (orphaned || age > TEMP_STALE) {
                     tracing::info!(file = %path.display(), "removing a temporary file a write that was cut off left");
                     match std::fs::remove_file(&path) {
                         Ok(()) => removed += 1,
@@ -203,8 +209,9 @@ impl LocalStore {
                 }
                 let relative = path.strip_prefix(&self.root).expect("under the root").to_string_lossy().replace('\\', "/");
                 if relative.starts_with(prefix) {
-                    let size = entry.metadata().map_err(io(&path))?.len();
-                    out.push(ObjectMeta { path: relative, size });
+                    let metadata = entry.metadata().map_err(io(&path))?;
+                    let modified_ms = metadata.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
+                    out.push(ObjectMeta { path: relative, size: metadata.len(), modified_ms });
                 }
             }
         }
@@ -247,6 +254,12 @@ mod tests {
         let other = dir.path().join("t/gen-000001/.hidden");
         for path in [&gone, &mine, &other] {
             std::fs::write(path, b"partial").unwrap();
+        }
+        // Just written: its process may run elsewhere (another container), so it stays.
+        assert_eq!(store.remove_stale_temporary("t/").unwrap(), 0);
+        let long_ago = std::time::SystemTime::now() - TEMP_ORPHANED - std::time::Duration::from_secs(60);
+        for path in [&gone, &mine] {
+            File::options().write(true).open(path).unwrap().set_modified(long_ago).unwrap();
         }
         assert_eq!(temp_file_pid(".a.b.parquet.12.0.tmp"), Some(12));
         assert_eq!(temp_file_pid(".12.0.tmp"), None);

@@ -35,6 +35,15 @@ pub enum StoreError {
 pub struct ObjectMeta {
     pub path: String,
     pub size: u64,
+    /// When the object was last written (ms since the epoch), as the store says.
+    pub modified_ms: i64,
+}
+
+impl ObjectMeta {
+    /// How long ago the object was written (zero for a time in the future).
+    pub fn age(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(chrono::Utc::now().timestamp_millis() - self.modified_ms).unwrap_or(0))
+    }
 }
 
 /// A lake's storage: a local directory, or an S3 bucket and prefix.
@@ -170,6 +179,10 @@ pub mod conformance {
         let listed: Vec<(String, u64)> = store.list("t/").await.unwrap().into_iter().map(|o| (o.path, o.size)).collect();
         assert_eq!(listed, vec![("t/_kappa/c/1.json".into(), 5), ("t/a/0.bin".into(), 0), ("t/a/1.bin".into(), 3), ("t/b/2.bin".into(), 2)]);
         assert!(store.list("nothing/").await.unwrap().is_empty());
+        // Each object says when it was written (vacuum's retention for objects no commit names).
+        for object in store.list("t/").await.unwrap() {
+            assert!(object.age() < std::time::Duration::from_secs(600), "{object:?} was written just now");
+        }
         // delete
         store.delete("t/a/1.bin").await.unwrap();
         assert!(matches!(store.get("t/a/1.bin").await, Err(StoreError::NotFound { .. })));

@@ -150,7 +150,8 @@ impl S3Store {
             let page = page.map_err(|e| failure(&full, describe_sdk_error(&e)))?;
             for object in page.contents() {
                 let key = object.key().unwrap_or_default();
-                out.push(ObjectMeta { path: key[strip..].to_string(), size: object.size().unwrap_or(0) as u64 });
+                let modified_ms = object.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0);
+                out.push(ObjectMeta { path: key[strip..].to_string(), size: object.size().unwrap_or(0) as u64, modified_ms });
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));

@@ -120,6 +120,8 @@ pub struct Pipeline {
     /// Chunks reordered by buffer (see [`RowSource::Gathered`]): alive while their token is,
     /// and their memory.
     gathered: Vec<(std::sync::Weak<()>, usize)>,
+    /// The consumer's record among the table's writers (`None` for a replay's generation).
+    writer: Option<kappa_table::writers::Writer>,
 }
 
 fn seq_of(text: &str) -> Option<SequenceNumber> {
@@ -147,6 +149,17 @@ impl Pipeline {
             Some(layout)
         };
         let mut state = runtime.block_on(table.load_state())?;
+        // A consumer says it stores `part-` files in its generation before each commit: another
+        // consumer's start (a rolling deploy overlapping this run) must not delete them as an
+        // interrupted flush's a moment before this one commits them.
+        let writer = match table.is_live() {
+            true => runtime.block_on(async {
+                let writer = kappa_table::writers::Writer::register(table.store(), table.name(), "consumer", None).await?;
+                writer.flushes_into(table.generation()).await?;
+                Ok::<_, TableError>(Some(writer))
+            })?,
+            false => None,
+        };
         let removed = runtime.block_on(table.remove_uncommitted(&state))?;
         if removed > 0 {
             tracing::warn!(removed, "removed objects of an interrupted flush; they will be written again");
@@ -180,6 +193,7 @@ impl Pipeline {
         let horizon = shards.iter().map(|s| state.horizons.get(s).copied().unwrap_or(i64::MIN)).collect();
         let next_close = vec![Closing::NEVER; shards.len()];
         let pipeline = Pipeline {
+            writer,
             table,
             runtime,
             config: config.clone(),
@@ -231,6 +245,16 @@ impl Pipeline {
         &self.table
     }
 
+    /// Withdraws the consumer's writer record: the run is over (what it stored is committed,
+    /// or left for the next start to remove).
+    pub fn close(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Err(e) = self.runtime.block_on(writer.finish())
+        {
+            tracing::warn!(error = %e, "could not remove this consumer's writer record; it goes stale once the process exits");
+        }
+    }
+
     pub fn state(&self) -> &TableState {
         &self.state
     }
@@ -259,7 +283,18 @@ impl Pipeline {
     /// archive objects of flushes that crashed before their commit.
     pub fn set_archive(&mut self, store: kappa_common::store::Store) -> Result<(), PipelineError> {
         let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions);
-        let removed = self.runtime.block_on(archive.remove_uncommitted(self.table.generation(), self.state.last_commit)).map_err(TableError::from)?;
+        // Another consumer still running (a restart overlapping it) may be about to commit the
+        // archive objects past our last commit: they are left for a later start.
+        let host = kappa_table::writers::host_name();
+        let others = self
+            .runtime
+            .block_on(kappa_table::writers::alive(self.table.store(), self.table.name()))?
+            .into_iter()
+            .any(|w| w.kind == "consumer" && !(w.host == host && w.pid == std::process::id()));
+        let removed = match others {
+            true => 0,
+            false => self.runtime.block_on(archive.remove_uncommitted(self.table.generation(), self.state.last_commit)).map_err(TableError::from)?,
+        };
         if removed > 0 {
             tracing::warn!(removed, "removed archive objects of an interrupted flush; they will be written again");
         }

@@ -44,9 +44,8 @@ use url::Url;
 use self::actions::{add_action, metadata, protocol_for};
 pub use self::authors::{Author, Authored};
 pub use self::damage::diagnose;
-pub use self::foreign::ForeignChanges;
-pub use self::reading::decoded as decoded_path;
-pub use self::spans::{Span, VersionTotals};
+pub use self::foreign::{ForeignChanges, ForeignScan};
+pub use self::spans::{GENERATION_SINCE_PROPERTY, Span, VersionTotals};
 
 mod actions;
 mod authors;

@@ -173,9 +173,10 @@ impl LakeTable {
     /// version's files and the removed files it still remembers, those removed before
     /// `removed_since` (ms) left out. What no tool may delete.
     pub async fn named_files(&mut self, removed_since: Option<i64>) -> Result<std::collections::HashSet<String>, DeltaError> {
-        let mut named: std::collections::HashSet<String> = self.files().await?.into_iter().map(|p| decoded(&p)).collect();
+        // The snapshot's paths are decoded already (as the store names objects).
+        let mut named: std::collections::HashSet<String> = self.files().await?.into_iter().collect();
         let tombstones = self.tombstones().await?.into_iter();
-        named.extend(tombstones.filter(|(_, at)| removed_since.is_none_or(|since| *at >= since)).map(|(p, _)| decoded(&p)));
+        named.extend(tombstones.filter(|(_, at)| removed_since.is_none_or(|since| *at >= since)).map(|(p, _)| p));
         Ok(named)
     }
 
@@ -199,9 +200,9 @@ impl LakeTable {
     }
 }
 
-/// A path as the Delta log writes it (a relative URL: `branch=Al%20Giza/…`) as the store
-/// names the object.
-pub fn decoded(path: &str) -> String {
+/// A path as a commit's JSON writes it (a relative URL: `branch=Al%20Giza/…`) as the store
+/// names the object, and as the snapshot's file lists give it (they decode it).
+pub(crate) fn decoded(path: &str) -> String {
     if !path.contains('%') {
         return path.to_string();
     }

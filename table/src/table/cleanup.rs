@@ -128,28 +128,31 @@ impl Table {
         Ok(deleted)
     }
 
-    /// Deletes the files of this generation that commits replaced more than `retention` ago
-    /// (none the current version holds), and merged files no commit names that no running
-    /// compaction announced (left by one killed before its commit). Returns the paths deleted
-    /// (relative to the generation); with `dry_run`, those it would delete. Only files that
-    /// exist are counted: a file vacuumed before is not vacuumed again.
+    /// Vacuums this generation as Delta's VACUUM does, with `retention`: deletes its files that
+    /// no version within the retention names — files a commit removed longer ago than that, and
+    /// files no commit names (a compaction or flush killed before its commit) once they are
+    /// that old — but none a running writer announced. Returns the paths deleted (relative to
+    /// the generation); with `dry_run`, those it would delete. Only files that exist count: a
+    /// file vacuumed before is not counted again.
     pub async fn vacuum(&self, retention: std::time::Duration, dry_run: bool) -> Result<Vec<String>, TableError> {
         let data_prefix = format!("{}/", self.data_prefix());
         let objects = self.store.list(&data_prefix).await?;
-        let writers = crate::writers::alive(&self.store, &self.name).await?;
-        let current: HashSet<String> = self.live_files().await?.into_iter().map(|f| f.path).collect();
-        let replaced: std::collections::HashMap<String, i64> = self.replaced_files().await?.into_iter().collect();
-        let horizon = chrono::Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let protected = Protected::read(&self.store, &self.name, Some(retention)).await?;
+        // Every file a commit removed that the log still remembers, however long ago.
+        let removed: HashSet<String> = self.replaced_files().await?.into_iter().map(|(path, _)| path).collect();
         let mut doomed = Vec::new();
         for object in objects {
             let relative = &object.path[data_prefix.len()..];
-            let announced = writers.iter().any(|w| w.covers(&format!("{}/{relative}", self.generation)));
-            if current.contains(relative) || announced {
-                continue;
+            let in_table = format!("{}/{relative}", self.generation);
+            if protected.is_named(&in_table) {
+                continue; // current, or removed within the retention
             }
-            let expired = match replaced.get(relative) {
-                Some(removed_ms) => *removed_ms < horizon,
-                None => file_name(relative).starts_with(COMPACTED_PREFIX),
+            let expired = if removed.contains(relative) {
+                true
+            } else {
+                // No commit remembers it: in flight if a running writer announced it.
+                let ours = file_name(relative).starts_with(COMPACTED_PREFIX) || file_name(relative).starts_with(PART_PREFIX);
+                ours && !protected.covers(&in_table) && object.age() > retention
             };
             if expired {
                 doomed.push(relative.to_string());

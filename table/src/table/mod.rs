@@ -118,6 +118,11 @@ impl Table {
         &self.name
     }
 
+    /// True for the live generation (the Delta table's), false for a replay's own.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
     pub fn generation(&self) -> &str {
         &self.generation
     }
@@ -164,12 +169,19 @@ impl Table {
                     None => Ok(TableState { files, ..TableState::default() }),
                 }
             }
-            None => Ok(self.staged_commits().await?.1),
+            None => Ok(self.staged_commits(true).await?.1),
         }
     }
 
+    /// A replay generation's commit count and totals, from its own log (its resume state's
+    /// side objects not read: a generation that went live may have had them cleaned up).
+    pub async fn staged_totals(&self) -> Result<(u64, crate::Totals), TableError> {
+        let (_, state) = self.staged_commits(false).await?;
+        Ok((state.last_commit, state.totals))
+    }
+
     /// A replay's commit log: every file it added (not removed since), and the state.
-    async fn staged_commits(&self) -> Result<(BTreeMap<String, DataFile>, TableState), TableError> {
+    async fn staged_commits(&self, with_side_objects: bool) -> Result<(BTreeMap<String, DataFile>, TableState), TableError> {
         let prefix = format!("{}/_kappa/{}/commits/", self.name, self.generation);
         let mut state = TableState::default();
         let mut last = None;
@@ -202,7 +214,7 @@ impl Table {
             last = Some(commit);
         }
         if let Some(commit) = last {
-            state = state_of(self.internalized(commit).await?);
+            state = state_of(if with_side_objects { self.internalized(commit).await? } else { commit });
         }
         state.files = files.keys().cloned().collect();
         Ok((files, state))
@@ -213,14 +225,19 @@ impl Table {
     /// decides the partition columns of a table this commit creates.
     pub async fn commit(&self, commit: &Commit, schema: &TableSchema, layout: &Layout) -> Result<(), TableError> {
         let recorded = self.externalized(commit).await?;
-        if commit.commit.is_multiple_of(side::CLEANUP_EVERY) {
-            // Before the commit: an object only this commit names is younger than the grace.
-            if let Err(e) = self.remove_unreferenced_state(&recorded).await {
-                tracing::warn!(error = %e, "could not remove state objects no commit names; trying again later");
-            }
+        self.commit_recorded(commit, &recorded, schema, layout).await?;
+        // Only once the commit is durable: it is then the last one, the one a restart reads.
+        if commit.commit.is_multiple_of(side::CLEANUP_EVERY)
+            && let Err(e) = self.remove_unreferenced_state(&recorded).await
+        {
+            tracing::warn!(error = %e, "could not remove state objects no commit names; trying again later");
         }
+        Ok(())
+    }
+
+    async fn commit_recorded(&self, commit: &Commit, recorded: &Commit, schema: &TableSchema, layout: &Layout) -> Result<(), TableError> {
         let Some(live) = &self.live else {
-            let data = Bytes::from(serde_json::to_vec_pretty(&recorded).expect("commit serializes"));
+            let data = Bytes::from(serde_json::to_vec_pretty(recorded).expect("commit serializes"));
             return match self.store.put_if_absent(&self.commit_path(commit.commit), data).await {
                 Ok(()) => Ok(()),
                 Err(StoreError::AlreadyExists { .. }) => Err(TableError::ConcurrentWriter {
@@ -277,7 +294,7 @@ impl Table {
         let changed = created || grown.is_some();
         let lake = lake.as_mut().expect("created above");
         let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
-        let state = serde_json::to_value(Commit { added: Vec::new(), ..recorded }).expect("commit serializes");
+        let state = serde_json::to_value(Commit { added: Vec::new(), ..recorded.clone() }).expect("commit serializes");
         let delta_commit = crate::delta::Commit {
             app_id: CONSUMER_APP_ID.to_string(),
             counter: commit.commit as i64,
@@ -380,7 +397,7 @@ impl Table {
     /// Every file of a replay's generation with its partition and statistics, and the state
     /// its last commit left: what its switch commits.
     pub async fn staged(&self) -> Result<(Vec<DataFile>, TableState), TableError> {
-        let (files, state) = self.staged_commits().await?;
+        let (files, state) = self.staged_commits(true).await?;
         Ok((files.into_values().collect(), state))
     }
 

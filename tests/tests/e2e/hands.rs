@@ -216,7 +216,13 @@ fn kappa_query_never_writes_the_lake() {
             .arg(format!("again={}", table.display()))
             .args(["--", sql]))
     };
-    for sql in ["INSERT INTO sales SELECT * FROM sales LIMIT 5", "DELETE FROM sales WHERE quantity > 5", "INSERT INTO again SELECT * FROM sales LIMIT 5"] {
+    for sql in [
+        "INSERT INTO sales SELECT * FROM sales LIMIT 5",
+        "DELETE FROM sales WHERE quantity > 5",
+        "INSERT INTO again SELECT * FROM sales LIMIT 5",
+        // A write inside another statement is refused by the table itself.
+        "EXPLAIN ANALYZE INSERT INTO sales SELECT * FROM sales LIMIT 5",
+    ] {
         let output = query(sql);
         expect_status(&output, 1);
         assert!(stderr(&output).contains("it never writes it"), "{sql}: {}", stderr(&output));
@@ -269,9 +275,11 @@ fn a_damaged_log_is_named_with_its_file_and_remedy() {
     }
     // Doing what it says: the commit's rows are written again from the log.
     std::fs::remove_file(&newest_path).unwrap();
-    // A temporary file of a write that was cut off (its process is gone).
+    // A temporary file of a write that was cut off an hour ago (its process is gone).
     let leftover = table.join("gen-000001/.part-0-1-2.parquet.4000000000.0.tmp");
     std::fs::write(&leftover, b"partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&leftover).unwrap().set_modified(hour_ago).unwrap();
     expect_status(&consume(&log, &lake, &args), 0);
     assert!(!leftover.exists(), "the cut-off write's temporary file is gone");
     assert_eq!(counted(&table), ("[(3000, 3000)]".to_string(), "3000".to_string()));
