@@ -43,13 +43,14 @@ impl LakeTable {
         let latest = self.version().unwrap_or_default();
         for version in (0..=latest).rev() {
             let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else {
-                return Err(gone());
+                // Cleaned up behind a checkpoint: the checkpoint kept the state, if ours wrote it.
+                return self.kept_writer_state(app_id, counter).await?.map(Some).ok_or_else(gone);
             };
             if let Some(state) = self.carried_state(version, &commit, app_id, counter)? {
                 return Ok(Some(state));
             }
         }
-        Err(gone())
+        self.kept_writer_state(app_id, counter).await?.map(Some).ok_or_else(gone)
     }
 
     /// The writer's state, if commit `version` carries the writer's `txn` at `counter`.

@@ -2,6 +2,7 @@ use kappa_common::schema::{Column, ColumnType, TableSchema};
 use serde_json::json;
 
 use super::*;
+use deltalake_core::DeltaTableBuilder;
 
 fn schema() -> TableSchema {
     TableSchema::new(vec![
@@ -192,4 +193,22 @@ async fn an_append_goes_on_over_a_compaction_and_conflicting_commits_do_not() {
     grower.commit(Commit { setup: Some(grown), ..commit("replay", 1, "r1", vec![], json!(null)) }).await.unwrap();
     let stopped = consumer.commit(commit("consumer", 4, "c4", vec![file("gen-000001/d.parquet", "20")], json!(4))).await;
     assert!(matches!(stopped, Err(DeltaError::Raced { .. })), "{stopped:?}");
+}
+
+/// A checkpoint keeps the consumer's state beside it: once log cleanup has taken the commit
+/// that carried it, a restart still finds it.
+#[tokio::test]
+async fn a_checkpoint_keeps_the_consumers_state_past_log_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = open(dir.path()).await;
+    table.commit(commit(crate::state::CONSUMER_APP_ID, 1, "c1", vec![file("gen-000001/a.parquet", "19")], json!({"resume": {"0": 10}}))).await.unwrap();
+    table.commit(commit("kappa-compact", 1, "k1", vec![file("gen-000001/b.parquet", "20")], json!(null))).await.unwrap();
+    table.checkpoint_latest().await;
+    // What log cleanup does once the commits are older than the retention.
+    for version in 0..2 {
+        std::fs::remove_file(dir.path().join(format!("sales/_delta_log/{version:020}.json"))).unwrap();
+    }
+    let reopened = LakeTable::open("sales", &TableLocation::local(dir.path(), "sales").unwrap()).await.unwrap().unwrap();
+    let state = reopened.writer_state(crate::state::CONSUMER_APP_ID).await.unwrap().unwrap();
+    assert_eq!((state.counter, state.commit_id.as_str(), state.state), (1, "c1", json!({"resume": {"0": 10}})));
 }

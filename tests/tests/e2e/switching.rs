@@ -216,3 +216,34 @@ fn a_switch_back_to_a_consumers_generation_restores_its_positions() {
     expect_status(&run(kappa("kappa-replay", None).args(["switch", "--table", "sales", "--generation", "gen-000002", "--lake"]).arg(&lake)), 0);
     assert_eq!(counted(&table), ("[(3500, 3500)]".to_string(), "3500".to_string()));
 }
+
+/// Once log retention has removed the commits from where the current generation began, whose
+/// rows another writer's files hold can no longer be told: a switch once dropped them then.
+/// Now it refuses, naming them.
+#[test]
+fn after_log_cleanup_a_switch_refuses_files_of_unknown_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = sales_log(dir.path(), 1_000);
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    expect_status(&consume(&log, &lake, &ARGS), 0);
+    python_deltalake(
+        &table,
+        None,
+        "import pyarrow as pa, deltalake\n\
+         t = table.to_pyarrow_table().slice(0, 5)\n\
+         t = t.set_column(t.schema.get_field_index('sale_id'), 'sale_id', pa.array([f'FOREIGN{i}' for i in range(5)]))\n\
+         deltalake.write_deltalake(table.table_uri, t, mode='append')\n\
+         table = deltalake.DeltaTable(table.table_uri)\n\
+         table.alter.set_table_properties({'delta.logRetentionDuration': 'interval 0 seconds'})",
+    );
+    // The consumer commits more; then the log is cleaned up to its latest commit.
+    produce_csv(&unique_sales_csv(&dir.path().join("more"), 100, "MORE"), &log);
+    expect_status(&consume(&log, &lake, &ARGS), 0);
+    python_deltalake(&table, None, "table.create_checkpoint(); table.cleanup_metadata()");
+    assert!(!table.join("_delta_log/00000000000000000000.json").exists(), "the log's start is gone");
+    let refused = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args(ARGS).arg("--switch"));
+    expect_status(&refused, 2);
+    assert!(stderr(&refused).contains("that kappa-lake did not write were in the table at version"), "{}", stderr(&refused));
+    assert_eq!(counted(&table), ("[(1105, 1105)]".to_string(), "1105".to_string()));
+}
