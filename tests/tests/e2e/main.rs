@@ -14,6 +14,7 @@ mod consumer_s3;
 mod consumer_sqs;
 mod hands;
 mod hands_report;
+mod leases;
 mod pipes;
 mod producer_aws;
 mod producer_bad_input;

@@ -1,0 +1,318 @@
+//! The lease protocol at work: a tokio task that runs a [`Core`] against a [`LeaseStore`]
+//! every cycle and publishes the shards this worker holds. The consumer and the replay read
+//! [`Coordinator::held`], start and stop shard readers as it changes, and tell the
+//! coordinator when a shard ended or the table fenced it.
+//!
+//! Shutdown, step by step (a rolling deploy hands shards over in about a cycle):
+//! 1. the caller stops reading and makes its final commit;
+//! 2. [`Coordinator::shutdown`] releases every lease it holds, each a conditional write that
+//!    clears the owner and leaves the epoch (the next taker bumps it, fencing anything late);
+//! 3. it removes its worker item, so no one waits for it to expire;
+//! 4. the other workers see free leases at their next scan and take them at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::core::{Change, ChangeKind, Core, CoreError, Settings, ShardInfo};
+use crate::record::{Item, Scope, Snapshot};
+use crate::store::{Expect, LeaseStore, StoreError};
+
+/// Lists the shards of the source the leases are for.
+#[async_trait]
+pub trait ShardLister: Send + Sync {
+    async fn shards(&self) -> Result<Vec<ShardInfo>, String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    #[error(
+        "lease store {store} holds the leases of {their_source} into {their_table}, not of {source} into {table}: \
+         give each pipeline its own lease table (--leases)",
+        source = ours.0, table = ours.1
+    )]
+    OtherScope { store: String, ours: (String, String), their_source: String, their_table: String },
+    #[error("cannot list the shards of the source: {0}")]
+    Lister(String),
+    #[error("the lease coordinator has stopped")]
+    Stopped,
+}
+
+/// Counters for metrics and the summary.
+#[derive(Debug, Default)]
+pub struct LeaseStats {
+    pub takes: AtomicU64,
+    pub steals: AtomicU64,
+    pub lost: AtomicU64,
+    pub releases: AtomicU64,
+    pub ends: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// Who this worker is.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: String,
+    pub host: String,
+    pub settings: Settings,
+    /// What the leases serve (checked against, or written to, the store's scope item).
+    pub source: String,
+    pub table: String,
+}
+
+enum Command {
+    End { shard: String, checkpoint: Option<String>, reply: oneshot::Sender<bool> },
+    Forget { shard: String },
+    Positions(BTreeMap<String, String>),
+    Shutdown { checkpoints: BTreeMap<String, String>, reply: oneshot::Sender<Result<(), LeaseError>> },
+}
+
+pub struct Coordinator {
+    commands: mpsc::Sender<Command>,
+    held: watch::Receiver<BTreeMap<String, u64>>,
+    stats: Arc<LeaseStats>,
+    task: tokio::task::JoinHandle<Result<(), LeaseError>>,
+}
+
+impl Coordinator {
+    /// Checks the store's scope and starts the cycle. Leases come in the following cycles.
+    pub async fn start(store: Arc<dyn LeaseStore>, config: WorkerConfig, lister: Arc<dyn ShardLister>) -> Result<Coordinator, LeaseError> {
+        claim_scope(store.as_ref(), &config.source, &config.table).await?;
+        let (held_tx, held) = watch::channel(BTreeMap::new());
+        let (commands, rx) = mpsc::channel(64);
+        let stats = Arc::new(LeaseStats::default());
+        let core = Core::new(config.id.clone(), config.host.clone(), std::process::id(), config.settings);
+        let runner = Runner { store, core, lister, held: held_tx, stats: stats.clone(), base: Instant::now(), snapshot: None };
+        let task = tokio::spawn(runner.run(rx));
+        Ok(Coordinator { commands, held, stats, task })
+    }
+
+    /// The shards held and their epochs; changes whenever a lease is taken or lost.
+    pub fn held(&self) -> watch::Receiver<BTreeMap<String, u64>> {
+        self.held.clone()
+    }
+
+    pub fn stats(&self) -> &LeaseStats {
+        &self.stats
+    }
+
+    /// Marks `shard` ended (read to its end, and that end committed): its children may be taken.
+    pub async fn end(&self, shard: &str, checkpoint: Option<String>) -> Result<bool, LeaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::End { shard: shard.to_string(), checkpoint, reply }).await?;
+        rx.await.map_err(|_| LeaseError::Stopped)
+    }
+
+    /// Stops holding `shard` without a write: the table says another worker fenced it.
+    pub async fn forget(&self, shard: &str) -> Result<(), LeaseError> {
+        self.send(Command::Forget { shard: shard.to_string() }).await
+    }
+
+    /// Where each shard got to, published with the next heartbeat (lag metrics, `workers`).
+    pub async fn positions(&self, positions: BTreeMap<String, String>) -> Result<(), LeaseError> {
+        self.send(Command::Positions(positions)).await
+    }
+
+    /// Releases every lease (recording `checkpoints` as hints) and removes the worker item.
+    /// Call after the final commit.
+    pub async fn shutdown(self, checkpoints: BTreeMap<String, String>) -> Result<(), LeaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Shutdown { checkpoints, reply }).await?;
+        let out = rx.await.map_err(|_| LeaseError::Stopped)?;
+        let _ = self.task.await;
+        out
+    }
+
+    /// Stops at once without releasing anything, as a crash would: the leases stay with this
+    /// worker's id until others judge it expired.
+    pub fn abandon(self) {
+        self.task.abort();
+    }
+
+    async fn send(&self, command: Command) -> Result<(), LeaseError> {
+        self.commands.send(command).await.map_err(|_| LeaseError::Stopped)
+    }
+
+    /// The error the cycle stopped with, if it stopped.
+    pub async fn failed(&mut self) -> LeaseError {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            _ => LeaseError::Stopped,
+        }
+    }
+}
+
+/// Writes the scope item if missing; refuses a store that serves another source or table.
+pub async fn claim_scope(store: &dyn LeaseStore, source: &str, table: &str) -> Result<(), LeaseError> {
+    let ours = Scope { source: source.to_string(), table: table.to_string(), counter: 0 };
+    for _ in 0..3 {
+        let snapshot = store.scan().await?;
+        match snapshot.scope {
+            Some(scope) if scope.source == source && scope.table == table => return Ok(()),
+            Some(scope) => {
+                return Err(LeaseError::OtherScope {
+                    store: store.describe(),
+                    ours: (source.to_string(), table.to_string()),
+                    their_source: scope.source,
+                    their_table: scope.table,
+                });
+            }
+            None => match store.put(&Item::Scope(ours.clone()), Expect::Absent).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(LeaseError::Stopped)
+}
+
+struct Runner {
+    store: Arc<dyn LeaseStore>,
+    core: Core,
+    lister: Arc<dyn ShardLister>,
+    held: watch::Sender<BTreeMap<String, u64>>,
+    stats: Arc<LeaseStats>,
+    base: Instant,
+    snapshot: Option<Snapshot>,
+}
+
+/// Shards are listed every this many cycles (Kinesis ListShards allows 100 calls/s per account).
+const LIST_EVERY: u64 = 10;
+
+impl Runner {
+    fn now(&self) -> Duration {
+        self.base.elapsed()
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), LeaseError> {
+        let mut ticker = tokio::time::interval(self.core.settings().cycle());
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut cycles = 0u64;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.cycle(cycles.is_multiple_of(LIST_EVERY)).await?;
+                    cycles += 1;
+                }
+                command = commands.recv() => match command {
+                    Some(Command::End { shard, checkpoint, reply }) => {
+                        let ok = match self.core.end(&shard, checkpoint) {
+                            Some(change) => self.apply(&change).await,
+                            None => false,
+                        };
+                        self.publish();
+                        let _ = reply.send(ok);
+                    }
+                    Some(Command::Forget { shard }) => {
+                        self.core.forget(&shard);
+                        self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                        self.publish();
+                    }
+                    Some(Command::Positions(positions)) => self.core.set_positions(positions),
+                    Some(Command::Shutdown { checkpoints, reply }) => {
+                        let _ = reply.send(self.shutdown(checkpoints).await);
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    async fn cycle(&mut self, list: bool) -> Result<(), LeaseError> {
+        let beat = self.core.beat();
+        let sent = self.now();
+        let ok = self.apply(&beat).await;
+        self.core.beat_done(&beat, sent, ok);
+
+        let snapshot = match self.store.scan().await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the leases; trying again next cycle");
+                return Ok(());
+            }
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if list {
+            let shards = self.lister.shards().await.map_err(LeaseError::Lister)?;
+            for change in self.core.sync(&snapshot, &shards) {
+                self.apply(&change).await;
+            }
+        }
+        let (lost, changes) = self.core.on_scan(self.now(), &snapshot)?;
+        for shard in &lost {
+            tracing::info!(shard, "lease lost to another worker");
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        for change in &changes {
+            let ok = self.apply(change).await;
+            self.core.applied(change, ok);
+            if ok {
+                let counter = match change.kind {
+                    ChangeKind::Take => &self.stats.takes,
+                    ChangeKind::Steal => &self.stats.steals,
+                    _ => continue,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %change.key, kind = ?change.kind, "lease taken");
+            }
+        }
+        self.snapshot = Some(snapshot);
+        self.publish();
+        Ok(())
+    }
+
+    /// Makes one conditional write; false if another worker won or the store failed.
+    async fn apply(&self, change: &Change) -> bool {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let out = match &change.item {
+            Some(item) => self.store.put(item, change.expect).await,
+            None => self.store.delete(&change.key, change.expect).await,
+        };
+        match out {
+            Ok(()) => true,
+            Err(e) if e.is_conflict() => false,
+            Err(e) => {
+                tracing::warn!(error = %e, key = %change.key, "lease write failed");
+                false
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let epochs = self.core.epochs();
+        self.held.send_if_modified(|held| {
+            let changed = *held != epochs;
+            *held = epochs.clone();
+            changed
+        });
+    }
+
+    async fn shutdown(&mut self, mut checkpoints: BTreeMap<String, String>) -> Result<(), LeaseError> {
+        let shards: Vec<String> = self.core.held().keys().cloned().collect();
+        for shard in shards {
+            if let Some(change) = self.core.release(&shard, checkpoints.remove(&shard)) {
+                let ok = self.apply(&change).await;
+                self.core.applied(&change, ok);
+                if ok {
+                    self.stats.releases.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.publish();
+        let unregister = self.core.unregister();
+        self.apply(&unregister).await;
+        Ok(())
+    }
+}

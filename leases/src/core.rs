@@ -1,0 +1,343 @@
+//! One worker's side of the lease protocol as a state machine without I/O: it says which
+//! writes to make and learns what came of them. The runtime ([`crate::coordinator`]) runs it
+//! against a real store on tokio's clock; the simulation ([`crate::sim`]) runs the very same
+//! code against a modelled store on a virtual clock with crashes, pauses and slow writes.
+//!
+//! A cycle: write the heartbeat ([`Core::beat`]), scan, then [`Core::on_scan`] observes, drops
+//! leases lost to others, and plans takes ([`crate::plan`]); each write's outcome goes back
+//! through [`Core::applied`].
+//!
+//! A worker holds a lease from a successful take until it sees the lease owned by another (or
+//! at another epoch), it ends or releases it, or its own heartbeat has failed for so long that
+//! others may judge it expired: then it stops reading every shard at once, before anyone can
+//! take them. None of this is what keeps exactly-once — a paused process can wake up believing
+//! anything — the table's fence is ([`crate`] docs); it keeps a worker from wasting work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::observe::Observer;
+use crate::plan::plan;
+use crate::record::{Item, Key, Lease, Snapshot, Worker};
+use crate::store::Expect;
+
+/// Timing of the protocol, all derived from the failover time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How soon a dead worker's shards are owned again (default 10 s).
+    pub failover: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { failover: Duration::from_secs(10) }
+    }
+}
+
+impl Settings {
+    /// How often a worker beats and scans: a tenth of the failover time.
+    pub fn cycle(&self) -> Duration {
+        (self.failover / 10).max(Duration::from_millis(20))
+    }
+
+    /// How long an unchanged heartbeat means expired: the failover time less two cycles (one
+    /// for the observer's scan to see the last beat late, one for the taker's next cycle), so a
+    /// dead worker's leases are taken within the failover time.
+    pub fn expiry(&self) -> Duration {
+        self.failover.saturating_sub(self.cycle() * 2)
+    }
+
+    /// A worker whose own last good heartbeat is this old stops reading: from one cycle later
+    /// others may judge it expired.
+    fn self_expiry(&self) -> Duration {
+        self.expiry().saturating_sub(self.cycle())
+    }
+
+    /// Worker items silent this long and owning nothing are removed by whoever sees them.
+    fn reap_after(&self) -> Duration {
+        self.failover * 30
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Create a lease for a shard the source lists.
+    Create,
+    /// Take a free or expired lease.
+    Take,
+    /// Take a lease from a live worker (balancing).
+    Steal,
+    /// Let a lease go (graceful shutdown): the next taker needs no expiry.
+    Release,
+    /// Mark a lease read to its end and committed.
+    End,
+    /// Remove a long-dead worker's item.
+    Reap,
+}
+
+/// One conditional write the core asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: ChangeKind,
+    /// `None` for a delete of `key`.
+    pub item: Option<Item>,
+    pub key: Key,
+    pub expect: Expect,
+}
+
+/// A shard the source lists, and the shards it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: String,
+    pub parents: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error(
+        "worker id {id} is in use by another live process ({host}, pid {pid}): give each process its own --worker-id \
+         (the default, host name and pid, is unique)"
+    )]
+    IdInUse { id: String, host: String, pid: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Core {
+    settings: Settings,
+    me: Worker,
+    /// Whether my item exists with `me.counter` as far as I know.
+    registered: bool,
+    /// Whether I ever wrote my item: an unknown writer of it after that is another process.
+    wrote_once: bool,
+    observer: Observer,
+    /// The leases held, as last written or seen (the counter is the next write's condition).
+    held: BTreeMap<String, Lease>,
+    /// When the last heartbeat that succeeded was sent.
+    beat_ok_at: Option<Duration>,
+    /// Leases free or expired as this worker saw them, and since when.
+    available_since: BTreeMap<String, Duration>,
+}
+
+impl Core {
+    pub fn new(id: impl Into<String>, host: impl Into<String>, pid: u32, settings: Settings) -> Core {
+        Core {
+            settings,
+            me: Worker { id: id.into(), counter: 0, host: host.into(), pid, positions: BTreeMap::new() },
+            registered: false,
+            wrote_once: false,
+            observer: Observer::new(),
+            held: BTreeMap::new(),
+            beat_ok_at: None,
+            available_since: BTreeMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.me.id
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// The leases held, as last written or seen.
+    pub fn held(&self) -> &BTreeMap<String, Lease> {
+        &self.held
+    }
+
+    /// The shards held and the epoch of each.
+    pub fn epochs(&self) -> BTreeMap<String, u64> {
+        self.held.iter().map(|(shard, lease)| (shard.clone(), lease.epoch)).collect()
+    }
+
+    /// Position hints published with the next heartbeat.
+    pub fn set_positions(&mut self, positions: BTreeMap<String, String>) {
+        self.me.positions = positions;
+    }
+
+    /// The next heartbeat write: the worker item with its counter one higher.
+    pub fn beat(&self) -> Change {
+        let mut next = self.me.clone();
+        let expect = if self.registered {
+            next.counter += 1;
+            Expect::Counter(self.me.counter)
+        } else {
+            Expect::Absent
+        };
+        Change { kind: ChangeKind::Create, key: Key::Worker(next.id.clone()), item: Some(Item::Worker(next)), expect }
+    }
+
+    /// What came of the heartbeat sent at `sent_at`. A conflict is resolved by the next scan.
+    pub fn beat_done(&mut self, beat: &Change, sent_at: Duration, ok: bool) {
+        if ok {
+            if let Some(Item::Worker(written)) = &beat.item {
+                self.me.counter = written.counter;
+            }
+            self.registered = true;
+            self.wrote_once = true;
+            self.beat_ok_at = Some(sent_at);
+        } else {
+            self.registered = false;
+        }
+    }
+
+    /// Whether the heartbeat is fresh enough to keep reading leases at `now`.
+    pub fn beating(&self, now: Duration) -> bool {
+        self.beat_ok_at.is_some_and(|at| now.saturating_sub(at) < self.settings.self_expiry())
+    }
+
+    /// Learns what a scan completed at `now` saw; returns the leases lost since the last scan
+    /// and the writes this cycle makes.
+    pub fn on_scan(&mut self, now: Duration, snapshot: &Snapshot) -> Result<(Vec<String>, Vec<Change>), CoreError> {
+        self.observer.observe(now, snapshot);
+        let mut lost = Vec::new();
+
+        // My own item: mine as I wrote it, missing (never written, or reaped while I was
+        // stopped: write it again), or written by someone else.
+        match snapshot.workers.get(&self.me.id) {
+            Some(record) if self.registered && record.counter == self.me.counter => {}
+            Some(record) => {
+                let silent = self.observer.silent_for(&record.id, now).unwrap_or_default();
+                if silent >= self.settings.expiry() || !self.wrote_once && record.counter == self.me.counter {
+                    // An earlier process with my id, gone: carry on from its counter.
+                    self.me.counter = record.counter;
+                    self.registered = true;
+                } else if self.wrote_once {
+                    return Err(CoreError::IdInUse { id: record.id.clone(), host: record.host.clone(), pid: record.pid });
+                } else {
+                    // Wait until it has been silent for the expiry time (or errs as live).
+                    self.registered = false;
+                    return Ok((lost, Vec::new()));
+                }
+            }
+            None => self.registered = false,
+        }
+
+        // Leases others took from me, or that I can no longer claim to read.
+        let beating = self.beating(now);
+        self.held.retain(|shard, held| match snapshot.leases.get(shard) {
+            Some(lease) if beating && lease.owned_by(&self.me.id) && lease.epoch == held.epoch => {
+                *held = lease.clone();
+                true
+            }
+            _ => {
+                lost.push(shard.clone());
+                false
+            }
+        });
+        if !beating || !self.registered {
+            return Ok((lost, Vec::new()));
+        }
+
+        let held: BTreeSet<String> = self.held.keys().cloned().collect();
+        let expiry = self.settings.expiry();
+        let overdue_after = self.settings.cycle() * 2;
+        let since = &self.available_since;
+        let plan = plan(
+            &self.me.id,
+            snapshot,
+            &held,
+            |w| self.observer.alive(w, now, expiry),
+            |shard| since.get(shard).is_some_and(|t| now.saturating_sub(*t) >= overdue_after),
+        );
+        let mut since: BTreeMap<String, Duration> = BTreeMap::new();
+        for shard in &plan.available {
+            since.insert(shard.clone(), self.available_since.get(shard).copied().unwrap_or(now));
+        }
+        self.available_since = since;
+        let mut changes: Vec<Change> = plan.takes.iter().map(|l| self.take(l, ChangeKind::Take)).collect();
+        changes.extend(plan.steal.iter().map(|l| self.take(l, ChangeKind::Steal)));
+        changes.extend(self.reap(now, snapshot));
+        Ok((lost, changes))
+    }
+
+    fn take(&self, seen: &Lease, kind: ChangeKind) -> Change {
+        let mut next = seen.clone();
+        next.owner = Some(self.me.id.clone());
+        next.epoch += 1;
+        next.counter += 1;
+        Change { kind, key: Key::Lease(next.shard.clone()), item: Some(Item::Lease(next)), expect: Expect::Counter(seen.counter) }
+    }
+
+    /// Takes `shard` again at an epoch above `table_epoch`: the table's fence refused this
+    /// worker's epoch because the table had seen it (a lease store that lost writes).
+    pub fn retake_above(&self, seen: &Lease, table_epoch: u64) -> Change {
+        let mut change = self.take(seen, ChangeKind::Take);
+        if let Some(Item::Lease(lease)) = &mut change.item {
+            lease.epoch = lease.epoch.max(table_epoch + 1);
+        }
+        change
+    }
+
+    /// At most one long-dead worker item that owns nothing, removed per cycle.
+    fn reap(&self, now: Duration, snapshot: &Snapshot) -> Option<Change> {
+        let owners: BTreeSet<&str> = snapshot.leases.values().filter_map(|l| l.owner.as_deref()).collect();
+        snapshot
+            .workers
+            .values()
+            .filter(|w| w.id != self.me.id && !owners.contains(w.id.as_str()))
+            .find(|w| self.observer.silent_for(&w.id, now).is_some_and(|s| s >= self.settings.reap_after()))
+            .map(|w| Change { kind: ChangeKind::Reap, key: Key::Worker(w.id.clone()), item: None, expect: Expect::Counter(w.counter) })
+    }
+
+    /// Records what came of a change; a take that succeeded is held from now on.
+    pub fn applied(&mut self, change: &Change, ok: bool) {
+        let Key::Lease(shard) = &change.key else { return };
+        match (change.kind, ok, &change.item) {
+            (ChangeKind::Take | ChangeKind::Steal, true, Some(Item::Lease(lease))) => {
+                self.held.insert(shard.clone(), lease.clone());
+            }
+            (ChangeKind::Release | ChangeKind::End, _, _) => {
+                // Gone either way: on a conflict someone else owns it now.
+                self.held.remove(shard);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops reading `shard` without a write: the table fenced it for a newer owner.
+    pub fn forget(&mut self, shard: &str) {
+        self.held.remove(shard);
+    }
+
+    /// Creates leases for listed shards that have none.
+    pub fn sync(&self, snapshot: &Snapshot, shards: &[ShardInfo]) -> Vec<Change> {
+        shards
+            .iter()
+            .filter(|s| !snapshot.leases.contains_key(&s.id))
+            .map(|s| Change {
+                kind: ChangeKind::Create,
+                key: Key::Lease(s.id.clone()),
+                item: Some(Item::Lease(Lease::new(s.id.clone(), s.parents.clone()))),
+                expect: Expect::Absent,
+            })
+            .collect()
+    }
+
+    /// Ends a held lease whose shard was read to its end and committed.
+    pub fn end(&self, shard: &str, checkpoint: Option<String>) -> Option<Change> {
+        self.let_go(shard, checkpoint, ChangeKind::End)
+    }
+
+    /// Releases a held lease (graceful shutdown, after the final commit).
+    pub fn release(&self, shard: &str, checkpoint: Option<String>) -> Option<Change> {
+        self.let_go(shard, checkpoint, ChangeKind::Release)
+    }
+
+    fn let_go(&self, shard: &str, checkpoint: Option<String>, kind: ChangeKind) -> Option<Change> {
+        let held = self.held.get(shard)?;
+        let mut next = held.clone();
+        next.counter = held.counter + 1;
+        next.checkpoint = checkpoint.or(next.checkpoint);
+        match kind {
+            ChangeKind::End => next.ended = true,
+            _ => next.owner = None,
+        }
+        Some(Change { kind, key: Key::Lease(shard.to_string()), item: Some(Item::Lease(next)), expect: Expect::Counter(held.counter) })
+    }
+
+    /// Removes this worker's item (after releasing its leases).
+    pub fn unregister(&self) -> Change {
+        Change { kind: ChangeKind::Reap, key: Key::Worker(self.me.id.clone()), item: None, expect: Expect::Counter(self.me.counter) }
+    }
+}
