@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod event;
 pub mod flatten;
 pub mod json;
+pub mod lexical;
 pub mod log;
 pub mod logging;
 pub mod memory;

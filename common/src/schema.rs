@@ -390,7 +390,7 @@ impl JsonTypeGuess {
         let kind = match value {
             Json::Null | Json::Object(_) | Json::Array(_) => return,
             Json::Bool(_) => Kind::Boolean,
-            Json::Number(text) => match crate::values::integer_digits(text) {
+            Json::Number(text) => match crate::lexical::integer_digits(text) {
                 Some(digits) => {
                     self.digits = self.digits.max(digits);
                     self.beyond_int64 |= text.parse::<i64>().is_err();
@@ -399,8 +399,8 @@ impl JsonTypeGuess {
                 None if text.parse::<f64>().is_ok_and(f64::is_finite) => Kind::Float,
                 None => Kind::Text,
             },
-            Json::String(text) if crate::values::is_iso_date(text) => Kind::Date,
-            Json::String(text) if crate::values::looks_like_timestamp(text) => Kind::Timestamp,
+            Json::String(text) if crate::lexical::is_iso_date(text) => Kind::Date,
+            Json::String(text) if crate::lexical::looks_like_timestamp(text) => Kind::Timestamp,
             Json::String(_) => Kind::Text,
         };
         self.kind = Some(match (self.kind, kind) {

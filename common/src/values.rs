@@ -24,9 +24,10 @@
 
 use std::fmt;
 
-use arrow::compute::kernels::cast_utils::string_to_datetime;
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::Datelike;
 
+use crate::lexical::iso_date;
+pub use crate::lexical::{integer_digits, is_iso_date, looks_like_timestamp, timestamp_micros};
 use crate::schema::{ColumnType, NullTokens};
 
 /// Why a value does not fit its column: shown in rejects and quarantine reasons.
@@ -136,38 +137,10 @@ pub fn date(text: &str, nulls: &NullTokens) -> Result<Option<i32>, Misfit> {
     iso_date(t).map(|d| Some(d.num_days_from_ce() - EPOCH_DAYS_FROM_CE)).ok_or_else(|| Misfit::new(text, ColumnType::Date, NOT_A_DATE))
 }
 
-/// `YYYY-MM-DD`, a real calendar date.
-fn iso_date(t: &str) -> Option<NaiveDate> {
-    let b = t.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let number = |range: std::ops::Range<usize>| b[range].iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')));
-    NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)
-}
-
-/// True for `YYYY-MM-DD` (a real date): what JSON inference types as a date.
-pub fn is_iso_date(text: &str) -> bool {
-    iso_date(text).is_some()
-}
-
 /// A timestamp column's value, as microseconds since the epoch (UTC).
 pub fn timestamp(text: &str, column_type: ColumnType, nulls: &NullTokens) -> Result<Option<i64>, Misfit> {
     let Some(t) = typed_text(text, nulls) else { return Ok(None) };
     timestamp_micros(t).map(Some).ok_or_else(|| Misfit::new(text, column_type, NOT_A_TIMESTAMP))
-}
-
-/// An ISO 8601 / RFC 3339 date and time as microseconds since the epoch (UTC): the common form
-/// by [`crate::time::parse_common_utc_micros`], anything else by arrow's own parser.
-pub fn timestamp_micros(t: &str) -> Option<i64> {
-    crate::time::parse_common_utc_micros(t.as_bytes()).or_else(|| string_to_datetime(&Utc, t).ok().map(|t| t.timestamp_micros()))
-}
-
-/// True for what JSON inference types as a timestamp: a date and a time (`YYYY-MM-DD`, then `T`
-/// or a space and at least hours and minutes) that a timestamp column takes.
-pub fn looks_like_timestamp(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() >= 16 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b'T' | b' ') && b[13] == b':' && timestamp_micros(text).is_some()
 }
 
 /// A decimal(P,S) column's value, as the unscaled integer (`12.34` in decimal(10,2) is 1234).
@@ -214,16 +187,6 @@ fn parse_decimal(t: &str, precision: u8, scale: u8) -> Result<i128, &'static str
     }
     let value = kept.bytes().chain(std::iter::repeat_n(b'0', pad)).fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
     Ok(if negative { -value } else { value })
-}
-
-/// How many digits an integer literal has (without sign and leading zeros; `0` has one): `None`
-/// when `text` is not `-?digits` (a fraction, an exponent, anything else).
-pub fn integer_digits(text: &str) -> Option<usize> {
-    let unsigned = text.strip_prefix('-').unwrap_or(text);
-    if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(unsigned.trim_start_matches('0').len().max(1))
 }
 
 /// The text a string column stores for a scalar: itself (strings keep their spaces, and no

@@ -12,7 +12,6 @@ use arrow::array::RecordBatch;
 use kappa_common::event::SequenceNumber;
 
 use crate::partition::Partition;
-use crate::pipeline::Closing;
 use crate::spill::{Encoded, Segment, SpillWriter};
 
 /// Heap bytes of a record batch and of each array (slice) in it, besides their data: the
@@ -124,18 +123,23 @@ pub fn parse_file_name(name: &str) -> Option<(&str, &str, &str)> {
     Some((shard, first, last))
 }
 
-/// When buffers are written.
-#[derive(Debug, Clone)]
-pub struct FlushPolicy {
-    pub rows: u64,
-    pub bytes: u64,
-    pub interval: std::time::Duration,
-    pub max_memory: usize,
+/// When a buffer closes with `--partition-idle`: once its shard's event time reaches `at_ms`
+/// and the shard's reading order reaches `at_ordinal`. For a shard, the least of each over its
+/// buffers is a bound before which none closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    pub at_ms: i64,
+    pub at_ordinal: u64,
 }
 
-impl FlushPolicy {
-    /// True once a buffer holding `rows` rows and `bytes` bytes must be cut.
-    pub fn full(&self, rows: u64, bytes: u64) -> bool {
-        rows >= self.rows || bytes >= self.bytes
+impl Closing {
+    pub const NEVER: Closing = Closing { at_ms: i64::MAX, at_ordinal: u64::MAX };
+
+    pub(crate) fn due(&self, horizon: i64, ordinal: u64) -> bool {
+        horizon >= self.at_ms && ordinal >= self.at_ordinal
+    }
+
+    pub(crate) fn earliest(self, other: Closing) -> Closing {
+        Closing { at_ms: self.at_ms.min(other.at_ms), at_ordinal: self.at_ordinal.min(other.at_ordinal) }
     }
 }

@@ -24,7 +24,8 @@ use tokio::runtime::Handle;
 
 use crate::buffer::Buffer;
 use crate::error::PipelineError;
-use crate::parquet_file::{self, Codec};
+use crate::parquet_file;
+use crate::settings::Codec;
 use kappa_table::{Commit, DataFile, Layout, Table, TableError};
 
 /// A commit whose files are still to be written: `commit.added` is empty and its totals count

@@ -38,7 +38,8 @@ use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table, TableError};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
-use crate::parquet_file::{self, Codec, FileEncoder};
+use crate::parquet_file::{self, FileEncoder};
+use crate::settings::{Codec, CompactOptions};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,18 +54,6 @@ pub enum CompactError {
 
 /// Rows per row group of a compacted file: DuckDB's default, a size every engine reads well.
 pub const ROW_GROUP_ROWS: usize = 122_880;
-
-#[derive(Debug, Clone)]
-pub struct CompactOptions {
-    pub target_file_size: u64,
-    pub min_age: Duration,
-    pub retention: Duration,
-    pub codec: Codec,
-    pub dry_run: bool,
-    /// A commit is made once this many bytes were rewritten (and at the end): a long
-    /// compaction shows progress in the log, and a conflict or a kill costs at most this much.
-    pub commit_every: u64,
-}
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CompactReport {

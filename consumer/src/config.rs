@@ -8,10 +8,11 @@ use kappa_common::endpoint::Endpoint;
 use kappa_common::schema::TableSchema;
 use kappa_common::time::EventTimeFormat;
 
-use crate::buffer::FlushPolicy;
-use crate::parquet_file::Codec;
+pub use kappa_table::lake::LakeLocation;
+
 use crate::partition::Granularity;
-use crate::pipeline::PipelineConfig;
+use crate::settings::{Codec, CompactOptions, FlushPolicy, PipelineConfig, QuarantineLimit};
+pub use crate::settings::{LogGapPolicy, SqsOptions};
 
 /// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
 ///
@@ -325,7 +326,7 @@ impl PipelineArgs {
             dedup_window: self.dedup_window,
             dedup_retention: self.dedup_retention,
             flush_together,
-            quarantine_limit: crate::pipeline::QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
+            quarantine_limit: QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
             spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             partition_idle: self.partition_idle.0,
         };
@@ -344,37 +345,13 @@ fn parse_idle(text: &str) -> Result<Idle, String> {
     }
 }
 
-/// Parses `--lake`: a local directory or s3://BUCKET[/PREFIX].
 pub fn parse_lake(text: &str) -> Result<LakeLocation, ConfigError> {
-    let lake: Endpoint = text.parse().map_err(|e| ConfigError(format!("--lake: {e}")))?;
-    match lake {
-        Endpoint::Local(path) => Ok(LakeLocation::Local(path)),
-        Endpoint::S3 { bucket, prefix } => Ok(LakeLocation::S3 { bucket, prefix }),
-        other => Err(ConfigError(format!("--lake {other}: a lake is a local directory or s3://BUCKET/PREFIX"))),
-    }
+    kappa_table::lake::parse_lake(text).map_err(ConfigError)
 }
 
 /// Checks a table name: one Glue and Athena accept.
 pub fn validate_table(table: &str) -> Result<(), ConfigError> {
-    let ok = !table.is_empty() && table.len() <= 255 && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok { Ok(()) } else { Err(ConfigError(format!("--table {table:?}: use lowercase letters, digits and '_' (a name Glue and Athena accept)"))) }
-}
-
-/// Where the lake is.
-#[derive(Debug, Clone)]
-pub enum LakeLocation {
-    Local(PathBuf),
-    S3 { bucket: String, prefix: String },
-}
-
-impl std::fmt::Display for LakeLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LakeLocation::Local(path) => write!(f, "{}", path.display()),
-            LakeLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            LakeLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
-    }
+    kappa_table::lake::validate_table_name(table).map_err(ConfigError)
 }
 
 /// Parses `1048576`, `128MiB`, `1GiB`, `512KiB` (also KB/MB/GB as powers of 1000).
@@ -396,35 +373,12 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// `--on-log-gap`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogGapPolicy {
-    /// Stop with an error naming the shard and both positions.
-    Fail,
-    /// Read on from what the log holds; the summary counts what was skipped.
-    Skip,
-}
-
 /// Where events come from, validated.
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Log { path: PathBuf, on_gap: LogGapPolicy },
     Kinesis { stream: String, poll_interval: Duration, shard_refresh: Duration },
     Sqs(SqsOptions),
-}
-
-#[derive(Debug, Clone)]
-pub struct SqsOptions {
-    /// Queue name or URL.
-    pub queue: String,
-    pub visibility_timeout: Duration,
-    pub receivers: usize,
-    pub max_in_flight: usize,
-    pub max_receives: u32,
-    /// With `--until-idle`: how long a drain waits for messages in flight elsewhere.
-    pub in_flight_wait: Option<Duration>,
-    /// Messages are S3 notifications of files to read (`sqs+s3:`), not events.
-    pub files: Option<kappa_common::flatten::FlattenOptions>,
 }
 
 impl std::fmt::Display for SourceConfig {
@@ -453,7 +407,7 @@ pub struct ConsumerConfig {
     pub summary_json: Option<PathBuf>,
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `--compact`: what a pass does, and how often.
-    pub compact: Option<(crate::compact::CompactOptions, Duration)>,
+    pub compact: Option<(CompactOptions, Duration)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -531,7 +485,7 @@ impl RunArgs {
             return Err(bad("--target-file-size must be at least 1MiB".into()));
         }
         let compact = self.compact.then(|| {
-            let options = crate::compact::CompactOptions {
+            let options = CompactOptions {
                 target_file_size: self.target_file_size,
                 min_age: self.compact_min_age,
                 retention: Duration::from_secs(7 * 24 * 3600),

@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod plain_columns;
 pub mod positional;
 pub mod run;
+pub mod settings;
 pub mod source;
 pub mod spill;
 pub mod stats;

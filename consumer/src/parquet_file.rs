@@ -21,13 +21,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 
-/// The codec of data files (`--compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Codec {
-    Snappy,
-    Zstd,
-    None,
-}
+use crate::settings::Codec;
 
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kappa_common::aws::AwsContext;
 use kappa_common::shutdown::Shutdown;
-use kappa_common::store::{LocalStore, S3Store, Store};
+use kappa_common::store::Store;
 use tokio::runtime::Runtime;
 
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
@@ -25,6 +25,7 @@ use crate::source::sqs::SqsSource;
 use crate::source::{Source, SourceError};
 use crate::stats::{Stats, Summary};
 use kappa_table::Table;
+use kappa_table::lake::open_store;
 
 pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<(Summary, String), ConsumerError> {
     let needs_aws = matches!(config.lake, LakeLocation::S3 { .. })
@@ -249,16 +250,5 @@ impl Run<'_> {
         }
         pipeline.close();
         Ok(Ending::Done)
-    }
-}
-
-/// The store at a lake (or archive) location; `aws` is loaded whenever one is on S3.
-pub fn open_store(location: &LakeLocation, aws: Option<&AwsContext>) -> Store {
-    match location {
-        LakeLocation::Local(path) => Store::Local(LocalStore::new(path)),
-        LakeLocation::S3 { bucket, prefix } => {
-            let aws = aws.expect("AWS configuration loaded for S3 locations");
-            Store::S3(S3Store::new(aws.s3(), bucket.clone(), prefix.clone()).with_access(aws.s3_endpoint(), aws.sdk_config().credentials_provider()))
-        }
     }
 }

@@ -56,7 +56,9 @@ pub struct LeaseStats {
     pub lost: AtomicU64,
     pub releases: AtomicU64,
     pub ends: AtomicU64,
-    pub requests: AtomicU64,
+    /// Requests to the lease store: writes (heartbeats, takes, releases) and scans.
+    pub writes: AtomicU64,
+    pub scans: AtomicU64,
 }
 
 /// Who this worker is.
@@ -243,7 +245,7 @@ impl Runner {
                 return Ok(());
             }
         };
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.scans.fetch_add(1, Ordering::Relaxed);
         if list {
             let shards = self.lister.shards().await.map_err(LeaseError::Lister)?;
             for change in self.core.sync(&snapshot, &shards) {
@@ -275,7 +277,7 @@ impl Runner {
 
     /// Makes one conditional write; false if another worker won or the store failed.
     async fn apply(&self, change: &Change) -> bool {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
         let out = match &change.item {
             Some(item) => self.store.put(item, change.expect).await,
             None => self.store.delete(&change.key, change.expect).await,

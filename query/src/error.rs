@@ -1,4 +1,4 @@
-use crate::lake::At;
+use crate::at::At;
 
 /// Why a query could not run. Each message says what to change.
 #[derive(Debug, thiserror::Error)]

@@ -22,8 +22,8 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+use crate::at::At;
 use crate::error::QueryError;
-use crate::lake::At;
 
 /// The versions the Delta log holds: commits and checkpoints, each with its file's time.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use chrono::{DateTime, Utc};
+
 use deltalake_core::DeltaTableBuilder;
 use deltalake_core::kernel::Snapshot;
 use deltalake_core::logstore::LogStoreRef;
@@ -22,15 +22,7 @@ use crate::error::QueryError;
 use crate::history::{Versions, missing_files, present_files, when};
 use crate::local_reads::LocalReads;
 
-/// Which version of the table a query reads.
-#[derive(Debug, Clone, PartialEq)]
-pub enum At {
-    Latest,
-    Version(u64),
-    /// The version current at that time (Delta time travel): before a replay's switch, the
-    /// generation readers saw then.
-    Time(DateTime<Utc>),
-}
+pub use crate::at::At;
 
 /// A lake table opened for reading.
 pub struct LakeTable {

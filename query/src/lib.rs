@@ -1,5 +1,6 @@
 //! `kappa-query`: SQL over a kappa-lake table (DataFusion over its Delta table).
 
+pub mod at;
 pub mod config;
 pub mod counting;
 pub mod error;

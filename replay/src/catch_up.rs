@@ -31,7 +31,7 @@ use kappa_table::{CONSUMER_APP_ID, Commit, TableError};
 use tokio::runtime::Runtime;
 
 use crate::config::{ReplayConfig, ReplaySource};
-use crate::rebuild::ReplayError;
+use crate::error::ReplayError;
 
 /// The live table at one version, and per shard the last position its consumer committed.
 #[derive(Debug, Clone)]

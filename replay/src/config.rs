@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use kappa_common::endpoint::Endpoint;
 use kappa_common::schema::TableSchema;
-use kappa_consumer::config::{ConfigError, LakeLocation, PipelineArgs, parse_lake, validate_table};
-use kappa_consumer::pipeline::PipelineConfig;
+use kappa_consumer::config::{ConfigError, PipelineArgs};
+use kappa_consumer::settings::PipelineConfig;
+use kappa_table::lake::{LakeLocation, parse_lake, validate_table_name};
 
 /// Rebuilds a lake table from the log into a new generation, verifies it, and switches readers
 /// to it in one atomic step (the Kappa architecture: the lake is a view of the log).
@@ -70,8 +71,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
         retention: std::time::Duration,
         /// Parquet compression codec of the merged files.
-        #[arg(long, value_enum, value_name = "CODEC", default_value_t = kappa_consumer::parquet_file::Codec::Snappy)]
-        compression: kappa_consumer::parquet_file::Codec,
+        #[arg(long, value_enum, value_name = "CODEC", default_value_t = kappa_consumer::settings::Codec::Snappy)]
+        compression: kappa_consumer::settings::Codec,
         /// Commit once this much was rewritten (and at the end): a conflicting commit or a kill
         /// costs at most this much work (suffixes KiB, MiB, GiB).
         #[arg(long, value_name = "BYTES", default_value = "1GiB", value_parser = kappa_consumer::config::parse_bytes)]
@@ -220,9 +221,9 @@ pub(crate) struct TableLocation {
 
 impl TableArgs {
     pub(crate) fn validate(&self) -> Result<TableLocation, ConfigError> {
-        validate_table(&self.table)?;
+        validate_table_name(&self.table).map_err(ConfigError)?;
         Ok(TableLocation {
-            lake: parse_lake(&self.lake)?,
+            lake: parse_lake(&self.lake).map_err(ConfigError)?,
             table: self.table.clone(),
             aws: kappa_common::aws::AwsOptions { endpoint_url: self.endpoint_url.clone(), region: self.region.clone() },
         })
@@ -272,7 +273,7 @@ impl ReplayArgs {
 
     pub(crate) fn validate(self) -> Result<ReplayConfig, ConfigError> {
         let source = if let Some(raw) = self.from.strip_prefix("raw:") {
-            ReplaySource::Raw(parse_lake(raw).map_err(|e| ConfigError(e.0.replace("--lake", "--from raw:")))?)
+            ReplaySource::Raw(parse_lake(raw).map_err(|e| ConfigError(e.replace("--lake", "--from raw:")))?)
         } else {
             Self::parse_from(&self.from)?
         };

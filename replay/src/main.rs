@@ -3,6 +3,7 @@
 
 mod catch_up;
 mod config;
+mod error;
 mod progress;
 mod rebuild;
 mod source;
@@ -31,7 +32,7 @@ fn main() {
             Command::Switch { table, generation, discard_foreign_changes } => status::switch(&runtime, &location(table), &generation, discard_foreign_changes),
             Command::Compact { table, target_file_size, min_age, retention, compression, commit_every, dry_run, summary_json } => {
                 let name = table.table.clone();
-                let options = kappa_consumer::compact::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };
+                let options = kappa_consumer::settings::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };
                 status::compact(&runtime, &location(table), &options).map(|report| {
                     eprint!("{}", report.render(&name));
                     if let Some(path) = summary_json

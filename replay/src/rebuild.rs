@@ -28,11 +28,13 @@ use kappa_common::log::Log;
 use kappa_common::schema::TableSchema;
 use kappa_common::shutdown::Shutdown;
 use kappa_common::store::Store;
-use kappa_consumer::config::LakeLocation;
 use kappa_consumer::feed::Feed;
 use kappa_consumer::pipeline::Pipeline;
 use kappa_consumer::source::log::LogSource;
 use kappa_consumer::source::{Source, SourceError};
+use kappa_table::lake::LakeLocation;
+
+pub(crate) use crate::error::ReplayError;
 use kappa_consumer::stats::Stats;
 use kappa_table::Table;
 use kappa_table::generation;
@@ -42,52 +44,6 @@ use tokio::runtime::Runtime;
 use crate::config::{ReplayConfig, ReplaySource, TableLocation};
 use crate::progress::Progress;
 use crate::verify::{CompareReport, VerifyReport};
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub(crate) enum ReplayError {
-    #[error(transparent)]
-    Table(#[from] kappa_table::TableError),
-    #[error(transparent)]
-    Pipeline(#[from] kappa_consumer::pipeline::PipelineError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Consumer(#[from] kappa_consumer::run::ConsumerError),
-    #[error(transparent)]
-    Aws(#[from] kappa_common::aws::AwsConfigError),
-    /// A file could not be read back: the message names it and which generation it is of.
-    #[error("reading back {0}")]
-    ReadBack(String),
-    #[error(transparent)]
-    Compact(#[from] kappa_consumer::compact::CompactError),
-    #[error("{0}")]
-    Refused(String),
-    #[error(
-        "interrupted: {generation} is incomplete and was not switched to; run the same kappa-replay again to continue it from its last \
-         commit (--fresh starts over), or `kappa-replay gc` removes it"
-    )]
-    Interrupted { generation: String },
-}
-
-impl From<kappa_table::delta::DeltaError> for ReplayError {
-    fn from(error: kappa_table::delta::DeltaError) -> ReplayError {
-        ReplayError::Table(error.into())
-    }
-}
-
-impl ReplayError {
-    /// The exit status, as the consumer's: 2 the settings do not fit the data, 3 too much bad
-    /// input, else 1.
-    pub(crate) fn exit_code(&self) -> i32 {
-        match self {
-            ReplayError::Pipeline(e) => e.exit_code(),
-            ReplayError::Consumer(e) => e.exit_code(),
-            ReplayError::Table(kappa_table::TableError::Refused { .. }) => 2,
-            _ => 1,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ReplaySummary {
@@ -118,7 +74,7 @@ pub(crate) struct ReplaySummary {
 pub(crate) fn open_store(runtime: &Runtime, location: &TableLocation, needs_aws: bool) -> Result<(Store, Option<AwsContext>), ReplayError> {
     let needs_aws = needs_aws || matches!(location.lake, LakeLocation::S3 { .. });
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&location.aws))?) } else { None };
-    Ok((kappa_consumer::run::open_store(&location.lake, aws.as_ref()), aws))
+    Ok((kappa_table::lake::open_store(&location.lake, aws.as_ref()), aws))
 }
 
 pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<ReplaySummary, ReplayError> {

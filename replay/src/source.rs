@@ -17,7 +17,7 @@ use kappa_table::generation;
 use tokio::runtime::Runtime;
 
 use crate::config::{ReplayConfig, ReplaySource};
-use crate::rebuild::ReplayError;
+use crate::error::ReplayError;
 
 /// Fails, before any generation is made, if the source cannot be read: a wrong `--from`.
 pub(crate) fn check(config: &ReplayConfig, runtime: &Runtime, aws: Option<&AwsContext>) -> Result<(), ReplayError> {
@@ -76,7 +76,7 @@ pub(crate) fn open(
                 kappa_consumer::archive::commit_of_object(path)
                     .is_some_and(|(generation, commit)| last_commits.get(&generation).is_some_and(|last| commit > *last))
             };
-            let raw_store = kappa_consumer::run::open_store(location, aws);
+            let raw_store = kappa_table::lake::open_store(location, aws);
             let after = resumed(kappa_consumer::source::raw::SHARD);
             Source::Raw(RawSource::start(runtime.handle().clone(), raw_store, String::new(), 0, after, uncommitted)?)
         }

@@ -126,7 +126,7 @@ pub(crate) fn switch(runtime: &Runtime, location: &TableLocation, target: &str, 
 pub(crate) fn compact(
     runtime: &Runtime,
     location: &TableLocation,
-    options: &kappa_consumer::compact::CompactOptions,
+    options: &kappa_consumer::settings::CompactOptions,
 ) -> Result<kappa_consumer::compact::CompactReport, ReplayError> {
     let (store, _) = open_store(runtime, location, false)?;
     let table = runtime.block_on(kappa_table::Table::open_or_create(store, &location.table))?;

@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
 
-use crate::rebuild::ReplayError;
+use crate::error::ReplayError;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PartitionCounts {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::TableError;
 use crate::delta::{LakeTable, TableSetup};
-pub use crate::registry::{GenerationRecord, claim, create, is_complete, mark_complete, next_name, records, sweep_removed};
-use crate::registry::{delete_objects, generations_prefix};
+use crate::registry::generations_prefix;
+pub use crate::registry::{GenerationRecord, claim, create, is_complete, mark_complete, next_name, records};
 use crate::state::{GENERATION_PROPERTY, Totals, parse};
 use crate::table::{Protected, Table, live_generation, location};
 pub use crate::writers::{WRITER_HEARTBEAT, is_being_written};
@@ -182,6 +182,24 @@ pub async fn remove(store: &Store, table: &str, generation: &str, retention: std
     }
     let (deleted, _) = delete_objects(store, table, generation, Some(retention)).await?;
     Ok(Removal { deleted, kept: 0 })
+}
+
+/// Objects left under generations `gc` already removed (written by a replay that went on
+/// after the removal); deletes them and returns how many there were.
+pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
+    let mut removed = 0;
+    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
+        removed += delete_objects(store, table, &record.generation, None).await?.0;
+    }
+    Ok(removed)
+}
+
+/// Deletes a generation's data, quarantine and state objects, except data files the Delta log
+/// still names (see [`crate::table::Protected`]; files removed longer than `retention` ago do
+/// not count). Returns how many were deleted and kept.
+pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str, retention: Option<std::time::Duration>) -> Result<(usize, usize), TableError> {
+    let prefixes = [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")];
+    crate::table::delete_unprotected(store, table, &prefixes, retention).await
 }
 
 #[cfg(test)]

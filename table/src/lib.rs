@@ -24,6 +24,7 @@ pub mod delta;
 pub mod error;
 pub mod generation;
 pub mod glue;
+pub mod lake;
 pub mod registry;
 pub mod state;
 pub mod stats;

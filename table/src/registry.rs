@@ -104,7 +104,7 @@ pub async fn claim(store: &Store, table: &str, generation: &str, origin: &str) -
 /// The highest generation number the Delta log names: the table's generation property, and
 /// the directories of the files it holds or remembers.
 async fn in_the_log(store: &Store, table: &str) -> Result<Option<u32>, TableError> {
-    let Some(mut lake) = crate::delta::LakeTable::open(table, &crate::table::location(store, table)?).await? else { return Ok(None) };
+    let Some(mut lake) = crate::delta::LakeTable::open(table, &crate::lake::table_location(store, table)?).await? else { return Ok(None) };
     let property = lake.configuration()?.get(crate::state::GENERATION_PROPERTY).and_then(|g| generation_number(g));
     let named = lake.named_files(None).await?;
     Ok(named.iter().filter_map(|path| generation_number(path.split('/').next().unwrap_or_default())).chain(property).max())
@@ -151,24 +151,6 @@ pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Resu
     }
     let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
     Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
-}
-
-/// Objects left under generations `gc` already removed (written by a replay that went on
-/// after the removal); deletes them and returns how many there were.
-pub async fn sweep_removed(store: &Store, table: &str) -> Result<usize, TableError> {
-    let mut removed = 0;
-    for record in records(store, table).await?.into_iter().filter(|r| r.removed_ms.is_some()) {
-        removed += delete_objects(store, table, &record.generation, None).await?.0;
-    }
-    Ok(removed)
-}
-
-/// Deletes a generation's data, quarantine and state objects, except data files the Delta log
-/// still names (see [`crate::table::Protected`]; files removed longer than `retention` ago do
-/// not count). Returns how many were deleted and kept.
-pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str, retention: Option<std::time::Duration>) -> Result<(usize, usize), TableError> {
-    let prefixes = [format!("{table}/{generation}/"), format!("{table}/_errors/{generation}/"), format!("{table}/_kappa/{generation}/")];
-    crate::table::delete_unprotected(store, table, &prefixes, retention).await
 }
 
 pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {

@@ -1,6 +1,8 @@
 use super::*;
 use arrow::compute::kernels::cast_utils::Parser;
+use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::{Date32Type, Float64Type, Int64Type};
+use chrono::Utc;
 use rand::{Rng, SeedableRng};
 
 fn nulls() -> NullTokens {

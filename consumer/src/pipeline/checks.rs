@@ -10,23 +10,10 @@ use kappa_common::schema::{ColumnType, TableSchema};
 use kappa_common::time::EventTimeFormat;
 
 use super::PipelineError;
+use crate::settings::QuarantineLimit;
 
 /// A ratio is not judged on fewer events than this: three bad rows of five say little.
 const MIN_SAMPLE: u64 = 100;
-
-/// `--max-quarantine-ratio` over the first `--quarantine-window` events of a run.
-#[derive(Debug, Clone, Copy)]
-pub struct QuarantineLimit {
-    /// 0 to 1; 1 turns the check off.
-    pub ratio: f64,
-    pub window: u64,
-}
-
-impl Default for QuarantineLimit {
-    fn default() -> Self {
-        QuarantineLimit { ratio: 0.5, window: 10_000 }
-    }
-}
 
 /// Counts the first events of a run and those of them quarantined.
 #[derive(Debug)]

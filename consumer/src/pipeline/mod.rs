@@ -23,53 +23,28 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, Capacities, MutableArrayData, RecordBatch, UInt32Array, make_array};
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
-use kappa_common::time::EventTimeFormat;
 use tokio::runtime::Handle;
 
 mod checks;
 mod flush;
 mod route;
 
-pub use self::route::Closing;
 use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 
-pub use self::checks::QuarantineLimit;
 use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
-use crate::buffer::{Buffer, BufferKey, FlushPolicy};
+use crate::buffer::{Buffer, BufferKey, Closing};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::dedup::Dedup;
 pub use crate::error::PipelineError;
 pub use crate::event::SourceEvent;
-use crate::parquet_file::Codec;
-use crate::partition::{Granularity, Partition, row_partitions};
+use crate::partition::{Partition, row_partitions};
+pub use crate::settings::PipelineConfig;
 use crate::spill::{Encoded, SpillDir};
 use crate::stats::Stats;
 use kappa_table::{Table, TableError, TableState};
-
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub granularity: Granularity,
-    /// The event-time column and its format; `None` partitions by arrival time.
-    pub event_time: Option<(String, EventTimeFormat)>,
-    pub flush: FlushPolicy,
-    pub codec: Codec,
-    pub dedup_window: usize,
-    /// How long a producer file's rows are remembered across restarts after they last grew.
-    pub dedup_retention: std::time::Duration,
-    /// Every flush writes every open buffer, so each commit covers all events ingested so far.
-    /// For sources that acknowledge whole messages (SQS), whose events may span partitions:
-    /// a message is deleted only once all its rows are committed, and never re-read in part.
-    pub flush_together: bool,
-    pub quarantine_limit: QuarantineLimit,
-    /// Where buffers go when memory runs short (a directory per table generation is made in it).
-    pub spill_dir: std::path::PathBuf,
-    /// A (partition, shard) buffer is written once the shard's event time has passed the
-    /// partition's end (and the buffer's last row) by this much.
-    pub partition_idle: Option<std::time::Duration>,
-}
 
 /// A quarantined event waiting for the next commit.
 #[derive(serde::Serialize)]

@@ -16,7 +16,7 @@ use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, SourceEvent};
-use crate::buffer::BufferKey;
+use crate::buffer::{BufferKey, Closing};
 use crate::partition::Placement;
 
 /// A piece of a chunk's events, with each one's predecessor in its shard (where to resume if
@@ -99,27 +99,6 @@ impl Group {
 
 /// Events a shard delivers after a buffer's last row before the buffer may close as idle.
 const IDLE_EVENTS: u64 = 10_000;
-
-/// When a buffer closes with `--partition-idle`: once its shard's event time reaches `at_ms`
-/// and the shard's reading order reaches `at_ordinal`. For a shard, the least of each over its
-/// buffers is a bound before which none closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closing {
-    pub at_ms: i64,
-    pub at_ordinal: u64,
-}
-
-impl Closing {
-    pub const NEVER: Closing = Closing { at_ms: i64::MAX, at_ordinal: u64::MAX };
-
-    fn due(&self, horizon: i64, ordinal: u64) -> bool {
-        horizon >= self.at_ms && ordinal >= self.at_ordinal
-    }
-
-    fn earliest(self, other: Closing) -> Closing {
-        Closing { at_ms: self.at_ms.min(other.at_ms), at_ordinal: self.at_ordinal.min(other.at_ordinal) }
-    }
-}
 
 impl Pipeline {
     /// Sends each decoded row to its (partition, shard) buffer, cutting buffers at the exact

@@ -17,8 +17,8 @@ use kappa_common::shaped::{SHAPED_HEADER_LEN, Shape, split_shaped};
 use rayon::prelude::*;
 
 use super::{Chunk, SourceError};
-use crate::config::LogGapPolicy;
 use crate::event::SourceEvent;
+use crate::settings::LogGapPolicy;
 use crate::stats::Stats;
 
 /// Events per shard per round. A round's run of a shard is what the pipeline routes at once:

@@ -58,14 +58,7 @@ struct Live {
     registered: std::sync::atomic::AtomicBool,
 }
 
-/// Where the Delta table of `name` lives in `store`.
-pub fn location(store: &Store, name: &str) -> Result<TableLocation, TableError> {
-    match store {
-        Store::Local(local) => Ok(TableLocation::local(local.root(), name)?),
-        Store::S3(s3) => Ok(TableLocation::s3(s3.client().config(), s3.credentials().cloned(), s3.endpoint(), s3.bucket(), &s3.key(name))?),
-        _ => Err(TableError::Invalid { table: name.to_string(), reason: "this lake location has no Delta table support".into() }),
-    }
-}
+pub use crate::lake::table_location as location;
 
 /// The generation the Delta table holds, if there is a table.
 pub async fn live_generation(store: &Store, name: &str) -> Result<Option<(String, u64)>, TableError> {

@@ -34,8 +34,8 @@ mod upkeep;
 use self::upkeep::{change_visibility, delete, delete_loop, heartbeat, watch_queue};
 use super::s3_objects::{created_objects, events_of_object};
 use super::{Chunk, ChunkReceiver, SourceError};
-use crate::config::SqsOptions;
 use crate::event::SourceEvent;
+use crate::settings::SqsOptions;
 use crate::stats::Stats;
 
 /// The synthetic shard SQS events are numbered in.
