@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::core::{Change, ChangeKind, Core, CoreError, Settings, ShardInfo};
-use crate::record::{Item, Scope, Snapshot};
+use crate::record::{Item, Scope};
 use crate::store::{Expect, LeaseStore, StoreError};
 
 /// Lists the shards of the source the leases are for.
@@ -94,7 +94,7 @@ impl Coordinator {
         let (commands, rx) = mpsc::channel(64);
         let stats = Arc::new(LeaseStats::default());
         let core = Core::new(config.id.clone(), config.host.clone(), std::process::id(), config.settings);
-        let runner = Runner { store, core, lister, held: held_tx, stats: stats.clone(), base: Instant::now(), snapshot: None };
+        let runner = Runner { store, core, lister, held: held_tx, stats: stats.clone(), base: Instant::now() };
         let task = tokio::spawn(runner.run(rx));
         Ok(Coordinator { commands, held, stats, task })
     }
@@ -186,7 +186,6 @@ struct Runner {
     held: watch::Sender<BTreeMap<String, u64>>,
     stats: Arc<LeaseStats>,
     base: Instant,
-    snapshot: Option<Snapshot>,
 }
 
 /// Shards are listed every this many cycles (Kinesis ListShards allows 100 calls/s per account).
@@ -233,16 +232,32 @@ impl Runner {
     }
 
     async fn cycle(&mut self, list: bool) -> Result<(), LeaseError> {
-        let beat = self.core.beat();
-        let sent = self.now();
-        let ok = self.apply(&beat).await;
-        self.core.beat_done(&beat, sent, ok);
+        if self.core.beat_due(self.now()) {
+            let beat = self.core.beat();
+            let sent = self.now();
+            let ok = self.apply(&beat).await;
+            self.core.beat_done(&beat, sent, ok);
+        }
 
+        // A take another worker won leaves room this cycle: scan and plan again at once (at
+        // most twice), so expired leases raced for by several workers are all owned again
+        // within the cycle instead of the next.
+        for pass in 0..3 {
+            if !self.pass(list && pass == 0).await? {
+                break;
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// One scan and what follows; true if a take lost to another worker.
+    async fn pass(&mut self, list: bool) -> Result<bool, LeaseError> {
         let snapshot = match self.store.scan().await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the leases; trying again next cycle");
-                return Ok(());
+                return Ok(false);
             }
         };
         self.stats.scans.fetch_add(1, Ordering::Relaxed);
@@ -253,6 +268,7 @@ impl Runner {
             }
         }
         let (lost, changes) = self.core.on_scan(self.now(), &snapshot)?;
+        let mut raced = false;
         for shard in &lost {
             tracing::info!(shard, "lease lost to another worker");
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -260,6 +276,7 @@ impl Runner {
         for change in &changes {
             let ok = self.apply(change).await;
             self.core.applied(change, ok);
+            raced |= !ok && change.kind == ChangeKind::Take;
             if ok {
                 let counter = match change.kind {
                     ChangeKind::Take => &self.stats.takes,
@@ -270,9 +287,7 @@ impl Runner {
                 tracing::info!(key = %change.key, kind = ?change.kind, "lease taken");
             }
         }
-        self.snapshot = Some(snapshot);
-        self.publish();
-        Ok(())
+        Ok(raced)
     }
 
     /// Makes one conditional write; false if another worker won or the store failed.

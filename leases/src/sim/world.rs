@@ -60,6 +60,9 @@ struct SimWorker {
     core: Core,
     in_cycle: usize,
     cycles: u64,
+    /// Scans this cycle, and whether a take of this pass lost (the runtime scans again).
+    passes: u32,
+    raced: bool,
     readers: BTreeMap<String, Reader>,
 }
 
@@ -115,6 +118,8 @@ pub(crate) fn run(config: Config) -> Outcome {
             core: Core::new(format!("w{i}"), "sim", i as u32, settings),
             in_cycle: 0,
             cycles: 0,
+            passes: 0,
+            raced: false,
             readers: BTreeMap::new(),
         })
         .collect();
@@ -253,9 +258,13 @@ impl World {
                 if self.hold(w, inc, &ev) {
                     return;
                 }
-                let beat = self.workers[w].core.beat();
-                let sent = self.local(w);
-                self.send(w, StoreReq::Beat(beat, sent));
+                let now = self.local(w);
+                if self.workers[w].core.beat_due(now) {
+                    let beat = self.workers[w].core.beat();
+                    self.send(w, StoreReq::Beat(beat, now));
+                } else {
+                    self.send(w, StoreReq::Scan);
+                }
             }
             Ev::AtStore(w, inc, req) => self.at_store(w, inc, req),
             Ev::FromStore(w, inc, req, ok, snapshot) => {
@@ -355,9 +364,13 @@ impl World {
             StoreReq::Scan => {
                 let snapshot = snapshot.expect("scan result");
                 let worker = &mut self.workers[w];
-                worker.cycles += 1;
+                worker.passes += 1;
+                worker.raced = false;
+                if worker.passes == 1 {
+                    worker.cycles += 1;
+                }
                 let mut changes = Vec::new();
-                if worker.cycles % 10 == 1 {
+                if worker.passes == 1 && worker.cycles % 10 == 1 {
                     let shards = self.listed();
                     changes.extend(self.workers[w].core.sync(&snapshot, &shards));
                 }
@@ -380,6 +393,9 @@ impl World {
             }
             StoreReq::Change(change, in_cycle) => {
                 self.workers[w].core.applied(&change, ok);
+                if !ok && change.kind == ChangeKind::Take {
+                    self.workers[w].raced = true;
+                }
                 if ok
                     && matches!(change.kind, ChangeKind::Take | ChangeKind::Steal)
                     && let Some(Item::Lease(lease)) = &change.item
@@ -393,7 +409,11 @@ impl World {
                     let worker = &mut self.workers[w];
                     worker.in_cycle -= 1;
                     if worker.in_cycle == 0 {
-                        self.next_tick(w);
+                        if worker.raced && worker.passes < 3 {
+                            self.send(w, StoreReq::Scan);
+                        } else {
+                            self.next_tick(w);
+                        }
                     }
                 }
             }
@@ -401,6 +421,7 @@ impl World {
     }
 
     fn next_tick(&mut self, w: usize) {
+        self.workers[w].passes = 0;
         let t = self.now + self.global(w, self.settings.cycle());
         let inc = self.workers[w].inc;
         self.at(t, Ev::Tick(w, inc));
@@ -541,6 +562,8 @@ impl World {
         worker.paused_until = 0;
         worker.in_cycle = 0;
         worker.cycles = 0;
+        worker.passes = 0;
+        worker.raced = false;
         let inc = worker.inc;
         self.at(self.now, Ev::Tick(w, inc));
         self.at(self.now + 500, Ev::CommitTick(w, inc));

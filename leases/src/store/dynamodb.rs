@@ -101,6 +101,19 @@ impl DynamoStore {
         StoreError::Unavailable { store: self.describe(), detail: format!("cannot {what}: {}", DisplayErrorContext(err)) }
     }
 
+    /// A conditional request's outcome: a failed condition is a conflict, not an error.
+    fn conditional<E, R>(&self, out: Result<(), SdkError<E, R>>, key: Key, what: &str) -> Result<(), StoreError>
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug,
+    {
+        match out {
+            Ok(()) => Ok(()),
+            Err(err) if code(&err) == Some("ConditionalCheckFailedException") => Err(StoreError::Conflict { key }),
+            Err(err) => Err(self.unavailable(&format!("{what} the {key}"), &err)),
+        }
+    }
+
     fn corrupt(&self, attrs: &Attrs, detail: impl Into<String>) -> StoreError {
         let item = attrs.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_else(|| "(no pk)".into());
         StoreError::Corrupt { store: self.describe(), item, detail: detail.into() }
@@ -246,11 +259,7 @@ impl LeaseStore for DynamoStore {
             .set_expression_attribute_values(values)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(err) if code(&err) == Some("ConditionalCheckFailedException") => Err(StoreError::Conflict { key: item.key() }),
-            Err(err) => Err(self.unavailable(&format!("write the {}", item.key()), &err)),
-        }
+        self.conditional(out.map(drop), item.key(), "write")
     }
 
     async fn delete(&self, key: &Key, expect: Expect) -> Result<(), StoreError> {
@@ -267,11 +276,7 @@ impl LeaseStore for DynamoStore {
             .set_expression_attribute_values(values)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(err) if code(&err) == Some("ConditionalCheckFailedException") => Err(StoreError::Conflict { key: key.clone() }),
-            Err(err) => Err(self.unavailable(&format!("delete the {key}"), &err)),
-        }
+        self.conditional(out.map(drop), key.clone(), "delete")
     }
 
     fn describe(&self) -> String {
