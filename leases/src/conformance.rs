@@ -230,7 +230,9 @@ pub async fn workers_balance_fail_over_and_hand_over(store: Arc<dyn LeaseStore>)
         assert!(now > Some(*epoch), "{describe}: {shard} was taken without a new epoch ({now:?} after {epoch})");
     }
     assert!(
-        failed_over_after <= settings.failover + Duration::from_millis(800),
+        // By construction within the failover time; the rest is requests and scheduling on a
+        // busy machine (moto, parallel tests).
+        failed_over_after <= settings.failover + Duration::from_millis(1500),
         "{describe}: failover took {failed_over_after:?}, more than the failover time {:?}",
         settings.failover
     );

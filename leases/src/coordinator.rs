@@ -42,8 +42,8 @@ pub enum LeaseError {
         source = ours.0, table = ours.1
     )]
     OtherScope { store: String, ours: (String, String), their_source: String, their_table: String },
-    #[error("cannot list the shards of the source: {0}")]
-    Lister(String),
+    #[error("--failover {0:?} is too short: leases need at least 1 s (10 s is the default)")]
+    Failover(Duration),
     #[error("the lease coordinator has stopped")]
     Stopped,
 }
@@ -74,6 +74,7 @@ pub struct WorkerConfig {
 
 enum Command {
     End { shard: String, checkpoint: Option<String>, reply: oneshot::Sender<bool> },
+    Fenced { shard: String, table_epoch: u64 },
     Forget { shard: String },
     Positions(BTreeMap<String, String>),
     Shutdown { checkpoints: BTreeMap<String, String>, reply: oneshot::Sender<Result<(), LeaseError>> },
@@ -89,6 +90,9 @@ pub struct Coordinator {
 impl Coordinator {
     /// Checks the store's scope and starts the cycle. Leases come in the following cycles.
     pub async fn start(store: Arc<dyn LeaseStore>, config: WorkerConfig, lister: Arc<dyn ShardLister>) -> Result<Coordinator, LeaseError> {
+        if config.settings.failover < Duration::from_secs(1) {
+            return Err(LeaseError::Failover(config.settings.failover));
+        }
         claim_scope(store.as_ref(), &config.source, &config.table).await?;
         let (held_tx, held) = watch::channel(BTreeMap::new());
         let (commands, rx) = mpsc::channel(64);
@@ -118,6 +122,14 @@ impl Coordinator {
     /// Stops holding `shard` without a write: the table says another worker fenced it.
     pub async fn forget(&self, shard: &str) -> Result<(), LeaseError> {
         self.send(Command::Forget { shard: shard.to_string() }).await
+    }
+
+    /// The table refused this worker's fence of `shard` because it holds `table_epoch`, at or
+    /// above this worker's: if the lease is still this worker's (a lease store that lost
+    /// writes, e.g. a reset local store), it is taken again above the table's epoch; else it
+    /// is forgotten.
+    pub async fn fenced(&self, shard: &str, table_epoch: u64) -> Result<(), LeaseError> {
+        self.send(Command::Fenced { shard: shard.to_string(), table_epoch }).await
     }
 
     /// Where each shard got to, published with the next heartbeat (lag metrics, `workers`).
@@ -205,15 +217,34 @@ impl Runner {
                 _ = ticker.tick() => {
                     self.cycle(cycles.is_multiple_of(LIST_EVERY)).await?;
                     cycles += 1;
+                    // Also when the scans fail: a worker that cannot beat stops reading before
+                    // others may take its shards.
+                    let dropped = self.core.check_beating(self.now());
+                    if !dropped.is_empty() {
+                        tracing::warn!(shards = dropped.len(), "heartbeat failing: stopped reading every shard");
+                        self.stats.lost.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+                        self.publish();
+                    }
                 }
                 command = commands.recv() => match command {
                     Some(Command::End { shard, checkpoint, reply }) => {
                         let ok = match self.core.end(&shard, checkpoint) {
-                            Some(change) => self.apply(&change).await,
+                            Some(change) => {
+                                let ok = self.apply(&change).await == Some(true);
+                                self.core.applied(&change, ok);
+                                if ok {
+                                    self.stats.ends.fetch_add(1, Ordering::Relaxed);
+                                }
+                                ok
+                            }
                             None => false,
                         };
                         self.publish();
                         let _ = reply.send(ok);
+                    }
+                    Some(Command::Fenced { shard, table_epoch }) => {
+                        self.retake(&shard, table_epoch).await;
+                        self.publish();
                     }
                     Some(Command::Forget { shard }) => {
                         self.core.forget(&shard);
@@ -235,8 +266,8 @@ impl Runner {
         if self.core.beat_due(self.now()) {
             let beat = self.core.beat();
             let sent = self.now();
-            let ok = self.apply(&beat).await;
-            self.core.beat_done(&beat, sent, ok);
+            let outcome = self.apply(&beat).await;
+            self.core.beat_done(&beat, sent, outcome);
         }
 
         // A take another worker won leaves room this cycle: scan and plan again at once (at
@@ -253,18 +284,26 @@ impl Runner {
 
     /// One scan and what follows; true if a take lost to another worker.
     async fn pass(&mut self, list: bool) -> Result<bool, LeaseError> {
-        let snapshot = match self.store.scan().await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
+        let snapshot = match tokio::time::timeout(self.core.settings().cycle() * 2, self.store.scan()).await {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the leases; trying again next cycle");
+                return Ok(false);
+            }
+            Err(_) => {
+                tracing::warn!("lease scan unanswered after two cycles; trying again next cycle");
                 return Ok(false);
             }
         };
         self.stats.scans.fetch_add(1, Ordering::Relaxed);
         if list {
-            let shards = self.lister.shards().await.map_err(LeaseError::Lister)?;
-            for change in self.core.sync(&snapshot, &shards) {
-                self.apply(&change).await;
+            match self.lister.shards().await {
+                Ok(shards) => {
+                    for change in self.core.sync(&snapshot, &shards) {
+                        self.apply(&change).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the source's shards; trying again later"),
             }
         }
         let (lost, changes) = self.core.on_scan(self.now(), &snapshot)?;
@@ -274,7 +313,7 @@ impl Runner {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
         for change in &changes {
-            let ok = self.apply(change).await;
+            let ok = self.apply(change).await == Some(true);
             self.core.applied(change, ok);
             raced |= !ok && change.kind == ChangeKind::Take;
             if ok {
@@ -290,20 +329,47 @@ impl Runner {
         Ok(raced)
     }
 
-    /// Makes one conditional write; false if another worker won or the store failed.
-    async fn apply(&self, change: &Change) -> bool {
+    /// Makes one conditional write: `Some(true)` made, `Some(false)` another worker won,
+    /// `None` unknown (the store failed or did not answer within two cycles).
+    async fn apply(&self, change: &Change) -> Option<bool> {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        let out = match &change.item {
-            Some(item) => self.store.put(item, change.expect).await,
-            None => self.store.delete(&change.key, change.expect).await,
-        };
-        match out {
-            Ok(()) => true,
-            Err(e) if e.is_conflict() => false,
-            Err(e) => {
-                tracing::warn!(error = %e, key = %change.key, "lease write failed");
-                false
+        let write = async {
+            match &change.item {
+                Some(item) => self.store.put(item, change.expect).await,
+                None => self.store.delete(&change.key, change.expect).await,
             }
+        };
+        match tokio::time::timeout(self.core.settings().cycle() * 2, write).await {
+            Ok(Ok(())) => Some(true),
+            Ok(Err(e)) if e.is_conflict() => Some(false),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, key = %change.key, "lease write failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(key = %change.key, "lease write unanswered after two cycles");
+                None
+            }
+        }
+    }
+
+    /// Takes `shard` again above the table's epoch if the store still says it is this
+    /// worker's; else stops holding it.
+    async fn retake(&mut self, shard: &str, table_epoch: u64) {
+        let lease = match tokio::time::timeout(self.core.settings().cycle() * 2, self.store.scan()).await {
+            Ok(Ok(snapshot)) => snapshot.leases.get(shard).cloned(),
+            _ => None,
+        };
+        match lease.filter(|l| l.owned_by(self.core.id())) {
+            Some(lease) => {
+                let change = self.core.retake_above(&lease, table_epoch);
+                let ok = self.apply(&change).await == Some(true);
+                self.core.applied(&change, ok);
+                if !ok {
+                    self.core.forget(shard);
+                }
+            }
+            None => self.core.forget(shard),
         }
     }
 
@@ -320,7 +386,7 @@ impl Runner {
         let shards: Vec<String> = self.core.held().keys().cloned().collect();
         for shard in shards {
             if let Some(change) = self.core.release(&shard, checkpoints.remove(&shard)) {
-                let ok = self.apply(&change).await;
+                let ok = self.apply(&change).await == Some(true);
                 self.core.applied(&change, ok);
                 if ok {
                     self.stats.releases.fetch_add(1, Ordering::Relaxed);

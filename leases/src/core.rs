@@ -117,6 +117,12 @@ pub struct Core {
     registered: bool,
     /// Whether I ever wrote my item: an unknown writer of it after that is another process.
     wrote_once: bool,
+    /// The counter of a heartbeat whose outcome is unknown (the store failed or answered a
+    /// retried write with a conflict): if the next scan finds it, the write was mine.
+    pending: Option<u64>,
+    /// While waiting to adopt an item with my id: its counter when first seen. A change
+    /// means another live process has my id.
+    watching: Option<u64>,
     observer: Observer,
     /// The leases held, as last written or seen (the counter is the next write's condition).
     held: BTreeMap<String, Lease>,
@@ -137,6 +143,8 @@ impl Core {
             me: Worker { id: id.into(), counter: 0, host: host.into(), pid, positions: BTreeMap::new() },
             registered: false,
             wrote_once: false,
+            pending: None,
+            watching: None,
             observer: Observer::new(),
             held: BTreeMap::new(),
             beat_ok_at: None,
@@ -187,17 +195,19 @@ impl Core {
         Change { kind: ChangeKind::Create, key: Key::Worker(next.id.clone()), item: Some(Item::Worker(next)), expect }
     }
 
-    /// What came of the heartbeat sent at `sent_at`. A conflict is resolved by the next scan.
-    pub fn beat_done(&mut self, beat: &Change, sent_at: Duration, ok: bool) {
-        if ok {
-            if let Some(Item::Worker(written)) = &beat.item {
-                self.me.counter = written.counter;
-            }
+    /// What came of the heartbeat sent at `sent_at`: `Some(true)` written, `Some(false)` its
+    /// condition failed, `None` unknown (the store failed). A heartbeat that did not surely
+    /// land is settled by the next scan: finding its counter there means it did.
+    pub fn beat_done(&mut self, beat: &Change, sent_at: Duration, outcome: Option<bool>) {
+        let Some(Item::Worker(written)) = &beat.item else { return };
+        if outcome == Some(true) {
+            self.me.counter = written.counter;
             self.registered = true;
             self.wrote_once = true;
+            self.pending = None;
             self.beat_ok_at = Some(sent_at);
         } else {
-            self.registered = false;
+            self.pending = Some(written.counter);
         }
     }
 
@@ -215,22 +225,36 @@ impl Core {
         // My own item: mine as I wrote it, missing (never written, or reaped while I was
         // stopped: write it again), or written by someone else.
         match snapshot.workers.get(&self.me.id) {
-            Some(record) if self.registered && record.counter == self.me.counter => {}
+            Some(record) if self.pending == Some(record.counter) => {
+                // A heartbeat whose answer was lost did land.
+                self.me.counter = record.counter;
+                self.registered = true;
+                self.wrote_once = true;
+                self.pending = None;
+            }
+            Some(record) if self.registered && record.counter == self.me.counter => self.pending = None,
             Some(record) => {
                 let silent = self.observer.silent_for(&record.id, now).unwrap_or_default();
-                if silent >= self.settings.expiry() || !self.wrote_once && record.counter == self.me.counter {
+                let changed_while_watched = self.watching.is_some_and(|c| c != record.counter);
+                if !changed_while_watched && (silent >= self.settings.expiry() || !self.wrote_once && record.counter == self.me.counter) {
                     // An earlier process with my id, gone: carry on from its counter.
                     self.me.counter = record.counter;
                     self.registered = true;
-                } else if self.wrote_once {
+                    self.pending = None;
+                    self.watching = None;
+                } else if self.wrote_once || changed_while_watched {
                     return Err(CoreError::IdInUse { id: record.id.clone(), host: record.host.clone(), pid: record.pid });
                 } else {
                     // Wait until it has been silent for the expiry time (or errs as live).
                     self.registered = false;
+                    self.watching = Some(record.counter);
                     return Ok((lost, Vec::new()));
                 }
             }
-            None => self.registered = false,
+            None => {
+                self.registered = false;
+                self.pending = None;
+            }
         }
 
         // Leases others took from me, or that I can no longer claim to read.
@@ -319,16 +343,28 @@ impl Core {
         }
     }
 
+    /// Drops every lease if the heartbeat has failed too long (the store is unreachable, or a
+    /// scan keeps failing): others may take them from one cycle later. Returns those dropped.
+    pub fn check_beating(&mut self, now: Duration) -> Vec<String> {
+        if self.beating(now) || self.held.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.held).into_keys().collect()
+    }
+
     /// Stops reading `shard` without a write: the table fenced it for a newer owner.
     pub fn forget(&mut self, shard: &str) {
         self.held.remove(shard);
     }
 
-    /// Creates leases for listed shards that have none.
+    /// Creates leases for listed shards that have none. A child's lease waits until each of
+    /// its listed parents has one: a parent missing from the store counts as ended.
     pub fn sync(&self, snapshot: &Snapshot, shards: &[ShardInfo]) -> Vec<Change> {
+        let listed: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
         shards
             .iter()
             .filter(|s| !snapshot.leases.contains_key(&s.id))
+            .filter(|s| s.parents.iter().all(|p| !listed.contains(p.as_str()) || snapshot.leases.contains_key(p)))
             .map(|s| Change {
                 kind: ChangeKind::Create,
                 key: Key::Lease(s.id.clone()),
@@ -363,5 +399,102 @@ impl Core {
     /// Removes this worker's item (after releasing its leases).
     pub fn unregister(&self) -> Change {
         Change { kind: ChangeKind::Reap, key: Key::Worker(self.me.id.clone()), item: None, expect: Expect::Counter(self.me.counter) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::apply_put;
+
+    fn at(seconds: f64) -> Duration {
+        Duration::from_secs_f64(seconds)
+    }
+
+    /// Writes `change` to `store` as a store would; true if its condition held.
+    fn write(store: &mut Snapshot, change: &Change) -> bool {
+        apply_put(store, change.item.as_ref().expect("a put"), change.expect).is_ok()
+    }
+
+    fn registered(store: &mut Snapshot) -> Core {
+        let mut core = Core::new("w", "host", 1, Settings::default());
+        let beat = core.beat();
+        let ok = write(store, &beat);
+        core.beat_done(&beat, at(0.0), Some(ok));
+        core.on_scan(at(0.1), store).expect("scan");
+        core
+    }
+
+    #[test]
+    fn a_heartbeat_whose_answer_was_lost_is_recognised_as_mine() {
+        let mut store = Snapshot::default();
+        let mut core = registered(&mut store);
+        // It landed, but the store's answer never came (or a retry was told "conflict").
+        let beat = core.beat();
+        assert!(write(&mut store, &beat));
+        core.beat_done(&beat, at(2.0), None);
+        core.on_scan(at(2.1), &store).expect("not another process: the write was mine");
+        let next = core.beat();
+        assert!(write(&mut store, &next), "the next beat expects the counter that landed");
+        core.beat_done(&next, at(4.0), Some(true));
+        // And one that never landed: the next beat still expects the stored counter.
+        let lost = core.beat();
+        core.beat_done(&lost, at(6.0), None);
+        core.on_scan(at(6.1), &store).expect("scan");
+        let after = core.beat();
+        assert!(write(&mut store, &after));
+    }
+
+    #[test]
+    fn a_second_live_process_with_my_id_is_refused() {
+        let mut store = Snapshot::default();
+        let mut live = registered(&mut store);
+        let mut newcomer = Core::new("w", "other-host", 2, Settings::default());
+        let beat = newcomer.beat();
+        assert!(!write(&mut store, &beat), "the id is taken");
+        newcomer.beat_done(&beat, at(1.0), Some(false));
+        assert!(newcomer.on_scan(at(1.1), &store).expect("waits").1.is_empty());
+        let live_beat = live.beat();
+        assert!(write(&mut store, &live_beat));
+        live.beat_done(&live_beat, at(2.0), Some(true));
+        let err = newcomer.on_scan(at(2.1), &store).expect_err("the item changed while watched");
+        assert!(err.to_string().contains("in use by another live process"), "{err}");
+    }
+
+    #[test]
+    fn an_earlier_process_with_my_id_is_adopted_once_silent() {
+        let mut store = Snapshot::default();
+        let _dead = registered(&mut store);
+        let mut restarted = Core::new("w", "host", 3, Settings::default());
+        assert!(restarted.on_scan(at(100.0), &store).expect("waits").1.is_empty());
+        restarted.on_scan(at(100.0 + 8.0), &store).expect("adopts after the expiry");
+        let beat = restarted.beat();
+        assert!(write(&mut store, &beat), "beats on the adopted counter");
+    }
+
+    #[test]
+    fn a_worker_that_cannot_beat_drops_its_leases() {
+        let mut store = Snapshot::default();
+        let mut core = registered(&mut store);
+        let lease = Lease::new("s", vec![]);
+        store.leases.insert("s".into(), lease.clone());
+        let take = core.take(&lease, ChangeKind::Take);
+        assert!(write(&mut store, &take));
+        core.applied(&take, true);
+        assert!(core.check_beating(at(1.0)).is_empty());
+        assert_eq!(core.check_beating(at(7.5)), ["s"], "self-expiry is expiry less a cycle: 7 s");
+        assert!(core.held().is_empty());
+    }
+
+    #[test]
+    fn a_childs_lease_waits_for_its_parents_lease() {
+        let core = Core::new("w", "host", 1, Settings::default());
+        let shards = [ShardInfo { id: "p".into(), parents: vec![] }, ShardInfo { id: "c".into(), parents: vec!["p".into()] }];
+        let created: Vec<Key> = core.sync(&Snapshot::default(), &shards).into_iter().map(|c| c.key).collect();
+        assert_eq!(created, [Key::Lease("p".into())]);
+        let mut store = Snapshot::default();
+        store.leases.insert("p".into(), Lease::new("p", vec![]));
+        let created: Vec<Key> = core.sync(&store, &shards).into_iter().map(|c| c.key).collect();
+        assert_eq!(created, [Key::Lease("c".into())]);
     }
 }

@@ -43,7 +43,9 @@ pub fn plan(me: &str, snapshot: &Snapshot, held: &BTreeSet<String>, alive: impl 
     if eligible.is_empty() {
         return Plan::default();
     }
-    let mut live: BTreeSet<&str> = snapshot.workers.keys().map(String::as_str).filter(|w| *w != me && alive(w)).collect();
+    // Owners without a worker item count too, while the observer still gives them time.
+    let owners = snapshot.leases.values().filter_map(|l| l.owner.as_deref());
+    let mut live: BTreeSet<&str> = snapshot.workers.keys().map(String::as_str).chain(owners).filter(|w| *w != me && alive(w)).collect();
     live.insert(me);
     let target = eligible.len().div_ceil(live.len());
 

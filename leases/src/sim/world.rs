@@ -95,6 +95,7 @@ struct World {
     sources: BTreeMap<String, Source>,
     workers: Vec<SimWorker>,
     granted: HashMap<(String, u64), (usize, u32)>,
+    granted_at: HashMap<(String, u64), Ms>,
     unread_since: HashMap<String, Ms>,
     out: Outcome,
     failures: Vec<String>,
@@ -136,6 +137,7 @@ pub(crate) fn run(config: Config) -> Outcome {
         sources,
         workers,
         granted: HashMap::new(),
+        granted_at: HashMap::new(),
         unread_since: HashMap::new(),
         out: Outcome {
             seed: config.seed,
@@ -324,6 +326,7 @@ impl World {
             None => apply_delete(store, &change.key, change.expect).is_ok(),
         };
         if ok && let (ChangeKind::Take | ChangeKind::Steal, Some(Item::Lease(lease))) = (change.kind, &change.item) {
+            self.granted_at.insert((lease.shard.clone(), lease.epoch), self.now);
             if let Some(earlier) = self.granted.insert((lease.shard.clone(), lease.epoch), (w, inc)) {
                 self.failures.push(format!(
                     "at {} ms epoch {} of {} was granted twice: to worker {}#{} and {w}#{inc}",
@@ -358,7 +361,7 @@ impl World {
     fn store_answered(&mut self, w: usize, req: StoreReq, ok: bool, snapshot: Option<Arc<Snapshot>>) {
         match req {
             StoreReq::Beat(change, sent) => {
-                self.workers[w].core.beat_done(&change, sent, ok);
+                self.workers[w].core.beat_done(&change, sent, Some(ok));
                 self.send(w, StoreReq::Scan);
             }
             StoreReq::Scan => {
@@ -593,6 +596,7 @@ impl World {
 
     fn sample(&mut self) {
         let store = self.store.clone();
+        self.check_stale_readers(&store);
         let mut unread = Vec::new();
         for lease in store.leases.values().filter(|l| eligible(l, &store)) {
             if self.read(&lease.shard) {
@@ -607,6 +611,29 @@ impl World {
             self.unread_since.entry(shard).or_insert(self.now);
         }
         self.unread_since.retain(|shard, _| store.leases.get(shard).is_some_and(|l| eligible(l, &store)));
+    }
+
+    /// A running worker stops reading a shard soon after another took it: within two cycles
+    /// (its next scans) and the slow requests on the way. (Its commits are refused anyway, by
+    /// the fence; this checks that the protocol does not leave it wasting work.)
+    fn check_stale_readers(&mut self, store: &Snapshot) {
+        let bound = Self::ms(self.settings.cycle() * 2 + self.config.slow_max * 4);
+        for (w, worker) in self.workers.iter().enumerate() {
+            if !worker.alive || worker.paused_until > self.now {
+                continue;
+            }
+            for (shard, reader) in &worker.readers {
+                let Some(lease) = store.leases.get(shard).filter(|l| l.epoch > reader.epoch) else { continue };
+                let taken = self.granted_at.get(&(shard.clone(), reader.epoch + 1)).copied().unwrap_or(self.now);
+                let since = taken.max(worker.paused_until);
+                if self.now.saturating_sub(since) > bound {
+                    self.failures.push(format!(
+                        "at {} ms worker {w} still read {shard} at epoch {} though epoch {} was taken at {taken} ms",
+                        self.now, reader.epoch, lease.epoch
+                    ));
+                }
+            }
+        }
     }
 
     fn note_unread(&mut self, shard: &str, since: Ms) {

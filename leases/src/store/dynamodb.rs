@@ -87,7 +87,8 @@ impl DynamoStore {
         let started = Instant::now();
         loop {
             let out = self.client.describe_table().table_name(&self.table).send().await.map_err(|e| self.unavailable("describe the lease table", &e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            // Updating (a change of its settings) serves requests as Active does.
+            if matches!(out.table().and_then(|t| t.table_status()), Some(TableStatus::Active | TableStatus::Updating)) {
                 return Ok(());
             }
             if started.elapsed() > CREATE_TIMEOUT {
@@ -121,6 +122,11 @@ impl DynamoStore {
 
     fn decode(&self, attrs: &Attrs) -> Result<Option<Item>, StoreError> {
         let pk = s(attrs, PK).ok_or_else(|| self.corrupt(attrs, "no pk"))?;
+        if !(pk.starts_with("lease#") || pk.starts_with("worker#") || pk == "scope") {
+            // Not ours: a lease table shared with something else is refused by the scope check
+            // before this matters; skip rather than fail every worker's scan.
+            return Ok(None);
+        }
         let counter = n(attrs, "counter").ok_or_else(|| self.corrupt(attrs, "no counter"))?;
         let item = if let Some(shard) = pk.strip_prefix("lease#") {
             Item::Lease(Lease {
