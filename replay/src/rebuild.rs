@@ -132,7 +132,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     let writer = runtime.block_on(kappa_table::writers::Writer::register(&store, &name, "replay", None))?;
     let chosen = runtime.block_on(async {
         if !config.fresh
-            && let Some(generation) = resumable(&store, &name, &config.origin).await?
+            && let Some(generation) = resumable(&store, &name, &config.origin, config.switch).await?
         {
             writer.writes(&generation).await?;
             // A gc that took it before the announcement, or another replay that chose it at the
@@ -232,7 +232,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             pipeline.acks().adopt(&live.unacknowledged);
             pipeline.commit_acknowledgements()?;
         }
-        Ok(runtime.block_on(generation::mark_complete(&store, &name, &new_generation))?)
+        Ok(runtime.block_on(generation::mark_complete_for(&store, &name, &new_generation, config.switch))?)
     })();
     if let Err(e) = completed {
         writer_done();
@@ -387,14 +387,18 @@ impl CatchUp<'_> {
 }
 
 /// The newest incomplete generation that an interrupted replay with the same settings left
-/// and that no running replay writes. (A complete one is not continued: running a replay again
-/// makes another generation, as it always did.)
-async fn resumable(store: &Store, table: &str, origin: &str) -> Result<Option<String>, kappa_table::TableError> {
+/// and that no running replay writes; with `switch`, also a complete one whose replay was
+/// killed between finishing it and switching to it (the next finishes the switch: it reads what
+/// the log gained since, verifies and switches). A generation completed by a replay without
+/// `--switch` is not continued: running a replay again makes another, as it always did.
+async fn resumable(store: &Store, table: &str, origin: &str, switch: bool) -> Result<Option<String>, kappa_table::TableError> {
     for record in generation::records(store, table).await?.into_iter().rev() {
-        if record.removed_ms.is_some() || record.origin != origin {
+        if record.removed_ms.is_some() || record.retired_ms.is_some() || record.origin != origin {
             continue;
         }
-        if generation::is_complete(store, table, &record.generation).await? || generation::is_being_written(store, table, &record.generation).await? {
+        let finished = generation::is_complete(store, table, &record.generation).await?
+            && !(switch && generation::awaits_switch(store, table, &record.generation).await?);
+        if finished || generation::is_being_written(store, table, &record.generation).await? {
             continue;
         }
         if generation::current(store, table).await?.is_some_and(|p| p.generation == record.generation) {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::TableError;
 use crate::delta::{LakeTable, TableSetup};
 use crate::registry::generations_prefix;
-pub use crate::registry::{GenerationRecord, claim, create, is_complete, mark_complete, next_name, records};
+pub use crate::registry::{GenerationRecord, awaits_switch, claim, create, is_complete, mark_complete, mark_complete_for, next_name, records};
 use crate::state::{GENERATION_PROPERTY, Totals, parse};
 use crate::table::{Protected, Table, live_generation, location};
 pub use crate::writers::{WRITER_HEARTBEAT, is_being_written};

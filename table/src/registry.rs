@@ -141,6 +141,13 @@ pub(crate) fn complete_path(table: &str, generation: &str) -> String {
 /// that `gc` removed meanwhile is not: what was written after the removal is swept by the
 /// next `gc`.
 pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Result<(), TableError> {
+    mark_complete_for(store, table, generation, false).await
+}
+
+/// Marks a generation finished by a replay that will switch to it next (`switch`): if that
+/// replay is killed before its switch, the next one with the same settings finishes it
+/// instead of starting another ([`awaits_switch`]).
+pub async fn mark_complete_for(store: &Store, table: &str, generation: &str, switch: bool) -> Result<(), TableError> {
     let record_path = format!("{}{generation}.json", generations_prefix(table));
     let record: GenerationRecord = parse(&record_path, &store.get(&record_path).await?)?;
     if record.removed_ms.is_some() {
@@ -149,8 +156,17 @@ pub async fn mark_complete(store: &Store, table: &str, generation: &str) -> Resu
             reason: format!("{generation} was removed by gc while it was being written; replay again"),
         });
     }
-    let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis() });
+    let body = serde_json::json!({ "completed_ms": chrono::Utc::now().timestamp_millis(), "switch": switch });
     Ok(store.put(&complete_path(table, generation), Bytes::from(body.to_string())).await?)
+}
+
+/// Whether a replay that asked for a switch completed `generation` (and may not have switched).
+pub async fn awaits_switch(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
+    match store.get(&complete_path(table, generation)).await {
+        Ok(data) => Ok(serde_json::from_slice::<serde_json::Value>(&data).is_ok_and(|v| v["switch"] == true)),
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result<bool, TableError> {
