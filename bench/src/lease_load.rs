@@ -12,18 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use kappa_leases::conformance::FixedShards;
 use kappa_leases::coordinator::{Coordinator, ShardLister, WorkerConfig};
 use kappa_leases::store::dynamodb::DynamoStore;
 use kappa_leases::{LeaseStore, Settings, ShardInfo};
-
-struct Fixed(Vec<ShardInfo>);
-
-#[async_trait::async_trait]
-impl ShardLister for Fixed {
-    async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
-        Ok(self.0.clone())
-    }
-}
 
 fn arg(n: usize, name: &str) -> String {
     std::env::args().nth(n).unwrap_or_else(|| {
@@ -75,7 +67,7 @@ async fn main() {
     let table = format!("bench-leases-{}-{shards}", std::process::id());
     let store: Arc<dyn LeaseStore> = Arc::new(DynamoStore::open(aws_sdk_dynamodb::Client::new(&config), &table).await.expect("lease table"));
     let list: Vec<ShardInfo> = (0..shards).map(|i| ShardInfo { id: format!("shardId-{i:012}"), parents: vec![] }).collect();
-    let lister: Arc<dyn ShardLister> = Arc::new(Fixed(list));
+    let lister: Arc<dyn ShardLister> = Arc::new(FixedShards(list));
     let settings = Settings { failover };
     let mut next_id = 0;
     let mut start = || {

@@ -168,10 +168,11 @@ async fn many_items(store: &dyn LeaseStore, count: usize) {
     }
 }
 
-struct Fixed(Vec<ShardInfo>);
+/// A source whose shards never change (tests and benchmarks).
+pub struct FixedShards(pub Vec<ShardInfo>);
 
 #[async_trait]
-impl ShardLister for Fixed {
+impl ShardLister for FixedShards {
     async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
         Ok(self.0.clone())
     }
@@ -191,7 +192,7 @@ pub struct Handover {
 pub async fn workers_balance_fail_over_and_hand_over(store: Arc<dyn LeaseStore>) -> Handover {
     let settings = Settings { failover: Duration::from_secs(2) };
     let shards: Vec<ShardInfo> = (0..8).map(|i| ShardInfo { id: format!("shard-{i}"), parents: vec![] }).collect();
-    let lister: Arc<dyn ShardLister> = Arc::new(Fixed(shards));
+    let lister: Arc<dyn ShardLister> = Arc::new(FixedShards(shards));
     let config = |id: &str| WorkerConfig {
         id: id.to_string(),
         host: "conformance".to_string(),
