@@ -12,7 +12,7 @@ pub use kappa_table::lake::LakeLocation;
 
 use crate::partition::Granularity;
 use crate::settings::{Codec, CompactOptions, FlushPolicy, PipelineConfig, QuarantineLimit};
-pub use crate::settings::{LogGapPolicy, SqsOptions};
+pub use crate::settings::{LeaseOptions, LeaseStoreConfig, LogGapPolicy, SqsOptions};
 
 /// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
 ///
@@ -66,6 +66,26 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 5)]
         limit: usize,
     },
+    /// Lists the workers sharing a source's shards through leases (--leases): each worker's
+    /// host, pid, whether its heartbeat moves (watched for one heartbeat interval), the shards
+    /// it holds and where it read them to; and the shards nobody holds.
+    Workers {
+        /// The lease store: local (beside the log of --from) or dynamodb:TABLE.
+        #[arg(long, value_name = "local|dynamodb:TABLE", default_value = "local")]
+        leases: String,
+        /// The log whose local leases to read (with --leases local).
+        #[arg(long, value_name = "URI", default_value = "log:./data/log")]
+        from: String,
+        /// The workers' --failover: the heartbeat interval watched is a fifth of it.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        failover: Duration,
+        /// AWS endpoint override (moto, LocalStack), for dynamodb:TABLE.
+        #[arg(long, value_name = "URL")]
+        endpoint_url: Option<String>,
+        /// AWS region, for dynamodb:TABLE.
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +128,24 @@ pub struct RunArgs {
     /// partitions, buffered bytes, lag) over HTTP at this address, e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Share the source's shards with other consumers of the same table through leases:
+    /// `local` (beside the embedded log, for processes on one machine) or `dynamodb:TABLE` (a
+    /// lease table, created if missing). Each shard is read by one worker at a time; a worker
+    /// that dies is replaced within --failover, and one that stops (SIGTERM) hands its shards
+    /// over at once. Rows are written once across moves: each commit is fenced per shard (see
+    /// docs/scale-out.md). Today with log:PATH sources.
+    #[arg(long, value_name = "local|dynamodb:TABLE")]
+    pub leases: Option<String>,
+
+    /// With --leases: this worker's name in the lease store (default: host name and pid).
+    /// Two running workers must not share one.
+    #[arg(long, value_name = "ID")]
+    pub worker_id: Option<String>,
+
+    /// With --leases: how long a silent worker keeps its shards before others take them.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub failover: Duration,
 
     /// Also keep every event as it arrived, as zstd NDJSON by arrival hour, under
     /// URI/<table>/raw/ (a local directory or s3://BUCKET[/PREFIX]), in the same commits as the
@@ -408,6 +446,8 @@ pub struct ConsumerConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `--compact`: what a pass does, and how often.
     pub compact: Option<(CompactOptions, Duration)>,
+    /// `--leases`: shards shared with other workers.
+    pub leases: Option<LeaseOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -495,7 +535,43 @@ impl RunArgs {
             };
             (options, self.compact_every)
         });
+        let leases = match self.leases.as_deref() {
+            None => {
+                if self.worker_id.is_some() {
+                    return Err(bad("--worker-id names a worker in the lease store: give --leases too".into()));
+                }
+                None
+            }
+            Some(spec) => {
+                let store = match spec.split_once(':') {
+                    None if spec == "local" => LeaseStoreConfig::Local,
+                    Some(("dynamodb", table)) if !table.is_empty() => LeaseStoreConfig::Dynamo(table.to_string()),
+                    _ => return Err(bad(format!("--leases {spec}: give local (beside the embedded log) or dynamodb:TABLE"))),
+                };
+                match &source {
+                    SourceConfig::Log { .. } => {}
+                    SourceConfig::Kinesis { .. } => {
+                        return Err(bad("--leases with kinesis:STREAM is not supported yet (it is being built): run one consumer per stream and table, \
+                             or share a log:PATH source"
+                            .into()));
+                    }
+                    SourceConfig::Sqs(_) => {
+                        return Err(bad("--leases: an SQS queue has no shards to lease; run one consumer per queue and table".into()));
+                    }
+                }
+                if self.failover < Duration::from_secs(1) {
+                    return Err(bad(format!("--failover {:?}: leases need at least 1s (10s is the default)", self.failover)));
+                }
+                let worker_id = match self.worker_id {
+                    Some(id) if id.is_empty() || id.len() > 200 => return Err(bad("--worker-id must be 1 to 200 characters".into())),
+                    Some(id) => id,
+                    None => format!("{}-{}", kappa_table::writers::host_name(), std::process::id()),
+                };
+                Some(LeaseOptions { store, worker_id, failover: self.failover })
+            }
+        };
         Ok(ConsumerConfig {
+            leases,
             source,
             lake,
             archive,

@@ -64,6 +64,8 @@ pub enum ConsumerError {
     Inference(String),
     #[error(transparent)]
     Aws(#[from] kappa_common::aws::AwsConfigError),
+    #[error("shard leases: {0}")]
+    Leases(#[from] kappa_leases::LeaseError),
     #[error("--metrics-addr {addr}: cannot listen: {source}")]
     Metrics { addr: std::net::SocketAddr, source: std::io::Error },
 }
@@ -74,6 +76,16 @@ impl ConsumerError {
         match self {
             ConsumerError::Table(e) | ConsumerError::Pipeline(PipelineError::Table(e)) => e.is_lost_race(),
             _ => false,
+        }
+    }
+
+    /// The shards a leased commit found taken by another worker (nothing of it was made).
+    pub fn fenced_shards(&self) -> Option<&[String]> {
+        match self {
+            ConsumerError::Table(TableError::Fenced { shards, .. }) | ConsumerError::Pipeline(PipelineError::Table(TableError::Fenced { shards, .. })) => {
+                Some(shards)
+            }
+            _ => None,
         }
     }
 

@@ -18,6 +18,10 @@ fn main() {
     let subcommand = match cli.command {
         Some(Command::Inspect { from, limit, follow, quick }) => Some(kappa_consumer::inspect::inspect(&from, limit, follow, !quick)),
         Some(Command::Describe { lake, table, limit }) => Some(kappa_consumer::describe::describe(&runtime, &lake, &table, limit)),
+        Some(Command::Workers { leases, from, failover, endpoint_url, region }) => {
+            let aws = kappa_common::aws::AwsOptions { endpoint_url, region };
+            Some(kappa_consumer::workers::workers(&runtime, &leases, &from, failover, &aws))
+        }
         None => None,
     };
     if let Some(result) = subcommand {

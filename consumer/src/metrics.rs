@@ -18,6 +18,9 @@ pub struct Gauges {
     pub buffered_bytes: AtomicU64,
     /// In the source's unit: events (log), ms behind latest (Kinesis), messages waiting (SQS).
     pub lag: AtomicU64,
+    /// With `--leases`: shards this worker holds, and the lease counters.
+    pub shards_held: AtomicU64,
+    pub leases: std::sync::OnceLock<Arc<kappa_leases::LeaseStats>>,
 }
 
 fn render(stats: &Stats, gauges: &Gauges) -> String {
@@ -41,6 +44,15 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
         "How far behind the source: events not yet read (log), ms behind latest (Kinesis), visible messages (SQS).",
         gauges.lag.load(Relaxed),
     );
+    if let Some(leases) = gauges.leases.get() {
+        metric("shards_held", "gauge", "Shards this worker holds a lease on (--leases).", gauges.shards_held.load(Relaxed));
+        metric("lease_takes_total", "counter", "Leases taken that were free (released, never taken) or expired.", leases.takes.load(Relaxed));
+        metric("lease_steals_total", "counter", "Leases taken from a live worker to balance.", leases.steals.load(Relaxed));
+        metric("lease_lost_total", "counter", "Leases lost to another worker.", leases.lost.load(Relaxed));
+        metric("lease_handoffs_total", "counter", "Leases released for others to take (shutdown).", leases.releases.load(Relaxed));
+        metric("lease_store_writes_total", "counter", "Conditional writes to the lease store.", leases.writes.load(Relaxed));
+        metric("lease_store_scans_total", "counter", "Scans of the lease store.", leases.scans.load(Relaxed));
+    }
     out
 }
 

@@ -5,6 +5,7 @@
 //! (chunks read ahead are dropped: the commit's resume point lies before them), every buffer
 //! is written and committed, and only then are SQS messages deleted.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use tokio::runtime::Runtime;
 use crate::config::{ConsumerConfig, LakeLocation, SourceConfig};
 pub use crate::error::ConsumerError;
 use crate::feed::Feed;
+use crate::leased::Leases;
 use crate::metrics::Gauges;
 use crate::pipeline::Pipeline;
 use crate::source::kinesis::KinesisSource;
@@ -30,7 +32,8 @@ use kappa_table::lake::open_store;
 pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<(Summary, String), ConsumerError> {
     let needs_aws = matches!(config.lake, LakeLocation::S3 { .. })
         || matches!(config.archive, Some(LakeLocation::S3 { .. }))
-        || !matches!(config.source, SourceConfig::Log { .. });
+        || !matches!(config.source, SourceConfig::Log { .. })
+        || matches!(&config.leases, Some(l) if matches!(l.store, crate::settings::LeaseStoreConfig::Dynamo(_)));
     let aws = if needs_aws { Some(runtime.block_on(AwsContext::load(&config.aws))?) } else { None };
     let store = open_store(&config.lake, aws.as_ref());
     let stats = Arc::new(Stats::default());
@@ -40,23 +43,73 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     }
     // Every Delta reader reads the table at its root, whichever generation it holds.
     let root = format!("{}/{}", config.lake, config.table);
-    let run = Run { config: &config, runtime, shutdown, aws: aws.as_ref(), store, stats: stats.clone(), gauges };
-    loop {
-        match run.generation()? {
-            Ending::Done => return Ok((stats.summary(), root)),
+    let run = Run { config: &config, runtime, shutdown, aws: aws.as_ref(), store, stats: stats.clone(), gauges: gauges.clone() };
+    let mut leases = match (&config.leases, &config.source) {
+        (Some(options), SourceConfig::Log { path, .. }) => {
+            let shards = LogSource::shard_names(&LogSource::open(path).map_err(SourceError::from)?);
+            let source = config.source.to_string();
+            Some(Leases::start(runtime, options, path, shards, source, root.clone(), aws.as_ref())?)
+        }
+        _ => None,
+    };
+    if let Some(leases) = &leases {
+        let _ = gauges.leases.set(leases.shared_stats());
+    }
+    let mut idle_since = Instant::now();
+    let ended = loop {
+        // With leases: a session per set of shards held (see `crate::leased`).
+        let held = match &mut leases {
+            Some(leases) => {
+                let held = leases.held_now();
+                gauges.shards_held.store(held.len() as u64, Ordering::Relaxed);
+                if held.is_empty() {
+                    if shutdown.is_requested() || config.until_idle.is_some_and(|idle| idle_since.elapsed() >= idle) {
+                        break Ok(());
+                    }
+                    leases.wait_for_change(runtime, Duration::from_millis(200));
+                    continue;
+                }
+                Some(held)
+            }
+            None => None,
+        };
+        let lease = leases.as_mut().zip(held.as_ref());
+        match run.generation(lease) {
+            Err(e) => break Err(e),
+            Ok(Ending::Done) => break Ok(()),
             // A replay switched readers to another generation and handed over its positions:
             // what this run read and did not commit lies after them. Go on there.
-            Ending::Switched { from, to } => {
+            Ok(Ending::Switched { from, to }) => {
                 tracing::info!(from = %from, to = %to, "the table was switched to {to}: continuing on it from the positions the switch handed over");
             }
+            Ok(Ending::Moved) => idle_since = Instant::now(),
+        }
+    };
+    if let Some(leases) = leases {
+        let lease_stats = leases.stats();
+        tracing::info!(
+            takes = lease_stats.takes.load(Ordering::Relaxed),
+            steals = lease_stats.steals.load(Ordering::Relaxed),
+            lost = lease_stats.lost.load(Ordering::Relaxed),
+            "releasing this worker's shard leases"
+        );
+        // Handed over even after an error: others take the shards at once.
+        if let Err(e) = leases.shutdown(runtime) {
+            tracing::warn!(error = %e, "could not release the shard leases; other workers take them after --failover");
         }
     }
+    ended.map(|()| (stats.summary(), root))
 }
 
 /// How a run on one generation ended.
 enum Ending {
     Done,
-    Switched { from: String, to: String },
+    Switched {
+        from: String,
+        to: String,
+    },
+    /// Under leases: the shards held changed (or a commit found one fenced).
+    Moved,
 }
 
 /// What every generation's run shares.
@@ -73,10 +126,39 @@ struct Run<'a> {
 impl Run<'_> {
     /// Consumes into the table's current generation until the source is drained (or a
     /// shutdown), or until a switch makes another generation current.
-    fn generation(&self) -> Result<Ending, ConsumerError> {
+    ///
+    /// With leases (`lease`: this worker's, and the shards it holds), only those shards are
+    /// read, and the run also ends when the held set changes ([`Ending::Moved`]).
+    fn generation(&self, mut lease: Option<(&mut Leases, &BTreeMap<String, u64>)>) -> Result<Ending, ConsumerError> {
         let Run { config, runtime, shutdown, aws, stats, gauges, .. } = self;
         let (config, runtime, shutdown, aws) = (*config, *runtime, *shutdown, *aws);
-        let table = runtime.block_on(Table::open_or_create(self.store.clone(), &config.table))?;
+        let mut table = runtime.block_on(Table::open_or_create(self.store.clone(), &config.table))?;
+        if let Some((leases, held)) = &mut lease {
+            // A shard the table holds at a newer epoch than this worker's lease was taken by
+            // another worker meanwhile (this one's lease view is behind).
+            let names: Vec<String> = held.keys().cloned().collect();
+            let epochs = runtime.block_on(table.shard_epochs(&names))?;
+            let fenced: BTreeMap<String, Option<u64>> = epochs.into_iter().filter(|(shard, epoch)| epoch.is_some_and(|e| e > held[shard])).collect();
+            if !fenced.is_empty() {
+                leases.fenced(runtime, &fenced)?;
+                return Ok(Ending::Moved);
+            }
+            table = table.leased(&leases.worker_id, held);
+            tracing::info!(shards = ?held.keys().collect::<Vec<_>>(), "reading the shards this worker holds");
+        } else if let SourceConfig::Log { path, .. } = &config.source {
+            // Leased workers' positions are per shard: a consumer reading the older, table-wide
+            // state would store their rows again.
+            let names = LogSource::shard_names(&LogSource::open(path).map_err(SourceError::from)?);
+            if let Some(shard) = runtime.block_on(table.leased_after_consumer(&names))? {
+                return Err(ConsumerError::Table(kappa_table::TableError::Refused {
+                    table: config.table.clone(),
+                    reason: format!(
+                        "shard {shard} of this table was last written by workers sharing the shards through leases: \
+                         run every consumer of the table with the same --leases (a consumer without leases would write their rows again)"
+                    ),
+                }));
+            }
+        }
         if let (Some(database), Some(aws)) = (&config.glue_database, aws) {
             table.register_in_glue(aws.glue(), database.clone());
         }
@@ -104,7 +186,13 @@ impl Run<'_> {
         let mut source = match (&config.source, log) {
             (SourceConfig::Log { on_gap, .. }, Some(log)) => {
                 let resume: Vec<_> = (0..shards.len() as u32).map(|s| pipeline.resume_after(s)).collect();
-                Source::Log(LogSource::start(log, &resume, *on_gap, stats.clone())?)
+                match &lease {
+                    Some((_, held)) => {
+                        let reading: Vec<u32> = held.keys().filter_map(|s| s.parse().ok()).filter(|s| (*s as usize) < shards.len()).collect();
+                        Source::Log(LogSource::start_shards(log, &reading, &resume, *on_gap, stats.clone())?)
+                    }
+                    None => Source::Log(LogSource::start(log, &resume, *on_gap, stats.clone())?),
+                }
             }
             (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
                 let resume = pipeline
@@ -145,6 +233,8 @@ impl Run<'_> {
         let mut was_caught_up = false;
         let mut last_status = (Instant::now(), 0u64);
         let mut switched_to = None;
+        // Under leases: the held set changed; true if every shard of this run is still held.
+        let mut moved: Option<bool> = None;
         let mut feed = Feed::new();
         let result = (|| -> Result<(), ConsumerError> {
             while !shutdown.is_requested() {
@@ -171,6 +261,12 @@ impl Run<'_> {
                 pipeline.flush_due()?;
                 source.acknowledge(pipeline.acks().take_committed());
                 pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
+                if let Some((leases, held)) = &lease
+                    && leases.changed()
+                {
+                    moved = Some(leases.still_holds(held));
+                    break;
+                }
                 gauges.open_partitions.store(pipeline.open_partitions() as u64, Ordering::Relaxed);
                 gauges.buffered_bytes.store(pipeline.buffered_memory() as u64, Ordering::Relaxed);
                 if last_status.0.elapsed() >= config.status_interval {
@@ -197,9 +293,19 @@ impl Run<'_> {
                         "status"
                     );
                     last_status = (Instant::now(), read);
+                    if let Some((leases, held)) = &lease {
+                        // Where each held shard was read to: a hint for `kappa-consumer workers`,
+                        // sent with the next heartbeat (no write of its own).
+                        let names = pipeline.shard_names();
+                        let positions = (0..names.len() as u32)
+                            .filter(|s| held.contains_key(&names[*s as usize]))
+                            .filter_map(|s| pipeline.last_read(s).map(|p| (names[s as usize].clone(), p.to_string())))
+                            .collect();
+                        leases.positions(runtime, positions);
+                    }
                 }
             }
-            if switched_to.is_some() {
+            if switched_to.is_some() || moved == Some(false) {
                 return Ok(());
             }
             // Stop reading first (step 2), then write and commit, then acknowledge what the
@@ -214,6 +320,17 @@ impl Run<'_> {
             compactor.stop();
         }
         let result = match result {
+            // Under leases, a commit refused for shards another worker took: nothing of it
+            // was made; the next session reads the shards still held from the table.
+            Err(e) if lease.is_some() && e.fenced_shards().is_some() => {
+                let shards = e.fenced_shards().unwrap_or_default().to_vec();
+                let epochs = runtime.block_on(pipeline.table().shard_epochs(&shards))?;
+                if let Some((leases, _)) = &lease {
+                    leases.fenced(runtime, &epochs)?;
+                }
+                moved = Some(false);
+                Ok(())
+            }
             // A commit that lost to a switch: the table holds another generation now.
             Err(e) if e.is_lost_race() => match runtime.block_on(pipeline.table().current_generation()) {
                 Ok(Some(current)) if current != generation => {
@@ -227,6 +344,13 @@ impl Run<'_> {
         if let Err(e) = result {
             source.stop();
             return Err(e);
+        }
+        if moved == Some(false) {
+            // A shard was lost: nothing more is committed (a late commit would be refused
+            // whole); what is buffered is read again by the next session.
+            source.stop();
+            pipeline.abandon();
+            return Ok(Ending::Moved);
         }
         if let Some(current) = switched_to {
             // What this run buffered, and a commit the switch made fail, lie after the
@@ -242,6 +366,7 @@ impl Run<'_> {
         // A batch run (--until-idle) leaves the table compacted: scheduled runs converge too.
         if let (Some((options, _)), Some(_)) = (&config.compact, config.until_idle)
             && !shutdown.is_requested()
+            && moved.is_none()
         {
             match crate::compact::compact(runtime.handle(), pipeline.table(), options, &|| shutdown.is_requested()) {
                 Ok(report) => tracing::info!("{}", report.render(&config.table).trim_end()),
@@ -249,6 +374,7 @@ impl Run<'_> {
             }
         }
         pipeline.close();
-        Ok(Ending::Done)
+        // Shards gained: what was read is committed; the next session reads every shard held.
+        Ok(if moved.is_some() { Ending::Moved } else { Ending::Done })
     }
 }

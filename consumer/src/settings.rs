@@ -103,3 +103,20 @@ pub struct SqsOptions {
     /// Messages are S3 notifications of files to read (`sqs+s3:`), not events.
     pub files: Option<kappa_common::flatten::FlattenOptions>,
 }
+
+/// Where the shard leases are (`--leases`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseStoreConfig {
+    /// Beside the embedded log (`<log>/_leases/`): processes on one machine.
+    Local,
+    /// A DynamoDB table, created if missing.
+    Dynamo(String),
+}
+
+/// Shard leases: workers share the source's shards, each shard read by one at a time.
+#[derive(Debug, Clone)]
+pub struct LeaseOptions {
+    pub store: LeaseStoreConfig,
+    pub worker_id: String,
+    pub failover: Duration,
+}

@@ -112,6 +112,11 @@ impl Coordinator {
         &self.stats
     }
 
+    /// The counters, to read after the coordinator is gone (metrics).
+    pub fn shared_stats(&self) -> Arc<LeaseStats> {
+        self.stats.clone()
+    }
+
     /// Marks `shard` ended (read to its end, and that end committed): its children may be taken.
     pub async fn end(&self, shard: &str, checkpoint: Option<String>) -> Result<bool, LeaseError> {
         let (reply, rx) = oneshot::channel();

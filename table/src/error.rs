@@ -27,6 +27,11 @@ pub enum TableError {
     /// committed meanwhile (the generation is still the one expected); catch up and try again.
     #[error("table {table}: the table moved past version {version} before the switch to {generation} was made")]
     VersionMoved { table: String, generation: String, version: u64 },
+    /// A leased worker's commit found `shards` taken by another worker since it read them
+    /// (their `txn` fenced at a newer epoch): nothing of it was made; the worker stops reading
+    /// them and goes on with the rest.
+    #[error("table {table}: commit not made: shards {shards:?} were taken over by another worker meanwhile")]
+    Fenced { table: String, shards: Vec<String> },
     /// Boxed: delta-rs's errors are large, and every result of the pipeline carries this type.
     #[error(transparent)]
     Delta(Box<crate::delta::DeltaError>),
@@ -48,6 +53,10 @@ impl TableError {
                 table: table.to_string(),
                 commit,
                 by: format!("{missing} of the {total} files it replaces were removed meanwhile; {by}"),
+            },
+            DeltaError::Fenced { app_ids, .. } => TableError::Fenced {
+                table: table.to_string(),
+                shards: app_ids.iter().map(|a| a.strip_prefix(crate::state::SHARD_APP_PREFIX).unwrap_or(a).to_string()).collect(),
             },
             other => other.into(),
         }

@@ -33,5 +33,7 @@ pub mod table;
 pub mod writers;
 
 pub use self::error::TableError;
-pub use self::state::{CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SeenRows, ShardPositions, TableState, Totals};
+pub use self::state::{
+    CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SHARD_APP_PREFIX, SeenRows, ShardPositions, TableState, Totals, shard_app_id,
+};
 pub use self::table::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile, PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns};

@@ -122,11 +122,37 @@ pub struct TableState {
     pub horizons: BTreeMap<String, i64>,
     /// Every committed, not removed, data file (relative to the generation).
     pub files: BTreeSet<String>,
+    /// A leased worker's start: what the commits its shards come from remember of producer
+    /// files besides `seen` (each to be united with it).
+    pub more_seen: Vec<BTreeMap<String, SeenRows>>,
 }
 
 /// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
 /// replay's switch hands its end positions to the consumer under the same id.
 pub const CONSUMER_APP_ID: &str = "kappa-consumer";
+
+/// The Delta app id prefix of a source shard's `txn` when workers share the shards through
+/// leases (`--leases`): `kappa-shard:<shard>`, its version `epoch << 32 | commit` (see
+/// [`shard_txn_version`]). The commit carrying a shard's latest `txn` holds its resume state.
+pub const SHARD_APP_PREFIX: &str = "kappa-shard:";
+
+/// The `txn` app id of `shard` under leases.
+pub fn shard_app_id(shard: &str) -> String {
+    format!("{SHARD_APP_PREFIX}{shard}")
+}
+
+/// A shard's `txn` version: the lease epoch in the high half, so that a worker that took the
+/// shard later (a higher epoch) is above every commit of the one before, and the count of
+/// commits within the epoch in the low half. Kinesis sequence numbers do not fit an i64, so
+/// positions stay in the commit's metadata.
+pub fn shard_txn_version(epoch: u64, commit: u32) -> i64 {
+    (((epoch & 0x7fff_ffff) as i64) << 32) | i64::from(commit)
+}
+
+/// The lease epoch of a shard's `txn` version.
+pub fn epoch_of_txn(version: i64) -> u64 {
+    (version >> 32) as u64
+}
 
 /// Table property: the generation whose files the table holds.
 pub const GENERATION_PROPERTY: &str = "kappa.generation";
@@ -149,5 +175,6 @@ pub(crate) fn state_of(commit: Commit) -> TableState {
         seen: commit.seen,
         horizons: commit.horizons,
         files: BTreeSet::new(),
+        more_seen: Vec::new(),
     }
 }

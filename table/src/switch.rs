@@ -197,6 +197,8 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
     let mut setup = target.setup;
     setup.configuration.insert(GENERATION_SINCE_PROPERTY.to_string(), (lake.version().map_or(0, |v| v + 1)).to_string());
     let commit = crate::delta::Commit {
+        also: Vec::new(),
+        fence: false,
         app_id: CONSUMER_APP_ID.to_string(),
         counter,
         previous,

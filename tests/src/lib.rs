@@ -36,8 +36,8 @@ pub fn bin(name: &str) -> PathBuf {
         .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display()));
     let crates: &[&str] = match name {
         "kappa-producer" => &["common", "producer"],
-        "kappa-consumer" => &["common", "table", "consumer"],
-        "kappa-replay" => &["common", "table", "consumer", "replay"],
+        "kappa-consumer" => &["common", "table", "leases", "consumer"],
+        "kappa-replay" => &["common", "table", "leases", "consumer", "replay"],
         "kappa-query" => &["common", "table", "query"],
         _ => &["bench"],
     };

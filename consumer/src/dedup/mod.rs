@@ -201,6 +201,26 @@ impl Dedup {
         Ok(())
     }
 
+    /// Unites more remembered rows with those loaded (a leased worker's shards came from
+    /// several commits, each remembering what its worker read).
+    pub fn load_more(&mut self, remembered: &BTreeMap<String, SeenRows>) -> Result<(), String> {
+        if self.capacity == 0 {
+            for (name, seen) in remembered {
+                self.untouched.entry(name.clone()).or_insert_with(|| seen.clone());
+            }
+            return Ok(());
+        }
+        for (name, seen) in remembered {
+            let ranges = RowRanges::parse(&seen.rows).map_err(|e| format!("remembered rows of {name}: {e}"))?;
+            let index = self.source(name);
+            let source = &mut self.sources[index];
+            let ours = RowRanges::parse(&source.committed.to_text(usize::MAX)).map_err(|e| format!("remembered rows of {name}: {e}"))?;
+            source.committed = RowMap::from_ranges(ours.union(&ranges));
+            source.touched_ms = source.touched_ms.max(seen.ms);
+        }
+        Ok(())
+    }
+
     fn source(&mut self, name: &str) -> usize {
         match self.source_index.get(name) {
             Some(index) => *index,

@@ -164,6 +164,11 @@ impl RowRanges {
         self.0 = merge(&self.0, &rows.into_ranges());
     }
 
+    /// Every row of either.
+    pub fn union(&self, other: &RowRanges) -> RowRanges {
+        RowRanges(merge(&self.0, &other.0))
+    }
+
     /// `0-99,120,140-150`: a few characters per gap in the commit's JSON, however many rows;
     /// the lowest `most` ranges.
     pub fn to_text(&self, most: usize) -> String {

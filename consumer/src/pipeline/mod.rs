@@ -161,6 +161,9 @@ impl Pipeline {
         let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
         let mut dedup = Dedup::new(config.dedup_window);
         dedup.load(&std::mem::take(&mut state.seen)).map_err(|reason| TableError::Invalid { table: table.name().to_string(), reason })?;
+        for more in std::mem::take(&mut state.more_seen) {
+            dedup.load_more(&more).map_err(|reason| TableError::Invalid { table: table.name().to_string(), reason })?;
+        }
         let read_count = vec![0; shards.len()];
         // Keyed by where the table really is, not by the --lake string as typed.
         let location = format!("{}{}", kappa_table::location(table.store(), table.name())?.url, table.generation());
@@ -228,6 +231,16 @@ impl Pipeline {
         {
             tracing::warn!(error = %e, "could not remove this consumer's writer record; it goes stale once the process exits");
         }
+    }
+
+    /// Ends the pipeline without flushing: waits for a commit in flight (whatever its outcome:
+    /// a leased worker that lost a shard drops the rest, and re-reads it from the table), then
+    /// closes. What is buffered is dropped.
+    pub fn abandon(&mut self) {
+        if let Err(e) = self.finish_commit() {
+            tracing::info!(error = %e, "the commit in flight was not made; its rows are read again");
+        }
+        self.close();
     }
 
     pub fn state(&self) -> &TableState {

@@ -38,6 +38,8 @@ pub struct LogSource {
     /// A round found nothing new in any shard: what the log held is read.
     caught_up: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The shards read.
+    reading: Vec<u32>,
 }
 
 impl LogSource {
@@ -57,8 +59,21 @@ impl LogSource {
     /// reads up to it anyway, and scanning every shard's end here would cost ~0.1 s per
     /// 500 MB).
     pub fn start(log: Log, resume_after: &[Option<SequenceNumber>], on_gap: LogGapPolicy, stats: Arc<Stats>) -> Result<LogSource, SourceError> {
+        let all: Vec<u32> = (0..resume_after.len() as u32).collect();
+        Self::start_shards(log, &all, resume_after, on_gap, stats)
+    }
+
+    /// [`LogSource::start`] for some shards only (a leased worker's): the others are not read.
+    pub fn start_shards(
+        log: Log,
+        shards: &[u32],
+        resume_after: &[Option<SequenceNumber>],
+        on_gap: LogGapPolicy,
+        stats: Arc<Stats>,
+    ) -> Result<LogSource, SourceError> {
         let mut starts = Vec::new();
-        for (shard, point) in resume_after.iter().enumerate() {
+        for &shard in shards {
+            let point = &resume_after[shard as usize];
             let next = match point {
                 None => 0,
                 Some(seq) => {
@@ -67,8 +82,8 @@ impl LogSource {
                     position + 1
                 }
             };
-            stats.add_log_skipped(check_first_retained(&log, shard as u32, next, on_gap)?);
-            starts.push(if next == 0 { StartAt::Earliest } else { StartAt::AtSequence(next) });
+            stats.add_log_skipped(check_first_retained(&log, shard, next, on_gap)?);
+            starts.push((shard, if next == 0 { StartAt::Earliest } else { StartAt::AtSequence(next) }));
         }
         Self::spawn(log, starts, None, Some(GapWatch { on_gap, stats }))
     }
@@ -86,7 +101,7 @@ impl LogSource {
                 check_first_retained(&log, shard as u32, 0, LogGapPolicy::Fail)?;
             }
         }
-        Self::spawn(log, starts, Some(Bounds { ends, until_ms }), None)
+        Self::spawn(log, starts.into_iter().enumerate().map(|(s, start)| (s as u32, start)).collect(), Some(Bounds { ends, until_ms }), None)
     }
 
     /// Reads each shard after `resume_after` up to (not including) `ends`, then finishes: a
@@ -102,7 +117,7 @@ impl LogSource {
                 ),
             });
         }
-        Self::spawn(log, starts, Some(Bounds { ends, until_ms: None }), None)
+        Self::spawn(log, starts.into_iter().enumerate().map(|(s, start)| (s as u32, start)).collect(), Some(Bounds { ends, until_ms: None }), None)
     }
 
     /// Records in each shard when a bounded read started (its end bound).
@@ -119,10 +134,12 @@ impl LogSource {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    fn spawn(log: Log, starts: Vec<StartAt>, bounds: Option<Bounds>, gaps: Option<GapWatch>) -> Result<LogSource, SourceError> {
+    /// Reads `starts` (shard, where): a bounded read has every shard, in order.
+    fn spawn(log: Log, starts: Vec<(u32, StartAt)>, bounds: Option<Bounds>, gaps: Option<GapWatch>) -> Result<LogSource, SourceError> {
         let mut readers = Vec::new();
-        for (shard, start) in starts.into_iter().enumerate() {
-            readers.push(log.reader(shard as u32, start)?);
+        let reading = starts.iter().map(|(shard, _)| *shard).collect();
+        for (shard, start) in starts {
+            readers.push(log.reader(shard, start)?);
         }
         // Handed over, not queued: the feed decodes several chunks ahead already, and a
         // chunk that waits here holds its events' bytes for nothing (one and two waiting held
@@ -135,7 +152,7 @@ impl LogSource {
             .name("kappa-log-source".into())
             .spawn(move || read_loop(readers, bounds, sender, stop_flag, caught_up_flag, gaps.map(|g| (watched, g)), shapes))
             .expect("spawn the log source thread");
-        Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread) })
+        Ok(LogSource { log, finished: false, chunks, stop, caught_up, thread: Some(thread), reading })
     }
 
     /// The next chunk, or `None` if nothing arrived within `timeout`.
@@ -153,8 +170,9 @@ impl LogSource {
 
     /// Records in the log not yet delivered (for the lag in the status line).
     pub fn lag(&self, last_read: impl Fn(u32) -> Option<SequenceNumber>) -> u64 {
-        (0..self.log.shard_count())
-            .map(|s| {
+        self.reading
+            .iter()
+            .map(|&s| {
                 let next = last_read(s).and_then(|l| l.to_u64()).map_or(0, |l| l + 1);
                 self.log.shard_end(s).unwrap_or(0).saturating_sub(next)
             })
@@ -288,7 +306,7 @@ fn read_loop(
                             done[shard] = true;
                             break;
                         }
-                        records.push((shard as u32, seq, arrival_ms, payload));
+                        records.push((reader.shard(), seq, arrival_ms, payload));
                     }
                     Ok(None) => {
                         if bounds.as_ref().is_some_and(|b| reader_at_end(reader, b.ends[shard])) {

@@ -71,6 +71,10 @@ pub enum DeltaError {
     Delta { table: String, source: DeltaTableError },
     #[error("table {table}: {location} is not a usable table location: {reason}")]
     Location { table: String, location: String, reason: String },
+    /// A leased commit found shards (their `txn` app ids) fenced by a newer owner since it read
+    /// them: nothing of it was made.
+    #[error("table {table}: the commit was not made: shards {app_ids:?} were taken by another worker (fenced) meanwhile")]
+    Fenced { table: String, app_ids: Vec<String> },
     /// Another writer committed with this writer's id (`by` says who, and what to do).
     #[error("table {table}: commit {counter} of writer {app_id} was not made: {by}")]
     ConcurrentWriter { table: String, app_id: String, counter: i64, by: String },
@@ -173,6 +177,21 @@ pub struct Commit {
     pub setup: Option<TableSetup>,
     /// What the writer needs to resume, kept in `commitInfo.kappa.state`.
     pub state: Value,
+    /// More `txn` actions the commit carries (a leased worker's shards after the first, which
+    /// is `app_id`), each checked as `app_id`'s is.
+    pub also: Vec<TxnCheck>,
+    /// A leased commit: a `txn` found moved by someone else means its shard was fenced by a
+    /// newer owner ([`DeltaError::Fenced`]), not a second writer with this id.
+    pub fence: bool,
+}
+
+/// One more `txn` of a commit: its app id, the version it sets, and the version it expects to
+/// find (`None`: none yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnCheck {
+    pub app_id: String,
+    pub counter: i64,
+    pub previous: Option<i64>,
 }
 
 /// A writer's last commit, as a restart finds it.
@@ -358,7 +377,22 @@ impl LakeTable {
 
     async fn try_commit(&mut self, commit: &Commit) -> Result<u64, DeltaError> {
         let name = self.name.clone();
-        let concurrent = || DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, by: String::new() };
+        let concurrent = || match commit.fence {
+            true => DeltaError::Fenced { table: name.clone(), app_ids: vec![commit.app_id.clone()] },
+            false => DeltaError::ConcurrentWriter { table: name.clone(), app_id: commit.app_id.clone(), counter: commit.counter, by: String::new() },
+        };
+        // A leased commit's other shards: each must still be where this worker left it (or
+        // already at this commit's version, if an earlier attempt landed: checked below).
+        let mut fenced = Vec::new();
+        for txn in &commit.also {
+            let now = self.writer_counter(&txn.app_id).await?;
+            if now != txn.previous && now != Some(txn.counter) {
+                fenced.push(txn.app_id.clone());
+            }
+        }
+        if !fenced.is_empty() {
+            return Err(DeltaError::Fenced { table: self.name.clone(), app_ids: fenced });
+        }
         match self.writer_counter(&commit.app_id).await? {
             now if now == commit.previous => {}
             Some(now) if now == commit.counter => return self.own_commit(commit).await?.ok_or_else(concurrent),
@@ -397,6 +431,7 @@ impl LakeTable {
             new_metadata = Some(metadata);
         }
         actions.push(Action::Txn(Transaction { last_updated: Some(now_ms), ..Transaction::new(&commit.app_id, commit.counter) }));
+        actions.extend(commit.also.iter().map(|t| Action::Txn(Transaction { last_updated: Some(now_ms), ..Transaction::new(&t.app_id, t.counter) })));
         if commit.replace_all {
             let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
             let keep: std::collections::HashSet<&str> = commit.keep.iter().map(String::as_str).collect();
@@ -444,6 +479,7 @@ impl LakeTable {
                 let own = self.own.get_or_insert_with(|| OwnCommits { version, counters: HashMap::new(), metadata: None, protocol: None });
                 own.version = version;
                 own.counters.insert(commit.app_id.clone(), commit.counter);
+                own.counters.extend(commit.also.iter().map(|t| (t.app_id.clone(), t.counter)));
                 if new_metadata.is_some() {
                     own.metadata = new_metadata;
                 }

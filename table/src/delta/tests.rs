@@ -25,6 +25,8 @@ async fn open(dir: &std::path::Path) -> LakeTable {
 
 fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, state: Value) -> Commit {
     Commit {
+        also: Vec::new(),
+        fence: false,
         app_id: app_id.into(),
         counter,
         previous: (counter > 1).then_some(counter - 1),
@@ -127,6 +129,8 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
     let mut stale = open_existing(dir.path()).await;
     table.commit(commit("consumer", 2, "c2", vec![file("gen-000001/year=2025/month=03/day=19/b.parquet", "19")], json!({"generation": 1}))).await.unwrap();
     let switch = Commit {
+        also: Vec::new(),
+        fence: false,
         remove: Vec::new(),
         data_change: true,
         replace_all: true,
@@ -162,6 +166,8 @@ async fn an_append_goes_on_over_a_compaction_and_conflicting_commits_do_not() {
     // A compaction replaces both files while the consumer prepares its next commit.
     let mut compactor = open(dir.path()).await;
     let compaction = Commit {
+        also: Vec::new(),
+        fence: false,
         remove: small.iter().map(|p| p.to_string()).collect(),
         data_change: false,
         ..commit("compactor", 1, "k1", vec![file("gen-000001/ab.parquet", "19")], json!(null))

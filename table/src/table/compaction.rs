@@ -66,6 +66,8 @@ impl Table {
         let counter = lake.writer_counter(COMPACTION_APP_ID).await?.unwrap_or(0) + 1;
         let add = added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
         let commit = crate::delta::Commit {
+            also: Vec::new(),
+            fence: false,
             app_id: COMPACTION_APP_ID.to_string(),
             counter,
             previous: (counter > 1).then_some(counter - 1),

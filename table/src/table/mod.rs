@@ -45,6 +45,8 @@ pub struct Table {
     /// The Delta table, for the live generation; `None` for a replay's generation, which keeps
     /// its own log until its switch.
     live: Option<std::sync::Arc<Live>>,
+    /// The shards this worker holds, when workers share them through leases.
+    leased: Option<std::sync::Arc<std::sync::Mutex<leased::Leased>>>,
 }
 
 #[derive(Debug)]
@@ -91,7 +93,7 @@ impl Table {
             None => crate::registry::unborn(&store, name).await?,
         };
         let live = Live { location, lake: tokio::sync::Mutex::new(lake), glue: std::sync::OnceLock::new(), registered: Default::default() };
-        Ok(Table { store, name: name.to_string(), generation, side_objects: Default::default(), live: Some(std::sync::Arc::new(live)) })
+        Ok(Table { store, name: name.to_string(), generation, side_objects: Default::default(), live: Some(std::sync::Arc::new(live)), leased: None })
     }
 
     /// Opens any generation: the live one through the Delta table, another through its log.
@@ -104,7 +106,7 @@ impl Table {
 
     /// Opens a replay's generation (it must exist), which keeps its own commit log.
     pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
-        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None }
+        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None, leased: None }
     }
 
     pub fn name(&self) -> &str {
@@ -153,6 +155,9 @@ impl Table {
                 let Some(lake) = lake.as_mut() else { return Ok(TableState::default()) };
                 let prefix = format!("{}/", self.generation);
                 let files = lake.files().await?.into_iter().filter_map(|f| f.strip_prefix(&prefix).map(str::to_string)).collect();
+                if self.leased.is_some() {
+                    return self.leased_state(lake, files).await;
+                }
                 match lake.writer_state(CONSUMER_APP_ID).await? {
                     Some(found) => {
                         let path = format!("{}/_delta_log version {}", self.name, found.version);
@@ -220,7 +225,10 @@ impl Table {
         let recorded = self.externalized(commit).await?;
         self.commit_recorded(commit, &recorded, schema, layout).await?;
         // Only once the commit is durable: it is then the last one, the one a restart reads.
+        // Not under leases: each worker's last commit names its own state objects, and one
+        // worker's cleanup would take another's.
         if commit.commit.is_multiple_of(side::CLEANUP_EVERY)
+            && self.leased.is_none()
             && let Err(e) = self.remove_unreferenced_state(&recorded).await
         {
             tracing::warn!(error = %e, "could not remove state objects no commit names; trying again later");
@@ -288,11 +296,26 @@ impl Table {
         let lake = lake.as_mut().expect("created above");
         let add = commit.added.iter().map(|f| delta_file(&self.generation, f, &partition_columns)).collect::<Result<_, _>>()?;
         let state = serde_json::to_value(Commit { added: Vec::new(), ..recorded.clone() }).expect("commit serializes");
+        // Under leases, one `txn` per held shard (see `leased.rs`); else the consumer's own,
+        // numbered one after another (a switch hands it its number).
+        let (primary, also) = match self.leased_txns() {
+            Some(txns) => txns,
+            None => (
+                crate::delta::TxnCheck {
+                    app_id: CONSUMER_APP_ID.to_string(),
+                    counter: commit.commit as i64,
+                    previous: (commit.commit > 1).then(|| commit.commit as i64 - 1),
+                },
+                Vec::new(),
+            ),
+        };
+        let carried: Vec<_> = std::iter::once(primary.clone()).chain(also.iter().cloned()).collect();
         let delta_commit = crate::delta::Commit {
-            app_id: CONSUMER_APP_ID.to_string(),
-            counter: commit.commit as i64,
-            // A consumer numbers its commits one after another (a switch hands it its number).
-            previous: (commit.commit > 1).then(|| commit.commit as i64 - 1),
+            fence: self.leased.is_some(),
+            also,
+            app_id: primary.app_id,
+            counter: primary.counter,
+            previous: primary.previous,
             // Unique to this attempt: tells our own commit from another writer's after an
             // ambiguous failure.
             commit_id: format!("{}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(), commit.commit),
@@ -307,6 +330,7 @@ impl Table {
         };
         match lake.commit(delta_commit).await {
             Ok(_) => {
+                self.leased_committed(&carried);
                 if let Some((client, database)) = live.glue.get()
                     && (changed || !live.registered.load(std::sync::atomic::Ordering::Relaxed))
                 {
@@ -485,7 +509,12 @@ impl Table {
 
     /// Writes a quarantine object; returns its path relative to the table.
     pub async fn put_errors(&self, commit: u64, data: Bytes) -> Result<String, TableError> {
-        let relative = format!("_errors/{}/{commit:020}.ndjson", self.generation);
+        // Leased workers number their commits each on their own: their files are named apart
+        // (and a restart's cleanup, which reads numbers only, leaves them).
+        let relative = match self.leased_tag() {
+            Some(tag) => format!("_errors/{}/{commit:020}-{tag}.ndjson", self.generation),
+            None => format!("_errors/{}/{commit:020}.ndjson", self.generation),
+        };
         self.store.put(&format!("{}/{relative}", self.name), data).await?;
         Ok(relative)
     }
@@ -493,6 +522,7 @@ impl Table {
 
 mod cleanup;
 mod compaction;
+mod leased;
 mod naming;
 mod side;
 #[cfg(test)]

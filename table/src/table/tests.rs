@@ -109,6 +109,8 @@ async fn a_grown_schema_keeps_the_columns_another_writer_added() {
         configuration: other.configuration().unwrap().into_iter().collect(),
     };
     let foreign = crate::delta::Commit {
+        also: Vec::new(),
+        fence: false,
         app_id: "someone-else".into(),
         counter: 1,
         previous: None,
@@ -130,4 +132,57 @@ async fn a_grown_schema_keeps_the_columns_another_writer_added() {
     table.commit(&Commit { schema_version: 2, ..commit(2, &[], "20") }, &grown, &layout()).await.unwrap();
     let names: Vec<String> = LakeTable::open("sales", &location).await.unwrap().unwrap().data_schema().unwrap().fields.into_iter().map(|c| c.name).collect();
     assert_eq!(names, vec!["id", "x", "note"]);
+}
+
+/// A commit with positions for `shards` (each resuming after `resume`).
+fn shard_commit(n: u64, files: &[&str], shards: &[(&str, &str)]) -> Commit {
+    Commit { resume: shards.iter().map(|(s, p)| (s.to_string(), p.to_string())).collect(), ..commit(n, files, "0") }
+}
+
+async fn leased(store: &Store, worker: &str, held: &[(&str, u64)]) -> Table {
+    let held = held.iter().map(|(s, e)| (s.to_string(), *e)).collect();
+    Table::open_or_create(store.clone(), "sales").await.unwrap().leased(worker, &held)
+}
+
+#[tokio::test]
+async fn leased_workers_append_side_by_side_and_a_take_fences_the_old_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    // Worker a holds shards 0 and 1, worker b shard 2: both commit, blind appends.
+    let a = leased(&store, "a", &[("0", 1), ("1", 1)]).await;
+    let b = leased(&store, "b", &[("2", 1)]).await;
+    assert!(a.load_state().await.unwrap().resume.is_empty());
+    a.put_object("year=2025/part-0-a.parquet", Bytes::from_static(b"a")).await.unwrap();
+    a.commit(&shard_commit(1, &["year=2025/part-0-a.parquet"], &[("0", "10"), ("1", "11")]), &schema(), &layout()).await.unwrap();
+    b.load_state().await.unwrap();
+    b.commit(&shard_commit(1, &[], &[("2", "12")]), &schema(), &layout()).await.unwrap();
+    a.commit(&shard_commit(2, &[], &[("0", "20"), ("1", "21")]), &schema(), &layout()).await.unwrap();
+
+    // Worker c takes shard 1 at epoch 2: it resumes where a's last commit left shard 1 …
+    let c = leased(&store, "c", &[("1", 2)]).await;
+    let state = c.load_state().await.unwrap();
+    assert_eq!(state.resume, [("1".to_string(), "21".to_string())].into());
+    assert_eq!(c.shard_epochs(&["1".into(), "5".into()]).await.unwrap(), [("1".to_string(), Some(1)), ("5".to_string(), None)].into());
+    // … and fences it with its first commit.
+    c.commit(&shard_commit(1, &[], &[("1", "21")]), &schema(), &layout()).await.unwrap();
+    assert_eq!(c.shard_epochs(&["1".into()]).await.unwrap()["1"], Some(2));
+    // a, not yet aware, commits shards 0 and 1: refused whole, naming shard 1.
+    a.put_object("year=2025/part-1-late.parquet", Bytes::from_static(b"l")).await.unwrap();
+    let refused = a.commit(&shard_commit(3, &["year=2025/part-1-late.parquet"], &[("0", "30"), ("1", "31")]), &schema(), &layout()).await.unwrap_err();
+    match refused {
+        TableError::Fenced { shards, .. } => assert_eq!(shards, vec!["1".to_string()]),
+        other => panic!("expected a fence, got {other}"),
+    }
+    // The late file is named by no commit; shard 0 is still a's, from its last commit.
+    let mut lake = LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
+    assert!(!lake.files().await.unwrap().iter().any(|f| f.ends_with("part-1-late.parquet")));
+    let a2 = leased(&store, "a", &[("0", 1)]).await;
+    assert_eq!(a2.load_state().await.unwrap().resume, [("0".to_string(), "20".to_string())].into());
+    a2.commit(&shard_commit(1, &[], &[("0", "30")]), &schema(), &layout()).await.unwrap();
+    // c goes on from its fence.
+    c.commit(&shard_commit(2, &[], &[("1", "40")]), &schema(), &layout()).await.unwrap();
+    let d = leased(&store, "d", &[("0", 2), ("1", 3), ("2", 2)]).await;
+    let state = d.load_state().await.unwrap();
+    let expected: BTreeMap<String, String> = [("0", "30"), ("1", "40"), ("2", "12")].iter().map(|(s, p)| (s.to_string(), p.to_string())).collect();
+    assert_eq!(state.resume, expected);
 }

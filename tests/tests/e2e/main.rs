@@ -23,6 +23,7 @@ mod producer_log;
 mod query;
 mod query_bounds;
 mod replay;
+mod scale_out;
 mod support;
 mod switching;
 mod values;

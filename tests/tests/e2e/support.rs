@@ -143,9 +143,9 @@ pub(crate) fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 
 /// A small deterministic generator for kill times; the seed is printed, and taken from
 /// `KAPPA_KILL_SEED` when set, so a failure can be replayed.
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }

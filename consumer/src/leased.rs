@@ -1,0 +1,134 @@
+//! The consumer as one of several workers sharing a source's shards (`--leases`).
+//!
+//! The lease coordinator ([`kappa_leases::Coordinator`]) says which shards this worker holds;
+//! the run reads exactly those, and its commits carry one fenced `txn` per held shard (see
+//! `kappa_table`'s `leased.rs`). Whenever the held set changes, the run ends a session and
+//! starts the next on the new set:
+//! - shards gained only: the session flushes and commits what it read (a handover point), then
+//!   the next session reads the new shards from where the table says they stand;
+//! - a shard lost (taken by another worker, or this worker's own heartbeat too old): the
+//!   session commits nothing more — its buffers are dropped and re-read from the table's
+//!   positions by the next session — because a late commit would be refused by the fence
+//!   anyway, whole;
+//! - a commit refused by a fence: as a loss; the coordinator is told, and forgets the shard
+//!   (or, if the lease store lost writes and the lease is still this worker's, takes it again
+//!   above the table's epoch).
+//!
+//! Shutdown (SIGTERM/SIGINT, or --until-idle): the last session flushes and commits, then the
+//! coordinator releases every lease and removes its worker item, so others take the shards at
+//! their next scan — a rolling deploy hands over in about a cycle instead of a failover time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kappa_common::aws::AwsContext;
+use kappa_leases::store::dynamodb::DynamoStore;
+use kappa_leases::store::local::{LocalStore, dir_of_log};
+use kappa_leases::{Coordinator, LeaseStore, Settings, ShardInfo, ShardLister, WorkerConfig};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+use crate::error::ConsumerError;
+use crate::settings::{LeaseOptions, LeaseStoreConfig};
+
+/// A worker's view of its leases while it runs.
+pub struct Leases {
+    pub worker_id: String,
+    coordinator: Coordinator,
+    held: watch::Receiver<BTreeMap<String, u64>>,
+}
+
+/// The embedded log's shards: fixed, no parents.
+struct FixedShards(Vec<String>);
+
+#[async_trait]
+impl ShardLister for FixedShards {
+    async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
+        Ok(self.0.iter().map(|id| ShardInfo { id: id.clone(), parents: Vec::new() }).collect())
+    }
+}
+
+impl Leases {
+    /// Opens the lease store and starts taking part: leases come over the next cycles.
+    pub fn start(
+        runtime: &Runtime,
+        options: &LeaseOptions,
+        log_dir: &std::path::Path,
+        shards: Vec<String>,
+        source: String,
+        table: String,
+        aws: Option<&AwsContext>,
+    ) -> Result<Leases, ConsumerError> {
+        let store: Arc<dyn LeaseStore> = match &options.store {
+            LeaseStoreConfig::Local => Arc::new(LocalStore::open(dir_of_log(log_dir)).map_err(kappa_leases::LeaseError::from)?),
+            LeaseStoreConfig::Dynamo(name) => {
+                let client = aws_sdk_dynamodb::Client::new(aws.expect("loaded for DynamoDB leases").sdk_config());
+                Arc::new(runtime.block_on(DynamoStore::open(client, name)).map_err(kappa_leases::LeaseError::from)?)
+            }
+        };
+        let config = WorkerConfig {
+            id: options.worker_id.clone(),
+            host: kappa_table::writers::host_name(),
+            settings: Settings { failover: options.failover },
+            source,
+            table,
+        };
+        let coordinator = runtime.block_on(Coordinator::start(store, config, Arc::new(FixedShards(shards))))?;
+        let held = coordinator.held();
+        tracing::info!(worker = %options.worker_id, failover = ?options.failover, "taking part in the shard leases");
+        Ok(Leases { worker_id: options.worker_id.clone(), coordinator, held })
+    }
+
+    /// The shards held now (and their epochs), marking them seen.
+    pub fn held_now(&mut self) -> BTreeMap<String, u64> {
+        self.held.borrow_and_update().clone()
+    }
+
+    /// True if the held set changed since last seen.
+    pub fn changed(&self) -> bool {
+        self.held.has_changed().unwrap_or(true)
+    }
+
+    /// True if every shard of `session` is still held at the same epoch (only gains, if any).
+    pub fn still_holds(&self, session: &BTreeMap<String, u64>) -> bool {
+        let now = self.held.borrow();
+        session.iter().all(|(shard, epoch)| now.get(shard) == Some(epoch))
+    }
+
+    /// Waits up to `wait` for the held set to change.
+    pub fn wait_for_change(&mut self, runtime: &Runtime, wait: std::time::Duration) {
+        let held = &mut self.held;
+        let _ = runtime.block_on(async { tokio::time::timeout(wait, held.changed()).await });
+    }
+
+    /// The table refused a commit for `shards` (another worker fenced them at `epochs`).
+    pub fn fenced(&self, runtime: &Runtime, epochs: &BTreeMap<String, Option<u64>>) -> Result<(), ConsumerError> {
+        for (shard, epoch) in epochs {
+            tracing::warn!(shard = %shard, table_epoch = ?epoch, "the table says another worker took this shard: no longer reading it");
+            runtime.block_on(self.coordinator.fenced(shard, epoch.unwrap_or(0)))?;
+        }
+        Ok(())
+    }
+
+    /// Where the held shards were read to, published with the next heartbeat.
+    pub fn positions(&self, runtime: &Runtime, positions: BTreeMap<String, String>) {
+        if let Err(e) = runtime.block_on(self.coordinator.positions(positions)) {
+            tracing::debug!(error = %e, "could not hand positions to the lease coordinator");
+        }
+    }
+
+    pub fn stats(&self) -> &kappa_leases::LeaseStats {
+        self.coordinator.stats()
+    }
+
+    pub fn shared_stats(&self) -> Arc<kappa_leases::LeaseStats> {
+        self.coordinator.shared_stats()
+    }
+
+    /// Releases every lease and removes the worker item (after the last commit).
+    pub fn shutdown(self, runtime: &Runtime) -> Result<(), ConsumerError> {
+        runtime.block_on(self.coordinator.shutdown(BTreeMap::new()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! A live table whose source shards several workers share through leases (`--leases`).
+//!
+//! Each shard is its own writer in the Delta log: app id `kappa-shard:<shard>`, version
+//! `epoch << 32 | n` (the lease epoch, then the worker's commits of it in that epoch). Step by
+//! step, why rows are written once however leases move:
+//! 1. A worker's commit carries the `txn` of every shard it holds, each expecting the version
+//!    the worker last committed (or read, for a shard it just took). One commit, one atomic
+//!    create: either every shard moves with it or none does.
+//! 2. The first commit after a take is the fence: it carries the shard's `txn` at the new,
+//!    higher epoch. From then on a commit of the worker that lost the shard (paused, slow, not
+//!    yet aware) finds the shard's `txn` moved and is refused whole
+//!    ([`crate::TableError::Fenced`]); that worker drops what it buffered, stops reading the
+//!    shard and goes on with the rest from what the table holds.
+//! 3. A taker reads where the shard stands from the commit that carries its latest `txn` —
+//!    Delta is the truth, the lease store only says who may write — or from the consumer's
+//!    (`kappa-consumer`) state when that is newer: a table consumed by one consumer before, or
+//!    a replay's switch, which hands its positions over under that id.
+//! 4. Commits of different workers touch different shards: they are blind appends, and one
+//!    that loses the race to the next version re-checks its shards and is re-based (step 2 of
+//!    the protocol in [`crate::delta`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::TableError;
+use crate::delta::{LakeTable, TxnCheck};
+use crate::state::{CONSUMER_APP_ID, Commit, TableState, shard_app_id, shard_txn_version};
+
+use super::Table;
+
+/// The shards a worker holds, as its commits carry them.
+#[derive(Debug)]
+pub(super) struct Leased {
+    /// Names this worker's quarantine files apart from other workers'.
+    tag: String,
+    shards: BTreeMap<String, Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    epoch: u64,
+    /// This worker's commits of the shard in its epoch so far.
+    commits: u32,
+    /// The shard's `txn` version the next commit expects to find.
+    previous: Option<i64>,
+}
+
+impl Table {
+    /// This table as worker `worker`'s, holding `held` (shard → lease epoch): its commits carry
+    /// one `txn` per held shard (see the module doc), and [`Table::load_state`] reads each
+    /// shard's state where the table holds it.
+    pub fn leased(mut self, worker: &str, held: &BTreeMap<String, u64>) -> Table {
+        let tag: String = worker.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let tag = format!("{tag}-{}", chrono::Utc::now().timestamp_millis());
+        let shards = held.iter().map(|(s, e)| (s.clone(), Held { epoch: *e, commits: 0, previous: None })).collect();
+        self.leased = Some(Arc::new(Mutex::new(Leased { tag, shards })));
+        self
+    }
+
+    pub fn is_leased(&self) -> bool {
+        self.leased.is_some()
+    }
+
+    /// The lease epoch each shard's `txn` holds in the table now (`None`: never leased).
+    pub async fn shard_epochs(&self, shards: &[String]) -> Result<BTreeMap<String, Option<u64>>, TableError> {
+        let Some(live) = &self.live else { return Ok(BTreeMap::new()) };
+        let lake = live.lake.lock().await;
+        let mut epochs = BTreeMap::new();
+        for shard in shards {
+            let version = match lake.as_ref() {
+                Some(lake) => lake.writer_counter(&shard_app_id(shard)).await?,
+                None => None,
+            };
+            epochs.insert(shard.clone(), version.map(crate::state::epoch_of_txn));
+        }
+        Ok(epochs)
+    }
+
+    /// A shard of `shards` whose latest commit came from a leased worker after the consumer's
+    /// own last commit (or a switch's hand-over): a consumer without leases would read it again
+    /// from the older state, so it must refuse the table.
+    pub async fn leased_after_consumer(&self, shards: &[String]) -> Result<Option<String>, TableError> {
+        let Some(live) = &self.live else { return Ok(None) };
+        let lake = live.lake.lock().await;
+        let Some(lake) = lake.as_ref() else { return Ok(None) };
+        let consumer = lake.writer_state(CONSUMER_APP_ID).await?.map(|found| found.version);
+        for shard in shards {
+            if let Some(found) = lake.writer_state(&shard_app_id(shard)).await?
+                && consumer.is_none_or(|c| found.version > c)
+            {
+                return Ok(Some(shard.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The quarantine file name's suffix, unique to this worker and run.
+    pub(super) fn leased_tag(&self) -> Option<String> {
+        self.leased.as_ref().map(|l| l.lock().expect("leased").tag.clone())
+    }
+
+    /// A leased worker's state: each held shard's part of the commit that last carried it.
+    pub(super) async fn leased_state(&self, lake: &LakeTable, files: BTreeSet<String>) -> Result<TableState, TableError> {
+        let leased = self.leased.as_ref().expect("a leased table");
+        let shards: Vec<String> = leased.lock().expect("leased").shards.keys().cloned().collect();
+        let consumer = lake.writer_state(CONSUMER_APP_ID).await?;
+        let mut state = TableState { files, ..TableState::default() };
+        let mut records: HashMap<u64, Commit> = HashMap::new();
+        let mut seen_from = BTreeSet::new();
+        for shard in shards {
+            let own = lake.writer_state(&shard_app_id(&shard)).await?;
+            let previous = own.as_ref().map(|found| found.counter);
+            {
+                let mut leased = leased.lock().expect("leased");
+                let held = leased.shards.get_mut(&shard).expect("held");
+                held.previous = previous;
+                // A later session of the same lease goes on counting where the last one stopped.
+                if let Some(previous) = previous.filter(|p| crate::state::epoch_of_txn(*p) == held.epoch) {
+                    held.commits = (previous & 0xffff_ffff) as u32;
+                }
+            }
+            let found = match (own, &consumer) {
+                (Some(own), Some(consumer)) if consumer.version > own.version => consumer.clone(),
+                (Some(own), _) => own,
+                (None, Some(consumer)) => consumer.clone(),
+                (None, None) => continue,
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(found.version) {
+                let path = format!("{}/_delta_log version {}", self.name, found.version);
+                let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                slot.insert(self.internalized(record).await?);
+            }
+            let record = &records[&found.version];
+            if record.generation != self.generation {
+                // Written before a switch: the switch's own state (consumer's) is newer.
+                continue;
+            }
+            if let Some(position) = record.resume.get(&shard) {
+                state.resume.insert(shard.clone(), position.clone());
+            }
+            if let Some(position) = record.quarantined.get(&shard) {
+                state.quarantined.insert(shard.clone(), position.clone());
+            }
+            if let Some(position) = record.archive_positions.get(&shard) {
+                state.archive_positions.insert(shard.clone(), position.clone());
+            }
+            if let Some(horizon) = record.horizons.get(&shard) {
+                state.horizons.insert(shard.clone(), *horizon);
+            }
+            for (partition, positions) in &record.written {
+                if let Some(position) = positions.get(&shard) {
+                    state.written.entry(partition.clone()).or_default().insert(shard.clone(), position.clone());
+                }
+            }
+            state.schema_version = state.schema_version.max(record.schema_version);
+            seen_from.insert(found.version);
+        }
+        // Rows a producer sent that any of those commits remembers: a file sent again after the
+        // handover is recognised whichever worker read it first.
+        for version in seen_from {
+            let seen = records.remove(&version).map(|r| r.seen).unwrap_or_default();
+            if !seen.is_empty() {
+                state.more_seen.push(seen);
+            }
+        }
+        Ok(state)
+    }
+
+    /// The `txn`s a leased commit carries: the first held shard's, and the others'.
+    pub(super) fn leased_txns(&self) -> Option<(TxnCheck, Vec<TxnCheck>)> {
+        let leased = self.leased.as_ref()?.lock().expect("leased");
+        let mut txns = leased.shards.iter().map(|(shard, held)| TxnCheck {
+            app_id: shard_app_id(shard),
+            counter: shard_txn_version(held.epoch, held.commits + 1),
+            previous: held.previous,
+        });
+        let first = txns.next()?;
+        Some((first, txns.collect()))
+    }
+
+    /// A leased commit carrying `txns` was made: the next one expects them.
+    pub(super) fn leased_committed(&self, txns: &[TxnCheck]) {
+        let Some(leased) = &self.leased else { return };
+        let mut leased = leased.lock().expect("leased");
+        for txn in txns {
+            let shard = txn.app_id.strip_prefix(crate::state::SHARD_APP_PREFIX).unwrap_or(&txn.app_id);
+            if let Some(held) = leased.shards.get_mut(shard) {
+                held.commits += 1;
+                held.previous = Some(txn.counter);
+            }
+        }
+    }
+}

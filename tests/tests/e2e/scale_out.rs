@@ -1,0 +1,271 @@
+//! Many consumers on one table (`--leases`): real processes sharing the embedded log's shards
+//! through local leases, killed, restarted and paused while the producer writes. Every outside
+//! reader must see every row exactly once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use kappa_leases::LeaseStore;
+use kappa_leases::store::dynamodb::DynamoStore;
+use kappa_leases::store::local::{LocalStore, dir_of_log};
+use kappa_tests::{Moto, aws_config, duckdb_delta, expect_status, kappa, python_deltalake, run};
+
+use crate::support::{Lcg, unique_sales_csv};
+
+const SHARDS: u32 = 8;
+
+/// Where the leases are: the local store beside the log, or a DynamoDB table on moto.
+struct Leases {
+    spec: String,
+    endpoint: Option<String>,
+    store: Arc<dyn LeaseStore>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Leases {
+    fn local(log_dir: &Path) -> Leases {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = Arc::new(LocalStore::open(dir_of_log(log_dir)).unwrap());
+        Leases { spec: "local".into(), endpoint: None, store, runtime }
+    }
+
+    fn dynamodb(moto: &Moto, table: &str) -> Leases {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime.block_on(async {
+            let client = aws_sdk_dynamodb::Client::new(&aws_config(&moto.endpoint).await);
+            DynamoStore::open(client, table).await.unwrap()
+        });
+        Leases { spec: format!("dynamodb:{table}"), endpoint: Some(moto.endpoint.clone()), store: Arc::new(store), runtime }
+    }
+
+    /// Who owns each shard.
+    fn owners(&self) -> BTreeMap<String, Option<String>> {
+        let snapshot = self.runtime.block_on(self.store.scan()).unwrap();
+        snapshot.leases.into_values().map(|lease| (lease.shard, lease.owner)).collect()
+    }
+
+    /// Shards per owner, sorted descending (3/3/2 with 3 workers on 8 shards).
+    fn balance(&self) -> Vec<usize> {
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for owner in self.owners().into_values().flatten() {
+            *per.entry(owner).or_default() += 1;
+        }
+        let mut counts: Vec<usize> = per.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        counts
+    }
+
+    /// Waits until the shards are held `wanted`, failing after `within`.
+    fn wait_for(&self, wanted: &[usize], within: Duration, what: &str) -> Duration {
+        let started = Instant::now();
+        while self.balance() != wanted {
+            assert!(started.elapsed() < within, "{what}: not {wanted:?} within {within:?}: {:?}", self.owners());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+
+    /// A worker's command line: 2 s failover, 1 s flushes, so that a test sees many moves.
+    fn worker(&self, log: &str, lake: &Path, id: &str) -> Command {
+        let mut command = kappa("kappa-consumer", self.endpoint.as_deref());
+        command
+            .args(["--from", log, "--lake"])
+            .arg(lake)
+            .args(["--table", "sales", "--event-time", "sale_time", "--leases", &self.spec, "--worker-id", id, "--failover", "2s"])
+            .args(["--flush-interval", "1s", "--status-interval", "1s"]);
+        command
+    }
+
+    fn spawn(&self, log: &str, lake: &Path, id: &str, dir: &Path, round: u32, extra: &[&str]) -> Worker {
+        let path = dir.join(format!("{id}-{round}.log"));
+        let file = std::fs::File::create(&path).unwrap();
+        let child = self.worker(log, lake, id).args(extra).stderr(Stdio::from(file)).spawn().unwrap();
+        Worker { id: id.to_string(), child, log: path }
+    }
+}
+
+struct Worker {
+    id: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// Rows of the table's current version, from the Delta log's file statistics.
+fn committed_rows(table: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) else { return 0 };
+    let mut commits: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    commits.sort();
+    let mut files: BTreeMap<String, u64> = BTreeMap::new();
+    for path in commits {
+        // A commit being written is read next time.
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if let Some(add) = action.get("add") {
+                let stats: serde_json::Value = serde_json::from_str(add["stats"].as_str().unwrap_or("{}")).unwrap_or_default();
+                files.insert(add["path"].as_str().unwrap().to_string(), stats["numRecords"].as_u64().unwrap_or(0));
+            } else if let Some(remove) = action.get("remove") {
+                files.remove(remove["path"].as_str().unwrap());
+            }
+        }
+    }
+    files.values().sum()
+}
+
+fn stop(worker: &mut Worker, signal: &str) {
+    let status = Command::new("kill").args([signal, &worker.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Each outside reader sees `rows` rows, each sale once.
+fn assert_exactly_once(table: &Path, rows: u64) {
+    assert_eq!(duckdb_delta(table, "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim(), format!("[({rows}, {rows})]"), "DuckDB delta_scan");
+    assert_eq!(
+        python_deltalake(table, None, "t = table.to_pyarrow_table(); print(t.num_rows, len(set(t.column('sale_id').to_pylist())))").trim(),
+        format!("{rows} {rows}"),
+        "python deltalake"
+    );
+}
+
+#[test]
+fn three_workers_share_eight_shards_through_kills_and_a_pause_and_write_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = format!("log:{}", log_dir.display());
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    let first = unique_sales_csv(&dir.path().join("a"), 30_000, "SA");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&first).args(["--to", &log, "--shards", &SHARDS.to_string()])), 0);
+
+    let leases = Leases::local(&log_dir);
+    let mut workers: Vec<Worker> = ["w1", "w2", "w3"].iter().map(|id| leases.spawn(&log, &lake, id, dir.path(), 0, &[])).collect();
+    let started = Instant::now();
+    eprintln!("balanced 3/3/2 in {:?}", leases.wait_for(&[3, 3, 2], Duration::from_secs(30), "three workers on eight shards"));
+
+    // The producer writes while workers are killed and restarted.
+    let second = unique_sales_csv(&dir.path().join("b"), 60_000, "SB");
+    let producer = kappa("kappa-producer", None)
+        .arg("-i")
+        .arg(&second)
+        .args(["--to", &log, "--shards", &SHARDS.to_string(), "--rate", "6000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seed = std::env::var("KAPPA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| started.elapsed().as_nanos() as u64);
+    eprintln!("kill schedule seed: {seed} (set KAPPA_KILL_SEED={seed} to replay it)");
+    let mut random = Lcg(seed);
+    let mut round = 0;
+    for _ in 0..8 {
+        round += 1;
+        std::thread::sleep(Duration::from_millis(300 + random.next(1200)));
+        let victim = random.next(3) as usize;
+        workers[victim].child.kill().unwrap(); // SIGKILL
+        workers[victim].child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(random.next(1500)));
+        let id = workers[victim].id.clone();
+        workers[victim] = leases.spawn(&log, &lake, &id, dir.path(), round, &[]);
+    }
+    // A worker paused past the failover time must not get a row of a shard it lost in.
+    stop(&mut workers[0], "-STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    stop(&mut workers[0], "-CONT");
+    expect_status(&producer.wait_with_output().unwrap(), 0);
+
+    let total = 90_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_rows(&table) < total {
+        assert!(Instant::now() < deadline, "only {} of {total} rows committed after 120 s", committed_rows(&table));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // SIGTERM: each worker commits and releases its leases, and exits 0.
+    for worker in &mut workers {
+        stop(worker, "-TERM");
+    }
+    for worker in workers {
+        let status = worker.child.wait_with_output().unwrap().status;
+        let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
+        assert!(status.success(), "worker {} exited with {status}:\n{text}", worker.id);
+        assert!(text.contains("releasing this worker's shard leases"), "{text}");
+    }
+    assert!(leases.owners().values().all(Option::is_none), "every lease released: {:?}", leases.owners());
+    assert_eq!(committed_rows(&table), total, "no row twice in the Delta log's statistics");
+    assert_exactly_once(&table, total);
+}
+
+#[test]
+fn a_worker_killed_for_good_is_replaced_and_a_rolling_restart_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let leases = Leases::local(&dir.path().join("log"));
+    rolling_restart(dir.path(), &leases);
+}
+
+#[test]
+fn workers_share_shards_through_a_dynamodb_lease_table() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let leases = Leases::dynamodb(&moto, "kappa-leases-sales");
+    rolling_restart(dir.path(), &leases);
+}
+
+/// Two workers balance 2/2 on four shards; one dies for good and the other owns all four within
+/// the failover time; a third joins and takes its share; the second stops with SIGTERM and
+/// hands over at once. A consumer without leases is then refused the table.
+fn rolling_restart(dir: &Path, leases: &Leases) {
+    let log_dir = dir.join("log");
+    let log = format!("log:{}", log_dir.display());
+    let lake = dir.join("lake");
+    let table = lake.join("sales");
+    let csv = unique_sales_csv(&dir.join("a"), 40_000, "SA");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
+    let mut a = leases.spawn(&log, &lake, "a", dir, 0, &[]);
+    let mut b = leases.spawn(&log, &lake, "b", dir, 0, &[]);
+    leases.wait_for(&[2, 2], Duration::from_secs(30), "two workers on four shards");
+    // `workers` lists both, beating, with their shards.
+    let mut workers = kappa("kappa-consumer", leases.endpoint.as_deref());
+    workers.args(["workers", "--leases", &leases.spec, "--from", &log, "--failover", "2s"]);
+    let output = run(&mut workers);
+    expect_status(&output, 0);
+    let listed = String::from_utf8_lossy(&output.stdout).to_string();
+    for id in ["a ", "b "] {
+        let line = listed.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no line for worker {id}in\n{listed}"));
+        assert!(line.contains("beating") && line.contains(" 2 "), "{line}\n{listed}");
+    }
+    assert!(listed.contains("4 shards, 2 workers; not held: none"), "{listed}");
+
+    // a dies for good: b owns all four shards within the failover time and a cycle or two.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    eprintln!("failover in {:?}", leases.wait_for(&[4], Duration::from_secs(5), "a's shards owned again"));
+    // A new worker c starts and takes its share; b stops with SIGTERM and hands over at once.
+    let port = kappa_tests::free_port();
+    let mut c = leases.spawn(&log, &lake, "c", dir, 0, &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    leases.wait_for(&[2, 2], Duration::from_secs(30), "c takes its share");
+    stop(&mut b, "-TERM");
+    let stopping = Instant::now();
+    expect_status(&b.child.wait_with_output().unwrap(), 0);
+    leases.wait_for(&[4], Duration::from_secs(2), "b's shards handed over after SIGTERM");
+    eprintln!("handover in {:?} after SIGTERM", stopping.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_rows(&table) < 40_000 {
+        assert!(Instant::now() < deadline, "only {} rows committed", committed_rows(&table));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(kappa_tests::metric(port, "shards_held"), Some(4));
+    // Two stolen from b to balance, two taken when b released them.
+    let (takes, steals) = (kappa_tests::metric(port, "lease_takes_total"), kappa_tests::metric(port, "lease_steals_total"));
+    assert!(takes.unwrap_or(0) + steals.unwrap_or(0) >= 4 && steals >= Some(1), "takes {takes:?}, steals {steals:?}");
+    stop(&mut c, "-TERM");
+    expect_status(&c.child.wait_with_output().unwrap(), 0);
+    assert_eq!(committed_rows(&table), 40_000);
+    assert_exactly_once(&table, 40_000);
+
+    // Without leases, a consumer would read the shards again from the table-wide state.
+    let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--until-idle", "0s"]));
+    expect_status(&output, 2);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("same --leases"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_exactly_once(&table, 40_000);
+}
