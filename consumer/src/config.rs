@@ -134,7 +134,7 @@ pub struct RunArgs {
     /// lease table, created if missing). Each shard is read by one worker at a time; a worker
     /// that dies is replaced within --failover, and one that stops (SIGTERM) hands its shards
     /// over at once. Rows are written once across moves: each commit is fenced per shard (see
-    /// docs/scale-out.md). Today with log:PATH sources.
+    /// docs/scale-out.md). For log:PATH and kinesis:STREAM sources (Kinesis: dynamodb:TABLE).
     #[arg(long, value_name = "local|dynamodb:TABLE")]
     pub leases: Option<String>,
 
@@ -550,11 +550,10 @@ impl RunArgs {
                 };
                 match &source {
                     SourceConfig::Log { .. } => {}
-                    SourceConfig::Kinesis { .. } => {
-                        return Err(bad("--leases with kinesis:STREAM is not supported yet (it is being built): run one consumer per stream and table, \
-                             or share a log:PATH source"
-                            .into()));
+                    SourceConfig::Kinesis { .. } if store == LeaseStoreConfig::Local => {
+                        return Err(bad("--leases local keeps the leases beside the embedded log: for kinesis:STREAM give --leases dynamodb:TABLE".into()));
                     }
+                    SourceConfig::Kinesis { .. } => {}
                     SourceConfig::Sqs(_) => {
                         return Err(bad("--leases: an SQS queue has no shards to lease; run one consumer per queue and table".into()));
                     }

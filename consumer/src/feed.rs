@@ -36,6 +36,7 @@ struct Pending {
     events: Arc<Vec<SourceEvent>>,
     acks: Vec<String>,
     rejects: Vec<(SourceEvent, String)>,
+    drained: Vec<String>,
     decoded: Decoding,
 }
 
@@ -128,7 +129,7 @@ impl Feed {
             receiver
         });
         let decoded = decoded.map_or(Decoding::Done(None), Decoding::Running);
-        self.pending.push_back(Pending { events, acks: chunk.acks, rejects: chunk.rejects, decoded });
+        self.pending.push_back(Pending { events, acks: chunk.acks, rejects: chunk.rejects, drained: chunk.drained, decoded });
         Ok(())
     }
 }
@@ -142,6 +143,7 @@ fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError
     pipeline.acks().add(pending.acks);
     pipeline.reject(&pending.rejects);
     pipeline.ingest(&pending.events, predecoded)?;
+    pipeline.note_drained(pending.drained);
     Ok(())
 }
 

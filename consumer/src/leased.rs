@@ -37,10 +37,12 @@ pub struct Leases {
     pub worker_id: String,
     coordinator: Coordinator,
     held: watch::Receiver<BTreeMap<String, u64>>,
+    /// Shards this worker read to their end and ended: gone from the held set, not lost.
+    ended: std::collections::BTreeSet<String>,
 }
 
 /// The embedded log's shards: fixed, no parents.
-struct FixedShards(Vec<String>);
+pub struct FixedShards(pub Vec<String>);
 
 #[async_trait]
 impl ShardLister for FixedShards {
@@ -49,19 +51,36 @@ impl ShardLister for FixedShards {
     }
 }
 
+/// A Kinesis stream's shards and their parents (`ListShards`), listed every few cycles.
+pub struct KinesisShards {
+    pub client: aws_sdk_kinesis::Client,
+    pub stream: String,
+}
+
+#[async_trait]
+impl ShardLister for KinesisShards {
+    async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
+        let shards = crate::source::kinesis::list_stream_shards(&self.client, &self.stream).await?;
+        Ok(shards.into_iter().map(|(id, parents)| ShardInfo { id, parents }).collect())
+    }
+}
+
 impl Leases {
     /// Opens the lease store and starts taking part: leases come over the next cycles.
     pub fn start(
         runtime: &Runtime,
         options: &LeaseOptions,
-        log_dir: &std::path::Path,
-        shards: Vec<String>,
+        log_dir: Option<&std::path::Path>,
+        lister: Arc<dyn ShardLister>,
         source: String,
         table: String,
         aws: Option<&AwsContext>,
     ) -> Result<Leases, ConsumerError> {
         let store: Arc<dyn LeaseStore> = match &options.store {
-            LeaseStoreConfig::Local => Arc::new(LocalStore::open(dir_of_log(log_dir)).map_err(kappa_leases::LeaseError::from)?),
+            LeaseStoreConfig::Local => {
+                let log_dir = log_dir.expect("local leases are validated to come with a log source");
+                Arc::new(LocalStore::open(dir_of_log(log_dir)).map_err(kappa_leases::LeaseError::from)?)
+            }
             LeaseStoreConfig::Dynamo(name) => {
                 let client = aws_sdk_dynamodb::Client::new(aws.expect("loaded for DynamoDB leases").sdk_config());
                 Arc::new(runtime.block_on(DynamoStore::open(client, name)).map_err(kappa_leases::LeaseError::from)?)
@@ -74,10 +93,10 @@ impl Leases {
             source,
             table,
         };
-        let coordinator = runtime.block_on(Coordinator::start(store, config, Arc::new(FixedShards(shards))))?;
+        let coordinator = runtime.block_on(Coordinator::start(store, config, lister))?;
         let held = coordinator.held();
         tracing::info!(worker = %options.worker_id, failover = ?options.failover, "taking part in the shard leases");
-        Ok(Leases { worker_id: options.worker_id.clone(), coordinator, held })
+        Ok(Leases { worker_id: options.worker_id.clone(), coordinator, held, ended: Default::default() })
     }
 
     /// The shards held now (and their epochs), marking them seen.
@@ -90,10 +109,20 @@ impl Leases {
         self.held.has_changed().unwrap_or(true)
     }
 
-    /// True if every shard of `session` is still held at the same epoch (only gains, if any).
+    /// True if every shard of `session` is still held at the same epoch, or was ended by this
+    /// worker (only gains, if any).
     pub fn still_holds(&self, session: &BTreeMap<String, u64>) -> bool {
         let now = self.held.borrow();
-        session.iter().all(|(shard, epoch)| now.get(shard) == Some(epoch))
+        session.iter().all(|(shard, epoch)| now.get(shard) == Some(epoch) || self.ended.contains(shard))
+    }
+
+    /// Ends `shard`'s lease: it was read to its end (closed by resharding) and that end is
+    /// committed, so its children may be taken.
+    pub fn end(&mut self, runtime: &Runtime, shard: &str) -> Result<(), ConsumerError> {
+        let ended = runtime.block_on(self.coordinator.end(shard, None))?;
+        tracing::info!(shard, ended, "shard read to its end and committed: lease ended, its children may be taken");
+        self.ended.insert(shard.to_string());
+        Ok(())
     }
 
     /// Waits up to `wait` for the held set to change.

@@ -47,8 +47,13 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     let mut leases = match (&config.leases, &config.source) {
         (Some(options), SourceConfig::Log { path, .. }) => {
             let shards = LogSource::shard_names(&LogSource::open(path).map_err(SourceError::from)?);
-            let source = config.source.to_string();
-            Some(Leases::start(runtime, options, path, shards, source, root.clone(), aws.as_ref())?)
+            let lister = Arc::new(crate::leased::FixedShards(shards));
+            Some(Leases::start(runtime, options, Some(path), lister, config.source.to_string(), root.clone(), aws.as_ref())?)
+        }
+        (Some(options), SourceConfig::Kinesis { stream, .. }) => {
+            let client = aws.as_ref().expect("loaded for AWS sources").kinesis();
+            let lister = Arc::new(crate::leased::KinesisShards { client, stream: stream.clone() });
+            Some(Leases::start(runtime, options, None, lister, config.source.to_string(), root.clone(), aws.as_ref())?)
         }
         _ => None,
     };
@@ -124,6 +129,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The source's shard names, for sources that have shards.
+    fn shard_names(&self) -> Result<Option<Vec<String>>, ConsumerError> {
+        Ok(match &self.config.source {
+            SourceConfig::Log { path, .. } => Some(LogSource::shard_names(&LogSource::open(path).map_err(SourceError::from)?)),
+            SourceConfig::Kinesis { stream, .. } => {
+                let client = self.aws.expect("loaded for AWS sources").kinesis();
+                let listed = self.runtime.block_on(crate::source::kinesis::list_stream_shards(&client, stream));
+                // A stream that cannot be listed fails the source's start with the reason.
+                Some(listed.map(|shards| shards.into_iter().map(|(id, _)| id).collect()).unwrap_or_default())
+            }
+            SourceConfig::Sqs(_) => None,
+        })
+    }
+
     /// Consumes into the table's current generation until the source is drained (or a
     /// shutdown), or until a switch makes another generation current.
     ///
@@ -145,10 +164,9 @@ impl Run<'_> {
             }
             table = table.leased(&leases.worker_id, held);
             tracing::info!(shards = ?held.keys().collect::<Vec<_>>(), "reading the shards this worker holds");
-        } else if let SourceConfig::Log { path, .. } = &config.source {
+        } else if let Some(names) = self.shard_names()? {
             // Leased workers' positions are per shard: a consumer reading the older, table-wide
             // state would store their rows again.
-            let names = LogSource::shard_names(&LogSource::open(path).map_err(SourceError::from)?);
             if let Some(shard) = runtime.block_on(table.leased_after_consumer(&names))? {
                 return Err(ConsumerError::Table(kappa_table::TableError::Refused {
                     table: config.table.clone(),
@@ -212,6 +230,7 @@ impl Run<'_> {
                     *shard_refresh,
                     None,
                     Vec::new(),
+                    lease.as_ref().map(|(_, held)| held.keys().cloned().collect()),
                 )?)
             }
             (SourceConfig::Sqs(options), _) => {
@@ -261,6 +280,16 @@ impl Run<'_> {
                 pipeline.flush_due()?;
                 source.acknowledge(pipeline.acks().take_committed());
                 pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
+                // A shard read to its end: its last rows committed, then its lease ended.
+                let drained = pipeline.take_drained();
+                if !drained.is_empty()
+                    && let Some((leases, _)) = &mut lease
+                {
+                    pipeline.flush_all()?;
+                    for shard in drained {
+                        leases.end(runtime, &shard)?;
+                    }
+                }
                 if let Some((leases, held)) = &lease
                     && leases.changed()
                 {

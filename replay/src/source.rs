@@ -95,7 +95,16 @@ pub(crate) fn kinesis(
     known: Vec<String>,
 ) -> Result<Source, ReplayError> {
     let client = aws.expect("loaded for Kinesis").kinesis();
-    let source =
-        KinesisSource::start(runtime.handle().clone(), client, stream.to_string(), resume, config.poll_interval, Duration::from_secs(5), Some(bounds), known)?;
+    let source = KinesisSource::start(
+        runtime.handle().clone(),
+        client,
+        stream.to_string(),
+        resume,
+        config.poll_interval,
+        Duration::from_secs(5),
+        Some(bounds),
+        known,
+        None,
+    )?;
     Ok(Source::Kinesis(source))
 }

@@ -97,6 +97,8 @@ pub struct Pipeline {
     gathered: Vec<(std::sync::Weak<()>, usize)>,
     /// The consumer's record among the table's writers (`None` for a replay's generation).
     writer: Option<kappa_table::writers::Writer>,
+    /// Shards whose last event has been ingested (closed by resharding), not yet taken.
+    drained: Vec<String>,
 }
 
 fn seq_of(text: &str) -> Option<SequenceNumber> {
@@ -196,6 +198,7 @@ impl Pipeline {
             horizon,
             next_close,
             gathered: Vec::new(),
+            drained: Vec::new(),
         };
         Ok((pipeline, known))
     }
@@ -241,6 +244,16 @@ impl Pipeline {
             tracing::info!(error = %e, "the commit in flight was not made; its rows are read again");
         }
         self.close();
+    }
+
+    /// Shards read to their end: every event of theirs was ingested.
+    pub fn note_drained(&mut self, shards: Vec<String>) {
+        self.drained.extend(shards);
+    }
+
+    /// The shards read to their end since the last call.
+    pub fn take_drained(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.drained)
     }
 
     pub fn state(&self) -> &TableState {

@@ -106,6 +106,9 @@ struct Shared {
     reading: Arc<Mutex<Reading>>,
     poll_interval: Duration,
     bounds: Option<ReadBounds>,
+    /// Under leases: the shards this worker holds, the only ones read (the lease protocol
+    /// orders children after their parents).
+    only: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Shared {
@@ -129,11 +132,13 @@ impl KinesisSource {
         shard_refresh: Duration,
         bounds: Option<ReadBounds>,
         known: Vec<String>,
+        only: Option<std::collections::BTreeSet<String>>,
     ) -> Result<KinesisSource, SourceError> {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
         let reading = Arc::new(Mutex::new(Reading { shards: HashMap::new(), listings_owed: 1 }));
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), poll_interval, bounds };
+        let only = only.map(Arc::new);
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), poll_interval, bounds, only };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
@@ -186,14 +191,23 @@ struct ShardInfo {
 }
 
 async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
+    list_stream(&shared.client, &shared.stream).await.map_err(|message| shared.error(message))
+}
+
+/// The stream's shards and their parents, for the lease protocol.
+pub async fn list_stream_shards(client: &Client, stream: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    Ok(list_stream(client, stream).await?.into_iter().map(|s| (s.id, s.parents)).collect())
+}
+
+async fn list_stream(client: &Client, stream: &str) -> Result<Vec<ShardInfo>, String> {
     let mut shards = Vec::new();
     let mut next_token: Option<String> = None;
     let mut backoff = BACKOFF_FIRST;
     loop {
         // The API takes either the stream name or a continuation token, never both.
         let request = match &next_token {
-            Some(token) => shared.client.list_shards().next_token(token),
-            None => shared.client.list_shards().stream_name(&shared.stream),
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
         };
         match request.send().await {
             Ok(page) => {
@@ -211,12 +225,17 @@ async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, SourceError> {
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
             }
-            Err(e) => return Err(shared.error(format!("ListShards failed: {}", describe_sdk_error(&e)))),
+            Err(e) => return Err(format!("ListShards failed: {}", describe_sdk_error(&e))),
         }
     }
 }
 
-fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
+async fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<(String, Ending)>) {
+    // Under leases, said in band, after the shard's last events: the worker commits them, then
+    // ends the lease so that the children may be taken.
+    if shared.only.is_some() {
+        let _ = shared.chunks.send(Ok(Chunk { drained: vec![shard.to_string()], ..Chunk::default() })).await;
+    }
     {
         let mut reading = shared.reading.lock().expect("reading lock");
         reading.shards.remove(shard);
@@ -275,10 +294,14 @@ async fn coordinate(
         }
         // Parents first: a shard is readable once every parent it names is drained, or is no
         // longer listed (expired past the retention period).
+        // Under leases, the held shards: a child is held only once its parents' leases ended.
         let mut readable: Vec<&ShardInfo> = known
             .values()
             .filter(|s| !started.contains_key(&s.id))
-            .filter(|s| s.parents.iter().all(|p| started.get(p).map_or(!known.contains_key(p), |e| *e == Some(Ending::Drained))))
+            .filter(|s| match &shared.only {
+                Some(only) => only.contains(&s.id),
+                None => s.parents.iter().all(|p| started.get(p).map_or(!known.contains_key(p), |e| *e == Some(Ending::Drained))),
+            })
             .collect();
         readable.sort_by(|a, b| a.id.cmp(&b.id));
         let readable: Vec<ShardInfo> = readable.into_iter().cloned().collect();
@@ -375,12 +398,12 @@ async fn read_shard(
             None => match iterator(&shared, &shard, last).await {
                 Ok(Some(it)) => it,
                 Ok(None) => {
-                    drained(&shared, &shard, &finished);
+                    drained(&shared, &shard, &finished).await;
                     return;
                 }
                 // A closed shard that expired past the retention period: nothing left to read.
                 Err(e) if is_not_found(&e) && closed => {
-                    drained(&shared, &shard, &finished);
+                    drained(&shared, &shard, &finished).await;
                     return;
                 }
                 Err(e) if is_throttling(&e) => {
@@ -441,7 +464,7 @@ async fn read_shard(
                 match out.next_shard_iterator() {
                     Some(next) => current = Some(next.to_string()),
                     None => {
-                        drained(&shared, &shard, &finished);
+                        drained(&shared, &shard, &finished).await;
                         return;
                     }
                 }
@@ -453,7 +476,7 @@ async fn read_shard(
                 tracing::debug!(shard = %shard, "shard iterator expired; renewing after the last record read");
             }
             Err(e) if is_not_found(&e) && closed => {
-                drained(&shared, &shard, &finished);
+                drained(&shared, &shard, &finished).await;
                 return;
             }
             Err(e) if is_throttling(&e) => {

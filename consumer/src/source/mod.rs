@@ -31,6 +31,9 @@ pub struct Chunk {
     /// Events the source itself could not turn into rows (an unreadable S3 object, a message
     /// received too often), with the reason: they go to the quarantine.
     pub rejects: Vec<(SourceEvent, String)>,
+    /// Shards read to their end (closed by resharding) with this chunk: every event of theirs
+    /// came before. Under leases the worker commits, then ends their leases.
+    pub drained: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

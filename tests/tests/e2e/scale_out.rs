@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kappa_leases::LeaseStore;
 use kappa_leases::store::dynamodb::DynamoStore;
 use kappa_leases::store::local::{LocalStore, dir_of_log};
-use kappa_tests::{Moto, aws_config, duckdb_delta, expect_status, kappa, python_deltalake, run};
+use kappa_tests::{KinesisLocal, Moto, aws_config, duckdb_delta, expect_status, kappa, python_deltalake, run};
 
 use crate::support::{Lcg, unique_sales_csv};
 
@@ -22,6 +22,8 @@ const SHARDS: u32 = 8;
 struct Leases {
     spec: String,
     endpoint: Option<String>,
+    /// More environment for the workers (a DynamoDB endpoint apart from Kinesis's).
+    env: Vec<(String, String)>,
     store: Arc<dyn LeaseStore>,
     runtime: tokio::runtime::Runtime,
 }
@@ -30,7 +32,7 @@ impl Leases {
     fn local(log_dir: &Path) -> Leases {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let store = Arc::new(LocalStore::open(dir_of_log(log_dir)).unwrap());
-        Leases { spec: "local".into(), endpoint: None, store, runtime }
+        Leases { spec: "local".into(), endpoint: None, env: Vec::new(), store, runtime }
     }
 
     fn dynamodb(moto: &Moto, table: &str) -> Leases {
@@ -39,7 +41,7 @@ impl Leases {
             let client = aws_sdk_dynamodb::Client::new(&aws_config(&moto.endpoint).await);
             DynamoStore::open(client, table).await.unwrap()
         });
-        Leases { spec: format!("dynamodb:{table}"), endpoint: Some(moto.endpoint.clone()), store: Arc::new(store), runtime }
+        Leases { spec: format!("dynamodb:{table}"), endpoint: Some(moto.endpoint.clone()), env: Vec::new(), store: Arc::new(store), runtime }
     }
 
     /// Who owns each shard.
@@ -72,6 +74,7 @@ impl Leases {
     /// A worker's command line: 2 s failover, 1 s flushes, so that a test sees many moves.
     fn worker(&self, log: &str, lake: &Path, id: &str) -> Command {
         let mut command = kappa("kappa-consumer", self.endpoint.as_deref());
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["--from", log, "--lake"])
             .arg(lake)
@@ -268,4 +271,104 @@ fn rolling_restart(dir: &Path, leases: &Leases) {
     expect_status(&output, 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("same --leases"), "{}", String::from_utf8_lossy(&output.stderr));
     assert_exactly_once(&table, 40_000);
+}
+
+#[test]
+fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
+    let started = Instant::now();
+    let kinesis = KinesisLocal::start();
+    let moto = Moto::start();
+    eprintln!("emulators up in {:?}", started.elapsed());
+    let endpoint = kinesis.endpoint();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async { aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await) });
+    let active = |client: &aws_sdk_kinesis::Client| {
+        runtime.block_on(async {
+            for _ in 0..200 {
+                let summary = client.describe_stream_summary().stream_name("sales").send().await.unwrap();
+                if summary.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("stream never became ACTIVE");
+        })
+    };
+    runtime.block_on(client.create_stream().stream_name("sales").shard_count(SHARDS as i32).send()).unwrap();
+    active(&client);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    let produce = |csv: &Path, rate: &str| {
+        let mut command = kappa("kappa-producer", Some(&endpoint));
+        command.arg("-i").arg(csv).args(["--to", "kinesis:sales", "--rate", rate]);
+        command
+    };
+    let first = unique_sales_csv(&dir.path().join("a"), 20_000, "SA");
+    expect_status(&run(&mut produce(&first, "100000")), 0);
+    eprintln!("20,000 rows produced at {:?}", started.elapsed());
+
+    // Leases in DynamoDB on moto, the stream on kinesis-local.
+    let mut leases = Leases::dynamodb(&moto, "kappa-leases-kinesis");
+    leases.endpoint = Some(endpoint.clone());
+    leases.env = vec![("AWS_ENDPOINT_URL_DYNAMODB".into(), moto.endpoint.clone())];
+    let from = "kinesis:sales";
+    let extra = ["--poll-interval", "200ms", "--shard-refresh", "1s"];
+    let mut workers: Vec<Worker> = ["k1", "k2", "k3"].iter().map(|id| leases.spawn(from, &lake, id, dir.path(), 0, &extra)).collect();
+    eprintln!("balanced 3/3/2 in {:?}", leases.wait_for(&[3, 3, 2], Duration::from_secs(30), "three workers on eight Kinesis shards"));
+
+    // kinesis-local takes ~500 rows/s while three workers poll it: 20,000 rows span the kills.
+    let second = unique_sales_csv(&dir.path().join("b"), 20_000, "SB");
+    let producer = produce(&second, "5000").stderr(Stdio::null()).spawn().unwrap();
+    let seed = std::env::var("KAPPA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(std::process::id() as u64);
+    eprintln!("kill schedule seed: {seed} (set KAPPA_KILL_SEED={seed} to replay it)");
+    let mut random = Lcg(seed);
+    eprintln!("producing and killing from {:?}", started.elapsed());
+    for round in 1..=5 {
+        std::thread::sleep(Duration::from_millis(300 + random.next(1200)));
+        let victim = random.next(3) as usize;
+        workers[victim].child.kill().unwrap(); // SIGKILL
+        workers[victim].child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(random.next(1500)));
+        let id = workers[victim].id.clone();
+        workers[victim] = leases.spawn(from, &lake, &id, dir.path(), round, &extra);
+        if round == 3 {
+            // Split shard 0 in the middle of its hash-key range while the workers run.
+            let shards = runtime.block_on(client.list_shards().stream_name("sales").send()).unwrap();
+            let parent = shards.shards().iter().find(|s| s.shard_id() == "shardId-000000000000").unwrap();
+            let range = parent.hash_key_range().unwrap();
+            let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
+            let split =
+                client.split_shard().stream_name("sales").shard_to_split("shardId-000000000000").new_starting_hash_key((low + (high - low) / 2).to_string());
+            runtime.block_on(split.send()).unwrap();
+            active(&client);
+        }
+    }
+    eprintln!("kills done at {:?}", started.elapsed());
+    expect_status(&producer.wait_with_output().unwrap(), 0);
+    let total = 40_000;
+    let produced = Instant::now();
+    let deadline = produced + Duration::from_secs(120);
+    while committed_rows(&table) < total {
+        assert!(Instant::now() < deadline, "only {} of {total} rows committed after 120 s", committed_rows(&table));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("every row committed {:?} after the producer ended, at {:?}", produced.elapsed(), started.elapsed());
+    // The parent was read to its end and its lease ended; its two children are held.
+    let snapshot = leases.runtime.block_on(leases.store.scan()).unwrap();
+    assert!(snapshot.leases["shardId-000000000000"].ended, "{:?}", snapshot.leases["shardId-000000000000"]);
+    let children: Vec<_> = snapshot.leases.values().filter(|l| l.parents.contains(&"shardId-000000000000".to_string())).collect();
+    assert_eq!(children.len(), 2, "{children:?}");
+    assert!(children.iter().all(|c| c.owner.is_some()), "{children:?}");
+    for worker in &mut workers {
+        stop(worker, "-TERM");
+    }
+    for worker in workers {
+        let status = worker.child.wait_with_output().unwrap().status;
+        let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
+        assert!(status.success(), "worker {} exited with {status}:\n{text}", worker.id);
+    }
+    eprintln!("workers stopped at {:?}", started.elapsed());
+    assert_eq!(committed_rows(&table), total, "no row twice in the Delta log's statistics");
+    assert_exactly_once(&table, total);
 }
