@@ -65,6 +65,9 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
         // With leases: a session per set of shards held (see `crate::leased`).
         let held = match &mut leases {
             Some(leases) => {
+                if shutdown.is_requested() {
+                    break Ok(());
+                }
                 let held = leases.held_now();
                 gauges.shards_held.store(held.len() as u64, Ordering::Relaxed);
                 if held.is_empty() {

@@ -111,14 +111,16 @@ async fn in_the_log(store: &Store, table: &str) -> Result<Option<u32>, TableErro
 }
 
 /// The generation a consumer writes into a table that has no Delta table yet: the one an
-/// earlier consumer made and never committed to, or a new one. Two consumers starting at
-/// once make two; the first commit creates the table for one of them, and the other stops.
+/// earlier consumer made and never committed to, or a new one. Consumers starting at once
+/// (workers sharing the shards through leases) may each make one: each then takes the first
+/// of those, so all write the same generation and the first commit creates the table for all.
 pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
-    let records = records(store, table).await?;
-    match records.iter().rev().find(|r| r.origin == "consumer" && r.removed_ms.is_none()) {
-        Some(record) => Ok(record.generation.clone()),
-        None => create(store, table, "consumer").await,
+    let unborn = |r: &&GenerationRecord| r.origin == "consumer" && r.removed_ms.is_none();
+    if let Some(record) = records(store, table).await?.iter().rev().find(unborn) {
+        return Ok(record.generation.clone());
     }
+    let made = create(store, table, "consumer").await?;
+    Ok(records(store, table).await?.iter().find(unborn).map_or(made, |first| first.generation.clone()))
 }
 
 /// Records when the table stopped holding `generation`.
