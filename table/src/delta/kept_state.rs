@@ -10,6 +10,9 @@
 //! <table>/_kappa/writer-states/<app id>-<counter:020>.json   {version, counter, commitId, state}
 //! ```
 //!
+//! The writers are the consumer and, when workers share the shards through leases, each shard
+//! (`kappa-shard:<shard>`; the `:` is a plain character in object names).
+//!
 //! named by the exact counter the checkpoint's `txn` holds, so a restart that no longer finds
 //! the commit reads the same state from there. (A foreign tool's log cleanup does not write
 //! one: then the state is gone, and the message says how to go on.)
@@ -29,10 +32,29 @@ fn kept_path(app_id: &str, counter: i64) -> Path {
 impl LakeTable {
     /// Keeps the consumer's state as of the loaded version (see the module doc).
     pub(super) async fn keep_writer_states(&self) -> Result<(), DeltaError> {
-        let Some(found) = self.writer_state(CONSUMER_APP_ID).await? else { return Ok(()) };
-        let body = json!({ "version": found.version, "counter": found.counter, "commitId": found.commit_id, "state": found.state });
+        // Leased shards (`kappa-shard:*`) are writers too: those committed since the last
+        // checkpoint keep their states the same way, so each shard's last state is kept by the
+        // first checkpoint after it, before any cleanup can take its commit.
+        let mut app_ids = vec![CONSUMER_APP_ID.to_string()];
+        let latest = self.version().unwrap_or_default();
+        let log_store = self.table.log_store();
+        for version in (latest.saturating_sub(super::CHECKPOINT_INTERVAL)..=latest).rev() {
+            let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
+            for action in super::actions::parse_commit(&self.name, version, &bytes)? {
+                if let Some(app_id) = action.pointer("/txn/appId").and_then(|a| a.as_str())
+                    && app_id.starts_with(crate::state::SHARD_APP_PREFIX)
+                    && !app_ids.iter().any(|known| known == app_id)
+                {
+                    app_ids.push(app_id.to_string());
+                }
+            }
+        }
         let store = self.table.log_store().object_store(None);
-        store.put(&kept_path(CONSUMER_APP_ID, found.counter), Bytes::from(body.to_string()).into()).await.map_err(|e| self.delta(e.into()))?;
+        for app_id in app_ids {
+            let Some(found) = self.writer_state(&app_id).await? else { continue };
+            let body = json!({ "version": found.version, "counter": found.counter, "commitId": found.commit_id, "state": found.state });
+            store.put(&kept_path(&app_id, found.counter), Bytes::from(body.to_string()).into()).await.map_err(|e| self.delta(e.into()))?;
+        }
         Ok(())
     }
 

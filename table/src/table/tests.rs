@@ -186,3 +186,20 @@ async fn leased_workers_append_side_by_side_and_a_take_fences_the_old_owner() {
     let expected: BTreeMap<String, String> = [("0", "30"), ("1", "40"), ("2", "12")].iter().map(|(s, p)| (s.to_string(), p.to_string())).collect();
     assert_eq!(state.resume, expected);
 }
+
+#[tokio::test]
+async fn a_checkpoint_keeps_each_leased_shards_state_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let a = leased(&store, "a", &[("0", 1), ("1", 1)]).await;
+    a.load_state().await.unwrap();
+    for n in 1..=crate::delta::CHECKPOINT_INTERVAL {
+        let (zero, one) = (format!("{}", 10 * n), format!("{}", 10 * n + 1));
+        a.commit(&shard_commit(n, &[], &[("0", &zero), ("1", &one)]), &schema(), &layout()).await.unwrap();
+    }
+    let kept: Vec<String> =
+        std::fs::read_dir(dir.path().join("sales/_kappa/writer-states")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    for shard in ["0", "1"] {
+        assert!(kept.iter().any(|name| name.starts_with(&format!("kappa-shard:{shard}-"))), "{kept:?}");
+    }
+}
