@@ -8,8 +8,8 @@
 #
 #   bench/scale-out.sh [STEADY_SECONDS] [KILLS]      (defaults: 120 s, 20 kills)
 #
-# Still to come with the consumer's lease integration: failover of real consumer processes
-# (SIGKILL) and rows/s with 1, 2 and 3 workers on this machine's cores.
+# Real consumer processes (failover over SIGKILLs, rows/s with 1-3 workers): see
+# bench/scale-out-consumer.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEADY=${1:-120}

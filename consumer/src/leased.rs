@@ -104,6 +104,11 @@ impl Leases {
         self.held.borrow_and_update().clone()
     }
 
+    /// How many shards the coordinator says this worker holds now.
+    pub fn held_count(&self) -> usize {
+        self.held.borrow().len()
+    }
+
     /// True if the held set changed since last seen.
     pub fn changed(&self) -> bool {
         self.held.has_changed().unwrap_or(true)

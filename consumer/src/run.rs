@@ -191,6 +191,26 @@ impl Run<'_> {
         let shards = log.as_ref().map(LogSource::shard_names).unwrap_or_default();
         let (mut pipeline, known) =
             Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards.clone(), config.schema.clone(), stats.clone())?;
+        // Checked once this consumer's own record is written, so of two started at once with
+        // and without leases, each sees the other (and both stop) rather than neither.
+        let (leased, writers) = (lease.is_some(), runtime.block_on(kappa_table::writers::alive(&self.store, &config.table))?);
+        let conflicting = writers.iter().find(|w| if leased { w.kind == "consumer" } else { w.kind == crate::pipeline::LEASED_WRITER });
+        if let Some(other) = conflicting {
+            pipeline.close();
+            let reason = match leased {
+                true => format!(
+                    "a consumer without --leases is writing this table ({} pid {}): it reads every shard, so workers sharing them \
+                     would store rows twice; stop it, or run it with the same --leases",
+                    other.host, other.pid
+                ),
+                false => format!(
+                    "workers sharing this table's shards through leases are running ({} pid {} among them): run this consumer with \
+                     the same --leases, or stop them",
+                    other.host, other.pid
+                ),
+            };
+            return Err(ConsumerError::Table(kappa_table::TableError::Refused { table: config.table.clone(), reason }));
+        }
         if let Some(archive) = &config.archive {
             pipeline.set_archive(open_store(archive, aws))?;
             tracing::info!(archive = %format!("{archive}/{}", crate::archive::Archive::prefix(&config.table)), "archiving raw events");
@@ -292,6 +312,9 @@ impl Run<'_> {
                     for shard in drained {
                         leases.end(runtime, &shard)?;
                     }
+                }
+                if let Some((leases, _)) = &lease {
+                    gauges.shards_held.store(leases.held_count() as u64, Ordering::Relaxed);
                 }
                 if let Some((leases, held)) = &lease
                     && leases.changed()

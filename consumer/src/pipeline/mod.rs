@@ -101,6 +101,9 @@ pub struct Pipeline {
     drained: Vec<String>,
 }
 
+/// The writer kind (`_kappa/writers/`) of a consumer that shares the shards through leases.
+pub const LEASED_WRITER: &str = "consumer --leases";
+
 fn seq_of(text: &str) -> Option<SequenceNumber> {
     text.parse().ok()
 }
@@ -131,7 +134,10 @@ impl Pipeline {
         // interrupted flush's a moment before this one commits them.
         let writer = match table.is_live() {
             true => runtime.block_on(async {
-                let writer = kappa_table::writers::Writer::register(table.store(), table.name(), "consumer", None).await?;
+                // Workers sharing the shards through leases say so: a consumer without leases
+                // must not run beside them (see `crate::run`).
+                let kind = if table.is_leased() { LEASED_WRITER } else { "consumer" };
+                let writer = kappa_table::writers::Writer::register(table.store(), table.name(), kind, None).await?;
                 writer.flushes_into(table.generation()).await?;
                 Ok::<_, TableError>(Some(writer))
             })?,

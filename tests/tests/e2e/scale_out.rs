@@ -119,6 +119,17 @@ fn committed_rows(table: &Path) -> u64 {
     files.values().sum()
 }
 
+/// A metric of the worker serving on `port` (a scrape that finds no answer is tried again).
+fn metric(port: u16, name: &str) -> u64 {
+    for _ in 0..50 {
+        if let Some(value) = kappa_tests::metric(port, name) {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no metric {name} at port {port}");
+}
+
 fn stop(worker: &mut Worker, signal: &str) {
     let status = Command::new("kill").args([signal, &worker.child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -222,8 +233,30 @@ fn rolling_restart(dir: &Path, leases: &Leases) {
     let log = format!("log:{}", log_dir.display());
     let lake = dir.join("lake");
     let table = lake.join("sales");
-    let csv = unique_sales_csv(&dir.join("a"), 40_000, "SA");
+    let csv = unique_sales_csv(&dir.join("a"), 20_000, "SA");
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
+    // One consumer without leases starts the table; a worker with leases beside it is refused
+    // (it would read the same shards), and once it stops the workers go on from its positions.
+    let mut single = kappa("kappa-consumer", leases.endpoint.as_deref());
+    single.envs(leases.env.iter().map(|(k, v)| (k, v)));
+    let single = single.args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--event-time", "sale_time", "--flush-interval", "1s"]);
+    let mut single = single.stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_rows(&table) == 0 {
+        assert!(Instant::now() < deadline, "the consumer without leases committed nothing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = run(leases.worker(&log, &lake, "early").args(["--until-idle", "10s"]));
+    expect_status(&output, 2);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("a consumer without --leases is writing this table"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Command::new("kill").args(["-TERM", &single.id().to_string()]).status().unwrap();
+    assert!(single.wait().unwrap().success());
+    let more = unique_sales_csv(&dir.join("b"), 20_000, "SB");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&more).args(["--to", &log])), 0);
     let mut a = leases.spawn(&log, &lake, "a", dir, 0, &[]);
     let mut b = leases.spawn(&log, &lake, "b", dir, 0, &[]);
     leases.wait_for(&[2, 2], Duration::from_secs(30), "two workers on four shards");
@@ -257,17 +290,24 @@ fn rolling_restart(dir: &Path, leases: &Leases) {
         assert!(Instant::now() < deadline, "only {} rows committed", committed_rows(&table));
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(kappa_tests::metric(port, "shards_held"), Some(4));
+    kappa_tests::wait_for_metric(&mut c.child, port, "shards_held", 4, Duration::from_secs(10));
     // Two stolen from b to balance, two taken when b released them.
-    let (takes, steals) = (kappa_tests::metric(port, "lease_takes_total"), kappa_tests::metric(port, "lease_steals_total"));
-    assert!(takes.unwrap_or(0) + steals.unwrap_or(0) >= 4 && steals >= Some(1), "takes {takes:?}, steals {steals:?}");
+    let (takes, steals) = (metric(port, "lease_takes_total"), metric(port, "lease_steals_total"));
+    assert!(takes + steals >= 4 && steals >= 1, "takes {takes}, steals {steals}");
     stop(&mut c, "-TERM");
     expect_status(&c.child.wait_with_output().unwrap(), 0);
     assert_eq!(committed_rows(&table), 40_000);
     assert_exactly_once(&table, 40_000);
 
     // Without leases, a consumer would read the shards again from the table-wide state.
-    let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--until-idle", "0s"]));
+    let output = run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args([
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_time",
+        "--until-idle",
+        "0s",
+    ]));
     expect_status(&output, 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("same --leases"), "{}", String::from_utf8_lossy(&output.stderr));
     assert_exactly_once(&table, 40_000);
