@@ -20,6 +20,8 @@ pub struct Gauges {
     pub lag: AtomicU64,
     /// With `--leases`: shards this worker holds, and the lease counters.
     pub shards_held: AtomicU64,
+    /// Lag per shard being read, as of the last status line.
+    pub shard_lags: std::sync::Mutex<Vec<(String, u64)>>,
     pub leases: std::sync::OnceLock<Arc<kappa_leases::LeaseStats>>,
 }
 
@@ -52,6 +54,15 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
         metric("lease_handoffs_total", "counter", "Leases released for others to take (shutdown).", leases.releases.load(Relaxed));
         metric("lease_store_writes_total", "counter", "Conditional writes to the lease store.", leases.writes.load(Relaxed));
         metric("lease_store_scans_total", "counter", "Scans of the lease store.", leases.scans.load(Relaxed));
+    }
+    let lags = gauges.shard_lags.lock().expect("shard lags").clone();
+    if !lags.is_empty() {
+        out.push_str("# HELP kappa_consumer_shard_lag Lag of each shard this consumer reads: events not yet read (log), ms behind latest (Kinesis).\n");
+        out.push_str("# TYPE kappa_consumer_shard_lag gauge\n");
+        for (shard, lag) in lags {
+            // Shard ids are digits, letters, '-' and '_': nothing to escape in a label.
+            out.push_str(&format!("kappa_consumer_shard_lag{{shard=\"{shard}\"}} {lag}\n"));
+        }
     }
     out
 }

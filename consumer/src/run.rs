@@ -338,6 +338,7 @@ impl Run<'_> {
                     let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
                     let lag = source.lag(|s| pipeline.last_read(s));
                     gauges.lag.store(lag.value(), Ordering::Relaxed);
+                    *gauges.shard_lags.lock().expect("shard lags") = source.shard_lags(pipeline.shard_names(), |s| pipeline.last_read(s));
                     tracing::info!(
                         events_read = read,
                         rows_written = stats.written(),

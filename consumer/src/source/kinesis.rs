@@ -166,6 +166,14 @@ impl KinesisSource {
         self.reading.lock().expect("reading lock").shards.values().filter_map(|s| s.millis_behind).max().unwrap_or(0)
     }
 
+    /// Per shard being read: MillisBehindLatest of its last read.
+    pub fn shard_lags(&self) -> Vec<(String, u64)> {
+        let reading = self.reading.lock().expect("reading lock");
+        let mut lags: Vec<(String, u64)> = reading.shards.iter().map(|(id, p)| (id.clone(), p.millis_behind.unwrap_or(0))).collect();
+        lags.sort();
+        lags
+    }
+
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         self.chunks.close();

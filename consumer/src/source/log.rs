@@ -179,6 +179,17 @@ impl LogSource {
             .sum()
     }
 
+    /// Per shard read: its name's index and the records written and not yet read.
+    pub fn shard_lags(&self, last_read: impl Fn(u32) -> Option<SequenceNumber>) -> Vec<(u32, u64)> {
+        self.reading
+            .iter()
+            .map(|&s| {
+                let next = last_read(s).and_then(|l| l.to_u64()).map_or(0, |l| l + 1);
+                (s, self.log.shard_end(s).unwrap_or(0).saturating_sub(next))
+            })
+            .collect()
+    }
+
     /// Stops reading; chunks already read but not taken are dropped (they are re-read from
     /// the resume point next time, never lost).
     pub fn stop(&mut self) {

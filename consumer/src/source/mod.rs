@@ -123,6 +123,16 @@ impl Source {
         }
     }
 
+    /// The lag of each shard being read, in the source's unit (log: events; Kinesis: ms
+    /// behind latest); none for SQS and raw objects.
+    pub fn shard_lags(&self, names: &[String], last_read: impl Fn(u32) -> Option<kappa_common::event::SequenceNumber>) -> Vec<(String, u64)> {
+        match self {
+            Source::Log(s) => s.shard_lags(last_read).into_iter().filter_map(|(i, lag)| names.get(i as usize).map(|n| (n.clone(), lag))).collect(),
+            Source::Kinesis(s) => s.shard_lags(),
+            Source::Sqs(_) | Source::Raw(_) => Vec::new(),
+        }
+    }
+
     /// Hands over acknowledgements a commit made durable (SQS: deletes the messages).
     pub fn acknowledge(&mut self, acks: Vec<String>) {
         if let Source::Sqs(s) = self {

@@ -294,6 +294,15 @@ fn rolling_restart(dir: &Path, leases: &Leases) {
     // Two stolen from b to balance, two taken when b released them.
     let (takes, steals) = (metric(port, "lease_takes_total"), metric(port, "lease_steals_total"));
     assert!(takes + steals >= 4 && steals >= 1, "takes {takes}, steals {steals}");
+    // Every shard's lag, read to the end: 0 events.
+    for shard in 0..4 {
+        let name = format!("shard_lag{{shard=\"{shard}\"}}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(port, &name) != 0 {
+            assert!(Instant::now() < deadline, "shard {shard}'s lag is {} events", metric(port, &name));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     stop(&mut c, "-TERM");
     expect_status(&c.child.wait_with_output().unwrap(), 0);
     assert_eq!(committed_rows(&table), 40_000);
