@@ -130,6 +130,40 @@ fn metric(port: u16, name: &str) -> u64 {
     panic!("no metric {name} at port {port}");
 }
 
+/// After 0.3–1.5 s, SIGKILLs a random worker and starts it again 0–1.5 s later.
+#[allow(clippy::too_many_arguments)]
+fn kill_and_restart(leases: &Leases, workers: &mut [Worker], random: &mut Lcg, from: &str, lake: &Path, dir: &Path, round: u32, extra: &[&str]) {
+    std::thread::sleep(Duration::from_millis(300 + random.next(1200)));
+    let victim = random.next(workers.len() as u64) as usize;
+    workers[victim].child.kill().unwrap(); // SIGKILL
+    workers[victim].child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(random.next(1500)));
+    let id = workers[victim].id.clone();
+    workers[victim] = leases.spawn(from, lake, &id, dir, round, extra);
+}
+
+/// Waits (up to 120 s) until the table's current version holds `total` rows.
+fn wait_for_rows(table: &Path, total: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_rows(table) < total {
+        assert!(Instant::now() < deadline, "only {} of {total} rows committed after 120 s", committed_rows(table));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// SIGTERM to every worker: each commits, releases its leases and exits 0.
+fn stop_all(mut workers: Vec<Worker>) {
+    for worker in &mut workers {
+        stop(worker, "-TERM");
+    }
+    for worker in workers {
+        let status = worker.child.wait_with_output().unwrap().status;
+        let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
+        assert!(status.success(), "worker {} exited with {status}:\n{text}", worker.id);
+        assert!(text.contains("releasing this worker's shard leases"), "{text}");
+    }
+}
+
 fn stop(worker: &mut Worker, signal: &str) {
     let status = Command::new("kill").args([signal, &worker.child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -172,16 +206,8 @@ fn three_workers_share_eight_shards_through_kills_and_a_pause_and_write_every_ro
     let seed = std::env::var("KAPPA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| started.elapsed().as_nanos() as u64);
     eprintln!("kill schedule seed: {seed} (set KAPPA_KILL_SEED={seed} to replay it)");
     let mut random = Lcg(seed);
-    let mut round = 0;
-    for _ in 0..8 {
-        round += 1;
-        std::thread::sleep(Duration::from_millis(300 + random.next(1200)));
-        let victim = random.next(3) as usize;
-        workers[victim].child.kill().unwrap(); // SIGKILL
-        workers[victim].child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(random.next(1500)));
-        let id = workers[victim].id.clone();
-        workers[victim] = leases.spawn(&log, &lake, &id, dir.path(), round, &[]);
+    for round in 1..=8 {
+        kill_and_restart(&leases, &mut workers, &mut random, &log, &lake, dir.path(), round, &[]);
     }
     // A worker paused past the failover time must not get a row of a shard it lost in.
     stop(&mut workers[0], "-STOP");
@@ -190,21 +216,8 @@ fn three_workers_share_eight_shards_through_kills_and_a_pause_and_write_every_ro
     expect_status(&producer.wait_with_output().unwrap(), 0);
 
     let total = 90_000;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed_rows(&table) < total {
-        assert!(Instant::now() < deadline, "only {} of {total} rows committed after 120 s", committed_rows(&table));
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    // SIGTERM: each worker commits and releases its leases, and exits 0.
-    for worker in &mut workers {
-        stop(worker, "-TERM");
-    }
-    for worker in workers {
-        let status = worker.child.wait_with_output().unwrap().status;
-        let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-        assert!(status.success(), "worker {} exited with {status}:\n{text}", worker.id);
-        assert!(text.contains("releasing this worker's shard leases"), "{text}");
-    }
+    wait_for_rows(&table, total);
+    stop_all(workers);
     assert!(leases.owners().values().all(Option::is_none), "every lease released: {:?}", leases.owners());
     assert_eq!(committed_rows(&table), total, "no row twice in the Delta log's statistics");
     assert_exactly_once(&table, total);
@@ -285,11 +298,7 @@ fn rolling_restart(dir: &Path, leases: &Leases) {
     expect_status(&b.child.wait_with_output().unwrap(), 0);
     leases.wait_for(&[4], Duration::from_secs(2), "b's shards handed over after SIGTERM");
     eprintln!("handover in {:?} after SIGTERM", stopping.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while committed_rows(&table) < 40_000 {
-        assert!(Instant::now() < deadline, "only {} rows committed", committed_rows(&table));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_rows(&table, 40_000);
     kappa_tests::wait_for_metric(&mut c.child, port, "shards_held", 4, Duration::from_secs(10));
     // Two stolen from b to balance, two taken when b released them.
     let (takes, steals) = (metric(port, "lease_takes_total"), metric(port, "lease_steals_total"));
@@ -374,13 +383,7 @@ fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
     let mut random = Lcg(seed);
     eprintln!("producing and killing from {:?}", started.elapsed());
     for round in 1..=5 {
-        std::thread::sleep(Duration::from_millis(300 + random.next(1200)));
-        let victim = random.next(3) as usize;
-        workers[victim].child.kill().unwrap(); // SIGKILL
-        workers[victim].child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(random.next(1500)));
-        let id = workers[victim].id.clone();
-        workers[victim] = leases.spawn(from, &lake, &id, dir.path(), round, &extra);
+        kill_and_restart(&leases, &mut workers, &mut random, from, &lake, dir.path(), round, &extra);
         if round == 3 {
             // Split shard 0 in the middle of its hash-key range while the workers run.
             let shards = runtime.block_on(client.list_shards().stream_name("sales").send()).unwrap();
@@ -397,11 +400,7 @@ fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
     expect_status(&producer.wait_with_output().unwrap(), 0);
     let total = 40_000;
     let produced = Instant::now();
-    let deadline = produced + Duration::from_secs(120);
-    while committed_rows(&table) < total {
-        assert!(Instant::now() < deadline, "only {} of {total} rows committed after 120 s", committed_rows(&table));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_for_rows(&table, total);
     eprintln!("every row committed {:?} after the producer ended, at {:?}", produced.elapsed(), started.elapsed());
     // The parent was read to its end and its lease ended; its two children are held.
     let snapshot = leases.runtime.block_on(leases.store.scan()).unwrap();
@@ -409,14 +408,7 @@ fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
     let children: Vec<_> = snapshot.leases.values().filter(|l| l.parents.contains(&"shardId-000000000000".to_string())).collect();
     assert_eq!(children.len(), 2, "{children:?}");
     assert!(children.iter().all(|c| c.owner.is_some()), "{children:?}");
-    for worker in &mut workers {
-        stop(worker, "-TERM");
-    }
-    for worker in workers {
-        let status = worker.child.wait_with_output().unwrap().status;
-        let text = std::fs::read_to_string(&worker.log).unwrap_or_default();
-        assert!(status.success(), "worker {} exited with {status}:\n{text}", worker.id);
-    }
+    stop_all(workers);
     eprintln!("workers stopped at {:?}", started.elapsed());
     assert_eq!(committed_rows(&table), total, "no row twice in the Delta log's statistics");
     assert_exactly_once(&table, total);
