@@ -413,3 +413,49 @@ fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
     assert_eq!(committed_rows(&table), total, "no row twice in the Delta log's statistics");
     assert_exactly_once(&table, total);
 }
+
+#[test]
+fn a_switch_under_leased_workers_keeps_every_row_and_the_workers_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = format!("log:{}", log_dir.display());
+    let lake = dir.path().join("lake");
+    let table = lake.join("sales");
+    let csv = unique_sales_csv(&dir.path().join("a"), 20_000, "SA");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
+    let leases = Leases::local(&log_dir);
+    let workers: Vec<Worker> = ["a", "b"].iter().map(|id| leases.spawn(&log, &lake, id, dir.path(), 0, &[])).collect();
+    wait_for_rows(&table, 20_000);
+    let before = kappa_tests::delta_log(&table).unwrap().configuration["kappa.generation"].clone();
+    // More rows arrive while a replay rebuilds the table and switches readers to it.
+    let producing = {
+        let (dir, log) = (dir.path().to_path_buf(), log.clone());
+        std::thread::spawn(move || {
+            for batch in 0..12 {
+                let csv = unique_sales_csv(&dir.join(format!("more-{batch}")), 250, &format!("B{batch:02}-"));
+                expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log])), 0);
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        })
+    };
+    let replay = run(kappa("kappa-replay", None).args(["--from", &log, "--lake"]).arg(&lake).args([
+        "--table",
+        "sales",
+        "--event-time",
+        "sale_time",
+        "--verify",
+        "--switch",
+    ]));
+    expect_status(&replay, 0);
+    producing.join().unwrap();
+    // The workers go on in the new generation from the positions the switch handed over.
+    let generation = kappa_tests::delta_log(&table).unwrap().configuration["kappa.generation"].as_str().unwrap().to_string();
+    assert_ne!(generation, before, "the replay switched the table");
+    wait_for_rows(&table, 23_000);
+    let logs: Vec<PathBuf> = workers.iter().map(|w| w.log.clone()).collect();
+    stop_all(workers);
+    let switched = logs.iter().filter(|log| std::fs::read_to_string(log).unwrap().contains(&format!("the table was switched to {generation}"))).count();
+    assert_eq!(switched, 2, "both workers went on in the new generation");
+    assert_eq!(committed_rows(&table), 23_000);
+    assert_exactly_once(&table, 23_000);
+}
