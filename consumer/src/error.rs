@@ -95,6 +95,12 @@ impl ConsumerError {
         match self {
             ConsumerError::Pipeline(e) => e.exit_code(),
             ConsumerError::Table(TableError::Refused { .. }) => 2,
+            // A worker id already running, a lease table of another pipeline, a failover too short.
+            ConsumerError::Leases(
+                kappa_leases::LeaseError::Core(kappa_leases::core::CoreError::IdInUse { .. })
+                | kappa_leases::LeaseError::OtherScope { .. }
+                | kappa_leases::LeaseError::Failover(_),
+            ) => 2,
             _ => 1,
         }
     }

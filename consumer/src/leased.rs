@@ -109,6 +109,14 @@ impl Leases {
         self.held.borrow().len()
     }
 
+    /// The coordinator stopped (a worker id in use, say): the error it stopped with.
+    pub fn failure(&mut self, runtime: &Runtime) -> Option<ConsumerError> {
+        if self.held.has_changed().is_ok() {
+            return None;
+        }
+        Some(runtime.block_on(self.coordinator.failed()).into())
+    }
+
     /// True if the held set changed since last seen.
     pub fn changed(&self) -> bool {
         self.held.has_changed().unwrap_or(true)
@@ -162,7 +170,10 @@ impl Leases {
 
     /// Releases every lease and removes the worker item (after the last commit).
     pub fn shutdown(self, runtime: &Runtime) -> Result<(), ConsumerError> {
-        runtime.block_on(self.coordinator.shutdown(BTreeMap::new()))?;
-        Ok(())
+        match runtime.block_on(self.coordinator.shutdown(BTreeMap::new())) {
+            // It stopped on its own (and said why): nothing to release.
+            Err(kappa_leases::LeaseError::Stopped) => Ok(()),
+            other => Ok(other?),
+        }
     }
 }

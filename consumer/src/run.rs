@@ -68,6 +68,10 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
                 if shutdown.is_requested() {
                     break Ok(());
                 }
+                // Without its coordinator a worker cannot know what it holds.
+                if let Some(failure) = leases.failure(runtime) {
+                    break Err(failure);
+                }
                 let held = leases.held_now();
                 gauges.shards_held.store(held.len() as u64, Ordering::Relaxed);
                 if held.is_empty() {
