@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use kappa_common::event::SequenceNumber;
+
 /// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
 const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
@@ -20,6 +22,12 @@ pub struct AckLedger {
     remembered: BTreeMap<String, i64>,
     /// `remembered` as the last commit wrote it.
     written: BTreeMap<String, i64>,
+    /// The ingested messages by the position of their first event (those with events): which
+    /// message a row came from, for a competing consumer's claims.
+    starts: BTreeMap<SequenceNumber, String>,
+    /// Messages other consumers of the queue committed (learnt from their claims), for the
+    /// source to delete on sight.
+    elsewhere: Vec<String>,
 }
 
 impl AckLedger {
@@ -30,6 +38,44 @@ impl AckLedger {
 
     pub fn add(&mut self, acks: Vec<String>) {
         self.ingested.extend(acks);
+    }
+
+    /// Also records where each message's events start (`None`: it has none).
+    pub fn add_starts(&mut self, acks: &[String], starts: &[Option<SequenceNumber>]) {
+        for (ack, start) in acks.iter().zip(starts) {
+            if let Some(start) = start {
+                self.starts.insert(*start, ack.clone());
+            }
+        }
+    }
+
+    /// The ingested messages by the position of their first event.
+    pub fn starts(&self) -> &BTreeMap<SequenceNumber, String> {
+        &self.starts
+    }
+
+    /// The ids ingested since the last commit.
+    pub fn ingested(&self) -> &[String] {
+        &self.ingested
+    }
+
+    /// Messages another consumer committed: remembered for `grace_ms` (SQS may deliver them
+    /// here too), and handed to the source to delete on sight.
+    pub fn committed_elsewhere(&mut self, acks: impl IntoIterator<Item = String>, grace_ms: i64) {
+        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
+        for ack in acks {
+            self.remembered.entry(ack.clone()).or_insert(until);
+            self.elsewhere.push(ack);
+        }
+    }
+
+    pub fn take_elsewhere(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.elsewhere)
+    }
+
+    /// Messages that came again although a commit covers them: to be deleted, not ingested.
+    pub fn redelivered(&mut self, acks: Vec<String>) {
+        self.committed.extend(acks);
     }
 
     pub fn has_ingested(&self) -> bool {
@@ -82,5 +128,6 @@ impl AckLedger {
         self.remembered = map.clone();
         self.written = map;
         self.committed.append(&mut self.ingested);
+        self.starts.clear();
     }
 }

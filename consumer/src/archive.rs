@@ -31,12 +31,21 @@ pub struct Archive {
     /// Per shard, the last position archived (committed or pending).
     positions: BTreeMap<String, SequenceNumber>,
     bytes: usize,
+    /// For one of several consumers of a queue, its run's name: their objects of the same
+    /// commit number must not overwrite each other's.
+    tag: Option<String>,
 }
 
 impl Archive {
     pub fn new(store: Store, table: &str, committed: &ShardPositions) -> Archive {
         let positions = committed.iter().filter_map(|(shard, p)| Some((shard.clone(), p.parse().ok()?))).collect();
-        Archive { store, table: table.to_string(), hours: BTreeMap::new(), positions, bytes: 0 }
+        Archive { store, table: table.to_string(), hours: BTreeMap::new(), positions, bytes: 0, tag: None }
+    }
+
+    /// Names this writer's objects apart (`<generation>-<commit>-<tag>`).
+    pub fn with_tag(mut self, tag: Option<String>) -> Archive {
+        self.tag = tag;
+        self
     }
 
     /// The archive's prefix for a table, relative to the archive location.
@@ -72,7 +81,8 @@ impl Archive {
         let mut written = Vec::new();
         for (hour, lines) in std::mem::take(&mut self.hours) {
             let time = chrono::DateTime::from_timestamp_millis(hour).unwrap_or_default();
-            let path = format!("{}{}/{generation}-{commit:020}.ndjson.zst", Self::prefix(&self.table), time.format("year=%Y/month=%m/day=%d/hour=%H"));
+            let tag = self.tag.as_deref().map(|t| format!("-{t}")).unwrap_or_default();
+            let path = format!("{}{}/{generation}-{commit:020}{tag}.ndjson.zst", Self::prefix(&self.table), time.format("year=%Y/month=%m/day=%d/hour=%H"));
             let compressed = zstd::encode_all(lines.as_slice(), 3).map_err(|source| StoreError::Io { path: path.clone().into(), source })?;
             self.store.put(&path, Bytes::from(compressed)).await?;
             written.push(path);
@@ -96,10 +106,18 @@ impl Archive {
 }
 
 /// The generation and commit an archive object's name carries (`<gen>-<commit>.ndjson.zst`).
+/// `None` for other names, and for the objects of consumers competing for an SQS queue
+/// (`<gen>-<commit>-<tag>.ndjson.zst`): each of those numbers its commits from what it last
+/// saw of the others', so a number says nothing of whether a commit names the object, and
+/// no cleanup or replay may judge them by it.
 pub fn commit_of_object(path: &str) -> Option<(String, u64)> {
     let name = path.rsplit('/').next()?.strip_suffix(".ndjson.zst")?;
-    let (generation, commit) = name.rsplit_once('-')?;
-    Some((generation.to_string(), commit.parse().ok()?))
+    let parts: Vec<&str> = name.split('-').collect();
+    let at = parts.iter().position(|p| p.len() == 20 && p.bytes().all(|b| b.is_ascii_digit())).filter(|at| *at > 0)?;
+    if at + 1 != parts.len() {
+        return None;
+    }
+    Some((parts[..at].join("-"), parts[at].parse().ok()?))
 }
 
 /// The arrival hour (ms) an object key names: `year=YYYY/month=MM/day=DD/hour=HH/` (this
@@ -127,5 +145,12 @@ mod tests {
         assert_eq!(hour_of_key("sales/raw/year=2025/month=03/day=19/hour=07/gen-000001-00000000000000000001.ndjson.zst"), Some(hour));
         assert_eq!(hour_of_key("sales/2025/03/19/07/sales-raw-1-2025-03-19-07-00-00-abc"), Some(hour));
         assert_eq!(hour_of_key("sales/misc/file.ndjson"), None);
+    }
+
+    #[test]
+    fn commits_come_from_object_names_without_a_tag() {
+        assert_eq!(commit_of_object("t/raw/x/gen-000001-00000000000000000007.ndjson.zst"), Some(("gen-000001".into(), 7)));
+        assert_eq!(commit_of_object("t/raw/x/gen-000001-00000000000000000007-ip-10-1-1764000000000.ndjson.zst"), None);
+        assert_eq!(commit_of_object("t/raw/x/other.ndjson.zst"), None);
     }
 }

@@ -48,6 +48,20 @@ pub struct Buffer {
     /// before its first row (what a restart that resumes before that row starts from).
     pub closing: Closing,
     pub horizon_before: i64,
+    /// For a consumer competing for an SQS queue: each row's position and producer identity,
+    /// in order (see `crate::claims`); and the memory they hold (kept in memory when the rows
+    /// spill).
+    pub claims: Vec<RowClaim>,
+    pub claims_memory: usize,
+}
+
+/// Where a buffered row came from: what a competing consumer needs to take it out of a
+/// commit that another consumer's commit raced (see `crate::claims`).
+#[derive(Debug, Clone)]
+pub struct RowClaim {
+    pub seq: SequenceNumber,
+    /// The producer's identity of the row (`<source>:<pass>:<row>`), if it has one.
+    pub id: Option<Box<str>>,
 }
 
 impl Buffer {
@@ -66,6 +80,8 @@ impl Buffer {
             resume_after,
             first_ordinal,
             opened: Instant::now(),
+            claims: Vec::new(),
+            claims_memory: 0,
         }
     }
 

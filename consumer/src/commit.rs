@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use tokio::runtime::Handle;
 
 use crate::buffer::Buffer;
+use crate::claims::{CompetingCommit, Peers, Rebuild};
 use crate::error::PipelineError;
 use crate::parquet_file;
 use crate::settings::Codec;
@@ -34,6 +35,16 @@ pub struct PreparedCommit {
     pub commit: Commit,
     /// Each file's path, partition and rows.
     pub files: Vec<(String, String, Buffer)>,
+    /// For a consumer competing for an SQS queue: what a rebuild needs if another consumer's
+    /// commit comes first (see [`crate::claims`]).
+    pub competing: Option<CompetingCommit>,
+}
+
+/// A durable commit, and what other consumers of the queue had stored that it learnt on the
+/// way (a competing consumer's deduplication takes it in).
+pub struct Written {
+    pub commit: Commit,
+    pub peers: Vec<kappa_table::Claims>,
 }
 
 /// What writing needs besides the commit.
@@ -62,9 +73,9 @@ pub struct WriteContext {
 /// 2. rayon's pool (which decoding shares) encodes the loaded files as they come, in any order;
 /// 3. this thread stores each encoded file (`PARALLEL_PUTS` at a time: S3 round trips and local
 ///    fsyncs overlap) and lists it in the commit, in the files' order.
-pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit, PipelineError> {
+pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written, PipelineError> {
     let started = std::time::Instant::now();
-    let PreparedCommit { mut commit, files } = prepared;
+    let PreparedCommit { mut commit, files, mut competing } = prepared;
     let _runtime = context.runtime.enter();
     let mut puts = tokio::task::JoinSet::new();
     let mut added = Vec::with_capacity(files.len());
@@ -116,9 +127,35 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Commit,
         put?;
     }
     let stored_at = started.elapsed();
-    context.runtime.block_on(context.table.commit(&commit, &context.schema, &context.layout))?;
-    tracing::debug!(commit = commit.commit, files = commit.added.len(), stored = ?stored_at, elapsed = ?started.elapsed(), "committed");
-    Ok(commit)
+    let mut peers = Vec::new();
+    let mut tries = 0;
+    loop {
+        if let Some(competing) = &competing {
+            crate::claims::claim_totals(&mut commit, competing);
+        }
+        match context.runtime.block_on(context.table.commit(&commit, &context.schema, &context.layout)) {
+            Ok(()) => break,
+            // Another consumer of the queue committed first: what it stored leaves this commit
+            // (see `crate::claims`), which then goes on top of it.
+            Err(TableError::PeerCommitted { .. }) if tries < crate::claims::MAX_TRIES => {
+                tries += 1;
+                let Some(competing) = competing.as_mut() else { unreachable!("only a competing consumer's commit follows its peers") };
+                let claims = context.runtime.block_on(context.table.peer_claims())?;
+                let known = Peers::new(&claims).map_err(|reason| TableError::Invalid { table: context.table.name().to_string(), reason })?;
+                if !claims.is_empty() {
+                    let how = Rebuild { table: &context.table, runtime: &context.runtime, codec: context.codec };
+                    let dropped = crate::claims::resolve(&mut commit, competing, &known, &claims, &how)?;
+                    if dropped > 0 {
+                        tracing::info!(rows = dropped, "another consumer of the queue stored some of this commit's rows first: they were taken out");
+                    }
+                }
+                peers.extend(claims);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::debug!(commit = commit.commit, files = commit.added.len(), stored = ?stored_at, elapsed = ?started.elapsed(), tries, "committed");
+    Ok(Written { commit, peers })
 }
 
 /// Bytes of loaded rows the encoders hold, bounded: the reader waits while the files loaded
@@ -161,7 +198,7 @@ async fn next_put(puts: &mut tokio::task::JoinSet<Result<(), TableError>>) -> Op
 }
 
 /// A commit being written on its own thread.
-pub struct InFlight(JoinHandle<Result<Commit, PipelineError>>);
+pub struct InFlight(JoinHandle<Result<Written, PipelineError>>);
 
 impl InFlight {
     pub fn start(prepared: PreparedCommit, context: WriteContext) -> InFlight {
@@ -174,7 +211,7 @@ impl InFlight {
     }
 
     /// Waits for the commit to be durable.
-    pub fn wait(self) -> Result<Commit, PipelineError> {
+    pub fn wait(self) -> Result<Written, PipelineError> {
         self.0.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }

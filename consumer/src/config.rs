@@ -138,8 +138,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "local|dynamodb:TABLE")]
     pub leases: Option<String>,
 
-    /// With --leases: this worker's name in the lease store (default: host name and pid).
-    /// Two running workers must not share one.
+    /// This consumer's name: in the lease store with --leases; for an SQS queue, in the table's
+    /// commits (several consumers may share a queue and a table, each its own name). Default:
+    /// host name and pid. Two running workers must not share one.
     #[arg(long, value_name = "ID")]
     pub worker_id: Option<String>,
 
@@ -448,6 +449,8 @@ pub struct ConsumerConfig {
     pub compact: Option<(CompactOptions, Duration)>,
     /// `--leases`: shards shared with other workers.
     pub leases: Option<LeaseOptions>,
+    /// `--worker-id`, or host name and pid.
+    pub worker_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -535,10 +538,15 @@ impl RunArgs {
             };
             (options, self.compact_every)
         });
+        let worker_id = match &self.worker_id {
+            Some(id) if id.is_empty() || id.len() > 200 => return Err(bad("--worker-id must be 1 to 200 characters".into())),
+            Some(id) => id.clone(),
+            None => format!("{}-{}", kappa_table::writers::host_name(), std::process::id()),
+        };
         let leases = match self.leases.as_deref() {
             None => {
-                if self.worker_id.is_some() {
-                    return Err(bad("--worker-id names a worker in the lease store: give --leases too".into()));
+                if self.worker_id.is_some() && !matches!(source, SourceConfig::Sqs(_)) {
+                    return Err(bad("--worker-id names a worker in the lease store: give --leases too (or read an sqs: queue)".into()));
                 }
                 None
             }
@@ -555,22 +563,21 @@ impl RunArgs {
                     }
                     SourceConfig::Kinesis { .. } => {}
                     SourceConfig::Sqs(_) => {
-                        return Err(bad("--leases: an SQS queue has no shards to lease; run one consumer per queue and table".into()));
+                        return Err(bad(
+                            "--leases: an SQS queue has no shards to lease; run several consumers without --leases, each takes messages as it can (see docs/scale-out.md)"
+                                .into(),
+                        ));
                     }
                 }
                 if self.failover < Duration::from_secs(1) {
                     return Err(bad(format!("--failover {:?}: leases need at least 1s (10s is the default)", self.failover)));
                 }
-                let worker_id = match self.worker_id {
-                    Some(id) if id.is_empty() || id.len() > 200 => return Err(bad("--worker-id must be 1 to 200 characters".into())),
-                    Some(id) => id,
-                    None => format!("{}-{}", kappa_table::writers::host_name(), std::process::id()),
-                };
-                Some(LeaseOptions { store, worker_id, failover: self.failover })
+                Some(LeaseOptions { store, worker_id: worker_id.clone(), failover: self.failover })
             }
         };
         Ok(ConsumerConfig {
             leases,
+            worker_id,
             source,
             lake,
             archive,

@@ -35,6 +35,7 @@ pub struct Feed {
 struct Pending {
     events: Arc<Vec<SourceEvent>>,
     acks: Vec<String>,
+    ack_starts: Vec<Option<kappa_common::event::SequenceNumber>>,
     rejects: Vec<(SourceEvent, String)>,
     drained: Vec<String>,
     decoded: Decoding,
@@ -129,22 +130,60 @@ impl Feed {
             receiver
         });
         let decoded = decoded.map_or(Decoding::Done(None), Decoding::Running);
-        self.pending.push_back(Pending { events, acks: chunk.acks, rejects: chunk.rejects, drained: chunk.drained, decoded });
+        self.pending.push_back(Pending { events, acks: chunk.acks, ack_starts: chunk.ack_starts, rejects: chunk.rejects, drained: chunk.drained, decoded });
         Ok(())
     }
 }
 
-fn ingest(pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError> {
+fn ingest(mut pending: Pending, pipeline: &mut Pipeline) -> Result<(), ConsumerError> {
     // A worker that failed to answer only costs a decode here.
-    let predecoded = match pending.decoded {
+    let mut predecoded = match std::mem::replace(&mut pending.decoded, Decoding::Done(None)) {
         Decoding::Running(receiver) => receiver.recv().ok(),
         Decoding::Done(rows) => rows,
     };
+    if drop_committed(&mut pending, pipeline) {
+        predecoded = None;
+    }
+    pipeline.acks().add_starts(&pending.acks, &pending.ack_starts);
     pipeline.acks().add(pending.acks);
     pipeline.reject(&pending.rejects);
     pipeline.ingest(&pending.events, predecoded)?;
     pipeline.note_drained(pending.drained);
     Ok(())
+}
+
+/// Takes out of `pending` the messages a commit covers already — another consumer's of the
+/// same queue, learnt after the source took them in — and hands them to be deleted: a message
+/// SQS delivered to two consumers is stored once. True if events went (what was decoded ahead
+/// no longer matches them).
+fn drop_committed(pending: &mut Pending, pipeline: &mut Pipeline) -> bool {
+    let remembered = pipeline.acks().remembered();
+    let covered: Vec<bool> = pending.acks.iter().map(|ack| remembered.contains_key(ack)).collect();
+    if !covered.contains(&true) {
+        return false;
+    }
+    // Each message's events follow its first one, in order.
+    let starts: Vec<(kappa_common::event::SequenceNumber, usize)> =
+        pending.ack_starts.iter().enumerate().filter_map(|(i, start)| start.map(|s| (s, i))).collect();
+    let dropped = |seq: kappa_common::event::SequenceNumber| starts.iter().rev().find(|(start, _)| *start <= seq).is_some_and(|(_, i)| covered[*i]);
+    let events: Vec<SourceEvent> = pending.events.iter().filter(|e| !dropped(e.seq)).cloned().collect();
+    let removed = pending.events.len() - events.len();
+    pending.events = Arc::new(events);
+    pending.rejects.retain(|(event, _)| !dropped(event.seq));
+    let mut repeated = Vec::new();
+    let (mut acks, mut ack_starts) = (Vec::new(), Vec::new());
+    for ((ack, start), covered) in pending.acks.drain(..).zip(pending.ack_starts.drain(..)).zip(covered) {
+        if covered {
+            repeated.push(ack);
+        } else {
+            acks.push(ack);
+            ack_starts.push(start);
+        }
+    }
+    (pending.acks, pending.ack_starts) = (acks, ack_starts);
+    tracing::info!(messages = repeated.len(), events = removed, "messages a commit covers already came again: deleting them, not storing their rows again");
+    pipeline.acks().redelivered(repeated);
+    removed > 0
 }
 
 /// Infers a new table's schema from its first chunk of events (the identity member is not a

@@ -41,6 +41,26 @@ pub struct Leases {
     ended: std::collections::BTreeSet<String>,
 }
 
+/// The lease store `options` name: local leases in `local_dir` (the log's `_leases`
+/// directory, or one beside it), or a DynamoDB table (created if missing).
+pub fn open_store(
+    runtime: &Runtime,
+    options: &LeaseOptions,
+    local_dir: Option<std::path::PathBuf>,
+    aws: Option<&AwsContext>,
+) -> Result<Arc<dyn LeaseStore>, ConsumerError> {
+    Ok(match &options.store {
+        LeaseStoreConfig::Local => {
+            let dir = local_dir.expect("local leases are validated to come with a log source");
+            Arc::new(LocalStore::open(dir).map_err(kappa_leases::LeaseError::from)?)
+        }
+        LeaseStoreConfig::Dynamo(name) => {
+            let client = aws_sdk_dynamodb::Client::new(aws.expect("loaded for DynamoDB leases").sdk_config());
+            Arc::new(runtime.block_on(DynamoStore::open(client, name)).map_err(kappa_leases::LeaseError::from)?)
+        }
+    })
+}
+
 /// The embedded log's shards: fixed, no parents.
 pub struct FixedShards(pub Vec<String>);
 
@@ -76,16 +96,19 @@ impl Leases {
         table: String,
         aws: Option<&AwsContext>,
     ) -> Result<Leases, ConsumerError> {
-        let store: Arc<dyn LeaseStore> = match &options.store {
-            LeaseStoreConfig::Local => {
-                let log_dir = log_dir.expect("local leases are validated to come with a log source");
-                Arc::new(LocalStore::open(dir_of_log(log_dir)).map_err(kappa_leases::LeaseError::from)?)
-            }
-            LeaseStoreConfig::Dynamo(name) => {
-                let client = aws_sdk_dynamodb::Client::new(aws.expect("loaded for DynamoDB leases").sdk_config());
-                Arc::new(runtime.block_on(DynamoStore::open(client, name)).map_err(kappa_leases::LeaseError::from)?)
-            }
-        };
+        let store = open_store(runtime, options, log_dir.map(dir_of_log), aws)?;
+        Leases::start_on(runtime, store, options, lister, source, table)
+    }
+
+    /// Starts taking part in the leases of `store`, which serve `source` read into `table`.
+    pub fn start_on(
+        runtime: &Runtime,
+        store: Arc<dyn LeaseStore>,
+        options: &LeaseOptions,
+        lister: Arc<dyn ShardLister>,
+        source: String,
+        table: String,
+    ) -> Result<Leases, ConsumerError> {
         let config = WorkerConfig {
             id: options.worker_id.clone(),
             host: kappa_table::writers::host_name(),

@@ -9,6 +9,7 @@
 pub mod acks;
 pub mod archive;
 pub mod buffer;
+pub mod claims;
 pub mod commit;
 pub mod compact;
 pub mod config;

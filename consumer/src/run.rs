@@ -187,6 +187,11 @@ impl Run<'_> {
         if let (Some(database), Some(aws)) = (&config.glue_database, aws) {
             table.register_in_glue(aws.glue(), database.clone());
         }
+        // Consumers of an SQS queue compete for its messages, each commit on top of the others'
+        // (see `crate::claims`).
+        if matches!(config.source, SourceConfig::Sqs(_)) {
+            table = table.competing(&config.worker_id);
+        }
         // The log's shards are known up front; Kinesis announces its shards as it finds them.
         let log = match &config.source {
             SourceConfig::Log { path, .. } => Some(LogSource::open(path).map_err(SourceError::from)?),
@@ -262,7 +267,10 @@ impl Run<'_> {
             }
             (SourceConfig::Sqs(options), _) => {
                 let aws = aws.expect("loaded for AWS sources");
-                let shard = pipeline.add_shard(crate::source::sqs::SHARD.to_string());
+                // Each consumer numbers its own events, in a shard named after it and its run.
+                let tag = pipeline.table().competing_tag().unwrap_or_default();
+                let shard = pipeline.add_shard(format!("{}-{tag}", crate::source::sqs::SHARD));
+                pipeline.set_peer_grace(crate::source::sqs::deleted_grace(options));
                 let committed = pipeline.acks().remembered().keys().cloned().collect();
                 Source::Sqs(SqsSource::start(runtime.handle().clone(), aws, options.clone(), shard, pipeline.last_read(shard), committed, stats.clone())?)
             }
@@ -306,6 +314,7 @@ impl Run<'_> {
                 }
                 pipeline.flush_due()?;
                 source.acknowledge(pipeline.acks().take_committed());
+                source.committed_elsewhere(pipeline.acks().take_elsewhere());
                 pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
                 // A shard read to its end: its last rows committed, then its lease ended.
                 let drained = pipeline.take_drained();

@@ -237,6 +237,9 @@ pub async fn workers_balance_fail_over_and_hand_over(store: Arc<dyn LeaseStore>)
         "{describe}: failover took {failed_over_after:?}, more than the failover time {:?}",
         settings.failover
     );
+    // Balanced (4/4) before b stops: a steal racing its release would leave that lease without
+    // the hint b gives (the release of a lease already taken is refused, as it must be).
+    wait(Duration::from_secs(15), "4/4 over a and b", || loads(&[&a, &b]) == (vec![4, 4], 8)).await;
     let expected_b = b.held().borrow().clone();
     b.shutdown(expected_b.keys().map(|s| (s.clone(), "42".to_string())).collect()).await.expect("shutdown b");
     let handed_over_after = wait(Duration::from_secs(6), "b's shards handed to a", || loads(&[&a]).1 == 8).await;

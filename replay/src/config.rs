@@ -191,6 +191,23 @@ pub(crate) struct ReplayArgs {
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+
+    /// Share the replay with other kappa-replay processes (on this machine or others) through
+    /// shard leases: `local` (beside the embedded log) or `dynamodb:TABLE` (a lease table,
+    /// created if missing; not the live consumers' one). Every process given the same settings
+    /// writes the same new generation, each reading the shards it holds; a process that dies is
+    /// replaced within --failover; once every shard is read, one process verifies and switches.
+    /// For log:PATH sources. See docs/scale-out.md.
+    #[arg(long, value_name = "local|dynamodb:TABLE")]
+    pub leases: Option<String>,
+
+    /// With --leases: this process's name in the lease store (default: host name and pid).
+    #[arg(long, value_name = "ID", requires = "leases")]
+    pub worker_id: Option<String>,
+
+    /// With --leases: how long a silent process keeps its shards before others take them.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub failover: std::time::Duration,
 }
 
 /// Where the replay reads.
@@ -249,6 +266,8 @@ pub(crate) struct ReplayConfig {
     pub summary_json: Option<PathBuf>,
     /// The settings, as recorded in the generation's record.
     pub origin: String,
+    /// `--leases`: the replay is shared with other processes.
+    pub leases: Option<kappa_consumer::settings::LeaseOptions>,
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<i64, ConfigError> {
@@ -299,6 +318,31 @@ impl ReplayArgs {
         if self.poll_interval < std::time::Duration::from_millis(200) {
             return Err(ConfigError("--poll-interval must be at least 200ms (Kinesis allows 5 GetRecords per second per shard)".into()));
         }
+        let leases = match self.leases.as_deref() {
+            None => None,
+            Some(spec) => {
+                use kappa_consumer::settings::{LeaseOptions, LeaseStoreConfig};
+                let store = match spec.split_once(':') {
+                    None if spec == "local" => LeaseStoreConfig::Local,
+                    Some(("dynamodb", table)) if !table.is_empty() => LeaseStoreConfig::Dynamo(table.to_string()),
+                    _ => return Err(ConfigError(format!("--leases {spec}: give local (beside the embedded log) or dynamodb:TABLE"))),
+                };
+                if !matches!(source, ReplaySource::Log(_)) {
+                    return Err(ConfigError(format!(
+                        "--leases: a replay of {source} runs in one process; replays of log:PATH are shared through leases (Kinesis and raw: not yet)"
+                    )));
+                }
+                if self.failover < std::time::Duration::from_secs(1) {
+                    return Err(ConfigError(format!("--failover {:?}: leases need at least 1s (10s is the default)", self.failover)));
+                }
+                let worker_id = match &self.worker_id {
+                    Some(id) if id.is_empty() || id.len() > 200 => return Err(ConfigError("--worker-id must be 1 to 200 characters".into())),
+                    Some(id) => id.clone(),
+                    None => format!("{}-{}", kappa_table::writers::host_name(), std::process::id()),
+                };
+                Some(LeaseOptions { store, worker_id, failover: self.failover })
+            }
+        };
         // What a continued replay must share with the one it continues: everything that
         // decides which rows land in which file.
         let origin = format!(
@@ -312,7 +356,7 @@ impl ReplayArgs {
             schema
                 .as_ref()
                 .map_or(String::new(), |s| format!(", --schema {:016x}", xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(s).expect("a schema serializes")))),
-        );
+        ) + if leases.is_some() { ", shared through leases" } else { "" };
         Ok(ReplayConfig {
             source,
             location,
@@ -330,6 +374,7 @@ impl ReplayArgs {
             poll_interval: self.poll_interval,
             summary_json: self.summary_json,
             origin,
+            leases,
         })
     }
 }

@@ -29,6 +29,12 @@ pub(crate) enum ReplayError {
     Interrupted { generation: String },
 }
 
+impl From<kappa_leases::LeaseError> for ReplayError {
+    fn from(error: kappa_leases::LeaseError) -> ReplayError {
+        ReplayError::Consumer(error.into())
+    }
+}
+
 impl From<kappa_table::delta::DeltaError> for ReplayError {
     fn from(error: kappa_table::delta::DeltaError) -> ReplayError {
         ReplayError::Table(error.into())
@@ -36,6 +42,19 @@ impl From<kappa_table::delta::DeltaError> for ReplayError {
 }
 
 impl ReplayError {
+    /// A commit refused because another process's commit holds these shards (a shared replay).
+    pub(crate) fn fenced_shards(&self) -> Option<&[String]> {
+        use kappa_consumer::pipeline::PipelineError;
+        use kappa_table::TableError;
+        match self {
+            ReplayError::Table(TableError::Fenced { shards, .. }) | ReplayError::Pipeline(PipelineError::Table(TableError::Fenced { shards, .. })) => {
+                Some(shards)
+            }
+            ReplayError::Consumer(e) => e.fenced_shards(),
+            _ => None,
+        }
+    }
+
     /// The exit status, as the consumer's: 2 the settings do not fit the data, 3 too much bad
     /// input, else 1.
     pub(crate) fn exit_code(&self) -> i32 {

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod progress;
 mod rebuild;
+mod shared;
 mod source;
 mod status;
 mod verify;
@@ -52,7 +53,12 @@ fn main() {
     let summary_json = config.summary_json.clone();
     let shutdown = kappa_common::shutdown::Shutdown::default();
     shutdown.listen(runtime.handle(), "stopping: the new generation stays unswitched");
-    match rebuild::replay(config, &runtime, &shutdown) {
+    // With --leases, one of several processes sharing the replay (see shared.rs).
+    let replayed = match config.leases.is_some() {
+        true => shared::replay_shared(config, &runtime, &shutdown),
+        false => rebuild::replay(config, &runtime, &shutdown),
+    };
+    match replayed {
         Ok(summary) => {
             eprint!("{}", summary.render());
             if let Some(path) = summary_json

@@ -68,6 +68,10 @@ pub(crate) struct ReplaySummary {
     pub carried_rows: u64,
     /// Other writers' changes the switch dropped (--discard-foreign-changes).
     pub discarded: Vec<String>,
+    /// A shared replay (`--leases`) that another process of the job finished: this process
+    /// wrote its part of the generation only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub finished_elsewhere: bool,
 }
 
 /// The store of a table location, and the AWS configuration when a service is involved.
@@ -87,37 +91,12 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
 
     // 1. The current generation keeps serving. The source is opened first, so a wrong --from
     //    fails before any generation is made.
-    let previous = runtime.block_on(generation::current(&store, &name))?.map(|p| p.generation);
-    let (live_state, live_schema) = match &previous {
-        Some(_) => {
-            let (state, schema) = runtime.block_on(async {
-                let live = Table::open_or_create(store.clone(), &name).await?;
-                Ok::<_, kappa_table::TableError>((live.load_state().await?, live.live_schema().await?))
-            })?;
-            (Some(state), schema)
-        }
-        None => (None, None),
-    };
-    // A replay keeps the table's column types unless told otherwise: inferred again, a
-    // timestamp the table holds could come back a string, and a switch would change it for
-    // every reader.
-    let schema = match (&config.schema, live_schema) {
-        // --schema retypes the columns it names (the fix a quarantine reason proposes:
-        // "replay with a --schema that types x as float64"); the table's other columns keep
-        // their types.
-        (Some(given), Some(live)) => Some(retyped(live, given)),
-        (Some(given), None) => Some(given.clone()),
-        (None, Some(live)) => {
-            tracing::info!(columns = live.fields.len(), "keeping the current table's columns and types (--schema changes them)");
-            Some(live)
-        }
-        (None, None) => None,
-    };
+    let (previous, live_state, schema) = current_and_schema(&config, runtime, &store, &name)?;
     if let (ReplaySource::Raw(_), true, Some(live)) = (&config.source, config.switch, &live_state) {
         // A raw replay numbers events itself: a consumer fed by the log or Kinesis could not
         // continue the new generation from its positions.
         let positioned: Vec<&String> =
-            live.resume.keys().filter(|s| s.as_str() != kappa_consumer::source::sqs::SHARD && s.as_str() != kappa_consumer::source::raw::SHARD).collect();
+            live.resume.keys().filter(|s| !kappa_consumer::source::sqs::is_sqs_shard(s) && s.as_str() != kappa_consumer::source::raw::SHARD).collect();
         if !positioned.is_empty() {
             return Err(ReplayError::Refused(format!(
                 "--switch: the current generation is fed from a positioned source (shards {positioned:?}); a generation rebuilt from raw objects carries no positions for it. Replay from the log or Kinesis instead, or switch by hand after deciding where the consumer resumes"
@@ -241,39 +220,126 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
 
     // The generation stays announced until readers are switched to it: a gc meanwhile must not
     // take a complete generation waiting for its switch for an abandoned one.
-    let finished = (|| -> Result<ReplaySummary, ReplayError> {
+    let finishing = Finishing {
+        config: &config,
+        runtime,
+        aws: aws.as_ref(),
+        store: &store,
+        name: &name,
+        at_start,
+        shutdown,
+        previous,
+        new_generation: &new_generation,
+        location,
+        started,
+        stats: &stats,
+        accounted: &stats,
+        continued: continued.is_some(),
+    };
+    let finished = finishing.finish(&mut pipeline);
+    writer_done();
+    finished
+}
+
+/// The generation current as the replay begins, its state, and the schema the replay writes.
+type CurrentAndSchema = (Option<String>, Option<kappa_table::TableState>, Option<TableSchema>);
+
+/// The generation current as the replay begins, its state, and the schema the replay writes:
+/// the current table's columns and types, retyped by --schema.
+pub(crate) fn current_and_schema(config: &ReplayConfig, runtime: &Runtime, store: &Store, name: &str) -> Result<CurrentAndSchema, ReplayError> {
+    let previous = runtime.block_on(generation::current(store, name))?.map(|p| p.generation);
+    let (live_state, live_schema) = match &previous {
+        Some(_) => {
+            let (state, schema) = runtime.block_on(async {
+                let live = Table::open_or_create(store.clone(), name).await?;
+                Ok::<_, kappa_table::TableError>((live.load_state().await?, live.live_schema().await?))
+            })?;
+            (Some(state), schema)
+        }
+        None => (None, None),
+    };
+    // A replay keeps the table's column types unless told otherwise: inferred again, a
+    // timestamp the table holds could come back a string, and a switch would change it for
+    // every reader.
+    let schema = match (&config.schema, live_schema) {
+        // --schema retypes the columns it names (the fix a quarantine reason proposes:
+        // "replay with a --schema that types x as float64"); the table's other columns keep
+        // their types.
+        (Some(given), Some(live)) => Some(retyped(live, given)),
+        (Some(given), None) => Some(given.clone()),
+        (None, Some(live)) => {
+            tracing::info!(columns = live.fields.len(), "keeping the current table's columns and types (--schema changes them)");
+            Some(live)
+        }
+        (None, None) => None,
+    };
+    Ok((previous, live_state, schema))
+}
+
+/// What the steps after a generation is complete need: catch up, check, compare, switch.
+pub(crate) struct Finishing<'a> {
+    pub config: &'a ReplayConfig,
+    pub runtime: &'a Runtime,
+    pub aws: Option<&'a AwsContext>,
+    pub store: &'a Store,
+    pub name: &'a str,
+    /// The live table when the replay began.
+    pub at_start: Option<crate::catch_up::LiveAt>,
+    pub shutdown: &'a Shutdown,
+    /// The generation current when the replay began.
+    pub previous: Option<String>,
+    pub new_generation: &'a str,
+    pub location: String,
+    pub started: Instant,
+    pub stats: &'a Arc<Stats>,
+    /// The counters of the pipeline that `finish` reads with, every event of which `--verify`
+    /// accounts for: `stats`, but for a shared replay's finisher, whose process's other reads
+    /// include sessions dropped when shards moved.
+    pub accounted: &'a Arc<Stats>,
+    /// The generation was begun by an earlier run (or other processes wrote part of it): its
+    /// verification counts the rows its commits recorded, not those this run routed.
+    pub continued: bool,
+}
+
+impl Finishing<'_> {
+    /// Steps 5 and 6: with `pipeline` on the complete generation.
+    pub(crate) fn finish(self, pipeline: &mut Pipeline) -> Result<ReplaySummary, ReplayError> {
+        let Finishing { config, runtime, aws, store, name, at_start, shutdown, previous, new_generation, location, started, stats, accounted, continued } =
+            self;
+        let (config, name) = (config, name.to_string());
+        let new_generation = new_generation.to_string();
         // 5. With --switch under a live consumer: catch up to what it committed (see catch_up.rs).
-        let catching = CatchUp { config: &config, runtime, aws: aws.as_ref(), store: &store, name: &name, at_start, shutdown };
+        let catching = CatchUp { config, runtime, aws, store, name: &name, at_start, shutdown };
         let mut live_at = None;
         let mut caught_up_rows = 0;
         if config.switch && previous.is_some() {
-            let (at, rows) = catching.round(&mut pipeline)?;
+            let (at, rows) = catching.round(pipeline)?;
             live_at = at;
             caught_up_rows += rows;
         }
         // 6. Check, compare, switch.
         let mut scan = match &previous {
-            Some(_) => runtime.block_on(kappa_table::switch::foreign_scan(&store, &name, None))?,
+            Some(_) => runtime.block_on(kappa_table::switch::foreign_scan(store, &name, None))?,
             None => None,
         };
         let check = |pipeline: &Pipeline| -> Result<VerifyReport, ReplayError> {
             // A continued generation's earlier rows were routed by the runs before: for them,
             // the rows each flush recorded stand in.
             let table = pipeline.table().clone();
-            let routed = match &continued {
-                Some(_) => runtime.block_on(crate::verify::committed_rows(&table))?,
-                None => pipeline.routed_rows(),
+            let routed = match continued {
+                true => runtime.block_on(crate::verify::committed_rows(&table))?,
+                false => pipeline.routed_rows(),
             };
-            runtime.block_on(crate::verify::verify(&table, pipeline.state(), &routed, &stats.summary()))
+            runtime.block_on(crate::verify::verify(&table, pipeline.state(), &routed, &accounted.summary()))
         };
-        let mut verify = if config.verify { Some(check(&pipeline)?) } else { None };
+        let mut verify = if config.verify { Some(check(pipeline)?) } else { None };
         let compare = match (&previous, config.compare) {
             (Some(live), true) => {
                 let carried: Vec<String> = scan.as_ref().map(|f| f.changes.appended.keys().cloned().collect()).unwrap_or_default();
                 let at = live_at.as_ref().map(|l| l.version);
                 // Rows the replay read past what the live consumer had committed are expected
                 // to be only in the new generation (the consumer goes on after them).
-                let ahead = live_at.as_ref().is_some_and(|live| crate::catch_up::ahead_of(&pipeline, live));
+                let ahead = live_at.as_ref().is_some_and(|live| crate::catch_up::ahead_of(pipeline, live));
                 let what = crate::verify::Comparison {
                     live,
                     at,
@@ -282,7 +348,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
                     schema_change_asked: config.schema.is_some(),
                     new_rows_expected: ahead,
                 };
-                Some(runtime.block_on(crate::verify::compare(&store, &name, what))?)
+                Some(runtime.block_on(crate::verify::compare(store, &name, what))?)
             }
             (None, true) => {
                 tracing::warn!("--compare: the table had no current generation to compare with");
@@ -304,20 +370,20 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
                     discard_foreign: config.discard_foreign,
                     scan: scan.clone(),
                 };
-                match runtime.block_on(kappa_table::switch::switch(&store, &name, &request)) {
+                match runtime.block_on(kappa_table::switch::switch(store, &name, &request)) {
                     Ok(done) => break Some(done),
                     // The live consumer committed between the catch-up and the switch (the
                     // table still holds the same generation): catch up again.
                     Err(kappa_table::TableError::VersionMoved { .. }) if live_at.is_some() && rounds < SWITCH_ROUNDS => {
                         rounds += 1;
                         tracing::info!(round = rounds, "the live consumer committed meanwhile: catching up again before the switch");
-                        let (at, rows) = catching.round(&mut pipeline)?;
+                        let (at, rows) = catching.round(pipeline)?;
                         live_at = at;
                         caught_up_rows += rows;
-                        scan = runtime.block_on(kappa_table::switch::foreign_scan(&store, &name, scan.take()))?;
+                        scan = runtime.block_on(kappa_table::switch::foreign_scan(store, &name, scan.take()))?;
                         if config.verify {
                             // What the rounds added is checked too.
-                            verify = Some(check(&pipeline)?);
+                            verify = Some(check(pipeline)?);
                             if !checks_pass(&verify) {
                                 tracing::error!("not switching: the checks found differences after catching up (see above)");
                                 break None;
@@ -329,10 +395,10 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             };
             if let Some(done) = &switched {
                 tracing::info!(generation = %new_generation, switch = done.pointer.switch, "readers now resolve the new generation");
-                if let (Some(database), Some(aws)) = (&config.glue_database, aws.as_ref()) {
+                if let (Some(database), Some(aws)) = (&config.glue_database, aws) {
                     // The switch is made; a catalog that did not follow is said, and the next
                     // consumer run registers the table again.
-                    match runtime.block_on(generation::register_in_glue(&store, &name, &aws.glue(), database)) {
+                    match runtime.block_on(generation::register_in_glue(store, &name, &aws.glue(), database)) {
                         Ok(registered) => tracing::info!(database = %database, outcome = ?registered, "Glue table registered (Athena reads it as Delta)"),
                         Err(e) => tracing::warn!(error = %e, "could not register the table in Glue after the switch"),
                     }
@@ -346,7 +412,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             table: name,
             generation: new_generation,
             location,
-            continued: continued.is_some(),
+            continued,
             run,
             caught_up_rows,
             verify,
@@ -356,10 +422,9 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
             carried_rows: switched.as_ref().map_or(0, |s| s.carried_rows),
             carried_files: switched.as_ref().map_or(0, |s| s.carried_files),
             discarded: switched.map(|s| s.discarded).unwrap_or_default(),
+            finished_elsewhere: false,
         })
-    })();
-    writer_done();
-    finished
+    }
 }
 
 /// Switch attempts that find the live consumer committed since the last catch-up, at most.
@@ -410,6 +475,33 @@ async fn resumable(store: &Store, table: &str, origin: &str, switch: bool) -> Re
 }
 
 impl ReplaySummary {
+    /// A shared replay's process whose part is done while another finishes the generation.
+    pub(crate) fn shared_part(
+        table: &str,
+        generation: &str,
+        location: String,
+        continued: bool,
+        run: kappa_consumer::stats::Summary,
+        previous: Option<String>,
+    ) -> ReplaySummary {
+        ReplaySummary {
+            table: table.to_string(),
+            generation: generation.to_string(),
+            location,
+            continued,
+            run,
+            caught_up_rows: 0,
+            verify: None,
+            compare: None,
+            previous,
+            switched: false,
+            carried_files: 0,
+            carried_rows: 0,
+            discarded: Vec::new(),
+            finished_elsewhere: true,
+        }
+    }
+
     pub(crate) fn render(&self) -> String {
         let what = if self.continued { "continued generation" } else { "new generation" };
         let mut text = self.run.render(&format!("{}, {what} {}", self.table, self.generation), &self.location);
@@ -441,6 +533,13 @@ impl ReplaySummary {
         }
         for change in &self.discarded {
             text.push_str(&format!("  DISCARDED          {change} (--discard-foreign-changes)\n"));
+        }
+        if self.finished_elsewhere {
+            text.push_str(&format!(
+                "  shared             this process's part of {} is written; another process of the job verified and finished it\n",
+                self.generation
+            ));
+            return text;
         }
         text.push_str(&match (self.switched, &self.previous) {
             (true, Some(previous)) => format!("  switched           readers moved from {previous} to {}\n", self.generation),

@@ -32,6 +32,10 @@ pub enum TableError {
     /// them and goes on with the rest.
     #[error("table {table}: commit not made: shards {shards:?} were taken over by another worker meanwhile")]
     Fenced { table: String, shards: Vec<String> },
+    /// A consumer competing for an SQS queue found another one's commit made since it looked:
+    /// nothing of its own was made; it reads the others' claims and tries again.
+    #[error("table {table}: another consumer of the queue committed meanwhile")]
+    PeerCommitted { table: String },
     /// Boxed: delta-rs's errors are large, and every result of the pipeline carries this type.
     #[error(transparent)]
     Delta(Box<crate::delta::DeltaError>),

@@ -256,6 +256,9 @@ mod tests {
             seen_ref: None,
             unacknowledged_ref: None,
             carried: Vec::new(),
+            claims: None,
+            claims_ref: None,
+            epochs: Default::default(),
         };
         table.commit(&commit, &schema, &layout).await.unwrap();
         generation

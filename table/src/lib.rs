@@ -34,6 +34,7 @@ pub mod writers;
 
 pub use self::error::TableError;
 pub use self::state::{
-    CONSUMER_APP_ID, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SHARD_APP_PREFIX, SeenRows, ShardPositions, TableState, Totals, shard_app_id,
+    CONSUMER_APP_ID, Claims, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SHARD_APP_PREFIX, SQS_APP_ID, SeenRows, ShardPositions, TableState, Totals,
+    shard_app_id,
 };
 pub use self::table::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile, PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns};

@@ -89,6 +89,42 @@ pub struct Commit {
     /// new generation; the next switch carries them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub carried: Vec<String>,
+    /// Consumers competing for one SQS queue: what this commit stores (see [`Claims`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Claims>,
+    /// Where `claims` is when it is too big to carry (see `table/side.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims_ref: Option<String>,
+    /// A replay's generation written by several processes sharing the shards through leases:
+    /// the shards this commit holds, at their lease epochs (see `table/shared.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub epochs: BTreeMap<String, u64>,
+}
+
+/// What one commit of a consumer competing for an SQS queue stores: the messages it covers and
+/// the producer rows its files hold. Another such consumer whose own commit raced this one
+/// reads them, and rebuilds its commit without what this one already stored (see
+/// `competing.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The writer (`--worker-id`) that made the commit.
+    pub writer: String,
+    /// SQS message ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    /// Per producer file and pass (`<source>:<pass>`): the rows, as ranges (`0-99,120-130`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rows: BTreeMap<String, String>,
+    /// What the commit added to the table's totals: the next commit of another consumer adds
+    /// it to its own running totals, so the chain's last commit counts everyone's.
+    #[serde(default)]
+    pub totals: Totals,
+}
+
+impl Claims {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.rows.is_empty()
+    }
 }
 
 /// A producer file's rows a commit remembers: `0-49999,50001-60000`, and when they last grew
@@ -130,6 +166,11 @@ pub struct TableState {
 /// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
 /// replay's switch hands its end positions to the consumer under the same id.
 pub const CONSUMER_APP_ID: &str = "kappa-consumer";
+
+/// The Delta app id every consumer of an SQS queue commits under (its version counts the
+/// queue's commits into the table, whoever made them): competing consumers need no leases,
+/// but each commit must know every one before it, to store no message or producer row twice.
+pub const SQS_APP_ID: &str = "kappa-sqs";
 
 /// The Delta app id prefix of a source shard's `txn` when workers share the shards through
 /// leases (`--leases`): `kappa-shard:<shard>`, its version `epoch << 32 | commit` (see

@@ -277,6 +277,9 @@ async fn staged(store: &Store, table: &str, generation: &str, lake: Option<&Lake
         seen_ref: None,
         horizons: state.horizons,
         carried: Vec::new(),
+        claims: None,
+        claims_ref: None,
+        epochs: Default::default(),
     };
     Ok(Target { files, restore: Vec::new(), setup, state, last_commit })
 }

@@ -137,6 +137,12 @@ fn split_row(id: &str) -> Option<(&str, u64)> {
     Some((&id[..at - 1], row))
 }
 
+/// The `<source>:<pass>` and the row of a producer identity (`<source>:<pass>:<row>`); `None`
+/// for any other identity.
+pub fn producer_row(id: &str) -> Option<(&str, u64)> {
+    split_row(id).filter(|(name, _)| is_source_and_pass(name))
+}
+
 /// True for the `<source>:<pass>` part of a producer identity.
 fn is_source_and_pass(name: &str) -> bool {
     memchr::memchr(b':', name.as_bytes()).is_some()

@@ -7,7 +7,7 @@ use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, seq_of};
 use crate::buffer::BufferKey;
-use crate::commit::{InFlight, PreparedCommit, WriteContext};
+use crate::commit::{InFlight, PreparedCommit, WriteContext, Written};
 use kappa_table::{Commit, FORMAT, TableError};
 
 /// Files a commit adds at most (see [`Pipeline::write_and_commit`]).
@@ -40,7 +40,11 @@ impl Pipeline {
         let mut files = Vec::with_capacity(sealed.len());
         let mut written = self.state.written.clone();
         let mut totals = self.state.totals.clone();
-        for ((partition, shard), buffer) in sealed {
+        let mut row_claims = Vec::new();
+        for ((partition, shard), mut buffer) in sealed {
+            if self.table.is_competing() {
+                row_claims.push(std::mem::take(&mut buffer.claims));
+            }
             let shard_name = &self.shards[shard as usize];
             let path = format!("{}/{}", partition.path(), crate::buffer::file_name(shard_name, buffer.first_seq, buffer.last_seq));
             raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
@@ -105,7 +109,7 @@ impl Pipeline {
         // commit (after the last step here that can fail).
         let now_ms = chrono::Utc::now().timestamp_millis();
         self.dedup.pass(&first_open, now_ms);
-        let commit = Commit {
+        let mut commit = Commit {
             format: FORMAT,
             commit: commit_number,
             generation: self.table.generation().to_string(),
@@ -126,8 +130,26 @@ impl Pipeline {
             seen_ref: None,
             unacknowledged_ref: None,
             carried: Vec::new(),
+            claims: None,
+            claims_ref: None,
+            epochs: Default::default(),
         };
-        let prepared = PreparedCommit { commit, files };
+        // A consumer competing for a queue says what its commit stores (see `crate::claims`).
+        let competing = match self.table.competing_tag() {
+            Some(tag) => {
+                let claims = crate::claims::own_claims(&tag, self.acks.ingested(), &row_claims);
+                commit.claims = Some(claims);
+                Some(crate::claims::CompetingCommit {
+                    rows: row_claims,
+                    starts: self.acks.starts().clone(),
+                    grace_ms: self.peer_grace_ms,
+                    base: self.state.totals.clone(),
+                    peers: Default::default(),
+                })
+            }
+            None => None,
+        };
+        let prepared = PreparedCommit { commit, files, competing };
         let data = self.decoder.data_schema().clone();
         let file_schema = data.clone();
         let context = WriteContext {
@@ -141,8 +163,8 @@ impl Pipeline {
             memory_budget: self.config.flush.max_memory / 2,
         };
         if self.config.flush_together {
-            let commit = crate::commit::write(prepared, &context)?;
-            self.apply(commit);
+            let written = crate::commit::write(prepared, &context)?;
+            self.apply(written)?;
         } else {
             self.in_flight = Some(InFlight::start(prepared, context));
         }
@@ -154,19 +176,27 @@ impl Pipeline {
         match self.in_flight.take() {
             Some(in_flight) => {
                 let waiting = std::time::Instant::now();
-                let commit = in_flight.wait()?;
+                let written = in_flight.wait()?;
                 tracing::debug!(waited = ?waiting.elapsed(), "waited for the commit in flight");
-                self.apply(commit);
-                Ok(())
+                self.apply(written)
             }
             None => Ok(()),
         }
     }
 
-    /// A commit is durable: the state the next one builds on.
-    fn apply(&mut self, commit: Commit) {
-        let previous = &self.state.totals;
-        self.stats.add_commit(commit.added.len() as u64, commit.totals.rows - previous.rows, commit.totals.bytes - previous.bytes);
+    /// A commit is durable: the state the next one builds on; and what other consumers of the
+    /// queue stored, learnt on the way, is remembered (see `crate::claims`, step 4).
+    fn apply(&mut self, Written { commit, peers }: Written) -> Result<(), PipelineError> {
+        for claims in &peers {
+            let rows = claims.rows.iter().map(|(source, rows)| (source.clone(), kappa_table::SeenRows { rows: rows.clone(), ms: commit.created_ms })).collect();
+            self.dedup.load_more(&rows).map_err(|reason| TableError::Invalid { table: self.table.name().to_string(), reason })?;
+        }
+        if !peers.is_empty() {
+            self.acks.committed_elsewhere(peers.into_iter().flat_map(|c| c.messages), self.peer_grace_ms);
+        }
+        // This commit's own files (a competing consumer's totals also count the others').
+        let (rows, bytes) = commit.added.iter().fold((0, 0), |(r, b), f| (r + f.rows, b + f.bytes));
+        self.stats.add_commit(commit.added.len() as u64, rows, bytes);
         self.state.last_commit = commit.commit;
         self.state.files.extend(commit.added.into_iter().map(|f| f.path));
         self.state.resume = commit.resume;
@@ -177,6 +207,7 @@ impl Pipeline {
         self.acks.committed(commit.unacknowledged);
         self.state.archive_positions = commit.archive_positions;
         self.state.horizons = commit.horizons;
+        Ok(())
     }
 }
 

@@ -20,13 +20,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Capacities, MutableArrayData, RecordBatch, UInt32Array, make_array};
+use arrow::array::{RecordBatch, UInt32Array};
 use kappa_common::event::SequenceNumber;
 use kappa_common::schema::TableSchema;
 use tokio::runtime::Handle;
 
 mod checks;
 mod flush;
+mod memory;
 mod route;
 
 use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
@@ -42,7 +43,7 @@ pub use crate::error::PipelineError;
 pub use crate::event::SourceEvent;
 use crate::partition::{Partition, row_partitions};
 pub use crate::settings::PipelineConfig;
-use crate::spill::{Encoded, SpillDir};
+use crate::spill::SpillDir;
 use crate::stats::Stats;
 use kappa_table::{Table, TableError, TableState};
 
@@ -99,6 +100,8 @@ pub struct Pipeline {
     writer: Option<kappa_table::writers::Writer>,
     /// Shards whose last event has been ingested (closed by resharding), not yet taken.
     drained: Vec<String>,
+    /// A consumer competing for an SQS queue: how long another one's messages are remembered.
+    peer_grace_ms: i64,
 }
 
 /// The writer kind (`_kappa/writers/`) of a consumer that shares the shards through leases.
@@ -205,8 +208,15 @@ impl Pipeline {
             next_close,
             gathered: Vec::new(),
             drained: Vec::new(),
+            peer_grace_ms: 0,
         };
         Ok((pipeline, known))
+    }
+
+    /// A consumer competing for an SQS queue (see `crate::claims`): other consumers' messages
+    /// are remembered for `grace` after their commit.
+    pub fn set_peer_grace(&mut self, grace: std::time::Duration) {
+        self.peer_grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     }
 
     /// Sets the schema when none was stored or given (inferred by the caller from the first
@@ -289,7 +299,7 @@ impl Pipeline {
     /// Also archives every event as it arrived (`--archive`), in the same commits; deletes
     /// archive objects of flushes that crashed before their commit.
     pub fn set_archive(&mut self, store: kappa_common::store::Store) -> Result<(), PipelineError> {
-        let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions);
+        let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions).with_tag(self.table.competing_tag());
         // Another consumer still running (a restart overlapping it) may be about to commit the
         // archive objects past our last commit: they are left for a later start.
         let host = kappa_table::writers::host_name();
@@ -344,7 +354,10 @@ impl Pipeline {
     /// hold slices of, raw events for the archive, and rows waiting for their resume point.
     pub fn buffered_memory(&self) -> usize {
         let gathered: usize = self.gathered.iter().filter(|(token, _)| token.strong_count() > 0).map(|(_, memory)| memory).sum();
-        self.buffers.values().map(|b| b.memory).sum::<usize>() + gathered + self.archive.as_ref().map_or(0, |a| a.buffered()) + self.dedup.pending_memory()
+        self.buffers.values().map(|b| b.memory + b.claims_memory).sum::<usize>()
+            + gathered
+            + self.archive.as_ref().map_or(0, |a| a.buffered())
+            + self.dedup.pending_memory()
     }
 
     pub fn is_idle(&self) -> bool {
@@ -413,7 +426,7 @@ impl Pipeline {
             };
             if batch.num_rows() > 0 {
                 let rows = PieceRows { batch: &batch, positions: positions.as_deref() };
-                self.route(rows, &ids, &origin, &partitions, &ChunkEvents { events, previous, ordinals })?;
+                self.route(rows, &ids, &origin, &partitions, &ChunkEvents { events, previous, ordinals, ids: &ids })?;
             }
         }
         self.quarantine_ratio.check()?;
@@ -457,7 +470,7 @@ impl Pipeline {
         chunk: &ChunkEvents<'_>,
         opening: Opening,
     ) -> Result<(), PipelineError> {
-        let ChunkEvents { events, previous, ordinals } = chunk;
+        let ChunkEvents { events, previous, ordinals, ids } = chunk;
         let (taken, memory, holds) = match source {
             RowSource::Gathered(rows, token) => (rows, 0, Some(token)),
             RowSource::Batch(piece) => {
@@ -475,7 +488,7 @@ impl Pipeline {
                     // A run of rows: copied in bulk, which is several times faster than
                     // gathering row by row. Copied, not sliced: a slice would keep the whole
                     // batch's columns alive for as long as this buffer stays open.
-                    batch.columns().iter().map(|c| copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
+                    batch.columns().iter().map(|c| memory::copy_rows(c, first_row..last_row + 1)).collect::<Result<Vec<_>, _>>()?
                 } else {
                     let indices = UInt32Array::from(at.into_owned());
                     batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
@@ -492,6 +505,14 @@ impl Pipeline {
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, memory, bytes, last);
         buffer.holds.extend(holds);
+        if self.table.is_competing() {
+            use arrow::array::Array as _;
+            for row in rows.iter().map(|row| *row as usize) {
+                let id: Option<Box<str>> = (!ids.is_null(row)).then(|| ids.value(row).into());
+                buffer.claims_memory += size_of::<crate::buffer::RowClaim>() + id.as_ref().map_or(0, |id| id.len());
+                buffer.claims.push(crate::buffer::RowClaim { seq: events[origin[row]].seq, id });
+            }
+        }
         buffer.closing = opening.closing;
         Ok(())
     }
@@ -577,48 +598,6 @@ impl Pipeline {
         }
         self.finish_commit()
     }
-}
-
-impl Pipeline {
-    /// Moves every buffer's rows in memory to the scratch directory, in one file. All of
-    /// them: the rows of a chunk that many buffers share (see [`RowSource::Gathered`]) are
-    /// freed only once none of them holds a slice.
-    fn spill_buffers(&mut self) -> Result<(), PipelineError> {
-        use rayon::prelude::*;
-        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.batches.is_empty()).collect();
-        let mut writer = self.spill.writer()?;
-        let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
-        let (buffers, mut freed) = (spilling.len(), 0);
-        // Concatenated and encoded on every core, a few buffers at a time (so that the encoded
-        // copies never add up to much), and written in order into one file.
-        for group in spilling.chunks_mut(SPILL_GROUP) {
-            let encoded: Vec<_> = group.par_iter().map(|b| Encoded::new(&b.batches)).collect();
-            for (buffer, encoded) in group.iter_mut().zip(encoded) {
-                freed += buffer.memory;
-                buffer.spilled_to(&mut writer, encoded?).map_err(io_error)?;
-            }
-        }
-        let written = writer.finish().map_err(io_error)?;
-        self.stats.add_spill(written);
-        tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, "spilled");
-        Ok(())
-    }
-}
-
-/// Buffers encoded at once by a spill.
-const SPILL_GROUP: usize = 64;
-
-/// A copy of `rows` of `column`, in buffers of their own.
-fn copy_rows(column: &ArrayRef, rows: std::ops::Range<usize>) -> Result<ArrayRef, arrow::error::ArrowError> {
-    let data = column.to_data();
-    // Exact sizes, as `take` allocates: buffers are counted against --max-memory by capacity.
-    let capacities = match column.as_string_opt::<i32>() {
-        Some(strings) => Capacities::Binary(rows.len(), Some((strings.value_offsets()[rows.end] - strings.value_offsets()[rows.start]) as usize)),
-        None => Capacities::Array(rows.len()),
-    };
-    let mut copy = MutableArrayData::with_capacities(vec![&data], false, capacities);
-    copy.try_extend(0, rows.start, rows.end)?;
-    Ok(make_array(copy.freeze()))
 }
 
 fn layout_of(config: &PipelineConfig) -> kappa_table::Layout {

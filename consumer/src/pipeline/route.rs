@@ -25,6 +25,8 @@ pub(super) struct ChunkEvents<'a> {
     pub(super) events: &'a [SourceEvent],
     pub(super) previous: &'a [Option<SequenceNumber>],
     pub(super) ordinals: &'a [u64],
+    /// Each decoded row's identity member (null: none).
+    pub(super) ids: &'a StringArray,
 }
 
 /// The rows of one chunk bound for one buffer.

@@ -134,7 +134,20 @@ impl LogSource {
         self.caught_up.load(Ordering::Acquire)
     }
 
-    /// Reads `starts` (shard, where): a bounded read has every shard, in order.
+    /// A bounded read of some shards only (a replay sharing the shards through leases): each
+    /// of `starts` (shard, where) up to `ends[shard]`, the first sequence number not to read,
+    /// and before `until_ms`.
+    pub fn start_bounded_shards(log: Log, starts: Vec<(u32, StartAt)>, ends: &[u64], until_ms: Option<i64>) -> Result<LogSource, SourceError> {
+        for (shard, start) in &starts {
+            if *start == StartAt::Earliest {
+                check_first_retained(&log, *shard, 0, LogGapPolicy::Fail)?;
+            }
+        }
+        let bounded = starts.iter().map(|(shard, _)| ends[*shard as usize]).collect();
+        Self::spawn(log, starts, Some(Bounds { ends: bounded, until_ms }), None)
+    }
+
+    /// Reads `starts` (shard, where); a bounded read's ends are in the same order.
     fn spawn(log: Log, starts: Vec<(u32, StartAt)>, bounds: Option<Bounds>, gaps: Option<GapWatch>) -> Result<LogSource, SourceError> {
         let mut readers = Vec::new();
         let reading = starts.iter().map(|(shard, _)| *shard).collect();

@@ -28,6 +28,8 @@ pub struct Chunk {
     /// Acknowledgements (SQS message ids) all of whose events are in this chunk or earlier
     /// ones: the source may forget them once a commit covers them.
     pub acks: Vec<String>,
+    /// For each of `acks`, the position of the message's first event (`None`: it has none).
+    pub ack_starts: Vec<Option<kappa_common::event::SequenceNumber>>,
     /// Events the source itself could not turn into rows (an unreadable S3 object, a message
     /// received too often), with the reason: they go to the quarantine.
     pub rejects: Vec<(SourceEvent, String)>,
@@ -137,6 +139,13 @@ impl Source {
     pub fn acknowledge(&mut self, acks: Vec<String>) {
         if let Source::Sqs(s) = self {
             s.acknowledge(acks);
+        }
+    }
+
+    /// Messages another consumer of the queue committed: deleted if they come here (SQS).
+    pub fn committed_elsewhere(&mut self, acks: Vec<String>) {
+        if let (Source::Sqs(s), false) = (self, acks.is_empty()) {
+            s.committed_elsewhere(acks);
         }
     }
 

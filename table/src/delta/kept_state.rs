@@ -10,8 +10,9 @@
 //! <table>/_kappa/writer-states/<app id>-<counter:020>.json   {version, counter, commitId, state}
 //! ```
 //!
-//! The writers are the consumer and, when workers share the shards through leases, each shard
-//! (`kappa-shard:<shard>`; the `:` is a plain character in object names).
+//! The writers are the consumer, the chain of an SQS queue's competing consumers (`kappa-sqs`)
+//! and, when workers share the shards through leases, each shard (`kappa-shard:<shard>`; the
+//! `:` is a plain character in object names).
 //!
 //! named by the exact counter the checkpoint's `txn` holds, so a restart that no longer finds
 //! the commit reads the same state from there. (A foreign tool's log cleanup does not write
@@ -35,7 +36,8 @@ impl LakeTable {
         // Leased shards (`kappa-shard:*`) are writers too: those committed since the last
         // checkpoint keep their states the same way, so each shard's last state is kept by the
         // first checkpoint after it, before any cleanup can take its commit.
-        let mut app_ids = vec![CONSUMER_APP_ID.to_string()];
+        // The chain of an SQS queue's competing consumers (`kappa-sqs`) is one writer.
+        let mut app_ids = vec![CONSUMER_APP_ID.to_string(), crate::state::SQS_APP_ID.to_string()];
         let latest = self.version().unwrap_or_default();
         let log_store = self.table.log_store();
         for version in (latest.saturating_sub(super::CHECKPOINT_INTERVAL)..=latest).rev() {

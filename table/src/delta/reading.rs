@@ -68,6 +68,27 @@ impl LakeTable {
         Ok(ours.then(|| WriterState { version, counter, commit_id: info["commitId"].as_str().unwrap_or_default().to_string(), state: info["state"].clone() }))
     }
 
+    /// Commit `version` as a chain of writers sharing app id `app_id` sees it: `None` if the log
+    /// has no such commit (yet), `Some(None)` if it does not carry `app_id`'s `txn`, else that
+    /// `txn`'s version and the state the commit stored.
+    pub async fn chain_entry(&self, version: u64, app_id: &str) -> Result<Option<Option<(i64, Value)>>, DeltaError> {
+        let log_store = self.table.log_store();
+        let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(None) };
+        let mut counter = None;
+        let mut info = Value::Null;
+        for action in parse_commit(&self.name, version, &commit)? {
+            if let Some(txn) = action.get("txn")
+                && txn["appId"] == app_id
+            {
+                counter = txn["version"].as_i64();
+            }
+            if let Some(commit_info) = action.get("commitInfo") {
+                info = commit_info[METADATA_KEY].clone();
+            }
+        }
+        Ok(Some(counter.map(|c| (c, info["state"].clone()))))
+    }
+
     /// The newest versions, newest first, as far back as the log still holds them.
     pub async fn history(&self, limit: usize) -> Result<Vec<VersionInfo>, DeltaError> {
         let log_store = self.table.log_store();

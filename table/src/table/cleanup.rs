@@ -97,6 +97,12 @@ impl Table {
             if !file_name(relative).starts_with(PART_PREFIX) || state.files.contains(relative) || protected.covers(&object.path[table_prefix.len()..]) {
                 continue;
             }
+            // Consumers competing for an SQS queue name their files after their run, so no
+            // restart writes one again: another consumer's, paused past its writer record's
+            // life, may still commit it. Vacuum removes what no commit ever named.
+            if self.competing.is_some() {
+                continue;
+            }
             tracing::info!(object = %object.path, "removing an object no commit names (left by an interrupted flush)");
             self.store.delete(&object.path).await?;
             removed += 1;

@@ -34,6 +34,17 @@ pub(super) struct Leased {
     /// Names this worker's quarantine files apart from other workers'.
     tag: String,
     shards: BTreeMap<String, Held>,
+    /// A replay's generation shared by several writers (see `shared.rs`): the last commit of
+    /// its log this writer read, and the running totals its pipeline counts from.
+    pub(super) read_through: u64,
+    pub(super) totals: crate::state::Totals,
+}
+
+impl Leased {
+    /// Each held shard's lease epoch.
+    pub(super) fn epochs(&self) -> BTreeMap<String, u64> {
+        self.shards.iter().map(|(shard, held)| (shard.clone(), held.epoch)).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +64,7 @@ impl Table {
         let tag: String = worker.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         let tag = format!("{tag}-{}", chrono::Utc::now().timestamp_millis());
         let shards = held.iter().map(|(s, e)| (s.clone(), Held { epoch: *e, commits: 0, previous: None })).collect();
-        self.leased = Some(Arc::new(Mutex::new(Leased { tag, shards })));
+        self.leased = Some(Arc::new(Mutex::new(Leased { tag, shards, read_through: 0, totals: Default::default() })));
         self
     }
 

@@ -47,6 +47,8 @@ pub struct Table {
     live: Option<std::sync::Arc<Live>>,
     /// The shards this worker holds, when workers share them through leases.
     leased: Option<std::sync::Arc<std::sync::Mutex<leased::Leased>>>,
+    /// This consumer's place among those competing for an SQS queue.
+    competing: Option<std::sync::Arc<std::sync::Mutex<competing::Competing>>>,
 }
 
 #[derive(Debug)]
@@ -93,7 +95,15 @@ impl Table {
             None => crate::registry::unborn(&store, name).await?,
         };
         let live = Live { location, lake: tokio::sync::Mutex::new(lake), glue: std::sync::OnceLock::new(), registered: Default::default() };
-        Ok(Table { store, name: name.to_string(), generation, side_objects: Default::default(), live: Some(std::sync::Arc::new(live)), leased: None })
+        Ok(Table {
+            store,
+            name: name.to_string(),
+            generation,
+            side_objects: Default::default(),
+            live: Some(std::sync::Arc::new(live)),
+            leased: None,
+            competing: None,
+        })
     }
 
     /// Opens any generation: the live one through the Delta table, another through its log.
@@ -106,7 +116,7 @@ impl Table {
 
     /// Opens a replay's generation (it must exist), which keeps its own commit log.
     pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
-        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None, leased: None }
+        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None, leased: None, competing: None }
     }
 
     pub fn name(&self) -> &str {
@@ -158,7 +168,19 @@ impl Table {
                 if self.leased.is_some() {
                     return self.leased_state(lake, files).await;
                 }
-                match lake.writer_state(CONSUMER_APP_ID).await? {
+                if self.competing.is_some() {
+                    return self.competing_state(lake, files).await;
+                }
+                // A table fed from an SQS queue: the newer of the queue's chain and the consumer's
+                // own (a switch hands its state over under the consumer's id).
+                let consumer = lake.writer_state(CONSUMER_APP_ID).await?;
+                let chain = lake.writer_state(crate::state::SQS_APP_ID).await?;
+                let newest = match (consumer, chain) {
+                    (Some(consumer), Some(chain)) if chain.version > consumer.version => Some(chain),
+                    (None, chain) => chain,
+                    (consumer, _) => consumer,
+                };
+                match newest {
                     Some(found) => {
                         let path = format!("{}/_delta_log version {}", self.name, found.version);
                         let commit: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
@@ -181,27 +203,34 @@ impl Table {
     /// A replay's commit log: every file it added (not removed since), and the state.
     async fn staged_commits(&self, with_side_objects: bool) -> Result<(BTreeMap<String, DataFile>, TableState), TableError> {
         let prefix = format!("{}/_kappa/{}/commits/", self.name, self.generation);
+        let mut commits = Vec::new();
+        for object in self.store.list(&prefix).await? {
+            let data = self.store.get(&object.path).await?;
+            let commit = parse::<Commit>(&object.path, &data)?;
+            commits.push((object.path, commit));
+        }
+        // Several writers sharing the shards through leases (see `shared.rs`).
+        if commits.iter().any(|(_, c)| !c.epochs.is_empty()) || self.leased.is_some() {
+            let mut log = shared::SharedLog::default();
+            for (path, commit) in commits {
+                self.check_staged(&path, &commit, log.last)?;
+                if with_side_objects {
+                    log.add(self.internalized(commit).await?);
+                } else {
+                    log.add(commit);
+                }
+            }
+            let state = match self.leased.is_some() {
+                true => self.shared_state(&log),
+                false => log.state(None),
+            };
+            return Ok((std::mem::take(&mut log.files), state));
+        }
         let mut state = TableState::default();
         let mut last = None;
         let mut files = BTreeMap::new();
-        for object in self.store.list(&prefix).await? {
-            let data = self.store.get(&object.path).await?;
-            let commit: Commit = parse(&object.path, &data)?;
-            if commit.format != FORMAT {
-                return Err(TableError::Invalid {
-                    table: self.name.clone(),
-                    reason: format!(
-                        "{} has commit format {}, this kappa-consumer reads format {FORMAT}: write a new table (or lake)",
-                        object.path, commit.format
-                    ),
-                });
-            }
-            if commit.commit != state.last_commit + 1 {
-                return Err(TableError::Invalid {
-                    table: self.name.clone(),
-                    reason: format!("commit log has a gap: {} follows {}", commit.commit, state.last_commit),
-                });
-            }
+        for (path, commit) in commits {
+            self.check_staged(&path, &commit, state.last_commit)?;
             for removed in &commit.removed {
                 files.remove(removed);
             }
@@ -218,6 +247,21 @@ impl Table {
         Ok((files, state))
     }
 
+    /// Refuses a replay's commit record of another format, or one that leaves a gap after
+    /// commit `last`.
+    fn check_staged(&self, path: &str, commit: &Commit, last: u64) -> Result<(), TableError> {
+        if commit.format != FORMAT {
+            return Err(TableError::Invalid {
+                table: self.name.clone(),
+                reason: format!("{path} has commit format {}, this kappa-consumer reads format {FORMAT}: write a new table (or lake)", commit.format),
+            });
+        }
+        if commit.commit != last + 1 {
+            return Err(TableError::Invalid { table: self.name.clone(), reason: format!("commit log has a gap: {} follows {last}", commit.commit) });
+        }
+        Ok(())
+    }
+
     /// Commits a flush: a Delta commit for the live generation, the next record of its own
     /// log for a replay's. `schema` is the data schema at `commit.schema_version`; `layout`
     /// decides the partition columns of a table this commit creates.
@@ -227,6 +271,10 @@ impl Table {
         // Only once the commit is durable: it is then the last one, the one a restart reads.
         // Not under leases: each worker's last commit names its own state objects, and one
         // worker's cleanup would take another's.
+        // Consumers competing for an SQS queue too: right after this commit it is the chain's
+        // last, the only one read back for the state; the others name young objects only (see
+        // `side.rs`), and a claims object older than the cleanup's hour is one no consumer
+        // still needs (one that looks later reads the chain's last state instead).
         if commit.commit.is_multiple_of(side::CLEANUP_EVERY)
             && self.leased.is_none()
             && let Err(e) = self.remove_unreferenced_state(&recorded).await
@@ -238,6 +286,9 @@ impl Table {
 
     async fn commit_recorded(&self, commit: &Commit, recorded: &Commit, schema: &TableSchema, layout: &Layout) -> Result<(), TableError> {
         let Some(live) = &self.live else {
+            if self.leased.is_some() {
+                return self.commit_shared(recorded).await;
+            }
             let data = Bytes::from(serde_json::to_vec_pretty(recorded).expect("commit serializes"));
             return match self.store.put_if_absent(&self.commit_path(commit.commit), data).await {
                 Ok(()) => Ok(()),
@@ -298,9 +349,10 @@ impl Table {
         let state = serde_json::to_value(Commit { added: Vec::new(), ..recorded.clone() }).expect("commit serializes");
         // Under leases, one `txn` per held shard (see `leased.rs`); else the consumer's own,
         // numbered one after another (a switch hands it its number).
-        let (primary, also) = match self.leased_txns() {
-            Some(txns) => txns,
-            None => (
+        let (primary, also) = match (self.leased_txns(), self.competing_txn()) {
+            (Some(txns), _) => txns,
+            (None, Some(txn)) => (txn, Vec::new()),
+            (None, None) => (
                 crate::delta::TxnCheck {
                     app_id: CONSUMER_APP_ID.to_string(),
                     counter: commit.commit as i64,
@@ -329,8 +381,9 @@ impl Table {
             state,
         };
         match lake.commit(delta_commit).await {
-            Ok(_) => {
+            Ok(version) => {
                 self.leased_committed(&carried);
+                self.competing_committed(version, carried[0].counter);
                 if let Some((client, database)) = live.glue.get()
                     && (changed || !live.registered.load(std::sync::atomic::Ordering::Relaxed))
                 {
@@ -350,6 +403,11 @@ impl Table {
                     }
                 }
                 Ok(())
+            }
+            // Another consumer of the queue committed first: its claims decide what of this
+            // commit is left to make (see `competing.rs`).
+            Err(crate::delta::DeltaError::ConcurrentWriter { app_id, .. }) if self.competing.is_some() && app_id == crate::state::SQS_APP_ID => {
+                Err(TableError::PeerCommitted { table: self.name.clone() })
             }
             Err(e) => Err(TableError::lost(&self.name, commit.commit, e)),
         }
@@ -511,7 +569,7 @@ impl Table {
     pub async fn put_errors(&self, commit: u64, data: Bytes) -> Result<String, TableError> {
         // Leased workers number their commits each on their own: their files are named apart
         // (and a restart's cleanup, which reads numbers only, leaves them).
-        let relative = match self.leased_tag() {
+        let relative = match self.leased_tag().or_else(|| self.competing_tag()) {
             Some(tag) => format!("_errors/{}/{commit:020}-{tag}.ndjson", self.generation),
             None => format!("_errors/{}/{commit:020}.ndjson", self.generation),
         };
@@ -522,8 +580,10 @@ impl Table {
 
 mod cleanup;
 mod compaction;
+mod competing;
 mod leased;
 mod naming;
+mod shared;
 mod side;
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,10 @@
 //! it over, a switch back to an older generation reading that generation's last commit), so
 //! every [`CLEANUP_EVERY`] commits a writer deletes its generation's objects that its last
 //! commit does not name, once they are an hour old (a commit being prepared may name a young
-//! one). A generation's objects go with it when `gc` removes it.
+//! one). Consumers competing for an SQS queue read the chain's last commit only, which right
+//! after a consumer's commit is its own; so each cleans up as a lone writer does, and names
+//! only objects younger than half that hour in its commits (see `competing.rs`). A
+//! generation's objects go with it when `gc` removes it.
 
 use bytes::Bytes;
 use kappa_common::store::StoreError;
@@ -33,6 +36,10 @@ pub(super) const CLEANUP_EVERY: u64 = 100;
 /// How old an object no commit names must be before it is deleted.
 const UNNAMED_GRACE_MS: i64 = 3_600_000;
 
+/// How old an object a consumer competing for an SQS queue may still name in a commit: well
+/// within [`UNNAMED_GRACE_MS`], so that no other consumer's cleanup deletes it first.
+const REUSE_MS: i64 = UNNAMED_GRACE_MS / 2;
+
 impl Table {
     /// `commit` as it is recorded: its large parts replaced by the names of the objects that
     /// hold them, written here unless they exist.
@@ -46,6 +53,12 @@ impl Table {
             recorded.unacknowledged.clear();
             recorded.unacknowledged_ref = Some(path);
         }
+        if let Some(claims) = &commit.claims
+            && let Some(path) = self.side_object("claims", claims).await?
+        {
+            recorded.claims = None;
+            recorded.claims_ref = Some(path);
+        }
         Ok(recorded)
     }
 
@@ -56,6 +69,9 @@ impl Table {
         }
         if let Some(path) = commit.unacknowledged_ref.take() {
             commit.unacknowledged = self.read_side_object(&path).await?;
+        }
+        if let Some(path) = commit.claims_ref.take() {
+            commit.claims = Some(self.read_side_object(&path).await?);
         }
         Ok(commit)
     }
@@ -69,14 +85,17 @@ impl Table {
         }
         let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&data));
         let suffix = format!("-{hash}.json");
+        // A writer competing with others names young objects only: another's cleanup deletes
+        // what the chain's last commit does not name once it is an hour old.
+        let young = |path: &str| self.competing.is_none() || created_ms(path).is_some_and(|at| at >= chrono::Utc::now().timestamp_millis() - REUSE_MS);
         let mut last = self.side_objects.lock().await;
-        if let Some(path) = last.get(part).filter(|path| path.ends_with(&suffix)) {
+        if let Some(path) = last.get(part).filter(|path| path.ends_with(&suffix) && young(path)) {
             return Ok(Some(path.clone()));
         }
         // The same content may be there from an earlier commit (a restarted writer).
         let prefix = format!("{}/{}", self.name, self.state_dir());
         let existing = self.store.list(&format!("{prefix}{part}-")).await?;
-        let path = match existing.iter().find(|o| o.path.ends_with(&suffix)) {
+        let path = match existing.iter().find(|o| o.path.ends_with(&suffix) && young(&o.path)) {
             Some(found) => found.path[self.name.len() + 1..].to_string(),
             None => {
                 let relative = format!("{}{part}-{:013}{suffix}", self.state_dir(), chrono::Utc::now().timestamp_millis());
@@ -91,11 +110,11 @@ impl Table {
     }
 
     /// This generation's state objects, relative to the table.
-    fn state_dir(&self) -> String {
+    pub(super) fn state_dir(&self) -> String {
         format!("_kappa/{}/state/", self.generation)
     }
 
-    async fn read_side_object<T: serde::de::DeserializeOwned>(&self, relative: &str) -> Result<T, TableError> {
+    pub(super) async fn read_side_object<T: serde::de::DeserializeOwned>(&self, relative: &str) -> Result<T, TableError> {
         let path = format!("{}/{relative}", self.name);
         match self.store.get(&path).await {
             Ok(data) => parse(&path, &data),
@@ -113,7 +132,7 @@ impl Table {
     /// Deletes this generation's state objects that `recorded` (its writer's last commit, as
     /// recorded) does not name, once an hour old. Returns how many were deleted.
     pub(crate) async fn remove_unreferenced_state(&self, recorded: &Commit) -> Result<usize, TableError> {
-        let named: Vec<&str> = [&recorded.seen_ref, &recorded.unacknowledged_ref].into_iter().flatten().map(String::as_str).collect();
+        let named: Vec<&str> = [&recorded.seen_ref, &recorded.unacknowledged_ref, &recorded.claims_ref].into_iter().flatten().map(String::as_str).collect();
         let horizon = chrono::Utc::now().timestamp_millis() - UNNAMED_GRACE_MS;
         let mut removed = 0;
         for object in self.store.list(&format!("{}/{}", self.name, self.state_dir())).await? {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::Totals;
+use crate::state::{SeenRows, Totals};
 use kappa_common::store::LocalStore;
 
 fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
@@ -24,6 +24,9 @@ fn commit(n: u64, files: &[&str], resume: &str) -> Commit {
         seen_ref: None,
         unacknowledged_ref: None,
         carried: Vec::new(),
+        claims: None,
+        claims_ref: None,
+        epochs: Default::default(),
     }
 }
 
@@ -202,4 +205,112 @@ async fn a_checkpoint_keeps_each_leased_shards_state_beside_it() {
     for shard in ["0", "1"] {
         assert!(kept.iter().any(|name| name.starts_with(&format!("kappa-shard:{shard}-"))), "{kept:?}");
     }
+}
+
+fn claims(writer: &str, messages: &[&str], rows: &[(&str, &str)]) -> crate::state::Claims {
+    crate::state::Claims {
+        writer: writer.into(),
+        messages: messages.iter().map(|m| m.to_string()).collect(),
+        rows: rows.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect(),
+        totals: Totals::default(),
+    }
+}
+
+/// Two consumers of one SQS queue: each commit goes on top of the other's, the loser learns
+/// what the winner stored, and a third starting later reads everything from the chain's end.
+#[tokio::test]
+async fn competing_consumers_chain_their_commits_and_learn_each_others_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let a = Table::open_or_create(store.clone(), "sales").await.unwrap().competing("a");
+    let b = Table::open_or_create(store.clone(), "sales").await.unwrap().competing("b");
+    a.load_state().await.unwrap();
+    b.load_state().await.unwrap();
+    let a_tag = a.competing_tag().unwrap();
+    let b_tag = b.competing_tag().unwrap();
+    assert_ne!(a_tag, b_tag);
+    let seen = |rows: &str| [("f:1".to_string(), SeenRows { rows: rows.into(), ms: 1 })].into();
+    let first = Commit { claims: Some(claims(&a_tag, &["m1", "m2"], &[("f:1", "0-9")])), seen: seen("0-9"), ..commit(1, &[], "1") };
+    a.commit(&first, &schema(), &layout()).await.unwrap();
+    // b has not seen a's commit: refused, nothing made.
+    let second = Commit { claims: Some(claims(&b_tag, &["m2", "m3"], &[("f:1", "5-14")])), ..commit(1, &[], "1") };
+    let refused = b.commit(&second, &schema(), &layout()).await.unwrap_err();
+    assert!(matches!(refused, TableError::PeerCommitted { .. }), "{refused}");
+    // b reads what a stored, and goes on top of it.
+    let learnt = b.peer_claims().await.unwrap();
+    assert_eq!(learnt, vec![claims(&a_tag, &["m1", "m2"], &[("f:1", "0-9")])]);
+    assert!(b.peer_claims().await.unwrap().is_empty(), "claims are learnt once");
+    b.commit(&Commit { seen: seen("0-14"), ..second.clone() }, &schema(), &layout()).await.unwrap();
+    // a's next commit is refused in turn, and learns b's claims but not its own.
+    let refused = a.commit(&commit(2, &[], "2"), &schema(), &layout()).await.unwrap_err();
+    assert!(matches!(refused, TableError::PeerCommitted { .. }), "{refused}");
+    assert_eq!(a.peer_claims().await.unwrap(), vec![claims(&b_tag, &["m2", "m3"], &[("f:1", "5-14")])]);
+    // A consumer starting now (any worker id) starts from the chain's last commit: b's, which
+    // remembers every producer row stored so far, without b's positions.
+    let c = Table::open_or_create(store.clone(), "sales").await.unwrap().competing("c");
+    let state = c.load_state().await.unwrap();
+    assert_eq!(state.seen["f:1"].rows, "0-14");
+    assert!(state.resume.is_empty(), "{:?}", state.resume);
+    // The chain's commits carry one txn app id, whose version counts them.
+    let lake = LakeTable::open("sales", &location(&store, "sales").unwrap()).await.unwrap().unwrap();
+    assert_eq!(lake.writer_counter(crate::state::SQS_APP_ID).await.unwrap(), Some(2));
+}
+
+/// A replay's generation written by two leased writers: each commit numbered in one sequence,
+/// a shard's state from the last commit holding it, and a commit that finds another writer's
+/// commit of one of its shards refused.
+#[tokio::test]
+async fn writers_sharing_a_replays_generation_number_their_commits_as_one_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let open = |held: &[(&str, u64)], worker: &str| {
+        let held = held.iter().map(|(s, e)| (s.to_string(), *e)).collect();
+        Table::open_generation(store.clone(), "sales", "gen-000002").leased(worker, &held)
+    };
+    let totals = |rows| Totals { rows, files: 1, bytes: 1, quarantined: 0 };
+    let a = open(&[("0", 1), ("1", 1)], "a");
+    let b = open(&[("2", 1), ("3", 1)], "b");
+    assert!(a.load_state().await.unwrap().resume.is_empty());
+    b.load_state().await.unwrap();
+    a.put_object("year=2025/part-0-a.parquet", Bytes::from_static(b"a")).await.unwrap();
+    a.commit(&Commit { totals: totals(5), ..shard_commit(1, &["year=2025/part-0-a.parquet"], &[("0", "10"), ("1", "11")]) }, &schema(), &layout())
+        .await
+        .unwrap();
+    b.put_object("year=2025/part-2-b.parquet", Bytes::from_static(b"b")).await.unwrap();
+    // b's own first commit: number 2 of the log, after a's.
+    b.commit(&Commit { totals: totals(7), ..shard_commit(1, &["year=2025/part-2-b.parquet"], &[("2", "12"), ("3", "13")]) }, &schema(), &layout())
+        .await
+        .unwrap();
+    assert!(dir.path().join("sales/_kappa/gen-000002/commits/00000000000000000002.json").exists());
+    // c takes shard 1 from a at epoch 2 and commits it.
+    let c = open(&[("1", 2)], "c");
+    assert_eq!(c.load_state().await.unwrap().resume, [("1".to_string(), "11".to_string())].into());
+    c.commit(&shard_commit(1, &[], &[("1", "21")]), &schema(), &layout()).await.unwrap();
+    // a, not yet aware, is refused for shard 1; its file is named by no commit.
+    a.put_object("year=2025/part-1-late.parquet", Bytes::from_static(b"l")).await.unwrap();
+    let refused = a.commit(&shard_commit(2, &["year=2025/part-1-late.parquet"], &[("0", "20"), ("1", "31")]), &schema(), &layout()).await.unwrap_err();
+    assert!(matches!(&refused, TableError::Fenced { shards, .. } if shards == &vec!["1".to_string()]), "{refused}");
+    // The whole generation: every shard from its last commit, every file of them, the totals
+    // summed.
+    let whole = Table::open_generation(store.clone(), "sales", "gen-000002");
+    let (files, state) = whole.staged().await.unwrap();
+    let expected: BTreeMap<String, String> = [("0", "10"), ("1", "21"), ("2", "12"), ("3", "13")].iter().map(|(s, p)| (s.to_string(), p.to_string())).collect();
+    assert_eq!(state.resume, expected);
+    assert_eq!(files.len(), 2);
+    assert_eq!(state.totals.rows, 12);
+    assert_eq!(whole.shared_epochs().await.unwrap()["1"], 2);
+}
+
+#[tokio::test]
+async fn a_checkpoint_keeps_the_sqs_chains_state_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let a = Table::open_or_create(store.clone(), "sales").await.unwrap().competing("a");
+    a.load_state().await.unwrap();
+    for n in 1..=crate::delta::CHECKPOINT_INTERVAL {
+        a.commit(&commit(n, &[], "1"), &schema(), &layout()).await.unwrap();
+    }
+    let kept: Vec<String> =
+        std::fs::read_dir(dir.path().join("sales/_kappa/writer-states")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(kept.iter().any(|name| name.starts_with("kappa-sqs-")), "{kept:?}");
 }

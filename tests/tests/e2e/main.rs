@@ -24,6 +24,8 @@ mod query;
 mod query_bounds;
 mod replay;
 mod scale_out;
+mod scale_out_replay;
+mod scale_out_sqs;
 mod support;
 mod switching;
 mod values;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use kappa_leases::LeaseStore;
 use kappa_leases::store::dynamodb::DynamoStore;
 use kappa_leases::store::local::{LocalStore, dir_of_log};
-use kappa_tests::{KinesisLocal, Moto, aws_config, duckdb_delta, expect_status, kappa, python_deltalake, run};
+use kappa_tests::{KinesisLocal, Moto, aws_config, expect_status, kappa, run};
 
-use crate::support::{Lcg, unique_sales_csv};
+use crate::support::{Lcg, assert_exactly_once, committed_rows, unique_sales_csv};
 
 const SHARDS: u32 = 8;
 
@@ -97,28 +97,6 @@ struct Worker {
     log: PathBuf,
 }
 
-/// Rows of the table's current version, from the Delta log's file statistics.
-fn committed_rows(table: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) else { return 0 };
-    let mut commits: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
-    commits.sort();
-    let mut files: BTreeMap<String, u64> = BTreeMap::new();
-    for path in commits {
-        // A commit being written is read next time.
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if let Some(add) = action.get("add") {
-                let stats: serde_json::Value = serde_json::from_str(add["stats"].as_str().unwrap_or("{}")).unwrap_or_default();
-                files.insert(add["path"].as_str().unwrap().to_string(), stats["numRecords"].as_u64().unwrap_or(0));
-            } else if let Some(remove) = action.get("remove") {
-                files.remove(remove["path"].as_str().unwrap());
-            }
-        }
-    }
-    files.values().sum()
-}
-
 /// A metric of the worker serving on `port` (a scrape that finds no answer is tried again).
 fn metric(port: u16, name: &str) -> u64 {
     for _ in 0..50 {
@@ -167,16 +145,6 @@ fn stop_all(mut workers: Vec<Worker>) {
 fn stop(worker: &mut Worker, signal: &str) {
     let status = Command::new("kill").args([signal, &worker.child.id().to_string()]).status().unwrap();
     assert!(status.success());
-}
-
-/// Each outside reader sees `rows` rows, each sale once.
-fn assert_exactly_once(table: &Path, rows: u64) {
-    assert_eq!(duckdb_delta(table, "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim(), format!("[({rows}, {rows})]"), "DuckDB delta_scan");
-    assert_eq!(
-        python_deltalake(table, None, "t = table.to_pyarrow_table(); print(t.num_rows, len(set(t.column('sale_id').to_pylist())))").trim(),
-        format!("{rows} {rows}"),
-        "python deltalake"
-    );
 }
 
 #[test]
@@ -375,15 +343,23 @@ fn three_workers_share_eight_kinesis_shards_through_kills_and_a_split() {
     let mut workers: Vec<Worker> = ["k1", "k2", "k3"].iter().map(|id| leases.spawn(from, &lake, id, dir.path(), 0, &extra)).collect();
     eprintln!("balanced 3/3/2 in {:?}", leases.wait_for(&[3, 3, 2], Duration::from_secs(30), "three workers on eight Kinesis shards"));
 
-    // kinesis-local takes ~500 rows/s while three workers poll it: 20,000 rows span the kills.
+    // kinesis-local takes ~500 rows/s while three workers poll it: 20,000 rows span the kills
+    // (20 rounds of a SIGKILL and a restart, a pause past the failover time, a split).
     let second = unique_sales_csv(&dir.path().join("b"), 20_000, "SB");
     let producer = produce(&second, "5000").stderr(Stdio::null()).spawn().unwrap();
     let seed = std::env::var("KAPPA_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(std::process::id() as u64);
     eprintln!("kill schedule seed: {seed} (set KAPPA_KILL_SEED={seed} to replay it)");
     let mut random = Lcg(seed);
     eprintln!("producing and killing from {:?}", started.elapsed());
-    for round in 1..=5 {
+    for round in 1..=20 {
         kill_and_restart(&leases, &mut workers, &mut random, from, &lake, dir.path(), round, &extra);
+        if round == 10 {
+            // A worker paused past the failover time loses its shards meanwhile: when it wakes,
+            // not a row of theirs may reach the table from it.
+            stop(&mut workers[1], "-STOP");
+            std::thread::sleep(Duration::from_secs(5));
+            stop(&mut workers[1], "-CONT");
+        }
         if round == 3 {
             // Split shard 0 in the middle of its hash-key range while the workers run.
             let shards = runtime.block_on(client.list_shards().stream_name("sales").send()).unwrap();

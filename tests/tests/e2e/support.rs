@@ -1,13 +1,13 @@
 //! Helpers shared by the end-to-end tests: the seed sales data and reading events back.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kappa_common::log::{Log, StartAt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kappa_tests::{LakeRow, bin, expect_status, parse_events, read_csv, run, seed};
+use kappa_tests::{LakeRow, bin, duckdb_delta, expect_status, parse_events, python_deltalake, read_csv, run, seed};
 use serde_json::{Map, Value};
 
 pub(crate) type Event = Map<String, Value>;
@@ -23,7 +23,7 @@ pub(crate) fn sales_args() -> Vec<String> {
 }
 
 /// Reads every event of every shard of an embedded log.
-pub(crate) fn read_log(dir: &std::path::Path) -> Vec<Event> {
+pub(crate) fn read_log(dir: &Path) -> Vec<Event> {
     let log = Log::open(dir).expect("open log");
     let mut events = Vec::new();
     for shard in 0..log.shard_count() {
@@ -65,7 +65,7 @@ pub(crate) fn assert_sales_exactly_once(events: &[Event]) {
     assert!(expected.is_empty());
 }
 
-pub(crate) fn summary(path: &std::path::Path) -> Value {
+pub(crate) fn summary(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary json")).expect("valid summary")
 }
 
@@ -105,7 +105,7 @@ pub(crate) fn assert_sales_lake(rows: &[LakeRow]) {
 }
 
 /// Writes `rows` deterministic sales rows (bench/'s generator) to `dir/sales.csv`.
-pub(crate) fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
+pub(crate) fn generate_sales_csv(dir: &Path, rows: u64) -> PathBuf {
     let csv = dir.join("sales.csv");
     let data = run(Command::new(bin("kappa-gen-sales")).arg(rows.to_string()));
     expect_status(&data, 0);
@@ -114,13 +114,13 @@ pub(crate) fn generate_sales_csv(dir: &std::path::Path, rows: u64) -> PathBuf {
 }
 
 /// Produces `csv` into the embedded log at `log` (`log:PATH`), 4 shards.
-pub(crate) fn produce_csv(csv: &std::path::Path, log: &str) {
+pub(crate) fn produce_csv(csv: &Path, log: &str) {
     expect_status(&run(kappa_tests::kappa("kappa-producer", None).arg("-i").arg(csv).args(["--to", log, "--shards", "4"])), 0);
 }
 
 /// `rows` generated sales rows produced into a 4-shard log under `dir`: the log (`log:PATH`)
 /// and the CSV.
-pub(crate) fn sales_log(dir: &std::path::Path, rows: u64) -> (String, PathBuf) {
+pub(crate) fn sales_log(dir: &Path, rows: u64) -> (String, PathBuf) {
     let csv = generate_sales_csv(dir, rows);
     let log = format!("log:{}", dir.join("log").display());
     produce_csv(&csv, &log);
@@ -128,7 +128,7 @@ pub(crate) fn sales_log(dir: &std::path::Path, rows: u64) -> (String, PathBuf) {
 }
 
 /// Copies the directory tree at `from` to `to` (files and directories only).
-pub(crate) fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -220,9 +220,41 @@ impl TapMkdir for PathBuf {
 
 /// `rows` generated sales rows in `dir/sales.csv` whose ids start with `prefix` instead of
 /// `SALE` (the generator numbers every run from the same start).
-pub(crate) fn unique_sales_csv(dir: &std::path::Path, rows: u64, prefix: &str) -> PathBuf {
+pub(crate) fn unique_sales_csv(dir: &Path, rows: u64, prefix: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let csv = generate_sales_csv(dir, rows);
     std::fs::write(&csv, std::fs::read_to_string(&csv).unwrap().replace("SALE", prefix)).unwrap();
     csv
+}
+
+/// Rows of the table's current version, from the Delta log's file statistics.
+pub(crate) fn committed_rows(table: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(table.join("_delta_log")) else { return 0 };
+    let mut commits: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    commits.sort();
+    let mut files: BTreeMap<String, u64> = BTreeMap::new();
+    for path in commits {
+        // A commit being written is read next time.
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let Ok(action) = serde_json::from_str::<Value>(line) else { continue };
+            if let Some(add) = action.get("add") {
+                let stats: Value = serde_json::from_str(add["stats"].as_str().unwrap_or("{}")).unwrap_or_default();
+                files.insert(add["path"].as_str().unwrap().to_string(), stats["numRecords"].as_u64().unwrap_or(0));
+            } else if let Some(remove) = action.get("remove") {
+                files.remove(remove["path"].as_str().unwrap());
+            }
+        }
+    }
+    files.values().sum()
+}
+
+/// Each outside reader sees `rows` rows, each sale once.
+pub(crate) fn assert_exactly_once(table: &Path, rows: u64) {
+    assert_eq!(duckdb_delta(table, "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim(), format!("[({rows}, {rows})]"), "DuckDB delta_scan");
+    assert_eq!(
+        python_deltalake(table, None, "t = table.to_pyarrow_table(); print(t.num_rows, len(set(t.column('sale_id').to_pylist())))").trim(),
+        format!("{rows} {rows}"),
+        "python deltalake"
+    );
 }

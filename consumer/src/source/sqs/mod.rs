@@ -38,8 +38,14 @@ use crate::event::SourceEvent;
 use crate::settings::SqsOptions;
 use crate::stats::Stats;
 
-/// The synthetic shard SQS events are numbered in.
+/// The synthetic shard SQS events are numbered in: `sqs-<worker>-<run>` for each consumer's
+/// run (several may share a queue and a table), plain `sqs` in tables written before that.
 pub const SHARD: &str = "sqs";
+
+/// True for the name of a synthetic SQS shard.
+pub fn is_sqs_shard(name: &str) -> bool {
+    name == SHARD || name.starts_with("sqs-")
+}
 /// SQS's limits: 10 messages per receive and per batch call, 20 s long polls.
 const BATCH: usize = 10;
 const WAIT_SECONDS: i32 = 20;
@@ -243,6 +249,16 @@ impl SqsSource {
         }
     }
 
+    /// Messages another consumer of the queue committed: deleted when they come here (SQS
+    /// delivers a message again now and then), until the grace period of a deleted one ends.
+    pub fn committed_elsewhere(&mut self, ids: Vec<String>) {
+        let forget_at = Instant::now() + deleted_grace(&self.shared.options);
+        let mut committed = self.shared.committed.lock().expect("committed lock");
+        for id in ids {
+            committed.entry(id).or_insert(Some(forget_at));
+        }
+    }
+
     pub fn take_deleted(&mut self) -> Vec<String> {
         std::mem::take(&mut *self.shared.deleted.lock().expect("deleted lock"))
     }
@@ -388,9 +404,10 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
         }
         // Number the events and send them under one lock, so numbers arrive in order.
         let mut last_seq = shared.last_seq.lock().await;
-        let mut next = || {
-            let seq = last_seq.map_or(SequenceNumber::from(0), SequenceNumber::next);
-            *last_seq = Some(seq);
+        let peek = |last: &Option<SequenceNumber>| last.map_or(SequenceNumber::from(0), SequenceNumber::next);
+        let next = |last: &mut Option<SequenceNumber>| {
+            let seq = peek(last);
+            *last = Some(seq);
             seq
         };
         let mut chunk = Chunk::default();
@@ -403,13 +420,15 @@ async fn receive_loop(shared: Arc<Shared>, chunks: mpsc::Sender<Result<Chunk, So
             match part {
                 None => continue,
                 Some(Parts::Events(payloads)) => {
+                    chunk.ack_starts.push((!payloads.is_empty()).then(|| peek(&last_seq)));
                     for payload in payloads {
-                        chunk.events.push(SourceEvent::object(shared.shard, next(), arrival_ms, payload.into()));
+                        chunk.events.push(SourceEvent::object(shared.shard, next(&mut last_seq), arrival_ms, payload.into()));
                     }
                 }
                 Some(Parts::Reject(reason)) => {
+                    chunk.ack_starts.push(Some(peek(&last_seq)));
                     let payload = bytes::Bytes::copy_from_slice(message.body().unwrap_or_default().as_bytes());
-                    chunk.rejects.push((SourceEvent::object(shared.shard, next(), arrival_ms, payload), reason));
+                    chunk.rejects.push((SourceEvent::object(shared.shard, next(&mut last_seq), arrival_ms, payload), reason));
                 }
                 Some(Parts::Retry(_) | Parts::Fatal(_)) => unreachable!("handled above"),
             }
