@@ -197,7 +197,8 @@ pub(crate) struct ReplayArgs {
     /// created if missing; not the live consumers' one). Every process given the same settings
     /// writes the same new generation, each reading the shards it holds; a process that dies is
     /// replaced within --failover; once every shard is read, one process verifies and switches.
-    /// For log:PATH sources. See docs/scale-out.md.
+    /// For log:PATH (local or DynamoDB leases) and kinesis:STREAM (DynamoDB). See
+    /// docs/scale-out.md.
     #[arg(long, value_name = "local|dynamodb:TABLE")]
     pub leases: Option<String>,
 
@@ -327,10 +328,18 @@ impl ReplayArgs {
                     Some(("dynamodb", table)) if !table.is_empty() => LeaseStoreConfig::Dynamo(table.to_string()),
                     _ => return Err(ConfigError(format!("--leases {spec}: give local (beside the embedded log) or dynamodb:TABLE"))),
                 };
-                if !matches!(source, ReplaySource::Log(_)) {
-                    return Err(ConfigError(format!(
-                        "--leases: a replay of {source} runs in one process; replays of log:PATH are shared through leases (Kinesis and raw: not yet)"
-                    )));
+                match (&source, &store) {
+                    (ReplaySource::Raw(_), _) => {
+                        return Err(ConfigError(format!(
+                            "--leases: a replay of {source} runs in one process (its objects have no shards); log:PATH and kinesis:STREAM replays are shared through leases"
+                        )));
+                    }
+                    (ReplaySource::Kinesis(_), LeaseStoreConfig::Local) => {
+                        return Err(ConfigError(
+                            "--leases local keeps the leases beside the embedded log: for kinesis:STREAM give --leases dynamodb:TABLE".into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 if self.failover < std::time::Duration::from_secs(1) {
                     return Err(ConfigError(format!("--failover {:?}: leases need at least 1s (10s is the default)", self.failover)));

@@ -58,20 +58,29 @@ struct Targets {
     until_ms: Option<i64>,
 }
 
-/// The log's shards, and the finishing lease after all of them, keyed by the job's generation.
+/// The source's shards (the log's, or a Kinesis stream's with their parents), and the
+/// finishing lease after all of them, keyed by the job's generation.
 struct JobShards {
     generation: String,
-    shards: Vec<String>,
+    source: Arc<dyn ShardLister>,
 }
 
 #[async_trait]
 impl ShardLister for JobShards {
     async fn shards(&self) -> Result<Vec<ShardInfo>, String> {
-        let keys: Vec<String> = self.shards.iter().map(|s| lease_key(&self.generation, s)).collect();
-        let mut shards: Vec<ShardInfo> = keys.iter().map(|id| ShardInfo { id: id.clone(), parents: Vec::new() }).collect();
-        shards.push(ShardInfo { id: lease_key(&self.generation, FINISH), parents: keys });
+        let key = |shard: &str| lease_key(&self.generation, shard);
+        let mut shards: Vec<ShardInfo> =
+            self.source.shards().await?.into_iter().map(|s| ShardInfo { id: key(&s.id), parents: s.parents.iter().map(|p| key(p)).collect() }).collect();
+        let every = shards.iter().map(|s| s.id.clone()).collect();
+        shards.push(ShardInfo { id: key(FINISH), parents: every });
         Ok(shards)
     }
+}
+
+/// What the job reads: the embedded log (its shards known up front), or a Kinesis stream.
+enum JobSource {
+    Log(Log),
+    Kinesis { stream: String, client: aws_sdk_kinesis::Client },
 }
 
 /// A job's lease of `shard`: keyed by the job's generation, so that no lease of an earlier job
@@ -88,32 +97,42 @@ fn scope_table(root: &str, generation: &str) -> String {
 pub(crate) fn replay_shared(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdown) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
     let options = config.leases.clone().expect("a shared replay has leases");
-    let ReplaySource::Log(log_path) = &config.source else { unreachable!("--leases is validated to come with a log source") };
     let dynamo = matches!(options.store, kappa_consumer::settings::LeaseStoreConfig::Dynamo(_));
-    let (store, aws) = open_store(runtime, &config.location, dynamo || config.glue_database.is_some())?;
+    let kinesis = matches!(config.source, ReplaySource::Kinesis(_));
+    let (store, aws) = open_store(runtime, &config.location, dynamo || kinesis || config.glue_database.is_some())?;
     let name = config.location.table.clone();
     crate::source::check(&config, runtime, aws.as_ref())?;
     let root = format!("{}/{name}", config.location.lake);
     let (previous, _, schema) = crate::rebuild::current_and_schema(&config, runtime, &store, &name)?;
-    let log = Log::open(log_path).map_err(SourceError::from)?;
-    let shards = LogSource::shard_names(&log);
-    // Not the live consumers' leases: the job's own, beside them.
-    let local = kappa_leases::store::local::dir_of_log(log_path).join(format!("replay-{name}"));
-    let lease_store = kappa_consumer::leased::open_store(runtime, &options, Some(local), aws.as_ref())?;
+    let (source, lister, local): (JobSource, Arc<dyn ShardLister>, _) = match &config.source {
+        ReplaySource::Log(path) => {
+            let log = Log::open(path).map_err(SourceError::from)?;
+            let lister = Arc::new(kappa_consumer::leased::FixedShards(LogSource::shard_names(&log)));
+            // Not the live consumers' leases: the job's own, beside them.
+            (JobSource::Log(log), lister, Some(kappa_leases::store::local::dir_of_log(path).join(format!("replay-{name}"))))
+        }
+        ReplaySource::Kinesis(stream) => {
+            let client = aws.as_ref().expect("loaded for Kinesis").kinesis();
+            let lister = Arc::new(kappa_consumer::leased::KinesisShards { client: client.clone(), stream: stream.clone() });
+            (JobSource::Kinesis { stream: stream.clone(), client }, lister, None)
+        }
+        ReplaySource::Raw(_) => unreachable!("--leases is validated to come with a log or Kinesis source"),
+    };
+    let lease_store = kappa_consumer::leased::open_store(runtime, &options, local, aws.as_ref())?;
     let writer = runtime.block_on(kappa_table::writers::Writer::register(&store, &name, "replay --leases", None))?;
     let job = Job { config: &config, runtime, store: &store, name: &name, root: &root, lease_store: lease_store.clone(), writer: &writer };
     let result = (|| {
         let (new_generation, joined) = job.join()?;
-        let targets = job.targets(&new_generation, &log)?;
+        let targets = job.targets(&new_generation, &source)?;
         let at_start = match previous {
             Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name))?,
             None => None,
         };
-        let source = config.source.to_string();
-        let lister = Arc::new(JobShards { generation: new_generation.clone(), shards: shards.clone() });
-        let leases = Leases::start_on(runtime, lease_store.clone(), &options, lister, source, scope_table(&root, &new_generation))?;
+        let described = config.source.to_string();
+        let lister = Arc::new(JobShards { generation: new_generation.clone(), source: lister.clone() });
+        let leases = Leases::start_on(runtime, lease_store.clone(), &options, lister, described, scope_table(&root, &new_generation))?;
         let stats = Arc::new(Stats::default());
-        let mut worker = Worker { job: &job, generation: &new_generation, targets, log: &log, shards: &shards, schema, stats: stats.clone(), leases, shutdown };
+        let mut worker = Worker { job: &job, generation: &new_generation, targets, source: &source, schema, stats: stats.clone(), leases, shutdown };
         let finishing = worker.run();
         let Worker { mut leases, .. } = worker;
         let finished = match finishing {
@@ -317,10 +336,18 @@ impl Job<'_> {
     }
 
     /// The job's end positions (step 2): written by the first process, read by the others.
-    fn targets(&self, generation: &str, log: &Log) -> Result<Targets, ReplayError> {
+    fn targets(&self, generation: &str, source: &JobSource) -> Result<Targets, ReplayError> {
         let path = format!("{}/_kappa/{generation}/targets.json", self.name);
-        let ends = (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>().map_err(SourceError::from)?;
-        let ours = Targets { ends, until_ms: self.config.until_ms };
+        let ours = match source {
+            JobSource::Log(log) => Targets {
+                ends: (0..log.shard_count()).map(|s| log.shard_end(s)).collect::<Result<Vec<u64>, _>>().map_err(SourceError::from)?,
+                until_ms: self.config.until_ms,
+            },
+            // What the stream held when the job began (or --until), as one replay reads it.
+            JobSource::Kinesis { .. } => {
+                Targets { ends: Vec::new(), until_ms: Some(self.config.until_ms.unwrap_or_else(|| chrono::Utc::now().timestamp_millis())) }
+            }
+        };
         let data = Bytes::from(serde_json::to_vec_pretty(&ours).expect("serializes"));
         let targets = self.runtime.block_on(async {
             match self.store.put_if_absent(&path, data).await {
@@ -332,7 +359,9 @@ impl Job<'_> {
                 Err(e) => Err(e.into()),
             }
         })?;
-        if targets.ends.len() != log.shard_count() as usize {
+        if let JobSource::Log(log) = source
+            && targets.ends.len() != log.shard_count() as usize
+        {
             return Err(ReplayError::Refused(format!(
                 "{path} has {} shards, the log {}: the log was recreated since this replay began; replay again with --fresh",
                 targets.ends.len(),
@@ -353,8 +382,7 @@ struct Worker<'a> {
     job: &'a Job<'a>,
     generation: &'a str,
     targets: Targets,
-    log: &'a Log,
-    shards: &'a [String],
+    source: &'a JobSource,
     schema: Option<kappa_common::schema::TableSchema>,
     stats: Arc<Stats>,
     leases: Leases,
@@ -424,18 +452,9 @@ impl Worker<'_> {
         let worker = self.leases.worker_id.clone();
         let table = Table::open_generation(self.job.store.clone(), self.job.name, self.generation).leased(&worker, held);
         let (mut pipeline, _) =
-            Pipeline::open(table, runtime.handle().clone(), self.job.config.pipeline.clone(), self.shards.to_vec(), self.schema.clone(), self.stats.clone())?;
-        let mut starts = Vec::new();
-        for shard in held.keys() {
-            let index: u32 = shard.parse().map_err(|_| ReplayError::Refused(format!("lease of shard {shard:?}: not a shard of the log")))?;
-            let start = match pipeline.state().resume.get(shard).and_then(|p| p.parse::<kappa_common::event::SequenceNumber>().ok()).and_then(|p| p.to_u64()) {
-                Some(after) => StartAt::AtSequence(after + 1),
-                None => self.job.config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime),
-            };
-            starts.push((index, start));
-        }
+            Pipeline::open(table, runtime.handle().clone(), self.job.config.pipeline.clone(), self.shard_names(), self.schema.clone(), self.stats.clone())?;
         tracing::info!(shards = ?held.keys().collect::<Vec<_>>(), "replaying the shards this process holds");
-        let mut source = Source::Log(LogSource::start_bounded_shards(self.log.clone(), starts, &self.targets.ends, self.targets.until_ms)?);
+        let mut source = self.open_source(held, &pipeline)?;
         let mut feed = Feed::new();
         let read = (|| -> Result<bool, ReplayError> {
             while !source.finished() || !feed.is_empty() {
@@ -472,6 +491,49 @@ impl Worker<'_> {
         }
     }
 
+    /// The shard names a pipeline starts with: the log's (Kinesis announces its shards).
+    fn shard_names(&self) -> Vec<String> {
+        match self.source {
+            JobSource::Log(log) => LogSource::shard_names(log),
+            JobSource::Kinesis { .. } => Vec::new(),
+        }
+    }
+
+    /// Reads the `held` shards from where `pipeline`'s state has them to the job's end.
+    fn open_source(&self, held: &BTreeMap<String, u64>, pipeline: &Pipeline) -> Result<Source, ReplayError> {
+        let resumed = |shard: &str| pipeline.state().resume.get(shard).and_then(|p| p.parse::<kappa_common::event::SequenceNumber>().ok());
+        match self.source {
+            JobSource::Log(log) => {
+                let mut starts = Vec::new();
+                for shard in held.keys() {
+                    let index: u32 = shard.parse().map_err(|_| ReplayError::Refused(format!("lease of shard {shard:?}: not a shard of the log")))?;
+                    let start = match resumed(shard).and_then(|p| p.to_u64()) {
+                        Some(after) => StartAt::AtSequence(after + 1),
+                        None => self.job.config.at_ms.map_or(StartAt::Earliest, StartAt::ArrivalTime),
+                    };
+                    starts.push((index, start));
+                }
+                Ok(Source::Log(LogSource::start_bounded_shards(log.clone(), starts, &self.targets.ends, self.targets.until_ms)?))
+            }
+            JobSource::Kinesis { stream, client } => {
+                let resume = held.keys().filter_map(|shard| Some((shard.clone(), resumed(shard)?))).collect();
+                let bounds =
+                    kappa_consumer::source::kinesis::ReadBounds { start_ms: self.job.config.at_ms, until_ms: self.targets.until_ms, until_positions: None };
+                Ok(Source::Kinesis(kappa_consumer::source::kinesis::KinesisSource::start(
+                    self.job.runtime.handle().clone(),
+                    client.clone(),
+                    stream.clone(),
+                    resume,
+                    self.job.config.poll_interval,
+                    Duration::from_secs(5),
+                    Some(bounds),
+                    pipeline.shard_names().to_vec(),
+                    Some(held.keys().cloned().collect()),
+                )?))
+            }
+        }
+    }
+
     /// True once the finishing lease has ended: the job is done.
     fn finished_elsewhere(&self) -> Result<bool, ReplayError> {
         let snapshot = self.job.runtime.block_on(self.job.lease_store.scan()).map_err(kappa_leases::LeaseError::from)?;
@@ -490,7 +552,7 @@ impl Worker<'_> {
         runtime.block_on(generation::mark_complete_for(store, name, self.generation, self.job.config.switch))?;
         let accounted = Arc::new(Stats::default());
         let (pipeline, _) =
-            Pipeline::open(table, runtime.handle().clone(), self.job.config.pipeline.clone(), self.shards.to_vec(), self.schema.clone(), accounted.clone())?;
+            Pipeline::open(table, runtime.handle().clone(), self.job.config.pipeline.clone(), self.shard_names(), self.schema.clone(), accounted.clone())?;
         Ok((pipeline, accounted))
     }
 }

@@ -118,3 +118,63 @@ fn a_shared_replay_goes_on_when_one_process_is_killed() {
     assert_eq!(generation_files(&lake.join("sales"), &second_job), reference, "the next job's generation too:\n{}", third());
     assert_exactly_once(&lake.join("sales"), 80_000);
 }
+
+#[test]
+fn two_processes_replay_a_kinesis_stream_with_a_split_shard_into_the_same_files_as_one() {
+    let kinesis = kappa_tests::KinesisLocal::start();
+    let moto = kappa_tests::Moto::start();
+    let endpoint = kinesis.endpoint();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async { aws_sdk_kinesis::Client::new(&kappa_tests::aws_config(&endpoint).await) });
+    let active = || {
+        runtime.block_on(async {
+            for _ in 0..200 {
+                let summary = client.describe_stream_summary().stream_name("sales").send().await.unwrap();
+                if summary.stream_description_summary().unwrap().stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("stream never became ACTIVE");
+        })
+    };
+    runtime.block_on(client.create_stream().stream_name("sales").shard_count(4).send()).unwrap();
+    active();
+    let dir = tempfile::tempdir().unwrap();
+    let produce = |csv: &Path| expect_status(&run(kappa("kappa-producer", Some(&endpoint)).arg("-i").arg(csv).args(["--to", "kinesis:sales"])), 0);
+    produce(&unique_sales_csv(&dir.path().join("a"), 3_000, "KA"));
+    // A parent and its two children, each with rows: children are read after their parent.
+    let split = client.split_shard().stream_name("sales").shard_to_split("shardId-000000000000").new_starting_hash_key((u128::MAX / 8).to_string());
+    runtime.block_on(split.send()).unwrap();
+    active();
+    produce(&unique_sales_csv(&dir.path().join("b"), 3_000, "KB"));
+
+    let replay = |lake: &Path| {
+        let mut command = kappa("kappa-replay", Some(&endpoint));
+        command.env("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint);
+        command.args(["--from", "kinesis:sales", "--lake"]).arg(lake).args(["--table", "sales", "--event-time", "sale_time", "--poll-interval", "200ms"]);
+        command.args(["--flush-rows", "500", "--verify", "--switch"]);
+        command
+    };
+    let alone = dir.path().join("alone");
+    expect_status(&run(&mut replay(&alone)), 0);
+    let reference = generation_files(&alone.join("sales"), "gen-000001");
+
+    let lake = dir.path().join("lake");
+    let spawn = |id: &str| {
+        let log = dir.path().join(format!("{id}.log"));
+        let child = replay(&lake)
+            .args(["--leases", "dynamodb:replay-leases", "--worker-id", id, "--failover", "2s"])
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        (child, log)
+    };
+    let (mut k1, first) = spawn("k1");
+    let (mut k2, second) = spawn("k2");
+    assert!(k1.wait().unwrap().success(), "{}", std::fs::read_to_string(&first).unwrap());
+    assert!(k2.wait().unwrap().success(), "{}", std::fs::read_to_string(&second).unwrap());
+    let table = lake.join("sales");
+    assert_eq!(generation_files(&table, &current(&table)), reference, "the same files, names and bytes, as one replay");
+    assert_exactly_once(&table, 6_000);
+}
