@@ -33,6 +33,11 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Log lines as text (for people), or as one JSON object per line with the event's fields
+    /// at the top level (for CloudWatch Logs Insights and other log services).
+    #[arg(long, global = true, value_name = "text|json", default_value = "text", env = "KAPPA_LOG_FORMAT")]
+    pub log_format: kappa_common::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +70,18 @@ pub enum Command {
         /// Rows to print.
         #[arg(long, value_name = "N", default_value_t = 5)]
         limit: usize,
+    },
+    /// Asks a running consumer (its --metrics-addr) whether it is ready (`/readyz`: the
+    /// source answered, and it commits what it reads) or up (`--path /healthz`). Exit 0 and
+    /// the answer if so, 1 and the reason if not. For container health checks: the image has
+    /// no shell or curl.
+    Health {
+        /// The consumer's --metrics-addr.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9464")]
+        addr: std::net::SocketAddr,
+        /// What to ask: /readyz or /healthz.
+        #[arg(long, value_name = "PATH", default_value = "/readyz")]
+        path: String,
     },
     /// Lists the workers sharing a source's shards through leases (--leases): each worker's
     /// host, pid, whether its heartbeat moves (watched for one heartbeat interval), the shards
@@ -135,7 +152,8 @@ pub struct RunArgs {
     /// that dies is replaced within --failover, and one that stops (SIGTERM) hands its shards
     /// over at once. Rows are written once across moves: each commit is fenced per shard (see
     /// docs/scale-out.md). For log:PATH and kinesis:STREAM sources (Kinesis: dynamodb:TABLE).
-    #[arg(long, value_name = "local|dynamodb:TABLE")]
+    /// `none` is the default, said explicitly (a template that gives the flag for every source).
+    #[arg(long, value_name = "local|dynamodb:TABLE|none")]
     pub leases: Option<String>,
 
     /// This consumer's name: in the lease store with --leases; for an SQS queue, in the table's
@@ -254,8 +272,8 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "FILE")]
     pub schema: Option<PathBuf>,
 
-    /// Column holding each event's time, which chooses its partition. Default: the arrival
-    /// time in the log.
+    /// Column holding each event's time, which chooses its partition. Default (or empty, as a
+    /// template leaves it): the arrival time in the log.
     #[arg(long, value_name = "COLUMN")]
     pub event_time: Option<String>,
 
@@ -359,7 +377,7 @@ impl PipelineArgs {
         }
         let config = PipelineConfig {
             granularity: self.partition_by,
-            event_time: self.event_time.clone().map(|c| (c, format)),
+            event_time: self.event_time.clone().filter(|c| !c.is_empty()).map(|c| (c, format)),
             flush: FlushPolicy { rows: self.flush_rows, bytes: self.flush_bytes, interval: self.flush_interval, max_memory: self.max_memory as usize },
             codec: self.compression,
             dedup_window: self.dedup_window,
@@ -543,7 +561,7 @@ impl RunArgs {
             Some(id) => id.clone(),
             None => format!("{}-{}", kappa_table::writers::host_name(), std::process::id()),
         };
-        let leases = match self.leases.as_deref() {
+        let leases = match self.leases.as_deref().filter(|spec| *spec != "none") {
             None => {
                 if self.worker_id.is_some() && !matches!(source, SourceConfig::Sqs(_)) {
                     return Err(bad("--worker-id names a worker in the lease store: give --leases too (or read an sqs: queue)".into()));

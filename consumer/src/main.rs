@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use kappa_common::logging::exit_with;
 use kappa_consumer::config::{Cli, Command};
 
@@ -10,8 +10,9 @@ use kappa_consumer::config::{Cli, Command};
 /// --max-quarantine-ratio allows (see `--help`).
 fn main() {
     kappa_common::memory::keep_freed_memory();
-    kappa_common::logging::init();
-    let cli = Cli::parse();
+    let version = kappa_common::logging::version_line(option_env!("KAPPA_COMMIT"));
+    let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches()).unwrap_or_else(|e| e.exit());
+    kappa_common::logging::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // Named, so `top -H` and profiles tell decoding and encoding from the pipeline's thread.
     let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("kappa-work-{i}")).build_global();
@@ -22,6 +23,13 @@ fn main() {
             let aws = kappa_common::aws::AwsOptions { endpoint_url, region };
             Some(kappa_consumer::workers::workers(&runtime, &leases, &from, failover, &aws))
         }
+        Some(Command::Health { addr, path }) => match kappa_consumer::metrics::check(addr, &path) {
+            Ok(answer) => {
+                println!("{answer}");
+                return;
+            }
+            Err(e) => exit_with(&e, 1),
+        },
         None => None,
     };
     if let Some(result) = subcommand {
@@ -40,7 +48,11 @@ fn main() {
     shutdown.listen(runtime.handle(), "stopping after the current chunk: flushing, committing, then exiting");
     match kappa_consumer::run::run(config, &runtime, &shutdown) {
         Ok((summary, prefix)) => {
-            eprint!("{}", summary.render(&table, &prefix));
+            // The JSON line names the table and where readers read it, as the text does.
+            let mut fields = serde_json::to_value(&summary).expect("the summary serializes");
+            fields["table"] = table.clone().into();
+            fields["location"] = prefix.clone().into();
+            kappa_common::logging::summary(&summary.render(&table, &prefix), &fields);
             if let Some(path) = summary_json
                 && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("the summary serializes"))
             {

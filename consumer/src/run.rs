@@ -38,6 +38,10 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     let store = open_store(&config.lake, aws.as_ref());
     let stats = Arc::new(Stats::default());
     let gauges = Arc::new(Gauges::default());
+    // Ready while a commit follows what is read within three flush intervals and a minute.
+    let within = (3 * config.pipeline.flush.interval + Duration::from_secs(60)).max(Duration::from_secs(300));
+    gauges.ready_within_ms.store(i64::try_from(within.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
+    gauges.progress_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     if let Some(addr) = config.metrics_addr {
         runtime.block_on(crate::metrics::serve(addr, stats.clone(), gauges.clone())).map_err(|source| ConsumerError::Metrics { addr, source })?;
     }
@@ -75,6 +79,9 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
                 let held = leases.held_now();
                 gauges.shards_held.store(held.len() as u64, Ordering::Relaxed);
                 if held.is_empty() {
+                    // A worker with no shard (more workers than shards) is ready: it waits.
+                    gauges.answered.store(true, Ordering::Relaxed);
+                    gauges.progress(&stats, true);
                     if shutdown.is_requested() || config.until_idle.is_some_and(|idle| idle_since.elapsed() >= idle) {
                         break Ok(());
                     }
@@ -285,7 +292,7 @@ impl Run<'_> {
         };
         let mut last_event = Instant::now();
         let mut was_caught_up = false;
-        let mut last_status = (Instant::now(), 0u64);
+        let mut last_status = (Instant::now(), stats.read(), stats.summary().quarantined);
         let mut switched_to = None;
         // Under leases: the held set changed; true if every shard of this run is still held.
         let mut moved: Option<bool> = None;
@@ -313,6 +320,10 @@ impl Run<'_> {
                     pipeline.flush_all()?;
                 }
                 pipeline.flush_due()?;
+                if caught_up || stats.read() > 0 {
+                    gauges.answered.store(true, Ordering::Relaxed);
+                }
+                gauges.progress(stats, caught_up && pipeline.is_idle());
                 source.acknowledge(pipeline.acks().take_committed());
                 source.committed_elsewhere(pipeline.acks().take_elsewhere());
                 pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
@@ -347,13 +358,17 @@ impl Run<'_> {
                         switched_to = Some(current);
                         break;
                     }
-                    let read = stats.read();
+                    let (read, quarantined) = (stats.read(), stats.summary().quarantined);
                     let rate = (read - last_status.1) as f64 / last_status.0.elapsed().as_secs_f64();
                     let lag = source.lag(|s| pipeline.last_read(s));
                     gauges.lag.store(lag.value(), Ordering::Relaxed);
                     *gauges.shard_lags.lock().expect("shard lags") = source.shard_lags(pipeline.shard_names(), |s| pipeline.last_read(s));
+                    // The increments since the last line too: log metric filters sum them
+                    // (deploy/kappa-lake.yaml's quarantine-ratio alarm).
                     tracing::info!(
                         events_read = read,
+                        events_read_delta = read - last_status.1,
+                        quarantined_delta = quarantined - last_status.2,
                         rows_written = stats.written(),
                         rate = format!("{rate:.0}/s"),
                         open_partitions = pipeline.open_partitions(),
@@ -361,7 +376,7 @@ impl Run<'_> {
                         lag = %lag,
                         "status"
                     );
-                    last_status = (Instant::now(), read);
+                    last_status = (Instant::now(), read, quarantined);
                     if let Some((leases, held)) = &lease {
                         // Where each held shard was read to: a hint for `kappa-consumer workers`,
                         // sent with the next heartbeat (no write of its own).

@@ -33,6 +33,11 @@ use crate::sink::{CreateOptions, SinkOptions};
 #[derive(Debug, Parser)]
 #[command(name = "kappa-producer", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
+    /// Log lines as text (for people), or as one JSON object per line with the event's fields
+    /// at the top level (for CloudWatch Logs Insights and other log services).
+    #[arg(long, global = true, value_name = "text|json", default_value = "text", env = "KAPPA_LOG_FORMAT")]
+    pub log_format: kappa_common::logging::LogFormat,
+
     /// Input files (CSV with a header row, NDJSON, or JSON); `-` reads standard input.
     #[arg(short, long = "input", value_name = "PATH", required = true, num_args = 1..)]
     pub inputs: Vec<String>,

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use kappa_common::logging::exit_with;
 use kappa_producer::config::Cli;
 
@@ -9,13 +9,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit status: see `Cli`'s documentation (`--help`).
 fn main() {
-    kappa_common::logging::init();
-    let config = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
+    let version = kappa_common::logging::version_line(option_env!("KAPPA_COMMIT"));
+    let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches()).unwrap_or_else(|e| e.exit());
+    kappa_common::logging::init(cli.log_format);
+    let config = cli.validate().unwrap_or_else(|e| exit_with(&e, 2));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let shutdown = kappa_common::shutdown::Shutdown::default();
     shutdown.listen(runtime.handle(), "sending what was read, then stopping");
     let outcome = runtime.block_on(kappa_producer::run(config, shutdown)).unwrap_or_else(|e| exit_with(&e, e.exit_code()));
-    eprint!("{}", outcome.summary.render());
+    kappa_common::logging::summary(&outcome.summary.render(), &outcome.summary);
     if let Some(e) = outcome.error {
         exit_with(&e, e.exit_code());
     }

@@ -30,6 +30,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// Log lines as text (for people), or as one JSON object per line with the event's fields
+    /// at the top level (for CloudWatch Logs Insights and other log services).
+    #[arg(long, global = true, value_name = "text|json", default_value = "text", env = "KAPPA_LOG_FORMAT")]
+    pub log_format: kappa_common::logging::LogFormat,
+
+    /// Print the tool's version and the commit it was built from (`--version` picks the
+    /// table's version instead).
+    #[arg(short = 'V', long = "tool-version", action = clap::ArgAction::Version)]
+    pub tool_version: Option<bool>,
+
     #[command(flatten)]
     pub lake: LakeArg,
 

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 // mimalloc: a scan over thousands of small files allocates and frees readers, metadata and
 // metrics for each, across threads; glibc's allocator spent a tenth of such a run consolidating
@@ -11,8 +11,10 @@ use kappa_query::config::{Cli, Run};
 /// Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration
 /// (a flag to change: no such table, a version out of reach, a bad --register).
 fn main() {
-    kappa_common::logging::init();
-    let run = Cli::parse().validate().unwrap_or_else(|e| exit_with(&e, 2));
+    let version = kappa_common::logging::version_line(option_env!("KAPPA_COMMIT"));
+    let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches()).unwrap_or_else(|e| e.exit());
+    kappa_common::logging::init(cli.log_format);
+    let run = cli.validate().unwrap_or_else(|e| exit_with(&e, 2));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let outcome = match run {
         Run::Query(config) => runtime.block_on(kappa_query::run(config)),

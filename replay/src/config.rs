@@ -29,6 +29,11 @@ pub(crate) struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub run: ReplayArgs,
+
+    /// Log lines as text (for people), or as one JSON object per line with the event's fields
+    /// at the top level (for CloudWatch Logs Insights and other log services).
+    #[arg(long, global = true, value_name = "text|json", default_value = "text", env = "KAPPA_LOG_FORMAT")]
+    pub log_format: kappa_common::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,7 +11,7 @@ mod source;
 mod status;
 mod verify;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::config::{Cli, Command};
 
@@ -21,8 +21,9 @@ use crate::config::{Cli, Command};
 /// 3 more quarantined events than --max-quarantine-ratio allows.
 fn main() {
     kappa_common::memory::keep_freed_memory();
-    kappa_common::logging::init();
-    let cli = Cli::parse();
+    let version = kappa_common::logging::version_line(option_env!("KAPPA_COMMIT"));
+    let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches()).unwrap_or_else(|e| e.exit());
+    kappa_common::logging::init(cli.log_format);
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! { kappa_common::logging::exit_with(e, code) };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Some(command) = cli.command {
@@ -35,7 +36,7 @@ fn main() {
                 let name = table.table.clone();
                 let options = kappa_consumer::settings::CompactOptions { target_file_size, min_age, retention, codec: compression, dry_run, commit_every };
                 status::compact(&runtime, &location(table), &options).map(|report| {
-                    eprint!("{}", report.render(&name));
+                    kappa_common::logging::summary(&report.render(&name), &report);
                     if let Some(path) = summary_json
                         && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("the report serializes"))
                     {
@@ -60,7 +61,7 @@ fn main() {
     };
     match replayed {
         Ok(summary) => {
-            eprint!("{}", summary.render());
+            kappa_common::logging::summary(&summary.render(), &summary);
             if let Some(path) = summary_json
                 && let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&summary).expect("the summary serializes"))
             {

@@ -12,6 +12,7 @@ mod consumer_kinesis;
 mod consumer_log;
 mod consumer_s3;
 mod consumer_sqs;
+mod deploy;
 mod hands;
 mod hands_report;
 mod leases;

@@ -1,0 +1,160 @@
+//! The CloudFormation stack (`deploy/kappa-lake.yaml`) deployed on moto, as
+//! `aws cloudformation deploy` would with every parameter at its default but the event-time
+//! column: moto creates the stream or queue, bucket, lease table, IAM roles, network, ECS
+//! cluster, task definition and service (it skips Glue, which the consumer creates itself).
+//! Then the task definition's own command line and environment run against those resources
+//! (the metrics port and scratch directory moved to free ones), the producer writes what the
+//! stack's output says, the health check the task definition names answers, SIGTERM drains, and
+//! the stack's query command, DuckDB over S3 and the Glue table all see the rows.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kappa_tests::{Moto, expect_status, kappa, run};
+use serde_json::Value;
+
+/// Creates the stack and returns its outputs and the consumer container's command and
+/// environment.
+fn deploy(moto: &Moto, stack: &str, parameters: &[(&str, &str)]) -> Value {
+    let template = kappa_tests::workspace_root().join("deploy/kappa-lake.yaml");
+    let parameters: Vec<Value> = parameters.iter().map(|(k, v)| serde_json::json!({"ParameterKey": k, "ParameterValue": v})).collect();
+    let code = format!(
+        r#"
+import boto3, json, time
+kw = dict(endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+cf = boto3.client("cloudformation", **kw)
+cf.create_stack(StackName={stack:?}, TemplateBody=open({template:?}).read(), Capabilities=["CAPABILITY_NAMED_IAM"], Parameters=json.loads({parameters:?}))
+for _ in range(240):
+    s = cf.describe_stacks(StackName={stack:?})["Stacks"][0]
+    if s["StackStatus"] != "CREATE_IN_PROGRESS":
+        break
+    time.sleep(0.25)
+ecs = boto3.client("ecs", **kw)
+td = ecs.describe_task_definition(taskDefinition={stack:?} + "-consumer")["taskDefinition"]
+services = ecs.describe_services(cluster={stack:?}, services=["consumer"])["services"]
+print(json.dumps({{"status": s["StackStatus"], "outputs": {{o["OutputKey"]: o["OutputValue"] for o in s.get("Outputs", [])}},
+    "container": td["containerDefinitions"][0], "desired": services[0]["desiredCount"] if services else None,
+    "resources": sorted(r["ResourceType"] for r in cf.list_stack_resources(StackName={stack:?})["StackResourceSummaries"] if r["ResourceType"])}}))
+"#,
+        endpoint = moto.endpoint,
+        template = template.display().to_string(),
+        parameters = serde_json::to_string(&parameters).unwrap(),
+    );
+    let deployed: Value = serde_json::from_str(kappa_tests::python(&code).trim()).unwrap();
+    assert_eq!(deployed["status"], "CREATE_COMPLETE", "{deployed:#}");
+    deployed
+}
+
+/// The container's command, to run here: the binary built, the metrics on a free port, the
+/// scratch directory in `scratch`.
+fn consumer_command(container: &Value, moto: &Moto, port: u16, scratch: &std::path::Path) -> std::process::Command {
+    let mut args: Vec<String> = container["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    assert_eq!(args[0], "/kappa-consumer", "{args:?}");
+    for (flag, value) in [("--metrics-addr", format!("127.0.0.1:{port}")), ("--spill-dir", scratch.display().to_string())] {
+        let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {args:?}"));
+        args[at + 1] = value;
+    }
+    let mut command = kappa("kappa-consumer", Some(&moto.endpoint));
+    command.args(&args[1..]);
+    for variable in container["environment"].as_array().unwrap() {
+        command.env(variable["name"].as_str().unwrap(), variable["value"].as_str().unwrap());
+    }
+    command
+}
+
+fn deploy_and_consume(source: &str) {
+    let moto = Moto::start();
+    let stack = format!("kl-{source}");
+    let deployed = deploy(&moto, &stack, &[("Source", source), ("EventTimeColumn", "sale_date")]);
+    let outputs = &deployed["outputs"];
+    let container = &deployed["container"];
+    for kind in ["AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::ECS::Service", "AWS::ECS::TaskDefinition", "AWS::IAM::Role", "AWS::Logs::LogGroup"] {
+        assert!(deployed["resources"].as_array().unwrap().iter().any(|r| r == kind), "{kind} in {:?}", deployed["resources"]);
+    }
+    assert_eq!(deployed["desired"], 2, "the service runs DesiredCount tasks");
+    assert_eq!(container["user"], "65532:65532", "a non-root user");
+    assert_eq!(container["readonlyRootFilesystem"], true);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = kappa_tests::free_port();
+    let log = dir.path().join("consumer.log");
+    let mut consumer =
+        consumer_command(container, &moto, port, &dir.path().join("scratch")).stderr(Stdio::from(std::fs::File::create(&log).unwrap())).spawn().unwrap();
+
+    // The producer, as the stack's output says, with the seed's sales files.
+    let produce = outputs["ProduceCommand"].as_str().unwrap().to_string();
+    let args: Vec<&str> = produce.split_whitespace().collect();
+    assert_eq!(&args[..3], ["kappa-producer", "--input", "FILE.csv"], "{produce}");
+    let mut producer = kappa("kappa-producer", Some(&moto.endpoint));
+    producer.arg("--input").args(crate::support::sales_files()).args(&args[3..]);
+    expect_status(&run(&mut producer), 0);
+
+    // The task definition's health check answers once the consumer is ready.
+    let check = container["healthCheck"]["command"].as_array().unwrap();
+    assert_eq!(check[..3], [Value::from("CMD"), Value::from("/kappa-consumer"), Value::from("health")], "{check:?}");
+    let health = || run(kappa("kappa-consumer", None).args(["health", "--addr", &format!("127.0.0.1:{port}")]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !health().status.success() {
+        assert!(Instant::now() < deadline, "never ready: {}\n{}", String::from_utf8_lossy(&health().stderr), std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let query = || {
+        let command = outputs["QueryCommand"].as_str().unwrap();
+        let sql = command.split_once('"').unwrap().1.trim_end_matches('"');
+        let flags: Vec<&str> = command.split_once(" \"").unwrap().0.split_whitespace().skip(1).collect();
+        run(kappa("kappa-query", Some(&moto.endpoint)).args(&flags).args(["--format", "csv", sql]))
+    };
+    // Every row committed (the flush interval is the default minute): then SIGTERM drains.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let output = query();
+        if output.status.success() && String::from_utf8_lossy(&output.stdout).lines().nth(1) == Some("400") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows not committed: {}\n{}", String::from_utf8_lossy(&output.stderr), std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let stopping = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &consumer.id().to_string()]).status().unwrap().success());
+    let status = consumer.wait().unwrap();
+    let drained = stopping.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}:\n{text}");
+    let stop_timeout = container["stopTimeout"].as_u64().unwrap();
+    assert!(drained < Duration::from_secs(stop_timeout), "SIGTERM took {drained:?}, beyond the task's stop timeout {stop_timeout} s");
+    eprintln!("{source}: drained {drained:?} after SIGTERM");
+    // JSON lines (--log-format json), with the fields Logs Insights and the metric filters read.
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"] == "summary" && l["rows_written"].as_u64() == Some(400)), "{text}");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{text}");
+
+    // The Glue table Athena reads, where the stack says.
+    let glue = outputs["GlueTable"].as_str().unwrap();
+    let (database, table) = glue.split_once('.').unwrap();
+    let code = format!(
+        r#"
+import boto3
+g = boto3.client("glue", endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+t = g.get_table(DatabaseName={database:?}, Name={table:?})["Table"]
+print(t["StorageDescriptor"]["Location"], t["Parameters"].get("table_type"))
+"#,
+        endpoint = moto.endpoint
+    );
+    let location = outputs["TableLocation"].as_str().unwrap();
+    let registered = kappa_tests::python(&code);
+    assert!(registered.trim().starts_with(location.trim_end_matches('/')) && registered.contains("DELTA"), "{registered} (expected {location})");
+    // And the query command still answers after the drain.
+    let output = query();
+    expect_status(&output, 0);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().nth(1), Some("400"));
+}
+
+#[test]
+fn the_stack_deploys_on_moto_and_its_kinesis_consumer_runs_as_the_task_definition_says() {
+    deploy_and_consume("kinesis");
+}
+
+#[test]
+fn the_stack_deploys_on_moto_and_its_sqs_consumer_runs_as_the_task_definition_says() {
+    deploy_and_consume("sqs");
+}
