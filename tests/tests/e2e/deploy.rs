@@ -158,3 +158,56 @@ fn the_stack_deploys_on_moto_and_its_kinesis_consumer_runs_as_the_task_definitio
 fn the_stack_deploys_on_moto_and_its_sqs_consumer_runs_as_the_task_definition_says() {
     deploy_and_consume("sqs");
 }
+
+/// docs/deploy.md's `aws` commands, as written, one after the other against moto: deploy,
+/// outputs, other settings, scale, upgrade, roll back, tear down. (Building and pushing the
+/// image are the image test's and a registry's.)
+#[test]
+fn the_deployment_guide_runs_as_written() {
+    let moto = Moto::start();
+    let root = kappa_tests::workspace_root();
+    let guide = std::fs::read_to_string(root.join("docs/deploy.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    for line in guide.lines() {
+        match line.trim() {
+            "```sh" => in_block = true,
+            "```" => in_block = false,
+            command if in_block && !command.is_empty() && !command.starts_with('#') => commands.push(command.to_string()),
+            _ => {}
+        }
+    }
+    let runnable: Vec<&String> = commands.iter().filter(|c| !c.contains("skopeo") && !c.starts_with("./scripts/")).collect();
+    assert!(runnable.len() >= 8, "{commands:?}");
+    let path = format!("{}:{}", root.join(".venv-deploy/bin").display(), std::env::var("PATH").unwrap_or_default());
+    assert!(root.join(".venv-deploy/bin/aws").exists(), "the AWS CLI is missing: run ./scripts/setup-test-env");
+    let mut script = String::from("set -euo pipefail\n");
+    for command in &runnable {
+        script.push_str(&format!("printf '%s\\n' '$ {}'\n{command}\n", command.replace('\'', "'\\''")));
+    }
+    let output = run(std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&root)
+        .env("PATH", path)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_PAGER", ""));
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{out}\n{err}");
+    // Each step did what the guide says it does.
+    // (moto gives a stack made from a change set, as `deploy` makes it, no outputs: the tests
+    // above check them on a stack from create-stack.)
+    assert!(out.contains("$ aws cloudformation describe-stacks"), "{out}");
+    let scaled = out.split("$ aws ecs describe-services").nth(1).unwrap_or_default();
+    assert!(scaled.lines().take(4).any(|l| l.trim() == "4,"), "desired count after scaling:\n{scaled}");
+    assert!(out.contains("Successfully created/updated stack - kl"), "{out}");
+    let gone = run(std::process::Command::new(root.join(".venv-deploy/bin/aws"))
+        .args(["cloudformation", "describe-stacks", "--stack-name", "kl"])
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1"));
+    assert!(!gone.status.success() || String::from_utf8_lossy(&gone.stdout).contains("DELETE_COMPLETE"), "the stack is torn down");
+}

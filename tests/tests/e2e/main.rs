@@ -15,6 +15,7 @@ mod consumer_sqs;
 mod deploy;
 mod hands;
 mod hands_report;
+mod image;
 mod leases;
 mod pipes;
 mod producer_aws;
