@@ -130,7 +130,11 @@ pub async fn serve(addr: SocketAddr, stats: Arc<Stats>, gauges: Arc<Gauges>) -> 
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "serving Prometheus metrics at http://{bound}/metrics");
     tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
+        use tokio_stream::StreamExt as _;
+        // Connections as a stream: one that fails to be accepted (a peer gone before the
+        // accept, too many open files for a moment) is skipped, and the server goes on.
+        let mut connections = tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(Result::ok);
+        while let Some(mut socket) = connections.next().await {
             let (stats, gauges) = (stats.clone(), gauges.clone());
             tokio::spawn(async move {
                 let mut request = [0u8; 1024];
