@@ -25,7 +25,14 @@ use crate::output::Format;
 ///   kappa-query report --lake data/lake --table sales --output lake.html
 #[derive(Debug, Parser)]
 // `--version` picks the table version (as Delta readers spell it), so clap's own is off.
-#[command(name = "kappa-query", disable_version_flag = true, verbatim_doc_comment, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "kappa-query",
+    version,
+    disable_version_flag = true,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

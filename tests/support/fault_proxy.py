@@ -14,7 +14,8 @@ made nor ever fails part of a batch call. This proxy forwards every request unch
     with every row exactly once, and one that retries the whole batch writes duplicates.
 
 Control endpoints (not forwarded):
-  GET  /_proxy/stats                    {"requests": {action: n}, "entries": {action: [n, ...]},
+  GET  /_proxy/stats                    {"requests": {action: n}, "methods": {S3 method: n},
+                                         "entries": {action: [n, ...]},
                                          "served": {path: bytes}, "ranges": {path: [[start, end], ...]}}
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
@@ -48,7 +49,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
+state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
 
 
 def action_of(headers, path):
@@ -129,11 +130,12 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         if self.path == "/_proxy/stats":
             with state_lock:
-                out = json.dumps({"requests": state["requests"], "entries": state["entries"], "served": state["served"], "ranges": state["ranges"]}).encode()
+                out = json.dumps({"requests": state["requests"], "methods": state["methods"], "entries": state["entries"], "served": state["served"], "ranges": state["ranges"]}).encode()
             return self.reply(200, out, [("Content-Type", "application/json")])
         if self.path == "/_proxy/reset":
             with state_lock:
                 state["requests"].clear()
+                state["methods"].clear()
                 state["entries"].clear()
                 state["served"].clear()
                 state["ranges"].clear()
@@ -180,6 +182,10 @@ class Handler(BaseHTTPRequestHandler):
         hold = 0.0
         with state_lock:
             state["requests"][action] = state["requests"].get(action, 0) + 1
+            # S3 (no X-Amz-Target): also by HTTP method, as S3 bills them (PUT, GET, ...).
+            if not self.headers.get("X-Amz-Target"):
+                method = "COPY" if self.command == "PUT" and self.headers.get("x-amz-copy-source") else self.command
+                state["methods"][method] = state["methods"].get(method, 0) + 1
             if request is not None:
                 state["entries"].setdefault(action, []).append(original_count)
             delay = state["delays"].get(action)
