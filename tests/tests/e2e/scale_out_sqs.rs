@@ -42,9 +42,9 @@ fn three_consumers_of_one_queue_store_every_row_once_when_one_is_paused_past_the
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let table = lake.join("sales");
-    let rows = 6_000;
+    let rows = 3_000;
     let csv = unique_sales_csv(&dir.path().join("a"), rows, "SQ");
-    let produce = || run(kappa("kappa-producer", Some(&moto.endpoint)).arg("-i").arg(&csv).args(["--to", "sqs:sales", "--rows-per-message", "3"]));
+    let produce = || run(kappa("kappa-producer", Some(&moto.endpoint)).arg("-i").arg(&csv).args(["--to", "sqs:sales", "--rows-per-message", "5"]));
     expect_status(&produce(), 0);
 
     // a takes messages, then is paused past their visibility timeout with its flush still ahead
