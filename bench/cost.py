@@ -28,6 +28,11 @@ PRICES = {
     "firehose_gb": 0.029,  # Direct PUT ingestion, first 500 TB, billed in 5 KB record increments
     "firehose_parquet_gb": 0.018,  # record format conversion
     "glue_dpu_hour": 0.44,  # crawler
+    "public_ipv4_hour": 0.005,  # each task's public address (the stack's egress without a NAT gateway)
+    "kms_key_month": 1.0,
+    "cloudwatch_alarm_month": 0.10,
+    "cloudwatch_metric_month": 0.30,
+    "logs_ingest_gb": 0.50,
 }
 HOURS = 730
 
@@ -56,7 +61,7 @@ def main():
     dynamodb = ddb_writes / 1e6 * PRICES["dynamodb_write_million"] + ddb_reads / 1e6 * PRICES["dynamodb_read_million"]
 
     # S3: per flush (commits, files, archive objects, writer records): time-driven at this load.
-    s3_puts = per_hour(methods.get("PUT", 0) + methods.get("POST", 0) + methods.get("COPY", 0))
+    s3_puts = per_hour(methods.get("PUT", 0) + methods.get("POST", 0) + methods.get("COPY", 0) + methods.get("LIST", 0))
     s3_gets = per_hour(methods.get("GET", 0) + methods.get("HEAD", 0))
     s3_deletes = per_hour(methods.get("DELETE", 0))
     s3_requests = s3_puts / 1000 * PRICES["s3_put_thousand"] + (s3_gets + s3_deletes) / 1000 * PRICES["s3_get_thousand"]
@@ -78,7 +83,15 @@ def main():
     day_scan_tb = rate * 86400 * lake_bytes_per_row * 0.2 / 1e12
     athena_query = max(day_scan_tb, 10e6 / 1e12) * PRICES["athena_tb"]  # 10 MB minimum per query
 
-    ours = {"Kinesis": kinesis, "DynamoDB (leases)": dynamodb, "S3 requests": s3_requests, "S3 storage": storage, "Fargate (2 tasks)": fargate}
+    # What the stack adds around them: the tasks' public addresses, the lake's key, two alarms
+    # and the two metrics their filters make, and the logs (a status line per task every 5 s,
+    # ~400 bytes as JSON).
+    addresses = 2 * HOURS * PRICES["public_ipv4_hour"]
+    logs_gb = 2 * (HOURS * 3600 / 5) * 400 / 1e9
+    around = PRICES["kms_key_month"] + 2 * PRICES["cloudwatch_alarm_month"] + 2 * PRICES["cloudwatch_metric_month"] + logs_gb * PRICES["logs_ingest_gb"]
+
+    ours = {"Kinesis": kinesis, "DynamoDB (leases)": dynamodb, "S3 requests": s3_requests, "S3 storage": storage, "Fargate (2 tasks)": fargate,
+            "Public IPv4 (2 tasks)": addresses, "KMS key, alarms, metrics, logs": around}
 
     # Firehose (Direct PUT) + Parquet conversion + an hourly Glue crawler, same rows.
     billed_gb = rows_month * max(row_bytes, 5000) / 1e9  # ingestion: each record billed as at least 5 KB
@@ -86,6 +99,10 @@ def main():
     firehose = billed_gb * PRICES["firehose_gb"] + converted_gb * PRICES["firehose_parquet_gb"]
     crawler = HOURS * 2 * (10 / 60) * PRICES["glue_dpu_hour"]  # hourly, 2 DPU, 10 minutes each
     theirs = {"Firehose ingestion + Parquet conversion": firehose, "Glue crawler (hourly)": crawler, "S3 storage": storage}
+    # The same with rows packed into records of at least 5 KB (a producer that batches), and a
+    # Glue table defined once instead of crawled.
+    packed = converted_gb * (PRICES["firehose_gb"] + PRICES["firehose_parquet_gb"])
+    theirs_packed = {"Firehose, rows packed into 5 KB records": packed, "S3 storage": storage}
 
     print(f"measured: {run['rows']:,} rows in {run['seconds']} s; requests {json.dumps(requests, sort_keys=True)}; S3 by method {json.dumps(methods, sort_keys=True)}")
     print(f"load: {rate:,.0f} rows/s of {row_bytes:.0f} bytes = {rows_month / 1e9:.2f} billion rows a month (the run's rows: {measured_row_bytes:.0f} bytes)")
@@ -101,6 +118,10 @@ def main():
     for k, v in theirs.items():
         print(f"| {k} | {v:,.2f} |")
     print(f"| **total** | **{sum(theirs.values()):,.2f}** |")
+    print("\n| Firehose, packed records, no crawler | USD/month |\n|---|---:|")
+    for k, v in theirs_packed.items():
+        print(f"| {k} | {v:,.2f} |")
+    print(f"| **total** | **{sum(theirs_packed.values()):,.2f}** |")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ SECONDS_RUN=${1:-300}
 RATE=${2:-500}
 ROWS=$((SECONDS_RUN * RATE))
 ./scripts/setup-test-env >/dev/null
-cargo build --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer 2>&1 | grep -E "^(error|warning)" || true
+cargo build --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
 OUT=bench/out/cost
 rm -rf "$OUT" && mkdir -p "$OUT"
 port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -320,7 +320,7 @@ impl Run<'_> {
                     pipeline.flush_all()?;
                 }
                 pipeline.flush_due()?;
-                if caught_up || stats.read() > 0 {
+                if caught_up || stats.read() > 0 || source.answered() {
                     gauges.answered.store(true, Ordering::Relaxed);
                 }
                 gauges.progress(stats, caught_up && pipeline.is_idle());

@@ -184,7 +184,11 @@ class Handler(BaseHTTPRequestHandler):
             state["requests"][action] = state["requests"].get(action, 0) + 1
             # S3 (no X-Amz-Target): also by HTTP method, as S3 bills them (PUT, GET, ...).
             if not self.headers.get("X-Amz-Target"):
-                method = "COPY" if self.command == "PUT" and self.headers.get("x-amz-copy-source") else self.command
+                method = self.command
+                if method == "PUT" and self.headers.get("x-amz-copy-source"):
+                    method = "COPY"
+                elif method == "GET" and "list-type=" in self.path:
+                    method = "LIST"
                 state["methods"][method] = state["methods"].get(method, 0) + 1
             if request is not None:
                 state["entries"].setdefault(action, []).append(original_count)

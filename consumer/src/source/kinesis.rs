@@ -161,6 +161,12 @@ impl KinesisSource {
         reading.listings_owed == 0 && reading.shards.values().all(|s| s.caught_up)
     }
 
+    /// True once a GetRecords call came back (each answer says how far behind the shard is).
+    pub fn answered(&self) -> bool {
+        let reading = self.reading.lock().expect("reading lock");
+        reading.shards.values().any(|s| s.millis_behind.is_some() || s.caught_up)
+    }
+
     /// The largest MillisBehindLatest among the shards being read.
     pub fn lag_millis(&self) -> u64 {
         self.reading.lock().expect("reading lock").shards.values().filter_map(|s| s.millis_behind).max().unwrap_or(0)

@@ -179,6 +179,17 @@ impl Source {
         }
     }
 
+    /// The source has answered at least once — a read came back, with events or without —
+    /// what readiness waits for (a Kinesis shard can hold a long empty stretch from the start
+    /// of its retention: its reads answer, with nothing, long before it is caught up).
+    pub fn answered(&self) -> bool {
+        match self {
+            Source::Log(_) | Source::Raw(_) => true,
+            Source::Kinesis(s) => s.answered(),
+            Source::Sqs(s) => s.answered(),
+        }
+    }
+
     /// A bounded read (replay) delivered everything it was to deliver.
     pub fn finished(&self) -> bool {
         match self {

@@ -71,7 +71,7 @@ fn deploy_and_consume(source: &str) {
     for kind in ["AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::ECS::Service", "AWS::ECS::TaskDefinition", "AWS::IAM::Role", "AWS::Logs::LogGroup"] {
         assert!(deployed["resources"].as_array().unwrap().iter().any(|r| r == kind), "{kind} in {:?}", deployed["resources"]);
     }
-    assert_eq!(deployed["desired"], 2, "the service runs DesiredCount tasks");
+    assert_eq!(deployed["desired"], 0, "no task until the image is pushed (DesiredCount's default)");
     assert_eq!(container["user"], "65532:65532", "a non-root user");
     assert_eq!(container["readonlyRootFilesystem"], true);
 
