@@ -35,36 +35,70 @@ pub fn event_id(source: &str, pass: u64, row: u64) -> String {
     id
 }
 
-/// A sequence number within a shard, as Kinesis and the embedded log hand them out.
+/// A position within a shard: a record's sequence number, as Kinesis and the embedded log hand
+/// them out, or one event inside a record that holds several (a KPL aggregate's user records, a
+/// CloudWatch Logs batch's log events) — KCL's "extended sequence number".
 ///
 /// Kinesis sequence numbers are decimal strings (56 digits in practice, far past `u128::MAX`),
-/// so they are held as a 256-bit integer: up to 76 digits, `Copy`, compared numerically, and
-/// cheap enough to carry on every event of the hot path.
+/// so a position is a 256-bit integer: the record's number times 2^20, plus 1 + the event's
+/// index inside the record for an event of a record that holds several. Positions compare as
+/// the reading order does (a record's events after the record's number, before the next
+/// record's), are `Copy`, and cost one integer on every event of the hot path. As text a
+/// record's number is its digits (as every table stored them), an event inside one is
+/// `<record>.<index>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct SequenceNumber(arrow::datatypes::i256);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid sequence number {0:?}: expected 1-76 decimal digits")]
+#[error("invalid sequence number {0:?}: expected 1-70 decimal digits, optionally followed by .INDEX (an event inside a record)")]
 pub struct SequenceNumberError(pub String);
 
-/// Digits that always fit: `i256::MAX` has 77.
-const MAX_DIGITS: usize = 76;
+/// Digits that always fit once scaled by 2^20: `i256::MAX / 2^20` has 71.
+const MAX_DIGITS: usize = 70;
+/// The bits below a record's number that number the events inside it.
+const SUB_BITS: u8 = 20;
+/// The events one record may hold (a 1 MiB KPL aggregate holds at most ~175,000).
+pub const MAX_EVENTS_PER_RECORD: u64 = (1 << SUB_BITS) - 1;
+
+fn scale() -> arrow::datatypes::i256 {
+    arrow::datatypes::i256::ONE << SUB_BITS
+}
 
 impl SequenceNumber {
-    /// The number after this one (for sources that number events themselves).
+    /// The next record's number (for sources that number records themselves).
     pub fn next(self) -> SequenceNumber {
-        SequenceNumber(self.0.wrapping_add(arrow::datatypes::i256::ONE))
+        SequenceNumber((self.record().0.wrapping_div(scale()).wrapping_add(arrow::datatypes::i256::ONE)).wrapping_mul(scale()))
     }
 
-    /// The value, when it fits a u64 (always, for the embedded log).
+    /// The position of event `index` of the record at `self` (`None` past
+    /// [`MAX_EVENTS_PER_RECORD`]).
+    pub fn within(self, index: u64) -> Option<SequenceNumber> {
+        (index < MAX_EVENTS_PER_RECORD).then(|| SequenceNumber(self.record().0.wrapping_add(arrow::datatypes::i256::from_i128(i128::from(index) + 1))))
+    }
+
+    /// The number of the record this position lies in (the position itself for a record).
+    pub fn record(self) -> SequenceNumber {
+        SequenceNumber(self.0.wrapping_sub(self.0.wrapping_rem(scale())))
+    }
+
+    /// The index of the event inside its record, for an event of a record holding several.
+    pub fn index(self) -> Option<u64> {
+        let sub = self.0.wrapping_rem(scale()).to_i128().expect("below 2^20");
+        (sub > 0).then(|| (sub - 1) as u64)
+    }
+
+    /// The value, when it is a record's number that fits a u64 (always, for the embedded log).
     pub fn to_u64(self) -> Option<u64> {
-        self.0.to_i128().and_then(|v| u64::try_from(v).ok())
+        if self.index().is_some() {
+            return None;
+        }
+        self.0.wrapping_div(scale()).to_i128().and_then(|v| u64::try_from(v).ok())
     }
 }
 
 impl From<u64> for SequenceNumber {
     fn from(n: u64) -> Self {
-        SequenceNumber(arrow::datatypes::i256::from_i128(i128::from(n)))
+        SequenceNumber(arrow::datatypes::i256::from_i128(i128::from(n)).wrapping_mul(scale()))
     }
 }
 
@@ -72,21 +106,36 @@ impl FromStr for SequenceNumber {
     type Err = SequenceNumberError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits = s.trim_start_matches('0');
-        if s.is_empty() || digits.len() > MAX_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SequenceNumberError(s.to_string()));
+        let invalid = || SequenceNumberError(s.to_string());
+        let (record, index) = match s.split_once('.') {
+            Some((record, index)) => {
+                let index: u64 = index.parse().ok().filter(|_| index.bytes().all(|b| b.is_ascii_digit())).ok_or_else(invalid)?;
+                (record, Some(index))
+            }
+            None => (s, None),
+        };
+        let digits = record.trim_start_matches('0');
+        if record.is_empty() || digits.len() > MAX_DIGITS || !record.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
         }
-        if digits.is_empty() {
-            return Ok(SequenceNumber::default());
+        let value: arrow::datatypes::i256 = if digits.is_empty() { arrow::datatypes::i256::ZERO } else { digits.parse().map_err(|_| invalid())? };
+        let record = SequenceNumber(value.wrapping_mul(scale()));
+        match index {
+            Some(index) => record.within(index).ok_or_else(invalid),
+            None => Ok(record),
         }
-        digits.parse().map(SequenceNumber).map_err(|_| SequenceNumberError(s.to_string()))
     }
 }
 
 impl fmt::Display for SequenceNumber {
-    /// Decimal digits; honours width and zero-padding (`{:020}`), as object names need.
+    /// Decimal digits (`<record>.<index>` inside a record); honours width and zero-padding
+    /// (`{:020}`), as object names need.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad_integral(true, "", &self.0.to_string())
+        let record = self.0.wrapping_div(scale()).to_string();
+        match self.index() {
+            None => f.pad_integral(true, "", &record),
+            Some(index) => f.pad_integral(true, "", &format!("{record}.{index}")),
+        }
     }
 }
 
@@ -104,11 +153,33 @@ mod tests {
         assert!(small < a);
         assert_eq!("007".parse::<SequenceNumber>().unwrap(), SequenceNumber::from(7));
         assert!("12a".parse::<SequenceNumber>().is_err());
-        assert!("1".repeat(77).parse::<SequenceNumber>().is_err());
+        assert!("1".repeat(71).parse::<SequenceNumber>().is_err());
+        assert!("9".repeat(70).parse::<SequenceNumber>().is_ok());
         assert_eq!(format!("{:020}", SequenceNumber::from(42)), "00000000000000000042");
         assert_eq!(a.to_string().parse::<SequenceNumber>().unwrap(), a);
         assert_eq!(SequenceNumber::from(41).next(), SequenceNumber::from(42));
         assert!("".parse::<SequenceNumber>().is_err());
+        assert_eq!(SequenceNumber::from(7).to_u64(), Some(7));
+    }
+
+    #[test]
+    fn events_inside_a_record_sit_between_it_and_the_next() {
+        let a: SequenceNumber = "49590338271490256608559692538361571095921575989136588898".parse().unwrap();
+        let b: SequenceNumber = "49590338271490256608559692538361571095921575989136588899".parse().unwrap();
+        let (first, second) = (a.within(0).unwrap(), a.within(1).unwrap());
+        assert!(a < first && first < second && second < b);
+        assert_eq!(first.record(), a);
+        assert_eq!((a.index(), first.index(), second.index()), (None, Some(0), Some(1)));
+        assert_eq!(second.to_string(), "49590338271490256608559692538361571095921575989136588898.1");
+        assert_eq!(second.to_string().parse::<SequenceNumber>().unwrap(), second);
+        assert_eq!(second.next(), b);
+        assert_eq!(first.to_u64(), None);
+        assert!(a.within(MAX_EVENTS_PER_RECORD).is_none());
+        assert!(a.within(MAX_EVENTS_PER_RECORD - 1).unwrap() < b);
+        assert!("12.".parse::<SequenceNumber>().is_err());
+        assert!("12.x".parse::<SequenceNumber>().is_err());
+        assert!("12.+1".parse::<SequenceNumber>().is_err());
+        assert_eq!(format!("{:08}", SequenceNumber::from(42).within(3).unwrap()), "000042.3");
     }
 
     proptest! {
@@ -117,6 +188,7 @@ mod tests {
             let (sx, sy) = (SequenceNumber::from(x), SequenceNumber::from(y));
             prop_assert_eq!(sx.cmp(&sy), x.cmp(&y));
             prop_assert_eq!(sx.to_string().parse::<SequenceNumber>().unwrap(), sx);
+            prop_assert_eq!(sx.to_u64(), Some(x));
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod endpoint;
 pub mod event;
 pub mod flatten;
 pub mod json;
+pub mod kpl;
 pub mod lexical;
 pub mod log;
 pub mod logging;

@@ -55,7 +55,8 @@ impl Archive {
 
     /// Keeps an event for the next commit, unless an earlier commit archived it.
     pub fn add(&mut self, shard: &str, event: &SourceEvent) {
-        if self.positions.get(shard).is_some_and(|p| event.seq <= *p) {
+        // A defective event is no JSON line; the quarantine keeps its bytes.
+        if event.defect.is_some() || self.positions.get(shard).is_some_and(|p| event.seq <= *p) {
             return;
         }
         self.positions.insert(shard.to_string(), event.seq);

@@ -11,7 +11,7 @@ use kappa_common::time::EventTimeFormat;
 pub use kappa_table::lake::LakeLocation;
 
 use crate::partition::Granularity;
-use crate::settings::{Codec, CompactOptions, FlushPolicy, PipelineConfig, QuarantineLimit};
+use crate::settings::{Codec, CompactOptions, FlushPolicy, KinesisRead, PayloadFormat, PayloadOptions, PipelineConfig, QuarantineLimit, StartPosition};
 pub use crate::settings::{LeaseOptions, LeaseStoreConfig, LogGapPolicy, SqsOptions};
 
 /// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
@@ -216,6 +216,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shard_refresh: Duration,
 
+    #[command(flatten)]
+    pub payload: PayloadArgs,
+
+    /// Kinesis: where a shard the table has no position of starts: trim-horizon (the oldest
+    /// record retained), latest (records written from now on, for the shards open now; exactly
+    /// once from the first commit on), or at-timestamp:TIME (RFC 3339; the first record that
+    /// arrived then or later). Shards the table has read resume after their position
+    /// (docs/kinesis.md).
+    #[arg(long, value_name = "WHERE", default_value = "trim-horizon", value_parser = parse_start)]
+    pub start: StartPosition,
+
     /// SQS: how long received messages stay invisible to others; renewed while their rows wait
     /// for a flush, so it only matters when this consumer dies.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -391,6 +402,67 @@ impl PipelineArgs {
     }
 }
 
+/// How Kinesis records' data becomes events (consumer and replay: both must read a stream alike).
+#[derive(Debug, Clone, Args)]
+pub struct PayloadArgs {
+    /// Kinesis: what a record's data holds. auto: JSON, or gzip or zstd compressed JSON (told
+    /// by their magic bytes); json: JSON as it is; gzip, zstd: that compression, required;
+    /// cloudwatch-logs: CloudWatch Logs subscription batches, a row per log event (id,
+    /// timestamp, message, log_group, log_stream, owner, subscription_filters; event time
+    /// `timestamp` unless --event-time says otherwise). KPL aggregated records are unpacked in
+    /// every mode. A compressed payload that is not one JSON document is NDJSON, a row per line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = PayloadFormat::Auto)]
+    pub payload: PayloadFormat,
+
+    /// With --payload cloudwatch-logs: json also turns a message that is a JSON object into
+    /// message_<member> columns (message keeps the text); none leaves messages as text.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = ParseMessage::None)]
+    pub parse_message: ParseMessage,
+}
+
+/// `--parse-message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ParseMessage {
+    None,
+    Json,
+}
+
+impl PayloadArgs {
+    /// Validates for a source: payload settings apply to Kinesis only.
+    pub fn validate(&self, kinesis: bool) -> Result<PayloadOptions, ConfigError> {
+        let options = PayloadOptions { format: self.payload, parse_message: self.parse_message == ParseMessage::Json };
+        if !kinesis && options != PayloadOptions::default() {
+            return Err(ConfigError("--payload and --parse-message apply to kinesis:STREAM sources".into()));
+        }
+        if options.parse_message && options.format != PayloadFormat::CloudwatchLogs {
+            return Err(ConfigError("--parse-message json parses CloudWatch Logs messages: it needs --payload cloudwatch-logs".into()));
+        }
+        Ok(options)
+    }
+
+    /// CloudWatch Logs batches carry their events' time: the event time unless --event-time
+    /// names a column.
+    pub fn adjust(&self, pipeline: &mut PipelineConfig) {
+        if self.payload == PayloadFormat::CloudwatchLogs && pipeline.event_time.is_none() {
+            pipeline.event_time = Some(("timestamp".to_string(), EventTimeFormat::EpochMillis));
+        }
+    }
+}
+
+/// `--start`.
+fn parse_start(text: &str) -> Result<StartPosition, String> {
+    match text {
+        "trim-horizon" => Ok(StartPosition::TrimHorizon),
+        "latest" => Ok(StartPosition::Latest),
+        _ => match text.strip_prefix("at-timestamp:") {
+            Some(time) => chrono::DateTime::parse_from_rfc3339(time)
+                .map(|t| StartPosition::AtTimestamp(t.timestamp_millis()))
+                .map_err(|e| format!("at-timestamp:{time}: {e}; give an RFC 3339 time such as 2026-11-25T10:00:00Z")),
+            None => Err(format!("{text:?}: give trim-horizon, latest or at-timestamp:TIME (RFC 3339)")),
+        },
+    }
+}
+
 /// `--partition-idle`: a duration, or `off`.
 #[derive(Debug, Clone, Copy)]
 pub struct Idle(pub Option<Duration>);
@@ -434,7 +506,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Log { path: PathBuf, on_gap: LogGapPolicy },
-    Kinesis { stream: String, poll_interval: Duration, shard_refresh: Duration },
+    Kinesis { stream: String, read: KinesisRead },
     Sqs(SqsOptions),
 }
 
@@ -511,7 +583,15 @@ impl RunArgs {
         };
         let source = match from {
             Endpoint::Log(path) => SourceConfig::Log { path, on_gap: self.on_log_gap },
-            Endpoint::Kinesis(stream) => SourceConfig::Kinesis { stream, poll_interval: self.poll_interval, shard_refresh: self.shard_refresh },
+            Endpoint::Kinesis(stream) => SourceConfig::Kinesis {
+                stream,
+                read: KinesisRead {
+                    poll_interval: self.poll_interval,
+                    shard_refresh: self.shard_refresh,
+                    payload: self.payload.validate(true)?,
+                    start: self.start,
+                },
+            },
             Endpoint::Sqs(queue) => sqs(queue, false),
             Endpoint::SqsS3(queue) => sqs(queue, true),
             other => return Err(bad(format!("--from {other}: a consumer reads log:PATH, kinesis:STREAM, sqs:QUEUE or sqs+s3:QUEUE"))),
@@ -538,7 +618,13 @@ impl RunArgs {
             return Err(bad("--status-interval must be longer than 0s".into()));
         }
         let flush_together = matches!(source, SourceConfig::Sqs(_));
-        let (pipeline, schema) = self.pipeline.validate(flush_together)?;
+        let (mut pipeline, schema) = self.pipeline.validate(flush_together)?;
+        let kinesis = matches!(source, SourceConfig::Kinesis { .. });
+        self.payload.validate(kinesis)?;
+        self.payload.adjust(&mut pipeline);
+        if !kinesis && self.start != StartPosition::TrimHorizon {
+            return Err(bad("--start applies to kinesis:STREAM sources".into()));
+        }
         if self.compact && self.compact_every < Duration::from_secs(1) {
             return Err(bad("--compact-every must be at least 1s".into()));
         }

@@ -20,18 +20,32 @@ pub struct SourceEvent {
     pub payload: Bytes,
     /// Set for a shaped event of the embedded log (see `kappa_common::shaped`).
     pub shape: Option<Arc<Shape>>,
+    /// Why the source could not make an event of these bytes (a damaged KPL aggregate, a
+    /// payload that is not the compression `--payload` requires): the event stands for no
+    /// object, and is quarantined whole with this reason and its raw bytes.
+    pub defect: Option<Arc<str>>,
 }
 
 impl SourceEvent {
     /// An event that is a JSON object as it travels (every source but the embedded log).
     pub fn object(shard: u32, seq: SequenceNumber, arrival_ms: i64, payload: Bytes) -> SourceEvent {
-        SourceEvent { shard, seq, arrival_ms, payload, shape: None }
+        SourceEvent { shard, seq, arrival_ms, payload, shape: None, defect: None }
+    }
+
+    /// The event, marked as one the source could not read (see [`SourceEvent::defect`]).
+    pub fn with_defect(mut self, reason: String) -> SourceEvent {
+        self.defect = Some(reason.into());
+        self
     }
 
     /// The event as a JSON object: the payload, or the object a shaped event stands for. Values
     /// that are not an array of the shape's length come back as they are, and are quarantined
     /// as not being an object.
     pub fn json(&self) -> Cow<'_, [u8]> {
+        if self.defect.is_some() {
+            // No object: the decoder rejects it, whatever the raw bytes hold.
+            return Cow::Borrowed(b"");
+        }
         match &self.shape {
             None => Cow::Borrowed(&self.payload),
             Some(shape) => {
@@ -53,6 +67,9 @@ impl SourceEvent {
     /// The length of [`SourceEvent::json`], without making it: what the byte-count flush
     /// trigger counts, so files are cut at the same events however the events travelled.
     pub fn json_len(&self) -> usize {
+        if self.defect.is_some() {
+            return 0;
+        }
         match &self.shape {
             None => self.payload.len(),
             Some(shape) => shape.object_len(&self.payload),

@@ -251,7 +251,7 @@ impl Run<'_> {
                     None => Source::Log(LogSource::start(log, &resume, *on_gap, stats.clone())?),
                 }
             }
-            (SourceConfig::Kinesis { stream, poll_interval, shard_refresh }, _) => {
+            (SourceConfig::Kinesis { stream, read }, _) => {
                 let resume = pipeline
                     .state()
                     .resume
@@ -265,8 +265,7 @@ impl Run<'_> {
                     client,
                     stream.clone(),
                     resume,
-                    *poll_interval,
-                    *shard_refresh,
+                    *read,
                     None,
                     Vec::new(),
                     lease.as_ref().map(|(_, held)| held.keys().cloned().collect()),

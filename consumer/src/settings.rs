@@ -81,6 +81,66 @@ pub struct PipelineConfig {
     pub partition_idle: Option<Duration>,
 }
 
+/// What a Kinesis record's data holds (`--payload`); KPL aggregates are recognised in every
+/// mode (see `source::kinesis::payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PayloadFormat {
+    /// JSON, or gzip- or zstd-compressed JSON, told apart by their magic bytes.
+    #[default]
+    Auto,
+    /// JSON, taken as it is.
+    Json,
+    /// gzip-compressed JSON, required.
+    Gzip,
+    /// zstd-compressed JSON, required.
+    Zstd,
+    /// CloudWatch Logs subscription batches (gzip JSON): a row per log event.
+    CloudwatchLogs,
+}
+
+impl PayloadFormat {
+    /// The flag's value that names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadFormat::Auto => "auto",
+            PayloadFormat::Json => "json",
+            PayloadFormat::Gzip => "gzip",
+            PayloadFormat::Zstd => "zstd",
+            PayloadFormat::CloudwatchLogs => "cloudwatch-logs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PayloadOptions {
+    pub format: PayloadFormat,
+    /// CloudWatch Logs: a message that is a JSON object also becomes `message_<member>` columns.
+    pub parse_message: bool,
+}
+
+/// Where a Kinesis shard the table has no position of starts (`--start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// The oldest record the stream retains.
+    #[default]
+    TrimHorizon,
+    /// Records written after the reader started (shards open at start only).
+    Latest,
+    /// The first record that arrived at or after this time (ms since the epoch).
+    AtTimestamp(i64),
+}
+
+/// How the Kinesis source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KinesisRead {
+    /// Wait between GetRecords calls on a shard that returned nothing.
+    pub poll_interval: Duration,
+    /// How often ListShards looks for new shards.
+    pub shard_refresh: Duration,
+    pub payload: PayloadOptions,
+    pub start: StartPosition,
+}
+
 /// `--on-log-gap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogGapPolicy {

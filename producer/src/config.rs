@@ -153,6 +153,18 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
     pub max_message_bytes: usize,
 
+    /// Kinesis: pack rows into KPL aggregated records (the format of the Kinesis Producer
+    /// Library, which KCL readers, Lambda's deaggregation library, Firehose and kappa-consumer
+    /// unpack), grouped by the shard their partition key hashes to: far fewer records and
+    /// PutRecords calls per row (docs/kinesis.md).
+    #[arg(long)]
+    pub aggregate: bool,
+
+    /// With --aggregate: the size of one aggregated record, partition key included (at most
+    /// 1048576, Kinesis' record limit; the KPL's default is 51200).
+    #[arg(long, value_name = "BYTES", default_value_t = 1_048_576)]
+    pub aggregate_bytes: u64,
+
     /// Attempts per record before it is declared undelivered (written to the reject file);
     /// waits between attempts grow exponentially from 100 ms to 10 s, with jitter.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -285,6 +297,12 @@ impl Cli {
         if self.rows_per_message == Some(0) {
             return Err(bad("--rows-per-message must be at least 1"));
         }
+        if self.aggregate && !matches!(destination, Endpoint::Kinesis(_)) {
+            return Err(bad("--aggregate packs rows into KPL aggregated records; it applies only to --to kinesis:STREAM"));
+        }
+        if !(1024..=1_048_576).contains(&self.aggregate_bytes) {
+            return Err(bad("--aggregate-bytes must be between 1024 and 1048576 (Kinesis' record limit)"));
+        }
         if !(1024..=1_048_576).contains(&self.max_message_bytes) {
             return Err(bad("--max-message-bytes must be between 1024 and 1048576"));
         }
@@ -333,6 +351,7 @@ impl Cli {
                 create: CreateOptions { create: self.create, shards: self.shards },
                 rows_per_message: self.rows_per_message,
                 max_message_bytes: self.max_message_bytes,
+                aggregate: self.aggregate.then_some(self.aggregate_bytes as usize),
                 log: LogConfig { segment_bytes: self.log_segment_bytes, fsync },
             },
             retry: RetryPolicy { max_attempts: self.max_attempts, ..RetryPolicy::default() },

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use kappa_common::endpoint::Endpoint;
 use kappa_common::schema::TableSchema;
-use kappa_consumer::config::{ConfigError, PipelineArgs};
+use kappa_consumer::config::{ConfigError, PayloadArgs, PipelineArgs};
 use kappa_consumer::settings::PipelineConfig;
 use kappa_table::lake::{LakeLocation, parse_lake, validate_table_name};
 
@@ -140,6 +140,9 @@ pub(crate) struct ReplayArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 
+    #[command(flatten)]
+    pub payload: PayloadArgs,
+
     /// Start at the first events that arrived at or after this time (RFC 3339, e.g.
     /// 2025-03-19T00:00:00Z; Kinesis: AT_TIMESTAMP). Default: the start of the log.
     #[arg(long, value_name = "TIME")]
@@ -269,6 +272,8 @@ pub(crate) struct ReplayConfig {
     pub glue_database: Option<String>,
     pub progress_interval: std::time::Duration,
     pub poll_interval: std::time::Duration,
+    /// How Kinesis records become events (as the consumer that wrote the table read them).
+    pub payload: kappa_consumer::settings::PayloadOptions,
     pub summary_json: Option<PathBuf>,
     /// The settings, as recorded in the generation's record.
     pub origin: String,
@@ -313,7 +318,9 @@ impl ReplayArgs {
                 "--glue-database {database}: the lake is a local directory, which Athena cannot read; give an s3://BUCKET[/PREFIX] --lake, or drop --glue-database"
             )));
         }
-        let (pipeline, schema) = self.pipeline.validate(false)?;
+        let (mut pipeline, schema) = self.pipeline.validate(false)?;
+        let payload = self.payload.validate(matches!(source, ReplaySource::Kinesis(_)))?;
+        self.payload.adjust(&mut pipeline);
         let at_ms = self.at_timestamp.as_deref().map(|t| parse_time("--at-timestamp", t)).transpose()?;
         let until_ms = self.until.as_deref().map(|t| parse_time("--until", t)).transpose()?;
         if let (Some(at), Some(until)) = (at_ms, until_ms)
@@ -386,6 +393,7 @@ impl ReplayArgs {
             glue_database: self.glue_database.clone(),
             progress_interval: self.progress_interval,
             poll_interval: self.poll_interval,
+            payload,
             summary_json: self.summary_json,
             origin,
             leases,

@@ -126,6 +126,12 @@ pub fn metric(port: u16, name: &str) -> Option<u64> {
     line.rsplit(' ').next()?.parse().ok()
 }
 
+/// True once a consumer's `--metrics-addr` on `port` answers `/readyz` with 200 (its source
+/// answered, and it makes progress).
+pub fn ready(port: u16) -> bool {
+    http_request(port, "GET", "/readyz", &[], "").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
 /// Waits until a consumer's metric reaches `at_least`: readiness from what the process
 /// reports, not from a guessed sleep.
 pub fn wait_for_metric(child: &mut Child, port: u16, name: &str, at_least: u64, timeout: Duration) {

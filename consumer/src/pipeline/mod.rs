@@ -55,6 +55,9 @@ struct QuarantineRecord {
     arrival_ms: i64,
     reason: String,
     payload: String,
+    /// `base64` when the payload is bytes that are not text (a damaged KPL aggregate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_encoding: Option<&'static str>,
 }
 
 pub struct Pipeline {
@@ -415,7 +418,11 @@ impl Pipeline {
                     }
                     for (index, reason) in &decoded.rejected {
                         let event = &events[*index];
-                        let reason = event.shape_error().map_or_else(|| reason.clone(), |e| e.to_string());
+                        let reason = match (&event.defect, event.shape_error()) {
+                            (Some(defect), _) => defect.to_string(),
+                            (None, Some(e)) => e.to_string(),
+                            (None, None) => reason.clone(),
+                        };
                         self.quarantine_event(event, reason);
                     }
                     let origin = decoded.origin;
@@ -531,13 +538,15 @@ impl Pipeline {
         }
         self.stats.add_quarantined(1);
         self.quarantine_ratio.quarantined(&reason);
-        self.quarantine.push(QuarantineRecord {
-            shard,
-            seq: event.seq.to_string(),
-            arrival_ms: event.arrival_ms,
-            reason,
-            payload: String::from_utf8_lossy(&event.json()).into_owned(),
-        });
+        // A defective event keeps the bytes as they arrived: as text if they are, else base64.
+        let (payload, payload_encoding) = match &event.defect {
+            Some(_) => match std::str::from_utf8(&event.payload) {
+                Ok(text) => (text.to_string(), None),
+                Err(_) => (base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &event.payload), Some("base64")),
+            },
+            None => (String::from_utf8_lossy(&event.json()).into_owned(), None),
+        };
+        self.quarantine.push(QuarantineRecord { shard, seq: event.seq.to_string(), arrival_ms: event.arrival_ms, reason, payload, payload_encoding });
     }
 
     fn store_schema(&mut self) -> Result<(), PipelineError> {

@@ -363,7 +363,7 @@ fn read_loop(
                     return;
                 }
             };
-            chunk.push(SourceEvent { shard, seq: seq.into(), arrival_ms, payload, shape });
+            chunk.push(SourceEvent { shard, seq: seq.into(), arrival_ms, payload, shape, defect: None });
         }
         if chunk.is_empty() {
             caught_up.store(true, Ordering::Release);

@@ -78,6 +78,8 @@ pub struct SinkOptions {
     /// SQS: `None` packs as many events as fit in `max_message_bytes`.
     pub rows_per_message: Option<usize>,
     pub max_message_bytes: usize,
+    /// Kinesis: pack rows into KPL aggregated records of at most this many bytes.
+    pub aggregate: Option<usize>,
     pub log: kappa_common::log::LogConfig,
 }
 
@@ -89,7 +91,7 @@ impl Sink {
         Ok(match endpoint {
             Endpoint::Log(path) => Sink::Log(LogSink::open(path, options, context)?),
             Endpoint::Kinesis(name) => {
-                Sink::Kinesis(KinesisSink::open(aws.ok_or_else(|| aws_needed("kinesis"))?.kinesis(), name, &options.create, context).await?)
+                Sink::Kinesis(KinesisSink::open(aws.ok_or_else(|| aws_needed("kinesis"))?.kinesis(), name, &options.create, options.aggregate, context).await?)
             }
             Endpoint::Sqs(queue) => Sink::Sqs(SqsSink::open(aws.ok_or_else(|| aws_needed("sqs"))?.sqs(), queue, options, context).await?),
             Endpoint::Firehose(name) => Sink::Firehose(FirehoseSink::open(aws.ok_or_else(|| aws_needed("firehose"))?.firehose(), name, context).await?),

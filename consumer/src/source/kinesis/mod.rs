@@ -6,8 +6,13 @@
 //!   are drained (or have expired from the stream), so a key's records stay in order across a
 //!   split or a merge.
 //! - A reader resumes `AFTER_SEQUENCE_NUMBER` of the table's resume position (always a record
-//!   it really read), else at `TRIM_HORIZON`. An expired iterator is renewed after the last
-//!   record read; throttling and transient errors back off exponentially (100 ms to 5 s).
+//!   it really read) — `AT_SEQUENCE_NUMBER` of its record when the position lies inside a
+//!   record holding several events, skipping the events up to it — else where `--start` says
+//!   (`TRIM_HORIZON` by default). An expired iterator is renewed after the last event read;
+//!   throttling and transient errors back off exponentially (100 ms to 5 s).
+//! - Each record's data becomes events as [`payload`] says: KPL aggregates, compressed
+//!   payloads, CloudWatch Logs batches; a record that cannot be read is delivered as one event
+//!   carrying the reason, which the pipeline quarantines whole.
 //! - The coordinator announces a shard (its name takes the next shard index) through the same
 //!   channel, before its reader starts, so the pipeline knows the name before any event.
 
@@ -27,6 +32,9 @@ use tokio::sync::mpsc;
 
 use super::{Chunk, ChunkReceiver, SourceError};
 use crate::event::SourceEvent;
+use crate::settings::{KinesisRead, StartPosition};
+
+pub mod payload;
 
 /// Records per GetRecords call (the API's maximum).
 const RECORDS_PER_CALL: i32 = 10_000;
@@ -104,7 +112,7 @@ struct Shared {
     chunks: mpsc::Sender<Result<Chunk, SourceError>>,
     stop: Arc<AtomicBool>,
     reading: Arc<Mutex<Reading>>,
-    poll_interval: Duration,
+    read: KinesisRead,
     bounds: Option<ReadBounds>,
     /// Under leases: the shards this worker holds, the only ones read (the lease protocol
     /// orders children after their parents).
@@ -128,8 +136,7 @@ impl KinesisSource {
         client: Client,
         stream: String,
         resume_after: BTreeMap<String, SequenceNumber>,
-        poll_interval: Duration,
-        shard_refresh: Duration,
+        read: KinesisRead,
         bounds: Option<ReadBounds>,
         known: Vec<String>,
         only: Option<std::collections::BTreeSet<String>>,
@@ -138,7 +145,8 @@ impl KinesisSource {
         let stop = Arc::new(AtomicBool::new(false));
         let reading = Arc::new(Mutex::new(Reading { shards: HashMap::new(), listings_owed: 1 }));
         let only = only.map(Arc::new);
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), poll_interval, bounds, only };
+        let shard_refresh = read.shard_refresh;
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), read, bounds, only };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
@@ -161,10 +169,11 @@ impl KinesisSource {
         reading.listings_owed == 0 && reading.shards.values().all(|s| s.caught_up)
     }
 
-    /// True once a GetRecords call came back (each answer says how far behind the shard is).
+    /// True once a GetRecords call came back on every shard being read (each answer says how
+    /// far behind the shard is): its iterator is taken, so a `--start latest` reads what comes.
     pub fn answered(&self) -> bool {
         let reading = self.reading.lock().expect("reading lock");
-        reading.shards.values().any(|s| s.millis_behind.is_some() || s.caught_up)
+        !reading.shards.is_empty() && reading.shards.values().all(|s| s.millis_behind.is_some() || s.caught_up)
     }
 
     /// The largest MillisBehindLatest among the shards being read.
@@ -285,6 +294,9 @@ async fn coordinate(
     let mut indices: HashMap<String, u32> = known_shards.into_iter().enumerate().map(|(i, name)| (name, i as u32)).collect();
     let mut known: HashMap<String, ShardInfo> = HashMap::new();
     let mut started: HashMap<String, Option<Ending>> = HashMap::new(); // shard → how it ended
+    // `--start latest` holds for the shards open at start; shards that appear later (children
+    // of a reshard) began after it, and are read from their start.
+    let at_start: std::collections::HashSet<String> = first_listing.iter().map(|s| s.id.clone()).collect();
     let mut listing = Some(first_listing);
     // Listings owed since the last one: the first, and one per drained shard reported since.
     let mut owed = 1;
@@ -340,7 +352,12 @@ async fn coordinate(
             shared.reading.lock().expect("reading lock").shards.insert(shard.id.clone(), ShardProgress::default());
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
-            readers.spawn(read_shard(shared.clone(), shard.id.clone(), index, resume, shard.closed, finished_sender.clone()));
+            let start = match shared.read.start {
+                StartPosition::Latest if !at_start.contains(&shard.id) => StartPosition::TrimHorizon,
+                start => start,
+            };
+            let reader = Reader { shard: shard.id.clone(), index, closed: shard.closed, start };
+            readers.spawn(read_shard(shared.clone(), reader, resume, finished_sender.clone()));
         }
         if listed {
             // The drained shards' children, if readable, are now among the shards being read.
@@ -368,33 +385,46 @@ async fn coordinate(
 }
 
 /// A shard iterator; `None` when the shard is closed and has nothing more to read (AWS returns
-/// no iterator then).
+/// no iterator then). After a position inside a record, the iterator is at that record (its
+/// events up to the position are skipped by the reader).
 async fn iterator(
     shared: &Shared,
-    shard: &str,
+    reader: &Reader,
     after: Option<SequenceNumber>,
 ) -> Result<Option<String>, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
-    let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(shard);
+    let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(&reader.shard);
+    let at_time = |request: aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder, ms: i64| {
+        request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(ms))
+    };
     let request = match after {
+        Some(seq) if seq.index().is_some() => {
+            request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq.record().to_string())
+        }
         Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
-        None => match shared.bounds.as_ref().and_then(|b| b.start_ms) {
-            Some(ms) => request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(ms)),
-            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        None => match (shared.bounds.as_ref().and_then(|b| b.start_ms), reader.start) {
+            (Some(ms), _) | (None, StartPosition::AtTimestamp(ms)) => at_time(request, ms),
+            (None, StartPosition::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            (None, StartPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
         },
     };
     let out = request.send().await?;
     Ok(out.shard_iterator().map(str::to_string))
 }
 
-/// Reads one shard to its end (closed shards) or until stopped.
-async fn read_shard(
-    shared: Shared,
+/// A shard a reader reads.
+struct Reader {
     shard: String,
+    /// Its index among the pipeline's shards.
     index: u32,
-    resume: Option<SequenceNumber>,
     closed: bool,
-    finished: mpsc::UnboundedSender<(String, Ending)>,
-) {
+    /// Where it starts when the table has no position of it.
+    start: StartPosition,
+}
+
+/// Reads one shard to its end (closed shards) or until stopped.
+async fn read_shard(shared: Shared, reader: Reader, resume: Option<SequenceNumber>, finished: mpsc::UnboundedSender<(String, Ending)>) {
+    let Reader { ref shard, index, closed, .. } = reader;
+    let shard = shard.clone();
     let mut last = resume;
     if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
         let _ = finished.send((shard, Ending::Bounded));
@@ -409,7 +439,7 @@ async fn read_shard(
         }
         let it = match current.take() {
             Some(it) => it,
-            None => match iterator(&shared, &shard, last).await {
+            None => match iterator(&shared, &reader, last).await {
                 Ok(Some(it)) => it,
                 Ok(None) => {
                     drained(&shared, &shard, &finished).await;
@@ -438,7 +468,7 @@ async fn read_shard(
                 failures = 0;
                 let mut events = Vec::with_capacity(out.records().len());
                 let mut past_until = false;
-                for record in out.records() {
+                'records: for record in out.records() {
                     let seq: SequenceNumber = match record.sequence_number().parse() {
                         Ok(seq) => seq,
                         Err(e) => {
@@ -448,15 +478,53 @@ async fn read_shard(
                     };
                     let arrival_ms =
                         record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                    if shared.bounds.as_ref().is_some_and(|b| b.until_ms.is_some_and(|until| arrival_ms >= until) || b.past_position(&shard, seq)) {
+                    if shared.bounds.as_ref().is_some_and(|b| b.until_ms.is_some_and(|until| arrival_ms >= until)) {
                         past_until = true;
                         break;
                     }
-                    events.push(SourceEvent::object(index, seq, arrival_ms, bytes::Bytes::copy_from_slice(record.data().as_ref())));
-                    last = Some(seq);
-                    if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
-                        past_until = true;
-                        break;
+                    let data = bytes::Bytes::copy_from_slice(record.data().as_ref());
+                    let unpacked = payload::unpack(data.clone(), &shared.read.payload);
+                    let count = unpacked.events.len();
+                    for (i, event) in unpacked.events.into_iter().enumerate() {
+                        let position = if unpacked.numbered {
+                            match seq.within(i as u64) {
+                                Some(position) => position,
+                                None => {
+                                    // Never seen: a 1 MiB record holds at most ~175,000 events.
+                                    let reason = format!(
+                                        "the record holds {count} events, more than {} a position can number",
+                                        kappa_common::event::MAX_EVENTS_PER_RECORD
+                                    );
+                                    events.push(SourceEvent::object(index, seq, arrival_ms, data.clone()).with_defect(reason));
+                                    last = Some(seq);
+                                    continue 'records;
+                                }
+                            }
+                        } else {
+                            seq
+                        };
+                        // Resumed inside this record: its events up to the position are in the table.
+                        if last.is_some_and(|l| position <= l) {
+                            continue;
+                        }
+                        if shared.bounds.as_ref().is_some_and(|b| b.past_position(&shard, position)) {
+                            past_until = true;
+                            break 'records;
+                        }
+                        events.push(match event {
+                            Ok(payload) => SourceEvent::object(index, position, arrival_ms, payload),
+                            // Quarantined whole, with the record's bytes.
+                            Err((reason, raw)) => SourceEvent::object(index, position, arrival_ms, raw).with_defect(reason),
+                        });
+                        last = Some(position);
+                        if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
+                            past_until = true;
+                            break 'records;
+                        }
+                    }
+                    // A record holding no event (a CloudWatch Logs control message) is read.
+                    if last.is_none_or(|l| l < seq) {
+                        last = Some(seq);
                     }
                 }
                 let got = !events.is_empty();
@@ -483,7 +551,7 @@ async fn read_shard(
                     }
                 }
                 let behind = out.millis_behind_latest().unwrap_or(0) > 0;
-                let wait = if got && behind { MIN_CALL_SPACING } else { shared.poll_interval };
+                let wait = if got && behind { MIN_CALL_SPACING } else { shared.read.poll_interval };
                 tokio::time::sleep(wait.saturating_sub(called.elapsed())).await;
             }
             Err(SdkError::ServiceError(e)) if matches!(e.err(), GetRecordsError::ExpiredIteratorException(_)) => {
