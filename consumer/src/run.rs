@@ -265,7 +265,7 @@ impl Run<'_> {
                     client,
                     stream.clone(),
                     resume,
-                    *read,
+                    read.clone(),
                     None,
                     Vec::new(),
                     lease.as_ref().map(|(_, held)| held.keys().cloned().collect()),

@@ -131,7 +131,7 @@ pub enum StartPosition {
 }
 
 /// How the Kinesis source reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KinesisRead {
     /// Wait between GetRecords calls on a shard that returned nothing.
     pub poll_interval: Duration,
@@ -139,6 +139,8 @@ pub struct KinesisRead {
     pub shard_refresh: Duration,
     pub payload: PayloadOptions,
     pub start: StartPosition,
+    /// `--efo`: read through enhanced fan-out as this registered stream consumer.
+    pub efo: Option<String>,
 }
 
 /// `--on-log-gap`.

@@ -529,6 +529,7 @@ impl Worker<'_> {
                         shard_refresh: Duration::from_secs(5),
                         payload: self.job.config.payload,
                         start: kappa_consumer::settings::StartPosition::TrimHorizon,
+                        efo: None,
                     },
                     Some(bounds),
                     pipeline.shard_names().to_vec(),

@@ -105,6 +105,7 @@ pub(crate) fn kinesis(
             shard_refresh: Duration::from_secs(5),
             payload: config.payload,
             start: kappa_consumer::settings::StartPosition::TrimHorizon,
+            efo: None,
         },
         Some(bounds),
         known,

@@ -16,6 +16,7 @@ mod deploy;
 mod hands;
 mod hands_report;
 mod image;
+mod kinesis_efo;
 mod kinesis_formats;
 mod leases;
 mod pipes;

@@ -34,6 +34,7 @@ use super::{Chunk, ChunkReceiver, SourceError};
 use crate::event::SourceEvent;
 use crate::settings::{KinesisRead, StartPosition};
 
+mod efo;
 pub mod payload;
 
 /// Records per GetRecords call (the API's maximum).
@@ -113,6 +114,8 @@ struct Shared {
     stop: Arc<AtomicBool>,
     reading: Arc<Mutex<Reading>>,
     read: KinesisRead,
+    /// `--efo`: the registered stream consumer's ARN; shards are read by subscriptions.
+    consumer_arn: Option<String>,
     bounds: Option<ReadBounds>,
     /// Under leases: the shards this worker holds, the only ones read (the lease protocol
     /// orders children after their parents).
@@ -146,7 +149,14 @@ impl KinesisSource {
         let reading = Arc::new(Mutex::new(Reading { shards: HashMap::new(), listings_owed: 1 }));
         let only = only.map(Arc::new);
         let shard_refresh = read.shard_refresh;
-        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), read, bounds, only };
+        // Fail at start, with the reason, if the stream consumer cannot be registered.
+        let consumer_arn = match &read.efo {
+            Some(name) => {
+                Some(runtime.block_on(efo::register(&client, &stream, name)).map_err(|message| SourceError::Kinesis { stream: stream.clone(), message })?)
+            }
+            None => None,
+        };
+        let shared = Shared { client, stream, chunks: sender, stop: stop.clone(), reading: reading.clone(), read, consumer_arn, bounds, only };
         // Fail at start, with the reason, if the stream is missing or unreachable.
         let shards = runtime.block_on(list_shards(&shared))?;
         tracing::info!(stream = %shared.stream, shards = shards.len(), "reading Kinesis stream");
@@ -357,7 +367,10 @@ async fn coordinate(
                 start => start,
             };
             let reader = Reader { shard: shard.id.clone(), index, closed: shard.closed, start };
-            readers.spawn(read_shard(shared.clone(), reader, resume, finished_sender.clone()));
+            match shared.consumer_arn.clone() {
+                Some(arn) => readers.spawn(efo::read_shard(shared.clone(), reader, arn, resume, finished_sender.clone())),
+                None => readers.spawn(read_shard(shared.clone(), reader, resume, finished_sender.clone())),
+            };
         }
         if listed {
             // The drained shards' children, if readable, are now among the shards being read.
@@ -384,6 +397,21 @@ async fn coordinate(
     }
 }
 
+/// Where a read of a shard starts (an iterator, or a subscription): after the last event read
+/// (at its record, when it lies inside one, whose events up to it the reader skips), else where
+/// a replay's bounds or `--start` say: the type, and its sequence number or time.
+fn starting_point(shared: &Shared, reader: &Reader, after: Option<SequenceNumber>) -> (ShardIteratorType, Option<String>, Option<i64>) {
+    match after {
+        Some(seq) if seq.index().is_some() => (ShardIteratorType::AtSequenceNumber, Some(seq.record().to_string()), None),
+        Some(seq) => (ShardIteratorType::AfterSequenceNumber, Some(seq.to_string()), None),
+        None => match (shared.bounds.as_ref().and_then(|b| b.start_ms), reader.start) {
+            (Some(ms), _) | (None, StartPosition::AtTimestamp(ms)) => (ShardIteratorType::AtTimestamp, None, Some(ms)),
+            (None, StartPosition::TrimHorizon) => (ShardIteratorType::TrimHorizon, None, None),
+            (None, StartPosition::Latest) => (ShardIteratorType::Latest, None, None),
+        },
+    }
+}
+
 /// A shard iterator; `None` when the shard is closed and has nothing more to read (AWS returns
 /// no iterator then). After a position inside a record, the iterator is at that record (its
 /// events up to the position are skipped by the reader).
@@ -393,20 +421,9 @@ async fn iterator(
     after: Option<SequenceNumber>,
 ) -> Result<Option<String>, SdkError<aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError>> {
     let request = shared.client.get_shard_iterator().stream_name(&shared.stream).shard_id(&reader.shard);
-    let at_time = |request: aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder, ms: i64| {
-        request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(ms))
-    };
-    let request = match after {
-        Some(seq) if seq.index().is_some() => {
-            request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(seq.record().to_string())
-        }
-        Some(seq) => request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq.to_string()),
-        None => match (shared.bounds.as_ref().and_then(|b| b.start_ms), reader.start) {
-            (Some(ms), _) | (None, StartPosition::AtTimestamp(ms)) => at_time(request, ms),
-            (None, StartPosition::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            (None, StartPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
-        },
-    };
+    let (kind, sequence, time_ms) = starting_point(shared, reader, after);
+    let request =
+        request.shard_iterator_type(kind).set_starting_sequence_number(sequence).set_timestamp(time_ms.map(aws_sdk_kinesis::primitives::DateTime::from_millis));
     let out = request.send().await?;
     Ok(out.shard_iterator().map(str::to_string))
 }
@@ -421,10 +438,82 @@ struct Reader {
     start: StartPosition,
 }
 
+/// What [`take_records`] made of a batch of records.
+struct Taken {
+    events: Vec<SourceEvent>,
+    /// A bounded read reached its end in the batch.
+    past_until: bool,
+}
+
+/// Turns records (of GetRecords, or of a SubscribeToShard event) into events, as `--payload`
+/// says, skipping those up to `last` (a resume inside a record) and stopping at a replay's
+/// bounds; `last` becomes the position of the last one taken. `None` if the pipeline is gone or
+/// a sequence number is unreadable (the error was sent).
+async fn take_records(shared: &Shared, reader: &Reader, records: &[aws_sdk_kinesis::types::Record], last: &mut Option<SequenceNumber>) -> Option<Taken> {
+    let (shard, index) = (&reader.shard, reader.index);
+    let mut events = Vec::with_capacity(records.len());
+    let mut past_until = false;
+    'records: for record in records {
+        let seq: SequenceNumber = match record.sequence_number().parse() {
+            Ok(seq) => seq,
+            Err(e) => {
+                let _ = shared.chunks.send(Err(shared.error(format!("shard {shard}: {e}")))).await;
+                return None;
+            }
+        };
+        let arrival_ms = record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        if shared.bounds.as_ref().is_some_and(|b| b.until_ms.is_some_and(|until| arrival_ms >= until)) {
+            past_until = true;
+            break;
+        }
+        let data = bytes::Bytes::copy_from_slice(record.data().as_ref());
+        let unpacked = payload::unpack(data.clone(), &shared.read.payload);
+        let count = unpacked.events.len();
+        for (i, event) in unpacked.events.into_iter().enumerate() {
+            let position = if unpacked.numbered {
+                match seq.within(i as u64) {
+                    Some(position) => position,
+                    None => {
+                        // Never seen: a 1 MiB record holds at most ~175,000 events.
+                        let reason = format!("the record holds {count} events, more than {} a position can number", kappa_common::event::MAX_EVENTS_PER_RECORD);
+                        events.push(SourceEvent::object(index, seq, arrival_ms, data.clone()).with_defect(reason));
+                        *last = Some(seq);
+                        continue 'records;
+                    }
+                }
+            } else {
+                seq
+            };
+            // Resumed inside this record: its events up to the position are in the table.
+            if last.is_some_and(|l| position <= l) {
+                continue;
+            }
+            if shared.bounds.as_ref().is_some_and(|b| b.past_position(shard, position)) {
+                past_until = true;
+                break 'records;
+            }
+            events.push(match event {
+                Ok(payload) => SourceEvent::object(index, position, arrival_ms, payload),
+                // Quarantined whole, with the record's (or user record's) bytes.
+                Err((reason, raw)) => SourceEvent::object(index, position, arrival_ms, raw).with_defect(reason),
+            });
+            *last = Some(position);
+            if shared.bounds.as_ref().is_some_and(|b| b.reached_position(shard, *last)) {
+                past_until = true;
+                break 'records;
+            }
+        }
+        // A record holding no event (a CloudWatch Logs control message) is read.
+        if last.is_none_or(|l| l < seq) {
+            *last = Some(seq);
+        }
+    }
+    Some(Taken { events, past_until })
+}
+
 /// Reads one shard to its end (closed shards) or until stopped.
 async fn read_shard(shared: Shared, reader: Reader, resume: Option<SequenceNumber>, finished: mpsc::UnboundedSender<(String, Ending)>) {
-    let Reader { ref shard, index, closed, .. } = reader;
-    let shard = shard.clone();
+    let (shard, closed) = (reader.shard.clone(), reader.closed);
     let mut last = resume;
     if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
         let _ = finished.send((shard, Ending::Bounded));
@@ -466,67 +555,9 @@ async fn read_shard(shared: Shared, reader: Reader, resume: Option<SequenceNumbe
             Ok(out) => {
                 backoff = BACKOFF_FIRST;
                 failures = 0;
-                let mut events = Vec::with_capacity(out.records().len());
-                let mut past_until = false;
-                'records: for record in out.records() {
-                    let seq: SequenceNumber = match record.sequence_number().parse() {
-                        Ok(seq) => seq,
-                        Err(e) => {
-                            let _ = shared.chunks.send(Err(shared.error(format!("shard {shard}: {e}")))).await;
-                            return;
-                        }
-                    };
-                    let arrival_ms =
-                        record.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-                    if shared.bounds.as_ref().is_some_and(|b| b.until_ms.is_some_and(|until| arrival_ms >= until)) {
-                        past_until = true;
-                        break;
-                    }
-                    let data = bytes::Bytes::copy_from_slice(record.data().as_ref());
-                    let unpacked = payload::unpack(data.clone(), &shared.read.payload);
-                    let count = unpacked.events.len();
-                    for (i, event) in unpacked.events.into_iter().enumerate() {
-                        let position = if unpacked.numbered {
-                            match seq.within(i as u64) {
-                                Some(position) => position,
-                                None => {
-                                    // Never seen: a 1 MiB record holds at most ~175,000 events.
-                                    let reason = format!(
-                                        "the record holds {count} events, more than {} a position can number",
-                                        kappa_common::event::MAX_EVENTS_PER_RECORD
-                                    );
-                                    events.push(SourceEvent::object(index, seq, arrival_ms, data.clone()).with_defect(reason));
-                                    last = Some(seq);
-                                    continue 'records;
-                                }
-                            }
-                        } else {
-                            seq
-                        };
-                        // Resumed inside this record: its events up to the position are in the table.
-                        if last.is_some_and(|l| position <= l) {
-                            continue;
-                        }
-                        if shared.bounds.as_ref().is_some_and(|b| b.past_position(&shard, position)) {
-                            past_until = true;
-                            break 'records;
-                        }
-                        events.push(match event {
-                            Ok(payload) => SourceEvent::object(index, position, arrival_ms, payload),
-                            // Quarantined whole, with the record's bytes.
-                            Err((reason, raw)) => SourceEvent::object(index, position, arrival_ms, raw).with_defect(reason),
-                        });
-                        last = Some(position);
-                        if shared.bounds.as_ref().is_some_and(|b| b.reached_position(&shard, last)) {
-                            past_until = true;
-                            break 'records;
-                        }
-                    }
-                    // A record holding no event (a CloudWatch Logs control message) is read.
-                    if last.is_none_or(|l| l < seq) {
-                        last = Some(seq);
-                    }
-                }
+                let Some(Taken { events, past_until }) = take_records(&shared, &reader, out.records(), &mut last).await else {
+                    return;
+                };
                 let got = !events.is_empty();
                 if got && shared.chunks.send(Ok(Chunk { events, ..Chunk::default() })).await.is_err() {
                     return;
