@@ -145,18 +145,7 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
     kappa_tests::wait_for_metric(&mut consumer, port, "events_read_total", 200, Duration::from_secs(60));
 
     // Split shard 0 at the middle of its hash-key range while the consumer runs.
-    let shards = client.list_shards().stream_name("sales").send().await.unwrap();
-    let parent = shards.shards().iter().find(|s| s.shard_id() == "shardId-000000000000").unwrap();
-    let range = parent.hash_key_range().unwrap();
-    let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
-    client
-        .split_shard()
-        .stream_name("sales")
-        .shard_to_split("shardId-000000000000")
-        .new_starting_hash_key((low + (high - low) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
+    crate::support::split_in_half(&client, "sales", "shardId-000000000000").await;
     wait_active(&client, "sales").await;
     let after = client.list_shards().stream_name("sales").send().await.unwrap();
     let children: Vec<String> =

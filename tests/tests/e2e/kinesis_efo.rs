@@ -38,28 +38,27 @@ async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stor
     let lake = dir.path().join("lake");
 
     // Another application polls the same stream all along.
-    let polling = consumer(&endpoint, &lake, "polled", &["--until-idle", "10s"]).stderr(Stdio::piped()).spawn().unwrap();
-    let fan_out = || consumer(&endpoint, &lake, "fanned", &["--efo", "kappa-test", "--until-idle", "4s"]);
+    let polling = consumer(&endpoint, &lake, "polled", &["--until-idle", "25s"]).stderr(Stdio::piped()).spawn().unwrap();
+    // Subscriptions renewed every 800 ms (instead of 290 s): renewals lose and repeat nothing.
+    let fan_out = || {
+        let mut command = consumer(&endpoint, &lake, "fanned", &["--efo", "kappa-test", "--until-idle", "4s"]);
+        command.env("KAPPA_EFO_RENEW_MS", "800").env("KAPPA_LOG", "info,kappa_consumer::source::kinesis=debug");
+        command
+    };
     let kills = kill_repeatedly(3, (1_000, 2_500), Duration::from_secs(90), fan_out);
 
-    // Split shard 0 at the middle of its hash-key range, then write the other half.
-    let shards = client.list_shards().stream_name("sales").send().await.unwrap();
-    let parent = shards.shards().iter().find(|s| s.shard_id() == "shardId-000000000000").unwrap();
-    let range = parent.hash_key_range().unwrap();
-    let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
-    client
-        .split_shard()
-        .stream_name("sales")
-        .shard_to_split("shardId-000000000000")
-        .new_starting_hash_key((low + (high - low) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
+    // Split shard 0 at the middle of its hash-key range; two more kills.
+    crate::support::split_in_half(&client, "sales", "shardId-000000000000").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    produce(&files[2..]);
     let more = kill_repeatedly(2, (1_000, 2_500), Duration::from_secs(90), fan_out);
     eprintln!("{kills} + {more} kills of the fan-out consumer");
-    let output = run(&mut fan_out());
+    // The other half, paced (100 rows/s), while the last run reads: it arrives over several
+    // renewals of the children's subscriptions.
+    let port = kappa_tests::free_port();
+    let mut last = fan_out().args(["--metrics-addr", &format!("127.0.0.1:{port}")]).stderr(Stdio::piped()).spawn().unwrap();
+    kappa_tests::wait_until(&mut last, "the fan-out consumer", Duration::from_secs(60), || kappa_tests::ready(port)).unwrap();
+    expect_status(&run(kappa("kappa-producer", Some(&endpoint)).arg("--input").args(&files[2..]).args(["--to", "kinesis:sales", "--rate", "100"])), 0);
+    let output = last.wait_with_output().unwrap();
     expect_status(&output, 0);
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("enhanced fan-out consumer"), "{log}");
@@ -74,4 +73,5 @@ async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stor
     // The last run read by subscription every shard it had to read: the three parents it had
     // not finished and the split's two children at least.
     assert!(log.matches("reading the shard by enhanced fan-out subscription").count() >= 2, "{log}");
+    assert!(log.contains("renewing the subscription"), "{log}");
 }

@@ -258,3 +258,12 @@ pub(crate) fn assert_exactly_once(table: &Path, rows: u64) {
         "python deltalake"
     );
 }
+
+/// Splits `shard` of a Kinesis `stream` at the middle of its hash-key range.
+pub(crate) async fn split_in_half(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str) {
+    let shards = client.list_shards().stream_name(stream).send().await.unwrap();
+    let parent = shards.shards().iter().find(|s| s.shard_id() == shard).unwrap();
+    let range = parent.hash_key_range().unwrap();
+    let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
+    client.split_shard().stream_name(stream).shard_to_split(shard).new_starting_hash_key((low + (high - low) / 2).to_string()).send().await.unwrap();
+}

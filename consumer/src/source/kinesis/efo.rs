@@ -26,6 +26,12 @@ use super::{BACKOFF_MAX, Chunk, Ending, MAX_FAILURES, Reader, Shared, Taken, dra
 
 /// Subscriptions end after 5 minutes; renewing before, between events, avoids a cut mid-event.
 const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(290);
+
+/// [`SUBSCRIPTION_LIFETIME`], or `KAPPA_EFO_RENEW_MS` (tests renew every second or two, to
+/// check that renewals lose and repeat nothing without waiting minutes).
+fn subscription_lifetime() -> Duration {
+    std::env::var("KAPPA_EFO_RENEW_MS").ok().and_then(|ms| ms.parse().ok()).map_or(SUBSCRIPTION_LIFETIME, Duration::from_millis)
+}
 /// Kinesis refuses a new subscription to a shard for ~5 s after the previous one.
 const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(500);
 
@@ -79,6 +85,7 @@ pub(super) async fn read_shard(
     let mut backoff = RESUBSCRIBE_FIRST;
     let mut failures = 0u32;
     let mut first = true;
+    let lifetime = subscription_lifetime();
     loop {
         if shared.stop.load(Ordering::Acquire) {
             return;
@@ -124,9 +131,13 @@ pub(super) async fn read_shard(
             if shared.stop.load(Ordering::Acquire) {
                 return;
             }
-            let remaining = SUBSCRIPTION_LIFETIME.saturating_sub(subscribed.elapsed());
+            let remaining = lifetime.saturating_sub(subscribed.elapsed());
             let event = match tokio::time::timeout(remaining, out.event_stream.recv()).await {
-                Err(_) => break, // renew before Kinesis ends it
+                Err(_) => {
+                    // Renew before Kinesis ends it.
+                    tracing::debug!(shard = %shard, after = ?continuation, "renewing the subscription");
+                    break;
+                }
                 Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)))) => event,
                 Ok(Ok(Some(_))) => continue, // a kind of event this version does not know
                 Ok(Ok(None)) => break,       // Kinesis ended the subscription: renew
@@ -146,12 +157,8 @@ pub(super) async fn read_shard(
             if got && shared.chunks.send(Ok(Chunk { events, ..Chunk::default() })).await.is_err() {
                 return;
             }
-            let behind = event.millis_behind_latest().max(0) as u64;
-            let caught_up = !got && behind == 0;
-            if let Some(progress) = shared.reading.lock().expect("reading lock").shards.get_mut(&shard) {
-                progress.millis_behind = Some(behind);
-                progress.caught_up |= caught_up;
-            }
+            let caught_up = !got && event.millis_behind_latest() == 0;
+            shared.progressed(&shard, Some(event.millis_behind_latest()), caught_up);
             if shared.bounds.is_some() && (past_until || (caught_up && !closed)) {
                 let _ = finished.send((shard, Ending::Bounded));
                 return;

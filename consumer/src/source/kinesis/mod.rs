@@ -126,6 +126,16 @@ impl Shared {
     fn error(&self, message: String) -> SourceError {
         SourceError::Kinesis { stream: self.stream.clone(), message }
     }
+
+    /// Records what a read of `shard` said: how far behind it is, and whether it caught up.
+    fn progressed(&self, shard: &str, millis_behind: Option<i64>, caught_up: bool) {
+        if let Some(progress) = self.reading.lock().expect("reading lock").shards.get_mut(shard) {
+            if let Some(ms) = millis_behind {
+                progress.millis_behind = Some(ms.max(0) as u64);
+            }
+            progress.caught_up |= caught_up;
+        }
+    }
 }
 
 impl KinesisSource {
@@ -563,12 +573,7 @@ async fn read_shard(shared: Shared, reader: Reader, resume: Option<SequenceNumbe
                     return;
                 }
                 let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
-                if let Some(progress) = shared.reading.lock().expect("reading lock").shards.get_mut(&shard) {
-                    if let Some(ms) = out.millis_behind_latest() {
-                        progress.millis_behind = Some(ms.max(0) as u64);
-                    }
-                    progress.caught_up |= caught_up;
-                }
+                shared.progressed(&shard, out.millis_behind_latest(), caught_up);
                 // A closed shard is read to its end (drained), so its children start.
                 if shared.bounds.is_some() && (past_until || (caught_up && !closed && out.next_shard_iterator().is_some())) {
                     let _ = finished.send((shard, Ending::Bounded));
