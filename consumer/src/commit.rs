@@ -117,8 +117,7 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
                 context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
             }
             let table = context.table.clone();
-            // Durable below, all at once, before the commit.
-            puts.spawn(async move { table.put_object_unsynced(&path, data).await });
+            puts.spawn(async move { table.put_object(&path, data).await });
         }
         Ok(())
     })?;
@@ -127,9 +126,6 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
     while let Some(put) = context.runtime.block_on(next_put(&mut puts)) {
         put?;
     }
-    // Every file the commit names is durable before the commit is written.
-    let written: Vec<String> = commit.added.iter().map(|file| file.path.clone()).collect();
-    context.runtime.block_on(context.table.sync_objects(&written))?;
     let stored_at = started.elapsed();
     let mut peers = Vec::new();
     let mut tries = 0;

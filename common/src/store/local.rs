@@ -24,11 +24,6 @@ const DIRECT_MIN: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
-    /// Directories this process made or found: a put into one of them skips `create_dir_all`,
-    /// whose `mkdir` fails with EEXIST on every file but a directory's first (8,928 failing
-    /// calls for 11,659 files by hour). A delete may remove one; the put then finds it
-    /// missing, and makes it again.
-    dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 /// Makes temporary names unique within a process; the pid makes them unique across.
@@ -56,7 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
-        LocalStore { root: root.into(), dirs: Default::default() }
+        LocalStore { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -69,11 +64,6 @@ impl LocalStore {
 
     /// Writes and fsyncs a temporary file beside `target`.
     fn write_temp(&self, target: &Path, data: &[u8]) -> Result<PathBuf, StoreError> {
-        self.write_temp_with(target, data, true)
-    }
-
-    /// Writes a temporary file beside `target`, fsynced if `sync`.
-    fn write_temp_with(&self, target: &Path, data: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
         let dir = target.parent().expect("object paths have a parent");
         let name = target.file_name().expect("object paths have a name").to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -82,11 +72,7 @@ impl LocalStore {
         let mut attempts = 0;
         let direct = data.len() >= DIRECT_MIN;
         let file = loop {
-            let known = attempts == 0 && self.dirs.lock().expect("dirs lock").contains(dir);
-            if !known {
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
-                self.dirs.lock().expect("dirs lock").insert(dir.to_path_buf());
-            }
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
             let opened = if direct {
@@ -106,12 +92,10 @@ impl LocalStore {
             true => match direct_io::write_all_direct(&file, data) {
                 // Opened direct, but the file system refuses direct writes: write it again
                 // the ordinary way.
-                Err(e) if direct_io::is_unsupported(&e) => {
-                    File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }))
-                }
-                other => other.and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
+                Err(e) if direct_io::is_unsupported(&e) => File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| file.sync_all())),
+                other => other.and_then(|()| file.sync_all()),
             },
-            false => (&file).write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
+            false => (&file).write_all(data).and_then(|()| file.sync_all()),
         };
         if let Err(e) = written {
             // A full disk, say: the part written must not stay behind (the write is retried
@@ -136,49 +120,6 @@ impl LocalStore {
             return Err(io(&target)(e));
         }
         Self::sync_parent(&target)
-    }
-
-    /// Like [`LocalStore::put`], but neither the file nor its directory is fsynced: the caller
-    /// makes a batch of such puts durable at once with [`LocalStore::sync_written`] before it
-    /// depends on them (before the commit that names them). Until then a power loss may lose
-    /// them, or leave a name with less than the data (a process kill cannot: the page cache
-    /// survives it).
-    pub fn put_unsynced(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
-        let target = self.full(path);
-        let temp = self.write_temp_with(&target, data, false)?;
-        if let Err(e) = std::fs::rename(&temp, &target) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io(&target)(e));
-        }
-        Ok(())
-    }
-
-    /// Makes the objects `paths` (put with [`LocalStore::put_unsynced`]) durable, their data and
-    /// their names. On Linux one `syncfs` of the lake's file system does it for all of them (and
-    /// reports write-back errors since Linux 5.8); elsewhere each file and each of their
-    /// directories is fsynced.
-    pub fn sync_written(&self, paths: &[String]) -> Result<(), StoreError> {
-        if paths.is_empty() {
-            return Ok(());
-        }
-        #[cfg(target_os = "linux")]
-        {
-            let root = File::open(&self.root).map_err(io(&self.root))?;
-            rustix::fs::syncfs(&root).map_err(|e| io(&self.root)(e.into()))
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let mut dirs = std::collections::BTreeSet::new();
-            for path in paths {
-                let target = self.full(path);
-                File::open(&target).and_then(|f| f.sync_all()).map_err(io(&target))?;
-                dirs.insert(target.parent().expect("object paths have a parent").to_path_buf());
-            }
-            for dir in dirs {
-                File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-            }
-            Ok(())
-        }
     }
 
     /// Deletes the temporary files (`.NAME.PID.N.tmp`) under `prefix` that writes cut off
