@@ -37,8 +37,10 @@ async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stor
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
 
-    // Another application polls the same stream all along.
-    let polling = consumer(&endpoint, &lake, "polled", &["--until-idle", "25s"]).stderr(Stdio::piped()).spawn().unwrap();
+    // Another application polls the same stream all along (until it has read every row: then
+    // SIGTERM, which drains and commits).
+    let polling_port = kappa_tests::free_port();
+    let mut polling = consumer(&endpoint, &lake, "polled", &["--metrics-addr", &format!("127.0.0.1:{polling_port}")]).stderr(Stdio::piped()).spawn().unwrap();
     // Subscriptions renewed every 800 ms (instead of 290 s): renewals lose and repeat nothing.
     let fan_out = || {
         let mut command = consumer(&endpoint, &lake, "fanned", &["--efo", "kappa-test", "--until-idle", "4s"]);
@@ -63,10 +65,15 @@ async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stor
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("enhanced fan-out consumer"), "{log}");
 
+    kappa_tests::wait_for_metric(&mut polling, polling_port, "events_read_total", 400, Duration::from_secs(60));
+    expect_status(&run(std::process::Command::new("kill").args(["-TERM", &polling.id().to_string()])), 0);
     let polled = polling.wait_with_output().unwrap();
     expect_status(&polled, 0);
-    assert_sales_lake(&read_lake(&lake.join("polled/gen-000001")));
+    let polled_rows = read_lake(&lake.join("polled/gen-000001"));
+    assert_eq!(polled_rows.len(), 400, "the polling reader's table");
+    assert_sales_lake(&polled_rows);
     let fanned = read_lake(&lake.join("fanned/gen-000001"));
+    assert_eq!(fanned.len(), 400, "the fan-out reader's table\n{log}");
     assert_sales_lake(&fanned);
     let children = fanned.iter().filter(|r| r.file.contains("shardId-000000000004") || r.file.contains("shardId-000000000005")).count();
     assert!(children > 0, "rows were read from the split's children by subscription");
