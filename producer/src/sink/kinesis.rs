@@ -101,7 +101,8 @@ impl KinesisSink {
                 let reason = format!("event of {size} bytes exceeds the Kinesis record limit of {MAX_RECORD_BYTES} bytes");
                 return self.context.undeliverable(&self.name, &event, reason);
             }
-            let record = Record { key: event.key.clone(), data: Bytes::from(std::mem::take(&mut event.payload)), events: vec![event], shard: None };
+            // The event keeps its payload: the summary counts its bytes, a reject keeps them.
+            let record = Record { key: event.key.clone(), data: Bytes::from(event.payload.clone()), events: vec![event], shard: None };
             return self.add(record).await;
         };
         let shard = aggregation.shard_of(&event.key);

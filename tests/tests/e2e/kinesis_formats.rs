@@ -149,6 +149,7 @@ async fn our_aggregates_unpack_with_the_aws_library_to_the_rows_sent_in_a_twenti
     create_stream(&moto.endpoint, "packed", 4).await;
     let dir = tempfile::tempdir().unwrap();
     let mut calls = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
     for (stream, extra) in [("plain", &[][..]), ("packed", &["--aggregate"][..])] {
         let summary_path = dir.path().join(format!("{stream}.json"));
         let output = run(kappa("kappa-producer", Some(&moto.endpoint))
@@ -161,6 +162,8 @@ async fn our_aggregates_unpack_with_the_aws_library_to_the_rows_sent_in_a_twenti
         let summary = summary(&summary_path);
         calls.insert(stream, summary["requests"]["PutRecords"].as_u64().unwrap());
         assert_eq!(summary["events_sent"], 20_000, "{summary}");
+        // Bytes of the rows sent (not of the records): the same with or without --aggregate.
+        bytes.insert(stream, summary["bytes_sent"].as_u64().unwrap());
     }
     // Read both streams back with boto3; unpack with the AWS library; compare row for row.
     let code = format!(
@@ -195,6 +198,7 @@ async fn our_aggregates_unpack_with_the_aws_library_to_the_rows_sent_in_a_twenti
     assert!(result[3].as_u64().unwrap() * 20 <= rows, "aggregates hold 20+ rows each: {result}");
     assert_eq!(result[4], true, "the same rows (values, identities) with the same partition keys");
     assert!(calls["packed"] * 20 <= calls["plain"], "PutRecords calls: {calls:?}");
+    assert!(bytes["plain"] > 2_000_000 && bytes["plain"] == bytes["packed"], "bytes sent: {bytes:?}");
 
     // And the consumer reads them back into the same table a plain stream gives.
     let lake = dir.path().join("lake");
