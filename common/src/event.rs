@@ -60,14 +60,10 @@ const SUB_BITS: u8 = 20;
 /// The events one record may hold (a 1 MiB KPL aggregate holds at most ~175,000).
 pub const MAX_EVENTS_PER_RECORD: u64 = (1 << SUB_BITS) - 1;
 
-fn scale() -> arrow::datatypes::i256 {
-    arrow::datatypes::i256::ONE << SUB_BITS
-}
-
 impl SequenceNumber {
     /// The next record's number (for sources that number records themselves).
     pub fn next(self) -> SequenceNumber {
-        SequenceNumber((self.record().0.wrapping_div(scale()).wrapping_add(arrow::datatypes::i256::ONE)).wrapping_mul(scale()))
+        SequenceNumber(((self.0 >> SUB_BITS).wrapping_add(arrow::datatypes::i256::ONE)) << SUB_BITS)
     }
 
     /// The position of event `index` of the record at `self` (`None` past
@@ -78,12 +74,12 @@ impl SequenceNumber {
 
     /// The number of the record this position lies in (the position itself for a record).
     pub fn record(self) -> SequenceNumber {
-        SequenceNumber(self.0.wrapping_sub(self.0.wrapping_rem(scale())))
+        SequenceNumber((self.0 >> SUB_BITS) << SUB_BITS)
     }
 
     /// The index of the event inside its record, for an event of a record holding several.
     pub fn index(self) -> Option<u64> {
-        let sub = self.0.wrapping_rem(scale()).to_i128().expect("below 2^20");
+        let sub = self.0.wrapping_sub(self.record().0).to_i128().expect("below 2^20");
         (sub > 0).then(|| (sub - 1) as u64)
     }
 
@@ -92,13 +88,13 @@ impl SequenceNumber {
         if self.index().is_some() {
             return None;
         }
-        self.0.wrapping_div(scale()).to_i128().and_then(|v| u64::try_from(v).ok())
+        (self.0 >> SUB_BITS).to_i128().and_then(|v| u64::try_from(v).ok())
     }
 }
 
 impl From<u64> for SequenceNumber {
     fn from(n: u64) -> Self {
-        SequenceNumber(arrow::datatypes::i256::from_i128(i128::from(n)).wrapping_mul(scale()))
+        SequenceNumber(arrow::datatypes::i256::from_i128(i128::from(n)) << SUB_BITS)
     }
 }
 
@@ -119,7 +115,7 @@ impl FromStr for SequenceNumber {
             return Err(invalid());
         }
         let value: arrow::datatypes::i256 = if digits.is_empty() { arrow::datatypes::i256::ZERO } else { digits.parse().map_err(|_| invalid())? };
-        let record = SequenceNumber(value.wrapping_mul(scale()));
+        let record = SequenceNumber(value << SUB_BITS);
         match index {
             Some(index) => record.within(index).ok_or_else(invalid),
             None => Ok(record),
@@ -131,7 +127,7 @@ impl fmt::Display for SequenceNumber {
     /// Decimal digits (`<record>.<index>` inside a record); honours width and zero-padding
     /// (`{:020}`), as object names need.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let record = self.0.wrapping_div(scale()).to_string();
+        let record = (self.0 >> SUB_BITS).to_string();
         match self.index() {
             None => f.pad_integral(true, "", &record),
             Some(index) => f.pad_integral(true, "", &format!("{record}.{index}")),

@@ -144,10 +144,6 @@ impl Aggregator {
         self.aggregate.records.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.aggregate.records.len()
-    }
-
     /// The Kinesis record size of the aggregate with one more user record (`key`, `data`).
     fn size_with(&self, key: &str, data_len: usize) -> usize {
         use prost::encoding::encoded_len_varint as varint;

@@ -106,20 +106,8 @@ fn split(text: Bytes) -> Unpacked {
     if serde_json::from_slice::<serde::de::IgnoredAny>(&text).is_ok() {
         return Unpacked::one(Ok(text));
     }
-    let mut events = Vec::new();
-    let mut start = 0;
-    for end in memchr_all(&text).chain(std::iter::once(text.len())) {
-        let line = text.slice(start..end);
-        start = end + 1;
-        if !line.trim_ascii().is_empty() {
-            events.push(Ok(line));
-        }
-    }
+    let events = text.split(|b| *b == b'\n').filter(|line| !line.trim_ascii().is_empty()).map(|line| Ok(text.slice_ref(line))).collect();
     Unpacked { numbered: true, events }
-}
-
-fn memchr_all(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    text.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i)
 }
 
 /// A CloudWatch Logs subscription batch (already gunzipped): its log events as rows.
