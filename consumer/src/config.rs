@@ -744,6 +744,15 @@ mod tests {
         assert!(validate(&["--max-memory", "1KiB"]).contains("at least 1MiB"));
         assert!(validate(&["--target-file-size", "64KiB"]).contains("--target-file-size must be at least 1MiB"));
         assert!(validate(&["--compact", "--compact-every", "100ms"]).contains("--compact-every must be at least 1s"));
+        // Kinesis settings where they mean nothing, or in a form Kinesis refuses.
+        assert!(validate(&["--payload", "gzip"]).contains("--payload and --parse-message apply to kinesis:STREAM"));
+        assert!(validate(&["--from", "kinesis:s", "--parse-message", "json"]).contains("needs --payload cloudwatch-logs"));
+        assert!(validate(&["--efo", "app"]).contains("--efo applies to kinesis:STREAM"));
+        assert!(validate(&["--from", "kinesis:s", "--efo", "my app"]).contains("a stream consumer name is 1 to 128"));
+        let start = Cli::try_parse_from(["kappa-consumer", "--start", "at-timestamp:yesterday"]).unwrap_err().to_string();
+        assert!(start.contains("RFC 3339"), "{start}");
+        let start = Cli::try_parse_from(["kappa-consumer", "--start", "oldest"]).unwrap_err().to_string();
+        assert!(start.contains("trim-horizon, latest or at-timestamp:TIME"), "{start}");
         let idle = Cli::try_parse_from(["kappa-consumer", "--partition-idle", "soon"]).unwrap_err().to_string();
         assert!(idle.contains("10m or 1h, or off"), "{idle}");
     }

@@ -388,6 +388,8 @@ mod tests {
             (&["-i", csv, csv, "--source-id", "feed"], "--source-id names one input"),
             (&["-i", "/dev/null"], "not a regular file"),
             (&["-i", csv, "--progress-interval", "0s"], "at least 100ms"),
+            (&["-i", csv, "--aggregate"], "applies only to --to kinesis:STREAM"),
+            (&["-i", csv, "--to", "kinesis:s", "--aggregate", "--aggregate-bytes", "2000000"], "between 1024 and 1048576"),
         ];
         for (args, expected) in cases {
             let err = validate(args).expect_err("invalid").to_string();
