@@ -20,18 +20,8 @@ ROWS=$((SECONDS_RUN * RATE))
 cargo build --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
 OUT=bench/out/cost
 rm -rf "$OUT" && mkdir -p "$OUT"
-port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(port)
-PROXY_PORT=$(port)
-.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
-MOTO=$!
-.venv/bin/python tests/support/fault_proxy.py --port "$PROXY_PORT" --upstream "http://127.0.0.1:$MOTO_PORT" >"$OUT/proxy.log" 2>&1 &
-PROXY=$!
-trap 'kill $MOTO $PROXY 2>/dev/null || true' EXIT
-for p in $MOTO_PORT $PROXY_PORT; do
-  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
-done
-export AWS_ENDPOINT_URL=http://127.0.0.1:$PROXY_PORT AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+source bench/moto.sh
+start_moto "$OUT"
 .venv/bin/python - <<'PY'
 import boto3
 kinesis = boto3.client("kinesis")

@@ -16,30 +16,13 @@ COUNTS=("$@")
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(100 1000)
 OUT=bench/out/restart
 RESULTS=$OUT/results.jsonl
-if [ ! -x .venv/bin/moto_server ]; then
-  echo "error: .venv has no moto server; run ./scripts/setup-test-env first" >&2
-  exit 1
-fi
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
 rm -rf "$OUT"
 mkdir -p "$OUT"
 : > "$RESULTS"
 
-free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port)
-PROXY_PORT=$(free_port)
-.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
-MOTO_PID=$!
-.venv/bin/python tests/support/fault_proxy.py --port "$PROXY_PORT" --upstream "http://127.0.0.1:$MOTO_PORT" >"$OUT/proxy.log" 2>&1 &
-PROXY_PID=$!
-trap 'kill $MOTO_PID $PROXY_PID 2>/dev/null || true' EXIT
-PROXY=http://127.0.0.1:$PROXY_PORT
-for _ in $(seq 100); do
-  curl -sf "$PROXY/_proxy/stats" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$MOTO_PORT/" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true AWS_ENDPOINT_URL=$PROXY
-unset AWS_PROFILE
+source bench/moto.sh
+start_moto "$OUT"
 .venv/bin/python -c "import boto3; boto3.client('s3', endpoint_url='$PROXY').create_bucket(Bucket='bench')"
 
 for commits in "${COUNTS[@]}"; do

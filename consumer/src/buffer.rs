@@ -140,8 +140,7 @@ pub fn parse_file_name(name: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// When a buffer closes with `--partition-idle`: once its shard's event time reaches `at_ms`
-/// and the shard's reading order reaches `at_ordinal`. For a shard, the least of each over its
-/// buffers is a bound before which none closes.
+/// and the shard's reading order reaches `at_ordinal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closing {
     pub at_ms: i64,
@@ -153,9 +152,5 @@ impl Closing {
 
     pub(crate) fn due(&self, horizon: i64, ordinal: u64) -> bool {
         horizon >= self.at_ms && ordinal >= self.at_ordinal
-    }
-
-    pub(crate) fn earliest(self, other: Closing) -> Closing {
-        Closing { at_ms: self.at_ms.min(other.at_ms), at_ordinal: self.at_ordinal.min(other.at_ordinal) }
     }
 }

@@ -11,7 +11,9 @@ use kappa_common::time::EventTimeFormat;
 pub use kappa_table::lake::LakeLocation;
 
 use crate::partition::Granularity;
-use crate::settings::{Codec, CompactOptions, FlushPolicy, KinesisRead, PayloadFormat, PayloadOptions, PipelineConfig, QuarantineLimit, StartPosition};
+use crate::settings::{
+    Codec, CompactOptions, FlushPolicy, KinesisRead, PayloadFormat, PayloadOptions, PipelineConfig, PutLimit, QuarantineLimit, StartPosition,
+};
 pub use crate::settings::{LeaseOptions, LeaseStoreConfig, LogGapPolicy, SqsOptions};
 
 /// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
@@ -348,6 +350,13 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
     pub compression: Codec,
 
+    /// Files a commit stores at once, at most (S3 PUTs; local writes and fsyncs). Fewer when
+    /// the files are large: at most half of --max-memory of encoded files is in flight, so
+    /// thousands of small files (hour partitions) go N at a time, where each PUT's round trip
+    /// is what costs, and files of 16 MiB two at a time (with the default --max-memory).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_puts: usize,
+
     /// Duplicate deliveries are dropped by event identity. The producer's identities
     /// (`<file>:<pass>:<row>`) are kept per file: in this run as a bitmap of rows (a span of at
     /// least this many rows per file), and across restarts as the committed rows' ranges in the
@@ -391,6 +400,9 @@ impl PipelineArgs {
         if !(0.0..=1.0).contains(&self.max_quarantine_ratio) {
             return Err(bad(format!("--max-quarantine-ratio {}: give a share from 0 to 1, e.g. 0.5 (1 turns the check off)", self.max_quarantine_ratio)));
         }
+        if !(1..=1024).contains(&self.max_puts) {
+            return Err(bad(format!("--max-puts {}: give 1 to 1024 files at once", self.max_puts)));
+        }
         if self.quarantine_window == 0 {
             return Err(bad("--quarantine-window must be at least 1 event".into()));
         }
@@ -405,6 +417,7 @@ impl PipelineArgs {
             quarantine_limit: QuarantineLimit { ratio: self.max_quarantine_ratio, window: self.quarantine_window },
             spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             partition_idle: self.partition_idle.0,
+            puts: PutLimit { files: self.max_puts, bytes: (self.max_memory / 2) as usize },
         };
         Ok((config, schema))
     }
@@ -742,6 +755,7 @@ mod tests {
         assert!(validate(&["--from", "kafka:x"]).contains("unknown scheme"));
         assert!(validate(&["--event-time-format", "weekly"]).contains("strftime"));
         assert!(validate(&["--max-memory", "1KiB"]).contains("at least 1MiB"));
+        assert!(validate(&["--max-puts", "0"]).contains("give 1 to 1024"));
         assert!(validate(&["--target-file-size", "64KiB"]).contains("--target-file-size must be at least 1MiB"));
         assert!(validate(&["--compact", "--compact-every", "100ms"]).contains("--compact-every must be at least 1s"));
         // Kinesis settings where they mean nothing, or in a form Kinesis refuses.

@@ -79,6 +79,18 @@ pub struct PipelineConfig {
     /// A (partition, shard) buffer is written once the shard's event time has passed the
     /// partition's end (and the buffer's last row) by this much.
     pub partition_idle: Option<Duration>,
+    /// How many of a commit's files are stored at once.
+    pub puts: PutLimit,
+}
+
+/// A commit stores its files concurrently (`--max-puts`): at most `files` at once, and no more
+/// than `bytes` of them in flight (one file alone may be larger). Small files (hour partitions)
+/// thus go many at a time, where each S3 PUT's round trip, not its bytes, is the cost; large
+/// files fewer, holding less memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PutLimit {
+    pub files: usize,
+    pub bytes: usize,
 }
 
 /// What a Kinesis record's data holds (`--payload`); KPL aggregates are recognised in every

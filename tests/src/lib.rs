@@ -284,6 +284,16 @@ impl FaultProxy {
         self.call("GET", "/_proxy/stats", "")["entries"][action].as_array().map(|a| a.iter().map(|v| v.as_u64().expect("count")).collect()).unwrap_or_default()
     }
 
+    /// Holds every request from now on for `seconds` before forwarding it (a round trip).
+    pub fn latency(&self, seconds: f64) {
+        self.call("POST", "/_proxy/latency", &format!(r#"{{"seconds":{seconds}}}"#));
+    }
+
+    /// The most requests of HTTP `method` in flight at once since the last reset.
+    pub fn in_flight_max(&self, method: &str) -> u64 {
+        self.call("GET", "/_proxy/stats", "")["in_flight_max"][method].as_u64().unwrap_or(0)
+    }
+
     /// Holds the next `times` calls of `action` for `seconds` before forwarding them.
     pub fn delay(&self, action: &str, seconds: f64, times: u32) {
         self.call("POST", "/_proxy/delay", &format!(r#"{{"action":"{action}","seconds":{seconds},"times":{times}}}"#));

@@ -30,8 +30,14 @@ Control endpoints (not forwarded):
   POST /_proxy/delay {"action": A, "seconds": S, "times": T}
        the next T calls of action A are held S seconds before they are forwarded (a service
        slow to answer: cold connections, credentials, throttling)
+  POST /_proxy/latency {"seconds": S}
+       from now on every request is held S seconds before it is forwarded: a round trip to a
+       region, which moto on loopback does not have (--latency-ms sets it at start)
 
-Usage: fault_proxy.py --port PORT --upstream http://127.0.0.1:MOTO_PORT
+The stats also say how many requests of each method were in flight at once at most
+("in_flight_max"): what a client's concurrency really was, as the service saw it.
+
+Usage: fault_proxy.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--latency-ms MS]
 """
 import argparse
 import http.client
@@ -49,7 +55,8 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": []}
+state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": [],
+         "latency": 0.0, "in_flight": {}, "in_flight_max": {}}
 
 
 def action_of(headers, path):
@@ -130,7 +137,8 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         if self.path == "/_proxy/stats":
             with state_lock:
-                out = json.dumps({"requests": state["requests"], "methods": state["methods"], "entries": state["entries"], "served": state["served"], "ranges": state["ranges"]}).encode()
+                out = json.dumps({"requests": state["requests"], "methods": state["methods"], "entries": state["entries"], "served": state["served"],
+                                  "ranges": state["ranges"], "in_flight_max": state["in_flight_max"]}).encode()
             return self.reply(200, out, [("Content-Type", "application/json")])
         if self.path == "/_proxy/reset":
             with state_lock:
@@ -143,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
                 state["delays"].clear()
                 state["lost"].clear()
                 state["refused"].clear()
+                state["in_flight_max"].clear()
             return self.reply(200, b"{}")
         if self.path == "/_proxy/fail":
             spec = json.loads(body or b"{}")
@@ -165,6 +174,11 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 state["delays"][spec["action"]] = {"seconds": float(spec["seconds"]), "times": int(spec.get("times", 1))}
             return self.reply(200, b"{}")
+        if self.path == "/_proxy/latency":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["latency"] = float(spec["seconds"])
+            return self.reply(200, b"{}")
         return self.reply(404, b"unknown control path")
 
     def handle_any(self):
@@ -172,6 +186,20 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if self.path.startswith("/_proxy/"):
             return self.control(body)
+        method = self.command
+        with state_lock:
+            now = state["in_flight"][method] = state["in_flight"].get(method, 0) + 1
+            state["in_flight_max"][method] = max(state["in_flight_max"].get(method, 0), now)
+            latency = state["latency"]
+        try:
+            if latency:
+                time.sleep(latency)
+            return self.forward(body)
+        finally:
+            with state_lock:
+                state["in_flight"][method] -= 1
+
+    def forward(self, body):
         action = action_of(self.headers, self.path)
         failed, original_count, request = [], 0, None
         if action in BATCH_ACTIONS and body:
@@ -252,7 +280,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="hold every request this long before forwarding it")
     args = parser.parse_args()
+    state["latency"] = args.latency_ms / 1000
+    # A listen backlog of 5 (the default) drops connections when a client opens dozens at once
+    # (a commit's concurrent PUTs), and a dropped SYN costs the client a second.
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.upstream = urlparse(args.upstream)
     server.daemon_threads = True

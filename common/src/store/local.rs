@@ -49,6 +49,39 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// Makes `dir` and the directories above it that are missing, each durably: a new directory's
+/// name is in its parent, which is fsynced after it is made (the files put into `dir` fsync
+/// `dir` itself). Without that, a power loss could take a new partition's directory, and the
+/// files a commit names in it, away on file systems that do not order metadata (ext4 does).
+fn make_dirs(dir: &Path) -> Result<(), StoreError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(io(at)(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a file is where a directory must be"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(at),
+            Err(e) => return Err(io(at)(e)),
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            // (Made by another writer meanwhile: synced here too, as this put may end first.)
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(dir)(e)),
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
+        }
+    }
+    Ok(())
+}
+
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
         LocalStore { root: root.into() }
@@ -67,12 +100,13 @@ impl LocalStore {
         let dir = target.parent().expect("object paths have a parent");
         let name = target.file_name().expect("object paths have a name").to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
-        // A delete that empties this directory removes it (see `delete`): if that happens
-        // between creating the directory and the file, create it again.
+        // The directory is made when the file cannot be created for want of it: once per
+        // partition, not a failing `mkdir` before every file (8,925 of them for 11,659 files by
+        // hour). A delete that empties a directory removes it (see `delete`): if that happens
+        // between making the directory and the file, it is made again.
         let mut attempts = 0;
         let direct = data.len() >= DIRECT_MIN;
         let file = loop {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
             let opened = if direct {
@@ -84,7 +118,10 @@ impl LocalStore {
                 options.open(&temp)
             };
             match opened {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => {
+                    attempts += 1;
+                    make_dirs(dir)?;
+                }
                 other => break other.map_err(io(&temp))?,
             }
         };
@@ -265,6 +302,25 @@ mod tests {
         assert_eq!(temp_file_pid(".12.0.tmp"), None);
         assert_eq!(store.remove_stale_temporary("t/").unwrap(), 1);
         assert!(!gone.exists() && mine.exists() && other.exists());
+    }
+
+    #[test]
+    fn puts_make_missing_directories_even_when_racing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let store = &store;
+                scope.spawn(move || store.put(&format!("t/year=2025/hour={}/f{i}", i % 2), &Bytes::from_static(b"x")).unwrap());
+            }
+        });
+        for i in 0..16 {
+            assert_eq!(store.get(&format!("t/year=2025/hour={}/f{i}", i % 2)).unwrap(), Bytes::from_static(b"x"));
+        }
+        // A file where a directory must be: an error naming it, not a loop.
+        store.put("t/file", &Bytes::from_static(b"x")).unwrap();
+        let err = store.put("t/file/x", &Bytes::from_static(b"y")).unwrap_err();
+        assert!(err.to_string().contains("t/file"), "{err}");
     }
 
     #[tokio::test]

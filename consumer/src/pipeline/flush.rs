@@ -161,6 +161,7 @@ impl Pipeline {
             schema: self.decoder.schema().clone(),
             layout: self.layout(),
             memory_budget: self.config.flush.max_memory / 2,
+            puts: self.config.puts,
         };
         if self.config.flush_together {
             let written = crate::commit::write(prepared, &context)?;

@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 
 mod checks;
 mod flush;
+mod idle;
 mod memory;
 mod route;
 
@@ -35,7 +36,7 @@ use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
-use crate::buffer::{Buffer, BufferKey, Closing};
+use crate::buffer::{Buffer, BufferKey};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::dedup::Dedup;
@@ -92,10 +93,10 @@ pub struct Pipeline {
     unrecorded_layout: Option<kappa_table::Layout>,
     quarantine_ratio: QuarantineRatio,
     spill: SpillDir,
-    /// Per shard, with `--partition-idle`: the latest event time routed (ms), and a time at or
-    /// before which no open buffer of the shard closes.
+    /// Per shard, with `--partition-idle`: the latest event time routed (ms), and its open
+    /// buffers' closings (see [`idle`]).
     horizon: Vec<i64>,
-    next_close: Vec<Closing>,
+    idle: Vec<idle::IdleIndex>,
     /// Chunks reordered by buffer (see [`RowSource::Gathered`]): alive while their token is,
     /// and their memory.
     gathered: Vec<(std::sync::Weak<()>, usize)>,
@@ -183,7 +184,7 @@ impl Pipeline {
         let location = format!("{}{}", kappa_table::location(table.store(), table.name())?.url, table.generation());
         let spill = SpillDir::open(&config.spill_dir, table.name(), &location)?;
         let horizon = shards.iter().map(|s| state.horizons.get(s).copied().unwrap_or(i64::MIN)).collect();
-        let next_close = vec![Closing::NEVER; shards.len()];
+        let idle = shards.iter().map(|_| idle::IdleIndex::default()).collect();
         let pipeline = Pipeline {
             writer,
             table,
@@ -208,7 +209,7 @@ impl Pipeline {
             quarantine_ratio: QuarantineRatio::new(config.quarantine_limit),
             spill,
             horizon,
-            next_close,
+            idle,
             gathered: Vec::new(),
             drained: Vec::new(),
             peer_grace_ms: 0,
@@ -294,7 +295,7 @@ impl Pipeline {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.read_count.push(0);
         self.horizon.push(self.state.horizons.get(&name).copied().unwrap_or(i64::MIN));
-        self.next_close.push(Closing::NEVER);
+        self.idle.push(idle::IdleIndex::default());
         self.shards.push(name);
         (self.shards.len() - 1) as u32
     }

@@ -136,8 +136,8 @@ impl Pipeline {
             let horizon_before = self.horizon[shard];
             if idle_ms.is_some() {
                 self.horizon[shard] = self.horizon[shard].max(ms);
-                if self.next_close[shard].due(self.horizon[shard], ordinal) {
-                    self.close_behind(event.shard, ordinal, &mut groups, rows_in, origin, chunk)?;
+                if self.idle[shard].reached(self.horizon[shard], ordinal) {
+                    self.close_behind(event.shard, ordinal, (&mut groups, &group_of), rows_in, origin, chunk)?;
                 }
             }
             let key = (partition, event.shard);
@@ -181,8 +181,9 @@ impl Pipeline {
             group.rows.push(row as u32);
             group.bytes += event.json_len() as u64;
             if let Some(idle) = idle_ms {
+                let previous = group.closing;
                 group.closing = Closing { at_ms: group.partition_end.max(self.horizon[shard]).saturating_add(idle), at_ordinal: ordinal + IDLE_EVENTS };
-                self.next_close[shard] = self.next_close[shard].earliest(group.closing);
+                self.idle[shard].note(key, previous, group.closing, self.horizon[shard]);
             }
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
                 let (rows, bytes) = (std::mem::take(&mut group.rows), group.bytes);
@@ -223,18 +224,31 @@ impl Pipeline {
     }
 
     /// Closes the shard's buffers that are idle at this row (`--partition-idle`), with the rows
-    /// this chunk routed to them so far; then finds the bound before which no other closes.
+    /// this chunk routed to them so far.
     fn close_behind(
         &mut self,
         shard: u32,
         ordinal: u64,
-        groups: &mut [Group],
+        (groups, group_of): (&mut [Group], &foldhash::HashMap<BufferKey, usize>),
         rows_in: PieceRows<'_>,
         origin: &[usize],
         chunk: &ChunkEvents<'_>,
     ) -> Result<(), PipelineError> {
         let horizon = self.horizon[shard as usize];
-        for group in groups.iter_mut().filter(|g| g.key.1 == shard && g.closing.due(horizon, ordinal)) {
+        // A group's closing is the newer one: its buffer's, plus this chunk's rows.
+        let buffers = &self.buffers;
+        let current = |key: &BufferKey| match group_of.get(key) {
+            Some(index) => Some(groups[*index].closing),
+            None => buffers.get(key).map(|b| b.closing),
+        };
+        let due = self.idle[shard as usize].due(horizon, ordinal, current);
+        if due.is_empty() {
+            return Ok(());
+        }
+        // In the order of a look at every group, then every buffer: the commit lists its files
+        // in the order they were sealed.
+        let due: foldhash::HashSet<BufferKey> = due.into_iter().collect();
+        for group in groups.iter_mut().filter(|g| due.contains(&g.key)) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
                 self.append(group.key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes: group.bytes }, origin, chunk, group.opening())?;
@@ -242,19 +256,11 @@ impl Pipeline {
             self.seal(group.key);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
         }
-        // Buffers this chunk has not routed to (a group's closing is the newer one).
-        let idle: Vec<_> = self
-            .buffers
-            .iter()
-            .filter(|(key, b)| key.1 == shard && b.closing.due(horizon, ordinal) && !groups.iter().any(|g| g.key == **key))
-            .map(|(k, _)| *k)
-            .collect();
+        let mut idle: Vec<BufferKey> = due.into_iter().filter(|key| !group_of.contains_key(key)).collect();
+        idle.sort_unstable();
         for key in idle {
             self.seal(key);
         }
-        let open_groups = groups.iter().filter(|g| g.key.1 == shard).map(|g| g.closing);
-        let open_buffers = self.buffers.iter().filter(|(key, _)| key.1 == shard).map(|(_, b)| b.closing);
-        self.next_close[shard as usize] = open_groups.chain(open_buffers).fold(Closing::NEVER, Closing::earliest);
         Ok(())
     }
 }

@@ -271,3 +271,38 @@ async fn a_compacted_s3_table_keeps_its_rows_and_vacuum_removes_the_replaced_fil
     assert!(left.iter().all(|k| k.rsplit('/').next().unwrap().starts_with("compacted-")), "{left:#?}");
     assert_eq!(kappa_tests::python_deltalake_s3(table, &moto.endpoint, current).trim(), "4 400 400");
 }
+
+/// Issue 35: a commit's many small files go to S3 many at a time, each PUT a round trip (20 ms
+/// here, through the proxy); `--max-puts 1` stores them one by one. moto sees how many were in
+/// flight at once; both tables hold every row once.
+#[tokio::test]
+async fn a_commit_of_many_small_files_stores_them_concurrently() {
+    let moto = Moto::start();
+    let s3 = s3_client(&moto.endpoint).await;
+    s3.create_bucket().bucket("lake").send().await.unwrap();
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    proxy.latency(0.02);
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    let people = kappa_tests::seed("people/generated_mock_data.csv");
+    expect_status(&run(kappa("kappa-producer", None).arg("--input").arg(&people).args(["--to", &log, "--shards", "4"])), 0);
+    for (max_puts, table) in [("64", "many"), ("1", "one")] {
+        proxy.reset();
+        let args = ["--lake", "s3://lake/warehouse", "--table", table, "--event-time", "Date", "--partition-by", "year", "--max-puts", max_puts];
+        let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args(args).args(["--until-idle", "1s"]));
+        expect_status(&output, 0);
+        let listed = s3.list_objects_v2().bucket("lake").prefix(format!("warehouse/{table}/gen-000001/")).send().await.unwrap();
+        let files = listed.contents().iter().filter_map(|o| o.key()).filter(|k| k.ends_with(".parquet")).count();
+        assert!(files > 150, "56 years of birth dates over 4 shards: {files} files");
+        let at_once = proxy.in_flight_max("PUT");
+        match max_puts {
+            "1" => assert_eq!(at_once, 1, "one PUT at a time"),
+            _ => assert!(at_once >= 16, "{files} small files, {at_once} PUTs at once at most"),
+        }
+        let count = "t = table.to_pyarrow_table()\nprint(t.num_rows, len(set(t.column('Email').to_pylist())))";
+        let distinct = kappa_tests::python_deltalake_s3(&format!("s3://lake/warehouse/{table}"), &moto.endpoint, count);
+        let emails: std::collections::BTreeSet<String> =
+            std::fs::read_to_string(&people).unwrap().lines().skip(1).map(|l| l.split(',').nth(1).unwrap().to_string()).collect();
+        assert_eq!(distinct.trim(), format!("1000 {}", emails.len()), "every row once ({table})");
+    }
+}
