@@ -7,13 +7,14 @@
 # medians of the consumer's whole run (reading, encoding, storing, the commit) and files/s by it,
 # with the most PUTs moto saw in flight at once.
 #
-#   bench/s3-puts.sh [ROWS] [LATENCY_MS]        (defaults: 100,000 rows, 20 ms)
+#   bench/s3-puts.sh [ROWS] [LATENCY_MS] [LEVELS]   (defaults: 100,000 rows, 20 ms, "1 8 32 64")
 #
 # Needs the test venv (./scripts/setup-test-env: moto). Writes under bench/out/s3-puts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-100000}
 LATENCY_MS=${2:-20}
+read -r -a LEVELS <<< "${3:-1 8 32 64}"
 OUT=bench/out/s3-puts
 RESULTS=$OUT/results.jsonl
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
@@ -27,7 +28,7 @@ start_moto "$OUT" "$LATENCY_MS"
 ./target/release/kappa-producer --input "$OUT/wide.csv" --to "log:$OUT/log" --shards 1 --write-schema "$OUT/wide.schema.json" >/dev/null 2>&1
 
 for round in 1 2 3; do
-  for puts in 1 8 32 64; do
+  for puts in "${LEVELS[@]}"; do
     table=w${puts}r$round
     curl -sf -X POST "$PROXY/_proxy/reset" >/dev/null
     start=$(date +%s.%N)

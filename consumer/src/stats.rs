@@ -18,6 +18,7 @@ pub struct Stats {
     commits: AtomicU64,
     spills: AtomicU64,
     spilled_bytes: AtomicU64,
+    spilled_rows: AtomicU64,
     messages_received: AtomicU64,
     messages_deleted: AtomicU64,
     redeliveries_skipped: AtomicU64,
@@ -39,6 +40,7 @@ impl Default for Stats {
             commits: AtomicU64::new(0),
             spills: AtomicU64::new(0),
             spilled_bytes: AtomicU64::new(0),
+            spilled_rows: AtomicU64::new(0),
             messages_received: AtomicU64::new(0),
             messages_deleted: AtomicU64::new(0),
             redeliveries_skipped: AtomicU64::new(0),
@@ -59,9 +61,12 @@ pub struct Summary {
     pub files: u64,
     pub bytes: u64,
     pub commits: u64,
-    /// Times memory ran short and buffers moved to the scratch directory, and the bytes moved.
+    /// Times memory ran short and buffers moved to the scratch directory, the bytes moved, and
+    /// the rows (a row moves at most once: what was spilled stays there until its file is
+    /// written).
     pub spills: u64,
     pub spilled_bytes: u64,
+    pub spilled_rows: u64,
     /// SQS: messages received (redeliveries included), deleted after their commit, and
     /// redeliveries of already committed messages deleted without ingesting them again.
     pub messages_received: u64,
@@ -88,9 +93,10 @@ impl Stats {
     pub fn add_quarantined(&self, n: u64) {
         self.quarantined.fetch_add(n, Relaxed);
     }
-    pub fn add_spill(&self, bytes: u64) {
+    pub fn add_spill(&self, bytes: u64, rows: u64) {
         self.spills.fetch_add(1, Relaxed);
         self.spilled_bytes.fetch_add(bytes, Relaxed);
+        self.spilled_rows.fetch_add(rows, Relaxed);
     }
     pub fn add_commit(&self, files: u64, rows: u64, bytes: u64) {
         self.commits.fetch_add(1, Relaxed);
@@ -134,6 +140,7 @@ impl Stats {
             commits: self.commits.load(Relaxed),
             spills: self.spills.load(Relaxed),
             spilled_bytes: self.spilled_bytes.load(Relaxed),
+            spilled_rows: self.spilled_rows.load(Relaxed),
             messages_received: self.messages_received.load(Relaxed),
             messages_deleted: self.messages_deleted.load(Relaxed),
             redeliveries_skipped: self.redeliveries_skipped.load(Relaxed),
@@ -166,9 +173,10 @@ impl Summary {
         );
         if self.spills > 0 {
             text.push_str(&format!(
-                "  spilled            {} times, {:.1} MiB to the scratch directory (--max-memory)\n",
+                "  spilled            {} times, {:.1} MiB ({} rows) to the scratch directory (--max-memory)\n",
                 self.spills,
-                self.spilled_bytes as f64 / 1048576.0
+                self.spilled_bytes as f64 / 1048576.0,
+                self.spilled_rows
             ));
         }
         if self.messages_received > 0 {

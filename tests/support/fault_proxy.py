@@ -126,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status, body, headers=()):
+        # Out of flight before the answer leaves: a client that sends its next request the
+        # moment it has this answer must not find this one still counted.
+        self.leave_flight()
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
@@ -191,11 +194,17 @@ class Handler(BaseHTTPRequestHandler):
             now = state["in_flight"][method] = state["in_flight"].get(method, 0) + 1
             state["in_flight_max"][method] = max(state["in_flight_max"].get(method, 0), now)
             latency = state["latency"]
+        self.in_flight = method
         try:
             if latency:
                 time.sleep(latency)
             return self.forward(body)
         finally:
+            self.leave_flight()
+
+    def leave_flight(self):
+        method, self.in_flight = getattr(self, "in_flight", None), None
+        if method:
             with state_lock:
                 state["in_flight"][method] -= 1
 

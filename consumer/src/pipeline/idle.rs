@@ -11,13 +11,18 @@
 //! 1. closings whose time has not come, by time: the least is when the next may come;
 //! 2. closings whose time has come, by ordinal: the least is the next that may be due.
 //!
-//! The bound is the top of each. When the time passes the top of the first, those closings move
-//! to the second; when the ordinal passes the top of the second, each popped closing is checked
-//! against the buffer's current one, and the buffer closes if that is due. Heaps are not updated
-//! when a buffer's closing changes or the buffer goes (a row arrives, a flush): the entry left
-//! behind is found stale when popped. A row pushes an entry only when its closing's time differs
-//! from the buffer's previous one (or has come already), so the heap of times holds about one
-//! entry per open buffer in data out of order, where that time stays ahead of the shard's.
+//! The bound is the top of each. Entries are not updated when a buffer's closing changes or the
+//! buffer goes (a row arrives, a flush): each popped entry is checked against the buffer's
+//! closing of now. When the time passes the top of the first heap, the buffer's closing moves to
+//! the second if its time has come, and goes back into the first, at its later time, if not;
+//! when the ordinal passes the top of the second, the buffer closes if its closing is due (an
+//! entry whose closing moved on is dropped: the new closing has an entry of its own).
+//!
+//! What keeps it exact: every open buffer whose time has not come has an entry in the first heap
+//! at or before its time, and every one whose time has come has one in the second at its
+//! ordinal. A row whose closing's time is still ahead pushes nothing when the buffer's previous
+//! closing was also ahead and no later (its entry is at or before the new time), so the first
+//! heap holds about one entry per open buffer, however many rows they get.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -40,11 +45,10 @@ impl IdleIndex {
         }
         if closing.at_ms <= horizon {
             self.waiting_for_ordinal.push(Reverse((closing.at_ordinal, key)));
-        } else if previous == Closing::NEVER || previous.at_ms != closing.at_ms {
-            // (The same time still ahead: the entry `previous` made is still in the heap, and
-            // when the time comes, the buffer's closing of then is what moves on.)
+        } else if previous == Closing::NEVER || previous.at_ms <= horizon || closing.at_ms < previous.at_ms {
             self.waiting_for_time.push(Reverse((closing.at_ms, key)));
         }
+        // (Else `previous`'s time was ahead too, and no later: its entry stands for this one.)
     }
 
     /// True if a buffer may be due at this row: the shard's event time `horizon`, its reading
@@ -62,8 +66,12 @@ impl IdleIndex {
                 break;
             }
             self.waiting_for_time.pop();
-            if let Some(closing) = current(&key).filter(|c| *c != Closing::NEVER && c.at_ms <= horizon) {
-                self.waiting_for_ordinal.push(Reverse((closing.at_ordinal, key)));
+            match current(&key) {
+                Some(closing) if closing == Closing::NEVER => {}
+                Some(closing) if closing.at_ms <= horizon => self.waiting_for_ordinal.push(Reverse((closing.at_ordinal, key))),
+                // Its time moved on since this entry was made: wait for that.
+                Some(closing) => self.waiting_for_time.push(Reverse((closing.at_ms, key))),
+                None => {}
             }
         }
         let mut due = Vec::new();
@@ -127,5 +135,26 @@ mod tests {
             }
         }
         assert!(closed > 1_000, "the closings came due {closed} times");
+    }
+
+    /// Rows in no time order: the shard's time stays put while a buffer gets row after row,
+    /// each moving its closing's ordinal on. One entry stands for all of them.
+    #[test]
+    fn a_buffer_getting_rows_holds_one_entry() {
+        let key = (Partition::of_millis(0, Granularity::Hour).unwrap(), 0);
+        let mut index = IdleIndex::default();
+        let mut previous = Closing::NEVER;
+        for ordinal in 0..10_000 {
+            let closing = Closing { at_ms: 5_000, at_ordinal: ordinal + 100 };
+            index.note(key, previous, closing, 1_000);
+            previous = closing;
+            assert!(!index.reached(1_000, ordinal));
+        }
+        assert_eq!((index.waiting_for_time.len(), index.waiting_for_ordinal.len()), (1, 0));
+        // The time comes: due at the last row's ordinal + 100, not before.
+        assert!(index.reached(5_000, 10_000));
+        assert!(index.due(5_000, 10_000, |_| Some(previous)).is_empty());
+        assert!(!index.reached(5_000, 10_098));
+        assert_eq!(index.due(5_000, 10_099, |_| Some(previous)), vec![key]);
     }
 }

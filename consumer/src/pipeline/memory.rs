@@ -17,6 +17,7 @@ impl Pipeline {
         let mut writer = self.spill.writer()?;
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
         let (buffers, mut freed) = (spilling.len(), 0);
+        let rows: usize = spilling.iter().flat_map(|b| b.batches.iter().map(|batch| batch.num_rows())).sum();
         // Concatenated and encoded on every core, a few buffers at a time (so that the encoded
         // copies never add up to much), and written in order into one file.
         for group in spilling.chunks_mut(SPILL_GROUP) {
@@ -27,7 +28,7 @@ impl Pipeline {
             }
         }
         let written = writer.finish().map_err(io_error)?;
-        self.stats.add_spill(written);
+        self.stats.add_spill(written, rows as u64);
         tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, "spilled");
         Ok(())
     }

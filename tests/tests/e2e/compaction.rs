@@ -171,6 +171,9 @@ fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_su
     let s = summary(&report);
     // 60,000 rows come in a few chunks of up to 32,768 events: a spill after each.
     assert!(s["spills"].as_u64().unwrap() >= 2, "{s}");
+    // Issue 35: no row spilled twice (spilled rows stay in the scratch directory until written).
+    let spilled = s["spilled_rows"].as_u64().unwrap();
+    assert!(spilled > 10_000 && spilled <= 60_000, "rows spilled: {s}");
     let partitions = files_per_partition(&lake);
     assert!(partitions.values().all(|n| *n <= 4), "at most one file per partition and shard: {partitions:?}");
     assert_eq!(counted(&lake), "[(60000, 60000)]");
