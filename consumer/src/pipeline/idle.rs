@@ -58,8 +58,8 @@ impl IdleIndex {
             || self.waiting_for_ordinal.peek().is_some_and(|Reverse((at, _))| ordinal >= *at)
     }
 
-    /// The buffers due at this row, each once, in no particular order: `current` gives a key's
-    /// closing as it is now (None: no buffer open).
+    /// The buffers due at this row, each once, sorted: `current` gives a key's closing as it is
+    /// now (None: no buffer open).
     pub(super) fn due(&mut self, horizon: i64, ordinal: u64, current: impl Fn(&BufferKey) -> Option<Closing>) -> Vec<BufferKey> {
         while let Some(Reverse((ms, key))) = self.waiting_for_time.peek().copied() {
             if ms > horizon {

@@ -245,10 +245,9 @@ impl Pipeline {
         if due.is_empty() {
             return Ok(());
         }
-        // In the order of a look at every group, then every buffer: the commit lists its files
-        // in the order they were sealed.
-        let due: foldhash::HashSet<BufferKey> = due.into_iter().collect();
-        for group in groups.iter_mut().filter(|g| due.contains(&g.key)) {
+        // In the order of a look at every group, then every buffer (`due` is sorted, as the
+        // buffers are): the commit lists its files in the order they were sealed.
+        for group in groups.iter_mut().filter(|g| due.binary_search(&g.key).is_ok()) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
                 self.append(group.key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes: group.bytes }, origin, chunk, group.opening())?;
@@ -256,9 +255,7 @@ impl Pipeline {
             self.seal(group.key);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
         }
-        let mut idle: Vec<BufferKey> = due.into_iter().filter(|key| !group_of.contains_key(key)).collect();
-        idle.sort_unstable();
-        for key in idle {
+        for key in due.into_iter().filter(|key| !group_of.contains_key(key)) {
             self.seal(key);
         }
         Ok(())
