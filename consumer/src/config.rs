@@ -19,8 +19,8 @@ pub use crate::settings::{LeaseOptions, LeaseStoreConfig, LogGapPolicy, SqsOptio
 /// Stream-processes events from a log into a time-partitioned Parquet lake, exactly once.
 ///
 /// Events are buffered per partition (and source shard) and written as Parquet when a buffer
-/// reaches --flush-rows or --flush-bytes, is older than --flush-interval, when --max-memory is
-/// reached (largest buffers first), and on shutdown. Each flush is committed atomically with
+/// reaches --flush-rows or --flush-bytes, is older than --flush-interval, and on shutdown; past
+/// --max-memory buffered rows wait in --spill-dir rather than cut a file. Each flush is committed atomically with
 /// the source positions it covers; after a crash the consumer resumes from the last commit and
 /// writes every row exactly once. SIGINT/SIGTERM: stop reading, flush, commit, exit 0.
 ///
@@ -321,8 +321,8 @@ pub struct PipelineArgs {
     pub flush_interval: Duration,
 
     /// Memory for buffered rows (Arrow buffers, and raw events kept for --archive); past it
-    /// the largest buffers move to --spill-dir until half of it is in use, and come back when
-    /// they are written: memory never cuts a file. The process needs about 130 MiB more
+    /// every buffer's rows in memory move to --spill-dir, each row at most once, and come back
+    /// when their file is written: memory never cuts a file. The process needs about 130 MiB more
     /// (chunks read and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,

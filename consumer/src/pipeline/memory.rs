@@ -10,18 +10,18 @@ use crate::spill::Encoded;
 impl Pipeline {
     /// Moves every buffer's rows in memory to the scratch directory, in one file. All of
     /// them: the rows of a chunk that many buffers share (see `RowSource::Gathered`) are
-    /// freed only once none of them holds a slice.
+    /// freed only once none of them holds a range of it.
     pub(super) fn spill_buffers(&mut self) -> Result<(), PipelineError> {
         use rayon::prelude::*;
-        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.batches.is_empty()).collect();
+        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.in_memory.is_empty()).collect();
         let mut writer = self.spill.writer()?;
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
         let (buffers, mut freed) = (spilling.len(), 0);
-        let rows: usize = spilling.iter().flat_map(|b| b.batches.iter().map(|batch| batch.num_rows())).sum();
+        let rows: usize = spilling.iter().flat_map(|b| b.in_memory.iter().map(|rows| rows.num_rows())).sum();
         // Concatenated and encoded on every core, a few buffers at a time (so that the encoded
         // copies never add up to much), and written in order into one file.
         for group in spilling.chunks_mut(SPILL_GROUP) {
-            let encoded: Vec<_> = group.par_iter().map(|b| Encoded::new(&b.batches)).collect();
+            let encoded: Vec<_> = group.par_iter().map(|b| Encoded::new(&b.batches())).collect();
             for (buffer, encoded) in group.iter_mut().zip(encoded) {
                 freed += buffer.memory;
                 buffer.spilled_to(&mut writer, encoded?).map_err(io_error)?;

@@ -36,7 +36,7 @@ use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 use self::checks::{QuarantineRatio, check_event_time};
 
 use crate::acks::AckLedger;
-use crate::buffer::{Buffer, BufferKey};
+use crate::buffer::{Buffer, BufferKey, Rows};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::dedup::Dedup;
@@ -97,9 +97,9 @@ pub struct Pipeline {
     /// buffers' closings (see [`idle`]).
     horizon: Vec<i64>,
     idle: Vec<idle::IdleIndex>,
-    /// Chunks reordered by buffer (see [`RowSource::Gathered`]): alive while their token is,
-    /// and their memory.
-    gathered: Vec<(std::sync::Weak<()>, usize)>,
+    /// Chunks reordered by buffer (see [`RowSource::Gathered`]): alive while a buffer holds
+    /// rows of them, and their memory.
+    gathered: Vec<(std::sync::Weak<RecordBatch>, usize)>,
     /// The consumer's record among the table's writers (`None` for a replay's generation).
     writer: Option<kappa_table::writers::Writer>,
     /// Shards whose last event has been ingested (closed by resharding), not yet taken.
@@ -479,8 +479,8 @@ impl Pipeline {
         opening: Opening,
     ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals, ids } = chunk;
-        let (taken, memory, holds) = match source {
-            RowSource::Gathered(rows, token) => (rows, 0, Some(token)),
+        let (taken, memory) = match source {
+            RowSource::Gathered(rows) => (rows, 0),
             RowSource::Batch(piece) => {
                 let batch = piece.batch;
                 let at = piece.positions_of(rows);
@@ -503,7 +503,7 @@ impl Pipeline {
                 };
                 let taken = RecordBatch::try_new(batch.schema(), columns)?;
                 let memory = taken.get_array_memory_size();
-                (taken, memory, None)
+                (Rows::owned(taken), memory)
             }
         };
         *self.routed.entry(key.0).or_default() += rows.len() as u64;
@@ -512,7 +512,6 @@ impl Pipeline {
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
         buffer.append(taken, memory, bytes, last);
-        buffer.holds.extend(holds);
         if self.table.is_competing() {
             use arrow::array::Array as _;
             for row in rows.iter().map(|row| *row as usize) {

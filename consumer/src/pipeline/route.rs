@@ -16,7 +16,7 @@ use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, SourceEvent};
-use crate::buffer::{BufferKey, Closing};
+use crate::buffer::{BufferKey, Closing, Rows};
 use crate::partition::Placement;
 
 /// A piece of a chunk's events, with each one's predecessor in its shard (where to resume if
@@ -80,10 +80,10 @@ pub(super) struct Routed<'a> {
 pub(super) enum RowSource<'a> {
     /// Rows of the decoded batch, to be taken from it.
     Batch(PieceRows<'a>),
-    /// Rows already taken: a slice of the chunk reordered by buffer. The slice keeps the whole
-    /// reordered chunk alive, which is counted once, for as long as any buffer holds the
-    /// token (see [`Pipeline::buffered_memory`]).
-    Gathered(RecordBatch, std::sync::Arc<()>),
+    /// Rows already taken: a range of the chunk reordered by buffer. The range keeps the whole
+    /// reordered chunk alive, which is counted once, for as long as any buffer holds a range
+    /// of it (see [`Pipeline::buffered_memory`]).
+    Gathered(Rows),
 }
 
 /// How a buffer closes, and where its shard's event time stood before its first row.
@@ -202,16 +202,15 @@ impl Pipeline {
             let order: Vec<u32> = pending.iter().flat_map(|g| g.rows.iter().map(|row| rows_in.at(*row))).collect();
             // A worker has usually grouped the rows already: every row, in the batch's order.
             let grouped = order.len() == rows_in.batch.num_rows() && order.iter().enumerate().all(|(i, at)| *at as usize == i);
-            let gathered = match grouped {
+            let gathered = std::sync::Arc::new(match grouped {
                 true => rows_in.batch.clone(),
                 false => arrow::compute::take_record_batch(rows_in.batch, &UInt32Array::from(order))?,
-            };
-            let token = std::sync::Arc::new(());
-            self.gathered.push((std::sync::Arc::downgrade(&token), gathered.get_array_memory_size()));
+            });
+            self.gathered.push((std::sync::Arc::downgrade(&gathered), gathered.get_array_memory_size()));
             let mut offset = 0;
             for group in pending {
                 let n = group.rows.len();
-                let rows = RowSource::Gathered(gathered.slice(offset, n), token.clone());
+                let rows = RowSource::Gathered(Rows::shared(&gathered, offset, n));
                 self.append(group.key, rows, Routed { rows: &group.rows, bytes: group.bytes }, origin, chunk, group.opening())?;
                 offset += n;
             }
