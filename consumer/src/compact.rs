@@ -326,7 +326,7 @@ impl MergedWriter {
 
     fn write_group(&mut self, rows: usize) -> Result<(), CompactError> {
         if self.file.is_none() {
-            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target).map_err(encoding)?, 0));
+            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target, false).map_err(encoding)?, 0));
         }
         let (encoder, written) = self.file.as_mut().expect("started");
         encoder.write_row_group(&self.pending, 0, rows).map_err(encoding)?;

@@ -12,11 +12,11 @@ use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
@@ -24,6 +24,10 @@ use rayon::prelude::*;
 use crate::settings::Codec;
 
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Files of at most this many rows (the writer's rows per data page) have one page per column,
+/// mostly: their page index would repeat the row group's statistics. See [`FileEncoder::new`].
+const ONE_PAGE_ROWS: usize = parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT;
 
 /// Rows sampled to decide whether a column is worth a dictionary.
 const DICTIONARY_SAMPLE: usize = 4096;
@@ -65,7 +69,7 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
     let adapted = conform(batches, data, schema)?;
     let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
     let capacity = adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3;
-    let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity)?;
+    let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity, rows as usize <= ONE_PAGE_ROWS)?;
     let mut start = 0;
     while start < rows as usize {
         let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);
@@ -97,7 +101,14 @@ pub struct FileEncoder {
 impl FileEncoder {
     /// Starts a file of `schema` whose first rows are those of `first` (they decide each
     /// column's encoding, see [`mostly_distinct`]).
-    pub fn new(schema: &SchemaRef, first: &[RecordBatch], codec: Codec, capacity: usize) -> Result<FileEncoder, ParquetError> {
+    ///
+    /// What the footer leaves out, as DuckDB's does: small files (hour partitions: thousands of
+    /// files of tens of rows) were a third footer. The Arrow schema (`ARROW:schema`, 1.2-1.5 KB
+    /// for 16-19 columns) only repeats what the Parquet types say for the types a table has
+    /// (readers infer the same Arrow types from them, and Delta readers take the table's
+    /// schema); and a file of one page per column (`one_page`) gets no page index (~0.85 KB),
+    /// which would repeat the row group's statistics. kappa-query reads no page index at all.
+    pub fn new(schema: &SchemaRef, first: &[RecordBatch], codec: Codec, capacity: usize, one_page: bool) -> Result<FileEncoder, ParquetError> {
         let sample = first_rows(schema, first, DICTIONARY_SAMPLE)?;
         let compression = match codec {
             Codec::Snappy => Compression::SNAPPY,
@@ -108,6 +119,9 @@ impl FileEncoder {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
             .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")));
+        if one_page {
+            properties = properties.set_statistics_enabled(EnabledStatistics::Chunk).set_offset_index_disabled(true);
+        }
         for (field, column) in schema.fields().iter().zip(sample.columns()) {
             if mostly_distinct(column) {
                 let path = ColumnPath::from(field.name().as_str());
@@ -124,11 +138,10 @@ impl FileEncoder {
                 }
             }
         }
-        let mut properties = properties.build();
-        // What `ArrowWriter` does, column by column: the same file, without a copy of every
-        // column at once, and with the columns encoded on every core.
-        add_encoded_arrow_schema_to_metadata(schema, &mut properties);
-        let properties = Arc::new(properties);
+        // What `ArrowWriter` does (with `skip_arrow_metadata`), column by column: the same
+        // file, without a copy of every column at once, and with the columns encoded on every
+        // core.
+        let properties = Arc::new(properties.build());
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
         let file = SerializedFileWriter::new(Vec::with_capacity(capacity), parquet_schema.root_schema_ptr(), properties)?;
         let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
@@ -235,7 +248,8 @@ mod tests {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from("id"), false);
         properties = properties.set_column_encoding(ColumnPath::from("id"), Encoding::DELTA_BYTE_ARRAY);
         let mut reference = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut reference, schema.clone(), Some(properties.build())).unwrap();
+        let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(properties.build()).with_skip_arrow_metadata(true);
+        let mut writer = parquet::arrow::ArrowWriter::try_new_with_options(&mut reference, schema.clone(), options).unwrap();
         writer.write(&all).unwrap();
         writer.close().unwrap();
         assert!(whole.0 == reference, "differs from ArrowWriter's file");
@@ -250,5 +264,59 @@ mod tests {
             assert_eq!(split.1, N as u64);
             assert!(split.0 == whole.0, "batches of {:?} rows changed the bytes", batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_small_file_has_a_short_footer_and_reads_back_as_written() {
+        use arrow::array::{BooleanArray, Date32Array, Decimal128Array, TimestampMicrosecondArray};
+        use arrow::datatypes::TimeUnit;
+        use kappa_common::schema::ColumnType;
+        // Every column type a table has, as the table's schema maps it.
+        let types = [
+            ColumnType::String,
+            ColumnType::Int64,
+            ColumnType::Float64,
+            ColumnType::Boolean,
+            ColumnType::Date,
+            ColumnType::Timestamp,
+            ColumnType::TimestampNtz,
+            ColumnType::Decimal { precision: 20, scale: 2 },
+        ];
+        let fields: Vec<Field> = types.iter().enumerate().map(|(i, t)| Field::new(format!("c{i}"), t.to_arrow(), true)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        let n = 40;
+        let base = rows(n);
+        let columns: Vec<ArrayRef> = vec![
+            base.column(0).clone(),
+            base.column(1).clone(),
+            base.column(2).clone(),
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i % 2 == 0)))),
+            Arc::new(Date32Array::from_iter_values((0..n).map(|i| 19_000 + i as i32))),
+            Arc::new(TimestampMicrosecondArray::from_iter_values((0..n).map(|i| 1_700_000_000_000_000 + i as i64 * 3_600_000_000)).with_timezone("UTC")),
+            Arc::new(TimestampMicrosecondArray::from_iter((0..n).map(|i| (i % 3 != 0).then_some(i as i64)))),
+            Arc::new(Decimal128Array::from_iter_values((0..n).map(|i| i as i128 * 12_345)).with_precision_and_scale(20, 2).unwrap()),
+        ];
+        assert_eq!(schema.field(5).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let (data, rows_written) = encode(std::slice::from_ref(&batch), &schema, &schema, Codec::Snappy).unwrap();
+        assert_eq!(rows_written, n as u64);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data.clone()).unwrap();
+        let metadata = reader.metadata().clone();
+        assert!(metadata.file_metadata().key_value_metadata().is_none(), "no ARROW:schema");
+        assert_eq!(reader.schema(), &schema, "the Parquet types give the table's Arrow types back");
+        let read: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, vec![batch.clone()]);
+        // No page index, and the row group's statistics still there (the Delta stats come
+        // from them).
+        let column = metadata.row_group(0).column(1);
+        assert!(column.column_index_offset().is_none() && column.offset_index_offset().is_none(), "no page index");
+        assert!(column.statistics().is_some_and(|s| s.min_bytes_opt().is_some()), "row group statistics");
+        let stats = kappa_table::stats::from_footer(&metadata).unwrap();
+        assert!(stats.contains("\"minValues\"") && stats.contains("\"c5\":\"2023-11-14T22:13:20.000Z\""), "{stats}");
+        // A file of many pages keeps its page index.
+        let many = rows(ONE_PAGE_ROWS + 1);
+        let (data, _) = encode(std::slice::from_ref(&many), &many.schema(), &many.schema(), Codec::Snappy).unwrap();
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data).unwrap();
+        assert!(metadata.row_group(0).column(1).column_index_offset().is_some(), "a page index for several pages");
     }
 }
