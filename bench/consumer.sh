@@ -43,7 +43,7 @@ RESULTS=$OUT/consumer-results.jsonl
 # rounds, compared by their medians (with three, the ratio of one run to the next still moved
 # by ±15%). Each round starts from an empty output.
 for round in 1 2 3 4 5; do
-  rm -rf "$OUT/duck" "$OUT/lake"
+  fresh "$OUT/duck" "$OUT/lake"
   # (p_ names: flights has its own year, month, day and hour columns, in local time.)
   HOUR_KEY="" HOUR_COLUMN=""
   [ "$PARTITION" = hour ] && HOUR_KEY=", p_hour" HOUR_COLUMN=", hour($TIME_COLUMN) AS p_hour"
@@ -55,6 +55,7 @@ con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLU
                   FROM read_csv('$CSV', header=true))
              TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day$HOUR_KEY), COMPRESSION $CODEC)\"\"\")
 "
+  sync # DuckDB's output is written back before our run, not during it
   # --until-idle 0s: the consumer stops as soon as it has read the log to its end, then writes
   # and commits what it holds (included in its time), as DuckDB's COPY ends with its input.
   measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table "$DATA" \
