@@ -95,7 +95,7 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
                 loop {
                     let next = files.lock().expect("files to load").next();
                     let Some((index, (path, partition, buffer))) = next else { return };
-                    let memory = buffer.memory + buffer.spilled_bytes() as usize;
+                    let memory = buffer.load_memory();
                     budget.acquire(memory);
                     let batches = buffer.load();
                     drop(buffer); // its scratch file goes once no other buffer needs it

@@ -37,12 +37,16 @@ const DICTIONARY_SAMPLE: usize = 4096;
 /// made such columns ~30% larger than DuckDB's plain ones. Decided from the rows alone, so the
 /// same rows still give the same bytes.
 fn mostly_distinct(column: &ArrayRef) -> bool {
+    // (Most files of hour partitions are this small: nothing to compare.)
+    if column.len() < 64 {
+        return false;
+    }
     let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE));
     // Values compared in arrow's row format: bytes, for any type, without formatting text.
     let Ok(converter) = RowConverter::new(vec![SortField::new(sample.data_type().clone())]) else { return false };
     let Ok(rows) = converter.convert_columns(std::slice::from_ref(&sample)) else { return false };
     let seen: foldhash::HashSet<arrow::row::Row<'_>> = rows.iter().collect();
-    seen.len() * 2 > sample.len() && sample.len() >= 64
+    seen.len() * 2 > sample.len()
 }
 
 /// Brings a batch decoded under an older schema version to the current one: new columns
@@ -66,8 +70,13 @@ fn adapt(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::
 /// Encodes `batches` (the table's columns under schema `data` or an older version of it) as one
 /// Parquet file of `schema`.
 pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<(Bytes, u64), ParquetError> {
-    let adapted = conform(batches, data, schema)?;
+    let mut adapted = conform(batches, data, schema)?;
     let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
+    // A small file's pieces (spilled, then in memory) as one batch: sampled and written
+    // without a copy per step. Large files are copied a column at a time instead.
+    if adapted.len() > 1 && rows as usize <= ONE_PAGE_ROWS {
+        adapted = vec![arrow::compute::concat_batches(schema, &adapted)?];
+    }
     let capacity = adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3;
     let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity, rows as usize <= ONE_PAGE_ROWS)?;
     let mut start = 0;
@@ -202,6 +211,9 @@ fn column_rows(batches: &[RecordBatch], column: usize, start: usize, length: usi
 
 /// The first `rows` rows of `batches` as one batch.
 fn first_rows(schema: &SchemaRef, batches: &[RecordBatch], rows: usize) -> Result<RecordBatch, arrow::error::ArrowError> {
+    if let Some(first) = batches.first().filter(|first| first.num_rows() >= rows || batches.len() == 1) {
+        return Ok(first.slice(0, first.num_rows().min(rows)));
+    }
     let mut taken = Vec::new();
     let mut left = rows;
     for batch in batches {

@@ -206,11 +206,12 @@ impl Pipeline {
                 true => rows_in.batch.clone(),
                 false => arrow::compute::take_record_batch(rows_in.batch, &UInt32Array::from(order))?,
             });
-            self.gathered.push((std::sync::Arc::downgrade(&gathered), gathered.get_array_memory_size()));
+            let memory = gathered.get_array_memory_size();
+            self.gathered.push((std::sync::Arc::downgrade(&gathered), memory));
             let mut offset = 0;
             for group in pending {
                 let n = group.rows.len();
-                let rows = RowSource::Gathered(Rows::shared(&gathered, offset, n));
+                let rows = RowSource::Gathered(Rows::shared(&gathered, memory, offset, n));
                 self.append(group.key, rows, Routed { rows: &group.rows, bytes: group.bytes }, origin, chunk, group.opening())?;
                 offset += n;
             }
