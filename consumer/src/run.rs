@@ -417,6 +417,7 @@ impl Run<'_> {
             // A commit that lost to a switch: the table holds another generation now.
             Err(e) if e.is_lost_race() => match runtime.block_on(pipeline.table().current_generation()) {
                 Ok(Some(current)) if current != generation => {
+                    tracing::info!(error = %e, "a commit lost to the switch to {current}: what it held is read again there");
                     switched_to = Some(current);
                     Ok(())
                 }

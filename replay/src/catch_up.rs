@@ -42,20 +42,41 @@ pub(crate) struct LiveAt {
     pub committed: BTreeMap<String, SequenceNumber>,
 }
 
-/// Step 1: the live table now (`None`: no table yet).
-pub(crate) async fn live_at(store: &Store, table: &str) -> Result<Option<LiveAt>, ReplayError> {
+/// Step 1: the live table now (`None`: no table yet). `shards`: the source's shards as the
+/// replay knows them, whose positions workers sharing them through leases commit under each
+/// shard's own id (a `txn` per shard) rather than the consumer's: without them a switch under
+/// leased workers dropped the rows they had committed past the replay (2,750 of 23,000 in a
+/// test) until they wrote them again.
+pub(crate) async fn live_at(store: &Store, table: &str, shards: &[String]) -> Result<Option<LiveAt>, ReplayError> {
     let Some(lake) = LakeTable::open(table, &kappa_table::location(store, table)?).await? else { return Ok(None) };
     let version = lake.version().unwrap_or_default();
     let mut committed: BTreeMap<String, SequenceNumber> = BTreeMap::new();
     let counter = lake.writer_counter(CONSUMER_APP_ID).await.map_err(TableError::from)?;
-    if let Some(found) = lake.writer_state(CONSUMER_APP_ID).await.map_err(TableError::from)? {
-        let commit: Commit = serde_json::from_value(found.state)
-            .map_err(|source| TableError::Corrupt { path: format!("{table}/_delta_log version {}", found.version), source })?;
-        let positions = commit.resume.iter().chain(commit.written.values().flat_map(|shards| shards.iter()));
-        for (shard, position) in positions {
-            let Ok(position) = position.parse::<SequenceNumber>() else { continue };
+    let state = |found: kappa_table::delta::WriterState| -> Result<Commit, ReplayError> {
+        serde_json::from_value(found.state)
+            .map_err(|source| TableError::Corrupt { path: format!("{table}/_delta_log version {}", found.version), source }.into())
+    };
+    let mut note = |shard: &String, position: &String| {
+        if let Ok(position) = position.parse::<SequenceNumber>() {
             let entry = committed.entry(shard.clone()).or_insert(position);
             *entry = (*entry).max(position);
+        }
+    };
+    if let Some(found) = lake.writer_state(CONSUMER_APP_ID).await.map_err(TableError::from)? {
+        let commit = state(found)?;
+        for (shard, position) in commit.resume.iter().chain(commit.written.values().flat_map(|shards| shards.iter())) {
+            note(shard, position);
+        }
+    }
+    // A leased worker's commit carries the state of every shard it holds; only this shard's
+    // part is its. Positions of an older generation's commit are older than what the switch
+    // that replaced it handed over, so taking the largest reads nothing twice.
+    for shard in shards {
+        if let Some(found) = lake.writer_state(&kappa_table::state::shard_app_id(shard)).await.map_err(TableError::from)? {
+            let commit = state(found)?;
+            for position in commit.resume.get(shard).into_iter().chain(commit.written.values().filter_map(|shards| shards.get(shard))) {
+                note(shard, position);
+            }
         }
     }
     Ok(Some(LiveAt { version, counter, committed }))

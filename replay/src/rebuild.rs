@@ -169,7 +169,7 @@ pub(crate) fn replay(config: ReplayConfig, runtime: &Runtime, shutdown: &Shutdow
     let (mut pipeline, _) = Pipeline::open(table, runtime.handle().clone(), config.pipeline.clone(), shards, schema, stats.clone())?;
     // The live table as the replay begins: a raw replay's switch needs it unchanged at the end.
     let at_start = match previous {
-        Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name))?,
+        Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name, &[]))?,
         None => None,
     };
     let mut source = match crate::source::open(&config, runtime, aws.as_ref(), &store, &name, log, &pipeline) {
@@ -445,7 +445,7 @@ struct CatchUp<'a> {
 impl CatchUp<'_> {
     /// One round: the live table's version and committed positions, read up to them.
     fn round(&self, pipeline: &mut Pipeline) -> Result<(Option<crate::catch_up::LiveAt>, u64), ReplayError> {
-        let Some(live) = self.runtime.block_on(crate::catch_up::live_at(self.store, self.name))? else { return Ok((None, 0)) };
+        let Some(live) = self.runtime.block_on(crate::catch_up::live_at(self.store, self.name, pipeline.shard_names()))? else { return Ok((None, 0)) };
         let rows = crate::catch_up::read_up_to(self.config, self.runtime, self.aws, pipeline, &live, self.at_start.as_ref(), self.shutdown)?;
         Ok((Some(live), rows))
     }

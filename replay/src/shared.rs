@@ -125,7 +125,7 @@ pub(crate) fn replay_shared(config: ReplayConfig, runtime: &Runtime, shutdown: &
         let (new_generation, joined) = job.join()?;
         let targets = job.targets(&new_generation, &source)?;
         let at_start = match previous {
-            Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name))?,
+            Some(_) => runtime.block_on(crate::catch_up::live_at(&store, &name, &[]))?,
             None => None,
         };
         let described = config.source.to_string();

@@ -214,37 +214,26 @@ mod tests {
     use crate::registry::create;
     use kappa_common::store::LocalStore;
 
-    /// A replay's generation with one committed file.
-    async fn staged(store: &Store, origin: &str) -> String {
-        let generation = create(store, "t", origin).await.unwrap();
-        let table = Table::open_generation(store.clone(), "t", &generation);
-        let schema = kappa_common::schema::TableSchema::new(vec![kappa_common::schema::Column {
-            name: "day".into(),
-            column_type: kappa_common::schema::ColumnType::Int64,
-            nullable: true,
-        }])
-        .unwrap();
-        table.write_schema(1, &schema).await.unwrap();
-        let layout = Layout { partition_by: "day".into(), event_time: None };
-        table.settle_layout(&layout).await.unwrap();
-        table.put_object("year=2025/month=03/day=19/part-a.parquet", Bytes::from_static(b"x")).await.unwrap();
+    /// Commit number `commit` of `generation`: the file `part` of day 19, shard 0 read up to
+    /// `resume`.
+    fn one_file(generation: &str, commit: u64, part: &str, resume: &str) -> Commit {
         let file = crate::state::DataFile {
-            path: "year=2025/month=03/day=19/part-a.parquet".into(),
+            path: format!("year=2025/month=03/day=19/{part}"),
             partition: "year=2025/month=03/day=19".into(),
             rows: 1,
             bytes: 1,
             stats: None,
         };
-        let commit = Commit {
+        Commit {
             format: FORMAT,
-            commit: 1,
-            generation: generation.clone(),
+            commit,
+            generation: generation.to_string(),
             created_ms: 0,
             schema_version: 1,
             added: vec![file],
             removed: vec![],
             errors: vec![],
-            resume: [("0".to_string(), "7".to_string())].into(),
+            resume: [("0".to_string(), resume.to_string())].into(),
             written: Default::default(),
             quarantined: Default::default(),
             totals: Totals { rows: 1, files: 1, bytes: 1, quarantined: 0 },
@@ -259,9 +248,79 @@ mod tests {
             claims: None,
             claims_ref: None,
             epochs: Default::default(),
-        };
-        table.commit(&commit, &schema, &layout).await.unwrap();
+        }
+    }
+
+    fn day_schema() -> kappa_common::schema::TableSchema {
+        let day = kappa_common::schema::Column { name: "day".into(), column_type: kappa_common::schema::ColumnType::Int64, nullable: true };
+        kappa_common::schema::TableSchema::new(vec![day]).unwrap()
+    }
+
+    fn day_layout() -> Layout {
+        Layout { partition_by: "day".into(), event_time: None }
+    }
+
+    /// A replay's generation with one committed file.
+    async fn staged(store: &Store, origin: &str) -> String {
+        let generation = create(store, "t", origin).await.unwrap();
+        let table = Table::open_generation(store.clone(), "t", &generation);
+        table.write_schema(1, &day_schema()).await.unwrap();
+        table.settle_layout(&day_layout()).await.unwrap();
+        table.put_object("year=2025/month=03/day=19/part-a.parquet", Bytes::from_static(b"x")).await.unwrap();
+        table.commit(&one_file(&generation, 1, "part-a.parquet", "7"), &day_schema(), &day_layout()).await.unwrap();
         generation
+    }
+
+    /// A worker whose view of the log is read again past a switch (its status check) while
+    /// one of its flushes is on its way: the flush is refused as a lost race, not added on top
+    /// of the new generation (where its state, newer than the switch's, would have had the
+    /// worker read its shards again from the start: 20,950 rows stored twice in CI).
+    #[tokio::test]
+    async fn a_flush_of_the_replaced_generation_is_refused_after_a_reload_past_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let first = staged(&store, "replay").await;
+        mark_complete(&store, "t", &first).await.unwrap();
+        switch(&store, "t", &first, None).await.unwrap();
+        let held = [("0".to_string(), 1)].into();
+        let worker = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
+        assert_eq!(worker.load_state().await.unwrap().resume["0"], "7");
+        worker.put_object("year=2025/month=03/day=19/part-b.parquet", Bytes::from_static(b"b")).await.unwrap();
+        worker.commit(&one_file(&first, 2, "part-b.parquet", "8"), &day_schema(), &day_layout()).await.unwrap();
+        let second = staged(&store, "replay").await;
+        mark_complete(&store, "t", &second).await.unwrap();
+        switch(&store, "t", &second, Some(&first)).await.unwrap();
+        // The status check reads the log again; the flush in flight commits after it.
+        assert_eq!(worker.current_generation().await.unwrap().as_deref(), Some(second.as_str()));
+        worker.put_object("year=2025/month=03/day=19/part-c.parquet", Bytes::from_static(b"c")).await.unwrap();
+        let late = worker.commit(&one_file(&first, 3, "part-c.parquet", "9"), &day_schema(), &day_layout()).await.unwrap_err();
+        assert!(late.is_lost_race(), "{late}");
+        assert!(late.to_string().contains(&format!("holds generation {second}")), "{late}");
+        let mut lake = LakeTable::open("t", &location(&store, "t").unwrap()).await.unwrap().unwrap();
+        assert_eq!(lake.files().await.unwrap(), vec![format!("{second}/year=2025/month=03/day=19/part-a.parquet")]);
+        // A table where an older kappa-lake let such a flush in: the worker still goes on from
+        // the positions the switch handed over, not from the start of its shard.
+        let (txn, state) = (crate::state::shard_txn_version, serde_json::to_value(one_file(&first, 3, "part-c.parquet", "9")).unwrap());
+        let stale = crate::delta::Commit {
+            app_id: crate::state::shard_app_id("0"),
+            counter: txn(1, 2),
+            previous: Some(txn(1, 1)),
+            commit_id: "stale".into(),
+            add: Vec::new(),
+            remove: Vec::new(),
+            data_change: true,
+            replace_all: false,
+            keep: Vec::new(),
+            restore: Vec::new(),
+            setup: None,
+            state,
+            also: Vec::new(),
+            fence: true,
+            generation: None,
+        };
+        lake.commit(stale).await.unwrap();
+        let next = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
+        assert_eq!((next.generation(), next.load_state().await.unwrap().resume["0"].as_str()), (second.as_str(), "7"));
     }
 
     #[tokio::test]

@@ -199,6 +199,7 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
     let commit = crate::delta::Commit {
         also: Vec::new(),
         fence: false,
+        generation: None,
         app_id: CONSUMER_APP_ID.to_string(),
         counter,
         previous,

@@ -16,7 +16,11 @@
 //!    version only if what was committed meanwhile cannot conflict with it: no new schema,
 //!    partitioning or generation (a replay's switch), no commit of its own counter, and no
 //!    removal of a file it removes. So a consumer's append goes on over a compaction, and a
-//!    compaction over a consumer's append; a switch stops both.
+//!    compaction over a consumer's append; a switch stops both. The version a commit builds on
+//!    must also hold the generation it writes: a writer whose view of the log was read again
+//!    past a switch (a status check, a compaction sharing its table) while one of its flushes
+//!    was on its way would otherwise add the old generation's files on top of the new one,
+//!    and its state would then name positions of a generation readers no longer read.
 //! 3. After an ambiguous failure (the put reached the store but its answer was lost) the log is
 //!    read again: if the commit carrying the writer's counter has the writer's commit id, it is
 //!    this commit, and the flush is done; otherwise another writer committed, and this one stops.
@@ -183,6 +187,10 @@ pub struct Commit {
     /// A leased commit: a `txn` found moved by someone else means its shard was fenced by a
     /// newer owner ([`DeltaError::Fenced`]), not a second writer with this id.
     pub fence: bool,
+    /// The generation whose files the commit adds: refused as a lost race (step 2 of the
+    /// protocol above) if the version it builds on holds another. `None` for a commit that
+    /// sets the generation itself (a switch).
+    pub generation: Option<String>,
 }
 
 /// One more `txn` of a commit: its app id, the version it sets, and the version it expects to
@@ -358,6 +366,21 @@ impl LakeTable {
     /// already with this writer's counter and commit id (an earlier attempt whose answer was
     /// lost) is taken as made.
     pub async fn commit(&mut self, commit: Commit) -> Result<u64, DeltaError> {
+        // Re-basing checks the versions made since the base (a switch among them stops the
+        // commit); this checks the base itself, which a reload may have moved past a switch.
+        if let Some(expected) = &commit.generation {
+            let now = self.configuration()?.get(crate::state::GENERATION_PROPERTY).cloned().unwrap_or_default();
+            if &now != expected {
+                let version = self.version().unwrap_or_default();
+                return Err(DeltaError::Raced {
+                    table: self.name.clone(),
+                    app_id: commit.app_id.clone(),
+                    counter: commit.counter,
+                    version,
+                    by: format!("the table holds generation {now} at version {version} (a switch), and this commit's files are of {expected}"),
+                });
+            }
+        }
         for _ in 0..MAX_REBASES {
             let base = self.version().unwrap_or_default();
             match self.try_commit(&commit).await {

@@ -27,6 +27,7 @@ fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, sta
     Commit {
         also: Vec::new(),
         fence: false,
+        generation: None,
         app_id: app_id.into(),
         counter,
         previous: (counter > 1).then_some(counter - 1),
@@ -131,6 +132,7 @@ async fn a_switch_replaces_every_file_and_the_partitioning_in_one_commit() {
     let switch = Commit {
         also: Vec::new(),
         fence: false,
+        generation: None,
         remove: Vec::new(),
         data_change: true,
         replace_all: true,
@@ -168,6 +170,7 @@ async fn an_append_goes_on_over_a_compaction_and_conflicting_commits_do_not() {
     let compaction = Commit {
         also: Vec::new(),
         fence: false,
+        generation: None,
         remove: small.iter().map(|p| p.to_string()).collect(),
         data_change: false,
         ..commit("compactor", 1, "k1", vec![file("gen-000001/ab.parquet", "19")], json!(null))

@@ -68,6 +68,7 @@ impl Table {
         let commit = crate::delta::Commit {
             also: Vec::new(),
             fence: false,
+            generation: Some(self.generation.clone()),
             app_id: COMPACTION_APP_ID.to_string(),
             counter,
             previous: (counter > 1).then_some(counter - 1),

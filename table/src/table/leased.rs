@@ -130,22 +130,29 @@ impl Table {
                     held.commits = (previous & 0xffff_ffff) as u32;
                 }
             }
-            let found = match (own, &consumer) {
-                (Some(own), Some(consumer)) if consumer.version > own.version => consumer.clone(),
-                (Some(own), _) => own,
-                (None, Some(consumer)) => consumer.clone(),
-                (None, None) => continue,
-            };
-            if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(found.version) {
-                let path = format!("{}/_delta_log version {}", self.name, found.version);
-                let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-                slot.insert(self.internalized(record).await?);
+            // The newer of the shard's own last commit and the consumer's (a switch's hand-over)
+            // that is of this generation. A shard commit of the generation a switch replaced
+            // that came after the switch (which `LakeTable::commit` now refuses) is passed
+            // over: reading the shard from the start would store its rows twice.
+            let mut candidates: Vec<_> = own.into_iter().chain(consumer.clone()).collect();
+            candidates.sort_by_key(|found| std::cmp::Reverse(found.version));
+            let mut chosen = None;
+            for found in candidates {
+                let version = found.version;
+                if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(version) {
+                    let path = format!("{}/_delta_log version {version}", self.name);
+                    let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                    slot.insert(self.internalized(record).await?);
+                }
+                if records[&version].generation == self.generation {
+                    chosen = Some(version);
+                    break;
+                }
             }
-            let record = &records[&found.version];
-            if record.generation != self.generation {
-                // Written before a switch: the switch's own state (consumer's) is newer.
-                continue;
-            }
+            // None: every commit of the shard was of another generation, before the switch
+            // whose state names the shard (or names no state at all).
+            let Some(version) = chosen else { continue };
+            let record = &records[&version];
             if let Some(position) = record.resume.get(&shard) {
                 state.resume.insert(shard.clone(), position.clone());
             }
@@ -164,7 +171,7 @@ impl Table {
                 }
             }
             state.schema_version = state.schema_version.max(record.schema_version);
-            seen_from.insert(found.version);
+            seen_from.insert(version);
         }
         // Rows a producer sent that any of those commits remembers: a file sent again after the
         // handover is recognised whichever worker read it first.

@@ -364,6 +364,7 @@ impl Table {
         let carried: Vec<_> = std::iter::once(primary.clone()).chain(also.iter().cloned()).collect();
         let delta_commit = crate::delta::Commit {
             fence: self.leased.is_some(),
+            generation: Some(self.generation.clone()),
             also,
             app_id: primary.app_id,
             counter: primary.counter,

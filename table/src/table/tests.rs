@@ -114,6 +114,7 @@ async fn a_grown_schema_keeps_the_columns_another_writer_added() {
     let foreign = crate::delta::Commit {
         also: Vec::new(),
         fence: false,
+        generation: None,
         app_id: "someone-else".into(),
         counter: 1,
         previous: None,
