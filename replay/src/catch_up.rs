@@ -69,11 +69,15 @@ pub(crate) async fn live_at(store: &Store, table: &str, shards: &[String]) -> Re
         }
     }
     // A leased worker's commit carries the state of every shard it holds; only this shard's
-    // part is its. Positions of an older generation's commit are older than what the switch
-    // that replaced it handed over, so taking the largest reads nothing twice.
+    // part is its. A commit of an older generation (before the switch that made this one
+    // current) is passed over: the switch's hand-over, read above, is newer.
+    let generation = lake.configuration().map_err(TableError::from)?.get(kappa_table::state::GENERATION_PROPERTY).cloned().unwrap_or_default();
     for shard in shards {
         if let Some(found) = lake.writer_state(&kappa_table::state::shard_app_id(shard)).await.map_err(TableError::from)? {
             let commit = state(found)?;
+            if commit.generation != generation {
+                continue;
+            }
             for position in commit.resume.get(shard).into_iter().chain(commit.written.values().filter_map(|shards| shards.get(shard))) {
                 note(shard, position);
             }

@@ -323,6 +323,32 @@ mod tests {
         assert_eq!((next.generation(), next.load_state().await.unwrap().resume["0"].as_str()), (second.as_str(), "7"));
     }
 
+    /// A switch back to a generation leased workers wrote: each shard goes on from its own
+    /// last commit there, not from the older state the consumer's `txn` holds (the restored
+    /// files hold the rows read since; reading them again stored them twice).
+    #[tokio::test]
+    async fn a_switch_back_hands_each_leased_shard_its_own_last_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let first = staged(&store, "replay").await;
+        mark_complete(&store, "t", &first).await.unwrap();
+        switch(&store, "t", &first, None).await.unwrap();
+        let held = [("0".to_string(), 1)].into();
+        let worker = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
+        worker.load_state().await.unwrap();
+        worker.put_object("year=2025/month=03/day=19/part-b.parquet", Bytes::from_static(b"b")).await.unwrap();
+        worker.commit(&one_file(&first, 2, "part-b.parquet", "8"), &day_schema(), &day_layout()).await.unwrap();
+        let second = staged(&store, "replay").await;
+        mark_complete(&store, "t", &second).await.unwrap();
+        switch(&store, "t", &second, Some(&first)).await.unwrap();
+        switch(&store, "t", &first, Some(&second)).await.unwrap();
+        let mut lake = LakeTable::open("t", &location(&store, "t").unwrap()).await.unwrap().unwrap();
+        let restored: Vec<String> = ["part-a", "part-b"].iter().map(|p| format!("{first}/year=2025/month=03/day=19/{p}.parquet")).collect();
+        assert_eq!(lake.files().await.unwrap(), restored);
+        let back = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
+        assert_eq!((back.generation(), back.load_state().await.unwrap().resume["0"].as_str()), (first.as_str(), "8"));
+    }
+
     #[tokio::test]
     async fn switches_are_one_delta_commit_and_conditional() {
         let dir = tempfile::tempdir().unwrap();

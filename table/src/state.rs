@@ -163,6 +163,69 @@ pub struct TableState {
     pub more_seen: Vec<BTreeMap<String, SeenRows>>,
 }
 
+/// One shard's part of a state, as a leased worker's commit holds it: where the shard resumes,
+/// what each partition wrote of it, where its quarantine and archive stand, its horizon.
+pub(crate) struct ShardPart {
+    resume: Option<String>,
+    written: Vec<(String, String)>,
+    quarantined: Option<String>,
+    archive: Option<String>,
+    horizon: Option<i64>,
+}
+
+impl Commit {
+    pub(crate) fn shard_part(&self, shard: &str) -> ShardPart {
+        ShardPart {
+            resume: self.resume.get(shard).cloned(),
+            written: self.written.iter().filter_map(|(partition, shards)| Some((partition.clone(), shards.get(shard)?.clone()))).collect(),
+            quarantined: self.quarantined.get(shard).cloned(),
+            archive: self.archive_positions.get(shard).cloned(),
+            horizon: self.horizons.get(shard).copied(),
+        }
+    }
+}
+
+impl ShardPart {
+    /// Sets `shard`'s part of a state (each of its maps) to this.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        self,
+        shard: &str,
+        resume: &mut ShardPositions,
+        written: &mut BTreeMap<String, ShardPositions>,
+        quarantined: &mut ShardPositions,
+        archive: &mut ShardPositions,
+        horizons: &mut BTreeMap<String, i64>,
+    ) {
+        let set = |map: &mut ShardPositions, value: Option<String>| match value {
+            Some(value) => map.insert(shard.to_string(), value),
+            None => map.remove(shard),
+        };
+        set(resume, self.resume);
+        set(quarantined, self.quarantined);
+        set(archive, self.archive);
+        match self.horizon {
+            Some(horizon) => horizons.insert(shard.to_string(), horizon),
+            None => horizons.remove(shard),
+        };
+        for shards in written.values_mut() {
+            shards.remove(shard);
+        }
+        written.retain(|_, shards| !shards.is_empty());
+        for (partition, position) in self.written {
+            written.entry(partition).or_default().insert(shard.to_string(), position);
+        }
+    }
+
+    pub(crate) fn into_commit(self, shard: &str, to: &mut Commit) {
+        self.put(shard, &mut to.resume, &mut to.written, &mut to.quarantined, &mut to.archive_positions, &mut to.horizons);
+    }
+
+    pub(crate) fn into_state(self, shard: &str, to: &mut TableState) {
+        self.put(shard, &mut to.resume, &mut to.written, &mut to.quarantined, &mut to.archive_positions, &mut to.horizons);
+    }
+}
+
 /// The Delta app id of a table's consumer (`txn.appId`): one consumer per table, and a
 /// replay's switch hands its end positions to the consumer under the same id.
 pub const CONSUMER_APP_ID: &str = "kappa-consumer";

@@ -123,7 +123,7 @@ async fn announced(store: &Store, table: &str, request: &SwitchRequest) -> Resul
     // it; its own log, if it has one, stopped when it went live.
     let target = match (&lake, record.retired_ms) {
         (Some(lake), Some(_)) => match lake.spans().await?.into_iter().rev().find(|s| s.generation == generation) {
-            Some(span) => replaced(table, &location, store, generation, span.last).await?,
+            Some(span) => replaced(table, &location, store, generation, span.first..=span.last).await?,
             None => {
                 return Err(invalid(format!(
                     "{generation} was current before, but the Delta log no longer holds its versions (log retention): it cannot come back as \
@@ -285,9 +285,16 @@ async fn staged(store: &Store, table: &str, generation: &str, lake: Option<&Lake
     Ok(Target { files, restore: Vec::new(), setup, state, last_commit })
 }
 
-/// A generation a switch replaced: its files and the consumer's state as of `version`, the
-/// last version that held it.
-async fn replaced(table: &str, location: &crate::delta::TableLocation, store: &Store, generation: &str, version: u64) -> Result<Target, TableError> {
+/// A generation a switch replaced: its files and the consumer's state as of the last version
+/// of `span`, the versions that held it.
+async fn replaced(
+    table: &str,
+    location: &crate::delta::TableLocation,
+    store: &Store,
+    generation: &str,
+    span: std::ops::RangeInclusive<u64>,
+) -> Result<Target, TableError> {
+    let version = *span.end();
     let invalid = |reason: String| TableError::Invalid { table: table.to_string(), reason };
     let mut then = LakeTable::open_at(table, location, version).await.map_err(|e| {
         invalid(format!(
@@ -306,16 +313,31 @@ async fn replaced(table: &str, location: &crate::delta::TableLocation, store: &S
             restore.len()
         )));
     }
-    let state = match then.writer_state(CONSUMER_APP_ID).await? {
-        Some(found) => {
-            let path = format!("{table}/_delta_log version {}", found.version);
-            let commit: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-            Table::open_generation(store.clone(), table, generation).internalized(commit).await?
-        }
-        None => {
-            return Err(invalid(format!("{generation}: no consumer state in the log at version {version}; replay the source into a new generation instead")));
-        }
+    let parse = |found: crate::delta::WriterState| -> Result<Commit, TableError> {
+        let path = format!("{table}/_delta_log version {}", found.version);
+        serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })
     };
+    let staged = Table::open_generation(store.clone(), table, generation);
+    let Some(consumer) = then.writer_state(CONSUMER_APP_ID).await? else {
+        return Err(invalid(format!("{generation}: no consumer state in the log at version {version}; replay the source into a new generation instead")));
+    };
+    let since = consumer.version;
+    let mut state = staged.internalized(parse(consumer)?).await?;
+    // Workers sharing the shards through leases commit each shard under its own `txn`: a
+    // shard's commit of this generation newer than the consumer's state says where it stood.
+    // Without it, a switch back handed over the older positions, and the workers read again
+    // rows the restored files hold.
+    for app_id in then.shard_writers(*span.start(), version).await? {
+        let Some(own) = then.writer_state(&app_id).await? else { continue };
+        if own.version <= since {
+            continue;
+        }
+        let record = parse(own)?;
+        if record.generation == generation {
+            let shard = app_id.strip_prefix(crate::state::SHARD_APP_PREFIX).unwrap_or(&app_id);
+            record.shard_part(shard).into_commit(shard, &mut state);
+        }
+    }
     let setup =
         TableSetup { schema: then.data_schema()?, partition_columns: then.partition_columns()?, configuration: then.configuration()?.into_iter().collect() };
     tracing::info!(generation, version, files = restore.len(), "switching back to a generation as the log held it at that version");

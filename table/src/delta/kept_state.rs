@@ -39,18 +39,7 @@ impl LakeTable {
         // The chain of an SQS queue's competing consumers (`kappa-sqs`) is one writer.
         let mut app_ids = vec![CONSUMER_APP_ID.to_string(), crate::state::SQS_APP_ID.to_string()];
         let latest = self.version().unwrap_or_default();
-        let log_store = self.table.log_store();
-        for version in (latest.saturating_sub(super::CHECKPOINT_INTERVAL)..=latest).rev() {
-            let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
-            for action in super::actions::parse_commit(&self.name, version, &bytes)? {
-                if let Some(app_id) = action.pointer("/txn/appId").and_then(|a| a.as_str())
-                    && app_id.starts_with(crate::state::SHARD_APP_PREFIX)
-                    && !app_ids.iter().any(|known| known == app_id)
-                {
-                    app_ids.push(app_id.to_string());
-                }
-            }
-        }
+        app_ids.extend(self.shard_writers(latest.saturating_sub(super::CHECKPOINT_INTERVAL), latest).await?);
         let store = self.table.log_store().object_store(None);
         for app_id in app_ids {
             let Some(found) = self.writer_state(&app_id).await? else { continue };

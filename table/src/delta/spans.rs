@@ -104,6 +104,23 @@ impl LakeTable {
             .await
     }
 
+    /// The leased shards' writers (`kappa-shard:*` app ids) whose `txn` a commit from `from`
+    /// to `to` carries, in the order first met; versions the log no longer holds are passed.
+    pub async fn shard_writers(&self, from: u64, to: u64) -> Result<Vec<String>, DeltaError> {
+        let mut app_ids: Vec<String> = Vec::new();
+        for (_, actions) in self.commits(from, to).await? {
+            for action in actions.iter().flatten() {
+                if let Some(app_id) = action.pointer("/txn/appId").and_then(|a| a.as_str())
+                    && app_id.starts_with(crate::state::SHARD_APP_PREFIX)
+                    && !app_ids.iter().any(|known| known == app_id)
+                {
+                    app_ids.push(app_id.to_string());
+                }
+            }
+        }
+        Ok(app_ids)
+    }
+
     /// The generations the versions the log still holds belonged to, oldest first: one span per
     /// stretch of versions whose `kappa.generation` property was the same.
     pub async fn spans(&self) -> Result<Vec<Span>, DeltaError> {

@@ -139,37 +139,23 @@ impl Table {
             let mut chosen = None;
             for found in candidates {
                 let version = found.version;
-                if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(version) {
-                    let path = format!("{}/_delta_log version {version}", self.name);
-                    let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-                    slot.insert(self.internalized(record).await?);
-                }
-                if records[&version].generation == self.generation {
-                    chosen = Some(version);
+                // Parsed first, its side objects read only once chosen: a passed-over commit
+                // of a generation gc removed names objects that are gone.
+                let path = format!("{}/_delta_log version {version}", self.name);
+                let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                if record.generation == self.generation {
+                    chosen = Some((version, record));
                     break;
                 }
             }
             // None: every commit of the shard was of another generation, before the switch
             // whose state names the shard (or names no state at all).
-            let Some(version) = chosen else { continue };
+            let Some((version, record)) = chosen else { continue };
+            if let std::collections::hash_map::Entry::Vacant(slot) = records.entry(version) {
+                slot.insert(self.internalized(record).await?);
+            }
             let record = &records[&version];
-            if let Some(position) = record.resume.get(&shard) {
-                state.resume.insert(shard.clone(), position.clone());
-            }
-            if let Some(position) = record.quarantined.get(&shard) {
-                state.quarantined.insert(shard.clone(), position.clone());
-            }
-            if let Some(position) = record.archive_positions.get(&shard) {
-                state.archive_positions.insert(shard.clone(), position.clone());
-            }
-            if let Some(horizon) = record.horizons.get(&shard) {
-                state.horizons.insert(shard.clone(), *horizon);
-            }
-            for (partition, positions) in &record.written {
-                if let Some(position) = positions.get(&shard) {
-                    state.written.entry(partition.clone()).or_default().insert(shard.clone(), position.clone());
-                }
-            }
+            record.shard_part(&shard).into_state(&shard, &mut state);
             state.schema_version = state.schema_version.max(record.schema_version);
             seen_from.insert(version);
         }
