@@ -52,10 +52,7 @@ pub(crate) async fn live_at(store: &Store, table: &str, shards: &[String]) -> Re
     let version = lake.version().unwrap_or_default();
     let mut committed: BTreeMap<String, SequenceNumber> = BTreeMap::new();
     let counter = lake.writer_counter(CONSUMER_APP_ID).await.map_err(TableError::from)?;
-    let state = |found: kappa_table::delta::WriterState| -> Result<Commit, ReplayError> {
-        serde_json::from_value(found.state)
-            .map_err(|source| TableError::Corrupt { path: format!("{table}/_delta_log version {}", found.version), source }.into())
-    };
+    let state = |found| -> Result<Commit, ReplayError> { Ok(kappa_table::table::commit_of(table, found)?) };
     let mut note = |shard: &String, position: &String| {
         if let Ok(position) = position.parse::<SequenceNumber>() {
             let entry = committed.entry(shard.clone()).or_insert(position);

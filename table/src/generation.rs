@@ -206,6 +206,7 @@ pub(crate) async fn delete_objects(store: &Store, table: &str, generation: &str,
 mod tests {
     use super::*;
     use crate::state::{Commit, FORMAT, Layout};
+    use std::collections::BTreeMap;
 
     async fn switch(store: &Store, table: &str, generation: &str, expected: Option<&str>) -> Result<Pointer, TableError> {
         let request = crate::switch::SwitchRequest { generation: generation.into(), expected: expected.map(Into::into), ..Default::default() };
@@ -271,6 +272,24 @@ mod tests {
         generation
     }
 
+    /// A replay's generation made current, a leased worker (shard 0, epoch 1) that commits
+    /// `part-b` there at position 8, then a second replay's generation made current. Returns
+    /// the two generations, the lease, the worker and shard 0's position when it started.
+    async fn switched_under_a_worker(store: &Store) -> (String, String, BTreeMap<String, u64>, Table, String) {
+        let first = staged(store, "replay").await;
+        mark_complete(store, "t", &first).await.unwrap();
+        switch(store, "t", &first, None).await.unwrap();
+        let held: BTreeMap<String, u64> = [("0".to_string(), 1)].into();
+        let worker = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
+        let started = worker.load_state().await.unwrap().resume["0"].clone();
+        worker.put_object("year=2025/month=03/day=19/part-b.parquet", Bytes::from_static(b"b")).await.unwrap();
+        worker.commit(&one_file(&first, 2, "part-b.parquet", "8"), &day_schema(), &day_layout()).await.unwrap();
+        let second = staged(store, "replay").await;
+        mark_complete(store, "t", &second).await.unwrap();
+        switch(store, "t", &second, Some(&first)).await.unwrap();
+        (first, second, held, worker, started)
+    }
+
     /// A worker whose view of the log is read again past a switch (its status check) while
     /// one of its flushes is on its way: the flush is refused as a lost race, not added on top
     /// of the new generation (where its state, newer than the switch's, would have had the
@@ -279,17 +298,8 @@ mod tests {
     async fn a_flush_of_the_replaced_generation_is_refused_after_a_reload_past_the_switch() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::new(dir.path()));
-        let first = staged(&store, "replay").await;
-        mark_complete(&store, "t", &first).await.unwrap();
-        switch(&store, "t", &first, None).await.unwrap();
-        let held = [("0".to_string(), 1)].into();
-        let worker = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
-        assert_eq!(worker.load_state().await.unwrap().resume["0"], "7");
-        worker.put_object("year=2025/month=03/day=19/part-b.parquet", Bytes::from_static(b"b")).await.unwrap();
-        worker.commit(&one_file(&first, 2, "part-b.parquet", "8"), &day_schema(), &day_layout()).await.unwrap();
-        let second = staged(&store, "replay").await;
-        mark_complete(&store, "t", &second).await.unwrap();
-        switch(&store, "t", &second, Some(&first)).await.unwrap();
+        let (first, second, held, worker, started) = switched_under_a_worker(&store).await;
+        assert_eq!(started, "7");
         // The status check reads the log again; the flush in flight commits after it.
         assert_eq!(worker.current_generation().await.unwrap().as_deref(), Some(second.as_str()));
         worker.put_object("year=2025/month=03/day=19/part-c.parquet", Bytes::from_static(b"c")).await.unwrap();
@@ -302,21 +312,9 @@ mod tests {
         // the positions the switch handed over, not from the start of its shard.
         let (txn, state) = (crate::state::shard_txn_version, serde_json::to_value(one_file(&first, 3, "part-c.parquet", "9")).unwrap());
         let stale = crate::delta::Commit {
-            app_id: crate::state::shard_app_id("0"),
-            counter: txn(1, 2),
             previous: Some(txn(1, 1)),
-            commit_id: "stale".into(),
-            add: Vec::new(),
-            remove: Vec::new(),
-            data_change: true,
-            replace_all: false,
-            keep: Vec::new(),
-            restore: Vec::new(),
-            setup: None,
-            state,
-            also: Vec::new(),
             fence: true,
-            generation: None,
+            ..crate::delta::tests::commit(&crate::state::shard_app_id("0"), txn(1, 2), "stale", Vec::new(), state)
         };
         lake.commit(stale).await.unwrap();
         let next = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
@@ -330,17 +328,7 @@ mod tests {
     async fn a_switch_back_hands_each_leased_shard_its_own_last_position() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Local(LocalStore::new(dir.path()));
-        let first = staged(&store, "replay").await;
-        mark_complete(&store, "t", &first).await.unwrap();
-        switch(&store, "t", &first, None).await.unwrap();
-        let held = [("0".to_string(), 1)].into();
-        let worker = Table::open_or_create(store.clone(), "t").await.unwrap().leased("a", &held);
-        worker.load_state().await.unwrap();
-        worker.put_object("year=2025/month=03/day=19/part-b.parquet", Bytes::from_static(b"b")).await.unwrap();
-        worker.commit(&one_file(&first, 2, "part-b.parquet", "8"), &day_schema(), &day_layout()).await.unwrap();
-        let second = staged(&store, "replay").await;
-        mark_complete(&store, "t", &second).await.unwrap();
-        switch(&store, "t", &second, Some(&first)).await.unwrap();
+        let (first, second, held, _worker, _) = switched_under_a_worker(&store).await;
         switch(&store, "t", &first, Some(&second)).await.unwrap();
         let mut lake = LakeTable::open("t", &location(&store, "t").unwrap()).await.unwrap().unwrap();
         let restored: Vec<String> = ["part-a", "part-b"].iter().map(|p| format!("{first}/year=2025/month=03/day=19/{p}.parquet")).collect();

@@ -313,10 +313,7 @@ async fn replaced(
             restore.len()
         )));
     }
-    let parse = |found: crate::delta::WriterState| -> Result<Commit, TableError> {
-        let path = format!("{table}/_delta_log version {}", found.version);
-        serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })
-    };
+    let parse = |found| crate::table::commit_of(table, found);
     let staged = Table::open_generation(store.clone(), table, generation);
     let Some(consumer) = then.writer_state(CONSUMER_APP_ID).await? else {
         return Err(invalid(format!("{generation}: no consumer state in the log at version {version}; replay the source into a new generation instead")));

@@ -584,4 +584,4 @@ impl LakeTable {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -23,7 +23,8 @@ async fn open(dir: &std::path::Path) -> LakeTable {
     LakeTable::create("sales", &location, &setup).await.unwrap()
 }
 
-fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, state: Value) -> Commit {
+/// An append by writer `app_id` (also used by other modules' tests).
+pub(crate) fn commit(app_id: &str, counter: i64, commit_id: &str, files: Vec<DataFile>, state: Value) -> Commit {
     Commit {
         also: Vec::new(),
         fence: false,

@@ -76,9 +76,7 @@ impl Table {
             (None, Some(consumer)) => consumer,
             (None, None) => return Ok(TableState { files, ..TableState::default() }),
         };
-        let path = format!("{}/_delta_log version {}", self.name, found.version);
-        let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-        let record = self.internalized(record).await?;
+        let record = self.internalized(crate::table::commit_of(&self.name, found)?).await?;
         if record.generation != self.generation {
             return Ok(TableState { files, ..TableState::default() });
         }
@@ -183,9 +181,7 @@ impl Table {
     /// Everything the chain's last commit remembers, as claims.
     async fn chain_state_claims(&self, lake: &LakeTable) -> Result<Claims, TableError> {
         let Some(found) = lake.writer_state(SQS_APP_ID).await? else { return Ok(Claims::default()) };
-        let path = format!("{}/_delta_log version {}", self.name, found.version);
-        let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
-        let record = self.internalized(record).await?;
+        let record = self.internalized(crate::table::commit_of(&self.name, found)?).await?;
         Ok(Claims {
             writer: String::new(),
             messages: record.unacknowledged.into_keys().collect(),

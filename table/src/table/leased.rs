@@ -141,8 +141,7 @@ impl Table {
                 let version = found.version;
                 // Parsed first, its side objects read only once chosen: a passed-over commit
                 // of a generation gc removed names objects that are gone.
-                let path = format!("{}/_delta_log version {version}", self.name);
-                let record: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                let record = crate::table::commit_of(&self.name, found)?;
                 if record.generation == self.generation {
                     chosen = Some((version, record));
                     break;

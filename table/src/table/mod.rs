@@ -70,6 +70,12 @@ pub async fn live_generation(store: &Store, name: &str) -> Result<Option<(String
     Ok(Some((generation_of(&lake)?, lake.version().unwrap_or_default())))
 }
 
+/// The resume state a kappa-lake writer stored with its commit `found` of table `table`.
+pub fn commit_of(table: &str, found: crate::delta::WriterState) -> Result<Commit, TableError> {
+    let path = format!("{table}/_delta_log version {}", found.version);
+    serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })
+}
+
 fn generation_of(lake: &LakeTable) -> Result<String, TableError> {
     lake.configuration()?.get(GENERATION_PROPERTY).cloned().ok_or_else(|| TableError::Invalid {
         table: lake.name().to_string(),
@@ -182,8 +188,7 @@ impl Table {
                 };
                 match newest {
                     Some(found) => {
-                        let path = format!("{}/_delta_log version {}", self.name, found.version);
-                        let commit: Commit = serde_json::from_value(found.state).map_err(|source| TableError::Corrupt { path, source })?;
+                        let commit = commit_of(&self.name, found)?;
                         Ok(TableState { files, ..state_of(self.internalized(commit).await?) })
                     }
                     None => Ok(TableState { files, ..TableState::default() }),
