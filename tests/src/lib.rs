@@ -29,8 +29,7 @@ pub fn seed(relative: &str) -> PathBuf {
 /// older than a Rust source of its crates fails the test, so a test never runs code older than
 /// what it tests (cargo's own freshness check is by modification time too).
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let path = bin_dir().join(name);
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display()));
@@ -51,6 +50,18 @@ pub fn bin(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// Where cargo put the binaries built with the running test: a test binary is in `deps/` of
+/// the profile's directory (`target/debug`, or `target/<triple>/debug` for a `--target` build,
+/// as `scripts/test`'s static one), the binaries one level up.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().expect("the test binary's directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("the profile's directory").to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 /// The most recently modified Rust file of the workspace's `crates`, leaving out unit-test

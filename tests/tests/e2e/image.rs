@@ -1,4 +1,5 @@
-//! The container image (`scripts/image --profile ci`, which ./scripts/test builds first):
+//! The container image (`scripts/image --from`, which ./scripts/test packs first from the static
+//! binaries it built for the tests):
 //! unpacked with umoci as a runtime would, then the embedded demo run inside it, chrooted, as
 //! the image's own user — producer → consumer → query — with nothing from the host but the
 //! seed CSVs copied in.
@@ -11,7 +12,7 @@ use kappa_tests::{expect_status, run, workspace_root};
 fn image_archive() -> PathBuf {
     let version = env!("CARGO_PKG_VERSION");
     let archive = workspace_root().join(format!("dist/kappa-lake-{version}-ci.oci.tar"));
-    assert!(archive.exists(), "{} is missing: build it with `./scripts/image --profile ci` (./scripts/test does)", archive.display());
+    assert!(archive.exists(), "{} is missing: ./scripts/test packs it (`scripts/image --from target/x86_64-unknown-linux-musl/debug`)", archive.display());
     archive
 }
 
