@@ -191,22 +191,21 @@ pub fn resolve(commit: &mut Commit, competing: &mut CompetingCommit, peers: &Pee
             continue;
         }
         let data = how.runtime.block_on(how.table.store().get(&stored)).map_err(TableError::from)?;
-        let (encoded, rows) = filtered(data, &keep, how.codec)?;
+        let crate::parquet_file::Encoded { data, rows, stats } = filtered(data, &keep, how.codec)?;
         let claims: Vec<RowClaim> = competing.rows[index].iter().zip(&keep).filter(|(_, k)| **k).map(|(c, _)| c.clone()).collect();
         let (first, last) = (claims[0].seq, claims[claims.len() - 1].seq);
         let (directory, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
         let shard = parse_file_name(name).map(|(shard, _, _)| shard.to_string()).unwrap_or_default();
         let renamed = file_name(&shard, first, last);
         let path = if directory.is_empty() { renamed } else { format!("{directory}/{renamed}") };
-        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&encoded)?;
-        let bytes = encoded.len() as u64;
-        how.runtime.block_on(how.table.put_object(&path, encoded))?;
+        let bytes = data.len() as u64;
+        how.runtime.block_on(how.table.put_object(&path, data))?;
         if path != file.path {
             how.runtime.block_on(how.table.store().delete(&stored)).map_err(TableError::from)?;
         }
         tracing::info!(file = %path, rows, taken_out = keep.len() - kept, "rows another consumer stored meanwhile were taken out of the file");
         let file = &mut commit.added[index];
-        (file.path, file.rows, file.bytes, file.stats) = (path, rows, bytes, kappa_table::stats::from_footer(&footer));
+        (file.path, file.rows, file.bytes, file.stats) = (path, rows, bytes, stats);
         commit.totals.bytes += bytes;
         competing.rows[index] = claims;
         index += 1;
@@ -235,7 +234,7 @@ pub fn resolve(commit: &mut Commit, competing: &mut CompetingCommit, peers: &Pee
 }
 
 /// A stored Parquet file with only the rows `keep` says, encoded again.
-fn filtered(data: Bytes, keep: &[bool], codec: Codec) -> Result<(Bytes, u64), PipelineError> {
+fn filtered(data: Bytes, keep: &[bool], codec: Codec) -> Result<crate::parquet_file::Encoded, PipelineError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(data)?;
     let schema: SchemaRef = reader.schema().clone();
     let mut batches = Vec::new();

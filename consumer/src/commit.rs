@@ -110,17 +110,16 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
         scope.spawn(move || {
             loaded_rx.into_iter().par_bridge().for_each_with(encoded_tx, |encoded_tx, (index, path, partition, memory, batches)| {
                 let encoded = batches.map_err(PipelineError::from).and_then(|batches: Vec<_>| {
-                    let (data, rows) = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
-                    // Readers skip files by the statistics our own footer already holds.
-                    let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
-                    Ok((index, path, partition, data, rows, kappa_table::stats::from_footer(&footer)))
+                    // Readers skip files by the statistics our own footer holds.
+                    let encoded = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
+                    Ok((index, path, partition, encoded))
                 });
                 budget.release(memory);
                 let _ = encoded_tx.send(encoded);
             });
         });
         for encoded in encoded_rx {
-            let (index, path, partition, data, rows, stats) = encoded?;
+            let (index, path, partition, parquet_file::Encoded { data, rows, stats }) = encoded?;
             let bytes = data.len();
             commit.totals.bytes += bytes as u64;
             added.push((index, DataFile { path: path.clone(), partition, rows, bytes: bytes as u64, stats }));

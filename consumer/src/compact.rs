@@ -250,10 +250,8 @@ fn merge(
     let mut outputs = Vec::new();
     let mut writer =
         MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };
-    let mut store = |bytes: Bytes, rows: u64| -> Result<(), CompactError> {
+    let mut store = |(bytes, stats): Stored, rows: u64| -> Result<(), CompactError> {
         let path = format!("{partition}/{base}-{:04}.parquet", outputs.len());
-        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).map_err(|e| read_back(&path, e))?;
-        let stats = kappa_table::stats::from_footer(&footer);
         let size = bytes.len() as u64;
         runtime.block_on(table.put_object(&path, bytes))?;
         outputs.push(DataFile { path, partition: partition.to_string(), rows, bytes: size, stats });
@@ -265,13 +263,13 @@ fn merge(
         for batch in reader {
             let batch = batch.map_err(|e| read_back(&file.path, e))?;
             writer.push(batch).map_err(|e| read_back(&file.path, e))?;
-            while let Some((bytes, rows)) = writer.full_file()? {
-                store(bytes, rows)?;
+            while let Some((file, rows)) = writer.full_file()? {
+                store(file, rows)?;
             }
         }
     }
-    if let Some((bytes, rows)) = writer.finish()? {
-        store(bytes, rows)?;
+    if let Some((file, rows)) = writer.finish()? {
+        store(file, rows)?;
     }
     Ok(outputs)
 }
@@ -284,6 +282,9 @@ fn read_back(file: &str, e: impl std::fmt::Display) -> CompactError {
 fn encoding(e: impl std::fmt::Display) -> CompactError {
     CompactError::ReadBack { file: "the merged file".to_string(), reason: e.to_string() }
 }
+
+/// A merged file's bytes and the Delta statistics of its footer.
+type Stored = (Bytes, Option<String>);
 
 /// Rows into row groups of [`ROW_GROUP_ROWS`], and row groups into files cut after the one
 /// that reaches the target size.
@@ -307,7 +308,7 @@ impl MergedWriter {
     }
 
     /// Writes full row groups; returns a file once one reached the target size.
-    fn full_file(&mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
+    fn full_file(&mut self) -> Result<Option<(Stored, u64)>, CompactError> {
         while self.pending_rows >= ROW_GROUP_ROWS {
             self.write_group(ROW_GROUP_ROWS)?;
             if self.file.as_ref().is_some_and(|(f, _)| f.bytes_written() >= self.target) {
@@ -317,7 +318,7 @@ impl MergedWriter {
         Ok(None)
     }
 
-    fn finish(mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
+    fn finish(mut self) -> Result<Option<(Stored, u64)>, CompactError> {
         if self.pending_rows > 0 {
             self.write_group(self.pending_rows)?;
         }
@@ -347,7 +348,8 @@ impl MergedWriter {
         Ok(())
     }
 
-    fn close(&mut self) -> Result<Option<(Bytes, u64)>, CompactError> {
+    /// The file written so far (its bytes and Delta statistics) and its rows.
+    fn close(&mut self) -> Result<Option<(Stored, u64)>, CompactError> {
         match self.file.take() {
             Some((encoder, rows)) => Ok(Some((encoder.finish().map_err(encoding)?, rows))),
             None => Ok(None),

@@ -3,10 +3,11 @@
 //! Spark, DuckDB, kappa-query) skip files a filter rules out without opening them.
 
 use arrow::array::{Array, ArrayRef};
+use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::parquet_to_arrow_schema;
 use parquet::file::metadata::ParquetMetaData;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Strings longer than this get no min/max: Delta readers compare the stored value with the
 /// data, and a cut maximum would be smaller than the real one.
@@ -16,14 +17,23 @@ const MAX_STRING_STAT: usize = 64;
 pub fn from_footer(metadata: &ParquetMetaData) -> Option<String> {
     let file = metadata.file_metadata();
     let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata()).ok()?;
-    let (mut mins, mut maxes, mut nulls) = (Map::new(), Map::new(), Map::new());
+    from_metadata(metadata, &schema)
+}
+
+/// The same, for a file whose Arrow schema the caller knows: a writer's own metadata, with no
+/// parse of the footer and no conversion of its schema. Per file, this is paid thousands of
+/// times a commit at hour partitions: the JSON is written directly, not built as maps of values
+/// first (which was most of the cost: 19% of a 50k-row hour run's instructions).
+pub fn from_metadata(metadata: &ParquetMetaData, schema: &Schema) -> Option<String> {
+    let file = metadata.file_metadata();
+    let groups = metadata.row_groups();
+    let (mut mins, mut maxes, mut nulls) = (Vec::new(), Vec::new(), Vec::new());
     for field in schema.fields() {
-        let Ok(converter) = StatisticsConverter::try_new(field.name(), &schema, file.schema_descr()) else { continue };
-        let groups = metadata.row_groups();
+        let Ok(converter) = StatisticsConverter::try_new(field.name(), schema, file.schema_descr()) else { continue };
         if let Ok(counts) = converter.row_group_null_counts(groups)
             && counts.null_count() == 0
         {
-            nulls.insert(field.name().clone(), json!(counts.values().iter().sum::<u64>()));
+            nulls.push((field.name().as_str(), Value::from(counts.values().iter().sum::<u64>())));
         }
         let extreme = |array: Result<ArrayRef, _>, want_max: bool| -> Option<Value> {
             let array = array.ok()?;
@@ -35,14 +45,31 @@ pub fn from_footer(metadata: &ParquetMetaData) -> Option<String> {
             values.into_iter().reduce(|a, b| if (compare(&b, &a) == std::cmp::Ordering::Greater) == want_max { b } else { a })
         };
         if let Some(min) = extreme(converter.row_group_mins(groups), false) {
-            mins.insert(field.name().clone(), min);
+            mins.push((field.name().as_str(), min));
         }
         if let Some(max) = extreme(converter.row_group_maxes(groups), true) {
-            maxes.insert(field.name().clone(), max);
+            maxes.push((field.name().as_str(), max));
         }
     }
-    let stats = json!({ "numRecords": file.num_rows(), "minValues": mins, "maxValues": maxes, "nullCount": nulls });
-    Some(stats.to_string())
+    // What `json!({"numRecords": …, "minValues": {…}, "maxValues": {…}, "nullCount": {…}})
+    // .to_string()` writes, byte for byte: keys in this order, serde_json's escaping and numbers.
+    let mut out = Vec::with_capacity(64 + 96 * schema.fields().len());
+    out.extend_from_slice(b"{\"numRecords\":");
+    serde_json::to_writer(&mut out, &file.num_rows()).ok()?;
+    for (name, entries) in [("minValues", &mins), ("maxValues", &maxes), ("nullCount", &nulls)] {
+        out.extend_from_slice(format!(",\"{name}\":{{").as_bytes());
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, key).ok()?;
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).ok()?;
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
@@ -129,7 +156,11 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.close().unwrap();
         let reader = SerializedFileReader::new(Bytes::from(data)).unwrap();
-        let stats: Value = serde_json::from_str(&from_footer(reader.metadata()).unwrap()).unwrap();
+        let written = from_footer(reader.metadata()).unwrap();
+        let stats: Value = serde_json::from_str(&written).unwrap();
+        // serde_json's own output for the object, byte for byte (its maps keep their order).
+        assert_eq!(written, stats.to_string());
+        assert!(written.starts_with(r#"{"numRecords":3,"minValues":{"id":-1,"name":"a","#), "{written}");
         assert_eq!(stats["numRecords"], 3);
         assert_eq!((&stats["minValues"]["id"], &stats["maxValues"]["id"]), (&json!(-1), &json!(3)));
         assert_eq!(stats["nullCount"], json!({"id": 1, "name": 0, "price": 0, "at": 0}));
