@@ -32,7 +32,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is not built: run `cargo build --workspace --bins` first (./scripts/test does it)", path.display()));
+        .unwrap_or_else(|_| panic!("{} is not built: run `{}` first (./scripts/test does it)", path.display(), build_command()));
     let crates: &[&str] = match name {
         "kappa-producer" => &["common", "producer"],
         "kappa-consumer" => &["common", "table", "leases", "consumer"],
@@ -43,11 +43,7 @@ pub fn bin(name: &str) -> PathBuf {
     if let Some((modified, source)) = newest_rust_source(crates)
         && built < modified
     {
-        panic!(
-            "{} is older than {}: run `cargo build --workspace --bins` (./scripts/test does it) so the tests run the current code",
-            path.display(),
-            source.display()
-        );
+        panic!("{} is older than {}: run `{}` (./scripts/test does it) so the tests run the current code", path.display(), source.display(), build_command());
     }
     path
 }
@@ -61,6 +57,16 @@ fn bin_dir() -> PathBuf {
     match dir.file_name() {
         Some(name) if name == "deps" => dir.parent().expect("the profile's directory").to_path_buf(),
         _ => dir.to_path_buf(),
+    }
+}
+
+/// The command that builds the binaries where [`bin_dir`] looks: for the test's own target when
+/// it was built with `--target` (`target/<triple>/debug`), as `./scripts/test` builds.
+fn build_command() -> String {
+    let dir = bin_dir();
+    match dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+        Some(triple) if triple.matches('-').count() >= 2 => format!("cargo build --workspace --bins --target {triple}"),
+        _ => "cargo build --workspace --bins".to_string(),
     }
 }
 
