@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use bytes::Bytes;
 use kappa_table::writers::Writer;
 use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table, TableError};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -250,7 +249,7 @@ fn merge(
     let mut outputs = Vec::new();
     let mut writer =
         MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };
-    let mut store = |(bytes, stats): Stored, rows: u64| -> Result<(), CompactError> {
+    let mut store = |parquet_file::Encoded { data: bytes, rows, stats }| -> Result<(), CompactError> {
         let path = format!("{partition}/{base}-{:04}.parquet", outputs.len());
         let size = bytes.len() as u64;
         runtime.block_on(table.put_object(&path, bytes))?;
@@ -263,13 +262,13 @@ fn merge(
         for batch in reader {
             let batch = batch.map_err(|e| read_back(&file.path, e))?;
             writer.push(batch).map_err(|e| read_back(&file.path, e))?;
-            while let Some((file, rows)) = writer.full_file()? {
-                store(file, rows)?;
+            while let Some(file) = writer.full_file()? {
+                store(file)?;
             }
         }
     }
-    if let Some((file, rows)) = writer.finish()? {
-        store(file, rows)?;
+    if let Some(file) = writer.finish()? {
+        store(file)?;
     }
     Ok(outputs)
 }
@@ -283,9 +282,6 @@ fn encoding(e: impl std::fmt::Display) -> CompactError {
     CompactError::ReadBack { file: "the merged file".to_string(), reason: e.to_string() }
 }
 
-/// A merged file's bytes and the Delta statistics of its footer.
-type Stored = (Bytes, Option<String>);
-
 /// Rows into row groups of [`ROW_GROUP_ROWS`], and row groups into files cut after the one
 /// that reaches the target size.
 struct MergedWriter {
@@ -294,8 +290,8 @@ struct MergedWriter {
     target: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// The file being written and its rows.
-    file: Option<(FileEncoder, u64)>,
+    /// The file being written.
+    file: Option<FileEncoder>,
 }
 
 impl MergedWriter {
@@ -308,17 +304,17 @@ impl MergedWriter {
     }
 
     /// Writes full row groups; returns a file once one reached the target size.
-    fn full_file(&mut self) -> Result<Option<(Stored, u64)>, CompactError> {
+    fn full_file(&mut self) -> Result<Option<parquet_file::Encoded>, CompactError> {
         while self.pending_rows >= ROW_GROUP_ROWS {
             self.write_group(ROW_GROUP_ROWS)?;
-            if self.file.as_ref().is_some_and(|(f, _)| f.bytes_written() >= self.target) {
+            if self.file.as_ref().is_some_and(|f| f.bytes_written() >= self.target) {
                 return self.close();
             }
         }
         Ok(None)
     }
 
-    fn finish(mut self) -> Result<Option<(Stored, u64)>, CompactError> {
+    fn finish(mut self) -> Result<Option<parquet_file::Encoded>, CompactError> {
         if self.pending_rows > 0 {
             self.write_group(self.pending_rows)?;
         }
@@ -327,11 +323,10 @@ impl MergedWriter {
 
     fn write_group(&mut self, rows: usize) -> Result<(), CompactError> {
         if self.file.is_none() {
-            self.file = Some((FileEncoder::new(&self.data, &self.pending, self.codec, self.target, false).map_err(encoding)?, 0));
+            self.file = Some(FileEncoder::new(&self.data, &self.pending, self.codec, self.target, false).map_err(encoding)?);
         }
-        let (encoder, written) = self.file.as_mut().expect("started");
+        let encoder = self.file.as_mut().expect("started");
         encoder.write_row_group(&self.pending, 0, rows).map_err(encoding)?;
-        *written += rows as u64;
         // Keep what follows the row group.
         let mut rest = Vec::new();
         let mut skip = rows;
@@ -348,12 +343,9 @@ impl MergedWriter {
         Ok(())
     }
 
-    /// The file written so far (its bytes and Delta statistics) and its rows.
-    fn close(&mut self) -> Result<Option<(Stored, u64)>, CompactError> {
-        match self.file.take() {
-            Some((encoder, rows)) => Ok(Some((encoder.finish().map_err(encoding)?, rows))),
-            None => Ok(None),
-        }
+    /// The file written so far.
+    fn close(&mut self) -> Result<Option<parquet_file::Encoded>, CompactError> {
+        self.file.take().map(|encoder| encoder.finish().map_err(encoding)).transpose()
     }
 }
 

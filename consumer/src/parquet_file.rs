@@ -81,7 +81,7 @@ pub struct Encoded {
 /// Parquet file of `schema`.
 pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<Encoded, ParquetError> {
     let mut adapted = conform(batches, data, schema)?;
-    let rows = adapted.iter().map(|b| b.num_rows() as u64).sum();
+    let rows: u64 = adapted.iter().map(|b| b.num_rows() as u64).sum();
     // A small file's pieces (spilled, then in memory) as one batch: sampled and written
     // without a copy per step. Large files are copied a column at a time instead.
     if adapted.len() > 1 && rows as usize <= ONE_PAGE_ROWS {
@@ -95,8 +95,7 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
         encoder.write_row_group(&adapted, start, length)?;
         start += length;
     }
-    let (data, stats) = encoder.finish()?;
-    Ok(Encoded { data, rows, stats })
+    encoder.finish()
 }
 
 /// `batches` (under schema `data` or an older version of it) as batches of `schema`: new
@@ -116,6 +115,8 @@ pub struct FileEncoder {
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     group: usize,
+    /// Rows written so far.
+    rows: u64,
 }
 
 impl FileEncoder {
@@ -165,7 +166,7 @@ impl FileEncoder {
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
         let file = SerializedFileWriter::new(Vec::with_capacity(capacity), parquet_schema.root_schema_ptr(), properties)?;
         let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
-        Ok(FileEncoder { file, factory, schema: schema.clone(), group: 0 })
+        Ok(FileEncoder { file, factory, schema: schema.clone(), group: 0, rows: 0 })
     }
 
     /// Writes rows `start..start + length` of `batches` (of the file's schema) as one row group.
@@ -192,6 +193,7 @@ impl FileEncoder {
         }
         row_group.close()?;
         self.group += 1;
+        self.rows += length as u64;
         Ok(())
     }
 
@@ -200,13 +202,13 @@ impl FileEncoder {
         self.file.bytes_written()
     }
 
-    /// The file's bytes, footer written, and the Delta statistics of that footer.
-    pub fn finish(mut self) -> Result<(Bytes, Option<String>), ParquetError> {
+    /// The file, footer written, with its rows and the Delta statistics of that footer.
+    pub fn finish(mut self) -> Result<Encoded, ParquetError> {
         // `finish` writes the footer and flushes it into the Vec; `into_inner` would write a
         // second footer.
         let metadata = self.file.finish()?;
         let data = Bytes::from(std::mem::take(self.file.inner_mut()));
-        Ok((data, kappa_table::stats::from_metadata(&metadata, &self.schema)))
+        Ok(Encoded { data, rows: self.rows, stats: kappa_table::stats::from_metadata(&metadata, &self.schema) })
     }
 }
 
