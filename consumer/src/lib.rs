@@ -27,6 +27,7 @@ pub mod partition;
 pub mod pipeline;
 pub mod plain_columns;
 pub mod positional;
+pub mod program;
 pub mod run;
 pub mod settings;
 pub mod source;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod encode;
 pub mod input;
 pub mod pace;
+pub mod program;
 pub mod sink;
 pub mod stats;
 

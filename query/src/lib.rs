@@ -8,6 +8,7 @@ pub mod history;
 pub mod lake;
 pub mod local_reads;
 pub mod output;
+pub mod program;
 pub mod read_only;
 pub mod report;
 pub mod session;

@@ -2,7 +2,7 @@
 //! binaries it built for the tests):
 //! unpacked with umoci as a runtime would, then the embedded demo run inside it, chrooted, as
 //! the image's own user — producer → consumer → query — with nothing from the host but the
-//! seed CSVs copied in.
+//! seed CSVs copied in. The four tools are one multi-call binary, `kappa-lake`, behind links.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,7 +65,11 @@ fn the_image_runs_the_embedded_demo_as_its_own_user() {
     let rootfs = bundle.join("rootfs");
     let mut entries: Vec<String> = std::fs::read_dir(&rootfs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     entries.sort();
-    assert_eq!(entries, ["etc", "kappa-consumer", "kappa-producer", "kappa-query", "kappa-replay", "tmp"], "FROM scratch: nothing else");
+    assert_eq!(entries, ["etc", "kappa-consumer", "kappa-lake", "kappa-producer", "kappa-query", "kappa-replay", "tmp"], "FROM scratch: nothing else");
+    // One binary; the tools' names are links to it, and the name started picks the tool.
+    for tool in ["kappa-consumer", "kappa-producer", "kappa-query", "kappa-replay"] {
+        assert_eq!(std::fs::read_link(rootfs.join(tool)).unwrap(), Path::new("kappa-lake"), "{tool}");
+    }
     assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").metadata().unwrap().len() > 100_000);
 
     // The demo, inside: the seed's sales, produced, consumed, queried.
@@ -101,6 +105,20 @@ fn the_image_runs_the_embedded_demo_as_its_own_user() {
     let output = run(&mut inside(&rootfs, user, &["/kappa-consumer", "--version"]));
     let version = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(version.starts_with(&format!("kappa-consumer {} (commit ", env!("CARGO_PKG_VERSION"))) && !version.contains("unknown"), "{version}");
+    // The same binary called by its own name: a tool as its first argument; none, or an
+    // unknown one, is a usage error naming the tools.
+    let output = run(&mut inside(&rootfs, user, &["/kappa-lake", "replay", "--version"]));
+    expect_status(&output, 0);
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("kappa-replay "), "{output:?}");
+    let output = run(&mut inside(&rootfs, user, &["/kappa-lake", "replay", "status", "--lake", "/tmp/data/lake", "--table", "sales"]));
+    expect_status(&output, 0);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("table sales: current generation "), "{output:?}");
+    for args in [&["/kappa-lake"][..], &["/kappa-lake", "ingest"]] {
+        let output = run(&mut inside(&rootfs, user, args));
+        expect_status(&output, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("Tools: producer, consumer, replay, query"), "{args:?}: {stderr}");
+    }
     // The lake belongs to the image's user, not root.
     let owner = std::fs::metadata(rootfs.join("tmp/data/lake")).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
     if root() {
