@@ -1,5 +1,5 @@
 //! The allocator of the programs that run the consumer's pipeline (`kappa-consumer`,
-//! `kappa-replay`): mimalloc, returning freed memory to the kernel 100 ms after it is freed.
+//! `kappa-replay`, and the image's `kappa-lake` when it runs either): mimalloc, returning freed memory to the kernel 100 ms after it is freed.
 //!
 //! Why mimalloc: decoding threads allocate each chunk's arrays and the pipeline thread frees
 //! them; a commit encodes thousands of small files on every core, each a few hundred small
@@ -29,7 +29,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Milliseconds after which freed memory goes back to the kernel (see the table above).
 const PURGE_AFTER_MS: std::ffi::c_long = 100;
 
-/// Sets the allocator's options. Call first thing in `main`.
+/// Sets the allocator's options. Call first thing in the program (`program::main`).
 pub fn tune_allocator() {
     #[allow(unsafe_code)] // the workspace's one unsafe call: a C function with no safe wrapper
     // SAFETY: mi_option_set stores a value in mimalloc's option table; the option index is in

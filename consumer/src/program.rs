@@ -9,7 +9,9 @@ use kappa_common::logging::exit_with;
 use crate::config::{Cli, Command};
 
 /// Runs the program with `args` (the first names the program, as `std::env::args_os`), the
-/// version naming `commit`. Exit status: 0 done; 1 an error while running (source, lake, I/O); 2 misconfiguration,
+/// version naming `commit`.
+///
+/// Exit status: 0 done; 1 an error while running (source, lake, I/O); 2 misconfiguration,
 /// found from the flags or once the data is seen; 3 more quarantined events than
 /// --max-quarantine-ratio allows (see `--help`).
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {

@@ -11,8 +11,10 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-// mimalloc, tuned by the consumer's and replay's own `main` (`kappa_common::memory`); the
-// producer and the query use it untuned, as their own binaries do.
+use kappa_common::logging::{exit_with, version_line};
+
+// mimalloc, tuned by the consumer's and replay's own `program::main` (`kappa_common::memory`);
+// the producer and the query use it untuned, as their own binaries do.
 #[global_allocator]
 static ALLOCATOR: kappa_common::memory::Allocator = kappa_common::memory::Allocator;
 
@@ -36,38 +38,66 @@ fn usage() -> String {
     format!(
         "kappa-lake {version}: the kappa-lake tools in one binary.\n\n\
          Usage: kappa-lake <TOOL> [ARGS]...   (or started through a link named kappa-<TOOL>)\n\n\
-         Tools: {tools}; `kappa-lake <TOOL> --help` says more.",
-        version = kappa_common::logging::version_line(option_env!("KAPPA_COMMIT")),
+         Tools: {tools}; `kappa-lake <TOOL> --help` or `kappa-lake help <TOOL>` says more.",
+        version = version_line(option_env!("KAPPA_COMMIT")),
         tools = names.join(", ")
     )
 }
 
-fn main() {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    let started_as = args.first().and_then(|arg| Path::new(arg).file_name()).and_then(|name| name.to_str()).unwrap_or_default();
-    let (name, program) = match tool(started_as) {
-        Some(found) => found,
-        None => {
-            let named = args.get(1).and_then(|arg| arg.to_str()).unwrap_or_default();
-            match (tool(named), named) {
-                (Some(found), _) => {
-                    // `kappa-lake consumer --lake …` runs as `kappa-consumer --lake …`: the
-                    // tool's usage and errors name itself.
-                    args.remove(0);
-                    found
-                }
-                (None, "-h" | "--help" | "help") => {
-                    println!("{}", usage());
-                    return;
-                }
-                (None, "-V" | "--version") => {
-                    println!("kappa-lake {}", kappa_common::logging::version_line(option_env!("KAPPA_COMMIT")));
-                    return;
-                }
-                (None, "") => kappa_common::logging::exit_with(&usage(), 2),
-                (None, other) => kappa_common::logging::exit_with(&format!("no tool named {other:?}\n\n{}", usage()), 2),
-            }
+/// What the arguments ask of `kappa-lake` started under a name that is no tool's.
+enum Asked {
+    /// A tool, and its arguments (the first names it).
+    Tool(&'static str, Program, Vec<OsString>),
+    /// Text for standard output (help, version): exit 0.
+    Print(String),
+    /// A usage error: exit 2.
+    Usage(String),
+}
+
+fn asked(started_as: &str, mut args: Vec<OsString>) -> Asked {
+    // Lossy only for messages: a name that is not UTF-8 is no tool's either way.
+    let word = |at: usize| args.get(at).map(|arg| arg.to_string_lossy().into_owned());
+    let (first, second) = (word(1).unwrap_or_default(), word(2));
+    match (first.as_str(), tool(&first)) {
+        (_, Some((name, program))) => {
+            // `kappa-lake consumer --lake …` runs as `kappa-consumer --lake …`: the tool's usage
+            // and errors name itself.
+            args.remove(0);
+            Asked::Tool(name, program, args)
         }
+        ("help", None) => match second.as_deref().map(|name| (name, tool(name))) {
+            Some((_, Some((name, program)))) => Asked::Tool(name, program, vec![OsString::new(), "--help".into()]),
+            Some((other, None)) => Asked::Usage(format!("no tool named {other:?}\n\n{}", usage())),
+            None => Asked::Print(usage()),
+        },
+        ("-h" | "--help", None) => Asked::Print(usage()),
+        ("-V" | "--version", None) => Asked::Print(format!("kappa-lake {}", version_line(option_env!("KAPPA_COMMIT")))),
+        ("", None) => Asked::Usage(format!("name a tool\n\n{}", usage())),
+        (other, None) => {
+            // A copy under another name (`kappa-consumer-old`) takes its first flag for a tool:
+            // say which name it was started by.
+            let started = match started_as {
+                "kappa-lake" => String::new(),
+                name => format!(" (started as {name:?}, which names no tool, so the first argument must)"),
+            };
+            Asked::Usage(format!("no tool named {other:?}{started}\n\n{}", usage()))
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let started_as = args.first().and_then(|arg| Path::new(arg).file_name()).map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let (name, program, mut args) = match tool(&started_as) {
+        Some((name, program)) => (name, program, args),
+        None => match asked(&started_as, args) {
+            Asked::Tool(name, program, args) => (name, program, args),
+            Asked::Print(text) => {
+                println!("{text}");
+                return;
+            }
+            Asked::Usage(text) => exit_with(&text, 2),
+        },
     };
     args[0] = name.into();
     program(args, option_env!("KAPPA_COMMIT"));
@@ -77,10 +107,39 @@ fn main() {
 mod tests {
     use super::*;
 
+    fn args(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
     #[test]
     fn a_tool_is_found_by_its_full_or_short_name() {
         assert_eq!(tool("kappa-query").map(|(name, _)| name), Some("kappa-query"));
         assert_eq!(tool("consumer").map(|(name, _)| name), Some("kappa-consumer"));
         assert!(tool("kappa-lake").is_none() && tool("lake").is_none() && tool("").is_none());
+    }
+
+    #[test]
+    fn the_first_argument_names_the_tool_and_help_names_the_tools() {
+        match asked("kappa-lake", args(&["/kappa-lake", "replay", "status", "--lake", "l"])) {
+            Asked::Tool(name, _, rest) => assert_eq!((name, rest), ("kappa-replay", args(&["replay", "status", "--lake", "l"]))),
+            _ => panic!("replay"),
+        }
+        match asked("kappa-lake", args(&["kappa-lake", "help", "query"])) {
+            Asked::Tool(name, _, rest) => assert_eq!((name, rest[1].clone()), ("kappa-query", OsString::from("--help"))),
+            _ => panic!("help query"),
+        }
+        for words in [&["kappa-lake", "--help"][..], &["kappa-lake", "help"]] {
+            assert!(matches!(asked("kappa-lake", args(words)), Asked::Print(text) if text.contains("Tools: producer, consumer, replay, query")), "{words:?}");
+        }
+        assert!(matches!(asked("kappa-lake", args(&["kappa-lake", "-V"])), Asked::Print(text) if text.starts_with("kappa-lake 0.")));
+    }
+
+    #[test]
+    fn a_word_that_names_no_tool_is_a_usage_error_that_says_so() {
+        assert!(matches!(asked("kappa-lake", args(&["kappa-lake"])), Asked::Usage(text) if text.starts_with("name a tool")));
+        assert!(matches!(asked("kappa-lake", args(&["kappa-lake", "ingest"])), Asked::Usage(text) if text.starts_with("no tool named \"ingest\"\n")));
+        assert!(matches!(asked("kappa-lake", args(&["kappa-lake", "help", "ingest"])), Asked::Usage(text) if text.starts_with("no tool named \"ingest\"")));
+        let copied = asked("kappa-consumer-old", args(&["./kappa-consumer-old", "--lake", "l"]));
+        assert!(matches!(copied, Asked::Usage(text) if text.contains("started as \"kappa-consumer-old\"")));
     }
 }

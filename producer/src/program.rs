@@ -9,7 +9,9 @@ use kappa_common::logging::exit_with;
 use crate::config::Cli;
 
 /// Runs the program with `args` (the first names the program, as `std::env::args_os`), the
-/// version naming `commit`. Exit status: see `Cli`'s documentation (`--help`).
+/// version naming `commit`.
+///
+/// Exit status: see `Cli`'s documentation (`--help`).
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {
     let version = kappa_common::logging::version_line(commit);
     let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches_from(args)).unwrap_or_else(|e| e.exit());

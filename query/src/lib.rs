@@ -84,7 +84,7 @@ pub async fn run(config: QueryConfig) -> Result<(), QueryError> {
         }
     }
     tracing::debug!(elapsed = ?started.elapsed(), "statements done");
-    // The process ends next (see main.rs): tearing down the session (DataFusion's context, the
+    // The process ends next (see program.rs): tearing down the session (DataFusion's context, the
     // table's snapshot, every plan's metrics) took 4-5 ms of a 20 ms query, for memory the
     // exit frees anyway.
     std::mem::forget(session);

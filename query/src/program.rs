@@ -9,7 +9,9 @@ use kappa_common::logging::exit_with;
 use crate::config::{Cli, Run};
 
 /// Runs the program with `args` (the first names the program, as `std::env::args_os`), the
-/// version naming `commit`. Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration
+/// version naming `commit`.
+///
+/// Exit status: 0 done; 1 the query or report failed (SQL, the lake, I/O); 2 misconfiguration
 /// (a flag to change: no such table, a version out of reach, a bad --register).
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {
     let version = kappa_common::logging::version_line(commit);

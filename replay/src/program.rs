@@ -9,8 +9,10 @@ use crate::config::{Cli, Command, TableArgs};
 use crate::{rebuild, shared, status};
 
 /// Runs the program with `args` (the first names the program, as `std::env::args_os`), the
-/// version naming `commit`. Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2 misconfiguration;
-/// 3 more quarantined events than --max-quarantine-ratio allows.
+/// version naming `commit`.
+///
+/// Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2
+/// misconfiguration; 3 more quarantined events than --max-quarantine-ratio allows.
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {
     kappa_common::memory::tune_allocator();
     let version = kappa_common::logging::version_line(commit);

@@ -211,3 +211,97 @@ fn the_deployment_guide_runs_as_written() {
         .env("AWS_DEFAULT_REGION", "us-east-1"));
     assert!(!gone.status.success() || String::from_utf8_lossy(&gone.stdout).contains("DELETE_COMPLETE"), "the stack is torn down");
 }
+
+/// The stack's roles, enforced: moto checks IAM policies once `/moto-api/reset-auth` turns
+/// authentication on, and the tools then run with the credentials of the role each is given.
+/// The consumer writes the table and the query reads it, each through its own role; neither
+/// reaches beyond its grant. What moto 5.2.5 can show bounds the test (EMULATORS.md): it fails
+/// (KeyError) on the inline policies of roles CloudFormation made, so each role's policy, as the
+/// stack resolved it, is put on a role of the test's own; outside S3 it matches a statement's
+/// Resource against `*` only, denying every ARN-scoped grant, so the source, lease table, key and
+/// catalog statements are not exercised (the consumer reads the embedded log here); and it does
+/// not evaluate ListBucket's `s3:prefix` condition.
+#[test]
+fn the_roles_let_the_consumer_write_its_table_and_the_query_read_it_and_no_further() {
+    let moto = Moto::start();
+    let deployed = deploy(&moto, "kl-iam", &[("EventTimeColumn", "sale_date")]);
+    let command = deployed["outputs"]["QueryCommand"].as_str().unwrap().to_string();
+    let flags: Vec<&str> = command.split_once(" \"").unwrap().0.split_whitespace().skip(1).collect();
+    let (lake, table) = (flags[1], flags[3]);
+    let bucket = lake.strip_prefix("s3://").unwrap().split('/').next().unwrap().to_string();
+    let code = format!(
+        r#"
+import ast, boto3, json, urllib.request
+kw = dict(endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+cf, iam, sts = (boto3.client(s, **kw) for s in ("cloudformation", "iam", "sts"))
+roles = {{r["LogicalResourceId"]: r["PhysicalResourceId"] for r in cf.list_stack_resources(StackName="kl-iam")["StackResourceSummaries"] if r["ResourceType"] == "AWS::IAM::Role"}}
+trust = json.dumps({{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Principal": {{"AWS": "*"}}, "Action": "sts:AssumeRole"}}]}})
+credentials = {{}}
+for logical in ("ConsumerRole", "QueryRole"):
+    copy = iam.create_role(RoleName=roles[logical] + "-test", AssumeRolePolicyDocument=trust)["Role"]
+    for name in iam.list_role_policies(RoleName=roles[logical])["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=roles[logical], PolicyName=name)["PolicyDocument"]
+        # moto keeps a CloudFormation role's policy as a Python literal.
+        document = ast.literal_eval(document) if isinstance(document, str) else document
+        iam.put_role_policy(RoleName=copy["RoleName"], PolicyName=name, PolicyDocument=json.dumps(document))
+    c = sts.assume_role(RoleArn=copy["Arn"], RoleSessionName="kappa-test")["Credentials"]
+    credentials[logical] = [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]]
+boto3.client("s3", **kw).put_object(Bucket={bucket:?}, Key="other/kept", Body=b"another tool's")
+urllib.request.urlopen(urllib.request.Request({endpoint:?} + "/moto-api/reset-auth", data=b"0", method="POST"))
+print(json.dumps(credentials))
+"#,
+        endpoint = moto.endpoint,
+    );
+    let credentials: Value = serde_json::from_str(kappa_tests::python(&code).trim()).unwrap();
+    let as_role = |binary: &str, role: &str| {
+        let mut command = kappa(binary, Some(&moto.endpoint));
+        let c = &credentials[role];
+        command
+            .env("AWS_ACCESS_KEY_ID", c[0].as_str().unwrap())
+            .env("AWS_SECRET_ACCESS_KEY", c[1].as_str().unwrap())
+            .env("AWS_SESSION_TOKEN", c[2].as_str().unwrap());
+        command
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    let mut producer = kappa("kappa-producer", None);
+    expect_status(&run(producer.args(["--to", &log, "--input"]).args(crate::support::sales_files())), 0);
+    let consume = |role: &str, table: &str| {
+        let mut command = as_role("kappa-consumer", role);
+        run(command.args(["--from", &log, "--lake", lake, "--table", table, "--event-time", "sale_date", "--until-idle", "2s"]))
+    };
+    expect_status(&consume("ConsumerRole", table), 0);
+    let sql = format!("SELECT count(*) FROM {table}");
+    let output = run(as_role("kappa-query", "QueryRole").args(["--lake", lake, "--table", table, "--format", "csv", &sql]));
+    expect_status(&output, 0);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().nth(1), Some("400"));
+    // Enforced: the test's own credentials (no IAM user's) are refused the same question.
+    let output = run(kappa("kappa-query", Some(&moto.endpoint)).args(["--lake", lake, "--table", table, &sql]));
+    assert!(!output.status.success(), "{output:?}");
+    // Beyond the grants: the consumer writing another table, the query writing at all, and
+    // either deleting what another tool keeps in the bucket.
+    let output = consume("ConsumerRole", "other");
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("AccessDenied"), "{output:?}");
+    let denied = format!(
+        r#"
+import boto3, json
+out = {{}}
+for role, (key, secret, token) in json.loads({credentials:?}).items():
+    s3 = boto3.client("s3", endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token)
+    for action, call in (("put", lambda: s3.put_object(Bucket={bucket:?}, Key="lake/{table}/x", Body=b"x")), ("delete", lambda: s3.delete_object(Bucket={bucket:?}, Key="other/kept"))):
+        try:
+            call()
+            out[role + " " + action] = "allowed"
+        except s3.exceptions.ClientError as e:
+            out[role + " " + action] = e.response["Error"]["Code"]
+print(json.dumps(out, sort_keys=True))
+"#,
+        credentials = credentials.to_string(),
+        endpoint = moto.endpoint,
+    );
+    let outcomes: Value = serde_json::from_str(kappa_tests::python(&denied).trim()).unwrap();
+    assert_eq!(
+        outcomes,
+        serde_json::json!({"ConsumerRole delete": "AccessDenied", "ConsumerRole put": "allowed", "QueryRole delete": "AccessDenied", "QueryRole put": "AccessDenied"})
+    );
+}
