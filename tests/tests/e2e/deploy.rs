@@ -247,7 +247,8 @@ for logical in ("ConsumerRole", "QueryRole"):
     c = sts.assume_role(RoleArn=copy["Arn"], RoleSessionName="kappa-test")["Credentials"]
     credentials[logical] = [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]]
 boto3.client("s3", **kw).put_object(Bucket={bucket:?}, Key="other/kept", Body=b"another tool's")
-urllib.request.urlopen(urllib.request.Request({endpoint:?} + "/moto-api/reset-auth", data=b"0", method="POST"))
+# The body is the count of requests still let through unchecked (a form content type would hide it).
+urllib.request.urlopen(urllib.request.Request({endpoint:?} + "/moto-api/reset-auth", data=b"0", method="POST", headers={{"Content-Type": "text/plain"}}))
 print(json.dumps(credentials))
 "#,
         endpoint = moto.endpoint,
