@@ -155,7 +155,8 @@ impl FileEncoder {
     /// for 16-19 columns) only repeats what the Parquet types say for the types a table has
     /// (readers infer the same Arrow types from them, and Delta readers take the table's
     /// schema); and a file of one page per column (`one_page`) gets no page index (~0.85 KB),
-    /// which would repeat the row group's statistics. kappa-query reads no page index at all.
+    /// which would repeat the row group's statistics, nor what [`short`] leaves out. kappa-query
+    /// reads no page index at all.
     pub fn new(schema: &SchemaRef, first: &[RecordBatch], codec: Codec, capacity: usize, one_page: bool) -> Result<FileEncoder, ParquetError> {
         let sample = first_rows(schema, first, DICTIONARY_SAMPLE)?;
         let compression = match codec {
@@ -245,13 +246,13 @@ impl FileEncoder {
     }
 }
 
-/// A column chunk's footer entry without what DuckDB's leave out too, for files of one page per
-/// column (hour partitions: thousands of files of tens of rows, each footer ~19% of its file).
-/// Left out: the page encoding counts (~170 bytes a file of 16 columns; readers fall back to
-/// the chunk's encodings), the size statistics (~135 bytes: level histograms and string bytes,
-/// hints no reader needs) and, for numbers and times, the copy of min and max in the fields
-/// that Parquet deprecated in 2017 (~160 bytes; `min_value`/`max_value`, which every reader of
-/// the last eight years reads, stay). The data pages are untouched, and so are the statistics
+/// A column chunk's footer entry for files of one page per column (hour partitions: thousands
+/// of files of tens of rows, each footer ~19% of its file), without what only repeats or hints:
+/// the page encoding counts (~170 bytes a file of 16 columns; readers fall back to the chunk's
+/// list of encodings) and the size statistics (~135 bytes: level histograms and string bytes),
+/// neither of which DuckDB writes, and, for numbers and times, the copy of min and max in the
+/// fields Parquet deprecated in 2017 (~160 bytes; `min_value`/`max_value`, which readers of
+/// the last eight years take, stay). The data pages are untouched, and so are the statistics
 /// the Delta log takes.
 fn short(metadata: parquet::file::metadata::ColumnChunkMetaData) -> parquet::file::metadata::ColumnChunkMetaData {
     use parquet::file::statistics::Statistics;
