@@ -249,14 +249,19 @@ impl FileEncoder {
 /// A column chunk's footer entry for files of one page per column (hour partitions: thousands
 /// of files of tens of rows, each footer ~19% of its file), without what only repeats or hints:
 /// the page encoding counts (~170 bytes a file of 16 columns; readers fall back to the chunk's
-/// list of encodings) and the size statistics (~135 bytes: level histograms and string bytes),
-/// neither of which DuckDB writes, and, for numbers and times, the copy of min and max in the
-/// fields Parquet deprecated in 2017 (~160 bytes; `min_value`/`max_value`, which readers of
-/// the last eight years take, stay). The data pages are untouched, and so are the statistics
+/// list of encodings, which for a dictionary column also names the dictionary page's PLAIN, so
+/// Spark's and Trino's dictionary filters skip nothing in these files: their few rows are read
+/// instead) and the size statistics (~135 bytes: level histograms and string bytes), neither
+/// of which DuckDB writes, and, for numbers and times, the copy of min and max in the fields
+/// Parquet deprecated in 2017 (~160 bytes; `min_value`/`max_value`, which readers of the last
+/// eight years take, stay; readers from before 2018, Hive 2 or Spark 2.3, prune nothing by
+/// them and still read every row right). The data pages are untouched, and so are the statistics
 /// the Delta log takes.
 fn short(metadata: parquet::file::metadata::ColumnChunkMetaData) -> parquet::file::metadata::ColumnChunkMetaData {
     use parquet::file::statistics::Statistics;
-    let statistics = metadata.statistics().cloned().map(|statistics| match statistics {
+    // (Statistics kept only in the deprecated fields, which this writer does for no column type
+    // a table has, stay as they are: otherwise the footer would hold no min and max at all.)
+    let statistics = metadata.statistics().filter(|s| !s.is_min_max_deprecated()).cloned().map(|statistics| match statistics {
         Statistics::Boolean(s) => Statistics::Boolean(s.with_backwards_compatible_min_max(false)),
         Statistics::Int32(s) => Statistics::Int32(s.with_backwards_compatible_min_max(false)),
         Statistics::Int64(s) => Statistics::Int64(s.with_backwards_compatible_min_max(false)),
@@ -378,6 +383,9 @@ mod tests {
             column.len() >= 64 && rows.iter().collect::<std::collections::HashSet<_>>().len() * 2 > sample.len()
         };
         let strings = |n: usize, distinct: usize| -> ArrayRef { Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("v{}", i % distinct)))) };
+        let constant_then_distinct = |same: usize| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..5000).map(|i| if i < same { "same".to_string() } else { format!("v{i}") })))
+        };
         let cases: Vec<(ArrayRef, bool)> = vec![
             (strings(63, 63), false),
             (strings(64, 64), true),
@@ -387,6 +395,11 @@ mod tests {
             (strings(4096, 2049), true),
             (strings(1000, 500), false),
             (strings(1001, 501), true),
+            // One value, then distinct ones: the answer comes only at the end of the sample.
+            (constant_then_distinct(2047), true),
+            (constant_then_distinct(2048), true),
+            (constant_then_distinct(2049), false),
+            (constant_then_distinct(4095), false),
             (Arc::new(Int64Array::from_iter((0..5000).map(|i| (i % 3 != 0).then_some(i as i64)))), true),
             (Arc::new(Int64Array::from_iter((0..5000).map(|i| (i % 3 == 0).then_some(i as i64)))), false),
             (Arc::new(Float64Array::from_iter_values((0..3000).map(|i| (i / 2) as f64))), false),
@@ -465,6 +478,20 @@ mod tests {
         for column in metadata.row_group(0).columns() {
             assert!(column.page_encoding_stats().is_none() && column.page_encoding_stats_mask().is_none(), "{column:?}");
             assert!(column.definition_level_histogram().is_none() && column.unencoded_byte_array_data_bytes().is_none(), "{column:?}");
+        }
+        // The deprecated copies are gone from what the writer wrote (a reader cannot tell: it
+        // takes `min_value` when there is one).
+        let written = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).and_then(|mut w| {
+            w.write(&batch)?;
+            w.close()
+        });
+        for column in written.unwrap().row_group(0).columns() {
+            let before = column.statistics().unwrap();
+            let after = short(column.clone());
+            let after = after.statistics().unwrap();
+            assert_eq!((after.min_bytes_opt(), after.max_bytes_opt()), (before.min_bytes_opt(), before.max_bytes_opt()));
+            assert!(!after.is_min_max_backwards_compatible(), "{:?}", column.column_descr().path());
+            assert_eq!(after.null_count_opt(), before.null_count_opt());
         }
         let reread =
             kappa_table::stats::from_footer(&parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&Bytes::from(reference)).unwrap()).unwrap();
