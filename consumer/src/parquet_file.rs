@@ -27,7 +27,7 @@ const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// Files of at most this many rows (the writer's rows per data page) have one page per column,
 /// mostly: their page index would repeat the row group's statistics. See [`FileEncoder::new`].
-const ONE_PAGE_ROWS: usize = parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT;
+pub(crate) const ONE_PAGE_ROWS: usize = parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT;
 
 /// Rows sampled to decide whether a column is worth a dictionary.
 const DICTIONARY_SAMPLE: usize = 4096;

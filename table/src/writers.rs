@@ -213,9 +213,19 @@ impl Writer {
     /// Announces that objects under `prefix` (relative to the table) are about to be stored:
     /// durable before this returns, so before the first of them exists.
     pub async fn pending(&self, prefix: &str) -> Result<(), TableError> {
+        self.pending_all(&[prefix.to_string()]).await
+    }
+
+    /// Announces several prefixes with one write of the record. A compaction of thousands of
+    /// hour partitions announced each alone, and the record grows with what it holds: 6,342
+    /// partitions were 6,342 fsynced writes of a record of up to 6,342 prefixes, most of the
+    /// pass's 50 s.
+    pub async fn pending_all(&self, prefixes: &[String]) -> Result<(), TableError> {
         let mut record = self.record.lock().await;
-        if !record.pending.iter().any(|p| p == prefix) {
-            record.pending.push(prefix.to_string());
+        for prefix in prefixes {
+            if !record.pending.iter().any(|p| p == prefix) {
+                record.pending.push(prefix.clone());
+            }
         }
         record.heartbeat_ms = chrono::Utc::now().timestamp_millis();
         self.store.put(&self.path, serialize(&record)).await?;
@@ -324,6 +334,12 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert!(found[0].covers("gen-000001/day=1/compacted-ab-0000.parquet"));
         assert!(!found[0].covers("gen-000001/day=2/compacted-ab-0000.parquet"));
+        // Several at once, with one write: each is covered (and one already there stays once).
+        writer.pending_all(&["gen-000001/day=2/compacted-cd".into(), "gen-000001/day=1/compacted-ab".into()]).await.unwrap();
+        let found = alive(&store, "t").await.unwrap();
+        assert!(found[0].covers("gen-000001/day=1/compacted-ab-0000.parquet") && found[0].covers("gen-000001/day=2/compacted-cd-0000.parquet"));
+        assert!(!found[0].covers("gen-000001/day=3/compacted-cd-0000.parquet"));
+        assert_eq!(found[0].pending.len(), 2, "{:?}", found[0].pending);
         writer.flushes_into("gen-000001").await.unwrap();
         let found = alive(&store, "t").await.unwrap();
         assert!(found[0].covers("gen-000001/day=1/part-0-1-9.parquet") && !found[0].covers("gen-000002/day=1/part-0-1-9.parquet"));
