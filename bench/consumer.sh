@@ -16,6 +16,10 @@
 # partitions are by the event time in UTC; DuckDB gets the same as extra columns. PARTITION
 # `hour` partitions sales or wide by hour (issue 35: wide's 120 days are 2,880 hours).
 #
+# With hour partitions each round also runs the consumer with --compact (each partition's files
+# merged into one at the end of the run, counted in its time), reported as
+# kappa_consumer_compact with the bytes of the files its table names.
+#
 # Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
 # Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
 set -euo pipefail
@@ -43,7 +47,7 @@ RESULTS=$OUT/consumer-results.jsonl
 # rounds, compared by their medians (with three, the ratio of one run to the next still moved
 # by ±15%). Each round starts from an empty output.
 for round in 1 2 3 4 5; do
-  fresh "$OUT/duck" "$OUT/lake"
+  fresh "$OUT/duck" "$OUT/lake" "$OUT/lake-compacted"
   # (p_ names: flights has its own year, month, day and hour columns, in local time.)
   HOUR_KEY="" HOUR_COLUMN=""
   [ "$PARTITION" = hour ] && HOUR_KEY=", p_hour" HOUR_COLUMN=", hour($TIME_COLUMN) AS p_hour"
@@ -62,6 +66,15 @@ con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLU
     --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
+  # Hour partitions of a few dozen rows are one small file per partition and shard: the same
+  # run with --compact merges each partition's files into one at its end (included in its
+  # time), and its bytes are those of the files the table names (the replaced ones stay on
+  # disk for the retention).
+  if [ "$PARTITION" = hour ]; then
+    measure kappa_consumer_compact -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake-compacted" \
+      --table "$DATA" --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" \
+      --compression "$CODEC" --until-idle 0s --status-interval 10s --compact --compact-min-age 0s
+  fi
 done
 
 .venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'
@@ -70,7 +83,21 @@ results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def written(path):
     files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet")]
     return len(files), sum(os.path.getsize(f) for f in files)
+def live(log):
+    # The files the table names: its Delta log's adds less its removes, in version order.
+    files = {}
+    for name in sorted(n for n in os.listdir(log) if n.endswith(".json")):
+        for line in open(os.path.join(log, name)):
+            action = json.loads(line)
+            if "add" in action:
+                files[action["add"]["path"]] = action["add"]["size"]
+            elif "remove" in action:
+                files.pop(action["remove"]["path"], None)
+    return len(files), sum(files.values())
 outputs = {"duckdb_copy_partitioned": written(f"{out}/duck"), "kappa_consumer": written(f"{out}/lake")}
+compacted = [os.path.join(d, "_delta_log") for d, ds, _ in os.walk(f"{out}/lake-compacted") if "_delta_log" in ds]
+if compacted:
+    outputs["kappa_consumer_compact"] = live(compacted[0])
 runs = {}
 for line in open(results):
     r = json.loads(line)
@@ -85,4 +112,7 @@ for name, rs in runs.items():
     print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
 print(f"rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
 print(f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
+if "kappa_consumer_compact" in medians:
+    print(f"with --compact: rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer_compact']:.2f}, "
+          f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer_compact'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
 PY

@@ -173,8 +173,12 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
     let (mut done, mut last_progress) = (0, Instant::now());
     if let Some(writer) = &writer {
         'groups: for group in chosen.chunks(ANNOUNCE_PARTITIONS) {
+            if stop() {
+                break;
+            }
             // Announced a group at a time (one write of the writer record), each before its
-            // merged files are stored.
+            // merged files are stored. (A stop within the group leaves the rest announced
+            // until the record goes at the end of the pass: nothing was stored under them.)
             let bases: Vec<String> = group.iter().map(|(_, files, _)| output_base(files, &settings)).collect();
             let prefixes: Vec<String> = group.iter().zip(&bases).map(|((partition, ..), base)| format!("{}/{partition}/{base}", table.generation())).collect();
             runtime.block_on(writer.pending_all(&prefixes))?;
@@ -304,11 +308,13 @@ fn merge(
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Partitions announced at once (see [`Writer::pending_all`]).
 const ANNOUNCE_PARTITIONS: usize = 256;
-/// Merged files stored at once, and their bytes at most (one file is always let through).
-/// A local put waits for its fsyncs and an S3 put for its round trip: one at a time, a pass
-/// over 6,342 merged hour partitions waited ~5 ms on each.
+/// Merged files stored at once. A local put waits for its fsyncs and an S3 put for its round
+/// trip: one at a time, a pass over 6,342 merged hour partitions waited ~5 ms on each.
 const PUT_FILES: usize = 32;
-const PUT_BYTES: usize = 512 << 20;
+/// Bytes in flight while the next file is merged stay under this: a large merged file is
+/// stored before the next one is begun (memory holds one, as when puts were made one at a
+/// time), and small ones add at most this much.
+const PUT_BYTES: usize = 64 << 20;
 
 /// Merged files being stored, all of them before the commit that names them.
 struct Puts<'a> {
@@ -320,12 +326,15 @@ struct Puts<'a> {
 impl Puts<'_> {
     fn store(&mut self, table: &Table, path: String, data: bytes::Bytes) -> Result<(), CompactError> {
         let size = data.len();
-        while !self.stored.is_empty() && (self.stored.len() >= PUT_FILES || self.bytes + size > PUT_BYTES) {
+        while self.stored.len() >= PUT_FILES {
             self.next()?;
         }
         let table = table.clone();
         self.bytes += size;
         self.stored.spawn_on(async move { table.put_object(&path, data).await.map(|()| size) }, self.runtime);
+        while self.bytes >= PUT_BYTES {
+            self.next()?;
+        }
         Ok(())
     }
 
@@ -333,8 +342,9 @@ impl Puts<'_> {
     fn next(&mut self) -> Result<(), CompactError> {
         match self.runtime.block_on(self.stored.join_next()) {
             Some(Ok(stored)) => self.bytes -= stored?,
-            // (Never cancelled: nothing aborts them.)
-            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Some(Err(e)) => return Err(CompactError::ReadBack { file: "a merged file".into(), reason: format!("its write was cancelled: {e}") }),
             None => {}
         }
         Ok(())
@@ -345,6 +355,18 @@ impl Puts<'_> {
             self.next()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Puts<'_> {
+    /// A pass that fails (a read, a put, a commit) returns once its other puts have ended:
+    /// dropped, a local put would still land after the return (its write runs on a blocking
+    /// thread), and an S3 upload would be cut without its abort. Their files are in no commit,
+    /// and vacuum deletes them.
+    fn drop(&mut self) {
+        while !self.stored.is_empty() {
+            let _ = self.runtime.block_on(self.stored.join_next());
+        }
     }
 }
 
@@ -391,10 +413,11 @@ impl MergedWriter {
 
     fn finish(mut self) -> Result<Option<parquet_file::Encoded>, CompactError> {
         if self.pending_rows > 0 {
-            // A file of one row group of at most a page's rows is one page per column: it gets
-            // the short footer the consumer's small files get, and is the file the consumer
-            // writes for the same rows (merged hour partitions are mostly such files, and the
-            // long footer was ~40% of each).
+            // A file of one row group of at most a page's rows is written as the consumer
+            // writes a file of that many rows (mostly one page per column, with the short
+            // footer): merged hour partitions are mostly such files, and the long footer was
+            // over a third of each. Under the same schema it is the consumer's file for these
+            // rows.
             let one_page = self.file.is_none() && self.pending_rows <= parquet_file::ONE_PAGE_ROWS;
             self.write_group(self.pending_rows, one_page)?;
         }

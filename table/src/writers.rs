@@ -345,6 +345,8 @@ mod tests {
         assert!(found[0].covers("gen-000001/day=1/part-0-1-9.parquet") && !found[0].covers("gen-000002/day=1/part-0-1-9.parquet"));
         assert!(!found[0].covers("gen-000001/day=1/notes.txt"));
         writer.settled(&["gen-000001/day=1/compacted-ab".to_string()]).await.unwrap();
+        assert_eq!(alive(&store, "t").await.unwrap()[0].pending, vec!["gen-000001/day=2/compacted-cd".to_string()]);
+        writer.settled(&["gen-000001/day=2/compacted-cd".to_string()]).await.unwrap();
         assert!(alive(&store, "t").await.unwrap()[0].pending.is_empty());
         writer.finish().await.unwrap();
         assert!(alive(&store, "t").await.unwrap().is_empty());
