@@ -427,8 +427,7 @@ impl MergedWriter {
     fn write_group(&mut self, rows: usize, one_page: bool) -> Result<(), CompactError> {
         if self.file.is_none() {
             // Room for the rows at hand, not the target size: a merged hour partition is a few
-            // KiB, and reserving 256 MiB for each (fresh pages mapped and unmapped) was most of
-            // a pass's system time.
+            // KiB. (Not what made the pass slow: that was the announcements and the puts.)
             let capacity = self.pending.iter().map(|b| b.get_array_memory_size()).sum::<usize>().min(self.target);
             self.file = Some(FileEncoder::new(&self.data, &self.pending, self.codec, capacity, one_page).map_err(encoding)?);
         }
