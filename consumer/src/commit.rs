@@ -26,6 +26,7 @@ use crate::buffer::Buffer;
 use crate::claims::{CompetingCommit, Peers, Rebuild};
 use crate::error::PipelineError;
 use crate::parquet_file;
+use crate::puts::Puts;
 use crate::settings::{Codec, PutLimit};
 use kappa_table::{Commit, DataFile, Layout, Table, TableError};
 
@@ -79,9 +80,7 @@ pub struct WriteContext {
 pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written, PipelineError> {
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files, mut competing } = prepared;
-    let _runtime = context.runtime.enter();
-    let mut puts = tokio::task::JoinSet::new();
-    let mut in_flight = 0usize; // bytes of the files being stored
+    let mut puts = Puts::new(&context.runtime, context.puts);
     let mut added = Vec::with_capacity(files.len());
     let budget = Budget::new(context.memory_budget);
     let files = std::sync::Mutex::new(files.into_iter().enumerate());
@@ -123,20 +122,13 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
             let bytes = data.len();
             commit.totals.bytes += bytes as u64;
             added.push((index, DataFile { path: path.clone(), partition, rows, bytes: bytes as u64, stats }));
-            while !puts.is_empty() && (puts.len() >= context.puts.files || in_flight + bytes > context.puts.bytes) {
-                in_flight -= context.runtime.block_on(next_put(&mut puts)).expect("a put is running")?;
-            }
-            let table = context.table.clone();
-            in_flight += bytes;
-            puts.spawn(async move { table.put_object(&path, data).await.map(|()| bytes) });
+            puts.store(&context.table, path, data)?;
         }
         Ok(())
     })?;
     added.sort_unstable_by_key(|(index, _)| *index);
     commit.added.extend(added.into_iter().map(|(_, file)| file));
-    while let Some(put) = context.runtime.block_on(next_put(&mut puts)) {
-        put?;
-    }
+    puts.wait_all()?;
     let stored_at = started.elapsed();
     let mut peers = Vec::new();
     let mut tries = 0;
@@ -207,12 +199,6 @@ const GROUP_FILES: usize = 32;
 
 /// Encoded files waiting for their put, at most.
 const ENCODED_AHEAD: usize = 8;
-
-/// The next put to end: the bytes it stored.
-async fn next_put(puts: &mut tokio::task::JoinSet<Result<usize, TableError>>) -> Option<Result<usize, TableError>> {
-    let put = puts.join_next().await?;
-    Some(put.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic())))
-}
 
 /// A commit being written on its own thread.
 pub struct InFlight(JoinHandle<Result<Written, PipelineError>>);

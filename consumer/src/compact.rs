@@ -38,7 +38,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
 use crate::parquet_file::{self, FileEncoder};
-use crate::settings::{Codec, CompactOptions};
+use crate::puts::Puts;
+use crate::settings::{Codec, CompactOptions, PutLimit};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -169,7 +170,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         chosen.push((partition, files, bytes));
     }
     let mut batch = Batch::default();
-    let mut puts = Puts { runtime, stored: tokio::task::JoinSet::new(), bytes: 0 };
+    let mut puts = Puts::new(runtime, PUT_LIMIT);
     let (mut done, mut last_progress) = (0, Instant::now());
     if let Some(writer) = &writer {
         'groups: for group in chosen.chunks(ANNOUNCE_PARTITIONS) {
@@ -288,7 +289,7 @@ fn merge(
         Ok(())
     };
     for file in files {
-        let bytes = puts.runtime.block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(TableError::from)?;
+        let bytes = puts.runtime().block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(TableError::from)?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.with_batch_size(8192).build()).map_err(|e| read_back(&file.path, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| read_back(&file.path, e))?;
@@ -308,67 +309,10 @@ fn merge(
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Partitions announced at once (see [`Writer::pending_all`]).
 const ANNOUNCE_PARTITIONS: usize = 256;
-/// Merged files stored at once. A local put waits for its fsyncs and an S3 put for its round
-/// trip: one at a time, a pass over 6,342 merged hour partitions waited ~5 ms on each.
-const PUT_FILES: usize = 32;
-/// Bytes in flight while the next file is merged stay under this: a large merged file is
-/// stored before the next one is begun (memory holds one, as when puts were made one at a
-/// time), and small ones add at most this much.
-const PUT_BYTES: usize = 64 << 20;
-
-/// Merged files being stored, all of them before the commit that names them.
-struct Puts<'a> {
-    runtime: &'a Handle,
-    stored: tokio::task::JoinSet<Result<usize, TableError>>,
-    bytes: usize,
-}
-
-impl Puts<'_> {
-    fn store(&mut self, table: &Table, path: String, data: bytes::Bytes) -> Result<(), CompactError> {
-        let size = data.len();
-        while self.stored.len() >= PUT_FILES {
-            self.next()?;
-        }
-        let table = table.clone();
-        self.bytes += size;
-        self.stored.spawn_on(async move { table.put_object(&path, data).await.map(|()| size) }, self.runtime);
-        while self.bytes >= PUT_BYTES {
-            self.next()?;
-        }
-        Ok(())
-    }
-
-    /// Waits for one put to end.
-    fn next(&mut self) -> Result<(), CompactError> {
-        match self.runtime.block_on(self.stored.join_next()) {
-            Some(Ok(stored)) => self.bytes -= stored?,
-            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Some(Err(e)) => return Err(CompactError::ReadBack { file: "a merged file".into(), reason: format!("its write was cancelled: {e}") }),
-            None => {}
-        }
-        Ok(())
-    }
-
-    fn wait_all(&mut self) -> Result<(), CompactError> {
-        while !self.stored.is_empty() {
-            self.next()?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Puts<'_> {
-    /// A pass that fails (a read, a put, a commit) returns once its other puts have ended:
-    /// dropped, a local put would still land after the return (its write runs on a blocking
-    /// thread), and an S3 upload would be cut without its abort. Their files are in no commit,
-    /// and vacuum deletes them.
-    fn drop(&mut self) {
-        while !self.stored.is_empty() {
-            let _ = self.runtime.block_on(self.stored.join_next());
-        }
-    }
-}
+/// Merged files stored at once (see [`Puts`]), and the bytes in flight while the next file is
+/// merged: a merged file of the target size is stored before the next one is begun (memory
+/// holds one), and small ones add at most this much.
+const PUT_LIMIT: PutLimit = PutLimit { files: 32, bytes: 64 << 20 };
 
 fn read_back(file: &str, e: impl std::fmt::Display) -> CompactError {
     CompactError::ReadBack { file: file.to_string(), reason: e.to_string() }
@@ -418,7 +362,7 @@ impl MergedWriter {
             // footer): merged hour partitions are mostly such files, and the long footer was
             // over a third of each. Under the same schema it is the consumer's file for these
             // rows.
-            let one_page = self.file.is_none() && self.pending_rows <= parquet_file::ONE_PAGE_ROWS;
+            let one_page = self.file.is_none() && parquet_file::one_page(self.pending_rows);
             self.write_group(self.pending_rows, one_page)?;
         }
         self.close()

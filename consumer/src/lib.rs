@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod plain_columns;
 pub mod positional;
 pub mod program;
+mod puts;
 pub mod run;
 pub mod settings;
 pub mod source;

@@ -27,7 +27,14 @@ const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// Files of at most this many rows (the writer's rows per data page) have one page per column,
 /// mostly: their page index would repeat the row group's statistics. See [`FileEncoder::new`].
-pub(crate) const ONE_PAGE_ROWS: usize = parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT;
+const ONE_PAGE_ROWS: usize = parquet::file::properties::DEFAULT_DATA_PAGE_ROW_COUNT_LIMIT;
+
+/// Whether a file of `rows` rows in one row group is written as a one-page file, with the
+/// short footer. Decided here alone: the consumer's files and the compaction's merged files
+/// must agree, so that the same rows give the same bytes.
+pub(crate) fn one_page(rows: usize) -> bool {
+    rows <= ONE_PAGE_ROWS
+}
 
 /// Rows sampled to decide whether a column is worth a dictionary.
 const DICTIONARY_SAMPLE: usize = 4096;
@@ -109,11 +116,11 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
     let rows: u64 = adapted.iter().map(|b| b.num_rows() as u64).sum();
     // A small file's pieces (spilled, then in memory) as one batch: sampled and written
     // without a copy per step. Large files are copied a column at a time instead.
-    if adapted.len() > 1 && rows as usize <= ONE_PAGE_ROWS {
+    if adapted.len() > 1 && one_page(rows as usize) {
         adapted = vec![arrow::compute::concat_batches(schema, &adapted)?];
     }
     let capacity = adapted.iter().map(|b| b.get_array_memory_size()).sum::<usize>() / 3;
-    let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity, rows as usize <= ONE_PAGE_ROWS)?;
+    let mut encoder = FileEncoder::new(schema, &adapted, codec, capacity, one_page(rows as usize))?;
     let mut start = 0;
     while start < rows as usize {
         let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);

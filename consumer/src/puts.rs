@@ -1,0 +1,89 @@
+//! Files stored concurrently, bounded by count and by bytes in flight: a consumer's commit and
+//! a compaction pass store their files through this, and both wait for every put to end before
+//! the commit that names the files.
+//!
+//! Why concurrent: a local put waits for its fsyncs and an S3 put for its round trip. One at a
+//! time, a commit of 5,282 hour files to S3 paid 5,282 round trips, and a compaction of 6,342
+//! hour partitions waited ~5 ms on each merged file.
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+
+use crate::settings::PutLimit;
+use kappa_common::store::StoreError;
+use kappa_table::{Table, TableError};
+
+/// Puts in flight, run on `runtime`; the caller's thread waits for them.
+pub(crate) struct Puts<'a> {
+    runtime: &'a Handle,
+    limit: PutLimit,
+    /// Each put's result: the bytes it stored.
+    running: JoinSet<Result<usize, TableError>>,
+    /// Bytes of the files being stored.
+    in_flight: usize,
+}
+
+impl<'a> Puts<'a> {
+    pub(crate) fn new(runtime: &'a Handle, limit: PutLimit) -> Puts<'a> {
+        Puts { runtime, limit, running: JoinSet::new(), in_flight: 0 }
+    }
+
+    /// Starts storing `data` at `path` (relative to the table's data prefix, as
+    /// [`Table::put_object`] takes it). It first waits while another put would pass the limit's
+    /// files or bytes. A file larger than the byte limit is stored alone, and this returns only
+    /// once it is stored: its caller (which may be building the next one) holds one at a time.
+    /// An error is the first failed put's, this one's or an earlier one's.
+    pub(crate) fn store(&mut self, table: &Table, path: String, data: Bytes) -> Result<(), TableError> {
+        let size = data.len();
+        while !self.running.is_empty() && (self.running.len() >= self.limit.files || self.in_flight + size > self.limit.bytes) {
+            self.next()?;
+        }
+        let table = table.clone();
+        self.in_flight += size;
+        self.running.spawn_on(async move { table.put_object(&path, data).await.map(|()| size) }, self.runtime);
+        while self.in_flight > self.limit.bytes {
+            self.next()?;
+        }
+        Ok(())
+    }
+
+    /// The runtime the puts run on.
+    pub(crate) fn runtime(&self) -> &'a Handle {
+        self.runtime
+    }
+
+    /// Waits for every put to end; the first error, if one failed.
+    pub(crate) fn wait_all(&mut self) -> Result<(), TableError> {
+        while !self.running.is_empty() {
+            self.next()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one put to end.
+    fn next(&mut self) -> Result<(), TableError> {
+        match self.runtime.block_on(self.running.join_next()) {
+            Some(Ok(stored)) => self.in_flight -= stored?,
+            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a put.
+            Some(Err(e)) => {
+                return Err(StoreError::Remote { path: "a file of this commit".to_string(), message: format!("its put was cancelled: {e}") }.into());
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Puts<'_> {
+    /// A commit or a pass that fails returns once its other puts have ended: dropped, a local
+    /// put would still land after the return (its write runs on a blocking thread), and an S3
+    /// upload would be cut without its abort. Their files are in no commit; the next start
+    /// (a consumer's) or vacuum (a compaction's) deletes them.
+    fn drop(&mut self) {
+        while !self.running.is_empty() {
+            let _ = self.runtime.block_on(self.running.join_next());
+        }
+    }
+}
