@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::actions::parse_commit;
+use super::actions::parse_actions;
 use super::{DeltaError, LakeTable, METADATA_KEY};
 use crate::state::CONSUMER_APP_ID;
 
@@ -51,6 +51,9 @@ impl std::fmt::Display for Authored {
 }
 
 /// The author of a commit, from its actions.
+/// The kinds of action [`author_of`] reads.
+pub(crate) const AUTHOR_KINDS: &[&str] = &["commitInfo", "metaData", "protocol"];
+
 pub(crate) fn author_of(actions: &[Value]) -> Author {
     let info = actions.iter().find_map(|a| a.get("commitInfo")).cloned().unwrap_or(Value::Null);
     let kappa = &info[METADATA_KEY];
@@ -86,7 +89,7 @@ impl LakeTable {
         let mut authors = Vec::new();
         for version in versions {
             if let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? {
-                authors.push(Authored { version, author: author_of(&parse_commit(&self.name, version, &bytes)?) });
+                authors.push(Authored { version, author: author_of(&parse_actions(&self.name, version, &bytes, Some(AUTHOR_KINDS))?) });
             }
         }
         Ok(authors)
@@ -99,7 +102,7 @@ impl LakeTable {
         let latest = self.version().unwrap_or_default();
         for version in (latest.saturating_sub(limit)..=latest).rev() {
             let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
-            let actions = parse_commit(&self.name, version, &bytes)?;
+            let actions = parse_actions(&self.name, version, &bytes, Some(AUTHOR_KINDS))?;
             if actions.iter().any(|a| a.get("metaData").is_some()) {
                 return Ok(Some(Authored { version, author: author_of(&actions) }));
             }

@@ -111,7 +111,7 @@ impl LakeTable {
             None => self.scan_start(&generation, configuration.get(GENERATION_SINCE_PROPERTY).and_then(|v| v.parse().ok())).await?,
         };
         if scan.through < latest {
-            for (version, actions) in self.commits(scan.through + 1, latest).await? {
+            for (version, actions) in self.commits(scan.through + 1, latest, None).await? {
                 match actions {
                     Some(actions) => scan.apply(version, &actions),
                     None => scan.changes.uncarriable.push(format!("the log no longer holds version {version} (log retention): what it changed cannot be told")),
@@ -145,7 +145,7 @@ impl LakeTable {
             }
         };
         // The files the switch that made it current carried over: other writers' rows.
-        let carried: Vec<String> = match start.commits(first, first).await?.pop() {
+        let carried: Vec<String> = match start.commits(first, first, Some(&["commitInfo"])).await?.pop() {
             Some((_, Some(actions))) if start_known => actions
                 .iter()
                 .find_map(|a| a.pointer("/commitInfo/kappa/state/carried").and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok()))

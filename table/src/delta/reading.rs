@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::actions::parse_commit;
+use super::actions::{parse_actions, parse_commit};
 use super::{Commit, DeltaError, FileDetail, LakeTable, METADATA_KEY, VersionInfo, WriterState};
 
 impl LakeTable {
@@ -16,7 +16,7 @@ impl LakeTable {
         let log_store = self.table.log_store();
         for version in versions {
             let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(false) };
-            for action in parse_commit(&self.name, version, &bytes)? {
+            for action in parse_actions(&self.name, version, &bytes, Some(&["metaData", "protocol", "remove"]))? {
                 if action.get("metaData").is_some() || action.get("protocol").is_some() {
                     return Ok(false);
                 }
@@ -57,7 +57,7 @@ impl LakeTable {
     fn carried_state(&self, version: u64, commit: &[u8], app_id: &str, counter: i64) -> Result<Option<WriterState>, DeltaError> {
         let mut ours = false;
         let mut info = Value::Null;
-        for action in parse_commit(&self.name, version, commit)? {
+        for action in parse_actions(&self.name, version, commit, Some(&["txn", "commitInfo"]))? {
             if let Some(txn) = action.get("txn") {
                 ours |= txn["appId"] == app_id && txn["version"].as_i64() == Some(counter);
             }
@@ -76,7 +76,7 @@ impl LakeTable {
         let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(None) };
         let mut counter = None;
         let mut info = Value::Null;
-        for action in parse_commit(&self.name, version, &commit)? {
+        for action in parse_actions(&self.name, version, &commit, Some(&["txn", "commitInfo"]))? {
             if let Some(txn) = action.get("txn")
                 && txn["appId"] == app_id
             {

@@ -7,7 +7,8 @@ use deltalake_core::logstore::object_store::path::Path;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::actions::parse_commit;
+use super::actions::parse_actions;
+use super::authors::AUTHOR_KINDS;
 use super::{DeltaError, LakeTable, TableLocation};
 use crate::state::GENERATION_PROPERTY;
 
@@ -88,14 +89,14 @@ impl LakeTable {
 
     /// The actions of the commits `from..=to`, read [`PARALLEL_READS`] at a time, in order;
     /// `None` for a version the log no longer holds.
-    pub(super) async fn commits(&self, from: u64, to: u64) -> Result<Vec<(u64, Option<Vec<Value>>)>, DeltaError> {
+    pub(super) async fn commits(&self, from: u64, to: u64, kinds: Option<&[&str]>) -> Result<Vec<(u64, Option<Vec<Value>>)>, DeltaError> {
         let log_store = self.table.log_store();
         futures::stream::iter(from..=to)
             .map(|version| {
                 let log_store = log_store.clone();
                 async move {
                     let bytes = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))?;
-                    let actions = bytes.map(|bytes| parse_commit(&self.name, version, &bytes)).transpose()?;
+                    let actions = bytes.map(|bytes| parse_actions(&self.name, version, &bytes, kinds)).transpose()?;
                     Ok::<_, DeltaError>((version, actions))
                 }
             })
@@ -108,7 +109,7 @@ impl LakeTable {
     /// to `to` carries, in the order first met; versions the log no longer holds are passed.
     pub async fn shard_writers(&self, from: u64, to: u64) -> Result<Vec<String>, DeltaError> {
         let mut app_ids: Vec<String> = Vec::new();
-        for (_, actions) in self.commits(from, to).await? {
+        for (_, actions) in self.commits(from, to, Some(&["txn"])).await? {
             for action in actions.iter().flatten() {
                 if let Some(app_id) = action.pointer("/txn/appId").and_then(|a| a.as_str())
                     && app_id.starts_with(crate::state::SHARD_APP_PREFIX)
@@ -145,7 +146,7 @@ impl LakeTable {
             }
         }
         let mut spans: Vec<Span> = Vec::new();
-        for (version, actions) in self.commits(oldest, latest).await? {
+        for (version, actions) in self.commits(oldest, latest, Some(AUTHOR_KINDS)).await? {
             let mut changed = false;
             let is_switch = actions.as_deref().is_some_and(|a| matches!(super::authors::author_of(a), super::Author::Switch { .. }));
             for action in actions.iter().flatten() {
