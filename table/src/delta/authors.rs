@@ -50,10 +50,10 @@ impl std::fmt::Display for Authored {
     }
 }
 
-/// The author of a commit, from its actions.
 /// The kinds of action [`author_of`] reads.
 pub(crate) const AUTHOR_KINDS: &[&str] = &["commitInfo", "metaData", "protocol"];
 
+/// The author of a commit, from its actions.
 pub(crate) fn author_of(actions: &[Value]) -> Author {
     let info = actions.iter().find_map(|a| a.get("commitInfo")).cloned().unwrap_or(Value::Null);
     let kappa = &info[METADATA_KEY];

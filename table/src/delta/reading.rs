@@ -7,6 +7,9 @@ use serde_json::Value;
 use super::actions::{parse_actions, parse_commit};
 use super::{Commit, DeltaError, FileDetail, LakeTable, METADATA_KEY, VersionInfo, WriterState};
 
+/// The kinds of action a writer's state is read from: its `txn` and the `commitInfo` beside it.
+const STATE_KINDS: &[&str] = &["txn", "commitInfo"];
+
 impl LakeTable {
     /// True if the commits of `versions` leave `commit` valid: they change no schema,
     /// partitioning or properties, and remove none of the files it removes. (One with this
@@ -57,7 +60,7 @@ impl LakeTable {
     fn carried_state(&self, version: u64, commit: &[u8], app_id: &str, counter: i64) -> Result<Option<WriterState>, DeltaError> {
         let mut ours = false;
         let mut info = Value::Null;
-        for action in parse_actions(&self.name, version, commit, Some(&["txn", "commitInfo"]))? {
+        for action in parse_actions(&self.name, version, commit, Some(STATE_KINDS))? {
             if let Some(txn) = action.get("txn") {
                 ours |= txn["appId"] == app_id && txn["version"].as_i64() == Some(counter);
             }
@@ -76,7 +79,7 @@ impl LakeTable {
         let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { return Ok(None) };
         let mut counter = None;
         let mut info = Value::Null;
-        for action in parse_actions(&self.name, version, &commit, Some(&["txn", "commitInfo"]))? {
+        for action in parse_actions(&self.name, version, &commit, Some(STATE_KINDS))? {
             if let Some(txn) = action.get("txn")
                 && txn["appId"] == app_id
             {

@@ -87,8 +87,9 @@ impl LakeTable {
         Ok(oldest)
     }
 
-    /// The actions of the commits `from..=to`, read [`PARALLEL_READS`] at a time, in order;
-    /// `None` for a version the log no longer holds.
+    /// The actions of the commits `from..=to` of `kinds` (all if `None`; see
+    /// [`parse_actions`]), read [`PARALLEL_READS`] at a time, in order; `None` for a version the
+    /// log no longer holds.
     pub(super) async fn commits(&self, from: u64, to: u64, kinds: Option<&[&str]>) -> Result<Vec<(u64, Option<Vec<Value>>)>, DeltaError> {
         let log_store = self.table.log_store();
         futures::stream::iter(from..=to)
