@@ -311,10 +311,17 @@ impl Runner {
                 Err(e) => tracing::warn!(error = %e, "cannot list the source's shards; trying again later"),
             }
         }
-        let (lost, changes) = self.core.on_scan(self.now(), &snapshot)?;
+        let now = self.now();
+        // Said apart in the log: a loaded host whose heartbeats land late drops its shards
+        // by itself (and takes them back once it beats), which is not another worker's take.
+        let beating = self.core.beating(now);
+        let (lost, changes) = self.core.on_scan(now, &snapshot)?;
         let mut raced = false;
         for shard in &lost {
-            tracing::info!(shard, "lease lost to another worker");
+            match beating {
+                true => tracing::info!(shard, "lease lost to another worker"),
+                false => tracing::info!(shard, "lease given up: this worker's heartbeat has not landed within the failover time"),
+            }
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
         for change in &changes {

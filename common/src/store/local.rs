@@ -235,7 +235,12 @@ impl LocalStore {
             for entry in entries {
                 let entry = entry.map_err(io(&dir))?;
                 let path = entry.path();
-                let file_type = entry.file_type().map_err(io(&path))?;
+                // An object deleted between the directory's read and its stat (another
+                // process's writer record, say) is simply not listed, as S3 would not list it.
+                let file_type = match entry.file_type() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    other => other.map_err(io(&path))?,
+                };
                 if file_type.is_dir() {
                     stack.push(path);
                     continue;
@@ -246,7 +251,10 @@ impl LocalStore {
                 }
                 let relative = path.strip_prefix(&self.root).expect("under the root").to_string_lossy().replace('\\', "/");
                 if relative.starts_with(prefix) {
-                    let metadata = entry.metadata().map_err(io(&path))?;
+                    let metadata = match entry.metadata() {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        other => other.map_err(io(&path))?,
+                    };
                     let modified_ms = metadata.modified().ok().and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64);
                     out.push(ObjectMeta { path: relative, size: metadata.len(), modified_ms });
                 }
@@ -321,6 +329,43 @@ mod tests {
         store.put("t/file", &Bytes::from_static(b"x")).unwrap();
         let err = store.put("t/file/x", &Bytes::from_static(b"y")).unwrap_err();
         assert!(err.to_string().contains("t/file"), "{err}");
+    }
+
+    /// A three-worker test once failed at shutdown: one worker listed the writer records while
+    /// another deleted its own, and the stat between the two failed with "No such file".
+    #[test]
+    fn a_listing_passes_over_objects_deleted_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..20 {
+                        std::fs::create_dir_all(dir.path().join("t/w")).unwrap();
+                        std::fs::write(dir.path().join(format!("t/w/{round}-{i}.json")), b"{}").unwrap();
+                    }
+                    for i in 0..20 {
+                        std::fs::remove_file(dir.path().join(format!("t/w/{round}-{i}.json"))).unwrap();
+                    }
+                    round += 1;
+                }
+            });
+            let started = std::time::Instant::now();
+            let mut listed = 0;
+            let mut failed = None;
+            while failed.is_none() && started.elapsed() < std::time::Duration::from_secs(2) {
+                match store.list("t/w/") {
+                    Ok(found) => listed += found.len(),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            // Stopped before asserting: the scope waits for the deleting thread.
+            stop.store(true, Ordering::Relaxed);
+            assert!(failed.is_none(), "{failed:?}");
+            assert!(listed > 0, "the listing never saw an object: the race was not exercised");
+        });
     }
 
     #[tokio::test]
