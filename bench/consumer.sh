@@ -45,9 +45,10 @@ RESULTS=$OUT/consumer-results.jsonl
 
 # This machine's timings vary by ±25% from run to run (both programs alike): five alternating
 # rounds, compared by their medians (with three, the ratio of one run to the next still moved
-# by ±15%). Each round starts from an empty output.
+# by ±15%). Each round writes into empty directories of its own (see begin_rounds in lib.sh).
+begin_rounds
 for round in 1 2 3 4 5; do
-  fresh "$OUT/duck" "$OUT/lake" "$OUT/lake-compacted"
+  R=$(round_dir "$round")
   # (p_ names: flights has its own year, month, day and hour columns, in local time.)
   HOUR_KEY="" HOUR_COLUMN=""
   [ "$PARTITION" = hour ] && HOUR_KEY=", p_hour" HOUR_COLUMN=", hour($TIME_COLUMN) AS p_hour"
@@ -57,12 +58,12 @@ con = duckdb.connect()
 con.execute(\"SET TimeZone = 'UTC'\")
 con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLUMN) AS p_month, day($TIME_COLUMN) AS p_day$HOUR_COLUMN
                   FROM read_csv('$CSV', header=true))
-             TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day$HOUR_KEY), COMPRESSION $CODEC)\"\"\")
+             TO '$R/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day$HOUR_KEY), COMPRESSION $CODEC)\"\"\")
 "
   sync # DuckDB's output is written back before our run, not during it
   # --until-idle 0s: the consumer stops as soon as it has read the log to its end, then writes
   # and commits what it holds (included in its time), as DuckDB's COPY ends with its input.
-  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table "$DATA" \
+  measure kappa_consumer -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake" --table "$DATA" \
     --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
@@ -71,15 +72,15 @@ con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLU
   # time), and its bytes are those of the files the table names (the replaced ones stay on
   # disk for the retention).
   if [ "$PARTITION" = hour ]; then
-    measure kappa_consumer_compact -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake-compacted" \
+    measure kappa_consumer_compact -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake-compacted" \
       --table "$DATA" --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" \
       --compression "$CODEC" --until-idle 0s --status-interval 10s --compact --compact-min-age 0s
   fi
 done
 
-.venv/bin/python - "$RESULTS" "$ROWS" "$OUT" <<'PY'
+.venv/bin/python - "$RESULTS" "$ROWS" "$R" <<'PY'
 import json, os, statistics, sys
-results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]  # out: the last round's outputs
 def written(path):
     files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet")]
     return len(files), sum(os.path.getsize(f) for f in files)
@@ -120,3 +121,5 @@ if "kappa_consumer_compact" in medians:
     print(f"with --compact: rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer_compact']:.2f}, "
           f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer_compact'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
 PY
+
+end_rounds
