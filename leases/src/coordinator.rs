@@ -320,7 +320,9 @@ impl Runner {
         for shard in &lost {
             match beating {
                 true => tracing::info!(shard, "lease lost to another worker"),
-                false => tracing::info!(shard, "lease given up: this worker's heartbeat has not landed within the failover time"),
+                false => {
+                    tracing::info!(shard, "lease given up: this worker's own heartbeats have not landed in time; it competes for shards again once they do")
+                }
             }
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
