@@ -313,16 +313,16 @@ impl Runner {
         }
         let now = self.now();
         // Said apart in the log: a loaded host whose heartbeats land late drops its shards
-        // by itself (and takes them back once it beats), which is not another worker's take.
+        // by itself (and competes for them again once it beats), which is not another
+        // worker's take.
         let beating = self.core.beating(now);
         let (lost, changes) = self.core.on_scan(now, &snapshot)?;
         let mut raced = false;
         for shard in &lost {
-            match beating {
-                true => tracing::info!(shard, "lease lost to another worker"),
-                false => {
-                    tracing::info!(shard, "lease given up: this worker's own heartbeats have not landed in time; it competes for shards again once they do")
-                }
+            if beating {
+                tracing::info!(shard, "lease lost to another worker");
+            } else {
+                tracing::info!(shard, "lease given up: this worker's own heartbeats have not landed in time; it competes for shards again once they do");
             }
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
         }
