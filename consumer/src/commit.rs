@@ -80,7 +80,7 @@ pub struct WriteContext {
 pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written, PipelineError> {
     let started = std::time::Instant::now();
     let PreparedCommit { mut commit, files, mut competing } = prepared;
-    let mut puts = Puts::new(&context.runtime, context.puts);
+    let mut puts = Puts::new(&context.runtime, context.puts).durable_later();
     let mut added = Vec::with_capacity(files.len());
     let budget = Budget::new(context.memory_budget);
     let files = std::sync::Mutex::new(files.into_iter().enumerate());
@@ -129,6 +129,8 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
     added.sort_unstable_by_key(|(index, _)| *index);
     commit.added.extend(added.into_iter().map(|(_, file)| file));
     puts.wait_all()?;
+    // Every file the commit names is durable before the commit is written.
+    context.runtime.block_on(context.table.sync_objects())?;
     let stored_at = started.elapsed();
     let mut peers = Vec::new();
     let mut tries = 0;

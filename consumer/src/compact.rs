@@ -170,7 +170,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         chosen.push((partition, files, bytes));
     }
     let mut batch = Batch::default();
-    let mut puts = Puts::new(runtime, PUT_LIMIT);
+    let mut puts = Puts::new(runtime, PUT_LIMIT).durable_later();
     let (mut done, mut last_progress) = (0, Instant::now());
     if let Some(writer) = &writer {
         'groups: for group in chosen.chunks(ANNOUNCE_PARTITIONS) {
@@ -237,8 +237,10 @@ fn commit(runtime: &Handle, table: &Table, writer: &Writer, batch: Batch, report
     if batch.removed.is_empty() {
         return Ok(());
     }
-    // Announced files are only safe while the announcement is alive.
+    // Announced files are only safe while the announcement is alive; the merged files are
+    // durable before the commit that names them.
     writer.ensure_current()?;
+    runtime.block_on(table.sync_objects())?;
     match runtime.block_on(table.commit_compaction(&batch.removed, &batch.added)) {
         Ok(version) => {
             tracing::info!(version, removed = batch.removed.len(), added = batch.added.len(), "compaction committed");

@@ -3,7 +3,9 @@
 //! Writes go to a temporary file in the same directory, are fsynced, then move into place:
 //! `rename` for a plain put (atomic replace), `link` for put-if-absent (atomic, and fails if
 //! the name exists — `O_EXCL` semantics without the risk of a half-written commit record
-//! that `open(O_CREAT|O_EXCL)` followed by a write would leave after a crash).
+//! that `open(O_CREAT|O_EXCL)` followed by a write would leave after a crash). A commit's data
+//! files skip the fsyncs ([`LocalStore::put_unsynced`]) and are made durable together by one
+//! `syncfs` before the commit ([`LocalStore::sync_written`]), where Linux reports its errors.
 
 use std::fs::File;
 use std::io::Write;
@@ -16,7 +18,7 @@ use super::{ObjectMeta, StoreError};
 use crate::direct_io;
 
 /// Objects from this size on are written around the page cache (see [`direct_io`]): the
-/// lake's data files, which are fsynced before their commit and not read back by the writer.
+/// lake's data files, which are made durable before their commit and not read back by the writer.
 /// Smaller ones (commit records, checkpoints of small tables, quarantine files) are read back
 /// soon, and a direct write of a few blocks saves nothing.
 const DIRECT_MIN: usize = 256 << 10;
@@ -24,6 +26,11 @@ const DIRECT_MIN: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The root, opened before the first unsynced put and kept open: `syncfs` reports the
+    /// write-back errors the file system had since the descriptor it is given was opened (and
+    /// since its last report), so a descriptor opened at the sync would miss a failure of a
+    /// write-back that happened before it.
+    sync_root: std::sync::Arc<std::sync::OnceLock<File>>,
 }
 
 /// Makes temporary names unique within a process; the pid makes them unique across.
@@ -53,7 +60,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// name is in its parent, which is fsynced after it is made (the files put into `dir` fsync
 /// `dir` itself). Without that, a power loss could take a new partition's directory, and the
 /// files a commit names in it, away on file systems that do not order metadata (ext4 does).
-fn make_dirs(dir: &Path) -> Result<(), StoreError> {
+fn make_dirs(dir: &Path, sync: bool) -> Result<(), StoreError> {
     let mut missing = Vec::new();
     let mut at = dir;
     loop {
@@ -75,16 +82,45 @@ fn make_dirs(dir: &Path) -> Result<(), StoreError> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io(dir)(e)),
         }
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = dir.parent().filter(|p| sync && !p.as_os_str().is_empty()) {
             File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
         }
     }
     Ok(())
 }
 
+/// True where one `syncfs(2)` makes a batch of unsynced puts durable and says if it could not:
+/// Linux from 5.8 on. Before 5.8 `syncfs` did not report write-back errors (a failing disk
+/// would go unnoticed and the commit be made over lost data), and other systems have no
+/// `syncfs`: there each put is fsynced on its own, with its directory, as [`LocalStore::put`]
+/// does.
+fn syncfs_reports_errors() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            let release = rustix::system::uname().release().to_string_lossy().into_owned();
+            kernel_at_least(&release, (5, 8))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    })
+}
+
+/// True if a kernel release such as `6.18.44-fc-v782` or `5.8.0` is `least` or later.
+fn kernel_at_least(release: &str, least: (u32, u32)) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= least,
+        _ => false,
+    }
+}
+
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
-        LocalStore { root: root.into() }
+        LocalStore { root: root.into(), sync_root: Default::default() }
     }
 
     pub fn root(&self) -> &Path {
@@ -97,6 +133,11 @@ impl LocalStore {
 
     /// Writes and fsyncs a temporary file beside `target`.
     fn write_temp(&self, target: &Path, data: &[u8]) -> Result<PathBuf, StoreError> {
+        self.write_temp_with(target, data, true)
+    }
+
+    /// Writes a temporary file beside `target`, fsynced if `sync`.
+    fn write_temp_with(&self, target: &Path, data: &[u8], sync: bool) -> Result<PathBuf, StoreError> {
         let dir = target.parent().expect("object paths have a parent");
         let name = target.file_name().expect("object paths have a name").to_string_lossy();
         let temp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)));
@@ -120,7 +161,7 @@ impl LocalStore {
             match opened {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => {
                     attempts += 1;
-                    make_dirs(dir)?;
+                    make_dirs(dir, sync)?;
                 }
                 other => break other.map_err(io(&temp))?,
             }
@@ -129,10 +170,12 @@ impl LocalStore {
             true => match direct_io::write_all_direct(&file, data) {
                 // Opened direct, but the file system refuses direct writes: write it again
                 // the ordinary way.
-                Err(e) if direct_io::is_unsupported(&e) => File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| file.sync_all())),
-                other => other.and_then(|()| file.sync_all()),
+                Err(e) if direct_io::is_unsupported(&e) => {
+                    File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }))
+                }
+                other => other.and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
             },
-            false => (&file).write_all(data).and_then(|()| file.sync_all()),
+            false => (&file).write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
         };
         if let Err(e) = written {
             // A full disk, say: the part written must not stay behind (the write is retried
@@ -157,6 +200,44 @@ impl LocalStore {
             return Err(io(&target)(e));
         }
         Self::sync_parent(&target)
+    }
+
+    /// Like [`LocalStore::put`], but nothing is fsynced (neither the file, nor its directory,
+    /// nor a directory it makes): the caller makes a batch of such puts durable at once with
+    /// [`LocalStore::sync_written`] before anything depends on them (the commit that names
+    /// them). Until then a power loss may lose them, or leave a name with less than the data; a
+    /// killed process cannot (the page cache outlives it).
+    ///
+    /// Where one `syncfs` cannot make them durable (see [`syncfs_reports_errors`]) this is a
+    /// plain put, durable when it returns, and `sync_written` has nothing left to do.
+    pub fn put_unsynced(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
+        if !syncfs_reports_errors() {
+            return self.put(path, data);
+        }
+        if self.sync_root.get().is_none() {
+            std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+            let _ = self.sync_root.set(File::open(&self.root).map_err(io(&self.root))?);
+        }
+        let target = self.full(path);
+        let temp = self.write_temp_with(&target, data, false)?;
+        if let Err(e) = std::fs::rename(&temp, &target) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(io(&target)(e));
+        }
+        Ok(())
+    }
+
+    /// Makes what [`LocalStore::put_unsynced`] put durable, data and names: one `syncfs(2)` of
+    /// the file system the lake's root is on (the lake must not span file systems: a mount
+    /// inside it is not synced). A write-back error of any of them (a failing disk) is this
+    /// call's error, and the commit that would have named them is not made.
+    pub fn sync_written(&self) -> Result<(), StoreError> {
+        // (Without an unsynced put there is nothing to sync; elsewhere than Linux ≥ 5.8 they
+        // were synced one by one.)
+        let Some(_root) = self.sync_root.get() else { return Ok(()) };
+        #[cfg(target_os = "linux")]
+        rustix::fs::syncfs(_root).map_err(|e| io(&self.root)(e.into()))?;
+        Ok(())
     }
 
     /// Deletes the temporary files (`.NAME.PID.N.tmp`) under `prefix` that writes cut off
@@ -288,6 +369,17 @@ impl LocalStore {
 mod tests {
     use super::*;
     use crate::store::{Store, conformance};
+
+    #[test]
+    fn syncfs_is_trusted_from_linux_5_8_on() {
+        assert!(kernel_at_least("6.18.44-fc-v782", (5, 8)));
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(kernel_at_least("5.10.0-35-amd64", (5, 8)));
+        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!kernel_at_least("4.19.0", (5, 8)));
+        assert!(!kernel_at_least("", (5, 8)), "an unreadable release is not trusted");
+        assert!(!kernel_at_least("linux", (5, 8)));
+    }
 
     #[test]
     fn temporary_files_of_processes_that_are_gone_are_removed() {

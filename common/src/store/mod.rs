@@ -70,6 +70,33 @@ impl Store {
         }
     }
 
+    /// Puts `path` without making it durable yet (local lakes; S3 puts are durable when they
+    /// return): a batch of such puts is made durable at once by [`Store::sync_written`], which
+    /// must come before anything that depends on them (the commit naming them).
+    pub async fn put_unsynced(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => {
+                let (store, path) = (s.clone(), path.to_string());
+                tokio::task::spawn_blocking(move || store.put_unsynced(&path, &data))
+                    .await
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
+            Store::S3(s) => s.put(path, data).await,
+        }
+    }
+
+    /// Makes durable what [`Store::put_unsynced`] put.
+    pub async fn sync_written(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Local(s) => {
+                let store = s.clone();
+                tokio::task::spawn_blocking(move || store.sync_written()).await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
+            Store::S3(_) => Ok(()),
+        }
+    }
+
     /// Creates `path` with `data` only if nothing is there: exactly one of several racing
     /// writers succeeds, the others get [`StoreError::AlreadyExists`].
     pub async fn put_if_absent(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
@@ -164,6 +191,19 @@ pub mod conformance {
             assert!(store.get("t/large.bin").await.unwrap() == data, "a {len}-byte object came back different");
         }
         store.delete("t/large.bin").await.unwrap();
+        // put_unsynced, made durable by sync_written: read back as any put
+        store.put_unsynced("t/u/1.bin", Bytes::from_static(b"later")).await.unwrap();
+        store.put_unsynced("t/u/deep/2.bin", Bytes::from_static(b"durable")).await.unwrap();
+        store.sync_written().await.unwrap();
+        assert_eq!(&store.get("t/u/deep/2.bin").await.unwrap()[..], b"durable");
+        // A delete that empties a directory (a local one removes it): a put there still works.
+        store.delete("t/u/deep/2.bin").await.unwrap();
+        store.put_unsynced("t/u/deep/3.bin", Bytes::from_static(b"again")).await.unwrap();
+        store.put("t/u/deep/4.bin", Bytes::from_static(b"and again")).await.unwrap();
+        assert_eq!(&store.get("t/u/deep/3.bin").await.unwrap()[..], b"again");
+        for path in ["t/u/1.bin", "t/u/deep/3.bin", "t/u/deep/4.bin"] {
+            store.delete(path).await.unwrap();
+        }
         // put_if_absent: first wins, second refused, content untouched
         store.put_if_absent("t/_kappa/c/1.json", Bytes::from_static(b"first")).await.unwrap();
         let err = store.put_if_absent("t/_kappa/c/1.json", Bytes::from_static(b"second")).await.unwrap_err();

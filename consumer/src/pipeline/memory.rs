@@ -13,6 +13,7 @@ impl Pipeline {
     /// freed only once none of them holds a range of it.
     pub(super) fn spill_buffers(&mut self) -> Result<(), PipelineError> {
         use rayon::prelude::*;
+        let started = std::time::Instant::now();
         let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.in_memory.is_empty()).collect();
         let mut writer = self.spill.writer()?;
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
@@ -29,7 +30,7 @@ impl Pipeline {
         }
         let written = writer.finish().map_err(io_error)?;
         self.stats.add_spill(written, rows as u64);
-        tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, "spilled");
+        tracing::debug!(buffers, freed_mib = freed >> 20, written_mib = written >> 20, took = ?started.elapsed(), "spilled");
         Ok(())
     }
 }
