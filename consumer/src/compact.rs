@@ -237,10 +237,11 @@ fn commit(runtime: &Handle, table: &Table, writer: &Writer, batch: Batch, report
     if batch.removed.is_empty() {
         return Ok(());
     }
-    // Announced files are only safe while the announcement is alive; the merged files are
-    // durable before the commit that names them.
-    writer.ensure_current()?;
+    // The merged files are durable before the commit that names them. Announced files are
+    // only safe while the announcement is alive: checked after the sync, which may wait for
+    // other programs' writes to the same disk.
     runtime.block_on(table.sync_objects())?;
+    writer.ensure_current()?;
     match runtime.block_on(table.commit_compaction(&batch.removed, &batch.added)) {
         Ok(version) => {
             tracing::info!(version, removed = batch.removed.len(), added = batch.added.len(), "compaction committed");

@@ -1,6 +1,6 @@
 //! Files stored concurrently, bounded by count and by bytes in flight: a consumer's commit and
-//! a compaction pass store their files through this, and both wait for every put to end before
-//! the commit that names the files.
+//! a compaction pass store their files through this, and both wait for every put to end (and
+//! for the files to be durable, see [`Puts::durable_later`]) before the commit that names them.
 //!
 //! Why concurrent: a local put waits for its fsyncs and an S3 put for its round trip. One at a
 //! time, a commit of 5,282 hour files to S3 paid 5,282 round trips, and a compaction of 6,342
@@ -53,12 +53,10 @@ impl<'a> Puts<'a> {
         self.in_flight += size;
         let unsynced = self.unsynced;
         let put = async move {
-            match unsynced {
-                true => table.put_object_unsynced(&path, data).await,
-                false => table.put_object(&path, data).await,
-            }
+            let stored = if unsynced { table.put_object_unsynced(&path, data).await } else { table.put_object(&path, data).await };
+            stored.map(|()| size)
         };
-        self.running.spawn_on(async move { put.await.map(|()| size) }, self.runtime);
+        self.running.spawn_on(put, self.runtime);
         while self.in_flight > self.limit.bytes {
             self.next()?;
         }
