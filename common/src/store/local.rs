@@ -229,8 +229,9 @@ impl LocalStore {
 
     /// Makes what [`LocalStore::put_unsynced`] put durable, data and names: one `syncfs(2)` of
     /// the file system the lake's root is on (the lake must not span file systems: a mount
-    /// inside it is not synced). A write-back error of any of them (a failing disk) is this
-    /// call's error, and the commit that would have named them is not made.
+    /// inside it is not synced). A write-back error on that file system since the first
+    /// unsynced put (a failing disk) is this call's error, and the commit that would have named
+    /// them is not made.
     pub fn sync_written(&self) -> Result<(), StoreError> {
         // (Without an unsynced put there is nothing to sync; elsewhere than Linux ≥ 5.8 they
         // were synced one by one.)
