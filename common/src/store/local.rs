@@ -166,16 +166,15 @@ impl LocalStore {
                 other => break other.map_err(io(&temp))?,
             }
         };
+        let synced = |file: &File| if sync { file.sync_all() } else { Ok(()) };
         let written = match direct {
             true => match direct_io::write_all_direct(&file, data) {
                 // Opened direct, but the file system refuses direct writes: write it again
                 // the ordinary way.
-                Err(e) if direct_io::is_unsupported(&e) => {
-                    File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }))
-                }
-                other => other.and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
+                Err(e) if direct_io::is_unsupported(&e) => File::create(&temp).and_then(|mut file| file.write_all(data).and_then(|()| synced(&file))),
+                other => other.and_then(|()| synced(&file)),
             },
-            false => (&file).write_all(data).and_then(|()| if sync { file.sync_all() } else { Ok(()) }),
+            false => (&file).write_all(data).and_then(|()| synced(&file)),
         };
         if let Err(e) = written {
             // A full disk, say: the part written must not stay behind (the write is retried
@@ -193,13 +192,19 @@ impl LocalStore {
     }
 
     pub fn put(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
+        self.put_with(path, data, true)
+    }
+
+    /// A put through a temporary file renamed into place; the file and its directory fsynced
+    /// if `sync`.
+    fn put_with(&self, path: &str, data: &Bytes, sync: bool) -> Result<(), StoreError> {
         let target = self.full(path);
-        let temp = self.write_temp(&target, data)?;
+        let temp = self.write_temp_with(&target, data, sync)?;
         if let Err(e) = std::fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
             return Err(io(&target)(e));
         }
-        Self::sync_parent(&target)
+        if sync { Self::sync_parent(&target) } else { Ok(()) }
     }
 
     /// Like [`LocalStore::put`], but nothing is fsynced (neither the file, nor its directory,
@@ -218,13 +223,7 @@ impl LocalStore {
             std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
             let _ = self.sync_root.set(File::open(&self.root).map_err(io(&self.root))?);
         }
-        let target = self.full(path);
-        let temp = self.write_temp_with(&target, data, false)?;
-        if let Err(e) = std::fs::rename(&temp, &target) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(io(&target)(e));
-        }
-        Ok(())
+        self.put_with(path, data, false)
     }
 
     /// Makes what [`LocalStore::put_unsynced`] put durable, data and names: one `syncfs(2)` of
