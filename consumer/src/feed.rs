@@ -62,8 +62,9 @@ impl Pending {
     }
 }
 
-/// How long the pipeline waits for the source's next chunk while the oldest is being decoded.
-const SOURCE_WAIT: Duration = Duration::from_millis(5);
+/// How long the pipeline waits for the source's next chunk before it looks again whether the
+/// oldest chunk's rows are ready: what their ingest may start late by.
+const SOURCE_POLL: Duration = Duration::from_millis(1);
 
 impl Feed {
     pub fn new() -> Feed {
@@ -80,17 +81,23 @@ impl Feed {
     pub fn step(&mut self, source: &mut Source, pipeline: &mut Pipeline, wait: Duration) -> Result<bool, ConsumerError> {
         while self.pending.len() < DEPTH {
             // While the oldest chunk is still being decoded the pipeline has nothing to do but
-            // wait: it waits for the source instead (a little), so that the next chunk starts
-            // decoding now rather than after the oldest is ingested. Sources hand chunks over
-            // rather than queue them (memory); without this the workers decoded one chunk at a
-            // time, and the pipeline waited 3.2 s of a 8.7 s run for rows (10M wide; 1.1 s now).
-            let wait = match self.pending.front_mut().map(Pending::still_decoding) {
+            // wait: it takes the source's next chunks meanwhile, as they come, so that the
+            // workers always have the next ones to decode. Sources hand chunks over rather than
+            // queue them (memory), and read the next one only then: a pipeline that took what
+            // was ready and then waited for the oldest chunk's rows found the next one not yet
+            // read, and kept one chunk in flight (10M wide rows: 304 of 305 chunks were the
+            // only one pending, and the workers were idle a third of the time).
+            let oldest_busy = self.pending.front_mut().map(Pending::still_decoding);
+            let timeout = match oldest_busy {
                 None => wait,
-                Some(true) => SOURCE_WAIT,
+                Some(true) => SOURCE_POLL,
                 Some(false) => Duration::ZERO,
             };
-            let Some(chunk) = source.next_chunk(wait)? else { break };
-            self.submit(chunk, pipeline)?;
+            match source.next_chunk(timeout)? {
+                Some(chunk) => self.submit(chunk, pipeline)?,
+                None if oldest_busy == Some(true) && !source.finished() => continue,
+                None => break,
+            }
         }
         match self.pending.pop_front() {
             Some(pending) => {
