@@ -87,7 +87,7 @@ impl Feed {
             // queue them (memory), and read the next one only then: a pipeline that took what
             // was ready and then waited for the oldest chunk's rows found the next one not yet
             // read, and kept one chunk in flight (10M wide rows: 304 of 305 chunks were the
-            // only one pending, and the workers were idle a third of the time).
+            // only one pending, and the workers were idle 40% of the time).
             let oldest_busy = self.pending.front_mut().map(Pending::still_decoding);
             let timeout = match oldest_busy {
                 None => wait,
