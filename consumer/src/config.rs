@@ -322,7 +322,7 @@ pub struct PipelineArgs {
 
     /// Memory for buffered rows (Arrow buffers, and raw events kept for --archive); past it
     /// every buffer's rows in memory move to --spill-dir, each row at most once, and come back
-    /// when their file is written: memory never cuts a file. The process needs about 130 MiB more
+    /// when their file is written: memory never cuts a file. The process needs up to ~165 MiB more
     /// (chunks read and decoded ahead, the flush being written) (suffixes KiB, MiB, GiB).
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_memory: u64,
