@@ -175,9 +175,13 @@ fn an_interrupted_replay_continues_its_generation() {
     let took = started.elapsed().as_millis() as u64;
     let kills = kill_repeatedly(3, (took / 5, (took * 3 / 5).max(took / 5 + 10)), Duration::from_secs(300), || replay(&lake));
     assert!(kills >= 1, "no kill landed");
-    // Whatever the kills left, one more run finishes the same generation.
-    let last = run(&mut replay(&lake));
-    expect_status(&last, 0);
+    // Whatever the kills left, one more run finishes the same generation, unless a run in the
+    // loop already did: a continuation can end within its kill window, and a run after it would
+    // be a new replay, rightly starting a new generation (the loop's one kill, then a run that
+    // ended on its own, left gen-000003 once).
+    if current_generation(&lake, "sales") != "gen-000002" {
+        expect_status(&run(&mut replay(&lake)), 0);
+    }
     let generations: Vec<String> =
         std::fs::read_dir(lake.join("sales/_kappa/generations")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     assert_eq!(generations.len(), 2, "one replayed generation, however often it was killed: {generations:?}");
