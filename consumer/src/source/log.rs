@@ -394,7 +394,8 @@ fn read_loop(
 /// A round's payloads fill a fresh buffer of a few MiB; freed when its events were decoded and
 /// given back to the kernel (see `kappa_common::memory`), each one was new memory to fault in
 /// page by page: 2.5% of the CPU time of 10M wide rows by day. A buffer comes back when the last
-/// event sharing it is dropped, and at most [`PayloadPool::KEPT`] wait here.
+/// event sharing it is dropped, and at most [`PayloadPool::KEPT`] wait here, of at most
+/// [`PayloadPool::KEPT_BYTES`] together (a round of large events does not stay in memory).
 #[derive(Default, Clone)]
 struct PayloadPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
@@ -402,6 +403,9 @@ impl PayloadPool {
     /// Idle buffers kept: the chunks in flight (decoding ahead, routing) take theirs back
     /// about as fast as the source fills new ones, so two cover the turnover.
     const KEPT: usize = 2;
+    /// Bytes the idle buffers may hold together: two of the ~15 MB a round of 32,768 wide
+    /// events takes.
+    const KEPT_BYTES: usize = 32 << 20;
 
     /// An empty buffer with room for `bytes`: a kept one if there is one.
     fn take(&self, bytes: usize) -> Vec<u8> {
@@ -435,6 +439,7 @@ impl Drop for Pooled {
         if let Some(pool) = self.pool.upgrade()
             && let Ok(mut kept) = pool.lock()
             && kept.len() < PayloadPool::KEPT
+            && kept.iter().map(Vec::capacity).sum::<usize>() + self.buffer.capacity() <= PayloadPool::KEPT_BYTES
         {
             kept.push(std::mem::take(&mut self.buffer));
         }
@@ -502,6 +507,11 @@ mod tests {
         let shared: Vec<bytes::Bytes> = (0..PayloadPool::KEPT + 3).map(|_| pool.share(pool.take(64))).collect();
         drop(shared);
         assert_eq!(pool.0.lock().unwrap().len(), PayloadPool::KEPT);
+        // A buffer past the bytes kept is freed.
+        let mut large = pool.take(PayloadPool::KEPT_BYTES + 1);
+        large.push(1);
+        drop(pool.share(large));
+        assert_eq!(pool.0.lock().unwrap().len(), PayloadPool::KEPT - 1);
         // A chunk that outlives its source frees its buffer as any other.
         let late = pool.share(pool.take(64));
         drop(pool);
