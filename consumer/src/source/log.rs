@@ -391,12 +391,13 @@ fn read_loop(
 
 /// The buffers of chunks the pipeline is done with, kept for the next rounds' payloads.
 ///
-/// A round's payloads fill a fresh buffer of a few MiB; freed when its events were decoded and
-/// given back to the kernel (see `kappa_common::memory`), each one was new memory to fault in
-/// page by page: 2.5% of the CPU time of 10M wide rows by day. A buffer comes back when the last
-/// event sharing it is dropped, and at most [`PayloadPool::KEPT`] wait here, of at most
-/// [`PayloadPool::KEPT_BYTES`] together (a round of large events does not stay in memory).
-#[derive(Default, Clone)]
+/// A round's payloads (up to ~15 MB of wide events) once filled a fresh buffer, freed after its
+/// events were decoded and given back to the kernel (see `kappa_common::memory`): each round
+/// was new memory to fault in page by page, 2.5% of the CPU time of 10M wide rows by day. Now a
+/// buffer comes back when the last event sharing it is dropped, and at most
+/// [`PayloadPool::KEPT`] wait here, of at most [`PayloadPool::KEPT_BYTES`] together (a round of
+/// large events does not stay in memory).
+#[derive(Default)]
 struct PayloadPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
 impl PayloadPool {
