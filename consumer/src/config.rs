@@ -130,8 +130,10 @@ pub struct RunArgs {
     /// Exit 0 once the source has been idle this long, with everything flushed and committed
     /// (for tests and scheduled batch runs). Idle time counts once the source has caught up
     /// (log: read to its end; Kinesis: every shard read to its tip; SQS: the queue answered a
-    /// first, short poll), so a source slow to answer at start is waited for; `0s` stops as
-    /// soon as it has caught up. Default: run until SIGINT/SIGTERM.
+    /// first, short poll), so a source slow to answer at start is waited for, and a Kinesis
+    /// shard's idle time only as far as its last empty read: a shard whose reads fail or are
+    /// refused keeps the run going. `0s` stops as soon as the source has caught up. Default:
+    /// run until SIGINT/SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub until_idle: Option<Duration>,
 

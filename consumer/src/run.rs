@@ -299,7 +299,8 @@ impl Run<'_> {
         let result = (|| -> Result<(), ConsumerError> {
             while !shutdown.is_requested() {
                 // Waits no longer than --until-idle has left to run: the drain starts on time. Idle
-                // time counts once the source has caught up (see `Source::caught_up`).
+                // time counts once the source has caught up (see `Source::caught_up`), and only
+                // as far as the source has shown nothing arrived (`quiet_for`).
                 let caught_up = source.caught_up();
                 if caught_up && !was_caught_up {
                     was_caught_up = true;
@@ -311,7 +312,7 @@ impl Run<'_> {
                 };
                 if feed.step(&mut source, &mut pipeline, wait)? {
                     last_event = Instant::now();
-                } else if caught_up && config.until_idle.is_some_and(|idle| last_event.elapsed() >= idle) {
+                } else if caught_up && config.until_idle.is_some_and(|idle| quiet_for(last_event, source.quiet_until()) >= idle) {
                     tracing::info!("source idle for {:?}: draining", config.until_idle.unwrap_or_default());
                     break;
                 }
@@ -460,5 +461,31 @@ impl Run<'_> {
         pipeline.close();
         // Shards gained: what was read is committed; the next session reads every shard held.
         Ok(if moved.is_some() { Ending::Moved } else { Ending::Done })
+    }
+}
+
+/// How long the source has been idle since `last_event`: up to the instant it has shown that
+/// nothing more had arrived (`Source::quiet_until`), not up to now. A Kinesis shard whose
+/// subscription is refused for seconds after a restart says nothing in that time, and rows
+/// may arrive on it: the run goes on until it has read them, rather than draining with them
+/// unread.
+fn quiet_for(last_event: Instant, quiet_until: Option<Instant>) -> Duration {
+    quiet_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(last_event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_time_runs_only_as_far_as_the_source_has_shown_it_quiet() {
+        let last_event = Instant::now();
+        let later = |ms| last_event + Duration::from_millis(ms);
+        // Quiet shown 3 s after the last event: 3 s idle, whatever the clock says now.
+        assert_eq!(quiet_for(last_event, Some(later(3_000))), Duration::from_secs(3));
+        // A shard that has said nothing since: no idle time at all.
+        assert_eq!(quiet_for(later(5_000), None), Duration::ZERO);
+        // Its last quiet read came before the last event (the rows came from another shard).
+        assert_eq!(quiet_for(later(5_000), Some(later(4_000))), Duration::ZERO);
     }
 }

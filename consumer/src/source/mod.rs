@@ -11,7 +11,7 @@ pub mod raw;
 pub mod s3_objects;
 pub mod sqs;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -176,6 +176,18 @@ impl Source {
             Source::Kinesis(s) => s.caught_up(),
             Source::Sqs(s) => s.drained(),
             Source::Raw(_) => true,
+        }
+    }
+
+    /// For `--until-idle`, once caught up: the instant up to which the source has shown that
+    /// nothing more had arrived. Kinesis: the earliest, over the shards being read, of each
+    /// one's last empty read with nothing behind, so a shard whose reads fail or are refused
+    /// keeps the run going however long the others are quiet. Log, SQS (its own polled counts)
+    /// and raw objects: now, once caught up.
+    pub fn quiet_until(&self) -> Option<Instant> {
+        match self {
+            Source::Kinesis(s) => s.quiet_until(),
+            _ => self.caught_up().then(Instant::now),
         }
     }
 

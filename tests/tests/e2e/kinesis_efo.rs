@@ -1,9 +1,10 @@
 //! Enhanced fan-out on kinesis-local (moto has no SubscribeToShard): a consumer with `--efo`
 //! reads four shards while another application reads the same stream by polling; a shard is
 //! split mid-run; the fan-out consumer is killed and restarted: both tables hold every row once.
+//! And a shard whose subscription is refused keeps an `--until-idle` run going until it is read.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kappa_tests::{KinesisLocal, aws_config, expect_status, kappa, read_lake, run};
 
@@ -16,19 +17,25 @@ fn consumer(endpoint: &str, lake: &std::path::Path, table: &str, extra: &[&str])
     command
 }
 
+/// Creates the stream `sales` with `shards` shards and waits until it is ACTIVE.
+async fn create_sales_stream(client: &aws_sdk_kinesis::Client, shards: i32) {
+    client.create_stream().stream_name("sales").shard_count(shards).send().await.unwrap();
+    for _ in 0..200 {
+        let summary = client.describe_stream_summary().stream_name("sales").send().await.unwrap();
+        if summary.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stream sales did not become ACTIVE within 10 s");
+}
+
 #[tokio::test]
 async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stores_every_row_once() {
     let kinesis = KinesisLocal::start();
     let endpoint = kinesis.endpoint();
     let client = aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await);
-    client.create_stream().stream_name("sales").shard_count(4).send().await.unwrap();
-    for _ in 0..200 {
-        let summary = client.describe_stream_summary().stream_name("sales").send().await.unwrap();
-        if summary.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    create_sales_stream(&client, 4).await;
     let files = sales_files();
     let produce = |files: &[std::path::PathBuf]| {
         expect_status(&run(kappa("kappa-producer", Some(&endpoint)).arg("--input").args(files).args(["--to", "kinesis:sales"])), 0);
@@ -81,4 +88,74 @@ async fn enhanced_fan_out_beside_a_polling_reader_through_a_split_and_kills_stor
     // not finished and the split's two children at least.
     assert!(log.matches("reading the shard by enhanced fan-out subscription").count() >= 2, "{log}");
     assert!(log.contains("renewing the subscription"), "{log}");
+}
+
+/// What happens to a consumer restarted right after a kill: Kinesis refuses its subscription
+/// while the dead one's is still held, and rows may arrive meanwhile. Here the test holds the
+/// shard's subscription itself, taken in one of the consumer's renewal gaps, for longer than
+/// `--until-idle`, and rows arrive. The consumer must not take the silence for idleness: it
+/// reads the rows once the subscription is free, and only then drains.
+#[tokio::test]
+async fn an_until_idle_run_waits_for_a_shard_whose_subscription_is_refused() {
+    let kinesis = KinesisLocal::start();
+    let endpoint = kinesis.endpoint();
+    let client = aws_sdk_kinesis::Client::new(&aws_config(&endpoint).await);
+    create_sales_stream(&client, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let port = kappa_tests::free_port();
+    let mut fan_out = consumer(&endpoint, &lake, "fanned", &["--efo", "kappa-test", "--until-idle", "3s", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("KAPPA_EFO_RENEW_MS", "800")
+        .env("KAPPA_LOG", "info,kappa_consumer::source::kinesis=debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready: its subscription answered, and the shard is at its (empty) tip.
+    kappa_tests::wait_until(&mut fan_out, "the fan-out consumer", Duration::from_secs(60), || kappa_tests::ready(port)).unwrap();
+
+    let stream_arn = client.describe_stream_summary().stream_name("sales").send().await.unwrap().stream_description_summary().unwrap().stream_arn().to_string();
+    let described = client.describe_stream_consumer().stream_arn(&stream_arn).consumer_name("kappa-test").send().await.unwrap();
+    let consumer_arn = described.consumer_description().unwrap().consumer_arn().to_string();
+    let latest = aws_sdk_kinesis::types::StartingPosition::builder().r#type(aws_sdk_kinesis::types::ShardIteratorType::Latest).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let subscribe = client.subscribe_to_shard().consumer_arn(&consumer_arn).shard_id("shardId-000000000000").starting_position(latest.clone());
+        // kinesis-local refuses in the response's first message, not its status.
+        if let Ok(mut out) = subscribe.send().await
+            && let Ok(Some(_)) = out.event_stream.recv().await
+        {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the test could not take the shard's subscription within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let taken = Instant::now();
+    expect_status(&run(kappa("kappa-producer", Some(&endpoint)).arg("--input").arg(&sales_files()[0]).args(["--to", "kinesis:sales"])), 0);
+    // Twice --until-idle without a subscription: a consumer counting that as idle has drained.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(taken.elapsed())).await;
+    assert!(fan_out.try_wait().unwrap().is_none(), "the consumer drained while its shard's subscription was refused and rows waited");
+    drop(held);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fan_out.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = fan_out.kill();
+            panic!(
+                "the consumer did not drain within 90 s of the subscription being freed\n{}",
+                String::from_utf8_lossy(&fan_out.wait_with_output().unwrap().stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = fan_out.wait_with_output().unwrap();
+    expect_status(&output, 0);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("Another active subscription exists"), "the consumer's subscription was never refused\n{log}");
+    let rows = read_lake(&lake.join("fanned/gen-000001"));
+    assert_eq!(rows.len(), 100, "rows of {} in the table\n{log}", sales_files()[0].display());
+    assert!(
+        rows.iter().all(|r| r.partition == "year=2025/month=03/day=19"),
+        "{:?}",
+        rows.iter().map(|r| &r.partition).collect::<std::collections::BTreeSet<_>>()
+    );
 }

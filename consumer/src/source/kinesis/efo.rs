@@ -11,7 +11,8 @@
 //!   position inside a record). An event without a continuation number ends the shard (closed
 //!   by a reshard, read to its end): the coordinator then finds its children.
 //! - A second subscription to a shard within seconds of the last one is refused by Kinesis
-//!   (`ResourceInUseException`, e.g. right after a restart): it is retried with backoff.
+//!   (`ResourceInUseException`, e.g. right after a restart): it is retried with backoff. Until
+//!   it is granted the shard shows no quiet time, so `--until-idle` waits for it.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -158,7 +159,8 @@ pub(super) async fn read_shard(
                 return;
             }
             let caught_up = !got && event.millis_behind_latest() == 0;
-            shared.progressed(&shard, Some(event.millis_behind_latest()), caught_up);
+            // Kinesis pushes the event: its state is that of a moment ago, as near as this gets.
+            shared.progressed(&shard, Instant::now(), Some(event.millis_behind_latest()), caught_up);
             if shared.bounds.is_some() && (past_until || (caught_up && !closed)) {
                 let _ = finished.send((shard, Ending::Bounded));
                 return;

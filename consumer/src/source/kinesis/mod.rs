@@ -30,12 +30,14 @@ use kappa_common::event::SequenceNumber;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use self::reading::Reading;
 use super::{Chunk, ChunkReceiver, SourceError};
 use crate::event::SourceEvent;
 use crate::settings::{KinesisRead, StartPosition};
 
 mod efo;
 pub mod payload;
+mod reading;
 
 /// Records per GetRecords call (the API's maximum).
 const RECORDS_PER_CALL: i32 = 10_000;
@@ -88,24 +90,6 @@ pub struct KinesisSource {
     coordinator: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The shards being read (drained ones leave), for the lag and for `--until-idle`.
-#[derive(Debug)]
-struct Reading {
-    shards: HashMap<String, ShardProgress>,
-    /// Shard listings owed: the first, and one per drained shard whose children the
-    /// coordinator has not looked for yet. Until then those shards are not in `shards`, and
-    /// the stream is not caught up.
-    listings_owed: usize,
-}
-
-#[derive(Debug, Default)]
-struct ShardProgress {
-    /// MillisBehindLatest of the last read.
-    millis_behind: Option<u64>,
-    /// A read found nothing, with nothing behind it, at least once.
-    caught_up: bool,
-}
-
 #[derive(Clone)]
 struct Shared {
     client: Client,
@@ -127,14 +111,10 @@ impl Shared {
         SourceError::Kinesis { stream: self.stream.clone(), message }
     }
 
-    /// Records what a read of `shard` said: how far behind it is, and whether it caught up.
-    fn progressed(&self, shard: &str, millis_behind: Option<i64>, caught_up: bool) {
-        if let Some(progress) = self.reading.lock().expect("reading lock").shards.get_mut(shard) {
-            if let Some(ms) = millis_behind {
-                progress.millis_behind = Some(ms.max(0) as u64);
-            }
-            progress.caught_up |= caught_up;
-        }
+    /// Records what a read of `shard`, asked for at `asked`, said: how far behind it is, and
+    /// whether it caught up.
+    fn progressed(&self, shard: &str, asked: Instant, millis_behind: Option<i64>, caught_up: bool) {
+        self.reading.lock().expect("reading lock").progressed(shard, asked, millis_behind, caught_up);
     }
 }
 
@@ -156,7 +136,7 @@ impl KinesisSource {
     ) -> Result<KinesisSource, SourceError> {
         let (sender, chunks) = mpsc::channel(4);
         let stop = Arc::new(AtomicBool::new(false));
-        let reading = Arc::new(Mutex::new(Reading { shards: HashMap::new(), listings_owed: 1 }));
+        let reading = Arc::new(Mutex::new(Reading::new()));
         let only = only.map(Arc::new);
         let shard_refresh = read.shard_refresh;
         // Fail at start, with the reason, if the stream consumer cannot be registered.
@@ -185,28 +165,31 @@ impl KinesisSource {
     /// True once every shard being read has been caught up at least once, with no shard
     /// listing owed.
     pub fn caught_up(&self) -> bool {
-        let reading = self.reading.lock().expect("reading lock");
-        reading.listings_owed == 0 && reading.shards.values().all(|s| s.caught_up)
+        self.reading.lock().expect("reading lock").caught_up()
+    }
+
+    /// The instant up to which every shard being read has shown that nothing more had arrived:
+    /// the earliest, over the shards, of its last read that came back empty with nothing
+    /// behind. A shard whose reads fail or are refused (throttling, a subscription still held
+    /// elsewhere) holds it back, so `--until-idle` does not take such a shard for an idle one.
+    pub fn quiet_until(&self) -> Option<Instant> {
+        self.reading.lock().expect("reading lock").quiet_until(Instant::now())
     }
 
     /// True once a GetRecords call came back on every shard being read (each answer says how
     /// far behind the shard is): its iterator is taken, so a `--start latest` reads what comes.
     pub fn answered(&self) -> bool {
-        let reading = self.reading.lock().expect("reading lock");
-        !reading.shards.is_empty() && reading.shards.values().all(|s| s.millis_behind.is_some() || s.caught_up)
+        self.reading.lock().expect("reading lock").answered()
     }
 
     /// The largest MillisBehindLatest among the shards being read.
     pub fn lag_millis(&self) -> u64 {
-        self.reading.lock().expect("reading lock").shards.values().filter_map(|s| s.millis_behind).max().unwrap_or(0)
+        self.reading.lock().expect("reading lock").lag_millis()
     }
 
     /// Per shard being read: MillisBehindLatest of its last read.
     pub fn shard_lags(&self) -> Vec<(String, u64)> {
-        let reading = self.reading.lock().expect("reading lock");
-        let mut lags: Vec<(String, u64)> = reading.shards.iter().map(|(id, p)| (id.clone(), p.millis_behind.unwrap_or(0))).collect();
-        lags.sort();
-        lags
+        self.reading.lock().expect("reading lock").shard_lags()
     }
 
     pub fn stop(&mut self) {
@@ -279,11 +262,7 @@ async fn drained(shared: &Shared, shard: &str, finished: &mpsc::UnboundedSender<
     if shared.only.is_some() {
         let _ = shared.chunks.send(Ok(Chunk { drained: vec![shard.to_string()], ..Chunk::default() })).await;
     }
-    {
-        let mut reading = shared.reading.lock().expect("reading lock");
-        reading.shards.remove(shard);
-        reading.listings_owed += 1;
-    }
+    shared.reading.lock().expect("reading lock").drained(shard);
     let _ = finished.send((shard.to_string(), Ending::Drained));
 }
 
@@ -369,7 +348,7 @@ async fn coordinate(
                 }
             };
             started.insert(shard.id.clone(), None);
-            shared.reading.lock().expect("reading lock").shards.insert(shard.id.clone(), ShardProgress::default());
+            shared.reading.lock().expect("reading lock").started(&shard.id);
             let resume = resume_after.get(&shard.id).copied();
             tracing::debug!(shard = %shard.id, index, ?resume, "starting shard reader");
             let start = match shared.read.start {
@@ -384,7 +363,7 @@ async fn coordinate(
         }
         if listed {
             // The drained shards' children, if readable, are now among the shards being read.
-            shared.reading.lock().expect("reading lock").listings_owed -= owed;
+            shared.reading.lock().expect("reading lock").listed(owed);
             owed = 0;
         }
         tokio::select! {
@@ -573,7 +552,7 @@ async fn read_shard(shared: Shared, reader: Reader, resume: Option<SequenceNumbe
                     return;
                 }
                 let caught_up = !got && out.millis_behind_latest().unwrap_or(0) == 0;
-                shared.progressed(&shard, out.millis_behind_latest(), caught_up);
+                shared.progressed(&shard, called, out.millis_behind_latest(), caught_up);
                 // A closed shard is read to its end (drained), so its children start.
                 if shared.bounds.is_some() && (past_until || (caught_up && !closed && out.next_shard_iterator().is_some())) {
                     let _ = finished.send((shard, Ending::Bounded));
