@@ -298,16 +298,21 @@ impl Run<'_> {
         let mut feed = Feed::new();
         let result = (|| -> Result<(), ConsumerError> {
             while !shutdown.is_requested() {
-                // Waits no longer than --until-idle has left to run: the drain starts on time. Idle
-                // time counts once the source has caught up (see `Source::caught_up`), and only
-                // as far as the source has shown nothing arrived (`quiet_for`).
+                // Idle time counts once the source has caught up (see `Source::caught_up`), and
+                // only as far as the source has shown that nothing arrived (`quiet_for`).
                 let caught_up = source.caught_up();
                 if caught_up && !was_caught_up {
                     was_caught_up = true;
                     last_event = Instant::now();
                 }
+                // Waits no longer than --until-idle has left to run: the drain starts on time.
+                // At least 20 ms: the idle time moves with the source's reads, not with the
+                // clock, and a shard yet to show it quiet (a refused subscription) would
+                // otherwise keep this loop spinning.
                 let wait = match config.until_idle {
-                    Some(idle) if caught_up => idle.saturating_sub(last_event.elapsed()).clamp(Duration::from_millis(1), Duration::from_millis(200)),
+                    Some(idle) if caught_up => {
+                        idle.saturating_sub(quiet_for(last_event, source.quiet_until())).clamp(Duration::from_millis(20), Duration::from_millis(200))
+                    }
                     _ => Duration::from_millis(200),
                 };
                 if feed.step(&mut source, &mut pipeline, wait)? {
