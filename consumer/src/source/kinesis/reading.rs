@@ -18,9 +18,8 @@ pub(super) struct Reading {
 struct ShardProgress {
     /// MillisBehindLatest of the last read.
     millis_behind: Option<u64>,
-    /// A read found nothing, with nothing behind it, at least once.
-    caught_up: bool,
-    /// When the last such read was asked for: every record that arrived before then was read.
+    /// When the last read that found nothing, with nothing behind it, was asked for: every
+    /// record that arrived before then was read. Set once the shard has caught up.
     quiet_at: Option<Instant>,
 }
 
@@ -53,7 +52,6 @@ impl Reading {
             if let Some(ms) = millis_behind {
                 progress.millis_behind = Some(ms.max(0) as u64);
             }
-            progress.caught_up |= caught_up;
             if caught_up {
                 progress.quiet_at = Some(asked);
             }
@@ -62,12 +60,12 @@ impl Reading {
 
     /// Every shard being read has been caught up at least once, with no listing owed.
     pub(super) fn caught_up(&self) -> bool {
-        self.listings_owed == 0 && self.shards.values().all(|s| s.caught_up)
+        self.listings_owed == 0 && self.shards.values().all(|s| s.quiet_at.is_some())
     }
 
     /// A read came back on every shard being read.
     pub(super) fn answered(&self) -> bool {
-        !self.shards.is_empty() && self.shards.values().all(|s| s.millis_behind.is_some() || s.caught_up)
+        !self.shards.is_empty() && self.shards.values().all(|s| s.millis_behind.is_some() || s.quiet_at.is_some())
     }
 
     /// The instant up to which every shard being read has shown that nothing more had
