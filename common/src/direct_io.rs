@@ -85,6 +85,14 @@ impl AlignedBuf {
     pub fn into_parts(self) -> (Vec<u8>, usize) {
         (self.bytes, self.start)
     }
+
+    /// `len` bytes of `file` from `offset`, read into new aligned memory. With `O_DIRECT`,
+    /// `offset` and `len` must be aligned too.
+    pub fn read_at(file: &File, len: usize, offset: u64) -> std::io::Result<AlignedBuf> {
+        let mut buf = AlignedBuf::new(len);
+        read_exact_at(file, buf.as_mut_slice(), offset)?;
+        Ok(buf)
+    }
 }
 
 thread_local! {
@@ -175,6 +183,22 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
             assert!(std::fs::read(&path).unwrap() == data, "{len} bytes came back different");
+            // Read back around the cache, in whole aligned blocks, and through it at any offset.
+            let whole = len.next_multiple_of(DIRECT_ALIGN);
+            if let Ok(file) = open_direct(OpenOptions::new().read(true), &path)
+                && whole > 0
+                && len == whole
+            {
+                let read = AlignedBuf::read_at(&file, whole, 0).unwrap();
+                assert!(read.as_slice() == data.as_slice(), "{len} bytes read directly came back different");
+            }
+            let file = File::open(&path).unwrap();
+            let from = len / 3;
+            let read = AlignedBuf::read_at(&file, len - from, from as u64).unwrap();
+            assert_eq!(read.as_slice().as_ptr() as usize % DIRECT_ALIGN, 0);
+            assert!(read.as_slice() == &data[from..], "{len} bytes from {from} came back different");
+            let err = AlignedBuf::read_at(&file, len - from + 1, from as u64).err().expect("a read past the end fails");
+            assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         }
     }
 }

@@ -19,8 +19,8 @@ impl Pipeline {
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
         let (buffers, mut freed) = (spilling.len(), 0);
         let rows: usize = spilling.iter().flat_map(|b| b.in_memory.iter().map(|rows| rows.num_rows())).sum();
-        // Gathered and encoded on every core, a few buffers at a time (so that the encoded
-        // copies never add up to much), and written in order into one file.
+        // Gathered and laid out on every core, a few buffers at a time (so that the gathered
+        // copies never add up to much), and copied in order into one file.
         for group in spilling.chunks_mut(SPILL_GROUP) {
             let encoded: Vec<_> = group.par_iter().map(|b| b.batches().and_then(|batches| Encoded::new(&batches))).collect();
             for (buffer, encoded) in group.iter_mut().zip(encoded) {

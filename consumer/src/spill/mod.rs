@@ -17,9 +17,10 @@
 //!    pipeline removes the directories of the same table whose lock nobody holds any more (their
 //!    process ended; their rows are re-read from the log, the only durable copy), and leaves
 //!    those of running processes alone. Dropping it (at exit) removes it.
-//! 2. A spill writes one file, `<n>.arrows`, holding one Arrow IPC stream per buffer spilled
-//!    (a [`Segment`]): the buffer's batches, concatenated, so a buffer that received one row per
-//!    chunk comes back as one batch. Scratch data needs no fsync: a crash discards it anyway.
+//! 2. A spill writes one file, `<n>.spill`, holding each buffer spilled as a [`Segment`]: the
+//!    buffer's batches as one batch's columns (laid out as [`layout`] says), so a buffer that
+//!    received one row per chunk comes back as one batch. Scratch data needs no fsync: a crash
+//!    discards it anyway.
 //! 3. A file is deleted when the last segment in it is dropped, i.e. when the last buffer that
 //!    spilled into it was written (or the run ends): the scratch space a run holds is what its
 //!    open buffers hold, not everything it ever spilled.
@@ -29,8 +30,10 @@
 //!    spilled: 1.7–2.5 s of system time written through the cache, 0.2 s direct). Scratch data
 //!    is read back once, so the cache had nothing to offer. Direct I/O needs aligned memory,
 //!    offsets and lengths: writes go through an aligned staging buffer, segments start at
-//!    64-byte offsets (Arrow's alignment, so the decoder can use the read bytes in place), and
-//!    a read takes the 4 KiB-aligned span around a segment.
+//!    64-byte offsets (so that the arrays read back can point into the bytes read), and a read
+//!    takes the 4 KiB-aligned span around a segment.
+
+mod layout;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -39,10 +42,9 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use arrow_ipc::reader::StreamDecoder;
-use arrow_ipc::writer::StreamWriter;
-use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, is_unsupported, open_direct, probe_direct, read_exact_at};
+use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, is_unsupported, open_direct, probe_direct};
 
 /// Why a spill failed: the directory (and what to change) is in the message.
 #[derive(Debug, thiserror::Error)]
@@ -127,19 +129,27 @@ impl SpillDir {
 
     /// Starts a spill file.
     pub fn writer(&mut self) -> Result<SpillWriter, SpillError> {
+        self.writer_with(true)
+    }
+
+    /// Starts a spill file, written with `O_DIRECT` if `try_direct` and the file system has it.
+    fn writer_with(&mut self, try_direct: bool) -> Result<SpillWriter, SpillError> {
         self.next_file += 1;
-        let path = self.dir.join(format!("{:08}.arrows", self.next_file));
+        let path = self.dir.join(format!("{:08}.spill", self.next_file));
         let error = |source| SpillError { dir: self.dir.clone(), source };
         // A file system without direct I/O refuses the flag at open (some tmpfs) or the first
         // aligned write (btrfs with sectors larger than a page): a block written at the start
         // (which the data then overwrites) tells before any data is staged.
-        let direct = open_direct(OpenOptions::new().write(true).create_new(true), &path).and_then(|file| probe_direct(&file).map(|()| file));
+        let direct = match try_direct {
+            true => open_direct(OpenOptions::new().write(true).create_new(true), &path).and_then(|file| probe_direct(&file).map(|()| file)),
+            false => Err(std::io::Error::from(std::io::ErrorKind::Unsupported)),
+        };
         let (out, direct) = match direct {
             Ok(file) => (file, true),
             Err(e) if is_unsupported(&e) => (File::create(&path).map_err(error)?, false),
             Err(e) => return Err(error(e)),
         };
-        let (staging, out) = if direct {
+        let out = if direct {
             // The disk is written on a thread of its own: the pipeline only copies into staging
             // buffers (blocking writes had cost the pipeline ~1 s of a 10 s run). Written
             // blocks come back for reuse: a fresh megabyte per block was zeroed again.
@@ -153,13 +163,12 @@ impl SpillDir {
                 }
                 Ok(())
             });
-            let thread = thread.map_err(error)?;
-            (AlignedBuf::new(STAGING), Output::Direct { blocks, recycled, thread })
+            Output::Direct { blocks, recycled, thread: thread.map_err(error)? }
         } else {
-            (AlignedBuf::new(0), Output::Buffered(out))
+            Output::Buffered(out)
         };
         let file = Arc::new(SpillFile { path, direct, written: std::sync::Mutex::new(Written::Yes), reader: std::sync::OnceLock::new() });
-        Ok(SpillWriter { file, out: Some(out), offset: 0, staging, staged: 0 })
+        Ok(SpillWriter { file, out: Some(out), offset: 0, staging: AlignedBuf::new(STAGING), staged: 0 })
     }
 }
 
@@ -249,8 +258,7 @@ pub struct SpillWriter {
 }
 
 enum Output {
-    /// Unbuffered: each write is a whole encoded buffer (tens of KiB and up), and a buffer in
-    /// between was one more copy of everything spilled.
+    /// Written by the pipeline's thread, a full staging buffer at a time.
     Buffered(File),
     /// Full staging buffers, to the thread that writes them, and back once written.
     Direct {
@@ -267,67 +275,65 @@ const STAGING: usize = 1 << 20;
 /// disk after each group (43 ms a spill, 22 of them for the disk), with 8 the disk writes one
 /// group while the workers encode the next.
 const BLOCKS_AHEAD: usize = 8;
-/// Where segments of a direct file start: Arrow's buffer alignment.
+/// Where segments start in a spill file.
 const SEGMENT_ALIGN: u64 = 64;
 
-/// One buffer's rows as Arrow IPC streams, ready for a spill file: one stream per run of
-/// batches sharing a schema (batches decoded before a schema change keep the older one), each
-/// run concatenated into one batch, so a buffer that got a few rows from every chunk comes back
-/// as one batch. Made on any thread: a spill encodes its buffers on every core.
-pub struct Encoded(Vec<(Vec<u8>, usize)>);
+/// One buffer's rows, laid out for a spill file: a [`layout::Run`] per run of batches sharing a
+/// schema (batches decoded before a schema change keep the older one). Made on any thread (a
+/// spill lays out its buffers on every core); the values are copied only when written.
+pub struct Encoded(Vec<layout::Run>);
 
 impl Encoded {
     pub fn new(batches: &[RecordBatch]) -> Result<Encoded, ArrowError> {
-        let mut streams = Vec::new();
-        for run in batches.chunk_by(|a, b| a.schema() == b.schema()) {
-            let batch = arrow::compute::concat_batches(&run[0].schema(), run)?;
-            // Sized up front: grown by doubling, the stream was copied once more on average.
-            let mut bytes = Vec::with_capacity(batch.get_array_memory_size() + 4096);
-            let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
-            writer.write(&batch)?;
-            writer.finish()?;
-            drop(writer);
-            streams.push((bytes, batch.num_rows()));
-        }
-        Ok(Encoded(streams))
+        batches.chunk_by(|a, b| a.schema() == b.schema()).map(layout::Run::new).collect::<Result<_, _>>().map(Encoded)
     }
 }
 
 impl SpillWriter {
-    /// Appends a buffer's encoded rows; returns their segments, in order.
+    /// Appends a buffer's rows; returns their segments, in order.
     pub fn write(&mut self, encoded: Encoded) -> Result<Vec<Segment>, std::io::Error> {
         let mut segments = Vec::with_capacity(encoded.0.len());
-        for (bytes, rows) in encoded.0 {
-            match &mut self.out {
-                Some(Output::Buffered(out)) => out.write_all(&bytes)?,
-                _ => {
-                    let padding = self.offset.next_multiple_of(SEGMENT_ALIGN) - self.offset;
-                    self.stage(&[0; SEGMENT_ALIGN as usize][..padding as usize])?;
-                    self.offset += padding;
-                    self.stage(&bytes)?;
+        for run in encoded.0 {
+            self.pad_to(SEGMENT_ALIGN)?;
+            let offset = self.offset;
+            self.stage(&run.header)?;
+            for buffer in &run.buffers {
+                self.pad_to(layout::BUFFER_ALIGN)?;
+                for piece in buffer {
+                    self.stage(piece.as_slice())?;
                 }
             }
-            let length = bytes.len() as u64;
-            segments.push(Segment { file: self.file.clone(), offset: self.offset, length, rows });
-            self.offset += length;
+            segments.push(Segment { file: self.file.clone(), offset, length: self.offset - offset, rows: run.rows, schema: run.schema });
         }
         Ok(segments)
     }
 
+    /// Zeroes up to the next multiple of `align` (a segment's start is a multiple of each).
+    fn pad_to(&mut self, align: u64) -> Result<(), std::io::Error> {
+        const ZEROES: [u8; SEGMENT_ALIGN as usize] = [0; SEGMENT_ALIGN as usize];
+        self.stage(&ZEROES[..(self.offset.next_multiple_of(align) - self.offset) as usize])
+    }
+
     /// Copies `bytes` into the staging buffer, writing it out each time it fills.
     fn stage(&mut self, mut bytes: &[u8]) -> Result<(), std::io::Error> {
+        self.offset += bytes.len() as u64;
         while !bytes.is_empty() {
             let n = bytes.len().min(STAGING - self.staged);
             self.staging.as_mut_slice()[self.staged..self.staged + n].copy_from_slice(&bytes[..n]);
             self.staged += n;
             bytes = &bytes[n..];
             if self.staged == STAGING {
-                let next = match &self.out {
-                    Some(Output::Direct { recycled, .. }) => recycled.try_recv().ok(),
-                    _ => None,
-                };
-                let full = std::mem::replace(&mut self.staging, next.unwrap_or_else(|| AlignedBuf::new(STAGING)));
-                self.send(full)?;
+                match &mut self.out {
+                    Some(Output::Buffered(out)) => out.write_all(self.staging.as_slice())?,
+                    _ => {
+                        let next = match &self.out {
+                            Some(Output::Direct { recycled, .. }) => recycled.try_recv().ok(),
+                            _ => None,
+                        };
+                        let full = std::mem::replace(&mut self.staging, next.unwrap_or_else(|| AlignedBuf::new(STAGING)));
+                        self.send(full)?;
+                    }
+                }
                 self.staged = 0;
             }
         }
@@ -336,7 +342,7 @@ impl SpillWriter {
 
     /// Hands a block to the writing thread; its error if it has stopped.
     fn send(&mut self, block: AlignedBuf) -> Result<(), std::io::Error> {
-        let Some(Output::Direct { blocks, .. }) = &self.out else { unreachable!("only direct files stage") };
+        let Some(Output::Direct { blocks, .. }) = &self.out else { unreachable!("only direct files send blocks") };
         if blocks.send(block).is_ok() {
             return Ok(());
         }
@@ -353,7 +359,9 @@ impl SpillWriter {
     /// Flushes the file: its segments can be read from here on. A direct file ends padded to
     /// a whole aligned block, so that every segment lies within aligned spans of it.
     pub fn finish(mut self) -> Result<u64, std::io::Error> {
-        if self.file.direct && self.staged > 0 {
+        if let Some(Output::Buffered(out)) = &mut self.out {
+            out.write_all(&self.staging.as_slice()[..self.staged])?;
+        } else if self.staged > 0 {
             let end = self.staged.next_multiple_of(DIRECT_ALIGN);
             let mut tail = std::mem::replace(&mut self.staging, AlignedBuf::new(0));
             tail.as_mut_slice()[self.staged..end].fill(0);
@@ -380,6 +388,8 @@ pub struct Segment {
     offset: u64,
     length: u64,
     rows: usize,
+    /// The rows' schema (the segment's header has only their layout).
+    schema: SchemaRef,
 }
 
 impl Segment {
@@ -391,34 +401,23 @@ impl Segment {
         self.rows
     }
 
-    /// Reads the rows back.
+    /// Reads the rows back: arrays over the bytes read, aligned as they were written.
     pub fn read(&self) -> Result<Vec<RecordBatch>, ArrowError> {
-        // Decoded in place: the arrays point into the bytes read (a reader copied them again).
         self.file.wait_written()?;
         let file = self.file.reader()?;
-        let mut buffer = if self.file.direct {
-            // The aligned span around the segment (the file's end is padded to a block).
-            let first = self.offset - self.offset % DIRECT_ALIGN as u64;
-            let span = (self.offset + self.length).next_multiple_of(DIRECT_ALIGN as u64) - first;
-            let mut aligned = AlignedBuf::new(span as usize);
-            read_exact_at(file, aligned.as_mut_slice(), first)?;
-            let (bytes, start) = aligned.into_parts();
-            let skip = start + (self.offset - first) as usize;
-            Buffer::from_vec(bytes).slice_with_length(skip, self.length as usize)
-        } else {
-            let mut bytes = vec![0; self.length as usize];
-            read_exact_at(file, &mut bytes, self.offset)?;
-            Buffer::from_vec(bytes)
+        // Direct reads take the aligned span around the segment (the file's end is padded to a
+        // block); either way the segment's first byte lands on an aligned address.
+        let first = match self.file.direct {
+            true => self.offset - self.offset % DIRECT_ALIGN as u64,
+            false => self.offset,
         };
-        let mut decoder = StreamDecoder::new();
-        let mut batches = Vec::new();
-        while !buffer.is_empty() {
-            if let Some(batch) = decoder.decode(&mut buffer)? {
-                batches.push(batch);
-            }
-        }
-        decoder.finish()?;
-        Ok(batches)
+        let span = match self.file.direct {
+            true => (self.offset + self.length).next_multiple_of(DIRECT_ALIGN as u64) - first,
+            false => self.length,
+        };
+        let (bytes, start) = AlignedBuf::read_at(file, span as usize, first)?.into_parts();
+        let segment = Buffer::from_vec(bytes).slice_with_length(start + (self.offset - first) as usize, self.length as usize);
+        layout::read(segment, &self.schema)
     }
 }
 
@@ -468,7 +467,7 @@ mod tests {
         let killed = root.path().join(format!("{}-4000000000", dir_name("t", "lake")));
         std::fs::create_dir_all(&killed).unwrap();
         std::fs::write(lock_of(&killed), b"").unwrap();
-        std::fs::write(killed.join("00000001.arrows"), b"from a killed run").unwrap();
+        std::fs::write(killed.join("00000001.spill"), b"from a killed run").unwrap();
         let running = SpillDir::open(root.path(), "t", "lake").unwrap();
         assert!(!killed.exists(), "an earlier run's scratch files are removed");
         let mut dir = {
@@ -480,10 +479,10 @@ mod tests {
                 std::fs::create_dir_all(&other).unwrap();
                 lock
             };
-            std::fs::write(other.join("00000001.arrows"), b"a neighbour's").unwrap();
+            std::fs::write(other.join("00000001.spill"), b"a neighbour's").unwrap();
             drop(running);
             let dir = SpillDir::open(root.path(), "t", "lake").unwrap();
-            assert!(other.join("00000001.arrows").exists(), "a running neighbour's scratch files stay");
+            assert!(other.join("00000001.spill").exists(), "a running neighbour's scratch files stay");
             drop(lock);
             dir
         };
@@ -503,7 +502,7 @@ mod tests {
         assert_eq!(read[1], batch(&new, 4, 5));
         assert_eq!(second[0].read().unwrap(), vec![batch(&old, 100, 1000)]);
 
-        let file = dir.path().join("00000001.arrows");
+        let file = dir.path().join("00000001.spill");
         drop(first);
         assert!(file.exists(), "another segment still names the file");
         drop(second);
@@ -533,6 +532,29 @@ mod tests {
         assert_eq!(end, written.last().map(|(_, s)| s[0].offset + s[0].length).unwrap());
         for (rows, segments) in written.iter().rev() {
             assert_eq!(segments[0].read().unwrap(), vec![rows.clone()]);
+        }
+    }
+
+    #[test]
+    fn buffers_of_slices_of_every_type_read_back_written_directly_or_not() {
+        let root = tempfile::tempdir().unwrap();
+        let mut dir = SpillDir::open(root.path(), "t", "lake").unwrap();
+        for try_direct in [true, false] {
+            let mut writer = dir.writer_with(try_direct).unwrap();
+            assert!(try_direct || !writer.file.direct);
+            // Enough buffers to fill several staging blocks, and segments at every alignment.
+            let mut written = Vec::new();
+            for seed in 0..40 {
+                let batch = layout::tests::every_type(if seed % 2 == 0 { 3_000 } else { 1 + seed as usize }, seed);
+                let slices = layout::tests::slices(&batch, seed);
+                let expected = arrow::compute::concat_batches(&batch.schema(), &slices).unwrap();
+                written.push((expected, writer.write(Encoded::new(&slices).unwrap()).unwrap()));
+            }
+            writer.finish().unwrap();
+            for (expected, segments) in &written {
+                let read: Vec<RecordBatch> = segments.iter().flat_map(|s| s.read().unwrap()).collect();
+                assert_eq!(read, vec![expected.clone()], "direct: {try_direct}");
+            }
         }
     }
 }
