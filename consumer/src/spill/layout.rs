@@ -82,17 +82,16 @@ impl Run {
                 DataType::Boolean => {
                     let mut bits = BooleanBufferBuilder::new(rows);
                     for array in &arrays {
-                        let data = array.to_data();
-                        bits.append_packed_range(data.offset()..data.offset() + data.len(), data.buffers()[0].as_slice());
+                        bits.append_buffer(array.as_boolean().values());
                     }
                     (vec![bits.finish().into_inner()], None)
                 }
                 DataType::Utf8 | DataType::Binary => {
-                    let (offsets, values) = offsets_and_values::<i32>(&arrays);
+                    let (offsets, values) = offsets_and_values::<i32>(&arrays, field.name())?;
                     (offsets, Some(values))
                 }
                 DataType::LargeUtf8 | DataType::LargeBinary => {
-                    let (offsets, values) = offsets_and_values::<i64>(&arrays);
+                    let (offsets, values) = offsets_and_values::<i64>(&arrays, field.name())?;
                     (offsets, Some(values))
                 }
                 _ => (arrays.iter().map(|array| values_of(array.as_ref())).collect(), None),
@@ -144,24 +143,34 @@ fn fixed_width(data_type: &DataType) -> Option<usize> {
 }
 
 /// The offsets of `arrays` (of strings or binaries) counted from zero as one array's, and the
-/// slices of their values those offsets point into.
-fn offsets_and_values<O: OffsetSizeTrait>(arrays: &[&ArrayRef]) -> (Vec<Buffer>, Vec<Buffer>) {
+/// slices of their values those offsets point into; an error if their values together are
+/// more than the offsets can count (2 GiB for `i32`), as concatenating them would be.
+fn offsets_and_values<O: OffsetSizeTrait>(arrays: &[&ArrayRef], column: &str) -> Result<(Vec<Buffer>, Vec<Buffer>), ArrowError> {
     let rows: usize = arrays.iter().map(|array| array.len()).sum();
+    let total: usize = arrays.iter().map(|array| bytes_of::<O>(array).0).map(|own| (own[own.len() - 1] - own[0]).as_usize()).sum();
+    if O::from_usize(total).is_none() {
+        return Err(ArrowError::ComputeError(format!("column {column}: {total} bytes of values in one buffer, more than its offsets can count")));
+    }
     let mut offsets = Vec::with_capacity(rows + 1);
     offsets.push(O::usize_as(0));
     let mut values = Vec::with_capacity(arrays.len());
     let mut base = O::usize_as(0);
     for array in arrays {
-        let (own, bytes): (&[O], &Buffer) = match array.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => (array.as_string::<O>().value_offsets(), array.as_string::<O>().values()),
-            _ => (array.as_binary::<O>().value_offsets(), array.as_binary::<O>().values()),
-        };
+        let (own, bytes) = bytes_of::<O>(array);
         let (first, last) = (own[0], own[own.len() - 1]);
         offsets.extend(own[1..].iter().map(|&offset| offset - first + base));
         values.push(bytes.slice_with_length(first.as_usize(), (last - first).as_usize()));
         base += last - first;
     }
-    (vec![Buffer::from_vec(offsets)], values)
+    Ok((vec![Buffer::from_vec(offsets)], values))
+}
+
+/// The offsets of a string or binary array and the buffer they point into.
+fn bytes_of<O: OffsetSizeTrait>(array: &ArrayRef) -> (&[O], &Buffer) {
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => (array.as_string::<O>().value_offsets(), array.as_string::<O>().values()),
+        _ => (array.as_binary::<O>().value_offsets(), array.as_binary::<O>().values()),
+    }
 }
 
 /// A run whose schema has a type the layout has no case for: one Arrow IPC stream.
@@ -192,7 +201,7 @@ pub(super) fn read(segment: Buffer, schema: &SchemaRef) -> Result<Vec<RecordBatc
         _ => return Err(invalid(format!("unknown format {format}"))),
     }
     // (Every column takes at least a bit a row: this bounds the sizes computed from `rows`.)
-    if rows as u64 > segment.len() as u64 * 8 {
+    if columns > 0 && rows as u64 > segment.len() as u64 * 8 {
         return Err(invalid(format!("{rows} rows")));
     }
     let mut at = (16 + 32 * columns) as u64;
@@ -314,14 +323,17 @@ impl Header<'_> {
 pub(super) mod tests {
     use super::*;
     use arrow::array::{
-        BinaryArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int64Array, LargeStringArray, ListArray, StringArray, TimestampMicrosecondArray,
+        BinaryArray, Date32Array, Decimal128Array, Decimal256Array, DurationSecondArray, Float64Array, Int8Array, Int64Array, IntervalMonthDayNanoArray,
+        LargeBinaryArray, LargeStringArray, ListArray, StringArray, Time64NanosecondArray, TimestampMicrosecondArray,
     };
     use arrow::buffer::MutableBuffer;
     use arrow::datatypes::{Field, Int64Type, Schema};
+    use arrow::datatypes::{IntervalMonthDayNano, IntervalUnit, TimeUnit, i256};
     use rand::{Rng, SeedableRng};
 
     /// `rows` rows of every type a table has, and a few more, about one value in four null
-    /// (none in the non-nullable `id`).
+    /// (none in the non-nullable `id` and `count`; `count` has a null buffer all the same, and
+    /// `nothing` is all nulls).
     pub(in crate::spill) fn every_type(rows: usize, seed: u64) -> RecordBatch {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let maybe = |rng: &mut rand::rngs::StdRng| rng.random_bool(0.75);
@@ -331,11 +343,18 @@ pub(super) mod tests {
             Field::new("price", DataType::Float64, true),
             Field::new("paid", DataType::Boolean, true),
             Field::new("day", DataType::Date32, true),
-            Field::new("at", DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
             Field::new("amount", DataType::Decimal128(20, 2), true),
             Field::new("small", DataType::Int8, true),
             Field::new("blob", DataType::Binary, true),
             Field::new("note", DataType::LargeUtf8, true),
+            Field::new("bytes", DataType::LargeBinary, true),
+            Field::new("huge", DataType::Decimal256(50, 3), true),
+            Field::new("every", DataType::Interval(IntervalUnit::MonthDayNano), true),
+            Field::new("took", DataType::Duration(TimeUnit::Second), true),
+            Field::new("time", DataType::Time64(TimeUnit::Nanosecond), true),
+            Field::new("count", DataType::Int64, false),
+            Field::new("nothing", DataType::Utf8, true),
         ]));
         let ids = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 7 - 3));
         let names = StringArray::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| "é".repeat(i % 5) + &format!("name {i}"))));
@@ -348,6 +367,15 @@ pub(super) mod tests {
         let small = Int8Array::from_iter((0..rows).map(|i| maybe(&mut rng).then_some(i as i8)));
         let blobs = BinaryArray::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| vec![i as u8; i % 4])));
         let notes = LargeStringArray::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| format!("{i:x}"))));
+        let bytes = LargeBinaryArray::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| vec![7u8; i % 3])));
+        let huge = Decimal256Array::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| i256::from_i128(i as i128 * 1_000_000_007))))
+            .with_precision_and_scale(50, 3)
+            .unwrap();
+        let every = IntervalMonthDayNanoArray::from_iter((0..rows).map(|i| maybe(&mut rng).then(|| IntervalMonthDayNano::new(i as i32, 2, 3 * i as i64))));
+        let took = DurationSecondArray::from_iter((0..rows).map(|i| maybe(&mut rng).then_some(i as i64)));
+        let time = Time64NanosecondArray::from_iter((0..rows).map(|i| maybe(&mut rng).then_some(i as i64 * 999)));
+        let count = Int64Array::new((0..rows as i64).collect(), Some(NullBuffer::new_valid(rows)));
+        let nothing = StringArray::new_null(rows);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(ids),
             Arc::new(names),
@@ -359,6 +387,13 @@ pub(super) mod tests {
             Arc::new(small),
             Arc::new(blobs),
             Arc::new(notes),
+            Arc::new(bytes),
+            Arc::new(huge),
+            Arc::new(every),
+            Arc::new(took),
+            Arc::new(time),
+            Arc::new(count),
+            Arc::new(nothing),
         ];
         RecordBatch::try_new(schema, columns).unwrap()
     }
@@ -383,7 +418,7 @@ pub(super) mod tests {
     }
 
     /// A segment's bytes as the spill writer lays them out, at an aligned address.
-    fn bytes_of(run: &Run) -> Buffer {
+    fn segment_of(run: &Run) -> Buffer {
         let mut out = MutableBuffer::new(0);
         out.extend_from_slice(&run.header);
         for buffer in &run.buffers {
@@ -402,14 +437,25 @@ pub(super) mod tests {
             let slices = slices(&batch, seed);
             let run = Run::new(&slices).unwrap();
             assert_eq!(run.header[..4], COLUMNS.to_le_bytes(), "every type has a case");
-            let read = read(bytes_of(&run), &batch.schema()).unwrap();
+            let read = read(segment_of(&run), &batch.schema()).unwrap();
             assert_eq!(read, vec![arrow::compute::concat_batches(&batch.schema(), &slices).unwrap()], "seed {seed}");
         }
         // No slices with nulls at all, and one slice of one row.
         let batch = every_type(1, 0);
-        assert_eq!(read(bytes_of(&Run::new(std::slice::from_ref(&batch)).unwrap()), &batch.schema()).unwrap(), vec![batch.clone()]);
+        assert_eq!(read(segment_of(&Run::new(std::slice::from_ref(&batch)).unwrap()), &batch.schema()).unwrap(), vec![batch.clone()]);
         let ids = batch.project(&[0]).unwrap();
-        assert_eq!(read(bytes_of(&Run::new(&[ids.slice(0, 0), ids.clone()]).unwrap()), &ids.schema()).unwrap(), vec![ids]);
+        assert_eq!(read(segment_of(&Run::new(&[ids.slice(0, 0), ids.clone()]).unwrap()), &ids.schema()).unwrap(), vec![ids]);
+    }
+
+    #[test]
+    fn values_past_what_the_offsets_count_are_an_error() {
+        // Two slices of 1.1 GB of binary values (zeroed memory the test never touches): 2.2 GB
+        // in one buffer, past what i32 offsets count. Concatenating them fails the same way.
+        let values = Buffer::from_vec(vec![0u8; 1_100_000_000]);
+        let array = BinaryArray::new(OffsetBuffer::new(vec![0, 1_100_000_000].into()), values, None);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("blob", DataType::Binary, false)])), vec![Arc::new(array)]).unwrap();
+        let error = Run::new(&[batch.clone(), batch]).err().expect("an error").to_string();
+        assert!(error.contains("column blob: 2200000000 bytes"), "{error}");
     }
 
     #[test]
@@ -420,14 +466,14 @@ pub(super) mod tests {
         let slices = [batch.slice(0, 10), batch.slice(13, 1), batch.slice(50, 50)];
         let run = Run::new(&slices).unwrap();
         assert_eq!(run.header[..4], IPC.to_le_bytes());
-        assert_eq!(read(bytes_of(&run), &schema).unwrap(), vec![arrow::compute::concat_batches(&schema, &slices).unwrap()]);
+        assert_eq!(read(segment_of(&run), &schema).unwrap(), vec![arrow::compute::concat_batches(&schema, &slices).unwrap()]);
     }
 
     #[test]
     fn a_damaged_segment_is_an_error_not_a_panic() {
         let batch = every_type(300, 1);
         let run = Run::new(&slices(&batch, 1)).unwrap();
-        let good = bytes_of(&run);
+        let good = segment_of(&run);
         let with = |at: usize, value: u64| {
             let mut bytes = good.as_slice().to_vec();
             bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
@@ -452,7 +498,7 @@ pub(super) mod tests {
         // Offsets that fall: the names' first offsets, swapped.
         let mut bytes = good.as_slice().to_vec();
         let names = {
-            let mut at = 16 + 32 * 10;
+            let mut at = 16 + 32 * batch.num_columns();
             for buffer in &run.buffers[..2] {
                 at = (at + buffer.iter().map(Buffer::len).sum::<usize>()).next_multiple_of(16);
             }

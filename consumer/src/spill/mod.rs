@@ -44,7 +44,7 @@ use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, is_unsupported, open_direct, probe_direct};
+use kappa_common::direct_io::{AlignedBuf, DIRECT_ALIGN, is_unsupported, open_direct, probe_direct, read_exact_at};
 
 /// Why a spill failed: the directory (and what to change) is in the message.
 #[derive(Debug, thiserror::Error)]
@@ -405,19 +405,24 @@ impl Segment {
     pub fn read(&self) -> Result<Vec<RecordBatch>, ArrowError> {
         self.file.wait_written()?;
         let file = self.file.reader()?;
-        // Direct reads take the aligned span around the segment (the file's end is padded to a
-        // block); either way the segment's first byte lands on an aligned address.
-        let first = match self.file.direct {
-            true => self.offset - self.offset % DIRECT_ALIGN as u64,
-            false => self.offset,
+        let segment = if self.file.direct {
+            // The aligned span around the segment (the file's end is padded to a block).
+            let first = self.offset - self.offset % DIRECT_ALIGN as u64;
+            let span = (self.offset + self.length).next_multiple_of(DIRECT_ALIGN as u64) - first;
+            let (bytes, start) = AlignedBuf::read_at(file, span as usize, first)?.into_parts();
+            Buffer::from_vec(bytes).slice_with_length(start + (self.offset - first) as usize, self.length as usize)
+        } else {
+            // Arrow's own allocation: aligned to 64 bytes, and no larger than the segment.
+            let mut bytes = arrow::buffer::MutableBuffer::from_len_zeroed(self.length as usize);
+            read_exact_at(file, bytes.as_slice_mut(), self.offset)?;
+            bytes.into()
         };
-        let span = match self.file.direct {
-            true => (self.offset + self.length).next_multiple_of(DIRECT_ALIGN as u64) - first,
-            false => self.length,
-        };
-        let (bytes, start) = AlignedBuf::read_at(file, span as usize, first)?.into_parts();
-        let segment = Buffer::from_vec(bytes).slice_with_length(start + (self.offset - first) as usize, self.length as usize);
-        layout::read(segment, &self.schema)
+        let batches = layout::read(segment, &self.schema)?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != self.rows {
+            return Err(ArrowError::IpcError(format!("spill segment: {rows} rows read back, {} written", self.rows)));
+        }
+        Ok(batches)
     }
 }
 
