@@ -184,12 +184,11 @@ mod tests {
             }
             assert!(std::fs::read(&path).unwrap() == data, "{len} bytes came back different");
             // Read back around the cache, in whole aligned blocks, and through it at any offset.
-            let whole = len.next_multiple_of(DIRECT_ALIGN);
-            if let Ok(file) = open_direct(OpenOptions::new().read(true), &path)
-                && whole > 0
-                && len == whole
+            if len > 0
+                && len.is_multiple_of(DIRECT_ALIGN)
+                && let Ok(file) = open_direct(OpenOptions::new().read(true), &path)
             {
-                let read = AlignedBuf::read_at(&file, whole, 0).unwrap();
+                let read = AlignedBuf::read_at(&file, len, 0).unwrap();
                 assert!(read.as_slice() == data.as_slice(), "{len} bytes read directly came back different");
             }
             let file = File::open(&path).unwrap();

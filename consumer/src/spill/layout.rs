@@ -69,24 +69,9 @@ impl Run {
         for (column, field) in schema.fields().iter().enumerate() {
             let arrays: Vec<&ArrayRef> = batches.iter().map(|batch| batch.column(column)).collect();
             let nulls: usize = arrays.iter().map(|array| array.null_count()).sum();
-            let validity = (nulls > 0).then(|| {
-                let mut bits = BooleanBufferBuilder::new(rows);
-                for array in &arrays {
-                    match array.nulls() {
-                        Some(valid) => bits.append_buffer(valid.inner()),
-                        None => bits.append_n(array.len(), true),
-                    }
-                }
-                vec![bits.finish().into_inner()]
-            });
+            let validity = (nulls > 0).then(|| concat_bits(rows, arrays.iter().map(|array| (array.len(), array.nulls().map(NullBuffer::inner)))));
             let (first, second) = match field.data_type() {
-                DataType::Boolean => {
-                    let mut bits = BooleanBufferBuilder::new(rows);
-                    for array in &arrays {
-                        bits.append_buffer(array.as_boolean().values());
-                    }
-                    (vec![bits.finish().into_inner()], None)
-                }
+                DataType::Boolean => (concat_bits(rows, arrays.iter().map(|array| (array.len(), Some(array.as_boolean().values())))), None),
                 DataType::Utf8 | DataType::Binary => {
                     let (offsets, values) = offsets_and_values::<i32>(&arrays, field.name())?;
                     (offsets, Some(values))
@@ -107,6 +92,19 @@ impl Run {
         }
         Ok(Run { rows, schema, header, buffers })
     }
+}
+
+/// `rows` bits, from pieces in order, each its length and its bits (`None`: all set), as one
+/// buffer starting at a byte.
+fn concat_bits<'a>(rows: usize, pieces: impl Iterator<Item = (usize, Option<&'a BooleanBuffer>)>) -> Vec<Buffer> {
+    let mut bits = BooleanBufferBuilder::new(rows);
+    for (len, piece) in pieces {
+        match piece {
+            Some(piece) => bits.append_buffer(piece),
+            None => bits.append_n(len, true),
+        }
+    }
+    vec![bits.finish().into_inner()]
 }
 
 /// Whether a column of `data_type` is laid out as columns (else the run is an IPC stream).

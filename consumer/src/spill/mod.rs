@@ -268,7 +268,7 @@ enum Output {
     },
 }
 
-/// Bytes written at once to a direct spill file.
+/// Bytes written at once to a spill file.
 const STAGING: usize = 1 << 20;
 /// Staging buffers the writing thread may be behind by. A spill encodes its buffers in groups
 /// on the workers, then copies them into staging buffers; with 2 the pipeline waited for the
@@ -323,21 +323,24 @@ impl SpillWriter {
             self.staged += n;
             bytes = &bytes[n..];
             if self.staged == STAGING {
-                match &mut self.out {
-                    Some(Output::Buffered(out)) => out.write_all(self.staging.as_slice())?,
-                    _ => {
-                        let next = match &self.out {
-                            Some(Output::Direct { recycled, .. }) => recycled.try_recv().ok(),
-                            _ => None,
-                        };
-                        let full = std::mem::replace(&mut self.staging, next.unwrap_or_else(|| AlignedBuf::new(STAGING)));
-                        self.send(full)?;
-                    }
-                }
+                self.write_staged()?;
                 self.staged = 0;
             }
         }
         Ok(())
+    }
+
+    /// Writes the full staging buffer, or hands it to the writing thread for a recycled one.
+    fn write_staged(&mut self) -> Result<(), std::io::Error> {
+        match &mut self.out {
+            Some(Output::Buffered(out)) => out.write_all(self.staging.as_slice()),
+            Some(Output::Direct { recycled, .. }) => {
+                let next = recycled.try_recv().unwrap_or_else(|_| AlignedBuf::new(STAGING));
+                let full = std::mem::replace(&mut self.staging, next);
+                self.send(full)
+            }
+            None => unreachable!("a finished writer stages nothing"),
+        }
     }
 
     /// Hands a block to the writing thread; its error if it has stopped.
