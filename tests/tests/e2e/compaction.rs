@@ -34,6 +34,16 @@ fn files_per_partition(lake: &Path) -> BTreeMap<String, usize> {
     partitions
 }
 
+/// The bytes of the current version's files per partition directory.
+fn partition_bytes(lake: &Path) -> BTreeMap<String, u64> {
+    let mut partitions = BTreeMap::new();
+    for file in delta_log(&lake.join("sales")).unwrap().files {
+        let size = std::fs::metadata(lake.join("sales").join(&file)).unwrap().len();
+        *partitions.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += size;
+    }
+    partitions
+}
+
 /// Files the table's current version holds.
 fn delta_log_files(lake: &Path) -> usize {
     delta_log(&lake.join("sales")).unwrap().files.len()
@@ -62,6 +72,10 @@ fn compaction_keeps_every_row_and_a_replayed_generation_compacts_to_the_same_byt
     assert!(before.values().sum::<usize>() > 10 * before.len(), "small files everywhere: {before:?}");
     let version_before = delta_log(&lake.join("sales")).unwrap().version;
     assert_eq!(counted(&lake), "[(60000, 60000)]");
+    // A copy to compact with a target size below most partitions' bytes: each of those goes
+    // alone, a file read at a time, instead of with others on every core.
+    let one_at_a_time = dir.path().join("one-at-a-time");
+    copy_tree(&lake, &one_at_a_time);
 
     // Too young for the default --min-age: nothing is touched.
     let young = compact(&lake, &[]);
@@ -86,6 +100,15 @@ fn compaction_keeps_every_row_and_a_replayed_generation_compacts_to_the_same_byt
     assert!(last_checkpoint.contains(&format!("\"version\":{compacted_version},")), "{last_checkpoint}");
     let live = compacted(&lake, "gen-000001");
     assert_eq!(live.len(), before.len());
+    // The same merged files either way (named apart: the target size is in their names).
+    let sizes = partition_bytes(&one_at_a_time);
+    let alone = sizes.values().filter(|bytes| **bytes > 8 << 10).count();
+    assert!(alone * 2 > sizes.len(), "most partitions over the target size: {sizes:?}");
+    let report = compact(&one_at_a_time, &["--min-age", "0s", "--target-file-size", "8KiB"]);
+    assert_eq!(report["partitions_compacted"].as_u64(), Some(before.len() as u64), "{report}");
+    let contents = |files: Vec<(String, String)>| files.into_iter().map(|(_, digest)| digest).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(contents(compacted(&one_at_a_time, "gen-000001")), contents(live.clone()), "the same files merged alone as together");
+    assert_eq!(counted(&one_at_a_time), "[(60000, 60000)]");
 
     // A consumer run after the compaction keeps the replaced files (readers of old versions).
     let files_on_disk = parquet_files(&lake.join("sales/gen-000001")).len();
