@@ -4,7 +4,7 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use kappa_common::store::Store;
-use kappa_table::{DataFile, LiveFile, Table, TableError};
+use kappa_table::{DataFile, LiveFile, Table};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::runtime::Handle;
 
@@ -49,10 +49,7 @@ pub(super) fn merge(
     options: &CompactOptions,
 ) -> Result<Vec<DataFile>, CompactError> {
     let runtime = puts.runtime();
-    let reads = files.iter().map(|file| {
-        let bytes = runtime.block_on(table.store().get(&format!("{}/{}", table.data_prefix(), file.path))).map_err(TableError::from)?;
-        Ok((file.path.as_str(), bytes))
-    });
+    let reads = files.iter().map(|file| Ok((file.path.as_str(), runtime.block_on(table.get_object(&file.path))?)));
     let mut outputs = Vec::new();
     merge_rows(reads, data, options, &mut |file| store_merged(table, puts, partition, base, &mut outputs, file))?;
     Ok(outputs)
@@ -103,16 +100,11 @@ pub(super) fn merge_small(
 fn read_all(runtime: &Handle, table: &Table, paths: &[&str]) -> Result<Vec<bytes::Bytes>, CompactError> {
     use futures::{StreamExt, TryStreamExt};
     use rayon::prelude::*;
-    let prefix = table.data_prefix();
-    let read = |path: &str| {
-        let full = format!("{prefix}/{path}");
-        async move { table.store().get(&full).await }
-    };
     let contents = match table.store() {
-        Store::Local(_) => paths.par_iter().map(|path| runtime.block_on(read(path))).collect::<Result<Vec<_>, _>>(),
-        _ => runtime.block_on(futures::stream::iter(paths).map(|path| read(path)).buffered(READS_AT_ONCE).try_collect::<Vec<_>>()),
+        Store::Local(_) => paths.par_iter().map(|path| runtime.block_on(table.get_object(path))).collect::<Result<Vec<_>, _>>(),
+        _ => runtime.block_on(futures::stream::iter(paths).map(|path| table.get_object(path)).buffered(READS_AT_ONCE).try_collect::<Vec<_>>()),
     };
-    Ok(contents.map_err(TableError::from)?)
+    Ok(contents?)
 }
 
 /// Merges the rows of `files` (path and contents, in name order) into files of about the

@@ -571,6 +571,11 @@ impl Table {
         Ok(self.store.put(&format!("{}/{relative_to_generation}", self.data_prefix()), data).await?)
     }
 
+    /// A data object's contents (named as [`Table::put_object`] names it).
+    pub async fn get_object(&self, relative_to_generation: &str) -> Result<Bytes, TableError> {
+        Ok(self.store.get(&format!("{}/{relative_to_generation}", self.data_prefix())).await?)
+    }
+
     /// Puts a data object without making it durable yet: a commit's files are then made durable
     /// together by [`Table::sync_objects`] before the commit (one `syncfs` on a local lake
     /// instead of two fsyncs per file).
