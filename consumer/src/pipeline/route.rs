@@ -11,6 +11,18 @@
 //! first events (the maximum of a few random times), and time alone closed nearly every
 //! partition once, early, into a tiny file (2M rows over 120 days: 1,587 files instead of 480).
 //! A partition that still gets rows is not idle, however far behind it is.
+//!
+//! And why a late row (one that came when its shard's event time had already passed the
+//! partition's end by the idle time) makes its partition wait as much again as it was late: in
+//! random time order nearly every row is late, and the latest time still climbs over the first
+//! few thousand events, past the closing of the partitions that got a row then. With a
+//! partition per shard getting a row only every few thousand events (1M rows over 2,880 hours,
+//! 4 shards: every 2,880 on average), a quiet stretch of 10,000 came often enough to write 238
+//! partitions twice, once in a file of one row. Rows that came days late wait for the latest
+//! time to move on by days, which it no longer does. In a stream in time order, rows come
+//! before its time passes their partition's end by the idle time, and partitions close as
+//! before; a row a few hours late (a delayed flight, a device back online) keeps its
+//! partition open a few hours longer.
 
 use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use kappa_common::event::SequenceNumber;
@@ -182,7 +194,10 @@ impl Pipeline {
             group.bytes += event.json_len() as u64;
             if let Some(idle) = idle_ms {
                 let previous = group.closing;
-                group.closing = Closing { at_ms: group.partition_end.max(self.horizon[shard]).saturating_add(idle), at_ordinal: ordinal + IDLE_EVENTS };
+                let horizon = self.horizon[shard];
+                // A row later than the idle time: as much again as it was late (module comment).
+                let wait = idle.max(horizon.saturating_sub(group.partition_end));
+                group.closing = Closing { at_ms: group.partition_end.max(horizon).saturating_add(wait), at_ordinal: ordinal + IDLE_EVENTS };
                 self.idle[shard].note(key, previous, group.closing, self.horizon[shard]);
             }
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {

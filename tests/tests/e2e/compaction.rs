@@ -284,6 +284,73 @@ fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
     assert_eq!(std::fs::read_dir(dir.path().join("spill")).unwrap().count(), 0, "no scratch files left");
 }
 
+/// `--partition-idle` (default 1h) over rows in random time order across 3,000 days, with a
+/// row for any one day only every 3,000 events or so: the latest time still climbs for
+/// thousands of events, past the closing of the days that got a row early, and a quiet stretch
+/// of 10,000 events wrote 354 of the days twice (a late row now makes its day wait by its own
+/// lateness). Rows in time order still close each day as the run goes.
+#[test]
+fn rows_out_of_time_order_are_not_closed_early_as_idle_and_rows_in_order_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, days) = (40_000u64, 3_000u64);
+    let mut state = 7u64;
+    let times: Vec<(u64, u64)> = (0..rows)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % days, (state >> 13) % 86_400)
+        })
+        .collect();
+    let csv_of = |times: &[(u64, u64)]| {
+        let mut text = String::from("id,taken\n");
+        for (id, (day, second)) in times.iter().enumerate() {
+            // 2000-01-01 is day 10,957 of the Unix epoch.
+            let at = chrono::DateTime::from_timestamp(((10_957 + day) * 86_400 + second) as i64, 0).unwrap();
+            text.push_str(&format!("{id},{}\n", at.format("%Y-%m-%dT%H:%M:%SZ")));
+        }
+        text
+    };
+    let consume = |name: &str, text: String| {
+        let csv = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&csv, text).unwrap();
+        let log = format!("log:{}", dir.path().join(format!("{name}-log")).display());
+        expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "1"])), 0);
+        let lake = dir.path().join(format!("{name}-lake"));
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "readings", "--event-time", "taken", "--flush-interval", "1h"]);
+        expect_status(&run(command.args(["--max-memory", "2GiB", "--until-idle", "1s"])), 0);
+        lake.join("readings")
+    };
+    let per_day = |table: &Path| {
+        let mut days: BTreeMap<String, usize> = BTreeMap::new();
+        for file in delta_log(table).unwrap().files {
+            *days.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
+        }
+        days
+    };
+
+    let random = consume("random", csv_of(&times));
+    let days_written = per_day(&random);
+    let twice: Vec<_> = days_written.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} of {} days written in more than one file (one shard): {twice:?}", twice.len(), days_written.len());
+    assert_eq!(duckdb_delta(&random, "SELECT count(*), count(DISTINCT id) FROM {table}").trim(), format!("[({rows}, {rows})]"));
+
+    // In time order (20 days of 1,000 rows): the first commit writes the first days while the
+    // rest are still read.
+    let ordered: Vec<(u64, u64)> = (0..20_000).map(|id| (id / 1_000, id % 1_000 * 86)).collect();
+    let ordered = consume("ordered", csv_of(&ordered));
+    let days_written = per_day(&ordered);
+    assert!(days_written.len() == 20 && days_written.values().all(|n| *n == 1), "{days_written:?}");
+    let first = std::fs::read_to_string(ordered.join("_delta_log/00000000000000000001.json")).unwrap();
+    let mut first_days: Vec<String> = first
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["add"]["path"].as_str().map(|p| p.rsplit_once('/').unwrap().0.to_string()))
+        .collect();
+    first_days.sort();
+    assert!(!first_days.is_empty() && first_days.len() < 20, "the first commit closed days as the run went: {first_days:?}");
+    let earliest: Vec<&String> = days_written.keys().take(first_days.len()).collect();
+    assert_eq!(first_days.iter().collect::<Vec<_>>(), earliest, "the first commit's days are the earliest");
+}
+
 #[test]
 fn a_consumer_with_compact_leaves_one_file_per_partition() {
     let dir = tempfile::tempdir().unwrap();
