@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
 use parquet::arrow::ArrowSchemaConverter;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -193,9 +193,6 @@ pub struct FileEncoder {
     schema: SchemaRef,
     /// One page per column: the footer leaves out what only describes pages, see [`short`].
     one_page: bool,
-    /// With one page per column and a codec: the same settings uncompressed, for the columns
-    /// the codec makes larger (see [`FileEncoder::write_row_group`]).
-    uncompressed: Option<Arc<WriterProperties>>,
     group: usize,
     /// Rows written so far.
     rows: u64,
@@ -242,8 +239,6 @@ impl FileEncoder {
                 }
             }
         }
-        let uncompressed =
-            (one_page && compression != Compression::UNCOMPRESSED).then(|| Arc::new(properties.clone().set_compression(Compression::UNCOMPRESSED).build()));
         // What `ArrowWriter` does (with `skip_arrow_metadata`), column by column: the same
         // file, without a copy of every column at once, and with the columns encoded on every
         // core.
@@ -251,20 +246,12 @@ impl FileEncoder {
         let parquet_schema = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(schema)?;
         let file = SerializedFileWriter::new(Vec::with_capacity(capacity), parquet_schema.root_schema_ptr(), properties)?;
         let factory = ArrowRowGroupWriterFactory::new(&file, schema.clone());
-        Ok(FileEncoder { file, factory, schema: schema.clone(), one_page, uncompressed, group: 0, rows: 0 })
+        Ok(FileEncoder { file, factory, schema: schema.clone(), one_page, group: 0, rows: 0 })
     }
 
     /// Writes rows `start..start + length` of `batches` (of the file's schema) as one row group.
-    ///
-    /// In a file of one page per column, a column chunk the codec made larger (a few dozen
-    /// values with nothing to find: coordinates, scores, short codes; snappy adds a few bytes a
-    /// page) is written again uncompressed, and the smaller kept. Parquet names the codec per
-    /// column chunk, and every reader reads it there. In 1M unordered rows by hour (11,523
-    /// files of ~87 rows) that was 4 in 10 column chunks and 0.3% of the bytes; encoding those
-    /// few values again costs little.
     pub fn write_row_group(&mut self, batches: &[RecordBatch], start: usize, length: usize) -> Result<(), ParquetError> {
         let schema = &self.schema;
-        let uncompressed = &self.uncompressed;
         let writers = self.factory.create_column_writers(self.group)?;
         if writers.len() != schema.fields().len() {
             return Err(ParquetError::General("nested columns are not supported".into()));
@@ -279,13 +266,6 @@ impl FileEncoder {
                     writer.write(&leaf)?;
                 }
                 let mut chunk = writer.close()?;
-                let grew = |chunk: &ArrowColumnChunk| chunk.close().metadata.compressed_size() >= chunk.close().metadata.uncompressed_size();
-                if let Some(properties) = uncompressed.as_ref().filter(|_| grew(&chunk)) {
-                    let plain = encode_column(schema.field(index), &column, properties)?;
-                    if plain.close().metadata.compressed_size() < chunk.close().metadata.compressed_size() {
-                        chunk = plain;
-                    }
-                }
                 if one_page {
                     let close = chunk.close_mut();
                     close.metadata = short(close.metadata.clone());
@@ -361,23 +341,6 @@ fn short(metadata: parquet::file::metadata::ColumnChunkMetaData) -> parquet::fil
         None => builder,
     };
     builder.build().expect("the same column chunk, fewer optional fields")
-}
-
-/// `column` alone as a column chunk of `field` written with `properties`.
-fn encode_column(field: &arrow::datatypes::Field, column: &ArrayRef, properties: &Arc<WriterProperties>) -> Result<ArrowColumnChunk, ParquetError> {
-    // A schema of this one column gives the same column descriptor as the file's (the same
-    // type and path), which the file checks when the chunk is appended.
-    let alone = Arc::new(arrow::datatypes::Schema::new(vec![field.clone()]));
-    let descriptor = ArrowSchemaConverter::new().with_coerce_types(properties.coerce_types()).convert(&alone)?;
-    // (A file of that one column, written nowhere: the factory takes the schema and settings
-    // from a file writer.)
-    let file = SerializedFileWriter::new(std::io::sink(), descriptor.root_schema_ptr(), properties.clone())?;
-    let mut writers = ArrowRowGroupWriterFactory::new(&file, alone).create_column_writers(0)?;
-    let mut writer = writers.pop().ok_or_else(|| ParquetError::General("no column writer".into()))?;
-    for leaf in compute_leaves(field, column)? {
-        writer.write(&leaf)?;
-    }
-    writer.close()
 }
 
 /// Rows `start..start + length` of one column of `batches`, as one array.
@@ -556,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn a_small_file_has_a_short_footer_the_smaller_of_each_chunk_and_reads_back_as_written() {
+    fn a_small_file_has_a_short_footer_and_reads_back_as_written() {
         use arrow::array::{BooleanArray, Date32Array, Decimal128Array, TimestampMicrosecondArray};
         use arrow::datatypes::TimeUnit;
         use kappa_common::schema::ColumnType;
@@ -603,41 +566,22 @@ mod tests {
         let stats = kappa_table::stats::from_footer(&metadata).unwrap();
         assert_eq!(written_stats.as_deref(), Some(stats.as_str()), "the writer's metadata gives the footer's statistics");
         assert!(stats.contains("\"minValues\"") && stats.contains("\"c5\":\"2023-11-14T22:13:20.000Z\""), "{stats}");
-        // The same pages as ArrowWriter's file of these rows, under a shorter footer (no page
-        // encoding counts, no size statistics, no deprecated min and max): each column chunk
-        // is that of its file with snappy or of its file uncompressed, whichever is smaller.
-        let reference = |compression| {
-            let properties = WriterProperties::builder()
-                .set_compression(compression)
-                .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-                .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")))
-                .set_statistics_enabled(EnabledStatistics::Chunk)
-                .set_offset_index_disabled(true);
-            let mut file = Vec::new();
-            let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(properties.build()).with_skip_arrow_metadata(true);
-            let mut writer = parquet::arrow::ArrowWriter::try_new_with_options(&mut file, schema.clone(), options).unwrap();
-            writer.write(&batch).unwrap();
-            let metadata = writer.close().unwrap();
-            (Bytes::from(file), metadata)
-        };
-        let chunk = |file: &Bytes, column: &parquet::file::metadata::ColumnChunkMetaData| {
-            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset()) as usize;
-            file.slice(start..start + column.compressed_size() as usize)
-        };
-        let ((snappy, snappy_metadata), (plain, plain_metadata)) = (reference(Compression::SNAPPY), reference(Compression::UNCOMPRESSED));
-        let mut codecs = std::collections::BTreeSet::new();
-        for (i, column) in metadata.row_group(0).columns().iter().enumerate() {
-            let (with_snappy, without) = (snappy_metadata.row_group(0).column(i), plain_metadata.row_group(0).column(i));
-            let smaller = match with_snappy.compressed_size() < without.compressed_size() {
-                true => chunk(&snappy, with_snappy),
-                false => chunk(&plain, without),
-            };
-            assert_eq!(chunk(&data, column), smaller, "column {i}, {:?}", column.compression());
-            codecs.insert(format!("{:?}", column.compression()));
-        }
-        assert_eq!(codecs.len(), 2, "both kinds of chunk: {codecs:?}");
+        // The same pages as ArrowWriter's file of these rows, under a shorter footer: no page
+        // encoding counts, no size statistics, no deprecated min and max.
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_created_by(format!("kappa-lake {}", env!("CARGO_PKG_VERSION")))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_offset_index_disabled(true);
+        let mut reference = Vec::new();
+        let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new().with_properties(properties.build()).with_skip_arrow_metadata(true);
+        let mut writer = parquet::arrow::ArrowWriter::try_new_with_options(&mut reference, schema.clone(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
         let footer = |file: &[u8]| u32::from_le_bytes(file[file.len() - 8..file.len() - 4].try_into().unwrap()) as usize;
-        let (ours, theirs) = (footer(&data), footer(&snappy));
+        let (ours, theirs) = (footer(&data), footer(&reference));
+        assert_eq!(data[..data.len() - 8 - ours], reference[..reference.len() - 8 - theirs], "the same pages");
         assert!(ours + 8 * 20 < theirs, "footer {ours} bytes against ArrowWriter's {theirs}");
         for column in metadata.row_group(0).columns() {
             assert!(column.page_encoding_stats().is_none() && column.page_encoding_stats_mask().is_none(), "{column:?}");
@@ -657,7 +601,8 @@ mod tests {
             assert!(!after.is_min_max_backwards_compatible(), "{:?}", column.column_descr().path());
             assert_eq!(after.null_count_opt(), before.null_count_opt());
         }
-        let reread = kappa_table::stats::from_footer(&parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&snappy).unwrap()).unwrap();
+        let reread =
+            kappa_table::stats::from_footer(&parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&Bytes::from(reference)).unwrap()).unwrap();
         assert_eq!(reread, stats, "the same statistics as ArrowWriter's footer");
         // A file of many pages keeps its page index.
         let many = rows(ONE_PAGE_ROWS + 1);
