@@ -340,9 +340,9 @@ pub struct PipelineArgs {
 
     /// Write a partition's buffer once the shard's event time (the latest it delivered) has
     /// passed the partition's end, and where it stood at the buffer's last row, by this much,
-    /// and the shard has delivered 10,000 more events without a row for it. After a row later
-    /// than this (the shard's time already past its partition's end by more), by that row's
-    /// lateness instead. A table advancing in time writes each finished partition as it goes
+    /// and the shard has delivered 10,000 more events without a row for it. After a row that
+    /// came when the shard's time was already past its partition's end by more than this, by
+    /// that much instead. A table advancing in time writes each finished partition as it goes
     /// instead of holding it (or spilling it) until --flush-interval. A row coming after its
     /// partition was written starts another file there (`kappa-replay compact` merges them).
     /// In data out of time order partitions keep getting rows and stay open. "off" turns it

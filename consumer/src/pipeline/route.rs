@@ -2,8 +2,9 @@
 //! fires.
 //!
 //! With `--partition-idle`, a buffer also closes at the exact row where its shard's event time
-//! (the latest routed) has passed the partition's end, and the time of the buffer's last row, by
-//! the idle time, and the shard has delivered [`IDLE_EVENTS`] events since that row. Like the
+//! (the latest routed) has passed the partition's end, and where it stood at the buffer's last
+//! row, by the idle time (or by more after a late row, below), and the shard has delivered
+//! [`IDLE_EVENTS`] events since that row. Like the
 //! row and byte triggers, that row depends only on the shard's events in log order, not on how
 //! they were read in chunks: a replay closes the same files.
 //!
@@ -13,16 +14,19 @@
 //! A partition that still gets rows is not idle, however far behind it is.
 //!
 //! And why a late row (one that came when its shard's event time had already passed the
-//! partition's end by the idle time) makes its partition wait as much again as it was late: in
+//! partition's end by more than the idle time) makes its partition wait by that much instead: in
 //! random time order nearly every row is late, and the latest time still climbs over the first
 //! few thousand events, past the closing of the partitions that got a row then. With a
 //! partition per shard getting a row only every few thousand events (1M rows over 2,880 hours,
 //! 4 shards: every 2,880 on average), a quiet stretch of 10,000 came often enough to write 238
-//! partitions twice, once in a file of one row. Rows that came days late wait for the latest
-//! time to move on by days, which it no longer does. In a stream in time order, rows come
+//! (partition, shard) pairs twice, once in a file of one row. Rows that came days late wait for
+//! the latest time to move on by days, which it no longer does (except near the top of the time
+//! range, where rows are hardly late: 3 pairs there). In a stream in time order, rows come
 //! before its time passes their partition's end by the idle time, and partitions close as
 //! before; a row a few hours late (a delayed flight, a device back online) keeps its
-//! partition open a few hours longer.
+//! partition open a few hours longer: a row of 10:xx that comes when the shard's time is 14:00
+//! (3 h past the hour's end) keeps the hour open until that time reaches 17:00, where an idle
+//! time of 1h alone closed it at 15:00.
 
 use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use kappa_common::event::SequenceNumber;
