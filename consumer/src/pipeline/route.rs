@@ -4,9 +4,9 @@
 //! With `--partition-idle`, a buffer also closes at the exact row where its shard's event time
 //! (the latest routed) has passed the partition's end, and where it stood at the buffer's last
 //! row, by the idle time (or by more after a late row, below), and the shard has delivered
-//! [`IDLE_EVENTS`] events since that row. Like the
-//! row and byte triggers, that row depends only on the shard's events in log order, not on how
-//! they were read in chunks: a replay closes the same files.
+//! [`IDLE_EVENTS`] events since that row. Like the row and byte triggers, that row depends only
+//! on the shard's events in log order, not on how they were read in chunks: a replay closes the
+//! same files.
 //!
 //! Why the event count: in data out of time order the shard's latest time climbs fast over the
 //! first events (the maximum of a few random times), and time alone closed nearly every
@@ -199,7 +199,8 @@ impl Pipeline {
             if let Some(idle) = idle_ms {
                 let previous = group.closing;
                 let horizon = self.horizon[shard];
-                // A row later than the idle time: as much again as it was late (module comment).
+                // A row that came when the shard's time was past the partition's end by more
+                // than the idle time: that much (see the module's comment).
                 let wait = idle.max(horizon.saturating_sub(group.partition_end));
                 group.closing = Closing { at_ms: group.partition_end.max(horizon).saturating_add(wait), at_ordinal: ordinal + IDLE_EVENTS };
                 self.idle[shard].note(key, previous, group.closing, self.horizon[shard]);
