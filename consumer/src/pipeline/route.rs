@@ -118,6 +118,16 @@ impl Group {
 /// Events a shard delivers after a buffer's last row before the buffer may close as idle.
 const IDLE_EVENTS: u64 = 10_000;
 
+/// When a buffer closes as idle after a row at `ordinal` of its shard, whose event time then
+/// stood at `horizon`, in a partition ending at `partition_end`, with the idle time `idle` (all
+/// ms): the shard's time past the partition's end and `horizon` by `idle`, or, after a row
+/// that came when the shard's time was past the partition's end by more than `idle`, by that
+/// much (see the module's comment); and [`IDLE_EVENTS`] events later.
+fn closing(partition_end: i64, horizon: i64, idle: i64, ordinal: u64) -> Closing {
+    let wait = idle.max(horizon.saturating_sub(partition_end));
+    Closing { at_ms: partition_end.max(horizon).saturating_add(wait), at_ordinal: ordinal + IDLE_EVENTS }
+}
+
 impl Pipeline {
     /// Sends each decoded row to its (partition, shard) buffer, cutting buffers at the exact
     /// row where a trigger fires.
@@ -198,11 +208,7 @@ impl Pipeline {
             group.bytes += event.json_len() as u64;
             if let Some(idle) = idle_ms {
                 let previous = group.closing;
-                let horizon = self.horizon[shard];
-                // A row that came when the shard's time was past the partition's end by more
-                // than the idle time: that much (see the module's comment).
-                let wait = idle.max(horizon.saturating_sub(group.partition_end));
-                group.closing = Closing { at_ms: group.partition_end.max(horizon).saturating_add(wait), at_ordinal: ordinal + IDLE_EVENTS };
+                group.closing = closing(group.partition_end, self.horizon[shard], idle, ordinal);
                 self.idle[shard].note(key, previous, group.closing, self.horizon[shard]);
             }
             if self.config.flush.full(group.buffered_rows + group.rows.len() as u64, group.buffered_bytes + group.bytes) {
@@ -279,5 +285,35 @@ impl Pipeline {
             self.seal(key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_late_row_waits_by_how_far_the_shards_time_is_past_its_partition() {
+        // The hour 10:00-11:00 (ms of the day), an idle time of 1h.
+        let end = 11 * HOUR;
+        // On time: the shard at 10:30 or 11:45 (within the idle time past the end): an hour
+        // past the end, or past the shard's time.
+        assert_eq!(closing(end, 10 * HOUR + HOUR / 2, HOUR, 7), Closing { at_ms: 12 * HOUR, at_ordinal: 10_007 });
+        assert_eq!(closing(end, 11 * HOUR + 3 * HOUR / 4, HOUR, 7).at_ms, 12 * HOUR + 3 * HOUR / 4);
+        // Exactly the idle time past the end: the same either way.
+        assert_eq!(closing(end, 12 * HOUR, HOUR, 7).at_ms, 13 * HOUR);
+        // The delayed flight of the docs: the shard at 14:00, 3 h past the hour's end: open
+        // until 17:00 (the idle time alone: 15:00).
+        assert_eq!(closing(end, 14 * HOUR, HOUR, 7), Closing { at_ms: 17 * HOUR, at_ordinal: 10_007 });
+        // Days late (random time order): days more.
+        assert_eq!(closing(end, end + 40 * 24 * HOUR, HOUR, 0).at_ms, end + 80 * 24 * HOUR);
+        // An idle time of 0: any row after the shard's time passed the end waits by that much.
+        assert_eq!(closing(end, end + HOUR, 0, 0).at_ms, end + 2 * HOUR);
+        // No span (i64::MAX) and huge idle times saturate: never by time.
+        assert_eq!(closing(i64::MAX, 14 * HOUR, HOUR, 0).at_ms, i64::MAX);
+        assert_eq!(closing(end, 14 * HOUR, i64::MAX, 0).at_ms, i64::MAX);
+        assert_eq!(closing(end, i64::MAX - 1, HOUR, 0).at_ms, i64::MAX);
     }
 }
