@@ -25,10 +25,15 @@ fn counted(lake: &Path) -> String {
     duckdb_delta(&lake.join("sales"), "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim().to_string()
 }
 
-/// The current version's files per partition directory.
+/// The current version's files per partition directory, of the sales table.
 fn files_per_partition(lake: &Path) -> BTreeMap<String, usize> {
+    files_per_directory(&lake.join("sales"))
+}
+
+/// The current version's files per partition directory of the Delta table at `table`.
+fn files_per_directory(table: &Path) -> BTreeMap<String, usize> {
     let mut partitions = BTreeMap::new();
-    for file in delta_log(&lake.join("sales")).unwrap().files {
+    for file in delta_log(table).unwrap().files {
         *partitions.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
     }
     partitions
@@ -263,11 +268,7 @@ fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
 
     let generation = |lake: &Path| lake_digest(&lake.join("readings/gen-000001"));
     assert_eq!(generation(&bounded), generation(&unbounded), "memory pressure changed no file");
-    let files = delta_log(&bounded.join("readings")).unwrap().files;
-    let mut per_hour: BTreeMap<String, usize> = BTreeMap::new();
-    for file in &files {
-        *per_hour.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
-    }
+    let per_hour = files_per_directory(&bounded.join("readings"));
     assert_eq!(per_hour.len(), 240, "every hour of the 10 days");
     assert!(per_hour.values().all(|n| *n <= 4), "at most one file per hour and shard: {per_hour:?}");
     let expected = format!("[({rows}, {rows}, {sum}, {notes}, 240)]");
@@ -321,16 +322,9 @@ fn rows_out_of_time_order_are_not_closed_early_as_idle_and_rows_in_order_are() {
         expect_status(&run(command.args(["--max-memory", "2GiB", "--until-idle", "1s"])), 0);
         lake.join("readings")
     };
-    let per_day = |table: &Path| {
-        let mut days: BTreeMap<String, usize> = BTreeMap::new();
-        for file in delta_log(table).unwrap().files {
-            *days.entry(file.rsplit_once('/').unwrap().0.to_string()).or_default() += 1;
-        }
-        days
-    };
 
     let random = consume("random", csv_of(&times));
-    let days_written = per_day(&random);
+    let days_written = files_per_directory(&random);
     let twice: Vec<_> = days_written.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{} of {} days written in more than one file (one shard): {twice:?}", twice.len(), days_written.len());
     assert_eq!(duckdb_delta(&random, "SELECT count(*), count(DISTINCT id) FROM {table}").trim(), format!("[({rows}, {rows})]"));
@@ -339,7 +333,7 @@ fn rows_out_of_time_order_are_not_closed_early_as_idle_and_rows_in_order_are() {
     // rest are still read.
     let ordered: Vec<(u64, u64)> = (0..20_000).map(|id| (id / 1_000, id % 1_000 * 86)).collect();
     let ordered = consume("ordered", csv_of(&ordered));
-    let days_written = per_day(&ordered);
+    let days_written = files_per_directory(&ordered);
     assert!(days_written.len() == 20 && days_written.values().all(|n| *n == 1), "{days_written:?}");
     // The days of the first version that adds files.
     let mut first_days: Vec<String> = (0..)
