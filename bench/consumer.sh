@@ -16,9 +16,10 @@
 # partitions are by the event time in UTC; DuckDB gets the same as extra columns. PARTITION
 # `hour` partitions sales or wide by hour (issue 35: wide's 120 days are 2,880 hours).
 #
-# With hour partitions each round also runs the consumer with --compact (each partition's files
-# merged into one at the end of the run, counted in its time), reported as
-# kappa_consumer_compact with the bytes of the files its table names.
+# Each round also runs the consumer with --merge-shards (a commit writes each partition's rows
+# from all 4 shards as one file), reported as kappa_consumer_merged; and with hour partitions
+# with --compact (each partition's files merged into one at the end of the run, counted in its
+# time), reported as kappa_consumer_compact with the bytes of the files its table names.
 #
 # Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
 # Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
@@ -67,6 +68,10 @@ con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLU
     --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
+  # One file per partition and commit, not per partition and shard (a quarter of the files).
+  measure kappa_consumer_merged -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake-merged" \
+    --table "$DATA" --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" \
+    --compression "$CODEC" --until-idle 0s --status-interval 10s --merge-shards
   # Hour partitions of a few dozen rows are one small file per partition and shard: the same
   # run with --compact merges each partition's files into one at its end (included in its
   # time), and its bytes are those of the files the table names (the replaced ones stay on
@@ -101,8 +106,9 @@ def delta_log(lake):
 # Delta checkpoint (a .parquet file in the log), and a compacted one keeps replaced files on disk
 # for the retention.
 outputs = {"duckdb_copy_partitioned": written(f"{out}/duck"), "kappa_consumer": live(delta_log(f"{out}/lake"))}
-if os.path.isdir(f"{out}/lake-compacted"):
-    outputs["kappa_consumer_compact"] = live(delta_log(f"{out}/lake-compacted"))
+for name, lake in [("kappa_consumer_merged", "lake-merged"), ("kappa_consumer_compact", "lake-compacted")]:
+    if os.path.isdir(f"{out}/{lake}"):
+        outputs[name] = live(delta_log(f"{out}/{lake}"))
 runs = {}
 for line in open(results):
     r = json.loads(line)
@@ -117,9 +123,10 @@ for name, rs in runs.items():
     print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
 print(f"rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
 print(f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
-if "kappa_consumer_compact" in medians:
-    print(f"with --compact: rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer_compact']:.2f}, "
-          f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer_compact'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
+for name, flag in [("kappa_consumer_merged", "--merge-shards"), ("kappa_consumer_compact", "--compact")]:
+    if name in medians:
+        print(f"with {flag}: rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians[name]:.2f}, "
+              f"Parquet bytes kappa/duckdb: {outputs[name][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
 PY
 
 end_rounds

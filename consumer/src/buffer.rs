@@ -227,6 +227,20 @@ pub fn file_name(shard: &str, first: SequenceNumber, last: SequenceNumber) -> St
     format!("part-{shard}-{first:020}-{last:020}.parquet")
 }
 
+/// The name of a file holding several buffers of one partition (`--merge-shards`): a hash of
+/// each one's shard and positions, in the file's order. A name never stands for other rows: the
+/// same buffers give the same name and the same rows (a restart, whose commits meet other
+/// buffers, mostly writes other names, and removes the killed run's unnamed files). It is no
+/// [`file_name`] ([`parse_file_name`] gives `None`), as it covers no one shard.
+pub fn merged_file_name<'a>(buffers: impl IntoIterator<Item = (&'a str, SequenceNumber, SequenceNumber)>) -> String {
+    // Each shard's name with its length: no name can run into the next entry.
+    let mut key = String::new();
+    for (shard, first, last) in buffers {
+        key.push_str(&format!("{}:{shard}:{first}-{last};", shard.len()));
+    }
+    format!("part-{:032x}.parquet", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
 /// The shard and the first and last positions (zero-padded text) in a [`file_name`].
 pub fn parse_file_name(name: &str) -> Option<(&str, &str, &str)> {
     let mut parts = name.strip_prefix("part-")?.strip_suffix(".parquet")?.rsplitn(3, '-');

@@ -34,8 +34,9 @@ use kappa_table::{Commit, DataFile, Layout, Table, TableError};
 /// the files' rows but not their bytes.
 pub struct PreparedCommit {
     pub commit: Commit,
-    /// Each file's path, partition and rows.
-    pub files: Vec<(String, String, Buffer)>,
+    /// Each file's path, partition and rows: one buffer's, or a partition's from several
+    /// shards (`--merge-shards`), in order.
+    pub files: Vec<(String, String, Vec<Buffer>)>,
     /// For a consumer competing for an SQS queue: what a rebuild needs if another consumer's
     /// commit comes first (see [`crate::claims`]).
     pub competing: Option<CompetingCommit>,
@@ -93,11 +94,11 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
             scope.spawn(move || {
                 loop {
                     let next = files.lock().expect("files to load").next();
-                    let Some((index, (path, partition, buffer))) = next else { return };
-                    let memory = buffer.load_memory();
+                    let Some((index, (path, partition, buffers))) = next else { return };
+                    let memory = buffers.iter().map(Buffer::load_memory).sum();
                     budget.acquire(memory);
-                    let batches = buffer.load();
-                    drop(buffer); // its scratch file goes once no other buffer needs it
+                    let batches = buffers.iter().map(Buffer::load).collect::<Result<Vec<_>, _>>().map(|loaded| loaded.into_iter().flatten().collect());
+                    drop(buffers); // their scratch files go once no other buffer needs them
                     if loaded_tx.send((index, path, partition, memory, batches)).is_err() {
                         budget.release(memory);
                         return; // the commit failed: nothing more to load

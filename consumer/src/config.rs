@@ -354,6 +354,18 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
     pub compression: Codec,
 
+    /// Write one file per partition in each commit, holding the rows of every shard this
+    /// consumer reads whose buffer for it is written in that commit (up to --flush-rows, and
+    /// 4 MiB of event JSON: larger buffers stay files of their own), instead of one per
+    /// partition and shard. Fewer, larger files with no --compact pass: as few as a quarter
+    /// with 4 shards, when the shards' buffers are written together (the end of a run, data out
+    /// of time order). The trade: which shards' rows share a file depends on how the shards'
+    /// reads interleave, so a restart after a crash writes the same rows, exactly once, but not
+    /// byte for byte the same files as an uninterrupted run (nor two replays of the same log).
+    /// Does nothing for an SQS queue.
+    #[arg(long)]
+    pub merge_shards: bool,
+
     /// Files a commit stores at once, at most (S3 PUTs; local writes and fsyncs). Fewer when
     /// the files are large: at most half of --max-memory of encoded files is in flight, so
     /// thousands of small files (hour partitions) go N at a time, where each PUT's round trip
@@ -422,6 +434,7 @@ impl PipelineArgs {
             spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             partition_idle: self.partition_idle.0,
             puts: PutLimit { files: self.max_puts, bytes: (self.max_memory / 2) as usize },
+            merge_shards: self.merge_shards,
         };
         Ok((config, schema))
     }

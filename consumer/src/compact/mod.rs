@@ -13,7 +13,8 @@
 //!    [`ROW_GROUP_ROWS`]; a file is closed after the row group that takes it past the target
 //!    size. Output depends only on the rows and their order, and is named after the shards'
 //!    position ranges: a replayed generation compacts to the same files, byte for byte, as the
-//!    live one, however differently their flushes cut them. Small partitions (hours: thousands
+//!    live one, however differently their flushes cut them. (Not files of several shards, from
+//!    `--merge-shards`: their names are hashes, and their order says nothing of positions.) Small partitions (hours: thousands
 //!    of a few KiB each) are merged several at once, one per core, their files read
 //!    concurrently first; a large one alone, a file read at a time. Either way a partition's
 //!    files are the same bytes, and they are committed in partition order.
@@ -292,7 +293,8 @@ const PUT_LIMIT: PutLimit = PutLimit { files: 32, bytes: 64 << 20 };
 
 /// The merged files' names: `compacted-<hash>`, the hash of each shard's first and last
 /// position over the partition's `part-<shard>-<first>-<last>` files (and of any other file's
-/// name). The same rows give the same name, however flushes cut them.
+/// name). The same rows give the same name, however flushes cut them (`--merge-shards` files
+/// are "any other file": their names are hashes of their buffers).
 fn output_base(files: &[LiveFile], settings: &str) -> String {
     let mut shards: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut others = Vec::new();

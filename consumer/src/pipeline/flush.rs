@@ -6,8 +6,10 @@ use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, seq_of};
-use crate::buffer::BufferKey;
+use crate::buffer::{Buffer, BufferKey};
 use crate::commit::{InFlight, PreparedCommit, WriteContext, Written};
+use crate::partition::Partition;
+use crate::settings::FlushPolicy;
 use kappa_table::{Commit, FORMAT, TableError};
 
 /// Files a commit adds at most (see [`Pipeline::write_and_commit`]).
@@ -26,31 +28,39 @@ impl Pipeline {
             }
         }
         self.store_schema()?;
-        // Thousands of sealed buffers (hour partitions at the end of a run) go in several
-        // commits: one commit's file list, statistics and log entry are held in memory at once.
-        // Those left wait as sealed, and count as open for the positions below. Not with
+        // Thousands of files (hour partitions at the end of a run) go in several commits: one
+        // commit's file list, statistics and log entry are held in memory at once. The buffers
+        // of files left wait as sealed, and count as open for the positions below. Not with
         // `flush_together`: its commits must cover every message they acknowledge, whole.
-        let sealed = if !self.config.flush_together && self.sealed.len() > MAX_FILES_PER_COMMIT {
-            let rest = self.sealed.split_off(MAX_FILES_PER_COMMIT);
-            std::mem::replace(&mut self.sealed, rest)
-        } else {
-            std::mem::take(&mut self.sealed)
-        };
+        // (A competing consumer's rebuild takes rows out file by file, each of one shard.)
+        let merge = self.config.merge_shards && !self.table.is_competing();
+        let most = if self.config.flush_together { usize::MAX } else { MAX_FILES_PER_COMMIT };
+        let (groups, rest) = commit_files(std::mem::take(&mut self.sealed), merge, &self.config.flush, most);
+        self.sealed = rest;
         let commit_number = self.state.last_commit + 1;
-        let mut files = Vec::with_capacity(sealed.len());
+        let mut files = Vec::with_capacity(groups.len());
         let mut written = self.state.written.clone();
         let mut totals = self.state.totals.clone();
         let mut row_claims = Vec::new();
-        for ((partition, shard), mut buffer) in sealed {
-            if self.table.is_competing() {
-                row_claims.push(std::mem::take(&mut buffer.claims));
+        for (partition, mut buffers) in groups {
+            let name = match buffers.as_slice() {
+                [(shard, buffer)] => crate::buffer::file_name(&self.shards[*shard as usize], buffer.first_seq, buffer.last_seq),
+                _ => crate::buffer::merged_file_name(buffers.iter().map(|(shard, b)| (self.shards[*shard as usize].as_str(), b.first_seq, b.last_seq))),
+            };
+            // The file's rows are its buffers' in order, and so are their claims.
+            let mut claims = Vec::new();
+            for (shard, buffer) in &mut buffers {
+                if self.table.is_competing() {
+                    claims.append(&mut buffer.claims);
+                }
+                raise_to(written.entry(partition.path()).or_default(), &self.shards[*shard as usize], buffer.last_seq);
+                totals.rows += buffer.rows;
             }
-            let shard_name = &self.shards[shard as usize];
-            let path = format!("{}/{}", partition.path(), crate::buffer::file_name(shard_name, buffer.first_seq, buffer.last_seq));
-            raise_to(written.entry(partition.path()).or_default(), shard_name, buffer.last_seq);
-            totals.rows += buffer.rows;
+            if self.table.is_competing() {
+                row_claims.push(claims);
+            }
             totals.files += 1;
-            files.push((path, partition.path(), buffer));
+            files.push((format!("{}/{name}", partition.path()), partition.path(), buffers.into_iter().map(|(_, buffer)| buffer).collect()));
         }
         if !files.is_empty()
             && let Some(layout) = self.unrecorded_layout.take()
@@ -217,5 +227,165 @@ impl Pipeline {
 fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: SequenceNumber) {
     if positions.get(shard).and_then(|s| seq_of(s)).is_none_or(|current| current < seq) {
         positions.insert(shard.to_string(), seq.to_string());
+    }
+}
+
+/// Event JSON a merged file holds at most (`--merge-shards`). Merging pays where a file's
+/// fixed costs (a footer of ~1.4 KB, a create or a PUT) are a noticeable share of it: below
+/// this a file's Parquet is well under 1 MB. Larger buffers stay files of their own, which
+/// the commit encodes on every core at once: merged up to --flush-bytes, 10M wide rows by day
+/// (120 files of ~21,000 rows a shard) took 9.16 s instead of 7.83 and 263 MiB instead of 217.
+const MERGE_MAX_BYTES: u64 = 4 << 20;
+
+/// A file's buffers, with the shard of each.
+type FileBuffers = Vec<(u32, Buffer)>;
+/// Sealed buffers, in the order they wait.
+type Sealed = Vec<(BufferKey, Buffer)>;
+
+/// The files of a commit of at most `most` files, from the sealed buffers (see [`files_of`]),
+/// and the buffers left for the next commits, in order. Within a partition and shard a file
+/// holds earlier positions than the files after it, so the commit covers each shard's earliest
+/// sealed buffers and what waits comes after them.
+fn commit_files(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPolicy, most: usize) -> (Vec<(Partition, FileBuffers)>, Sealed) {
+    let mut files = files_of(sealed, merge, policy);
+    let rest = files.split_off(most.min(files.len()));
+    let rest = rest.into_iter().flat_map(|(partition, buffers)| buffers.into_iter().map(move |(shard, b)| ((partition, shard), b))).collect();
+    (files, rest)
+}
+
+/// The commit's files, from its sealed buffers: each buffer a file of its own, in the order
+/// they were sealed; or, with `merge` (`--merge-shards`), each partition's buffers together in
+/// (shard, position) order, in as few files as the flush policy's rows and bytes, and
+/// [`MERGE_MAX_BYTES`], allow.
+fn files_of(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPolicy) -> Vec<(Partition, FileBuffers)> {
+    if !merge {
+        return sealed.into_iter().map(|((partition, shard), buffer)| (partition, vec![(shard, buffer)])).collect();
+    }
+    let mut partitions: std::collections::BTreeMap<Partition, FileBuffers> = std::collections::BTreeMap::new();
+    for ((partition, shard), buffer) in sealed {
+        partitions.entry(partition).or_default().push((shard, buffer));
+    }
+    let mut files = Vec::with_capacity(partitions.len());
+    let max_bytes = policy.bytes.min(MERGE_MAX_BYTES);
+    for (partition, mut buffers) in partitions {
+        buffers.sort_by_key(|(shard, buffer)| (*shard, buffer.first_seq));
+        let (mut file, mut rows, mut bytes): (FileBuffers, u64, u64) = (Vec::new(), 0, 0);
+        for (shard, buffer) in buffers {
+            if !file.is_empty() && (rows + buffer.rows > policy.rows || bytes + buffer.bytes > max_bytes) {
+                files.push((partition, std::mem::take(&mut file)));
+                (rows, bytes) = (0, 0);
+            }
+            (rows, bytes) = (rows + buffer.rows, bytes + buffer.bytes);
+            file.push((shard, buffer));
+        }
+        files.push((partition, file));
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::Granularity;
+
+    fn hour(hour: u8) -> Partition {
+        Partition { year: 2024, month: 3, day: 1, hour, granularity: Granularity::Hour }
+    }
+
+    fn buffer(first: u64, rows: u64) -> Buffer {
+        let mut buffer = Buffer::new(first.to_string().parse().unwrap(), None, 0, 0);
+        (buffer.rows, buffer.bytes) = (rows, rows * 100);
+        buffer
+    }
+
+    /// Each file as (hour, [(shard, first position)]).
+    fn shape(files: &[(Partition, FileBuffers)]) -> Vec<(u8, Vec<(u32, String)>)> {
+        files.iter().map(|(p, buffers)| (p.hour, buffers.iter().map(|(s, b)| (*s, b.first_seq.to_string())).collect())).collect()
+    }
+
+    fn sealed() -> Vec<(BufferKey, Buffer)> {
+        // Sealed in this order: hour 2 of shard 1, hour 1 of shard 0, hour 2 of shard 0 twice
+        // (cut by a row count, then sealed again), hour 1 of shard 3. Positions of different
+        // shards are unrelated: shard 3's in hour 1 is lower than shard 0's.
+        vec![
+            ((hour(2), 1), buffer(40, 10)),
+            ((hour(1), 0), buffer(5, 10)),
+            ((hour(2), 0), buffer(20, 10)),
+            ((hour(2), 0), buffer(9, 10)),
+            ((hour(1), 3), buffer(2, 10)),
+        ]
+    }
+
+    #[test]
+    fn without_merging_each_buffer_is_a_file_in_the_order_sealed() {
+        let policy = FlushPolicy { rows: 1000, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
+        let files = files_of(sealed(), false, &policy);
+        let one = |hour: u8, shard: u32, first: &str| (hour, vec![(shard, first.to_string())]);
+        assert_eq!(shape(&files), vec![one(2, 1, "40"), one(1, 0, "5"), one(2, 0, "20"), one(2, 0, "9"), one(1, 3, "2")]);
+    }
+
+    #[test]
+    fn merging_puts_a_partitions_buffers_in_one_file_in_shard_and_position_order_up_to_the_flush_size() {
+        let policy = FlushPolicy { rows: 1000, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
+        let files = files_of(sealed(), true, &policy);
+        let expected =
+            vec![(1, vec![(0, "5".to_string()), (3, "2".to_string())]), (2, vec![(0, "9".to_string()), (0, "20".to_string()), (1, "40".to_string())])];
+        assert_eq!(shape(&files), expected);
+        // 25 rows a file at most: hour 2's 30 rows go in two files, none over the limit.
+        let policy = FlushPolicy { rows: 25, ..policy };
+        let files = files_of(sealed(), true, &policy);
+        let expected = vec![
+            (1, vec![(0, "5".to_string()), (3, "2".to_string())]),
+            (2, vec![(0, "9".to_string()), (0, "20".to_string())]),
+            (2, vec![(1, "40".to_string())]),
+        ];
+        assert_eq!(shape(&files), expected);
+        // And by bytes (100 a row): 1,500 bytes a file holds one buffer.
+        let policy = FlushPolicy { rows: 1000, bytes: 1_500, ..policy };
+        assert_eq!(files_of(sealed(), true, &policy).len(), 5);
+        // A buffer over the limit alone is a file of its own.
+        let policy = FlushPolicy { rows: 5, bytes: 1 << 30, ..policy };
+        assert_eq!(files_of(sealed(), true, &policy).len(), 5);
+        // Buffers of more than MERGE_MAX_BYTES together stay apart, whatever --flush-bytes.
+        let policy = FlushPolicy { rows: 1000, ..policy };
+        let mut large = sealed();
+        large[0].1.bytes = MERGE_MAX_BYTES - 1_999; // with hour 2's other 2,000 bytes: one over
+        let files = files_of(large, true, &policy);
+        let expected = vec![
+            (1, vec![(0, "5".to_string()), (3, "2".to_string())]),
+            (2, vec![(0, "9".to_string()), (0, "20".to_string())]),
+            (2, vec![(1, "40".to_string())]),
+        ];
+        assert_eq!(shape(&files), expected);
+    }
+
+    #[test]
+    fn a_commit_of_at_most_n_files_leaves_each_shards_later_buffers_for_the_next() {
+        let policy = FlushPolicy { rows: 25, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
+        let waiting =
+            |rest: &[(BufferKey, Buffer)]| -> Vec<(u8, u32, String)> { rest.iter().map(|((p, shard), b)| (p.hour, *shard, b.first_seq.to_string())).collect() };
+        // Merged: hour 1's file and hour 2's first (shard 0's buffers) go, shard 1's waits.
+        let (files, rest) = commit_files(sealed(), true, &policy, 2);
+        assert_eq!(shape(&files).iter().map(|(hour, buffers)| (*hour, buffers.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 2)]);
+        assert_eq!(waiting(&rest), vec![(2, 1, "40".to_string())]);
+        // Apart: the first two sealed go, the others wait in the order they were sealed.
+        let (files, rest) = commit_files(sealed(), false, &policy, 2);
+        assert_eq!(files.len(), 2);
+        assert_eq!(waiting(&rest), vec![(2, 0, "20".to_string()), (2, 0, "9".to_string()), (1, 3, "2".to_string())]);
+        // Room for all: nothing waits.
+        assert!(commit_files(sealed(), true, &policy, usize::MAX).1.is_empty());
+    }
+
+    #[test]
+    fn a_merged_files_name_is_a_function_of_its_buffers_and_no_shards_file_name() {
+        let positions = |a: u64, b: u64| -> (SequenceNumber, SequenceNumber) { (a.to_string().parse().unwrap(), b.to_string().parse().unwrap()) };
+        let (a, b) = (positions(1, 9), positions(3, 4));
+        let name = crate::buffer::merged_file_name([("shard-0", a.0, a.1), ("shard-1", b.0, b.1)]);
+        assert_eq!(name, crate::buffer::merged_file_name([("shard-0", a.0, a.1), ("shard-1", b.0, b.1)]));
+        assert_ne!(name, crate::buffer::merged_file_name([("shard-0", a.0, a.1), ("shard-1", b.0, positions(3, 5).1)]));
+        assert_ne!(name, crate::buffer::merged_file_name([("shard-1", b.0, b.1), ("shard-0", a.0, a.1)]));
+        assert!(name.starts_with("part-") && name.ends_with(".parquet") && name.len() == "part-.parquet".len() + 32, "{name}");
+        // Compaction and the SQS rebuild read a shard out of a file's name: none here.
+        assert_eq!(crate::buffer::parse_file_name(&name), None);
     }
 }

@@ -272,7 +272,8 @@ impl Pipeline {
             return Ok(());
         }
         // In the order of a look at every group, then every buffer (`due` is sorted, as the
-        // buffers are): the commit lists its files in the order they were sealed.
+        // buffers are): the commit lists its files in the order they were sealed (by partition
+        // with --merge-shards).
         for group in groups.iter_mut().filter(|g| due.binary_search(&g.key).is_ok()) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);

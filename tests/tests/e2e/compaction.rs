@@ -221,16 +221,18 @@ fn under_a_tiny_memory_bound_the_consumer_spills_instead_of_cutting_files_and_su
     assert_eq!(lake_digest(&crashed.join("sales/gen-000001")), lake_digest(&lake.join("sales/gen-000001")));
 }
 
-/// Rows in random time order over 240 hour partitions and 4 shards: each chunk feeds hundreds
-/// of buffers, is reordered by buffer once, and the buffers hold ranges of it (issue 35). Under
-/// a tiny memory bound they spill every few thousand rows; the lake must be the unbounded run's
-/// byte for byte, with every value, and again after kills.
-#[test]
-fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("readings.csv");
+/// Readings in random time order over 240 hours.
+const READINGS: u64 = 120_000;
+/// What the readings' table must answer: rows, distinct ids, the values' sum, notes, hours.
+const READINGS_QUERY: &str = "SELECT count(*), count(DISTINCT id), sum(value), count(note), count(DISTINCT date_trunc('hour', taken)) FROM {table}";
+
+/// [`READINGS`] rows in random time order over 240 hour partitions, with a null in every
+/// seventh note, produced into a 4-shard log under `dir`: the log, and DuckDB's answer to
+/// [`READINGS_QUERY`] over all of them.
+fn random_readings(dir: &Path) -> (String, String) {
+    let csv = dir.join("readings.csv");
     // Four chunks of up to 32,768 events: a spill after each of the first three at least.
-    let (rows, mut state) = (120_000u64, 35u64);
+    let (rows, mut state) = (READINGS, 35u64);
     let (mut sum, mut notes) = (0i64, 0u64);
     let mut text = String::from("id,taken,value,note\n");
     for id in 0..rows {
@@ -247,8 +249,20 @@ fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
         text.push_str(&format!("{id},2024-03-{:02}T{:02}:{minute:02}:00Z,{value},{note}\n", 1 + hour / 24, hour % 24));
     }
     std::fs::write(&csv, text).unwrap();
-    let log = format!("log:{}", dir.path().join("log").display());
+    let log = format!("log:{}", dir.join("log").display());
     crate::support::produce_csv(&csv, &log);
+    (log, format!("[({rows}, {rows}, {sum}, {notes}, 240)]"))
+}
+
+/// Rows in random time order over 240 hour partitions and 4 shards: each chunk feeds hundreds
+/// of buffers, is reordered by buffer once, and the buffers hold ranges of it (issue 35). Under
+/// a tiny memory bound they spill every few thousand rows; the lake must be the unbounded run's
+/// byte for byte, with every value, and again after kills.
+#[test]
+fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, expected) = random_readings(dir.path());
+    let rows = READINGS;
     let consumer = |lake: &Path, memory: &str| {
         let mut command = kappa("kappa-consumer", None);
         command.args(["--from", &log, "--lake"]).arg(lake).args(["--table", "readings", "--event-time", "taken", "--partition-by", "hour"]);
@@ -271,9 +285,7 @@ fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
     let per_hour = files_per_directory(&bounded.join("readings"));
     assert_eq!(per_hour.len(), 240, "every hour of the 10 days");
     assert!(per_hour.values().all(|n| *n <= 4), "at most one file per hour and shard: {per_hour:?}");
-    let expected = format!("[({rows}, {rows}, {sum}, {notes}, 240)]");
-    let query = "SELECT count(*), count(DISTINCT id), sum(value), count(note), count(DISTINCT date_trunc('hour', taken)) FROM {table}";
-    assert_eq!(duckdb_delta(&bounded.join("readings"), query).trim(), expected);
+    assert_eq!(duckdb_delta(&bounded.join("readings"), READINGS_QUERY).trim(), expected);
 
     // Killed while reading and spilling: the restarts write the unbounded run's files.
     let crashed = dir.path().join("crashed");
@@ -281,8 +293,77 @@ fn rows_in_random_time_order_over_many_hours_spill_once_and_come_back_exact() {
     expect_status(&run(&mut consumer(&crashed, "1MiB")), 0);
     eprintln!("consumer killed {kills} times");
     assert_eq!(generation(&crashed), generation(&unbounded));
-    assert_eq!(duckdb_delta(&crashed.join("readings"), query).trim(), expected);
+    assert_eq!(duckdb_delta(&crashed.join("readings"), READINGS_QUERY).trim(), expected);
     assert_eq!(std::fs::read_dir(dir.path().join("spill")).unwrap().count(), 0, "no scratch files left");
+}
+
+/// `--merge-shards`: a commit writes a partition's buffers from all four shards as one file.
+/// Rows in random time order over 240 hours, spilled under a tiny memory bound and all written
+/// at the end: one file an hour, with every value, for DuckDB and python deltalake. Sales in
+/// time order by hour, with hours closing as the run goes: fewer files than one per hour and
+/// shard, and killed again and again, every row exactly once (the cuts then depend on timing,
+/// the rows never).
+#[test]
+fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, expected) = random_readings(dir.path());
+    let lake = dir.path().join("lake");
+    let mut command = kappa("kappa-consumer", None);
+    command.args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "readings", "--event-time", "taken", "--partition-by", "hour", "--merge-shards"]);
+    command
+        .args(["--flush-interval", "1h", "--partition-idle", "off", "--until-idle", "1s", "--max-memory", "1MiB", "--spill-dir"])
+        .arg(dir.path().join("spill"));
+    expect_status(&run(&mut command), 0);
+    let per_hour = files_per_directory(&lake.join("readings"));
+    assert_eq!(per_hour.len(), 240, "every hour of the 10 days");
+    assert!(per_hour.values().all(|n| *n == 1), "one file per hour: {per_hour:?}");
+    // Each of the four shards' buffers: a merged file's name, a hash of them.
+    for file in delta_log(&lake.join("readings")).unwrap().files {
+        let name = file.rsplit('/').next().unwrap();
+        let hash = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")).unwrap_or_default();
+        assert!(hash.len() == 32 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{file}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path().join("spill")).unwrap().count(), 0, "no scratch files left");
+    assert_eq!(duckdb_delta(&lake.join("readings"), READINGS_QUERY).trim(), expected);
+    assert_eq!(python_deltalake(&lake.join("readings"), None, "print(table.to_pyarrow_table().num_rows)").trim(), READINGS.to_string());
+
+    let dir = dir.path().join("sales");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, _) = sales_log(&dir, 60_000);
+    let args = |lake: &Path, merge: bool| {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(lake).args([
+            "--table",
+            "sales",
+            "--event-time",
+            "sale_time",
+            "--partition-by",
+            "hour",
+            "--until-idle",
+            "1s",
+        ]);
+        command.args(if merge { &["--merge-shards"][..] } else { &[] });
+        command
+    };
+    let (apart, merged) = (dir.join("apart"), dir.join("merged"));
+    expect_status(&run(&mut args(&apart, false)), 0);
+    expect_status(&run(&mut args(&merged, true)), 0);
+    let (apart_files, merged_files) = (delta_log_files(&apart), delta_log_files(&merged));
+    eprintln!("sales by hour: {apart_files} files one per hour and shard, {merged_files} merged");
+    assert!(merged_files * 2 < apart_files, "{merged_files} merged files against {apart_files}");
+    assert_eq!(counted(&merged), "[(60000, 60000)]");
+    let values = "SELECT count(*), count(DISTINCT sale_id), sum(round(total_amount * 100)::BIGINT), count(DISTINCT unit_price), min(sale_time), max(sale_time) FROM {table}";
+    assert_eq!(duckdb_delta(&merged.join("sales"), values), duckdb_delta(&apart.join("sales"), values));
+
+    let crashed = dir.join("crashed");
+    let kills = kill_repeatedly(4, (50, 500), Duration::from_secs(120), || args(&crashed, true));
+    expect_status(&run(&mut args(&crashed, true)), 0);
+    eprintln!("merging consumer killed {kills} times");
+    assert_eq!(counted(&crashed), "[(60000, 60000)]");
+    // A restart's commits meet other buffers than the killed run's, under other names: the
+    // killed run's unnamed files were removed, none is left beside the table.
+    assert_eq!(parquet_files(&crashed.join("sales/gen-000001")).len(), delta_log_files(&crashed), "files no commit names");
+    assert_eq!(duckdb_delta(&crashed.join("sales"), values), duckdb_delta(&apart.join("sales"), values));
 }
 
 /// `--partition-idle` (default 1h) over rows in random time order across 3,000 days, with a
