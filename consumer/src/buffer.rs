@@ -64,6 +64,9 @@ pub struct Buffer {
     /// spill).
     pub claims: Vec<RowClaim>,
     pub claims_memory: usize,
+    /// With `--merge-shards`: the commits this sealed buffer was held back from, waiting for
+    /// its partition's buffers in other shards (see `pipeline::flush`).
+    pub held: u32,
 }
 
 /// Where a buffered row came from: what a competing consumer needs to take it out of a
@@ -92,6 +95,7 @@ impl Buffer {
             opened: Instant::now(),
             claims: Vec::new(),
             claims_memory: 0,
+            held: 0,
         }
     }
 

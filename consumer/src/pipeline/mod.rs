@@ -72,6 +72,9 @@ pub struct Pipeline {
     buffers: BTreeMap<BufferKey, Buffer>,
     /// Buffers cut by a trigger and waiting to be written.
     sealed: Vec<(BufferKey, Buffer)>,
+    /// False while everything is written (`flush_all`): no sealed buffer is held back then
+    /// (see `flush::hold_back`).
+    may_hold: bool,
     quarantine: Vec<QuarantineRecord>,
     dedup: Dedup,
     /// Per shard: events delivered in this run, numbering them for [`Dedup`].
@@ -195,6 +198,7 @@ impl Pipeline {
             last_read,
             buffers: BTreeMap::new(),
             sealed: Vec::new(),
+            may_hold: true,
             quarantine: Vec::new(),
             dedup,
             read_count,
@@ -590,6 +594,13 @@ impl Pipeline {
 
     /// Writes everything buffered and commits: shutdown, and the end of `--until-idle`.
     pub fn flush_all(&mut self) -> Result<(), PipelineError> {
+        self.may_hold = false;
+        let written = self.write_all();
+        self.may_hold = true;
+        written
+    }
+
+    fn write_all(&mut self) -> Result<(), PipelineError> {
         self.finish_commit()?;
         let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
         for key in keys {

@@ -366,6 +366,50 @@ fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once
     assert_eq!(duckdb_delta(&crashed.join("sales"), values), duckdb_delta(&apart.join("sales"), values));
 }
 
+/// `--merge-shards` over a log whose shards are read at uneven paces in event time: rows in
+/// time order over 240 hours, 70% of them under one partition key (an airline's flights), so
+/// one shard holds most of each hour and reaches an hour's end last. The other shards close the
+/// hour first; their buffers wait for it, and each hour is one file (held back from one commit
+/// at most, 214 of the 240 hours were in two files or more).
+#[test]
+fn merging_shards_waits_for_a_shard_behind_in_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("flights.csv");
+    let carriers = ["B6", "DL", "EV", "UA", "US", "WN", "MQ", "9E", "FL", "VX", "OO", "YV", "HA", "F9", "AS"];
+    let mut state = 11u64;
+    let mut text = String::from("id,taken,carrier,value\n");
+    for id in 0..120_000u64 {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let carrier = if (state >> 33) % 10 < 7 { "AA" } else { carriers[((state >> 40) % 15) as usize] };
+        let (hour, second) = (id / 500, (id % 500) * 3600 / 500);
+        text.push_str(&format!("{id},2024-03-{:02}T{:02}:{:02}:{:02}Z,{carrier},{}\n", 1 + hour / 24, hour % 24, second / 60, second % 60, id % 97));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4", "--partition-key", "carrier"])), 0);
+    let lake = dir.path().join("lake");
+    let mut command = kappa("kappa-consumer", None);
+    command.args(["--from", &log, "--lake"]).arg(&lake).args([
+        "--table",
+        "flights",
+        "--event-time",
+        "taken",
+        "--partition-by",
+        "hour",
+        "--merge-shards",
+        "--until-idle",
+        "0s",
+    ]);
+    expect_status(&run(&mut command), 0);
+    let per_hour = files_per_directory(&lake.join("flights"));
+    assert_eq!(per_hour.len(), 240, "every hour");
+    let split: Vec<_> = per_hour.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(split.is_empty(), "one file per hour: {} hours in several: {split:?}", split.len());
+    let query = "SELECT count(*), count(DISTINCT id), sum(value), count(DISTINCT carrier) FROM {table}";
+    let expected = format!("[(120000, 120000, {}, 16)]", (0..120_000u64).map(|id| id % 97).sum::<u64>());
+    assert_eq!(duckdb_delta(&lake.join("flights"), query).trim(), expected);
+}
+
 /// `--partition-idle` (default 1h) over rows in random time order across 3,000 days, with a
 /// row for any one day only every 3,000 events or so: the latest time still climbs for
 /// thousands of events, past the closing of the days that got a row early, and a quiet stretch
