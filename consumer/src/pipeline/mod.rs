@@ -79,6 +79,8 @@ pub struct Pipeline {
     dedup: Dedup,
     /// Per shard: events delivered in this run, numbering them for [`Dedup`].
     read_count: Vec<u64>,
+    /// Per shard: read to its end this run (see [`Pipeline::note_drained`]).
+    finished: Vec<bool>,
     state: TableState,
     acks: AckLedger,
     /// Rows routed to each partition in this run: what a replay verifies its
@@ -201,6 +203,7 @@ impl Pipeline {
             may_hold: true,
             quarantine: Vec::new(),
             dedup,
+            finished: vec![false; read_count.len()],
             read_count,
             state,
             acks,
@@ -272,6 +275,11 @@ impl Pipeline {
 
     /// Shards read to their end: every event of theirs was ingested.
     pub fn note_drained(&mut self, shards: Vec<String>) {
+        for shard in &shards {
+            if let Some(index) = self.shards.iter().position(|s| s == shard) {
+                self.finished[index] = true;
+            }
+        }
         self.drained.extend(shards);
     }
 
@@ -298,6 +306,7 @@ impl Pipeline {
     pub fn add_shard(&mut self, name: String) -> u32 {
         self.last_read.push(self.state.resume.get(&name).and_then(|p| seq_of(p)));
         self.read_count.push(0);
+        self.finished.push(false);
         self.horizon.push(self.state.horizons.get(&name).copied().unwrap_or(i64::MIN));
         self.idle.push(idle::IdleIndex::default());
         self.shards.push(name);
@@ -574,12 +583,15 @@ impl Pipeline {
         }
         self.gathered.retain(|(token, _)| token.strong_count() > 0);
         let limit = self.config.flush.max_memory;
+        let mut short = false;
         if self.buffered_memory() > limit {
             self.spill_buffers()?;
             // What remains over the limit is rows waiting for their resume point (re-read
-            // after a restart, say, with no buffer open) or raw events for the archive: a
-            // commit moves the one and writes the other.
-            if self.buffered_memory() > limit && self.sealed.is_empty() {
+            // after a restart, say, with no buffer open), raw events for the archive, or chunks
+            // that sealed buffers waiting for other shards (--merge-shards) share: a commit
+            // moves the first and writes the others, none of them waiting then.
+            short = self.buffered_memory() > limit;
+            if short && self.sealed.is_empty() {
                 self.write_and_commit()?;
             }
         }
@@ -587,7 +599,10 @@ impl Pipeline {
         // them back, commit so they can be deleted.
         let acks_ready = self.config.flush_together && self.buffers.is_empty() && self.acks.has_ingested();
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || acks_ready {
-            self.write_and_commit()?;
+            self.may_hold = !short;
+            let written = self.write_and_commit();
+            self.may_hold = true;
+            written?;
         }
         Ok(())
     }
