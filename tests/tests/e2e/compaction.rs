@@ -366,6 +366,32 @@ fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once
     assert_eq!(duckdb_delta(&crashed.join("sales"), values), duckdb_delta(&apart.join("sales"), values));
 }
 
+/// `--merge-shards` with several buffers per hour and shard (`--flush-rows 16`) under a tiny
+/// memory bound: a partition's buffers wait or go together (a later buffer of a shard committed
+/// while an earlier one waits would pass rows a restart skips). Killed again and again, every
+/// row once, the values of an uninterrupted run, and no file beside the table.
+#[test]
+fn merging_shards_with_many_buffers_per_partition_keeps_every_row_once_through_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = sales_log(dir.path(), 60_000);
+    let args = |lake: &Path| {
+        let mut command = kappa("kappa-consumer", None);
+        command.args(["--from", &log, "--lake"]).arg(lake).args(["--table", "sales", "--event-time", "sale_time", "--partition-by", "hour", "--merge-shards"]);
+        command.args(["--flush-rows", "16", "--max-memory", "1MiB", "--until-idle", "1s", "--spill-dir"]).arg(dir.path().join("spill"));
+        command
+    };
+    let (clean, crashed) = (dir.path().join("clean"), dir.path().join("crashed"));
+    expect_status(&run(&mut args(&clean)), 0);
+    let values = "SELECT count(*), count(DISTINCT sale_id), sum(round(total_amount * 100)::BIGINT), count(DISTINCT unit_price), min(sale_time), max(sale_time) FROM {table}";
+    assert_eq!(counted(&clean), "[(60000, 60000)]");
+    let kills = kill_repeatedly(5, (50, 800), Duration::from_secs(180), || args(&crashed));
+    expect_status(&run(&mut args(&crashed)), 0);
+    eprintln!("merging consumer with many buffers killed {kills} times");
+    assert_eq!(counted(&crashed), "[(60000, 60000)]");
+    assert_eq!(duckdb_delta(&crashed.join("sales"), values), duckdb_delta(&clean.join("sales"), values));
+    assert_eq!(parquet_files(&crashed.join("sales/gen-000001")).len(), delta_log_files(&crashed), "files no commit names");
+}
+
 /// `--merge-shards` over a log whose shards are read at uneven paces in event time: rows in
 /// time order over 240 hours, 70% of them under one partition key (an airline's flights), so
 /// one shard holds most of each hour and reaches an hour's end last. The other shards close the
