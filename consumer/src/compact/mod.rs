@@ -14,10 +14,11 @@
 //!    size. Output depends only on the rows and their order, and is named after the shards'
 //!    position ranges: a replayed generation compacts to the same files, byte for byte, as the
 //!    live one, however differently their flushes cut them. (Not files of several shards, from
-//!    `--merge-shards`: their names are hashes, and their order says nothing of positions.) Small partitions (hours: thousands
-//!    of a few KiB each) are merged several at once, one per core, their files read
-//!    concurrently first; a large one alone, a file read at a time. Either way a partition's
-//!    files are the same bytes, and they are committed in partition order.
+//!    `--merge-shards`: their names are hashes, and their order says nothing of positions.)
+//!    Small partitions (hours: thousands of a few KiB each) are merged several at once, one
+//!    per core, their files read concurrently first; a large one alone, a file read at a time.
+//!    Either way a partition's files are the same bytes, and they are committed in partition
+//!    order.
 //! 3. The merged files are announced (the compaction's writer record, see
 //!    `kappa_table::writers`), stored, then committed with the removal of the files they
 //!    replace. A consumer committing meanwhile does not conflict (its commit only adds files;

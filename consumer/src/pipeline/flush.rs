@@ -18,12 +18,12 @@ const MAX_FILES_PER_COMMIT: usize = 1000;
 impl Pipeline {
     /// Prepares a commit of everything sealed and quarantined, and writes it: in the background
     /// unless the source acknowledges commits (see [`crate::commit`]).
-    pub(super) fn write_and_commit(&mut self) -> Result<(), PipelineError> {
+    pub(super) fn write_and_commit(&mut self, hold: Hold) -> Result<(), PipelineError> {
         self.quarantine_ratio.check()?;
         // --merge-shards: buffers that wait for their partition in other shards. Decided before
         // waiting for the commit in flight, which nothing else to commit need not wait for.
         let merge = self.config.merge_shards && !self.table.is_competing();
-        let held = match merge && self.may_hold && !self.config.flush_together {
+        let held = match merge && hold == Hold::Yes && !self.config.flush_together {
             true => self.hold_back(),
             false => Vec::new(),
         };
@@ -207,13 +207,9 @@ impl Pipeline {
     /// (partition, shard)'s later buffer while an earlier one waits, or its written position
     /// would pass rows a restart then skips.
     fn hold_back(&mut self) -> Sealed {
-        let mut partitions: std::collections::BTreeMap<Partition, Sealed> = std::collections::BTreeMap::new();
-        for ((partition, shard), buffer) in std::mem::take(&mut self.sealed) {
-            partitions.entry(partition).or_default().push(((partition, shard), buffer));
-        }
         let (mut held, mut memory) = (Vec::new(), 0);
-        for (partition, mut buffers) in partitions {
-            let sealed_in = |shard: u32| buffers.iter().any(|((_, s), _)| *s == shard);
+        for (partition, buffers) in by_partition(std::mem::take(&mut self.sealed)) {
+            let sealed_in = |shard: u32| buffers.iter().any(|(s, _)| *s == shard);
             // Another shard holds the partition open, or (with --partition-idle, which follows
             // each shard's event time) has not yet passed its end and may still bring rows.
             let end = partition.span_ms().map_or(i64::MAX, |(_, end)| end);
@@ -225,12 +221,15 @@ impl Pipeline {
                 && (0..self.shards.len()).any(|shard| !sealed_in(shard as u32) && reading(shard) && self.horizon[shard] < end);
             let small = buffers.iter().all(|(_, b)| b.held < HOLD_COMMITS && b.bytes <= MERGE_MAX_BYTES);
             let needs: usize = buffers.iter().map(|(_, b)| b.load_memory()).sum();
+            let keyed = buffers.into_iter().map(|(shard, buffer)| ((partition, shard), buffer));
             if (open_elsewhere || behind) && small && memory + needs <= self.config.flush.max_memory / 4 {
                 memory += needs;
-                buffers.iter_mut().for_each(|(_, b)| b.held += 1);
-                held.extend(buffers);
+                held.extend(keyed.map(|(key, mut buffer)| {
+                    buffer.held += 1;
+                    (key, buffer)
+                }));
             } else {
-                self.sealed.extend(buffers);
+                self.sealed.extend(keyed);
             }
         }
         held
@@ -297,6 +296,21 @@ const MERGE_MAX_BYTES: u64 = 4 << 20;
 /// with shards behind counted, 6,972 with 64).
 const HOLD_COMMITS: u32 = 64;
 
+/// Whether a commit may hold sealed buffers back (`--merge-shards`, see
+/// [`Pipeline::hold_back`]): not when everything must be written (shutdown, the end of
+/// `--until-idle`, a shard read to its end), nor when memory is short after a spill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    Yes,
+    No,
+}
+
+impl From<bool> for Hold {
+    fn from(may: bool) -> Hold {
+        if may { Hold::Yes } else { Hold::No }
+    }
+}
+
 /// A file's buffers, with the shard of each.
 type FileBuffers = Vec<(u32, Buffer)>;
 /// Sealed buffers, in the order they wait.
@@ -313,6 +327,15 @@ fn commit_files(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPol
     (files, rest)
 }
 
+/// Sealed buffers by partition, each partition's in the order they were sealed.
+fn by_partition(sealed: Sealed) -> std::collections::BTreeMap<Partition, FileBuffers> {
+    let mut partitions: std::collections::BTreeMap<Partition, FileBuffers> = std::collections::BTreeMap::new();
+    for ((partition, shard), buffer) in sealed {
+        partitions.entry(partition).or_default().push((shard, buffer));
+    }
+    partitions
+}
+
 /// The commit's files, from its sealed buffers: each buffer a file of its own, in the order
 /// they were sealed; or, with `merge` (`--merge-shards`), each partition's buffers together in
 /// (shard, position) order, in as few files as the flush policy's rows and bytes, and
@@ -321,10 +344,7 @@ fn files_of(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPolicy)
     if !merge {
         return sealed.into_iter().map(|((partition, shard), buffer)| (partition, vec![(shard, buffer)])).collect();
     }
-    let mut partitions: std::collections::BTreeMap<Partition, FileBuffers> = std::collections::BTreeMap::new();
-    for ((partition, shard), buffer) in sealed {
-        partitions.entry(partition).or_default().push((shard, buffer));
-    }
+    let partitions = by_partition(sealed);
     let mut files = Vec::with_capacity(partitions.len());
     let max_bytes = policy.bytes.min(MERGE_MAX_BYTES);
     for (partition, mut buffers) in partitions {

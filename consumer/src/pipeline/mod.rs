@@ -34,6 +34,7 @@ mod route;
 use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 
 use self::checks::{QuarantineRatio, check_event_time};
+use self::flush::Hold;
 
 use crate::acks::AckLedger;
 use crate::buffer::{Buffer, BufferKey, Rows};
@@ -72,9 +73,6 @@ pub struct Pipeline {
     buffers: BTreeMap<BufferKey, Buffer>,
     /// Buffers cut by a trigger and waiting to be written.
     sealed: Vec<(BufferKey, Buffer)>,
-    /// False while everything is written (`flush_all`): no sealed buffer is held back then
-    /// (see `flush::hold_back`).
-    may_hold: bool,
     quarantine: Vec<QuarantineRecord>,
     dedup: Dedup,
     /// Per shard: events delivered in this run, numbering them for [`Dedup`].
@@ -200,7 +198,6 @@ impl Pipeline {
             last_read,
             buffers: BTreeMap::new(),
             sealed: Vec::new(),
-            may_hold: true,
             quarantine: Vec::new(),
             dedup,
             finished: vec![false; read_count.len()],
@@ -358,7 +355,7 @@ impl Pipeline {
     pub fn commit_acknowledgements(&mut self) -> Result<(), PipelineError> {
         self.finish_commit()?;
         if self.acks.changed() {
-            self.write_and_commit()?;
+            self.write_and_commit(Hold::Yes)?;
         }
         self.finish_commit()
     }
@@ -452,7 +449,7 @@ impl Pipeline {
         }
         self.quarantine_ratio.check()?;
         if !self.sealed.is_empty() {
-            self.write_and_commit()?;
+            self.write_and_commit(Hold::Yes)?;
         }
         Ok(())
     }
@@ -592,30 +589,20 @@ impl Pipeline {
             // moves the first and writes the others, none of them waiting then.
             short = self.buffered_memory() > limit;
             if short && self.sealed.is_empty() {
-                self.write_and_commit()?;
+                self.write_and_commit(Hold::Yes)?;
             }
         }
         // Messages whose rows were all dropped (duplicates) or already written: nothing holds
         // them back, commit so they can be deleted.
         let acks_ready = self.config.flush_together && self.buffers.is_empty() && self.acks.has_ingested();
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || acks_ready {
-            self.may_hold = !short;
-            let written = self.write_and_commit();
-            self.may_hold = true;
-            written?;
+            self.write_and_commit(Hold::from(!short))?;
         }
         Ok(())
     }
 
     /// Writes everything buffered and commits: shutdown, and the end of `--until-idle`.
     pub fn flush_all(&mut self) -> Result<(), PipelineError> {
-        self.may_hold = false;
-        let written = self.write_all();
-        self.may_hold = true;
-        written
-    }
-
-    fn write_all(&mut self) -> Result<(), PipelineError> {
         self.finish_commit()?;
         let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
         for key in keys {
@@ -624,10 +611,10 @@ impl Pipeline {
         let advanced =
             self.shards.iter().enumerate().any(|(i, shard)| self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n)));
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
-            self.write_and_commit()?;
+            self.write_and_commit(Hold::No)?;
         }
         while !self.sealed.is_empty() {
-            self.write_and_commit()?;
+            self.write_and_commit(Hold::No)?;
         }
         self.finish_commit()
     }

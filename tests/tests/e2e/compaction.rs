@@ -327,9 +327,9 @@ fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once
     assert_eq!(duckdb_delta(&lake.join("readings"), READINGS_QUERY).trim(), expected);
     assert_eq!(python_deltalake(&lake.join("readings"), None, "print(table.to_pyarrow_table().num_rows)").trim(), READINGS.to_string());
 
-    let dir = dir.path().join("sales");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (log, _) = sales_log(&dir, 60_000);
+    let sales = dir.path().join("sales");
+    std::fs::create_dir_all(&sales).unwrap();
+    let (log, _) = sales_log(&sales, 60_000);
     let args = |lake: &Path, merge: bool| {
         let mut command = kappa("kappa-consumer", None);
         command.args(["--from", &log, "--lake"]).arg(lake).args([
@@ -345,7 +345,7 @@ fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once
         command.args(if merge { &["--merge-shards"][..] } else { &[] });
         command
     };
-    let (apart, merged) = (dir.join("apart"), dir.join("merged"));
+    let (apart, merged) = (sales.join("apart"), sales.join("merged"));
     expect_status(&run(&mut args(&apart, false)), 0);
     expect_status(&run(&mut args(&merged, true)), 0);
     let (apart_files, merged_files) = (delta_log_files(&apart), delta_log_files(&merged));
@@ -355,7 +355,7 @@ fn merging_shards_writes_one_file_per_partition_and_restarts_keep_every_row_once
     let values = "SELECT count(*), count(DISTINCT sale_id), sum(round(total_amount * 100)::BIGINT), count(DISTINCT unit_price), min(sale_time), max(sale_time) FROM {table}";
     assert_eq!(duckdb_delta(&merged.join("sales"), values), duckdb_delta(&apart.join("sales"), values));
 
-    let crashed = dir.join("crashed");
+    let crashed = sales.join("crashed");
     let kills = kill_repeatedly(4, (50, 500), Duration::from_secs(120), || args(&crashed, true));
     expect_status(&run(&mut args(&crashed, true)), 0);
     eprintln!("merging consumer killed {kills} times");
