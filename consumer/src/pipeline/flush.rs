@@ -207,31 +207,12 @@ impl Pipeline {
     /// (partition, shard)'s later buffer while an earlier one waits, or its written position
     /// would pass rows a restart then skips.
     fn hold_back(&mut self) -> Sealed {
-        let (mut held, mut memory) = (Vec::new(), 0);
-        for (partition, buffers) in by_partition(std::mem::take(&mut self.sealed)) {
-            let sealed_in = |shard: u32| buffers.iter().any(|(s, _)| *s == shard);
-            // Another shard holds the partition open, or (with --partition-idle, which follows
-            // each shard's event time) has not yet passed its end and may still bring rows.
-            let end = partition.span_ms().map_or(i64::MAX, |(_, end)| end);
-            let open_elsewhere = self.buffers.range((partition, 0)..=(partition, u32::MAX)).any(|((_, shard), _)| !sealed_in(*shard));
-            // (Only shards this run reads and that have more to read: not another worker's, nor
-            // a closed parent's, whose time stands still.)
-            let reading = |shard: usize| self.read_count[shard] > 0 && !self.finished[shard];
-            let behind = self.config.partition_idle.is_some()
-                && (0..self.shards.len()).any(|shard| !sealed_in(shard as u32) && reading(shard) && self.horizon[shard] < end);
-            let small = buffers.iter().all(|(_, b)| b.held < HOLD_COMMITS && b.bytes <= MERGE_MAX_BYTES);
-            let needs: usize = buffers.iter().map(|(_, b)| b.load_memory()).sum();
-            let keyed = buffers.into_iter().map(|(shard, buffer)| ((partition, shard), buffer));
-            if (open_elsewhere || behind) && small && memory + needs <= self.config.flush.max_memory / 4 {
-                memory += needs;
-                held.extend(keyed.map(|(key, mut buffer)| {
-                    buffer.held += 1;
-                    (key, buffer)
-                }));
-            } else {
-                self.sealed.extend(keyed);
-            }
-        }
+        // Only shards this run reads and that have more to read count as coming: not another
+        // worker's, nor a closed parent's, whose time stands still.
+        let coming = (0..self.shards.len()).map(|shard| (self.read_count[shard] > 0 && !self.finished[shard]).then_some(self.horizon[shard])).collect();
+        let elsewhere = Elsewhere { open: &self.buffers, coming, by_time: self.config.partition_idle.is_some() };
+        let (held, rest) = held_back(std::mem::take(&mut self.sealed), &elsewhere, self.config.flush.max_memory / 4);
+        self.sealed = rest;
         held
     }
 
@@ -309,6 +290,48 @@ impl From<bool> for Hold {
     fn from(may: bool) -> Hold {
         if may { Hold::Yes } else { Hold::No }
     }
+}
+
+/// What [`held_back`] looks at in the other shards.
+struct Elsewhere<'a> {
+    /// The buffers still open, of every shard.
+    open: &'a std::collections::BTreeMap<BufferKey, Buffer>,
+    /// For each shard that may still bring rows (this run reads it, and has not read it to its
+    /// end), its event time; `None` for the others.
+    coming: Vec<Option<i64>>,
+    /// Partitions close by each shard's event time (`--partition-idle`): a shard whose time has
+    /// not passed a partition's end may still bring it rows.
+    by_time: bool,
+}
+
+/// The sealed buffers to hold back from a commit (the first list, each one's `held` counted
+/// up), and those to commit (the second), for [`Pipeline::hold_back`]. A partition's buffers
+/// wait while another shard holds it open or, `by_time`, may still bring it rows; all of them
+/// together, only if each is at most [`MERGE_MAX_BYTES`] and was held back fewer than
+/// [`HOLD_COMMITS`] times, and only while all held together need at most `room` bytes of
+/// memory.
+fn held_back(sealed: Sealed, elsewhere: &Elsewhere, room: usize) -> (Sealed, Sealed) {
+    let (mut held, mut rest, mut memory) = (Vec::new(), Vec::new(), 0);
+    for (partition, buffers) in by_partition(sealed) {
+        let sealed_in = |shard: u32| buffers.iter().any(|(s, _)| *s == shard);
+        let end = partition.span_ms().map_or(i64::MAX, |(_, end)| end);
+        let open_elsewhere = elsewhere.open.range((partition, 0)..=(partition, u32::MAX)).any(|((_, shard), _)| !sealed_in(*shard));
+        let behind =
+            elsewhere.by_time && elsewhere.coming.iter().enumerate().any(|(shard, time)| !sealed_in(shard as u32) && time.is_some_and(|time| time < end));
+        let small = buffers.iter().all(|(_, b)| b.held < HOLD_COMMITS && b.bytes <= MERGE_MAX_BYTES);
+        let needs: usize = buffers.iter().map(|(_, b)| b.load_memory()).sum();
+        let keyed = buffers.into_iter().map(|(shard, buffer)| ((partition, shard), buffer));
+        if (open_elsewhere || behind) && small && memory + needs <= room {
+            memory += needs;
+            held.extend(keyed.map(|(key, mut buffer)| {
+                buffer.held += 1;
+                (key, buffer)
+            }));
+        } else {
+            rest.extend(keyed);
+        }
+    }
+    (held, rest)
 }
 
 /// A file's buffers, with the shard of each.
@@ -467,5 +490,93 @@ mod tests {
         assert!(name.starts_with("part-") && name.ends_with(".parquet") && name.len() == "part-.parquet".len() + 32, "{name}");
         // Compaction and the SQS rebuild read a shard out of a file's name: none here.
         assert_eq!(crate::buffer::parse_file_name(&name), None);
+    }
+
+    /// What a partition's sealed buffers meet in the other shards: `open` buffers, and for
+    /// each shard its event time if it may still bring rows.
+    fn elsewhere(open: &[BufferKey], coming: Vec<Option<i64>>, by_time: bool) -> (std::collections::BTreeMap<BufferKey, Buffer>, Vec<Option<i64>>, bool) {
+        (open.iter().map(|key| (*key, buffer(100, 1))).collect(), coming, by_time)
+    }
+
+    /// (hour, shard, times held) of each buffer held back, and of each left to commit.
+    type Decided = (Vec<(u8, u32, u32)>, Vec<(u8, u32, u32)>);
+
+    fn hold(sealed: Sealed, (open, coming, by_time): &(std::collections::BTreeMap<BufferKey, Buffer>, Vec<Option<i64>>, bool), room: usize) -> Decided {
+        let elsewhere = Elsewhere { open, coming: coming.clone(), by_time: *by_time };
+        let (held, rest) = held_back(sealed, &elsewhere, room);
+        let list = |buffers: Sealed| buffers.into_iter().map(|((p, shard), b)| (p.hour, shard, b.held)).collect();
+        (list(held), list(rest))
+    }
+
+    #[test]
+    fn a_partition_waits_while_another_shard_holds_it_open_or_has_not_passed_its_end() {
+        let end = hour(1).span_ms().unwrap().1;
+        let one = || vec![((hour(1), 0), buffer(5, 10))];
+        let (held, goes) = ((vec![(1, 0, 1)], vec![]), (vec![], vec![(1, 0, 0)]));
+        // Open in shard 1: the buffer waits, whatever the shards' times.
+        assert_eq!(hold(one(), &elsewhere(&[(hour(1), 1)], vec![None, None], false), usize::MAX), held);
+        // A later buffer of its own shard, or another hour open elsewhere, does not count.
+        assert_eq!(hold(one(), &elsewhere(&[(hour(1), 0), (hour(2), 1)], vec![None, None], false), usize::MAX), goes);
+        // Nothing open elsewhere, and partitions do not close by event time: it goes.
+        assert_eq!(hold(one(), &elsewhere(&[], vec![Some(0), Some(0)], false), usize::MAX), goes);
+        // By event time, a shard before the hour's end may still bring it rows: it waits ...
+        assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), Some(end - 1)], true), usize::MAX), held);
+        // ... and not once that shard has reached the end, nor if no shard but its own is
+        // behind, nor for a shard that brings no more rows (another worker's, read to its end).
+        assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), Some(end)], true), usize::MAX), goes);
+        assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end - 1), Some(end)], true), usize::MAX), goes);
+        assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), None], true), usize::MAX), goes);
+    }
+
+    #[test]
+    fn a_partitions_buffers_wait_or_go_together() {
+        // Hour 1 is open in shard 1, and has two sealed buffers of shard 0: the later one is
+        // over MERGE_MAX_BYTES and cannot wait, so the earlier one goes too. Committed alone,
+        // the later one would move shard 0's written position past the earlier one's rows.
+        let mut large = buffer(20, 10);
+        large.bytes = MERGE_MAX_BYTES + 1;
+        let sealed = vec![((hour(1), 0), buffer(5, 10)), ((hour(2), 0), buffer(7, 10)), ((hour(1), 0), large)];
+        let open = elsewhere(&[(hour(1), 1), (hour(2), 1)], vec![None, None], false);
+        assert_eq!(hold(sealed, &open, usize::MAX), (vec![(2, 0, 1)], vec![(1, 0, 0), (1, 0, 0)]));
+        // Likewise a buffer that has waited its last commit takes a newer one with it.
+        let mut tired = buffer(5, 10);
+        tired.held = HOLD_COMMITS;
+        let sealed = vec![((hour(1), 0), tired), ((hour(1), 0), buffer(20, 10))];
+        assert_eq!(hold(sealed, &open, usize::MAX), (vec![], vec![(1, 0, HOLD_COMMITS), (1, 0, 0)]));
+    }
+
+    #[test]
+    fn a_buffer_waits_for_at_most_hold_commits_commits() {
+        let open = elsewhere(&[(hour(1), 1)], vec![None, None], false);
+        let elsewhere = Elsewhere { open: &open.0, coming: open.1.clone(), by_time: false };
+        let (mut sealed, mut waited) = (vec![((hour(1), 0), buffer(5, 10))], 0);
+        for _ in 0..2 * HOLD_COMMITS {
+            let (held, rest) = held_back(sealed, &elsewhere, usize::MAX);
+            if held.is_empty() {
+                assert_eq!(rest.iter().map(|(_, b)| b.held).collect::<Vec<_>>(), vec![HOLD_COMMITS]);
+                break;
+            }
+            (sealed, waited) = (held, waited + 1);
+        }
+        assert_eq!(waited, HOLD_COMMITS);
+    }
+
+    #[test]
+    fn buffers_held_back_together_need_at_most_the_room_given() {
+        let sealed = || {
+            [(1, 0), (2, 0), (3, 0)]
+                .map(|(h, shard)| {
+                    let mut b = buffer(5, 10);
+                    b.memory = 1_000;
+                    ((hour(h), shard), b)
+                })
+                .into_iter()
+                .collect()
+        };
+        let open = elsewhere(&[(hour(1), 1), (hour(2), 1), (hour(3), 1)], vec![None, None], false);
+        // Room for two: hours 1 and 2 wait, hour 3 goes.
+        assert_eq!(hold(sealed(), &open, 2_500), (vec![(1, 0, 1), (2, 0, 1)], vec![(3, 0, 0)]));
+        assert_eq!(hold(sealed(), &open, 3_000).0.len(), 3);
+        assert_eq!(hold(sealed(), &open, 999).0.len(), 0);
     }
 }
