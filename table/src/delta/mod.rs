@@ -42,7 +42,7 @@ use deltalake_core::{DeltaTable, DeltaTableError, TableProperty};
 use kappa_common::schema::TableSchema;
 use serde_json::Value;
 
-use self::actions::{add_action, metadata, protocol_for};
+use self::actions::{add_action, commit_json, metadata, protocol_for};
 pub use self::authors::{Author, Authored};
 pub use self::damage::diagnose;
 pub use self::foreign::{ForeignChanges, ForeignScan};
@@ -487,13 +487,8 @@ impl LakeTable {
         actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change))));
         actions
             .extend(commit.restore.iter().cloned().map(|add| Action::Add(deltalake_core::kernel::Add { data_change: true, modification_time: now_ms, ..add })));
-        // One JSON line per action, commitInfo first, as Delta writers do.
-        let mut bytes = serde_json::to_vec(&serde_json::json!({ "commitInfo": info })).expect("serializes");
-        for action in &actions {
-            bytes.push(b'\n');
-            serde_json::to_writer(&mut bytes, action).expect("serializes");
-        }
-        bytes.push(b'\n');
+        let bytes = commit_json(&info, &actions);
+        drop(actions); // freed before the write, not held through it
         let version = base + 1;
         // Created only if absent (step 2): a lost race is an error, never a re-based commit.
         let written = self.table.log_store().write_commit_entry(version, CommitOrBytes::LogBytes(bytes.into()), uuid::Uuid::new_v4()).await;
