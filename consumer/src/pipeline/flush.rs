@@ -207,9 +207,7 @@ impl Pipeline {
     /// (partition, shard)'s later buffer while an earlier one waits, or its written position
     /// would pass rows a restart then skips.
     fn hold_back(&mut self) -> Sealed {
-        // Only shards this run reads and that have more to read count as coming: not another
-        // worker's, nor a closed parent's, whose time stands still.
-        let coming = (0..self.shards.len()).map(|shard| (self.read_count[shard] > 0 && !self.finished[shard]).then_some(self.horizon[shard])).collect();
+        let coming = coming(&self.read_count, &self.finished, &self.horizon);
         let elsewhere = Elsewhere { open: &self.buffers, coming, by_time: self.config.partition_idle.is_some() };
         let (held, rest) = held_back(std::mem::take(&mut self.sealed), &elsewhere, self.config.flush.max_memory / 4);
         self.sealed = rest;
@@ -290,6 +288,13 @@ impl From<bool> for Hold {
     fn from(may: bool) -> Hold {
         if may { Hold::Yes } else { Hold::No }
     }
+}
+
+/// For each shard, its event time if it may still bring rows ([`Elsewhere::coming`]): only
+/// shards this run reads and has not read to their end count, not another worker's, nor a
+/// closed parent's, whose time stands still.
+fn coming(read_count: &[u64], finished: &[bool], horizon: &[i64]) -> Vec<Option<i64>> {
+    read_count.iter().zip(finished).zip(horizon).map(|((read, finished), horizon)| (*read > 0 && !finished).then_some(*horizon)).collect()
 }
 
 /// What [`held_back`] looks at in the other shards.
@@ -526,6 +531,13 @@ mod tests {
         assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), Some(end)], true), usize::MAX), goes);
         assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end - 1), Some(end)], true), usize::MAX), goes);
         assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), None], true), usize::MAX), goes);
+    }
+
+    #[test]
+    fn only_shards_read_and_not_read_to_their_end_may_still_bring_rows() {
+        // Shard 0 is read, 1 is read to its end, 2 is not read here (another worker's, or a
+        // closed parent), 3 is read.
+        assert_eq!(coming(&[5, 5, 0, 1], &[false, true, false, false], &[10, 20, 30, 40]), vec![Some(10), None, None, Some(40)]);
     }
 
     #[test]

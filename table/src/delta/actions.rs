@@ -93,7 +93,7 @@ pub(crate) fn commit_json(info: &Value, actions: &[Action]) -> Vec<u8> {
         out.write_all(b"\n")
     };
     let mut counted = Counted(0);
-    write(&mut counted).expect("counting never fails");
+    write(&mut counted).expect("a commit's actions serialize");
     let mut bytes = Vec::with_capacity(counted.0);
     write(&mut bytes).expect("a commit's actions serialize");
     bytes
