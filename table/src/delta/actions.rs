@@ -79,16 +79,18 @@ pub(crate) fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Op
     Ok(Some(serde_json::from_value(value)?))
 }
 
-/// A commit's JSON: `commitInfo`, then one line per action, as Delta writers do. Serialized
-/// twice, first to count its bytes, then into a buffer of exactly that size: a compaction's
-/// commit of 23,129 removes and 6,342 adds (nycflights13 by hour) is 16 MB, and a buffer grown
-/// by doubling held its 16 MB and the next 32 MB at once, at the peak of the run's memory.
-pub(crate) fn commit_json(info: &Value, actions: &[Action]) -> Vec<u8> {
+/// A commit's JSON: `commitInfo`, then one line per action, as Delta writers do. `actions`
+/// makes them, once for each of two passes: the first counts the bytes, the second writes into
+/// a buffer of exactly that size. A compaction's commit of 23,129 removes and 6,342 adds
+/// (nycflights13 by hour) is 16 MB, and a buffer grown by doubling held its 16 MB and the next
+/// 32 MB at once, at the peak of the run's memory; the actions, made as they are written, are
+/// never all held either.
+pub(crate) fn commit_json<I: Iterator<Item = Action>>(info: &Value, actions: impl Fn() -> I) -> Vec<u8> {
     let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *out, &serde_json::json!({ "commitInfo": info }))?;
-        for action in actions {
+        for action in actions() {
             out.write_all(b"\n")?;
-            serde_json::to_writer(&mut *out, action)?;
+            serde_json::to_writer(&mut *out, &action)?;
         }
         out.write_all(b"\n")
     };

@@ -441,7 +441,7 @@ impl LakeTable {
             "engineInfo": concat!("kappa-lake/", env!("CARGO_PKG_VERSION")),
             METADATA_KEY: { "commitId": commit.commit_id, "appId": commit.app_id, "counter": commit.counter, "state": commit.state },
         });
-        let mut actions = Vec::with_capacity(commit.add.len() + 3);
+        let mut actions = Vec::with_capacity(commit.also.len() + 3); // protocol, metadata, txns
         let (mut new_metadata, mut new_protocol) = (None, None);
         if let Some(setup) = &commit.setup {
             let schema = setup.struct_type(&self.name)?;
@@ -455,40 +455,45 @@ impl LakeTable {
         }
         actions.push(Action::Txn(Transaction { last_updated: Some(now_ms), ..Transaction::new(&commit.app_id, commit.counter) }));
         actions.extend(commit.also.iter().map(|t| Action::Txn(Transaction { last_updated: Some(now_ms), ..Transaction::new(&t.app_id, t.counter) })));
-        if commit.replace_all {
-            let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-            let keep: std::collections::HashSet<&str> = commit.keep.iter().map(String::as_str).collect();
-            actions.extend(snapshot.log_data().iter().filter(|f| !keep.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(true))));
-        }
+        // The removes and adds are made into JSON as they are serialized, not gathered into a
+        // list of actions first: a compaction's commit of 23,129 removes and 6,342 adds held
+        // them all beside their JSON at the peak of the run's memory.
         if !commit.remove.is_empty() {
             self.catch_up().await?;
-            let snapshot = self.table.snapshot().map_err(|e| self.delta(e))?;
-            let removing: std::collections::HashSet<&str> = commit.remove.iter().map(String::as_str).collect();
-            let found: Vec<Action> = snapshot
-                .log_data()
-                .iter()
-                .filter(|f| removing.contains(f.path().as_ref()))
-                .map(|f| Action::Remove(f.remove_action(commit.data_change)))
-                .collect();
-            if found.len() != removing.len() {
+        }
+        let snapshot = match commit.replace_all || !commit.remove.is_empty() {
+            true => Some(self.table.snapshot().map_err(|e| self.delta(e))?),
+            false => None,
+        };
+        let log_data = snapshot.map(|s| s.log_data());
+        let files = || log_data.iter().flat_map(|data| data.iter());
+        // A switch removes every file but those kept; a compaction the files it names.
+        let keep: std::collections::HashSet<&str> = commit.keep.iter().map(String::as_str).collect();
+        let removing: std::collections::HashSet<&str> = commit.remove.iter().map(String::as_str).collect();
+        if !removing.is_empty() {
+            let found = files().filter(|f| removing.contains(f.path().as_ref())).count();
+            if found != removing.len() {
                 // Another writer (a second compaction, a foreign OPTIMIZE or DELETE) removed
                 // them: a conflict, not a broken table.
                 return Err(DeltaError::FilesGone {
                     table: self.name.clone(),
                     app_id: commit.app_id.clone(),
                     counter: commit.counter,
-                    missing: removing.len() - found.len(),
+                    missing: removing.len() - found,
                     total: removing.len(),
                     by: String::new(),
                 });
             }
-            actions.extend(found);
         }
-        actions.extend(commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change))));
-        actions
-            .extend(commit.restore.iter().cloned().map(|add| Action::Add(deltalake_core::kernel::Add { data_change: true, modification_time: now_ms, ..add })));
-        let bytes = commit_json(&info, &actions);
-        drop(actions); // freed before the write, not held through it
+        let all = || {
+            let replaced = files().filter(|f| commit.replace_all && !keep.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(true)));
+            let removed = files().filter(|f| removing.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(commit.data_change)));
+            let added = commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change)));
+            let restored =
+                commit.restore.iter().cloned().map(|add| Action::Add(deltalake_core::kernel::Add { data_change: true, modification_time: now_ms, ..add }));
+            actions.iter().cloned().chain(replaced).chain(removed).chain(added).chain(restored)
+        };
+        let bytes = commit_json(&info, all);
         let version = base + 1;
         // Created only if absent (step 2): a lost race is an error, never a re-based commit.
         let written = self.table.log_store().write_commit_entry(version, CommitOrBytes::LogBytes(bytes.into()), uuid::Uuid::new_v4()).await;
