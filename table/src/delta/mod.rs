@@ -479,15 +479,18 @@ impl LakeTable {
                     table: self.name.clone(),
                     app_id: commit.app_id.clone(),
                     counter: commit.counter,
-                    missing: removing.len() - found,
+                    missing: removing.len().saturating_sub(found),
                     total: removing.len(),
                     by: String::new(),
                 });
             }
         }
         let all = || {
-            let replaced = files().filter(|f| commit.replace_all && !keep.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(true)));
-            let removed = files().filter(|f| removing.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(commit.data_change)));
+            // (Each list walks the snapshot only if the commit has one.)
+            let replaced = commit.replace_all.then(&files).into_iter().flatten();
+            let replaced = replaced.filter(|f| !keep.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(true)));
+            let removed = (!removing.is_empty()).then(&files).into_iter().flatten();
+            let removed = removed.filter(|f| removing.contains(f.path().as_ref())).map(|f| Action::Remove(f.remove_action(commit.data_change)));
             let added = commit.add.iter().cloned().map(|f| Action::Add(add_action(f, commit.data_change)));
             let restored =
                 commit.restore.iter().cloned().map(|add| Action::Add(deltalake_core::kernel::Add { data_change: true, modification_time: now_ms, ..add }));
