@@ -67,13 +67,15 @@ impl std::ops::Index<&str> for DeltaLog {
 
 /// Runs `query` in DuckDB with its `delta` extension (loaded from the `duckdb-ext-delta`
 /// package's file: no network), `{table}` standing for the Delta table at `table_root`; returns
-/// the rows as Python prints them.
+/// the rows as Python prints them. (Every DuckDB connection here turns its progress bar off:
+/// a query over 2 s drew one on stdout, before the rows a test compares.)
 pub fn duckdb_delta(table_root: &Path, query: &str) -> String {
     let query = query.replace("{table}", &format!("delta_scan('{}')", table_root.display()));
     python(&format!(
         "import duckdb, glob, os, sys\n\
          ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
          con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute('SET enable_progress_bar = false')\n\
          con.execute(f\"LOAD '{{ext}}'\")\n\
          print(con.execute(r'''{query}''').fetchall())"
     ))
@@ -113,6 +115,7 @@ pub fn duckdb_delta_s3(uri: &str, endpoint: &str, query: &str) -> String {
         "import duckdb, glob, os, sys\n\
          ext = lambda name: glob.glob(os.path.join(sys.prefix, f'lib/python*/site-packages/duckdb_ext/extensions/*/*/{{name}}.duckdb_extension'))[0]\n\
          con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute('SET enable_progress_bar = false')\n\
          con.execute(\"LOAD '\" + ext('httpfs') + \"'\")\n\
          con.execute(\"LOAD '\" + ext('delta') + \"'\")\n\
          con.execute(\"CREATE SECRET (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)\")\n\
@@ -133,6 +136,7 @@ pub fn three_readers(table_root: &Path, query: &str) -> [String; 3] {
         "import duckdb, glob, os, sys\n\
          ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
          con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute('SET enable_progress_bar = false')\n\
          con.execute(f\"LOAD '{{ext}}'\")\n\
          rows = con.execute(r'''{} ''').fetchall()\n{print_rows}",
         duckdb(&format!("delta_scan('{root}')"))
@@ -141,7 +145,10 @@ pub fn three_readers(table_root: &Path, query: &str) -> [String; 3] {
         &root,
         "None",
         None,
-        &format!("import duckdb\nrows_of_table = table.to_pyarrow_table()\nrows = duckdb.sql(r'''{} ''').fetchall()\n{print_rows}", duckdb("rows_of_table")),
+        &format!(
+            "import duckdb\nrows_of_table = table.to_pyarrow_table()\ncon = duckdb.connect()\ncon.execute('SET enable_progress_bar = false')\nrows = con.sql(r'''{} ''').fetchall()\n{print_rows}",
+            duckdb("rows_of_table")
+        ),
     );
     let clickhouse = python(&format!(
         // chDB reads files only under its working directory: the root directory, then.

@@ -84,6 +84,7 @@ fn duckdb_csv(table_root: &Path, sql: &str) -> String {
         "import csv, duckdb, glob, os, sys\n\
          ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
          con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
+         con.execute('SET enable_progress_bar = false')\n\
          con.execute(f\"LOAD '{{ext}}'\")\n\
          {setup}\
          con.execute(open(r'''{star}''').read())\n\
