@@ -134,6 +134,44 @@ mod tests {
 
     use super::*;
 
+    /// The exact-size buffer and the actions made as they are written (the fast path) give the
+    /// bytes of each action serialized on its own line (the general path), and
+    /// every line parses back as its action.
+    #[test]
+    fn a_commits_json_is_its_actions_one_a_line_in_a_buffer_of_its_exact_size() {
+        use deltalake_core::kernel::{Remove, Transaction};
+        let info = json!({ "timestamp": 1, "operation": "WRITE", "kappa": { "appId": "shard-0", "counter": 7 } });
+        let actions = || {
+            let add = |i: i64| {
+                let stats = Some(format!("{{\"numRecords\":{i},\"minValues\":{{\"note\":\"é \\\" \\n\"}}}}"));
+                Action::Add(Add {
+                    path: format!("gen-000001/year=2024/part-0-{i}-{i}.parquet"),
+                    size: 1_000 + i,
+                    data_change: true,
+                    stats,
+                    ..Default::default()
+                })
+            };
+            let remove =
+                Action::Remove(Remove { path: "gen-000001/part-1-0-9.parquet".into(), deletion_timestamp: Some(1_764_000_000_000), ..Default::default() });
+            std::iter::once(Action::Txn(Transaction::new("shard-0", 7))).chain((1..=3).map(add)).chain(std::iter::once(remove))
+        };
+        let bytes = commit_json(&info, actions);
+        let mut expected = serde_json::to_vec(&json!({ "commitInfo": info })).unwrap();
+        for action in actions() {
+            expected.push(b'\n');
+            expected.extend(serde_json::to_vec(&action).unwrap());
+        }
+        expected.push(b'\n');
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), String::from_utf8(expected).unwrap());
+        assert_eq!(bytes.capacity(), bytes.len(), "the buffer was sized before it was written");
+        let parsed = parse_actions("t", 1, &bytes, None).unwrap();
+        assert_eq!(
+            parsed.iter().map(|a| a.as_object().unwrap().keys().next().unwrap().as_str()).collect::<Vec<_>>(),
+            ["commitInfo", "txn", "add", "add", "add", "remove"]
+        );
+    }
+
     #[test]
     fn only_the_kinds_asked_for_are_parsed_and_a_line_of_another_form_is_kept() {
         let commit = b"{\"commitInfo\":{\"timestamp\":1}}\n{\"add\":{\"path\":\"a\"}}\n{\"txn\":{\"appId\":\"x\",\"version\":3}}\n  { \"remove\" : {\"path\":\"b\"}}\n{\"add\":not json}\n";
