@@ -29,6 +29,10 @@ pub enum AwsConfigError {
     BadEndpoint { url: String },
 }
 
+/// How long every AWS client waits for a connection, and for the next bytes of an answer.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The loaded configuration, ready to build clients.
 #[derive(Debug, Clone)]
 pub struct AwsContext {
@@ -40,7 +44,13 @@ impl AwsContext {
     /// Loads the standard configuration chain and applies the user's overrides. Fails fast
     /// (before any request) when no region can be found or an endpoint is malformed.
     pub async fn load(options: &AwsOptions) -> Result<AwsContext, AwsConfigError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // A service that stops answering mid-request must not hold a call for ever: the lease
+        // protocol's self-expiry and the pipeline's commits wait on these calls. (SQS long polls
+        // wait up to 20 s for their first byte and an enhanced fan-out subscription streams for
+        // 5 minutes, with an event every few seconds: a read timeout bounds both, an overall
+        // operation timeout would cut the subscription.)
+        let timeouts = aws_config::timeout::TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).read_timeout(READ_TIMEOUT).build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
         if let Some(url) = &options.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(AwsConfigError::BadEndpoint { url: url.clone() });

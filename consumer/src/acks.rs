@@ -3,14 +3,18 @@
 //!
 //! Each commit carries the `unacknowledged` map (id → time until which it is remembered): 14
 //! days while the delete is unconfirmed, a grace period once confirmed, because SQS may still
-//! deliver a deleted message again and a restarted consumer must recognise it.
+//! deliver a deleted message again and a restarted consumer must recognise it. Consumers
+//! competing for a queue remember each other's messages the same way: 14 days from the commit
+//! that covered them, a grace period once a later commit's claims say their delete was
+//! confirmed (a message whose delete was lost may wait in a backlog for days before it comes
+//! back, and was stored twice once the others had forgotten it after the grace period).
 
 use std::collections::BTreeMap;
 
 use kappa_common::event::SequenceNumber;
 
 /// How long an unconfirmed acknowledgement is remembered: SQS keeps a message at most 14 days.
-const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
+pub(crate) const UNACKNOWLEDGED_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 
 #[derive(Debug, Default)]
 pub struct AckLedger {
@@ -26,8 +30,12 @@ pub struct AckLedger {
     /// message a row came from, for a competing consumer's claims.
     starts: BTreeMap<SequenceNumber, String>,
     /// Messages other consumers of the queue committed (learnt from their claims), for the
-    /// source to delete on sight.
+    /// source to delete on sight; and those whose deletes they confirmed, for the source to
+    /// forget after the grace period.
     elsewhere: Vec<String>,
+    elsewhere_confirmed: Vec<String>,
+    /// Messages whose deletes this consumer saw confirmed since its last commit's claims.
+    confirmed: Vec<String>,
 }
 
 impl AckLedger {
@@ -59,18 +67,40 @@ impl AckLedger {
         &self.ingested
     }
 
-    /// Messages another consumer committed: remembered for `grace_ms` (SQS may deliver them
-    /// here too), and handed to the source to delete on sight.
-    pub fn committed_elsewhere(&mut self, acks: impl IntoIterator<Item = String>, grace_ms: i64) {
-        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
+    /// Messages another consumer committed: remembered as this consumer's own are until their
+    /// delete is confirmed (SQS may deliver them here too, also days later from a backlog),
+    /// and handed to the source to delete on sight.
+    pub fn committed_elsewhere(&mut self, acks: impl IntoIterator<Item = String>) {
+        let until = chrono::Utc::now().timestamp_millis() + UNACKNOWLEDGED_TTL_MS;
         for ack in acks {
             self.remembered.entry(ack.clone()).or_insert(until);
             self.elsewhere.push(ack);
         }
     }
 
+    /// Messages whose deletes another consumer confirmed: remembered for `grace_ms` more only.
+    pub fn confirmed_elsewhere(&mut self, acks: impl IntoIterator<Item = String>, grace_ms: i64) {
+        let until = chrono::Utc::now().timestamp_millis() + grace_ms;
+        for ack in acks {
+            if let Some(expiry) = self.remembered.get_mut(&ack) {
+                *expiry = (*expiry).min(until);
+            }
+            self.elsewhere_confirmed.push(ack);
+        }
+    }
+
     pub fn take_elsewhere(&mut self) -> Vec<String> {
         std::mem::take(&mut self.elsewhere)
+    }
+
+    pub fn take_elsewhere_confirmed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.elsewhere_confirmed)
+    }
+
+    /// The messages whose deletes this consumer saw confirmed since the last call: what its
+    /// next commit's claims tell the others.
+    pub fn take_confirmed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.confirmed)
     }
 
     /// Messages that came again although a commit covers them: to be deleted, not ingested.
@@ -97,6 +127,7 @@ impl AckLedger {
         for ack in acks {
             if let Some(expiry) = self.remembered.get_mut(ack) {
                 *expiry = (*expiry).min(until);
+                self.confirmed.push(ack.clone());
             }
         }
     }
@@ -129,5 +160,47 @@ impl AckLedger {
         self.written = map;
         self.committed.append(&mut self.ingested);
         self.starts.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE_MS: i64 = 320_000;
+
+    /// Issue 60, the SQS window: a message another consumer committed is remembered as long as
+    /// one's own (a delete lost, it may come back from a backlog days later), until a later
+    /// claim says its delete was confirmed; only then for the grace period.
+    #[test]
+    fn another_consumers_message_is_remembered_as_ones_own_until_its_delete_is_confirmed() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut ledger = AckLedger::default();
+        ledger.committed_elsewhere(["m1".to_string(), "m2".to_string()]);
+        assert_eq!(ledger.take_elsewhere(), ["m1", "m2"], "handed to the source to delete on sight");
+        for id in ["m1", "m2"] {
+            assert!(ledger.remembered()[id] >= now + UNACKNOWLEDGED_TTL_MS, "{id} for 14 days, not the grace period");
+        }
+        // The other consumer's next claims: m1's delete was confirmed.
+        ledger.confirmed_elsewhere(["m1".to_string()], GRACE_MS);
+        assert_eq!(ledger.take_elsewhere_confirmed(), ["m1"]);
+        assert!(ledger.remembered()["m1"] <= chrono::Utc::now().timestamp_millis() + GRACE_MS);
+        assert!(ledger.remembered()["m2"] >= now + UNACKNOWLEDGED_TTL_MS);
+        // The next commit carries both, with their expiries.
+        let map = ledger.for_commit(chrono::Utc::now().timestamp_millis());
+        assert!(map["m1"] < map["m2"]);
+    }
+
+    /// What this consumer saw deleted goes into its next claims, once.
+    #[test]
+    fn confirmed_deletes_are_told_once() {
+        let mut ledger = AckLedger::default();
+        ledger.add(vec!["own".to_string()]);
+        ledger.committed(ledger.for_commit(0));
+        assert_eq!(ledger.take_committed(), ["own"]);
+        ledger.committed_elsewhere(["theirs".to_string()]);
+        ledger.confirm(&["own".to_string(), "theirs".to_string(), "unknown".to_string()], GRACE_MS);
+        assert_eq!(ledger.take_confirmed(), ["own", "theirs"]);
+        assert!(ledger.take_confirmed().is_empty());
     }
 }

@@ -59,8 +59,9 @@ impl CompetingCommit {
     }
 }
 
-/// A commit's own claims: its messages, and the producer rows of its files.
-pub fn own_claims(writer: &str, messages: &[String], rows: &[Vec<RowClaim>]) -> Claims {
+/// A commit's own claims: its messages, those whose deletes this consumer saw confirmed since
+/// its last commit, and the producer rows of its files.
+pub fn own_claims(writer: &str, messages: &[String], confirmed: Vec<String>, rows: &[Vec<RowClaim>]) -> Claims {
     let mut by_source: BTreeMap<&str, RowBits> = BTreeMap::new();
     for claim in rows.iter().flatten() {
         if let Some((source, row)) = claim.id.as_deref().and_then(producer_row) {
@@ -75,7 +76,7 @@ pub fn own_claims(writer: &str, messages: &[String], rows: &[Vec<RowClaim>]) -> 
             (source.to_string(), ranges.to_text(usize::MAX))
         })
         .collect();
-    Claims { writer: writer.to_string(), messages: messages.to_vec(), rows, totals: Totals::default() }
+    Claims { writer: writer.to_string(), messages: messages.to_vec(), confirmed, rows, totals: Totals::default() }
 }
 
 /// `a - b`, field by field.
@@ -108,6 +109,8 @@ pub fn claim_totals(commit: &mut Commit, competing: &CompetingCommit) {
 #[derive(Debug, Default)]
 pub struct Peers {
     messages: HashSet<String>,
+    /// Messages whose deletes they confirmed.
+    confirmed: HashSet<String>,
     rows: HashMap<String, RowRanges>,
 }
 
@@ -116,6 +119,7 @@ impl Peers {
         let mut peers = Peers::default();
         for claim in claims {
             peers.messages.extend(claim.messages.iter().cloned());
+            peers.confirmed.extend(claim.confirmed.iter().cloned());
             for (source, text) in &claim.rows {
                 let ranges = RowRanges::parse(text).map_err(|e| format!("claimed rows of {source}: {e}"))?;
                 let merged = peers.rows.get(source).map_or_else(|| ranges.clone(), |known| known.union(&ranges));
@@ -223,12 +227,18 @@ pub fn resolve(commit: &mut Commit, competing: &mut CompetingCommit, peers: &Pee
         };
         commit.seen.insert(source, merged);
     }
+    // Their messages as long as this consumer's own (see `crate::acks`), until confirmed.
     for message in peers.messages() {
-        commit.unacknowledged.entry(message.clone()).or_insert(now_ms + competing.grace_ms);
+        commit.unacknowledged.entry(message.clone()).or_insert(now_ms + crate::acks::UNACKNOWLEDGED_TTL_MS);
+    }
+    for message in &peers.confirmed {
+        if let Some(expiry) = commit.unacknowledged.get_mut(message) {
+            *expiry = (*expiry).min(now_ms + competing.grace_ms);
+        }
     }
     if let Some(claims) = &mut commit.claims {
-        let messages = std::mem::take(&mut claims.messages);
-        *claims = own_claims(&claims.writer, &messages, &competing.rows);
+        let (messages, confirmed) = (std::mem::take(&mut claims.messages), std::mem::take(&mut claims.confirmed));
+        *claims = own_claims(&claims.writer, &messages, confirmed, &competing.rows);
     }
     Ok(dropped)
 }

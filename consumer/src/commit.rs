@@ -127,9 +127,14 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
         }
         Ok(())
     })?;
-    added.sort_unstable_by_key(|(index, _)| *index);
-    commit.added.extend(added.into_iter().map(|(_, file)| file));
     puts.wait_all()?;
+    added.sort_unstable_by_key(|(index, _)| *index);
+    commit.added.extend(added.into_iter().map(|(_, mut file)| {
+        if let Some(stored) = puts.stored_path(&file.path) {
+            file.path = stored.to_string();
+        }
+        file
+    }));
     // Every file the commit names is durable before the commit is written.
     context.runtime.block_on(context.table.sync_objects())?;
     let stored_at = started.elapsed();

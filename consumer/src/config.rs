@@ -232,10 +232,10 @@ pub struct RunArgs {
     pub efo: Option<String>,
 
     /// Kinesis: where a shard the table has no position of starts: trim-horizon (the oldest
-    /// record retained), latest (records written from now on, for the shards open now; exactly
-    /// once from the first commit on), or at-timestamp:TIME (RFC 3339; the first record that
-    /// arrived then or later). Shards the table has read resume after their position
-    /// (docs/kinesis.md).
+    /// record retained), latest (records written from the table's first start with latest on,
+    /// recorded in the table: restarts, lease moves and shards a reshard opens later lose none
+    /// of them), or at-timestamp:TIME (RFC 3339; the first record that arrived then or later).
+    /// Shards the table has read resume after their position (docs/kinesis.md).
     #[arg(long, value_name = "WHERE", default_value = "trim-horizon", value_parser = parse_start)]
     pub start: StartPosition,
 

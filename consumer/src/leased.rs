@@ -127,11 +127,6 @@ impl Leases {
         self.held.borrow_and_update().clone()
     }
 
-    /// How many shards the coordinator says this worker holds now.
-    pub fn held_count(&self) -> usize {
-        self.held.borrow().len()
-    }
-
     /// The coordinator stopped (a worker id in use, say): the error it stopped with.
     pub fn failure(&mut self, runtime: &Runtime) -> Option<ConsumerError> {
         if self.held.has_changed().is_ok() {
@@ -168,17 +163,17 @@ impl Leases {
     }
 
     /// The table refused a commit for `shards` (another worker fenced them at `epochs`).
-    pub fn fenced(&self, runtime: &Runtime, epochs: &BTreeMap<String, Option<u64>>) -> Result<(), ConsumerError> {
+    pub fn fenced(&self, epochs: &BTreeMap<String, Option<u64>>) -> Result<(), ConsumerError> {
         for (shard, epoch) in epochs {
             tracing::warn!(shard = %shard, table_epoch = ?epoch, "the table says another worker took this shard: no longer reading it");
-            runtime.block_on(self.coordinator.fenced(shard, epoch.unwrap_or(0)))?;
+            self.coordinator.fenced(shard, epoch.unwrap_or(0))?;
         }
         Ok(())
     }
 
     /// Where the held shards were read to, published with the next heartbeat.
-    pub fn positions(&self, runtime: &Runtime, positions: BTreeMap<String, String>) {
-        if let Err(e) = runtime.block_on(self.coordinator.positions(positions)) {
+    pub fn positions(&self, positions: BTreeMap<String, String>) {
+        if let Err(e) = self.coordinator.positions(positions) {
             tracing::debug!(error = %e, "could not hand positions to the lease coordinator");
         }
     }

@@ -25,8 +25,7 @@ pub struct Gauges {
     pub buffered_bytes: AtomicU64,
     /// In the source's unit: events (log), ms behind latest (Kinesis), messages waiting (SQS).
     pub lag: AtomicU64,
-    /// With `--leases`: shards this worker holds, and the lease counters.
-    pub shards_held: AtomicU64,
+    /// With `--leases`: the lease counters (and the shards held).
     /// Lag per shard being read, as of the last status line.
     pub shard_lags: std::sync::Mutex<Vec<(String, u64)>>,
     pub leases: std::sync::OnceLock<Arc<kappa_leases::LeaseStats>>,
@@ -103,7 +102,9 @@ fn render(stats: &Stats, gauges: &Gauges) -> String {
         gauges.lag.load(Relaxed),
     );
     if let Some(leases) = gauges.leases.get() {
-        metric("shards_held", "gauge", "Shards this worker holds a lease on (--leases).", gauges.shards_held.load(Relaxed));
+        // As the lease coordinator publishes them, not as the run last looked: a run waiting
+        // on its source still shows a lease the coordinator gave up.
+        metric("shards_held", "gauge", "Shards this worker holds a lease on (--leases).", leases.held.load(Relaxed));
         metric("lease_takes_total", "counter", "Leases taken that were free (released, never taken) or expired.", leases.takes.load(Relaxed));
         metric("lease_steals_total", "counter", "Leases taken from a live worker to balance.", leases.steals.load(Relaxed));
         metric("lease_lost_total", "counter", "Leases lost to another worker.", leases.lost.load(Relaxed));

@@ -18,8 +18,11 @@ use kappa_table::{Table, TableError};
 pub(crate) struct Puts<'a> {
     runtime: &'a Handle,
     limit: PutLimit,
-    /// Each put's result: the bytes it stored.
-    running: JoinSet<Result<usize, TableError>>,
+    /// Each put's result: the bytes it stored, the path asked for and the path it went to.
+    running: JoinSet<Result<(usize, String, String), TableError>>,
+    /// Files stored under another name than asked (see [`Table::put_new_object`]): path asked
+    /// for → path stored.
+    renamed: std::collections::HashMap<String, String>,
     /// Bytes of the files being stored.
     in_flight: usize,
     /// Puts left to be made durable by the caller, all at once (see [`Puts::durable_later`]).
@@ -28,12 +31,14 @@ pub(crate) struct Puts<'a> {
 
 impl<'a> Puts<'a> {
     pub(crate) fn new(runtime: &'a Handle, limit: PutLimit) -> Puts<'a> {
-        Puts { runtime, limit, running: JoinSet::new(), in_flight: 0, unsynced: false }
+        Puts { runtime, limit, running: JoinSet::new(), renamed: Default::default(), in_flight: 0, unsynced: false }
     }
 
     /// Puts whose files the caller makes durable together before it depends on them
     /// ([`Table::sync_objects`], before the commit that names them): on a local lake one
-    /// `syncfs` then replaces two fsyncs per file.
+    /// `syncfs` then replaces two fsyncs per file. They are a commit's data files: each is
+    /// created only if its name is free (see [`Table::put_new_object`]), and one that had to
+    /// take another name says so through [`Puts::stored_path`].
     pub(crate) fn durable_later(mut self) -> Puts<'a> {
         self.unsynced = true;
         self
@@ -53,14 +58,23 @@ impl<'a> Puts<'a> {
         self.in_flight += size;
         let unsynced = self.unsynced;
         let put = async move {
-            let stored = if unsynced { table.put_object_unsynced(&path, data).await } else { table.put_object(&path, data).await };
-            stored.map(|()| size)
+            let stored = match unsynced {
+                true => table.put_new_object(&path, data).await,
+                false => table.put_object(&path, data).await.map(|()| path.clone()),
+            };
+            stored.map(|stored| (size, path, stored))
         };
         self.running.spawn_on(put, self.runtime);
         while self.in_flight > self.limit.bytes {
             self.next()?;
         }
         Ok(())
+    }
+
+    /// The path a file asked to be stored at `path` went to (see [`Table::put_new_object`]):
+    /// `path` itself, unless other bytes were there. Known once its put ended.
+    pub(crate) fn stored_path(&self, path: &str) -> Option<&str> {
+        self.renamed.get(path).map(String::as_str)
     }
 
     /// The runtime the puts run on.
@@ -79,7 +93,13 @@ impl<'a> Puts<'a> {
     /// Waits for one put to end.
     fn next(&mut self) -> Result<(), TableError> {
         match self.runtime.block_on(self.running.join_next()) {
-            Some(Ok(stored)) => self.in_flight -= stored?,
+            Some(Ok(stored)) => {
+                let (size, asked, stored) = stored?;
+                self.in_flight -= size;
+                if stored != asked {
+                    self.renamed.insert(asked, stored);
+                }
+            }
             Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels a put.
             Some(Err(e)) => {

@@ -65,6 +65,7 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
         let _ = gauges.leases.set(leases.shared_stats());
     }
     let mut idle_since = Instant::now();
+    let mut backoff = SESSION_BACKOFF_FIRST;
     let ended = loop {
         // With leases: a session per set of shards held (see `crate::leased`).
         let held = match &mut leases {
@@ -77,7 +78,6 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
                     break Err(failure);
                 }
                 let held = leases.held_now();
-                gauges.shards_held.store(held.len() as u64, Ordering::Relaxed);
                 if held.is_empty() {
                     // A worker with no shard (more workers than shards) is ready: it waits.
                     gauges.answered.store(true, Ordering::Relaxed);
@@ -101,7 +101,20 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
             Ok(Ending::Switched { from, to }) => {
                 tracing::info!(from = %from, to = %to, "the table was switched to {to}: continuing on it from the positions the switch handed over");
             }
-            Ok(Ending::Moved) => idle_since = Instant::now(),
+            Ok(Ending::Moved) => {
+                idle_since = Instant::now();
+                // A session that ended although the held set did not change (a shard the
+                // table says another worker took, a fence refused): the coordinator has not
+                // caught up, perhaps stuck on a lease store that does not answer. Wait for it,
+                // backing off, rather than start session after session on the same set.
+                match leases.as_mut() {
+                    Some(leases) if !leases.changed() => {
+                        leases.wait_for_change(runtime, backoff);
+                        backoff = (backoff * 2).min(SESSION_BACKOFF_MAX);
+                    }
+                    _ => backoff = SESSION_BACKOFF_FIRST,
+                }
+            }
         }
     };
     if let Some(leases) = leases {
@@ -119,6 +132,11 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
     }
     ended.map(|()| (stats.summary(), root))
 }
+
+/// How long a leased worker waits for its coordinator after a session ended on a held set
+/// that did not change, at first and at most (doubling in between).
+const SESSION_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const SESSION_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How a run on one generation ended.
 enum Ending {
@@ -173,7 +191,7 @@ impl Run<'_> {
             let epochs = runtime.block_on(table.shard_epochs(&names))?;
             let fenced: BTreeMap<String, Option<u64>> = epochs.into_iter().filter(|(shard, epoch)| epoch.is_some_and(|e| e > held[shard])).collect();
             if !fenced.is_empty() {
-                leases.fenced(runtime, &fenced)?;
+                leases.fenced(&fenced)?;
                 return Ok(Ending::Moved);
             }
             table = table.leased(&leases.worker_id, held);
@@ -263,12 +281,18 @@ impl Run<'_> {
                     .map(|(s, p)| p.map(|p| (s, p)))
                     .collect::<Result<_, _>>()?;
                 let client = aws.expect("loaded for AWS sources").kinesis();
+                let mut read = read.clone();
+                if read.start == crate::settings::StartPosition::Latest {
+                    let at = runtime.block_on(pipeline.table().latest_start(chrono::Utc::now().timestamp_millis()))?;
+                    tracing::debug!(at_ms = at, "--start latest: shards the table has no position of are read from the table's first start");
+                    read.start = crate::settings::StartPosition::AtTimestamp(at);
+                }
                 Source::Kinesis(KinesisSource::start(
                     runtime.handle().clone(),
                     client,
                     stream.clone(),
                     resume,
-                    read.clone(),
+                    read,
                     None,
                     Vec::new(),
                     lease.as_ref().map(|(_, held)| held.keys().cloned().collect()),
@@ -300,6 +324,10 @@ impl Run<'_> {
         let mut moved: Option<bool> = None;
         let mut feed = Feed::new();
         let result = (|| -> Result<(), ConsumerError> {
+            // Shards just taken are fenced before they are read (see `Pipeline::fence`).
+            if lease.is_some() && pipeline.fence()? {
+                tracing::info!("fenced the shards taken: their previous owner's commits are refused from now on");
+            }
             while !shutdown.is_requested() {
                 // Idle time counts once the source has caught up (see `Source::caught_up`), and
                 // only as far as the source has shown that nothing arrived (`quiet_for`).
@@ -334,6 +362,7 @@ impl Run<'_> {
                 gauges.progress(stats, caught_up && pipeline.is_idle());
                 source.acknowledge(pipeline.acks().take_committed());
                 source.committed_elsewhere(pipeline.acks().take_elsewhere());
+                source.confirmed_elsewhere(pipeline.acks().take_elsewhere_confirmed());
                 pipeline.acks().confirm(&source.take_acknowledged(), ack_grace_ms);
                 // A shard read to its end: its last rows committed, then its lease ended.
                 let drained = pipeline.take_drained();
@@ -344,9 +373,6 @@ impl Run<'_> {
                     for shard in drained {
                         leases.end(runtime, &shard)?;
                     }
-                }
-                if let Some((leases, _)) = &lease {
-                    gauges.shards_held.store(leases.held_count() as u64, Ordering::Relaxed);
                 }
                 if let Some((leases, held)) = &lease
                     && leases.changed()
@@ -393,7 +419,7 @@ impl Run<'_> {
                             .filter(|s| held.contains_key(&names[*s as usize]))
                             .filter_map(|s| pipeline.last_read(s).map(|p| (names[s as usize].clone(), p.to_string())))
                             .collect();
-                        leases.positions(runtime, positions);
+                        leases.positions(positions);
                     }
                 }
             }
@@ -418,7 +444,7 @@ impl Run<'_> {
                 let shards = e.fenced_shards().unwrap_or_default().to_vec();
                 let epochs = runtime.block_on(pipeline.table().shard_epochs(&shards))?;
                 if let Some((leases, _)) = &lease {
-                    leases.fenced(runtime, &epochs)?;
+                    leases.fenced(&epochs)?;
                 }
                 moved = Some(false);
                 Ok(())

@@ -140,7 +140,8 @@ pub enum StartPosition {
     /// The oldest record the stream retains.
     #[default]
     TrimHorizon,
-    /// Records written after the reader started (shards open at start only).
+    /// Records written after the table's first start with it (see
+    /// `kappa_table::Table::latest_start`): read as `AtTimestamp` of that instant.
     Latest,
     /// The first record that arrived at or after this time (ms since the epoch).
     AtTimestamp(i64),

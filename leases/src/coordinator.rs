@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,6 +51,8 @@ pub enum LeaseError {
 /// Counters for metrics and the summary.
 #[derive(Debug, Default)]
 pub struct LeaseStats {
+    /// Shards published as held now (what the worker reads).
+    pub held: AtomicU64,
     pub takes: AtomicU64,
     pub steals: AtomicU64,
     pub lost: AtomicU64,
@@ -98,8 +100,20 @@ impl Coordinator {
         let (commands, rx) = mpsc::channel(64);
         let stats = Arc::new(LeaseStats::default());
         let core = Core::new(config.id.clone(), config.host.clone(), std::process::id(), config.settings);
-        let runner = Runner { store, core, lister, held: held_tx, stats: stats.clone(), base: Instant::now() };
-        let task = tokio::spawn(runner.run(rx));
+        let watch = Watch {
+            held: Arc::new(held_tx),
+            beat_ok: Arc::new(AtomicU64::new(NEVER)),
+            expired: Default::default(),
+            base: Instant::now(),
+            stats: stats.clone(),
+        };
+        let watchdog = tokio::spawn(watch.clone().watchdog(config.settings));
+        let runner = Runner { store, core, lister, watch, stats: stats.clone() };
+        let task = tokio::spawn(async move {
+            let ended = runner.run(rx).await;
+            watchdog.abort();
+            ended
+        });
         Ok(Coordinator { commands, held, stats, task })
     }
 
@@ -133,13 +147,29 @@ impl Coordinator {
     /// above this worker's: if the lease is still this worker's (a lease store that lost
     /// writes, e.g. a reset local store), it is taken again above the table's epoch; else it
     /// is forgotten.
-    pub async fn fenced(&self, shard: &str, table_epoch: u64) -> Result<(), LeaseError> {
-        self.send(Command::Fenced { shard: shard.to_string(), table_epoch }).await
+    ///
+    /// Never waits: a cycle stuck on a store that does not answer must not stop the caller (a
+    /// consumer's session loop). With the queue full the word is dropped, and the lease is
+    /// settled by the next scans (another worker's, or this one's, given up by then).
+    pub fn fenced(&self, shard: &str, table_epoch: u64) -> Result<(), LeaseError> {
+        self.try_send(Command::Fenced { shard: shard.to_string(), table_epoch })
     }
 
-    /// Where each shard got to, published with the next heartbeat (lag metrics, `workers`).
-    pub async fn positions(&self, positions: BTreeMap<String, String>) -> Result<(), LeaseError> {
-        self.send(Command::Positions(positions)).await
+    /// Where each shard got to, published with the next heartbeat (lag metrics, `workers`):
+    /// hints, dropped rather than waited for when the cycle is behind.
+    pub fn positions(&self, positions: BTreeMap<String, String>) -> Result<(), LeaseError> {
+        self.try_send(Command::Positions(positions))
+    }
+
+    fn try_send(&self, command: Command) -> Result<(), LeaseError> {
+        match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("the lease coordinator is behind (its store does not answer): a word to it was dropped");
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(LeaseError::Stopped),
+        }
     }
 
     /// Releases every lease (recording `checkpoints` as hints) and removes the worker item.
@@ -200,9 +230,66 @@ struct Runner {
     store: Arc<dyn LeaseStore>,
     core: Core,
     lister: Arc<dyn ShardLister>,
-    held: watch::Sender<BTreeMap<String, u64>>,
+    watch: Watch,
     stats: Arc<LeaseStats>,
+}
+
+/// What the runner publishes, and what its watchdog judges it by: a worker whose own heartbeat
+/// has not landed for the self-expiry time stops reading every shard, whatever its cycle is
+/// doing. A cycle waits on the store (a heartbeat, up to three scans, their takes, every tenth
+/// a shard listing: each up to two cycles), so self-expiry checked at the end of a cycle came
+/// several cycles late on a store that did not answer — after others had taken the shards.
+#[derive(Clone)]
+struct Watch {
+    held: Arc<watch::Sender<BTreeMap<String, u64>>>,
+    /// When the last heartbeat that landed was sent, in nanoseconds since `base` ([`NEVER`]:
+    /// none yet).
+    beat_ok: Arc<AtomicU64>,
+    /// Set by the watchdog when it gave up the shards: the runner's core drops them too.
+    expired: Arc<AtomicBool>,
     base: Instant,
+    stats: Arc<LeaseStats>,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Watch {
+    fn now(&self) -> Duration {
+        self.base.elapsed()
+    }
+
+    /// Publishes the shards held (nothing once the heartbeat is too old: see [`Watch`]).
+    fn publish(&self, epochs: BTreeMap<String, u64>) {
+        self.stats.held.store(epochs.len() as u64, Ordering::Relaxed);
+        self.held.send_if_modified(|held| {
+            let changed = *held != epochs;
+            *held = epochs.clone();
+            changed
+        });
+    }
+
+    /// Runs beside the cycle: when the last heartbeat that landed is older than the self-expiry
+    /// time, publishes that no shard is held, at once.
+    async fn watchdog(self, settings: Settings) {
+        let expiry = settings.self_expiry();
+        loop {
+            let at = self.beat_ok.load(Ordering::Acquire);
+            let now = self.now();
+            let wake = match at {
+                NEVER => now + settings.cycle(),
+                at if now < Duration::from_nanos(at) + expiry => Duration::from_nanos(at) + expiry,
+                _ => {
+                    if !self.held.borrow().is_empty() {
+                        tracing::warn!("this worker's heartbeat has not landed for {expiry:?}: stopped reading every shard before others may take them");
+                        self.expired.store(true, Ordering::Release);
+                        self.publish(BTreeMap::new());
+                    }
+                    now + settings.cycle()
+                }
+            };
+            tokio::time::sleep_until(self.base + wake).await;
+        }
+    }
 }
 
 /// Shards are listed every this many cycles (Kinesis ListShards allows 100 calls/s per account).
@@ -210,7 +297,7 @@ const LIST_EVERY: u64 = 10;
 
 impl Runner {
     fn now(&self) -> Duration {
-        self.base.elapsed()
+        self.watch.now()
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Result<(), LeaseError> {
@@ -273,7 +360,11 @@ impl Runner {
             let sent = self.now();
             let outcome = self.apply(&beat).await;
             self.core.beat_done(&beat, sent, outcome);
+            if let Some(at) = self.core.beat_ok_at() {
+                self.watch.beat_ok.store(u64::try_from(at.as_nanos()).unwrap_or(NEVER - 1), Ordering::Release);
+            }
         }
+        self.settle_expiry();
 
         // A take another worker won leaves room this cycle: scan and plan again at once (at
         // most twice), so expired leases raced for by several workers are all owned again
@@ -302,7 +393,11 @@ impl Runner {
         };
         self.stats.scans.fetch_add(1, Ordering::Relaxed);
         if list {
-            match self.lister.shards().await {
+            let listed = match tokio::time::timeout(self.core.settings().cycle() * 2, self.lister.shards()).await {
+                Ok(listed) => listed,
+                Err(_) => Err("the shard listing was unanswered after two cycles".to_string()),
+            };
+            match listed {
                 Ok(shards) => {
                     for change in self.core.sync(&snapshot, &shards) {
                         self.apply(&change).await;
@@ -387,13 +482,21 @@ impl Runner {
         }
     }
 
-    fn publish(&self) {
-        let epochs = self.core.epochs();
-        self.held.send_if_modified(|held| {
-            let changed = *held != epochs;
-            *held = epochs.clone();
-            changed
-        });
+    /// If the watchdog gave the shards up, the core does too (and they count as lost).
+    fn settle_expiry(&mut self) {
+        if self.watch.expired.swap(false, Ordering::AcqRel) {
+            let dropped = self.core.give_up();
+            self.stats.lost.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn publish(&mut self) {
+        self.settle_expiry();
+        let epochs = match self.core.beating(self.now()) {
+            true => self.core.epochs(),
+            false => BTreeMap::new(),
+        };
+        self.watch.publish(epochs);
     }
 
     async fn shutdown(&mut self, mut checkpoints: BTreeMap<String, String>) -> Result<(), LeaseError> {
@@ -411,5 +514,41 @@ impl Runner {
         let unregister = self.core.unregister();
         self.apply(&unregister).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Settings;
+
+    /// Issue 60, 6: self-expiry runs on a timer of its own. A heartbeat older than the
+    /// self-expiry time empties the published set at once, whatever the cycle is waiting for;
+    /// a fresh one keeps it.
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_stops_reading_when_the_heartbeat_is_too_old_whatever_the_cycle_does() {
+        let settings = Settings { failover: Duration::from_secs(10) };
+        let (sender, held) = watch::channel(BTreeMap::from([("s".to_string(), 3u64)]));
+        let watch = Watch {
+            held: Arc::new(sender),
+            beat_ok: Arc::new(AtomicU64::new(0)),
+            expired: Default::default(),
+            base: Instant::now(),
+            stats: Default::default(),
+        };
+        let watchdog = tokio::spawn(watch.clone().watchdog(settings));
+        // The last beat that landed was sent at 0: 6 s later the shard is still held …
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(held.borrow().len(), 1);
+        // … a beat sent at 5 s lands: held until 12 s (the self-expiry is 7 s) …
+        watch.beat_ok.store(Duration::from_secs(5).as_nanos() as u64, Ordering::Release);
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        assert_eq!(held.borrow().len(), 1, "at 11.5 s");
+        // … and no more after, though nothing else ran.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(held.borrow().is_empty(), "at 12.5 s");
+        assert!(watch.expired.load(Ordering::Acquire), "the runner's core is told");
+        watchdog.abort();
+        assert_eq!(settings.self_expiry(), Duration::from_secs(7));
     }
 }

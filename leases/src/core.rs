@@ -57,7 +57,7 @@ impl Settings {
 
     /// A worker whose own last good heartbeat is this old stops reading: from one cycle later
     /// others may judge it expired.
-    fn self_expiry(&self) -> Duration {
+    pub fn self_expiry(&self) -> Duration {
         self.expiry().saturating_sub(self.cycle())
     }
 
@@ -211,6 +211,11 @@ impl Core {
         }
     }
 
+    /// When the last heartbeat that surely landed was sent, if one did.
+    pub fn beat_ok_at(&self) -> Option<Duration> {
+        self.beat_ok_at
+    }
+
     /// Whether the heartbeat is fresh enough to keep reading leases at `now`.
     pub fn beating(&self, now: Duration) -> bool {
         self.beat_ok_at.is_some_and(|at| now.saturating_sub(at) < self.settings.self_expiry())
@@ -349,6 +354,12 @@ impl Core {
         if self.beating(now) || self.held.is_empty() {
             return Vec::new();
         }
+        std::mem::take(&mut self.held).into_keys().collect()
+    }
+
+    /// Drops every lease at once, without a write: the worker's own heartbeat went too long
+    /// without landing (judged apart from the cycle, see `coordinator.rs`). Returns those dropped.
+    pub fn give_up(&mut self) -> Vec<String> {
         std::mem::take(&mut self.held).into_keys().collect()
     }
 

@@ -435,9 +435,25 @@ impl Worker<'_> {
                 }
                 Ok(false) => {}
                 // Another process's commit holds one of these shards (see `kappa_table`'s
-                // `shared.rs`): read them again from the log, as it now stands.
+                // `shared.rs`): a newer owner's fence, or an older owner's last commit. The
+                // coordinator is told the epochs the log has them at, as a consumer does: it
+                // forgets the shards another process took (or, if the leases still say they are
+                // this one's, takes them again above the log's epoch); then the shards held are
+                // read again from the log, as it now stands.
                 Err(e) if e.fenced_shards().is_some() => {
                     tracing::info!(error = %e, "the generation's log moved on for shards of this process: reading them again from there");
+                    let whole = Table::open_generation(self.job.store.clone(), self.job.name, self.generation);
+                    let logged = runtime.block_on(whole.shared_epochs())?;
+                    let fenced: BTreeMap<String, Option<u64>> = e
+                        .fenced_shards()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|shard| logged.get(*shard).is_some_and(|epoch| held.get(*shard).is_none_or(|ours| epoch > ours)))
+                        .map(|shard| (lease_key(self.generation, shard), logged.get(shard).copied()))
+                        .collect();
+                    if !fenced.is_empty() {
+                        self.leases.fenced(&fenced)?;
+                    }
                     self.leases.wait_for_change(runtime, Duration::from_millis(500));
                 }
                 Err(e) => return Err(e),
@@ -457,6 +473,9 @@ impl Worker<'_> {
         let mut source = self.open_source(held, &pipeline)?;
         let mut feed = Feed::new();
         let read = (|| -> Result<bool, ReplayError> {
+            // Shards just taken are fenced in the generation's log before they are read: a
+            // commit of their previous owner after this one is refused (see `Pipeline::fence`).
+            pipeline.fence()?;
             while !source.finished() || !feed.is_empty() {
                 if self.shutdown.is_requested() {
                     return Err(ReplayError::Interrupted { generation: self.generation.to_string() });

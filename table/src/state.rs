@@ -112,6 +112,11 @@ pub struct Claims {
     /// SQS message ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// SQS message ids (of this commit or any earlier one, whoever's) whose deletes this writer
+    /// saw confirmed since its last commit: the others remember them for a grace period only
+    /// from then on, and until then as long as a message can stay in the queue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confirmed: Vec<String>,
     /// Per producer file and pass (`<source>:<pass>`): the rows, as ranges (`0-99,120-130`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rows: BTreeMap<String, String>,

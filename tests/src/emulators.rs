@@ -150,6 +150,24 @@ impl FaultProxy {
         self.call("POST", "/_proxy/lose_response", &format!(r#"{{"method":"{method}","path_contains":"{path_contains}","times":{times}}}"#));
     }
 
+    /// Like [`FaultProxy::lose_response`], for requests whose body also contains
+    /// `body_contains`, the 500 sent only `seconds` after the write was done: time for other
+    /// writers to act on it before its writer hears anything.
+    pub fn lose_response_after(&self, method: &str, path_contains: &str, body_contains: &str, seconds: f64, times: u32) {
+        let body_contains = serde_json::to_string(body_contains).expect("a string");
+        let spec = format!(r#"{{"method":"{method}","path_contains":"{path_contains}","body_contains":{body_contains},"times":{times},"seconds":{seconds}}}"#);
+        self.call("POST", "/_proxy/lose_response", &spec);
+    }
+
+    /// Holds the next `times` requests of `method` whose path contains `path_contains` and whose
+    /// body contains `body_contains` for `seconds` before forwarding them: a write that lands
+    /// long after it was sent, whatever its sender does meanwhile (SIGSTOP, say).
+    pub fn hold(&self, method: &str, path_contains: &str, body_contains: &str, seconds: f64, times: u32) {
+        let body_contains = serde_json::to_string(body_contains).expect("a string");
+        let spec = format!(r#"{{"method":"{method}","path_contains":"{path_contains}","body_contains":{body_contains},"seconds":{seconds},"times":{times}}}"#);
+        self.call("POST", "/_proxy/hold", &spec);
+    }
+
     /// The next `times` requests of `method` whose path contains `path_contains` are refused
     /// with `status` (403: a permission lost mid-run, which no client retries) and never reach
     /// the server.

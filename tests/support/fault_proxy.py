@@ -20,10 +20,15 @@ Control endpoints (not forwarded):
   POST /_proxy/reset                    clears the counters
   POST /_proxy/fail {"action": A, "every": K, "times": T}
        the next T calls of batch action A fail every K-th entry (1st, K+1-th, ...)
-  POST /_proxy/lose_response {"method": M, "path_contains": P, "times": T}
-       the next T requests of method M whose path contains P are forwarded (and done
-       upstream), but the client gets a 500 InternalError instead of the answer: the write
-       happened, the client cannot know it
+  POST /_proxy/lose_response {"method": M, "path_contains": P, "body_contains": B, "times": T, "seconds": S}
+       the next T requests of method M whose path contains P (and whose body contains B, if
+       given) are forwarded (and done upstream), but the client gets a 500 InternalError
+       instead of the answer, S seconds later (0 unless given): the write happened, the client
+       cannot know it
+  POST /_proxy/hold {"method": M, "path_contains": P, "body_contains": B, "seconds": S, "times": T}
+       the next T requests of method M whose path contains P (and whose body contains B, if
+       given) are held S seconds before they are forwarded: a write that lands long after it
+       was sent (its sender paused or its network slow), whatever the sender does meanwhile
   POST /_proxy/refuse {"method": M, "path_contains": P, "status": S, "times": T}
        the next T requests of method M whose path contains P are not forwarded: the client
        gets status S (e.g. 403 AccessDenied, which no client retries)
@@ -55,7 +60,7 @@ BATCH_ACTIONS = {
 }
 
 state_lock = threading.Lock()
-state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": [],
+state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": [], "holds": [],
          "latency": 0.0, "in_flight": {}, "in_flight_max": {}}
 
 
@@ -154,6 +159,7 @@ class Handler(BaseHTTPRequestHandler):
                 state["delays"].clear()
                 state["lost"].clear()
                 state["refused"].clear()
+                state["holds"].clear()
                 state["in_flight_max"].clear()
             return self.reply(200, b"{}")
         if self.path == "/_proxy/fail":
@@ -164,7 +170,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_proxy/lose_response":
             spec = json.loads(body or b"{}")
             with state_lock:
-                state["lost"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1))})
+                state["lost"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1)),
+                                      "seconds": float(spec.get("seconds", 0)), "body_contains": spec.get("body_contains", "")})
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/hold":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["holds"].append({"method": spec["method"], "path_contains": spec["path_contains"], "body_contains": spec.get("body_contains", ""),
+                                       "seconds": float(spec["seconds"]), "times": int(spec.get("times", 1))})
             return self.reply(200, b"{}")
         if self.path == "/_proxy/refuse":
             spec = json.loads(body or b"{}")
@@ -233,6 +246,12 @@ class Handler(BaseHTTPRequestHandler):
             if delay and delay["times"] > 0:
                 delay["times"] -= 1
                 hold = delay["seconds"]
+            held = next((h for h in state["holds"] if h["times"] > 0 and h["method"] == self.command and h["path_contains"] in self.path
+                         and h["body_contains"].encode() in body), None)
+            if held:
+                held["times"] -= 1
+                hold = max(hold, held["seconds"])
+                state["requests"]["held:" + self.path] = state["requests"].get("held:" + self.path, 0) + 1
         if hold:
             time.sleep(hold)
 
@@ -263,11 +282,15 @@ class Handler(BaseHTTPRequestHandler):
                        if k.lower() not in ("content-length", "connection", "transfer-encoding", "content-md5")]
         conn.close()
         with state_lock:
-            lose = next((l for l in state["lost"] if l["times"] > 0 and l["method"] == self.command and l["path_contains"] in self.path), None)
+            # Only a write that was done can have its answer lost: a refused one (a conditional
+            # put that lost its race) leaves the rule for the next.
+            lose = next((l for l in state["lost"] if l["times"] > 0 and l["method"] == self.command and l["path_contains"] in self.path
+                         and l.get("body_contains", "").encode() in body), None) if resp.status < 300 else None
             if lose:
                 lose["times"] -= 1
                 state["requests"]["lost:" + self.path] = state["requests"].get("lost:" + self.path, 0) + 1
         if lose and resp.status < 300:
+            time.sleep(lose["seconds"])
             error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>lost by the test proxy</Message></Error>"
             return self.reply(500, error, [("Content-Type", "application/xml")])
         if self.command == "GET" and resp.status in (200, 206):

@@ -89,6 +89,21 @@ fn make_dirs(dir: &Path, sync: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Moves `from` to `to` unless `to` exists (then [`std::io::ErrorKind::AlreadyExists`]):
+/// `renameat2(RENAME_NOREPLACE)` on Linux; where the file system does not take that flag, a
+/// hard link (which fails if the name exists), then `from` removed.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    match rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, rustix::fs::RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::hard_link(from, to)?;
+    let _ = std::fs::remove_file(from);
+    Ok(())
+}
+
 /// True where one `syncfs(2)` makes a batch of unsynced puts durable and says if it could not:
 /// Linux from 5.8 on. Before 5.8 `syncfs` did not report write-back errors (a failing disk
 /// would go unnoticed and the commit be made over lost data), and other systems have no
@@ -278,6 +293,32 @@ impl LocalStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Creates `path` with `data` only if nothing is there, like [`LocalStore::put_if_absent`],
+    /// for a commit's data files: not fsynced (as [`LocalStore::put_unsynced`]), and moved into
+    /// place by a rename that refuses to replace (`renameat2(RENAME_NOREPLACE)`), which costs
+    /// what a plain put's rename does. A writer that lost its shard may still be storing the
+    /// same name: it must not replace a file another writer committed.
+    pub fn put_new_unsynced(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {
+        let sync = !syncfs_reports_errors();
+        if !sync && self.sync_root.get().is_none() {
+            std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+            let _ = self.sync_root.set(File::open(&self.root).map_err(io(&self.root))?);
+        }
+        let target = self.full(path);
+        let temp = self.write_temp_with(&target, data, sync)?;
+        match rename_no_replace(&temp, &target) {
+            Ok(()) if sync => Self::sync_parent(&target),
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists { path: path.to_string() }),
+                    _ => Err(io(&target)(e)),
+                }
+            }
+        }
     }
 
     pub fn put_if_absent(&self, path: &str, data: &Bytes) -> Result<(), StoreError> {

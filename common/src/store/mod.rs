@@ -1,9 +1,8 @@
 //! Object storage for the lake: one minimal interface, a local directory or S3 behind it.
 //!
-//! The commit protocol needs exactly these operations: write an object (replacing it: names
-//! are deterministic, so a retried write writes the same bytes), create one only if absent
-//! (the commit record: `O_EXCL` semantics locally, a conditional `If-None-Match: *` write on
-//! S3), read, list a prefix, delete. Paths are `/`-separated and relative to the store's root.
+//! The commit protocol needs exactly these operations: write an object (replacing it), create
+//! one only if absent (the commit record, and a commit's data files: `O_EXCL` semantics
+//! locally, a conditional `If-None-Match: *` write on S3), read, list a prefix, delete. Paths are `/`-separated and relative to the store's root.
 
 mod local;
 mod s3;
@@ -94,6 +93,25 @@ impl Store {
                 tokio::task::spawn_blocking(move || store.sync_written()).await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
             }
             Store::S3(_) => Ok(()),
+        }
+    }
+
+    /// Creates a commit's data file: [`Store::put_unsynced`], but only if nothing is at `path`
+    /// ([`StoreError::AlreadyExists`] then, and the object there untouched). Names are functions
+    /// of what a file holds, so a writer that lost its shard while paused may store the very
+    /// name another writer has committed since: a plain put would replace the committed file
+    /// with other bytes (another binary's, schema or codec) under the log's size and
+    /// statistics.
+    pub async fn put_new_unsynced(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        check_path(path)?;
+        match self {
+            Store::Local(s) => {
+                let (store, path) = (s.clone(), path.to_string());
+                tokio::task::spawn_blocking(move || store.put_new_unsynced(&path, &data))
+                    .await
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+            }
+            Store::S3(s) => s.put_new(path, data).await,
         }
     }
 
@@ -209,6 +227,19 @@ pub mod conformance {
         let err = store.put_if_absent("t/_kappa/c/1.json", Bytes::from_static(b"second")).await.unwrap_err();
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
         assert_eq!(store.get("t/_kappa/c/1.json").await.unwrap(), Bytes::from_static(b"first"));
+        // put_new_unsynced (a data file): created once, never replaced, durable after sync_written
+        store.put_new_unsynced("t/d/part-1.parquet", Bytes::from_static(b"mine")).await.unwrap();
+        let err = store.put_new_unsynced("t/d/part-1.parquet", Bytes::from_static(b"theirs")).await.unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        store.sync_written().await.unwrap();
+        assert_eq!(store.get("t/d/part-1.parquet").await.unwrap(), Bytes::from_static(b"mine"));
+        let large = Bytes::from(vec![7u8; (1 << 20) + 3]);
+        store.put_new_unsynced("t/d/part-2.parquet", large.clone()).await.unwrap();
+        assert!(matches!(store.put_new_unsynced("t/d/part-2.parquet", Bytes::new()).await, Err(StoreError::AlreadyExists { .. })));
+        assert!(store.get("t/d/part-2.parquet").await.unwrap() == large);
+        for path in ["t/d/part-1.parquet", "t/d/part-2.parquet"] {
+            store.delete(path).await.unwrap();
+        }
         // missing objects
         assert!(matches!(store.get("t/missing").await, Err(StoreError::NotFound { .. })));
         store.delete("t/missing").await.unwrap();

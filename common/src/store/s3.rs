@@ -72,13 +72,25 @@ impl S3Store {
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
         let key = self.key(path);
         if data.len() > MULTIPART_THRESHOLD {
-            return self.put_multipart(&key, data).await;
+            return self.upload_parts(path, data, false).await;
         }
         self.client.put_object().bucket(&self.bucket).key(&key).body(ByteStream::from(data)).send().await.map_err(|e| failure(&key, describe_sdk_error(&e)))?;
         Ok(())
     }
 
-    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+    /// Creates `path` only if absent (see [`super::Store::put_new_unsynced`]): a conditional
+    /// put, and for a large object a multipart upload whose completion is conditional.
+    pub async fn put_new(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        match data.len() > MULTIPART_THRESHOLD {
+            true => self.upload_parts(path, data, true).await,
+            false => self.put_if_absent(path, data).await,
+        }
+    }
+
+    /// A multipart upload of `data` to `path`, completed only if no object is there when
+    /// `if_absent` ([`StoreError::AlreadyExists`] then).
+    async fn upload_parts(&self, path: &str, data: Bytes, if_absent: bool) -> Result<(), StoreError> {
+        let key = &self.key(path);
         let upload = self.client.create_multipart_upload().bucket(&self.bucket).key(key).send().await.map_err(|e| failure(key, describe_sdk_error(&e)))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let mut parts = Vec::new();
@@ -103,15 +115,23 @@ impl S3Store {
                 }
             }
         }
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(&upload_id)
+            .set_if_none_match(if_absent.then(|| "*".to_string()))
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
-            .await
-            .map_err(|e| failure(key, describe_sdk_error(&e)))?;
+            .await;
+        if let Err(e) = completed {
+            let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
+            if if_absent && matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) {
+                return Err(StoreError::AlreadyExists { path: path.to_string() });
+            }
+            return Err(failure(key, describe_sdk_error(&e)));
+        }
         Ok(())
     }
 

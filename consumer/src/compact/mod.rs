@@ -130,6 +130,17 @@ struct Batch {
     bytes_before: u64,
 }
 
+impl Batch {
+    /// Names each merged file as it was stored (another name if other bytes had its own).
+    fn stored_as(&mut self, puts: &Puts<'_>) {
+        for file in &mut self.added {
+            if let Some(stored) = puts.stored_path(&file.path) {
+                file.path = stored.to_string();
+            }
+        }
+    }
+}
+
 /// Compacts the live generation of `table` (see the module doc). `stop` is asked between
 /// partitions: a consumer shutting down commits what is merged and returns.
 pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: &dyn Fn() -> bool) -> Result<CompactReport, CompactError> {
@@ -220,6 +231,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
                     batch.bytes_before += bytes;
                     if batch.bytes_before >= options.commit_every {
                         puts.wait_all()?;
+                        batch.stored_as(&puts);
                         commit(runtime, table, writer, std::mem::take(&mut batch), &mut report)?;
                     }
                 }
@@ -227,6 +239,7 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
         }
     }
     puts.wait_all()?;
+    batch.stored_as(&puts);
     if let Some(writer) = writer {
         commit(runtime, table, &writer, batch, &mut report)?;
         if report.commits > 0 {

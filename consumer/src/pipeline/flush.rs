@@ -155,10 +155,12 @@ impl Pipeline {
             claims_ref: None,
             epochs: Default::default(),
         };
-        // A consumer competing for a queue says what its commit stores (see `crate::claims`).
+        // A consumer competing for a queue says what its commit stores (see `crate::claims`),
+        // and which deletes it saw confirmed since its last commit.
+        let confirmed = self.acks.take_confirmed();
         let competing = match self.table.competing_tag() {
             Some(tag) => {
-                let claims = crate::claims::own_claims(&tag, self.acks.ingested(), &row_claims);
+                let claims = crate::claims::own_claims(&tag, self.acks.ingested(), confirmed, &row_claims);
                 commit.claims = Some(claims);
                 Some(crate::claims::CompetingCommit {
                     rows: row_claims,
@@ -234,8 +236,9 @@ impl Pipeline {
             let rows = claims.rows.iter().map(|(source, rows)| (source.clone(), kappa_table::SeenRows { rows: rows.clone(), ms: commit.created_ms })).collect();
             self.dedup.load_more(&rows).map_err(|reason| TableError::Invalid { table: self.table.name().to_string(), reason })?;
         }
-        if !peers.is_empty() {
-            self.acks.committed_elsewhere(peers.into_iter().flat_map(|c| c.messages), self.peer_grace_ms);
+        for claims in peers {
+            self.acks.committed_elsewhere(claims.messages);
+            self.acks.confirmed_elsewhere(claims.confirmed, self.peer_grace_ms);
         }
         // This commit's own files (a competing consumer's totals also count the others').
         let (rows, bytes) = commit.added.iter().fold((0, 0), |(r, b), f| (r + f.rows, b + f.bytes));

@@ -313,7 +313,9 @@ impl Pipeline {
     /// Also archives every event as it arrived (`--archive`), in the same commits; deletes
     /// archive objects of flushes that crashed before their commit.
     pub fn set_archive(&mut self, store: kappa_common::store::Store) -> Result<(), PipelineError> {
-        let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions).with_tag(self.table.competing_tag());
+        // Several writers of the table (leased workers, competing consumers) number their
+        // commits each on their own: their objects are named apart, and never judged by number.
+        let archive = crate::archive::Archive::new(store, self.table.name(), &self.state.archive_positions).with_tag(self.table.writer_tag());
         // Another consumer still running (a restart overlapping it) may be about to commit the
         // archive objects past our last commit: they are left for a later start.
         let host = kappa_table::writers::host_name();
@@ -599,6 +601,18 @@ impl Pipeline {
             self.write_and_commit(Hold::from(!short))?;
         }
         Ok(())
+    }
+
+    /// Commits, with no rows, the shards this leased worker took (see [`Table::fence_due`]):
+    /// before anything is read, so that from now on no commit of their previous owner lands,
+    /// however quiet the shards stay. Nothing is done if no held shard is new to this epoch.
+    pub fn fence(&mut self) -> Result<bool, PipelineError> {
+        if !self.runtime.block_on(self.table.fence_due())? {
+            return Ok(false);
+        }
+        self.write_and_commit(Hold::No)?;
+        self.finish_commit()?;
+        Ok(true)
     }
 
     /// Writes everything buffered and commits: shutdown, and the end of `--until-idle`.

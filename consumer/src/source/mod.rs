@@ -149,6 +149,14 @@ impl Source {
         }
     }
 
+    /// Messages whose deletes another consumer of the queue confirmed: forgotten after the
+    /// grace period (SQS).
+    pub fn confirmed_elsewhere(&mut self, acks: Vec<String>) {
+        if let (Source::Sqs(s), false) = (self, acks.is_empty()) {
+            s.confirmed_elsewhere(acks);
+        }
+    }
+
     /// Acknowledgements the source has completed since the last call (SQS: deleted messages).
     pub fn take_acknowledged(&mut self) -> Vec<String> {
         match self {

@@ -63,3 +63,52 @@ fn the_checks_catch_a_table_without_fences() {
     });
     assert!(failed, "ten seeds without fences passed the exactly-once check");
 }
+
+/// Runs `seeds` small worlds changed by `broken`; true if any fails with a message containing
+/// `finding`.
+fn any_fails_with(seeds: std::ops::Range<u64>, broken: impl Fn(&mut Config), finding: &str) -> bool {
+    seeds.into_iter().any(|seed| {
+        let mut config = Config::small(seed);
+        broken(&mut config);
+        run(config).verdict.is_err_and(|e| e.contains(finding))
+    })
+}
+
+#[test]
+fn the_checks_catch_a_fence_left_to_the_first_commit_beside_a_cleanup_by_the_wall_clock() {
+    // Issue 60, 4, as the code was: a worker paused past a minute holds a quiet shard's file
+    // stored and not yet committed; the taker does not fence the shard until its first rows,
+    // and its session's cleanup judges the paused worker's record stale by the wall clock and
+    // deletes the file; the paused worker wakes and commits a file that is gone.
+    let as_it_was = |config: &mut Config| {
+        config.fence_on_take = false;
+        config.delete_by_clock = true;
+        config.pause_rate = 2.0;
+        config.slow_share = 0.2;
+    };
+    assert!(any_fails_with(0..20, as_it_was, "which is gone"), "twenty seeds of the old fence and cleanup passed the missing-file check");
+}
+
+#[test]
+fn the_checks_catch_a_file_stored_over_a_committed_one() {
+    // Issue 60, 3, as the code was: a paused writer's put of a name lands after the new owner
+    // committed that name, with the bytes of another binary version.
+    let as_it_was = |config: &mut Config| {
+        config.replace_files = true;
+        config.pause_rate = 2.0;
+        config.slow_share = 0.2;
+    };
+    assert!(any_fails_with(0..20, as_it_was, "replaced"), "twenty seeds of unconditional puts passed the replaced-file check");
+}
+
+#[test]
+fn the_checks_catch_a_self_expiry_left_to_the_end_of_the_cycle() {
+    // Issue 60, 6, as the code was: a worker whose store does not answer keeps reading its
+    // shards until its cycle ends, long after others may take them.
+    let as_it_was = |config: &mut Config| {
+        config.watchdog = false;
+        config.store_slow_share = 0.05;
+        config.store_slow_max = std::time::Duration::from_secs(40);
+    };
+    assert!(any_fails_with(0..20, as_it_was, "still read"), "twenty seeds without the watchdog passed the stale-reader check");
+}

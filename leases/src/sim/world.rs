@@ -1,5 +1,5 @@
-//! The simulated world: workers running the real [`Core`], the modelled store and table, and
-//! the event queue on a virtual clock (milliseconds).
+//! The simulated world: workers running the real [`Core`], the modelled lease store and table
+//! (`table.rs`), and the event queue on a virtual clock (milliseconds).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -13,9 +13,13 @@ use crate::core::{Change, ChangeKind, Core, Settings, ShardInfo};
 use crate::record::{Item, Snapshot};
 use crate::store::memory::{apply_delete, apply_put};
 
+use self::reading::Reader;
+use self::table::{Answer, Rules, TableModel, TableOp};
 use super::config::{Config, Outcome};
 
 mod checks;
+mod reading;
+mod table;
 
 type Ms = u64;
 
@@ -27,19 +31,22 @@ enum StoreReq {
 }
 
 #[derive(Debug, Clone)]
-enum TableOp {
-    Fence { shard: String, epoch: u64 },
-    Commit { shard: String, epoch: u64, from: u64, to: u64 },
-}
-
-#[derive(Debug, Clone)]
 enum Ev {
     Tick(usize, u32),
     CommitTick(usize, u32),
-    AtStore(usize, u32, StoreReq),
-    FromStore(usize, u32, StoreReq, bool, Option<Arc<Snapshot>>),
+    /// Self-expiry on a timer of its own (the coordinator's watchdog).
+    Watchdog(usize, u32),
+    /// The worker's writer record says it is alive, with its wall clock.
+    RecordBeat(usize, u32),
+    /// A lease-store request (with its id) reaching the store, its answer reaching the worker,
+    /// and the worker giving up on it after two cycles (the coordinator's timeout).
+    AtStore(usize, u32, u64, StoreReq),
+    FromStore(usize, u32, u64, StoreReq, bool, Option<Arc<Snapshot>>),
+    StoreTimeout(usize, u32, u64, StoreReq),
+    /// A scan's answer, once the shard listing that goes with it ended (`true`: it answered).
+    Planned(usize, u32, Arc<Snapshot>, bool),
     AtTable(usize, u32, TableOp),
-    FromTable(usize, u32, TableOp, Option<u64>),
+    FromTable(usize, u32, TableOp, Answer),
     Crash(usize),
     Restart(usize),
     Pause(usize, Ms),
@@ -47,17 +54,15 @@ enum Ev {
     Sample,
 }
 
-struct Reader {
-    epoch: u64,
-    next: Option<u64>,
-    busy: bool,
-}
-
 struct SimWorker {
     inc: u32,
     alive: bool,
     paused_until: Ms,
     rate: f64,
+    /// Its host's wall clock, less the true time (ms): what its writer record says.
+    wall_offset: i64,
+    /// The binary it runs: files it encodes have other bytes than another version's.
+    version: u8,
     core: Core,
     in_cycle: usize,
     cycles: u64,
@@ -65,6 +70,8 @@ struct SimWorker {
     passes: u32,
     raced: bool,
     readers: BTreeMap<String, Reader>,
+    /// Lease-store requests whose answer is still awaited (not yet timed out).
+    pending: std::collections::HashSet<u64>,
 }
 
 struct Source {
@@ -72,32 +79,35 @@ struct Source {
     closed: Option<Ms>,
     parents: Vec<String>,
     children: bool,
+    /// Records a minute.
+    per_minute: u64,
 }
 
-#[derive(Default)]
-struct TableShard {
-    fence: u64,
-    position: u64,
-    last_commit_epoch: u64,
-}
-
-const RECORDS_PER_SEC: u64 = 20;
+/// Records a minute on a busy shard, and on a quiet one (a tenth of them): a quiet shard's
+/// new owner has nothing to commit for a long while after it took the shard.
+const BUSY_PER_MINUTE: u64 = 1_200;
+const QUIET_PER_MINUTE: u64 = 2;
+/// How often a writer record is renewed (`kappa_table::writers::WRITER_HEARTBEAT`).
+const RECORD_EVERY: Duration = Duration::from_secs(10);
 
 struct World {
     config: Config,
     settings: Settings,
+    rules: Rules,
     rng: StdRng,
     now: Ms,
     seq: u64,
     queue: BinaryHeap<Reverse<(Ms, u64, usize)>>,
     events: HashMap<usize, Ev>,
     store: Arc<Snapshot>,
-    table: HashMap<String, TableShard>,
+    table: TableModel,
     sources: BTreeMap<String, Source>,
     workers: Vec<SimWorker>,
     granted: HashMap<(String, u64), (usize, u32)>,
     granted_at: HashMap<(String, u64), Ms>,
     unread_since: HashMap<String, Ms>,
+    commit_ids: u64,
+    request_ids: u64,
     out: Outcome,
     failures: Vec<String>,
     steals_at: Vec<Ms>,
@@ -109,52 +119,47 @@ pub(crate) fn run(config: Config) -> Outcome {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut sources = BTreeMap::new();
     for i in 0..config.shards {
-        sources.insert(format!("shard-{i:05}"), Source { created: 0, closed: None, parents: vec![], children: false });
+        let per_minute = if i % 10 == 9 { QUIET_PER_MINUTE } else { BUSY_PER_MINUTE };
+        sources.insert(format!("shard-{i:05}"), Source { created: 0, closed: None, parents: vec![], children: false, per_minute });
     }
+    let skew = config.skew.as_millis() as i64;
     let workers = (0..config.workers)
         .map(|i| SimWorker {
             inc: 0,
             alive: true,
             paused_until: 0,
             rate: 1.0 + rng.random_range(-config.drift..=config.drift),
+            wall_offset: rng.random_range(-skew..=skew),
+            version: rng.random_range(0..config.versions.max(1)),
             core: Core::new(format!("w{i}"), "sim", i as u32, settings),
             in_cycle: 0,
             cycles: 0,
             passes: 0,
             raced: false,
             readers: BTreeMap::new(),
+            pending: Default::default(),
         })
         .collect();
     let bound = config.bound();
+    let rules = Rules { fence_on_take: config.fence_on_take, replace_files: config.replace_files, broken_fence: config.broken_fence };
     let mut world = World {
         settings,
+        rules,
         rng,
         now: 0,
         seq: 0,
         queue: BinaryHeap::new(),
         events: HashMap::new(),
         store: Arc::new(Snapshot::default()),
-        table: HashMap::new(),
+        table: TableModel::default(),
         sources,
         workers,
         granted: HashMap::new(),
         granted_at: HashMap::new(),
         unread_since: HashMap::new(),
-        out: Outcome {
-            seed: config.seed,
-            records: 0,
-            commits: 0,
-            crashes: 0,
-            pauses: 0,
-            splits: 0,
-            takes: 0,
-            steals: 0,
-            max_unread: Duration::ZERO,
-            bound,
-            loads: (0, 0),
-            verdict: Ok(()),
-            trace_hash: 0,
-        },
+        commit_ids: 0,
+        request_ids: 0,
+        out: Outcome::new(config.seed, bound),
         failures: Vec::new(),
         steals_at: Vec::new(),
         config,
@@ -176,13 +181,22 @@ impl World {
         self.queue.push(Reverse((t, self.seq, id)));
     }
 
-    /// A request's one-way delay: mostly a few milliseconds, sometimes slow.
-    fn delay(&mut self) -> Ms {
+    /// A request's one-way delay: mostly a few milliseconds, sometimes slow; the lease store
+    /// (`store`) now and then much slower still.
+    fn delay(&mut self, store: bool) -> Ms {
+        if store && self.rng.random_bool(self.config.store_slow_share) {
+            return self.rng.random_range(Self::ms(self.config.slow_max)..=Self::ms(self.config.store_slow_max));
+        }
         if self.rng.random_bool(self.config.slow_share) { self.rng.random_range(100..=Self::ms(self.config.slow_max)) } else { self.rng.random_range(1..=20) }
     }
 
     fn local(&self, w: usize) -> Duration {
         Duration::from_secs_f64(self.now as f64 / 1000.0 * self.workers[w].rate)
+    }
+
+    /// Worker `w`'s wall clock (ms).
+    fn wall(&self, w: usize) -> i64 {
+        self.now as i64 + self.workers[w].wall_offset
     }
 
     /// A local duration of worker `w` in global milliseconds.
@@ -193,9 +207,7 @@ impl World {
     fn start(&mut self) {
         for w in 0..self.workers.len() {
             let first = self.rng.random_range(0..5_000);
-            self.at(first, Ev::Tick(w, 0));
-            let commit = first + self.rng.random_range(0..1_000);
-            self.at(commit, Ev::CommitTick(w, 0));
+            self.start_worker(w, first);
         }
         let faults = Self::ms(self.config.faults_for);
         let minutes = faults as f64 / 60_000.0;
@@ -207,7 +219,13 @@ impl World {
         }
         for _ in 0..total(self.config.pause_rate) {
             let (w, t) = (self.rng.random_range(0..self.workers.len()), self.rng.random_range(10_000..faults));
-            let length = self.rng.random_range(1_000..3 * Self::ms(self.config.failover));
+            // Most pauses are short (a GC, a loaded host); some are long (a frozen VM), up to
+            // `pause_max`, ending before the faults do.
+            let longest = Self::ms(self.config.pause_max).min(faults - t).max(1_001);
+            let length = match self.rng.random_bool(0.2) {
+                true => self.rng.random_range(1_000..longest),
+                false => self.rng.random_range(1_000..(3 * Self::ms(self.config.failover)).min(longest).max(1_001)),
+            };
             self.at(t, Ev::Pause(w, length));
         }
         for _ in 0..(self.config.split_rate * minutes).round() as usize {
@@ -215,6 +233,18 @@ impl World {
             self.at(t, Ev::Split);
         }
         self.at(0, Ev::Sample);
+    }
+
+    /// The first events of worker `w`'s current run, from `t` on.
+    fn start_worker(&mut self, w: usize, t: Ms) {
+        let inc = self.workers[w].inc;
+        self.at(t, Ev::Tick(w, inc));
+        let commit = t + self.rng.random_range(0..1_000);
+        self.at(commit, Ev::CommitTick(w, inc));
+        self.at(t, Ev::RecordBeat(w, inc));
+        if self.config.watchdog {
+            self.at(t + Self::ms(self.settings.cycle()) / 2, Ev::Watchdog(w, inc));
+        }
     }
 
     fn end(&self) -> Ms {
@@ -269,10 +299,21 @@ impl World {
                     self.send(w, StoreReq::Scan);
                 }
             }
-            Ev::AtStore(w, inc, req) => self.at_store(w, inc, req),
-            Ev::FromStore(w, inc, req, ok, snapshot) => {
+            Ev::AtStore(w, inc, id, req) => self.at_store(w, inc, id, req),
+            Ev::FromStore(w, inc, id, req, ok, snapshot) => {
+                if !self.hold(w, inc, &ev) && self.workers[w].pending.remove(&id) {
+                    self.store_answered(w, req, Some(ok), snapshot);
+                }
+            }
+            Ev::Planned(w, inc, snapshot, listed) => {
                 if !self.hold(w, inc, &ev) {
-                    self.store_answered(w, req, ok, snapshot);
+                    self.plan(w, &snapshot, listed);
+                }
+            }
+            // Unanswered within two cycles: the outcome is unknown (the write may land later).
+            Ev::StoreTimeout(w, inc, id, req) => {
+                if !self.hold(w, inc, &ev) && self.workers[w].pending.remove(&id) {
+                    self.store_answered(w, req, None, None);
                 }
             }
             Ev::CommitTick(w, inc) => {
@@ -280,10 +321,30 @@ impl World {
                     self.commit_tick(w);
                 }
             }
-            Ev::AtTable(w, inc, op) => self.at_table(w, inc, op),
-            Ev::FromTable(w, inc, op, result) => {
+            Ev::Watchdog(w, inc) => {
                 if !self.hold(w, inc, &ev) {
-                    self.table_answered(w, op, result);
+                    self.watchdog(w);
+                }
+            }
+            Ev::RecordBeat(w, inc) => {
+                if !self.hold(w, inc, &ev) {
+                    let wall = self.wall(w);
+                    self.table.records.insert((w, inc), wall);
+                    let next = self.now + self.global(w, RECORD_EVERY);
+                    self.at(next, Ev::RecordBeat(w, inc));
+                }
+            }
+            Ev::AtTable(w, inc, op) => {
+                let answer = self.table.apply(self.rules, w, inc, self.now, &op);
+                // Now and then the answer of a commit is lost on its way back (a 500 after the
+                // write, a cut connection): the worker must find out whether it was made.
+                let lost = matches!(op, TableOp::Commit { .. }) && self.rng.random_bool(self.config.lost_answers);
+                let t = self.now + self.delay(false);
+                self.at(t, Ev::FromTable(w, inc, op, if lost { Answer::Lost } else { answer }));
+            }
+            Ev::FromTable(w, inc, op, answer) => {
+                if !self.hold(w, inc, &ev) {
+                    self.table_answered(w, op, answer);
                 }
             }
             Ev::Crash(w) => self.crash(w),
@@ -293,6 +354,7 @@ impl World {
                 if worker.alive && worker.paused_until <= self.now {
                     worker.paused_until = self.now + length;
                     self.out.pauses += 1;
+                    self.out.longest_pause = self.out.longest_pause.max(Duration::from_millis(length));
                 }
             }
             Ev::Split => self.split(),
@@ -305,18 +367,23 @@ impl World {
     }
 
     fn send(&mut self, w: usize, req: StoreReq) {
-        let t = self.now + self.delay();
+        let t = self.now + self.delay(true);
         let inc = self.workers[w].inc;
-        self.at(t, Ev::AtStore(w, inc, req));
+        self.request_ids += 1;
+        let id = self.request_ids;
+        self.workers[w].pending.insert(id);
+        let timeout = self.now + self.global(w, self.settings.cycle() * 2);
+        self.at(timeout, Ev::StoreTimeout(w, inc, id, req.clone()));
+        self.at(t, Ev::AtStore(w, inc, id, req));
     }
 
-    fn at_store(&mut self, w: usize, inc: u32, req: StoreReq) {
+    fn at_store(&mut self, w: usize, inc: u32, id: u64, req: StoreReq) {
         let (ok, snapshot) = match &req {
             StoreReq::Scan => (true, Some(self.store.clone())),
             StoreReq::Beat(change, _) | StoreReq::Change(change, _) => (self.apply(w, inc, change), None),
         };
-        let t = self.now + self.delay();
-        self.at(t, Ev::FromStore(w, inc, req, ok, snapshot));
+        let t = self.now + self.delay(true);
+        self.at(t, Ev::FromStore(w, inc, id, req, ok, snapshot));
     }
 
     /// Applies a change to the modelled store, checking what the protocol promises.
@@ -359,40 +426,35 @@ impl World {
         ok
     }
 
-    fn store_answered(&mut self, w: usize, req: StoreReq, ok: bool, snapshot: Option<Arc<Snapshot>>) {
+    /// What came of a lease-store request: `outcome` `None` if it timed out.
+    fn store_answered(&mut self, w: usize, req: StoreReq, outcome: Option<bool>, snapshot: Option<Arc<Snapshot>>) {
+        let ok = outcome == Some(true);
         match req {
             StoreReq::Beat(change, sent) => {
-                self.workers[w].core.beat_done(&change, sent, Some(ok));
+                self.workers[w].core.beat_done(&change, sent, outcome);
                 self.send(w, StoreReq::Scan);
             }
             StoreReq::Scan => {
-                let snapshot = snapshot.expect("scan result");
+                // A scan unanswered: this pass ends, the next cycle scans again.
+                let Some(snapshot) = snapshot else {
+                    self.next_tick(w);
+                    return;
+                };
                 let worker = &mut self.workers[w];
                 worker.passes += 1;
                 worker.raced = false;
                 if worker.passes == 1 {
                     worker.cycles += 1;
                 }
-                let mut changes = Vec::new();
+                // Every tenth cycle the source's shards are listed first: a request of its own,
+                // given up after two cycles (as it was, waited for however long it took).
                 if worker.passes == 1 && worker.cycles % 10 == 1 {
-                    let shards = self.listed();
-                    changes.extend(self.workers[w].core.sync(&snapshot, &shards));
-                }
-                let now = self.local(w);
-                match self.workers[w].core.on_scan(now, &snapshot) {
-                    Ok((_, planned)) => changes.extend(planned),
-                    Err(e) => {
-                        self.failures.push(format!("worker {w}: {e}"));
-                        return;
-                    }
-                }
-                self.sync_readers(w);
-                self.workers[w].in_cycle = changes.len();
-                if changes.is_empty() {
-                    self.next_tick(w);
-                }
-                for change in changes {
-                    self.send(w, StoreReq::Change(change, true));
+                    let (took, timeout) = (self.delay(true), self.global(w, self.settings.cycle() * 2));
+                    let (wait, listed) = if self.config.watchdog && took > timeout { (timeout, false) } else { (took, true) };
+                    let inc = self.workers[w].inc;
+                    self.at(self.now + wait, Ev::Planned(w, inc, snapshot, listed));
+                } else {
+                    self.plan(w, &snapshot, false);
                 }
             }
             StoreReq::Change(change, in_cycle) => {
@@ -404,9 +466,7 @@ impl World {
                     && matches!(change.kind, ChangeKind::Take | ChangeKind::Steal)
                     && let Some(Item::Lease(lease)) = &change.item
                 {
-                    self.workers[w].readers.insert(lease.shard.clone(), Reader { epoch: lease.epoch, next: None, busy: true });
-                    let op = TableOp::Fence { shard: lease.shard.clone(), epoch: lease.epoch };
-                    self.send_table(w, op);
+                    self.take(w, &lease.shard, lease.epoch);
                 }
                 self.sync_readers(w);
                 if in_cycle {
@@ -421,6 +481,35 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// A scan's plan (after the shard listing, if `listed`): the core learns what it saw, the
+    /// readers follow, and the cycle's writes are sent.
+    fn plan(&mut self, w: usize, snapshot: &Snapshot, listed: bool) {
+        let mut changes = Vec::new();
+        if listed {
+            let shards = self.listed();
+            changes.extend(self.workers[w].core.sync(snapshot, &shards));
+        }
+        let now = self.local(w);
+        match self.workers[w].core.on_scan(now, snapshot) {
+            Ok((_, planned)) => changes.extend(planned),
+            // Its id seen in use by a live process (a heartbeat of its previous run landing
+            // late): the process stops with the error, and is started again.
+            Err(_) => {
+                self.out.refused_ids += 1;
+                self.stop_worker(w);
+                return;
+            }
+        }
+        self.sync_readers(w);
+        self.workers[w].in_cycle = changes.len();
+        if changes.is_empty() {
+            self.next_tick(w);
+        }
+        for change in changes {
+            self.send(w, StoreReq::Change(change, true));
         }
     }
 
@@ -445,119 +534,39 @@ impl World {
     fn available(&self, shard: &str) -> u64 {
         let source = &self.sources[shard];
         let until = source.closed.unwrap_or(self.now).min(self.now);
-        until.saturating_sub(source.created) * RECORDS_PER_SEC / 1000
+        until.saturating_sub(source.created) * source.per_minute / 60_000
     }
 
     fn send_table(&mut self, w: usize, op: TableOp) {
-        let t = self.now + self.delay();
+        let t = self.now + self.delay(false);
         let inc = self.workers[w].inc;
         self.at(t, Ev::AtTable(w, inc, op));
     }
 
-    fn commit_tick(&mut self, w: usize) {
-        let shards: Vec<String> = self.workers[w].readers.keys().cloned().collect();
-        for shard in shards {
-            let available = self.available(&shard);
-            let closed = self.sources[&shard].closed.is_some();
-            let reader = self.workers[w].readers.get_mut(&shard).expect("reader");
-            let (Some(next), false) = (reader.next, reader.busy) else { continue };
-            if next < available {
-                reader.busy = true;
-                let to = available.min(next + 500);
-                let op = TableOp::Commit { shard, epoch: reader.epoch, from: next, to };
-                self.send_table(w, op);
-            } else if closed {
-                // Read to its end and committed: end the lease so its children may be read.
-                reader.busy = true;
-                let checkpoint = Some(next.to_string());
-                if let Some(change) = self.workers[w].core.end(&shard, checkpoint) {
-                    self.send(w, StoreReq::Change(change, false));
-                }
-            }
-        }
-        let t = self.now + self.global(w, Duration::from_secs(1));
-        let inc = self.workers[w].inc;
-        self.at(t, Ev::CommitTick(w, inc));
-    }
-
-    fn at_table(&mut self, w: usize, inc: u32, op: TableOp) {
-        let broken = self.config.broken_fence;
-        let table = self.table.entry(op_shard(&op).to_string()).or_default();
-        let result = match &op {
-            TableOp::Fence { epoch, .. } => (*epoch > table.fence || broken).then(|| {
-                table.fence = table.fence.max(*epoch);
-                table.position
-            }),
-            TableOp::Commit { shard, epoch, from, to } => {
-                if broken || (table.fence == *epoch && table.position == *from) {
-                    if *from < table.position {
-                        self.failures.push(format!(
-                            "at {} ms records {from}..{} of {shard} were committed twice (by worker {w}#{inc}, epoch {epoch})",
-                            self.now, table.position
-                        ));
-                    } else if *from > table.position {
-                        self.failures.push(format!("at {} ms records {}..{from} of {shard} were skipped", self.now, table.position));
-                    }
-                    if *epoch < table.last_commit_epoch && !broken {
-                        self.failures.push(format!(
-                            "at {} ms {shard} took a commit at epoch {epoch} after one at {}: two committing owners",
-                            self.now, table.last_commit_epoch
-                        ));
-                    }
-                    table.last_commit_epoch = table.last_commit_epoch.max(*epoch);
-                    self.out.records += to.saturating_sub(table.position.max(*from)) + table.position.saturating_sub(*from).min(to - from);
-                    table.position = table.position.max(*to);
-                    self.out.commits += 1;
-                    Some(*to)
-                } else {
-                    None
-                }
-            }
-        };
-        let t = self.now + self.delay();
-        self.at(t, Ev::FromTable(w, inc, op, result));
-    }
-
-    fn table_answered(&mut self, w: usize, op: TableOp, result: Option<u64>) {
-        let shard = op_shard(&op).to_string();
-        let worker = &mut self.workers[w];
-        let epoch = match &op {
-            TableOp::Fence { epoch, .. } | TableOp::Commit { epoch, .. } => *epoch,
-        };
-        let Some(reader) = worker.readers.get_mut(&shard).filter(|r| r.epoch == epoch) else { return };
-        match result {
-            Some(position) => {
-                reader.next = Some(position);
-                reader.busy = false;
-                if matches!(op, TableOp::Fence { .. })
-                    && let Some(since) = self.unread_since.remove(&shard)
-                {
-                    self.note_unread(&shard, since);
-                }
-            }
-            None => {
-                // Fenced by a newer owner: drop what was read and stop reading the shard.
-                worker.readers.remove(&shard);
-                worker.core.forget(&shard);
-            }
-        }
-    }
-
     fn crash(&mut self, w: usize) {
         let alive = self.workers.iter().filter(|x| x.alive).count();
-        let worker = &mut self.workers[w];
-        if !worker.alive || alive * 2 <= self.config.workers {
+        if !self.workers[w].alive || alive * 2 <= self.config.workers {
             return;
         }
+        self.out.crashes += 1;
+        self.stop_worker(w);
+    }
+
+    /// The worker's process ends (killed, or stopped by an error) and is started again 2-20 s
+    /// later.
+    fn stop_worker(&mut self, w: usize) {
+        let worker = &mut self.workers[w];
         worker.alive = false;
         worker.readers.clear();
-        self.out.crashes += 1;
+        worker.pending.clear();
         let back = self.now + self.rng.random_range(2_000..20_000);
         self.at(back, Ev::Restart(w));
     }
 
     fn restart(&mut self, w: usize) {
         let same_id = self.rng.random_bool(0.5);
+        // A restart may bring another version (a rolling deploy).
+        let version = self.rng.random_range(0..self.config.versions.max(1));
         let worker = &mut self.workers[w];
         worker.inc += 1;
         let id = if same_id { worker.core.id().to_string() } else { format!("w{w}.{}", worker.inc) };
@@ -568,9 +577,8 @@ impl World {
         worker.cycles = 0;
         worker.passes = 0;
         worker.raced = false;
-        let inc = worker.inc;
-        self.at(self.now, Ev::Tick(w, inc));
-        self.at(self.now + 500, Ev::CommitTick(w, inc));
+        worker.version = version;
+        self.start_worker(w, self.now);
     }
 
     fn split(&mut self) {
@@ -582,16 +590,11 @@ impl World {
         let source = self.sources.get_mut(&parent).expect("parent");
         source.closed = Some(self.now);
         source.children = true;
+        let per_minute = source.per_minute;
         for half in 0..2 {
             let child = format!("{parent}.{half}");
-            self.sources.insert(child, Source { created: self.now, closed: None, parents: vec![parent.clone()], children: false });
+            self.sources.insert(child, Source { created: self.now, closed: None, parents: vec![parent.clone()], children: false, per_minute });
         }
         self.out.splits += 1;
-    }
-}
-
-fn op_shard(op: &TableOp) -> &str {
-    match op {
-        TableOp::Fence { shard, .. } | TableOp::Commit { shard, .. } => shard,
     }
 }

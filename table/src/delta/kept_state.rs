@@ -41,8 +41,9 @@ impl LakeTable {
         let latest = self.version().unwrap_or_default();
         app_ids.extend(self.shard_writers(latest.saturating_sub(super::CHECKPOINT_INTERVAL), latest).await?);
         let store = self.table.log_store().object_store(None);
+        let mut states = self.writer_states(&app_ids).await?;
         for app_id in app_ids {
-            let Some(found) = self.writer_state(&app_id).await? else { continue };
+            let Some(found) = states.remove(&app_id) else { continue };
             let body = json!({ "version": found.version, "counter": found.counter, "commitId": found.commit_id, "state": found.state });
             store.put(&kept_path(&app_id, found.counter), Bytes::from(body.to_string()).into()).await.map_err(|e| self.delta(e.into()))?;
         }

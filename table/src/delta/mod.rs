@@ -518,14 +518,16 @@ impl LakeTable {
                 Ok(version)
             }
             Err(failure) => {
-                // Ambiguous (the put may have landed) or lost: the log says which.
+                // Ambiguous (the put may have landed) or lost: the log says which. The commit
+                // is looked for by its id among every version since the base, whatever other
+                // writers committed after it (see `find_own`).
                 self.reload().await?;
+                if let Some(version) = self.find_own(commit, base).await? {
+                    tracing::warn!(table = %self.name, version, error = %failure, "a commit failed, but the log holds it as this writer's own (its answer was lost): carrying on");
+                    return Ok(version);
+                }
                 match self.writer_counter(&commit.app_id).await? {
-                    Some(now) if now == commit.counter => {
-                        let version = self.own_commit(commit).await?.ok_or_else(concurrent)?;
-                        tracing::warn!(table = %self.name, version, error = %failure, "a commit failed, but the log holds it as this writer's own (its answer was lost): carrying on");
-                        Ok(version)
-                    }
+                    Some(now) if now == commit.counter => Err(concurrent()),
                     Some(now) if Some(now) != commit.previous => Err(concurrent()),
                     _ if self.version() > Some(base) => Err(DeltaError::Raced {
                         table: self.name.clone(),

@@ -2,6 +2,8 @@
 //! the removed files of the current version, and whether commits made meanwhile leave a commit
 //! valid (step 2 of the protocol in the module above).
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::actions::{parse_actions, parse_commit};
@@ -38,37 +40,138 @@ impl LakeTable {
         Ok(self.writer_state(&commit.app_id).await?.filter(|found| found.counter == commit.counter && found.commit_id == commit.commit_id).map(|f| f.version))
     }
 
-    /// The last commit of writer `app_id`, if it ever committed.
-    pub async fn writer_state(&self, app_id: &str) -> Result<Option<WriterState>, DeltaError> {
-        let Some(counter) = self.writer_counter(app_id).await? else { return Ok(None) };
-        let gone = || DeltaError::StateGone { table: self.name.clone(), app_id: app_id.to_string(), counter };
+    /// The version after `base` whose commit carries `commit`'s id, if one does: an attempt
+    /// whose answer was lost landed, whatever other writers committed after it. Looked for by
+    /// the id among every commit since the attempt's base, not only at the writer's counter: a
+    /// chain of writers sharing one counter (the consumers of an SQS queue) moves it on past a
+    /// commit whose writer never heard that it landed.
+    pub(super) async fn find_own(&self, commit: &Commit, base: u64) -> Result<Option<u64>, DeltaError> {
         let log_store = self.table.log_store();
         let latest = self.version().unwrap_or_default();
-        for version in (0..=latest).rev() {
-            let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else {
-                // Cleaned up behind a checkpoint: the checkpoint kept the state, if ours wrote it.
-                return self.kept_writer_state(app_id, counter).await?.map(Some).ok_or_else(gone);
-            };
-            if let Some(state) = self.carried_state(version, &commit, app_id, counter)? {
-                return Ok(Some(state));
+        for version in base + 1..=latest {
+            let Some(bytes) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { continue };
+            let ours = parse_actions(&self.name, version, &bytes, Some(&["commitInfo"]))?
+                .iter()
+                .any(|action| action["commitInfo"][METADATA_KEY]["commitId"].as_str() == Some(commit.commit_id.as_str()));
+            if ours {
+                return Ok(Some(version));
             }
         }
-        self.kept_writer_state(app_id, counter).await?.map(Some).ok_or_else(gone)
+        Ok(None)
     }
 
-    /// The writer's state, if commit `version` carries the writer's `txn` at `counter`.
-    fn carried_state(&self, version: u64, commit: &[u8], app_id: &str, counter: i64) -> Result<Option<WriterState>, DeltaError> {
-        let mut ours = false;
-        let mut info = Value::Null;
-        for action in parse_actions(&self.name, version, commit, Some(STATE_KINDS))? {
-            if let Some(txn) = action.get("txn") {
-                ours |= txn["appId"] == app_id && txn["version"].as_i64() == Some(counter);
-            }
-            if let Some(commit_info) = action.get("commitInfo") {
-                info = commit_info[METADATA_KEY].clone();
+    /// The last commit of writer `app_id`, if it ever committed.
+    pub async fn writer_state(&self, app_id: &str) -> Result<Option<WriterState>, DeltaError> {
+        Ok(self.writer_states(&[app_id.to_string()]).await?.remove(app_id))
+    }
+
+    /// The last commit of each writer of `app_ids` that ever committed, found without walking
+    /// the log back to it: a lease move reads the state of every shard it takes, and a shard's
+    /// last commit may lie 10,000 commits back (a quiet shard, or a consumer's hand-over at a
+    /// switch), each a GET on S3. Step by step:
+    /// 1. each writer's counter, from the loaded snapshot (checkpoints keep `txn` actions);
+    /// 2. one walk back over the commits since the last checkpoint (fewer than
+    ///    [`super::CHECKPOINT_INTERVAL`] when this crate writes them), for all writers at once;
+    /// 3. for the writers not found there, the state the checkpoint kept beside it
+    ///    (`kept_state.rs`: every writer that committed since the checkpoint before), one GET
+    ///    each, by exact counter;
+    /// 4. only for a writer still not found (a checkpoint another tool wrote, or one whose
+    ///    keeping failed) the rest of the walk, back as far as the log goes.
+    pub async fn writer_states(&self, app_ids: &[String]) -> Result<HashMap<String, WriterState>, DeltaError> {
+        let mut wanted: HashMap<&str, i64> = HashMap::new();
+        for app_id in app_ids {
+            if let Some(counter) = self.writer_counter(app_id).await? {
+                wanted.insert(app_id.as_str(), counter);
             }
         }
-        Ok(ours.then(|| WriterState { version, counter, commit_id: info["commitId"].as_str().unwrap_or_default().to_string(), state: info["state"].clone() }))
+        let mut found = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let latest = self.version().unwrap_or_default();
+        // The walk stops short of the checkpoint: what it covers was kept beside it.
+        let checkpoint = self.last_checkpoint().await?.filter(|c| *c <= latest);
+        let recent = checkpoint.map_or(0, |c| c + 1)..=latest;
+        if self.walk_for_states(recent.rev(), &mut wanted, &mut found).await? {
+            return Ok(found);
+        }
+        let mut kept = Vec::new();
+        for (app_id, counter) in &wanted {
+            if let Some(state) = self.kept_writer_state(app_id, *counter).await? {
+                kept.push((app_id.to_string(), state));
+            }
+        }
+        for (app_id, state) in kept {
+            wanted.remove(app_id.as_str());
+            found.insert(app_id, state);
+        }
+        if let Some(checkpoint) = checkpoint
+            && !wanted.is_empty()
+        {
+            self.walk_for_states((0..=checkpoint).rev(), &mut wanted, &mut found).await?;
+        }
+        if let Some((app_id, counter)) = wanted.into_iter().next() {
+            return Err(DeltaError::StateGone { table: self.name.clone(), app_id: app_id.to_string(), counter });
+        }
+        Ok(found)
+    }
+
+    /// Walks `versions` (newest first) for the commits carrying `wanted`'s counters, moving
+    /// each writer found from `wanted` to `found`. True once none is left wanted; stops at a
+    /// version the log no longer holds (cleaned up behind a checkpoint).
+    async fn walk_for_states(
+        &self,
+        versions: impl Iterator<Item = u64>,
+        wanted: &mut HashMap<&str, i64>,
+        found: &mut HashMap<String, WriterState>,
+    ) -> Result<bool, DeltaError> {
+        let log_store = self.table.log_store();
+        for version in versions {
+            if wanted.is_empty() {
+                break;
+            }
+            let Some(commit) = log_store.read_commit_entry(version).await.map_err(|e| self.delta(e))? else { break };
+            for (app_id, state) in self.carried_states(version, &commit, wanted)? {
+                wanted.remove(app_id.as_str());
+                found.insert(app_id, state);
+            }
+        }
+        Ok(wanted.is_empty())
+    }
+
+    /// The writers of `wanted` whose `txn` commit `version` carries at their counter, each with
+    /// the state the commit stored.
+    fn carried_states(&self, version: u64, commit: &[u8], wanted: &HashMap<&str, i64>) -> Result<Vec<(String, WriterState)>, DeltaError> {
+        let mut ours = Vec::new();
+        let mut info = Value::Null;
+        for mut action in parse_actions(&self.name, version, commit, Some(STATE_KINDS))? {
+            if let Some(txn) = action.get("txn")
+                && let (Some(app_id), Some(counter)) = (txn["appId"].as_str(), txn["version"].as_i64())
+                && wanted.get(app_id) == Some(&counter)
+            {
+                ours.push((app_id.to_string(), counter));
+            }
+            if let Some(commit_info) = action.get_mut("commitInfo") {
+                info = commit_info[METADATA_KEY].take();
+            }
+        }
+        let commit_id = info["commitId"].as_str().unwrap_or_default().to_string();
+        let state = |counter| WriterState { version, counter, commit_id: commit_id.clone(), state: info["state"].clone() };
+        Ok(ours.into_iter().map(|(app_id, counter)| (app_id, state(counter))).collect())
+    }
+
+    /// The version of the table's last checkpoint (`_delta_log/_last_checkpoint`), if it has one.
+    pub(super) async fn last_checkpoint(&self) -> Result<Option<u64>, DeltaError> {
+        use deltalake_core::logstore::object_store::ObjectStoreExt as _;
+        let store = self.table.log_store().object_store(None);
+        let path = object_store::path::Path::from("_delta_log/_last_checkpoint");
+        let bytes = match store.get(&path).await {
+            Ok(result) => result.bytes().await.map_err(|e| self.delta(e.into()))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.delta(e.into())),
+        };
+        // A hint only: unreadable, it is as if there were none (the walk goes all the way).
+        Ok(serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["version"].as_u64()))
     }
 
     /// Commit `version` as a chain of writers sharing app id `app_id` sees it: `None` if the log

@@ -222,3 +222,54 @@ async fn a_checkpoint_keeps_the_consumers_state_past_log_cleanup() {
     let state = reopened.writer_state(crate::state::CONSUMER_APP_ID).await.unwrap().unwrap();
     assert_eq!((state.counter, state.commit_id.as_str(), state.state), (1, "c1", json!({"resume": {"0": 10}})));
 }
+
+/// Issue 60, 1: two writers of one chain (the consumers of an SQS queue share a counter). X's
+/// commit lands but its answer is lost; Y commits on top of it; X, trying again from what it
+/// read before, must find its commit by its id, not commit the same files a second time.
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_found_by_its_id_after_the_chain_moved_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = open(dir.path()).await;
+    let chain = |counter: i64, id: &str, path: &str| commit(crate::state::SQS_APP_ID, counter, id, vec![file(path, "19")], json!(counter));
+    // X's attempt, landed (made here through another handle: its answer never reached X).
+    open_existing(dir.path()).await.commit(chain(1, "x-1", "gen-000001/x.parquet")).await.unwrap();
+    // Y read X's commit and goes on top of it.
+    open_existing(dir.path()).await.commit(chain(2, "y-2", "gen-000001/y.parquet")).await.unwrap();
+    // X, still at version 0, tries again: its own commit is version 1.
+    assert_eq!(x.commit(chain(1, "x-1", "gen-000001/x.parquet")).await.unwrap(), 1);
+    let mut reader = open_existing(dir.path()).await;
+    assert_eq!(reader.version(), Some(2), "nothing committed twice");
+    assert_eq!(reader.files().await.unwrap(), vec!["gen-000001/x.parquet".to_string(), "gen-000001/y.parquet".to_string()]);
+    // Another writer's commit of X's counter (a commit id X never made) is no success of X's.
+    let mut stale = open_existing(dir.path()).await;
+    let mut z = open_existing(dir.path()).await;
+    z.commit(chain(3, "z-3", "gen-000001/z.parquet")).await.unwrap();
+    let lost = stale.commit(chain(3, "w-3", "gen-000001/w.parquet")).await;
+    assert!(matches!(lost, Err(DeltaError::ConcurrentWriter { .. })), "{lost:?}");
+}
+
+/// Issue 60, 7: a shard's state is found without walking the log back to its commit: from the
+/// commits since the last checkpoint, else from the state the checkpoint kept. A commit before
+/// the checkpoint that cannot be read shows no walk reached it.
+#[tokio::test]
+async fn writer_states_are_found_without_reading_commits_before_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = open(dir.path()).await;
+    let shard = |n: u32| crate::state::shard_app_id(&n.to_string());
+    table.commit(Commit { previous: None, ..commit(&shard(0), 1 << 32 | 1, "s0", vec![], json!({"shard": 0})) }).await.unwrap();
+    let busy = CHECKPOINT_INTERVAL as i64 * 2 + 30;
+    for n in 1..=busy {
+        let counter = 1 << 32 | n;
+        let previous = (n > 1).then(|| counter - 1);
+        table.commit(Commit { previous, ..commit(&shard(1), counter, &format!("s1-{n}"), vec![], json!({"shard": 1, "n": n})) }).await.unwrap();
+    }
+    // A commit long before the last checkpoint (199) is damaged: nothing must read it.
+    std::fs::write(dir.path().join("sales/_delta_log/00000000000000000150.json"), b"{not json").unwrap();
+    let reopened = open_existing(dir.path()).await;
+    assert_eq!(reopened.last_checkpoint().await.unwrap(), Some(2 * CHECKPOINT_INTERVAL - 1));
+    let states = reopened.writer_states(&[shard(0), shard(1), shard(7)]).await.unwrap();
+    assert_eq!(states[&shard(0)].state, json!({"shard": 0}), "the quiet shard, from the state the checkpoint kept");
+    assert_eq!(states[&shard(1)].state, json!({"shard": 1, "n": busy}), "the busy one, from the commits since");
+    assert_eq!(states[&shard(0)].version, 1);
+    assert!(!states.contains_key(&shard(7)), "a shard never committed has no state");
+}

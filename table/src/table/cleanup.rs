@@ -5,9 +5,11 @@
 //! writers (python deltalake, Spark) commit without telling us.
 //!
 //! The deleting tools, and what each may delete on top of that rule:
-//! - a consumer's or replay's restart: its own generation's `part-` files that its state does
-//!   not name (the leftovers of a flush that crashed before its commit; the redone flush
-//!   writes the same names again), and its quarantine files numbered after its last commit;
+//! - a consumer's or replay's restart (one writer of the table, without leases): its own
+//!   generation's `part-` files that its state does not name (the leftovers of a flush that
+//!   crashed before its commit; the redone flush writes the same names again), and its
+//!   quarantine files numbered after its last commit. Workers sharing shards through leases
+//!   delete no such file (see [`Table::remove_uncommitted`]);
 //! - vacuum (compaction): files a commit removed longer ago than `--retention`, and merged
 //!   `compacted-` files no commit names (left by a compaction killed before its commit);
 //! - gc: a whole generation that no version within the retention names any file of;
@@ -100,7 +102,16 @@ impl Table {
             // Consumers competing for an SQS queue name their files after their run, so no
             // restart writes one again: another consumer's, paused past its writer record's
             // life, may still commit it. Vacuum removes what no commit ever named.
-            if self.competing.is_some() {
+            //
+            // Workers sharing the shards through leases leave them too. Whether another worker
+            // may still commit a file cannot be told from a record judged by its host's clock
+            // (a worker frozen past a minute, or a clock a minute off, would lose files it then
+            // commits), nor at all by a worker that lists, pauses, and deletes: the file's
+            // shard may have been taken and its name committed meanwhile. So no worker deletes
+            // another's uncommitted file: the next flush of the same rows finds it and takes it
+            // as its own when its bytes are the same (see `Table::put_new_object`), and vacuum
+            // removes the rest once older than its retention.
+            if self.competing.is_some() || self.leased.is_some() {
                 continue;
             }
             tracing::info!(object = %object.path, "removing an object no commit names (left by an interrupted flush)");

@@ -182,8 +182,13 @@ impl Table {
     async fn chain_state_claims(&self, lake: &LakeTable) -> Result<Claims, TableError> {
         let Some(found) = lake.writer_state(SQS_APP_ID).await? else { return Ok(Claims::default()) };
         let record = self.internalized(crate::table::commit_of(&self.name, found)?).await?;
+        // Messages remembered for less than a day are those whose deletes were confirmed (the
+        // others are kept 14 days): said so, so that whoever reads this forgets them as soon.
+        let soon = chrono::Utc::now().timestamp_millis() + 24 * 3600 * 1000;
+        let confirmed = record.unacknowledged.iter().filter(|(_, until)| **until < soon).map(|(id, _)| id.clone()).collect();
         Ok(Claims {
             writer: String::new(),
+            confirmed,
             messages: record.unacknowledged.into_keys().collect(),
             rows: record.seen.into_iter().map(|(source, seen)| (source, seen.rows)).collect(),
             totals: Default::default(),

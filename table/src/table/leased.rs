@@ -87,6 +87,29 @@ impl Table {
         Ok(epochs)
     }
 
+    /// True if a held shard is not yet at this worker's epoch in the table, which exists: the
+    /// worker took it, and its fence (a commit of the shard at the new epoch, with no rows) is
+    /// due before anything of it is read. Until the fence, the shard's previous owner — paused,
+    /// or not yet aware — can still commit it: for as long as the shard stays quiet if the
+    /// fence waited for the first rows.
+    pub async fn fence_due(&self) -> Result<bool, TableError> {
+        let Some(leased) = &self.leased else { return Ok(false) };
+        let held = leased.lock().expect("leased").epochs();
+        let table: BTreeMap<String, Option<u64>> = match &self.live {
+            Some(live) => {
+                // (The guard goes before `shard_epochs` locks the table again.)
+                let exists = live.lake.lock().await.is_some();
+                // No table yet: no earlier commit to fence; the first commit creates it.
+                if !exists {
+                    return Ok(false);
+                }
+                self.shard_epochs(&held.keys().cloned().collect::<Vec<_>>()).await?
+            }
+            None => self.shared_epochs().await?.into_iter().map(|(shard, epoch)| (shard, Some(epoch))).collect(),
+        };
+        Ok(held.iter().any(|(shard, epoch)| table.get(shard).copied().flatten() != Some(*epoch)))
+    }
+
     /// A shard of `shards` whose latest commit came from a leased worker after the consumer's
     /// own last commit (or a switch's hand-over): a consumer without leases would read it again
     /// from the older state, so it must refuse the table.
@@ -94,15 +117,17 @@ impl Table {
         let Some(live) = &self.live else { return Ok(None) };
         let lake = live.lake.lock().await;
         let Some(lake) = lake.as_ref() else { return Ok(None) };
-        let consumer = lake.writer_state(CONSUMER_APP_ID).await?.map(|found| found.version);
-        for shard in shards {
-            if let Some(found) = lake.writer_state(&shard_app_id(shard)).await?
-                && consumer.is_none_or(|c| found.version > c)
-            {
-                return Ok(Some(shard.clone()));
-            }
-        }
-        Ok(None)
+        let app_ids: Vec<String> = std::iter::once(CONSUMER_APP_ID.to_string()).chain(shards.iter().map(|s| shard_app_id(s))).collect();
+        let mut states = lake.writer_states(&app_ids).await?;
+        let consumer = states.remove(CONSUMER_APP_ID).map(|found| found.version);
+        Ok(shards.iter().find(|shard| states.get(&shard_app_id(shard)).is_some_and(|found| consumer.is_none_or(|c| found.version > c))).cloned())
+    }
+
+    /// The name this writer's run goes by in the names of objects only it writes (quarantine
+    /// and archive objects), when several write the table: a leased worker's or a competing
+    /// consumer's.
+    pub fn writer_tag(&self) -> Option<String> {
+        self.leased_tag().or_else(|| self.competing_tag())
     }
 
     /// The quarantine file name's suffix, unique to this worker and run.
@@ -114,12 +139,16 @@ impl Table {
     pub(super) async fn leased_state(&self, lake: &LakeTable, files: BTreeSet<String>) -> Result<TableState, TableError> {
         let leased = self.leased.as_ref().expect("a leased table");
         let shards: Vec<String> = leased.lock().expect("leased").shards.keys().cloned().collect();
-        let consumer = lake.writer_state(CONSUMER_APP_ID).await?;
+        // Every held shard's last commit and the consumer's, found at once (see
+        // `LakeTable::writer_states`): a worker taking 100 shards does not walk the log 100 times.
+        let app_ids: Vec<String> = std::iter::once(CONSUMER_APP_ID.to_string()).chain(shards.iter().map(|s| shard_app_id(s))).collect();
+        let mut states = lake.writer_states(&app_ids).await?;
+        let consumer = states.remove(CONSUMER_APP_ID);
         let mut state = TableState { files, ..TableState::default() };
         let mut records: HashMap<u64, Commit> = HashMap::new();
         let mut seen_from = BTreeSet::new();
         for shard in shards {
-            let own = lake.writer_state(&shard_app_id(&shard)).await?;
+            let own = states.remove(&shard_app_id(&shard));
             let previous = own.as_ref().map(|found| found.counter);
             {
                 let mut leased = leased.lock().expect("leased");

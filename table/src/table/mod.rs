@@ -49,6 +49,14 @@ pub struct Table {
     leased: Option<std::sync::Arc<std::sync::Mutex<leased::Leased>>>,
     /// This consumer's place among those competing for an SQS queue.
     competing: Option<std::sync::Arc<std::sync::Mutex<competing::Competing>>>,
+    /// Unique to this handle (this run of a writer): names its data files apart when another
+    /// writer stored other bytes under theirs (see [`Table::put_new_object`]).
+    token: std::sync::Arc<str>,
+}
+
+/// A token unique to a writer's run (12 hex digits of a random UUID).
+fn new_token() -> std::sync::Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string()[..12].into()
 }
 
 #[derive(Debug)]
@@ -83,6 +91,15 @@ fn generation_of(lake: &LakeTable) -> Result<String, TableError> {
     })
 }
 
+/// `relative` (a data file's path) with `token` before its extension: the name a file takes
+/// when another writer stored other bytes under its own (see [`Table::put_new_object`]).
+fn own_name(relative: &str, token: &str) -> String {
+    match relative.strip_suffix(".parquet") {
+        Some(stem) => format!("{stem}.w{token}.parquet"),
+        None => format!("{relative}.w{token}"),
+    }
+}
+
 /// `schema`, then the columns of `live` it lacks.
 fn with_columns_of(schema: &TableSchema, live: &TableSchema) -> TableSchema {
     let mut fields = schema.fields.clone();
@@ -109,6 +126,7 @@ impl Table {
             live: Some(std::sync::Arc::new(live)),
             leased: None,
             competing: None,
+            token: new_token(),
         })
     }
 
@@ -122,7 +140,16 @@ impl Table {
 
     /// Opens a replay's generation (it must exist), which keeps its own commit log.
     pub fn open_generation(store: Store, name: &str, generation: &str) -> Table {
-        Table { store, name: name.to_string(), generation: generation.to_string(), side_objects: Default::default(), live: None, leased: None, competing: None }
+        Table {
+            store,
+            name: name.to_string(),
+            generation: generation.to_string(),
+            side_objects: Default::default(),
+            live: None,
+            leased: None,
+            competing: None,
+            token: new_token(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -226,7 +253,7 @@ impl Table {
                 }
             }
             let state = match self.leased.is_some() {
-                true => self.shared_state(&log),
+                true => self.shared_state(&log)?,
                 false => log.state(None),
             };
             return Ok((std::mem::take(&mut log.files), state));
@@ -535,6 +562,25 @@ impl Table {
         }
     }
 
+    /// Where `--start latest` begins for this table, for good: the instant (ms) the first run
+    /// asked for it, recorded once (`_kappa/start-latest.json`; of racing workers one
+    /// records it, all read it). A shard with no position in the table is read from there
+    /// (`AT_TIMESTAMP`), whenever a run first reads it: a child shard a reshard opened later
+    /// from its start, and a shard whose first rows were read but not yet committed when its
+    /// reader stopped (a lease move, a restart) from the same point again. Read from "latest"
+    /// again each time, those rows were skipped.
+    pub async fn latest_start(&self, now_ms: i64) -> Result<i64, TableError> {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Start {
+            at_ms: i64,
+        }
+        let path = format!("{}/_kappa/start-latest.json", self.name);
+        match self.put_once(&path, &Start { at_ms: now_ms }).await? {
+            None => Ok(now_ms),
+            Some(recorded) => Ok(recorded.at_ms),
+        }
+    }
+
     /// The recorded layout, if a commit with rows recorded one.
     pub async fn layout(&self) -> Result<Option<Layout>, TableError> {
         let path = format!("{}/_kappa/{}/layout.json", self.name, self.generation);
@@ -581,6 +627,41 @@ impl Table {
     /// instead of two fsyncs per file).
     pub async fn put_object_unsynced(&self, relative_to_generation: &str, data: Bytes) -> Result<(), TableError> {
         Ok(self.store.put_unsynced(&format!("{}/{relative_to_generation}", self.data_prefix()), data).await?)
+    }
+
+    /// Stores a commit's data file at `relative` (to the generation) unless something is there
+    /// already, not made durable yet (as [`Table::put_object_unsynced`]); returns the path it is
+    /// stored under. Names are functions of the rows, so the same name may be stored by a
+    /// writer that lost its shard while paused, or by a flush before a crash:
+    /// - nothing there: stored at `relative`;
+    /// - the same bytes there (a flush redone after a crash or a lease move, or a paused writer
+    ///   that stored what this one would): that object is this file;
+    /// - other bytes there (another writer's binary, schema or codec): left as they are, and
+    ///   this file goes under a name of this writer's own (`….w<token>.parquet`). Replacing
+    ///   them could replace a file another writer has committed, under the log's size and
+    ///   statistics of those bytes.
+    pub async fn put_new_object(&self, relative_to_generation: &str, data: Bytes) -> Result<String, TableError> {
+        let mut relative = relative_to_generation.to_string();
+        for _ in 0..2 {
+            let path = format!("{}/{relative}", self.data_prefix());
+            match self.store.put_new_unsynced(&path, data.clone()).await {
+                Ok(()) => return Ok(relative),
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self.store.get(&path).await {
+                Ok(existing) if existing == data => return Ok(relative),
+                // Other bytes: once more under this writer's own name.
+                Ok(_) => {
+                    tracing::warn!(object = %path, "a file of this name with other contents is already stored (another writer's, or another version's): storing this one under a name of its own");
+                    relative = own_name(relative_to_generation, &self.token);
+                }
+                // Deleted between the two (vacuum of a stale leftover): stored again.
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(TableError::Invalid { table: self.name.clone(), reason: format!("{relative} is stored with other contents under this writer's own name too") })
     }
 
     /// Makes the objects put by [`Table::put_object_unsynced`] durable.

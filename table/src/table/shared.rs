@@ -177,14 +177,24 @@ impl Table {
     }
 
     /// A leased writer's state in a shared generation: its held shards', and where the log
-    /// stands (step 4).
-    pub(super) fn shared_state(&self, log: &SharedLog) -> TableState {
+    /// stands (step 4). Refused ([`TableError::Fenced`]) if the log holds one of them at a
+    /// newer epoch than this writer's: another writer took it since this one's lease view was
+    /// last right. Its commit, read past already, would not be seen as a fence by step 2, and
+    /// this writer's next commit would then be a stale one, left out whole by step 3 — rows of
+    /// its other, validly held shards with it.
+    pub(super) fn shared_state(&self, log: &SharedLog) -> Result<TableState, TableError> {
         let leased = self.leased.as_ref().expect("a leased table");
         let mut leased = leased.lock().expect("leased");
-        let held: BTreeSet<String> = leased.epochs().into_keys().collect();
+        let epochs = leased.epochs();
+        let fenced: Vec<String> =
+            epochs.iter().filter(|(shard, epoch)| log.latest.get(*shard).is_some_and(|(seen, _)| seen > *epoch)).map(|(shard, _)| shard.clone()).collect();
+        if !fenced.is_empty() {
+            return Err(TableError::Fenced { table: self.name.clone(), shards: fenced });
+        }
+        let held: BTreeSet<String> = epochs.into_keys().collect();
         let state = log.state(Some(&held));
         leased.read_through = log.last;
         leased.totals = state.totals.clone();
-        state
+        Ok(state)
     }
 }

@@ -212,6 +212,7 @@ fn claims(writer: &str, messages: &[&str], rows: &[(&str, &str)]) -> crate::stat
     crate::state::Claims {
         writer: writer.into(),
         messages: messages.iter().map(|m| m.to_string()).collect(),
+        confirmed: Vec::new(),
         rows: rows.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect(),
         totals: Totals::default(),
     }
@@ -314,4 +315,97 @@ async fn a_checkpoint_keeps_the_sqs_chains_state_beside_it() {
     let kept: Vec<String> =
         std::fs::read_dir(dir.path().join("sales/_kappa/writer-states")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(kept.iter().any(|name| name.starts_with("kappa-sqs-")), "{kept:?}");
+}
+
+/// Issue 60, 5: a writer of a shared replay whose lease view is behind (another writer took a
+/// shard and committed it since) is refused as it loads the log, not left to make a commit
+/// that reading the log would leave out whole, with the rows of its other shards.
+#[tokio::test]
+async fn a_shared_replay_writer_behind_a_newer_epoch_is_refused_as_it_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let open = |held: &[(&str, u64)], worker: &str| {
+        let held = held.iter().map(|(s, e)| (s.to_string(), *e)).collect();
+        Table::open_generation(store.clone(), "sales", "gen-000002").leased(worker, &held)
+    };
+    let a = open(&[("0", 1), ("1", 1)], "a");
+    a.load_state().await.unwrap();
+    a.commit(&shard_commit(1, &[], &[("0", "10"), ("1", "11")]), &schema(), &layout()).await.unwrap();
+    // b takes shard 1 at epoch 2 and commits it.
+    let b = open(&[("1", 2)], "b");
+    b.load_state().await.unwrap();
+    b.commit(&shard_commit(1, &[], &[("1", "21")]), &schema(), &layout()).await.unwrap();
+    // a starts a new session still believing it holds shard 1 at epoch 1: refused at once.
+    let behind = open(&[("0", 1), ("1", 1)], "a");
+    match behind.load_state().await {
+        Err(TableError::Fenced { shards, .. }) => assert_eq!(shards, vec!["1".to_string()]),
+        other => panic!("expected a fence, got {other:?}"),
+    }
+    // With shard 0 alone it goes on, and its commits count.
+    let a = open(&[("0", 1)], "a");
+    assert_eq!(a.load_state().await.unwrap().resume, [("0".to_string(), "10".to_string())].into());
+    a.commit(&shard_commit(2, &[], &[("0", "30")]), &schema(), &layout()).await.unwrap();
+    let (_, state) = Table::open_generation(store.clone(), "sales", "gen-000002").staged().await.unwrap();
+    assert_eq!(state.resume, [("0".to_string(), "30".to_string()), ("1".to_string(), "21".to_string())].into());
+}
+
+/// Issue 60, 3 and 4: a data file is created only where its name is free. The same bytes
+/// stored first by another (a paused writer, a flush before a crash) are taken as this file;
+/// other bytes are never replaced, this file takes a name of its own. And no leased worker
+/// deletes a file another may still commit.
+#[tokio::test]
+async fn data_files_are_never_replaced_and_leased_workers_delete_no_uncommitted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let a = leased(&store, "a", &[("0", 1)]).await;
+    let b = leased(&store, "b", &[("0", 2)]).await;
+    let name = "year=2025/part-0-00000000000000000001-00000000000000000009.parquet";
+    assert_eq!(a.put_new_object(name, Bytes::from_static(b"rows, as a writes them")).await.unwrap(), name);
+    // b writes the same rows the same way: a's object is b's file.
+    assert_eq!(b.put_new_object(name, Bytes::from_static(b"rows, as a writes them")).await.unwrap(), name);
+    // b writes them otherwise (another version, codec or schema): a's object stays.
+    let own = b.put_new_object(name, Bytes::from_static(b"rows, as b writes them")).await.unwrap();
+    assert_ne!(own, name);
+    assert!(own.starts_with("year=2025/part-0-") && own.ends_with(".parquet"), "{own}");
+    b.sync_objects().await.unwrap();
+    assert_eq!(&b.get_object(name).await.unwrap()[..], b"rows, as a writes them");
+    assert_eq!(&b.get_object(&own).await.unwrap()[..], b"rows, as b writes them");
+    // A new session of a leased worker, whatever the writer records say, deletes no `part-`
+    // file no commit names: another worker may commit it.
+    let c = leased(&store, "c", &[("0", 3)]).await;
+    let state = c.load_state().await.unwrap();
+    c.remove_uncommitted(&state).await.unwrap();
+    assert!(c.get_object(name).await.is_ok() && c.get_object(&own).await.is_ok());
+}
+
+/// Issue 60, 2: `--start latest` is pinned to the first run that asked for it.
+#[tokio::test]
+async fn the_latest_start_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let table = Table::open_or_create(store.clone(), "sales").await.unwrap();
+    assert_eq!(table.latest_start(1_000).await.unwrap(), 1_000);
+    assert_eq!(table.latest_start(5_000).await.unwrap(), 1_000, "a later run reads the first start");
+    let other = Table::open_or_create(store, "sales").await.unwrap();
+    assert_eq!(other.latest_start(9_000).await.unwrap(), 1_000);
+}
+
+/// Issue 60, 4: a worker that takes a shard of an existing table fences it at once, with no
+/// rows: the previous owner's next commit is refused however quiet the shard stays.
+#[tokio::test]
+async fn a_take_is_fenced_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::Local(LocalStore::new(dir.path()));
+    let a = leased(&store, "a", &[("0", 1)]).await;
+    assert!(!a.fence_due().await.unwrap(), "no table yet: nothing to fence");
+    a.load_state().await.unwrap();
+    a.commit(&shard_commit(1, &[], &[("0", "10")]), &schema(), &layout()).await.unwrap();
+    assert!(!a.fence_due().await.unwrap(), "its own epoch");
+    let b = leased(&store, "b", &[("0", 2)]).await;
+    b.load_state().await.unwrap();
+    assert!(b.fence_due().await.unwrap());
+    b.commit(&shard_commit(1, &[], &[("0", "10")]), &schema(), &layout()).await.unwrap();
+    assert!(!b.fence_due().await.unwrap());
+    let late = a.commit(&shard_commit(2, &[], &[("0", "20")]), &schema(), &layout()).await.unwrap_err();
+    assert!(matches!(late, TableError::Fenced { .. }), "{late}");
 }

@@ -13,6 +13,7 @@ mod consumer_log;
 mod consumer_s3;
 mod consumer_sqs;
 mod deploy;
+mod fences;
 mod hands;
 mod hands_report;
 mod image;

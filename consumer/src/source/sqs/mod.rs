@@ -250,12 +250,26 @@ impl SqsSource {
     }
 
     /// Messages another consumer of the queue committed: deleted when they come here (SQS
-    /// delivers a message again now and then), until the grace period of a deleted one ends.
+    /// delivers a message again now and then, and one whose delete was lost comes back), for as
+    /// long as a message can stay in a queue, or until the grace period after the other
+    /// consumer confirmed its delete ([`SqsSource::confirmed_elsewhere`]).
     pub fn committed_elsewhere(&mut self, ids: Vec<String>) {
-        let forget_at = Instant::now() + deleted_grace(&self.shared.options);
+        let forget_at = Instant::now() + Duration::from_millis(crate::acks::UNACKNOWLEDGED_TTL_MS as u64);
         let mut committed = self.shared.committed.lock().expect("committed lock");
         for id in ids {
             committed.entry(id).or_insert(Some(forget_at));
+        }
+    }
+
+    /// Messages whose deletes another consumer confirmed: forgotten once a deleted message's
+    /// grace period ends.
+    pub fn confirmed_elsewhere(&mut self, ids: Vec<String>) {
+        let forget_at = Instant::now() + deleted_grace(&self.shared.options);
+        let mut committed = self.shared.committed.lock().expect("committed lock");
+        for id in ids {
+            if let Some(Some(at)) = committed.get_mut(&id) {
+                *at = (*at).min(forget_at);
+            }
         }
     }
 
