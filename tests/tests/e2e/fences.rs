@@ -186,12 +186,12 @@ fn a_commit_whose_answer_was_lost_while_another_consumer_committed_on_top_is_mad
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert!(x_text.contains("the log holds it as this writer's own"), "lost: {lost:?}\nx's log:\n{x_text}\n{}", writers());
     let twice = added_twice(&table);
-    assert!(twice.is_empty(), "files added again while in the table: {twice:?}");
+    assert!(twice.is_empty(), "files added again while in the table: {twice:?}\n{}", writers());
     assert_files_as_committed(&table);
     assert_eq!(committed_rows(&table), 3_000, "no row twice in the Delta log's statistics");
     assert_exactly_once(&table, 3_000);
+    assert!(x_text.contains("the log holds it as this writer's own"), "lost: {lost:?}\nx's log:\n{x_text}\n{}", writers());
 }
 
 /// Issue 60, 2: `--start latest` means the records written from the table's first start on.
@@ -300,8 +300,8 @@ fn a_paused_writers_late_put_never_replaces_a_committed_file() {
 /// Issue 60, 4: a worker frozen past a minute while its commit is on its way (held by a slow
 /// network) must not land a commit naming files another worker deleted meanwhile: the taker
 /// fences the shard at once, and no worker deletes files another may still commit. The taker
-/// buffers for long (a quiet shard has nothing to commit), and a third worker joins after the
-/// minute, so that sessions start while the frozen worker's record is stale by the clock.
+/// buffers for long (the shard is quiet for it: nothing new to commit) and is killed after the
+/// minute; its restart's session starts while the frozen worker's record is stale by the clock.
 #[test]
 fn a_worker_frozen_past_a_minute_commits_no_file_another_deleted() {
     let moto = Moto::start();
@@ -313,9 +313,9 @@ fn a_worker_frozen_past_a_minute_commits_no_file_another_deleted() {
     let log_dir = dir.path().join("log");
     let log = format!("log:{}", log_dir.display());
     let csv = unique_sales_csv(&dir.path().join("a"), 2_000, "FZ");
-    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "2"])), 0);
-    let worker = |endpoint: &str, id: &str, flush: &str| {
-        let path = dir.path().join(format!("{id}.log"));
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "1"])), 0);
+    let worker = |endpoint: &str, id: &str, round: u32, flush: &str| {
+        let path = dir.path().join(format!("{id}-{round}.log"));
         let child = kappa("kappa-consumer", Some(endpoint))
             .args(["--from", &log, "--lake", "s3://lake/warehouse", "--table", "sales", "--event-time", "sale_time", "--leases", "local"])
             .args(["--worker-id", id, "--failover", "2s", "--flush-interval", flush])
@@ -326,28 +326,38 @@ fn a_worker_frozen_past_a_minute_commits_no_file_another_deleted() {
     };
     // b's first commit that adds files is held 75 s on its way; b is frozen meanwhile.
     proxy.hold("PUT", "/_delta_log/0", "\"add\":", 75.0, 1);
-    let (b, b_log) = worker(&proxy.endpoint, "b", "1s");
+    let (b, b_log) = worker(&proxy.endpoint, "b", 0, "1s");
     wait_for("b's commit held", Duration::from_secs(60), &[&b_log], || proxy.requests_matching("held:").values().sum::<u64>() > 0);
     signal(&b, "-STOP");
     let frozen = Instant::now();
-    // a takes both shards after the failover and buffers for long; c joins after b's record is
-    // a minute old, and takes a shard from a (both start sessions then).
-    let (a, a_log) = worker(&moto.endpoint, "a", "300s");
+    // a takes the shard after the failover and buffers for long. Killed after b's record is a
+    // minute old, it starts again: its new session starts while b's record is stale.
+    let (mut a, a_log) = worker(&moto.endpoint, "a", 0, "300s");
     std::thread::sleep(Duration::from_secs(63).saturating_sub(frozen.elapsed()));
-    let (c, c_log) = worker(&moto.endpoint, "c", "300s");
-    // The held commit is let through at 75 s; then b thaws.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (a2, a2_log) = worker(&moto.endpoint, "a", 1, "300s");
+    // The held commit is let through at 75 s; then b thaws. a is killed again (it writes no
+    // file of its own), and one more worker reads what is left: every row once, every file the
+    // log names there.
     std::thread::sleep(Duration::from_secs(78).saturating_sub(frozen.elapsed()));
     signal(&b, "-CONT");
-    std::thread::sleep(Duration::from_secs(4));
-    for worker in [&a, &b, &c] {
+    std::thread::sleep(Duration::from_secs(2));
+    let mut a2 = a2;
+    a2.kill().unwrap();
+    a2.wait().unwrap();
+    let (a3, a3_log) = worker(&moto.endpoint, "a", 2, "1s");
+    std::thread::sleep(Duration::from_secs(10));
+    for worker in [&a3, &b] {
         signal(worker, "-TERM");
     }
-    let (_, _, _) = (logged(a, &a_log), logged(b, &b_log), logged(c, &c_log));
+    let (last, _, first, second) = (logged(a3, &a3_log), logged(b, &b_log), tail(&a_log), tail(&a2_log));
+    let runs = format!("a's runs:\n{first}\n----\n{second}\n----\n{last}");
     let local = dir.path().join("downloaded");
     runtime.block_on(download(&s3, "lake", "warehouse/", &local));
     let table = local.join("sales");
     assert_files_as_committed(&table);
-    assert_eq!(committed_rows(&table), 2_000, "no row twice in the Delta log's statistics");
+    assert_eq!(committed_rows(&table), 2_000, "no row twice in the Delta log's statistics; {runs}");
     assert_exactly_once(&table, 2_000);
 }
 
@@ -410,7 +420,8 @@ fn a_worker_whose_listing_hangs_never_holds_shards_another_took() {
     signal(&x, "-TERM");
     signal(&y, "-TERM");
     let (x_text, y_text) = (logged(x, &x_log), logged(y, &y_log));
-    assert!(longest < Duration::from_secs(2), "two workers held a shard at once for {longest:?}; x's log:\n{x_text}");
+    eprintln!("longest time two workers held a shard at once: {longest:?}");
+    assert!(longest < Duration::from_millis(1_500), "two workers held a shard at once for {longest:?}; x's log:\n{x_text}");
     // What the two left unread (x's session waited on its listing when stopped) is read by one
     // more worker, alone: every row once.
     let (last, last_log) = worker(&endpoint, "z", kappa_tests::free_port());
@@ -420,4 +431,60 @@ fn a_worker_whose_listing_hangs_never_holds_shards_another_took() {
     let last_text = logged(last, &last_log);
     assert_eq!(committed_rows(&table), 400, "x:\n{x_text}\ny:\n{y_text}\nz:\n{last_text}");
     assert_exactly_once(&table, 400);
+}
+
+/// Issue 60, 5: a process of a shared replay whose view of its leases is behind (its lease
+/// store's scans stop answering, so it does not see that another process took one of its
+/// shards) must not commit that shard at its old epoch: reading the generation's log leaves
+/// such a commit out whole, the rows of its validly held shard with it, and the switch then
+/// lacks them while `--verify` (which counts what the log recorded) passes. The switched table
+/// holds every row. (Here the log's replay is fast: on the code before the fix the other
+/// process's take mostly came after this one's last commits of the shard, and the test passed
+/// there too; `kappa_table`'s unit test
+/// `a_shared_replay_writer_behind_a_newer_epoch_is_refused_as_it_loads` is the one that fails
+/// on it. This one runs the path end to end: the refusal, the coordinator told, the switch.)
+#[test]
+fn a_shared_replay_process_whose_lease_view_is_behind_keeps_every_row_of_its_valid_shards() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = format!("log:{}", log_dir.display());
+    let rows = 200_000;
+    let csv = unique_sales_csv(&dir.path().join("a"), rows, "RB");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
+    let lake = dir.path().join("lake");
+    let replay = |endpoint: &str, id: &str| {
+        let path = dir.path().join(format!("{id}.log"));
+        let child = kappa("kappa-replay", Some(endpoint))
+            .args(["--from", &log, "--table", "sales", "--event-time", "sale_time", "--flush-rows", "4000"])
+            .args(["--leases", "dynamodb:replay-leases", "--worker-id", id, "--failover", "2s", "--verify", "--switch"])
+            .arg("--lake")
+            .arg(&lake)
+            .stderr(Stdio::from(std::fs::File::create(&path).unwrap()))
+            .spawn()
+            .unwrap();
+        (child, path)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(async {
+        let client = aws_sdk_dynamodb::Client::new(&aws_config(&moto.endpoint).await);
+        kappa_leases::store::dynamodb::DynamoStore::open(client, "replay-leases").await.unwrap()
+    });
+    let held_by = |worker: &str| {
+        let snapshot = runtime.block_on(kappa_leases::LeaseStore::scan(&store)).unwrap();
+        snapshot.leases.values().filter(|l| l.owned_by(worker) && !l.shard.ends_with("/finish")).count()
+    };
+    // a reaches its lease table through the proxy; b and c directly.
+    let (a, a_log) = replay(&proxy.endpoint, "a");
+    let (b, b_log) = replay(&moto.endpoint, "b");
+    wait_for("a and b holding two shards each", Duration::from_secs(60), &[&a_log, &b_log], || held_by("a") == 2 && held_by("b") == 2);
+    // a's scans stop answering for a while: it keeps believing it holds both its shards. c
+    // joins and takes one of them (a is the most loaded by the tie-break, its id the smallest).
+    proxy.delay("Scan", 20.0, 60);
+    let (c, c_log) = replay(&moto.endpoint, "c");
+    let texts = [logged(a, &a_log), logged(b, &b_log), logged(c, &c_log)];
+    let finishers = texts.iter().filter(|t| t.contains("this process finishes the generation")).count();
+    assert_eq!(finishers, 1, "exactly one process switches:\n{}", texts.join("\n----\n"));
+    assert_exactly_once(&lake.join("sales"), rows);
 }
