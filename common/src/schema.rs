@@ -191,6 +191,8 @@ pub enum SchemaError {
     Empty,
     #[error("column name {name:?} appears more than once; column names must be unique")]
     DuplicateColumn { name: String },
+    #[error("columns {other:?} and {name:?} differ only in case: Delta tables (and Spark, Athena, Glue) take them for one column; rename one of them")]
+    CaseDuplicate { name: String, other: String },
     #[error("column name {name:?} is reserved by kappa-lake; rename the column in the input")]
     ReservedColumn { name: String },
     #[error("column {index} has an empty name; give every column a header")]
@@ -233,7 +235,9 @@ impl TableSchema {
         if self.fields.is_empty() {
             return Err(SchemaError::Empty);
         }
-        let mut seen = std::collections::HashSet::new();
+        // Delta column names are case-insensitive (so are Spark's, Athena's, Glue's): `Name`
+        // beside `name` is one column to them, and the Delta log refuses the schema.
+        let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
         for (index, column) in self.fields.iter().enumerate() {
             if column.name.is_empty() {
                 return Err(SchemaError::EmptyColumnName { index });
@@ -241,8 +245,10 @@ impl TableSchema {
             if column.name == crate::event::EVENT_ID_FIELD {
                 return Err(SchemaError::ReservedColumn { name: column.name.clone() });
             }
-            if !seen.insert(column.name.as_str()) {
-                return Err(SchemaError::DuplicateColumn { name: column.name.clone() });
+            match seen.insert(column.name.to_lowercase(), column.name.as_str()) {
+                Some(other) if other == column.name => return Err(SchemaError::DuplicateColumn { name: column.name.clone() }),
+                Some(other) => return Err(SchemaError::CaseDuplicate { name: column.name.clone(), other: other.to_string() }),
+                None => {}
             }
         }
         Ok(())
@@ -350,8 +356,13 @@ pub fn infer_json_schema<'a>(rows: impl IntoIterator<Item = &'a Object>) -> Resu
             guesses.entry(name.as_str()).or_default().add(value);
         }
     }
+    // A member that differs from an earlier one only in case cannot be a column of its own (see
+    // `validate`): the first spelling is the column, and rows with the other are refused as read
+    // rather than the whole input.
+    let mut lower_names = std::collections::HashSet::new();
     let columns = guesses
         .into_iter()
+        .filter(|(name, _)| lower_names.insert(name.to_lowercase()))
         .filter_map(|(name, guess)| guess.column_type().map(|column_type| Column { name: name.to_string(), column_type, nullable: true }))
         .collect();
     TableSchema::new(columns)
@@ -536,6 +547,9 @@ mod tests {
         let schema = infer_json_schema(&[object(r#"{"id": 1, "x": null, "t": "2013-01-01T10:00:00Z"}"#)]).unwrap();
         let names: Vec<_> = schema.fields.iter().map(|c| (c.name.as_str(), c.column_type)).collect();
         assert_eq!(names, vec![("id", Int64), ("t", Timestamp)], "an all-null column is left out");
+        let schema = infer_json_schema(&[object(r#"{"Name": "a"}"#), object(r#"{"name": 5, "id": 1}"#)]).unwrap();
+        let names: Vec<_> = schema.fields.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["Name", "id"], "a member only case apart from an earlier one is not a column of its own");
     }
 
     #[test]

@@ -24,11 +24,18 @@ pub enum EventTimeFormat {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot parse {value:?} as an event time ({format})")]
+#[error("cannot parse {value:?} as an event time ({format}){hint}")]
 pub struct EventTimeError {
     pub value: String,
     pub format: String,
+    /// What to change, when the value says it (a number under a format of dates).
+    pub hint: &'static str,
 }
+
+/// Said of a number read under a format of dates: CSV columns of epoch seconds are common, and
+/// read as anything but a number they land in the wrong year or nowhere.
+pub const NUMBER_HINT: &str =
+    "; it is a number: a number is a time only with --event-time-format epoch_s (seconds since 1970-01-01) or epoch_ms (milliseconds)";
 
 impl FromStr for EventTimeFormat {
     type Err = String;
@@ -59,7 +66,9 @@ impl EventTimeFormat {
     /// Parses `text` into milliseconds since the epoch.
     pub fn parse_millis(&self, text: &str) -> Result<i64, EventTimeError> {
         let text = text.trim();
-        let fail = || EventTimeError { value: text.to_string(), format: self.to_string() };
+        let epoch = matches!(self, EventTimeFormat::EpochSeconds | EventTimeFormat::EpochMillis);
+        let hint = if !epoch && text.parse::<f64>().is_ok() { NUMBER_HINT } else { "" };
+        let fail = || EventTimeError { value: text.to_string(), format: self.to_string(), hint };
         match self {
             EventTimeFormat::Rfc3339 => {
                 if let Some(ms) = parse_plain_utc(text) {

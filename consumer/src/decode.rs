@@ -46,6 +46,10 @@ use kappa_common::shaped::quote_or_backslash;
 /// Arrow schemas both give.
 pub struct Decoder {
     schemas: Arc<Schemas>,
+    /// The table's partition columns, and the same lowercase: no member of such a name becomes
+    /// a column.
+    partition_columns: Vec<String>,
+    reserved: Vec<String>,
     version: u32,
     /// Changes whenever the schema or the null-only members do: rows decoded ahead under
     /// another state are decoded again.
@@ -463,7 +467,26 @@ pub fn group_by_partition(batch: RecordBatch, partitions: &[Placement]) -> (Reco
 
 impl Decoder {
     pub fn new(schema: TableSchema, version: u32) -> Decoder {
-        Decoder { schemas: Arc::new(Schemas::new(schema, Vec::new())), version, state: 0 }
+        Decoder { schemas: Arc::new(Schemas::new(schema, Vec::new())), partition_columns: Vec::new(), reserved: Vec::new(), version, state: 0 }
+    }
+
+    /// The table's partition columns: a member named like one never becomes a column (the
+    /// table could not hold it: the Delta log refuses a data column of a partition column's
+    /// name), and its events are quarantined with the reason.
+    pub fn set_partition_columns(&mut self, names: &[String]) {
+        self.partition_columns = names.to_vec();
+        self.reserved = names.iter().map(|n| n.to_lowercase()).collect();
+    }
+
+    /// The table's partition columns as [`Decoder::set_partition_columns`] was given them.
+    pub fn partition_columns(&self) -> &[String] {
+        &self.partition_columns
+    }
+
+    /// True once [`Decoder::set_partition_columns`] was given the table's (a table has one at
+    /// least).
+    pub fn knows_partition_columns(&self) -> bool {
+        !self.reserved.is_empty()
     }
 
     pub fn schema(&self) -> &TableSchema {
@@ -505,7 +528,7 @@ impl Decoder {
     /// Grows the schema for what the chunk shows (see [`grow`]). Returns whether columns were
     /// added, and whether anything changed (columns, or members known to be null).
     fn evolve(&mut self, events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> (bool, bool) {
-        let growth = grow(&self.schemas.table.fields, &self.schemas.null_only, events, shapes);
+        let growth = grow(&self.schemas.table.fields, &self.schemas.null_only, &self.reserved, events, shapes);
         let grown = growth.columns.len() > self.schemas.columns();
         let changed = grown || growth.null_only != self.schemas.null_only;
         if changed {
@@ -527,7 +550,7 @@ impl Decoder {
         for (index, event) in events.iter().enumerate() {
             let reason = match Json::from_slice(event) {
                 Err(e) => Some(format!("not valid JSON: {e}")),
-                Ok(Json::Object(object)) => match nested_member(&object, &schemas.table) {
+                Ok(Json::Object(object)) => match nested_member(&object, &schemas.table).or_else(|| clashing_member(&object, &schemas.table, &self.reserved)) {
                     Some(reason) => Some(reason),
                     None => match decode_events(&schemas.text_with_identity, &[event], None) {
                         Ok(batch) => {
@@ -572,6 +595,31 @@ fn nested_member(object: &kappa_common::json::Object, table: &TableSchema) -> Op
     })
 }
 
+/// Why an object cannot be a row because of a member's name: one that differs from a column's
+/// only in case, or one named like a partition column (see [`Decoder::set_partition_columns`]).
+/// Such an event would otherwise stop every start of the consumer at the Delta log's refusal.
+fn clashing_member(object: &kappa_common::json::Object, table: &TableSchema, reserved: &[String]) -> Option<String> {
+    object.iter().find_map(|(name, _)| {
+        if name == EVENT_ID_FIELD || table.index_of(name).is_some() {
+            return None;
+        }
+        let lower = name.to_lowercase();
+        if let Some(column) = table.fields.iter().find(|c| c.name.to_lowercase() == lower) {
+            return Some(format!(
+                "member {name:?} differs from the table's column {:?} only in case: Delta (and Spark, Athena, Glue) take them for one \
+                 column, so it cannot be a column of its own; send it as {:?}, or rename it",
+                column.name, column.name
+            ));
+        }
+        reserved.contains(&lower).then(|| {
+            format!(
+                "member {name:?} is named like the table's partition column {lower:?}, which a data column cannot be: rename it, or \
+                 rebuild the table with `kappa-replay --switch`, which names the partition columns apart from the data's (kappa_{lower})"
+            )
+        })
+    })
+}
+
 /// What a chunk's events add to a schema: the columns, with new ones after the existing (in the
 /// order they first appear), and the members seen only with null values.
 #[derive(Debug)]
@@ -584,8 +632,10 @@ pub struct Growth {
 /// its event's shape (the producer's) becomes a column of that type; another becomes a column
 /// of the type its values in the chunk call for ([`JsonTypeGuess`]); one that is only ever
 /// null is noted in `null_only`, and one only ever nested adds nothing (its events are
-/// quarantined with the reason). A name no column can have (empty) adds nothing either.
-pub fn grow(columns: &[Column], null_only: &[String], events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> Growth {
+/// quarantined with the reason). A name no column can have adds nothing either: empty, one
+/// that differs from another column's only in case (the first seen becomes the column), or
+/// one of the `reserved` partition columns (lowercase).
+pub fn grow(columns: &[Column], null_only: &[String], reserved: &[String], events: &[&[u8]], shapes: &[Option<Arc<Shape>>]) -> Growth {
     #[derive(Default)]
     struct Seen {
         guess: JsonTypeGuess,
@@ -615,7 +665,7 @@ pub fn grow(columns: &[Column], null_only: &[String], events: &[&[u8]], shapes: 
                 let column = Column { name: name.clone(), column_type, nullable: true };
                 let mut candidate = growth.columns.clone();
                 candidate.push(column.clone());
-                if TableSchema::new(candidate).is_ok() {
+                if !reserved.contains(&name.to_lowercase()) && TableSchema::new(candidate).is_ok() {
                     tracing::info!(column = %name, r#type = %column_type, "new column");
                     growth.columns.push(column);
                     growth.null_only.retain(|n| n != &name);

@@ -24,6 +24,11 @@ pub enum PipelineError {
     )]
     EventTimeFormat { column: String, column_type: kappa_common::schema::ColumnType, format: kappa_common::time::EventTimeFormat },
     #[error(
+        "--event-time {column:?} holds {column_type} numbers, and --event-time-format {format} reads dates: give --event-time-format \
+         epoch_s (seconds since 1970-01-01, fractions allowed) or epoch_ms (milliseconds). Nothing was committed"
+    )]
+    EventTimeNumbers { column: String, column_type: kappa_common::schema::ColumnType, format: kappa_common::time::EventTimeFormat },
+    #[error(
         "{quarantined} of the first {read} events were quarantined, more than --max-quarantine-ratio {ratio} allows (first reason: {first_reason}); \
          stopped before committing them. Correct the settings (--event-time, --schema, --table) or the input and run again, \
          or raise --max-quarantine-ratio (1 turns the check off)"
@@ -36,7 +41,10 @@ impl PipelineError {
     /// (as the producer's --max-errors), else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            PipelineError::EventTimeColumn { .. } | PipelineError::EventTimeFormat { .. } | PipelineError::Table(TableError::Refused { .. }) => 2,
+            PipelineError::EventTimeColumn { .. }
+            | PipelineError::EventTimeFormat { .. }
+            | PipelineError::EventTimeNumbers { .. }
+            | PipelineError::Table(TableError::Refused { .. }) => 2,
             PipelineError::TooMuchQuarantined { .. } => 3,
             _ => 1,
         }

@@ -203,7 +203,7 @@ pub fn infer(chunk: &[SourceEvent]) -> Result<kappa_common::schema::TableSchema,
     let objects: Vec<std::borrow::Cow<'_, [u8]>> = chunk.iter().map(SourceEvent::json).collect();
     let payloads: Vec<&[u8]> = objects.iter().map(|o| o.as_ref()).collect();
     let shapes: Vec<_> = chunk.iter().map(|e| e.shape.clone()).collect();
-    let growth = crate::decode::grow(&[], &[], &payloads, &shapes);
+    let growth = crate::decode::grow(&[], &[], &[], &payloads, &shapes);
     let schema = kappa_common::schema::TableSchema::new(growth.columns).map_err(|e| {
         let why = if growth.null_only.is_empty() { e.to_string() } else { format!("{e} (every member of the first events is null)") };
         ConsumerError::Inference(why)

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, Timelike};
 use kappa_common::time::EventTimeFormat;
 
@@ -222,10 +222,32 @@ fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut
             let micros = array.as_primitive::<TimestampMicrosecondType>();
             per_row(array, column, |row| Ok(micros.value(row).div_euclid(1000)), &mut then)
         }
+        // A number is a time only in an epoch format: read as milliseconds under any other, a
+        // column of epoch seconds landed in January 1970.
         DataType::Int64 => {
             let numbers = array.as_primitive::<Int64Type>();
-            let scale = if matches!(format, EventTimeFormat::EpochSeconds) { 1000 } else { 1 };
-            per_row(array, column, |row| Ok(numbers.value(row).saturating_mul(scale)), &mut then)
+            match format {
+                EventTimeFormat::EpochSeconds => per_row(array, column, |row| Ok(numbers.value(row).saturating_mul(1000)), &mut then),
+                EventTimeFormat::EpochMillis => per_row(array, column, |row| Ok(numbers.value(row)), &mut then),
+                _ => per_row(array, column, |row| Err(not_a_time(column, &numbers.value(row).to_string(), format)), &mut then),
+            }
+        }
+        // Fractional seconds (`1742479500.5`), or milliseconds, rounded to the millisecond.
+        DataType::Float64 => {
+            let numbers = array.as_primitive::<Float64Type>();
+            let scale = match format {
+                EventTimeFormat::EpochSeconds => 1000.0,
+                EventTimeFormat::EpochMillis => 1.0,
+                _ => return per_row(array, column, |row| Err(not_a_time(column, &numbers.value(row).to_string(), format)), &mut then),
+            };
+            let millis = |row: usize| {
+                let ms = (numbers.value(row) * scale).round();
+                match ms.is_finite() && ms.abs() < 9.0e15 {
+                    true => Ok(ms as i64),
+                    false => Err(format!("event time column {column:?} holds {}, which is no time ({format})", numbers.value(row))),
+                }
+            };
+            per_row(array, column, millis, &mut then)
         }
         DataType::Utf8 => {
             let texts = array.as_string::<i32>();
@@ -233,6 +255,11 @@ fn column_times<T>(array: &ArrayRef, column: &str, format: &EventTimeFormat, mut
         }
         other => per_row(array, column, |_| Err(format!("event time column {column:?} has type {other}, which is not a time")), &mut then),
     }
+}
+
+/// Why a number is no time under `format` (not an epoch format), and what to give instead.
+fn not_a_time(column: &str, value: &str, format: &EventTimeFormat) -> String {
+    format!("event time column {column:?} holds the number {value}, which --event-time-format {format} does not read{}", kappa_common::time::NUMBER_HINT)
 }
 
 /// A row's partition and its time (ms since the epoch), or why it has none.

@@ -132,6 +132,17 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u64>,
 
+    /// Stop (exit 3) when more than this share of the first --reject-window rows is rejected
+    /// (judged from 100 rows on, and at the end of a shorter input): settings that do not fit
+    /// the input (an --event-time-format for another column, the wrong --delimiter) must not
+    /// end in a reject file of good rows and success. A share from 0 to 1; 1 turns it off.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    pub max_reject_ratio: f64,
+
+    /// Rows at the start of each run that --max-reject-ratio is judged on.
+    #[arg(long, value_name = "ROWS", default_value_t = 10_000)]
+    pub reject_window: u64,
+
     /// Create a missing Kinesis stream (with --shards) or SQS queue. Logs are always created.
     #[arg(long)]
     pub create: bool,
@@ -217,6 +228,8 @@ pub struct ProducerConfig {
     pub passes: u64,
     pub rejects: PathBuf,
     pub max_errors: Option<u64>,
+    pub max_reject_ratio: f64,
+    pub reject_window: u64,
     pub sink: SinkOptions,
     pub retry: RetryPolicy,
     pub aws: AwsOptions,
@@ -237,6 +250,9 @@ impl Cli {
         let destination: Endpoint = self.to.parse().map_err(|e| bad(format!("--to: {e}")))?;
         if !matches!(destination, Endpoint::Log(_) | Endpoint::Kinesis(_) | Endpoint::Sqs(_) | Endpoint::Firehose(_)) {
             return Err(bad(format!("--to {destination}: the producer sends to log:PATH, kinesis:STREAM, sqs:QUEUE or firehose:STREAM")));
+        }
+        if !(0.0..=1.0).contains(&self.max_reject_ratio) {
+            return Err(bad(format!("--max-reject-ratio {}: give a share from 0 to 1, e.g. 0.5 (1 turns the check off)", self.max_reject_ratio)));
         }
         let mut inputs = Vec::new();
         for raw in &self.inputs {
@@ -347,6 +363,8 @@ impl Cli {
             passes: self.passes,
             rejects,
             max_errors: self.max_errors,
+            max_reject_ratio: self.max_reject_ratio,
+            reject_window: self.reject_window,
             sink: SinkOptions {
                 create: CreateOptions { create: self.create, shards: self.shards },
                 rows_per_message: self.rows_per_message,

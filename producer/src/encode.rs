@@ -172,7 +172,11 @@ impl RowEncoder {
         if row.contains_key(EVENT_ID_FIELD) {
             return Err(CellError { column: EVENT_ID_FIELD.to_string(), reason: "is reserved by kappa-lake".into() });
         }
-        let shaped = self.shape.is_some() && !row.iter().any(|(name, value)| unknown(name, value));
+        let has_unknown = row.iter().any(|(name, value)| unknown(name, value));
+        if has_unknown && let Some(reason) = case_clash(row.iter().filter(|(name, value)| unknown(name, value)).map(|(name, _)| name), &self.columns) {
+            return Err(reason);
+        }
+        let shaped = self.shape.is_some() && !has_unknown;
         self.begin(out, event_id, shaped);
         for column in &self.columns {
             out.extend_from_slice(Self::separator(column, shaped));
@@ -301,6 +305,25 @@ fn decimal_text(unscaled: i128, scale: u8) -> String {
     format!("{sign}{whole}.{fraction}")
 }
 
+/// A member (not a column) whose name differs from a column's, or another such member's, only
+/// in case: Delta (and Spark, Athena, Glue) take the two for one column, so a consumer could
+/// only quarantine the event. Refused here, where the sender still has it.
+fn case_clash<'a>(unknown: impl Iterator<Item = &'a String>, columns: &[EncodedColumn]) -> Option<CellError> {
+    let mut earlier: Vec<&str> = Vec::new();
+    for name in unknown {
+        let lower = name.to_lowercase();
+        let column = columns.iter().map(|c| c.name.as_str()).find(|c| c.to_lowercase() == lower);
+        if let Some(other) = column.or_else(|| earlier.iter().copied().find(|o| o.to_lowercase() == lower)) {
+            return Some(CellError {
+                column: name.clone(),
+                reason: format!("differs from {other:?} only in case: Delta tables (and Spark, Athena, Glue) take them for one column; rename one of them"),
+            });
+        }
+        earlier.push(name);
+    }
+    None
+}
+
 fn null_in_required(column: &EncodedColumn) -> CellError {
     CellError { column: column.name.clone(), reason: "is empty but the schema says it is not nullable".into() }
 }
@@ -388,6 +411,14 @@ mod tests {
         assert_eq!(std::str::from_utf8(&out).unwrap(), r#"{"_kappa_id":"x:0:0","id":7,"price":25,"name":"5","extra":[1]}"#);
         let bad = object(r#"{"id": 1.5}"#);
         assert_eq!(encoder.encode_json_row("x:0:1", &bad, &mut out).unwrap_err().column, "id");
+        // A member only case apart from a column, or from another member, is refused with the
+        // reason (a consumer could only quarantine it); one with a null value is dropped anyway.
+        for (text, member, other) in [(r#"{"Name": "a"}"#, "Name", "name"), (r#"{"id": 1, "Extra": 1, "extra": 2}"#, "extra", "Extra")] {
+            let error = encoder.encode_json_row("x:0:2", &object(text), &mut out).unwrap_err();
+            assert_eq!(error.column, member, "{text}");
+            assert!(error.reason.contains(&format!("differs from {other:?} only in case")), "{error}");
+        }
+        encoder.encode_json_row("x:0:3", &object(r#"{"id": 1, "NAME": null}"#), &mut out).unwrap();
     }
 
     fn object(text: &str) -> kappa_common::json::Object {

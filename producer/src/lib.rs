@@ -56,7 +56,7 @@ impl ProducerError {
     /// be used (misconfiguration, as a bad flag), 3 for more rejected rows than --max-errors.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ProducerError::Input(InputError::Rejects(input::RejectError::TooMany { .. })) => 3,
+            ProducerError::Input(InputError::Rejects(input::RejectError::TooMany { .. } | input::RejectError::TooManyShare { .. })) => 3,
             ProducerError::Sink(SinkError::Rejects(input::RejectError::TooMany { .. })) => 3,
             ProducerError::Schema(_) => 2,
             ProducerError::Interrupted => 130,
@@ -149,6 +149,7 @@ pub async fn run(config: ProducerConfig, shutdown: Shutdown) -> Result<Outcome, 
         event_time: config.event_time.clone().map(|(c, f)| (c, EventTimeParser(f))),
         source_id_override: config.source_id.clone(),
         stats: stats.clone(),
+        reject_ratio: std::sync::Mutex::new(input::RejectRatio::new(config.max_reject_ratio, config.reject_window)),
     };
     let (sender, mut receiver) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
     let reader_rejects = rejects.clone();

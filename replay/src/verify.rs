@@ -38,8 +38,9 @@ pub(crate) struct VerifyReport {
     pub mismatches: Vec<PartitionCounts>,
 }
 
+/// The partition a file lies in, by key (`year=…`, whatever its directory calls the column).
 fn partition_of(file: &str) -> String {
-    file.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string())
+    file.rsplit_once('/').map_or(String::new(), |(dir, _)| kappa_table::partition_of_dir(dir))
 }
 
 async fn read_object(table: &Table, file: &str) -> Result<bytes::Bytes, ReplayError> {

@@ -37,4 +37,7 @@ pub use self::state::{
     CONSUMER_APP_ID, Claims, Commit, DataFile, FORMAT, GENERATION_PROPERTY, Layout, SHARD_APP_PREFIX, SQS_APP_ID, SeenRows, ShardPositions, TableState, Totals,
     shard_app_id,
 };
-pub use self::table::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile, PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns};
+pub use self::table::{
+    COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile, PARTITION_COLUMN_PREFIX, Table, live_generation, location, partition_columns, partition_dir,
+    partition_of_dir,
+};

@@ -110,17 +110,40 @@ async fn in_the_log(store: &Store, table: &str) -> Result<Option<u32>, TableErro
     Ok(named.iter().filter_map(|path| generation_number(path.split('/').next().unwrap_or_default())).chain(property).max())
 }
 
-/// The generation a consumer writes into a table that has no Delta table yet: the one an
-/// earlier consumer made and never committed to, or a new one. Consumers starting at once
-/// (workers sharing the shards through leases) may each make one: each then takes the first
-/// of those, so all write the same generation and the first commit creates the table for all.
+/// The generation a consumer writes into a table that has no Delta table yet: the first one a
+/// consumer made and never committed to, or a new one. Consumers starting at once (workers
+/// sharing the shards through leases) must all write the same one, and leave no other behind:
+/// - a consumer that finds one takes the first (lowest), as every other does;
+/// - one that finds none claims the next name; when another claimed that name first, it looks
+///   again and takes theirs;
+/// - one whose claim succeeded after another's (it listed before the other claimed, and
+///   numbered after it) takes the first, and marks its own removed at once: nothing was ever
+///   written under it, and a removed record keeps its number from being given out again.
+///   Every consumer that can see the later claim sees the earlier (a claim is made after its
+///   maker's listing), so none takes the later one.
 pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
     let unborn = |r: &&GenerationRecord| r.origin == "consumer" && r.removed_ms.is_none();
-    if let Some(record) = records(store, table).await?.iter().rev().find(unborn) {
-        return Ok(record.generation.clone());
+    loop {
+        if let Some(first) = records(store, table).await?.iter().find(unborn) {
+            return Ok(first.generation.clone());
+        }
+        let generation = next_name(store, table).await?;
+        if !claim(store, table, &generation, "consumer").await? {
+            continue;
+        }
+        let first = records(store, table).await?.iter().find(unborn).map(|r| r.generation.clone());
+        match first {
+            Some(first) if first != generation => {
+                let path = format!("{}{generation}.json", generations_prefix(table));
+                let mut record: GenerationRecord = parse(&path, &store.get(&path).await?)?;
+                record.removed_ms = Some(chrono::Utc::now().timestamp_millis());
+                store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?;
+                tracing::info!(generation = %first, unused = %generation, "another consumer made the table's first generation at the same moment: writing into theirs");
+                return Ok(first);
+            }
+            _ => return Ok(generation),
+        }
     }
-    let made = create(store, table, "consumer").await?;
-    Ok(records(store, table).await?.iter().find(unborn).map_or(made, |first| first.generation.clone()))
 }
 
 /// Records when the table stopped holding `generation`.
@@ -176,5 +199,41 @@ pub async fn is_complete(store: &Store, table: &str, generation: &str) -> Result
         Ok(_) => Ok(true),
         Err(StoreError::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kappa_common::store::LocalStore;
+
+    /// Issue 61, 4: consumers starting at the same instant on a new table all write one
+    /// generation, and no other is left behind as if a replay had been interrupted. Each round
+    /// starts three at once on a fresh table, with the claims interleaved by the runtime's
+    /// threads; then a later start still picks the same one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn consumers_starting_at_once_make_one_generation() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::Local(LocalStore::new(dir.path()));
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+            let starts: Vec<_> = (0..3)
+                .map(|_| {
+                    let (store, barrier) = (store.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        unborn(&store, "t").await.unwrap()
+                    })
+                })
+                .collect();
+            let mut chosen = Vec::new();
+            for start in starts {
+                chosen.push(start.await.unwrap());
+            }
+            assert!(chosen.iter().all(|g| g == &chosen[0]), "round {round}: {chosen:?}");
+            let live: Vec<String> = records(&store, "t").await.unwrap().into_iter().filter(|r| r.removed_ms.is_none()).map(|r| r.generation).collect();
+            assert_eq!(live, vec![chosen[0].clone()], "round {round}: nothing else is left as a generation");
+            assert_eq!(unborn(&store, "t").await.unwrap(), chosen[0]);
+        }
     }
 }

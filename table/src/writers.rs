@@ -120,13 +120,43 @@ pub async fn alive(store: &Store, table: &str) -> Result<Vec<WriterRecord>, Tabl
     Ok(records(store, table).await?.0)
 }
 
-/// Removes the records of writers that died without removing their own; returns how many.
-pub async fn remove_dead(store: &Store, table: &str) -> Result<usize, TableError> {
-    let (_, dead) = records(store, table).await?;
-    for path in &dead {
-        store.delete(path).await?;
+/// How long a record may go unrenewed, on the store's own clock, before it is removed: ten
+/// times [`WRITER_STALE_MS`]. A running writer renews its record every [`WRITER_HEARTBEAT`];
+/// one whose renewals failed for half of `WRITER_STALE_MS` has stopped committing
+/// ([`Writer::ensure_current`]), so a record this old protects nothing.
+pub const WRITER_GONE_MS: i64 = 10 * WRITER_STALE_MS;
+
+/// Removes the records of writers that are gone (killed, or finished without removing their
+/// own): those the store last wrote [`WRITER_GONE_MS`] or more before `store_now_ms`, an
+/// instant on the store's own clock (when it wrote an object just stored, [`store_now`]).
+/// Both times are the store's: another host's clock, fast or slow, decides nothing. Returns
+/// how many were removed; a record renewed meanwhile is written again by its writer's next
+/// heartbeat.
+pub async fn remove_gone(store: &Store, table: &str, listed: &[kappa_common::store::ObjectMeta], store_now_ms: i64) -> Result<usize, TableError> {
+    let mut removed = 0;
+    let prefix = writers_prefix(table);
+    for object in listed.iter().filter(|o| o.path.starts_with(&prefix) && o.path.ends_with(".json") && store_now_ms - o.modified_ms >= WRITER_GONE_MS) {
+        store.delete(&object.path).await?;
+        removed += 1;
     }
-    Ok(dead.len())
+    Ok(removed)
+}
+
+/// Now, on the store's clock: when it stored `_kappa/clock`, written for that.
+pub async fn store_now(store: &Store, table: &str) -> Result<i64, TableError> {
+    let path = format!("{table}/_kappa/clock");
+    store.put(&path, Bytes::from_static(b"{}")).await?;
+    let listed = store.list(&path).await?;
+    let written = listed.iter().find(|o| o.path == path).ok_or_else(|| StoreError::NotFound { path: path.clone() })?;
+    Ok(written.modified_ms)
+}
+
+/// Removes the records of writers that died without removing their own ([`remove_gone`], by
+/// the store's clock); returns how many.
+pub async fn remove_dead(store: &Store, table: &str) -> Result<usize, TableError> {
+    let now = store_now(store, table).await?;
+    let listed = store.list(&writers_prefix(table)).await?;
+    remove_gone(store, table, &listed, now).await
 }
 
 /// A generation a live writer (a replay) says it is writing.
@@ -153,7 +183,7 @@ impl Writer {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let pid = std::process::id();
         let host = host_name();
-        let id = format!("{kind}-{host}-{pid}-{now_ms}");
+        let id = record_id(kind, &host, pid, now_ms);
         let (_, boot, namespace) = process_space();
         let record = WriterRecord {
             id: id.clone(),
@@ -171,6 +201,19 @@ impl Writer {
         };
         let path = format!("{}{id}.json", writers_prefix(table));
         store.put(&path, serialize(&record)).await?;
+        // The records of writers long gone go now, so that they do not pile up for every
+        // start to read: judged against this record's time of writing, on the store's clock.
+        // Only housekeeping: a fault here is logged, not a reason to stop.
+        let pruned = async {
+            let listed = store.list(&writers_prefix(table)).await?;
+            let Some(now) = listed.iter().find(|o| o.path == path).map(|o| o.modified_ms) else { return Ok(0) };
+            remove_gone(store, table, &listed, now).await
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed the records of writers gone for ten minutes or more"),
+            Err(e) => tracing::warn!(error = %e, "cannot remove the records of writers that are gone; will try at the next start"),
+        }
         let record = std::sync::Arc::new(tokio::sync::Mutex::new(record));
         let renewed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms));
         let heartbeat = {
@@ -282,6 +325,19 @@ impl Drop for Writer {
     }
 }
 
+/// A record's id, its object's name: kind, host, pid and start in a fixed, safe alphabet
+/// (ASCII letters, digits, `-`, `.`, `_`): a kind such as `consumer --leases` or a host name
+/// with spaces must not make an object name tools quote or mangle.
+fn record_id(kind: &str, host: &str, pid: u32, now_ms: i64) -> String {
+    let safe = |text: &str| {
+        let mapped: String = text.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_') { c } else { '-' }).collect();
+        let mut parts = mapped.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+        parts.truncate(64);
+        if parts.is_empty() { "x".to_string() } else { parts }
+    };
+    format!("{}-{}-{pid}-{now_ms}", safe(kind), safe(host))
+}
+
 fn serialize(record: &WriterRecord) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(record).expect("a writer record serializes"))
 }
@@ -382,7 +438,51 @@ mod tests {
         }
         assert_eq!(alive(&store, "t").await.unwrap(), vec![elsewhere]);
         assert!(is_being_written(&store, "t", "gen-000002").await.unwrap());
-        assert_eq!(remove_dead(&store, "t").await.unwrap(), 2);
-        assert_eq!(store.list("t/_kappa/writers/").await.unwrap().len(), 1);
+        // Dead, but written a moment ago on the store's clock: their records stay for now.
+        assert_eq!(remove_dead(&store, "t").await.unwrap(), 0);
+        assert_eq!(store.list("t/_kappa/writers/").await.unwrap().len(), 3);
+    }
+
+    /// Records go by the store's clock alone: one the store last wrote ten minutes ago goes,
+    /// whatever its writer's clock put in it (an hour ahead here); one written a moment ago
+    /// stays, though its writer's clock is a day behind. A writer's start removes them, and
+    /// its record is named in a safe alphabet whatever the kind and host.
+    #[tokio::test]
+    async fn records_of_writers_gone_are_removed_by_the_stores_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(LocalStore::new(dir.path()));
+        let now = chrono::Utc::now().timestamp_millis();
+        let record = |id: &str, heartbeat_ms: i64| WriterRecord {
+            id: id.into(),
+            kind: "consumer".into(),
+            host: "another-host".into(),
+            pid: 7,
+            process_start: None,
+            started_ms: 0,
+            heartbeat_ms,
+            boot_id: None,
+            pid_namespace: None,
+            generation: None,
+            pending: vec![],
+            flushes: Some("gen-000001".into()),
+        };
+        let old = record("old", now + 3_600_000);
+        let fresh = record("fresh", now - 86_400_000);
+        for r in [&old, &fresh] {
+            store.put(&format!("t/_kappa/writers/{}.json", r.id), serialize(r)).await.unwrap();
+        }
+        let written = std::time::SystemTime::now() - std::time::Duration::from_millis(WRITER_GONE_MS as u64 + 1_000);
+        std::fs::File::options().write(true).open(dir.path().join("t/_kappa/writers/old.json")).unwrap().set_modified(written).unwrap();
+
+        let writer = Writer::register(&store, "t", "consumer --leases", None).await.unwrap();
+        let mut names: Vec<String> = store.list("t/_kappa/writers/").await.unwrap().into_iter().map(|o| o.path).collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(names[1], "t/_kappa/writers/fresh.json");
+        let own = names[0].strip_prefix("t/_kappa/writers/").unwrap();
+        assert!(own.starts_with("consumer-leases-"), "{own}");
+        assert!(own.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)), "{own}");
+        writer.finish().await.unwrap();
+        assert_eq!(record_id("replay --leases", "my host (eu)", 12, 5), "replay-leases-my-host-eu-12-5");
     }
 }

@@ -168,6 +168,25 @@ impl FaultProxy {
         self.call("POST", "/_proxy/hold", &spec);
     }
 
+    /// From now on each request of `methods` whose path contains `path_contains` is, with
+    /// probability `error`, answered 500 without being done, else with probability `cut`
+    /// done and its answer cut in the middle of the body; seeded by `seed`.
+    pub fn chaos(&self, methods: &[&str], path_contains: &str, cut: f64, error: f64, seed: u64) {
+        let spec = serde_json::json!({"methods": methods, "path_contains": path_contains, "cut": cut, "error": error, "seed": seed});
+        self.call("POST", "/_proxy/chaos", &spec.to_string());
+    }
+
+    /// No more chaos.
+    pub fn calm(&self) {
+        self.call("POST", "/_proxy/chaos", "{}");
+    }
+
+    /// The next `times` requests of `method` whose path contains `path_contains` get their
+    /// answer cut in the middle of the body.
+    pub fn cut(&self, method: &str, path_contains: &str, times: u32) {
+        self.call("POST", "/_proxy/cut", &format!(r#"{{"method":"{method}","path_contains":"{path_contains}","times":{times}}}"#));
+    }
+
     /// The next `times` requests of `method` whose path contains `path_contains` are refused
     /// with `status` (403: a permission lost mid-run, which no client retries) and never reach
     /// the server.

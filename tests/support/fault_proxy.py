@@ -35,6 +35,15 @@ Control endpoints (not forwarded):
   POST /_proxy/delay {"action": A, "seconds": S, "times": T}
        the next T calls of action A are held S seconds before they are forwarded (a service
        slow to answer: cold connections, credentials, throttling)
+  POST /_proxy/chaos {"cut": C, "error": E, "methods": ["GET", ...], "path_contains": P, "seed": N}
+       from now on each request of those methods whose path contains P (every path if not
+       given): with probability E it is answered 500 InternalError without being forwarded;
+       else with probability C it is forwarded and its answer cut in the middle of the body
+       (the headers promise the whole length, half of it comes, the connection closes), as
+       real S3 does now and then. Seeded: the same requests get the same faults. S3 LISTs are
+       GETs. POST with {} turns it off.
+  POST /_proxy/cut {"method": M, "path_contains": P, "times": T}
+       the next T requests of method M whose path contains P get their answer cut mid-body
   POST /_proxy/latency {"seconds": S}
        from now on every request is held S seconds before it is forwarded: a round trip to a
        region, which moto on loopback does not have (--latency-ms sets it at start)
@@ -47,6 +56,8 @@ Usage: fault_proxy.py --port PORT --upstream http://127.0.0.1:MOTO_PORT [--laten
 import argparse
 import http.client
 import json
+import random
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,7 +72,7 @@ BATCH_ACTIONS = {
 
 state_lock = threading.Lock()
 state = {"requests": {}, "methods": {}, "entries": {}, "served": {}, "ranges": {}, "faults": {}, "delays": {}, "lost": [], "refused": [], "holds": [],
-         "latency": 0.0, "in_flight": {}, "in_flight_max": {}}
+         "latency": 0.0, "in_flight": {}, "in_flight_max": {}, "chaos": None, "cuts": []}
 
 
 def action_of(headers, path):
@@ -142,6 +153,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def reply_cut(self, status, body, headers):
+        """Promises the whole body, sends half of it, and closes the connection."""
+        self.leave_flight()
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def control(self, body):
         if self.path == "/_proxy/stats":
             with state_lock:
@@ -172,6 +199,18 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 state["lost"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1)),
                                       "seconds": float(spec.get("seconds", 0)), "body_contains": spec.get("body_contains", "")})
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/chaos":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["chaos"] = None if not spec else {"cut": float(spec.get("cut", 0)), "error": float(spec.get("error", 0)),
+                                                        "methods": spec.get("methods", ["GET"]), "path_contains": spec.get("path_contains", ""),
+                                                        "random": random.Random(int(spec.get("seed", 0)))}
+            return self.reply(200, b"{}")
+        if self.path == "/_proxy/cut":
+            spec = json.loads(body or b"{}")
+            with state_lock:
+                state["cuts"].append({"method": spec["method"], "path_contains": spec["path_contains"], "times": int(spec.get("times", 1))})
             return self.reply(200, b"{}")
         if self.path == "/_proxy/hold":
             spec = json.loads(body or b"{}")
@@ -269,6 +308,24 @@ class Handler(BaseHTTPRequestHandler):
         if refuse:
             error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>refused by the test proxy</Message></Error>"
             return self.reply(refuse["status"], error, [("Content-Type", "application/xml")])
+        # Chaos: a 500 before the request is done, or its answer cut mid-body (below).
+        # (The answer leaves after the lock is released: reply takes it to leave the flight.)
+        cut = fail = False
+        with state_lock:
+            chaos = state["chaos"]
+            if chaos and self.command in chaos["methods"] and chaos["path_contains"] in self.path:
+                draw = chaos["random"].random()
+                fail = draw < chaos["error"]
+                if fail:
+                    state["requests"]["chaos-500:" + self.command] = state["requests"].get("chaos-500:" + self.command, 0) + 1
+                cut = not fail and draw < chaos["error"] + chaos["cut"]
+            rule = next((c for c in state["cuts"] if c["times"] > 0 and c["method"] == self.command and c["path_contains"] in self.path), None)
+            if rule:
+                rule["times"] -= 1
+                cut = True
+        if fail:
+            error = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>chaos of the test proxy</Message></Error>"
+            return self.reply(500, error, [("Content-Type", "application/xml")])
         upstream = self.server.upstream
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
@@ -303,6 +360,10 @@ class Handler(BaseHTTPRequestHandler):
             with state_lock:
                 state["served"][path] = state["served"].get(path, 0) + len(data)
                 state["ranges"].setdefault(path, []).append([start, start + len(data)])
+        if cut and len(data) > 1:
+            with state_lock:
+                state["requests"]["cut:" + self.command] = state["requests"].get("cut:" + self.command, 0) + 1
+            return self.reply_cut(resp.status, data, out_headers)
         self.reply(resp.status, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any

@@ -27,6 +27,13 @@ pub enum StoreError {
     InvalidPath { path: String, reason: &'static str },
     #[error("object store request for {path} failed: {message}")]
     Remote { path: String, message: String },
+    /// A failure that trying again may mend, given up on after `tries` tries: the service or
+    /// the network is at fault, not the lake or the settings.
+    #[error(
+        "object store request for {path} failed {tries} times over {seconds:.0} s, each time for a passing reason ({message}): nothing was \
+         lost, and a restart is safe; if it keeps failing, check the network and the service's health"
+    )]
+    Transient { path: String, message: String, tries: u32, seconds: f64 },
 }
 
 /// One listed object.

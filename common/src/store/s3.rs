@@ -28,6 +28,50 @@ pub struct S3Store {
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
+/// True for a failure that trying again may mend: no answer (a connection refused, cut or timed
+/// out), an answer that could not be read, throttling, or a server error the SDK's own
+/// retries did not get past. Not a refusal (403, 404, 412: the same request gets the same).
+fn is_transient<E>(error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    use aws_sdk_s3::error::SdkError;
+    match error {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(e) => matches!(e.raw().status().as_u16(), 500..=599 | 429 | 408),
+        _ => false,
+    }
+}
+
+/// Tries a read again after a transient failure: up to [`TRIES`] times in all, waiting 200 ms,
+/// then twice as long each time, at most 5 s (~20 s in all); each retry is logged. Then it
+/// gives up with [`StoreError::Transient`], whose message says that nothing was lost and that a
+/// restart is safe.
+pub(super) struct Retrying {
+    key: String,
+    tries: u32,
+    wait: std::time::Duration,
+    started: std::time::Instant,
+}
+
+/// Tries of one read, the first included.
+pub(super) const TRIES: u32 = 8;
+
+impl Retrying {
+    pub(super) fn new(key: &str) -> Retrying {
+        Retrying { key: key.to_string(), tries: 0, wait: std::time::Duration::from_millis(200), started: std::time::Instant::now() }
+    }
+
+    /// One try failed with `error`: waits before the next, or gives up.
+    pub(super) async fn failed(&mut self, error: String) -> Result<(), StoreError> {
+        self.tries += 1;
+        if self.tries >= TRIES {
+            return Err(StoreError::Transient { path: self.key.clone(), message: error, tries: self.tries, seconds: self.started.elapsed().as_secs_f64() });
+        }
+        tracing::warn!(object = %self.key, try_ = self.tries, wait = ?self.wait, error = %error, "an S3 read failed; trying again");
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(std::time::Duration::from_secs(5));
+        Ok(())
+    }
+}
+
 fn failure(key: &str, message: String) -> StoreError {
     StoreError::Remote { path: key.to_string(), message }
 }
@@ -152,23 +196,51 @@ impl S3Store {
         }
     }
 
+    /// Reads an object whole. The SDK retries a request until its answer's headers arrive; a
+    /// connection cut in the middle of the body (real S3 drops them now and then) fails the
+    /// read after that, so the whole read — request and body — is tried again here, with
+    /// back-off (see [`Retrying`]).
     pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         let key = self.key(path);
-        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
-            Ok(output) => Ok(output.body.collect().await.map_err(|e| failure(&key, e.to_string()))?.into_bytes()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StoreError::NotFound { path: path.to_string() }),
-            Err(e) => Err(failure(&key, describe_sdk_error(&e))),
+        let mut retrying = Retrying::new(&key);
+        loop {
+            let error = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+                Ok(output) => match output.body.collect().await {
+                    Ok(body) => return Ok(body.into_bytes()),
+                    Err(e) => format!("the answer's body was cut: {e}"),
+                },
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Err(StoreError::NotFound { path: path.to_string() }),
+                Err(e) if !is_transient(&e) => return Err(failure(&key, describe_sdk_error(&e))),
+                Err(e) => describe_sdk_error(&e),
+            };
+            retrying.failed(error).await?;
         }
     }
 
+    /// Lists every object under `prefix`: page after page, the whole listing tried again (with
+    /// back-off) when one page's answer fails or is cut.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let full = self.key(prefix);
+        let mut retrying = Retrying::new(&full);
+        loop {
+            match self.list_once(&full).await {
+                Ok(listed) => return Ok(listed),
+                Err(e) if !is_transient(&e) => return Err(failure(&full, describe_sdk_error(&e))),
+                Err(e) => retrying.failed(describe_sdk_error(&e)).await?,
+            }
+        }
+    }
+
+    async fn list_once(
+        &self,
+        full: &str,
+    ) -> Result<Vec<ObjectMeta>, aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error, aws_sdk_s3::config::http::HttpResponse>>
+    {
         let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full).into_paginator().send();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(full).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| failure(&full, describe_sdk_error(&e)))?;
-            for object in page.contents() {
+            for object in page?.contents() {
                 let key = object.key().unwrap_or_default();
                 let modified_ms = object.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0);
                 out.push(ObjectMeta { path: key[strip..].to_string(), size: object.size().unwrap_or(0) as u64, modified_ms });

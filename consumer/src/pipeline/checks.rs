@@ -70,8 +70,15 @@ pub(super) fn check_event_time(schema: &TableSchema, column: &str, format: &Even
     if let Some(index) = schema.index_of(column) {
         let column_type = schema.fields[index].column_type;
         let is_time = matches!(column_type, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampNtz);
-        if is_time && matches!(format, EventTimeFormat::EpochSeconds | EventTimeFormat::EpochMillis) {
+        let is_number = matches!(column_type, ColumnType::Int64 | ColumnType::Float64);
+        let epoch = matches!(format, EventTimeFormat::EpochSeconds | EventTimeFormat::EpochMillis);
+        if is_time && epoch {
             return Err(PipelineError::EventTimeFormat { column: column.to_string(), column_type, format: format.clone() });
+        }
+        // Numbers under a format of dates: not one row would be placed (each read as the wrong
+        // year, until this was refused).
+        if is_number && !epoch {
+            return Err(PipelineError::EventTimeNumbers { column: column.to_string(), column_type, format: format.clone() });
         }
         return Ok(());
     }

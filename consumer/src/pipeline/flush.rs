@@ -53,6 +53,12 @@ impl Pipeline {
         let mut written = self.state.written.clone();
         let mut totals = self.state.totals.clone();
         let mut row_claims = Vec::new();
+        // Directories are named after the partition columns as the table stores them (or will,
+        // created by this commit): see `kappa_table::partition_dir`.
+        let columns = match self.decoder.partition_columns() {
+            [] => kappa_table::partition_columns(self.decoder.schema(), &self.layout()),
+            known => known.to_vec(),
+        };
         for (partition, mut buffers) in groups {
             let name = match buffers.as_slice() {
                 [(shard, buffer)] => crate::buffer::file_name(&self.shards[*shard as usize], buffer.first_seq, buffer.last_seq),
@@ -71,7 +77,8 @@ impl Pipeline {
                 row_claims.push(claims);
             }
             totals.files += 1;
-            files.push((format!("{}/{name}", partition.path()), partition.path(), buffers.into_iter().map(|(_, buffer)| buffer).collect()));
+            let dir = kappa_table::partition_dir(&partition.path(), &columns);
+            files.push((format!("{dir}/{name}"), partition.path(), buffers.into_iter().map(|(_, buffer)| buffer).collect()));
         }
         if !files.is_empty()
             && let Some(layout) = self.unrecorded_layout.take()
@@ -253,6 +260,11 @@ impl Pipeline {
         self.acks.committed(commit.unacknowledged);
         self.state.archive_positions = commit.archive_positions;
         self.state.horizons = commit.horizons;
+        // Until a commit made the table (this one, or another writer's), it has no partition
+        // columns for a member to be named like.
+        if !self.decoder.knows_partition_columns() {
+            self.decoder.set_partition_columns(&self.runtime.block_on(self.table.partition_column_names())?);
+        }
         Ok(())
     }
 }

@@ -175,6 +175,8 @@ impl Pipeline {
         if let (Some(schema), Some((column, format))) = (&known, &config.event_time) {
             check_event_time(schema, column, format)?;
         }
+        let mut decoder = decoder;
+        decoder.set_partition_columns(&runtime.block_on(table.partition_column_names())?);
         let last_read = shards.iter().map(|s| state.resume.get(s).and_then(|p| seq_of(p))).collect();
         let acks = AckLedger::new(std::mem::take(&mut state.unacknowledged));
         let mut dedup = Dedup::new(config.dedup_window);

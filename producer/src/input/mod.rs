@@ -18,7 +18,7 @@ use kappa_common::schema::{NullTokens, TableSchema};
 
 pub use self::csv::CsvInput;
 pub use self::json::JsonInput;
-pub use self::rejects::{Reject, RejectError, RejectWriter};
+pub use self::rejects::{Reject, RejectError, RejectRatio, RejectWriter};
 use crate::encode::RowEncoder;
 use crate::pace::EventTimeParser;
 use crate::stats::Stats;
@@ -180,6 +180,8 @@ pub struct RowContext {
     pub event_time: Option<(String, EventTimeParser)>,
     pub source_id_override: Option<String>,
     pub stats: Arc<Stats>,
+    /// `--max-reject-ratio` over the first rows (see [`RejectRatio`]).
+    pub reject_ratio: std::sync::Mutex<RejectRatio>,
 }
 
 /// Where a row came from, for its identity and for reject records.
@@ -272,6 +274,9 @@ pub fn read_all(
     batcher: &mut Batcher,
 ) -> Result<(), InputError> {
     let result = read_inputs(inputs, first_csv, passes, context, rejects, batcher);
+    // An input shorter than the ratio's sample is judged on all of it, before its last batch
+    // goes: a run that rejects every row of a small file does not end in success.
+    let result = result.and_then(|()| Ok(context.reject_ratio.lock().expect("reject ratio").finish(rejects)?));
     // A closed channel means the sink already failed; it reports the error.
     let _ = batcher.flush();
     match result {
@@ -335,11 +340,16 @@ impl From<RejectError> for ReadStop {
 /// Shared by the CSV and JSON readers: an encoded row becomes an event, or a reject.
 pub fn emit(context: &RowContext, batcher: &mut Batcher, rejects: &RejectWriter, encoded: Result<Event, Reject>) -> Result<(), ReadStop> {
     context.stats.add_rows_read(1);
+    let mut ratio = context.reject_ratio.lock().expect("reject ratio");
     match encoded {
-        Ok(event) => batcher.push(event)?,
+        Ok(event) => {
+            ratio.row(None, rejects)?;
+            batcher.push(event)?
+        }
         Err(reject) => {
             rejects.write(&reject)?;
             context.stats.add_rejected(1);
+            ratio.row(Some(&reject.reason), rejects)?;
         }
     }
     Ok(())

@@ -26,6 +26,77 @@ pub enum RejectError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("too many rejected rows: more than --max-errors {max}; the rejects so far are in {path}")]
     TooMany { max: u64, path: PathBuf },
+    #[error(
+        "{rejected} of the first {read} rows were rejected, more than --max-reject-ratio {ratio} allows (first reason: {first_reason}); \
+         stopped. The rejects are in {path}. Correct the settings (--event-time, --event-time-format, --delimiter, --schema) or the \
+         input and send it again (rows already sent are recognised by the consumer), or raise --max-reject-ratio (1 turns the check off)"
+    )]
+    TooManyShare { rejected: u64, read: u64, ratio: f64, first_reason: String, path: PathBuf },
+}
+
+/// A ratio is not judged on fewer rows than this, but at the end of the input.
+const MIN_SAMPLE: u64 = 100;
+
+/// Stops a run whose first rows are mostly rejected (exit 3), as the consumer's
+/// --max-quarantine-ratio does: settings that do not fit the input (an event-time format for
+/// another column, the wrong delimiter) must not end in a reject file full of good rows and an
+/// exit status of 0. Judged once [`MIN_SAMPLE`] rows were read, over the first `window` rows,
+/// and on a shorter input at its end.
+#[derive(Debug)]
+pub struct RejectRatio {
+    ratio: f64,
+    window: u64,
+    read: u64,
+    rejected: u64,
+    first_reason: Option<String>,
+    /// The window is full and was found within the limit.
+    passed: bool,
+}
+
+impl RejectRatio {
+    pub fn new(ratio: f64, window: u64) -> RejectRatio {
+        RejectRatio { ratio, window, read: 0, rejected: 0, first_reason: None, passed: ratio >= 1.0 }
+    }
+
+    /// Counts a row (`rejected`: the reason it was rejected for), and judges once enough were.
+    pub fn row(&mut self, rejected: Option<&str>, rejects: &RejectWriter) -> Result<(), RejectError> {
+        if self.passed {
+            return Ok(());
+        }
+        self.read += 1;
+        if let Some(reason) = rejected {
+            self.rejected += 1;
+            self.first_reason.get_or_insert_with(|| reason.to_string());
+        }
+        if self.read < MIN_SAMPLE.min(self.window) {
+            return Ok(());
+        }
+        self.judge(rejects)?;
+        self.passed = self.read >= self.window;
+        Ok(())
+    }
+
+    /// At the end of the input: a run shorter than the sample is judged on all it read.
+    pub fn finish(&mut self, rejects: &RejectWriter) -> Result<(), RejectError> {
+        match self.passed || self.read == 0 {
+            true => Ok(()),
+            false => self.judge(rejects),
+        }
+    }
+
+    fn judge(&self, rejects: &RejectWriter) -> Result<(), RejectError> {
+        if self.rejected as f64 <= self.ratio * self.read as f64 {
+            return Ok(());
+        }
+        rejects.flush()?;
+        Err(RejectError::TooManyShare {
+            rejected: self.rejected,
+            read: self.read,
+            ratio: self.ratio,
+            first_reason: self.first_reason.clone().unwrap_or_default(),
+            path: rejects.path().to_path_buf(),
+        })
+    }
 }
 
 /// Shared by the reading thread (rows that do not parse) and the sinks (events that cannot be

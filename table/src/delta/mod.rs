@@ -56,6 +56,7 @@ mod foreign;
 mod kept_state;
 mod location;
 mod reading;
+mod retrying;
 mod s3;
 mod spans;
 

@@ -27,7 +27,7 @@ pub(crate) fn object_store(
     if let Some(provider) = credentials {
         builder = builder.with_credentials(Arc::new(SdkCredentials { provider, cached: Mutex::new(None) }));
     }
-    Ok(Arc::new(builder.build()?))
+    Ok(Arc::new(super::retrying::RetryingReads::new(Arc::new(builder.build()?))))
 }
 
 /// The SDK's credential chain as object_store's provider, cached until shortly before expiry.

@@ -24,7 +24,8 @@ pub const COMPACTED_PREFIX: &str = "compacted-";
 pub struct LiveFile {
     /// Relative to the generation, e.g. `year=2025/month=03/day=19/part-….parquet`.
     pub path: String,
-    /// The Hive directory, e.g. `year=2025/month=03/day=19`.
+    /// The Hive directory, e.g. `year=2025/month=03/day=19`, named after the partition columns
+    /// as the table stores them (see [`super::partition_dir`]).
     pub partition: String,
     pub bytes: u64,
     pub rows: Option<u64>,
@@ -41,13 +42,17 @@ impl Table {
         let Some(lake) = lake.as_mut() else { return Ok(Vec::new()) };
         lake.reload().await?;
         let prefix = format!("{}/", self.generation);
+        let columns = lake.partition_columns()?;
         Ok(lake
             .file_details()
             .await?
             .into_iter()
             .filter_map(|f| {
                 let path = f.path.strip_prefix(&prefix)?.to_string();
-                let partition = path.rsplit_once('/').map_or("", |(dir, _)| dir).to_string();
+                // Named as the table stores its partition columns: files written before
+                // directories were (`year=` beside a data column `year`) merge with their
+                // partition's newer ones, into the stored name's directory.
+                let partition = super::partition_dir(path.rsplit_once('/').map_or("", |(dir, _)| dir), &columns);
                 Some(LiveFile { path, partition, bytes: f.size as u64, rows: f.num_records, added_ms: f.modification_time })
             })
             .collect())

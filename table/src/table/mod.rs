@@ -509,6 +509,14 @@ impl Table {
         Ok((files.into_values().collect(), state))
     }
 
+    /// The partition columns of the live Delta table (`year`, or `kappa_year` where the data
+    /// has a `year`); empty before the first commit, and for a replay's generation.
+    pub async fn partition_column_names(&self) -> Result<Vec<String>, TableError> {
+        let Some(live) = &self.live else { return Ok(Vec::new()) };
+        let lake = live.lake.lock().await;
+        Ok(lake.as_ref().map(LakeTable::partition_columns).transpose()?.unwrap_or_default())
+    }
+
     /// The data columns the live Delta table has (as it was when this handle opened it or last
     /// committed): the truth every reader reads, whoever changed it. `None` before the first
     /// commit, and for a replay's generation.
@@ -695,5 +703,5 @@ mod tests;
 pub(crate) use self::cleanup::delete_unprotected;
 pub use self::cleanup::{PART_PREFIX, Protected};
 pub use self::compaction::{COMPACTED_PREFIX, COMPACTION_APP_ID, LiveFile};
-pub use self::naming::{PARTITION_COLUMN_PREFIX, partition_columns};
+pub use self::naming::{PARTITION_COLUMN_PREFIX, partition_columns, partition_dir, partition_of_dir};
 pub(crate) use self::naming::{SCHEMA_VERSION_PROPERTY, check_partitioning, delta_file, properties};

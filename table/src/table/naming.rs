@@ -29,6 +29,39 @@ fn key_of(column: &str) -> &str {
     column.strip_prefix(PARTITION_COLUMN_PREFIX).unwrap_or(column)
 }
 
+/// The partition a directory stands for, by key: `kappa_year=2025/month=03` is
+/// `year=2025/month=03` (see [`partition_dir`]), the form the consumer counts rows by.
+pub fn partition_of_dir(dir: &str) -> String {
+    dir.split('/')
+        .map(|segment| match segment.split_once('=') {
+            Some((column, value)) => format!("{}={value}", key_of(column)),
+            None => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The directory of partition `partition` (`year=2025/month=03`, by key) in a table whose
+/// partition columns are `columns`: each key named as its column is stored
+/// (`kappa_year=2025/kappa_month=03` where the data has a `year` and a `month`). A reader of
+/// the plain Parquet files that takes directories for columns (DuckDB's `read_parquet` and
+/// Spark by default, Athena over the raw files) then finds the partition values under the
+/// names the Delta table gives them, never in place of the data's own `year`. A key no column
+/// stands for keeps its name.
+pub fn partition_dir(partition: &str, columns: &[String]) -> String {
+    partition
+        .split('/')
+        .map(|segment| match segment.split_once('=') {
+            Some((key, value)) => match columns.iter().find(|c| key_of(c) == key) {
+                Some(column) => format!("{column}={value}"),
+                None => segment.to_string(),
+            },
+            None => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn layout_keys(layout: &Layout) -> &'static [&'static str] {
     match layout.partition_by.as_str() {
         "year" => &["year"],
@@ -101,7 +134,9 @@ pub(crate) fn delta_file(generation: &str, file: &DataFile, partition_columns: &
     for segment in file.partition.split('/').filter(|s| !s.is_empty()) {
         let (key, value) = segment.split_once('=').ok_or_else(|| invalid("not key=value"))?;
         let value = value.parse::<i64>().map_err(|_| invalid("not a number"))?;
-        let column = partition_columns.iter().find(|c| key_of(c) == key).ok_or_else(|| invalid("no column for that key"))?;
+        // By key (`year`), or by the column's own name (`kappa_year`, a directory named by
+        // [`partition_dir`], as a compaction's files say their partition).
+        let column = partition_columns.iter().find(|c| c.as_str() == key || key_of(c) == key).ok_or_else(|| invalid("no column for that key"))?;
         partition_values.insert(column.clone(), Some(value.to_string()));
     }
     if partition_values.len() != partition_columns.len() {
@@ -132,5 +167,17 @@ mod tests {
             "the Delta table is partitioned by [branch], and this writer partitions by day of sale_date ([year, month, day]): it cannot fill those columns"
         );
         assert!(matches!(check_partitioning(&["year".to_string()], &day), Err(Partitioning::OtherGranularity)));
+    }
+
+    #[test]
+    fn directories_are_named_after_the_partition_columns_as_stored() {
+        let columns = ["kappa_year".to_string(), "month".to_string(), "kappa_day".to_string()];
+        assert_eq!(partition_dir("year=2025/month=03/day=19", &columns), "kappa_year=2025/month=03/kappa_day=19");
+        assert_eq!(partition_of_dir("kappa_year=2025/month=03/kappa_day=19"), "year=2025/month=03/day=19");
+        assert_eq!(partition_dir("year=2025/month=03/day=19", &["year".to_string(), "month".to_string(), "day".to_string()]), "year=2025/month=03/day=19");
+        // A file in such a directory says its partition by the columns' names: still placed.
+        let file = DataFile { path: "f.parquet".into(), partition: "kappa_year=2025/month=03/kappa_day=19".into(), rows: 1, bytes: 1, stats: None };
+        let added = delta_file("gen-000001", &file, &columns).unwrap();
+        assert_eq!((added.partition_values["kappa_year"].as_deref(), added.partition_values["kappa_day"].as_deref()), (Some("2025"), Some("19")));
     }
 }

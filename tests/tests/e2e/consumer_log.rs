@@ -111,7 +111,9 @@ fn data_columns_named_like_partition_keys_are_kept_apart() {
     let (_dir2, prefix) = produce_and_consume(&["-i".into(), input.display().to_string()], &["--event-time", "at"]);
     let rows = read_lake(&prefix);
     let one = rows.iter().find(|r| r.row["id"] == 1).unwrap();
-    assert_eq!(one.partition, "year=2025/month=03/day=19");
+    // The directories are named after the partition columns as stored (issue 61, 3), so a
+    // reader that takes directories for columns does not take them for the data's.
+    assert_eq!(one.partition, "kappa_year=2025/month=03/kappa_day=19");
     // The user's own `year` and `day` keep their names and values; the table's partition
     // columns are named around them.
     assert_eq!(one.row["year"], 1999);
