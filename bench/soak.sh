@@ -4,44 +4,50 @@
 # per commit would reach the task's memory limit in days. This runs one consumer through
 # COMMITS commits (default 5,000) on one table and samples its resident memory as it goes.
 #
-# The log is filled first (kappa-gen-sales rows, 4 shards, random keys); the consumer reads it
-# with --flush-rows ROWS_PER_COMMIT/4 so that each commit is small and commits come back to
-# back (a follower at 1,000 rows/s committing once a second makes the same commits, slower).
-# It prints the RSS (VmRSS, MiB) after 500, 1,000, 2,000, ... commits and the ratio of the last
-# to the one at 500. Target: the RSS at 5,000 commits within 10% of the RSS at 500.
+# The producer sends kappa-gen-sales rows at a steady rate into the embedded log (4 shards) while
+# the consumer follows it with a short --flush-interval, so commits come one after the other
+# as a follower's do (a follower at 1,000 rows/s committing once a second makes the same
+# commits, ten times slower). It prints the RSS (VmRSS, MiB) after 500, 1,000, 2,000, ...
+# commits and the ratio of the last to the one at 500. Target: the RSS at 5,000 commits within
+# 10% of the RSS at 500.
 #
-#   bench/soak.sh [COMMITS] [ROWS_PER_COMMIT]        (defaults: 5000, 800)
+#   bench/soak.sh [COMMITS] [ROWS_PER_COMMIT] [FLUSH_INTERVAL]    (defaults: 5000, 1000, 100ms)
 #
 # Writes under bench/out/soak/ (ignored by git); the samples in samples.csv (seconds, commits,
 # rss_kib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMITS=${1:-5000}
-PER_COMMIT=${2:-800}
+PER_COMMIT=${2:-1000}
+INTERVAL=${3:-100ms}
 OUT=bench/out/soak
 ROWS=$((COMMITS * PER_COMMIT))
+MS=$(python3 -c "import re,sys; v,u=re.fullmatch(r'(\d+)(ms|s)', sys.argv[1]).groups(); print(int(v)*(1 if u=='ms' else 1000))" "$INTERVAL")
+RATE=$((PER_COMMIT * 1000 / MS))
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
 rm -rf "$OUT"
 mkdir -p "$OUT"
-echo "==> $ROWS rows into the log ($COMMITS commits of $PER_COMMIT rows)" >&2
 ./target/release/kappa-gen-sales "$ROWS" > "$OUT/sales.csv"
-./target/release/kappa-producer --input "$OUT/sales.csv" --to "log:$OUT/log" --shards 4 >/dev/null 2>&1
-rm "$OUT/sales.csv"
-
+echo "==> $ROWS rows at $RATE rows/s, a commit every $INTERVAL: about $COMMITS commits in $((ROWS / RATE)) s" >&2
+./target/release/kappa-producer --input "$OUT/sales.csv" --to "log:$OUT/log" --shards 4 --rate "$RATE" >"$OUT/producer.out" 2>&1 &
+producer=$!
+while [ ! -s "$OUT/log/log.json" ]; do sleep 0.1; done
 KAPPA_LOG=warn ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$OUT/lake" --table sales \
-  --event-time sale_time --flush-rows $((PER_COMMIT / 4)) --flush-interval 1h --until-idle 2s >"$OUT/consumer.out" 2>"$OUT/consumer.err" &
+  --event-time sale_time --flush-interval "$INTERVAL" --until-idle 5s ${SOAK_ARGS:-} >"$OUT/consumer.out" 2>"$OUT/consumer.err" &
 pid=$!
+sleep 1
 echo "seconds,commits,rss_kib" > "$OUT/samples.csv"
-start=$(date +%s.%N)
-# Commits are counted by the Delta log's JSON files (checkpoints are Parquet); the newest
-# listing, every second.
+start=$(date +%s%N)
+# Commits are counted by the Delta log's JSON files (checkpoints are Parquet), every second.
 while kill -0 "$pid" 2>/dev/null; do
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-  commits=$(find "$OUT/lake/sales/_delta_log" -maxdepth 1 -name '*.json' 2>/dev/null | wc -l)
-  [ -n "$rss" ] && echo "$(echo "$(date +%s.%N) - $start" | bc),$commits,$rss" >> "$OUT/samples.csv"
+  commits=$( (find "$OUT/lake/sales/_delta_log" -maxdepth 1 -name '*.json' 2>/dev/null || true) | wc -l)
+  if [ -n "$rss" ]; then echo "$(( ($(date +%s%N) - start) / 1000000000 )),$commits,$rss" >> "$OUT/samples.csv"; fi
   sleep 1
 done
+wait "$producer"
 wait "$pid" || { echo "the consumer failed:" >&2; tail -5 "$OUT/consumer.err" >&2; exit 1; }
+rm "$OUT/sales.csv"
 
 python3 - "$OUT/samples.csv" "$COMMITS" <<'EOF'
 import csv, sys

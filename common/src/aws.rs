@@ -104,8 +104,69 @@ impl AwsContext {
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(self.endpoint_overridden).build();
+        let conf = aws_sdk_s3::config::Builder::from(&self.config).force_path_style(self.endpoint_overridden).interceptor(LogFailedAttempts).build();
         aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// Logs each S3 attempt that failed in a way the SDK tries again (a 5xx, a throttle, a
+/// connection or timeout error), as `object_store`'s retries of the Delta log's reads and
+/// writes are logged: a data file's PUT retried by the SDK was otherwise invisible. The SDK
+/// makes up to [`MAX_ATTEMPTS`] attempts; when the last fails the error says so itself.
+#[derive(Debug)]
+struct LogFailedAttempts;
+
+/// What an attempt sent (`PUT https://…/key`): the request is gone once it was sent.
+#[derive(Debug, Clone)]
+struct AttemptRequest(String);
+
+impl aws_smithy_types::config_bag::Storable for AttemptRequest {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl aws_sdk_s3::config::Intercept for LogFailedAttempts {
+    fn name(&self) -> &'static str {
+        "LogFailedAttempts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let request = context.request();
+        cfg.interceptor_state().store_put(AttemptRequest(format!("{} {}", request.method(), request.uri().split('?').next().unwrap_or_default())));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let status = context.response().map(|r| r.status().as_u16());
+        let failed = match (status, context.output_or_error()) {
+            (Some(status), _) => status >= 500 || status == 429,
+            // No answer at all: the connection failed or timed out.
+            (None, Some(Err(_))) => true,
+            (None, _) => false,
+        };
+        if failed {
+            let request = cfg.load::<AttemptRequest>().map(|r| r.0.clone());
+            let error = match context.output_or_error() {
+                Some(Err(e)) => format!("{e:?}").chars().take(300).collect(),
+                _ => String::new(),
+            };
+            tracing::warn!(
+                request = request.unwrap_or_default(),
+                status,
+                error,
+                "an S3 request attempt failed; the SDK tries it again unless it was the last of its attempts (S3 fails now and then)"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -43,6 +43,13 @@ impl fmt::Display for RetryingReads {
 /// permission or an unsupported call (the same request gets the same answer).
 fn transient(error: &object_store::Error) -> bool {
     use object_store::Error;
+    // object_store retries a request that failed as a whole (a 5xx, a refused connection) by
+    // itself; one it gave up on after all its retries gets no more here (an endpoint that
+    // refuses every connection must fail the start in seconds, not minutes). What it does not
+    // retry is a body cut mid-way: that is what this wrapper is for.
+    if exhausted_retries(&error.to_string()) {
+        return false;
+    }
     !matches!(
         error,
         Error::NotFound { .. }
@@ -56,6 +63,16 @@ fn transient(error: &object_store::Error) -> bool {
             | Error::InvalidPath { .. }
             | Error::UnknownConfigurationKey { .. }
     )
+}
+
+/// Whether an object_store error says that it made all its retries (`after 10 retries,
+/// max_retries: 10`).
+fn exhausted_retries(message: &str) -> bool {
+    let number_after = |key: &str| -> Option<u64> {
+        let rest = &message[message.find(key)? + key.len()..];
+        rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())].parse().ok()
+    };
+    matches!((number_after("after "), number_after("max_retries: ")), (Some(made), Some(max)) if made >= max)
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or has failed [`TRIES`] times; waits
@@ -126,5 +143,19 @@ impl ObjectStore for RetryingReads {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_object_store_retried_to_its_limit_is_not_retried_again() {
+        let refused =
+            "Generic S3 error: Error performing GET http://127.0.0.1:9/b/k in 2.7s, after 10 retries, max_retries: 10, retry_timeout: 180s - HTTP error";
+        assert!(super::exhausted_retries(refused));
+        assert!(!super::exhausted_retries(
+            "Generic S3 error: Error performing GET http://h/b/k in 0.2s, after 2 retries, max_retries: 10, retry_timeout: 180s"
+        ));
+        assert!(!super::exhausted_retries("Generic S3 error: error decoding response body"));
     }
 }

@@ -39,7 +39,7 @@ fn starts_under_cut_answers_and_server_errors_exit_0_and_the_table_stays_exact()
     let proxy = FaultProxy::start(&moto.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let log = format!("log:{}", dir.path().join("log").display());
-    let mut retried = 0;
+    let (mut retried, mut put_retries) = (0, 0);
     for round in 0..runs {
         let csv = unique_sales_csv(&dir.path().join(format!("in-{round}")), 40, &format!("F{round:03}"));
         expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "2"])), 0);
@@ -57,12 +57,14 @@ fn starts_under_cut_answers_and_server_errors_exit_0_and_the_table_stays_exact()
         let text = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "run {round} exited with {}:\n{text}", output.status);
         retried += text.matches("trying again").count();
+        put_retries += text.lines().filter(|l| l.contains("S3 request attempt failed") && l.contains("PUT ")).count();
     }
     proxy.calm();
     let faults = proxy.requests_matching("chaos-500:").values().sum::<u64>() + proxy.requests_matching("cut:").values().sum::<u64>();
-    eprintln!("{runs} runs: {faults} faults injected, {retried} reads tried again");
+    eprintln!("{runs} runs: {faults} faults injected, {retried} reads tried again, {put_retries} PUT attempts logged");
     assert!(faults >= runs, "the proxy injected {faults} faults in {runs} runs");
     assert!(retried > 0, "no read was tried again");
+    assert!(put_retries > 0, "the SDK's retries of PUTs (data files, writer records) are logged");
     let local = dir.path().join("downloaded");
     runtime.block_on(download(&s3, "lake", "warehouse/", &local));
     let table = local.join("sales");
