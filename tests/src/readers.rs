@@ -65,6 +65,15 @@ impl std::ops::Index<&str> for DeltaLog {
     }
 }
 
+/// Python that opens `con`, a DuckDB connection with its `delta` extension loaded from the
+/// `duckdb-ext-delta` package's file (no network) and its progress bar off (a query over 2 s
+/// drew one on stdout, before the rows a test compares).
+pub const DUCKDB_WITH_DELTA: &str = "import duckdb, glob, os, sys\n\
+    ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
+    con = duckdb.connect(config={'allow_unsigned_extensions': True})\n\
+    con.execute('SET enable_progress_bar = false')\n\
+    con.execute(f\"LOAD '{ext}'\")\n";
+
 /// Runs `query` in DuckDB with its `delta` extension (loaded from the `duckdb-ext-delta`
 /// package's file: no network), `{table}` standing for the Delta table at `table_root`; returns
 /// the rows as Python prints them. (Every DuckDB connection here turns its progress bar off:
@@ -72,11 +81,7 @@ impl std::ops::Index<&str> for DeltaLog {
 pub fn duckdb_delta(table_root: &Path, query: &str) -> String {
     let query = query.replace("{table}", &format!("delta_scan('{}')", table_root.display()));
     python(&format!(
-        "import duckdb, glob, os, sys\n\
-         ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
-         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
-         con.execute('SET enable_progress_bar = false')\n\
-         con.execute(f\"LOAD '{{ext}}'\")\n\
+        "{DUCKDB_WITH_DELTA}\
          print(con.execute(r'''{query}''').fetchall())"
     ))
 }
@@ -133,11 +138,7 @@ pub fn three_readers(table_root: &Path, query: &str) -> [String; 3] {
     let duckdb = |source: &str| query.replace("{table}", source);
     let print_rows = "for row in rows: print('\\t'.join(str(v) for v in row))";
     let duck = python(&format!(
-        "import duckdb, glob, os, sys\n\
-         ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
-         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
-         con.execute('SET enable_progress_bar = false')\n\
-         con.execute(f\"LOAD '{{ext}}'\")\n\
+        "{DUCKDB_WITH_DELTA}\
          rows = con.execute(r'''{} ''').fetchall()\n{print_rows}",
         duckdb(&format!("delta_scan('{root}')"))
     ));

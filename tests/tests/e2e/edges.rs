@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kappa_tests::{expect_status, kappa, python, run};
+use kappa_tests::{DUCKDB_WITH_DELTA, expect_status, kappa, python, run};
 
 /// Writes `lines` as a CSV file under `dir`.
 fn csv(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
@@ -194,11 +194,7 @@ pub(crate) fn assert_plain_read_equals_delta_read(table: &Path) {
     let partitions: Vec<String> = lines.next().unwrap_or_default().split(',').filter(|c| !c.is_empty()).map(|c| format!("'{c}'")).collect();
     let list: Vec<String> = lines.filter(|l| !l.is_empty()).map(|l| format!("'{}'", l.trim_start_matches("file://"))).collect();
     let compared = python(&format!(
-        "import duckdb, glob, os, sys\n\
-         ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
-         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
-         con.execute('SET enable_progress_bar = false')\n\
-         con.execute(f\"LOAD '{{ext}}'\")\n\
+        "{DUCKDB_WITH_DELTA}\
          con.execute(\"CREATE VIEW d AS SELECT * FROM delta_scan('{}')\")\n\
          files = [{}]\n\
          partitions = [{}]\n\

@@ -13,21 +13,7 @@ use std::collections::BTreeMap;
 
 use kappa_tests::{FaultProxy, KinesisLocal, Moto, aws_config, expect_status, kappa, run, s3_client};
 
-use crate::support::{assert_exactly_once, committed_rows, split_in_half, unique_sales_csv};
-
-/// Copies everything under `s3://bucket/prefix/` into `into` (the local readers read it there).
-async fn download(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, into: &Path) {
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        for object in page.unwrap().contents() {
-            let key = object.key().unwrap();
-            let body = s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
-            let path = into.join(key.strip_prefix(prefix).unwrap());
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-    }
-}
+use crate::support::{assert_exactly_once, committed_rows, download, split_in_half, unique_sales_csv};
 
 /// The files the table's Delta log adds again while they are in the table (the same file
 /// committed twice), in log order.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use kappa_tests::{expect_status, kappa, python, python_deltalake, run, seed};
+use kappa_tests::{DUCKDB_WITH_DELTA, expect_status, kappa, python, python_deltalake, run, seed};
 
 use crate::support::sales_files;
 
@@ -81,11 +81,7 @@ fn duckdb_csv(table_root: &Path, sql: &str) -> String {
         );
     }
     python(&format!(
-        "import csv, duckdb, glob, os, sys\n\
-         ext = glob.glob(os.path.join(sys.prefix, 'lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension'))[0]\n\
-         con = duckdb.connect(config={{'allow_unsigned_extensions': True}})\n\
-         con.execute('SET enable_progress_bar = false')\n\
-         con.execute(f\"LOAD '{{ext}}'\")\n\
+        "import csv\n{DUCKDB_WITH_DELTA}\
          {setup}\
          con.execute(open(r'''{star}''').read())\n\
          cursor = con.execute(r'''{sql}''')\n\

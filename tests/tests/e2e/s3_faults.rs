@@ -3,26 +3,11 @@
 //! listings tried again), and the table stay exact. The fault proxy injects the faults,
 //! seeded, in front of moto.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use kappa_tests::{FaultProxy, Moto, expect_status, kappa, run, s3_client};
 
-use crate::support::{assert_exactly_once, committed_rows, unique_sales_csv};
-
-/// Copies everything under `s3://bucket/prefix/` into `into`.
-async fn download(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, into: &Path) {
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        for object in page.unwrap().contents() {
-            let key = object.key().unwrap();
-            let body = s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
-            let path = into.join(key.strip_prefix(prefix).unwrap());
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-    }
-}
+use crate::support::{assert_exactly_once, committed_rows, download, unique_sales_csv};
 
 /// Runs of the consumer (`KAPPA_S3_FAULT_RUNS`, 25 unless set: the 100 are a run of
 /// this test with it set), each on 40 more rows of the log, under 2% of answers cut mid-body

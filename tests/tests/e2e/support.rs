@@ -269,3 +269,17 @@ pub(crate) async fn split_in_half(client: &aws_sdk_kinesis::Client, stream: &str
     let (low, high): (u128, u128) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
     client.split_shard().stream_name(stream).shard_to_split(shard).new_starting_hash_key((low + (high - low) / 2).to_string()).send().await.unwrap();
 }
+
+/// Copies everything under `s3://bucket/prefix/` into `into` (the local readers read it there).
+pub(crate) async fn download(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, into: &Path) {
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for object in page.unwrap().contents() {
+            let key = object.key().unwrap();
+            let body = s3.get_object().bucket(bucket).key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+            let path = into.join(key.strip_prefix(prefix).unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+    }
+}
