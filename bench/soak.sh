@@ -28,7 +28,9 @@ cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-cons
 rm -rf "$OUT"
 mkdir -p "$OUT"
 ./target/release/kappa-gen-sales "$ROWS" > "$OUT/sales.csv"
-echo "==> $ROWS rows at $RATE rows/s, a commit every $INTERVAL: about $COMMITS commits in $((ROWS / RATE)) s" >&2
+# (A commit takes longer than a 100 ms interval here: ~5 commits a second, so about half of
+# COMMITS are made; the table below counts those made.)
+echo "==> $ROWS rows at $RATE rows/s for $((ROWS / RATE)) s, flushes every $INTERVAL" >&2
 ./target/release/kappa-producer --input "$OUT/sales.csv" --to "log:$OUT/log" --shards 4 --rate "$RATE" >"$OUT/producer.out" 2>&1 &
 producer=$!
 while [ ! -s "$OUT/log/log.json" ]; do sleep 0.1; done
