@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use kappa_tests::{FaultProxy, KinesisLocal, Moto, aws_config, expect_status, kappa, run, s3_client};
 
-use crate::support::{assert_exactly_once, committed_rows, download, split_in_half, unique_sales_csv};
+use crate::support::{S3Lake, assert_exactly_once, committed_rows, download, s3_lake, split_in_half, unique_sales_csv};
 
 /// The files the table's Delta log adds again while they are in the table (the same file
 /// committed twice), in log order.
@@ -237,11 +237,7 @@ fn start_latest_keeps_what_came_after_the_first_start_through_a_restart_and_a_sp
 /// replace the committed file: the log's size and statistics are those of its bytes.
 #[test]
 fn a_paused_writers_late_put_never_replaces_a_committed_file() {
-    let moto = Moto::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(s3_client(&moto.endpoint));
-    runtime.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-    let proxy = FaultProxy::start(&moto.endpoint);
+    let S3Lake { moto, runtime, s3, proxy } = s3_lake();
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
     let log = format!("log:{}", log_dir.display());
@@ -290,11 +286,7 @@ fn a_paused_writers_late_put_never_replaces_a_committed_file() {
 /// minute; its restart's session starts while the frozen worker's record is stale by the clock.
 #[test]
 fn a_worker_frozen_past_a_minute_commits_no_file_another_deleted() {
-    let moto = Moto::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(s3_client(&moto.endpoint));
-    runtime.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-    let proxy = FaultProxy::start(&moto.endpoint);
+    let S3Lake { moto, runtime, s3, proxy } = s3_lake();
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("log");
     let log = format!("log:{}", log_dir.display());

@@ -5,9 +5,9 @@
 
 use std::process::Stdio;
 
-use kappa_tests::{FaultProxy, Moto, expect_status, kappa, run, s3_client};
+use kappa_tests::{expect_status, kappa, run};
 
-use crate::support::{assert_exactly_once, committed_rows, download, unique_sales_csv};
+use crate::support::{S3Lake, assert_exactly_once, committed_rows, download, s3_lake, unique_sales_csv};
 
 /// Runs of the consumer (`KAPPA_S3_FAULT_RUNS`, 25 unless set: the 100 are a run of
 /// this test with it set), each on 40 more rows of the log, under 2% of answers cut mid-body
@@ -17,11 +17,7 @@ use crate::support::{assert_exactly_once, committed_rows, download, unique_sales
 #[test]
 fn starts_under_cut_answers_and_server_errors_exit_0_and_the_table_stays_exact() {
     let runs: u64 = std::env::var("KAPPA_S3_FAULT_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(25);
-    let moto = Moto::start();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let s3 = runtime.block_on(s3_client(&moto.endpoint));
-    runtime.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
-    let proxy = FaultProxy::start(&moto.endpoint);
+    let S3Lake { moto: _moto, runtime, s3, proxy } = s3_lake();
     let dir = tempfile::tempdir().unwrap();
     let log = format!("log:{}", dir.path().join("log").display());
     let (mut retried, mut put_retries) = (0, 0);

@@ -283,3 +283,21 @@ pub(crate) async fn download(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str
         }
     }
 }
+
+/// What the tests of a lake on S3 start with: moto with a bucket `lake`, the fault proxy in
+/// front of it, and a client of moto's own (not behind the proxy) to read the lake back.
+pub(crate) struct S3Lake {
+    pub moto: kappa_tests::Moto,
+    pub runtime: tokio::runtime::Runtime,
+    pub s3: aws_sdk_s3::Client,
+    pub proxy: kappa_tests::FaultProxy,
+}
+
+pub(crate) fn s3_lake() -> S3Lake {
+    let moto = kappa_tests::Moto::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(kappa_tests::s3_client(&moto.endpoint));
+    runtime.block_on(s3.create_bucket().bucket("lake").send()).unwrap();
+    let proxy = kappa_tests::FaultProxy::start(&moto.endpoint);
+    S3Lake { moto, runtime, s3, proxy }
+}
