@@ -134,10 +134,7 @@ pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
         let first = records(store, table).await?.iter().find(unborn).map(|r| r.generation.clone());
         match first {
             Some(first) if first != generation => {
-                let path = format!("{}{generation}.json", generations_prefix(table));
-                let mut record: GenerationRecord = parse(&path, &store.get(&path).await?)?;
-                record.removed_ms = Some(chrono::Utc::now().timestamp_millis());
-                store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?;
+                update(store, table, &generation, |record| record.removed_ms = Some(chrono::Utc::now().timestamp_millis())).await?;
                 tracing::info!(generation = %first, unused = %generation, "another consumer made the table's first generation at the same moment: writing into theirs");
                 return Ok(first);
             }
@@ -148,13 +145,18 @@ pub async fn unborn(store: &Store, table: &str) -> Result<String, TableError> {
 
 /// Records when the table stopped holding `generation`.
 pub(crate) async fn retire(store: &Store, table: &str, generation: &str, at_ms: i64) -> Result<(), TableError> {
+    update(store, table, generation, |record| record.retired_ms = Some(at_ms)).await
+}
+
+/// Rewrites `generation`'s record with `change` (nothing if it has none).
+async fn update(store: &Store, table: &str, generation: &str, change: impl FnOnce(&mut GenerationRecord)) -> Result<(), TableError> {
     let path = format!("{}{generation}.json", generations_prefix(table));
     let mut record: GenerationRecord = match store.get(&path).await {
         Ok(data) => parse(&path, &data)?,
         Err(StoreError::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    record.retired_ms = Some(at_ms);
+    change(&mut record);
     Ok(store.put(&path, Bytes::from(serde_json::to_vec_pretty(&record).expect("serializes"))).await?)
 }
 

@@ -141,7 +141,9 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def reply(self, status, body, headers=()):
+    def reply(self, status, body, headers=(), cut=False):
+        """Answers the request; with `cut`, promises the whole body, sends half of it, and
+        closes the connection (an answer cut mid-body, as real S3's are now and then)."""
         # Out of flight before the answer leaves: a client that sends its next request the
         # moment it has this answer must not find this one still counted.
         self.leave_flight()
@@ -150,17 +152,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not cut:
             self.wfile.write(body)
-
-    def reply_cut(self, status, body, headers):
-        """Promises the whole body, sends half of it, and closes the connection."""
-        self.leave_flight()
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+            return
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
         self.close_connection = True
@@ -363,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         if cut and len(data) > 1:
             with state_lock:
                 state["requests"]["cut:" + self.command] = state["requests"].get("cut:" + self.command, 0) + 1
-            return self.reply_cut(resp.status, data, out_headers)
+            return self.reply(resp.status, data, out_headers, cut=True)
         self.reply(resp.status, data, out_headers)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any

@@ -15,7 +15,7 @@
 
 use super::*;
 use bytes::Bytes;
-use kappa_common::schema::Column;
+use kappa_common::schema::{Column, ColumnType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

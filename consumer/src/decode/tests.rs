@@ -1,6 +1,7 @@
 use super::*;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::Int64Type;
+use kappa_common::schema::{Column, ColumnType};
 use serde_json::{Map, Value};
 
 fn schema(cols: &[(&str, ColumnType)]) -> TableSchema {
