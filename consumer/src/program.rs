@@ -19,7 +19,7 @@ pub fn main(args: Vec<OsString>, commit: Option<&str>) {
     let version = kappa_common::logging::version_line(commit);
     let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches_from(args)).unwrap_or_else(|e| e.exit());
     kappa_common::logging::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = kappa_common::memory::runtime();
     // Named, so `top -H` and profiles tell decoding and encoding from the pipeline's thread.
     let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("kappa-work-{i}")).build_global();
     let subcommand = match cli.command {

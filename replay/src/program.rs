@@ -19,7 +19,7 @@ pub fn main(args: Vec<OsString>, commit: Option<&str>) {
     let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches_from(args)).unwrap_or_else(|e| e.exit());
     kappa_common::logging::init(cli.log_format);
     let fail = |e: &dyn std::fmt::Display, code: i32| -> ! { kappa_common::logging::exit_with(e, code) };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = kappa_common::memory::runtime();
     if let Some(command) = cli.command {
         let location = |table: TableArgs| table.validate().unwrap_or_else(|e| fail(&e, 2));
         let result = match command {

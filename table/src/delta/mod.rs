@@ -564,6 +564,19 @@ impl LakeTable {
             Err(e) => Err(e),
         };
         self.own = None;
+        // The file list, read again from the checkpoint just written. Each update of a loaded
+        // snapshot keeps the files it had as they were and appends the new ones as batches of
+        // their own, so a follower's list became one small batch per reload, each with its own
+        // columns and schema: 3.6 KiB per file, half of it overhead, for as long as the process
+        // lives. Loaded from the checkpoint, the list is one batch again (1.6 KiB per file; a
+        // follower's live heap after ~650 commits: 9.6 MiB instead of 20.3). If the load fails
+        // the updated snapshot serves on.
+        if written.is_ok()
+            && let Ok(builder) = self.location.builder()
+            && let Ok(fresh) = builder.with_version(version).load().await
+        {
+            self.table = fresh;
+        }
         if let Err(e) = written {
             tracing::warn!(table = %self.name, version, error = %e, "could not write a Delta checkpoint; restarts read more commits until the next one");
             return;
