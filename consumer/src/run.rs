@@ -65,6 +65,7 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
         let _ = gauges.leases.set(leases.shared_stats());
     }
     let mut idle_since = Instant::now();
+    let mut idle_status = Instant::now();
     let mut backoff = SESSION_BACKOFF_FIRST;
     let ended = loop {
         // With leases: a session per set of shards held (see `crate::leased`).
@@ -82,6 +83,12 @@ pub fn run(config: ConsumerConfig, runtime: &Runtime, shutdown: &Shutdown) -> Re
                     // A worker with no shard (more workers than shards) is ready: it waits.
                     gauges.answered.store(true, Ordering::Relaxed);
                     gauges.progress(&stats, true);
+                    // Its status line too: the deployed stack counts status lines to tell
+                    // running workers from dead ones (deploy/kappa-lake.yaml, NotConsumingAlarm).
+                    if idle_status.elapsed() >= config.status_interval {
+                        tracing::info!(events_read_delta = 0, quarantined_delta = 0, shards = 0, "status");
+                        idle_status = Instant::now();
+                    }
                     if shutdown.is_requested() || config.until_idle.is_some_and(|idle| idle_since.elapsed() >= idle) {
                         break Ok(());
                     }

@@ -306,3 +306,60 @@ print(json.dumps(out, sort_keys=True))
         serde_json::json!({"ConsumerRole delete": "AccessDenied", "ConsumerRole put": "allowed", "QueryRole delete": "AccessDenied", "QueryRole put": "AccessDenied"})
     );
 }
+
+/// The stack in a network of the user's (issue 62): a VPC with two private subnets and a route
+/// table made first, then the stack deployed into them with interface endpoints, a task meant
+/// to run and an address to mail. It makes no VPC, subnet or gateway of its own, and puts the
+/// tasks' security group in the given VPC. (moto makes no alarms, metric filters, interface
+/// endpoints or subscriptions and keeps no service network configuration: deploy/rules/ checks
+/// those in the template, with cfn-guard, in scripts/check-deploy.)
+#[test]
+fn the_stack_deploys_on_moto_into_a_given_vpc_and_private_subnets() {
+    let moto = Moto::start();
+    let code = format!(
+        r#"
+import boto3, json
+kw = dict(endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+ec2 = boto3.client("ec2", **kw)
+vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{{i}}.0/24", AvailabilityZone=f"us-east-1{{z}}")["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+print(json.dumps({{"vpc": vpc, "subnets": ",".join(subnets), "table": table}}))
+"#,
+        endpoint = moto.endpoint
+    );
+    let network: Value = serde_json::from_str(kappa_tests::python(&code).trim()).unwrap();
+    let (vpc, subnets, table) = (network["vpc"].as_str().unwrap(), network["subnets"].as_str().unwrap(), network["table"].as_str().unwrap());
+    let parameters = [
+        ("VpcId", vpc),
+        ("SubnetIds", subnets),
+        ("RouteTableIds", table),
+        ("InterfaceEndpoints", "true"),
+        ("DesiredCount", "1"),
+        ("AlarmEmail", "ops@example.com"),
+    ];
+    let deployed = deploy(&moto, "kl-private", &parameters);
+    let resources = deployed["resources"].as_array().unwrap();
+    for kind in ["AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::InternetGateway", "AWS::EC2::Route"] {
+        assert!(!resources.iter().any(|r| r == kind), "the stack made a {kind} of its own in a given network: {resources:?}");
+    }
+    for kind in ["AWS::ECS::Service", "AWS::EC2::SecurityGroup", "AWS::SNS::Topic", "AWS::Events::Rule"] {
+        assert!(resources.iter().any(|r| r == kind), "{kind} in {resources:?}");
+    }
+    assert_eq!(deployed["desired"], 1);
+    let code = format!(
+        r#"
+import boto3
+kw = dict(endpoint_url={endpoint:?}, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+cf, ec2 = boto3.client("cloudformation", **kw), boto3.client("ec2", **kw)
+group = [r["PhysicalResourceId"] for r in cf.list_stack_resources(StackName="kl-private")["StackResourceSummaries"] if r["LogicalResourceId"] == "TaskSecurityGroup"][0]
+print(ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId"])
+"#,
+        endpoint = moto.endpoint
+    );
+    assert_eq!(kappa_tests::python(&code).trim(), vpc, "the tasks' security group is in the given VPC");
+    // The stack's own network, for comparison: a VPC, its gateway endpoints, no topic given.
+    let own = deploy(&moto, "kl-own", &[]);
+    let own = own["resources"].as_array().unwrap();
+    assert!(own.iter().any(|r| r == "AWS::EC2::VPC") && own.iter().filter(|r| *r == "AWS::EC2::VPCEndpoint").count() == 2, "{own:?}");
+}

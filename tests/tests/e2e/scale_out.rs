@@ -485,3 +485,36 @@ fn a_switch_under_leased_workers_keeps_every_row_and_the_workers_go_on() {
     assert_eq!(committed_rows(&table), 23_000);
     assert_exactly_once(&table, 23_000);
 }
+
+/// A worker holding no shard (more workers than shards) logs its status line as the others do:
+/// the deployed stack counts status lines to tell running consumers from dead ones
+/// (`NotConsumingAlarm`, issue 62), and an idle worker is running.
+#[test]
+fn a_worker_holding_no_shard_still_logs_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let log = format!("log:{}", log_dir.display());
+    let lake = dir.path().join("lake");
+    let csv = unique_sales_csv(&dir.path().join("a"), 1_000, "SI");
+    expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "1"])), 0);
+    let leases = Leases::local(&log_dir);
+    let mut a = leases.spawn(&log, &lake, "a", dir.path(), 0, &[]);
+    leases.wait_for(&[1], Duration::from_secs(30), "a holds the only shard");
+    let mut b = leases.spawn(&log, &lake, "b", dir.path(), 0, &[]);
+    // --status-interval is 1 s: a few lines within 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&b.log).unwrap();
+        let idle_status = text.lines().filter(|l| l.contains("status") && l.contains("shards=0")).count();
+        if idle_status >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle worker logged {idle_status} status lines:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(leases.balance(), [1], "b held nothing meanwhile");
+    stop(&mut b, "-TERM");
+    stop(&mut a, "-TERM");
+    expect_status(&b.child.wait_with_output().unwrap(), 0);
+    expect_status(&a.child.wait_with_output().unwrap(), 0);
+}
