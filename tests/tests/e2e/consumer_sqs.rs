@@ -330,3 +330,49 @@ async fn in_flight(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
     let out = client.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).send().await.unwrap();
     out.attributes().unwrap()[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible].parse().unwrap()
 }
+
+/// The way back from the dead-letter queue (docs/operations.md, issue 62): messages that went
+/// there past the consumer (received too often while consumers crashed) are read by a consumer
+/// of the dead-letter queue into the same table, through the same path: their rows committed
+/// once beside the others, a bad one quarantined with its reason, the queue left empty.
+#[tokio::test]
+async fn messages_in_the_dead_letter_queue_come_back_through_the_same_path() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint).await;
+    let dlq = create_queue(&sqs, "sales-dlq").await;
+    let attributes = sqs.get_queue_attributes().queue_url(&dlq).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap();
+    let dlq_arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
+    let url =
+        sqs.create_queue().queue_name("sales").attributes(QueueAttributeName::RedrivePolicy, redrive).send().await.unwrap().queue_url().unwrap().to_string();
+    expect_status(&run(kappa("kappa-producer", Some(&moto.endpoint)).args(sales_args()).args(["--to", "sqs:sales", "--rows-per-message", "10"])), 0);
+    let bad = "{ not json";
+    sqs.send_message().queue_url(&url).message_body(bad).send().await.unwrap();
+    // Some messages received twice and never deleted (consumers that crashed on them): SQS moves
+    // them to the dead-letter queue at their next receive.
+    for _ in 0..2 {
+        let got = sqs.receive_message().queue_url(&url).max_number_of_messages(10).visibility_timeout(0).send().await.unwrap();
+        assert!(!got.messages().is_empty());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales", &lake, "2s")));
+    expect_status(&output, 0);
+    let first = read_lake(&lake.join("sales/gen-000001")).len();
+    let waiting = messages_left(&sqs, &dlq).await;
+    assert!(waiting > 0 && first < 400, "{waiting} messages in the dead-letter queue, {first} rows committed");
+    // The way back: a consumer of the dead-letter queue, into the same table.
+    let output = run(kappa("kappa-consumer", Some(&moto.endpoint)).args(consumer_args("sqs:sales-dlq", &lake, "2s")));
+    expect_status(&output, 0);
+    let rows = read_lake(&lake.join("sales/gen-000001"));
+    assert_sales_lake(&rows);
+    assert_exactly_once(&lake.join("sales"), 400);
+    assert_eq!(messages_left(&sqs, &dlq).await, 0, "the dead-letter queue is empty");
+    assert_eq!(messages_left(&sqs, &url).await, 0);
+    // The bad message, wherever it was, is quarantined with its reason.
+    let errors: Vec<serde_json::Value> = std::fs::read_dir(lake.join("sales/_errors/gen-000001"))
+        .unwrap()
+        .flat_map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+        .collect();
+    assert!(errors.iter().any(|e| e["payload"] == bad && e["reason"].as_str().is_some_and(|r| !r.is_empty())), "{errors:?}");
+}

@@ -308,8 +308,9 @@ print(json.dumps(out, sort_keys=True))
 }
 
 /// The stack in a network of the user's (issue 62): a VPC with two private subnets and a route
-/// table made first, then the stack deployed into them with interface endpoints, a task meant
-/// to run and an address to mail. It makes no VPC, subnet or gateway of its own, and puts the
+/// table made first, then the stack deployed into them with interface endpoints, scaling on
+/// backlog, a task meant to run and an address to mail. It makes no VPC, subnet or gateway of
+/// its own, and puts the
 /// tasks' security group in the given VPC. (moto makes no alarms, metric filters, interface
 /// endpoints or subscriptions and keeps no service network configuration: deploy/rules/ checks
 /// those in the template, with cfn-guard, in scripts/check-deploy.)
@@ -336,6 +337,7 @@ print(json.dumps({{"vpc": vpc, "subnets": ",".join(subnets), "table": table}}))
         ("RouteTableIds", table),
         ("InterfaceEndpoints", "true"),
         ("DesiredCount", "1"),
+        ("MaxCount", "2"),
         ("AlarmEmail", "ops@example.com"),
     ];
     let deployed = deploy(&moto, "kl-private", &parameters);
