@@ -365,3 +365,52 @@ print(ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["VpcId
     let own = own["resources"].as_array().unwrap();
     assert!(own.iter().any(|r| r == "AWS::EC2::VPC") && own.iter().filter(|r| *r == "AWS::EC2::VPCEndpoint").count() == 2, "{own:?}");
 }
+
+/// `scripts/deploy`, the one-command deploy, against moto: a first run creates the stack with no
+/// consumer, then starts the default two; a second scales to three; a third, with no change,
+/// keeps the three. The image is a file here and not pushed (`--no-push`): moto has no
+/// registry, so `skopeo copy` to ECR is the one step not run (docs/deploy.md).
+#[test]
+fn the_deploy_script_creates_the_stack_then_scales_and_keeps_its_count() {
+    let moto = Moto::start();
+    let root = kappa_tests::workspace_root();
+    assert!(root.join(".venv-deploy/bin/aws").exists(), "the AWS CLI is missing: run ./scripts/setup-test-env");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("kappa-lake.oci.tar");
+    std::fs::write(&image, b"not pushed").unwrap();
+    let path = format!("{}:{}", root.join(".venv-deploy/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let deploy = |extra: &[&str]| {
+        let output = run(std::process::Command::new(root.join("scripts/deploy"))
+            .arg("kl")
+            .arg("--image")
+            .arg(&image)
+            .arg("--no-push")
+            .args(extra)
+            .env("PATH", &path)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_PAGER", ""));
+        let err = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "scripts/deploy {extra:?}:\n{err}");
+        let desired = run(std::process::Command::new(root.join(".venv-deploy/bin/aws"))
+            .args(["ecs", "describe-services", "--cluster", "kl", "--services", "consumer", "--query", "services[0].desiredCount", "--output", "text"])
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1"));
+        (err, String::from_utf8_lossy(&desired.stdout).trim().to_string())
+    };
+    let (log, desired) = deploy(&["ShardCount=3"]);
+    assert!(log.contains("creating stack kl") && log.contains("not pushing"), "{log}");
+    assert_eq!(desired, "2", "{log}");
+    let (log, desired) = deploy(&["--count", "3"]);
+    assert!(log.contains("updating stack kl"), "{log}");
+    assert_eq!(desired, "3", "{log}");
+    let (log, desired) = deploy(&[]);
+    assert_eq!(desired, "3", "an existing stack keeps its count: {log}");
+    // A bad flag is refused before anything is done.
+    let output = run(std::process::Command::new(root.join("scripts/deploy")).args(["kl", "--count", "many"]).env("PATH", &path));
+    expect_status(&output, 2);
+}
