@@ -45,6 +45,16 @@ print(json.dumps({{"status": s["StackStatus"], "outputs": {{o["OutputKey"]: o["O
     deployed
 }
 
+/// `command` (the AWS CLI, or a script that calls it) pointed at moto, with its test credentials.
+fn on_moto<'a>(command: &'a mut std::process::Command, moto: &Moto) -> &'a mut std::process::Command {
+    command
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_PAGER", "")
+}
+
 /// The container's command, to run here: the binary built, the metrics on a free port, the
 /// scratch directory in `scratch`.
 fn consumer_command(container: &Value, moto: &Moto, port: u16, scratch: &std::path::Path) -> std::process::Command {
@@ -185,15 +195,7 @@ fn the_deployment_guide_runs_as_written() {
     for command in &runnable {
         script.push_str(&format!("printf '%s\\n' '$ {}'\n{command}\n", command.replace('\'', "'\\''")));
     }
-    let output = run(std::process::Command::new("bash")
-        .args(["-c", &script])
-        .current_dir(&root)
-        .env("PATH", path)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_PAGER", ""));
+    let output = run(on_moto(std::process::Command::new("bash").args(["-c", &script]).current_dir(&root).env("PATH", path), &moto));
     let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{out}\n{err}");
     // Each step did what the guide says it does.
@@ -203,12 +205,8 @@ fn the_deployment_guide_runs_as_written() {
     let scaled = out.split("$ aws ecs describe-services").nth(1).unwrap_or_default();
     assert!(scaled.lines().take(4).any(|l| l.trim() == "4,"), "desired count after scaling:\n{scaled}");
     assert!(out.contains("Successfully created/updated stack - kl"), "{out}");
-    let gone = run(std::process::Command::new(root.join(".venv-deploy/bin/aws"))
-        .args(["cloudformation", "describe-stacks", "--stack-name", "kl"])
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1"));
+    let gone =
+        run(on_moto(std::process::Command::new(root.join(".venv-deploy/bin/aws")).args(["cloudformation", "describe-stacks", "--stack-name", "kl"]), &moto));
     assert!(!gone.status.success() || String::from_utf8_lossy(&gone.stdout).contains("DELETE_COMPLETE"), "the stack is torn down");
 }
 
@@ -389,26 +387,14 @@ fn the_deploy_script_creates_the_stack_then_scales_and_keeps_its_count() {
     std::fs::write(&image, b"not pushed").unwrap();
     let path = format!("{}:{}", root.join(".venv-deploy/bin").display(), std::env::var("PATH").unwrap_or_default());
     let deploy = |extra: &[&str]| {
-        let output = run(std::process::Command::new(root.join("scripts/deploy"))
-            .arg("kl")
-            .arg("--image")
-            .arg(&image)
-            .arg("--no-push")
-            .args(extra)
-            .env("PATH", &path)
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_PAGER", ""));
+        let mut command = std::process::Command::new(root.join("scripts/deploy"));
+        command.arg("kl").arg("--image").arg(&image).arg("--no-push").args(extra).env("PATH", &path);
+        let output = run(on_moto(&mut command, &moto));
         let err = String::from_utf8_lossy(&output.stderr).to_string();
         assert!(output.status.success(), "scripts/deploy {extra:?}:\n{err}");
-        let desired = run(std::process::Command::new(root.join(".venv-deploy/bin/aws"))
-            .args(["ecs", "describe-services", "--cluster", "kl", "--services", "consumer", "--query", "services[0].desiredCount", "--output", "text"])
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1"));
+        let mut aws = std::process::Command::new(root.join(".venv-deploy/bin/aws"));
+        aws.args(["ecs", "describe-services", "--cluster", "kl", "--services", "consumer", "--query", "services[0].desiredCount", "--output", "text"]);
+        let desired = run(on_moto(&mut aws, &moto));
         (err, String::from_utf8_lossy(&desired.stdout).trim().to_string())
     };
     let (log, desired) = deploy(&["ShardCount=3"]);
