@@ -1,33 +1,36 @@
 //! The allocator of the programs that run the consumer's pipeline (`kappa-consumer`,
-//! `kappa-replay`, and the image's `kappa-lake` when it runs either): mimalloc, returning freed memory to the kernel 100 ms after it is freed.
+//! `kappa-replay`, and the image's `kappa-lake`): jemalloc, its background thread giving freed
+//! memory back to the kernel 10 s after it was last used (jemalloc's default decay).
 //!
-//! Why mimalloc: decoding threads allocate each chunk's arrays and the pipeline thread frees
-//! them; a commit encodes thousands of small files on every core, each a few hundred small
-//! allocations made on one thread and freed on another. glibc's malloc (tuned to keep 32 MiB
-//! per arena, 2 arenas) spent ~18% of a 1M-row hour run in `malloc`/`free` and their
-//! consolidation. Measured on bench/consumer.sh's wide rows by hour (release, settled file
-//! system, alternating runs, 2026-11-26):
+//! Why jemalloc: a consumer runs for months. mimalloc (this allocator until issue 61) was 3% faster
+//! (below), but a follower's resident memory kept climbing with its commits while what it held
+//! stayed flat: its pages are per thread, and one long-lived block (a file list, a cache entry)
+//! on a page keeps the whole page. Measured with a build that counts live heap bytes, on the
+//! follower of `bench/soak.sh` (4 shards, `--compact --compact-every 30s`, release):
 //!
-//! | rows | glibc | mimalloc, purge after 1 s (its default) | mimalloc, after 100 ms | after 0 ms |
-//! |---|---|---|---|---|
-//! | 1M | 15.2-17.3 s, 152-192 MiB | 11.0-11.2 s, 221-225 MiB | | |
-//! | 10M | 85.9 s, 224 MiB | 46.4 s, 252 MiB | 46.0 s, 218 MiB | 69.4 s, 160 MiB |
+//! | commits | mimalloc (purge after 100 ms) | jemalloc |
+//! |---|---|---|
+//! | 500 | 95.0 MiB | 90.9 MiB |
+//! | 1,000 | 131.7 MiB | 99.2 MiB |
+//! | 2,000 | 156.0 MiB | 102.5 MiB |
+//! | 4,000 | 174.5 MiB | 108.8 MiB |
+//! | 5,000 | 174.5 MiB | 126.6 MiB |
 //!
-//! (The glibc runs alternated with the mimalloc ones; glibc's earlier medians were 17.8 s and
-//! 63.7 s.) Purging after 100 ms keeps the memory of the chunk in flight for reuse and gives
-//! back what a commit's burst leaves; 0 ms makes every free a system call. Musl's allocator,
-//! in the static release binaries, is slower than glibc's: mimalloc replaces it there too.
+//! (The largest RSS sampled up to that many commits, 10M rows, 1 s samples; the live heap went
+//! 8.4 -> 14.6 MiB. With jemalloc the median RSS of each 500 commits stays at 76-83 MiB from
+//! 500 to 5,500 commits; mimalloc's settled at 140-165 MiB.) On bench/consumer.sh's 1M wide
+//! rows by hour, five alternating rounds: jemalloc 4.67 s, 209-216 MiB; mimalloc 4.53 s,
+//! 215-227 MiB.
+//!
+//! Before mimalloc, glibc's malloc (tuned to 32 MiB per arena, 2 arenas) spent ~18% of a
+//! 1M-row hour run in `malloc`/`free`: decoding threads allocate each chunk's arrays and the
+//! pipeline thread frees them; a commit encodes thousands of small files on every core. Musl's
+//! allocator, in the static release binaries, is slower still. Speed on bench/consumer.sh's
+//! wide rows by hour, 1M rows: glibc 15.2-17.3 s, mimalloc 11.0-11.2 s (2026-11-26, before later
+//! speed-ups).
 
 /// The programs' global allocator: `#[global_allocator] static A: kappa_common::memory::Allocator = kappa_common::memory::Allocator;`.
-pub use mimalloc::MiMalloc as Allocator;
-
-/// mimalloc's `mi_option_purge_delay`: its place in mimalloc v3's `mi_option_e`, which
-/// libmimalloc-sys's bindings do not name (a test checks it is the option whose default is
-/// the documented 1000 ms).
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Milliseconds after which freed memory goes back to the kernel (see the table above).
-const PURGE_AFTER_MS: std::ffi::c_long = 100;
+pub use tikv_jemallocator::Jemalloc as Allocator;
 
 /// Threads at most in the tokio runtime's blocking pool (tokio's default is 512).
 ///
@@ -47,32 +50,4 @@ pub const BLOCKING_THREADS: usize = 16;
 /// [`BLOCKING_THREADS`] for blocking file operations.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build().expect("tokio runtime")
-}
-
-/// Sets the allocator's options. Call first thing in the program (`program::main`).
-pub fn tune_allocator() {
-    #[allow(unsafe_code)] // the workspace's one unsafe call: a C function with no safe wrapper
-    // SAFETY: mi_option_set stores a value in mimalloc's option table; the option index is in
-    // range (checked by a test) and any delay is valid.
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_AFTER_MS)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_purge_delay_option_is_the_one_set() {
-        #[allow(unsafe_code)]
-        // SAFETY: reads and sets mimalloc's option table.
-        unsafe {
-            // Only mimalloc's purge delay defaults to 1000 (ms); another index would be another
-            // option, and the setting would do something else.
-            assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY), 1000, "mimalloc's option order changed: find mi_option_purge_delay in its mimalloc.h");
-            tune_allocator();
-            assert_eq!(libmimalloc_sys::mi_option_get(PURGE_DELAY), PURGE_AFTER_MS);
-        }
-    }
 }

@@ -15,7 +15,6 @@ use crate::config::{Cli, Command};
 /// found from the flags or once the data is seen; 3 more quarantined events than
 /// --max-quarantine-ratio allows (see `--help`).
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {
-    kappa_common::memory::tune_allocator();
     let version = kappa_common::logging::version_line(commit);
     let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches_from(args)).unwrap_or_else(|e| e.exit());
     kappa_common::logging::init(cli.log_format);

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use kappa_common::logging::{exit_with, version_line};
 
-// mimalloc, tuned by the consumer's and replay's own `program::main` (`kappa_common::memory`);
-// the producer and the query use it untuned, as their own binaries do.
+// jemalloc, the consumer's and replay's (`kappa_common::memory`): the image runs them for months.
+// The producer and the query, short-lived, link mimalloc in their own binaries.
 #[global_allocator]
 static ALLOCATOR: kappa_common::memory::Allocator = kappa_common::memory::Allocator;
 

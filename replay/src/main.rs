@@ -1,4 +1,4 @@
-// mimalloc, tuned: see `kappa_common::memory` for what it bought over glibc's malloc.
+// jemalloc: see `kappa_common::memory` for why (a long-running consumer's memory stays flat).
 #[global_allocator]
 static ALLOCATOR: kappa_common::memory::Allocator = kappa_common::memory::Allocator;
 

@@ -14,7 +14,6 @@ use crate::{rebuild, shared, status};
 /// Exit status: 0 done; 1 an error, or --verify/--compare found a difference; 2
 /// misconfiguration; 3 more quarantined events than --max-quarantine-ratio allows.
 pub fn main(args: Vec<OsString>, commit: Option<&str>) {
-    kappa_common::memory::tune_allocator();
     let version = kappa_common::logging::version_line(commit);
     let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches_from(args)).unwrap_or_else(|e| e.exit());
     kappa_common::logging::init(cli.log_format);
