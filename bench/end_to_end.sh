@@ -8,7 +8,8 @@
 #
 # DATA as in bench/consumer.sh (wide: random time order, 16 columns, nulls, day partitions).
 # Each round starts from an empty log and lake; the producer writes a fresh 4-shard log with
-# its default durability and the consumer reads it to its end (--until-idle 0s).
+# its default durability and the consumer reads it to its end (--until-idle 0s). DuckDB is 2.x
+# (bench/requirements.txt, in .venv-bench: bench/lib.sh); its row names the release it ran on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${3:-wide}
@@ -20,7 +21,7 @@ esac
 source bench/lib.sh
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer -p kappa-consumer
-.venv/bin/python -c 'import duckdb' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+echo "==> DuckDB $DUCKDB_VERSION ($BENCH_VENV) beside kappa-producer then kappa-consumer"
 [ -s "$CSV" ] || "./target/release/kappa-gen-$DATA" "$ROWS" > "$CSV"
 
 RESULTS=$OUT/end-to-end-results.jsonl
@@ -28,14 +29,7 @@ RESULTS=$OUT/end-to-end-results.jsonl
 E2E=$OUT/e2e
 for round in 1 2 3 4 5; do
   rm -rf "$OUT/duck" "$E2E"
-  measure duckdb_copy_partitioned -- .venv/bin/python -c "
-import duckdb
-con = duckdb.connect()
-con.execute(\"SET TimeZone = 'UTC'\")
-con.execute(\"\"\"COPY (SELECT *, year($TIME_COLUMN) AS p_year, month($TIME_COLUMN) AS p_month, day($TIME_COLUMN) AS p_day
-                  FROM read_csv('$CSV', header=true))
-             TO '$OUT/duck' (FORMAT parquet, PARTITION_BY (p_year, p_month, p_day), COMPRESSION $CODEC)\"\"\")
-"
+  measure duckdb_copy_partitioned -- "$BENCH_PY" bench/duckdb_copy.py "$CSV" "$OUT/duck" "$TIME_COLUMN" day "$CODEC"
   mkdir -p "$E2E"
   measure kappa_producer_then_consumer -- bash -c "
 set -e
@@ -45,8 +39,9 @@ set -e
 "
 done
 
-.venv/bin/python - "$RESULTS" "$ROWS" <<'PY'
+"$BENCH_PY" - "$RESULTS" "$ROWS" "$DUCKDB_VERSION" <<'PY'
 import json, statistics, sys
+duckdb_version = sys.argv[3]
 runs = {}
 for line in open(sys.argv[1]):
     r = json.loads(line)
@@ -54,7 +49,8 @@ for line in open(sys.argv[1]):
 medians = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
 for name, rs in runs.items():
     rss = max(r["max_rss_mib"] for r in rs)
-    print(f"{name:<30}{medians[name]:>9.2f} s   max RSS {rss:>7.1f} MiB   all: {' / '.join(str(r['seconds']) for r in rs)}")
-print(f"time kappa (producer + consumer) / DuckDB COPY (medians): {medians['kappa_producer_then_consumer'] / medians['duckdb_copy_partitioned']:.2f}x")
+    label = f"{name} (DuckDB {duckdb_version})" if name.startswith("duckdb") else name
+    print(f"{label:<46}{medians[name]:>9.2f} s   max RSS {rss:>7.1f} MiB   all: {' / '.join(str(r['seconds']) for r in rs)}")
+print(f"time kappa (producer + consumer) / DuckDB {duckdb_version} COPY (medians): {medians['kappa_producer_then_consumer'] / medians['duckdb_copy_partitioned']:.2f}x")
 PY
 rm -rf "$E2E"

