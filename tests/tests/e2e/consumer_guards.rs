@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kappa_tests::{delta_log, expect_status, kappa, read_lake, run, seed};
+use kappa_tests::{bin, delta_log, expect_status, kappa, read_lake, run, seed};
 
 use crate::support::{generate_sales_csv, summary};
 
@@ -287,4 +287,16 @@ fn two_consumers_started_together_on_a_new_table_make_one_table_and_one_of_them_
     let files = delta_log(&table).unwrap().files;
     assert!(files.iter().all(|f| f.starts_with("gen-000001/")) || files.iter().all(|f| f.starts_with("gen-000002/")), "{files:?}");
     assert_eq!(kappa_tests::duckdb_delta(&table, "SELECT count(*), count(DISTINCT sale_id) FROM {table}").trim(), "[(50000, 50000)]");
+}
+
+/// The consumer's allocator as built (common/src/memory.rs, .cargo/config.toml): jemalloc with
+/// its background thread, giving unused pages back after 300 ms (its default 10 s kept a
+/// compaction's burst resident). jemalloc prints its options at exit when asked to.
+#[test]
+fn the_consumer_allocates_with_jemalloc_giving_memory_back_after_300_ms() {
+    for tool in ["kappa-consumer", "kappa-replay"] {
+        let output = Command::new(bin(tool)).arg("--version").env("_RJEM_MALLOC_CONF", "stats_print:true").output().unwrap();
+        let stats = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(stats.contains("opt.dirty_decay_ms: 300") && stats.contains("opt.background_thread: true"), "{tool}: {stats}");
+    }
 }

@@ -105,6 +105,13 @@ fn the_image_runs_the_embedded_demo_as_its_own_user() {
     let output = run(&mut inside(&rootfs, user, &["/kappa-consumer", "--version"]));
     let version = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(version.starts_with(&format!("kappa-consumer {} (commit ", env!("CARGO_PKG_VERSION"))) && !version.contains("unknown"), "{version}");
+    // The allocator as built (common/src/memory.rs, .cargo/config.toml): jemalloc, its
+    // background thread on, unused pages given back after 300 ms. jemalloc prints its options
+    // at exit when asked to; an image built without the repository's cargo settings keeps
+    // jemalloc's 10 s, and a consumer's resident memory with it.
+    let output = run(inside(&rootfs, user, &["/kappa-consumer", "--version"]).env("_RJEM_MALLOC_CONF", "stats_print:true"));
+    let stats = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(stats.contains("opt.dirty_decay_ms: 300") && stats.contains("opt.background_thread: true"), "{stats}");
     // The same binary called by its own name: a tool as its first argument; none, or an
     // unknown one, is a usage error naming the tools.
     let output = run(&mut inside(&rootfs, user, &["/kappa-lake", "replay", "--version"]));
