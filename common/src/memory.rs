@@ -23,9 +23,8 @@
 //! (The largest RSS sampled up to that many commits, 10M rows, 1 s samples; the live heap went
 //! 8.4 -> 14.6 MiB. With jemalloc and 300 ms the median RSS of each 500 commits goes 58.6 -> 63.4
 //! MiB from 500 to 5,400 commits, its 90th percentile 60.0 -> 65.4; mimalloc's settled at
-//! 140-165 MiB.) On bench/consumer.sh's 1M wide
-//! rows by hour, five alternating rounds: jemalloc 4.67 s, 209-216 MiB; mimalloc 4.53 s,
-//! 215-227 MiB.
+//! 140-165 MiB.) On bench/consumer.sh's 1M wide rows by hour, five alternating rounds: jemalloc
+//! 4.67 s, 209-216 MiB; mimalloc 4.53 s, 215-227 MiB.
 //!
 //! Before mimalloc, glibc's malloc (tuned to 32 MiB per arena, 2 arenas) spent ~18% of a
 //! 1M-row hour run in `malloc`/`free`: decoding threads allocate each chunk's arrays and the
