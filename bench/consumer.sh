@@ -16,8 +16,9 @@
 # partitions are by the event time in UTC; DuckDB gets the same as extra columns. PARTITION
 # `hour` partitions sales or wide by hour (issue 35: wide's 120 days are 2,880 hours).
 #
-# Each round also runs the consumer with --merge-shards (a commit writes each partition's rows
-# from all 4 shards as one file), reported as kappa_consumer_merged; and with hour partitions
+# Each round also runs the consumer with --per-shard-files (one file per partition and shard,
+# not one per partition and commit from all 4 shards), reported as kappa_consumer_per_shard;
+# and with hour partitions
 # with --compact (each partition's files merged into one at the end of the run, counted in its
 # time), reported as kappa_consumer_compact with the bytes of the files its table names.
 #
@@ -59,13 +60,13 @@ for round in 1 2 3 4 5; do
     --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" --compression "$CODEC" \
     --until-idle 0s --status-interval 10s \
     --summary-json "$OUT/consumer-summary.json"
-  # One file per partition and commit, not per partition and shard (a quarter of the files).
-  measure kappa_consumer_merged -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake-merged" \
+  # One file per partition and shard, not per partition and commit (four times the files).
+  measure kappa_consumer_per_shard -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake-per-shard" \
     --table "$DATA" --schema "$OUT/$DATA.schema.json" --event-time "$TIME_COLUMN" --partition-by "$PARTITION" \
-    --compression "$CODEC" --until-idle 0s --status-interval 10s --merge-shards
-  # Hour partitions of a few dozen rows are one small file per partition and shard: the same
-  # run with --compact merges each partition's files into one at its end (included in its
-  # time), and its bytes are those of the files the table names (the replaced ones stay on
+    --compression "$CODEC" --until-idle 0s --status-interval 10s --per-shard-files
+  # Hour partitions: the same run with --compact merges each partition's files into one at
+  # its end (included in its time; with files of all shards most partitions are one file
+  # already), and its bytes are those of the files the table names (the replaced ones stay on
   # disk for the retention).
   if [ "$PARTITION" = hour ]; then
     measure kappa_consumer_compact -- ./target/release/kappa-consumer --from "log:$OUT/log" --lake "$R/lake-compacted" \
@@ -97,7 +98,7 @@ def delta_log(lake):
 # Delta checkpoint (a .parquet file in the log), and a compacted one keeps replaced files on disk
 # for the retention.
 outputs = {"duckdb_copy_partitioned": written(f"{out}/duck"), "kappa_consumer": live(delta_log(f"{out}/lake"))}
-for name, lake in [("kappa_consumer_merged", "lake-merged"), ("kappa_consumer_compact", "lake-compacted")]:
+for name, lake in [("kappa_consumer_per_shard", "lake-per-shard"), ("kappa_consumer_compact", "lake-compacted")]:
     if os.path.isdir(f"{out}/{lake}"):
         outputs[name] = live(delta_log(f"{out}/{lake}"))
 runs = {}
@@ -115,7 +116,7 @@ for name, rs in runs.items():
     print(f"{label:<42}{medians[name]:>9.2f}{rows / medians[name]:>14,.0f}{rss:>13.1f}{files:>7}{size / 2**20:>13.1f}{cpu:>8.2f}   {' / '.join(str(r['seconds']) for r in rs)}")
 print(f"rows/s kappa/duckdb {duckdb_version} (medians): {medians['duckdb_copy_partitioned'] / medians['kappa_consumer']:.2f}")
 print(f"Parquet bytes kappa/duckdb: {outputs['kappa_consumer'][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")
-for name, flag in [("kappa_consumer_merged", "--merge-shards"), ("kappa_consumer_compact", "--compact")]:
+for name, flag in [("kappa_consumer_per_shard", "--per-shard-files"), ("kappa_consumer_compact", "--compact")]:
     if name in medians:
         print(f"with {flag}: rows/s kappa/duckdb (medians): {medians['duckdb_copy_partitioned'] / medians[name]:.2f}, "
               f"Parquet bytes kappa/duckdb: {outputs[name][1] / outputs['duckdb_copy_partitioned'][1]:.3f}")

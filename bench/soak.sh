@@ -52,17 +52,26 @@ wait "$pid" || { echo "the consumer failed:" >&2; tail -5 "$OUT/consumer.err" >&
 rm "$OUT/sales.csv"
 
 python3 - "$OUT/samples.csv" "$COMMITS" <<'EOF'
-import csv, sys
+import csv, statistics, sys
 rows = [(float(r["seconds"]), int(r["commits"]), int(r["rss_kib"])) for r in csv.DictReader(open(sys.argv[1]))]
 last_commits = max(c for _, c, _ in rows)
 def rss_at(commits):
-    # The largest RSS sampled up to that many commits: memory that grows shows in it.
+    # The largest RSS sampled up to that many commits: memory that grows shows in it, and so
+    # does every passing peak (a compaction pass, a checkpoint) that the run reached by then.
     seen = [r for _, c, r in rows if c <= commits]
     return max(seen) / 1024 if seen else None
+def window(commits):
+    # The samples of the 500 commits up to that many: where a follower's memory stands then,
+    # its median and 90th percentile.
+    seen = sorted(r / 1024 for _, c, r in rows if commits - 500 < c <= commits)
+    return (statistics.median(seen), seen[int(0.9 * (len(seen) - 1))]) if seen else (float("nan"), float("nan"))
 marks = [m for m in (500, 1000, 2000, 3000, 4000, 5000, 10000) if m <= last_commits] + [last_commits]
-print(f"commits  max RSS so far (MiB)   ({rows[-1][0]:.0f} s, {last_commits} commits)")
+print(f"commits  max RSS so far  median  p90 of the last 500 commits (MiB)   ({rows[-1][0]:.0f} s, {last_commits} commits)")
 for m in sorted(set(marks)):
-    print(f"{m:7d}  {rss_at(m):8.1f}")
+    median, p90 = window(m)
+    print(f"{m:7d}  {rss_at(m):13.1f}  {median:6.1f}  {p90:5.1f}")
 base, end = rss_at(500), rss_at(last_commits)
-print(f"RSS at {last_commits} commits / RSS at 500: {end / base:.3f} (target <= 1.10)")
+print(f"max RSS so far at {last_commits} commits / at 500: {end / base:.3f} (target <= 1.10)")
+print(f"median of the last 500 commits at {last_commits} / at 500: {window(last_commits)[0] / window(500)[0]:.3f}; "
+      f"90th percentile: {window(last_commits)[1] / window(500)[1]:.3f}")
 EOF

@@ -64,9 +64,28 @@ pub struct Buffer {
     /// spill).
     pub claims: Vec<RowClaim>,
     pub claims_memory: usize,
-    /// With `--merge-shards`: the commits this sealed buffer was held back from, waiting for
-    /// its partition's buffers in other shards (see `pipeline::flush`).
-    pub held: u32,
+    /// Once sealed: what cut it, which decides the file it goes into (see `pipeline::flush`).
+    pub cut: Cut,
+}
+
+/// What cut a sealed buffer, which decides which file its rows go into (see `pipeline::flush`):
+/// only cuts at an exact event of the log put buffers of several shards in one file, so that a
+/// restart and a replay write the same files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cut {
+    /// By --flush-rows or --flush-bytes: a file of its own.
+    #[default]
+    Alone,
+    /// Idle, on time (`--partition-idle`): it waits for the partition's buffers in the other
+    /// shards, and goes in one file with those cut the same way.
+    OnTime,
+    /// Idle after its first row came late (its shard's event time already past the
+    /// partition's end by the idle time): no other shard's buffer is bound to close with it, so
+    /// it waits for the end of the run (or --flush-interval), and goes as [`Cut::Together`].
+    Late,
+    /// By the clock (`--flush-interval`), at shutdown or at the end of the run (`--until-idle`):
+    /// one file with the partition's other buffers cut so in the same commit.
+    Together,
 }
 
 /// Where a buffered row came from: what a competing consumer needs to take it out of a
@@ -95,7 +114,7 @@ impl Buffer {
             opened: Instant::now(),
             claims: Vec::new(),
             claims_memory: 0,
-            held: 0,
+            cut: Cut::Alone,
         }
     }
 
@@ -226,16 +245,21 @@ impl Rows {
 /// The name of the file a buffer of `shard` holding `first..=last` becomes: a function of the
 /// positions it covers, so a retried flush writes the same object again.
 pub fn file_name(shard: &str, first: SequenceNumber, last: SequenceNumber) -> String {
-    // Shard ids as they may appear in object names (Kinesis ids are already safe).
-    let shard: String = shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("part-{shard}-{first:020}-{last:020}.parquet")
+    format!("part-{}-{first:020}-{last:020}.parquet", shard_in_name(shard))
 }
 
-/// The name of a file holding several buffers of one partition (`--merge-shards`): a hash of
-/// each one's shard and positions, in the file's order. A name never stands for other rows: the
-/// same buffers give the same name and the same rows (a restart, whose commits meet other
-/// buffers, mostly writes other names, and removes the killed run's unnamed files). It is no
-/// [`file_name`] ([`parse_file_name`] gives `None`), as it covers no one shard.
+/// A shard id as it may appear in object names (Kinesis ids are already safe), and as
+/// [`crate::origin`] names shards.
+pub fn shard_in_name(shard: &str) -> String {
+    shard.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// The name of a file holding several buffers of one partition (see `pipeline::flush`): a
+/// hash of each one's shard and positions, in the file's order. A name never stands for other
+/// rows: the same buffers give the same name and the same rows. (Where a restart's buffers
+/// differ, after a --flush-interval or shutdown cut, it writes other names, and removes the
+/// killed run's unnamed files.) It is no [`file_name`] ([`parse_file_name`] gives `None`), as
+/// it covers no one shard; its footer says where its rows came from (`crate::origin`).
 pub fn merged_file_name<'a>(buffers: impl IntoIterator<Item = (&'a str, SequenceNumber, SequenceNumber)>) -> String {
     // Each shard's name with its length: no name can run into the next entry.
     let mut key = String::new();

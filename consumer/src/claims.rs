@@ -255,5 +255,5 @@ fn filtered(data: Bytes, keep: &[bool], codec: Codec) -> Result<crate::parquet_f
         at += batch.num_rows();
         batches.push(arrow::compute::filter_record_batch(&batch, &mask)?);
     }
-    Ok(crate::parquet_file::encode(&batches, &schema, &schema, codec)?)
+    Ok(crate::parquet_file::encode(&batches, &schema, &schema, codec, None)?)
 }

@@ -25,6 +25,7 @@ use tokio::runtime::Handle;
 use crate::buffer::Buffer;
 use crate::claims::{CompetingCommit, Peers, Rebuild};
 use crate::error::PipelineError;
+use crate::origin::Run;
 use crate::parquet_file;
 use crate::puts::Puts;
 use crate::settings::{Codec, PutLimit};
@@ -34,12 +35,21 @@ use kappa_table::{Commit, DataFile, Layout, Table, TableError};
 /// the files' rows but not their bytes.
 pub struct PreparedCommit {
     pub commit: Commit,
-    /// Each file's path, partition and rows: one buffer's, or a partition's from several
-    /// shards (`--merge-shards`), in order.
-    pub files: Vec<(String, String, Vec<Buffer>)>,
+    /// The files, in order.
+    pub files: Vec<PendingFile>,
     /// For a consumer competing for an SQS queue: what a rebuild needs if another consumer's
     /// commit comes first (see [`crate::claims`]).
     pub competing: Option<CompetingCommit>,
+}
+
+/// A file of a commit, to be written: its path, its partition, its rows (one buffer's, or a
+/// partition's from several shards, in order) and for those, where each buffer's rows came
+/// from (see [`crate::origin`]).
+pub struct PendingFile {
+    pub path: String,
+    pub partition: String,
+    pub buffers: Vec<Buffer>,
+    pub origin: Option<Vec<Run>>,
 }
 
 /// A durable commit, and what other consumers of the queue had stored that it learnt on the
@@ -94,12 +104,12 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
             scope.spawn(move || {
                 loop {
                     let next = files.lock().expect("files to load").next();
-                    let Some((index, (path, partition, buffers))) = next else { return };
+                    let Some((index, PendingFile { path, partition, buffers, origin })) = next else { return };
                     let memory = buffers.iter().map(Buffer::load_memory).sum();
                     budget.acquire(memory);
                     let batches = buffers.iter().map(Buffer::load).collect::<Result<Vec<_>, _>>().map(|loaded| loaded.into_iter().flatten().collect());
                     drop(buffers); // their scratch files go once no other buffer needs them
-                    if loaded_tx.send((index, path, partition, memory, batches)).is_err() {
+                    if loaded_tx.send((index, path, partition, origin, memory, batches)).is_err() {
                         budget.release(memory);
                         return; // the commit failed: nothing more to load
                     }
@@ -108,10 +118,10 @@ pub fn write(prepared: PreparedCommit, context: &WriteContext) -> Result<Written
         }
         drop(loaded_tx);
         scope.spawn(move || {
-            loaded_rx.into_iter().par_bridge().for_each_with(encoded_tx, |encoded_tx, (index, path, partition, memory, batches)| {
+            loaded_rx.into_iter().par_bridge().for_each_with(encoded_tx, |encoded_tx, (index, path, partition, origin, memory, batches)| {
                 let encoded = batches.map_err(PipelineError::from).and_then(|batches: Vec<_>| {
                     // Readers skip files by the statistics our own footer holds.
-                    let encoded = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec)?;
+                    let encoded = parquet_file::encode(&batches, &context.data, &context.file_schema, context.codec, origin.as_deref())?;
                     Ok((index, path, partition, encoded))
                 });
                 budget.release(memory);

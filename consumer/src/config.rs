@@ -354,18 +354,23 @@ pub struct PipelineArgs {
     #[arg(long, value_enum, value_name = "CODEC", default_value_t = Codec::Snappy)]
     pub compression: Codec,
 
-    /// Write one file per partition in each commit, holding the rows of every shard this
-    /// consumer reads whose buffer for it is written in that commit (up to --flush-rows, and
-    /// 4 MiB of event JSON: larger buffers stay files of their own), instead of one per
-    /// partition and shard. Fewer, larger files with no --compact pass: as few as a quarter
-    /// with 4 shards. A buffer closed in one shard waits (up to 64 commit tries, ~13 s on a
-    /// quiet source; while waiting buffers hold less than a quarter of --max-memory) for the
-    /// partition's buffers in shards that hold it open or, with --partition-idle, have not yet
-    /// passed its end. The trade: which shards' rows share a file depends on how the shards'
-    /// reads interleave, so a restart after a crash writes the same rows, exactly once, but not
-    /// byte for byte the same files as an uninterrupted run (nor two replays of the same log).
-    /// Does nothing for an SQS queue.
+    /// Write one file per partition and shard (named after the shard's positions it holds)
+    /// instead of the default: one file per partition in each commit, holding the rows of
+    /// every shard this consumer reads whose buffer for it is written in that commit (up to
+    /// --flush-rows, and 4 MiB of event JSON: larger buffers stay files of their own). The
+    /// default's files are a function of the log like these: a buffer closed as idle
+    /// (--partition-idle) waits, spilled if memory is short, for the partition's buffers in
+    /// the other shards, up to --flush-interval; buffers cut by --flush-rows/--flush-bytes,
+    /// or idle after a late row, go alone. So a restart after a crash, and a replay, write
+    /// the same files byte for byte as an uninterrupted run, except where --flush-interval or
+    /// a shutdown cut a buffer. Per-shard files are 4 times as many with 4 shards. Always so
+    /// with --leases (the shards a process holds move) and for an SQS queue.
     #[arg(long)]
+    pub per_shard_files: bool,
+
+    /// Accepted for scripts written before files of all shards became the default; does
+    /// nothing (see --per-shard-files).
+    #[arg(long, hide = true)]
     pub merge_shards: bool,
 
     /// Files a commit stores at once, at most (S3 PUTs; local writes and fsyncs). Fewer when
@@ -436,7 +441,7 @@ impl PipelineArgs {
             spill_dir: self.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             partition_idle: self.partition_idle.0,
             puts: PutLimit { files: self.max_puts, bytes: (self.max_memory / 2) as usize },
-            merge_shards: self.merge_shards,
+            per_shard_files: self.per_shard_files,
         };
         Ok((config, schema))
     }

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod inspect;
 pub mod leased;
 pub mod metrics;
+pub mod origin;
 pub mod parquet_file;
 pub mod partition;
 pub mod pipeline;

@@ -16,11 +16,13 @@ use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 
+use crate::origin::Run;
 use crate::settings::Codec;
 
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
@@ -156,7 +158,8 @@ pub struct Encoded {
 
 /// Encodes `batches` (the table's columns under schema `data` or an older version of it) as one
 /// Parquet file of `schema`.
-pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec) -> Result<Encoded, ParquetError> {
+/// A file of several shards' rows says where they came from (`origin`, see [`crate::origin`]).
+pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, codec: Codec, origin: Option<&[Run]>) -> Result<Encoded, ParquetError> {
     let mut adapted = conform(batches, data, schema)?;
     let rows: u64 = adapted.iter().map(|b| b.num_rows() as u64).sum();
     // A small file's pieces (spilled, then in memory) as one batch: sampled and written
@@ -171,6 +174,9 @@ pub fn encode(batches: &[RecordBatch], data: &SchemaRef, schema: &SchemaRef, cod
         let length = (rows as usize - start).min(MAX_ROW_GROUP_ROWS);
         encoder.write_row_group(&adapted, start, length)?;
         start += length;
+    }
+    if let Some(runs) = origin {
+        encoder.set_origin(runs);
     }
     encoder.finish()
 }
@@ -281,6 +287,11 @@ impl FileEncoder {
         self.group += 1;
         self.rows += length as u64;
         Ok(())
+    }
+
+    /// Where the file's rows came from, in its footer (see [`crate::origin`]).
+    pub fn set_origin(&mut self, runs: &[Run]) {
+        self.file.append_key_value_metadata(KeyValue::new(crate::origin::FOOTER_KEY.to_string(), crate::origin::to_footer(runs)));
     }
 
     /// Bytes written so far (the row groups; the footer comes with [`FileEncoder::finish`]).
@@ -400,7 +411,7 @@ mod tests {
         const N: usize = 300_000;
         let all = rows(N);
         let schema = all.schema();
-        let whole = encode(std::slice::from_ref(&all), &schema, &schema, Codec::Snappy).unwrap();
+        let whole = encode(std::slice::from_ref(&all), &schema, &schema, Codec::Snappy, None).unwrap();
         // Column by column, the file is what ArrowWriter makes of all the rows at once.
         let mut properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -425,7 +436,7 @@ mod tests {
                 batches.push(all.slice(start, end - start));
                 start = end;
             }
-            let split = encode(&batches, &schema, &schema, Codec::Snappy).unwrap();
+            let split = encode(&batches, &schema, &schema, Codec::Snappy, None).unwrap();
             assert_eq!(split.rows, N as u64);
             assert_eq!(split.stats, whole.stats);
             assert!(split.data == whole.data, "batches of {:?} rows changed the bytes", batches.iter().map(RecordBatch::num_rows).collect::<Vec<_>>());
@@ -550,7 +561,7 @@ mod tests {
         ];
         assert_eq!(schema.field(5).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())));
         let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-        let Encoded { data, rows: rows_written, stats: written_stats } = encode(std::slice::from_ref(&batch), &schema, &schema, Codec::Snappy).unwrap();
+        let Encoded { data, rows: rows_written, stats: written_stats } = encode(std::slice::from_ref(&batch), &schema, &schema, Codec::Snappy, None).unwrap();
         assert_eq!(rows_written, n as u64);
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(data.clone()).unwrap();
         let metadata = reader.metadata().clone();
@@ -606,7 +617,7 @@ mod tests {
         assert_eq!(reread, stats, "the same statistics as ArrowWriter's footer");
         // A file of many pages keeps its page index.
         let many = rows(ONE_PAGE_ROWS + 1);
-        let data = encode(std::slice::from_ref(&many), &many.schema(), &many.schema(), Codec::Snappy).unwrap().data;
+        let data = encode(std::slice::from_ref(&many), &many.schema(), &many.schema(), Codec::Snappy, None).unwrap().data;
         let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data).unwrap();
         assert!(metadata.row_group(0).column(1).column_index_offset().is_some(), "a page index for several pages");
     }

@@ -223,9 +223,6 @@ impl Run<'_> {
         // (see `crate::claims`).
         if matches!(config.source, SourceConfig::Sqs(_)) {
             table = table.competing(&config.worker_id);
-            if config.pipeline.merge_shards {
-                tracing::info!("--merge-shards does nothing for an SQS queue: its consumers take rows out of a commit file by file");
-            }
         }
         // The log's shards are known up front; Kinesis announces its shards as it finds them.
         let log = match &config.source {

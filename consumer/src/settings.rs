@@ -81,10 +81,10 @@ pub struct PipelineConfig {
     pub partition_idle: Option<Duration>,
     /// How many of a commit's files are stored at once.
     pub puts: PutLimit,
-    /// A commit writes the buffers of one partition from all the shards it holds as one file
-    /// (up to the flush policy's rows and bytes), not one file per shard: fewer, larger files,
-    /// which restarts write with the same rows but not byte for byte the same cuts.
-    pub merge_shards: bool,
+    /// One file per partition and shard (`--per-shard-files`), instead of a commit writing the
+    /// buffers of one partition from all the shards it holds as one file (see
+    /// `pipeline::flush`).
+    pub per_shard_files: bool,
 }
 
 /// A commit stores its files concurrently (`--max-puts`): at most `files` at once, and no more

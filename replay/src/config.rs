@@ -59,8 +59,8 @@ pub(crate) enum Command {
     /// that change no rows (readers see the same rows throughout), then vacuums. Safe while a
     /// consumer writes the table: partitions with a file younger than --min-age are left
     /// alone, and a conflicting commit is skipped, never lost. Deterministic: the same rows
-    /// give the same files, so a replayed generation compacts to the live one's bytes (not
-    /// for files written with --merge-shards, which it reads in the order of their names).
+    /// give the same files, so a replayed generation compacts to the live one's bytes, however
+    /// differently their flushes cut them.
     Compact {
         #[command(flatten)]
         table: TableArgs,

@@ -330,7 +330,7 @@ impl Finishing<'_> {
                 true => runtime.block_on(crate::verify::committed_rows(&table))?,
                 false => pipeline.routed_rows(),
             };
-            runtime.block_on(crate::verify::verify(&table, pipeline.state(), &routed, &accounted.summary()))
+            runtime.block_on(crate::verify::verify(&table, &routed, &accounted.summary()))
         };
         let mut verify = if config.verify { Some(check(pipeline)?) } else { None };
         let compare = match (&previous, config.compare) {

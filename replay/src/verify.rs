@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::json::LineDelimitedWriter;
 use kappa_common::store::Store;
+use kappa_table::Table;
 use kappa_table::delta::LakeTable;
-use kappa_table::{Table, TableState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::Serialize;
@@ -59,12 +59,10 @@ pub(crate) async fn committed_rows(table: &Table) -> Result<BTreeMap<String, u64
 
 /// `routed`: per partition, the rows routed there (for a continued generation, what its
 /// commits recorded); `run`: this run's counters, whose every event must be accounted for.
-pub(crate) async fn verify(
-    table: &Table,
-    state: &TableState,
-    routed: &BTreeMap<String, u64>,
-    run: &kappa_consumer::stats::Summary,
-) -> Result<VerifyReport, ReplayError> {
+pub(crate) async fn verify(table: &Table, routed: &BTreeMap<String, u64>, run: &kappa_consumer::stats::Summary) -> Result<VerifyReport, ReplayError> {
+    // The files as the generation's log names them (the pipeline keeps no list of its files:
+    // a consumer running for months would hold every name).
+    let state = table.load_state().await?;
     let mut in_files: BTreeMap<String, u64> = BTreeMap::new();
     for file in &state.files {
         let data = read_object(table, file).await?;

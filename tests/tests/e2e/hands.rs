@@ -250,7 +250,8 @@ fn a_damaged_log_is_named_with_its_file_and_remedy() {
     let (log, _) = sales_log(dir.path(), 3_000);
     let lake = dir.path().join("lake");
     let table = lake.join("sales");
-    let args = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "500"];
+    // Files per shard: a day's several files give the compaction below something to merge.
+    let args = ["--table", "sales", "--event-time", "sale_time", "--flush-rows", "500", "--per-shard-files"];
     expect_status(&consume(&log, &lake, &args), 0);
     let newest = delta_log(&table).unwrap().version;
     let newest_path = table.join(format!("_delta_log/{newest:020}.json"));

@@ -11,7 +11,7 @@ use crate::support::sales_files;
 
 /// The seed sales produced into a 4-shard log and consumed into a day-partitioned lake, one
 /// file (day) at a time, so that the table has a version per day to travel back to.
-fn sales_lake(dir: &Path) -> PathBuf {
+fn sales_lake(dir: &Path, extra: &[&str]) -> PathBuf {
     let (log, lake, schema) = (dir.join("log"), dir.join("lake"), dir.join("sales.schema.json"));
     for file in sales_files() {
         let producer = run(kappa("kappa-producer", None).args([
@@ -25,22 +25,24 @@ fn sales_lake(dir: &Path) -> PathBuf {
             &schema.display().to_string(),
         ]));
         expect_status(&producer, 0);
-        let consumer = run(kappa("kappa-consumer", None).args([
-            "--from",
-            &format!("log:{}", log.display()),
-            "--lake",
-            &lake.display().to_string(),
-            "--table",
-            "sales",
-            "--schema",
-            &schema.display().to_string(),
-            "--event-time",
-            "sale_date",
-            "--partition-by",
-            "day",
-            "--until-idle",
-            "1s",
-        ]));
+        let consumer = run(kappa("kappa-consumer", None)
+            .args([
+                "--from",
+                &format!("log:{}", log.display()),
+                "--lake",
+                &lake.display().to_string(),
+                "--table",
+                "sales",
+                "--schema",
+                &schema.display().to_string(),
+                "--event-time",
+                "sale_date",
+                "--partition-by",
+                "day",
+                "--until-idle",
+                "1s",
+            ])
+            .args(extra));
         expect_status(&consumer, 0);
     }
     lake
@@ -128,7 +130,7 @@ fn scanned(output: &Output) -> (String, u64, u64) {
 #[test]
 fn kappa_query_answers_as_duckdb_does_and_prunes_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = sales_lake(dir.path());
+    let lake = sales_lake(dir.path(), &[]);
     let table = lake.join("sales");
     let questions = [
         // counts and sums
@@ -169,7 +171,7 @@ fn kappa_query_answers_as_duckdb_does_and_prunes_partitions() {
 #[test]
 fn kappa_query_travels_back_writes_every_format_and_names_bad_sql() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = sales_lake(dir.path());
+    let lake = sales_lake(dir.path(), &[]);
     let table = lake.join("sales");
     let version = kappa_tests::delta_log(&table).unwrap().version;
     assert!(version >= 4, "a version per day at least: {version}");
@@ -215,7 +217,8 @@ fn thousands(n: u64) -> String {
 #[test]
 fn the_report_draws_every_partition_and_version_and_chromium_renders_it() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = sales_lake(dir.path());
+    // Files per shard: a day's several files give the compaction below something to merge.
+    let lake = sales_lake(dir.path(), &["--per-shard-files"]);
     let table = lake.join("sales");
     // A compaction, so that the time line has a second kind of commit.
     let compact = run(kappa("kappa-replay", None).args(["compact", "--table", "sales", "--min-age", "0s", "--lake"]).arg(&lake));

@@ -33,7 +33,10 @@ fn time_travel_out_of_reach_fails_naming_what_can_be_read() {
     let (log, _) = crate::support::sales_log(dir.path(), 500);
     let lake = dir.path().join("lake");
     let table = lake.join("sales");
-    expect_status(&run(kappa("kappa-consumer", None).args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--until-idle", "0s"])), 0);
+    // Files per shard: a day's several files give the compaction below something to merge.
+    let mut consume = kappa("kappa-consumer", None);
+    consume.args(["--from", &log, "--lake"]).arg(&lake).args(["--table", "sales", "--until-idle", "0s", "--per-shard-files"]);
+    expect_status(&run(&mut consume), 0);
     let count = |args: &[&str]| query(&lake, &["--format", "csv", "-q"].iter().chain(args).copied().collect::<Vec<_>>(), "SELECT count(*) AS n FROM sales");
 
     // Before the table existed: it was answered with 0 rows and status 0.

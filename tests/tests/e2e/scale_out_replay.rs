@@ -52,9 +52,10 @@ fn two_processes_replay_a_log_into_the_same_files_as_one_and_one_switches() {
     let csv = unique_sales_csv(&dir.path().join("a"), 40_000, "RP");
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
 
-    // One process: the reference.
+    // One process: the reference (with files per partition and shard, as processes sharing
+    // the shards write them).
     let alone = dir.path().join("alone");
-    expect_status(&run(replay(&log, &alone).args(["--verify", "--switch"])), 0);
+    expect_status(&run(replay(&log, &alone).args(["--verify", "--switch", "--per-shard-files"])), 0);
     let reference = generation_files(&alone.join("sales"), "gen-000001");
     assert!(reference.len() >= 8, "{reference:?}");
 
@@ -83,7 +84,7 @@ fn a_shared_replay_goes_on_when_one_process_is_killed() {
     let csv = unique_sales_csv(&dir.path().join("a"), 80_000, "RK");
     expect_status(&run(kappa("kappa-producer", None).arg("-i").arg(&csv).args(["--to", &log, "--shards", "4"])), 0);
     let alone = dir.path().join("alone");
-    expect_status(&run(replay(&log, &alone).args(["--verify", "--switch"])), 0);
+    expect_status(&run(replay(&log, &alone).args(["--verify", "--switch", "--per-shard-files"])), 0);
     let reference = generation_files(&alone.join("sales"), "gen-000001");
 
     let lake = dir.path().join("lake");
@@ -157,7 +158,7 @@ fn two_processes_replay_a_kinesis_stream_with_a_split_shard_into_the_same_files_
         command
     };
     let alone = dir.path().join("alone");
-    expect_status(&run(&mut replay(&alone)), 0);
+    expect_status(&run(replay(&alone).arg("--per-shard-files")), 0);
     let reference = generation_files(&alone.join("sales"), "gen-000001");
 
     let lake = dir.path().join("lake");

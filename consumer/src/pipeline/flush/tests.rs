@@ -31,40 +31,64 @@ fn sealed() -> Vec<(BufferKey, Buffer)> {
     ]
 }
 
+/// Shards named against their indexes' order: files go by name.
+fn shards() -> Vec<String> {
+    ["shard-a", "shard-b", "shard-c", "shard-0"].map(String::from).to_vec()
+}
+
+fn cut(mut sealed: Sealed, cut: Cut) -> Sealed {
+    sealed.iter_mut().for_each(|(_, b)| b.cut = cut);
+    sealed
+}
+
 #[test]
 fn without_merging_each_buffer_is_a_file_in_the_order_sealed() {
     let policy = FlushPolicy { rows: 1000, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
-    let files = files_of(sealed(), false, &policy);
+    let files = files_of(cut(sealed(), Cut::Together), &shards(), false, &policy);
     let one = |hour: u8, shard: u32, first: &str| (hour, vec![(shard, first.to_string())]);
     assert_eq!(shape(&files), vec![one(2, 1, "40"), one(1, 0, "5"), one(2, 0, "20"), one(2, 0, "9"), one(1, 3, "2")]);
 }
 
 #[test]
-fn merging_puts_a_partitions_buffers_in_one_file_in_shard_and_position_order_up_to_the_flush_size() {
+fn merging_puts_a_partitions_buffers_cut_alike_in_one_file_in_shard_name_and_position_order_up_to_the_flush_size() {
     let policy = FlushPolicy { rows: 1000, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
-    let files = files_of(sealed(), true, &policy);
-    let expected = vec![(1, vec![(0, "5".to_string()), (3, "2".to_string())]), (2, vec![(0, "9".to_string()), (0, "20".to_string()), (1, "40".to_string())])];
-    assert_eq!(shape(&files), expected);
+    let s = |shard: u32, first: &str| (shard, first.to_string());
+    for kind in [Cut::OnTime, Cut::Together] {
+        let files = files_of(cut(sealed(), kind), &shards(), true, &policy);
+        // Shard 3 is "shard-0": first by name.
+        assert_eq!(shape(&files), vec![(1, vec![s(3, "2"), s(0, "5")]), (2, vec![s(0, "9"), s(0, "20"), s(1, "40")])]);
+    }
+    // Cut apart by rows or bytes: each a file of its own.
+    assert_eq!(files_of(cut(sealed(), Cut::Alone), &shards(), true, &policy).len(), 5);
+    // Cut otherwise: apart. Hour 2's buffers of shard 0 closed on time go together, shard 1's
+    // cut by the clock goes with those closed after a late row (none here); hour 1's cut by
+    // a row count alone, beside shard 3's closed after a late row.
+    let mut mixed = cut(sealed(), Cut::OnTime);
+    mixed[0].1.cut = Cut::Together;
+    mixed[1].1.cut = Cut::Alone;
+    mixed[4].1.cut = Cut::Late;
+    let files = files_of(mixed, &shards(), true, &policy);
+    assert_eq!(shape(&files), vec![(1, vec![s(0, "5")]), (1, vec![s(3, "2")]), (2, vec![s(0, "9"), s(0, "20")]), (2, vec![s(1, "40")])]);
+    let mut late = cut(sealed(), Cut::Late);
+    late[0].1.cut = Cut::Together;
+    let files = files_of(late, &shards(), true, &policy);
+    assert_eq!(shape(&files), vec![(1, vec![s(3, "2"), s(0, "5")]), (2, vec![s(0, "9"), s(0, "20"), s(1, "40")])]);
     // 25 rows a file at most: hour 2's 30 rows go in two files, none over the limit.
     let policy = FlushPolicy { rows: 25, ..policy };
-    let files = files_of(sealed(), true, &policy);
-    let expected =
-        vec![(1, vec![(0, "5".to_string()), (3, "2".to_string())]), (2, vec![(0, "9".to_string()), (0, "20".to_string())]), (2, vec![(1, "40".to_string())])];
-    assert_eq!(shape(&files), expected);
+    let files = files_of(cut(sealed(), Cut::Together), &shards(), true, &policy);
+    assert_eq!(shape(&files), vec![(1, vec![s(3, "2"), s(0, "5")]), (2, vec![s(0, "9"), s(0, "20")]), (2, vec![s(1, "40")])]);
     // And by bytes (100 a row): 1,500 bytes a file holds one buffer.
     let policy = FlushPolicy { rows: 1000, bytes: 1_500, ..policy };
-    assert_eq!(files_of(sealed(), true, &policy).len(), 5);
+    assert_eq!(files_of(cut(sealed(), Cut::Together), &shards(), true, &policy).len(), 5);
     // A buffer over the limit alone is a file of its own.
     let policy = FlushPolicy { rows: 5, bytes: 1 << 30, ..policy };
-    assert_eq!(files_of(sealed(), true, &policy).len(), 5);
+    assert_eq!(files_of(cut(sealed(), Cut::Together), &shards(), true, &policy).len(), 5);
     // Buffers of more than MERGE_MAX_BYTES together stay apart, whatever --flush-bytes.
     let policy = FlushPolicy { rows: 1000, ..policy };
-    let mut large = sealed();
+    let mut large = cut(sealed(), Cut::Together);
     large[0].1.bytes = MERGE_MAX_BYTES - 1_999; // with hour 2's other 2,000 bytes: one over
-    let files = files_of(large, true, &policy);
-    let expected =
-        vec![(1, vec![(0, "5".to_string()), (3, "2".to_string())]), (2, vec![(0, "9".to_string()), (0, "20".to_string())]), (2, vec![(1, "40".to_string())])];
-    assert_eq!(shape(&files), expected);
+    let files = files_of(large, &shards(), true, &policy);
+    assert_eq!(shape(&files), vec![(1, vec![s(3, "2"), s(0, "5")]), (2, vec![s(0, "9"), s(0, "20")]), (2, vec![s(1, "40")])]);
 }
 
 #[test]
@@ -72,16 +96,20 @@ fn a_commit_of_at_most_n_files_leaves_each_shards_later_buffers_for_the_next() {
     let policy = FlushPolicy { rows: 25, bytes: 1 << 30, interval: std::time::Duration::from_secs(60), max_memory: 1 << 26 };
     let waiting =
         |rest: &[(BufferKey, Buffer)]| -> Vec<(u8, u32, String)> { rest.iter().map(|((p, shard), b)| (p.hour, *shard, b.first_seq.to_string())).collect() };
-    // Merged: hour 1's file and hour 2's first (shard 0's buffers) go, shard 1's waits.
-    let (files, rest) = commit_files(sealed(), true, &policy, 2);
-    assert_eq!(shape(&files).iter().map(|(hour, buffers)| (*hour, buffers.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 2)]);
-    assert_eq!(waiting(&rest), vec![(2, 1, "40".to_string())]);
+    // Merged: hour 1's file, then hour 2's two files together (a partition's files go in one
+    // commit), though two files were asked for; with one, hour 2 waits whole.
+    let (files, rest) = commit_files(cut(sealed(), Cut::Together), &shards(), true, &policy, 2);
+    assert_eq!(shape(&files).iter().map(|(hour, buffers)| (*hour, buffers.len())).collect::<Vec<_>>(), vec![(1, 2), (2, 2), (2, 1)]);
+    assert!(rest.is_empty());
+    let (files, rest) = commit_files(cut(sealed(), Cut::Together), &shards(), true, &policy, 1);
+    assert_eq!(files.len(), 1);
+    assert_eq!(waiting(&rest), vec![(2, 0, "9".to_string()), (2, 0, "20".to_string()), (2, 1, "40".to_string())]);
     // Apart: the first two sealed go, the others wait in the order they were sealed.
-    let (files, rest) = commit_files(sealed(), false, &policy, 2);
+    let (files, rest) = commit_files(sealed(), &shards(), false, &policy, 2);
     assert_eq!(files.len(), 2);
     assert_eq!(waiting(&rest), vec![(2, 0, "20".to_string()), (2, 0, "9".to_string()), (1, 3, "2".to_string())]);
     // Room for all: nothing waits.
-    assert!(commit_files(sealed(), true, &policy, usize::MAX).1.is_empty());
+    assert!(commit_files(sealed(), &shards(), true, &policy, usize::MAX).1.is_empty());
 }
 
 #[test]
@@ -97,108 +125,100 @@ fn a_merged_files_name_is_a_function_of_its_buffers_and_no_shards_file_name() {
     assert_eq!(crate::buffer::parse_file_name(&name), None);
 }
 
+const IDLE: i64 = 3_600_000;
+
 /// What a partition's sealed buffers meet in the other shards (an owned [`Elsewhere`]):
-/// `open` buffers, and for each shard its event time if it may still bring rows.
+/// `open` buffers (each opened when its shard's time stood at the time given), and for each
+/// shard its event time if it may still bring rows.
 struct Others {
     open: std::collections::BTreeMap<BufferKey, Buffer>,
     coming: Vec<Option<i64>>,
-    by_time: bool,
+    interval: std::time::Duration,
 }
 
 impl Others {
     fn view(&self) -> Elsewhere<'_> {
-        Elsewhere { open: &self.open, coming: self.coming.clone(), by_time: self.by_time }
+        Elsewhere { open: &self.open, coming: self.coming.clone(), idle_ms: IDLE, interval: self.interval }
     }
 }
 
-fn elsewhere(open: &[BufferKey], coming: Vec<Option<i64>>, by_time: bool) -> Others {
-    Others { open: open.iter().map(|key| (*key, buffer(100, 1))).collect(), coming, by_time }
+fn elsewhere(open: &[(BufferKey, i64)], coming: Vec<Option<i64>>) -> Others {
+    let open = open.iter().map(|(key, horizon_before)| (*key, Buffer::new(100u64.into(), None, 0, *horizon_before))).collect();
+    Others { open, coming, interval: std::time::Duration::from_secs(60) }
 }
 
-/// (hour, shard, times held) of each buffer held back, and of each left to commit.
-type Decided = (Vec<(u8, u32, u32)>, Vec<(u8, u32, u32)>);
+/// (hour, shard) of each buffer held back, and of each left to commit.
+type Decided = (Vec<(u8, u32)>, Vec<(u8, u32)>);
 
-fn hold(sealed: Sealed, others: &Others, room: usize) -> Decided {
-    let (held, rest) = held_back(sealed, &others.view(), room);
-    let list = |buffers: Sealed| buffers.into_iter().map(|((p, shard), b)| (p.hour, shard, b.held)).collect();
+fn hold(sealed: Sealed, others: &Others) -> Decided {
+    let (held, rest) = held_back(sealed, &others.view());
+    let list = |buffers: Sealed| buffers.into_iter().map(|((p, shard), _)| (p.hour, shard)).collect();
     (list(held), list(rest))
 }
 
 #[test]
-fn a_partition_waits_while_another_shard_holds_it_open_or_has_not_passed_its_end() {
+fn a_buffer_closed_on_time_waits_until_every_shard_has_closed_its_partition_on_time_or_will_not() {
+    let closes = hour(1).span_ms().unwrap().1 + IDLE;
+    let one = || cut(vec![((hour(1), 0), buffer(5, 10))], Cut::OnTime);
+    let (held, goes) = ((vec![(1, 0)], vec![]), (vec![], vec![(1, 0)]));
+    // Shard 1's time has not passed where the hour's on-time buffers close: it may still close
+    // one. It waits.
+    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(closes), Some(closes - 1)])), held);
+    // Passed, with nothing open there (or the hour open there after a late row): it goes.
+    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(closes), Some(closes)])), goes);
+    assert_eq!(hold(one(), &elsewhere(&[((hour(1), 1), closes)], vec![Some(closes), Some(closes)])), goes);
+    // Passed, but the hour is still open there on time (its buffer closes with the events
+    // its shard delivers after its last row): it waits.
+    assert_eq!(hold(one(), &elsewhere(&[((hour(1), 1), closes - 1)], vec![Some(closes), Some(closes + 5)])), held);
+    // Another hour open elsewhere, or a later buffer of its own shard (late: its time had
+    // passed the closing to close this one), does not count.
+    assert_eq!(hold(one(), &elsewhere(&[((hour(2), 1), 0), ((hour(1), 0), closes)], vec![Some(closes), Some(closes)])), goes);
+    // Shards that bring no more rows (another worker's, read to their end) do not count.
+    assert_eq!(hold(one(), &elsewhere(&[((hour(1), 1), 0)], vec![Some(closes), None])), goes);
+    // Nor does any shard once the buffer has been open for --flush-interval.
+    let mut impatient = elsewhere(&[], vec![Some(closes), Some(0)]);
+    impatient.interval = std::time::Duration::ZERO;
+    assert_eq!(hold(one(), &impatient), goes);
+    // Buffers cut by rows, bytes or the clock never wait.
+    for kind in [Cut::Alone, Cut::Together] {
+        let sealed = cut(one(), kind);
+        assert_eq!(hold(sealed, &elsewhere(&[], vec![Some(closes), Some(0)])), goes);
+    }
+    // One closed as idle after a late row waits for the end, whatever the other shards do
+    // (nothing is bound to close with it), or for --flush-interval.
+    let late = || cut(one(), Cut::Late);
+    assert_eq!(hold(late(), &elsewhere(&[], vec![Some(closes), Some(closes)])), held);
+    assert_eq!(hold(late(), &elsewhere(&[], vec![Some(closes), None])), held);
+    assert_eq!(hold(late(), &impatient), goes);
+}
+
+#[test]
+fn a_late_row_makes_its_buffer_go_alone() {
     let end = hour(1).span_ms().unwrap().1;
-    let one = || vec![((hour(1), 0), buffer(5, 10))];
-    let (held, goes) = ((vec![(1, 0, 1)], vec![]), (vec![], vec![(1, 0, 0)]));
-    // Open in shard 1: the buffer waits, whatever the shards' times.
-    assert_eq!(hold(one(), &elsewhere(&[(hour(1), 1)], vec![None, None], false), usize::MAX), held);
-    // A later buffer of its own shard, or another hour open elsewhere, does not count.
-    assert_eq!(hold(one(), &elsewhere(&[(hour(1), 0), (hour(2), 1)], vec![None, None], false), usize::MAX), goes);
-    // Nothing open elsewhere, and partitions do not close by event time: it goes.
-    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(0), Some(0)], false), usize::MAX), goes);
-    // By event time, a shard before the hour's end may still bring it rows: it waits ...
-    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), Some(end - 1)], true), usize::MAX), held);
-    // ... and not once that shard has reached the end, nor if no shard but its own is
-    // behind, nor for a shard that brings no more rows (another worker's, read to its end).
-    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), Some(end)], true), usize::MAX), goes);
-    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end - 1), Some(end)], true), usize::MAX), goes);
-    assert_eq!(hold(one(), &elsewhere(&[], vec![Some(end + 5), None], true), usize::MAX), goes);
+    let idle = Some(std::time::Duration::from_millis(IDLE as u64));
+    assert!(!late(&hour(1), end + IDLE - 1, idle));
+    assert!(late(&hour(1), end + IDLE, idle));
+    assert!(!late(&hour(1), i64::MIN, idle), "no time known yet");
+    assert!(!late(&hour(1), end + 10 * IDLE, None), "partitions do not close by time");
 }
 
 #[test]
 fn only_shards_read_and_not_read_to_their_end_may_still_bring_rows() {
     // Shard 0 is read, 1 is read to its end, 2 is not read here (another worker's, or a
-    // closed parent), 3 is read.
-    assert_eq!(coming(&[5, 5, 0, 1], &[false, true, false, false], &[10, 20, 30, 40]), vec![Some(10), None, None, Some(40)]);
+    // closed parent), 3 is read, 4 not yet by this run but before (a restart: its time was
+    // committed).
+    let none = i64::MIN;
+    assert_eq!(coming(&[5, 5, 0, 1, 0], &[false, true, false, false, false], &[10, 20, none, 40, 50]), vec![Some(10), None, None, Some(40), Some(50)]);
 }
 
 #[test]
 fn a_partitions_buffers_wait_or_go_together() {
-    // Hour 1 is open in shard 1, and has two sealed buffers of shard 0: the later one is
-    // over MERGE_MAX_BYTES and cannot wait, so the earlier one goes too. Committed alone,
-    // the later one would move shard 0's written position past the earlier one's rows.
-    let mut large = buffer(20, 10);
-    large.bytes = MERGE_MAX_BYTES + 1;
-    let sealed = vec![((hour(1), 0), buffer(5, 10)), ((hour(2), 0), buffer(7, 10)), ((hour(1), 0), large)];
-    let open = elsewhere(&[(hour(1), 1), (hour(2), 1)], vec![None, None], false);
-    assert_eq!(hold(sealed, &open, usize::MAX), (vec![(2, 0, 1)], vec![(1, 0, 0), (1, 0, 0)]));
-    // Likewise a buffer that has waited its last commit takes a newer one with it.
-    let mut tired = buffer(5, 10);
-    tired.held = HOLD_COMMITS;
-    let sealed = vec![((hour(1), 0), tired), ((hour(1), 0), buffer(20, 10))];
-    assert_eq!(hold(sealed, &open, usize::MAX), (vec![], vec![(1, 0, HOLD_COMMITS), (1, 0, 0)]));
-}
-
-#[test]
-fn a_buffer_waits_for_at_most_hold_commits_commits() {
-    let others = elsewhere(&[(hour(1), 1)], vec![None, None], false);
-    let elsewhere = others.view();
-    let (mut sealed, mut waited) = (vec![((hour(1), 0), buffer(5, 10))], 0);
-    for _ in 0..2 * HOLD_COMMITS {
-        let (held, rest) = held_back(sealed, &elsewhere, usize::MAX);
-        if held.is_empty() {
-            assert_eq!(rest.iter().map(|(_, b)| b.held).collect::<Vec<_>>(), vec![HOLD_COMMITS]);
-            break;
-        }
-        (sealed, waited) = (held, waited + 1);
-    }
-    assert_eq!(waited, HOLD_COMMITS);
-}
-
-#[test]
-fn buffers_held_back_together_need_at_most_the_room_given() {
-    let sealed = || {
-        [(1, 0), (2, 0), (3, 0)]
-            .map(|(h, shard)| {
-                let mut b = buffer(5, 10);
-                b.memory = 1_000;
-                ((hour(h), shard), b)
-            })
-            .into_iter()
-            .collect()
-    };
-    let open = elsewhere(&[(hour(1), 1), (hour(2), 1), (hour(3), 1)], vec![None, None], false);
-    // Room for two: hours 1 and 2 wait, hour 3 goes.
-    assert_eq!(hold(sealed(), &open, 2_500), (vec![(1, 0, 1), (2, 0, 1)], vec![(3, 0, 0)]));
-    assert_eq!(hold(sealed(), &open, 3_000).0.len(), 3);
-    assert_eq!(hold(sealed(), &open, 999).0.len(), 0);
+    // Hour 1 has a buffer of shard 0 closed on time and a later one cut by a row count:
+    // that one waits too. Committed alone, it would move shard 0's written position past
+    // the earlier one's rows. Hour 2's cut by a row count goes.
+    let closes = hour(1).span_ms().unwrap().1 + IDLE;
+    let mut sealed = vec![((hour(1), 0), buffer(5, 10)), ((hour(2), 0), buffer(7, 10)), ((hour(1), 0), buffer(20, 10))];
+    sealed[0].1.cut = Cut::OnTime;
+    let others = elsewhere(&[], vec![Some(closes), Some(0)]);
+    assert_eq!(hold(sealed, &others), (vec![(1, 0), (1, 0)], vec![(2, 0)]));
 }
