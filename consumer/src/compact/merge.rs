@@ -123,10 +123,13 @@ pub(super) fn read_all(runtime: &Handle, table: &Table, paths: &[&str]) -> Resul
     Ok(contents?)
 }
 
-/// The origin a file's footer says (see [`crate::origin`]), from its contents.
+/// The origin a file's footer says (see [`crate::origin`]), from its contents: only if its
+/// runs account for every row of the file, each for some (else the file is taken as of
+/// unknown origin, whole: a footer that miscounted must not make rows be skipped).
 pub(super) fn origin_of(path: &str, contents: &bytes::Bytes) -> Result<Option<Vec<Run>>, CompactError> {
     let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(contents).map_err(|e| read_back(path, e))?;
-    Ok(crate::origin::of_metadata(metadata.file_metadata()))
+    let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
+    Ok(crate::origin::of_metadata(metadata.file_metadata()).filter(|runs| runs.iter().all(|r| r.rows > 0) && runs.iter().map(|r| r.rows).sum::<u64>() == rows))
 }
 
 /// Merges the rows of `pieces` (each with its file's path and contents, in the plan's order)
@@ -374,6 +377,18 @@ mod tests {
             assert!(writer.full_file().unwrap().is_none());
         }
         writer.finish().unwrap().expect("a file")
+    }
+
+    #[test]
+    fn a_footer_whose_runs_miscount_the_rows_is_not_trusted() {
+        let pieces = [rows(0, 14)];
+        let data = pieces[0].schema();
+        let run = |rows| Run { shard: "s".into(), first: 1u64.into(), last: 9u64.into(), skip: 0, rows };
+        let file = |runs: &[Run]| parquet_file::encode(&pieces, &data, &data, Codec::Snappy, Some(runs)).unwrap().data;
+        assert_eq!(origin_of("f", &file(&[run(14)])).unwrap(), Some(vec![run(14)]));
+        assert_eq!(origin_of("f", &file(&[run(13)])).unwrap(), None, "a row left out");
+        assert_eq!(origin_of("f", &file(&[run(14), run(1)])).unwrap(), None, "more rows than the file");
+        assert_eq!(origin_of("f", &file(&[run(0), run(14)])).unwrap(), None, "an empty run");
     }
 
     #[test]

@@ -40,6 +40,23 @@ pub(super) struct Plan {
 /// footer says (`None` for files of one buffer, named after it, and for files that say none).
 /// `settings` are those that shape the merged bytes (see [`Plan::base`]).
 pub(super) fn plan(files: &[LiveFile], origins: &[Option<Vec<Run>>], settings: &str) -> Plan {
+    // Two pieces that claim the same place (shard names alike once made safe for object
+    // names, `a.1` and `a_1`; a foreign footer): none is trusted, every file goes whole, in
+    // name order, rather than one piece's rows left out.
+    plan_known(files, origins, settings).unwrap_or_else(|| opaque_plan(files, settings))
+}
+
+/// A plan that takes every file whole, in name order.
+fn opaque_plan(files: &[LiveFile], settings: &str) -> Plan {
+    let mut names: Vec<(String, usize)> = files.iter().enumerate().map(|(i, f)| (f.path.rsplit('/').next().unwrap_or(&f.path).to_string(), i)).collect();
+    names.sort();
+    let pieces = names.iter().map(|(_, file)| Piece { file: *file, offset: 0, rows: None, shard: None }).collect();
+    let base = base_name(&[], names.iter().map(|(name, _)| name.as_str()), settings);
+    Plan { pieces, shards: Vec::new(), known: false, base }
+}
+
+/// [`plan`], `None` if two pieces claim the same place.
+fn plan_known(files: &[LiveFile], origins: &[Option<Vec<Run>>], settings: &str) -> Option<Plan> {
     // By (shard, first position, rows of the run before): the piece and its last position;
     // then the opaque ones.
     let mut known: BTreeMap<(String, SequenceNumber, u64), (Piece, SequenceNumber)> = BTreeMap::new();
@@ -53,12 +70,16 @@ pub(super) fn plan(files: &[LiveFile], origins: &[Option<Vec<Run>>], settings: &
                 let mut offset = 0;
                 for run in runs {
                     let piece = Piece { file: index, offset, rows: Some(run.rows), shard: None };
-                    known.insert((run.shard.clone(), run.first, run.skip), (piece, run.last));
+                    if known.insert((run.shard.clone(), run.first, run.skip), (piece, run.last)).is_some() {
+                        return None;
+                    }
                     offset += run.rows;
                 }
             }
             (None, Some((shard, first, last))) => {
-                known.insert((shard, first, 0), (Piece { file: index, offset: 0, rows: None, shard: None }, last));
+                if known.insert((shard, first, 0), (Piece { file: index, offset: 0, rows: None, shard: None }, last)).is_some() {
+                    return None;
+                }
             }
             (None, None) => opaque.push((name.to_string(), index)),
         }
@@ -75,7 +96,7 @@ pub(super) fn plan(files: &[LiveFile], origins: &[Option<Vec<Run>>], settings: &
     opaque.sort();
     pieces.extend(opaque.iter().map(|(_, file)| Piece { file: *file, offset: 0, rows: None, shard: None }));
     let base = base_name(&shards, opaque.iter().map(|(name, _)| name.as_str()), settings);
-    Plan { pieces, shards, known: opaque.is_empty(), base }
+    Some(Plan { pieces, shards, known: opaque.is_empty(), base })
 }
 
 /// The merged files' names: `compacted-<hash>`, the hash of each shard's first and last
@@ -175,5 +196,15 @@ mod tests {
         let pieces: Vec<_> = again.pieces.iter().map(|p| (p.file, p.offset, p.rows, p.shard)).collect();
         assert_eq!(pieces, [(0, 0, Some(6), Some(0)), (1, 0, Some(4), Some(0)), (1, 4, Some(7), Some(1))]);
         assert_eq!(again.base, base_name(&plan.shards, std::iter::empty(), "s"), "the same rows, the same name");
+    }
+
+    #[test]
+    fn pieces_that_claim_the_same_place_make_every_file_go_whole() {
+        // Shards `a.1` and `a_1` are both `a_1` in names; a footer repeating a run.
+        let files = [live("part-a_1-00000000000000000001-00000000000000000009.parquet"), live("part-0123456789abcdef0123456789abcdef.parquet")];
+        let plan = plan(&files, &[None, Some(vec![run("a_1", 1, 5, 0, 3), run("b", 1, 2, 0, 1)])], "s");
+        assert!(!plan.known);
+        let pieces: Vec<_> = plan.pieces.iter().map(|p| (p.file, p.offset, p.rows, p.shard)).collect();
+        assert_eq!(pieces, [(1, 0, None, None), (0, 0, None, None)], "every row of both, by name");
     }
 }

@@ -45,7 +45,7 @@ impl Pipeline {
             }
         }
         self.store_schema()?;
-        if merge && hold == Hold::No {
+        if merge && hold == Hold::End {
             self.at_the_end();
         }
         // Thousands of files (hour partitions at the end of a run) go in several commits: one
@@ -328,12 +328,13 @@ fn raise_to(positions: &mut kappa_table::ShardPositions, shard: &str, seq: Seque
 const MERGE_MAX_BYTES: u64 = 4 << 20;
 
 /// Whether a commit may hold sealed buffers back (see [`Pipeline::hold_back`]): not when
-/// everything must be written (shutdown, the end of `--until-idle`, a lease's fence), nor when
-/// memory is still short after a spill.
+/// memory is still short after a spill, nor for a lease's fence (`No`), nor when everything is
+/// written (shutdown, the end of `--until-idle`: `End`, see [`Pipeline::at_the_end`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hold {
     Yes,
     No,
+    End,
 }
 
 impl From<bool> for Hold {

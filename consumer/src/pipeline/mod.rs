@@ -638,10 +638,10 @@ impl Pipeline {
         let advanced =
             self.shards.iter().enumerate().any(|(i, shard)| self.last_read[i].is_some_and(|n| self.state.resume.get(shard).and_then(|s| seq_of(s)) != Some(n)));
         if !self.sealed.is_empty() || !self.quarantine.is_empty() || self.acks.has_ingested() || advanced {
-            self.write_and_commit(Hold::No)?;
+            self.write_and_commit(Hold::End)?;
         }
         while !self.sealed.is_empty() {
-            self.write_and_commit(Hold::No)?;
+            self.write_and_commit(Hold::End)?;
         }
         self.finish_commit()
     }
