@@ -230,16 +230,26 @@ impl Pipeline {
     /// points back; nothing is held when everything is written (shutdown, the end of
     /// `--until-idle`), nor past --flush-interval.
     fn hold_back(&mut self) -> Sealed {
-        let Some(idle) = self.config.partition_idle else { return Vec::new() };
-        let elsewhere = Elsewhere {
-            open: &self.buffers,
-            coming: coming(&self.read_count, &self.finished, &self.horizon),
-            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
-            interval: self.config.flush.interval,
+        let sealed = std::mem::take(&mut self.sealed);
+        let Some(elsewhere) = self.elsewhere() else {
+            self.sealed = sealed;
+            return Vec::new();
         };
-        let (held, rest) = held_back(std::mem::take(&mut self.sealed), &elsewhere);
+        let (held, rest) = held_back(sealed, &elsewhere);
         self.sealed = rest;
         held
+    }
+
+    /// What a partition's sealed buffers meet in the other shards; `None` without
+    /// `--partition-idle` (no buffer is closed as idle, none waits).
+    fn elsewhere(&self) -> Option<Elsewhere<'_>> {
+        let idle = self.config.partition_idle?;
+        Some(Elsewhere {
+            open: &self.buffers,
+            coming: coming(&self.read_count, &self.finished, &self.horizon),
+            idle_ms: idle_ms(idle),
+            interval: self.config.flush.interval,
+        })
     }
 
     /// When everything is written (the end of the run, shutdown): a buffer closed as idle on
@@ -249,19 +259,22 @@ impl Pipeline {
     /// of the log up to there; whether it became complete before, and went, may depend on when
     /// commits were tried, so a complete partition's buffers keep their file either way.
     fn at_the_end(&mut self) {
-        let Some(idle) = self.config.partition_idle else { return };
-        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
-        let elsewhere =
-            Elsewhere { open: &self.buffers, coming: coming(&self.read_count, &self.finished, &self.horizon), idle_ms, interval: self.config.flush.interval };
+        let Some(elsewhere) = self.elsewhere() else { return };
         // Buffers open on time until the end, sealed for it a moment ago.
         let open_on_time: std::collections::BTreeSet<Partition> = self
             .sealed
             .iter()
-            .filter(|((partition, _), b)| b.cut == Cut::Together && b.horizon_before < closes(partition, idle_ms))
+            .filter(|((partition, _), b)| b.cut == Cut::Together && b.horizon_before < closes(partition, elsewhere.idle_ms))
+            .map(|((partition, _), _)| *partition)
+            .collect();
+        let incomplete: std::collections::BTreeSet<Partition> = self
+            .sealed
+            .iter()
+            .filter(|((partition, _), b)| b.cut == Cut::OnTime && (open_on_time.contains(partition) || !elsewhere.complete(*partition)))
             .map(|((partition, _), _)| *partition)
             .collect();
         for ((partition, _), buffer) in &mut self.sealed {
-            if buffer.cut == Cut::OnTime && (open_on_time.contains(partition) || !elsewhere.complete(*partition)) {
+            if buffer.cut == Cut::OnTime && incomplete.contains(partition) {
                 buffer.cut = Cut::Together;
             }
         }
@@ -368,7 +381,12 @@ fn closes(partition: &Partition, idle_ms: i64) -> i64 {
 /// Whether a buffer of `partition` whose shard's event time stood at `horizon_before` before
 /// its first row came late (`--partition-idle` `idle`): closed as idle, it is [`Cut::Late`].
 pub(super) fn late(partition: &Partition, horizon_before: i64, idle: Option<std::time::Duration>) -> bool {
-    idle.is_some_and(|idle| horizon_before >= closes(partition, i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)))
+    idle.is_some_and(|idle| horizon_before >= closes(partition, idle_ms(idle)))
+}
+
+/// `--partition-idle` in ms, as event times are.
+fn idle_ms(idle: std::time::Duration) -> i64 {
+    i64::try_from(idle.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What [`held_back`] looks at in the other shards.
